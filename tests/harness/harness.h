@@ -1,0 +1,39 @@
+/* harness.h - real servers for tests: started on free loopback ports with temp data dirs,
+ * ready when they answer (polled, never a fixed sleep), stopped by their own pid. A child dies
+ * with the test process (PR_SET_PDEATHSIG) and atexit() stops whatever is still running. */
+#ifndef MM_TEST_HARNESS_H
+#define MM_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct harness_etcd {
+    pid_t pid;                  /* 0 when not running */
+    int client_port;
+    int peer_port;
+    char name[32];
+    char data_dir[256];         /* mkdtemp'd; kept across stop/restart, removed by cleanup */
+    char endpoint[64];          /* "http://127.0.0.1:<client_port>" */
+    char log_path[300];         /* etcd's stdout+stderr, inside data_dir's parent temp dir */
+    char extra_args[512];       /* extra etcd flags, space-separated, kept for restarts */
+};
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int harness_free_port(void);
+
+/* Start etcd (from PATH) with a fresh data dir; extra_args may be NULL. Waits up to 15 s for
+ * /health to answer. Returns 0 or -errno (and prints the tail of etcd's log on failure). */
+int harness_etcd_start(struct harness_etcd *e, const char *extra_args);
+/* SIGTERM, wait up to 5 s, then SIGKILL. Data dir kept. */
+int harness_etcd_stop(struct harness_etcd *e);
+/* SIGKILL at once (a crash). Data dir kept. */
+int harness_etcd_kill(struct harness_etcd *e);
+/* Start again on the same ports and data dir; waits for readiness. */
+int harness_etcd_restart(struct harness_etcd *e);
+/* Stop if running and remove the data dir. */
+void harness_etcd_cleanup(struct harness_etcd *e);
+
+/* Milliseconds on the monotonic clock, for bounded polling loops in tests. */
+long long harness_now_ms(void);
+
+#endif
