@@ -62,7 +62,7 @@ struct etcd_response {
     const struct etcd_op_result *results; /* txn: one per op of the branch taken */
     size_t n_results;
     int64_t lease_id;             /* lease grant / keepalive / ttl */
-    int64_t ttl;                  /* seconds left (keepalive, ttl); -1 = lease not found (ttl) */
+    int64_t ttl;                  /* seconds left (keepalive, ttl); a missing lease is -ENOENT */
     int64_t granted_ttl;          /* lease ttl */
     bool keep;                    /* set by etcd_response_keep() */
 };
