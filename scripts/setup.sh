@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# setup.sh - install what is missing (Debian packages), then configure and build.
+# Idempotent and quick when everything is there: one dpkg query, no apt call, ninja no-op.
+#   scripts/setup.sh [BUILD_DIR] [extra meson setup args...]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+shift || true
+
+# Build toolchain and libraries (DESIGN.md's chosen dependencies) and the test servers' packages.
+packages=(
+  gcc libc6-dev pkg-config meson ninja-build git curl ca-certificates openssl procps
+  libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev
+  libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+  etcd-server etcd-client
+)
+
+# One dpkg query; a package it has never heard of is simply absent from the installed list.
+installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${packages[@]}" 2>/dev/null |
+            awk '$2 == "installed" { print $1 }' || true)
+missing=()
+for p in "${packages[@]}"; do
+  grep -qx "$p" <<<"$installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cd "$top"
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" "$@" >/dev/null
+fi
+ninja -C "$build" >/dev/null
+echo "setup: built in $top/$build"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# test.sh - install what is missing, build, and run the whole test suite twice: a normal build
+# and an AddressSanitizer + UBSan build (leaks fail the run). The chaos suite is not included
+# (run it with: meson test -C build --suite chaos).
+#   scripts/test.sh            the whole suite, both builds (what CI runs)
+#   scripts/test.sh --quick    normal build only
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+passed=0 failed=0 skipped=0
+run_suite() { # build-dir, label
+  local dir=$1 label=$2 rc=0
+  echo "== $label: meson test ($dir)"
+  meson test -C "$dir" --no-suite chaos --print-errorlogs --num-processes "$(nproc)" || rc=$?
+  local log="$dir/meson-logs/testlog.json"
+  if [ -f "$log" ]; then
+    passed=$((passed + $(grep -c '"result": "OK"' "$log" || true)))
+    failed=$((failed + $(grep -c -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log" || true)))
+    skipped=$((skipped + $(grep -c '"result": "SKIP"' "$log" || true)))
+  fi
+  return $rc
+}
+
+status=0
+scripts/setup.sh build
+run_suite build "normal build" || status=1
+if [ $quick -eq 0 ]; then
+  scripts/setup.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  run_suite build-asan "ASan+UBSan build" || status=1
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+exit $status
