@@ -46,9 +46,11 @@ static int check_count;
 /* Stop the test now: later steps make no sense without this. */
 #define REQUIRE(cond)                                                                      \
     do {                                                                                   \
-        CHECK(cond);                                                                       \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: required, stopping\n", __FILE__, __LINE__);            \
+        check_count++;                                                                     \
+        if (!(cond)) { /* evaluated once: cond may have side effects */                    \
+            check_failures++;                                                              \
+            fprintf(stderr, "%s:%d: REQUIRE failed, stopping: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                                \
             exit(1);                                                                       \
         }                                                                                  \
     } while (0)

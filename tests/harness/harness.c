@@ -1,0 +1,300 @@
+/* harness.c - real etcd servers for tests (see harness.h). */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TRACKED 16
+#define MAX_ARGS 64
+
+/* Test-process bookkeeping so that atexit() can stop what a failing test left running. */
+static struct harness_etcd *tracked[MAX_TRACKED];
+static int given_ports[256];
+static int n_given;
+
+long long harness_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static bool port_given(int port)
+{
+    for (int i = 0; i < n_given; i++)
+        if (given_ports[i] == port)
+            return true;
+    return false;
+}
+
+int harness_free_port(void)
+{
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            return -errno;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(a);
+        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+            getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        close(fd);
+        int port = ntohs(a.sin_port);
+        if (!port_given(port)) {
+            if (n_given < (int)(sizeof(given_ports) / sizeof(given_ports[0])))
+                given_ports[n_given++] = port;
+            return port;
+        }
+    }
+    return -EADDRINUSE;
+}
+
+static void track(struct harness_etcd *e, bool on)
+{
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (on && !tracked[i]) {
+            tracked[i] = e;
+            return;
+        }
+        if (!on && tracked[i] == e) {
+            tracked[i] = NULL;
+            return;
+        }
+    }
+}
+
+static void remove_tree(const char *dir)
+{
+    if (!dir[0])
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", dir, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+}
+
+/* data_dir is "<temp dir>/data"; the temp dir also holds the log. */
+static void remove_temp_dir(struct harness_etcd *e)
+{
+    char dir[sizeof(e->data_dir)];
+    memcpy(dir, e->data_dir, sizeof(dir));
+    char *slash = strrchr(dir, '/');
+    if (slash && strcmp(slash, "/data") == 0)
+        *slash = '\0';
+    remove_tree(dir);
+    e->data_dir[0] = '\0';
+}
+
+static void stop_all_at_exit(void)
+{
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        struct harness_etcd *e = tracked[i];
+        if (!e)
+            continue;
+        if (e->pid > 0) {
+            kill(e->pid, SIGKILL);
+            waitpid(e->pid, NULL, 0);
+            e->pid = 0;
+        }
+        remove_temp_dir(e);
+        tracked[i] = NULL;
+    }
+}
+
+static void print_log_tail(const struct harness_etcd *e)
+{
+    FILE *f = fopen(e->log_path, "r");
+    if (!f)
+        return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, size > 2048 ? size - 2048 : 0, SEEK_SET);
+    char buf[2049];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    fprintf(stderr, "--- tail of %s ---\n%s\n---\n", e->log_path, buf);
+}
+
+/* GET /health over a raw socket: answers "true" once etcd serves. */
+static bool healthy(const struct harness_etcd *e)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return false;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)e->client_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    bool ok = false;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+        const char req[] = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if (write(fd, req, sizeof(req) - 1) == (ssize_t)(sizeof(req) - 1)) {
+            char buf[1024];
+            size_t got = 0;
+            ssize_t n;
+            while (got < sizeof(buf) - 1 && (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
+                got += (size_t)n;
+            buf[got] = '\0';
+            ok = strstr(buf, "\"health\":\"true\"") != NULL;
+        }
+    }
+    close(fd);
+    return ok;
+}
+
+static int spawn(struct harness_etcd *e)
+{
+    char client_url[64], peer_url[64], cluster[128];
+    snprintf(client_url, sizeof(client_url), "http://127.0.0.1:%d", e->client_port);
+    snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d", e->peer_port);
+    snprintf(cluster, sizeof(cluster), "%s=%s", e->name, peer_url);
+    char extra[sizeof(e->extra_args)];
+    memcpy(extra, e->extra_args, sizeof(extra));
+    char *argv[MAX_ARGS];
+    int argc = 0;
+    const char *fixed[] = {"etcd", "--name", e->name, "--data-dir", e->data_dir,
+                           "--listen-client-urls", client_url, "--advertise-client-urls",
+                           client_url, "--listen-peer-urls", peer_url,
+                           "--initial-advertise-peer-urls", peer_url, "--initial-cluster",
+                           cluster, "--logger", "zap", "--log-level", "warn"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        argv[argc++] = (char *)fixed[i];
+    char *save = NULL;
+    for (char *tok = strtok_r(extra, " ", &save); tok && argc < MAX_ARGS - 1;
+         tok = strtok_r(NULL, " ", &save))
+        argv[argc++] = tok;
+    argv[argc] = NULL;
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        if (getppid() != parent)
+            _exit(1);
+        int fd = open(e->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execvp("etcd", argv);
+        fprintf(stderr, "exec etcd: %s\n", strerror(errno));
+        _exit(127);
+    }
+    e->pid = pid;
+    long long deadline = harness_now_ms() + 15000;
+    while (harness_now_ms() < deadline) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            e->pid = 0;
+            fprintf(stderr, "harness: etcd exited during start-up (status %d)\n", status);
+            print_log_tail(e);
+            return -ECHILD;
+        }
+        if (healthy(e))
+            return 0;
+        sleep_ms(25);
+    }
+    fprintf(stderr, "harness: etcd not healthy on port %d within 15 s\n", e->client_port);
+    print_log_tail(e);
+    harness_etcd_kill(e);
+    return -ETIMEDOUT;
+}
+
+int harness_etcd_start(struct harness_etcd *e, const char *extra_args)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(stop_all_at_exit);
+        registered = true;
+    }
+    memset(e, 0, sizeof(*e));
+    const char *tmp = getenv("TMPDIR");
+    snprintf(e->data_dir, sizeof(e->data_dir), "%s/mm-etcd-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!mkdtemp(e->data_dir))
+        return -errno;
+    snprintf(e->log_path, sizeof(e->log_path), "%s/etcd.log", e->data_dir);
+    strcat(e->data_dir, "/data");
+    e->client_port = harness_free_port();
+    e->peer_port = harness_free_port();
+    if (e->client_port < 0 || e->peer_port < 0)
+        return -EADDRINUSE;
+    snprintf(e->name, sizeof(e->name), "t%d", e->client_port);
+    snprintf(e->endpoint, sizeof(e->endpoint), "http://127.0.0.1:%d", e->client_port);
+    if (extra_args)
+        snprintf(e->extra_args, sizeof(e->extra_args), "%s", extra_args);
+    track(e, true);
+    return spawn(e);
+}
+
+static int reap(struct harness_etcd *e, int sig, long grace_ms)
+{
+    if (e->pid <= 0)
+        return 0;
+    kill(e->pid, sig);
+    long long deadline = harness_now_ms() + grace_ms;
+    for (;;) {
+        if (waitpid(e->pid, NULL, WNOHANG) == e->pid)
+            break;
+        if (harness_now_ms() >= deadline) {
+            kill(e->pid, SIGKILL);
+            waitpid(e->pid, NULL, 0);
+            break;
+        }
+        sleep_ms(10);
+    }
+    e->pid = 0;
+    return 0;
+}
+
+int harness_etcd_stop(struct harness_etcd *e)
+{
+    return reap(e, SIGTERM, 5000);
+}
+
+int harness_etcd_kill(struct harness_etcd *e)
+{
+    return reap(e, SIGKILL, 5000);
+}
+
+int harness_etcd_restart(struct harness_etcd *e)
+{
+    if (e->pid > 0)
+        harness_etcd_stop(e);
+    return spawn(e);
+}
+
+void harness_etcd_cleanup(struct harness_etcd *e)
+{
+    harness_etcd_stop(e);
+    remove_temp_dir(e);
+    track(e, false);
+}
