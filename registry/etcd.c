@@ -656,9 +656,9 @@ static void complete_ok(struct request *r, const cJSON *j)
                 return;
             }
         } else if (b->r.ttl <= 0) {
+            int64_t id = b->r.lease_id;
             etcd_response_free(&b->r);
-            complete_error(r, -ENOENT, "lease %" PRId64 " not found (expired or revoked)",
-                           b->r.lease_id);
+            complete_error(r, -ENOENT, "lease %" PRId64 " not found (expired or revoked)", id);
             return;
         }
         break;
@@ -863,7 +863,7 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
     }
     const cJSON *events = cJSON_GetObjectItemCaseSensitive(res, "events");
     struct arena_chunk *arena = NULL;
-    struct etcd_watch_batch batch = {.revision = revision};
+    struct etcd_watch_batch batch = {.revision = revision, .created = json_bool(res, "created")};
     int rc = 0;
     if (cJSON_IsArray(events)) {
         size_t n = (size_t)cJSON_GetArraySize(events);

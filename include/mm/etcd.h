@@ -159,6 +159,8 @@ struct etcd_watch_batch {
                                      every event up to it has been delivered */
     const struct etcd_event *events;
     size_t n_events;
+    bool created;                 /* the creation confirmation: its revision is the store's,
+                                     not a promise that earlier events were delivered */
 };
 
 struct etcd_watch_req {

@@ -1,0 +1,110 @@
+/* mirror.h - a local, revision-consistent copy of one etcd prefix.
+ *
+ * The mirror lists the prefix at one revision R (paginated, every page read at R), then watches
+ * from R+1 and applies events in revision order. When the stream breaks it resumes from the last
+ * applied revision + 1, with bounded exponential backoff, for as long as it lives. When that
+ * revision has been compacted it lists again and emits the difference between what it held and
+ * the new snapshot as events, so subscribers that only follow events stay correct.
+ *
+ * Owns: the entries (one allocation each: entry, key and value together), the subscriptions, the
+ * watch. Runs on the etcd client's loop; lookups never allocate. Entry pointers stay valid until
+ * the next time the loop runs mirror code (an event or a re-list may replace them). */
+#ifndef MM_MIRROR_H
+#define MM_MIRROR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mm/error.h"
+
+struct etcd_client;
+struct etcd_event;
+struct mirror;
+struct mirror_sub;
+
+struct mirror_entry {
+    const char *key;             /* NUL-terminated */
+    const char *value;           /* NUL-terminated */
+    uint32_t key_len;
+    uint32_t value_len;
+    int64_t create_revision;
+    int64_t mod_revision;
+    int64_t version;
+    int64_t lease;
+};
+
+enum mirror_event_kind { MIRROR_PUT, MIRROR_DELETE };
+
+struct mirror_event {
+    enum mirror_event_kind kind;
+    const char *key;
+    size_t key_len;
+    const char *old_value;       /* NULL when the key is new */
+    size_t old_len;
+    const char *new_value;       /* NULL on DELETE */
+    size_t new_len;
+    int64_t revision;            /* the change's revision (a re-list's snapshot revision) */
+    const struct mirror_entry *entry; /* the entry now held; NULL on DELETE */
+};
+
+typedef void (*mirror_event_cb)(const struct mirror_event *ev, void *arg);
+
+enum mirror_state {
+    MIRROR_LISTING,      /* first list in progress: contents incomplete */
+    MIRROR_SYNCED,       /* watching; contents consistent at mirror_revision() */
+    MIRROR_DISCONNECTED, /* stream broken; contents consistent at mirror_revision(), resuming */
+    MIRROR_RELISTING,    /* compacted past our revision: listing again, diff to follow */
+};
+
+typedef void (*mirror_state_cb)(struct mirror *m, enum mirror_state state,
+                                const struct mm_error *why, void *arg);
+
+struct mirror_config {
+    int64_t page_size;            /* keys per list page; 0 = 1000 */
+    unsigned initial_backoff_ms;  /* first resume delay; 0 = 50 */
+    unsigned max_backoff_ms;      /* cap of the doubling delay; 0 = 2000 */
+    bool no_progress_notify;      /* progress notifications are requested unless set */
+    mirror_state_cb state_cb;     /* optional */
+    void *state_arg;
+};
+
+struct mirror_stats {
+    uint64_t events_applied;      /* PUT/DELETE applied from watch streams */
+    uint64_t duplicates_skipped;  /* events at or below the applied revision (after a resume) */
+    uint64_t resumes;             /* watch streams restarted after a break */
+    uint64_t relists;             /* full lists after compaction */
+    uint64_t progress_notifies;
+};
+
+/* prefix must be non-empty (e.g. "/modelmesh/c1/"). cfg may be NULL for defaults. */
+int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_config *cfg,
+               struct mirror **out, struct mm_error *err);
+/* Begin listing and watching. Returns at once; progress is reported through state_cb. */
+int mirror_start(struct mirror *m);
+/* Stops the watch and frees every entry and subscription. */
+void mirror_free(struct mirror *m);
+
+const struct mirror_entry *mirror_get(const struct mirror *m, const char *key);
+/* Visit entries whose key starts with prefix, in key order; cb returns non-zero to stop (that
+ * value is returned). The mirror must not be changed from cb. */
+int mirror_foreach_prefix(const struct mirror *m, const char *prefix,
+                          int (*cb)(const struct mirror_entry *e, void *arg), void *arg);
+size_t mirror_count(const struct mirror *m);
+/* The revision the contents are known consistent at: the last applied event, or a progress
+ * notification's revision. 0 before the first list completes. */
+int64_t mirror_revision(const struct mirror *m);
+enum mirror_state mirror_state(const struct mirror *m);
+void mirror_get_stats(const struct mirror *m, struct mirror_stats *out);
+
+/* Events under prefix ("" = all) are delivered to cb, in revision order, after the mirror has
+ * applied them. A subscriber may unsubscribe (itself or others) from within cb. */
+int mirror_subscribe(struct mirror *m, const char *prefix, mirror_event_cb cb, void *arg,
+                     struct mirror_sub **out);
+void mirror_unsubscribe(struct mirror_sub *s);
+
+/* Apply a batch of watch events as the mirror's own stream does (events at or below the applied
+ * revision are skipped). Public for benchmarks and tests that measure the apply path alone. */
+void mirror_apply_events(struct mirror *m, const struct etcd_event *events, size_t n);
+
+#endif

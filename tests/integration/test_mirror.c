@@ -1,0 +1,483 @@
+/* test_mirror.c - the mirror against a real etcd.
+ *
+ * The writer has its own loop and client; the mirror's loop runs only when the test runs it. So
+ * "while the mirror is disconnected" is exact: the writer changes (and compacts) the store while
+ * the mirror cannot see anything, then the mirror runs and must converge.
+ *
+ * Every scenario ends with the same proof: the mirror equals a fresh range of the prefix (key,
+ * value, mod_revision), and a subscriber that built its own map from events only equals it too. */
+#include <errno.h>
+#include <ev.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "harness.h"
+#include "mm/etcd.h"
+#include "mm/mirror.h"
+
+static struct ev_loop *mloop, *wloop;
+static struct etcd_client *writer;
+
+/* ---------------------------------------------------------------- a subscriber's own map */
+
+struct shadow_item {
+    struct shadow_item *next;
+    char *key;
+    char *value;
+};
+
+struct shadow {
+    struct shadow_item *buckets[4096];
+    size_t count;
+    /* the last event seen for a watched key, to check old/new values */
+    char watched[128];
+    char last_old[128];
+    char last_new[128];
+    int last_kind;
+    int events;
+};
+
+static size_t hash(const char *s)
+{
+    size_t h = 5381;
+    while (*s)
+        h = h * 33 + (unsigned char)*s++;
+    return h % 4096;
+}
+
+static struct shadow_item **shadow_slot(struct shadow *sh, const char *key)
+{
+    struct shadow_item **p = &sh->buckets[hash(key)];
+    while (*p && strcmp((*p)->key, key) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+static void on_event(const struct mirror_event *ev, void *arg)
+{
+    struct shadow *sh = arg;
+    sh->events++;
+    struct shadow_item **p = shadow_slot(sh, ev->key);
+    if (ev->kind == MIRROR_DELETE) {
+        if (*p) {
+            struct shadow_item *it = *p;
+            *p = it->next;
+            free(it->key);
+            free(it->value);
+            free(it);
+            sh->count--;
+        }
+    } else if (*p) {
+        free((*p)->value);
+        (*p)->value = strdup(ev->new_value);
+    } else {
+        struct shadow_item *it = calloc(1, sizeof(*it));
+        it->key = strdup(ev->key);
+        it->value = strdup(ev->new_value);
+        *p = it;
+        sh->count++;
+    }
+    if (sh->watched[0] && strcmp(ev->key, sh->watched) == 0) {
+        sh->last_kind = ev->kind;
+        snprintf(sh->last_old, sizeof(sh->last_old), "%s", ev->old_value ? ev->old_value : "(none)");
+        snprintf(sh->last_new, sizeof(sh->last_new), "%s", ev->new_value ? ev->new_value : "(none)");
+    }
+}
+
+static void shadow_free(struct shadow *sh)
+{
+    for (size_t i = 0; i < 4096; i++) {
+        struct shadow_item *it = sh->buckets[i], *next;
+        for (; it; it = next) {
+            next = it->next;
+            free(it->key);
+            free(it->value);
+            free(it);
+        }
+        sh->buckets[i] = NULL;
+    }
+    sh->count = 0;
+}
+
+/* ---------------------------------------------------------------- writer helpers */
+
+static int64_t put(const char *key, const char *value)
+{
+    struct mm_error err = {0};
+    int64_t rev = 0;
+    int rc = etcd_sync_put(writer, key, value, 0, &rev, &err);
+    if (rc < 0)
+        fprintf(stderr, "put %s: %s\n", key, err.msg);
+    return rc < 0 ? rc : rev;
+}
+
+static int64_t del(const char *key)
+{
+    struct mm_error err = {0};
+    int rc = etcd_sync_delete(writer, key, false, NULL, &err);
+    if (rc < 0) {
+        fprintf(stderr, "delete %s: %s\n", key, err.msg);
+        return rc;
+    }
+    return 0;
+}
+
+/* Apply ops in txns of up to 100 (etcd allows 128 per txn). value NULL = delete. */
+static int64_t batch(char keys[][64], char values[][64], size_t n)
+{
+    int64_t rev = 0;
+    for (size_t i = 0; i < n; i += 100) {
+        struct etcd_op ops[100];
+        size_t k = 0;
+        for (size_t j = i; j < n && k < 100; j++, k++) {
+            ops[k] = (struct etcd_op){.kind = values[j][0] ? ETCD_OP_PUT : ETCD_OP_DELETE,
+                                      .key = keys[j], .value = values[j]};
+        }
+        struct etcd_txn txn = {.success = ops, .n_success = k};
+        struct etcd_response *r = NULL;
+        struct mm_error err = {0};
+        if (etcd_sync_txn(writer, &txn, &r, &err) < 0) {
+            fprintf(stderr, "batch txn: %s\n", err.msg);
+            return -1;
+        }
+        rev = r->revision;
+        etcd_response_free(r);
+    }
+    return rev;
+}
+
+static int64_t store_revision(void)
+{
+    struct etcd_response *r = NULL;
+    struct mm_error err = {0};
+    struct etcd_range_req req = {.key = "/", .count_only = true};
+    if (etcd_sync_range(writer, &req, &r, &err) < 0)
+        return -1;
+    int64_t rev = r->revision;
+    etcd_response_free(r);
+    return rev;
+}
+
+/* ---------------------------------------------------------------- running the mirror */
+
+static void tick(struct ev_loop *l, ev_timer *w, int revents)
+{
+}
+
+struct wait_rev {
+    struct mirror *m;
+    int64_t rev;
+};
+
+static bool caught_up(void *arg)
+{
+    struct wait_rev *w = arg;
+    return mirror_state(w->m) == MIRROR_SYNCED && mirror_revision(w->m) >= w->rev;
+}
+
+static bool is_disconnected(void *arg)
+{
+    return mirror_state(arg) == MIRROR_DISCONNECTED;
+}
+
+static bool run_mirror_until(bool (*cond)(void *), void *arg, long long ms)
+{
+    ev_timer t;
+    ev_timer_init(&t, tick, 0.01, 0.01);
+    ev_timer_start(mloop, &t);
+    long long end = harness_now_ms() + ms;
+    while (!cond(arg) && harness_now_ms() < end)
+        ev_run(mloop, EVRUN_ONCE);
+    ev_timer_stop(mloop, &t);
+    return cond(arg);
+}
+
+static bool wait_caught_up(struct mirror *m, int64_t rev, long long ms)
+{
+    struct wait_rev w = {m, rev};
+    bool ok = run_mirror_until(caught_up, &w, ms);
+    if (!ok)
+        fprintf(stderr, "mirror not caught up: state %d revision %" PRId64 " want %" PRId64 "\n",
+                mirror_state(m), mirror_revision(m), rev);
+    return ok;
+}
+
+/* The proof: mirror == fresh range == subscriber's map. */
+static void check_converged(struct mirror *m, struct shadow *sh, const char *prefix)
+{
+    struct etcd_response *r = NULL;
+    struct mm_error err = {0};
+    struct etcd_range_req req = {.key = prefix, .prefix = true};
+    REQUIRE(etcd_sync_range(writer, &req, &r, &err) == 0);
+    CHECK_INT(mirror_count(m), r->op.n_kvs);
+    CHECK_INT(sh->count, r->op.n_kvs);
+    size_t value_mismatch = 0, rev_mismatch = 0, missing = 0, shadow_bad = 0;
+    for (size_t i = 0; i < r->op.n_kvs; i++) {
+        const struct etcd_kv *kv = &r->op.kvs[i];
+        const struct mirror_entry *e = mirror_get(m, kv->key);
+        if (!e) {
+            missing++;
+            continue;
+        }
+        value_mismatch += strcmp(e->value, kv->value) != 0;
+        rev_mismatch += e->mod_revision != kv->mod_revision;
+        struct shadow_item **p = shadow_slot(sh, kv->key);
+        shadow_bad += !*p || strcmp((*p)->value, kv->value) != 0;
+    }
+    CHECK_INT(missing, 0);
+    CHECK_INT(value_mismatch, 0);
+    CHECK_INT(rev_mismatch, 0);
+    CHECK_INT(shadow_bad, 0);
+    etcd_response_free(r);
+}
+
+static struct mirror *new_mirror(const char *endpoint, struct etcd_client **mc, const char *prefix,
+                                 struct shadow *sh)
+{
+    struct etcd_config cfg = {.endpoints = endpoint, .request_timeout_ms = 2000,
+                              .connect_timeout_ms = 500};
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(mloop, &cfg, mc, &err) == 0);
+    struct mirror_config mcfg = {.page_size = 1000};
+    struct mirror *m = NULL;
+    REQUIRE(mirror_new(*mc, prefix, &mcfg, &m, &err) == 0);
+    REQUIRE(mirror_subscribe(m, "", on_event, sh, NULL) == 0);
+    REQUIRE(mirror_start(m) == 0);
+    return m;
+}
+
+/* ---------------------------------------------------------------- scenarios */
+
+struct collect {
+    char keys[8][64];
+    int n;
+};
+
+static int collect_keys(const struct mirror_entry *e, void *arg)
+{
+    struct collect *c = arg;
+    if (c->n < 8)
+        snprintf(c->keys[c->n++], 64, "%s", e->key);
+    return 0;
+}
+
+static void test_sync_and_events(const char *endpoint)
+{
+    const char *P = "/t/basic/";
+    put("/t/basic/b", "b1");
+    put("/t/basic/a", "a1");
+    put("/t/basic/c/x", "cx1");
+    put("/t/basic/c/y", "cy1");
+    put("/t/basicx", "outside"); /* shares the string prefix minus the slash: not ours */
+    int64_t rev = put("/t/other", "o1");
+
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_client *mc = NULL;
+    struct mirror *m = new_mirror(endpoint, &mc, P, sh);
+    REQUIRE(wait_caught_up(m, rev - 1, 5000));
+    CHECK_INT(mirror_count(m), 4);
+    CHECK(mirror_get(m, "/t/basicx") == NULL);
+    CHECK(mirror_get(m, "/t/other") == NULL);
+    CHECK_STR(mirror_get(m, "/t/basic/a")->value, "a1");
+    CHECK_INT(sh->count, 4); /* the first list reached the subscriber as PUT events */
+
+    struct collect col = {0};
+    mirror_foreach_prefix(m, "/t/basic/c/", collect_keys, &col);
+    CHECK_INT(col.n, 2);
+    CHECK_STR(col.keys[0], "/t/basic/c/x");
+    CHECK_STR(col.keys[1], "/t/basic/c/y");
+
+    /* Live changes reach subscribers with the right old and new values. */
+    snprintf(sh->watched, sizeof(sh->watched), "/t/basic/a");
+    rev = put("/t/basic/a", "a2");
+    REQUIRE(wait_caught_up(m, rev, 5000));
+    CHECK_INT(sh->last_kind, MIRROR_PUT);
+    CHECK_STR(sh->last_old, "a1");
+    CHECK_STR(sh->last_new, "a2");
+    CHECK_INT(mirror_get(m, "/t/basic/a")->mod_revision, rev);
+    del("/t/basic/a");
+    rev = put("/t/basic/d", "d1");
+    REQUIRE(wait_caught_up(m, rev, 5000));
+    CHECK_INT(sh->last_kind, MIRROR_DELETE);
+    CHECK_STR(sh->last_old, "a2");
+    CHECK_STR(sh->last_new, "(none)");
+    CHECK(mirror_get(m, "/t/basic/a") == NULL);
+    check_converged(m, sh, P);
+
+    /* Writes outside the prefix move the store's revision; a progress notification (etcd runs
+     * with a 200 ms interval here) tells the mirror it is current at that revision too. */
+    rev = put("/t/other", "o2");
+    REQUIRE(wait_caught_up(m, rev, 5000));
+    struct mirror_stats st;
+    mirror_get_stats(m, &st);
+    CHECK(st.progress_notifies > 0);
+    mirror_free(m);
+    etcd_client_free(mc);
+    shadow_free(sh);
+    free(sh);
+}
+
+static void test_restart(struct harness_etcd *etcd)
+{
+    const char *P = "/t/restart/";
+    char key[64], val[64];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof(key), "/t/restart/k%03d", i);
+        put(key, "v0");
+    }
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_client *mc = NULL;
+    struct mirror *m = new_mirror(etcd->endpoint, &mc, P, sh);
+    REQUIRE(wait_caught_up(m, store_revision(), 5000));
+
+    /* Writes before the crash, some of them not yet seen by the mirror. */
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "/t/restart/k%03d", i);
+        put(key, "v1");
+    }
+    REQUIRE(harness_etcd_kill(etcd) == 0);
+    CHECK(run_mirror_until(is_disconnected, m, 5000));
+    REQUIRE(harness_etcd_restart(etcd) == 0);
+    /* Writes after the restart, before the mirror reconnects. */
+    for (int i = 10; i < 20; i++) {
+        snprintf(key, sizeof(key), "/t/restart/k%03d", i);
+        snprintf(val, sizeof(val), "v2-%d", i);
+        put(key, val);
+    }
+    for (int i = 40; i < 50; i++) {
+        snprintf(key, sizeof(key), "/t/restart/k%03d", i);
+        del(key);
+    }
+    int64_t rev = put("/t/restart/new", "n");
+    CHECK(wait_caught_up(m, rev, 10000));
+    struct mirror_stats st;
+    mirror_get_stats(m, &st);
+    CHECK(st.resumes >= 1);
+    CHECK_INT(st.relists, 0);
+    CHECK_INT(mirror_count(m), 41);
+    check_converged(m, sh, P);
+    mirror_free(m);
+    etcd_client_free(mc);
+    shadow_free(sh);
+    free(sh);
+}
+
+static void test_compaction_while_disconnected(struct harness_etcd *etcd)
+{
+    const char *P = "/t/compact/";
+    char key[64];
+    for (int i = 0; i < 30; i++) {
+        snprintf(key, sizeof(key), "/t/compact/k%03d", i);
+        put(key, "v0");
+    }
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_client *mc = NULL;
+    struct mirror *m = new_mirror(etcd->endpoint, &mc, P, sh);
+    REQUIRE(wait_caught_up(m, store_revision(), 5000));
+    int64_t seen = mirror_revision(m);
+
+    REQUIRE(harness_etcd_kill(etcd) == 0);
+    CHECK(run_mirror_until(is_disconnected, m, 5000));
+    REQUIRE(harness_etcd_restart(etcd) == 0);
+    /* Change, delete and add, then compact everything the mirror has not seen. */
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "/t/compact/k%03d", i);
+        put(key, "changed");
+    }
+    for (int i = 20; i < 30; i++) {
+        snprintf(key, sizeof(key), "/t/compact/k%03d", i);
+        del(key);
+    }
+    put("/t/compact/added", "a");
+    int64_t rev = put("/t/compact/k005", "changed-twice");
+    struct mm_error err = {0};
+    REQUIRE(etcd_sync_compact(writer, rev, &err) == 0);
+    CHECK(rev > seen + 1);
+
+    CHECK(wait_caught_up(m, rev, 10000));
+    struct mirror_stats st;
+    mirror_get_stats(m, &st);
+    CHECK(st.relists >= 1);
+    CHECK_INT(mirror_count(m), 21);
+    CHECK_STR(mirror_get(m, "/t/compact/k005")->value, "changed-twice");
+    CHECK(mirror_get(m, "/t/compact/k025") == NULL);
+    check_converged(m, sh, P);
+
+    /* And it keeps following live changes after the re-list. */
+    rev = put("/t/compact/after", "x");
+    CHECK(wait_caught_up(m, rev, 5000));
+    check_converged(m, sh, P);
+    mirror_free(m);
+    etcd_client_free(mc);
+    shadow_free(sh);
+    free(sh);
+}
+
+static void test_ten_thousand(const char *endpoint)
+{
+    const char *P = "/t/big/";
+    enum { N = 10000 };
+    static char keys[N][64], values[N][64];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], 64, "/t/big/m%05d", i);
+        snprintf(values[i], 64, "{\"v\":1,\"state\":\"Loaded\",\"n\":%d}", i);
+    }
+    REQUIRE(batch(keys, values, N) > 0);
+
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_client *mc = NULL;
+    struct mirror *m = new_mirror(endpoint, &mc, P, sh);
+    long long t0 = harness_now_ms();
+    REQUIRE(wait_caught_up(m, store_revision(), 30000));
+    fprintf(stderr, "listed %zu keys in %lld ms\n", mirror_count(m), harness_now_ms() - t0);
+    CHECK_INT(mirror_count(m), N);
+    check_converged(m, sh, P);
+
+    /* 10,000 more changes in txns of 100 while the mirror watches: updates, deletes, new keys. */
+    for (int i = 0; i < N; i++) {
+        if (i % 4 == 0)
+            values[i][0] = '\0'; /* delete */
+        else if (i % 4 == 1)
+            snprintf(keys[i], 64, "/t/big/n%05d", i); /* new key */
+        else
+            snprintf(values[i], 64, "{\"v\":1,\"state\":\"Loading\",\"n\":%d}", i);
+    }
+    int64_t rev = 0;
+    for (int i = 0; i < N; i += 1000) { /* interleave writing and mirroring */
+        rev = batch(keys + i, values + i, 1000);
+        REQUIRE(rev > 0);
+        ev_run(mloop, EVRUN_NOWAIT);
+    }
+    CHECK(wait_caught_up(m, rev, 30000));
+    CHECK_INT(mirror_count(m), N - N / 4 + N / 4);
+    check_converged(m, sh, P);
+    mirror_free(m);
+    etcd_client_free(mc);
+    shadow_free(sh);
+    free(sh);
+}
+
+int main(void)
+{
+    struct harness_etcd etcd = {0};
+    REQUIRE(harness_etcd_start(&etcd, "--experimental-watch-progress-notify-interval=200ms") == 0);
+    mloop = ev_loop_new(EVFLAG_AUTO);
+    wloop = ev_loop_new(EVFLAG_AUTO);
+    struct etcd_config cfg = {.endpoints = etcd.endpoint};
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(wloop, &cfg, &writer, &err) == 0);
+
+    test_sync_and_events(etcd.endpoint);
+    test_restart(&etcd);
+    test_compaction_while_disconnected(&etcd);
+    test_ten_thousand(etcd.endpoint);
+
+    etcd_client_free(writer);
+    ev_loop_destroy(mloop);
+    ev_loop_destroy(wloop);
+    harness_etcd_cleanup(&etcd);
+    return CHECK_DONE();
+}
