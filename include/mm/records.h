@@ -1,0 +1,73 @@
+/* records.h - the JSON records stored under the keys of keys.h (DESIGN.md's etcd layout).
+ *
+ * Every record carries "v" (schema version). Decoding accepts v >= 1, ignores fields it does
+ * not know (newer writers may add them), applies defaults to absent optional fields, and rejects
+ * wrong types, out-of-range numbers, over-long strings and values over RECORD_MAX_BYTES with a
+ * message naming the record and the field. Records are plain structs: no allocation. */
+#ifndef MM_RECORDS_H
+#define MM_RECORDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mm/error.h"
+
+#define RECORD_VERSION 1
+#define RECORD_MAX_BYTES 65536
+
+enum copy_state { COPY_PENDING, COPY_LOADING, COPY_LOADED, COPY_FAILED };
+
+struct instance_record {
+    char address[256];        /* host:port of the node's internal endpoint (required) */
+    char runtime[128];        /* runtime name served beside the node */
+    char zone[64];
+    uint64_t capacity_bytes;
+    uint64_t used_bytes;
+    uint32_t loaded_count;
+    int64_t lru_oldest_ms;    /* last-use time of the least recently used copy, epoch ms */
+    int64_t start_ms;
+};
+
+struct model_failure {
+    char message[512];
+    int64_t time_ms;
+    char instance[254];
+};
+
+struct model_record {
+    char type[64];            /* model format, e.g. sklearn (required) */
+    char runtime[128];
+    char storage_key[254];
+    char storage_path[1024];
+    uint64_t size_bytes;      /* estimate until a copy reports its measured size */
+    int64_t last_used_ms;
+    struct model_failure last_failure; /* message "" = none */
+};
+
+struct copy_record {
+    enum copy_state state;    /* required */
+    int64_t since_ms;
+    uint64_t size_bytes;
+    char error[512];
+};
+
+struct vmodel_record {
+    char active_model_id[254];
+    char target_model_id[254];
+    char owner[128];
+};
+
+enum record_kind { RECORD_INSTANCE, RECORD_MODEL, RECORD_COPY, RECORD_VMODEL };
+
+/* Encode as compact JSON; returns a malloc'd string (caller frees) or NULL without memory. */
+char *record_encode(enum record_kind kind, const void *rec);
+/* Decode into *rec (zeroed first). 0, -EINVAL (malformed or invalid) or -E2BIG. */
+int record_decode(enum record_kind kind, const char *json, size_t len, void *rec,
+                  struct mm_error *err);
+const char *record_kind_name(enum record_kind kind);
+
+const char *copy_state_name(enum copy_state s);
+/* 0 or -EINVAL for a name other than Pending, Loading, Loaded, Failed. */
+int copy_state_parse(const char *name, enum copy_state *out);
+
+#endif

@@ -1,0 +1,186 @@
+/* test_records.c - record codecs: round trips, tolerance of unknown fields, and rejects that
+ * name the record and the field. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "check.h"
+#include "mm/records.h"
+
+static int decode(enum record_kind kind, const char *json, void *rec, struct mm_error *err)
+{
+    return record_decode(kind, json, strlen(json), rec, err);
+}
+
+/* The decode fails with -EINVAL and the message contains every fragment given. */
+static void rejects(enum record_kind kind, const char *json, const char *want)
+{
+    union {
+        struct instance_record i;
+        struct model_record m;
+        struct copy_record c;
+        struct vmodel_record v;
+    } rec;
+    struct mm_error err = {0};
+    int rc = decode(kind, json, &rec, &err);
+    CHECK(rc < 0);
+    CHECK(strstr(err.msg, want) != NULL);
+    if (rc >= 0 || !strstr(err.msg, want))
+        fprintf(stderr, "  input %.80s\n  got %d '%s', wanted '%s'\n", json, rc, err.msg, want);
+}
+
+static void test_round_trips(void)
+{
+    struct mm_error err = {0};
+    static const struct instance_record in = { /* static: padding is zeroed for memcmp */
+        .address = "10.0.0.7:8080", .runtime = "mlserver", .zone = "z1",
+        .capacity_bytes = 4294967296ULL * 3, .used_bytes = 123456789, .loaded_count = 42,
+        .lru_oldest_ms = 1764000000123, .start_ms = 1764000000000,
+    };
+    struct instance_record out;
+    char *json = record_encode(RECORD_INSTANCE, &in);
+    REQUIRE(json != NULL);
+    CHECK(strstr(json, "\"v\":1") != NULL);
+    CHECK_INT(decode(RECORD_INSTANCE, json, &out, &err), 0);
+    CHECK(memcmp(&in, &out, sizeof(in)) == 0);
+    free(json);
+
+    static const struct model_record m = {
+        .type = "sklearn", .runtime = "mlserver-1.x", .storage_key = "localMinIO",
+        .storage_path = "sklearn/mnist-svm.joblib", .size_bytes = 9007199254740992ULL,
+        .last_used_ms = -5, .last_failure = {"load failed: bad magic", 1764000000999, "node-2"},
+    };
+    struct model_record m2;
+    json = record_encode(RECORD_MODEL, &m);
+    REQUIRE(json != NULL);
+    CHECK_INT(decode(RECORD_MODEL, json, &m2, &err), 0);
+    CHECK(memcmp(&m, &m2, sizeof(m)) == 0);
+    free(json);
+
+    for (int s = COPY_PENDING; s <= COPY_FAILED; s++) {
+        struct copy_record c, c2;
+        memset(&c, 0, sizeof(c));
+        c.state = (enum copy_state)s;
+        c.since_ms = 17;
+        c.size_bytes = 8192;
+        strcpy(c.error, "x");
+        json = record_encode(RECORD_COPY, &c);
+        REQUIRE(json != NULL);
+        CHECK(strstr(json, copy_state_name(c.state)) != NULL);
+        CHECK_INT(decode(RECORD_COPY, json, &c2, &err), 0);
+        CHECK(memcmp(&c, &c2, sizeof(c)) == 0);
+        free(json);
+    }
+
+    static const struct vmodel_record v = {.active_model_id = "a__isvc-0000000001",
+                                           .target_model_id = "a__isvc-0000000002",
+                                           .owner = "ctl"};
+    struct vmodel_record v2;
+    json = record_encode(RECORD_VMODEL, &v);
+    REQUIRE(json != NULL);
+    CHECK_INT(decode(RECORD_VMODEL, json, &v2, &err), 0);
+    CHECK(memcmp(&v, &v2, sizeof(v)) == 0);
+    free(json);
+
+    /* Empty optional strings are left out and come back empty. */
+    struct copy_record c = {.state = COPY_LOADED}, c3;
+    json = record_encode(RECORD_COPY, &c);
+    CHECK(json && strstr(json, "error") == NULL);
+    CHECK_INT(decode(RECORD_COPY, json, &c3, &err), 0);
+    CHECK_STR(c3.error, "");
+    free(json);
+}
+
+static void test_tolerance(void)
+{
+    struct mm_error err = {0};
+    struct copy_record c;
+    /* Unknown fields (a newer writer) and a newer schema version are accepted. */
+    CHECK_INT(decode(RECORD_COPY, "{\"v\":2,\"state\":\"Loading\",\"future\":{\"x\":[1,2]},"
+                                  "\"since_ms\":5}", &c, &err), 0);
+    CHECK_INT(c.state, COPY_LOADING);
+    CHECK_INT(c.since_ms, 5);
+    /* Optional fields may be absent or null. */
+    struct instance_record i;
+    CHECK_INT(decode(RECORD_INSTANCE, "{\"v\":1,\"address\":\"h:1\",\"zone\":null}", &i, &err), 0);
+    CHECK_STR(i.zone, "");
+    CHECK_INT(i.capacity_bytes, 0);
+    /* Whitespace and trailing whitespace are fine. */
+    CHECK_INT(decode(RECORD_COPY, " {\"v\":1, \"state\":\"Failed\"}\n", &c, &err), 0);
+}
+
+static void test_rejects(void)
+{
+    rejects(RECORD_COPY, "", "copy record: value is empty");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Loaded\"", "copy record: malformed JSON");
+    rejects(RECORD_COPY, "not json", "malformed JSON at byte 0");
+    rejects(RECORD_COPY, "[1,2]", "must be a JSON object");
+    rejects(RECORD_COPY, "\"Loaded\"", "must be a JSON object");
+    rejects(RECORD_COPY, "{\"state\":\"Loaded\"}", "schema version 'v' is missing");
+    rejects(RECORD_COPY, "{\"v\":\"1\",\"state\":\"Loaded\"}", "'v' must be an integer >= 1");
+    rejects(RECORD_COPY, "{\"v\":0,\"state\":\"Loaded\"}", "'v' must be an integer >= 1");
+    rejects(RECORD_COPY, "{\"v\":1}", "copy record: field 'state' is required");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Ready\"}", "field 'state' must be one of");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":3}", "field 'state' must be one of");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Loaded\",\"since_ms\":1.5}",
+            "field 'since_ms' must be an integer");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Loaded\",\"size_bytes\":-1}",
+            "field 'size_bytes' must be a non-negative integer");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Loaded\",\"size_bytes\":1e300}",
+            "field 'size_bytes' must be a non-negative integer");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Loaded\",\"error\":7}",
+            "field 'error' must be a string");
+    rejects(RECORD_INSTANCE, "{\"v\":1}", "instance record: field 'address' is required");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"\"}", "field 'address' must not be empty");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"capacity_bytes\":\"10\"}",
+            "instance record: field 'capacity_bytes' must be a non-negative integer");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"loaded_count\":4294967296}",
+            "field 'loaded_count' must be an integer in 0..4294967295");
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"sklearn\",\"last_failure\":\"boom\"}",
+            "model record: field 'last_failure' must be an object");
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"sklearn\",\"last_failure\":{\"time_ms\":true}}",
+            "in 'last_failure': model record: field 'time_ms' must be an integer");
+    rejects(RECORD_VMODEL, "{\"v\":1,\"owner\":[]}", "vmodel record: field 'owner'");
+
+    /* Over-long strings name the field and the limit. */
+    char big[2048];
+    int n = snprintf(big, sizeof(big), "{\"v\":1,\"address\":\"");
+    memset(big + n, 'a', 300);
+    snprintf(big + n + 300, sizeof(big) - (size_t)n - 300, "\"}");
+    rejects(RECORD_INSTANCE, big, "field 'address' is 300 bytes, the limit is 255");
+
+    /* Deep nesting is refused by the parser, not by a crash. */
+    static char deep[20010];
+    for (int i = 0; i < 10000; i++) {
+        deep[i] = '[';
+        deep[10000 + i] = ']';
+    }
+    rejects(RECORD_COPY, deep, "malformed JSON");
+
+    /* Whole values over the size limit are refused before parsing. */
+    size_t huge = RECORD_MAX_BYTES + 10;
+    char *h = malloc(huge + 1);
+    memset(h, ' ', huge);
+    h[huge] = '\0';
+    struct copy_record c;
+    struct mm_error err = {0};
+    CHECK_INT(decode(RECORD_COPY, h, &c, &err), -E2BIG);
+    CHECK(strstr(err.msg, "the limit is 65536") != NULL);
+    free(h);
+
+    /* A failed decode leaves nothing half-filled. */
+    struct instance_record i;
+    memset(&i, 0x55, sizeof(i));
+    CHECK(decode(RECORD_INSTANCE, "{\"v\":1,\"address\":\"x\",\"used_bytes\":-3}", &i, &err) < 0);
+    CHECK_STR(i.address, "");
+}
+
+int main(void)
+{
+    test_round_trips();
+    test_tolerance();
+    test_rejects();
+    enum copy_state s;
+    CHECK_INT(copy_state_parse("loaded", &s), -EINVAL); /* names are case-sensitive */
+    CHECK_STR(copy_state_name((enum copy_state)9), "Unknown");
+    return CHECK_DONE();
+}
