@@ -1,0 +1,312 @@
+/* mmctl.c - the command-line tool. Verbs so far: registry get | dump | put.
+ * Keys are given relative to the cluster prefix (models/m1) or absolute (/modelmesh/c/models/m1). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <ev.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mm/etcd.h"
+#include "mm/keys.h"
+#include "mm/records.h"
+
+struct options {
+    struct etcd_config etcd;
+    const char *cluster;
+    const char *prefix; /* dump --prefix */
+    const char *args[4];
+    int n_args;
+};
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: mmctl [options] registry get KEY\n"
+            "       mmctl [options] registry dump [--prefix P]\n"
+            "       mmctl [options] registry put KEY JSON\n"
+            "\n"
+            "KEY and P are relative to /modelmesh/<cluster>/ (e.g. models/m1, copies/) or start\n"
+            "with '/'. put validates instance, model, copy and vmodel records before writing.\n"
+            "\n"
+            "options:\n"
+            "  --endpoints URLS   etcd endpoints, comma-separated (env MM_ETCD_ENDPOINTS;\n"
+            "                     default http://127.0.0.1:2379)\n"
+            "  --cluster NAME     cluster name (env MM_CLUSTER; default local)\n"
+            "  --cacert FILE      CA bundle for https endpoints\n"
+            "  --cert FILE --key FILE   client certificate and key\n"
+            "  --user NAME --password PW   etcd authentication\n"
+            "  --timeout MS       per-request deadline (default 5000)\n"
+            "  -h, --help\n");
+}
+
+/* Returns 0, or 2 for a usage error (message printed). */
+static int parse(int argc, char **argv, struct options *o)
+{
+    const char *env = getenv("MM_ETCD_ENDPOINTS");
+    o->etcd.endpoints = env && env[0] ? env : "http://127.0.0.1:2379";
+    env = getenv("MM_CLUSTER");
+    o->cluster = env && env[0] ? env : "local";
+    static const struct {
+        const char *name;
+        size_t offset;
+    } opts[] = {
+        {"--endpoints", offsetof(struct options, etcd.endpoints)},
+        {"--cluster", offsetof(struct options, cluster)},
+        {"--cacert", offsetof(struct options, etcd.ca_file)},
+        {"--cert", offsetof(struct options, etcd.cert_file)},
+        {"--key", offsetof(struct options, etcd.key_file)},
+        {"--user", offsetof(struct options, etcd.user)},
+        {"--password", offsetof(struct options, etcd.password)},
+        {"--prefix", offsetof(struct options, prefix)},
+    };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            if (o->n_args == 4) {
+                fprintf(stderr, "mmctl: too many arguments\n");
+                return 2;
+            }
+            o->args[o->n_args++] = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
+        bool known = false;
+        if (nl == 9 && strncmp(a, "--timeout", 9) == 0) {
+            char *end = NULL;
+            long ms = val ? strtol(val, &end, 10) : 0;
+            if (!val || *end || ms <= 0) {
+                fprintf(stderr, "mmctl: --timeout needs a positive number of milliseconds\n");
+                return 2;
+            }
+            o->etcd.request_timeout_ms = (unsigned)ms;
+            known = true;
+        }
+        for (size_t k = 0; !known && k < sizeof(opts) / sizeof(opts[0]); k++) {
+            if (strlen(opts[k].name) != nl || strncmp(a, opts[k].name, nl) != 0)
+                continue;
+            if (!val) {
+                fprintf(stderr, "mmctl: %s needs a value\n", opts[k].name);
+                return 2;
+            }
+            *(const char **)((char *)o + opts[k].offset) = val;
+            known = true;
+        }
+        if (!known) {
+            fprintf(stderr, "mmctl: unknown option %.*s\n", (int)nl, a);
+            return 2;
+        }
+        if (!eq)
+            i++;
+    }
+    return 0;
+}
+
+/* Absolute key for a user-given one; "" → the cluster prefix. */
+static int full_key(const struct options *o, const char *k, char *out, size_t size)
+{
+    struct mm_error err = {0};
+    char prefix[KEYS_MAX];
+    if (keys_prefix(prefix, sizeof(prefix), o->cluster, &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", err.msg);
+        return -EINVAL;
+    }
+    int n = k[0] == '/' ? snprintf(out, size, "%s", k) : snprintf(out, size, "%s%s", prefix, k);
+    if (n < 0 || (size_t)n >= size) {
+        fprintf(stderr, "mmctl: key too long\n");
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}
+
+/* The record kind stored under a key, if it is one with a codec. */
+static bool record_kind_of(const struct options *o, const char *key, enum record_kind *kind)
+{
+    struct key_parts kp;
+    if (keys_parse(key, o->cluster, &kp) < 0)
+        return false;
+    switch (kp.kind) {
+    case KEY_INSTANCE: *kind = RECORD_INSTANCE; return true;
+    case KEY_MODEL: *kind = RECORD_MODEL; return true;
+    case KEY_COPY: *kind = RECORD_COPY; return true;
+    case KEY_VMODEL: *kind = RECORD_VMODEL; return true;
+    default: return false;
+    }
+}
+
+static void print_value(const struct options *o, const struct etcd_kv *kv)
+{
+    enum record_kind kind;
+    if (record_kind_of(o, kv->key, &kind)) {
+        union {
+            struct instance_record i;
+            struct model_record m;
+            struct copy_record c;
+            struct vmodel_record v;
+        } rec;
+        struct mm_error err = {0};
+        if (record_decode(kind, kv->value, kv->value_len, &rec, &err) < 0)
+            fprintf(stderr, "mmctl: warning: %s: %s\n", kv->key, err.msg);
+    }
+    cJSON *j = cJSON_ParseWithLength(kv->value, kv->value_len);
+    char *pretty = j ? cJSON_Print(j) : NULL;
+    printf("%s\n", pretty ? pretty : kv->value);
+    free(pretty);
+    cJSON_Delete(j);
+}
+
+static int cmd_get(struct etcd_client *c, const struct options *o)
+{
+    if (o->n_args != 3) {
+        usage(stderr);
+        return 2;
+    }
+    char key[KEYS_MAX];
+    if (full_key(o, o->args[2], key, sizeof(key)) < 0)
+        return 2;
+    struct etcd_range_req req = {.key = key};
+    struct etcd_response *r = NULL;
+    struct mm_error err = {0};
+    if (etcd_sync_range(c, &req, &r, &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", err.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (r->op.n_kvs == 0) {
+        fprintf(stderr, "mmctl: no record at %s\n", key);
+        rc = 1;
+    } else {
+        print_value(o, &r->op.kvs[0]);
+    }
+    etcd_response_free(r);
+    return rc;
+}
+
+static int cmd_dump(struct etcd_client *c, const struct options *o)
+{
+    if (o->n_args != 2) {
+        usage(stderr);
+        return 2;
+    }
+    char prefix[KEYS_MAX];
+    if (full_key(o, o->prefix ? o->prefix : "", prefix, sizeof(prefix)) < 0)
+        return 2;
+    /* Pages of 500 at one revision: a consistent view of any size. */
+    char after[KEYS_MAX] = "";
+    int64_t revision = 0, total = 0;
+    for (;;) {
+        char end[KEYS_MAX];
+        snprintf(end, sizeof(end), "%s", prefix);
+        size_t n = strlen(end);
+        end[n - 1] = (char)(end[n - 1] + 1); /* prefixes end in '/' or a name character */
+        struct etcd_range_req req = {.key = after[0] ? after : prefix, .range_end = end,
+                                     .limit = after[0] ? 501 : 500, .revision = revision};
+        struct etcd_response *r = NULL;
+        struct mm_error err = {0};
+        if (etcd_sync_range(c, &req, &r, &err) < 0) {
+            fprintf(stderr, "mmctl: %s\n", err.msg);
+            return 1;
+        }
+        if (!revision)
+            revision = r->revision;
+        for (size_t i = 0; i < r->op.n_kvs; i++) {
+            const struct etcd_kv *kv = &r->op.kvs[i];
+            if (after[0] && strcmp(kv->key, after) == 0)
+                continue;
+            printf("%s%s\n", total ? "\n" : "", kv->key);
+            print_value(o, kv);
+            total++;
+        }
+        bool more = r->op.more && r->op.n_kvs > 0;
+        if (more)
+            snprintf(after, sizeof(after), "%s", r->op.kvs[r->op.n_kvs - 1].key);
+        etcd_response_free(r);
+        if (!more)
+            break;
+    }
+    printf("%s%" PRId64 " record%s under %s at revision %" PRId64 "\n", total ? "\n" : "", total,
+           total == 1 ? "" : "s", prefix, revision);
+    return 0;
+}
+
+static int cmd_put(struct etcd_client *c, const struct options *o)
+{
+    if (o->n_args != 4) {
+        usage(stderr);
+        return 2;
+    }
+    char key[KEYS_MAX];
+    if (full_key(o, o->args[2], key, sizeof(key)) < 0)
+        return 2;
+    const char *value = o->args[3];
+    struct mm_error err = {0};
+    enum record_kind kind;
+    if (record_kind_of(o, key, &kind)) {
+        union {
+            struct instance_record i;
+            struct model_record m;
+            struct copy_record c;
+            struct vmodel_record v;
+        } rec;
+        if (record_decode(kind, value, strlen(value), &rec, &err) < 0) {
+            fprintf(stderr, "mmctl: refusing to write %s: %s\n", key, err.msg);
+            return 1;
+        }
+    } else {
+        cJSON *j = cJSON_Parse(value);
+        cJSON_Delete(j);
+        if (!j) {
+            fprintf(stderr, "mmctl: refusing to write %s: the value is not valid JSON\n", key);
+            return 1;
+        }
+    }
+    int64_t rev = 0;
+    if (etcd_sync_put(c, key, value, 0, &rev, &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", err.msg);
+        return 1;
+    }
+    printf("stored %s at revision %" PRId64 "\n", key, rev);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {0};
+    int rc = parse(argc, argv, &o);
+    if (rc)
+        return rc;
+    if (o.n_args < 2 || strcmp(o.args[0], "registry") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    int (*cmd)(struct etcd_client *, const struct options *) = NULL;
+    if (strcmp(o.args[1], "get") == 0)
+        cmd = cmd_get;
+    else if (strcmp(o.args[1], "dump") == 0)
+        cmd = cmd_dump;
+    else if (strcmp(o.args[1], "put") == 0)
+        cmd = cmd_put;
+    if (!cmd) {
+        fprintf(stderr, "mmctl: unknown registry verb '%s'\n", o.args[1]);
+        usage(stderr);
+        return 2;
+    }
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct etcd_client *c = NULL;
+    struct mm_error err = {0};
+    if (!loop || etcd_client_new(loop, &o.etcd, &c, &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", loop ? err.msg : "cannot create event loop");
+        return 1;
+    }
+    rc = cmd(c, &o);
+    etcd_client_free(c);
+    ev_loop_destroy(loop);
+    return rc;
+}
