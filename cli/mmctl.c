@@ -301,8 +301,13 @@ int main(int argc, char **argv)
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct etcd_client *c = NULL;
     struct mm_error err = {0};
-    if (!loop || etcd_client_new(loop, &o.etcd, &c, &err) < 0) {
-        fprintf(stderr, "mmctl: %s\n", loop ? err.msg : "cannot create event loop");
+    if (!loop) {
+        fprintf(stderr, "mmctl: cannot create an event loop\n");
+        return 1;
+    }
+    if (etcd_client_new(loop, &o.etcd, &c, &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", err.msg);
+        ev_loop_destroy(loop);
         return 1;
     }
     rc = cmd(c, &o);

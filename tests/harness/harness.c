@@ -146,7 +146,7 @@ static bool healthy(const struct harness_etcd *e)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)e->client_port),
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)e->metrics_port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     struct timeval tv = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -170,8 +170,10 @@ static bool healthy(const struct harness_etcd *e)
 
 static int spawn(struct harness_etcd *e)
 {
-    char client_url[64], peer_url[64], cluster[128];
-    snprintf(client_url, sizeof(client_url), "http://127.0.0.1:%d", e->client_port);
+    char client_url[64], peer_url[64], metrics_url[64], cluster[128];
+    snprintf(client_url, sizeof(client_url), "%s://127.0.0.1:%d", e->tls ? "https" : "http",
+             e->client_port);
+    snprintf(metrics_url, sizeof(metrics_url), "http://127.0.0.1:%d", e->metrics_port);
     snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d", e->peer_port);
     snprintf(cluster, sizeof(cluster), "%s=%s", e->name, peer_url);
     char extra[sizeof(e->extra_args)];
@@ -182,7 +184,8 @@ static int spawn(struct harness_etcd *e)
                            "--listen-client-urls", client_url, "--advertise-client-urls",
                            client_url, "--listen-peer-urls", peer_url,
                            "--initial-advertise-peer-urls", peer_url, "--initial-cluster",
-                           cluster, "--logger", "zap", "--log-level", "warn"};
+                           cluster, "--listen-metrics-urls", metrics_url, "--logger", "zap",
+                           "--log-level", "warn"};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         argv[argc++] = (char *)fixed[i];
     char *save = NULL;
@@ -229,7 +232,7 @@ static int spawn(struct harness_etcd *e)
     return -ETIMEDOUT;
 }
 
-int harness_etcd_start(struct harness_etcd *e, const char *extra_args)
+static int start(struct harness_etcd *e, const char *extra_args, bool tls)
 {
     static bool registered;
     if (!registered) {
@@ -237,6 +240,7 @@ int harness_etcd_start(struct harness_etcd *e, const char *extra_args)
         registered = true;
     }
     memset(e, 0, sizeof(*e));
+    e->tls = tls;
     const char *tmp = getenv("TMPDIR");
     snprintf(e->data_dir, sizeof(e->data_dir), "%s/mm-etcd-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     if (!mkdtemp(e->data_dir))
@@ -245,14 +249,26 @@ int harness_etcd_start(struct harness_etcd *e, const char *extra_args)
     strcat(e->data_dir, "/data");
     e->client_port = harness_free_port();
     e->peer_port = harness_free_port();
-    if (e->client_port < 0 || e->peer_port < 0)
+    e->metrics_port = harness_free_port();
+    if (e->client_port < 0 || e->peer_port < 0 || e->metrics_port < 0)
         return -EADDRINUSE;
     snprintf(e->name, sizeof(e->name), "t%d", e->client_port);
-    snprintf(e->endpoint, sizeof(e->endpoint), "http://127.0.0.1:%d", e->client_port);
+    snprintf(e->endpoint, sizeof(e->endpoint), "%s://127.0.0.1:%d", tls ? "https" : "http",
+             e->client_port);
     if (extra_args)
         snprintf(e->extra_args, sizeof(e->extra_args), "%s", extra_args);
     track(e, true);
     return spawn(e);
+}
+
+int harness_etcd_start(struct harness_etcd *e, const char *extra_args)
+{
+    return start(e, extra_args, false);
+}
+
+int harness_etcd_start_tls(struct harness_etcd *e, const char *extra_args)
+{
+    return start(e, extra_args, true);
 }
 
 static int reap(struct harness_etcd *e, int sig, long grace_ms)

@@ -11,6 +11,8 @@ struct harness_etcd {
     pid_t pid;                  /* 0 when not running */
     int client_port;
     int peer_port;
+    int metrics_port;           /* plain HTTP /health, also when clients need TLS */
+    bool tls;                   /* client URL is https (certificates come in extra_args) */
     char name[32];
     char data_dir[256];         /* mkdtemp'd; kept across stop/restart, removed by cleanup */
     char endpoint[64];          /* "http://127.0.0.1:<client_port>" */
@@ -24,6 +26,9 @@ int harness_free_port(void);
 /* Start etcd (from PATH) with a fresh data dir; extra_args may be NULL. Waits up to 15 s for
  * /health to answer. Returns 0 or -errno (and prints the tail of etcd's log on failure). */
 int harness_etcd_start(struct harness_etcd *e, const char *extra_args);
+/* The same with an https client URL: extra_args must carry --cert-file/--key-file (and
+ * --trusted-ca-file/--client-cert-auth as wanted). endpoint is "https://127.0.0.1:<port>". */
+int harness_etcd_start_tls(struct harness_etcd *e, const char *extra_args);
 /* SIGTERM, wait up to 5 s, then SIGKILL. Data dir kept. */
 int harness_etcd_stop(struct harness_etcd *e);
 /* SIGKILL at once (a crash). Data dir kept. */
