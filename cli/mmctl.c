@@ -144,17 +144,10 @@ static bool record_kind_of(const struct options *o, const char *key, enum record
 static void print_value(const struct options *o, const struct etcd_kv *kv)
 {
     enum record_kind kind;
-    if (record_kind_of(o, kv->key, &kind)) {
-        union {
-            struct instance_record i;
-            struct model_record m;
-            struct copy_record c;
-            struct vmodel_record v;
-        } rec;
-        struct mm_error err = {0};
-        if (record_decode(kind, kv->value, kv->value_len, &rec, &err) < 0)
-            fprintf(stderr, "mmctl: warning: %s: %s\n", kv->key, err.msg);
-    }
+    struct mm_error err = {0};
+    if (record_kind_of(o, kv->key, &kind) &&
+        record_validate(kind, kv->value, kv->value_len, &err) < 0)
+        fprintf(stderr, "mmctl: warning: %s: %s\n", kv->key, err.msg);
     cJSON *j = cJSON_ParseWithLength(kv->value, kv->value_len);
     char *pretty = j ? cJSON_Print(j) : NULL;
     printf("%s\n", pretty ? pretty : kv->value);
@@ -249,13 +242,7 @@ static int cmd_put(struct etcd_client *c, const struct options *o)
     struct mm_error err = {0};
     enum record_kind kind;
     if (record_kind_of(o, key, &kind)) {
-        union {
-            struct instance_record i;
-            struct model_record m;
-            struct copy_record c;
-            struct vmodel_record v;
-        } rec;
-        if (record_decode(kind, value, strlen(value), &rec, &err) < 0) {
+        if (record_validate(kind, value, strlen(value), &err) < 0) {
             fprintf(stderr, "mmctl: refusing to write %s: %s\n", key, err.msg);
             return 1;
         }

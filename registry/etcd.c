@@ -1203,10 +1203,16 @@ static int add_key_range(struct mm_buf *b, const char *key, bool prefix, const c
     return 0;
 }
 
-static char *take(struct mm_buf *b, size_t *len)
+/* Submit a body built in b (rc = the building's status): the request takes the buffer. */
+static int submit_body(struct etcd_client *c, enum req_kind kind, struct mm_buf *b, int rc,
+                       bool idempotent, etcd_cb cb, void *arg, const char *op, const char *key,
+                       struct request **out)
 {
-    *len = b->len;
-    return b->data;
+    if (rc < 0) {
+        mm_buf_free(b);
+        return rc;
+    }
+    return submit(c, kind, b->data, b->len, idempotent, cb, arg, op, key, out);
 }
 
 int etcd_range(struct etcd_client *c, const struct etcd_range_req *req, etcd_cb cb, void *arg)
@@ -1229,14 +1235,8 @@ int etcd_range(struct etcd_client *c, const struct etcd_range_req *req, etcd_cb 
         rc = mm_buf_printf(&b, ",\"serializable\":true");
     if (rc == 0)
         rc = mm_buf_append(&b, "}", 1);
-    if (rc < 0) {
-        mm_buf_free(&b);
-        return rc;
-    }
-    size_t len;
-    char *body = take(&b, &len);
-    return submit(c, REQ_RANGE, body, len, true, cb, arg, req->prefix ? "range prefix" : "range",
-                  req->key, NULL);
+    return submit_body(c, REQ_RANGE, &b, rc, true, cb, arg,
+                       req->prefix ? "range prefix" : "range", req->key, NULL);
 }
 
 int etcd_put(struct etcd_client *c, const char *key, const char *value, size_t value_len,
@@ -1256,13 +1256,7 @@ int etcd_put(struct etcd_client *c, const char *key, const char *value, size_t v
         rc = mm_buf_printf(&b, ",\"lease\":\"%" PRId64 "\"", lease);
     if (rc == 0)
         rc = mm_buf_append(&b, "}", 1);
-    if (rc < 0) {
-        mm_buf_free(&b);
-        return rc;
-    }
-    size_t len;
-    char *body = take(&b, &len);
-    return submit(c, REQ_PUT, body, len, false, cb, arg, "put", key, NULL);
+    return submit_body(c, REQ_PUT, &b, rc, false, cb, arg, "put", key, NULL);
 }
 
 int etcd_delete(struct etcd_client *c, const char *key, bool prefix, etcd_cb cb, void *arg)
@@ -1275,14 +1269,8 @@ int etcd_delete(struct etcd_client *c, const char *key, bool prefix, etcd_cb cb,
         rc = add_key_range(&b, key, prefix, NULL);
     if (rc == 0)
         rc = mm_buf_append(&b, "}", 1);
-    if (rc < 0) {
-        mm_buf_free(&b);
-        return rc;
-    }
-    size_t len;
-    char *body = take(&b, &len);
-    return submit(c, REQ_DELETE, body, len, false, cb, arg,
-                  prefix ? "delete prefix" : "delete", key, NULL);
+    return submit_body(c, REQ_DELETE, &b, rc, false, cb, arg,
+                       prefix ? "delete prefix" : "delete", key, NULL);
 }
 
 static const char *const cmp_targets[] = {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"};
@@ -1350,21 +1338,15 @@ int etcd_txn(struct etcd_client *c, const struct etcd_txn *txn, etcd_cb cb, void
         rc = add_ops(&b, "failure", txn->failure, txn->n_failure);
     if (rc == 0)
         rc = mm_buf_append(&b, "}", 1);
-    if (rc < 0) {
-        mm_buf_free(&b);
-        return rc;
-    }
     /* Name the txn by its first compared (or written) key for messages. */
     const char *key = txn->n_compare ? txn->compare[0].key
                       : txn->n_success ? txn->success[0].key : NULL;
-    size_t len;
-    char *body = take(&b, &len);
     bool read_only = true;
     for (size_t i = 0; i < txn->n_success; i++)
         read_only &= txn->success[i].kind == ETCD_OP_RANGE;
     for (size_t i = 0; i < txn->n_failure; i++)
         read_only &= txn->failure[i].kind == ETCD_OP_RANGE;
-    return submit(c, REQ_TXN, body, len, read_only, cb, arg, "txn on", key, NULL);
+    return submit_body(c, REQ_TXN, &b, rc, read_only, cb, arg, "txn on", key, NULL);
 }
 
 static int lease_req(struct etcd_client *c, enum req_kind kind, const char *op, const char *json,
@@ -1436,15 +1418,9 @@ int etcd_watch_start(struct etcd_client *c, const struct etcd_watch_req *req, et
         rc = mm_buf_printf(&b, ",\"progress_notify\":true");
     if (rc == 0)
         rc = mm_buf_append(&b, "}}", 2);
-    if (rc < 0) {
-        mm_buf_free(&b);
-        return rc;
-    }
-    size_t len;
-    char *body = take(&b, &len);
     struct request *r = NULL;
-    rc = submit(c, REQ_WATCH, body, len, true, NULL, arg,
-                req->prefix ? "watch prefix" : "watch", req->key, &r);
+    rc = submit_body(c, REQ_WATCH, &b, rc, true, NULL, arg,
+                     req->prefix ? "watch prefix" : "watch", req->key, &r);
     if (rc < 0)
         return rc;
     r->watch_cb = cb;

@@ -283,3 +283,14 @@ int record_decode(enum record_kind kind, const char *json, size_t len, void *rec
         memset(rec, 0, kinds[kind].size); /* no half-decoded record escapes */
     return rc;
 }
+
+int record_validate(enum record_kind kind, const char *json, size_t len, struct mm_error *err)
+{
+    union {
+        struct instance_record instance;
+        struct model_record model;
+        struct copy_record copy;
+        struct vmodel_record vmodel;
+    } any;
+    return record_decode(kind, json, len, &any, err);
+}

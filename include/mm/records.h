@@ -64,6 +64,8 @@ char *record_encode(enum record_kind kind, const void *rec);
 /* Decode into *rec (zeroed first). 0, -EINVAL (malformed or invalid) or -E2BIG. */
 int record_decode(enum record_kind kind, const char *json, size_t len, void *rec,
                   struct mm_error *err);
+/* Decode only to check: 0 or the error record_decode would give. */
+int record_validate(enum record_kind kind, const char *json, size_t len, struct mm_error *err);
 const char *record_kind_name(enum record_kind kind);
 
 const char *copy_state_name(enum copy_state s);

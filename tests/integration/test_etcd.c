@@ -170,6 +170,8 @@ struct cas {
     bool done;
     int status;
     bool succeeded;
+    int64_t ttl;                  /* lease replies */
+    int64_t granted_ttl;
 };
 
 static void cas_cb(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
@@ -178,6 +180,18 @@ static void cas_cb(int status, const struct mm_error *err, struct etcd_response 
     s->done = true;
     s->status = status;
     s->succeeded = resp && resp->succeeded;
+    s->ttl = resp ? resp->ttl : -1;
+    s->granted_ttl = resp ? resp->granted_ttl : -1;
+}
+
+/* One lease request run to its reply (bounded). */
+static struct cas lease_call(struct etcd_client *c,
+                             int (*fn)(struct etcd_client *, int64_t, etcd_cb, void *), int64_t id)
+{
+    struct cas s = {0};
+    if (fn(c, id, cas_cb, &s) < 0 || etcd_sync_wait(c, &s.done, 5000) < 0)
+        s.status = -ETIMEDOUT;
+    return s;
 }
 
 static void test_txn(struct etcd_client *c)
@@ -268,12 +282,27 @@ static void test_leases_and_watch(struct etcd_client *c)
     etcd_watch_free(w);
 
     /* Keep-alive, time-to-live, revoke; unknown leases are -ENOENT with a message. */
-    REQUIRE(etcd_sync_lease_grant(c, 30, &lease, &err) == 0);
+    REQUIRE(etcd_sync_lease_grant(c, 3, &lease, &err) == 0);
     CHECK_INT(etcd_sync_put(c, "/lease/c", "z", lease, NULL, &err), 0);
-    struct cas ka = {0};
-    REQUIRE(etcd_lease_keepalive(c, lease, cas_cb, &ka) == 0);
-    CHECK_INT(etcd_sync_wait(c, &ka.done, 5000), 0);
+    /* Let the TTL run down a little, then a keep-alive puts it back to the granted 3 s. */
+    bool never = false;
+    CHECK_INT(etcd_sync_wait(c, &never, 1200), -ETIMEDOUT);
+    struct cas before = lease_call(c, etcd_lease_ttl, lease);
+    CHECK_INT(before.status, 0);
+    CHECK(before.ttl >= 0 && before.ttl < 3);
+    CHECK_INT(before.granted_ttl, 3);
+    struct cas ka = lease_call(c, etcd_lease_keepalive, lease);
     CHECK_INT(ka.status, 0);
+    CHECK_INT(ka.ttl, 3);
+    struct cas after = lease_call(c, etcd_lease_ttl, lease);
+    CHECK_INT(after.status, 0);
+    CHECK(after.ttl > before.ttl);
+    /* Kept alive every second, the 3 s lease outlives 4 s and its key stays. */
+    for (int i = 0; i < 4; i++) {
+        CHECK_INT(etcd_sync_wait(c, &never, 1000), -ETIMEDOUT);
+        CHECK_INT(lease_call(c, etcd_lease_keepalive, lease).status, 0);
+    }
+    CHECK_STR(get(c, "/lease/c", 0, buf, sizeof(buf)), "z");
     CHECK_INT(etcd_sync_lease_revoke(c, lease, &err), 0);
     CHECK_STR(get(c, "/lease/c", 0, buf, sizeof(buf)), "(none)");
     CHECK_INT(etcd_sync_lease_revoke(c, lease, &err), -ENOENT);
