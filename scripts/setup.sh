@@ -34,6 +34,8 @@ fi
 cd "$top"
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" "$@" >/dev/null
+elif [ $# -gt 0 ]; then
+  meson configure "$build" "$@" >/dev/null  # options given again win over an older setup
 fi
 ninja -C "$build" >/dev/null
 echo "setup: built in $top/$build"

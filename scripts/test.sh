@@ -25,10 +25,11 @@ run_suite() { # build-dir, label
 }
 
 status=0
-scripts/setup.sh build
+# Warnings are errors here (not in a user's own build, where a newer compiler may warn more).
+scripts/setup.sh build -Dwerror=true
 run_suite build "normal build" || status=1
 if [ $quick -eq 0 ]; then
-  scripts/setup.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false
+  scripts/setup.sh build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   run_suite build-asan "ASan+UBSan build" || status=1
