@@ -12,6 +12,7 @@ packages=(
   gcc libc6-dev pkg-config meson ninja-build git curl ca-certificates openssl procps
   libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+  clang libclang-rt-14-dev
   etcd-server etcd-client
 )
 

@@ -33,6 +33,21 @@ if [ $quick -eq 0 ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   run_suite build-asan "ASan+UBSan build" || status=1
+  # A short libFuzzer run of each fuzz target (longer runs: see README, Fuzzing).
+  CC=clang scripts/setup.sh build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
+  for target in build-fuzz/tests/fuzz/fuzz_*; do
+    [ -f "$target" ] && [ -x "$target" ] || continue
+    case "$target" in *_driver) continue ;; esac
+    echo "== fuzzing $(basename "$target") for ${MM_FUZZ_SECONDS:-20} s"
+    corpus=$(mktemp -d)
+    if "$target" -max_total_time="${MM_FUZZ_SECONDS:-20}" -print_final_stats=1 "$corpus" \
+         >"$corpus.log" 2>&1; then
+      passed=$((passed + 1)); grep -E "^Done|stat::number_of_executed_units" "$corpus.log" || true
+    else
+      failed=$((failed + 1)); tail -40 "$corpus.log"; status=1
+    fi
+    rm -rf "$corpus" "$corpus.log"
+  done
 fi
 echo "$passed passed, $failed failed, $skipped skipped"
 exit $status
