@@ -184,8 +184,10 @@ int main(int argc, char **argv)
     char after[200] = "";
     int64_t rev = 0;
     for (;;) {
-        struct etcd_range_req req = {.key = after[0] ? after : PREFIX, .range_end = "/bench/copies0",
-                                     .limit = after[0] ? 1001 : 1000, .revision = rev};
+        struct etcd_range_req req = {.key = after[0] ? after : PREFIX,
+                                     .range_end = "/bench/copies0",
+                                     .limit = after[0] ? 1001 : 1000,
+                                     .revision = rev};
         struct etcd_response *r = NULL;
         if (etcd_sync_range(c, &req, &r, &err) < 0) {
             fprintf(stderr, "%s\n", err.msg);

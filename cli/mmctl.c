@@ -1,5 +1,6 @@
 /* mmctl.c - the command-line tool. Verbs so far: registry get | dump | put.
- * Keys are given relative to the cluster prefix (models/m1) or absolute (/modelmesh/c/models/m1). */
+ * Keys are given relative to the cluster prefix (models/m1) or absolute
+ * (/modelmesh/c/models/m1). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <ev.h>

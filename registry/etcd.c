@@ -226,7 +226,8 @@ static void process(struct etcd_client *c);
 static void socket_cb_ev(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct socket_watch *sw = (struct socket_watch *)w;
-    int flags = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
+    int flags =
+        (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
     struct etcd_client *c = sw->c; /* sw may be freed by curl_socket_cb during the action */
     int running;
     curl_multi_socket_action(c->multi, w->fd, flags, &running);
@@ -487,7 +488,8 @@ static int parse_op_result(const cJSON *j, enum etcd_op_kind kind, struct arena_
     op->count = json_int64(j, "count");
     op->more = json_bool(j, "more");
     op->deleted = json_int64(j, "deleted");
-    const cJSON *kvs = cJSON_GetObjectItemCaseSensitive(j, kind == ETCD_OP_RANGE ? "kvs" : "prev_kvs");
+    const cJSON *kvs =
+        cJSON_GetObjectItemCaseSensitive(j, kind == ETCD_OP_RANGE ? "kvs" : "prev_kvs");
     if (kind == ETCD_OP_PUT) {
         const cJSON *prev = cJSON_GetObjectItemCaseSensitive(j, "prev_kv");
         if (prev) {
@@ -667,7 +669,8 @@ static void complete_ok(struct request *r, const cJSON *j)
     }
     if (rc < 0) {
         etcd_response_free(&b->r);
-        complete_error(r, -EPROTO, "malformed reply (%s)", rc == -ENOMEM ? "out of memory" : "bad field");
+        complete_error(r, -EPROTO, "malformed reply (%s)",
+                       rc == -ENOMEM ? "out of memory" : "bad field");
         return;
     }
     finish(r, 0, NULL, b);
@@ -837,7 +840,8 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
         char msg[200];
-        snprintf(msg, sizeof(msg), "%s", cJSON_IsString(m) ? m->valuestring : "unparseable stream object");
+        snprintf(msg, sizeof(msg), "%s",
+                 cJSON_IsString(m) ? m->valuestring : "unparseable stream object");
         cJSON_Delete(j);
         complete_error(r, e ? -ECANCELED : -EPROTO, "%s", msg);
         return false;
@@ -850,7 +854,8 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
         struct mm_error err;
         int code = compact > 0 ? -ESTALE : -ECANCELED;
         if (compact > 0)
-            mm_error_set(&err, code, "etcd %s: %s: revision compacted, oldest available is %" PRId64,
+            mm_error_set(&err, code,
+                         "etcd %s: %s: revision compacted, oldest available is %" PRId64,
                          endpoint_of(r), r->what, compact);
         else
             mm_error_set(&err, code, "etcd %s: %s: canceled by etcd: %s", endpoint_of(r), r->what,

@@ -8,41 +8,19 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 scripts/setup.sh build
 
-# A free loopback port: nothing answers a connect there.
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 30000))
-    port_free "$p" && port_free "$((p + 1))" && { echo "$p"; return 0; }
-  done
-  echo "demo: no free port found" >&2
-  return 1
-}
-
+# shellcheck source=scripts/lib-etcd.sh
+. scripts/lib-etcd.sh
 work=$(mktemp -d "${TMPDIR:-/tmp}/modelmesh-demo.XXXXXX")
-port=$(pick_port)
-endpoint="http://127.0.0.1:$port"
-etcd --name demo --data-dir "$work/etcd" \
-  --listen-client-urls "$endpoint" --advertise-client-urls "$endpoint" \
-  --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
-  --initial-cluster "demo=http://127.0.0.1:$((port + 1))" \
-  --logger zap --log-level warn >"$work/etcd.log" 2>&1 &
-etcd_pid=$!
 stop() {
   if [ "${MM_DEMO_KEEP:-0}" != 1 ]; then
-    kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null || true
+    etcd_stop "$work" || true
     rm -rf "$work"
   fi
 }
 trap stop EXIT
-for _ in $(seq 1 150); do
-  curl -fsS "$endpoint/health" 2>/dev/null | grep -q '"health":"true"' && break
-  kill -0 "$etcd_pid" 2>/dev/null || { echo "demo: etcd exited; log:"; cat "$work/etcd.log"; exit 1; }
-  sleep 0.1
-done
-curl -fsS "$endpoint/health" >/dev/null || { echo "demo: etcd not healthy; log:"; cat "$work/etcd.log"; exit 1; }
+etcd_start "$work"
+endpoint=$ETCD_ENDPOINT
+etcd_pid=$ETCD_PID
 echo "== etcd $(etcd --version | head -1 | awk '{print $3}') on $endpoint (pid $etcd_pid)"
 
 export MM_ETCD_ENDPOINTS=$endpoint MM_CLUSTER=demo
@@ -60,6 +38,7 @@ $mmctl registry dump
 echo "== the same through etcdctl: plain JSON values"
 ETCDCTL_API=3 etcdctl --endpoints "$endpoint" get --prefix /modelmesh/
 if [ "${MM_DEMO_KEEP:-0}" = 1 ]; then
-  echo "== etcd keeps running: export MM_ETCD_ENDPOINTS=$endpoint MM_CLUSTER=demo; stop it with: kill $etcd_pid"
+  echo "== etcd keeps running: export MM_ETCD_ENDPOINTS=$endpoint MM_CLUSTER=demo"
+  echo "   stop it with: (. scripts/lib-etcd.sh; etcd_stop $work) or kill $etcd_pid"
 fi
 echo "== demo done"

@@ -271,8 +271,9 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
             start_list(m);
             return;
         }
-        mm_log(MM_LOG_WARN, "mirror", "%s: watch broke at revision %" PRId64 ", resuming in %u ms: %s",
-               m->prefix, m->applied_rev, m->backoff_ms, err ? err->msg : "");
+        mm_log(MM_LOG_WARN, "mirror",
+               "%s: watch broke at revision %" PRId64 ", resuming in %u ms: %s", m->prefix,
+               m->applied_rev, m->backoff_ms, err ? err->msg : "");
         set_state(m, MIRROR_DISCONNECTED, err);
         schedule_retry(m);
         return;

@@ -17,7 +17,8 @@ int mm_error_set(struct mm_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Prefix an existing message with more context ("loading x: " + old message). */
-int mm_error_prefix(struct mm_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int mm_error_prefix(struct mm_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 void mm_error_clear(struct mm_error *err);
 

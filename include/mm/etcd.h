@@ -78,7 +78,9 @@ typedef void (*etcd_cb)(int status, const struct mm_error *err, struct etcd_resp
 
 int etcd_client_new(struct ev_loop *loop, const struct etcd_config *cfg,
                     struct etcd_client **out, struct mm_error *err);
-/* Cancels every request (their callbacks run with -ECANCELED) and watch (no callback), frees. */
+/* Cancels every request (their callbacks run with -ECANCELED) and frees. Watches still running
+ * are stopped and freed with the client (no callback): do not etcd_watch_free() them afterwards.
+ * Watches that already ended (final callback delivered) still belong to their owner. */
 void etcd_client_free(struct etcd_client *c);
 struct ev_loop *etcd_client_loop(const struct etcd_client *c);
 /* The endpoint requests currently go to ("http://127.0.0.1:2379"). */

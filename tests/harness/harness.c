@@ -23,6 +23,7 @@
 static struct harness_etcd *tracked[MAX_TRACKED];
 static int given_ports[256];
 static int n_given;
+static pid_t owner; /* the process that started the servers; forked children leave them be */
 
 long long harness_now_ms(void)
 {
@@ -111,6 +112,8 @@ static void remove_temp_dir(struct harness_etcd *e)
 
 static void stop_all_at_exit(void)
 {
+    if (getpid() != owner)
+        return;
     for (int i = 0; i < MAX_TRACKED; i++) {
         struct harness_etcd *e = tracked[i];
         if (!e)
@@ -122,6 +125,29 @@ static void stop_all_at_exit(void)
         }
         remove_temp_dir(e);
         tracked[i] = NULL;
+    }
+}
+
+/* meson's time-out and ^C send signals, which skip atexit(): clean up, then die of the signal. */
+static void stop_all_on_signal(int sig)
+{
+    stop_all_at_exit();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void register_cleanup(void)
+{
+    owner = getpid();
+    atexit(stop_all_at_exit);
+    const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+            struct sigaction sa = {.sa_handler = stop_all_on_signal};
+            sigemptyset(&sa.sa_mask);
+            sigaction(sigs[i], &sa, NULL);
+        }
     }
 }
 
@@ -138,6 +164,19 @@ static void print_log_tail(const struct harness_etcd *e)
     buf[n] = '\0';
     fclose(f);
     fprintf(stderr, "--- tail of %s ---\n%s\n---\n", e->log_path, buf);
+}
+
+static bool log_mentions(const struct harness_etcd *e, const char *needle)
+{
+    FILE *f = fopen(e->log_path, "r");
+    if (!f)
+        return false;
+    char line[4096];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
 }
 
 /* GET /health over a raw socket: answers "true" once etcd serves. */
@@ -236,7 +275,7 @@ static int start(struct harness_etcd *e, const char *extra_args, bool tls)
 {
     static bool registered;
     if (!registered) {
-        atexit(stop_all_at_exit);
+        register_cleanup();
         registered = true;
     }
     memset(e, 0, sizeof(*e));
@@ -247,18 +286,27 @@ static int start(struct harness_etcd *e, const char *extra_args, bool tls)
         return -errno;
     snprintf(e->log_path, sizeof(e->log_path), "%s/etcd.log", e->data_dir);
     strcat(e->data_dir, "/data");
-    e->client_port = harness_free_port();
-    e->peer_port = harness_free_port();
-    e->metrics_port = harness_free_port();
-    if (e->client_port < 0 || e->peer_port < 0 || e->metrics_port < 0)
-        return -EADDRINUSE;
-    snprintf(e->name, sizeof(e->name), "t%d", e->client_port);
-    snprintf(e->endpoint, sizeof(e->endpoint), "%s://127.0.0.1:%d", tls ? "https" : "http",
-             e->client_port);
     if (extra_args)
         snprintf(e->extra_args, sizeof(e->extra_args), "%s", extra_args);
     track(e, true);
-    return spawn(e);
+    int rc = -EADDRINUSE;
+    /* A port can be taken between harness_free_port() and etcd's bind: pick new ones. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        e->client_port = harness_free_port();
+        e->peer_port = harness_free_port();
+        e->metrics_port = harness_free_port();
+        if (e->client_port < 0 || e->peer_port < 0 || e->metrics_port < 0)
+            return -EADDRINUSE;
+        snprintf(e->name, sizeof(e->name), "t%d", e->client_port);
+        snprintf(e->endpoint, sizeof(e->endpoint), "%s://127.0.0.1:%d", tls ? "https" : "http",
+                 e->client_port);
+        rc = spawn(e);
+        if (rc != -ECHILD || !log_mentions(e, "address already in use"))
+            return rc;
+        fprintf(stderr, "harness: a port was taken meanwhile; retrying on other ports\n");
+        remove_tree(e->data_dir);
+    }
+    return rc;
 }
 
 int harness_etcd_start(struct harness_etcd *e, const char *extra_args)

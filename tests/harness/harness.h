@@ -1,6 +1,7 @@
 /* harness.h - real servers for tests: started on free loopback ports with temp data dirs,
  * ready when they answer (polled, never a fixed sleep), stopped by their own pid. A child dies
- * with the test process (PR_SET_PDEATHSIG) and atexit() stops whatever is still running. */
+ * with the test process (PR_SET_PDEATHSIG); atexit() and SIGTERM/SIGINT/SIGHUP handlers stop
+ * whatever is still running and remove its temp dir. */
 #ifndef MM_TEST_HARNESS_H
 #define MM_TEST_HARNESS_H
 

@@ -194,6 +194,108 @@ static struct cas lease_call(struct etcd_client *c,
     return s;
 }
 
+struct kept {
+    bool done;
+    int status;
+    struct etcd_response *resp;
+};
+
+static void keep_cb(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
+{
+    struct kept *k = arg;
+    k->done = true;
+    k->status = status;
+    if (resp) {
+        etcd_response_keep(resp); /* ours now, beyond the callback */
+        k->resp = resp;
+    }
+}
+
+static int cancels;
+
+static void count_cancel(int status, const struct mm_error *err, struct etcd_response *resp,
+                         void *arg)
+{
+    if (status == -ECANCELED && err && strstr(err->msg, "client closed"))
+        cancels++;
+}
+
+/* Range variants, a response kept past its callback, and cancellation by etcd_client_free(). */
+static void test_range_options(struct etcd_client *c, const char *endpoint)
+{
+    struct mm_error err = {0};
+    for (int i = 0; i < 5; i++) {
+        char k[32], v[32];
+        snprintf(k, sizeof(k), "/ro/%d", i);
+        snprintf(v, sizeof(v), "value-%d", i);
+        CHECK_INT(etcd_sync_put(c, k, v, 0, NULL, &err), 0);
+    }
+    struct etcd_response *r = NULL;
+    struct etcd_range_req keys = {.key = "/ro/", .prefix = true, .keys_only = true};
+    REQUIRE(etcd_sync_range(c, &keys, &r, &err) == 0);
+    CHECK_INT(r->op.n_kvs, 5);
+    CHECK_STR(r->op.kvs[4].key, "/ro/4");
+    CHECK_INT(r->op.kvs[4].key_len, 5);
+    CHECK_STR(r->op.kvs[4].value, "");
+    CHECK_INT(r->op.kvs[4].value_len, 0);
+    etcd_response_free(r);
+    struct etcd_range_req count = {.key = "/ro/", .prefix = true, .count_only = true};
+    REQUIRE(etcd_sync_range(c, &count, &r, &err) == 0);
+    CHECK_INT(r->op.n_kvs, 0);
+    CHECK_INT(r->op.count, 5);
+    etcd_response_free(r);
+    struct etcd_range_req span = {.key = "/ro/1", .range_end = "/ro/3", .serializable = true};
+    REQUIRE(etcd_sync_range(c, &span, &r, &err) == 0);
+    CHECK_INT(r->op.n_kvs, 2); /* [/ro/1, /ro/3) */
+    CHECK_STR(r->op.kvs[0].value, "value-1");
+    CHECK_STR(r->op.kvs[1].value, "value-2");
+    CHECK_INT(r->op.kvs[1].version, 1);
+    CHECK(r->op.kvs[1].mod_revision > r->op.kvs[0].mod_revision);
+    CHECK(r->revision >= r->op.kvs[1].mod_revision);
+    etcd_response_free(r);
+    struct etcd_range_req all = {.key = "", .prefix = true, .count_only = true};
+    REQUIRE(etcd_sync_range(c, &all, &r, &err) == 0);
+    CHECK(r->op.count >= 5); /* "" with prefix: the whole keyspace */
+    etcd_response_free(r);
+
+    struct kept k = {0};
+    struct etcd_range_req one = {.key = "/ro/0"};
+    REQUIRE(etcd_range(c, &one, keep_cb, &k) == 0);
+    CHECK_INT(etcd_sync_wait(c, &k.done, 5000), 0);
+    CHECK_INT(k.status, 0);
+    REQUIRE(k.resp != NULL);
+    CHECK_STR(k.resp->op.kvs[0].value, "value-0"); /* still valid after the callback */
+    etcd_response_free(k.resp);
+
+    /* Requests still in flight when the client goes: each callback runs once, -ECANCELED. */
+    struct etcd_client *c2 = NULL;
+    struct etcd_config cfg = {.endpoints = endpoint};
+    REQUIRE(etcd_client_new(loop, &cfg, &c2, &err) == 0);
+    cancels = 0;
+    CHECK_INT(etcd_range(c2, &one, count_cancel, NULL), 0);
+    CHECK_INT(etcd_lease_grant(c2, 10, 0, count_cancel, NULL), 0);
+    etcd_client_free(c2);
+    CHECK_INT(cancels, 2);
+}
+
+/* etcd stopped: requests fail fast and say where; restarted on the same port and data: the same
+ * client works again and sees the data written before. */
+static void test_restart(struct etcd_client *c, struct harness_etcd *e)
+{
+    struct mm_error err = {0};
+    char buf[256];
+    CHECK_INT(etcd_sync_put(c, "/restart/a", "before", 0, NULL, &err), 0);
+    REQUIRE(harness_etcd_stop(e) == 0);
+    struct etcd_range_req req = {.key = "/restart/a"};
+    struct etcd_response *r = NULL;
+    CHECK_INT(etcd_sync_range(c, &req, &r, &err), -ECONNREFUSED);
+    CHECK(strstr(err.msg, e->endpoint) != NULL);
+    REQUIRE(harness_etcd_restart(e) == 0);
+    CHECK_STR(get(c, "/restart/a", 0, buf, sizeof(buf)), "before");
+    CHECK_INT(etcd_sync_put(c, "/restart/a", "after", 0, NULL, &err), 0);
+    CHECK_STR(get(c, "/restart/a", 0, buf, sizeof(buf)), "after");
+}
+
 static void test_txn(struct etcd_client *c)
 {
     struct mm_error err = {0};
@@ -278,6 +380,8 @@ static void test_leases_and_watch(struct etcd_client *c)
     CHECK(run_until(two_deletes, &col, 6000));
     fprintf(stderr, "lease expiry observed after %lld ms (ttl 2000 ms)\n", harness_now_ms() - t0);
     CHECK_INT(col.deletes, 2);
+    CHECK(strncmp(col.last_key, "/lease/", 7) == 0); /* a DELETE names its key and revision */
+    CHECK(col.last_rev > 0);
     CHECK_STR(get(c, "/lease/a", 0, buf, sizeof(buf)), "(none)");
     etcd_watch_free(w);
 
@@ -579,6 +683,7 @@ int main(void)
     test_txn(c);
     test_leases_and_watch(c);
     test_watch_history_and_compaction(c);
+    test_range_options(c, etcd.endpoint);
     test_failover(etcd.endpoint);
     test_watch_broken_by_crash();
     test_auth();
@@ -590,6 +695,7 @@ int main(void)
     CHECK_INT(etcd_client_new(loop, &bad, &none, &err), -EINVAL);
     CHECK(strstr(err.msg, "must start with http:// or https://") != NULL);
 
+    test_restart(c, &etcd);
     etcd_client_free(c);
     harness_etcd_cleanup(&etcd);
     ev_loop_destroy(loop);

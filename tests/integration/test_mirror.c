@@ -82,8 +82,10 @@ static void on_event(const struct mirror_event *ev, void *arg)
     }
     if (sh->watched[0] && strcmp(ev->key, sh->watched) == 0) {
         sh->last_kind = ev->kind;
-        snprintf(sh->last_old, sizeof(sh->last_old), "%s", ev->old_value ? ev->old_value : "(none)");
-        snprintf(sh->last_new, sizeof(sh->last_new), "%s", ev->new_value ? ev->new_value : "(none)");
+        snprintf(sh->last_old, sizeof(sh->last_old), "%s",
+                 ev->old_value ? ev->old_value : "(none)");
+        snprintf(sh->last_new, sizeof(sh->last_new), "%s",
+                 ev->new_value ? ev->new_value : "(none)");
     }
 }
 
