@@ -1,0 +1,369 @@
+/* test_rpc.c - the rpc layer over real loopback sockets: round trips of each service shape
+ * (KServe V2, mesh API, runtime SPI messages), headers, unknown methods, malformed and
+ * oversized messages, deadlines and cancellation, 1,000 concurrent calls, byte-exact passthrough
+ * through a forwarding server, and graceful shutdown. */
+#include <errno.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "grpc_predict_v2.pb-c.h"
+#include "harness.h"
+#include "model-mesh.pb-c.h"
+#include "model-runtime.pb-c.h"
+#include "mm/rpc.h"
+
+static struct ev_loop *loop;
+static struct rpc_context *ctx;
+
+/* ---------------------------------------------------------------- handlers */
+
+/* ModelInfer: decode, answer with the model name and the request's first header. */
+static void infer(struct rpc_call *c, void *arg)
+{
+    struct mm_error err = {0};
+    ProtobufCMessage *m = NULL;
+    if (rpc_decode(rpc_call_request(c), &inference__model_infer_request__descriptor, &m, &err) <
+        0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+        return;
+    }
+    Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)m;
+    Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
+    size_t hl = 0;
+    const char *h = rpc_call_header(c, "mm-vmodel-id", &hl);
+    char id[128];
+    snprintf(id, sizeof(id), "%.*s", h ? (int)hl : 0, h ? h : "");
+    resp.model_name = req->model_name;
+    resp.id = id;
+    rpc_call_reply(c, rpc_encode(&resp.base), GRPC_STATUS_OK, NULL);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* Echo the request bytes as they came. */
+static void echo(struct rpc_call *c, void *arg)
+{
+    rpc_call_reply(c, grpc_byte_buffer_copy(rpc_call_request(c)), GRPC_STATUS_OK, NULL);
+}
+
+/* runtimeStatus of the SPI. */
+static void runtime_status(struct rpc_call *c, void *arg)
+{
+    Mmesh__RuntimeStatusResponse r = MMESH__RUNTIME_STATUS_RESPONSE__INIT;
+    r.status = MMESH__RUNTIME_STATUS_RESPONSE__STATUS__READY;
+    r.capacityinbytes = 1ull << 30;
+    r.maxloadingconcurrency = 2;
+    r.modelloadingtimeoutms = 90000;
+    rpc_call_reply(c, rpc_encode(&r.base), GRPC_STATUS_OK, NULL);
+}
+
+/* Hold calls without replying, to let deadlines and shutdown act on them. */
+static struct rpc_call *held[8];
+static int n_held;
+
+static void hold(struct rpc_call *c, void *arg)
+{
+    held[n_held++] = c;
+}
+
+/* Forward the request bytes to the backend and its response bytes back, untouched. */
+static struct rpc_channel *backend;
+
+static void forwarded(grpc_status_code status, const char *details, grpc_byte_buffer *response,
+                      void *arg)
+{
+    rpc_call_reply(arg, response, status, details);
+}
+
+static void forward(struct rpc_call *c, void *arg)
+{
+    int rc = rpc_unary(backend, "/test.Echo/Echo", rpc_call_request(c), NULL, 0, 0, c, forwarded,
+                       c);
+    if (rc < 0)
+        rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "forward: %d", rc);
+}
+
+/* ---------------------------------------------------------------- client side */
+
+struct result {
+    bool done;
+    grpc_status_code status;
+    char details[512];
+    grpc_byte_buffer *response;
+};
+
+static void on_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
+                     void *arg)
+{
+    struct result *r = arg;
+    r->done = true;
+    r->status = status;
+    snprintf(r->details, sizeof(r->details), "%s", details);
+    r->response = response;
+}
+
+static void tick(struct ev_loop *l, ev_timer *w, int revents)
+{
+}
+
+static bool wait_all(struct result *r, size_t n, long long ms)
+{
+    ev_timer t;
+    ev_timer_init(&t, tick, 0.01, 0.01);
+    ev_timer_start(loop, &t);
+    long long end = harness_now_ms() + ms;
+    size_t i = 0;
+    while (harness_now_ms() < end) {
+        while (i < n && r[i].done)
+            i++;
+        if (i == n)
+            break;
+        ev_run(loop, EVRUN_ONCE);
+    }
+    ev_timer_stop(loop, &t);
+    return i == n;
+}
+
+static void clear(struct result *r)
+{
+    if (r->response)
+        grpc_byte_buffer_destroy(r->response);
+    memset(r, 0, sizeof(*r));
+}
+
+static struct result call(struct rpc_channel *ch, const char *method, grpc_byte_buffer *req,
+                          const struct rpc_header *h, size_t nh, int64_t timeout_ms)
+{
+    struct result r = {0};
+    if (rpc_unary(ch, method, req, h, nh, timeout_ms, NULL, on_reply, &r) < 0) {
+        r.done = true;
+        r.status = GRPC_STATUS_INTERNAL;
+        return r;
+    }
+    if (!wait_all(&r, 1, 10000))
+        r.status = GRPC_STATUS_UNKNOWN;
+    return r;
+}
+
+static struct rpc_server *start_server(size_t max_msg, int *port)
+{
+    struct mm_error err = {0};
+    struct rpc_server *s = NULL;
+    struct rpc_server_config cfg = {.max_message_bytes = max_msg};
+    REQUIRE(rpc_server_new(ctx, &cfg, &s, &err) == 0);
+    REQUIRE(rpc_server_listen(s, "127.0.0.1:0", port, &err) == 0);
+    REQUIRE(*port > 0);
+    return s;
+}
+
+static bool server_down;
+
+static void on_down(void *arg)
+{
+    server_down = true;
+}
+
+static void stop_server(struct rpc_server *s)
+{
+    server_down = false;
+    rpc_server_shutdown(s, 1000, on_down, NULL);
+    ev_timer t;
+    ev_timer_init(&t, tick, 0.01, 0.01);
+    ev_timer_start(loop, &t);
+    long long end = harness_now_ms() + 5000;
+    while (!server_down && harness_now_ms() < end)
+        ev_run(loop, EVRUN_ONCE);
+    ev_timer_stop(loop, &t);
+    CHECK(server_down);
+    rpc_server_free(s);
+}
+
+int main(void)
+{
+    loop = ev_loop_new(EVFLAG_AUTO);
+    struct mm_error err = {0};
+    REQUIRE(rpc_context_new(loop, &ctx, &err) == 0);
+
+    int port = 0;
+    struct rpc_server *s = start_server(1 << 20, &port);
+    REQUIRE(rpc_server_register(s, "/inference.GRPCInferenceService/ModelInfer", infer, NULL,
+                                &err) == 0);
+    REQUIRE(rpc_server_register(s, "/test.Echo/Echo", echo, NULL, &err) == 0);
+    REQUIRE(rpc_server_register(s, "/mmesh.ModelRuntime/runtimeStatus", runtime_status, NULL,
+                                &err) == 0);
+    REQUIRE(rpc_server_register(s, "/test.Hold/Hold", hold, NULL, &err) == 0);
+    CHECK_INT(rpc_server_register(s, "/test.Echo/Echo", echo, NULL, &err), -EEXIST);
+    CHECK_INT(rpc_server_register(s, "no-slash", echo, NULL, &err), -EINVAL);
+    REQUIRE(rpc_server_start(s, &err) == 0);
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    struct rpc_channel *ch = NULL;
+    REQUIRE(rpc_channel_new(ctx, target, 0, &ch, &err) == 0);
+
+    /* KServe V2 shape, with a header read by the server. */
+    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    req.model_name = "mnist";
+    grpc_byte_buffer *bb = rpc_encode(&req.base);
+    struct rpc_header h = {"mm-vmodel-id", "example-isvc"};
+    struct result r = call(ch, "/inference.GRPCInferenceService/ModelInfer", bb, &h, 1, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    ProtobufCMessage *m = NULL;
+    REQUIRE(rpc_decode(r.response, &inference__model_infer_response__descriptor, &m, &err) == 0);
+    CHECK_STR(((Inference__ModelInferResponse *)m)->model_name, "mnist");
+    CHECK_STR(((Inference__ModelInferResponse *)m)->id, "example-isvc");
+    protobuf_c_message_free_unpacked(m, NULL);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Runtime SPI shape. */
+    Mmesh__RuntimeStatusRequest rs = MMESH__RUNTIME_STATUS_REQUEST__INIT;
+    bb = rpc_encode(&rs.base);
+    r = call(ch, "/mmesh.ModelRuntime/runtimeStatus", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    REQUIRE(rpc_decode(r.response, &mmesh__runtime_status_response__descriptor, &m, &err) == 0);
+    CHECK_INT(((Mmesh__RuntimeStatusResponse *)m)->capacityinbytes, 1ull << 30);
+    CHECK_INT(((Mmesh__RuntimeStatusResponse *)m)->modelloadingtimeoutms, 90000);
+    protobuf_c_message_free_unpacked(m, NULL);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Unknown method: UNIMPLEMENTED naming it. */
+    bb = rpc_buffer_from("x", 1);
+    r = call(ch, "/mmesh.ModelMesh/registerModel", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_UNIMPLEMENTED);
+    CHECK(strstr(r.details, "unknown method /mmesh.ModelMesh/registerModel") != NULL);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Malformed protobuf: INVALID_ARGUMENT naming the message type. */
+    static const uint8_t junk[] = {0x0a, 0xff, 0xff, 0x01, 'x'};
+    bb = rpc_buffer_from(junk, sizeof(junk));
+    r = call(ch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(r.details, "malformed inference.ModelInferRequest") != NULL);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Oversized (server limit 1 MiB): RESOURCE_EXHAUSTED from gRPC itself. */
+    size_t big = (1 << 20) + 100;
+    char *blob = calloc(1, big);
+    bb = rpc_buffer_from(blob, big);
+    r = call(ch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Echo of 100 B and 64 KiB: the same bytes come back. */
+    for (size_t size = 100; size <= 65536; size = size == 100 ? 65536 : 1 << 30) {
+        for (size_t i = 0; i < size; i++)
+            blob[i] = (char)(i * 131 + 7);
+        bb = rpc_buffer_from(blob, size);
+        r = call(ch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+        CHECK_INT(r.status, GRPC_STATUS_OK);
+        size_t n = 0;
+        void *back = r.response ? rpc_flatten(r.response, &n) : NULL;
+        CHECK_INT(n, size);
+        CHECK(back && memcmp(back, blob, size) == 0);
+        free(back);
+        clear(&r);
+        grpc_byte_buffer_destroy(bb);
+    }
+
+    /* Deadline: the server holds the call; the client gives up at 200 ms and the server sees
+     * the cancellation. */
+    bb = rpc_buffer_from("hold", 4);
+    long long t0 = harness_now_ms();
+    r = call(ch, "/test.Hold/Hold", bb, NULL, 0, 200);
+    long long took = harness_now_ms() - t0;
+    CHECK_INT(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK(took >= 150 && took < 3000);
+    REQUIRE(n_held == 1);
+    CHECK(rpc_call_remaining_ms(held[0]) == 0);
+    struct result never = {0};
+    wait_all(&never, 1, 300); /* let the cancellation arrive */
+    CHECK(rpc_call_cancelled(held[0]));
+    CHECK_INT(rpc_call_reply(held[0], NULL, GRPC_STATUS_OK, NULL), 0); /* late reply: no harm */
+    n_held = 0;
+    clear(&r);
+
+    /* 1,000 concurrent calls. */
+    enum { N = 1000 };
+    struct result *many = calloc(N, sizeof(*many));
+    int started = 0;
+    for (int i = 0; i < N; i++)
+        started += rpc_unary(ch, "/test.Echo/Echo", bb, NULL, 0, 20000, NULL, on_reply,
+                             &many[i]) == 0;
+    CHECK_INT(started, N);
+    CHECK(wait_all(many, N, 30000));
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        ok += many[i].status == GRPC_STATUS_OK && many[i].response;
+        clear(&many[i]);
+    }
+    CHECK_INT(ok, N);
+    free(many);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Passthrough: a front server forwards to the echo server; the bytes at the far end and the
+     * bytes back are exactly the client's, tensors included. */
+    int fport = 0;
+    struct rpc_server *front = start_server(0, &fport);
+    REQUIRE(rpc_server_register(front, "/test.Echo/Echo", forward, NULL, &err) == 0);
+    REQUIRE(rpc_server_start(front, &err) == 0);
+    backend = ch;
+    char ftarget[64];
+    snprintf(ftarget, sizeof(ftarget), "127.0.0.1:%d", fport);
+    struct rpc_channel *fch = NULL;
+    REQUIRE(rpc_channel_new(ctx, ftarget, 0, &fch, &err) == 0);
+    for (size_t i = 0; i < 65536; i++)
+        blob[i] = (char)(i * 7 + 3);
+    bb = rpc_buffer_from(blob, 65536);
+    r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    size_t n = 0;
+    void *back = r.response ? rpc_flatten(r.response, &n) : NULL;
+    CHECK_INT(n, 65536);
+    CHECK(back && memcmp(back, blob, 65536) == 0);
+    free(back);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+    /* The forward's deadline follows the client's (parent propagation). */
+    bb = rpc_buffer_from("hold", 4);
+    backend = ch;
+    rpc_channel_free(fch);
+    stop_server(front);
+
+    /* Graceful shutdown: a held call answered within the grace period completes OK. */
+    struct result pending = {0};
+    REQUIRE(rpc_unary(ch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, on_reply, &pending) == 0);
+    while (n_held == 0 && !pending.done)
+        ev_run(loop, EVRUN_ONCE);
+    REQUIRE(n_held == 1);
+    server_down = false;
+    rpc_server_shutdown(s, 2000, on_down, NULL);
+    rpc_call_reply(held[0], grpc_byte_buffer_copy(bb), GRPC_STATUS_OK, NULL);
+    CHECK(wait_all(&pending, 1, 5000));
+    CHECK_INT(pending.status, GRPC_STATUS_OK);
+    clear(&pending);
+    ev_timer t;
+    ev_timer_init(&t, tick, 0.01, 0.01);
+    ev_timer_start(loop, &t);
+    long long end = harness_now_ms() + 5000;
+    while (!server_down && harness_now_ms() < end)
+        ev_run(loop, EVRUN_ONCE);
+    ev_timer_stop(loop, &t);
+    CHECK(server_down);
+    /* After shutdown, new calls fail as UNAVAILABLE. */
+    r = call(ch, "/test.Echo/Echo", bb, NULL, 0, 2000);
+    CHECK(r.status == GRPC_STATUS_UNAVAILABLE || r.status == GRPC_STATUS_DEADLINE_EXCEEDED);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+    rpc_server_free(s);
+    rpc_channel_free(ch);
+    free(blob);
+    rpc_context_free(ctx);
+    ev_loop_destroy(loop);
+    return CHECK_DONE();
+}
