@@ -13,6 +13,7 @@ packages=(
   libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   clang libclang-rt-14-dev
+  python3 python3-grpcio python3-grpc-tools python3-protobuf
   etcd-server etcd-client
 )
 
