@@ -96,8 +96,7 @@ int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_er
     ctx->cq = grpc_completion_queue_create_for_next(NULL);
     ev_async_init(&ctx->wake, on_wake);
     ctx->wake.data = ctx;
-    ev_async_start(loop, &ctx->wake);
-    ev_unref(loop); /* the wake-up watcher alone does not keep the loop running */
+    ev_async_start(loop, &ctx->wake); /* keeps the loop running while the context lives */
     if (!ctx->cq || pthread_create(&ctx->thread, NULL, cq_thread, ctx) != 0) {
         rpc_context_free(ctx);
         return mm_error_set(err, -ENOMEM, "rpc: cannot start the completion-queue thread");
@@ -118,7 +117,6 @@ void rpc_context_free(struct rpc_context *ctx)
         run_completions(ctx); /* anything that finished last */
         grpc_completion_queue_destroy(ctx->cq);
     }
-    ev_ref(ctx->loop);
     ev_async_stop(ctx->loop, &ctx->wake);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx);
