@@ -30,8 +30,16 @@ struct rpc_tag {
     bool ok;
 };
 
+struct rpc_channel {
+    struct rpc_context *ctx;
+    grpc_channel *channel;
+    char *target;
+    struct rpc_channel *next; /* in the context's cache */
+};
+
 struct rpc_context {
     struct ev_loop *loop;
+    struct rpc_channel *channels; /* cache of rpc_channel_for(), owned by the context */
     grpc_completion_queue *cq;
     pthread_t thread;
     bool thread_started;
@@ -110,6 +118,11 @@ void rpc_context_free(struct rpc_context *ctx)
 {
     if (!ctx)
         return;
+    while (ctx->channels) {
+        struct rpc_channel *next = ctx->channels->next;
+        rpc_channel_free(ctx->channels);
+        ctx->channels = next;
+    }
     if (ctx->cq) {
         grpc_completion_queue_shutdown(ctx->cq);
         if (ctx->thread_started)
@@ -476,12 +489,6 @@ int rpc_call_fail(struct rpc_call *c, grpc_status_code status, const char *fmt, 
 
 /* ---------------------------------------------------------------- client */
 
-struct rpc_channel {
-    struct rpc_context *ctx;
-    grpc_channel *channel;
-    char *target;
-};
-
 struct client_call {
     struct rpc_tag tag;
     grpc_call *call;
@@ -539,6 +546,20 @@ void rpc_channel_free(struct rpc_channel *ch)
 const char *rpc_channel_target(const struct rpc_channel *ch)
 {
     return ch->target;
+}
+
+struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
+                                    struct mm_error *err)
+{
+    for (struct rpc_channel *ch = ctx->channels; ch; ch = ch->next)
+        if (strcmp(ch->target, target) == 0)
+            return ch;
+    struct rpc_channel *ch = NULL;
+    if (rpc_channel_new(ctx, target, 0, &ch, err) < 0)
+        return NULL;
+    ch->next = ctx->channels;
+    ctx->channels = ch;
+    return ch;
 }
 
 static void on_client_done(struct rpc_tag *t, bool ok)

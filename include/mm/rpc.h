@@ -55,6 +55,7 @@ int rpc_server_start(struct rpc_server *s, struct mm_error *err);
  * the loop once the server is fully shut down; then rpc_server_free. */
 void rpc_server_shutdown(struct rpc_server *s, unsigned grace_ms, void (*done)(void *arg),
                          void *arg);
+/* After the shutdown's done callback, or for a server that was never started. */
 void rpc_server_free(struct rpc_server *s);
 
 /* --- a call being served (valid until replied and its completions are in) --- */
@@ -89,6 +90,10 @@ int rpc_channel_new(struct rpc_context *ctx, const char *target, size_t max_mess
                     struct rpc_channel **out, struct mm_error *err);
 void rpc_channel_free(struct rpc_channel *ch);
 const char *rpc_channel_target(const struct rpc_channel *ch);
+/* The context's shared channel to target, created on first use and kept until the context is
+ * freed: one HTTP/2 connection per peer, however many callers. NULL on error (err filled). */
+struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
+                                    struct mm_error *err);
 
 /* Start a unary call. request is not taken (a reference is). timeout_ms 0 = none. parent (may
  * be NULL): a call being served whose deadline and cancellation propagate to this one. */

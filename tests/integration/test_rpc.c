@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "grpc_predict_v2.pb-c.h"
@@ -31,6 +32,19 @@ static void infer(struct rpc_call *c, void *arg)
         return;
     }
     Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)m;
+    /* The zero-copy reader over the received slices agrees with the full decode. */
+    struct wire_segment segs[16];
+    int nseg = rpc_segments(rpc_call_request(c), segs, 16);
+    const char *name = NULL;
+    size_t name_len = 0;
+    char scratch[256];
+    if (nseg <= 0 || wire_find_field(segs, (size_t)nseg, 1, scratch, sizeof(scratch), &name,
+                                     &name_len) < 0 ||
+        name_len != strlen(req->model_name) || memcmp(name, req->model_name, name_len) != 0) {
+        rpc_call_fail(c, GRPC_STATUS_INTERNAL, "wire reader disagrees with decode");
+        protobuf_c_message_free_unpacked(m, NULL);
+        return;
+    }
     Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
     size_t hl = 0;
     const char *h = rpc_call_header(c, "mm-vmodel-id", &hl);
@@ -59,6 +73,25 @@ static void runtime_status(struct rpc_call *c, void *arg)
     rpc_call_reply(c, rpc_encode(&r.base), GRPC_STATUS_OK, NULL);
 }
 
+/* registerModel of the mesh API: answers LOADING for the model it was given. */
+static void register_model(struct rpc_call *c, void *arg)
+{
+    struct mm_error err = {0};
+    ProtobufCMessage *m = NULL;
+    if (rpc_decode(rpc_call_request(c), &mmesh__register_model_request__descriptor, &m, &err) <
+        0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+        return;
+    }
+    Mmesh__RegisterModelRequest *req = (Mmesh__RegisterModelRequest *)m;
+    Mmesh__ModelStatusInfo info = MMESH__MODEL_STATUS_INFO__INIT;
+    info.status = req->modelinfo && strcmp(req->modelinfo->type, "sklearn") == 0
+                      ? MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING
+                      : MMESH__MODEL_STATUS_INFO__MODEL_STATUS__NOT_FOUND;
+    rpc_call_reply(c, rpc_encode(&info.base), GRPC_STATUS_OK, NULL);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
 /* Hold calls without replying, to let deadlines and shutdown act on them. */
 static struct rpc_call *held[8];
 static int n_held;
@@ -70,6 +103,7 @@ static void hold(struct rpc_call *c, void *arg)
 
 /* Forward the request bytes to the backend and its response bytes back, untouched. */
 static struct rpc_channel *backend;
+static const char *forward_to = "/test.Echo/Echo";
 
 static void forwarded(grpc_status_code status, const char *details, grpc_byte_buffer *response,
                       void *arg)
@@ -79,8 +113,7 @@ static void forwarded(grpc_status_code status, const char *details, grpc_byte_bu
 
 static void forward(struct rpc_call *c, void *arg)
 {
-    int rc = rpc_unary(backend, "/test.Echo/Echo", rpc_call_request(c), NULL, 0, 0, c, forwarded,
-                       c);
+    int rc = rpc_unary(backend, forward_to, rpc_call_request(c), NULL, 0, 0, c, forwarded, c);
     if (rc < 0)
         rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "forward: %d", rc);
 }
@@ -194,6 +227,8 @@ int main(void)
     REQUIRE(rpc_server_register(s, "/mmesh.ModelRuntime/runtimeStatus", runtime_status, NULL,
                                 &err) == 0);
     REQUIRE(rpc_server_register(s, "/test.Hold/Hold", hold, NULL, &err) == 0);
+    REQUIRE(rpc_server_register(s, "/mmesh.ModelMesh/registerModel", register_model, NULL,
+                                &err) == 0);
     CHECK_INT(rpc_server_register(s, "/test.Echo/Echo", echo, NULL, &err), -EEXIST);
     CHECK_INT(rpc_server_register(s, "no-slash", echo, NULL, &err), -EINVAL);
     REQUIRE(rpc_server_start(s, &err) == 0);
@@ -229,11 +264,28 @@ int main(void)
     clear(&r);
     grpc_byte_buffer_destroy(bb);
 
+    /* Mesh management API shape. */
+    Mmesh__RegisterModelRequest reg = MMESH__REGISTER_MODEL_REQUEST__INIT;
+    Mmesh__ModelInfo info = MMESH__MODEL_INFO__INIT;
+    info.type = "sklearn";
+    info.path = "sklearn/mnist-svm.joblib";
+    reg.modelid = "mnist-svm";
+    reg.modelinfo = &info;
+    reg.loadnow = true;
+    bb = rpc_encode(&reg.base);
+    r = call(ch, "/mmesh.ModelMesh/registerModel", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    REQUIRE(rpc_decode(r.response, &mmesh__model_status_info__descriptor, &m, &err) == 0);
+    CHECK_INT(((Mmesh__ModelStatusInfo *)m)->status, MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING);
+    protobuf_c_message_free_unpacked(m, NULL);
+    clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
     /* Unknown method: UNIMPLEMENTED naming it. */
     bb = rpc_buffer_from("x", 1);
-    r = call(ch, "/mmesh.ModelMesh/registerModel", bb, NULL, 0, 5000);
+    r = call(ch, "/mmesh.ModelMesh/unregisterModel", bb, NULL, 0, 5000);
     CHECK_INT(r.status, GRPC_STATUS_UNIMPLEMENTED);
-    CHECK(strstr(r.details, "unknown method /mmesh.ModelMesh/registerModel") != NULL);
+    CHECK(strstr(r.details, "unknown method /mmesh.ModelMesh/unregisterModel") != NULL);
     clear(&r);
     grpc_byte_buffer_destroy(bb);
 
@@ -329,11 +381,46 @@ int main(void)
     free(back);
     clear(&r);
     grpc_byte_buffer_destroy(bb);
-    /* The forward's deadline follows the client's (parent propagation). */
+    /* Parent propagation: the client's 200 ms deadline reaches the forwarded call (which sets
+     * no deadline of its own), so the far end sees it cancelled too. */
     bb = rpc_buffer_from("hold", 4);
-    backend = ch;
+    forward_to = "/test.Hold/Hold";
+    r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 200);
+    CHECK_INT(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
+    clear(&r);
+    REQUIRE(n_held == 1);
+    struct result settle = {0};
+    wait_all(&settle, 1, 500);
+    CHECK(rpc_call_cancelled(held[0]));
+    CHECK(rpc_call_remaining_ms(held[0]) == 0);
+    rpc_call_reply(held[0], NULL, GRPC_STATUS_CANCELLED, "gone");
+    n_held = 0;
+    forward_to = "/test.Echo/Echo";
     rpc_channel_free(fch);
     stop_server(front);
+
+    /* Unix sockets, and the context's shared channel per peer. */
+    char sock[64];
+    snprintf(sock, sizeof(sock), "unix:/tmp/mm-rpc-test-%d.sock", (int)getpid());
+    struct rpc_server *us = NULL;
+    REQUIRE(rpc_server_new(ctx, NULL, &us, &err) == 0);
+    REQUIRE(rpc_server_listen(us, sock, NULL, &err) == 0);
+    REQUIRE(rpc_server_register(us, "/test.Echo/Echo", echo, NULL, &err) == 0);
+    REQUIRE(rpc_server_start(us, &err) == 0);
+    struct rpc_channel *uch = rpc_channel_for(ctx, sock, &err);
+    REQUIRE(uch != NULL);
+    CHECK(rpc_channel_for(ctx, sock, &err) == uch);
+    r = call(uch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    clear(&r);
+    stop_server(us);
+    unlink(sock + 5);
+    /* An address that cannot be bound is a clear error. */
+    struct rpc_server *bad = NULL;
+    REQUIRE(rpc_server_new(ctx, NULL, &bad, &err) == 0);
+    CHECK_INT(rpc_server_listen(bad, "unix:/nonexistent-dir/x.sock", NULL, &err), -EADDRINUSE);
+    CHECK(strstr(err.msg, "cannot listen on unix:/nonexistent-dir/x.sock") != NULL);
+    rpc_server_free(bad); /* never started: no shutdown needed */
 
     /* Graceful shutdown: a held call answered within the grace period completes OK. */
     struct result pending = {0};
