@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -110,10 +111,24 @@ static void remove_temp_dir(struct harness_etcd *e)
     e->data_dir[0] = '\0';
 }
 
+/* Servers started by harness_spawn_listening: pid and the read end of their stdout. */
+static struct {
+    pid_t pid;
+    int fd;
+} spawned[MAX_TRACKED];
+
 static void stop_all_at_exit(void)
 {
     if (getpid() != owner)
         return;
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (spawned[i].pid > 0) {
+            kill(spawned[i].pid, SIGKILL);
+            waitpid(spawned[i].pid, NULL, 0);
+            close(spawned[i].fd);
+            spawned[i].pid = 0;
+        }
+    }
     for (int i = 0; i < MAX_TRACKED; i++) {
         struct harness_etcd *e = tracked[i];
         if (!e)
@@ -361,4 +376,100 @@ void harness_etcd_cleanup(struct harness_etcd *e)
     harness_etcd_stop(e);
     remove_temp_dir(e);
     track(e, false);
+}
+
+int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out, int *port_out)
+{
+    static bool registered;
+    if (!registered) {
+        register_cleanup();
+        registered = true;
+    }
+    int slot = 0;
+    while (slot < MAX_TRACKED && spawned[slot].pid > 0)
+        slot++;
+    if (slot == MAX_TRACKED)
+        return -ENOSPC;
+    int fds[2];
+    if (pipe(fds) < 0)
+        return -errno;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -errno;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execvp(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    spawned[slot].pid = pid;
+    spawned[slot].fd = fds[0];
+    /* Read lines until "LISTENING <port>" (bounded); the pipe stays open so that later output
+     * of the server never meets a closed pipe. */
+    char line[256];
+    size_t used = 0;
+    long long deadline = harness_now_ms() + timeout_ms;
+    while (harness_now_ms() < deadline) {
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        int left = (int)(deadline - harness_now_ms());
+        if (poll(&pfd, 1, left > 0 ? left : 0) <= 0)
+            continue;
+        ssize_t n = read(fds[0], line + used, sizeof(line) - 1 - used);
+        if (n <= 0)
+            break; /* the process closed stdout: it died */
+        used += (size_t)n;
+        line[used] = '\0';
+        char *hit = strstr(line, "LISTENING ");
+        int port = 0;
+        if (hit && strchr(hit, '\n') && sscanf(hit, "LISTENING %d", &port) == 1 && port > 0) {
+            *pid_out = pid;
+            *port_out = port;
+            return 0;
+        }
+        char *nl = strrchr(line, '\n');
+        if (nl) { /* drop complete lines that were not the announcement */
+            used = strlen(nl + 1);
+            memmove(line, nl + 1, used + 1);
+        } else if (used == sizeof(line) - 1) {
+            used = 0;
+        }
+    }
+    fprintf(stderr, "harness: %s did not announce LISTENING within %ld ms\n", argv[0],
+            timeout_ms);
+    harness_stop_pid(pid, 1000);
+    return -ETIMEDOUT;
+}
+
+int harness_stop_pid(pid_t pid, long grace_ms)
+{
+    int status = -1;
+    if (pid <= 0)
+        return -1;
+    kill(pid, SIGTERM);
+    long long deadline = harness_now_ms() + grace_ms;
+    while (waitpid(pid, &status, WNOHANG) != pid) {
+        if (harness_now_ms() >= deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        sleep_ms(10);
+    }
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (spawned[i].pid == pid) {
+            close(spawned[i].fd);
+            spawned[i].pid = 0;
+        }
+    }
+    return status;
 }

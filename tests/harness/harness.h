@@ -39,6 +39,13 @@ int harness_etcd_restart(struct harness_etcd *e);
 /* Stop if running and remove the data dir. */
 void harness_etcd_cleanup(struct harness_etcd *e);
 
+/* Start a server process (argv[0] a path, or a name on PATH) whose stdout announces
+ * "LISTENING <port>"; waits up to timeout_ms for that line. The process dies with the test
+ * (PR_SET_PDEATHSIG) and is killed at exit if still running. 0, -ETIMEDOUT or -ECHILD. */
+int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid, int *port);
+/* SIGTERM, wait up to grace_ms, then SIGKILL; returns the wait status, or -1. */
+int harness_stop_pid(pid_t pid, long grace_ms);
+
 /* Milliseconds on the monotonic clock, for bounded polling loops in tests. */
 long long harness_now_ms(void);
 

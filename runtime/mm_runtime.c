@@ -1,0 +1,158 @@
+/* mm_runtime.c - the built-in XGBoost runtime process: runtime SPI + KServe V2 on one port.
+ * Prints "LISTENING <port>" on stdout once serving; SIGTERM/SIGINT shut it down gracefully. */
+#include <errno.h>
+#include <ev.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mm/log.h"
+#include "mm/rpc.h"
+#include "mm/runtime.h"
+
+struct process {
+    struct ev_loop *loop;
+    struct rpc_server *server;
+    struct runtime *rt;
+    ev_signal sigterm, sigint;
+    ev_timer drain;
+    int drain_rounds;
+    bool stopping;
+};
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: mm-runtime [options]\n"
+            "  --listen ADDR                 gRPC address (default 127.0.0.1:8085; port 0 picks "
+            "one)\n"
+            "  --capacity-bytes N            model capacity reported to the mesh (env "
+            "MM_RUNTIME_CAPACITY; default 1 GiB)\n"
+            "  --max-loading-concurrency N   parallel model loads (default 1)\n"
+            "  --load-timeout-ms N           reported model loading timeout (default 90000)\n"
+            "  --default-model-size N        reported size for unmeasured models (default "
+            "1000000)\n"
+            "  --workers N                   prediction threads (default 2)\n"
+            "  --log-level debug|info|warn|error\n");
+}
+
+static int parse_u64(const char *flag, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || s[0] == '-') {
+        fprintf(stderr, "mm-runtime: %s needs a non-negative integer, got '%s'\n", flag,
+                s ? s : "");
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct process *p = w->data;
+    /* Jobs still running hold calls of the stopped server: let them finish (bounded). */
+    if (runtime_busy(p->rt) && ++p->drain_rounds < 500)
+        return;
+    ev_timer_stop(loop, w);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void server_down(void *arg)
+{
+    struct process *p = arg;
+    ev_timer_init(&p->drain, drain_cb, 0., 0.01);
+    p->drain.data = p;
+    ev_timer_start(p->loop, &p->drain);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct process *p = w->data;
+    if (p->stopping)
+        return;
+    p->stopping = true;
+    mm_log(MM_LOG_INFO, "mm-runtime", "signal %d: shutting down", w->signum);
+    rpc_server_shutdown(p->server, 5000, server_down, p);
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:8085";
+    struct runtime_config cfg = {0};
+    uint64_t v;
+    const char *env = getenv("MM_RUNTIME_CAPACITY");
+    if (env && parse_u64("MM_RUNTIME_CAPACITY", env, &cfg.capacity_bytes) < 0)
+        return 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "--listen") == 0 && val) {
+            listen = val;
+        } else if (strcmp(a, "--capacity-bytes") == 0) {
+            rc = parse_u64(a, val, &cfg.capacity_bytes);
+        } else if (strcmp(a, "--max-loading-concurrency") == 0) {
+            rc = parse_u64(a, val, &v);
+            cfg.max_loading_concurrency = (uint32_t)v;
+        } else if (strcmp(a, "--load-timeout-ms") == 0) {
+            rc = parse_u64(a, val, &v);
+            cfg.load_timeout_ms = (uint32_t)v;
+        } else if (strcmp(a, "--default-model-size") == 0) {
+            rc = parse_u64(a, val, &cfg.default_model_size);
+        } else if (strcmp(a, "--workers") == 0) {
+            rc = parse_u64(a, val, &v);
+            cfg.workers = (unsigned)v;
+        } else if (strcmp(a, "--log-level") == 0 && val) {
+            enum mm_log_level level;
+            if (mm_log_parse_level(val, &level) < 0) {
+                fprintf(stderr, "mm-runtime: unknown log level '%s'\n", val);
+                return 2;
+            }
+            mm_log_set_level(level);
+        } else {
+            fprintf(stderr, "mm-runtime: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (rc < 0)
+            return 2;
+        i++;
+    }
+
+    struct process p = {.loop = ev_default_loop(0)};
+    struct rpc_context *ctx = NULL;
+    struct mm_error err = {0};
+    int port = 0;
+    if (rpc_context_new(p.loop, &ctx, &err) < 0 || runtime_new(p.loop, &cfg, &p.rt, &err) < 0 ||
+        rpc_server_new(ctx, NULL, &p.server, &err) < 0 ||
+        runtime_register(p.rt, p.server, &err) < 0 ||
+        rpc_server_listen(p.server, listen, &port, &err) < 0 ||
+        rpc_server_start(p.server, &err) < 0) {
+        mm_log(MM_LOG_ERROR, "mm-runtime", "%s", err.msg);
+        return 1;
+    }
+    ev_signal_init(&p.sigterm, on_signal, SIGTERM);
+    ev_signal_init(&p.sigint, on_signal, SIGINT);
+    p.sigterm.data = p.sigint.data = &p;
+    ev_signal_start(p.loop, &p.sigterm);
+    ev_signal_start(p.loop, &p.sigint);
+    printf("LISTENING %d\n", port);
+    fflush(stdout);
+    mm_log(MM_LOG_INFO, "mm-runtime", "serving the runtime SPI and KServe V2 on %s (port %d)",
+           listen, port);
+    ev_run(p.loop, 0);
+
+    rpc_server_free(p.server);
+    runtime_free(p.rt);
+    rpc_context_free(ctx);
+    ev_signal_stop(p.loop, &p.sigterm);
+    ev_signal_stop(p.loop, &p.sigint);
+    mm_log(MM_LOG_INFO, "mm-runtime", "stopped");
+    return 0;
+}
