@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ev.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <netinet/in.h>
@@ -472,4 +473,20 @@ int harness_stop_pid(pid_t pid, long grace_ms)
         }
     }
     return status;
+}
+
+static void tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+}
+
+bool harness_run_until(struct ev_loop *loop, bool (*cond)(void *), void *arg, long long ms)
+{
+    ev_timer t;
+    ev_timer_init(&t, tick, 0.01, 0.01);
+    ev_timer_start(loop, &t);
+    long long end = harness_now_ms() + ms;
+    while ((!cond || !cond(arg)) && harness_now_ms() < end)
+        ev_run(loop, EVRUN_ONCE);
+    ev_timer_stop(loop, &t);
+    return cond ? cond(arg) : true;
 }

@@ -49,4 +49,9 @@ int harness_stop_pid(pid_t pid, long grace_ms);
 /* Milliseconds on the monotonic clock, for bounded polling loops in tests. */
 long long harness_now_ms(void);
 
+struct ev_loop;
+/* Run loop until cond(arg) holds or ms pass (a 10 ms tick bounds each iteration); returns
+ * cond(arg). cond NULL: run for ms. */
+bool harness_run_until(struct ev_loop *loop, bool (*cond)(void *), void *arg, long long ms);
+
 #endif

@@ -33,32 +33,14 @@ static void on_lease(struct lease *l, enum lease_state state, const struct mm_er
         s->lost++;
 }
 
-static void tick(struct ev_loop *l, ev_timer *w, int revents)
-{
-}
-
-/* Run the loop until cond() holds or ms pass (a 10 ms tick bounds each iteration). */
 static bool run_until(bool (*cond)(void *), void *arg, long long ms)
 {
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    long long end = harness_now_ms() + ms;
-    while (!cond(arg) && harness_now_ms() < end)
-        ev_run(loop, EVRUN_ONCE);
-    ev_timer_stop(loop, &t);
-    return cond(arg);
+    return harness_run_until(loop, cond, arg, ms);
 }
 
 static void run_for(long long ms)
 {
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    long long end = harness_now_ms() + ms;
-    while (harness_now_ms() < end)
-        ev_run(loop, EVRUN_ONCE);
-    ev_timer_stop(loop, &t);
+    harness_run_until(loop, NULL, NULL, ms);
 }
 
 static bool lease_granted(void *arg)

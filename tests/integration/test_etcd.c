@@ -86,20 +86,10 @@ static void collect(struct etcd_watch *w, int status, const struct mm_error *err
     }
 }
 
-static void tick(struct ev_loop *l, ev_timer *w, int revents)
-{
-}
-
+/* Run the loop until cond(col) holds (bounded). */
 static bool run_until(bool (*cond)(struct collector *), struct collector *col, long long ms)
 {
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    long long end = harness_now_ms() + ms;
-    while (!cond(col) && harness_now_ms() < end)
-        ev_run(loop, EVRUN_ONCE);
-    ev_timer_stop(loop, &t);
-    return cond(col);
+    return harness_run_until(loop, (bool (*)(void *))cond, col, ms);
 }
 
 static bool has_created(struct collector *c)

@@ -13,15 +13,12 @@
 #include "check.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "testcall.h"
 #include "model-runtime.pb-c.h"
 #include "mm/rpc.h"
 
 static struct ev_loop *loop;
 static const char *python, *proto_dir, *interop_dir;
-
-static void tick(struct ev_loop *l, ev_timer *w, int revents)
-{
-}
 
 /* ModelInfer: outputs mirror the inputs; id carries the mm-vmodel-id header. */
 static void infer(struct rpc_call *c, void *arg)
@@ -79,6 +76,22 @@ static void hold(struct rpc_call *c, void *arg)
         rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many held");
 }
 
+struct child {
+    pid_t pid;
+    int status;
+};
+
+static bool child_exited(void *arg)
+{
+    struct child *c = arg;
+    return waitpid(c->pid, &c->status, WNOHANG) == c->pid;
+}
+
+static bool flag_set(void *arg)
+{
+    return *(bool *)arg;
+}
+
 static void on_down(void *arg)
 {
     *(bool *)arg = true;
@@ -109,17 +122,10 @@ static void test_python_client(struct rpc_context *ctx)
         _exit(127);
     }
     /* Serve on the loop until the client exits (bounded). */
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    int status = -1;
+    struct child c = {pid, -1};
     long long end = harness_now_ms() + 60000;
-    while (harness_now_ms() < end) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        ev_run(loop, EVRUN_ONCE);
-    }
-    ev_timer_stop(loop, &t);
+    harness_run_until(loop, child_exited, &c, 60000);
+    int status = c.status;
     if (harness_now_ms() >= end) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
@@ -130,46 +136,15 @@ static void test_python_client(struct rpc_context *ctx)
     n_held = 0;
     bool down = false;
     rpc_server_shutdown(s, 500, on_down, &down);
-    ev_timer_start(loop, &t);
-    end = harness_now_ms() + 1000;
-    while (!down && harness_now_ms() < end)
-        ev_run(loop, EVRUN_ONCE);
-    ev_timer_stop(loop, &t);
-    CHECK(down);
+    CHECK(harness_run_until(loop, flag_set, &down, 2000));
     rpc_server_free(s);
 }
 
-struct result {
-    bool done;
-    grpc_status_code status;
-    char details[256];
-    grpc_byte_buffer *response;
-};
-
-static void on_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
-                     void *arg)
+static struct testcall call(struct rpc_channel *ch, const char *method,
+                            const ProtobufCMessage *msg, const struct rpc_header *h, size_t nh)
 {
-    struct result *r = arg;
-    r->done = true;
-    r->status = status;
-    snprintf(r->details, sizeof(r->details), "%s", details);
-    r->response = response;
-}
-
-static struct result call(struct rpc_channel *ch, const char *method, const ProtobufCMessage *msg,
-                          const struct rpc_header *h, size_t nh)
-{
-    struct result r = {0};
     grpc_byte_buffer *bb = rpc_encode(msg);
-    if (rpc_unary(ch, method, bb, h, nh, 10000, NULL, on_reply, &r) == 0) {
-        ev_timer t;
-        ev_timer_init(&t, tick, 0.01, 0.01);
-        ev_timer_start(loop, &t);
-        long long end = harness_now_ms() + 15000;
-        while (!r.done && harness_now_ms() < end)
-            ev_run(loop, EVRUN_ONCE);
-        ev_timer_stop(loop, &t);
-    }
+    struct testcall r = testcall_run(loop, ch, method, bb, h, nh, 10000);
     grpc_byte_buffer_destroy(bb);
     return r;
 }
@@ -214,7 +189,7 @@ static void test_python_server(struct rpc_context *ctx)
     req.raw_input_contents = raw;
     req.n_raw_input_contents = 2;
     struct rpc_header h = {"mm-vmodel-id", "example-isvc"};
-    struct result r = call(ch, "/inference.GRPCInferenceService/ModelInfer", &req.base, &h, 1);
+    struct testcall r = call(ch, "/inference.GRPCInferenceService/ModelInfer", &req.base, &h, 1);
     CHECK_INT(r.status, GRPC_STATUS_OK);
     ProtobufCMessage *m = NULL;
     if (r.response &&
@@ -275,12 +250,7 @@ int main(int argc, char **argv)
     REQUIRE(rpc_context_new(loop, &ctx, &err) == 0);
     test_python_client(ctx);
     test_python_server(ctx);
-    /* let the last completions (channel teardown) drain before the context goes */
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.05, 0.);
-    ev_timer_start(loop, &t);
-    ev_run(loop, EVRUN_ONCE);
-    rpc_context_free(ctx);
+    rpc_context_free(ctx); /* runs the completions that are still due */
     ev_loop_destroy(loop);
     return CHECK_DONE();
 }

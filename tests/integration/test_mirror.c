@@ -165,10 +165,6 @@ static int64_t store_revision(void)
 
 /* ---------------------------------------------------------------- running the mirror */
 
-static void tick(struct ev_loop *l, ev_timer *w, int revents)
-{
-}
-
 struct wait_rev {
     struct mirror *m;
     int64_t rev;
@@ -187,14 +183,7 @@ static bool is_disconnected(void *arg)
 
 static bool run_mirror_until(bool (*cond)(void *), void *arg, long long ms)
 {
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(mloop, &t);
-    long long end = harness_now_ms() + ms;
-    while (!cond(arg) && harness_now_ms() < end)
-        ev_run(mloop, EVRUN_ONCE);
-    ev_timer_stop(mloop, &t);
-    return cond(arg);
+    return harness_run_until(mloop, cond, arg, ms);
 }
 
 static bool wait_caught_up(struct mirror *m, int64_t rev, long long ms)

@@ -12,6 +12,7 @@
 #include "check.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "testcall.h"
 #include "model-mesh.pb-c.h"
 #include "model-runtime.pb-c.h"
 #include "mm/rpc.h"
@@ -120,64 +121,10 @@ static void forward(struct rpc_call *c, void *arg)
 
 /* ---------------------------------------------------------------- client side */
 
-struct result {
-    bool done;
-    grpc_status_code status;
-    char details[512];
-    grpc_byte_buffer *response;
-};
-
-static void on_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
-                     void *arg)
+static struct testcall call(struct rpc_channel *ch, const char *method, grpc_byte_buffer *req,
+                            const struct rpc_header *h, size_t nh, int64_t timeout_ms)
 {
-    struct result *r = arg;
-    r->done = true;
-    r->status = status;
-    snprintf(r->details, sizeof(r->details), "%s", details);
-    r->response = response;
-}
-
-static void tick(struct ev_loop *l, ev_timer *w, int revents)
-{
-}
-
-static bool wait_all(struct result *r, size_t n, long long ms)
-{
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    long long end = harness_now_ms() + ms;
-    size_t i = 0;
-    while (harness_now_ms() < end) {
-        while (i < n && r[i].done)
-            i++;
-        if (i == n)
-            break;
-        ev_run(loop, EVRUN_ONCE);
-    }
-    ev_timer_stop(loop, &t);
-    return i == n;
-}
-
-static void clear(struct result *r)
-{
-    if (r->response)
-        grpc_byte_buffer_destroy(r->response);
-    memset(r, 0, sizeof(*r));
-}
-
-static struct result call(struct rpc_channel *ch, const char *method, grpc_byte_buffer *req,
-                          const struct rpc_header *h, size_t nh, int64_t timeout_ms)
-{
-    struct result r = {0};
-    if (rpc_unary(ch, method, req, h, nh, timeout_ms, NULL, on_reply, &r) < 0) {
-        r.done = true;
-        r.status = GRPC_STATUS_INTERNAL;
-        return r;
-    }
-    if (!wait_all(&r, 1, 10000))
-        r.status = GRPC_STATUS_UNKNOWN;
-    return r;
+    return testcall_run(loop, ch, method, req, h, nh, timeout_ms);
 }
 
 static struct rpc_server *start_server(size_t max_msg, int *port)
@@ -198,18 +145,16 @@ static void on_down(void *arg)
     server_down = true;
 }
 
+static bool is_down(void *arg)
+{
+    return server_down;
+}
+
 static void stop_server(struct rpc_server *s)
 {
     server_down = false;
     rpc_server_shutdown(s, 1000, on_down, NULL);
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    long long end = harness_now_ms() + 5000;
-    while (!server_down && harness_now_ms() < end)
-        ev_run(loop, EVRUN_ONCE);
-    ev_timer_stop(loop, &t);
-    CHECK(server_down);
+    CHECK(harness_run_until(loop, is_down, NULL, 5000));
     rpc_server_free(s);
 }
 
@@ -242,14 +187,14 @@ int main(void)
     req.model_name = "mnist";
     grpc_byte_buffer *bb = rpc_encode(&req.base);
     struct rpc_header h = {"mm-vmodel-id", "example-isvc"};
-    struct result r = call(ch, "/inference.GRPCInferenceService/ModelInfer", bb, &h, 1, 5000);
+    struct testcall r = call(ch, "/inference.GRPCInferenceService/ModelInfer", bb, &h, 1, 5000);
     CHECK_INT(r.status, GRPC_STATUS_OK);
     ProtobufCMessage *m = NULL;
     REQUIRE(rpc_decode(r.response, &inference__model_infer_response__descriptor, &m, &err) == 0);
     CHECK_STR(((Inference__ModelInferResponse *)m)->model_name, "mnist");
     CHECK_STR(((Inference__ModelInferResponse *)m)->id, "example-isvc");
     protobuf_c_message_free_unpacked(m, NULL);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
     /* Runtime SPI shape. */
@@ -261,7 +206,7 @@ int main(void)
     CHECK_INT(((Mmesh__RuntimeStatusResponse *)m)->capacityinbytes, 1ull << 30);
     CHECK_INT(((Mmesh__RuntimeStatusResponse *)m)->modelloadingtimeoutms, 90000);
     protobuf_c_message_free_unpacked(m, NULL);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
     /* Mesh management API shape. */
@@ -278,7 +223,7 @@ int main(void)
     REQUIRE(rpc_decode(r.response, &mmesh__model_status_info__descriptor, &m, &err) == 0);
     CHECK_INT(((Mmesh__ModelStatusInfo *)m)->status, MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING);
     protobuf_c_message_free_unpacked(m, NULL);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
     /* Unknown method: UNIMPLEMENTED naming it. */
@@ -286,7 +231,7 @@ int main(void)
     r = call(ch, "/mmesh.ModelMesh/unregisterModel", bb, NULL, 0, 5000);
     CHECK_INT(r.status, GRPC_STATUS_UNIMPLEMENTED);
     CHECK(strstr(r.details, "unknown method /mmesh.ModelMesh/unregisterModel") != NULL);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
     /* Malformed protobuf: INVALID_ARGUMENT naming the message type. */
@@ -295,7 +240,7 @@ int main(void)
     r = call(ch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0, 5000);
     CHECK_INT(r.status, GRPC_STATUS_INVALID_ARGUMENT);
     CHECK(strstr(r.details, "malformed inference.ModelInferRequest") != NULL);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
     /* Oversized (server limit 1 MiB): RESOURCE_EXHAUSTED from gRPC itself. */
@@ -304,7 +249,7 @@ int main(void)
     bb = rpc_buffer_from(blob, big);
     r = call(ch, "/test.Echo/Echo", bb, NULL, 0, 5000);
     CHECK_INT(r.status, GRPC_STATUS_RESOURCE_EXHAUSTED);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
     /* Echo of 100 B and 64 KiB: the same bytes come back. */
@@ -319,7 +264,7 @@ int main(void)
         CHECK_INT(n, size);
         CHECK(back && memcmp(back, blob, size) == 0);
         free(back);
-        clear(&r);
+        testcall_clear(&r);
         grpc_byte_buffer_destroy(bb);
     }
 
@@ -333,26 +278,26 @@ int main(void)
     CHECK(took >= 150 && took < 3000);
     REQUIRE(n_held == 1);
     CHECK(rpc_call_remaining_ms(held[0]) == 0);
-    struct result never = {0};
-    wait_all(&never, 1, 300); /* let the cancellation arrive */
+    struct testcall never = {0};
+    testcall_wait(loop, &never, 1, 300); /* let the cancellation arrive */
     CHECK(rpc_call_cancelled(held[0]));
     CHECK_INT(rpc_call_reply(held[0], NULL, GRPC_STATUS_OK, NULL), 0); /* late reply: no harm */
     n_held = 0;
-    clear(&r);
+    testcall_clear(&r);
 
     /* 1,000 concurrent calls. */
     enum { N = 1000 };
-    struct result *many = calloc(N, sizeof(*many));
+    struct testcall *many = calloc(N, sizeof(*many));
     int started = 0;
     for (int i = 0; i < N; i++)
-        started += rpc_unary(ch, "/test.Echo/Echo", bb, NULL, 0, 20000, NULL, on_reply,
+        started += rpc_unary(ch, "/test.Echo/Echo", bb, NULL, 0, 20000, NULL, testcall_cb,
                              &many[i]) == 0;
     CHECK_INT(started, N);
-    CHECK(wait_all(many, N, 30000));
+    CHECK(testcall_wait(loop, many, N, 30000));
     int ok = 0;
     for (int i = 0; i < N; i++) {
         ok += many[i].status == GRPC_STATUS_OK && many[i].response;
-        clear(&many[i]);
+        testcall_clear(&many[i]);
     }
     CHECK_INT(ok, N);
     free(many);
@@ -379,7 +324,7 @@ int main(void)
     CHECK_INT(n, 65536);
     CHECK(back && memcmp(back, blob, 65536) == 0);
     free(back);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
     /* Parent propagation: the client's 200 ms deadline reaches the forwarded call (which sets
      * no deadline of its own), so the far end sees it cancelled too. */
@@ -387,10 +332,10 @@ int main(void)
     forward_to = "/test.Hold/Hold";
     r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 200);
     CHECK_INT(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
-    clear(&r);
+    testcall_clear(&r);
     REQUIRE(n_held == 1);
-    struct result settle = {0};
-    wait_all(&settle, 1, 500);
+    struct testcall settle = {0};
+    testcall_wait(loop, &settle, 1, 500);
     CHECK(rpc_call_cancelled(held[0]));
     CHECK(rpc_call_remaining_ms(held[0]) == 0);
     rpc_call_reply(held[0], NULL, GRPC_STATUS_CANCELLED, "gone");
@@ -412,7 +357,7 @@ int main(void)
     CHECK(rpc_channel_for(ctx, sock, &err) == uch);
     r = call(uch, "/test.Echo/Echo", bb, NULL, 0, 5000);
     CHECK_INT(r.status, GRPC_STATUS_OK);
-    clear(&r);
+    testcall_clear(&r);
     stop_server(us);
     unlink(sock + 5);
     /* An address that cannot be bound is a clear error. */
@@ -423,29 +368,22 @@ int main(void)
     rpc_server_free(bad); /* never started: no shutdown needed */
 
     /* Graceful shutdown: a held call answered within the grace period completes OK. */
-    struct result pending = {0};
-    REQUIRE(rpc_unary(ch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, on_reply, &pending) == 0);
+    struct testcall pending = {0};
+    REQUIRE(rpc_unary(ch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, testcall_cb, &pending) == 0);
     while (n_held == 0 && !pending.done)
         ev_run(loop, EVRUN_ONCE);
     REQUIRE(n_held == 1);
     server_down = false;
     rpc_server_shutdown(s, 2000, on_down, NULL);
     rpc_call_reply(held[0], grpc_byte_buffer_copy(bb), GRPC_STATUS_OK, NULL);
-    CHECK(wait_all(&pending, 1, 5000));
+    CHECK(testcall_wait(loop, &pending, 1, 5000));
     CHECK_INT(pending.status, GRPC_STATUS_OK);
-    clear(&pending);
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    long long end = harness_now_ms() + 5000;
-    while (!server_down && harness_now_ms() < end)
-        ev_run(loop, EVRUN_ONCE);
-    ev_timer_stop(loop, &t);
-    CHECK(server_down);
+    testcall_clear(&pending);
+    CHECK(harness_run_until(loop, is_down, NULL, 5000));
     /* After shutdown, new calls fail as UNAVAILABLE. */
     r = call(ch, "/test.Echo/Echo", bb, NULL, 0, 2000);
     CHECK(r.status == GRPC_STATUS_UNAVAILABLE || r.status == GRPC_STATUS_DEADLINE_EXCEEDED);
-    clear(&r);
+    testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
     rpc_server_free(s);
     rpc_channel_free(ch);

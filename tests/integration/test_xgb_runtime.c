@@ -14,6 +14,7 @@
 #include "check.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "testcall.h"
 #include "model-runtime.pb-c.h"
 #include "mm/rpc.h"
 
@@ -24,46 +25,12 @@ static struct rpc_channel *ch;
 static float row[FEATURES];
 static float expected;
 
-struct result {
-    bool done;
-    grpc_status_code status;
-    char details[512];
-    grpc_byte_buffer *response;
-};
-
-static void on_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
-                     void *arg)
-{
-    struct result *r = arg;
-    r->done = true;
-    r->status = status;
-    snprintf(r->details, sizeof(r->details), "%s", details);
-    r->response = response;
-}
-
-static void tick(struct ev_loop *l, ev_timer *w, int revents)
-{
-}
-
-static void wait_results(struct result *r, size_t n)
-{
-    ev_timer t;
-    ev_timer_init(&t, tick, 0.01, 0.01);
-    ev_timer_start(loop, &t);
-    long long end = harness_now_ms() + 20000;
-    for (size_t i = 0; i < n && harness_now_ms() < end;)
-        r[i].done ? (void)i++ : (void)ev_run(loop, EVRUN_ONCE);
-    ev_timer_stop(loop, &t);
-}
-
 /* Call method with msg; decode the reply as out_desc into *out (if OK and out). */
-static struct result call(const char *method, const ProtobufCMessage *msg,
+static struct testcall call(const char *method, const ProtobufCMessage *msg,
                           const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out)
 {
-    struct result r = {0};
     grpc_byte_buffer *bb = rpc_encode(msg);
-    if (rpc_unary(ch, method, bb, NULL, 0, 15000, NULL, on_reply, &r) == 0)
-        wait_results(&r, 1);
+    struct testcall r = testcall_run(loop, ch, method, bb, NULL, 0, 15000);
     grpc_byte_buffer_destroy(bb);
     if (out)
         *out = NULL;
@@ -78,14 +45,14 @@ static struct result call(const char *method, const ProtobufCMessage *msg,
     return r;
 }
 
-static struct result load(const char *id, const char *type, const char *path, uint64_t *size)
+static struct testcall load(const char *id, const char *type, const char *path, uint64_t *size)
 {
     Mmesh__LoadModelRequest req = MMESH__LOAD_MODEL_REQUEST__INIT;
     req.modelid = (char *)id;
     req.modeltype = (char *)type;
     req.modelpath = (char *)path;
     ProtobufCMessage *m = NULL;
-    struct result r = call("/mmesh.ModelRuntime/loadModel", &req.base,
+    struct testcall r = call("/mmesh.ModelRuntime/loadModel", &req.base,
                            &mmesh__load_model_response__descriptor, &m);
     if (size)
         *size = m ? ((Mmesh__LoadModelResponse *)m)->sizeinbytes : 0;
@@ -186,10 +153,10 @@ static float *predictions(Inference__ModelInferResponse *resp, size_t *n, float 
     return NULL;
 }
 
-static struct result infer(struct infer_req *r, float *out, size_t *n)
+static struct testcall infer(struct infer_req *r, float *out, size_t *n)
 {
     ProtobufCMessage *m = NULL;
-    struct result res = call("/inference.GRPCInferenceService/ModelInfer", &r->req.base,
+    struct testcall res = call("/inference.GRPCInferenceService/ModelInfer", &r->req.base,
                              &inference__model_infer_response__descriptor, &m);
     *n = 0;
     if (m) {
@@ -202,7 +169,7 @@ static struct result infer(struct infer_req *r, float *out, size_t *n)
     return res;
 }
 
-static void expect_error(struct result r, grpc_status_code code, const char *fragment)
+static void expect_error(struct testcall r, grpc_status_code code, const char *fragment)
 {
     CHECK_INT(r.status, code);
     CHECK(strstr(r.details, fragment) != NULL);
@@ -271,7 +238,7 @@ int main(int argc, char **argv)
     /* runtimeStatus: READY with what we configured. */
     Mmesh__RuntimeStatusRequest rs = MMESH__RUNTIME_STATUS_REQUEST__INIT;
     ProtobufCMessage *m = NULL;
-    struct result r = call("/mmesh.ModelRuntime/runtimeStatus", &rs.base,
+    struct testcall r = call("/mmesh.ModelRuntime/runtimeStatus", &rs.base,
                            &mmesh__runtime_status_response__descriptor, &m);
     REQUIRE(r.status == GRPC_STATUS_OK && m);
     Mmesh__RuntimeStatusResponse *st = (Mmesh__RuntimeStatusResponse *)m;
@@ -362,11 +329,11 @@ int main(int argc, char **argv)
     expect_error(infer(&q, out, &n), GRPC_STATUS_NOT_FOUND, "model unknown-model is not loaded");
     make_infer(&q, "", 1, "FP32", false);
     expect_error(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT, "model_name is required");
-    struct result bad = {0};
+    struct testcall bad = {0};
     grpc_byte_buffer *junk_bb = rpc_buffer_from("\x0a\xff\xff\x01x", 5);
     REQUIRE(rpc_unary(ch, "/inference.GRPCInferenceService/ModelInfer", junk_bb, NULL, 0, 5000,
-                      NULL, on_reply, &bad) == 0);
-    wait_results(&bad, 1);
+                      NULL, testcall_cb, &bad) == 0);
+    testcall_wait(loop, &bad, 1, 20000);
     grpc_byte_buffer_destroy(junk_bb);
     expect_error(bad, GRPC_STATUS_INVALID_ARGUMENT, "malformed inference.ModelInferRequest");
 
@@ -412,13 +379,13 @@ int main(int argc, char **argv)
     /* 50 concurrent predictions; then 20 more with an unload right behind them: those already
      * accepted still complete (the model is freed after the last one). */
     enum { C = 50 };
-    struct result many[C] = {0};
+    struct testcall many[C] = {0};
     make_infer(&q, "bc", 1, "FP32", false);
     grpc_byte_buffer *qb = rpc_encode(&q.req.base);
     for (int i = 0; i < C; i++)
         REQUIRE(rpc_unary(ch, "/inference.GRPCInferenceService/ModelInfer", qb, NULL, 0, 15000,
-                          NULL, on_reply, &many[i]) == 0);
-    wait_results(many, C);
+                          NULL, testcall_cb, &many[i]) == 0);
+    testcall_wait(loop, many, C, 20000);
     int ok = 0;
     for (int i = 0; i < C; i++) {
         ProtobufCMessage *pm = NULL;
