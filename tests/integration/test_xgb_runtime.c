@@ -14,65 +14,15 @@
 #include "check.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
-#include "testcall.h"
+#include "spiclient.h"
 #include "model-runtime.pb-c.h"
 #include "mm/rpc.h"
 
 #define FEATURES 30
 
-static struct ev_loop *loop;
-static struct rpc_channel *ch;
+static struct spi_client sc;
 static float row[FEATURES];
 static float expected;
-
-/* Call method with msg; decode the reply as out_desc into *out (if OK and out). */
-static struct testcall call(const char *method, const ProtobufCMessage *msg,
-                          const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out)
-{
-    grpc_byte_buffer *bb = rpc_encode(msg);
-    struct testcall r = testcall_run(loop, ch, method, bb, NULL, 0, 15000);
-    grpc_byte_buffer_destroy(bb);
-    if (out)
-        *out = NULL;
-    if (r.status == GRPC_STATUS_OK && r.response && out) {
-        struct mm_error err = {0};
-        if (rpc_decode(r.response, out_desc, out, &err) < 0)
-            r.status = GRPC_STATUS_DATA_LOSS;
-    }
-    if (r.response)
-        grpc_byte_buffer_destroy(r.response);
-    r.response = NULL;
-    return r;
-}
-
-static struct testcall load(const char *id, const char *type, const char *path, uint64_t *size)
-{
-    Mmesh__LoadModelRequest req = MMESH__LOAD_MODEL_REQUEST__INIT;
-    req.modelid = (char *)id;
-    req.modeltype = (char *)type;
-    req.modelpath = (char *)path;
-    ProtobufCMessage *m = NULL;
-    struct testcall r = call("/mmesh.ModelRuntime/loadModel", &req.base,
-                           &mmesh__load_model_response__descriptor, &m);
-    if (size)
-        *size = m ? ((Mmesh__LoadModelResponse *)m)->sizeinbytes : 0;
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-    return r;
-}
-
-static bool ready(const char *id)
-{
-    Inference__ModelReadyRequest req = INFERENCE__MODEL_READY_REQUEST__INIT;
-    req.name = (char *)id;
-    ProtobufCMessage *m = NULL;
-    call("/inference.GRPCInferenceService/ModelReady", &req.base,
-         &inference__model_ready_response__descriptor, &m);
-    bool yes = m && ((Inference__ModelReadyResponse *)m)->ready;
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-    return yes;
-}
 
 /* An inference request for `rows` copies of the example row. */
 struct infer_req {
@@ -156,8 +106,8 @@ static float *predictions(Inference__ModelInferResponse *resp, size_t *n, float 
 static struct testcall infer(struct infer_req *r, float *out, size_t *n)
 {
     ProtobufCMessage *m = NULL;
-    struct testcall res = call("/inference.GRPCInferenceService/ModelInfer", &r->req.base,
-                             &inference__model_infer_response__descriptor, &m);
+    struct testcall res = spi_call(&sc, "/inference.GRPCInferenceService/ModelInfer", &r->req.base,
+                                   &inference__model_infer_response__descriptor, &m);
     *n = 0;
     if (m) {
         Inference__ModelInferResponse *resp = (Inference__ModelInferResponse *)m;
@@ -167,15 +117,6 @@ static struct testcall infer(struct infer_req *r, float *out, size_t *n)
         protobuf_c_message_free_unpacked(m, NULL);
     }
     return res;
-}
-
-static void expect_error(struct testcall r, grpc_status_code code, const char *fragment)
-{
-    CHECK_INT(r.status, code);
-    CHECK(strstr(r.details, fragment) != NULL);
-    if (r.status != code || !strstr(r.details, fragment))
-        fprintf(stderr, "  got status %d '%s', wanted %d '%s'\n", r.status, r.details, code,
-                fragment);
 }
 
 /* Build the example model; read the expected prediction and the row it is for. */
@@ -222,24 +163,18 @@ int main(int argc, char **argv)
              model, only_model, junk);
     REQUIRE(system(cmd) == 0);
 
-    char *const args[] = {argv[1], "--listen", "127.0.0.1:0", "--capacity-bytes", "123456789",
-                          "--workers", "2", NULL};
+    char *const args[] = {argv[1],     "--listen",  "127.0.0.1:0", "--capacity-bytes",
+                          "123456789", "--workers", "2",           NULL};
     pid_t pid = 0;
     int port = 0;
     REQUIRE(harness_spawn_listening(args, 10000, &pid, &port) == 0);
-    loop = ev_loop_new(EVFLAG_AUTO);
-    struct rpc_context *ctx = NULL;
-    struct mm_error err = {0};
-    REQUIRE(rpc_context_new(loop, &ctx, &err) == 0);
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-    REQUIRE(rpc_channel_new(ctx, target, 0, &ch, &err) == 0);
+    REQUIRE(spi_client_open(&sc, port) == 0);
 
     /* runtimeStatus: READY with what we configured. */
     Mmesh__RuntimeStatusRequest rs = MMESH__RUNTIME_STATUS_REQUEST__INIT;
     ProtobufCMessage *m = NULL;
-    struct testcall r = call("/mmesh.ModelRuntime/runtimeStatus", &rs.base,
-                           &mmesh__runtime_status_response__descriptor, &m);
+    struct testcall r = spi_call(&sc, "/mmesh.ModelRuntime/runtimeStatus", &rs.base,
+                                 &mmesh__runtime_status_response__descriptor, &m);
     REQUIRE(r.status == GRPC_STATUS_OK && m);
     Mmesh__RuntimeStatusResponse *st = (Mmesh__RuntimeStatusResponse *)m;
     CHECK_INT(st->status, MMESH__RUNTIME_STATUS_RESPONSE__STATUS__READY);
@@ -255,8 +190,8 @@ int main(int argc, char **argv)
     Mmesh__PredictModelSizeRequest ps = MMESH__PREDICT_MODEL_SIZE_REQUEST__INIT;
     ps.modelid = "bc";
     ps.modelpath = model;
-    r = call("/mmesh.ModelRuntime/predictModelSize", &ps.base,
-             &mmesh__predict_model_size_response__descriptor, &m);
+    r = spi_call(&sc, "/mmesh.ModelRuntime/predictModelSize", &ps.base,
+                 &mmesh__predict_model_size_response__descriptor, &m);
     CHECK(m && ((Mmesh__PredictModelSizeResponse *)m)->sizeinbytes ==
                    (uint64_t)sb.st_size + (uint64_t)sb.st_size / 4);
     if (m)
@@ -265,27 +200,27 @@ int main(int argc, char **argv)
     /* loadModel: measured size, idempotent; modelSize agrees. */
     uint64_t size = 0, again = 0;
     long long t0 = harness_now_ms();
-    r = load("bc", "xgboost", model, &size);
+    r = spi_load(&sc, "bc", "xgboost", model, &size);
     fprintf(stderr, "loaded %s in %lld ms: %llu bytes measured, %lld on disk\n", model,
             harness_now_ms() - t0, (unsigned long long)size, (long long)sb.st_size);
     CHECK_INT(r.status, GRPC_STATUS_OK);
     /* the serialized booster (UBJSON) is smaller than the JSON file, but not absurdly */
     CHECK(size > (uint64_t)sb.st_size / 10 && size < (uint64_t)sb.st_size * 2);
-    r = load("bc", "xgboost", model, &again);
+    r = spi_load(&sc, "bc", "xgboost", model, &again);
     CHECK_INT(r.status, GRPC_STATUS_OK);
     CHECK_INT(again, size);
     Mmesh__ModelSizeRequest ms = MMESH__MODEL_SIZE_REQUEST__INIT;
     ms.modelid = "bc";
-    r = call("/mmesh.ModelRuntime/modelSize", &ms.base, &mmesh__model_size_response__descriptor,
-             &m);
+    r = spi_call(&sc, "/mmesh.ModelRuntime/modelSize", &ms.base,
+                 &mmesh__model_size_response__descriptor, &m);
     CHECK(m && ((Mmesh__ModelSizeResponse *)m)->sizeinbytes == size);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
-    CHECK(ready("bc"));
-    CHECK(!ready("nope"));
+    CHECK(spi_ready(&sc, "bc"));
+    CHECK(!spi_ready(&sc, "nope"));
 
     /* A directory holding one model file loads too. */
-    r = load("bc-dir", "", only, &again);
+    r = spi_load(&sc, "bc-dir", "", only, &again);
     CHECK_INT(r.status, GRPC_STATUS_OK);
     CHECK_INT(again, size);
 
@@ -313,35 +248,35 @@ int main(int argc, char **argv)
 
     /* Bad input: clear INVALID_ARGUMENT / NOT_FOUND, the runtime keeps serving. */
     make_infer(&q, "bc", 1, "INT32", false);
-    expect_error(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT, "model expects 'FP32'");
+    CHECK(
+        spi_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT, "model expects 'FP32'"));
     make_infer(&q, "bc", 1, "FP32", false);
     q.shape[1] = 29;
-    expect_error(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
-                 "expected shape [-1, 30], got [1, 29]");
+    CHECK(spi_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
+                          "expected shape [-1, 30], got [1, 29]"));
     make_infer(&q, "bc", 2, "FP32", false);
     q.contents.n_fp32_contents = 30;
-    expect_error(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
-                 "30 FP32 values for shape [2, 30], which needs 60");
+    CHECK(spi_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
+                          "30 FP32 values for shape [2, 30], which needs 60"));
     make_infer(&q, "bc", 1, "FP32", true);
     q.raw.len = 7;
-    expect_error(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT, "raw contents hold 7 bytes");
+    CHECK(spi_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
+                          "raw contents hold 7 bytes"));
     make_infer(&q, "unknown-model", 1, "FP32", false);
-    expect_error(infer(&q, out, &n), GRPC_STATUS_NOT_FOUND, "model unknown-model is not loaded");
+    CHECK(spi_failed_with(infer(&q, out, &n), GRPC_STATUS_NOT_FOUND,
+                          "model unknown-model is not loaded"));
     make_infer(&q, "", 1, "FP32", false);
-    expect_error(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT, "model_name is required");
-    struct testcall bad = {0};
-    grpc_byte_buffer *junk_bb = rpc_buffer_from("\x0a\xff\xff\x01x", 5);
-    REQUIRE(rpc_unary(ch, "/inference.GRPCInferenceService/ModelInfer", junk_bb, NULL, 0, 5000,
-                      NULL, testcall_cb, &bad) == 0);
-    testcall_wait(loop, &bad, 1, 20000);
-    grpc_byte_buffer_destroy(junk_bb);
-    expect_error(bad, GRPC_STATUS_INVALID_ARGUMENT, "malformed inference.ModelInferRequest");
+    CHECK(spi_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
+                          "model_name is required"));
+    CHECK(spi_failed_with(
+        spi_call_raw(&sc, "/inference.GRPCInferenceService/ModelInfer", "\x0a\xff\xff\x01x", 5),
+        GRPC_STATUS_INVALID_ARGUMENT, "malformed inference.ModelInferRequest"));
 
     /* Metadata. */
     Inference__ModelMetadataRequest mm = INFERENCE__MODEL_METADATA_REQUEST__INIT;
     mm.name = "bc";
-    r = call("/inference.GRPCInferenceService/ModelMetadata", &mm.base,
-             &inference__model_metadata_response__descriptor, &m);
+    r = spi_call(&sc, "/inference.GRPCInferenceService/ModelMetadata", &mm.base,
+                 &inference__model_metadata_response__descriptor, &m);
     REQUIRE(r.status == GRPC_STATUS_OK && m);
     Inference__ModelMetadataResponse *md = (Inference__ModelMetadataResponse *)m;
     CHECK_STR(md->platform, "xgboost");
@@ -351,30 +286,30 @@ int main(int argc, char **argv)
     CHECK(md->n_outputs == 1 && strcmp(md->outputs[0]->name, "predict") == 0);
     protobuf_c_message_free_unpacked(m, NULL);
     Inference__ServerMetadataRequest smr = INFERENCE__SERVER_METADATA_REQUEST__INIT;
-    r = call("/inference.GRPCInferenceService/ServerMetadata", &smr.base,
-             &inference__server_metadata_response__descriptor, &m);
+    r = spi_call(&sc, "/inference.GRPCInferenceService/ServerMetadata", &smr.base,
+                 &inference__server_metadata_response__descriptor, &m);
     CHECK(m && strcmp(((Inference__ServerMetadataResponse *)m)->name, "mm-runtime") == 0);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
     Inference__ServerLiveRequest slr = INFERENCE__SERVER_LIVE_REQUEST__INIT;
-    r = call("/inference.GRPCInferenceService/ServerLive", &slr.base,
-             &inference__server_live_response__descriptor, &m);
+    r = spi_call(&sc, "/inference.GRPCInferenceService/ServerLive", &slr.base,
+                 &inference__server_live_response__descriptor, &m);
     CHECK(m && ((Inference__ServerLiveResponse *)m)->live);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
 
     /* Bad loads: clear errors, nothing half-loaded. */
-    expect_error(load("x", "sklearn", model, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                 "serves xgboost models, not 'sklearn'");
-    expect_error(load("x", "xgboost", "/nonexistent/model.json", NULL), GRPC_STATUS_NOT_FOUND,
-                 "/nonexistent/model.json");
-    expect_error(load("x", "xgboost", junk, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                 "cannot load XGBoost model");
+    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", model, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "serves xgboost models, not 'sklearn'"));
+    CHECK(spi_failed_with(spi_load(&sc, "x", "xgboost", "/nonexistent/model.json", NULL),
+                          GRPC_STATUS_NOT_FOUND, "/nonexistent/model.json"));
+    CHECK(spi_failed_with(spi_load(&sc, "x", "xgboost", junk, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "cannot load XGBoost model"));
     char two[600];
     snprintf(two, sizeof(two), "%s/xgboost", dir); /* the model and its sample request */
-    expect_error(load("x", "xgboost", two, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                 "holds 2 model files");
-    CHECK(!ready("x"));
+    CHECK(spi_failed_with(spi_load(&sc, "x", "xgboost", two, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "holds 2 model files"));
+    CHECK(!spi_ready(&sc, "x"));
 
     /* 50 concurrent predictions; then 20 more with an unload right behind them: those already
      * accepted still complete (the model is freed after the last one). */
@@ -383,15 +318,16 @@ int main(int argc, char **argv)
     make_infer(&q, "bc", 1, "FP32", false);
     grpc_byte_buffer *qb = rpc_encode(&q.req.base);
     for (int i = 0; i < C; i++)
-        REQUIRE(rpc_unary(ch, "/inference.GRPCInferenceService/ModelInfer", qb, NULL, 0, 15000,
+        REQUIRE(rpc_unary(sc.ch, "/inference.GRPCInferenceService/ModelInfer", qb, NULL, 0, 15000,
                           NULL, testcall_cb, &many[i]) == 0);
-    testcall_wait(loop, many, C, 20000);
+    testcall_wait(sc.loop, many, C, 20000);
     int ok = 0;
     for (int i = 0; i < C; i++) {
         ProtobufCMessage *pm = NULL;
+        struct mm_error err = {0};
         if (many[i].status == GRPC_STATUS_OK &&
-            rpc_decode(many[i].response, &inference__model_infer_response__descriptor, &pm,
-                       &err) == 0) {
+            rpc_decode(many[i].response, &inference__model_infer_response__descriptor, &pm, &err) ==
+                0) {
             size_t k = 0;
             ok += predictions((Inference__ModelInferResponse *)pm, &k, out, 8) && k == 1 &&
                   fabsf(out[0] - expected) < 1e-6f;
@@ -404,30 +340,23 @@ int main(int argc, char **argv)
     grpc_byte_buffer_destroy(qb);
 
     /* unload: not ready, inference NOT_FOUND; unloading again (or an unknown id) is OK. */
-    Mmesh__UnloadModelRequest ur = MMESH__UNLOAD_MODEL_REQUEST__INIT;
-    ur.modelid = "bc";
-    CHECK_INT(call("/mmesh.ModelRuntime/unloadModel", &ur.base, NULL, NULL).status,
-              GRPC_STATUS_OK);
-    CHECK(!ready("bc"));
+    CHECK_INT(spi_unload(&sc, "bc").status, GRPC_STATUS_OK);
+    CHECK(!spi_ready(&sc, "bc"));
     make_infer(&q, "bc", 1, "FP32", false);
-    expect_error(infer(&q, out, &n), GRPC_STATUS_NOT_FOUND, "not loaded");
-    CHECK_INT(call("/mmesh.ModelRuntime/unloadModel", &ur.base, NULL, NULL).status,
-              GRPC_STATUS_OK);
+    CHECK(spi_failed_with(infer(&q, out, &n), GRPC_STATUS_NOT_FOUND, "not loaded"));
+    CHECK_INT(spi_unload(&sc, "bc").status, GRPC_STATUS_OK);
 
     /* runtimeStatus purges what is loaded. */
-    CHECK(ready("bc-dir"));
-    r = call("/mmesh.ModelRuntime/runtimeStatus", &rs.base,
-             &mmesh__runtime_status_response__descriptor, &m);
+    CHECK(spi_ready(&sc, "bc-dir"));
+    r = spi_call(&sc, "/mmesh.ModelRuntime/runtimeStatus", &rs.base,
+                 &mmesh__runtime_status_response__descriptor, &m);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
-    CHECK(!ready("bc-dir"));
+    CHECK(!spi_ready(&sc, "bc-dir"));
 
     /* SIGTERM: a graceful exit. */
-    rpc_channel_free(ch);
-    int status = harness_stop_pid(pid, 10000);
+    int status = spi_client_close(&sc, pid, 10000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    rpc_context_free(ctx);
-    ev_loop_destroy(loop);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
     return CHECK_DONE();

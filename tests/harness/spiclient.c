@@ -1,0 +1,136 @@
+/* spiclient.c - runtime SPI and KServe V2 calls for runtime tests (see spiclient.h). */
+#include "spiclient.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "grpc_predict_v2.pb-c.h"
+#include "harness.h"
+#include "model-runtime.pb-c.h"
+
+#define CALL_MS 15000
+
+int spi_client_open(struct spi_client *c, int port)
+{
+    struct mm_error err = {0};
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+    memset(c, 0, sizeof(*c));
+    c->loop = ev_loop_new(EVFLAG_AUTO);
+    if (!c->loop)
+        return -ENOMEM;
+    int rc = rpc_context_new(c->loop, &c->ctx, &err);
+    if (rc == 0)
+        rc = rpc_channel_new(c->ctx, target, 0, &c->ch, &err);
+    if (rc < 0)
+        fprintf(stderr, "spi_client_open %s: %s\n", target, err.msg);
+    return rc;
+}
+
+int spi_client_close(struct spi_client *c, pid_t pid, long grace_ms)
+{
+    if (c->ch)
+        rpc_channel_free(c->ch);
+    int status = harness_stop_pid(pid, grace_ms);
+    if (c->ctx)
+        rpc_context_free(c->ctx);
+    if (c->loop)
+        ev_loop_destroy(c->loop);
+    memset(c, 0, sizeof(*c));
+    return status;
+}
+
+struct testcall spi_call(const struct spi_client *c, const char *method,
+                         const ProtobufCMessage *msg, const ProtobufCMessageDescriptor *out_desc,
+                         ProtobufCMessage **out)
+{
+    grpc_byte_buffer *bb = rpc_encode(msg);
+    struct testcall r = testcall_run(c->loop, c->ch, method, bb, NULL, 0, CALL_MS);
+    grpc_byte_buffer_destroy(bb);
+    if (out)
+        *out = NULL;
+    if (r.status == GRPC_STATUS_OK && r.response && out) {
+        struct mm_error err = {0};
+        if (rpc_decode(r.response, out_desc, out, &err) < 0) {
+            r.status = GRPC_STATUS_DATA_LOSS;
+            snprintf(r.details, sizeof(r.details), "%s", err.msg);
+        }
+    }
+    if (r.response)
+        grpc_byte_buffer_destroy(r.response);
+    r.response = NULL;
+    return r;
+}
+
+struct testcall spi_load(const struct spi_client *c, const char *id, const char *type,
+                         const char *path, uint64_t *size)
+{
+    Mmesh__LoadModelRequest req = MMESH__LOAD_MODEL_REQUEST__INIT;
+    req.modelid = (char *)id;
+    req.modeltype = (char *)type;
+    req.modelpath = (char *)path;
+    ProtobufCMessage *m = NULL;
+    struct testcall r = spi_call(c, "/mmesh.ModelRuntime/loadModel", &req.base,
+                                 &mmesh__load_model_response__descriptor, &m);
+    if (size)
+        *size = m ? ((Mmesh__LoadModelResponse *)m)->sizeinbytes : 0;
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return r;
+}
+
+struct testcall spi_unload(const struct spi_client *c, const char *id)
+{
+    Mmesh__UnloadModelRequest req = MMESH__UNLOAD_MODEL_REQUEST__INIT;
+    req.modelid = (char *)id;
+    return spi_call(c, "/mmesh.ModelRuntime/unloadModel", &req.base, NULL, NULL);
+}
+
+struct testcall spi_status(const struct spi_client *c, ProtobufCMessage **out)
+{
+    Mmesh__RuntimeStatusRequest req = MMESH__RUNTIME_STATUS_REQUEST__INIT;
+    ProtobufCMessage *m = NULL;
+    struct testcall r = spi_call(c, "/mmesh.ModelRuntime/runtimeStatus", &req.base,
+                                 &mmesh__runtime_status_response__descriptor, &m);
+    if (out)
+        *out = m;
+    else if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return r;
+}
+
+bool spi_ready(const struct spi_client *c, const char *id)
+{
+    Inference__ModelReadyRequest req = INFERENCE__MODEL_READY_REQUEST__INIT;
+    req.name = (char *)id;
+    ProtobufCMessage *m = NULL;
+    spi_call(c, "/inference.GRPCInferenceService/ModelReady", &req.base,
+             &inference__model_ready_response__descriptor, &m);
+    bool yes = m && ((Inference__ModelReadyResponse *)m)->ready;
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return yes;
+}
+
+struct testcall spi_call_raw(const struct spi_client *c, const char *method, const void *data,
+                             size_t len)
+{
+    grpc_byte_buffer *bb = rpc_buffer_from(data, len);
+    struct testcall r = testcall_run(c->loop, c->ch, method, bb, NULL, 0, CALL_MS);
+    grpc_byte_buffer_destroy(bb);
+    if (r.response)
+        grpc_byte_buffer_destroy(r.response);
+    r.response = NULL;
+    return r;
+}
+
+bool spi_failed_with(struct testcall r, grpc_status_code code, const char *fragment)
+{
+    bool match = r.status == code && strstr(r.details, fragment) != NULL;
+    if (!match)
+        fprintf(stderr, "  got status %d '%s', wanted %d '%s'\n", r.status, r.details, code,
+                fragment);
+    return match;
+}
