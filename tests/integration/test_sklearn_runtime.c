@@ -1,0 +1,673 @@
+/* test_sklearn_runtime.c - the sklearn runtime process (Debian Python) through its runtime SPI
+ * and KServe V2 inference, driven by our C client, with the example model and a few test
+ * models built at test time from data python3-sklearn ships.
+ * argv: PYTHON RUNTIME_PY MAKE_MNIST_SVM_PY SKLEARN_MODELS_PY */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <ev.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "grpc_predict_v2.pb-c.h"
+#include "harness.h"
+#include "model-runtime.pb-c.h"
+#include "mm/rpc.h"
+#include "spiclient.h"
+
+#define DIGIT 64 /* 8x8 pixels */
+#define MAXV 256 /* values per test request */
+
+static struct spi_client sc;
+static double digit[DIGIT]; /* the walkthrough's sample input: an "8" */
+static double diabetes[10], diabetes_expected;
+static double iris[4], iris_proba[3];
+static char iris_expected[32];
+
+/* ------------------------------------------------------------------------ requests */
+
+struct tensor_req {
+    Inference__ModelInferRequest req;
+    Inference__ModelInferRequest__InferInputTensor in, *ins[2];
+    Inference__ModelInferRequest__InferRequestedOutputTensor outs[2], *out_ptrs[2];
+    Inference__InferTensorContents contents;
+    int64_t shape[2];
+    float f32[MAXV];
+    double f64[MAXV];
+    int32_t i32[MAXV];
+    int64_t i64[MAXV];
+    ProtobufCBinaryData raw;
+};
+
+/* rows copies of row (features values) as dtype, in contents or raw bytes. */
+static void make_req(struct tensor_req *r, const char *model, const double *row, size_t features,
+                     size_t rows, const char *dtype, bool raw)
+{
+    Inference__ModelInferRequest init = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    Inference__ModelInferRequest__InferInputTensor in_init =
+        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+    Inference__InferTensorContents c_init = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
+    REQUIRE(rows * features <= MAXV);
+    r->req = init;
+    r->in = in_init;
+    r->contents = c_init;
+    size_t count = rows * features;
+    for (size_t i = 0; i < count; i++) {
+        double v = row[i % features];
+        r->f32[i] = (float)v;
+        r->f64[i] = v;
+        r->i32[i] = (int32_t)v;
+        r->i64[i] = (int64_t)v;
+    }
+    r->shape[0] = (int64_t)rows;
+    r->shape[1] = (int64_t)features;
+    r->in.name = "input-0";
+    r->in.datatype = (char *)dtype;
+    r->in.shape = r->shape;
+    r->in.n_shape = 2;
+    struct {
+        const char *name;
+        void *data;
+        size_t width;
+    } types[] = {{"FP32", r->f32, 4},
+                 {"FP64", r->f64, 8},
+                 {"INT32", r->i32, 4},
+                 {"INT64", r->i64, 8},
+                 {"BYTES", r->f32, 4}};
+    size_t t = 0;
+    while (t < 4 && strcmp(types[t].name, dtype) != 0)
+        t++;
+    if (raw) {
+        r->raw.data = types[t].data;
+        r->raw.len = count * types[t].width;
+        r->req.raw_input_contents = &r->raw;
+        r->req.n_raw_input_contents = 1;
+    } else {
+        switch (t) {
+        case 1:
+            r->contents.fp64_contents = r->f64, r->contents.n_fp64_contents = count;
+            break;
+        case 2:
+            r->contents.int_contents = r->i32, r->contents.n_int_contents = count;
+            break;
+        case 3:
+            r->contents.int64_contents = r->i64, r->contents.n_int64_contents = count;
+            break;
+        default:
+            r->contents.fp32_contents = r->f32, r->contents.n_fp32_contents = count;
+            break;
+        }
+        r->in.contents = &r->contents;
+    }
+    r->ins[0] = &r->in;
+    r->req.inputs = r->ins;
+    r->req.n_inputs = 1;
+    r->req.model_name = (char *)model;
+    r->req.id = "req-7";
+}
+
+/* Ask for these outputs by name. */
+static void want_outputs(struct tensor_req *r, const char *a, const char *b)
+{
+    Inference__ModelInferRequest__InferRequestedOutputTensor init =
+        INFERENCE__MODEL_INFER_REQUEST__INFER_REQUESTED_OUTPUT_TENSOR__INIT;
+    const char *names[2] = {a, b};
+    size_t n = 0;
+    for (size_t i = 0; i < 2; i++)
+        if (names[i]) {
+            r->outs[n] = init;
+            r->outs[n].name = (char *)names[i];
+            r->out_ptrs[n] = &r->outs[n];
+            n++;
+        }
+    r->req.outputs = r->out_ptrs;
+    r->req.n_outputs = n;
+}
+
+/* ModelInfer; *resp (caller frees) set when OK. */
+static struct testcall infer(struct tensor_req *r, Inference__ModelInferResponse **resp)
+{
+    ProtobufCMessage *m = NULL;
+    struct testcall c = spi_call(&sc, "/inference.GRPCInferenceService/ModelInfer", &r->req.base,
+                                 &inference__model_infer_response__descriptor, &m);
+    *resp = (Inference__ModelInferResponse *)m;
+    if (c.status != GRPC_STATUS_OK)
+        fprintf(stderr, "  ModelInfer %s: status %d %s\n", r->req.model_name, c.status, c.details);
+    return c;
+}
+
+static void free_resp(Inference__ModelInferResponse *resp)
+{
+    if (resp)
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/* The INT64 predictions of a one-output reply (contents or raw) into out; count or -1. */
+static int int64_predictions(const Inference__ModelInferResponse *resp, int64_t *out, size_t cap)
+{
+    if (!resp || resp->n_outputs != 1 || strcmp(resp->outputs[0]->name, "predict") != 0 ||
+        strcmp(resp->outputs[0]->datatype, "INT64") != 0)
+        return -1;
+    const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[0];
+    size_t n;
+    if (resp->n_raw_output_contents == 1) {
+        n = resp->raw_output_contents[0].len / 8;
+        if (n > cap || resp->raw_output_contents[0].len % 8)
+            return -1;
+        memcpy(out, resp->raw_output_contents[0].data, n * 8);
+    } else {
+        if (!o->contents || o->contents->n_int64_contents > cap)
+            return -1;
+        n = o->contents->n_int64_contents;
+        memcpy(out, o->contents->int64_contents, n * 8);
+    }
+    if (o->n_shape != 1 || o->shape[0] != (int64_t)n)
+        return -1;
+    return (int)n;
+}
+
+/* One infer of the digit with these options; the predicted class, or -1. */
+static int64_t digit_class(const char *model, size_t rows, const char *dtype, bool raw)
+{
+    struct tensor_req q;
+    make_req(&q, model, digit, DIGIT, rows, dtype, raw);
+    Inference__ModelInferResponse *resp = NULL;
+    infer(&q, &resp);
+    int64_t got[8] = {0};
+    int n = int64_predictions(resp, got, 8);
+    bool echoed = resp && strcmp(resp->model_name, model) == 0 && strcmp(resp->id, "req-7") == 0;
+    free_resp(resp);
+    if (n != (int)rows || !echoed)
+        return -1;
+    for (int i = 1; i < n; i++)
+        if (got[i] != got[0])
+            return -1;
+    return got[0];
+}
+
+static Inference__ModelMetadataResponse *metadata(const char *model)
+{
+    Inference__ModelMetadataRequest req = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    req.name = (char *)model;
+    ProtobufCMessage *m = NULL;
+    spi_call(&sc, "/inference.GRPCInferenceService/ModelMetadata", &req.base,
+             &inference__model_metadata_response__descriptor, &m);
+    return (Inference__ModelMetadataResponse *)m;
+}
+
+/* ------------------------------------------------------------------------ fixtures */
+
+/* Run a maker; hand each output line to line_cb. */
+static void run_maker(const char *python, const char *script, const char *dir,
+                      void (*line_cb)(const char *))
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "'%s' '%s' '%s'", python, script, dir);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    char line[8192];
+    while (fgets(line, sizeof(line), p))
+        line_cb(line);
+    REQUIRE(pclose(p) == 0);
+}
+
+static bool maker_said_8;
+
+static void mnist_line(const char *line)
+{
+    int expected = -1;
+    if (sscanf(line, "expected predict[0] = %d", &expected) == 1)
+        maker_said_8 = expected == 8;
+    if (strstr(line, "held-out accuracy") || strstr(line, "wrote"))
+        fprintf(stderr, "maker: %s", line);
+}
+
+static size_t parse_doubles(const char *s, double *out, size_t cap)
+{
+    size_t n = 0;
+    for (char *end; n < cap; n++, s = end) {
+        out[n] = strtod(s, &end);
+        if (end == s)
+            break;
+    }
+    return n;
+}
+
+static int models_seen;
+
+static void models_line(const char *line)
+{
+    const char *v = strstr(line, " = ");
+    if (!v)
+        return;
+    v += 3;
+    if (strncmp(line, "regressor row", 13) == 0)
+        models_seen += parse_doubles(v, diabetes, 10) == 10;
+    else if (strncmp(line, "regressor expected", 18) == 0)
+        models_seen += parse_doubles(v, &diabetes_expected, 1) == 1;
+    else if (strncmp(line, "iris row", 8) == 0)
+        models_seen += parse_doubles(v, iris, 4) == 4;
+    else if (strncmp(line, "iris proba", 10) == 0)
+        models_seen += parse_doubles(v, iris_proba, 3) == 3;
+    else if (strncmp(line, "iris expected", 13) == 0)
+        models_seen += sscanf(v, "%31s", iris_expected) == 1;
+}
+
+/* The sample request the maker wrote: a KServe V2 request whose input we keep. */
+static void read_sample(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    REQUIRE(f != NULL);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    REQUIRE(j != NULL);
+    cJSON *in = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "inputs"), 0);
+    cJSON *vals = cJSON_GetObjectItem(cJSON_GetObjectItem(in, "contents"), "fp32_contents");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(in, "datatype")), "FP32");
+    REQUIRE(cJSON_GetArraySize(vals) == DIGIT);
+    for (int i = 0; i < DIGIT; i++)
+        digit[i] = cJSON_GetArrayItem(vals, i)->valuedouble;
+    cJSON_Delete(j);
+}
+
+/* ------------------------------------------------------------------------ the test */
+
+static void status_and_sizes(const char *mnist)
+{
+    ProtobufCMessage *m = NULL;
+    struct testcall r = spi_status(&sc, &m);
+    REQUIRE(r.status == GRPC_STATUS_OK && m);
+    Mmesh__RuntimeStatusResponse *st = (Mmesh__RuntimeStatusResponse *)m;
+    CHECK_INT(st->status, MMESH__RUNTIME_STATUS_RESPONSE__STATUS__READY);
+    CHECK_INT(st->capacityinbytes, 123456789);
+    CHECK_INT(st->maxloadingconcurrency, 2);
+    CHECK_INT(st->modelloadingtimeoutms, 90000);
+    CHECK_INT(st->defaultmodelsizeinbytes, 1000000);
+    CHECK(strstr(st->runtimeversion, "mm-sklearn-runtime") != NULL);
+    fprintf(stderr, "runtimeVersion: %s\n", st->runtimeversion);
+    protobuf_c_message_free_unpacked(m, NULL);
+
+    /* predictModelSize: disk size x 1.25; nothing to measure gives the default. */
+    struct stat sb;
+    REQUIRE(stat(mnist, &sb) == 0);
+    Mmesh__PredictModelSizeRequest ps = MMESH__PREDICT_MODEL_SIZE_REQUEST__INIT;
+    ps.modelid = "mnist";
+    ps.modelpath = (char *)mnist;
+    spi_call(&sc, "/mmesh.ModelRuntime/predictModelSize", &ps.base,
+             &mmesh__predict_model_size_response__descriptor, &m);
+    CHECK(m && ((Mmesh__PredictModelSizeResponse *)m)->sizeinbytes ==
+                   (uint64_t)sb.st_size + (uint64_t)sb.st_size / 4);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    ps.modelpath = "/nonexistent/model.joblib";
+    spi_call(&sc, "/mmesh.ModelRuntime/predictModelSize", &ps.base,
+             &mmesh__predict_model_size_response__descriptor, &m);
+    CHECK(m && ((Mmesh__PredictModelSizeResponse *)m)->sizeinbytes == 1000000);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static uint64_t load_mnist(const char *mnist, const char *mnist_dir)
+{
+    struct stat sb;
+    REQUIRE(stat(mnist, &sb) == 0);
+    uint64_t size = 0, again = 0;
+    long long t0 = harness_now_ms();
+    struct testcall r = spi_load(&sc, "mnist", "sklearn", mnist, &size);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    fprintf(stderr, "loaded %s in %lld ms: %llu bytes measured, %lld on disk\n", mnist,
+            harness_now_ms() - t0, (unsigned long long)size, (long long)sb.st_size);
+    /* The in-memory object graph holds what the pickle holds (support vectors, coefficients),
+     * plus object overhead: near the file size, never a made-up constant. */
+    CHECK(size > (uint64_t)sb.st_size / 2 && size < (uint64_t)sb.st_size * 3);
+    CHECK(size != 1000000);
+    r = spi_load(&sc, "mnist", "sklearn", mnist, &again); /* loading twice: the same answer */
+    CHECK(r.status == GRPC_STATUS_OK && again == size);
+    Mmesh__ModelSizeRequest ms = MMESH__MODEL_SIZE_REQUEST__INIT;
+    ms.modelid = "mnist";
+    ProtobufCMessage *m = NULL;
+    spi_call(&sc, "/mmesh.ModelRuntime/modelSize", &ms.base,
+             &mmesh__model_size_response__descriptor, &m);
+    CHECK(m && ((Mmesh__ModelSizeResponse *)m)->sizeinbytes == size);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    ms.modelid = "not-loaded";
+    CHECK(spi_failed_with(spi_call(&sc, "/mmesh.ModelRuntime/modelSize", &ms.base, NULL, NULL),
+                          GRPC_STATUS_NOT_FOUND, "model not-loaded is not loaded"));
+    CHECK(spi_ready(&sc, "mnist"));
+    CHECK(!spi_ready(&sc, "nope"));
+
+    /* A directory holding one model file; empty modelType means "ours". */
+    r = spi_load(&sc, "mnist-dir", "", mnist_dir, &again);
+    CHECK(r.status == GRPC_STATUS_OK && again == size);
+    return size;
+}
+
+static void infer_mnist(void)
+{
+    /* The walkthrough's answer in every input form. */
+    CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
+    CHECK_INT(digit_class("mnist", 1, "FP32", true), 8);
+    CHECK_INT(digit_class("mnist", 1, "FP64", false), 8);
+    CHECK_INT(digit_class("mnist", 1, "INT32", false), 8);
+    CHECK_INT(digit_class("mnist", 1, "INT64", true), 8);
+    CHECK_INT(digit_class("mnist", 3, "FP32", false), 8);
+    CHECK_INT(digit_class("mnist-dir", 2, "FP64", true), 8);
+
+    /* Shape [64]: one row. */
+    struct tensor_req q;
+    Inference__ModelInferResponse *resp = NULL;
+    make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
+    q.in.n_shape = 1;
+    q.in.shape = &q.shape[1];
+    int64_t got[4] = {0};
+    CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+    CHECK(int64_predictions(resp, got, 4) == 1 && got[0] == 8);
+    free_resp(resp);
+
+    /* Bad input: clear errors naming what was wrong; the runtime keeps serving. */
+    make_req(&q, "mnist", digit, DIGIT, 1, "BYTES", false);
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                          "datatype 'BYTES' is not supported, model expects 'FP32'"));
+    make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
+    q.shape[1] = 63;
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                          "expected shape [-1, 64], got [1, 63]"));
+    make_req(&q, "mnist", digit, DIGIT, 2, "FP32", false);
+    q.contents.n_fp32_contents = 100;
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                          "100 FP32 values for shape [2, 64], which needs 128"));
+    make_req(&q, "mnist", digit, DIGIT, 1, "FP64", true);
+    q.raw.len = 7;
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                          "raw contents hold 7 bytes, shape [1, 64] of FP64 needs 512"));
+    make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
+    q.ins[1] = &q.in;
+    q.req.n_inputs = 2;
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                          "model mnist expects 1 input tensor, got 2"));
+    make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
+    q.f32[5] = NAN; /* sklearn's own verdict, passed on */
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT, "NaN"));
+    make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
+    want_outputs(&q, "scores", NULL);
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                          "model mnist has no output 'scores' (it has 'predict')"));
+    want_outputs(&q, "predict_proba", NULL); /* SVC without probability=True has none */
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                          "has no output 'predict_proba'"));
+    make_req(&q, "unknown-model", digit, DIGIT, 1, "FP32", false);
+    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_NOT_FOUND,
+                          "model unknown-model is not loaded"));
+    make_req(&q, "", digit, DIGIT, 1, "FP32", false);
+    CHECK(
+        spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT, "model_name is required"));
+    CHECK(spi_failed_with(
+        spi_call_raw(&sc, "/inference.GRPCInferenceService/ModelInfer", "\x0a\xff\xff\x01x", 5),
+        GRPC_STATUS_INVALID_ARGUMENT, "malformed inference.ModelInferRequest"));
+    CHECK(spi_failed_with(spi_call_raw(&sc, "/mmesh.ModelRuntime/loadModel", "\x0a\x09", 2),
+                          GRPC_STATUS_INVALID_ARGUMENT, "malformed mmesh.LoadModelRequest"));
+    CHECK(spi_failed_with(spi_call_raw(&sc, "/inference.GRPCInferenceService/Nope", "", 0),
+                          GRPC_STATUS_UNIMPLEMENTED, ""));
+    CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
+
+    /* Metadata and the server calls. */
+    Inference__ModelMetadataResponse *md = metadata("mnist");
+    REQUIRE(md != NULL);
+    CHECK_STR(md->name, "mnist");
+    CHECK_STR(md->platform, "sklearn");
+    CHECK(md->n_inputs == 1 && md->inputs[0]->n_shape == 2 && md->inputs[0]->shape[0] == -1 &&
+          md->inputs[0]->shape[1] == DIGIT && strcmp(md->inputs[0]->datatype, "FP32") == 0);
+    CHECK(md->n_outputs == 1 && strcmp(md->outputs[0]->name, "predict") == 0 &&
+          strcmp(md->outputs[0]->datatype, "INT64") == 0);
+    protobuf_c_message_free_unpacked(&md->base, NULL);
+    CHECK(metadata("nope") == NULL);
+    ProtobufCMessage *m = NULL;
+    Inference__ServerMetadataRequest smr = INFERENCE__SERVER_METADATA_REQUEST__INIT;
+    spi_call(&sc, "/inference.GRPCInferenceService/ServerMetadata", &smr.base,
+             &inference__server_metadata_response__descriptor, &m);
+    CHECK(m && strcmp(((Inference__ServerMetadataResponse *)m)->name, "mm-sklearn-runtime") == 0);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    Inference__ServerLiveRequest slr = INFERENCE__SERVER_LIVE_REQUEST__INIT;
+    spi_call(&sc, "/inference.GRPCInferenceService/ServerLive", &slr.base,
+             &inference__server_live_response__descriptor, &m);
+    CHECK(m && ((Inference__ServerLiveResponse *)m)->live);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    Inference__ServerReadyRequest srr = INFERENCE__SERVER_READY_REQUEST__INIT;
+    spi_call(&sc, "/inference.GRPCInferenceService/ServerReady", &srr.base,
+             &inference__server_ready_response__descriptor, &m);
+    CHECK(m && ((Inference__ServerReadyResponse *)m)->ready);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static void other_models(const char *dir)
+{
+    char path[700];
+    struct tensor_req q;
+    Inference__ModelInferResponse *resp = NULL;
+
+    /* A regressor answers FP64, exactly sklearn's number for FP64 input. */
+    snprintf(path, sizeof(path), "%s/regressor.joblib", dir);
+    CHECK_INT(spi_load(&sc, "reg", "sklearn", path, NULL).status, GRPC_STATUS_OK);
+    make_req(&q, "reg", diabetes, 10, 1, "FP64", false);
+    CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+    CHECK(resp && resp->n_outputs == 1 && strcmp(resp->outputs[0]->datatype, "FP64") == 0 &&
+          resp->outputs[0]->contents && resp->outputs[0]->contents->n_fp64_contents == 1 &&
+          fabs(resp->outputs[0]->contents->fp64_contents[0] - diabetes_expected) < 1e-9);
+    free_resp(resp);
+    make_req(&q, "reg", diabetes, 10, 2, "FP32", true); /* FP32 in, raw FP64 out */
+    CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+    double two[2] = {0};
+    CHECK(resp && resp->n_raw_output_contents == 1 && resp->raw_output_contents[0].len == 16);
+    if (resp && resp->n_raw_output_contents == 1 && resp->raw_output_contents[0].len == 16)
+        memcpy(two, resp->raw_output_contents[0].data, 16);
+    CHECK(fabs(two[0] - diabetes_expected) < 1e-3 && fabs(two[1] - diabetes_expected) < 1e-3);
+    free_resp(resp);
+    Inference__ModelMetadataResponse *md = metadata("reg");
+    CHECK(md && md->n_outputs == 1 && strcmp(md->outputs[0]->datatype, "FP64") == 0 &&
+          md->inputs[0]->shape[1] == 10);
+    if (md)
+        protobuf_c_message_free_unpacked(&md->base, NULL);
+
+    /* A plain pickle of a classifier with string classes: BYTES, and predict_proba on request. */
+    snprintf(path, sizeof(path), "%s/iris.pkl", dir);
+    CHECK_INT(spi_load(&sc, "iris", "sklearn", path, NULL).status, GRPC_STATUS_OK);
+    make_req(&q, "iris", iris, 4, 1, "FP64", false);
+    want_outputs(&q, "predict", "predict_proba");
+    CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+    CHECK(resp && resp->n_outputs == 2);
+    if (resp && resp->n_outputs == 2) {
+        Inference__ModelInferResponse__InferOutputTensor *p = resp->outputs[0],
+                                                         *pp = resp->outputs[1];
+        CHECK_STR(p->datatype, "BYTES");
+        CHECK(p->contents && p->contents->n_bytes_contents == 1 &&
+              p->contents->bytes_contents[0].len == strlen(iris_expected) &&
+              memcmp(p->contents->bytes_contents[0].data, iris_expected, strlen(iris_expected)) ==
+                  0);
+        CHECK_STR(pp->name, "predict_proba");
+        CHECK(pp->n_shape == 2 && pp->shape[0] == 1 && pp->shape[1] == 3);
+        CHECK(pp->contents && pp->contents->n_fp64_contents == 3 &&
+              fabs(pp->contents->fp64_contents[0] - iris_proba[0]) < 1e-9 &&
+              fabs(pp->contents->fp64_contents[2] - iris_proba[2]) < 1e-9);
+    }
+    free_resp(resp);
+    make_req(&q, "iris", iris, 4, 1, "FP64", true); /* raw BYTES: 4-byte length + bytes */
+    CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+    size_t len = strlen(iris_expected);
+    CHECK(resp && resp->n_raw_output_contents == 1 && resp->raw_output_contents[0].len == 4 + len &&
+          resp->raw_output_contents[0].data[0] == len &&
+          memcmp(resp->raw_output_contents[0].data + 4, iris_expected, len) == 0);
+    free_resp(resp);
+    md = metadata("iris");
+    CHECK(md && md->n_outputs == 2 && strcmp(md->outputs[0]->datatype, "BYTES") == 0 &&
+          strcmp(md->outputs[1]->name, "predict_proba") == 0 && md->outputs[1]->shape[1] == 3);
+    if (md)
+        protobuf_c_message_free_unpacked(&md->base, NULL);
+
+    /* Bad loads: clear errors, nothing half-loaded, the runtime still serves. */
+    snprintf(path, sizeof(path), "%s/regressor.joblib", dir);
+    CHECK(spi_failed_with(spi_load(&sc, "x", "xgboost", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "serves sklearn models, not 'xgboost'"));
+    CHECK(spi_failed_with(spi_load(&sc, "", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "modelId and modelPath are required"));
+    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", "/nonexistent/m.joblib", NULL),
+                          GRPC_STATUS_NOT_FOUND, "/nonexistent/m.joblib"));
+    snprintf(path, sizeof(path), "%s/garbage.joblib", dir);
+    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "cannot load sklearn model"));
+    snprintf(path, sizeof(path), "%s/truncated.joblib", dir);
+    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "truncated"));
+    snprintf(path, sizeof(path), "%s/dict.pkl", dir);
+    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "holds a dict, not an sklearn model"));
+    snprintf(path, sizeof(path), "%s/two", dir);
+    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                          "holds 2 model files"));
+    CHECK(!spi_ready(&sc, "x"));
+    CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
+}
+
+static void concurrency(const char *mnist, uint64_t size)
+{
+    /* 40 predictions at once. */
+    enum { C = 40 };
+    struct testcall many[C] = {{0}};
+    struct tensor_req q;
+    make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
+    grpc_byte_buffer *qb = rpc_encode(&q.req.base);
+    for (int i = 0; i < C; i++)
+        REQUIRE(rpc_unary(sc.ch, "/inference.GRPCInferenceService/ModelInfer", qb, NULL, 0, 20000,
+                          NULL, testcall_cb, &many[i]) == 0);
+    testcall_wait(sc.loop, many, C, 25000);
+    grpc_byte_buffer_destroy(qb);
+    int ok = 0;
+    for (int i = 0; i < C; i++) {
+        ProtobufCMessage *pm = NULL;
+        struct mm_error err = {0};
+        int64_t got[2];
+        if (many[i].status == GRPC_STATUS_OK &&
+            rpc_decode(many[i].response, &inference__model_infer_response__descriptor, &pm, &err) ==
+                0) {
+            ok +=
+                int64_predictions((Inference__ModelInferResponse *)pm, got, 2) == 1 && got[0] == 8;
+            protobuf_c_message_free_unpacked(pm, NULL);
+        }
+        testcall_clear(&many[i]);
+    }
+    CHECK_INT(ok, C);
+
+    /* Three loads of one new id at once: one load, three identical answers. */
+    enum { L = 3 };
+    struct testcall loads[L] = {{0}};
+    Mmesh__LoadModelRequest lr = MMESH__LOAD_MODEL_REQUEST__INIT;
+    lr.modelid = "mnist-3";
+    lr.modeltype = "sklearn";
+    lr.modelpath = (char *)mnist;
+    grpc_byte_buffer *lb = rpc_encode(&lr.base);
+    for (int i = 0; i < L; i++)
+        REQUIRE(rpc_unary(sc.ch, "/mmesh.ModelRuntime/loadModel", lb, NULL, 0, 20000, NULL,
+                          testcall_cb, &loads[i]) == 0);
+    testcall_wait(sc.loop, loads, L, 25000);
+    grpc_byte_buffer_destroy(lb);
+    int same = 0;
+    for (int i = 0; i < L; i++) {
+        ProtobufCMessage *pm = NULL;
+        struct mm_error err = {0};
+        if (loads[i].status == GRPC_STATUS_OK &&
+            rpc_decode(loads[i].response, &mmesh__load_model_response__descriptor, &pm, &err) ==
+                0) {
+            same += ((Mmesh__LoadModelResponse *)pm)->sizeinbytes == size;
+            protobuf_c_message_free_unpacked(pm, NULL);
+        }
+        testcall_clear(&loads[i]);
+    }
+    CHECK_INT(same, L);
+    CHECK_INT(digit_class("mnist-3", 1, "FP32", false), 8);
+}
+
+int main(int argc, char **argv)
+{
+    REQUIRE(argc == 5);
+    const char *python = argv[1];
+    char dir[] = "/tmp/mm-sklearn-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL);
+    char mnist[600], sample[600], mnist_dir[600], extra[600], cmd[4096];
+    snprintf(mnist, sizeof(mnist), "%s/sklearn/mnist-svm.joblib", dir);
+    snprintf(sample, sizeof(sample), "%s/sklearn/mnist-svm-request.json", dir);
+    snprintf(mnist_dir, sizeof(mnist_dir), "%s/only", dir);
+    snprintf(extra, sizeof(extra), "%s/extra", dir);
+    run_maker(python, argv[3], dir, mnist_line);
+    CHECK(maker_said_8);
+    read_sample(sample);
+    run_maker(python, argv[4], extra, models_line);
+    REQUIRE(models_seen == 5);
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s' '%s/model.joblib'", mnist_dir, mnist,
+             mnist_dir);
+    REQUIRE(system(cmd) == 0);
+
+    /* A bad flag is refused with its name, before anything starts. */
+    snprintf(cmd, sizeof(cmd), "'%s' '%s' --workers 0 2>&1", python, argv[2]);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    char out[2048] = "";
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = 0;
+    CHECK(WEXITSTATUS(pclose(p)) == 2 && strstr(out, "--workers") && strstr(out, "'0'"));
+
+    char *const args[] = {(char *)python,
+                          argv[2],
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--capacity-bytes",
+                          "123456789",
+                          "--max-loading-concurrency",
+                          "2",
+                          "--workers",
+                          "4",
+                          "--log-level",
+                          "warn",
+                          NULL};
+    pid_t pid = 0;
+    int port = 0;
+    long long t0 = harness_now_ms();
+    REQUIRE(harness_spawn_listening(args, 60000, &pid, &port) == 0);
+    fprintf(stderr, "runtime listening on %d after %lld ms\n", port, harness_now_ms() - t0);
+    REQUIRE(spi_client_open(&sc, port) == 0);
+
+    status_and_sizes(mnist);
+    uint64_t size = load_mnist(mnist, mnist_dir);
+    infer_mnist();
+    other_models(extra);
+    concurrency(mnist, size);
+
+    /* unload: not ready, inference NOT_FOUND; unloading again (or an unknown id) is OK. */
+    CHECK_INT(spi_unload(&sc, "mnist").status, GRPC_STATUS_OK);
+    CHECK(!spi_ready(&sc, "mnist"));
+    CHECK_INT(digit_class("mnist", 1, "FP32", false), -1);
+    CHECK_INT(spi_unload(&sc, "mnist").status, GRPC_STATUS_OK);
+    CHECK_INT(spi_unload(&sc, "never-loaded").status, GRPC_STATUS_OK);
+
+    /* runtimeStatus purges whatever is loaded. */
+    CHECK(spi_ready(&sc, "reg") && spi_ready(&sc, "mnist-dir"));
+    CHECK_INT(spi_status(&sc, NULL).status, GRPC_STATUS_OK);
+    CHECK(!spi_ready(&sc, "reg") && !spi_ready(&sc, "mnist-dir") && !spi_ready(&sc, "iris"));
+
+    /* SIGTERM: a graceful exit. */
+    int status = spi_client_close(&sc, pid, 15000);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK_INT(system(cmd), 0);
+    return CHECK_DONE();
+}
