@@ -92,12 +92,14 @@ def model_file(path):
 def measured_size(obj):
     """Bytes of memory held by the object graph of a loaded model: every object reachable from
     it counted once (numpy arrays with their data), classes, functions and modules left out
-    (they are shared code, not the model)."""
+    (they are shared code, not the model). Extension objects that keep their data in C buffers
+    (sklearn's decision trees) are counted by the state they pickle to, which holds that data."""
     import numpy as np
 
     shared = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
               types.MethodType)
     seen = set()
+    keep = []  # pickled states made here: alive until the end, so that their ids stay unique
     stack = [obj]
     total = 0
     while stack:
@@ -109,10 +111,23 @@ def measured_size(obj):
         if isinstance(o, np.ndarray):
             if o.base is not None:        # a view: its memory is its base's
                 stack.append(o.base)
+                if not isinstance(o.base, (np.ndarray, bytes, bytearray, memoryview)):
+                    total += o.nbytes     # a C buffer of an extension object getsizeof misses
             if o.dtype.hasobject:
                 stack.extend(o.ravel().tolist())
             continue
-        stack.extend(gc.get_referents(o))
+        refs = gc.get_referents(o)
+        stack.extend(refs)
+        t = type(o)
+        if not hasattr(o, "__dict__") and t.__module__ not in ("builtins", "numpy") and \
+                not isinstance(o, np.generic):
+            try:
+                state = o.__reduce_ex__(4)
+            except Exception:
+                continue
+            if isinstance(state, tuple) and len(state) > 2 and state[2] is not None:
+                keep.append(state[2])
+                stack.append(state[2])
     return total
 
 

@@ -7,7 +7,7 @@ import sys
 
 import joblib
 import numpy as np
-from sklearn import datasets, linear_model
+from sklearn import datasets, ensemble, linear_model
 
 
 def show(key, values):
@@ -34,6 +34,11 @@ def main(out):
     show("iris row", row[0])
     show("iris expected", [str(clf.predict(row)[0])])
     show("iris proba", clf.predict_proba(row)[0])
+
+    # A forest: its trees keep their nodes in C buffers, which a size measure must not miss.
+    digits = datasets.load_digits()
+    forest = ensemble.RandomForestClassifier(n_estimators=20, random_state=0)
+    joblib.dump(forest.fit(digits.data, digits.target), os.path.join(out, "forest.joblib"))
 
     # Not models: a pickled dict, a text file, half a model, a directory with two model files.
     with open(os.path.join(out, "dict.pkl"), "wb") as f:

@@ -515,6 +515,18 @@ static void other_models(const char *dir)
     if (md)
         protobuf_c_message_free_unpacked(&md->base, NULL);
 
+    /* Decision trees hold their nodes in C buffers: the measured size still counts them (the
+     * pickled form holds the same nodes, so the file size is the yardstick). */
+    snprintf(path, sizeof(path), "%s/forest.joblib", dir);
+    struct stat sb;
+    uint64_t forest = 0;
+    REQUIRE(stat(path, &sb) == 0);
+    CHECK_INT(spi_load(&sc, "forest", "sklearn", path, &forest).status, GRPC_STATUS_OK);
+    fprintf(stderr, "forest: %llu bytes measured, %lld on disk\n", (unsigned long long)forest,
+            (long long)sb.st_size);
+    CHECK(forest > (uint64_t)sb.st_size * 8 / 10 && forest < (uint64_t)sb.st_size * 2);
+    CHECK_INT(digit_class("forest", 1, "FP32", false), 8);
+
     /* Bad loads: clear errors, nothing half-loaded, the runtime still serves. */
     snprintf(path, sizeof(path), "%s/regressor.joblib", dir);
     CHECK(spi_failed_with(spi_load(&sc, "x", "xgboost", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
