@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mm/log.h"
 #include "mm/rpc.h"
@@ -17,7 +18,8 @@ struct process {
     struct runtime *rt;
     ev_signal sigterm, sigint;
     ev_timer drain;
-    int drain_rounds;
+    long long drain_ms;     /* how long running jobs have been waited for */
+    uint64_t grace_ms;
     bool stopping;
 };
 
@@ -34,6 +36,9 @@ static void usage(FILE *to)
             "  --default-model-size N        reported size for unmeasured models (default "
             "1000000)\n"
             "  --workers N                   prediction threads (default 2)\n"
+            "  --grace-ms N                  at SIGTERM: time for calls in flight, then as long "
+            "again\n"
+            "                                for running jobs (default 5000)\n"
             "  --log-level debug|info|warn|error\n");
 }
 
@@ -55,7 +60,8 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct process *p = w->data;
     /* Jobs still running hold calls of the stopped server: let them finish (bounded). */
-    if (runtime_busy(p->rt) && ++p->drain_rounds < 500)
+    p->drain_ms += 10;
+    if (runtime_busy(p->rt) && p->drain_ms < (long long)p->grace_ms)
         return;
     ev_timer_stop(loop, w);
     ev_break(loop, EVBREAK_ALL);
@@ -76,14 +82,14 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     p->stopping = true;
     mm_log(MM_LOG_INFO, "mm-runtime", "signal %d: shutting down", w->signum);
-    rpc_server_shutdown(p->server, 5000, server_down, p);
+    rpc_server_shutdown(p->server, (long)p->grace_ms, server_down, p);
 }
 
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8085";
     struct runtime_config cfg = {0};
-    uint64_t v;
+    uint64_t v, grace_ms = 5000;
     const char *env = getenv("MM_RUNTIME_CAPACITY");
     if (env && parse_u64("MM_RUNTIME_CAPACITY", env, &cfg.capacity_bytes) < 0)
         return 2;
@@ -108,6 +114,8 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--workers") == 0) {
             rc = parse_u64(a, val, &v);
             cfg.workers = (unsigned)v;
+        } else if (strcmp(a, "--grace-ms") == 0) {
+            rc = parse_u64(a, val, &grace_ms);
         } else if (strcmp(a, "--log-level") == 0 && val) {
             enum mm_log_level level;
             if (mm_log_parse_level(val, &level) < 0) {
@@ -125,7 +133,7 @@ int main(int argc, char **argv)
         i++;
     }
 
-    struct process p = {.loop = ev_default_loop(0)};
+    struct process p = {.loop = ev_default_loop(0), .grace_ms = grace_ms};
     struct rpc_context *ctx = NULL;
     struct mm_error err = {0};
     int port = 0;
@@ -148,6 +156,17 @@ int main(int argc, char **argv)
            listen, port);
     ev_run(p.loop, 0);
 
+    unsigned busy = runtime_busy(p.rt);
+    if (busy) {
+        /* A job that outlived the grace period is stuck (a load blocked reading its model from
+         * storage, say): joining its thread could wait forever, so leave without it. */
+        mm_log(MM_LOG_WARN, "mm-runtime",
+               "%u jobs still running %" PRIu64 " ms after the server stopped (a model load "
+               "blocked on storage?): exiting without them",
+               busy, grace_ms);
+        fflush(NULL);
+        _exit(0);
+    }
     rpc_server_free(p.server);
     runtime_free(p.rt);
     rpc_context_free(ctx);

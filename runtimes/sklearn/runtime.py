@@ -23,6 +23,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import types
 
 VERSION = "0.1.0"
@@ -497,10 +498,24 @@ def serve(args):
         signal.signal(s, lambda signum, frame: stop.set())
     stop.wait()
     log.info("shutting down")
-    server.stop(grace=5).wait()
+    grace = args.grace_ms / 1000.0
+    server.stop(grace=grace).wait()
     rt.loads.shutdown(wait=False, cancel_futures=True)
     pool.shutdown(wait=False)
     shutil.rmtree(proto_out, ignore_errors=True)
+    # Python joins every executor thread at exit, daemon or not: give running jobs as long
+    # again, then leave without a stuck one (a load blocked reading its model from storage).
+    deadline = time.monotonic() + grace
+    busy = 0
+    for t in list(rt.loads._threads) + list(pool._threads):
+        t.join(max(0.0, deadline - time.monotonic()))
+        busy += t.is_alive()
+    if busy:
+        log.warning("%d jobs still running %d ms after the server stopped (a model load blocked "
+                    "on storage?): exiting without them", busy, args.grace_ms)
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def main(argv):
@@ -530,6 +545,9 @@ def main(argv):
     p.add_argument("--load-timeout-ms", type=positive, default=90000)
     p.add_argument("--default-model-size", type=positive, default=1000000)
     p.add_argument("--workers", type=positive, default=2, help="prediction threads")
+    p.add_argument("--grace-ms", type=nonneg, default=5000,
+                   help="at SIGTERM: time for calls in flight, then as long again for running "
+                   "jobs")
     p.add_argument("--proto-dir", default=os.path.join(here, "..", "..", "proto"),
                    help="where our .proto files are (default: the source tree's proto/)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])

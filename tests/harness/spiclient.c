@@ -3,8 +3,12 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
@@ -133,4 +137,97 @@ bool spi_failed_with(struct testcall r, grpc_status_code code, const char *fragm
         fprintf(stderr, "  got status %d '%s', wanted %d '%s'\n", r.status, r.details, code,
                 fragment);
     return match;
+}
+
+/* Whether a thread of the runtime waits in open() for a writer to come to a FIFO: its wait
+ * channel says so, or, where wait channels are hidden, it sits in open/openat. */
+struct fifo_probe {
+    pid_t pid;
+    int polls; /* consecutive polls that saw a thread in open/openat */
+};
+
+static bool in_fifo_open(void *arg)
+{
+    struct fifo_probe *f = arg;
+    char path[96], text[128];
+    bool opening = false;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)f->pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return false;
+    struct dirent *e;
+    while (!opening && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%.16s/wchan", (int)f->pid, e->d_name);
+        FILE *fp = fopen(path, "r");
+        if (fp) {
+            size_t n = fread(text, 1, sizeof(text) - 1, fp);
+            text[n] = 0;
+            fclose(fp);
+            if (strcmp(text, "wait_for_partner") == 0) {
+                closedir(d);
+                return true;
+            }
+        }
+        snprintf(path, sizeof(path), "/proc/%d/task/%.16s/syscall", (int)f->pid, e->d_name);
+        fp = fopen(path, "r");
+        if (fp) {
+            size_t n = fread(text, 1, sizeof(text) - 1, fp);
+            text[n] = 0;
+            fclose(fp);
+            opening = strncmp(text, "257 ", 4) == 0 || strncmp(text, "2 ", 2) == 0;
+        }
+    }
+    closedir(d);
+    f->polls = opening ? f->polls + 1 : 0;
+    return f->polls >= 20;
+}
+static bool call_done(void *arg)
+{
+    return ((struct testcall *)arg)->done;
+}
+
+int spi_term_during_stuck_load(char *const argv[], const char *type, const char *fifo,
+                               long kill_ms, struct testcall *load)
+{
+    struct spi_client c;
+    pid_t pid = 0;
+    int port = 0, status = -1;
+    memset(load, 0, sizeof(*load));
+    if (mkfifo(fifo, 0600) < 0) {
+        fprintf(stderr, "spi_term_during_stuck_load: mkfifo %s: %s\n", fifo, strerror(errno));
+        return -1;
+    }
+    if (harness_spawn_listening(argv, 60000, &pid, &port) < 0 || spi_client_open(&c, port) < 0) {
+        if (pid > 0)
+            harness_stop_pid(pid, 0);
+        unlink(fifo);
+        return -1;
+    }
+    Mmesh__LoadModelRequest req = MMESH__LOAD_MODEL_REQUEST__INIT;
+    req.modelid = "stuck";
+    req.modeltype = (char *)type;
+    req.modelpath = (char *)fifo;
+    grpc_byte_buffer *bb = rpc_encode(&req.base);
+    struct fifo_probe probe = {pid, 0};
+    if (rpc_unary(c.ch, "/mmesh.ModelRuntime/loadModel", bb, NULL, 0, CALL_MS, NULL, testcall_cb,
+                  load) == 0 &&
+        harness_run_until(c.loop, in_fifo_open, &probe, 10000) && !load->done) {
+        kill(pid, SIGTERM);
+        harness_run_until(c.loop, call_done, load, kill_ms);
+        status = harness_stop_pid(pid, kill_ms);
+    } else {
+        fprintf(stderr, "spi_term_during_stuck_load: the load did not open %s (%s)\n", fifo,
+                load->done ? load->details : "no reply");
+    }
+    grpc_byte_buffer_destroy(bb);
+    if (load->response)
+        grpc_byte_buffer_destroy(load->response);
+    load->response = NULL;
+    if (status == -1)
+        harness_stop_pid(pid, 0);
+    spi_client_close(&c, 0, 0);
+    unlink(fifo);
+    return status;
 }

@@ -40,6 +40,13 @@ bool spi_ready(const struct spi_client *c, const char *id);
 /* Send bytes as they are (for malformed-request tests). */
 struct testcall spi_call_raw(const struct spi_client *c, const char *method, const void *data,
                              size_t len);
+/* Shutdown with a load stuck on storage: start the runtime argv (its flags should set a short
+ * --grace-ms), ask it to load model id "stuck" of type from path fifo, a FIFO this makes and
+ * nobody writes, and SIGTERM the runtime once a thread of it waits in open() on the FIFO.
+ * Returns the wait status of its exit, SIGKILLed after kill_ms if it did not exit by itself, or
+ * -1 if it could not be set up; *load gets the load call's outcome. */
+int spi_term_during_stuck_load(char *const argv[], const char *type, const char *fifo,
+                               long kill_ms, struct testcall *load);
 /* Whether r failed with code and a message containing fragment (printing both if not): use as
  * CHECK(spi_failed_with(...)). */
 bool spi_failed_with(struct testcall r, grpc_status_code code, const char *fragment);

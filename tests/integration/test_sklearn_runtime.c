@@ -679,6 +679,18 @@ int main(int argc, char **argv)
     /* SIGTERM: a graceful exit. */
     int status = spi_client_close(&sc, pid, 15000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* SIGTERM while a load is stuck reading its model: in-flight calls are cancelled after the
+     * grace period, the stuck job gets as long again, then the process exits by itself (Python
+     * would otherwise join the loading thread forever). */
+    char fifo[600];
+    snprintf(fifo, sizeof(fifo), "%s/stuck.joblib", dir);
+    char *const grace_args[] = {(char *)python, argv[2],     "--listen", "127.0.0.1:0",
+                                "--grace-ms",   "300",       "--log-level", "error", NULL};
+    struct testcall stuck;
+    status = spi_term_during_stuck_load(grace_args, "sklearn", fifo, 5000, &stuck);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(stuck.done && stuck.status != GRPC_STATUS_OK);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
     return CHECK_DONE();

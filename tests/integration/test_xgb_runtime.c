@@ -357,6 +357,16 @@ int main(int argc, char **argv)
     /* SIGTERM: a graceful exit. */
     int status = spi_client_close(&sc, pid, 10000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* SIGTERM while a load is stuck reading its model: in-flight calls are cancelled after the
+     * grace period, the stuck job gets as long again, then the process exits by itself. */
+    char fifo[600];
+    snprintf(fifo, sizeof(fifo), "%s/stuck.json", dir);
+    char *const grace_args[] = {argv[1], "--listen", "127.0.0.1:0", "--grace-ms", "300", NULL};
+    struct testcall stuck;
+    status = spi_term_during_stuck_load(grace_args, "xgboost", fifo, 5000, &stuck);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(stuck.done && stuck.status != GRPC_STATUS_OK);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
     return CHECK_DONE();
