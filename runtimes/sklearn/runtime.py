@@ -205,6 +205,17 @@ def output_datatype(dtype):
     return "BYTES"
 
 
+def empty_output(model, name):
+    """What predict or predict_proba answers for zero rows: right datatype, no values."""
+    import numpy as np
+
+    if name == "predict_proba":
+        return np.empty((0, model.proba_classes), dtype=np.float64)
+    dtype = {"INT64": np.int64, "BOOL": np.bool_, "BYTES": object}.get(model.output_type,
+                                                                       np.float64)
+    return np.empty((0,), dtype=dtype)
+
+
 def shape_text(shape):
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -392,7 +403,8 @@ class Runtime:
                 raise Failure("INVALID_ARGUMENT", "model %s has no output '%s' (it has %s)" %
                               (m.id, name, have))
             try:
-                y = fn(x)
+                # an empty batch has an empty answer (sklearn would refuse it)
+                y = fn(x) if x.shape[0] else empty_output(m, name)
             except (ValueError, TypeError) as e:  # sklearn's verdict on the input
                 raise Failure("INVALID_ARGUMENT", "model %s: %s" % (m.id, e))
             except MemoryError:

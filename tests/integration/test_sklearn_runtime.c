@@ -419,6 +419,18 @@ static void infer_mnist(void)
                           GRPC_STATUS_UNIMPLEMENTED, ""));
     CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
 
+    /* An empty batch [0, 64] has an empty answer of the output's datatype. */
+    for (int raw = 0; raw < 2; raw++) {
+        make_req(&q, "mnist", digit, DIGIT, 0, "FP32", raw);
+        CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+        CHECK(resp && resp->n_outputs == 1 && strcmp(resp->outputs[0]->datatype, "INT64") == 0 &&
+              resp->outputs[0]->n_shape == 1 && resp->outputs[0]->shape[0] == 0);
+        CHECK(resp && (raw ? resp->n_raw_output_contents == 1 &&
+                                 resp->raw_output_contents[0].len == 0
+                           : resp->n_raw_output_contents == 0));
+        free_resp(resp);
+    }
+
     /* Metadata and the server calls. */
     Inference__ModelMetadataResponse *md = metadata("mnist");
     REQUIRE(md != NULL);
@@ -508,6 +520,14 @@ static void other_models(const char *dir)
     CHECK(resp && resp->n_raw_output_contents == 1 && resp->raw_output_contents[0].len == 4 + len &&
           resp->raw_output_contents[0].data[0] == len &&
           memcmp(resp->raw_output_contents[0].data + 4, iris_expected, len) == 0);
+    free_resp(resp);
+    make_req(&q, "iris", iris, 4, 0, "FP64", false); /* empty batch: BYTES [0], FP64 [0, 3] */
+    want_outputs(&q, "predict", "predict_proba");
+    CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+    CHECK(resp && resp->n_outputs == 2 && strcmp(resp->outputs[0]->datatype, "BYTES") == 0 &&
+          resp->outputs[0]->n_shape == 1 && resp->outputs[0]->shape[0] == 0 &&
+          strcmp(resp->outputs[1]->datatype, "FP64") == 0 && resp->outputs[1]->n_shape == 2 &&
+          resp->outputs[1]->shape[0] == 0 && resp->outputs[1]->shape[1] == 3);
     free_resp(resp);
     md = metadata("iris");
     CHECK(md && md->n_outputs == 2 && strcmp(md->outputs[0]->datatype, "BYTES") == 0 &&

@@ -245,6 +245,12 @@ int main(int argc, char **argv)
     make_infer(&q, "bc", 3, "FP64", true);
     r = infer(&q, out, &n);
     CHECK(r.status == GRPC_STATUS_OK && n == 3 && fabsf(out[2] - expected) < 1e-6f);
+    for (int raw = 0; raw < 2; raw++) { /* an empty batch has an empty answer */
+        make_infer(&q, "bc", 0, "FP32", raw);
+        n = 99;
+        r = infer(&q, out, &n);
+        CHECK(r.status == GRPC_STATUS_OK && n == 0);
+    }
 
     /* Bad input: clear INVALID_ARGUMENT / NOT_FOUND, the runtime keeps serving. */
     make_infer(&q, "bc", 1, "INT32", false);
