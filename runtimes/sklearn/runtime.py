@@ -334,8 +334,12 @@ class Runtime:
                 loaded = m.future.result()
             except Exception as e:
                 with self.lock:
-                    if self.models.get(req.modelId) is m:
+                    unloaded = self.models.get(req.modelId) is not m
+                    if not unloaded:
                         del self.models[req.modelId]
+                if unloaded:  # what was asked of the load no longer matters
+                    raise Failure("ABORTED", "model %s was unloaded while loading" %
+                                  req.modelId)
                 if not isinstance(e, Failure):
                     e = Failure("INTERNAL", "%s: %s" % (type(e).__name__, e))
                 log.warning("loadModel %s: %s", req.modelId, e.message)

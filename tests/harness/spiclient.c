@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -188,6 +189,88 @@ static bool call_done(void *arg)
     return ((struct testcall *)arg)->done;
 }
 
+static void send_load(const struct spi_client *c, const char *id, const char *type,
+                      const char *path, struct testcall *t)
+{
+    Mmesh__LoadModelRequest req = MMESH__LOAD_MODEL_REQUEST__INIT;
+    req.modelid = (char *)id;
+    req.modeltype = (char *)type;
+    req.modelpath = (char *)path;
+    grpc_byte_buffer *bb = rpc_encode(&req.base);
+    memset(t, 0, sizeof(*t));
+    if (rpc_unary(c->ch, "/mmesh.ModelRuntime/loadModel", bb, NULL, 0, CALL_MS, NULL, testcall_cb,
+                  t) < 0) {
+        t->done = true;
+        t->status = GRPC_STATUS_INTERNAL;
+    }
+    grpc_byte_buffer_destroy(bb);
+}
+
+/* Make fifo, send loadModel id from it and wait until the runtime blocks opening it. */
+static bool hold_load(const struct spi_client *c, pid_t pid, const char *id, const char *type,
+                      const char *fifo, struct testcall *load)
+{
+    memset(load, 0, sizeof(*load));
+    if (mkfifo(fifo, 0600) < 0) {
+        fprintf(stderr, "hold_load: mkfifo %s: %s\n", fifo, strerror(errno));
+        return false;
+    }
+    send_load(c, id, type, fifo, load);
+    struct fifo_probe probe = {pid, 0};
+    if (harness_run_until(c->loop, in_fifo_open, &probe, 10000) && !load->done)
+        return true;
+    fprintf(stderr, "hold_load: the load did not open %s (%s)\n", fifo,
+            load->done ? load->details : "no reply");
+    return false;
+}
+
+/* Let a held load go on: the FIFO gives end-of-file to its reader. */
+static void release_load(const char *fifo)
+{
+    int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+    unlink(fifo);
+}
+
+static void drop_response(struct testcall *t)
+{
+    if (t->response)
+        grpc_byte_buffer_destroy(t->response);
+    t->response = NULL;
+}
+
+int spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id,
+                           const char *type, const char *fifo, bool purge,
+                           struct spi_cancel_outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    if (!hold_load(c, pid, id, type, fifo, &o->load)) {
+        release_load(fifo);
+        testcall_wait(c->loop, &o->load, 1, CALL_MS);
+        drop_response(&o->load);
+        return -1;
+    }
+    send_load(c, id, type, fifo, &o->again);
+    Inference__ModelInferRequest q = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    q.model_name = (char *)id;
+    grpc_byte_buffer *bb = rpc_encode(&q.base);
+    o->infer = testcall_run(c->loop, c->ch, "/inference.GRPCInferenceService/ModelInfer", bb,
+                            NULL, 0, CALL_MS);
+    grpc_byte_buffer_destroy(bb);
+    drop_response(&o->infer);
+    o->ready_while_loading = spi_ready(c, id);
+    o->cancel = purge ? spi_status(c, NULL) : spi_unload(c, id);
+    drop_response(&o->cancel);
+    release_load(fifo);
+    testcall_wait(c->loop, &o->load, 1, CALL_MS);
+    testcall_wait(c->loop, &o->again, 1, CALL_MS);
+    drop_response(&o->load);
+    drop_response(&o->again);
+    o->ready_after = spi_ready(c, id);
+    return 0;
+}
+
 int spi_term_during_stuck_load(char *const argv[], const char *type, const char *fifo,
                                long kill_ms, struct testcall *load)
 {
@@ -195,38 +278,19 @@ int spi_term_during_stuck_load(char *const argv[], const char *type, const char 
     pid_t pid = 0;
     int port = 0, status = -1;
     memset(load, 0, sizeof(*load));
-    if (mkfifo(fifo, 0600) < 0) {
-        fprintf(stderr, "spi_term_during_stuck_load: mkfifo %s: %s\n", fifo, strerror(errno));
-        return -1;
-    }
     if (harness_spawn_listening(argv, 60000, &pid, &port) < 0 || spi_client_open(&c, port) < 0) {
         if (pid > 0)
             harness_stop_pid(pid, 0);
-        unlink(fifo);
         return -1;
     }
-    Mmesh__LoadModelRequest req = MMESH__LOAD_MODEL_REQUEST__INIT;
-    req.modelid = "stuck";
-    req.modeltype = (char *)type;
-    req.modelpath = (char *)fifo;
-    grpc_byte_buffer *bb = rpc_encode(&req.base);
-    struct fifo_probe probe = {pid, 0};
-    if (rpc_unary(c.ch, "/mmesh.ModelRuntime/loadModel", bb, NULL, 0, CALL_MS, NULL, testcall_cb,
-                  load) == 0 &&
-        harness_run_until(c.loop, in_fifo_open, &probe, 10000) && !load->done) {
+    if (hold_load(&c, pid, "stuck", type, fifo, load)) {
         kill(pid, SIGTERM);
         harness_run_until(c.loop, call_done, load, kill_ms);
         status = harness_stop_pid(pid, kill_ms);
     } else {
-        fprintf(stderr, "spi_term_during_stuck_load: the load did not open %s (%s)\n", fifo,
-                load->done ? load->details : "no reply");
-    }
-    grpc_byte_buffer_destroy(bb);
-    if (load->response)
-        grpc_byte_buffer_destroy(load->response);
-    load->response = NULL;
-    if (status == -1)
         harness_stop_pid(pid, 0);
+    }
+    drop_response(load);
     spi_client_close(&c, 0, 0);
     unlink(fifo);
     return status;
