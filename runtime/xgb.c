@@ -124,6 +124,11 @@ uint64_t xgb_model_size(const struct xgb_model *m)
 int xgb_model_predict(struct xgb_model *m, const float *rows, size_t n_rows, float **out,
                       size_t *out_per_row, struct mm_error *err)
 {
+    if (n_rows == 0) { /* an empty batch: nothing to ask XGBoost (which may answer NULL) */
+        *out = malloc(1);
+        *out_per_row = atomic_load(&m->outputs);
+        return *out ? 0 : mm_error_set(err, -ENOMEM, "out of memory for 0 predictions");
+    }
     char array[256];
     snprintf(array, sizeof(array),
              "{\"data\":[%llu,true],\"shape\":[%zu,%zu],\"typestr\":\"<f4\",\"version\":3}",
@@ -139,7 +144,7 @@ int xgb_model_predict(struct xgb_model *m, const float *rows, size_t n_rows, flo
     size_t total = 1;
     for (bst_ulong i = 0; i < dim; i++)
         total *= (size_t)shape[i];
-    size_t per_row = n_rows ? total / n_rows : 1;
+    size_t per_row = total / n_rows;
     float *copy = malloc(total ? total * sizeof(float) : 1);
     if (!copy)
         return mm_error_set(err, -ENOMEM, "out of memory for %zu predictions", total);
