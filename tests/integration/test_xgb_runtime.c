@@ -92,12 +92,14 @@ static float *predictions(Inference__ModelInferResponse *resp, size_t *n, float 
         *n = resp->raw_output_contents[0].len / 4;
         if (*n > cap)
             return NULL;
-        memcpy(buf, resp->raw_output_contents[0].data, *n * 4);
+        if (*n)
+            memcpy(buf, resp->raw_output_contents[0].data, *n * 4);
         return buf;
     }
     if (o->contents && o->contents->n_fp32_contents <= cap) {
         *n = o->contents->n_fp32_contents;
-        memcpy(buf, o->contents->fp32_contents, *n * 4);
+        if (*n)
+            memcpy(buf, o->contents->fp32_contents, *n * 4);
         return buf;
     }
     return NULL;
