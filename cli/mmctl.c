@@ -1,4 +1,5 @@
-/* mmctl.c - the command-line tool. Verbs so far: registry get | dump | put.
+/* mmctl.c - the command-line tool. Verbs so far: registry get | dump | put (etcd), and the gRPC
+ * verbs of serving.c: infer, metadata, runtime status | load | unload | size.
  * Keys are given relative to the cluster prefix (models/m1) or absolute
  * (/modelmesh/c/models/m1). */
 #include <cjson/cJSON.h>
@@ -10,13 +11,16 @@
 #include <string.h>
 
 #include "mm/etcd.h"
+#include "mm/json.h"
 #include "mm/keys.h"
 #include "mm/records.h"
+#include "serving.h"
 
 struct options {
     struct etcd_config etcd;
     const char *cluster;
     const char *prefix; /* dump --prefix */
+    struct serving_options serving;
     const char *args[4];
     int n_args;
 };
@@ -27,9 +31,19 @@ static void usage(FILE *to)
             "usage: mmctl [options] registry get KEY\n"
             "       mmctl [options] registry dump [--prefix P]\n"
             "       mmctl [options] registry put KEY JSON\n"
+            "       mmctl [--address A] infer MODEL [--file REQUEST.json]\n"
+            "       mmctl [--address A] metadata MODEL\n"
+            "       mmctl [--address A] runtime status | load ID PATH [--type T] | unload ID |\n"
+            "                                   size ID\n"
             "\n"
             "KEY and P are relative to /modelmesh/<cluster>/ (e.g. models/m1, copies/) or start\n"
             "with '/'. put validates instance, model, copy and vmodel records before writing.\n"
+            "\n"
+            "infer sends a KServe V2 request written as JSON (REST style with \"data\", or gRPC\n"
+            "style with \"contents\"; from --file, or standard input) as ModelInfer for MODEL and\n"
+            "prints the answer as JSON. metadata prints ModelMetadata. Both go to the mesh's\n"
+            "inference port (default 127.0.0.1:8033) or any KServe V2 gRPC server. runtime calls\n"
+            "one model runtime's SPI directly (default 127.0.0.1:8085).\n"
             "\n"
             "options:\n"
             "  --endpoints URLS   etcd endpoints, comma-separated (env MM_ETCD_ENDPOINTS;\n"
@@ -38,7 +52,11 @@ static void usage(FILE *to)
             "  --cacert FILE      CA bundle for https endpoints\n"
             "  --cert FILE --key FILE   client certificate and key\n"
             "  --user NAME --password PW   etcd authentication\n"
-            "  --timeout MS       per-request deadline (default 5000)\n"
+            "  --timeout MS       per-request deadline (default 5000; infer 30000, runtime load\n"
+            "                     120000)\n"
+            "  --address HOST:PORT   gRPC server for infer, metadata, runtime (or unix:PATH)\n"
+            "  --file FILE        infer: the request (default: standard input)\n"
+            "  --type T           runtime load: the model type (e.g. sklearn, xgboost)\n"
             "  -h, --help\n");
 }
 
@@ -61,6 +79,9 @@ static int parse(int argc, char **argv, struct options *o)
         {"--user", offsetof(struct options, etcd.user)},
         {"--password", offsetof(struct options, etcd.password)},
         {"--prefix", offsetof(struct options, prefix)},
+        {"--address", offsetof(struct options, serving.address)},
+        {"--file", offsetof(struct options, serving.file)},
+        {"--type", offsetof(struct options, serving.type)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -87,7 +108,7 @@ static int parse(int argc, char **argv, struct options *o)
                 fprintf(stderr, "mmctl: --timeout needs a positive number of milliseconds\n");
                 return 2;
             }
-            o->etcd.request_timeout_ms = (unsigned)ms;
+            o->etcd.request_timeout_ms = o->serving.timeout_ms = (unsigned)ms;
             known = true;
         }
         for (size_t k = 0; !known && k < sizeof(opts) / sizeof(opts[0]); k++) {
@@ -150,7 +171,7 @@ static void print_value(const struct options *o, const struct etcd_kv *kv)
         record_validate(kind, kv->value, kv->value_len, &err) < 0)
         fprintf(stderr, "mmctl: warning: %s: %s\n", kv->key, err.msg);
     cJSON *j = cJSON_ParseWithLength(kv->value, kv->value_len);
-    char *pretty = j ? cJSON_Print(j) : NULL;
+    char *pretty = j ? json_print(j, true) : NULL;
     printf("%s\n", pretty ? pretty : kv->value);
     free(pretty);
     cJSON_Delete(j);
@@ -270,7 +291,15 @@ int main(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc;
-    if (o.n_args < 2 || strcmp(o.args[0], "registry") != 0) {
+    if (o.n_args >= 1 && strcmp(o.args[0], "registry") != 0) {
+        memcpy(o.serving.args, o.args, sizeof(o.args));
+        o.serving.n_args = o.n_args;
+        rc = serving_run(&o.serving);
+        if (rc == 2)
+            fprintf(stderr, "mmctl: usage: mmctl --help\n");
+        return rc;
+    }
+    if (o.n_args < 2) {
         usage(stderr);
         return 2;
     }

@@ -543,6 +543,18 @@ void rpc_channel_free(struct rpc_channel *ch)
     free(ch);
 }
 
+const char *rpc_status_name(grpc_status_code code)
+{
+    static const char *const names[] = {
+        "OK",           "CANCELLED",          "UNKNOWN",          "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS",   "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",   "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",      "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    return (unsigned)code < sizeof(names) / sizeof(names[0]) ? names[code] : "UNKNOWN_STATUS";
+}
+
 const char *rpc_channel_target(const struct rpc_channel *ch)
 {
     return ch->target;

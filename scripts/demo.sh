@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh - README command 1: install what is missing, build, start a local etcd, write the
 # registry records a cluster keeps (instance, model, copy, vmodel) through mmctl, and read them
-# back with mmctl and with etcd's own etcdctl. etcd is stopped by its pid at the end, unless
-# MM_DEMO_KEEP=1 (then the script prints how to use and stop it).
+# back with mmctl and with etcd's own etcdctl. Then build the example models, start both model
+# runtimes, load the examples through the runtime SPI and ask each for a prediction (KServe V2)
+# with mmctl. Everything is stopped by its pid at the end, unless MM_DEMO_KEEP=1 (then the
+# script prints how to use and stop etcd; the runtimes are stopped either way).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -11,7 +13,16 @@ scripts/setup.sh build
 # shellcheck source=scripts/lib-etcd.sh
 . scripts/lib-etcd.sh
 work=$(mktemp -d "${TMPDIR:-/tmp}/modelmesh-demo.XXXXXX")
+runtime_pids=()
 stop() {
+  local pid
+  for pid in "${runtime_pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${runtime_pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
   if [ "${MM_DEMO_KEEP:-0}" != 1 ]; then
     etcd_stop "$work" || true
     rm -rf "$work"
@@ -37,6 +48,44 @@ echo "== mmctl registry dump"
 $mmctl registry dump
 echo "== the same through etcdctl: plain JSON values"
 ETCDCTL_API=3 etcdctl --endpoints "$endpoint" get --prefix /modelmesh/
+# Start a runtime (command in "$@") on a free port; sets RUNTIME_PORT once it prints LISTENING.
+start_runtime() {
+  local name=$1 out
+  shift
+  out="$work/$name.out"
+  "$@" --listen 127.0.0.1:0 >"$out" 2>"$work/$name.log" </dev/null &
+  runtime_pids+=($!)
+  for _ in $(seq 1 600); do
+    RUNTIME_PORT=$(awk '/^LISTENING /{print $2; exit}' "$out")
+    [ -n "$RUNTIME_PORT" ] && return 0
+    kill -0 "$!" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "demo: $name did not start; its log:" >&2
+  tail -20 "$work/$name.log" >&2
+  return 1
+}
+
+echo "== the example models, made from data Debian ships"
+build/examples/xgboost/make-breast-cancer "$work/models"
+/usr/bin/python3 examples/sklearn/make_mnist_svm.py "$work/models"
+
+echo "== mm-runtime (XGBoost): status, load, and the sample request"
+start_runtime mm-runtime build/runtime/mm-runtime
+xgb=127.0.0.1:$RUNTIME_PORT
+$mmctl --address "$xgb" runtime status
+$mmctl --address "$xgb" runtime load breast-cancer "$work/models/xgboost/breast-cancer.json" --type xgboost
+$mmctl --address "$xgb" infer breast-cancer --file "$work/models/xgboost/breast-cancer-request.json"
+
+echo "== the sklearn runtime: load the MNIST SVM, and KServe's sample digit (expect 8)"
+start_runtime sklearn /usr/bin/python3 runtimes/sklearn/runtime.py
+skl=127.0.0.1:$RUNTIME_PORT
+$mmctl --address "$skl" runtime load mnist-svm "$work/models/sklearn/mnist-svm.joblib" --type sklearn
+$mmctl --address "$skl" infer mnist-svm --file "$work/models/sklearn/mnist-svm-request.json"
+echo "== a request that does not fit the model is refused with the reason"
+echo '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}' |
+  $mmctl --address "$skl" infer mnist-svm || true
+
 if [ "${MM_DEMO_KEEP:-0}" = 1 ]; then
   echo "== etcd keeps running: export MM_ETCD_ENDPOINTS=$endpoint MM_CLUSTER=demo"
   echo "   stop it with: (. scripts/lib-etcd.sh; etcd_stop $work) or kill $etcd_pid"

@@ -101,6 +101,9 @@ int rpc_unary(struct rpc_channel *ch, const char *method, grpc_byte_buffer *requ
               const struct rpc_header *headers, size_t n_headers, int64_t timeout_ms,
               struct rpc_call *parent, rpc_reply_cb cb, void *arg);
 
+/* The status code's name as gRPC spells it ("NOT_FOUND"), "UNKNOWN_STATUS" for others. */
+const char *rpc_status_name(grpc_status_code code);
+
 /* --- bytes --- */
 /* Fill segs with the buffer's slices (no copy); returns how many, or -E2BIG if more than max,
  * -ENOTSUP for a compressed buffer. */

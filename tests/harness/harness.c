@@ -451,6 +451,29 @@ int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out,
     return -ETIMEDOUT;
 }
 
+int harness_capture(const char *cmd, char *out, size_t size)
+{
+    size_t len = strlen(cmd) + 8;
+    char *full = malloc(len);
+    if (!full)
+        return -1;
+    snprintf(full, len, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    if (!p)
+        return -1;
+    size_t n = 0, got;
+    char chunk[4096];
+    while ((got = fread(chunk, 1, sizeof(chunk), p)) > 0) { /* all of it, so the command ends */
+        size_t take = got < size - 1 - n ? got : size - 1 - n;
+        memcpy(out + n, chunk, take);
+        n += take;
+    }
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 int harness_stop_pid(pid_t pid, long grace_ms)
 {
     int status = -1;

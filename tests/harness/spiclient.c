@@ -240,9 +240,8 @@ static void drop_response(struct testcall *t)
     t->response = NULL;
 }
 
-int spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id,
-                           const char *type, const char *fifo, bool purge,
-                           struct spi_cancel_outcome *o)
+int spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id, const char *type,
+                           const char *fifo, bool purge, struct spi_cancel_outcome *o)
 {
     memset(o, 0, sizeof(*o));
     if (!hold_load(c, pid, id, type, fifo, &o->load)) {
@@ -255,8 +254,8 @@ int spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id
     Inference__ModelInferRequest q = INFERENCE__MODEL_INFER_REQUEST__INIT;
     q.model_name = (char *)id;
     grpc_byte_buffer *bb = rpc_encode(&q.base);
-    o->infer = testcall_run(c->loop, c->ch, "/inference.GRPCInferenceService/ModelInfer", bb,
-                            NULL, 0, CALL_MS);
+    o->infer = testcall_run(c->loop, c->ch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL,
+                            0, CALL_MS);
     grpc_byte_buffer_destroy(bb);
     drop_response(&o->infer);
     o->ready_while_loading = spi_ready(c, id);
@@ -271,8 +270,8 @@ int spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id
     return 0;
 }
 
-int spi_term_during_stuck_load(char *const argv[], const char *type, const char *fifo,
-                               long kill_ms, struct testcall *load)
+int spi_term_during_stuck_load(char *const argv[], const char *type, const char *fifo, long kill_ms,
+                               struct testcall *load)
 {
     struct spi_client c;
     pid_t pid = 0;

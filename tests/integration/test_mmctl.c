@@ -15,15 +15,9 @@ static char out[65536];
 static int run(const char *endpoint, const char *args)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "MM_ETCD_ENDPOINTS='%s' MM_CLUSTER=t1 '%s' %s 2>&1", endpoint,
-             mmctl, args);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t n = fread(out, 1, sizeof(out) - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    snprintf(cmd, sizeof(cmd), "MM_ETCD_ENDPOINTS='%s' MM_CLUSTER=t1 '%s' %s", endpoint, mmctl,
+             args);
+    return harness_capture(cmd, out, sizeof(out));
 }
 
 #define EXPECT(endpoint, args, code, fragment)                                             \

@@ -1,0 +1,415 @@
+/* serving.c - mmctl's gRPC verbs (see serving.h). Each verb makes one unary call and waits for
+ * it on a private loop; answers are printed as JSON, the field names those of the .proto. */
+#include "serving.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <ev.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc_predict_v2.pb-c.h"
+#include "mm/base64.h"
+#include "mm/json.h"
+#include "mm/rpc.h"
+#include "mm/v2json.h"
+#include "model-runtime.pb-c.h"
+
+#define INFER_ADDRESS "127.0.0.1:8033"
+#define RUNTIME_ADDRESS "127.0.0.1:8085"
+#define MAX_REQUEST_FILE (64u << 20)
+
+/* ---------------------------------------------------------------- one call, waited for */
+
+struct reply {
+    bool done;
+    grpc_status_code status;
+    char details[1024];
+    grpc_byte_buffer *response;
+};
+
+static void on_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
+                     void *arg)
+{
+    struct reply *r = arg;
+    r->done = true;
+    r->status = status;
+    snprintf(r->details, sizeof(r->details), "%s", details);
+    r->response = response;
+}
+
+/* Call method on address with msg; decode the answer as out_desc into *out. 0, or 1 with the
+ * reason printed (what was called, where, the status and its message). */
+static int call(const char *address, unsigned timeout_ms, const char *method, const char *what,
+                const ProtobufCMessage *msg, const ProtobufCMessageDescriptor *out_desc,
+                ProtobufCMessage **out)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct rpc_context *ctx = NULL;
+    struct rpc_channel *ch = NULL;
+    struct mm_error err = {0};
+    struct reply r = {0};
+    grpc_byte_buffer *bb = NULL;
+    int rc = 1;
+    *out = NULL;
+    if (!loop) {
+        fprintf(stderr, "mmctl: cannot create an event loop\n");
+        return 1;
+    }
+    if (rpc_context_new(loop, &ctx, &err) < 0 || rpc_channel_new(ctx, address, 0, &ch, &err) < 0) {
+        fprintf(stderr, "mmctl: %s: %s\n", address, err.msg);
+        goto out;
+    }
+    bb = rpc_encode(msg);
+    if (!bb || rpc_unary(ch, method, bb, NULL, 0, timeout_ms, NULL, on_reply, &r) < 0) {
+        fprintf(stderr, "mmctl: %s: cannot start the call\n", what);
+        goto out;
+    }
+    while (!r.done) /* the deadline bounds the wait: gRPC answers DEADLINE_EXCEEDED */
+        ev_run(loop, EVRUN_ONCE);
+    if (r.status != GRPC_STATUS_OK) {
+        fprintf(stderr, "mmctl: %s at %s: %s: %s\n", what, address, rpc_status_name(r.status),
+                r.details[0] ? r.details : "(no message)");
+        goto out;
+    }
+    if (rpc_decode(r.response, out_desc, out, &err) < 0) {
+        fprintf(stderr, "mmctl: %s at %s: the answer does not decode: %s\n", what, address,
+                err.msg);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (r.response)
+        grpc_byte_buffer_destroy(r.response);
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    rpc_channel_free(ch);
+    rpc_context_free(ctx);
+    ev_loop_destroy(loop);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- messages as JSON */
+
+static cJSON *message_json(const ProtobufCMessage *m);
+
+/* One value of field f stored at p. 64-bit integers are written as exact decimal text. */
+static cJSON *value_json(const ProtobufCFieldDescriptor *f, const void *p)
+{
+    char num[32];
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        return cJSON_CreateNumber(*(const int32_t *)p);
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        return cJSON_CreateNumber(*(const uint32_t *)p);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        snprintf(num, sizeof(num), "%" PRId64, *(const int64_t *)p);
+        return cJSON_CreateRaw(num);
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        snprintf(num, sizeof(num), "%" PRIu64, *(const uint64_t *)p);
+        return cJSON_CreateRaw(num);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return cJSON_CreateNumber(*(const float *)p);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return cJSON_CreateNumber(*(const double *)p);
+    case PROTOBUF_C_TYPE_BOOL:
+        return cJSON_CreateBool(*(const protobuf_c_boolean *)p);
+    case PROTOBUF_C_TYPE_ENUM: {
+        const ProtobufCEnumValue *v =
+            protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)p);
+        return v ? cJSON_CreateString(v->name) : cJSON_CreateNumber(*(const int *)p);
+    }
+    case PROTOBUF_C_TYPE_STRING:
+        return cJSON_CreateString(*(char *const *)p ? *(char *const *)p : "");
+    case PROTOBUF_C_TYPE_BYTES: {
+        const ProtobufCBinaryData *b = p;
+        char *text = malloc(base64_encoded_size(b->len));
+        if (!text)
+            return NULL;
+        base64_encode(b->data, b->len, text);
+        cJSON *s = cJSON_CreateString(text);
+        free(text);
+        return s;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return *(ProtobufCMessage *const *)p ? message_json(*(ProtobufCMessage *const *)p)
+                                             : cJSON_CreateNull();
+    }
+    return cJSON_CreateNull();
+}
+
+static size_t type_size(const ProtobufCFieldDescriptor *f)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return 8;
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_ENUM:
+        return sizeof(int);
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(void *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    default:
+        return 4;
+    }
+}
+
+/* Whether field f is a map (repeated entries of a message with key and value). */
+static bool is_map(const ProtobufCFieldDescriptor *f)
+{
+    if (f->type != PROTOBUF_C_TYPE_MESSAGE || f->label != PROTOBUF_C_LABEL_REPEATED)
+        return false;
+    const ProtobufCMessageDescriptor *d = f->descriptor;
+    return d->n_fields == 2 && strcmp(d->fields[0].name, "key") == 0 &&
+           strcmp(d->fields[1].name, "value") == 0 && d->fields[0].type == PROTOBUF_C_TYPE_STRING;
+}
+
+static cJSON *message_json(const ProtobufCMessage *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; o && i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        const char *base = (const char *)m;
+        const void *p = base + f->offset;
+        cJSON *v = NULL;
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            if (*(const uint32_t *)(base + f->quantifier_offset) != f->id)
+                continue;
+            v = value_json(f, p);
+        } else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            const char *items = *(char *const *)p;
+            bool map = is_map(f);
+            v = map ? cJSON_CreateObject() : cJSON_CreateArray();
+            for (size_t k = 0; v && k < n; k++) {
+                const void *item = items + k * type_size(f);
+                if (map) {
+                    const ProtobufCMessage *e = *(ProtobufCMessage *const *)item;
+                    const ProtobufCMessageDescriptor *ed = e->descriptor;
+                    const char *key = *(char *const *)((const char *)e + ed->fields[0].offset);
+                    cJSON_AddItemToObject(
+                        v, key, value_json(&ed->fields[1], (const char *)e + ed->fields[1].offset));
+                } else {
+                    cJSON_AddItemToArray(v, value_json(f, item));
+                }
+            }
+        } else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_MESSAGE &&
+                   f->type != PROTOBUF_C_TYPE_STRING) {
+            if (!*(const protobuf_c_boolean *)(base + f->quantifier_offset))
+                continue;
+            v = value_json(f, p);
+        } else {
+            v = value_json(f, p);
+        }
+        cJSON_AddItemToObject(o, f->name, v);
+    }
+    return o;
+}
+
+static int print_message(const ProtobufCMessage *m)
+{
+    cJSON *j = message_json(m);
+    char *text = j ? json_print(j, true) : NULL;
+    cJSON_Delete(j);
+    if (!text) {
+        fprintf(stderr, "mmctl: out of memory printing the answer\n");
+        return 1;
+    }
+    printf("%s\n", text);
+    free(text);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- verbs */
+
+/* The whole of path ("-": stdin) in a malloc'd NUL-terminated buffer, at most MAX_REQUEST_FILE. */
+static char *read_all(const char *path, size_t *len)
+{
+    bool in = strcmp(path, "-") == 0;
+    FILE *f = in ? stdin : fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "mmctl: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 == cap) {
+            char *bigger = cap < MAX_REQUEST_FILE ? realloc(buf, cap * 2) : NULL;
+            if (!bigger) {
+                fprintf(stderr, "mmctl: %s: %s\n", in ? "standard input" : path,
+                        cap < MAX_REQUEST_FILE ? "out of memory" : "larger than 64 MiB");
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                fprintf(stderr, "mmctl: reading %s: %s\n", in ? "standard input" : path,
+                        strerror(errno));
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+    }
+    if (!in)
+        fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        *len = n;
+    }
+    return buf;
+}
+
+static int infer(const struct serving_options *o)
+{
+    const char *model = o->args[1], *address = o->address ? o->address : INFER_ADDRESS;
+    const char *path = o->file ? o->file : "-";
+    size_t len = 0;
+    char *json = read_all(path, &len);
+    if (!json)
+        return 1;
+    Inference__ModelInferRequest *req = NULL;
+    struct mm_error err = {0};
+    int rc = v2json_request_parse(json, len, model, &req, &err);
+    free(json);
+    if (rc < 0) {
+        fprintf(stderr, "mmctl: %s: %s\n", strcmp(path, "-") ? path : "standard input", err.msg);
+        return 1;
+    }
+    char what[512];
+    snprintf(what, sizeof(what), "ModelInfer %s", model);
+    ProtobufCMessage *m = NULL;
+    rc = call(address, o->timeout_ms ? o->timeout_ms : 30000,
+              "/inference.GRPCInferenceService/ModelInfer", what, &req->base,
+              &inference__model_infer_response__descriptor, &m);
+    v2json_request_free(req);
+    if (rc)
+        return rc;
+    char *text = NULL;
+    if (v2json_response_render((Inference__ModelInferResponse *)m, true, &text, &err) < 0) {
+        fprintf(stderr, "mmctl: %s at %s: %s\n", what, address, err.msg);
+        rc = 1;
+    } else {
+        printf("%s\n", text);
+        free(text);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
+static int metadata(const struct serving_options *o)
+{
+    Inference__ModelMetadataRequest req = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    req.name = (char *)o->args[1];
+    char what[512];
+    snprintf(what, sizeof(what), "ModelMetadata %s", req.name);
+    ProtobufCMessage *m = NULL;
+    int rc = call(o->address ? o->address : INFER_ADDRESS, o->timeout_ms ? o->timeout_ms : 5000,
+                  "/inference.GRPCInferenceService/ModelMetadata", what, &req.base,
+                  &inference__model_metadata_response__descriptor, &m);
+    if (rc == 0) {
+        rc = print_message(m);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    return rc;
+}
+
+static int runtime(const struct serving_options *o)
+{
+    const char *verb = o->args[1];
+    union {
+        Mmesh__RuntimeStatusRequest status;
+        Mmesh__LoadModelRequest load;
+        Mmesh__UnloadModelRequest unload;
+        Mmesh__ModelSizeRequest size;
+    } req;
+    const ProtobufCMessageDescriptor *answer;
+    const char *method;
+    unsigned timeout = 5000;
+    int want_args;
+    if (strcmp(verb, "status") == 0) {
+        req.status = (Mmesh__RuntimeStatusRequest)MMESH__RUNTIME_STATUS_REQUEST__INIT;
+        method = "runtimeStatus", answer = &mmesh__runtime_status_response__descriptor;
+        want_args = 2;
+    } else if (strcmp(verb, "load") == 0) {
+        req.load = (Mmesh__LoadModelRequest)MMESH__LOAD_MODEL_REQUEST__INIT;
+        req.load.modelid = (char *)o->args[2];
+        req.load.modelpath = (char *)o->args[3];
+        req.load.modeltype = (char *)(o->type ? o->type : "");
+        method = "loadModel", answer = &mmesh__load_model_response__descriptor;
+        timeout = 120000; /* loads may be slow; the runtime's own timeout is longer than most */
+        want_args = 4;
+    } else if (strcmp(verb, "unload") == 0) {
+        req.unload = (Mmesh__UnloadModelRequest)MMESH__UNLOAD_MODEL_REQUEST__INIT;
+        req.unload.modelid = (char *)o->args[2];
+        method = "unloadModel", answer = &mmesh__unload_model_response__descriptor;
+        want_args = 3;
+    } else if (strcmp(verb, "size") == 0) {
+        req.size = (Mmesh__ModelSizeRequest)MMESH__MODEL_SIZE_REQUEST__INIT;
+        req.size.modelid = (char *)o->args[2];
+        method = "modelSize", answer = &mmesh__model_size_response__descriptor;
+        want_args = 3;
+    } else {
+        fprintf(stderr, "mmctl: unknown runtime verb '%s'\n", verb);
+        return 2;
+    }
+    if (o->n_args != want_args) {
+        fprintf(stderr, "mmctl: runtime %s takes %d argument%s\n", verb, want_args - 2,
+                want_args == 3 ? "" : "s");
+        return 2;
+    }
+    char path[64], what[512];
+    snprintf(path, sizeof(path), "/mmesh.ModelRuntime/%s", method);
+    snprintf(what, sizeof(what), "%s%s%s", method, want_args > 2 ? " " : "",
+             want_args > 2 ? o->args[2] : "");
+    ProtobufCMessage *m = NULL;
+    int rc =
+        call(o->address ? o->address : RUNTIME_ADDRESS, o->timeout_ms ? o->timeout_ms : timeout,
+             path, what, &req.status.base, answer, &m);
+    if (rc == 0) {
+        rc = print_message(m);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    return rc;
+}
+
+int serving_run(const struct serving_options *o)
+{
+    const char *group = o->args[0];
+    bool model_verb = strcmp(group, "infer") == 0 || strcmp(group, "metadata") == 0;
+    if (!model_verb && strcmp(group, "runtime") != 0) {
+        fprintf(stderr, "mmctl: unknown command '%s'\n", group);
+        return 2;
+    }
+    if (o->n_args < 2 || (model_verb && o->n_args != 2)) {
+        fprintf(stderr, "mmctl: %s takes %s\n", group, model_verb ? "one MODEL" : "a verb");
+        return 2;
+    }
+    if (!model_verb)
+        return runtime(o);
+    return group[0] == 'i' ? infer(o) : metadata(o);
+}
