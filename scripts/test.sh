@@ -40,8 +40,10 @@ if [ $quick -eq 0 ]; then
     case "$target" in *_driver) continue ;; esac
     echo "== fuzzing $(basename "$target") for ${MM_FUZZ_SECONDS:-20} s"
     corpus=$(mktemp -d)
+    seeds=tests/fuzz/seeds/$(basename "$target")
+    [ -d "$seeds" ] || seeds=
     if "$target" -max_total_time="${MM_FUZZ_SECONDS:-20}" -print_final_stats=1 "$corpus" \
-         >"$corpus.log" 2>&1; then
+         ${seeds:+"$seeds"} >"$corpus.log" 2>&1; then
       passed=$((passed + 1)); grep -E "^Done|stat::number_of_executed_units" "$corpus.log" || true
     else
       failed=$((failed + 1)); tail -40 "$corpus.log"; status=1
