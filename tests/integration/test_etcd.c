@@ -555,7 +555,7 @@ static int sh(const char *cmd)
 static void test_auth(void)
 {
     struct harness_etcd e = {0};
-    REQUIRE(harness_etcd_start(&e, NULL) == 0);
+    REQUIRE(harness_etcd_start(&e, "--auth-token-ttl 1") == 0); /* simple tokens expire in 1 s */
     char cmd[1024];
     snprintf(cmd, sizeof(cmd),
              "set -e; export ETCDCTL_API=3; E=%s; etcdctl --endpoints $E user add root:rootpw "
@@ -583,6 +583,14 @@ static void test_auth(void)
     REQUIRE(etcd_watch_start(c, &wr, collect, &col, &w) == 0);
     CHECK(run_until(has_created, &col, 3000));
     etcd_watch_free(w);
+    /* The token expires: the next request is refused with "invalid auth token" before it runs,
+     * and is sent again with a new one. */
+    run_until(NULL, NULL, 2500);
+    memset(&err, 0, sizeof(err));
+    CHECK_INT(etcd_sync_put(c, "/mesh/a", "2", 0, NULL, &err), 0);
+    if (err.msg[0])
+        fprintf(stderr, "  put after token expiry: %s\n", err.msg);
+    CHECK_STR(get(c, "/mesh/a", 0, buf, sizeof(buf)), "2");
     etcd_client_free(c);
 
     cfg.password = "wrong";
