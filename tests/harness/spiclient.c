@@ -240,34 +240,57 @@ static void drop_response(struct testcall *t)
     t->response = NULL;
 }
 
-int spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id, const char *type,
-                           const char *fifo, bool purge, struct spi_cancel_outcome *o)
+bool spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id, const char *type,
+                            const char *fifo, const char *good_path, bool purge)
 {
-    memset(o, 0, sizeof(*o));
-    if (!hold_load(c, pid, id, type, fifo, &o->load)) {
+    struct testcall load, again, infer, cancel;
+    if (!hold_load(c, pid, id, type, fifo, &load)) {
         release_load(fifo);
-        testcall_wait(c->loop, &o->load, 1, CALL_MS);
-        drop_response(&o->load);
-        return -1;
+        testcall_wait(c->loop, &load, 1, CALL_MS);
+        drop_response(&load);
+        return false;
     }
-    send_load(c, id, type, fifo, &o->again);
+    send_load(c, id, type, fifo, &again);
     Inference__ModelInferRequest q = INFERENCE__MODEL_INFER_REQUEST__INIT;
     q.model_name = (char *)id;
     grpc_byte_buffer *bb = rpc_encode(&q.base);
-    o->infer = testcall_run(c->loop, c->ch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL,
-                            0, CALL_MS);
+    infer = testcall_run(c->loop, c->ch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0,
+                         CALL_MS);
     grpc_byte_buffer_destroy(bb);
-    drop_response(&o->infer);
-    o->ready_while_loading = spi_ready(c, id);
-    o->cancel = purge ? spi_status(c, NULL) : spi_unload(c, id);
-    drop_response(&o->cancel);
+    drop_response(&infer);
+    bool ready_while_loading = spi_ready(c, id);
+    cancel = purge ? spi_status(c, NULL) : spi_unload(c, id);
+    drop_response(&cancel);
     release_load(fifo);
-    testcall_wait(c->loop, &o->load, 1, CALL_MS);
-    testcall_wait(c->loop, &o->again, 1, CALL_MS);
-    drop_response(&o->load);
-    drop_response(&o->again);
-    o->ready_after = spi_ready(c, id);
-    return 0;
+    testcall_wait(c->loop, &load, 1, CALL_MS);
+    testcall_wait(c->loop, &again, 1, CALL_MS);
+    drop_response(&load);
+    drop_response(&again);
+    bool ready_after = spi_ready(c, id);
+
+    /* Judge every answer, printing each that is wrong. */
+    char aborted[300], loading[300];
+    snprintf(aborted, sizeof(aborted), "model %s was unloaded while loading", id);
+    snprintf(loading, sizeof(loading), "model %s is still loading", id);
+    bool ok = spi_failed_with(load, GRPC_STATUS_ABORTED, aborted);
+    ok &= spi_failed_with(infer, GRPC_STATUS_UNAVAILABLE, loading);
+    if (!again.done || again.status == GRPC_STATUS_OK || ready_while_loading || ready_after ||
+        cancel.status != GRPC_STATUS_OK) {
+        fprintf(stderr,
+                "  %s during a load of %s: second load %s (status %d), ready while "
+                "loading %d, after %d, the %s itself status %d\n",
+                purge ? "purge" : "unload", id, again.done ? "answered" : "unanswered",
+                again.status, ready_while_loading, ready_after,
+                purge ? "runtimeStatus" : "unloadModel", cancel.status);
+        ok = false;
+    }
+    struct testcall reload = spi_load(c, id, type, good_path, NULL);
+    if (reload.status != GRPC_STATUS_OK || !spi_ready(c, id)) {
+        fprintf(stderr, "  %s does not load again after the cancelled load: status %d '%s'\n", id,
+                reload.status, reload.details);
+        ok = false;
+    }
+    return ok && spi_unload(c, id).status == GRPC_STATUS_OK;
 }
 
 int spi_term_during_stuck_load(char *const argv[], const char *type, const char *fifo, long kill_ms,

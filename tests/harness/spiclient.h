@@ -40,21 +40,15 @@ bool spi_ready(const struct spi_client *c, const char *id);
 /* Send bytes as they are (for malformed-request tests). */
 struct testcall spi_call_raw(const struct spi_client *c, const char *method, const void *data,
                              size_t len);
-/* What a runtime answered when a model was unloaded (or purged) while it loaded. */
-struct spi_cancel_outcome {
-    struct testcall load, again; /* the load, and a second loadModel of the same id meanwhile */
-    struct testcall infer;       /* ModelInfer while loading */
-    bool ready_while_loading;    /* ModelReady while loading */
-    struct testcall cancel;      /* the unloadModel or runtimeStatus */
-    bool ready_after;            /* ModelReady once the load has ended */
-};
-/* Unload (purge: runtimeStatus) while a load is in progress: loadModel id from fifo, a FIFO this
- * makes; once the runtime blocks opening it, a second loadModel, ModelInfer and ModelReady, the
- * cancel, then the FIFO gives end-of-file so that the load ends; every answer is collected into
- * *o (responses freed). 0, or -1 if the load could not be held. */
-int spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id,
-                           const char *type, const char *fifo, bool purge,
-                           struct spi_cancel_outcome *o);
+/* Unload (purge: runtimeStatus) while a load is in progress: loadModel id of type from fifo, a
+ * FIFO this makes; once the runtime blocks opening it, a second loadModel, ModelInfer and
+ * ModelReady, the cancel, then the FIFO gives end-of-file so that the load ends. True when the
+ * runtime answered as it must: the load ABORTED ("model ID was unloaded while loading"), the
+ * second load not OK, ModelInfer UNAVAILABLE ("model ID is still loading"), not ready during or
+ * after, the cancel OK, and id loads from good_path afterwards (it is unloaded again at the
+ * end). What differed is printed. */
+bool spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id,
+                            const char *type, const char *fifo, const char *good_path, bool purge);
 /* Shutdown with a load stuck on storage: start the runtime argv (its flags should set a short
  * --grace-ms), ask it to load model id "stuck" of type from path fifo, a FIFO this makes and
  * nobody writes, and SIGTERM the runtime once a thread of it waits in open() on the FIFO.
