@@ -137,6 +137,7 @@ class Model:
         self.id = model_id
         self.path = path
         self.future = None     # the load, while loading
+        self.cancelled = False  # unloaded or purged while loading
         self.estimator = None
         self.size = 0
         self.features = -1     # n_features_in_, -1 if the model does not say
@@ -302,6 +303,8 @@ class Runtime:
     def runtime_status(self, req):
         with self.lock:  # the mesh asks at (re)start: what we hold is unknown to it
             purged = len(self.models)
+            for m in self.models.values():
+                m.cancelled = True
             self.models.clear()
         if purged:
             log.info("runtimeStatus: purged %d models", purged)
@@ -334,10 +337,9 @@ class Runtime:
                 loaded = m.future.result()
             except Exception as e:
                 with self.lock:
-                    unloaded = self.models.get(req.modelId) is not m
-                    if not unloaded:
+                    if self.models.get(req.modelId) is m:  # the first waiter to wake
                         del self.models[req.modelId]
-                if unloaded:  # what was asked of the load no longer matters
+                if m.cancelled:  # what was asked of the load no longer matters
                     raise Failure("ABORTED", "model %s was unloaded while loading" %
                                   req.modelId)
                 if not isinstance(e, Failure):
@@ -345,7 +347,7 @@ class Runtime:
                 log.warning("loadModel %s: %s", req.modelId, e.message)
                 raise Failure(e.code, "loadModel %s: %s" % (req.modelId, e.message))
             with self.lock:
-                if self.models.get(req.modelId) is not m:
+                if m.cancelled:
                     raise Failure("ABORTED", "model %s was unloaded while loading" %
                                   req.modelId)
                 if m.future is not None:  # the first waiter to wake publishes the model
@@ -359,6 +361,8 @@ class Runtime:
     def unload_model(self, req):
         with self.lock:
             m = self.models.pop(req.modelId, None)
+            if m is not None:
+                m.cancelled = True
         if m is not None:
             log.info("unloaded %s", req.modelId)
         # Unloading what is not loaded succeeds: the goal state holds.

@@ -7,8 +7,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "grpc_predict_v2.pb-c.h"
@@ -144,7 +146,7 @@ bool spi_failed_with(struct testcall r, grpc_status_code code, const char *fragm
  * channel says so, or, where wait channels are hidden, it sits in open/openat. */
 struct fifo_probe {
     pid_t pid;
-    int polls; /* consecutive polls that saw a thread in open/openat */
+    long long opening_since; /* ms: since when a thread has been seen in open/openat, or 0 */
 };
 
 static bool in_fifo_open(void *arg)
@@ -177,12 +179,19 @@ static bool in_fifo_open(void *arg)
             size_t n = fread(text, 1, sizeof(text) - 1, fp);
             text[n] = 0;
             fclose(fp);
-            opening = strncmp(text, "257 ", 4) == 0 || strncmp(text, "2 ", 2) == 0;
+            long nr = strtol(text, NULL, 10);
+            opening = nr == SYS_openat;
+#ifdef SYS_open
+            opening |= nr == SYS_open;
+#endif
         }
     }
     closedir(d);
-    f->polls = opening ? f->polls + 1 : 0;
-    return f->polls >= 20;
+    if (!opening)
+        f->opening_since = 0;
+    else if (!f->opening_since)
+        f->opening_since = harness_now_ms();
+    return opening && harness_now_ms() - f->opening_since >= 200;
 }
 static bool call_done(void *arg)
 {
@@ -224,13 +233,14 @@ static bool hold_load(const struct spi_client *c, pid_t pid, const char *id, con
     return false;
 }
 
-/* Let a held load go on: the FIFO gives end-of-file to its reader. */
+/* Let a held load go on: the FIFO gives end-of-file to its reader. The path goes first, so that
+ * no later load can open the FIFO again and wait for a writer that never comes. */
 static void release_load(const char *fifo)
 {
     int fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    unlink(fifo);
     if (fd >= 0)
         close(fd);
-    unlink(fifo);
 }
 
 static void drop_response(struct testcall *t)
@@ -291,6 +301,34 @@ bool spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *i
         ok = false;
     }
     return ok && spi_unload(c, id).status == GRPC_STATUS_OK;
+}
+
+bool spi_shared_failed_load(const struct spi_client *c, pid_t pid, const char *id, const char *type,
+                            const char *fifo)
+{
+    struct testcall load, again;
+    bool held = hold_load(c, pid, id, type, fifo, &load);
+    if (held) {
+        send_load(c, id, type, fifo, &again);
+        /* Round trips on the same channel, so that the second load joins the first before it
+         * ends (if it came later, it would fail on its own: NOT_FOUND, still not OK). */
+        for (int i = 0; i < 3; i++)
+            spi_ready(c, id);
+    }
+    release_load(fifo);
+    testcall_wait(c->loop, &load, 1, CALL_MS);
+    drop_response(&load);
+    if (!held)
+        return false;
+    testcall_wait(c->loop, &again, 1, CALL_MS);
+    drop_response(&again);
+    bool ok = load.done && again.done && load.status != GRPC_STATUS_OK &&
+              load.status != GRPC_STATUS_ABORTED && again.status != GRPC_STATUS_OK &&
+              again.status != GRPC_STATUS_ABORTED && !spi_ready(c, id);
+    if (!ok)
+        fprintf(stderr, "  a failed load of %s, asked for twice: %d '%s' and %d '%s'\n", id,
+                load.status, load.details, again.status, again.details);
+    return ok;
 }
 
 int spi_term_during_stuck_load(char *const argv[], const char *type, const char *fifo, long kill_ms,

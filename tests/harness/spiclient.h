@@ -49,6 +49,11 @@ struct testcall spi_call_raw(const struct spi_client *c, const char *method, con
  * end). What differed is printed. */
 bool spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *id,
                             const char *type, const char *fifo, const char *good_path, bool purge);
+/* Two loadModel calls for id share one load that fails (from fifo, which gives end-of-file):
+ * true when both answer the load's own error (neither OK nor ABORTED) and id is not ready;
+ * what differed is printed. */
+bool spi_shared_failed_load(const struct spi_client *c, pid_t pid, const char *id,
+                            const char *type, const char *fifo);
 /* Shutdown with a load stuck on storage: start the runtime argv (its flags should set a short
  * --grace-ms), ask it to load model id "stuck" of type from path fifo, a FIFO this makes and
  * nobody writes, and SIGTERM the runtime once a thread of it waits in open() on the FIFO.

@@ -703,6 +703,9 @@ int main(int argc, char **argv)
     CHECK(spi_cancel_during_load(&sc, pid, "held", "sklearn", fifo, mnist, false));
     CHECK(spi_cancel_during_load(&sc, pid, "held", "sklearn", fifo, mnist, true));
 
+    /* A load that fails, asked for twice while it runs: both get its error. */
+    CHECK(spi_shared_failed_load(&sc, pid, "held", "sklearn", fifo));
+
     /* SIGTERM: a graceful exit. */
     int status = spi_client_close(&sc, pid, 15000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);

@@ -369,6 +369,9 @@ int main(int argc, char **argv)
     CHECK(spi_cancel_during_load(&sc, pid, "held", "xgboost", fifo, model, false));
     CHECK(spi_cancel_during_load(&sc, pid, "held", "xgboost", fifo, model, true));
 
+    /* A load that fails, asked for twice while it runs: both get its error. */
+    CHECK(spi_shared_failed_load(&sc, pid, "held", "xgboost", fifo));
+
     /* SIGTERM: a graceful exit. */
     int status = spi_client_close(&sc, pid, 10000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
