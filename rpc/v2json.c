@@ -326,8 +326,8 @@ static enum problem to_integer(const cJSON *v, int64_t min, uint64_t max, union 
         double d = v->valuedouble;
         if (d != trunc(d))
             return NOT_INTEGER;
-        if (fabs(d) >= EXACT_INT_MAX) /* in range for 64-bit types, but which integer? */
-            return (d < 0 ? min < -EXACT_INT_MAX : max > EXACT_INT_MAX) ? INEXACT : OUT_OF_RANGE;
+        if (fabs(d) >= EXACT_INT_MAX) /* 64-bit types' maxima round up to 2^63 and 2^64 */
+            return d >= (double)max || d < (double)min ? OUT_OF_RANGE : INEXACT;
         negative = d < 0;
         magnitude = (uint64_t)fabs(d);
     } else if (cJSON_IsString(v)) {
@@ -434,6 +434,23 @@ struct fill {
     size_t next;
 };
 
+/* A BYTES value written as "b64:" + base64 (as rendering writes bytes that are not text) into
+ * x as a malloc'd buffer in *decoded; 0, or -EINVAL if the base64 does not decode. */
+static int decode_b64(const char *s, union scalar *x, uint8_t **decoded)
+{
+    size_t n = strlen(s + 4);
+    if (!(*decoded = malloc(base64_decoded_max(n) + 1)))
+        return -ENOMEM;
+    long got = base64_decode(s + 4, n, *decoded);
+    if (got < 0) {
+        free(*decoded);
+        *decoded = NULL;
+        return -EINVAL;
+    }
+    x->bytes = (ProtobufCBinaryData){(size_t)got, *decoded};
+    return 0;
+}
+
 /* Store the leaves of v, nested arrays flattened in row-major order. */
 static int fill_values(struct fill *f, const cJSON *v, struct mm_error *err)
 {
@@ -449,9 +466,40 @@ static int fill_values(struct fill *f, const cJSON *v, struct mm_error *err)
     enum problem p = convert(v, f->dt, &x);
     if (p != VALUE_OK)
         return value_error(f->input, f->dt, v, p, err);
-    if (contents_set(f->contents, f->dt->field, f->next++, x) < 0)
-        return oom(err);
-    return 0;
+    uint8_t *decoded = NULL;
+    if (f->dt->field == F_BYTES && strncmp(v->valuestring, "b64:", 4) == 0) {
+        int rc = decode_b64(v->valuestring, &x, &decoded);
+        if (rc == -EINVAL)
+            return mm_error_set(err, -EINVAL, "input '%s': value %zu starts with \"b64:\" but "
+                                "the rest is not base64", f->input, f->next);
+        if (rc < 0)
+            return oom(err);
+    }
+    int rc = contents_set(f->contents, f->dt->field, f->next++, x);
+    free(decoded);
+    return rc < 0 ? oom(err) : 0;
+}
+
+/* Nested data must follow the shape: as deep as it has dimensions, each level as long as its
+ * dimension. (Flat data is laid out by the shape and needs no check.) */
+static bool nesting_fits(const cJSON *v, const int64_t *dims, size_t n)
+{
+    if (!cJSON_IsArray(v))
+        return n == 0;
+    if (n == 0 || cJSON_GetArraySize(v) != dims[0])
+        return false;
+    for (const cJSON *e = v->child; e; e = e->next)
+        if (!nesting_fits(e, dims + 1, n - 1))
+            return false;
+    return true;
+}
+
+static bool is_nested(const cJSON *v)
+{
+    for (const cJSON *e = v->child; e; e = e->next)
+        if (cJSON_IsArray(e))
+            return true;
+    return false;
 }
 
 static int parse_shape(const cJSON *in, Inference__ModelInferRequest__InferInputTensor *t,
@@ -536,6 +584,12 @@ static int parse_input(const cJSON *in, size_t index,
                             t->name, n, shape_text(t->shape, t->n_shape, text, sizeof(text)),
                             count);
     }
+    if (values && is_nested(values) && !nesting_fits(values, t->shape, t->n_shape)) {
+        char text[96];
+        return mm_error_set(err, -EINVAL, "input '%s': nested \"%s\" does not follow shape %s "
+                            "(nest it exactly as the shape, or give it flat)", t->name, key,
+                            shape_text(t->shape, t->n_shape, text, sizeof(text)));
+    }
     if (!(t->contents = malloc(sizeof(*t->contents))))
         return oom(err);
     inference__infer_tensor_contents__init(t->contents);
@@ -611,10 +665,31 @@ static int parse_request(const cJSON *doc, const char *model, Inference__ModelIn
     return rc;
 }
 
+/* Where the text holds the escape \u0000 (a backslash that is not itself escaped, then u0000),
+ * or -1: cJSON ends its strings at NUL, so such a string would arrive cut short. */
+static long escaped_nul(const char *json, size_t len)
+{
+    size_t backslashes = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (json[i] == '\\') {
+            backslashes++;
+            continue;
+        }
+        if (backslashes % 2 == 1 && len - i >= 5 && memcmp(json + i, "u0000", 5) == 0)
+            return (long)i - 1;
+        backslashes = 0;
+    }
+    return -1;
+}
+
 int v2json_request_parse(const char *json, size_t len, const char *model,
                          Inference__ModelInferRequest **out, struct mm_error *err)
 {
     *out = NULL;
+    long nul = escaped_nul(json, len);
+    if (nul >= 0)
+        return mm_error_set(err, -EINVAL, "request: a string holds \\u0000 (byte %ld), which "
+                            "is not carried; write BYTES holding NUL as \"b64:\" + base64", nul);
     const char *end = NULL;
     cJSON *doc = cJSON_ParseWithLengthOpts(json, len, &end, false);
     while (doc && end < json + len && memchr(" \t\r\n", *end, 4))
@@ -847,7 +922,7 @@ static int render_contents(cJSON *data, const Inference__ModelInferResponse__Inf
 
 /* Output t as an object appended to outputs; raw is its raw contents, NULL to use contents. */
 static int render_output(cJSON *outputs, const Inference__ModelInferResponse__InferOutputTensor *t,
-                         const ProtobufCBinaryData *raw, struct mm_error *err)
+                         const ProtobufCBinaryData *raw, size_t *budget, struct mm_error *err)
 {
     const struct datatype *dt = find_datatype(t->datatype);
     if (!dt)
@@ -856,6 +931,10 @@ static int render_output(cJSON *outputs, const Inference__ModelInferResponse__In
     int rc = shape_count("output", t->name, t->shape, t->n_shape, -EBADMSG, &count, err);
     if (rc < 0)
         return rc;
+    if (count > *budget) /* each value becomes a cJSON node of ~100 bytes */
+        return mm_error_set(err, -E2BIG, "output '%s': the answer holds more than %u values, "
+                            "more than are rendered as JSON", t->name, V2JSON_MAX_RENDERED);
+    *budget -= count;
     cJSON *o = cJSON_CreateObject(), *shape, *data;
     if (!append(outputs, o) || !cJSON_AddStringToObject(o, "name", t->name) ||
         !cJSON_AddStringToObject(o, "datatype", t->datatype) ||
@@ -882,9 +961,10 @@ static int render_response(cJSON *doc, const Inference__ModelInferResponse *r, s
         return mm_error_set(
             err, -EBADMSG, "output '%s': no raw contents (the response has %zu for %zu outputs)",
             r->outputs[r->n_raw_output_contents]->name, r->n_raw_output_contents, r->n_outputs);
+    size_t budget = V2JSON_MAX_RENDERED;
     for (size_t i = 0; i < r->n_outputs; i++) {
-        int rc =
-            render_output(outputs, r->outputs[i], raw ? &r->raw_output_contents[i] : NULL, err);
+        int rc = render_output(outputs, r->outputs[i], raw ? &r->raw_output_contents[i] : NULL,
+                               &budget, err);
         if (rc < 0)
             return rc;
     }

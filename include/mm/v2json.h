@@ -9,7 +9,9 @@
  * Values go to the contents field KServe V2 assigns the datatype (INT8/16/32 -> int_contents,
  * UINT8/16/32 -> uint_contents, ...), never to raw_input_contents. Integers may be written as
  * decimal strings (proto3 JSON writes 64-bit ones so) and must be, beyond 2^53; floats may be
- * "NaN", "Infinity" or "-Infinity"; BYTES values are strings, taken as their UTF-8 bytes.
+ * "NaN", "Infinity" or "-Infinity"; BYTES values are strings, taken as their UTF-8 bytes, or
+ * "b64:" + base64 for any bytes (\u0000 is refused: cJSON cannot carry it). Nested "data" must
+ * nest exactly as the shape.
  * FP16 and BF16 are refused. Limits: 8 dimensions, V2JSON_MAX_VALUES values per request.
  * "parameters" are ignored.
  *
@@ -28,7 +30,8 @@
 #include "grpc_predict_v2.pb-c.h"
 #include "mm/error.h"
 
-#define V2JSON_MAX_VALUES (64u << 20)
+#define V2JSON_MAX_VALUES (64u << 20)  /* in a request parsed */
+#define V2JSON_MAX_RENDERED (1u << 20) /* in a response rendered (memory: ~100 bytes each) */
 
 /* Parse a KServe V2 inference request written as JSON into *out (caller frees with
  * v2json_request_free). model, if not NULL, sets model_name (overriding any "model_name" in
@@ -44,7 +47,8 @@ void v2json_request_free(Inference__ModelInferRequest *r);
  * raw_output_contents[i] (little-endian; BYTES as 4-byte length + bytes each) when the response
  * has raw contents, else from its contents. pretty: indented by 2 spaces, else compact.
  * Returns 0, -EBADMSG (contents that do not match an output's shape or datatype: err names the
- * output), -ENOTSUP (FP16/BF16), -E2BIG or -ENOMEM. */
+ * output), -ENOTSUP (FP16/BF16), -E2BIG (more than V2JSON_MAX_RENDERED values in all) or
+ * -ENOMEM. */
 int v2json_response_render(const Inference__ModelInferResponse *r, bool pretty, char **out,
                            struct mm_error *err);
 

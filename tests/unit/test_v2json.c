@@ -204,7 +204,7 @@ static void test_datatypes(void)
               "\"18446744073709551615\"]},"
               "{\"name\":\"d\",\"datatype\":\"FP32\",\"shape\":[3],\"data\":[0.00155334454,\"NaN\","
               "3.4028235e38]},"
-              "{\"name\":\"e\",\"datatype\":\"BOOL\",\"shape\":[2],\"data\":[[true],[false]]},"
+              "{\"name\":\"e\",\"datatype\":\"BOOL\",\"shape\":[2,1],\"data\":[[true],[false]]},"
               "{\"name\":\"f\",\"datatype\":\"BYTES\",\"shape\":[2],\"data\":[\"h\\u00e9\",\"\"]},"
               "{\"name\":\"g\",\"datatype\":\"FP64\",\"shape\":[1],\"data\":[1e300]}]}",
               NULL);
@@ -309,6 +309,37 @@ static void test_rejects(void)
                    "it as a string");
     rejects_values("INT32", "-9007199254740993", "is out of range for INT32");
     rejects_values("UINT64", "-9007199254740993", "is out of range for UINT64");
+    rejects_values("UINT64", "1e30", "value 1e+30 is out of range for UINT64");
+    rejects_values("INT64", "-1e19", "is out of range for INT64");
+    rejects_values("INT64", "9223372036854775808", "is out of range for INT64");
+
+    /* Nested data must nest as the shape does: same depth, each level as long as its dimension. */
+    rejects("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[2,2],"
+            "\"data\":[[1,2,3],[4]]}]}",
+            -EINVAL, "input 'x': nested \"data\" does not follow shape [2, 2]");
+    rejects("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[4],"
+            "\"data\":[[1,2],[3,4]]}]}",
+            -EINVAL, "does not follow shape [4]");
+    rejects("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"INT32\",\"shape\":[1,2],"
+            "\"contents\":{\"int_contents\":[1,[2]]}}]}",
+            -EINVAL, "nested \"int_contents\" does not follow shape [1, 2]");
+
+    /* BYTES: NUL cannot travel in a JSON string here, so it is refused, not cut short; "b64:"
+     * must be followed by base64. */
+    rejects("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"BYTES\",\"shape\":[1],"
+            "\"data\":[\"a\\u0000b\"]}]}",
+            -EINVAL, "a string holds \\u0000");
+    rejects_values("BYTES", "\"b64:&&&\"", "input 'x': value 0 starts with \"b64:\" but the rest is "
+                                          "not base64");
+    Inference__ModelInferRequest *r =
+        parse("{\"inputs\":[{\"name\":\"x\",\"datatype\":\"BYTES\",\"shape\":[2],"
+              "\"data\":[\"b64:AAH/\",\"a\\\\u0000\"]}]}",
+              NULL); /* an escaped backslash before u0000 is text, not NUL */
+    REQUIRE(r != NULL);
+    const ProtobufCBinaryData *b = r->inputs[0]->contents->bytes_contents;
+    CHECK(b[0].len == 3 && b[0].data[0] == 0 && b[0].data[1] == 1 && b[0].data[2] == 0xff);
+    CHECK(b[1].len == 7 && memcmp(b[1].data, "a\\u0000", 7) == 0);
+    v2json_request_free(r);
 }
 
 /* ---------------------------------------------------------------- render */
@@ -509,6 +540,11 @@ static void test_render(void)
     /* an empty batch */
     one_output(&o, "FP32", 0);
     renders_both(&o, 0, "[]");
+
+    /* more values than are rendered: refused before any memory is spent on them */
+    one_output(&o, "UINT8", (int64_t)V2JSON_MAX_RENDERED + 1);
+    use_raw(&o, 1);
+    render_fails(&o.r, -E2BIG, "output 'out': the answer holds more than 1048576 values");
 
     /* raw of the wrong size, or missing for an output */
     one_output(&o, "FP32", 2);
