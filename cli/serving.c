@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,10 +117,23 @@ static cJSON *value_json(const ProtobufCFieldDescriptor *f, const void *p)
     case PROTOBUF_C_TYPE_FIXED64:
         snprintf(num, sizeof(num), "%" PRIu64, *(const uint64_t *)p);
         return cJSON_CreateRaw(num);
-    case PROTOBUF_C_TYPE_FLOAT:
-        return cJSON_CreateNumber(*(const float *)p);
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return cJSON_CreateNumber(*(const double *)p);
+    case PROTOBUF_C_TYPE_FLOAT: { /* the fewest digits that read back as the same float */
+        float v = *(const float *)p;
+        if (!isfinite(v)) /* as proto3 JSON writes them */
+            return cJSON_CreateString(isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+        for (int digits = 1; digits <= 9; digits++) {
+            snprintf(num, sizeof(num), "%.*g", digits, (double)v);
+            if ((float)strtod(num, NULL) == v)
+                break;
+        }
+        return cJSON_CreateRaw(num);
+    }
+    case PROTOBUF_C_TYPE_DOUBLE: {
+        double v = *(const double *)p;
+        if (!isfinite(v))
+            return cJSON_CreateString(isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+        return cJSON_CreateNumber(v);
+    }
     case PROTOBUF_C_TYPE_BOOL:
         return cJSON_CreateBool(*(const protobuf_c_boolean *)p);
     case PROTOBUF_C_TYPE_ENUM: {
@@ -243,44 +257,36 @@ static int print_message(const ProtobufCMessage *m)
 static char *read_all(const char *path, size_t *len)
 {
     bool in = strcmp(path, "-") == 0;
+    const char *name = in ? "standard input" : path;
     FILE *f = in ? stdin : fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "mmctl: %s: %s\n", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 == cap) {
-            char *bigger = cap < MAX_REQUEST_FILE ? realloc(buf, cap * 2) : NULL;
-            if (!bigger) {
-                fprintf(stderr, "mmctl: %s: %s\n", in ? "standard input" : path,
-                        cap < MAX_REQUEST_FILE ? "out of memory" : "larger than 64 MiB");
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = malloc(cap + 1);
+    const char *problem = buf ? NULL : "out of memory";
+    while (!problem && (got = fread(buf + n, 1, cap - n, f)) > 0) {
         n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                fprintf(stderr, "mmctl: reading %s: %s\n", in ? "standard input" : path,
-                        strerror(errno));
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
+        if (n < cap)
+            continue;
+        char *bigger = cap < MAX_REQUEST_FILE ? realloc(buf, cap * 2 + 1) : NULL;
+        if (!bigger)
+            problem = cap < MAX_REQUEST_FILE ? "out of memory" : "larger than 64 MiB";
+        else
+            buf = bigger, cap *= 2;
     }
+    if (!problem && ferror(f))
+        problem = strerror(errno);
     if (!in)
         fclose(f);
-    if (buf) {
-        buf[n] = 0;
-        *len = n;
+    if (problem) {
+        fprintf(stderr, "mmctl: reading %s: %s\n", name, problem);
+        free(buf);
+        return NULL;
     }
+    buf[n] = 0;
+    *len = n;
     return buf;
 }
 

@@ -18,7 +18,7 @@ struct process {
     struct runtime *rt;
     ev_signal sigterm, sigint;
     ev_timer drain;
-    long long drain_ms;     /* how long running jobs have been waited for */
+    ev_tstamp drain_since; /* when the server had stopped and running jobs began to be waited for */
     uint64_t grace_ms;
     bool stopping;
 };
@@ -60,8 +60,7 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct process *p = w->data;
     /* Jobs still running hold calls of the stopped server: let them finish (bounded). */
-    p->drain_ms += 10;
-    if (runtime_busy(p->rt) && p->drain_ms < (long long)p->grace_ms)
+    if (runtime_busy(p->rt) && ev_now(loop) - p->drain_since < p->grace_ms / 1000.)
         return;
     ev_timer_stop(loop, w);
     ev_break(loop, EVBREAK_ALL);
@@ -70,6 +69,7 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void server_down(void *arg)
 {
     struct process *p = arg;
+    p->drain_since = ev_now(p->loop);
     ev_timer_init(&p->drain, drain_cb, 0., 0.01);
     p->drain.data = p;
     ev_timer_start(p->loop, &p->drain);
@@ -116,6 +116,10 @@ int main(int argc, char **argv)
             cfg.workers = (unsigned)v;
         } else if (strcmp(a, "--grace-ms") == 0) {
             rc = parse_u64(a, val, &grace_ms);
+            if (rc == 0 && grace_ms > 3600000) {
+                fprintf(stderr, "mm-runtime: --grace-ms is at most 3600000 (an hour)\n");
+                return 2;
+            }
         } else if (strcmp(a, "--log-level") == 0 && val) {
             enum mm_log_level level;
             if (mm_log_parse_level(val, &level) < 0) {

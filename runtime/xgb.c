@@ -3,7 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <stdatomic.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +14,7 @@
 struct xgb_model {
     BoosterHandle booster;
     size_t features;
-    atomic_size_t outputs;
+    size_t outputs; /* values per row predicted: learnt at load */
     uint64_t size;
 };
 
@@ -89,7 +89,21 @@ int xgb_model_load(const char *path, struct xgb_model **out, struct mm_error *er
     }
     m->features = (size_t)features;
     m->size = (uint64_t)len;
-    atomic_init(&m->outputs, 1);
+    /* One row of missing values tells how many values a row predicts (k for a k-class softprob
+     * model), so that metadata and empty batches are right before the first request. */
+    float *probe = malloc(m->features * sizeof(float)), *result = NULL;
+    if (!probe) {
+        rc = mm_error_set(err, -ENOMEM, "out of memory loading %s", path);
+        goto fail;
+    }
+    for (size_t i = 0; i < m->features; i++)
+        probe[i] = NAN;
+    m->outputs = 1;
+    rc = xgb_model_predict(m, probe, 1, &result, &m->outputs, err);
+    free(probe);
+    free(result);
+    if (rc < 0)
+        goto fail;
     *out = m;
     return 0;
 fail:
@@ -113,7 +127,7 @@ size_t xgb_model_features(const struct xgb_model *m)
 
 size_t xgb_model_outputs(const struct xgb_model *m)
 {
-    return atomic_load(&((struct xgb_model *)m)->outputs);
+    return m->outputs;
 }
 
 uint64_t xgb_model_size(const struct xgb_model *m)
@@ -126,7 +140,7 @@ int xgb_model_predict(struct xgb_model *m, const float *rows, size_t n_rows, flo
 {
     if (n_rows == 0) { /* an empty batch: nothing to ask XGBoost (which may answer NULL) */
         *out = malloc(1);
-        *out_per_row = atomic_load(&m->outputs);
+        *out_per_row = m->outputs;
         return *out ? 0 : mm_error_set(err, -ENOMEM, "out of memory for 0 predictions");
     }
     char array[256];
@@ -149,7 +163,6 @@ int xgb_model_predict(struct xgb_model *m, const float *rows, size_t n_rows, flo
     if (!copy)
         return mm_error_set(err, -ENOMEM, "out of memory for %zu predictions", total);
     memcpy(copy, result, total * sizeof(float)); /* result lives in thread-local storage */
-    atomic_store(&m->outputs, per_row ? per_row : 1);
     *out = copy;
     *out_per_row = per_row ? per_row : 1;
     return 0;

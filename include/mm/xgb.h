@@ -19,7 +19,7 @@ void xgb_model_free(struct xgb_model *m);
 /* Number of input features the model was trained with. */
 size_t xgb_model_features(const struct xgb_model *m);
 /* Values per row in the prediction (1 for regression and binary classification, k for a
- * k-class softprob model); known after the first prediction, 1 before. */
+ * k-class softprob model), learnt at load from a prediction of one row of missing values. */
 size_t xgb_model_outputs(const struct xgb_model *m);
 /* Bytes of the loaded booster, measured as the size of its serialized in-memory state. */
 uint64_t xgb_model_size(const struct xgb_model *m);

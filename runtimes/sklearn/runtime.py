@@ -132,6 +132,24 @@ def measured_size(obj):
     return total
 
 
+def prediction_columns(est, features):
+    """Columns of predict (n for a model with n targets, 1 for one), so that metadata and empty
+    batches are right before the first request: from one row of zeros where the model takes
+    that, else from n_outputs_ where it says."""
+    import numpy as np
+
+    if features > 0:
+        try:
+            y = np.asarray(est.predict(np.zeros((1, features))))
+            return int(y.shape[1]) if y.ndim == 2 else 1
+        except Exception:  # a model that takes no such row: n_outputs_, or one column
+            pass
+    try:
+        return max(1, int(getattr(est, "n_outputs_", 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
 class Model:
     def __init__(self, model_id, path):
         self.id = model_id
@@ -143,6 +161,7 @@ class Model:
         self.features = -1     # n_features_in_, -1 if the model does not say
         self.output_type = "FP64"
         self.proba_classes = 0  # columns of predict_proba, 0 if the model has none
+        self.targets = 1        # columns of predict: n_outputs_ of multi-output models
 
 
 def load_estimator(model_id, path):
@@ -176,6 +195,7 @@ def load_estimator(model_id, path):
     m.size = measured_size(est)
     n = getattr(est, "n_features_in_", None)
     m.features = int(n) if n is not None else -1
+    m.targets = prediction_columns(est, m.features)
     classes = getattr(est, "classes_", None)
     if classes is not None and hasattr(classes, "dtype"):
         m.output_type = output_datatype(classes.dtype)
@@ -214,7 +234,7 @@ def empty_output(model, name):
         return np.empty((0, model.proba_classes), dtype=np.float64)
     dtype = {"INT64": np.int64, "BOOL": np.bool_, "BYTES": object}.get(model.output_type,
                                                                        np.float64)
-    return np.empty((0,), dtype=dtype)
+    return np.empty((0, model.targets) if model.targets > 1 else (0,), dtype=dtype)
 
 
 def shape_text(shape):
@@ -354,6 +374,7 @@ class Runtime:
                     m.estimator, m.size, m.features = loaded.estimator, loaded.size, \
                         loaded.features
                     m.output_type, m.proba_classes = loaded.output_type, loaded.proba_classes
+                    m.targets = loaded.targets
                     m.future = None
                     log.info("loaded %s from %s: %d bytes", m.id, m.path, m.size)
         return self.spi.LoadModelResponse(sizeInBytes=m.size)
@@ -431,7 +452,7 @@ class Runtime:
         t = r.inputs.add(name="input-0", datatype="FP32")
         t.shape.extend([-1, m.features])
         o = r.outputs.add(name="predict", datatype=m.output_type)
-        o.shape.extend([-1])
+        o.shape.extend([-1, m.targets] if m.targets > 1 else [-1])
         if m.proba_classes:
             p = r.outputs.add(name="predict_proba", datatype="FP64")
             p.shape.extend([-1, m.proba_classes])
@@ -565,7 +586,13 @@ def main(argv):
     p.add_argument("--load-timeout-ms", type=positive, default=90000)
     p.add_argument("--default-model-size", type=positive, default=1000000)
     p.add_argument("--workers", type=positive, default=2, help="prediction threads")
-    p.add_argument("--grace-ms", type=nonneg, default=5000,
+    def grace(s):
+        v = nonneg(s)
+        if v > 3600000:
+            raise argparse.ArgumentTypeError("is at most 3600000 (an hour), got '%s'" % s)
+        return v
+
+    p.add_argument("--grace-ms", type=grace, default=5000,
                    help="at SIGTERM: time for calls in flight, then as long again for running "
                    "jobs")
     p.add_argument("--proto-dir", default=os.path.join(here, "..", "..", "proto"),

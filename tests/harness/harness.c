@@ -453,11 +453,13 @@ int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out,
 
 int harness_capture(const char *cmd, char *out, size_t size)
 {
-    size_t len = strlen(cmd) + 8;
+    if (size == 0)
+        return -1;
+    size_t len = strlen(cmd) + 16;
     char *full = malloc(len);
     if (!full)
         return -1;
-    snprintf(full, len, "%s 2>&1", cmd);
+    snprintf(full, len, "{ %s; } 2>&1", cmd);
     FILE *p = popen(full, "r");
     free(full);
     if (!p)

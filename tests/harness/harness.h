@@ -43,8 +43,9 @@ void harness_etcd_cleanup(struct harness_etcd *e);
  * "LISTENING <port>"; waits up to timeout_ms for that line. The process dies with the test
  * (PR_SET_PDEATHSIG) and is killed at exit if still running. 0, -ETIMEDOUT or -ECHILD. */
 int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid, int *port);
-/* Run a shell command, capture its stdout+stderr (2>&1 is added) into out (NUL-terminated,
- * truncated to size); returns its exit code, or -1 if it did not exit normally. */
+/* Run a shell command (a list or pipeline too), capture its stdout+stderr into out
+ * (NUL-terminated, truncated to size > 0); returns the exit code of its last command, or -1 if
+ * the shell did not exit normally. */
 int harness_capture(const char *cmd, char *out, size_t size);
 /* SIGTERM, wait up to grace_ms, then SIGKILL; returns the wait status, or -1. */
 int harness_stop_pid(pid_t pid, long grace_ms);

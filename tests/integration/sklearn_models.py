@@ -24,6 +24,12 @@ def main(out):
     show("regressor row", d.data[0])
     show("regressor expected", reg.predict(d.data[:1]))
 
+    # A regressor with two targets: predict is [N, 2].
+    two_targets = np.stack([d.target, -d.target], axis=1)
+    multi = linear_model.LinearRegression().fit(d.data, two_targets)
+    joblib.dump(multi, os.path.join(out, "two-targets.joblib"))
+    show("two-targets expected", multi.predict(d.data[:1])[0])
+
     # A classifier with string classes, pickled: BYTES predictions and predict_proba.
     iris = datasets.load_iris()
     names = np.array(iris.target_names)[iris.target]

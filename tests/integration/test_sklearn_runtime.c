@@ -25,7 +25,7 @@
 
 static struct spi_client sc;
 static double digit[DIGIT]; /* the walkthrough's sample input: an "8" */
-static double diabetes[10], diabetes_expected;
+static double diabetes[10], diabetes_expected, two_targets_expected[2];
 static double iris[4], iris_proba[3];
 static char iris_expected[32];
 
@@ -250,6 +250,8 @@ static void models_line(const char *line)
         models_seen += parse_doubles(v, diabetes, 10) == 10;
     else if (strncmp(line, "regressor expected", 18) == 0)
         models_seen += parse_doubles(v, &diabetes_expected, 1) == 1;
+    else if (strncmp(line, "two-targets expected", 20) == 0)
+        models_seen += parse_doubles(v, two_targets_expected, 2) == 2;
     else if (strncmp(line, "iris row", 8) == 0)
         models_seen += parse_doubles(v, iris, 4) == 4;
     else if (strncmp(line, "iris proba", 10) == 0)
@@ -492,6 +494,28 @@ static void other_models(const char *dir)
     if (md)
         protobuf_c_message_free_unpacked(&md->base, NULL);
 
+    /* Two targets: predict [N, 2], in the metadata and for an empty batch too. */
+    snprintf(path, sizeof(path), "%s/two-targets.joblib", dir);
+    CHECK_INT(spi_load(&sc, "two", "sklearn", path, NULL).status, GRPC_STATUS_OK);
+    md = metadata("two");
+    CHECK(md && md->n_outputs == 1 && md->outputs[0]->n_shape == 2 &&
+          md->outputs[0]->shape[0] == -1 && md->outputs[0]->shape[1] == 2);
+    if (md)
+        protobuf_c_message_free_unpacked(&md->base, NULL);
+    for (size_t rows = 0; rows < 2; rows++) {
+        make_req(&q, "two", diabetes, 10, rows, "FP64", false);
+        CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
+        Inference__ModelInferResponse__InferOutputTensor *o =
+            resp && resp->n_outputs == 1 ? resp->outputs[0] : NULL;
+        CHECK(o && o->n_shape == 2 && o->shape[0] == (int64_t)rows && o->shape[1] == 2);
+        CHECK(o && o->contents && o->contents->n_fp64_contents == rows * 2);
+        if (rows == 1 && o && o->contents && o->contents->n_fp64_contents == 2)
+            CHECK(fabs(o->contents->fp64_contents[0] - two_targets_expected[0]) < 1e-9 &&
+                  fabs(o->contents->fp64_contents[1] - two_targets_expected[1]) < 1e-9);
+        free_resp(resp);
+    }
+    CHECK_INT(spi_unload(&sc, "two").status, GRPC_STATUS_OK);
+
     /* A plain pickle of a classifier with string classes: BYTES, and predict_proba on request. */
     snprintf(path, sizeof(path), "%s/iris.pkl", dir);
     CHECK_INT(spi_load(&sc, "iris", "sklearn", path, NULL).status, GRPC_STATUS_OK);
@@ -644,7 +668,7 @@ int main(int argc, char **argv)
     CHECK(maker_said_8);
     read_sample(sample);
     run_maker(python, argv[4], extra, models_line);
-    REQUIRE(models_seen == 5);
+    REQUIRE(models_seen == 6);
     snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp '%s' '%s/model.joblib'", mnist_dir, mnist,
              mnist_dir);
     REQUIRE(system(cmd) == 0);
