@@ -326,6 +326,12 @@ static int launch(struct request *r)
     snprintf(url, sizeof(url), "%s%s", endpoint_of(r), req_paths[r->kind]);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     h = h ? curl_slist_append(h, "Expect:") : NULL;
+    /* A member cut off from its leader holds a watch open and silent, and lets a keepalive
+     * wait for a leader it cannot reach: with "hasleader" etcd ends the stream ("no leader")
+     * after three election timeouts and refuses such a keepalive at once, so that we fail
+     * over to a member that can serve. */
+    if (h && (r->kind == REQ_WATCH || r->kind == REQ_LEASE_KEEPALIVE))
+        h = curl_slist_append(h, "Grpc-Metadata-hasleader: true");
     if (h && c->token && r->kind != REQ_AUTH) {
         char auth[1024];
         snprintf(auth, sizeof(auth), "Authorization: %s", c->token);

@@ -223,14 +223,16 @@ static bool healthy(const struct harness_etcd *e)
     return ok;
 }
 
-static int spawn(struct harness_etcd *e)
+static int launch(struct harness_etcd *e)
 {
-    char client_url[64], peer_url[64], metrics_url[64], cluster[128];
+    char client_url[64], peer_url[64], metrics_url[64], cluster[sizeof(e->cluster)];
     snprintf(client_url, sizeof(client_url), "%s://127.0.0.1:%d", e->tls ? "https" : "http",
              e->client_port);
     snprintf(metrics_url, sizeof(metrics_url), "http://127.0.0.1:%d", e->metrics_port);
     snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d", e->peer_port);
-    snprintf(cluster, sizeof(cluster), "%s=%s", e->name, peer_url);
+    snprintf(cluster, sizeof(cluster), "%s", e->cluster);
+    if (!e->cluster[0])
+        snprintf(cluster, sizeof(cluster), "%s=%s", e->name, peer_url);
     char extra[sizeof(e->extra_args)];
     memcpy(extra, e->extra_args, sizeof(extra));
     char *argv[MAX_ARGS];
@@ -268,6 +270,13 @@ static int spawn(struct harness_etcd *e)
         _exit(127);
     }
     e->pid = pid;
+    return 0;
+}
+
+/* Wait until the etcd of e answers healthy (it has a leader), up to 15 s. */
+static int wait_healthy(struct harness_etcd *e)
+{
+    pid_t pid = e->pid;
     long long deadline = harness_now_ms() + 15000;
     while (harness_now_ms() < deadline) {
         int status;
@@ -287,13 +296,15 @@ static int spawn(struct harness_etcd *e)
     return -ETIMEDOUT;
 }
 
-static int start(struct harness_etcd *e, const char *extra_args, bool tls)
+static int spawn(struct harness_etcd *e)
 {
-    static bool registered;
-    if (!registered) {
-        register_cleanup();
-        registered = true;
-    }
+    int rc = launch(e);
+    return rc < 0 ? rc : wait_healthy(e);
+}
+
+/* A member's ports, name, endpoint and temp dirs; 0 or -errno. */
+static int prepare(struct harness_etcd *e, const char *extra_args, bool tls)
+{
     memset(e, 0, sizeof(*e));
     e->tls = tls;
     const char *tmp = getenv("TMPDIR");
@@ -305,17 +316,64 @@ static int start(struct harness_etcd *e, const char *extra_args, bool tls)
     if (extra_args)
         snprintf(e->extra_args, sizeof(e->extra_args), "%s", extra_args);
     track(e, true);
-    int rc = -EADDRINUSE;
+    return 0;
+}
+
+static int pick_ports(struct harness_etcd *e)
+{
+    e->client_port = harness_free_port();
+    e->peer_port = harness_free_port();
+    e->metrics_port = harness_free_port();
+    if (e->client_port < 0 || e->peer_port < 0 || e->metrics_port < 0)
+        return -EADDRINUSE;
+    snprintf(e->endpoint, sizeof(e->endpoint), "%s://127.0.0.1:%d", e->tls ? "https" : "http",
+             e->client_port);
+    return 0;
+}
+
+int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *extra_args)
+{
+    char cluster[sizeof(m->cluster)] = "";
+    size_t used = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = prepare(&m[i], extra_args, false);
+        if (rc == 0)
+            rc = pick_ports(&m[i]);
+        snprintf(m[i].name, sizeof(m[i].name), "m%zu", i);
+        if (rc == 0 && used < sizeof(cluster))
+            used += (size_t)snprintf(cluster + used, sizeof(cluster) - used, "%s%s=http://127.0.0.1:%d",
+                                     i ? "," : "", m[i].name, m[i].peer_port);
+    }
+    if (rc == 0 && used >= sizeof(cluster))
+        rc = -E2BIG;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        memcpy(m[i].cluster, cluster, sizeof(cluster));
+        rc = launch(&m[i]);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = wait_healthy(&m[i]);
+    if (rc < 0)
+        for (size_t i = 0; i < n; i++)
+            harness_etcd_cleanup(&m[i]);
+    return rc;
+}
+
+static int start(struct harness_etcd *e, const char *extra_args, bool tls)
+{
+    static bool registered;
+    if (!registered) {
+        register_cleanup();
+        registered = true;
+    }
+    int rc = prepare(e, extra_args, tls);
+    if (rc < 0)
+        return rc;
     /* A port can be taken between harness_free_port() and etcd's bind: pick new ones. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        e->client_port = harness_free_port();
-        e->peer_port = harness_free_port();
-        e->metrics_port = harness_free_port();
-        if (e->client_port < 0 || e->peer_port < 0 || e->metrics_port < 0)
-            return -EADDRINUSE;
+        if ((rc = pick_ports(e)) < 0)
+            return rc;
         snprintf(e->name, sizeof(e->name), "t%d", e->client_port);
-        snprintf(e->endpoint, sizeof(e->endpoint), "%s://127.0.0.1:%d", tls ? "https" : "http",
-                 e->client_port);
         rc = spawn(e);
         if (rc != -ECHILD || !log_mentions(e, "address already in use"))
             return rc;

@@ -19,6 +19,7 @@ struct harness_etcd {
     char endpoint[64];          /* "http://127.0.0.1:<client_port>" */
     char log_path[300];         /* etcd's stdout+stderr, inside data_dir's parent temp dir */
     char extra_args[512];       /* extra etcd flags, space-separated, kept for restarts */
+    char cluster[512];          /* --initial-cluster of a member of several; "" alone */
 };
 
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
@@ -31,6 +32,10 @@ int harness_etcd_start(struct harness_etcd *e, const char *extra_args);
  * --trusted-ca-file/--client-cert-auth as wanted). endpoint is "https://127.0.0.1:<port>". */
 int harness_etcd_start_tls(struct harness_etcd *e, const char *extra_args);
 /* SIGTERM, wait up to 5 s, then SIGKILL. Data dir kept. */
+/* n members of one cluster (names m0, m1, ...), each like harness_etcd_start's, started
+ * together and healthy (a leader elected) on return; stop, kill, restart and clean up each
+ * member with the functions for one. 0 or -errno (what was started is cleaned up). */
+int harness_etcd_cluster_start(struct harness_etcd *members, size_t n, const char *extra_args);
 int harness_etcd_stop(struct harness_etcd *e);
 /* SIGKILL at once (a crash). Data dir kept. */
 int harness_etcd_kill(struct harness_etcd *e);

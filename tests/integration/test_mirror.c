@@ -136,7 +136,8 @@ static int64_t batch(char keys[][64], char values[][64], size_t n)
         size_t k = 0;
         for (size_t j = i; j < n && k < 100; j++, k++) {
             ops[k] = (struct etcd_op){.kind = values[j][0] ? ETCD_OP_PUT : ETCD_OP_DELETE,
-                                      .key = keys[j], .value = values[j]};
+                                      .key = keys[j],
+                                      .value = values[j]};
         }
         struct etcd_txn txn = {.success = ops, .n_success = k};
         struct etcd_response *r = NULL;
@@ -228,8 +229,8 @@ static void check_converged(struct mirror *m, struct shadow *sh, const char *pre
 static struct mirror *new_mirror(const char *endpoint, struct etcd_client **mc, const char *prefix,
                                  struct shadow *sh)
 {
-    struct etcd_config cfg = {.endpoints = endpoint, .request_timeout_ms = 2000,
-                              .connect_timeout_ms = 500};
+    struct etcd_config cfg = {
+        .endpoints = endpoint, .request_timeout_ms = 2000, .connect_timeout_ms = 500};
     struct mm_error err = {0};
     REQUIRE(etcd_client_new(mloop, &cfg, mc, &err) == 0);
     struct mirror_config mcfg = {.page_size = 1000};
@@ -451,6 +452,50 @@ static void test_ten_thousand(const char *endpoint)
     free(sh);
 }
 
+/* A three-member cluster loses quorum under the member the mirror watches through: the member
+ * ends the watch ("no leader", asked for with hasleader) instead of holding it open and silent,
+ * so the mirror says it is disconnected; with quorum back it resumes and converges. */
+static void test_quorum_loss(void)
+{
+    struct harness_etcd m[3];
+    REQUIRE(harness_etcd_cluster_start(m, 3, "--heartbeat-interval 50 --election-timeout 250") ==
+            0);
+    char endpoints[256];
+    snprintf(endpoints, sizeof(endpoints), "%s,%s,%s", m[0].endpoint, m[1].endpoint, m[2].endpoint);
+    struct etcd_client *saved = writer;
+    struct etcd_config cfg = {.endpoints = endpoints, .request_timeout_ms = 2000};
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(wloop, &cfg, &writer, &err) == 0);
+    const char *P = "/t/quorum/";
+    int64_t rev = put("/t/quorum/a", "1");
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_client *mc = NULL;
+    struct mirror *mi = new_mirror(m[0].endpoint, &mc, P, sh); /* watches through m0 only */
+    REQUIRE(wait_caught_up(mi, rev, 5000));
+
+    REQUIRE(harness_etcd_kill(&m[1]) == 0);
+    REQUIRE(harness_etcd_kill(&m[2]) == 0);
+    long long t0 = harness_now_ms();
+    CHECK(run_mirror_until(is_disconnected, mi, 10000));
+    fprintf(stderr, "quorum lost: the mirror knew in %lld ms\n", harness_now_ms() - t0);
+
+    REQUIRE(harness_etcd_restart(&m[1]) == 0); /* two of three: a leader again */
+    rev = put("/t/quorum/b", "2");
+    CHECK(rev > 0);
+    CHECK(wait_caught_up(mi, rev, 10000));
+    CHECK_INT(mirror_count(mi), 2);
+    check_converged(mi, sh, P);
+
+    mirror_free(mi);
+    etcd_client_free(mc);
+    shadow_free(sh);
+    free(sh);
+    etcd_client_free(writer);
+    writer = saved;
+    for (int i = 0; i < 3; i++)
+        harness_etcd_cleanup(&m[i]);
+}
+
 int main(void)
 {
     struct harness_etcd etcd = {0};
@@ -465,6 +510,7 @@ int main(void)
     test_restart(&etcd);
     test_compaction_while_disconnected(&etcd);
     test_ten_thousand(etcd.endpoint);
+    test_quorum_loss();
 
     etcd_client_free(writer);
     ev_loop_destroy(mloop);
