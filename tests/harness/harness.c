@@ -336,6 +336,7 @@ int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *ext
     char cluster[sizeof(m->cluster)] = "";
     size_t used = 0;
     int rc = 0;
+    memset(m, 0, n * sizeof(*m)); /* members never prepared are cleaned up as empty ones */
     for (size_t i = 0; i < n && rc == 0; i++) {
         rc = prepare(&m[i], extra_args, false);
         if (rc == 0)
