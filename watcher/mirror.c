@@ -15,6 +15,7 @@
 #define DEFAULT_PAGE 1000
 #define DEFAULT_BACKOFF_MS 50
 #define DEFAULT_MAX_BACKOFF_MS 2000
+#define DEFAULT_PROBE_MS 5000
 
 /* One allocation per entry: the node, then key and value, each NUL-terminated. */
 struct node {
@@ -46,7 +47,7 @@ struct mirror_sub {
     char prefix[];
 };
 
-/* An in-flight list page; outlives the mirror if the mirror is freed first. */
+/* An in-flight list page or probe; outlives the mirror if the mirror is freed first. */
 struct list_token {
     struct mirror *m;
 };
@@ -68,6 +69,10 @@ struct mirror {
     bool relisting;
     /* watching */
     struct etcd_watch *watch;
+    char *watch_endpoint; /* where the watch was started */
+    ev_tstamp last_heard; /* when the watch last said anything */
+    ev_timer probe;
+    struct list_token *probe_tok;
     ev_timer retry;
     unsigned backoff_ms;
     int64_t applied_rev;
@@ -140,7 +145,8 @@ static void emit(struct mirror *m, const struct mirror_event *ev)
         return;
     m->dispatching++;
     struct mirror_sub *s;
-    LIST_FOREACH(s, &m->subs, link) {
+    LIST_FOREACH(s, &m->subs, link)
+    {
         if (!s->dead && ev->key_len >= s->prefix_len &&
             memcmp(ev->key, s->prefix, s->prefix_len) == 0)
             s->cb(ev, s->arg);
@@ -153,9 +159,14 @@ static void emit_put(struct mirror *m, const struct node *old, const struct node
                      int64_t revision)
 {
     struct mirror_event ev = {
-        .kind = MIRROR_PUT, .key = now->e.key, .key_len = now->e.key_len,
-        .old_value = old ? old->e.value : NULL, .old_len = old ? old->e.value_len : 0,
-        .new_value = now->e.value, .new_len = now->e.value_len, .revision = revision,
+        .kind = MIRROR_PUT,
+        .key = now->e.key,
+        .key_len = now->e.key_len,
+        .old_value = old ? old->e.value : NULL,
+        .old_len = old ? old->e.value_len : 0,
+        .new_value = now->e.value,
+        .new_len = now->e.value_len,
+        .revision = revision,
         .entry = &now->e,
     };
     emit(m, &ev);
@@ -164,8 +175,12 @@ static void emit_put(struct mirror *m, const struct node *old, const struct node
 static void emit_delete(struct mirror *m, const struct node *old, int64_t revision)
 {
     struct mirror_event ev = {
-        .kind = MIRROR_DELETE, .key = old->e.key, .key_len = old->e.key_len,
-        .old_value = old->e.value, .old_len = old->e.value_len, .revision = revision,
+        .kind = MIRROR_DELETE,
+        .key = old->e.key,
+        .key_len = old->e.key_len,
+        .old_value = old->e.value,
+        .old_len = old->e.value_len,
+        .revision = revision,
     };
     emit(m, &ev);
 }
@@ -259,12 +274,14 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
                      const struct etcd_watch_batch *batch, int64_t compact_revision, void *arg)
 {
     struct mirror *m = arg;
+    m->last_heard = ev_now(m->loop);
     if (status < 0) {
         etcd_watch_free(w);
         m->watch = NULL;
         if (status == -ESTALE) {
-            mm_log(MM_LOG_WARN, "mirror", "%s: revision %" PRId64 " compacted (oldest %" PRId64
-                   "), listing again", m->prefix, m->applied_rev + 1, compact_revision);
+            mm_log(MM_LOG_WARN, "mirror",
+                   "%s: revision %" PRId64 " compacted (oldest %" PRId64 "), listing again",
+                   m->prefix, m->applied_rev + 1, compact_revision);
             m->stats.relists++;
             m->relisting = true;
             set_state(m, MIRROR_RELISTING, err);
@@ -296,8 +313,13 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
 
 static void start_watch(struct mirror *m)
 {
+    free(m->watch_endpoint);
+    m->watch_endpoint = strdup(etcd_client_endpoint(m->c));
+    m->last_heard = ev_now(m->loop);
     struct etcd_watch_req req = {
-        .key = m->prefix, .prefix = true, .start_revision = m->applied_rev + 1,
+        .key = m->prefix,
+        .prefix = true,
+        .start_revision = m->applied_rev + 1,
         .progress_notify = !m->cfg.no_progress_notify,
     };
     int rc = etcd_watch_start(m->c, &req, on_watch, m, &m->watch);
@@ -306,6 +328,62 @@ static void start_watch(struct mirror *m)
         mm_log(MM_LOG_WARN, "mirror", "%s: cannot start watch: %s", m->prefix, mm_strerror(rc));
         schedule_retry(m);
     }
+}
+
+/* ---------------------------------------------------------------- liveness */
+
+/* A member that is frozen, or cut off without its TCP connection breaking, leaves the watch
+ * open and silent. So a watch silent for a probe interval is checked with a cheap read: the
+ * client sends it where it sends everything, fails over when that endpoint does not answer,
+ * and if the endpoint that answers is no longer the one the watch was started on, the watch
+ * resumes there (from the applied revision: nothing is lost, nothing applied twice). */
+static void on_probe(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
+{
+    struct list_token *tok = arg;
+    struct mirror *m = tok->m;
+    free(tok);
+    (void)resp; /* the client frees it: only whether and where it was answered matters */
+    if (!m)
+        return;
+    m->probe_tok = NULL;
+    if (!m->watch || m->state != MIRROR_SYNCED)
+        return;
+    const char *now_at = etcd_client_endpoint(m->c);
+    if (status == 0 && m->watch_endpoint && strcmp(now_at, m->watch_endpoint) == 0)
+        return;
+    mm_log(MM_LOG_WARN, "mirror",
+           "%s: the watch on %s is silent and %s; resuming at revision "
+           "%" PRId64 " through %s",
+           m->prefix, m->watch_endpoint ? m->watch_endpoint : "?",
+           status == 0 ? "requests go elsewhere"
+           : err       ? err->msg
+                       : "the check failed",
+           m->applied_rev, now_at);
+    m->stats.endpoint_moves++;
+    etcd_watch_free(m->watch);
+    m->watch = NULL;
+    set_state(m, MIRROR_DISCONNECTED, err);
+    start_watch(m);
+}
+
+static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct mirror *m = w->data;
+    if (!m->watch || m->probe_tok || m->state != MIRROR_SYNCED ||
+        ev_now(loop) - m->last_heard < m->cfg.probe_interval_ms / 1000.0)
+        return;
+    struct list_token *tok = malloc(sizeof(*tok));
+    if (!tok)
+        return;
+    tok->m = m;
+    struct etcd_range_req req = {
+        .key = m->prefix, .range_end = m->prefix_end, .limit = 1, .count_only = true};
+    if (etcd_range(m->c, &req, on_probe, tok) < 0) {
+        free(tok);
+        return;
+    }
+    m->probe_tok = tok;
+    m->stats.probes++;
 }
 
 /* ---------------------------------------------------------------- listing */
@@ -465,6 +543,8 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
         m->cfg.initial_backoff_ms = DEFAULT_BACKOFF_MS;
     if (!m->cfg.max_backoff_ms)
         m->cfg.max_backoff_ms = DEFAULT_MAX_BACKOFF_MS;
+    if (!m->cfg.probe_interval_ms)
+        m->cfg.probe_interval_ms = DEFAULT_PROBE_MS;
     if (m->cfg.max_backoff_ms < m->cfg.initial_backoff_ms)
         m->cfg.max_backoff_ms = m->cfg.initial_backoff_ms;
     m->backoff_ms = m->cfg.initial_backoff_ms;
@@ -482,6 +562,9 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
     LIST_INIT(&m->subs);
     ev_init(&m->retry, on_retry);
     m->retry.data = m;
+    ev_timer_init(&m->probe, on_probe_timer, m->cfg.probe_interval_ms / 1000.0,
+                  m->cfg.probe_interval_ms / 1000.0);
+    m->probe.data = m;
     m->state = MIRROR_LISTING;
     *out = m;
     return 0;
@@ -492,6 +575,7 @@ int mirror_start(struct mirror *m)
     if (m->list_tok || m->watch || m->applied_rev)
         return -EALREADY;
     start_list(m);
+    ev_timer_start(m->loop, &m->probe);
     return 0;
 }
 
@@ -500,9 +584,13 @@ void mirror_free(struct mirror *m)
     if (!m)
         return;
     ev_timer_stop(m->loop, &m->retry);
+    ev_timer_stop(m->loop, &m->probe);
     etcd_watch_free(m->watch);
+    free(m->watch_endpoint);
     if (m->list_tok)
         m->list_tok->m = NULL;
+    if (m->probe_tok)
+        m->probe_tok->m = NULL;
     tree_free(&m->tree);
     tree_free(&m->snap);
     struct mirror_sub *s;

@@ -65,6 +65,9 @@ struct mirror_config {
     unsigned initial_backoff_ms;  /* first resume delay; 0 = 50 */
     unsigned max_backoff_ms;      /* cap of the doubling delay; 0 = 2000 */
     bool no_progress_notify;      /* progress notifications are requested unless set */
+    unsigned probe_interval_ms;   /* a watch silent this long is checked with a read; when that
+                                   * read is answered by another endpoint (or not at all), the
+                                   * watch resumes there; 0 = 5000 */
     mirror_state_cb state_cb;     /* optional */
     void *state_arg;
 };
@@ -75,6 +78,8 @@ struct mirror_stats {
     uint64_t resumes;             /* watch streams restarted after a break */
     uint64_t relists;             /* full lists after compaction */
     uint64_t progress_notifies;
+    uint64_t probes;              /* checks of a silent watch's endpoint */
+    uint64_t endpoint_moves;      /* watches restarted because their endpoint stopped answering */
 };
 
 /* prefix must be non-empty (e.g. "/modelmesh/c1/"). cfg may be NULL for defaults. */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,19 +227,28 @@ static void check_converged(struct mirror *m, struct shadow *sh, const char *pre
     etcd_response_free(r);
 }
 
-static struct mirror *new_mirror(const char *endpoint, struct etcd_client **mc, const char *prefix,
-                                 struct shadow *sh)
+/* A mirror of prefix through a client of its own; probe_ms 0 = the default probe interval. */
+static struct mirror *new_mirror_probing(const char *endpoint, struct etcd_client **mc,
+                                         const char *prefix, struct shadow *sh,
+                                         unsigned probe_ms)
 {
-    struct etcd_config cfg = {
-        .endpoints = endpoint, .request_timeout_ms = 2000, .connect_timeout_ms = 500};
+    struct etcd_config cfg = {.endpoints = endpoint,
+                              .request_timeout_ms = probe_ms ? 1000 : 2000,
+                              .connect_timeout_ms = 500};
     struct mm_error err = {0};
     REQUIRE(etcd_client_new(mloop, &cfg, mc, &err) == 0);
-    struct mirror_config mcfg = {.page_size = 1000};
+    struct mirror_config mcfg = {.page_size = 1000, .probe_interval_ms = probe_ms};
     struct mirror *m = NULL;
     REQUIRE(mirror_new(*mc, prefix, &mcfg, &m, &err) == 0);
     REQUIRE(mirror_subscribe(m, "", on_event, sh, NULL) == 0);
     REQUIRE(mirror_start(m) == 0);
     return m;
+}
+
+static struct mirror *new_mirror(const char *endpoint, struct etcd_client **mc, const char *prefix,
+                                 struct shadow *sh)
+{
+    return new_mirror_probing(endpoint, mc, prefix, sh, 0);
 }
 
 /* ---------------------------------------------------------------- scenarios */
@@ -452,6 +462,51 @@ static void test_ten_thousand(const char *endpoint)
     free(sh);
 }
 
+/* The member the mirror watches through freezes (SIGSTOP: its connections stay open, TCP says
+ * nothing) while the others go on taking writes: the silent watch is probed, the probe fails
+ * over, the watch resumes on a member that answers, and the mirror converges. */
+static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
+{
+    const char *P = "/t/frozen/";
+    int64_t rev = put("/t/frozen/a", "1");
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_client *mc = NULL;
+    struct mirror *mi = new_mirror_probing(endpoints, &mc, P, sh, 300); /* m0 first */
+    REQUIRE(wait_caught_up(mi, rev, 5000));
+    REQUIRE(strcmp(etcd_client_endpoint(mc), m[0].endpoint) == 0);
+
+    REQUIRE(kill(m[0].pid, SIGSTOP) == 0);
+    struct etcd_client *saved = writer; /* writes through the members that still answer */
+    char others[256];
+    snprintf(others, sizeof(others), "%s,%s", m[1].endpoint, m[2].endpoint);
+    struct etcd_config cfg = {.endpoints = others, .request_timeout_ms = 2000};
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(wloop, &cfg, &writer, &err) == 0);
+    /* If m0 led the cluster, the others elect a leader first: writes wait for it (bounded). */
+    for (int i = 0; i < 20 && put("/t/frozen/b", "2") < 0; i++)
+        ;
+    CHECK_INT(del("/t/frozen/a"), 0);
+    rev = put("/t/frozen/c", "3");
+    CHECK(rev > 0);
+    long long t0 = harness_now_ms();
+    CHECK(wait_caught_up(mi, rev, 15000));
+    fprintf(stderr, "frozen member: the mirror caught up through another in %lld ms\n",
+            harness_now_ms() - t0);
+    struct mirror_stats st;
+    mirror_get_stats(mi, &st);
+    CHECK(st.probes >= 1 && st.endpoint_moves >= 1);
+    CHECK_INT(mirror_count(mi), 2);
+    check_converged(mi, sh, P);
+
+    kill(m[0].pid, SIGCONT);
+    mirror_free(mi);
+    etcd_client_free(mc);
+    shadow_free(sh);
+    free(sh);
+    etcd_client_free(writer);
+    writer = saved;
+}
+
 /* A three-member cluster loses quorum under the member the mirror watches through: the member
  * ends the watch ("no leader", asked for with hasleader) instead of holding it open and silent,
  * so the mirror says it is disconnected; with quorum back it resumes and converges. */
@@ -490,6 +545,8 @@ static void test_quorum_loss(void)
     etcd_client_free(mc);
     shadow_free(sh);
     free(sh);
+    REQUIRE(harness_etcd_restart(&m[2]) == 0);
+    test_frozen_member(m, endpoints);
     etcd_client_free(writer);
     writer = saved;
     for (int i = 0; i < 3; i++)
