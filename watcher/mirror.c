@@ -50,6 +50,7 @@ struct mirror_sub {
 /* An in-flight list page or probe; outlives the mirror if the mirror is freed first. */
 struct list_token {
     struct mirror *m;
+    unsigned watch_gen; /* probe: the watch it checks */
 };
 
 struct mirror {
@@ -71,6 +72,7 @@ struct mirror {
     struct etcd_watch *watch;
     char *watch_endpoint; /* where the watch was started */
     ev_tstamp last_heard; /* when the watch last said anything */
+    unsigned watch_gen;   /* watches started so far */
     ev_timer probe;
     struct list_token *probe_tok;
     ev_timer retry;
@@ -316,6 +318,7 @@ static void start_watch(struct mirror *m)
     free(m->watch_endpoint);
     m->watch_endpoint = strdup(etcd_client_endpoint(m->c));
     m->last_heard = ev_now(m->loop);
+    m->watch_gen++;
     struct etcd_watch_req req = {
         .key = m->prefix,
         .prefix = true,
@@ -341,49 +344,56 @@ static void on_probe(int status, const struct mm_error *err, struct etcd_respons
 {
     struct list_token *tok = arg;
     struct mirror *m = tok->m;
+    unsigned gen = tok->watch_gen;
     free(tok);
     (void)resp; /* the client frees it: only whether and where it was answered matters */
+    (void)err;
     if (!m)
         return;
     m->probe_tok = NULL;
-    if (!m->watch || m->state != MIRROR_SYNCED)
+    /* Only an answer from another endpoint is news: a probe that failed everywhere leaves the
+     * watch where it is (moving it could only land on an endpoint as silent, and the client is
+     * being freed when the probe is cancelled), and an answer about a watch since replaced
+     * says nothing about the new one. */
+    if (status < 0 || !m->watch || gen != m->watch_gen || !m->watch_endpoint)
         return;
     const char *now_at = etcd_client_endpoint(m->c);
-    if (status == 0 && m->watch_endpoint && strcmp(now_at, m->watch_endpoint) == 0)
+    if (strcmp(now_at, m->watch_endpoint) == 0)
         return;
-    mm_log(MM_LOG_WARN, "mirror",
-           "%s: the watch on %s is silent and %s; resuming at revision "
-           "%" PRId64 " through %s",
-           m->prefix, m->watch_endpoint ? m->watch_endpoint : "?",
-           status == 0 ? "requests go elsewhere"
-           : err       ? err->msg
-                       : "the check failed",
-           m->applied_rev, now_at);
+    struct mm_error why;
+    mm_error_set(&why, -ETIMEDOUT, "the watch on %s is silent and %s answers: resuming there",
+                 m->watch_endpoint, now_at);
+    mm_log(MM_LOG_WARN, "mirror", "%s: %s at revision %" PRId64, m->prefix, why.msg,
+           m->applied_rev);
     m->stats.endpoint_moves++;
     etcd_watch_free(m->watch);
     m->watch = NULL;
-    set_state(m, MIRROR_DISCONNECTED, err);
+    set_state(m, MIRROR_DISCONNECTED, &why);
     start_watch(m);
 }
 
 static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct mirror *m = w->data;
-    if (!m->watch || m->probe_tok || m->state != MIRROR_SYNCED ||
+    /* A watch that is live (SYNCED) or still waiting to be created (DISCONNECTED with a watch)
+     * and has been silent for an interval. */
+    if (!m->watch || m->probe_tok ||
+        (m->state != MIRROR_SYNCED && m->state != MIRROR_DISCONNECTED) ||
         ev_now(loop) - m->last_heard < m->cfg.probe_interval_ms / 1000.0)
         return;
     struct list_token *tok = malloc(sizeof(*tok));
     if (!tok)
         return;
-    tok->m = m;
+    *tok = (struct list_token){m, m->watch_gen};
+    /* One key, keys only: etcd counts a count_only range in full, whatever its limit. */
     struct etcd_range_req req = {
-        .key = m->prefix, .range_end = m->prefix_end, .limit = 1, .count_only = true};
-    if (etcd_range(m->c, &req, on_probe, tok) < 0) {
-        free(tok);
-        return;
-    }
-    m->probe_tok = tok;
+        .key = m->prefix, .range_end = m->prefix_end, .limit = 1, .keys_only = true};
+    m->probe_tok = tok; /* before the call: the callback may run inside it */
     m->stats.probes++;
+    if (etcd_range(m->c, &req, on_probe, tok) < 0) {
+        m->probe_tok = NULL;
+        free(tok);
+    }
 }
 
 /* ---------------------------------------------------------------- listing */
@@ -501,13 +511,13 @@ static void list_page(struct mirror *m)
         .limit = m->cfg.page_size + (m->page_after ? 1 : 0),
         .revision = m->snap_rev,
     };
+    m->list_tok = tok; /* before the call: the callback may run inside it */
     int rc = etcd_range(m->c, &req, on_page, tok);
     if (rc < 0) {
+        m->list_tok = NULL;
         free(tok);
         schedule_retry(m);
-        return;
     }
-    m->list_tok = tok;
 }
 
 static void start_list(struct mirror *m)

@@ -57,6 +57,7 @@ enum mirror_state {
     MIRROR_RELISTING,    /* compacted past our revision: listing again, diff to follow */
 };
 
+/* why: what broke (NULL when all is well). The callback must not free the mirror. */
 typedef void (*mirror_state_cb)(struct mirror *m, enum mirror_state state,
                                 const struct mm_error *why, void *arg);
 
@@ -65,9 +66,9 @@ struct mirror_config {
     unsigned initial_backoff_ms;  /* first resume delay; 0 = 50 */
     unsigned max_backoff_ms;      /* cap of the doubling delay; 0 = 2000 */
     bool no_progress_notify;      /* progress notifications are requested unless set */
-    unsigned probe_interval_ms;   /* a watch silent this long is checked with a read; when that
-                                   * read is answered by another endpoint (or not at all), the
-                                   * watch resumes there; 0 = 5000 */
+    unsigned probe_interval_ms;   /* a watch silent this long is checked with a read; when
+                                   * another endpoint answers it, the watch resumes there;
+                                   * 0 = 5000 */
     mirror_state_cb state_cb;     /* optional */
     void *state_arg;
 };
@@ -87,7 +88,7 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
                struct mirror **out, struct mm_error *err);
 /* Begin listing and watching. Returns at once; progress is reported through state_cb. */
 int mirror_start(struct mirror *m);
-/* Stops the watch and frees every entry and subscription. */
+/* Stops the watch and frees every entry and subscription; before the etcd client it uses. */
 void mirror_free(struct mirror *m);
 
 const struct mirror_entry *mirror_get(const struct mirror *m, const char *key);

@@ -154,6 +154,10 @@ static void stop_all_on_signal(int sig)
 
 static void register_cleanup(void)
 {
+    static bool done;
+    if (done)
+        return;
+    done = true;
     owner = getpid();
     atexit(stop_all_at_exit);
     const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
@@ -336,6 +340,7 @@ int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *ext
     char cluster[sizeof(m->cluster)] = "";
     size_t used = 0;
     int rc = 0;
+    register_cleanup();
     memset(m, 0, n * sizeof(*m)); /* members never prepared are cleaned up as empty ones */
     for (size_t i = 0; i < n && rc == 0; i++) {
         rc = prepare(&m[i], extra_args, false);

@@ -229,8 +229,7 @@ static void check_converged(struct mirror *m, struct shadow *sh, const char *pre
 
 /* A mirror of prefix through a client of its own; probe_ms 0 = the default probe interval. */
 static struct mirror *new_mirror_probing(const char *endpoint, struct etcd_client **mc,
-                                         const char *prefix, struct shadow *sh,
-                                         unsigned probe_ms)
+                                         const char *prefix, struct shadow *sh, unsigned probe_ms)
 {
     struct etcd_config cfg = {.endpoints = endpoint,
                               .request_timeout_ms = probe_ms ? 1000 : 2000,
@@ -497,6 +496,28 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     CHECK(st.probes >= 1 && st.endpoint_moves >= 1);
     CHECK_INT(mirror_count(mi), 2);
     check_converged(mi, sh, P);
+
+    /* The member it moved to freezes too: with m0 still frozen there is no quorum, every probe
+     * fails, and the watch stays put rather than moving to an endpoint as silent. When m0
+     * thaws, a probe is answered elsewhere and the mirror catches up there. */
+    int k = strcmp(etcd_client_endpoint(mc), m[1].endpoint) == 0 ? 1 : 2;
+    REQUIRE(strcmp(etcd_client_endpoint(mc), m[k].endpoint) == 0);
+    REQUIRE(kill(m[k].pid, SIGSTOP) == 0);
+    harness_run_until(mloop, NULL, NULL, 5000); /* a probe fails on all three (1 s each) */
+    struct mirror_stats before;
+    mirror_get_stats(mi, &before);
+    CHECK(before.probes > st.probes);
+    CHECK(before.endpoint_moves == st.endpoint_moves);
+    REQUIRE(kill(m[0].pid, SIGCONT) == 0);
+    for (int i = 0; i < 20 && (rev = put("/t/frozen/d", "4")) < 0; i++)
+        ;
+    CHECK(rev > 0);
+    CHECK(wait_caught_up(mi, rev, 20000));
+    mirror_get_stats(mi, &st);
+    CHECK(st.endpoint_moves > before.endpoint_moves);
+    CHECK_INT(mirror_count(mi), 3);
+    check_converged(mi, sh, P);
+    kill(m[k].pid, SIGCONT);
 
     kill(m[0].pid, SIGCONT);
     mirror_free(mi);
