@@ -1470,23 +1470,37 @@ void etcd_watch_free(struct etcd_watch *w)
 
 /* ---------------------------------------------------------------- synchronous helpers */
 
+/* On the heap: a caller that stops waiting leaves it to the request, whose reply frees it. */
 struct sync_ctx {
     bool done;
+    bool abandoned;
     int status;
-    struct mm_error *err;
+    struct mm_error err;
     struct etcd_response *resp;
 };
 
 static void sync_cb(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
 {
     struct sync_ctx *s = arg;
+    if (s->abandoned) { /* the caller gave up waiting; the client frees resp */
+        free(s);
+        return;
+    }
     s->done = true;
     s->status = status;
-    if (status < 0 && s->err && err)
-        *s->err = *err;
+    if (status < 0 && err)
+        s->err = *err;
     if (resp) {
         etcd_response_keep(resp);
         s->resp = resp;
+    }
+}
+
+static void sync_free(struct sync_ctx *s)
+{
+    if (s) {
+        etcd_response_free(s->resp);
+        free(s);
     }
 }
 
@@ -1509,89 +1523,99 @@ int etcd_sync_wait(struct etcd_client *c, const bool *done, unsigned timeout_ms)
     return *done ? 0 : -ETIMEDOUT;
 }
 
-static int sync_finish(struct etcd_client *c, int rc, struct sync_ctx *s, struct mm_error *err)
+/* Wait for the request started with rc on *sp. On giving up, *sp is left to the request
+ * (set to NULL here); the caller frees it otherwise, with sync_free. */
+static int sync_finish(struct etcd_client *c, int rc, struct sync_ctx **sp, struct mm_error *err)
 {
     if (rc < 0)
         return mm_error_set(err, rc, "etcd: could not start request: %s", mm_strerror(rc));
+    struct sync_ctx *s = *sp;
     /* the request deadline bounds the reply; the extra second covers failover */
     unsigned bound = c->request_timeout_ms * (unsigned)c->n_endpoints + 1000;
     if (c->user)
         bound *= 2;
-    if (etcd_sync_wait(c, &s->done, bound) < 0)
+    if (etcd_sync_wait(c, &s->done, bound) < 0) {
+        s->abandoned = true;
+        *sp = NULL;
         return mm_error_set(err, -ETIMEDOUT, "etcd %s: no reply within %u ms",
                             etcd_client_endpoint(c), bound);
+    }
+    if (s->status < 0 && err)
+        *err = s->err;
     return s->status;
 }
 
 int etcd_sync_range(struct etcd_client *c, const struct etcd_range_req *req,
                     struct etcd_response **out, struct mm_error *err)
 {
-    struct sync_ctx s = {.err = err};
-    int rc = sync_finish(c, etcd_range(c, req, sync_cb, &s), &s, err);
-    if (rc == 0 && out)
-        *out = s.resp;
-    else
-        etcd_response_free(s.resp);
+    struct sync_ctx *s = calloc(1, sizeof(*s));
+    int rc = sync_finish(c, s ? etcd_range(c, req, sync_cb, s) : -ENOMEM, &s, err);
+    if (rc == 0 && out) {
+        *out = s->resp;
+        s->resp = NULL;
+    }
+    sync_free(s);
     return rc;
 }
 
 int etcd_sync_put(struct etcd_client *c, const char *key, const char *value, int64_t lease,
                   int64_t *revision, struct mm_error *err)
 {
-    struct sync_ctx s = {.err = err};
-    int rc = sync_finish(c, etcd_put(c, key, value, value ? strlen(value) : 0, lease, sync_cb, &s),
-                         &s, err);
+    struct sync_ctx *s = calloc(1, sizeof(*s));
+    size_t len = value ? strlen(value) : 0;
+    int rc = sync_finish(c, s ? etcd_put(c, key, value, len, lease, sync_cb, s) : -ENOMEM, &s, err);
     if (rc == 0 && revision)
-        *revision = s.resp->revision;
-    etcd_response_free(s.resp);
+        *revision = s->resp->revision;
+    sync_free(s);
     return rc;
 }
 
 int etcd_sync_delete(struct etcd_client *c, const char *key, bool prefix, int64_t *deleted,
                      struct mm_error *err)
 {
-    struct sync_ctx s = {.err = err};
-    int rc = sync_finish(c, etcd_delete(c, key, prefix, sync_cb, &s), &s, err);
+    struct sync_ctx *s = calloc(1, sizeof(*s));
+    int rc = sync_finish(c, s ? etcd_delete(c, key, prefix, sync_cb, s) : -ENOMEM, &s, err);
     if (rc == 0 && deleted)
-        *deleted = s.resp->op.deleted;
-    etcd_response_free(s.resp);
+        *deleted = s->resp->op.deleted;
+    sync_free(s);
     return rc;
 }
 
 int etcd_sync_txn(struct etcd_client *c, const struct etcd_txn *txn, struct etcd_response **out,
                   struct mm_error *err)
 {
-    struct sync_ctx s = {.err = err};
-    int rc = sync_finish(c, etcd_txn(c, txn, sync_cb, &s), &s, err);
-    if (rc == 0 && out)
-        *out = s.resp;
-    else
-        etcd_response_free(s.resp);
+    struct sync_ctx *s = calloc(1, sizeof(*s));
+    int rc = sync_finish(c, s ? etcd_txn(c, txn, sync_cb, s) : -ENOMEM, &s, err);
+    if (rc == 0 && out) {
+        *out = s->resp;
+        s->resp = NULL;
+    }
+    sync_free(s);
     return rc;
 }
 
 int etcd_sync_lease_grant(struct etcd_client *c, int64_t ttl_s, int64_t *id, struct mm_error *err)
 {
-    struct sync_ctx s = {.err = err};
-    int rc = sync_finish(c, etcd_lease_grant(c, ttl_s, 0, sync_cb, &s), &s, err);
+    struct sync_ctx *s = calloc(1, sizeof(*s));
+    int rc = sync_finish(c, s ? etcd_lease_grant(c, ttl_s, 0, sync_cb, s) : -ENOMEM, &s, err);
     if (rc == 0 && id)
-        *id = s.resp->lease_id;
-    etcd_response_free(s.resp);
+        *id = s->resp->lease_id;
+    sync_free(s);
     return rc;
 }
 
 int etcd_sync_lease_revoke(struct etcd_client *c, int64_t id, struct mm_error *err)
 {
-    struct sync_ctx s = {.err = err};
-    int rc = sync_finish(c, etcd_lease_revoke(c, id, sync_cb, &s), &s, err);
-    etcd_response_free(s.resp);
+    struct sync_ctx *s = calloc(1, sizeof(*s));
+    int rc = sync_finish(c, s ? etcd_lease_revoke(c, id, sync_cb, s) : -ENOMEM, &s, err);
+    sync_free(s);
     return rc;
 }
 
 int etcd_sync_compact(struct etcd_client *c, int64_t revision, struct mm_error *err)
 {
-    struct sync_ctx s = {.err = err};
-    int rc = sync_finish(c, etcd_compact(c, revision, true, sync_cb, &s), &s, err);
-    etcd_response_free(s.resp);
+    struct sync_ctx *s = calloc(1, sizeof(*s));
+    int rc = sync_finish(c, s ? etcd_compact(c, revision, true, sync_cb, s) : -ENOMEM, &s, err);
+    sync_free(s);
     return rc;
 }
