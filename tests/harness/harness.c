@@ -335,12 +335,11 @@ static int pick_ports(struct harness_etcd *e)
     return 0;
 }
 
-int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *extra_args)
+static int cluster_try(struct harness_etcd *m, size_t n, const char *extra_args)
 {
     char cluster[sizeof(m->cluster)] = "";
     size_t used = 0;
     int rc = 0;
-    register_cleanup();
     memset(m, 0, n * sizeof(*m)); /* members never prepared are cleaned up as empty ones */
     for (size_t i = 0; i < n && rc == 0; i++) {
         rc = prepare(&m[i], extra_args, false);
@@ -348,8 +347,9 @@ int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *ext
             rc = pick_ports(&m[i]);
         snprintf(m[i].name, sizeof(m[i].name), "m%zu", i);
         if (rc == 0 && used < sizeof(cluster))
-            used += (size_t)snprintf(cluster + used, sizeof(cluster) - used, "%s%s=http://127.0.0.1:%d",
-                                     i ? "," : "", m[i].name, m[i].peer_port);
+            used += (size_t)snprintf(cluster + used, sizeof(cluster) - used,
+                                     "%s%s=http://127.0.0.1:%d", i ? "," : "", m[i].name,
+                                     m[i].peer_port);
     }
     if (rc == 0 && used >= sizeof(cluster))
         rc = -E2BIG;
@@ -359,9 +359,26 @@ int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *ext
     }
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = wait_healthy(&m[i]);
-    if (rc < 0)
-        for (size_t i = 0; i < n; i++)
-            harness_etcd_cleanup(&m[i]);
+    return rc;
+}
+
+int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *extra_args)
+{
+    register_cleanup();
+    int rc = -EADDRINUSE;
+    /* A port can be taken between harness_free_port() and etcd's bind: pick new ones. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        rc = cluster_try(m, n, extra_args);
+        bool port_taken = false;
+        for (size_t i = 0; rc < 0 && i < n; i++)
+            port_taken |= m[i].log_path[0] && log_mentions(&m[i], "address already in use");
+        if (rc < 0)
+            for (size_t i = 0; i < n; i++)
+                harness_etcd_cleanup(&m[i]);
+        if (rc == 0 || !port_taken)
+            return rc;
+        fprintf(stderr, "harness: a port was taken meanwhile; starting the cluster again\n");
+    }
     return rc;
 }
 
