@@ -48,7 +48,7 @@ struct mirror_sub {
 };
 
 /* An in-flight list page or probe; outlives the mirror if the mirror is freed first. */
-struct list_token {
+struct req_token {
     struct mirror *m;
     unsigned watch_gen; /* probe: the watch it checks */
 };
@@ -66,7 +66,7 @@ struct mirror {
     size_t snap_count;
     int64_t snap_rev;
     char *page_after;
-    struct list_token *list_tok;
+    struct req_token *list_tok;
     bool relisting;
     /* watching */
     struct etcd_watch *watch;
@@ -74,7 +74,7 @@ struct mirror {
     ev_tstamp last_heard; /* when the watch last said anything */
     unsigned watch_gen;   /* watches started so far */
     ev_timer probe;
-    struct list_token *probe_tok;
+    struct req_token *probe_tok;
     ev_timer retry;
     unsigned backoff_ms;
     int64_t applied_rev;
@@ -147,8 +147,7 @@ static void emit(struct mirror *m, const struct mirror_event *ev)
         return;
     m->dispatching++;
     struct mirror_sub *s;
-    LIST_FOREACH(s, &m->subs, link)
-    {
+    LIST_FOREACH(s, &m->subs, link) {
         if (!s->dead && ev->key_len >= s->prefix_len &&
             memcmp(ev->key, s->prefix, s->prefix_len) == 0)
             s->cb(ev, s->arg);
@@ -161,14 +160,9 @@ static void emit_put(struct mirror *m, const struct node *old, const struct node
                      int64_t revision)
 {
     struct mirror_event ev = {
-        .kind = MIRROR_PUT,
-        .key = now->e.key,
-        .key_len = now->e.key_len,
-        .old_value = old ? old->e.value : NULL,
-        .old_len = old ? old->e.value_len : 0,
-        .new_value = now->e.value,
-        .new_len = now->e.value_len,
-        .revision = revision,
+        .kind = MIRROR_PUT, .key = now->e.key, .key_len = now->e.key_len,
+        .old_value = old ? old->e.value : NULL, .old_len = old ? old->e.value_len : 0,
+        .new_value = now->e.value, .new_len = now->e.value_len, .revision = revision,
         .entry = &now->e,
     };
     emit(m, &ev);
@@ -177,12 +171,8 @@ static void emit_put(struct mirror *m, const struct node *old, const struct node
 static void emit_delete(struct mirror *m, const struct node *old, int64_t revision)
 {
     struct mirror_event ev = {
-        .kind = MIRROR_DELETE,
-        .key = old->e.key,
-        .key_len = old->e.key_len,
-        .old_value = old->e.value,
-        .old_len = old->e.value_len,
-        .revision = revision,
+        .kind = MIRROR_DELETE, .key = old->e.key, .key_len = old->e.key_len,
+        .old_value = old->e.value, .old_len = old->e.value_len, .revision = revision,
     };
     emit(m, &ev);
 }
@@ -281,9 +271,8 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
         etcd_watch_free(w);
         m->watch = NULL;
         if (status == -ESTALE) {
-            mm_log(MM_LOG_WARN, "mirror",
-                   "%s: revision %" PRId64 " compacted (oldest %" PRId64 "), listing again",
-                   m->prefix, m->applied_rev + 1, compact_revision);
+            mm_log(MM_LOG_WARN, "mirror", "%s: revision %" PRId64 " compacted (oldest %" PRId64
+                   "), listing again", m->prefix, m->applied_rev + 1, compact_revision);
             m->stats.relists++;
             m->relisting = true;
             set_state(m, MIRROR_RELISTING, err);
@@ -320,9 +309,7 @@ static void start_watch(struct mirror *m)
     m->last_heard = ev_now(m->loop);
     m->watch_gen++;
     struct etcd_watch_req req = {
-        .key = m->prefix,
-        .prefix = true,
-        .start_revision = m->applied_rev + 1,
+        .key = m->prefix, .prefix = true, .start_revision = m->applied_rev + 1,
         .progress_notify = !m->cfg.no_progress_notify,
     };
     int rc = etcd_watch_start(m->c, &req, on_watch, m, &m->watch);
@@ -342,12 +329,11 @@ static void start_watch(struct mirror *m)
  * resumes there (from the applied revision: nothing is lost, nothing applied twice). */
 static void on_probe(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
 {
-    struct list_token *tok = arg;
+    struct req_token *tok = arg;
     struct mirror *m = tok->m;
     unsigned gen = tok->watch_gen;
     free(tok);
     (void)resp; /* the client frees it: only whether and where it was answered matters */
-    (void)err;
     if (!m)
         return;
     m->probe_tok = NULL;
@@ -381,10 +367,10 @@ static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
         (m->state != MIRROR_SYNCED && m->state != MIRROR_DISCONNECTED) ||
         ev_now(loop) - m->last_heard < m->cfg.probe_interval_ms / 1000.0)
         return;
-    struct list_token *tok = malloc(sizeof(*tok));
+    struct req_token *tok = malloc(sizeof(*tok));
     if (!tok)
         return;
-    *tok = (struct list_token){m, m->watch_gen};
+    *tok = (struct req_token){m, m->watch_gen};
     /* One key, keys only: etcd counts a count_only range in full, whatever its limit. */
     struct etcd_range_req req = {
         .key = m->prefix, .range_end = m->prefix_end, .limit = 1, .keys_only = true};
@@ -437,7 +423,7 @@ static void list_page(struct mirror *m);
 
 static void on_page(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
 {
-    struct list_token *tok = arg;
+    struct req_token *tok = arg;
     struct mirror *m = tok->m;
     free(tok);
     if (!m)
@@ -499,7 +485,7 @@ static void on_page(int status, const struct mm_error *err, struct etcd_response
 
 static void list_page(struct mirror *m)
 {
-    struct list_token *tok = malloc(sizeof(*tok));
+    struct req_token *tok = malloc(sizeof(*tok));
     if (!tok) {
         schedule_retry(m);
         return;

@@ -117,6 +117,15 @@ static int64_t put(const char *key, const char *value)
     return rc < 0 ? rc : rev;
 }
 
+/* put, tried again while the cluster elects a leader (at most 20 tries of one deadline each). */
+static int64_t put_when_led(const char *key, const char *value)
+{
+    int64_t rev = -1;
+    for (int i = 0; i < 20 && (rev = put(key, value)) < 0; i++)
+        ;
+    return rev;
+}
+
 static int64_t del(const char *key)
 {
     struct mm_error err = {0};
@@ -137,8 +146,7 @@ static int64_t batch(char keys[][64], char values[][64], size_t n)
         size_t k = 0;
         for (size_t j = i; j < n && k < 100; j++, k++) {
             ops[k] = (struct etcd_op){.kind = values[j][0] ? ETCD_OP_PUT : ETCD_OP_DELETE,
-                                      .key = keys[j],
-                                      .value = values[j]};
+                                      .key = keys[j], .value = values[j]};
         }
         struct etcd_txn txn = {.success = ops, .n_success = k};
         struct etcd_response *r = NULL;
@@ -250,6 +258,15 @@ static struct mirror *new_mirror(const char *endpoint, struct etcd_client **mc, 
     return new_mirror_probing(endpoint, mc, prefix, sh, 0);
 }
 
+/* Free what new_mirror made (the mirror before its client) and the subscriber's map. */
+static void drop_mirror(struct mirror *m, struct etcd_client *mc, struct shadow *sh)
+{
+    mirror_free(m);
+    etcd_client_free(mc);
+    shadow_free(sh);
+    free(sh);
+}
+
 /* ---------------------------------------------------------------- scenarios */
 
 struct collect {
@@ -315,10 +332,7 @@ static void test_sync_and_events(const char *endpoint)
     struct mirror_stats st;
     mirror_get_stats(m, &st);
     CHECK(st.progress_notifies > 0);
-    mirror_free(m);
-    etcd_client_free(mc);
-    shadow_free(sh);
-    free(sh);
+    drop_mirror(m, mc, sh);
 }
 
 static void test_restart(struct harness_etcd *etcd)
@@ -360,10 +374,7 @@ static void test_restart(struct harness_etcd *etcd)
     CHECK_INT(st.relists, 0);
     CHECK_INT(mirror_count(m), 41);
     check_converged(m, sh, P);
-    mirror_free(m);
-    etcd_client_free(mc);
-    shadow_free(sh);
-    free(sh);
+    drop_mirror(m, mc, sh);
 }
 
 static void test_compaction_while_disconnected(struct harness_etcd *etcd)
@@ -411,10 +422,7 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     rev = put("/t/compact/after", "x");
     CHECK(wait_caught_up(m, rev, 5000));
     check_converged(m, sh, P);
-    mirror_free(m);
-    etcd_client_free(mc);
-    shadow_free(sh);
-    free(sh);
+    drop_mirror(m, mc, sh);
 }
 
 static void test_ten_thousand(const char *endpoint)
@@ -455,10 +463,7 @@ static void test_ten_thousand(const char *endpoint)
     CHECK(wait_caught_up(m, rev, 30000));
     CHECK_INT(mirror_count(m), N - N / 4 + N / 4);
     check_converged(m, sh, P);
-    mirror_free(m);
-    etcd_client_free(mc);
-    shadow_free(sh);
-    free(sh);
+    drop_mirror(m, mc, sh);
 }
 
 /* The member the mirror watches through freezes (SIGSTOP: its connections stay open, TCP says
@@ -481,9 +486,8 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     struct etcd_config cfg = {.endpoints = others, .request_timeout_ms = 2000};
     struct mm_error err = {0};
     REQUIRE(etcd_client_new(wloop, &cfg, &writer, &err) == 0);
-    /* If m0 led the cluster, the others elect a leader first: writes wait for it (bounded). */
-    for (int i = 0; i < 20 && put("/t/frozen/b", "2") < 0; i++)
-        ;
+    /* If m0 led the cluster, the others elect a leader first: writes wait for it. */
+    CHECK(put_when_led("/t/frozen/b", "2") > 0);
     CHECK_INT(del("/t/frozen/a"), 0);
     rev = put("/t/frozen/c", "3");
     CHECK(rev > 0);
@@ -509,8 +513,7 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     CHECK(before.probes > st.probes);
     CHECK(before.endpoint_moves == st.endpoint_moves);
     REQUIRE(kill(m[0].pid, SIGCONT) == 0);
-    for (int i = 0; i < 20 && (rev = put("/t/frozen/d", "4")) < 0; i++)
-        ;
+    rev = put_when_led("/t/frozen/d", "4");
     CHECK(rev > 0);
     CHECK(wait_caught_up(mi, rev, 20000));
     mirror_get_stats(mi, &st);
@@ -520,10 +523,7 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     kill(m[k].pid, SIGCONT);
 
     kill(m[0].pid, SIGCONT);
-    mirror_free(mi);
-    etcd_client_free(mc);
-    shadow_free(sh);
-    free(sh);
+    drop_mirror(mi, mc, sh);
     etcd_client_free(writer);
     writer = saved;
 }
@@ -562,10 +562,7 @@ static void test_quorum_loss(void)
     CHECK_INT(mirror_count(mi), 2);
     check_converged(mi, sh, P);
 
-    mirror_free(mi);
-    etcd_client_free(mc);
-    shadow_free(sh);
-    free(sh);
+    drop_mirror(mi, mc, sh);
     REQUIRE(harness_etcd_restart(&m[2]) == 0);
     test_frozen_member(m, endpoints);
     etcd_client_free(writer);
