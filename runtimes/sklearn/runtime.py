@@ -164,11 +164,12 @@ class Model:
         self.targets = 1        # columns of predict: n_outputs_ of multi-output models
 
 
-def load_estimator(model_id, path):
-    """Runs on a loading thread: read the file, check it is a model, measure it."""
+def load_into(m):
+    """Runs on a loading thread: read m's file, check it is a model, measure it, and fill m in.
+    Nothing reads those fields until m.future is cleared, after this has returned."""
     import joblib
 
-    f = model_file(path)
+    f = model_file(m.path)
     try:
         if f.lower().endswith((".pkl", ".pickle")):
             with open(f, "rb") as fh:
@@ -190,7 +191,6 @@ def load_estimator(model_id, path):
     if not callable(getattr(est, "predict", None)):
         raise Failure("INVALID_ARGUMENT", "%s holds a %s, not an sklearn model with predict()" %
                       (f, type(est).__name__))
-    m = Model(model_id, path)
     m.estimator = est
     m.size = measured_size(est)
     n = getattr(est, "n_features_in_", None)
@@ -201,7 +201,6 @@ def load_estimator(model_id, path):
         m.output_type = output_datatype(classes.dtype)
         if callable(getattr(est, "predict_proba", None)):
             m.proba_classes = len(classes)
-    return m
 
 
 # ------------------------------------------------------------------------------ tensors
@@ -350,11 +349,11 @@ class Runtime:
             m = self.models.get(req.modelId)
             if m is None:
                 m = Model(req.modelId, req.modelPath)
-                m.future = self.loads.submit(load_estimator, req.modelId, req.modelPath)
+                m.future = self.loads.submit(load_into, m)
                 self.models[req.modelId] = m
         if m.future is not None:
             try:
-                loaded = m.future.result()
+                m.future.result()
             except Exception as e:
                 with self.lock:
                     if self.models.get(req.modelId) is m:  # the first waiter to wake
@@ -371,10 +370,6 @@ class Runtime:
                     raise Failure("ABORTED", "model %s was unloaded while loading" %
                                   req.modelId)
                 if m.future is not None:  # the first waiter to wake publishes the model
-                    m.estimator, m.size, m.features = loaded.estimator, loaded.size, \
-                        loaded.features
-                    m.output_type, m.proba_classes = loaded.output_type, loaded.proba_classes
-                    m.targets = loaded.targets
                     m.future = None
                     log.info("loaded %s from %s: %d bytes", m.id, m.path, m.size)
         return self.spi.LoadModelResponse(sizeInBytes=m.size)
