@@ -13,6 +13,7 @@
 
 #include "grpc_predict_v2.pb-c.h"
 #include "mm/base64.h"
+#include "mm/buf.h"
 #include "mm/json.h"
 #include "mm/rpc.h"
 #include "mm/v2json.h"
@@ -263,31 +264,29 @@ static char *read_all(const char *path, size_t *len)
         fprintf(stderr, "mmctl: %s: %s\n", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap + 1);
-    const char *problem = buf ? NULL : "out of memory";
-    while (!problem && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n < cap)
-            continue;
-        char *bigger = cap < MAX_REQUEST_FILE ? realloc(buf, cap * 2 + 1) : NULL;
-        if (!bigger)
-            problem = cap < MAX_REQUEST_FILE ? "out of memory" : "larger than 64 MiB";
-        else
-            buf = bigger, cap *= 2;
+    struct mm_buf b = {0};
+    char chunk[1 << 16];
+    size_t got;
+    const char *problem = NULL;
+    while (!problem && (got = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (b.len + got > MAX_REQUEST_FILE)
+            problem = "larger than 64 MiB";
+        else if (mm_buf_append(&b, chunk, got) < 0)
+            problem = "out of memory";
     }
     if (!problem && ferror(f))
         problem = strerror(errno);
+    if (!problem && !b.data && mm_buf_append(&b, "", 0) < 0) /* an empty file: "" */
+        problem = "out of memory";
     if (!in)
         fclose(f);
     if (problem) {
         fprintf(stderr, "mmctl: reading %s: %s\n", name, problem);
-        free(buf);
+        mm_buf_free(&b);
         return NULL;
     }
-    buf[n] = 0;
-    *len = n;
-    return buf;
+    *len = b.len;
+    return b.data; /* NUL-terminated; the caller frees it */
 }
 
 static int infer(const struct serving_options *o)
