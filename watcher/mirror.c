@@ -337,6 +337,8 @@ static void on_probe(int status, const struct mm_error *err, struct etcd_respons
     if (!m)
         return;
     m->probe_tok = NULL;
+    if (status < 0)
+        m->stats.probes_unanswered++;
     /* Only an answer from another endpoint is news: a probe that failed everywhere leaves the
      * watch where it is (moving it could only land on an endpoint as silent, and the client is
      * being freed when the probe is cancelled), and an answer about a watch since replaced

@@ -80,6 +80,7 @@ struct mirror_stats {
     uint64_t relists;             /* full lists after compaction */
     uint64_t progress_notifies;
     uint64_t probes;              /* checks of a silent watch's endpoint */
+    uint64_t probes_unanswered;   /* checks no endpoint answered (the watch stays put) */
     uint64_t endpoint_moves;      /* watches restarted because their endpoint stopped answering */
 };
 

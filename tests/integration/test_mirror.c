@@ -466,6 +466,20 @@ static void test_ten_thousand(const char *endpoint)
     drop_mirror(m, mc, sh);
 }
 
+struct unanswered {
+    struct mirror *m;
+    uint64_t before;
+};
+
+/* A probe that no endpoint answered has come back since. */
+static bool probe_unanswered(void *arg)
+{
+    struct unanswered *u = arg;
+    struct mirror_stats st;
+    mirror_get_stats(u->m, &st);
+    return st.probes_unanswered > u->before;
+}
+
 /* The member the mirror watches through freezes (SIGSTOP: its connections stay open, TCP says
  * nothing) while the others go on taking writes: the silent watch is probed, the probe fails
  * over, the watch resumes on a member that answers, and the mirror converges. */
@@ -507,7 +521,8 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     int k = strcmp(etcd_client_endpoint(mc), m[1].endpoint) == 0 ? 1 : 2;
     REQUIRE(strcmp(etcd_client_endpoint(mc), m[k].endpoint) == 0);
     REQUIRE(kill(m[k].pid, SIGSTOP) == 0);
-    harness_run_until(mloop, NULL, NULL, 5000); /* a probe fails on all three (1 s each) */
+    struct unanswered wait = {mi, st.probes_unanswered};
+    CHECK(run_mirror_until(probe_unanswered, &wait, 10000)); /* 1 s per endpoint tried */
     struct mirror_stats before;
     mirror_get_stats(mi, &before);
     CHECK(before.probes > st.probes);
