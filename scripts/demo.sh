@@ -71,7 +71,7 @@ build/examples/xgboost/make-breast-cancer "$work/models"
 /usr/bin/python3 examples/sklearn/make_mnist_svm.py "$work/models"
 
 echo "== mm-runtime (XGBoost): status, load, and the sample request"
-start_runtime mm-runtime build/runtime/mm-runtime
+start_runtime mm-runtime build/runtimes/xgboost/mm-runtime
 xgb=127.0.0.1:$RUNTIME_PORT
 $mmctl --address "$xgb" runtime status
 $mmctl --address "$xgb" runtime load breast-cancer "$work/models/xgboost/breast-cancer.json" --type xgboost
