@@ -10,12 +10,12 @@
 
 #include "mm/log.h"
 #include "mm/rpc.h"
-#include "mm/runtime.h"
+#include "mm/xgb_server.h"
 
 struct process {
     struct ev_loop *loop;
     struct rpc_server *server;
-    struct runtime *rt;
+    struct xgb_server *rt;
     ev_signal sigterm, sigint;
     ev_timer drain;
     ev_tstamp drain_since; /* when the server had stopped and running jobs began to be waited for */
@@ -60,7 +60,7 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct process *p = w->data;
     /* Jobs still running hold calls of the stopped server: let them finish (bounded). */
-    if (runtime_busy(p->rt) && ev_now(loop) - p->drain_since < p->grace_ms / 1000.)
+    if (xgb_server_busy(p->rt) && ev_now(loop) - p->drain_since < p->grace_ms / 1000.)
         return;
     ev_timer_stop(loop, w);
     ev_break(loop, EVBREAK_ALL);
@@ -88,7 +88,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8085";
-    struct runtime_config cfg = {0};
+    struct xgb_server_config cfg = {0};
     uint64_t v, grace_ms = 5000;
     const char *env = getenv("MM_RUNTIME_CAPACITY");
     if (env && parse_u64("MM_RUNTIME_CAPACITY", env, &cfg.capacity_bytes) < 0)
@@ -141,9 +141,10 @@ int main(int argc, char **argv)
     struct rpc_context *ctx = NULL;
     struct mm_error err = {0};
     int port = 0;
-    if (rpc_context_new(p.loop, &ctx, &err) < 0 || runtime_new(p.loop, &cfg, &p.rt, &err) < 0 ||
+    if (rpc_context_new(p.loop, &ctx, &err) < 0 ||
+        xgb_server_new(p.loop, &cfg, &p.rt, &err) < 0 ||
         rpc_server_new(ctx, NULL, &p.server, &err) < 0 ||
-        runtime_register(p.rt, p.server, &err) < 0 ||
+        xgb_server_register(p.rt, p.server, &err) < 0 ||
         rpc_server_listen(p.server, listen, &port, &err) < 0 ||
         rpc_server_start(p.server, &err) < 0) {
         mm_log(MM_LOG_ERROR, "mm-runtime", "%s", err.msg);
@@ -160,7 +161,7 @@ int main(int argc, char **argv)
            listen, port);
     ev_run(p.loop, 0);
 
-    unsigned busy = runtime_busy(p.rt);
+    unsigned busy = xgb_server_busy(p.rt);
     if (busy) {
         /* A job that outlived the grace period is stuck (a load blocked reading its model from
          * storage, say): joining its thread could wait forever, so leave without it. */
@@ -172,7 +173,7 @@ int main(int argc, char **argv)
         _exit(0);
     }
     rpc_server_free(p.server);
-    runtime_free(p.rt);
+    xgb_server_free(p.rt);
     rpc_context_free(ctx);
     ev_signal_stop(p.loop, &p.sigterm);
     ev_signal_stop(p.loop, &p.sigint);

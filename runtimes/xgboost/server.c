@@ -1,5 +1,5 @@
-/* runtime.c - the XGBoost runtime's services (see runtime.h). */
-#include "mm/runtime.h"
+/* server.c - the XGBoost runtime's services (see xgb_server.h). */
+#include "mm/xgb_server.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -29,7 +29,7 @@ struct waiter {
 
 struct model {
     struct model *next;      /* in rt->models while listed */
-    struct runtime *rt;
+    struct xgb_server *rt;
     char *id;
     char *path;
     enum model_state state;
@@ -42,9 +42,9 @@ struct model {
     struct mm_error load_err;
 };
 
-struct runtime {
+struct xgb_server {
     struct ev_loop *loop;
-    struct runtime_config cfg;
+    struct xgb_server_config cfg;
     struct pool *loads;
     struct pool *predictions;
     struct model *models;
@@ -53,7 +53,7 @@ struct runtime {
 
 /* ---------------------------------------------------------------- the model table */
 
-static struct model *find(struct runtime *rt, const char *id)
+static struct model *find(struct xgb_server *rt, const char *id)
 {
     for (struct model *m = rt->models; m; m = m->next)
         if (strcmp(m->id, id) == 0)
@@ -93,7 +93,7 @@ static void answer_waiters(struct model *m, int rc, const struct mm_error *err)
 }
 
 /* Take a model out of the table; it is freed now or when its last job ends. */
-static void unlist(struct runtime *rt, struct model *m)
+static void unlist(struct xgb_server *rt, struct model *m)
 {
     struct model **p = &rt->models;
     while (*p && *p != m)
@@ -118,7 +118,7 @@ static void load_work(void *arg)
 static void load_done(void *arg)
 {
     struct model *m = arg;
-    struct runtime *rt = m->rt;
+    struct xgb_server *rt = m->rt;
     m->state = MODEL_LOADED;
     if (!m->listed) { /* unloaded or purged while loading */
         struct mm_error err;
@@ -140,7 +140,7 @@ static void load_done(void *arg)
 
 static void load_model(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     struct mm_error err = {0};
     ProtobufCMessage *msg = NULL;
     if (rpc_decode(rpc_call_request(c), &mmesh__load_model_request__descriptor, &msg, &err) < 0) {
@@ -215,7 +215,7 @@ static ProtobufCMessage *decode_or_fail(struct rpc_call *c,
 
 static void unload_model(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     Mmesh__UnloadModelRequest *req =
         (Mmesh__UnloadModelRequest *)decode_or_fail(c, &mmesh__unload_model_request__descriptor);
     if (!req)
@@ -231,7 +231,7 @@ static void unload_model(struct rpc_call *c, void *arg)
 
 static void model_size(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     Mmesh__ModelSizeRequest *req =
         (Mmesh__ModelSizeRequest *)decode_or_fail(c, &mmesh__model_size_request__descriptor);
     if (!req)
@@ -249,7 +249,7 @@ static void model_size(struct rpc_call *c, void *arg)
 
 static void predict_model_size(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     Mmesh__PredictModelSizeRequest *req = (Mmesh__PredictModelSizeRequest *)decode_or_fail(
         c, &mmesh__predict_model_size_request__descriptor);
     if (!req)
@@ -270,7 +270,7 @@ static void predict_model_size(struct rpc_call *c, void *arg)
 
 static void runtime_status(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     /* The mesh asks at (re)start: whatever we hold is unknown to it, so purge first. */
     while (rt->models)
         unlist(rt, rt->models);
@@ -280,7 +280,7 @@ static void runtime_status(struct rpc_call *c, void *arg)
     r.maxloadingconcurrency = rt->cfg.max_loading_concurrency;
     r.modelloadingtimeoutms = rt->cfg.load_timeout_ms;
     r.defaultmodelsizeinbytes = rt->cfg.default_model_size;
-    r.runtimeversion = "mm-runtime " RUNTIME_VERSION;
+    r.runtimeversion = "mm-runtime " XGB_SERVER_VERSION;
     r.numericruntimeversion = 100; /* 0.1.0 */
     rpc_call_reply(c, rpc_encode(&r.base), GRPC_STATUS_OK, NULL);
 }
@@ -430,7 +430,7 @@ static grpc_status_code read_rows(const Inference__ModelInferRequest *req, const
     return GRPC_STATUS_OK;
 }
 
-static struct model *loaded(struct runtime *rt, struct rpc_call *c, const char *name)
+static struct model *loaded(struct xgb_server *rt, struct rpc_call *c, const char *name)
 {
     struct model *m = name[0] ? find(rt, name) : NULL;
     if (!name[0])
@@ -446,7 +446,7 @@ static struct model *loaded(struct runtime *rt, struct rpc_call *c, const char *
 
 static void model_infer(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)decode_or_fail(
         c, &inference__model_infer_request__descriptor);
     if (!req)
@@ -482,7 +482,7 @@ out:
 
 static void model_metadata(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     Inference__ModelMetadataRequest *req = (Inference__ModelMetadataRequest *)decode_or_fail(
         c, &inference__model_metadata_request__descriptor);
     if (!req)
@@ -518,7 +518,7 @@ static void model_metadata(struct rpc_call *c, void *arg)
 
 static void model_ready(struct rpc_call *c, void *arg)
 {
-    struct runtime *rt = arg;
+    struct xgb_server *rt = arg;
     Inference__ModelReadyRequest *req = (Inference__ModelReadyRequest *)decode_or_fail(
         c, &inference__model_ready_request__descriptor);
     if (!req)
@@ -548,16 +548,16 @@ static void server_metadata(struct rpc_call *c, void *arg)
 {
     Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
     r.name = "mm-runtime";
-    r.version = RUNTIME_VERSION;
+    r.version = XGB_SERVER_VERSION;
     rpc_call_reply(c, rpc_encode(&r.base), GRPC_STATUS_OK, NULL);
 }
 
 /* ---------------------------------------------------------------- setup */
 
-int runtime_new(struct ev_loop *loop, const struct runtime_config *cfg, struct runtime **out,
-                struct mm_error *err)
+int xgb_server_new(struct ev_loop *loop, const struct xgb_server_config *cfg,
+                   struct xgb_server **out, struct mm_error *err)
 {
-    struct runtime *rt = calloc(1, sizeof(*rt));
+    struct xgb_server *rt = calloc(1, sizeof(*rt));
     if (!rt)
         return mm_error_set(err, -ENOMEM, "runtime: out of memory");
     rt->loop = loop;
@@ -579,14 +579,14 @@ int runtime_new(struct ev_loop *loop, const struct runtime_config *cfg, struct r
     if (rc == 0)
         rc = pool_new(loop, rt->cfg.workers, &rt->predictions, err);
     if (rc < 0) {
-        runtime_free(rt);
+        xgb_server_free(rt);
         return rc;
     }
     *out = rt;
     return 0;
 }
 
-int runtime_register(struct runtime *rt, struct rpc_server *s, struct mm_error *err)
+int xgb_server_register(struct xgb_server *rt, struct rpc_server *s, struct mm_error *err)
 {
     static const struct {
         const char *path;
@@ -612,18 +612,18 @@ int runtime_register(struct runtime *rt, struct rpc_server *s, struct mm_error *
     return 0;
 }
 
-size_t runtime_model_count(const struct runtime *rt)
+size_t xgb_server_model_count(const struct xgb_server *rt)
 {
     return rt->n_models;
 }
 
-unsigned runtime_busy(const struct runtime *rt)
+unsigned xgb_server_busy(const struct xgb_server *rt)
 {
     return (rt->loads ? pool_pending(rt->loads) : 0) +
            (rt->predictions ? pool_pending(rt->predictions) : 0);
 }
 
-void runtime_free(struct runtime *rt)
+void xgb_server_free(struct xgb_server *rt)
 {
     if (!rt)
         return;

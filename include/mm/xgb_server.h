@@ -1,11 +1,12 @@
-/* runtime.h - the built-in XGBoost runtime: the ModelMesh runtime SPI (mmesh.ModelRuntime) and
- * KServe V2 inference (inference.GRPCInferenceService) on one rpc server.
+/* xgb_server.h - the built-in XGBoost runtime's server (the program is mm-runtime): the
+ * ModelMesh runtime SPI (mmesh.ModelRuntime) and KServe V2 inference
+ * (inference.GRPCInferenceService) on one rpc server.
  *
  * Owns the loaded models. Loads run on a pool of max_loading_concurrency threads, predictions on
  * a pool of `workers` threads; the loop only parses, validates and replies. A model unloaded
  * while predictions run is freed when the last one finishes. */
-#ifndef MM_RUNTIME_H
-#define MM_RUNTIME_H
+#ifndef MM_XGB_SERVER_H
+#define MM_XGB_SERVER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -14,11 +15,11 @@
 
 struct ev_loop;
 struct rpc_server;
-struct runtime;
+struct xgb_server;
 
-#define RUNTIME_VERSION "0.1.0"
+#define XGB_SERVER_VERSION "0.1.0"
 
-struct runtime_config {
+struct xgb_server_config {
     uint64_t capacity_bytes;           /* reported to the mesh; 0 = 1 GiB */
     uint32_t max_loading_concurrency;  /* 0 = 1 */
     uint32_t load_timeout_ms;          /* reported; 0 = 90000 */
@@ -27,15 +28,15 @@ struct runtime_config {
     size_t max_batch_elements;         /* N x features per request; 0 = 16M */
 };
 
-int runtime_new(struct ev_loop *loop, const struct runtime_config *cfg, struct runtime **out,
-                struct mm_error *err);
+int xgb_server_new(struct ev_loop *loop, const struct xgb_server_config *cfg,
+                   struct xgb_server **out, struct mm_error *err);
 /* Register every SPI and inference method on s (before rpc_server_start). */
-int runtime_register(struct runtime *rt, struct rpc_server *s, struct mm_error *err);
+int xgb_server_register(struct xgb_server *rt, struct rpc_server *s, struct mm_error *err);
 /* Models loaded and being loaded. */
-size_t runtime_model_count(const struct runtime *rt);
+size_t xgb_server_model_count(const struct xgb_server *rt);
 /* Jobs still running or queued (loads and predictions). */
-unsigned runtime_busy(const struct runtime *rt);
-/* After the server is shut down and runtime_busy() is 0. */
-void runtime_free(struct runtime *rt);
+unsigned xgb_server_busy(const struct xgb_server *rt);
+/* After the server is shut down and xgb_server_busy() is 0. */
+void xgb_server_free(struct xgb_server *rt);
 
 #endif
