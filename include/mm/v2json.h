@@ -20,7 +20,8 @@
  * BYTES as strings when they are UTF-8 text without NUL, else as "b64:" + base64 (also when the
  * text itself starts with "b64:", so the prefix is never ambiguous).
  *
- * Users of this module link proto_dep (the generated protobuf-c code). */
+ * Built as its own library beside the protos (v2json_dep: proto/v2json.c and the generated
+ * protobuf-c code), which mmctl, tests and the fuzz target link; the core library does not. */
 #ifndef MM_V2JSON_H
 #define MM_V2JSON_H
 
