@@ -148,27 +148,10 @@ static int full_key(const struct options *o, const char *k, char *out, size_t si
     return 0;
 }
 
-/* The record kind stored under a key, if it is one with a codec. */
-static bool record_kind_of(const struct options *o, const char *key, enum record_kind *kind)
-{
-    struct key_parts kp;
-    if (keys_parse(key, o->cluster, &kp) < 0)
-        return false;
-    switch (kp.kind) {
-    case KEY_INSTANCE: *kind = RECORD_INSTANCE; return true;
-    case KEY_MODEL: *kind = RECORD_MODEL; return true;
-    case KEY_COPY: *kind = RECORD_COPY; return true;
-    case KEY_VMODEL: *kind = RECORD_VMODEL; return true;
-    default: return false;
-    }
-}
-
 static void print_value(const struct options *o, const struct etcd_kv *kv)
 {
-    enum record_kind kind;
     struct mm_error err = {0};
-    if (record_kind_of(o, kv->key, &kind) &&
-        record_validate(kind, kv->value, kv->value_len, &err) < 0)
+    if (record_validate_at(kv->key, o->cluster, kv->value, kv->value_len, &err) < 0)
         fprintf(stderr, "mmctl: warning: %s: %s\n", kv->key, err.msg);
     cJSON *j = cJSON_ParseWithLength(kv->value, kv->value_len);
     char *pretty = j ? json_print(j, true) : NULL;
@@ -262,19 +245,9 @@ static int cmd_put(struct etcd_client *c, const struct options *o)
         return 2;
     const char *value = o->args[3];
     struct mm_error err = {0};
-    enum record_kind kind;
-    if (record_kind_of(o, key, &kind)) {
-        if (record_validate(kind, value, strlen(value), &err) < 0) {
-            fprintf(stderr, "mmctl: refusing to write %s: %s\n", key, err.msg);
-            return 1;
-        }
-    } else {
-        cJSON *j = cJSON_Parse(value);
-        cJSON_Delete(j);
-        if (!j) {
-            fprintf(stderr, "mmctl: refusing to write %s: the value is not valid JSON\n", key);
-            return 1;
-        }
+    if (record_validate_at(key, o->cluster, value, strlen(value), &err) < 0) {
+        fprintf(stderr, "mmctl: refusing to write %s: %s\n", key, err.msg);
+        return 1;
     }
     int64_t rev = 0;
     if (etcd_sync_put(c, key, value, 0, &rev, &err) < 0) {

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mm/keys.h"
+
 #define MAX_EXACT 9007199254740992.0 /* 2^53: integers above lose precision as JSON numbers */
 
 enum field_type { F_STR, F_U64, F_I64, F_U32, F_COPY_STATE, F_FAILURE };
@@ -293,4 +295,49 @@ int record_validate(enum record_kind kind, const char *json, size_t len, struct 
         struct vmodel_record vmodel;
     } any;
     return record_decode(kind, json, len, &any, err);
+}
+
+/* ---------------------------------------------------------------- records by key */
+
+static const struct {
+    enum key_kind key;
+    enum record_kind record;
+} key_records[] = {
+    {KEY_INSTANCE, RECORD_INSTANCE},
+    {KEY_MODEL, RECORD_MODEL},
+    {KEY_COPY, RECORD_COPY},
+    {KEY_VMODEL, RECORD_VMODEL},
+};
+
+int record_kind_of_key(const char *key, const char *cluster, enum record_kind *kind)
+{
+    struct key_parts kp;
+    if (keys_parse(key, cluster, &kp) < 0)
+        return -EINVAL;
+    for (size_t i = 0; i < sizeof(key_records) / sizeof(key_records[0]); i++) {
+        if (key_records[i].key == kp.kind) {
+            *kind = key_records[i].record;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+int record_validate_at(const char *key, const char *cluster, const char *json, size_t len,
+                       struct mm_error *err)
+{
+    enum record_kind kind;
+    if (record_kind_of_key(key, cluster, &kind) == 0)
+        return record_validate(kind, json, len, err);
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    bool parsed = o != NULL;
+    cJSON_Delete(o);
+    size_t at = end && end >= json ? (size_t)(end - json) : 0;
+    while (parsed && at < len && json[at] && strchr(" \t\r\n", json[at])) /* only space after */
+        at++;
+    if (parsed && at == len)
+        return 0;
+    return mm_error_set(err, -EINVAL, "the value is not valid JSON (at byte %zu of %zu)", at,
+                        len);
 }

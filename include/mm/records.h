@@ -68,6 +68,18 @@ int record_decode(enum record_kind kind, const char *json, size_t len, void *rec
 int record_validate(enum record_kind kind, const char *json, size_t len, struct mm_error *err);
 const char *record_kind_name(enum record_kind kind);
 
+/* Which record a key holds, from the key layout (keys.h), so that every reader and writer of a
+ * key decodes it the same way. key is a full key of cluster (/modelmesh/<cluster>/...).
+ * 0 and *kind; -ENOENT for a key of the layout whose value has no codec here (isvcs/,
+ * isvc-status/, runtimes/, storage-config/, election/); -EINVAL for a key outside the layout. */
+int record_kind_of_key(const char *key, const char *cluster, enum record_kind *kind);
+/* Check a value stored, or about to be stored, under key: decoded as the record the key holds,
+ * else (a key without a codec, or outside the layout) parsed as JSON, which every registry
+ * value is. 0, record_decode's error, or -EINVAL for a value that is not JSON (err says where
+ * the JSON breaks off). */
+int record_validate_at(const char *key, const char *cluster, const char *json, size_t len,
+                       struct mm_error *err);
+
 const char *copy_state_name(enum copy_state s);
 /* 0 or -EINVAL for a name other than Pending, Loading, Loaded, Failed. */
 int copy_state_parse(const char *name, enum copy_state *out);

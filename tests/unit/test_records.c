@@ -1,5 +1,5 @@
-/* test_records.c - record codecs: round trips, tolerance of unknown fields, and rejects that
- * name the record and the field. */
+/* test_records.c - record codecs: round trips, tolerance of unknown fields, rejects that name
+ * the record and the field, and which record each key of the layout holds. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -168,11 +168,67 @@ static void test_rejects(void)
     CHECK_STR(i.address, "");
 }
 
+/* Which record each key holds, and a value checked as that record (or as JSON). */
+static void test_by_key(void)
+{
+    static const struct {
+        const char *key;
+        int rc;
+        enum record_kind kind;
+    } cases[] = {
+        {"/modelmesh/c1/instances/node-0", 0, RECORD_INSTANCE},
+        {"/modelmesh/c1/models/m1", 0, RECORD_MODEL},
+        {"/modelmesh/c1/copies/m1/node-0", 0, RECORD_COPY},
+        {"/modelmesh/c1/vmodels/mnist", 0, RECORD_VMODEL},
+        {"/modelmesh/c1/isvcs/default/mnist", -ENOENT, 0},
+        {"/modelmesh/c1/isvc-status/default/mnist", -ENOENT, 0},
+        {"/modelmesh/c1/runtimes/mlserver", -ENOENT, 0},
+        {"/modelmesh/c1/storage-config/localMinIO", -ENOENT, 0},
+        {"/modelmesh/c1/election/controller", -ENOENT, 0},
+        {"/modelmesh/c2/models/m1", -EINVAL, 0},   /* another cluster */
+        {"/modelmesh/c1/models/", -EINVAL, 0},     /* a prefix, not a key */
+        {"/modelmesh/c1/copies/m1", -EINVAL, 0},   /* a copy names its instance */
+        {"/modelmesh/c1/widgets/w", -EINVAL, 0},
+        {"models/m1", -EINVAL, 0},                 /* relative: the caller makes it full */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        enum record_kind kind = (enum record_kind)-1;
+        int rc = record_kind_of_key(cases[i].key, "c1", &kind);
+        CHECK_INT(rc, cases[i].rc);
+        if (rc == 0)
+            CHECK_STR(record_kind_name(kind), record_kind_name(cases[i].kind));
+        if (rc != cases[i].rc || (rc == 0 && kind != cases[i].kind))
+            fprintf(stderr, "  key %s: got %d kind %d\n", cases[i].key, rc, (int)kind);
+    }
+
+    struct mm_error err = {0};
+    const char *copy = "/modelmesh/c1/copies/m1/node-0";
+#define VALIDATE(key, json) record_validate_at(key, "c1", json, strlen(json), &err)
+    CHECK_INT(VALIDATE(copy, "{\"v\":1,\"state\":\"Loaded\"}"), 0);
+    CHECK_INT(VALIDATE(copy, "{\"v\":1,\"state\":\"Ready\"}"), -EINVAL);
+    CHECK(strstr(err.msg, "copy record: field 'state'") != NULL);
+    /* The same value is a fine vmodel, and any JSON where no codec applies. */
+    CHECK_INT(VALIDATE("/modelmesh/c1/vmodels/v", "{\"v\":1,\"state\":\"Ready\"}"), 0);
+    CHECK_INT(VALIDATE("/modelmesh/c1/models/m1", "{\"v\":1}"), -EINVAL);
+    CHECK(strstr(err.msg, "model record: field 'type' is required") != NULL);
+    CHECK_INT(VALIDATE("/modelmesh/c2/models/m1", "{\"v\":1}"), 0);
+    CHECK_INT(VALIDATE("/modelmesh/c1/runtimes/r", "{\"x\":[1,2]}\n"), 0);
+    CHECK_INT(VALIDATE("/modelmesh/c1/runtimes/r", "\"text\""), 0);
+    CHECK_INT(VALIDATE("/modelmesh/c1/isvcs/ns/x", "nope"), -EINVAL);
+    CHECK(strstr(err.msg, "not valid JSON (at byte 0 of 4)") != NULL);
+    CHECK_INT(VALIDATE("/modelmesh/c1/isvcs/ns/x", "{\"a\":1} {\"b\":2}"), -EINVAL);
+    CHECK(strstr(err.msg, "not valid JSON (at byte 8 of 15)") != NULL);
+    CHECK_INT(VALIDATE("/modelmesh/c1/isvcs/ns/x", ""), -EINVAL);
+    CHECK_INT(record_validate_at("/x", "c1", "{}\0", 3, &err), -EINVAL); /* a NUL is not JSON */
+#undef VALIDATE
+}
+
 int main(void)
 {
     test_round_trips();
     test_tolerance();
     test_rejects();
+    test_by_key();
     enum copy_state s;
     CHECK_INT(copy_state_parse("loaded", &s), -EINVAL); /* names are case-sensitive */
     CHECK_STR(copy_state_name((enum copy_state)9), "Unknown");
