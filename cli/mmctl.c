@@ -13,8 +13,11 @@
 #include "mm/etcd.h"
 #include "mm/json.h"
 #include "mm/keys.h"
+#include "mm/opts.h"
 #include "mm/records.h"
 #include "serving.h"
+
+#define MAX_TIMEOUT_MS 86400000 /* --timeout: a day */
 
 struct options {
     struct etcd_config etcd;
@@ -52,8 +55,8 @@ static void usage(FILE *to)
             "  --cacert FILE      CA bundle for https endpoints\n"
             "  --cert FILE --key FILE   client certificate and key\n"
             "  --user NAME --password PW   etcd authentication\n"
-            "  --timeout MS       per-request deadline (default 5000; infer 30000, runtime load\n"
-            "                     120000)\n"
+            "  --timeout MS       per-request deadline in ms (or with a unit: 90s, 2m), at most\n"
+            "                     a day (default 5000; infer 30000, runtime load 120000)\n"
             "  --address HOST:PORT   gRPC server for infer, metadata, runtime (or unix:PATH)\n"
             "  --file FILE        infer: the request (default: standard input)\n"
             "  --type T           runtime load: the model type (e.g. sklearn, xgboost)\n"
@@ -102,10 +105,10 @@ static int parse(int argc, char **argv, struct options *o)
         const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
         bool known = false;
         if (nl == 9 && strncmp(a, "--timeout", 9) == 0) {
-            char *end = NULL;
-            long ms = val ? strtol(val, &end, 10) : 0;
-            if (!val || *end || ms <= 0) {
-                fprintf(stderr, "mmctl: --timeout needs a positive number of milliseconds\n");
+            uint64_t ms;
+            struct mm_error err = {0};
+            if (opts_ms("--timeout", val, 1, MAX_TIMEOUT_MS, &ms, &err) < 0) {
+                fprintf(stderr, "mmctl: %s\n", err.msg);
                 return 2;
             }
             o->etcd.request_timeout_ms = o->serving.timeout_ms = (unsigned)ms;

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define MAX_THREADS 64
+#define MAX_THREADS POOL_MAX_THREADS
 
 struct job {
     struct job *next;

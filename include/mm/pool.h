@@ -9,6 +9,8 @@
 struct ev_loop;
 struct pool;
 
+#define POOL_MAX_THREADS 64 /* threads one pool may have */
+
 typedef void (*pool_work_fn)(void *arg);  /* on a worker thread */
 typedef void (*pool_done_fn)(void *arg);  /* on the loop thread, after work */
 

@@ -9,8 +9,14 @@
 #include <unistd.h>
 
 #include "mm/log.h"
+#include "mm/opts.h"
+#include "mm/pool.h"
 #include "mm/rpc.h"
 #include "mm/xgb_server.h"
+
+/* Bounds of the numeric flags (README's table); plain numbers, as the sklearn runtime takes. */
+#define MAX_THREADS POOL_MAX_THREADS /* --workers, --max-loading-concurrency: one pool each */
+#define MAX_GRACE_MS 3600000         /* --grace-ms: an hour */
 
 struct process {
     struct ev_loop *loop;
@@ -31,29 +37,15 @@ static void usage(FILE *to)
             "one)\n"
             "  --capacity-bytes N            model capacity reported to the mesh (env "
             "MM_RUNTIME_CAPACITY; default 1 GiB)\n"
-            "  --max-loading-concurrency N   parallel model loads (default 1)\n"
+            "  --max-loading-concurrency N   parallel model loads, 1..64 (default 1)\n"
             "  --load-timeout-ms N           reported model loading timeout (default 90000)\n"
             "  --default-model-size N        reported size for unmeasured models (default "
             "1000000)\n"
-            "  --workers N                   prediction threads (default 2)\n"
+            "  --workers N                   prediction threads, 1..64 (default 2)\n"
             "  --grace-ms N                  at SIGTERM: time for calls in flight, then as long "
             "again\n"
-            "                                for running jobs (default 5000)\n"
+            "                                for running jobs, 0..3600000 (default 5000)\n"
             "  --log-level debug|info|warn|error\n");
-}
-
-static int parse_u64(const char *flag, const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
-    if (!s || !*s || *end || errno || s[0] == '-') {
-        fprintf(stderr, "mm-runtime: %s needs a non-negative integer, got '%s'\n", flag,
-                s ? s : "");
-        return -EINVAL;
-    }
-    *out = v;
-    return 0;
 }
 
 static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -90,9 +82,12 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:8085";
     struct xgb_server_config cfg = {0};
     uint64_t v, grace_ms = 5000;
+    struct mm_error err = {0};
     const char *env = getenv("MM_RUNTIME_CAPACITY");
-    if (env && parse_u64("MM_RUNTIME_CAPACITY", env, &cfg.capacity_bytes) < 0)
+    if (env && opts_u64("MM_RUNTIME_CAPACITY", env, 1, UINT64_MAX, &cfg.capacity_bytes, &err) < 0) {
+        fprintf(stderr, "mm-runtime: %s\n", err.msg);
         return 2;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -102,24 +97,20 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--listen") == 0 && val) {
             listen = val;
         } else if (strcmp(a, "--capacity-bytes") == 0) {
-            rc = parse_u64(a, val, &cfg.capacity_bytes);
+            rc = opts_u64(a, val, 1, UINT64_MAX, &cfg.capacity_bytes, &err);
         } else if (strcmp(a, "--max-loading-concurrency") == 0) {
-            rc = parse_u64(a, val, &v);
+            rc = opts_u64(a, val, 1, MAX_THREADS, &v, &err);
             cfg.max_loading_concurrency = (uint32_t)v;
         } else if (strcmp(a, "--load-timeout-ms") == 0) {
-            rc = parse_u64(a, val, &v);
+            rc = opts_u64(a, val, 1, UINT32_MAX, &v, &err);
             cfg.load_timeout_ms = (uint32_t)v;
         } else if (strcmp(a, "--default-model-size") == 0) {
-            rc = parse_u64(a, val, &cfg.default_model_size);
+            rc = opts_u64(a, val, 1, UINT64_MAX, &cfg.default_model_size, &err);
         } else if (strcmp(a, "--workers") == 0) {
-            rc = parse_u64(a, val, &v);
+            rc = opts_u64(a, val, 1, MAX_THREADS, &v, &err);
             cfg.workers = (unsigned)v;
         } else if (strcmp(a, "--grace-ms") == 0) {
-            rc = parse_u64(a, val, &grace_ms);
-            if (rc == 0 && grace_ms > 3600000) {
-                fprintf(stderr, "mm-runtime: --grace-ms is at most 3600000 (an hour)\n");
-                return 2;
-            }
+            rc = opts_u64(a, val, 0, MAX_GRACE_MS, &grace_ms, &err);
         } else if (strcmp(a, "--log-level") == 0 && val) {
             enum mm_log_level level;
             if (mm_log_parse_level(val, &level) < 0) {
@@ -132,14 +123,15 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        if (rc < 0)
+        if (rc < 0) {
+            fprintf(stderr, "mm-runtime: %s\n", err.msg);
             return 2;
+        }
         i++;
     }
 
     struct process p = {.loop = ev_default_loop(0), .grace_ms = grace_ms};
     struct rpc_context *ctx = NULL;
-    struct mm_error err = {0};
     int port = 0;
     if (rpc_context_new(p.loop, &ctx, &err) < 0 ||
         xgb_server_new(p.loop, &cfg, &p.rt, &err) < 0 ||
