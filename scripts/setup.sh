@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 shift || true
 
-# Build toolchain and libraries (DESIGN.md's chosen dependencies) and the test servers' packages.
+# The build toolchain and libraries, and the packages of the servers the tests run.
 packages=(
   gcc libc6-dev pkg-config meson ninja-build git curl ca-certificates openssl procps
   libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev

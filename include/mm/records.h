@@ -1,4 +1,4 @@
-/* records.h - the JSON records stored under the keys of keys.h (DESIGN.md's etcd layout).
+/* records.h - the JSON records stored under the keys of keys.h (README's etcd layout).
  *
  * Every record carries "v" (schema version). Decoding accepts v >= 1, ignores fields it does
  * not know (newer writers may add them), applies defaults to absent optional fields, and rejects
