@@ -88,7 +88,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "mm-runtime: %s\n", err.msg);
         return 2;
     }
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option but --help takes one value */
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -127,7 +127,6 @@ int main(int argc, char **argv)
             fprintf(stderr, "mm-runtime: %s\n", err.msg);
             return 2;
         }
-        i++;
     }
 
     struct process p = {.loop = ev_default_loop(0), .grace_ms = grace_ms};
