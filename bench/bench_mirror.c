@@ -18,6 +18,7 @@
 
 #include "harness.h"
 #include "mm/etcd.h"
+#include "mm/etcd_sync.h"
 #include "mm/mirror.h"
 
 #define PREFIX "/bench/copies/"

@@ -17,6 +17,7 @@
 #include "check.h"
 #include "harness.h"
 #include "mm/etcd.h"
+#include "mm/etcd_sync.h"
 
 static struct ev_loop *loop;
 
@@ -176,10 +177,12 @@ static void cas_cb(int status, const struct mm_error *err, struct etcd_response 
 
 /* One lease request run to its reply (bounded). */
 static struct cas lease_call(struct etcd_client *c,
-                             int (*fn)(struct etcd_client *, int64_t, etcd_cb, void *), int64_t id)
+                             int (*fn)(struct etcd_client *, int64_t, etcd_cb, void *,
+                                       struct etcd_request **),
+                             int64_t id)
 {
     struct cas s = {0};
-    if (fn(c, id, cas_cb, &s) < 0 || etcd_sync_wait(c, &s.done, 5000) < 0)
+    if (fn(c, id, cas_cb, &s, NULL) < 0 || etcd_sync_wait(c, &s.done, 5000) < 0)
         s.status = -ETIMEDOUT;
     return s;
 }
@@ -250,7 +253,7 @@ static void test_range_options(struct etcd_client *c, const char *endpoint)
 
     struct kept k = {0};
     struct etcd_range_req one = {.key = "/ro/0"};
-    REQUIRE(etcd_range(c, &one, keep_cb, &k) == 0);
+    REQUIRE(etcd_range(c, &one, keep_cb, &k, NULL) == 0);
     CHECK_INT(etcd_sync_wait(c, &k.done, 5000), 0);
     CHECK_INT(k.status, 0);
     REQUIRE(k.resp != NULL);
@@ -262,8 +265,8 @@ static void test_range_options(struct etcd_client *c, const char *endpoint)
     struct etcd_config cfg = {.endpoints = endpoint};
     REQUIRE(etcd_client_new(loop, &cfg, &c2, &err) == 0);
     cancels = 0;
-    CHECK_INT(etcd_range(c2, &one, count_cancel, NULL), 0);
-    CHECK_INT(etcd_lease_grant(c2, 10, 0, count_cancel, NULL), 0);
+    CHECK_INT(etcd_range(c2, &one, count_cancel, NULL, NULL), 0);
+    CHECK_INT(etcd_lease_grant(c2, 10, 0, count_cancel, NULL, NULL), 0);
     etcd_client_free(c2);
     CHECK_INT(cancels, 2);
 }
@@ -299,7 +302,7 @@ static void test_txn(struct etcd_client *c)
                                    .result = ETCD_CMP_EQUAL, .number = 0};
         struct etcd_op put = {.kind = ETCD_OP_PUT, .key = "/txn/lock", .value = values[i]};
         struct etcd_txn txn = {&cmp, 1, &put, 1, NULL, 0};
-        REQUIRE(etcd_txn(c, &txn, cas_cb, &racers[i]) == 0);
+        REQUIRE(etcd_txn(c, &txn, cas_cb, &racers[i], NULL) == 0);
     }
     int wins = 0, done = 0;
     for (int i = 0; i < 10; i++) {
@@ -349,7 +352,7 @@ static void test_txn(struct etcd_client *c)
     struct etcd_compare bad = {.key = "/txn/k", .target = ETCD_CMP_VALUE,
                                .result = ETCD_CMP_EQUAL, .value = NULL};
     struct etcd_txn t4 = {&bad, 1, NULL, 0, NULL, 0};
-    CHECK_INT(etcd_txn(c, &t4, cas_cb, NULL), -EINVAL);
+    CHECK_INT(etcd_txn(c, &t4, cas_cb, NULL, NULL), -EINVAL);
 }
 
 static void test_leases_and_watch(struct etcd_client *c)
@@ -402,14 +405,14 @@ static void test_leases_and_watch(struct etcd_client *c)
     CHECK_INT(etcd_sync_lease_revoke(c, lease, &err), -ENOENT);
     CHECK(strstr(err.msg, "lease revoke") && strstr(err.msg, "not found"));
     struct cas ttl = {0};
-    REQUIRE(etcd_lease_ttl(c, 12345, cas_cb, &ttl) == 0);
+    REQUIRE(etcd_lease_ttl(c, 12345, cas_cb, &ttl, NULL) == 0);
     etcd_sync_wait(c, &ttl.done, 5000);
     CHECK_INT(ttl.status, -ENOENT);
     struct cas ka2 = {0};
-    REQUIRE(etcd_lease_keepalive(c, 12345, cas_cb, &ka2) == 0);
+    REQUIRE(etcd_lease_keepalive(c, 12345, cas_cb, &ka2, NULL) == 0);
     etcd_sync_wait(c, &ka2.done, 5000);
     CHECK_INT(ka2.status, -ENOENT);
-    CHECK_INT(etcd_put(c, "/lease/d", "v", 1, 12345, cas_cb, &ka2), 0); /* attach to no lease */
+    CHECK_INT(etcd_put(c, "/lease/d", "v", 1, 12345, cas_cb, &ka2, NULL), 0); /* attach to no lease */
     ka2.done = false;
     etcd_sync_wait(c, &ka2.done, 5000);
     CHECK_INT(ka2.status, -ENOENT);
