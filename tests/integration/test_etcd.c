@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "harness.h"
+#include "mm/curlev.h"
 #include "mm/etcd.h"
 #include "mm/etcd_sync.h"
 
@@ -547,6 +548,104 @@ static void test_watch_broken_by_crash(void)
     harness_etcd_cleanup(&e);
 }
 
+struct answered {
+    bool done;
+    int status;
+    int64_t member_id;
+    char endpoint[128];
+};
+
+static void answered_cb(int status, const struct mm_error *err, struct etcd_response *resp,
+                        void *arg)
+{
+    struct answered *a = arg;
+    a->done = true;
+    a->status = status;
+    if (resp) {
+        a->member_id = resp->member_id;
+        snprintf(a->endpoint, sizeof(a->endpoint), "%s", resp->endpoint ? resp->endpoint : "");
+    }
+}
+
+struct batch_seen {
+    int batches;
+    int events;
+    int64_t member_id;
+    char endpoint[128];
+};
+
+static void note_batch(struct etcd_watch *w, int status, const struct mm_error *err,
+                       const struct etcd_watch_batch *b, int64_t compact, void *arg)
+{
+    struct batch_seen *s = arg;
+    if (status < 0)
+        return;
+    s->batches++;
+    s->events += (int)b->n_events;
+    s->member_id = b->member_id;
+    snprintf(s->endpoint, sizeof(s->endpoint), "%s", b->endpoint ? b->endpoint : "");
+}
+
+static bool some_batch(void *arg)
+{
+    return ((struct batch_seen *)arg)->batches > 0;
+}
+
+static bool many_events(void *arg)
+{
+    return ((struct batch_seen *)arg)->events >= 300;
+}
+
+/* Responses and watch batches say which endpoint and member served them; a response kept past
+ * its callback keeps its endpoint. Two clients share one transport. Three hundred puts reach a
+ * watch as many objects per read, each delivered once. */
+static void test_served_by(const char *live)
+{
+    struct mm_error err = {0};
+    struct curlev *curl = NULL;
+    REQUIRE(curlev_new(loop, &curl, &err) == 0);
+    int dead = harness_free_port();
+    char eps[256];
+    snprintf(eps, sizeof(eps), "http://127.0.0.1:%d,%s", dead, live);
+    struct etcd_config shared = {.curl = curl};
+    struct etcd_client *c = client(eps, &shared);
+    struct etcd_client *other = client(live, &shared);
+
+    struct answered a = {0};
+    struct etcd_range_req req = {.key = "/served/x"};
+    REQUIRE(etcd_range(c, &req, answered_cb, &a, NULL) == 0);
+    CHECK_INT(etcd_sync_wait(c, &a.done, 5000), 0);
+    CHECK_INT(a.status, 0);
+    CHECK_STR(a.endpoint, live); /* the dead first endpoint did not serve it */
+    CHECK(a.member_id != 0);
+
+    struct etcd_response *r = NULL;
+    REQUIRE(etcd_sync_range(other, &req, &r, &err) == 0);
+    CHECK_STR(r->endpoint, live);
+    CHECK_INT(r->member_id, a.member_id); /* one member */
+    etcd_response_free(r);
+
+    struct batch_seen seen = {0};
+    struct etcd_watch *w = NULL;
+    struct etcd_watch_req wr = {.key = "/served/w/", .prefix = true};
+    REQUIRE(etcd_watch_start(c, &wr, note_batch, &seen, &w) == 0);
+    REQUIRE(harness_run_until(loop, some_batch, &seen, 3000)); /* the creation */
+    CHECK_STR(seen.endpoint, live);
+    CHECK_INT(seen.member_id, a.member_id);
+    for (int i = 0; i < 300; i++) { /* in flight together: replies stream back-to-back */
+        char k[32];
+        snprintf(k, sizeof(k), "/served/w/%03d", i);
+        REQUIRE(etcd_put(other, k, "v", 1, 0, NULL, NULL, NULL) == 0);
+    }
+    CHECK(harness_run_until(loop, many_events, &seen, 10000));
+    CHECK_INT(seen.events, 300);
+    fprintf(stderr, "300 events in %d batches\n", seen.batches);
+    etcd_watch_free(w);
+    etcd_client_free(c);
+    etcd_client_free(other);
+    curlev_free(curl);
+}
+
 static int sh(const char *cmd)
 {
     int rc = system(cmd);
@@ -686,6 +785,7 @@ int main(void)
     test_watch_history_and_compaction(c);
     test_range_options(c, etcd.endpoint);
     test_failover(etcd.endpoint);
+    test_served_by(etcd.endpoint);
     test_watch_broken_by_crash();
     test_auth();
     test_tls();

@@ -1,14 +1,22 @@
 /* test_lifetime.c - the lifetime rule on a real etcd: an owner may free the object from inside
- * that object's own callback. Frees, each from inside the callback: a lease (on LEASE_GRANTED,
- * on LEASE_LOST after etcd says the lease is gone, on LEASE_LOST after no keep-alive was
- * confirmed for a TTL), an election (as leader, as follower, on a watch event), an etcd client
- * (from a request callback, from a watch callback). Meant for the ASan build: a use after the
- * free is a heap-use-after-free there; a leak is reported at exit. */
+ * that object's own callback, and a cancelled request never calls back. Frees, each from inside
+ * the callback: a lease (on LEASE_GRANTED, on LEASE_LOST after etcd says the lease is gone, on
+ * LEASE_LOST after no keep-alive was confirmed for a TTL), an election (as leader, as follower,
+ * on a watch event), an etcd client (from a request callback, a watch callback, a page
+ * callback). Cancels: right after the call, from another request's callback, while the request
+ * is retried on another endpoint, while it waits for an auth token. Meant for the ASan build: a
+ * use after the free is a heap-use-after-free there; a leak is reported at exit. Each case can
+ * be run alone: test_lifetime CASE... */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "harness.h"
@@ -245,6 +253,233 @@ static void test_client_freed(void)
     etcd_client_free(writer);
 }
 
+struct paged_case {
+    struct etcd_client *c;
+    int pages;
+    bool done;
+    int status;
+};
+
+static int page_frees_client(const struct etcd_kv *kvs, size_t n, int64_t revision, void *arg)
+{
+    struct paged_case *pc = arg;
+    pc->pages++;
+    etcd_client_free(pc->c); /* the range goes on no further: done says -ECANCELED */
+    pc->c = NULL;
+    return 0;
+}
+
+static void paged_done(int status, const struct mm_error *err, int64_t revision, size_t n_keys,
+                       void *arg)
+{
+    struct paged_case *pc = arg;
+    pc->done = true;
+    pc->status = status;
+}
+
+static void test_client_freed_in_page(void)
+{
+    struct etcd_client *writer = client(0);
+    struct mm_error err = {0};
+    for (int i = 0; i < 4; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "/t/life/p/%d", i);
+        CHECK_INT(etcd_sync_put(writer, k, "x", 0, NULL, &err), 0);
+    }
+    etcd_client_free(writer);
+    struct paged_case pc = {.c = client(0)};
+    struct etcd_paged_req req = {.key = "/t/life/p/", .range_end = "/t/life/p0", .page_keys = 1};
+    REQUIRE(etcd_range_paged(pc.c, &req, page_frees_client, paged_done, &pc, NULL) == 0);
+    CHECK(harness_run_until(loop, flag_set, &pc.done, 5000));
+    CHECK_INT(pc.status, -ECANCELED);
+    CHECK_INT(pc.pages, 1);
+    harness_run_until(loop, NULL, NULL, 300);
+}
+
+/* ---------------------------------------------------------------- cancellation */
+
+static int called; /* callbacks of requests that were cancelled: must stay 0 */
+
+static void must_not_run(int status, const struct mm_error *err, struct etcd_response *resp,
+                         void *arg)
+{
+    called++;
+    fprintf(stderr, "a cancelled request called back: %d %s\n", status, err ? err->msg : "");
+}
+
+static int page_must_not_run(const struct etcd_kv *kvs, size_t n, int64_t revision, void *arg)
+{
+    called++;
+    return 0;
+}
+
+static void paged_must_not_run(int status, const struct mm_error *err, int64_t revision,
+                               size_t n_keys, void *arg)
+{
+    called++;
+}
+
+struct canceller {
+    struct etcd_request *victim;
+    bool done;
+};
+
+static void cancel_other(int status, const struct mm_error *err, struct etcd_response *resp,
+                         void *arg)
+{
+    struct canceller *k = arg;
+    etcd_request_cancel(k->victim); /* still in flight, or answered in this same read */
+    k->done = true;
+}
+
+static bool either_done(void *arg)
+{
+    struct canceller **k = arg;
+    return k[0]->done || k[1]->done;
+}
+
+static void test_cancel(void)
+{
+    struct etcd_client *c = client(0);
+    called = 0;
+    /* Cancelled right after the call, one of each kind. */
+    struct etcd_request *r[7] = {0};
+    struct etcd_range_req range = {.key = "/t/cancel/a"};
+    struct etcd_op put = {.kind = ETCD_OP_PUT, .key = "/t/cancel/t", .value = "1"};
+    struct etcd_txn txn = {.success = &put, .n_success = 1};
+    struct etcd_paged_req pages = {.key = "/t/", .range_end = "/t0"};
+    REQUIRE(etcd_range(c, &range, must_not_run, NULL, &r[0]) == 0);
+    REQUIRE(etcd_put(c, "/t/cancel/a", "1", 1, 0, must_not_run, NULL, &r[1]) == 0);
+    REQUIRE(etcd_txn(c, &txn, must_not_run, NULL, &r[2]) == 0);
+    REQUIRE(etcd_lease_grant(c, 5, 0, must_not_run, NULL, &r[3]) == 0);
+    REQUIRE(etcd_delete(c, "/t/cancel/a", false, must_not_run, NULL, &r[4]) == 0);
+    REQUIRE(etcd_compact(c, 1, false, must_not_run, NULL, &r[5]) == 0);
+    REQUIRE(etcd_range_paged(c, &pages, page_must_not_run, paged_must_not_run, NULL, &r[6]) == 0);
+    for (int i = 0; i < 7; i++)
+        etcd_request_cancel(r[i]);
+    etcd_request_cancel(NULL); /* a no-op */
+    harness_run_until(loop, NULL, NULL, 500);
+    CHECK_INT(called, 0);
+
+    /* Cancelled from another request's callback: both sent together, the first to answer
+     * cancels the other. */
+    struct canceller k1 = {0}, k2 = {0};
+    struct etcd_request *a = NULL, *b = NULL;
+    REQUIRE(etcd_range(c, &range, cancel_other, &k1, &a) == 0);
+    REQUIRE(etcd_range(c, &range, cancel_other, &k2, &b) == 0);
+    k1.victim = b;
+    k2.victim = a;
+    struct canceller *both[2] = {&k1, &k2};
+    CHECK(harness_run_until(loop, either_done, both, 5000));
+    harness_run_until(loop, NULL, NULL, 300);
+    CHECK_INT(k1.done + k2.done, 1); /* exactly one ran: it cancelled the other */
+
+    /* Left pending when the client goes: a cancelled one stays silent. */
+    REQUIRE(etcd_range(c, &range, must_not_run, NULL, &r[0]) == 0);
+    etcd_request_cancel(r[0]);
+    etcd_client_free(c);
+    CHECK_INT(called, 0);
+}
+
+/* A listening socket never accepted: connections complete in the backlog and requests are sent
+ * into it, but nothing answers. Caller closes it. */
+static int silent_endpoint(char *url, size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 64) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+        return -1;
+    snprintf(url, size, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    return fd;
+}
+
+struct endpoint_is {
+    struct etcd_client *c;
+    const char *url;
+};
+
+static bool at_endpoint(void *arg)
+{
+    struct endpoint_is *e = arg;
+    return strcmp(etcd_client_endpoint(e->c), e->url) == 0;
+}
+
+/* Cancelled while it is retried: a read times out on a silent endpoint and goes to the next,
+ * as silent; cancelled there, it never calls back, and the client still works. */
+static void test_cancel_while_retried(void)
+{
+    char hole1[64], hole2[64], eps[256];
+    int fd1 = silent_endpoint(hole1, sizeof(hole1));
+    int fd2 = silent_endpoint(hole2, sizeof(hole2));
+    REQUIRE(fd1 >= 0 && fd2 >= 0);
+    snprintf(eps, sizeof(eps), "%s,%s,%s", hole1, hole2, endpoint);
+    struct etcd_config cfg = {.endpoints = eps, .request_timeout_ms = 300};
+    struct etcd_client *c = NULL;
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(loop, &cfg, &c, &err) == 0);
+    called = 0;
+    struct etcd_request *r = NULL;
+    struct etcd_range_req range = {.key = "/t/cancel/a"};
+    REQUIRE(etcd_range(c, &range, must_not_run, NULL, &r) == 0);
+    struct endpoint_is second = {c, hole2};
+    CHECK(harness_run_until(loop, at_endpoint, &second, 2000)); /* first attempt timed out */
+    harness_run_until(loop, NULL, NULL, 100);                   /* the second is in flight */
+    etcd_request_cancel(r);
+    harness_run_until(loop, NULL, NULL, 1000);
+    CHECK_INT(called, 0);
+    struct etcd_response *resp = NULL;
+    CHECK_INT(etcd_sync_range(c, &range, &resp, &err), 0); /* hole2 times out, then live */
+    etcd_response_free(resp);
+    etcd_client_free(c);
+    close(fd1);
+    close(fd2);
+}
+
+static void watch_must_not_run(struct etcd_watch *w, int status, const struct mm_error *err,
+                               const struct etcd_watch_batch *batch, int64_t compact_revision,
+                               void *arg)
+{
+    called++;
+}
+
+/* Cancelled while waiting for an auth token: it never calls back; the others that waited with it
+ * go on with the token. */
+static void test_cancel_waiting_for_auth(void)
+{
+    struct harness_etcd e = {0};
+    REQUIRE(harness_etcd_start(&e, NULL) == 0);
+    char cmd[512], out[512];
+    snprintf(cmd, sizeof(cmd),
+             "set -e; export ETCDCTL_API=3; E=%s; etcdctl --endpoints $E user add root:rootpw "
+             ">/dev/null; etcdctl --endpoints $E user grant-role root root >/dev/null; "
+             "etcdctl --endpoints $E auth enable >/dev/null",
+             e.endpoint);
+    REQUIRE(harness_capture(cmd, out, sizeof(out)) == 0);
+    struct etcd_config cfg = {.endpoints = e.endpoint, .user = "root", .password = "rootpw"};
+    struct etcd_client *c = NULL;
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(loop, &cfg, &c, &err) == 0);
+    called = 0;
+    struct etcd_request *r = NULL, *p = NULL;
+    struct etcd_range_req range = {.key = "/t/cancel/auth"};
+    struct etcd_paged_req pages = {.key = "/t/", .range_end = "/t0"};
+    struct etcd_watch *w = NULL;
+    struct etcd_watch_req wr = {.key = "/t/cancel/auth"};
+    REQUIRE(etcd_range(c, &range, must_not_run, NULL, &r) == 0);
+    REQUIRE(etcd_range_paged(c, &pages, page_must_not_run, paged_must_not_run, NULL, &p) == 0);
+    REQUIRE(etcd_watch_start(c, &wr, watch_must_not_run, NULL, &w) == 0);
+    etcd_request_cancel(r);
+    etcd_request_cancel(p);
+    etcd_watch_free(w);
+    CHECK_INT(etcd_sync_put(c, "/t/cancel/auth", "1", 0, NULL, &err), 0); /* waited as well */
+    harness_run_until(loop, NULL, NULL, 300);
+    CHECK_INT(called, 0);
+    etcd_client_free(c);
+    harness_etcd_cleanup(&e);
+}
+
 static struct etcd_client *shared;
 static struct harness_etcd etcd;
 
@@ -261,6 +496,10 @@ static const struct {
     {"lease-revoked", lease_revoked_case},
     {"election", election_case},
     {"client", test_client_freed},
+    {"client-paged", test_client_freed_in_page},
+    {"cancel", test_cancel},
+    {"cancel-retried", test_cancel_while_retried},
+    {"cancel-auth", test_cancel_waiting_for_auth},
     {"lease-unconfirmed", lease_unconfirmed_case},
 };
 
