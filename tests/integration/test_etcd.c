@@ -413,7 +413,8 @@ static void test_leases_and_watch(struct etcd_client *c)
     REQUIRE(etcd_lease_keepalive(c, 12345, cas_cb, &ka2, NULL) == 0);
     etcd_sync_wait(c, &ka2.done, 5000);
     CHECK_INT(ka2.status, -ENOENT);
-    CHECK_INT(etcd_put(c, "/lease/d", "v", 1, 12345, cas_cb, &ka2, NULL), 0); /* attach to no lease */
+    /* attach to no lease */
+    CHECK_INT(etcd_put(c, "/lease/d", "v", 1, 12345, cas_cb, &ka2, NULL), 0);
     ka2.done = false;
     etcd_sync_wait(c, &ka2.done, 5000);
     CHECK_INT(ka2.status, -ENOENT);

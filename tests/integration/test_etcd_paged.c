@@ -253,8 +253,9 @@ static void raw_put(const char *endpoint, const char *key, size_t len)
 {
     char k64[128], cmd[512], out[512];
     base64_encode(key, len, k64);
-    snprintf(cmd, sizeof(cmd), "curl -sS -X POST %s/v3/kv/put -d '{\"key\":\"%s\",\"value\":\"eA==\"}'",
-             endpoint, k64);
+    snprintf(cmd, sizeof(cmd),
+             "curl -sS -X POST %s/v3/kv/put -d '{\"key\":\"%s\",\"value\":\"eA==\"}'", endpoint,
+             k64);
     int rc = harness_capture(cmd, out, sizeof(out));
     if (rc != 0)
         fprintf(stderr, "raw put: %d %s\n", rc, out);

@@ -173,7 +173,8 @@ static void test_rejects(void)
 static void test_election(void)
 {
     struct mm_error err = {0};
-    static const struct election_record in = {.leader = "controller-7f9c", .since_ms = 1764000000123};
+    static const struct election_record in = {.leader = "controller-7f9c",
+                                              .since_ms = 1764000000123};
     char *json = record_encode(RECORD_ELECTION, &in);
     REQUIRE(json != NULL);
     CHECK_STR(json, "{\"v\":1,\"leader\":\"controller-7f9c\",\"since_ms\":1764000000123}");
@@ -186,7 +187,8 @@ static void test_election(void)
     CHECK_INT(decode(RECORD_ELECTION, "{\"v\":2,\"leader\":\"n1\",\"term\":3}", &out, &err), 0);
     CHECK_STR(out.leader, "n1");
     CHECK_INT(out.since_ms, 0);
-    rejects(RECORD_ELECTION, "{\"v\":1,\"since_ms\":5}", "election record: field 'leader' is required");
+    rejects(RECORD_ELECTION, "{\"v\":1,\"since_ms\":5}",
+            "election record: field 'leader' is required");
     rejects(RECORD_ELECTION, "{\"v\":1,\"leader\":\"\"}", "field 'leader' must not be empty");
     rejects(RECORD_ELECTION, "{\"v\":1,\"leader\":7}", "field 'leader' must be a string");
     rejects(RECORD_ELECTION, "{\"v\":1,\"leader\":\"n\",\"since_ms\":1.5}",
