@@ -18,6 +18,7 @@
 
 #include "harness.h"
 #include "mm/etcd.h"
+#include "mm/etcd_sync.h"
 #include "mm/mirror.h"
 
 #define PREFIX "/bench/copies/"
@@ -152,6 +153,12 @@ static void on_event(const struct mirror_event *ev, void *arg)
         a->first = now_s();
 }
 
+static int count_keys(const struct etcd_kv *kvs, size_t n, int64_t revision, void *arg)
+{
+    *(size_t *)arg += n;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 50000;
@@ -181,26 +188,10 @@ int main(int argc, char **argv)
     /* 1. Initial sync vs a raw paginated range of the same keys. */
     t0 = now_s();
     size_t raw_keys = 0;
-    char after[200] = "";
-    int64_t rev = 0;
-    for (;;) {
-        struct etcd_range_req req = {.key = after[0] ? after : PREFIX,
-                                     .range_end = "/bench/copies0",
-                                     .limit = after[0] ? 1001 : 1000,
-                                     .revision = rev};
-        struct etcd_response *r = NULL;
-        if (etcd_sync_range(c, &req, &r, &err) < 0) {
-            fprintf(stderr, "%s\n", err.msg);
-            return 1;
-        }
-        rev = r->revision;
-        raw_keys += r->op.n_kvs - (after[0] ? 1 : 0);
-        bool more = r->op.more;
-        if (more)
-            snprintf(after, sizeof(after), "%s", r->op.kvs[r->op.n_kvs - 1].key);
-        etcd_response_free(r);
-        if (!more)
-            break;
+    struct etcd_paged_req pages = {.key = PREFIX, .range_end = "/bench/copies0", .page_keys = 1000};
+    if (etcd_sync_range_paged(c, &pages, count_keys, &raw_keys, NULL, &err) < 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
     }
     double raw_list_s = now_s() - t0;
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "mm/etcd.h"
+#include "mm/etcd_sync.h"
 #include "mm/json.h"
 #include "mm/keys.h"
 #include "mm/opts.h"
@@ -190,6 +191,22 @@ static int cmd_get(struct etcd_client *c, const struct options *o)
     return rc;
 }
 
+struct dump_state {
+    const struct options *o;
+    int64_t total;
+};
+
+static int print_page(const struct etcd_kv *kvs, size_t n, int64_t revision, void *arg)
+{
+    struct dump_state *d = arg;
+    for (size_t i = 0; i < n; i++) {
+        printf("%s%s\n", d->total ? "\n" : "", kvs[i].key);
+        print_value(d->o, &kvs[i]);
+        d->total++;
+    }
+    return 0;
+}
+
 static int cmd_dump(struct etcd_client *c, const struct options *o)
 {
     if (o->n_args != 2) {
@@ -199,41 +216,21 @@ static int cmd_dump(struct etcd_client *c, const struct options *o)
     char prefix[KEYS_MAX];
     if (full_key(o, o->prefix ? o->prefix : "", prefix, sizeof(prefix)) < 0)
         return 2;
+    char end[KEYS_MAX + 1];
+    size_t len = strlen(prefix);
+    size_t end_len = etcd_prefix_end(prefix, len, end);
     /* Pages of 500 at one revision: a consistent view of any size. */
-    char after[KEYS_MAX] = "";
-    int64_t revision = 0, total = 0;
-    for (;;) {
-        char end[KEYS_MAX];
-        snprintf(end, sizeof(end), "%s", prefix);
-        size_t n = strlen(end);
-        end[n - 1] = (char)(end[n - 1] + 1); /* prefixes end in '/' or a name character */
-        struct etcd_range_req req = {.key = after[0] ? after : prefix, .range_end = end,
-                                     .limit = after[0] ? 501 : 500, .revision = revision};
-        struct etcd_response *r = NULL;
-        struct mm_error err = {0};
-        if (etcd_sync_range(c, &req, &r, &err) < 0) {
-            fprintf(stderr, "mmctl: %s\n", err.msg);
-            return 1;
-        }
-        if (!revision)
-            revision = r->revision;
-        for (size_t i = 0; i < r->op.n_kvs; i++) {
-            const struct etcd_kv *kv = &r->op.kvs[i];
-            if (after[0] && strcmp(kv->key, after) == 0)
-                continue;
-            printf("%s%s\n", total ? "\n" : "", kv->key);
-            print_value(o, kv);
-            total++;
-        }
-        bool more = r->op.more && r->op.n_kvs > 0;
-        if (more)
-            snprintf(after, sizeof(after), "%s", r->op.kvs[r->op.n_kvs - 1].key);
-        etcd_response_free(r);
-        if (!more)
-            break;
+    struct etcd_paged_req req = {.key = prefix, .key_len = len, .range_end = end,
+                                 .range_end_len = end_len, .page_keys = 500};
+    struct dump_state d = {.o = o};
+    int64_t revision = 0;
+    struct mm_error err = {0};
+    if (etcd_sync_range_paged(c, &req, print_page, &d, &revision, &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", err.msg);
+        return 1;
     }
-    printf("%s%" PRId64 " record%s under %s at revision %" PRId64 "\n", total ? "\n" : "", total,
-           total == 1 ? "" : "s", prefix, revision);
+    printf("%s%" PRId64 " record%s under %s at revision %" PRId64 "\n", d.total ? "\n" : "",
+           d.total, d.total == 1 ? "" : "s", prefix, revision);
     return 0;
 }
 

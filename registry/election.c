@@ -2,7 +2,6 @@
 #include "mm/election.h"
 
 #include <bsd/string.h>
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <ev.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include "mm/etcd.h"
 #include "mm/lease.h"
 #include "mm/log.h"
+#include "mm/records.h"
 
 #define RETRY_S 0.5
 
@@ -23,32 +23,55 @@ struct election {
     char *identity;
     struct lease *lease;
     struct etcd_watch *watch;
+    struct etcd_request *txn;       /* the campaign in flight */
     ev_timer retry;
     bool leader;
-    bool txn_in_flight;
-    bool closing;
-    char leader_id[256];
+    int dispatching;                /* depth of calls into the owner */
+    bool free_requested;            /* election_free called from inside one */
+    char leader_id[sizeof(((struct election_record *)0)->leader)];
     election_cb cb;
     void *arg;
 };
 
 static void campaign(struct election *e);
 
-static void set_state(struct election *e, bool leader, const char *who)
+static void destroy(struct election *e)
+{
+    free(e->key);
+    free(e->identity);
+    free(e);
+}
+
+/* Record the state and tell the owner of a change; false if the owner freed the election
+ * meanwhile (then it is gone: touch nothing). */
+static bool set_state(struct election *e, bool leader, const char *who)
 {
     bool changed = e->leader != leader || strcmp(e->leader_id, who) != 0;
     e->leader = leader;
     strlcpy(e->leader_id, who, sizeof(e->leader_id));
-    if (changed)
-        e->cb(e, leader ? ELECTION_LEADER : ELECTION_FOLLOWER, e->arg);
+    if (!changed)
+        return true;
+    e->dispatching++;
+    e->cb(e, leader ? ELECTION_LEADER : ELECTION_FOLLOWER, e->arg);
+    e->dispatching--;
+    if (e->free_requested) {
+        if (e->dispatching == 0)
+            destroy(e);
+        return false;
+    }
+    return true;
 }
 
-static void leader_of(const char *value, char *out, size_t size)
+/* The leader named by a key's value; "" (unknown) if the value is not an election record. */
+static void leader_of(const struct election *e, const struct etcd_kv *kv, char *out, size_t size)
 {
-    cJSON *j = cJSON_Parse(value);
-    const cJSON *who = cJSON_GetObjectItemCaseSensitive(j, "leader");
-    strlcpy(out, cJSON_IsString(who) ? who->valuestring : "", size);
-    cJSON_Delete(j);
+    struct election_record rec;
+    struct mm_error err;
+    if (record_decode(RECORD_ELECTION, kv->value, kv->value_len, &rec, &err) < 0) {
+        mm_log(MM_LOG_WARN, "election", "%s: %s", e->key, err.msg);
+        rec.leader[0] = '\0';
+    }
+    strlcpy(out, rec.leader, size);
 }
 
 static void retry_later(struct election *e)
@@ -71,15 +94,17 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
     for (size_t i = 0; i < batch->n_events; i++) {
         const struct etcd_event *ev = &batch->events[i];
         if (ev->type == ETCD_EVENT_DELETE) {
-            set_state(e, false, "");
+            if (!set_state(e, false, ""))
+                return;
             etcd_watch_free(e->watch);
             e->watch = NULL;
             campaign(e);
             return;
         }
-        char who[256];
-        leader_of(ev->kv.value, who, sizeof(who));
-        set_state(e, ev->kv.lease == lease_id(e->lease) && lease_id(e->lease) != 0, who);
+        char who[sizeof(e->leader_id)];
+        leader_of(e, &ev->kv, who, sizeof(who));
+        if (!set_state(e, ev->kv.lease == lease_id(e->lease) && lease_id(e->lease) != 0, who))
+            return;
     }
 }
 
@@ -95,27 +120,27 @@ static void watch_from(struct election *e, int64_t revision)
 static void on_txn(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
 {
     struct election *e = arg;
-    e->txn_in_flight = false;
-    if (e->closing) {
-        free(e);
-        return;
-    }
+    e->txn = NULL; /* the handle is spent once its callback runs */
+    if (status == -ECANCELED)
+        return; /* the client is closing */
     if (status < 0) {
         mm_log(MM_LOG_WARN, "election", "campaign for %s: %s", e->key, err->msg);
         retry_later(e);
         return;
     }
     if (resp->succeeded) {
-        set_state(e, true, e->identity);
+        if (!set_state(e, true, e->identity))
+            return;
     } else {
         const struct etcd_op_result *r = resp->n_results ? &resp->results[0] : NULL;
         if (!r || r->n_kvs == 0) { /* deleted between compare and read: try again */
             campaign(e);
             return;
         }
-        char who[256];
-        leader_of(r->kvs[0].value, who, sizeof(who));
-        set_state(e, r->kvs[0].lease == lease_id(e->lease), who);
+        char who[sizeof(e->leader_id)];
+        leader_of(e, &r->kvs[0], who, sizeof(who));
+        if (!set_state(e, r->kvs[0].lease == lease_id(e->lease), who))
+            return;
     }
     watch_from(e, resp->revision + 1);
 }
@@ -123,16 +148,13 @@ static void on_txn(int status, const struct mm_error *err, struct etcd_response 
 static void campaign(struct election *e)
 {
     int64_t lease = lease_id(e->lease);
-    if (e->txn_in_flight || lease == 0)
+    if (e->txn || lease == 0)
         return; /* the next LEASE_GRANTED campaigns */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    cJSON *v = cJSON_CreateObject();
-    cJSON_AddNumberToObject(v, "v", 1);
-    cJSON_AddStringToObject(v, "leader", e->identity);
-    cJSON_AddNumberToObject(v, "since_ms", (double)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-    char *value = cJSON_PrintUnformatted(v);
-    cJSON_Delete(v);
+    struct election_record rec = {.since_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000};
+    strlcpy(rec.leader, e->identity, sizeof(rec.leader));
+    char *value = record_encode(RECORD_ELECTION, &rec);
     if (!value) {
         retry_later(e);
         return;
@@ -142,12 +164,12 @@ static void campaign(struct election *e)
     struct etcd_op put = {.kind = ETCD_OP_PUT, .key = e->key, .value = value, .lease = lease};
     struct etcd_op get = {.kind = ETCD_OP_RANGE, .key = e->key};
     struct etcd_txn txn = {&cmp, 1, &put, 1, &get, 1};
-    int rc = etcd_txn(e->c, &txn, on_txn, e);
+    int rc = etcd_txn(e->c, &txn, on_txn, e, &e->txn);
     free(value);
-    if (rc < 0)
+    if (rc < 0) {
+        e->txn = NULL;
         retry_later(e);
-    else
-        e->txn_in_flight = true;
+    }
 }
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
@@ -172,8 +194,11 @@ static void on_lease(struct lease *l, enum lease_state state, const struct mm_er
 int election_new(struct etcd_client *c, const char *key, const char *identity, int64_t ttl_s,
                  election_cb cb, void *arg, struct election **out, struct mm_error *err)
 {
-    if (!key || !key[0] || !identity || !cb)
+    if (!key || !key[0] || !identity || !identity[0] || !cb)
         return mm_error_set(err, -EINVAL, "election: key, identity and callback are required");
+    if (strlen(identity) >= sizeof(((struct election *)0)->leader_id))
+        return mm_error_set(err, -EINVAL, "election: identity is %zu bytes, the limit is %zu",
+                            strlen(identity), sizeof(((struct election *)0)->leader_id) - 1);
     struct election *e = calloc(1, sizeof(*e));
     if (!e)
         return mm_error_set(err, -ENOMEM, "election: out of memory");
@@ -196,9 +221,7 @@ int election_new(struct etcd_client *c, const char *key, const char *identity, i
     *out = e;
     return 0;
 fail:
-    free(e->key);
-    free(e->identity);
-    free(e);
+    destroy(e);
     return rc;
 }
 
@@ -214,17 +237,18 @@ const char *election_leader(const struct election *e)
 
 void election_free(struct election *e)
 {
-    if (!e)
+    if (!e || e->free_requested)
         return;
     ev_timer_stop(e->loop, &e->retry);
-    etcd_watch_free(e->watch);
-    lease_free(e->lease, true); /* revoking deletes our key: followers campaign at once */
-    free(e->key);
-    free(e->identity);
-    e->key = e->identity = NULL;
-    if (e->txn_in_flight) { /* on_txn frees */
-        e->closing = true;
+    etcd_request_cancel(e->txn); /* its callback never runs */
+    e->txn = NULL;
+    etcd_watch_free(e->watch);   /* allowed inside the watch's own callback */
+    e->watch = NULL;
+    lease_free(e->lease, true);  /* revoking deletes our key: followers campaign at once */
+    e->lease = NULL;
+    if (e->dispatching) {        /* inside our call into the owner: set_state() frees it */
+        e->free_requested = true;
         return;
     }
-    free(e);
+    destroy(e);
 }

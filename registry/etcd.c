@@ -1,10 +1,12 @@
-/* etcd.c - etcd v3 over the JSON gateway, on libcurl multi driven by a libev loop.
+/* etcd.c - the etcd v3 client over the JSON gateway: the client, unary requests, failover, auth
+ * and paged ranges. Watch streams are in etcd_watch.c, synchronous helpers in etcd_sync.c; the
+ * HTTP transport is the loop's curlev.
  *
- * Every operation is one `struct request` (one easy handle). Unary requests buffer their reply and
- * complete once; watches are requests in stream mode whose reply is parsed object by object.
- * Parsing and callbacks never run inside a curl callback: write callbacks only append bytes, and
- * the client processes finished and streaming transfers after curl_multi_socket_action returns,
- * so a callback may start, cancel or free requests freely.
+ * Every operation is one `struct request`; each attempt is one curlev transfer. Unary requests
+ * read their reply when the transfer is done; a paged range is a range request relaunched for
+ * each page. Callbacks run from curlev's callbacks, never inside curl, bracketed by
+ * client_enter/leave so that a callback may free the client (sd-event's source_dispatch is the
+ * model): the memory goes when the outermost bracket closes.
  *
  * Failover: a request goes to the client's current endpoint. A request that never reached a
  * server (connect failure) moves on to the next endpoint whatever it is; one that may have been
@@ -12,9 +14,6 @@
 #include "mm/etcd.h"
 
 #include <assert.h>
-#include <bsd/sys/queue.h>
-#include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
@@ -23,13 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "etcd_impl.h"
 #include "mm/base64.h"
-#include "mm/buf.h"
 
 #define DEFAULT_REQUEST_TIMEOUT_MS 5000
 #define DEFAULT_CONNECT_TIMEOUT_MS 1000
-#define MAX_ENDPOINTS 16
-#define MAX_REPLY_BYTES (512u << 20) /* a reply larger than this is refused, not buffered */
+#define DEFAULT_PAGE_KEYS 1000
+#define DEFAULT_PAGE_BYTES (1u << 20)
+#define DEFAULT_MAX_PAGES 100000
 
 /* ---------------------------------------------------------------- arena for responses */
 
@@ -40,7 +40,7 @@ struct arena_chunk {
     max_align_t data[];
 };
 
-static void *arena_alloc(struct arena_chunk **head, size_t n)
+void *arena_alloc(struct arena_chunk **head, size_t n)
 {
     n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     struct arena_chunk *c = *head;
@@ -59,7 +59,7 @@ static void *arena_alloc(struct arena_chunk **head, size_t n)
     return p;
 }
 
-static void arena_free(struct arena_chunk *c)
+void arena_free(struct arena_chunk *c)
 {
     while (c) {
         struct arena_chunk *next = c->next;
@@ -94,11 +94,6 @@ void etcd_response_free(struct etcd_response *r)
 
 /* ---------------------------------------------------------------- client and requests */
 
-enum req_kind {
-    REQ_RANGE, REQ_PUT, REQ_DELETE, REQ_TXN, REQ_LEASE_GRANT, REQ_LEASE_KEEPALIVE,
-    REQ_LEASE_REVOKE, REQ_LEASE_TTL, REQ_COMPACT, REQ_AUTH, REQ_WATCH,
-};
-
 static const char *const req_paths[] = {
     [REQ_RANGE] = "/v3/kv/range",
     [REQ_PUT] = "/v3/kv/put",
@@ -113,224 +108,155 @@ static const char *const req_paths[] = {
     [REQ_WATCH] = "/v3/watch",
 };
 
-struct etcd_watch; /* a request in stream mode */
-
-struct request {
-    struct etcd_client *c;
-    TAILQ_ENTRY(request) link;      /* in c->active or c->auth_wait */
-    TAILQ_ENTRY(request) dirty;     /* in c->dirty: has stream bytes to parse */
-    enum req_kind kind;
-    char *body;
-    size_t body_len;
-    bool idempotent;
-    bool on_dirty;
-    bool auth_retried;
-    bool finished;                  /* watch: final callback delivered */
-    bool free_requested;            /* watch: freed by its owner during dispatch */
-    bool dispatching;
-    size_t endpoint;                /* index used by the current attempt */
-    size_t attempts;
-    CURL *easy;
-    struct curl_slist *headers;
-    struct mm_buf reply;
-    char errbuf[CURL_ERROR_SIZE];
-    char what[192];                 /* "range /modelmesh/x/" for messages */
-    etcd_cb cb;
-    etcd_watch_cb watch_cb;
-    void *arg;
-    /* stream scanner state (watch) */
-    size_t scan_pos;
-    size_t obj_start;
-    int depth;
-    bool in_string;
-    bool escaped;
+/* A paged range between its pages (see etcd_range_paged). */
+struct paged {
+    etcd_page_cb on_page;
+    etcd_paged_done_cb on_done;
+    char *end;                      /* range end, bytes */
+    size_t end_len;
+    char *cursor;                   /* the next page's first key: the last one delivered + "\0" */
+    size_t cursor_len;
+    int64_t revision;               /* pinned by the first page */
+    int64_t limit;                  /* keys asked for per request */
+    size_t page_keys, page_bytes, max_pages;
+    size_t pages;                   /* requests answered */
+    size_t n_keys;                  /* keys delivered */
+    bool keys_only, serializable;
 };
 
-TAILQ_HEAD(request_list, request);
-
-struct socket_watch {
-    ev_io io;
-    struct etcd_client *c;
-};
-
-struct etcd_client {
-    struct ev_loop *loop;
-    CURLM *multi;
-    ev_timer timer;
-    char *endpoints[MAX_ENDPOINTS];
-    size_t n_endpoints;
-    size_t current;
-    char *ca_file, *cert_file, *key_file, *user, *password;
-    unsigned request_timeout_ms, connect_timeout_ms;
-    char *token;
-    bool authenticating;
-    struct request_list active;     /* attached to the multi handle */
-    struct request_list auth_wait;  /* waiting for a token */
-    struct request_list dirty;
-};
-
-static void request_free(struct request *r)
+static void paged_free(struct paged *pg)
 {
-    if (r->easy)
-        curl_easy_cleanup(r->easy);
+    if (pg) {
+        free(pg->end);
+        free(pg->cursor);
+        free(pg);
+    }
+}
+
+static void client_destroy(struct etcd_client *c)
+{
+    if (c->own_curl)
+        curlev_free(c->curl);
+    for (size_t i = 0; i < c->n_endpoints; i++)
+        free(c->endpoints[i]);
+    free(c->ca_file);
+    free(c->cert_file);
+    free(c->key_file);
+    free(c->user);
+    free(c->password);
+    free(c->token);
+    free(c);
+}
+
+void client_enter(struct etcd_client *c)
+{
+    c->dispatching++;
+}
+
+void client_leave(struct etcd_client *c)
+{
+    if (--c->dispatching == 0 && c->closing)
+        client_destroy(c);
+}
+
+void request_free(struct request *r)
+{
+    curlev_transfer_free(r->t);
     curl_slist_free_all(r->headers);
-    mm_buf_free(&r->reply);
+    paged_free(r->pg);
     free(r->body);
     free(r);
 }
 
-static void detach(struct request *r)
+void request_detach(struct request *r)
 {
-    struct etcd_client *c = r->c;
-    if (r->easy) {
-        curl_multi_remove_handle(c->multi, r->easy);
-        curl_easy_cleanup(r->easy);
-        r->easy = NULL;
-        TAILQ_REMOVE(&c->active, r, link);
+    if (r->t) {
+        curlev_transfer_free(r->t);
+        r->t = NULL;
     }
-    if (r->on_dirty) {
-        TAILQ_REMOVE(&c->dirty, r, dirty);
-        r->on_dirty = false;
+    if (r->wait_on) {
+        TAILQ_REMOVE(r->wait_on, r, wait);
+        r->wait_on = NULL;
     }
 }
 
-static const char *endpoint_of(const struct request *r)
+void request_unlink(struct request *r)
+{
+    if (r->in_all) {
+        TAILQ_REMOVE(&r->c->all, r, all);
+        r->in_all = false;
+    }
+}
+
+const char *request_endpoint(const struct request *r)
 {
     return r->c->endpoints[r->endpoint];
 }
 
 /* Printable, bounded rendering of a key for messages. */
-static void describe_key(char *out, size_t size, const char *key)
+static void describe_key(char *out, size_t size, const char *key, size_t len)
 {
     size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)key; *p && o + 5 < size; p++) {
-        if (*p >= 0x20 && *p < 0x7f)
-            out[o++] = (char)*p;
+    for (size_t i = 0; i < len && o + 5 < size; i++) {
+        unsigned char ch = (unsigned char)key[i];
+        if (ch >= 0x20 && ch < 0x7f)
+            out[o++] = (char)ch;
         else
-            o += (size_t)snprintf(out + o, size - o, "\\x%02x", *p);
+            o += (size_t)snprintf(out + o, size - o, "\\x%02x", ch);
     }
     out[o] = '\0';
 }
 
-static void set_what(struct request *r, const char *op, const char *key)
+static void set_what(struct request *r, const char *op, const char *key, size_t key_len)
 {
     char k[128];
-    describe_key(k, sizeof(k), key ? key : "");
+    describe_key(k, sizeof(k), key ? key : "", key ? key_len : 0);
     snprintf(r->what, sizeof(r->what), "%s%s%s", op, key ? " " : "", key ? k : "");
-}
-
-/* ---------------------------------------------------------------- curl on libev */
-
-static void process(struct etcd_client *c);
-
-static void socket_cb_ev(struct ev_loop *loop, ev_io *w, int revents)
-{
-    struct socket_watch *sw = (struct socket_watch *)w;
-    int flags =
-        (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
-    struct etcd_client *c = sw->c; /* sw may be freed by curl_socket_cb during the action */
-    int running;
-    curl_multi_socket_action(c->multi, w->fd, flags, &running);
-    process(c);
-}
-
-static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    struct etcd_client *c = userp;
-    struct socket_watch *sw = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (sw) {
-            ev_io_stop(c->loop, &sw->io);
-            free(sw);
-            curl_multi_assign(c->multi, s, NULL);
-        }
-        return 0;
-    }
-    int events = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0);
-    if (!sw) {
-        sw = calloc(1, sizeof(*sw));
-        if (!sw)
-            return -1;
-        sw->c = c;
-        ev_io_init(&sw->io, socket_cb_ev, s, events);
-        curl_multi_assign(c->multi, s, sw);
-    } else {
-        ev_io_stop(c->loop, &sw->io);
-        ev_io_set(&sw->io, s, events);
-    }
-    ev_io_start(c->loop, &sw->io);
-    return 0;
-}
-
-static void timer_cb_ev(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct etcd_client *c = w->data;
-    int running;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    process(c);
-}
-
-static int curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct etcd_client *c = userp;
-    ev_timer_stop(c->loop, &c->timer);
-    if (timeout_ms >= 0) {
-        ev_timer_set(&c->timer, (double)timeout_ms / 1000.0, 0.);
-        ev_timer_start(c->loop, &c->timer);
-    }
-    return 0;
 }
 
 /* ---------------------------------------------------------------- starting transfers */
 
-static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    struct request *r = userdata;
-    size_t n = size * nmemb;
-    if (r->reply.len + n > MAX_REPLY_BYTES || mm_buf_append(&r->reply, ptr, n) < 0)
-        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-    if (r->kind == REQ_WATCH && !r->on_dirty) {
-        TAILQ_INSERT_TAIL(&r->c->dirty, r, dirty);
-        r->on_dirty = true;
-    }
-    return n;
-}
-
-static void complete_error(struct request *r, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void start_auth(struct etcd_client *c);
+static int start_auth(struct etcd_client *c);
 static void auth_done(struct etcd_client *c, int status, const struct mm_error *err,
                       const char *token);
+static void unary_on_done(struct curlev_transfer *t, CURLcode res, void *arg);
 
-static int launch(struct request *r)
+int request_launch(struct request *r)
 {
     struct etcd_client *c = r->c;
     if (c->user && !c->token && r->kind != REQ_AUTH) {
-        TAILQ_INSERT_TAIL(&c->auth_wait, r, link);
-        start_auth(c);
-        return 0;
+        TAILQ_INSERT_TAIL(&c->auth_wait, r, wait);
+        r->wait_on = &c->auth_wait;
+        int rc = start_auth(c);
+        if (rc < 0) {
+            TAILQ_REMOVE(&c->auth_wait, r, wait);
+            r->wait_on = NULL;
+        }
+        return rc;
     }
     r->endpoint = c->current;
     r->attempts++;
-    mm_buf_reset(&r->reply);
     r->scan_pos = r->obj_start = 0;
     r->depth = 0;
     r->in_string = r->escaped = false;
     curl_slist_free_all(r->headers);
     r->headers = NULL;
 
-    CURL *e = curl_easy_init();
-    if (!e)
+    bool watch = r->kind == REQ_WATCH;
+    struct curlev_transfer *t = NULL;
+    if (curlev_transfer_new(c->curl, ETCD_MAX_REPLY_BYTES, watch ? watch_on_data : NULL,
+                            watch ? watch_on_done : unary_on_done, r, &t) < 0)
         return -ENOMEM;
+    CURL *e = curlev_transfer_easy(t);
     char url[512];
-    snprintf(url, sizeof(url), "%s%s", endpoint_of(r), req_paths[r->kind]);
+    snprintf(url, sizeof(url), "%s%s", request_endpoint(r), req_paths[r->kind]);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     h = h ? curl_slist_append(h, "Expect:") : NULL;
     /* A member cut off from its leader holds a watch open and silent, and lets a keepalive
      * wait for a leader it cannot reach: with "hasleader" etcd ends the stream ("no leader")
      * after three election timeouts and refuses such a keepalive at once, so that we fail
      * over to a member that can serve. */
-    if (h && (r->kind == REQ_WATCH || r->kind == REQ_LEASE_KEEPALIVE))
+    if (h && (watch || r->kind == REQ_LEASE_KEEPALIVE))
         h = curl_slist_append(h, "Grpc-Metadata-hasleader: true");
     if (h && c->token && r->kind != REQ_AUTH) {
         char auth[1024];
@@ -338,7 +264,7 @@ static int launch(struct request *r)
         h = curl_slist_append(h, auth);
     }
     if (!h) {
-        curl_easy_cleanup(e);
+        curlev_transfer_free(t);
         return -ENOMEM;
     }
     r->headers = h;
@@ -347,17 +273,13 @@ static int launch(struct request *r)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)r->body_len);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 10L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, 5L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (r->kind != REQ_WATCH)
+    if (!watch)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->request_timeout_ms);
     if (c->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
@@ -365,24 +287,22 @@ static int launch(struct request *r)
         curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file);
     if (c->key_file)
         curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file);
-    r->easy = e;
-    TAILQ_INSERT_TAIL(&c->active, r, link);
-    CURLMcode mc = curl_multi_add_handle(c->multi, e);
-    if (mc != CURLM_OK) {
-        TAILQ_REMOVE(&c->active, r, link);
-        r->easy = NULL;
-        curl_easy_cleanup(e);
+    if (curlev_transfer_start(t) < 0) {
+        curlev_transfer_free(t);
         return -ENOMEM;
     }
+    r->t = t;
     return 0;
 }
 
-/* Take ownership of body (malloc'd) and start. On failure the request is freed and nothing is
- * called back. */
-static int submit(struct etcd_client *c, enum req_kind kind, char *body, size_t len,
-                  bool idempotent, etcd_cb cb, void *arg, const char *op, const char *key,
-                  struct request **out)
+int request_submit(struct etcd_client *c, enum req_kind kind, char *body, size_t len,
+                   bool idempotent, etcd_cb cb, void *arg, const char *op, const char *key,
+                   size_t key_len, struct request **out)
 {
+    if (c->closing) {
+        free(body);
+        return -ECANCELED;
+    }
     struct request *r = calloc(1, sizeof(*r));
     if (!r) {
         free(body);
@@ -395,12 +315,14 @@ static int submit(struct etcd_client *c, enum req_kind kind, char *body, size_t 
     r->idempotent = idempotent;
     r->cb = cb;
     r->arg = arg;
-    set_what(r, op, key);
-    int rc = launch(r);
+    set_what(r, op, key, key_len);
+    int rc = request_launch(r);
     if (rc < 0) {
         request_free(r);
         return rc;
     }
+    TAILQ_INSERT_TAIL(&c->all, r, all);
+    r->in_all = true;
     if (out)
         *out = r;
     return 0;
@@ -408,7 +330,7 @@ static int submit(struct etcd_client *c, enum req_kind kind, char *body, size_t 
 
 /* ---------------------------------------------------------------- JSON helpers */
 
-static int64_t json_int64(const cJSON *obj, const char *name)
+int64_t json_int64(const cJSON *obj, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     if (cJSON_IsString(v))
@@ -418,7 +340,7 @@ static int64_t json_int64(const cJSON *obj, const char *name)
     return 0;
 }
 
-static bool json_bool(const cJSON *obj, const char *name)
+bool json_bool(const cJSON *obj, const char *name)
 {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, name));
 }
@@ -448,7 +370,7 @@ static int decode_field(const cJSON *obj, const char *name, struct arena_chunk *
     return 0;
 }
 
-static int parse_kv(const cJSON *j, struct arena_chunk **arena, struct etcd_kv *kv)
+int parse_kv(const cJSON *j, struct arena_chunk **arena, struct etcd_kv *kv)
 {
     int rc = decode_field(j, "key", arena, &kv->key, &kv->key_len);
     if (rc == 0)
@@ -550,15 +472,38 @@ static int parse_txn(const cJSON *j, struct response_box *b)
 
 /* ---------------------------------------------------------------- completion */
 
+/* The request is over: it leaves the client, then its owner hears (its handle is dead from
+ * here, so nothing can cancel it twice). The client is inside client_enter here. */
 static void finish(struct request *r, int status, const struct mm_error *err,
                    struct response_box *b)
 {
-    if (r->cb)
+    request_detach(r);
+    request_unlink(r);
+    if (r->pg) {
+        struct paged *pg = r->pg;
+        if (pg->on_done)
+            pg->on_done(status, err, pg->revision, pg->n_keys, r->arg);
+    } else if (r->cb) {
         r->cb(status, err, b ? &b->r : NULL, r->arg);
+    }
     if (b && !b->r.keep)
         etcd_response_free(&b->r);
     request_free(r);
 }
+
+/* The auth request is over: free it, then release whoever waits for the token. */
+static void auth_finish(struct request *r, int status, const struct mm_error *err,
+                        const char *token)
+{
+    struct etcd_client *c = r->c;
+    request_detach(r);
+    request_unlink(r);
+    request_free(r);
+    auth_done(c, status, err, token);
+}
+
+static void complete_error(struct request *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void complete_error(struct request *r, int code, const char *fmt, ...)
 {
@@ -568,22 +513,13 @@ static void complete_error(struct request *r, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
-    mm_error_set(&err, code, "etcd %s: %s: %s", endpoint_of(r), r->what, detail);
-    if (r->kind == REQ_AUTH) { /* wake whoever waits for the token */
-        struct etcd_client *c = r->c;
-        request_free(r);
-        auth_done(c, code, &err, NULL);
-        return;
-    }
-    if (r->kind == REQ_WATCH) {
-        r->finished = true;
-        if (r->watch_cb) {
-            struct etcd_watch_batch batch = {0};
-            r->watch_cb((struct etcd_watch *)r, code, &err, &batch, 0, r->arg);
-        }
-        return;
-    }
-    finish(r, code, &err, NULL);
+    mm_error_set(&err, code, "etcd %s: %s: %s", request_endpoint(r), r->what, detail);
+    if (r->kind == REQ_AUTH)
+        auth_finish(r, code, &err, NULL);
+    else if (r->kind == REQ_WATCH)
+        watch_fail(r, code, &err);
+    else
+        finish(r, code, &err, NULL);
 }
 
 /* Map an error body from the gateway ({"error","code","message"}) to an errno. */
@@ -610,7 +546,7 @@ static bool is_token_error(const char *msg)
     return strstr(msg, "invalid auth token") || strstr(msg, "user name is empty");
 }
 
-static void advance_endpoint(struct request *r)
+void request_advance_endpoint(struct request *r)
 {
     struct etcd_client *c = r->c;
     if (c->current == r->endpoint)
@@ -620,11 +556,13 @@ static void advance_endpoint(struct request *r)
 /* Try the request on the next endpoint if any is left; true if relaunched. */
 static bool retry_elsewhere(struct request *r)
 {
-    advance_endpoint(r);
+    request_advance_endpoint(r);
     if (r->attempts >= r->c->n_endpoints)
         return false;
-    return launch(r) == 0;
+    return request_launch(r) == 0;
 }
+
+static void paged_reply(struct request *r, struct response_box *b);
 
 static void complete_ok(struct request *r, const cJSON *j)
 {
@@ -636,19 +574,28 @@ static void complete_ok(struct request *r, const cJSON *j)
     const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
     b->r.revision = json_int64(hdr, "revision");
     b->r.member_id = json_int64(hdr, "member_id");
-    int rc = 0;
+    const char *ep = request_endpoint(r);
+    char *ep_copy = arena_alloc(&b->arena, strlen(ep) + 1);
+    if (ep_copy)
+        memcpy(ep_copy, ep, strlen(ep) + 1);
+    b->r.endpoint = ep_copy;
+    int rc = ep_copy ? 0 : -ENOMEM;
     switch (r->kind) {
     case REQ_RANGE:
-        rc = parse_op_result(j, ETCD_OP_RANGE, &b->arena, &b->r.op);
+        if (rc == 0)
+            rc = parse_op_result(j, ETCD_OP_RANGE, &b->arena, &b->r.op);
         break;
     case REQ_PUT:
-        rc = parse_op_result(j, ETCD_OP_PUT, &b->arena, &b->r.op);
+        if (rc == 0)
+            rc = parse_op_result(j, ETCD_OP_PUT, &b->arena, &b->r.op);
         break;
     case REQ_DELETE:
-        rc = parse_op_result(j, ETCD_OP_DELETE, &b->arena, &b->r.op);
+        if (rc == 0)
+            rc = parse_op_result(j, ETCD_OP_DELETE, &b->arena, &b->r.op);
         break;
     case REQ_TXN:
-        rc = parse_txn(j, b);
+        if (rc == 0)
+            rc = parse_txn(j, b);
         break;
     case REQ_LEASE_KEEPALIVE:
     case REQ_LEASE_GRANT:
@@ -679,21 +626,31 @@ static void complete_ok(struct request *r, const cJSON *j)
                        rc == -ENOMEM ? "out of memory" : "bad field");
         return;
     }
+    if (r->pg) {
+        paged_reply(r, b);
+        return;
+    }
     finish(r, 0, NULL, b);
 }
 
 static void complete_unary(struct request *r, CURLcode res)
 {
     struct etcd_client *c = r->c;
+    CURL *e = curlev_transfer_easy(r->t);
     long http = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &http);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &http);
     long sent = 0; /* request bytes written: 0 means the server never saw it */
-    curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent);
+    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
     bool connected = sent > 0 || http > 0;
     bool tls = res == CURLE_SSL_CONNECT_ERROR || res == CURLE_PEER_FAILED_VERIFICATION ||
                res == CURLE_SSL_CERTPROBLEM || res == CURLE_SSL_CACERT_BADFILE;
-    const char *curl_msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(res);
-    detach(r);
+    char curl_msg[CURL_ERROR_SIZE];
+    snprintf(curl_msg, sizeof(curl_msg), "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(res));
+    const struct mm_buf *reply = curlev_transfer_body(r->t);
+    size_t reply_len = reply->len;
+    cJSON *j = res == CURLE_OK ? cJSON_ParseWithLength(reply->data ? reply->data : "", reply_len)
+                               : NULL;
+    request_detach(r); /* the reply is parsed: the transfer goes */
 
     if (res != CURLE_OK) {
         /* Never reached a server: safe to send elsewhere whatever the operation. */
@@ -701,7 +658,7 @@ static void complete_unary(struct request *r, CURLcode res)
             if (retry_elsewhere(r))
                 return;
         } else {
-            advance_endpoint(r);
+            request_advance_endpoint(r);
         }
         if (tls)
             complete_error(r, -EACCES, "TLS: %s", curl_msg);
@@ -717,13 +674,11 @@ static void complete_unary(struct request *r, CURLcode res)
         return;
     }
 
-    cJSON *j = cJSON_ParseWithLength(r->reply.data ? r->reply.data : "", r->reply.len);
     if (!j || !cJSON_IsObject(j)) {
         cJSON_Delete(j);
         if (http >= 500 && r->idempotent && retry_elsewhere(r))
             return;
-        complete_error(r, -EPROTO, "HTTP %ld with unparseable body (%zu bytes)", http,
-                       r->reply.len);
+        complete_error(r, -EPROTO, "HTTP %ld with unparseable body (%zu bytes)", http, reply_len);
         return;
     }
     /* The keep-alive stream wraps its reply in "result". */
@@ -746,17 +701,16 @@ static void complete_unary(struct request *r, CURLcode res)
             free(c->token);
             c->token = NULL;
             r->attempts = 0;
-            if (launch(r) == 0)
+            if (request_launch(r) == 0)
                 return;
         }
         if (code == -EAGAIN && r->idempotent && retry_elsewhere(r))
             return;
         if (r->kind == REQ_AUTH) {
             struct mm_error err;
-            mm_error_set(&err, -EACCES, "etcd %s: authenticate as '%s': %s", endpoint_of(r),
+            mm_error_set(&err, -EACCES, "etcd %s: authenticate as '%s': %s", request_endpoint(r),
                          c->user, msg_copy);
-            auth_done(c, -EACCES, &err, NULL);
-            request_free(r);
+            auth_finish(r, -EACCES, &err, NULL);
             return;
         }
         complete_error(r, code, "%s (HTTP %ld)", msg_copy, http);
@@ -764,247 +718,288 @@ static void complete_unary(struct request *r, CURLcode res)
     }
     if (r->kind == REQ_AUTH) {
         const cJSON *tok = cJSON_GetObjectItemCaseSensitive(body, "token");
-        if (cJSON_IsString(tok))
-            auth_done(c, 0, NULL, tok->valuestring);
-        else {
+        if (cJSON_IsString(tok)) {
+            auth_finish(r, 0, NULL, tok->valuestring);
+        } else {
             struct mm_error err;
             mm_error_set(&err, -EPROTO, "etcd %s: authenticate: reply has no token",
-                         endpoint_of(r));
-            auth_done(c, -EPROTO, &err, NULL);
+                         request_endpoint(r));
+            auth_finish(r, -EPROTO, &err, NULL);
         }
         cJSON_Delete(j);
-        request_free(r);
         return;
     }
     complete_ok(r, body);
     cJSON_Delete(j);
 }
 
+static void unary_on_done(struct curlev_transfer *t, CURLcode res, void *arg)
+{
+    struct request *r = arg;
+    struct etcd_client *c = r->c;
+    client_enter(c);
+    complete_unary(r, res);
+    client_leave(c);
+}
+
 /* ---------------------------------------------------------------- auth */
 
-static void start_auth(struct etcd_client *c)
+/* Start authenticating unless it is under way; 0, or -errno with nothing called back. */
+static int start_auth(struct etcd_client *c)
 {
     if (c->authenticating)
-        return;
+        return 0;
     cJSON *o = cJSON_CreateObject();
     if (!o)
-        return;
+        return -ENOMEM;
     cJSON_AddStringToObject(o, "name", c->user);
     cJSON_AddStringToObject(o, "password", c->password ? c->password : "");
     char *body = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!body)
-        return;
-    c->authenticating = true;
-    if (submit(c, REQ_AUTH, body, strlen(body), true, NULL, NULL, "authenticate", NULL, NULL) < 0) {
-        c->authenticating = false;
-        struct mm_error err;
-        mm_error_set(&err, -ENOMEM, "etcd: authenticate: out of memory");
-        auth_done(c, -ENOMEM, &err, NULL);
-    }
+        return -ENOMEM;
+    int rc = request_submit(c, REQ_AUTH, body, strlen(body), true, NULL, NULL, "authenticate",
+                            NULL, 0, NULL);
+    if (rc == 0)
+        c->authenticating = true;
+    return rc;
 }
 
 static void auth_done(struct etcd_client *c, int status, const struct mm_error *err,
                       const char *token)
 {
     c->authenticating = false;
+    struct mm_error oom;
     if (status == 0) {
         free(c->token);
         c->token = strdup(token);
+        if (!c->token) {
+            status = mm_error_set(&oom, -ENOMEM, "etcd: authenticate: out of memory");
+            err = &oom;
+        }
     }
+    /* Those waiting now; a request started from a callback below waits for a new token.
+     * Cancelling one (or freeing the client) takes it off this list through wait_on. */
     struct request_list waiting = TAILQ_HEAD_INITIALIZER(waiting);
-    TAILQ_CONCAT(&waiting, &c->auth_wait, link);
     struct request *r;
-    while ((r = TAILQ_FIRST(&waiting))) {
-        TAILQ_REMOVE(&waiting, r, link);
-        if (status == 0 && c->token) {
-            if (launch(r) < 0)
+    while ((r = TAILQ_FIRST(&c->auth_wait))) {
+        TAILQ_REMOVE(&c->auth_wait, r, wait);
+        TAILQ_INSERT_TAIL(&waiting, r, wait);
+        r->wait_on = &waiting;
+    }
+    while (!c->closing && (r = TAILQ_FIRST(&waiting))) {
+        TAILQ_REMOVE(&waiting, r, wait);
+        r->wait_on = NULL;
+        if (status == 0) {
+            if (request_launch(r) < 0)
                 complete_error(r, -ENOMEM, "out of memory");
             continue;
         }
         r->endpoint = c->current;
-        if (r->kind == REQ_WATCH) {
-            r->finished = true;
-            if (r->watch_cb) {
-                struct etcd_watch_batch batch = {0};
-                r->watch_cb((struct etcd_watch *)r, status, err, &batch, 0, r->arg);
-            }
-        } else {
+        if (r->kind == REQ_WATCH)
+            watch_fail(r, status, err);
+        else
             finish(r, status, err, NULL);
-        }
     }
+    assert(TAILQ_EMPTY(&waiting));
 }
 
-/* ---------------------------------------------------------------- watch streams */
+/* ---------------------------------------------------------------- paged ranges */
 
-/* Parse one watch reply object and deliver it. Returns false if the watch ended. */
-static bool watch_deliver(struct request *r, const char *text, size_t len)
+static int bytes_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
-    cJSON *j = cJSON_ParseWithLength(text, len);
-    const cJSON *res = cJSON_GetObjectItemCaseSensitive(j, "result");
-    if (!cJSON_IsObject(res)) {
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
-        char msg[200];
-        snprintf(msg, sizeof(msg), "%s",
-                 cJSON_IsString(m) ? m->valuestring : "unparseable stream object");
-        cJSON_Delete(j);
-        complete_error(r, e ? -ECANCELED : -EPROTO, "%s", msg);
-        return false;
+    int d = memcmp(a, b, alen < blen ? alen : blen);
+    if (d)
+        return d;
+    return (alen > blen) - (alen < blen);
+}
+
+static int paged_body(struct paged *pg, struct mm_buf *b)
+{
+    int rc = mm_buf_append(b, "{", 1);
+    /* etcd refuses an empty key: "\0" is the first key there is */
+    if (rc == 0)
+        rc = pg->cursor_len ? add_b64(b, "key", pg->cursor, pg->cursor_len)
+                            : add_b64(b, "key", "", 1);
+    if (rc == 0)
+        rc = mm_buf_append(b, ",", 1);
+    if (rc == 0)
+        rc = add_b64(b, "range_end", pg->end, pg->end_len);
+    if (rc == 0)
+        rc = mm_buf_printf(b, ",\"limit\":\"%" PRId64 "\"", pg->limit);
+    if (rc == 0 && pg->revision)
+        rc = mm_buf_printf(b, ",\"revision\":\"%" PRId64 "\"", pg->revision);
+    if (rc == 0 && pg->keys_only)
+        rc = mm_buf_printf(b, ",\"keys_only\":true");
+    if (rc == 0 && pg->serializable)
+        rc = mm_buf_printf(b, ",\"serializable\":true");
+    if (rc == 0)
+        rc = mm_buf_append(b, "}", 1);
+    return rc;
+}
+
+/* Keys in order, after the cursor and before the end: what a page may hold. */
+static bool page_in_order(const struct paged *pg, const struct etcd_op_result *op)
+{
+    bool to_end = pg->end_len == 1 && pg->end[0] == '\0';
+    for (size_t i = 0; i < op->n_kvs; i++) {
+        const struct etcd_kv *kv = &op->kvs[i];
+        const struct etcd_kv *prev = i ? &op->kvs[i - 1] : NULL;
+        if (prev ? bytes_cmp(prev->key, prev->key_len, kv->key, kv->key_len) >= 0
+                 : bytes_cmp(pg->cursor, pg->cursor_len, kv->key, kv->key_len) > 0)
+            return false;
+        if (!to_end && bytes_cmp(kv->key, kv->key_len, pg->end, pg->end_len) >= 0)
+            return false;
     }
-    const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(res, "header");
-    int64_t revision = json_int64(hdr, "revision");
-    if (json_bool(res, "canceled")) {
-        int64_t compact = json_int64(res, "compact_revision");
-        const cJSON *why = cJSON_GetObjectItemCaseSensitive(res, "cancel_reason");
-        struct mm_error err;
-        int code = compact > 0 ? -ESTALE : -ECANCELED;
-        if (compact > 0)
-            mm_error_set(&err, code,
-                         "etcd %s: %s: revision compacted, oldest available is %" PRId64,
-                         endpoint_of(r), r->what, compact);
-        else
-            mm_error_set(&err, code, "etcd %s: %s: canceled by etcd: %s", endpoint_of(r), r->what,
-                         cJSON_IsString(why) ? why->valuestring : "no reason given");
-        cJSON_Delete(j);
-        r->finished = true;
-        struct etcd_watch_batch batch = {.revision = revision};
-        r->watch_cb((struct etcd_watch *)r, code, &err, &batch, compact, r->arg);
-        return false;
-    }
-    const cJSON *events = cJSON_GetObjectItemCaseSensitive(res, "events");
-    struct arena_chunk *arena = NULL;
-    struct etcd_watch_batch batch = {.revision = revision, .created = json_bool(res, "created")};
-    int rc = 0;
-    if (cJSON_IsArray(events)) {
-        size_t n = (size_t)cJSON_GetArraySize(events);
-        struct etcd_event *evs = n ? arena_alloc(&arena, n * sizeof(*evs)) : NULL;
-        if (n && !evs)
-            rc = -ENOMEM;
-        size_t i = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, events) {
-            if (rc < 0)
-                break;
-            const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "type");
-            evs[i].type = cJSON_IsString(type) && strcmp(type->valuestring, "DELETE") == 0
-                              ? ETCD_EVENT_DELETE
-                              : ETCD_EVENT_PUT;
-            rc = parse_kv(cJSON_GetObjectItemCaseSensitive(it, "kv"), &arena, &evs[i].kv);
-            i++;
-        }
-        batch.events = evs;
-        batch.n_events = n;
-    }
-    cJSON_Delete(j);
-    if (rc < 0) {
-        arena_free(arena);
-        complete_error(r, -EPROTO, "malformed watch event");
-        return false;
-    }
-    r->watch_cb((struct etcd_watch *)r, 0, NULL, &batch, 0, r->arg);
-    arena_free(arena);
     return true;
 }
 
-/* Split the stream into top-level JSON objects, resuming the scan where it stopped. */
-static void watch_parse(struct request *r)
+static void paged_reply(struct request *r, struct response_box *b)
 {
+    struct etcd_client *c = r->c;
+    struct paged *pg = r->pg;
+    const struct etcd_op_result *op = &b->r.op;
+    pg->pages++;
+    if (b->r.revision <= 0 || !page_in_order(pg, op) || (op->more && op->n_kvs == 0)) {
+        const char *why = b->r.revision <= 0 ? "a page without a header revision"
+                          : op->n_kvs == 0   ? "a page that says more but holds no keys"
+                                             : "a page whose keys are out of order";
+        etcd_response_free(&b->r);
+        complete_error(r, -EPROTO, "%s", why);
+        return;
+    }
+    if (!pg->revision)
+        pg->revision = b->r.revision;
+
+    /* Deliver in pages of at most page_keys keys and page_bytes bytes. */
+    size_t reply_bytes = 0;
+    int stop = 0;
     r->dispatching = true;
-    for (;;) {
-        const char *d = r->reply.data;
-        size_t i = r->scan_pos, end = 0;
-        bool found = false;
-        for (; i < r->reply.len; i++) {
-            char ch = d[i];
-            if (r->in_string) {
-                if (r->escaped)
-                    r->escaped = false;
-                else if (ch == '\\')
-                    r->escaped = true;
-                else if (ch == '"')
-                    r->in_string = false;
-            } else if (ch == '"') {
-                r->in_string = true;
-            } else if (ch == '{') {
-                if (r->depth++ == 0)
-                    r->obj_start = i;
-            } else if (ch == '}' && r->depth > 0 && --r->depth == 0) {
-                end = i + 1;
-                found = true;
+    for (size_t i = 0; i < op->n_kvs && !stop && !r->free_requested && !c->closing;) {
+        size_t j = i, bytes = 0;
+        while (j < op->n_kvs && j - i < pg->page_keys) {
+            size_t kv_bytes = op->kvs[j].key_len + op->kvs[j].value_len;
+            if (j > i && bytes + kv_bytes > pg->page_bytes)
                 break;
-            }
+            bytes += kv_bytes;
+            j++;
         }
-        r->scan_pos = found ? end : i;
-        if (!found)
-            break;
-        bool alive = watch_deliver(r, d + r->obj_start, end - r->obj_start);
-        if (r->free_requested || !alive)
-            break;
-        mm_buf_consume(&r->reply, end);
-        r->scan_pos = 0;
-        r->obj_start = 0;
+        reply_bytes += bytes;
+        pg->n_keys += j - i;
+        stop = pg->on_page(&op->kvs[i], j - i, pg->revision, r->arg);
+        i = j;
     }
     r->dispatching = false;
-}
-
-static void complete_watch(struct request *r, CURLcode res)
-{
-    long http = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &http);
-    const char *curl_msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(res);
-    char msg[CURL_ERROR_SIZE];
-    snprintf(msg, sizeof(msg), "%s", curl_msg);
-    detach(r);
-    if (r->finished)
-        return;
-    if (r->reply.len) /* bytes that arrived with the end of the transfer */
-        watch_parse(r);
-    if (r->free_requested) {
+    if (r->free_requested) { /* cancelled from the page callback: no more calls */
+        etcd_response_free(&b->r);
         request_free(r);
         return;
     }
-    if (r->finished)
+    struct mm_error err;
+    if (c->closing) {
+        etcd_response_free(&b->r);
+        mm_error_set(&err, -ECANCELED, "etcd: %s: client closed", r->what);
+        finish(r, -ECANCELED, &err, NULL);
         return;
-    advance_endpoint(r);
-    if (res == CURLE_OK && http != 200)
-        complete_error(r, http == 401 || http == 403 ? -EACCES : -ECONNRESET,
-                       "watch refused: HTTP %ld: %.120s", http, r->reply.data ? r->reply.data : "");
-    else
-        complete_error(r, -ECONNRESET, "watch stream ended: %s",
-                       res == CURLE_OK ? "closed by server" : msg);
+    }
+    if (stop < 0) {
+        etcd_response_free(&b->r);
+        complete_error(r, stop, "stopped by the page callback: %s", mm_strerror(stop));
+        return;
+    }
+    if (!op->more) {
+        etcd_response_free(&b->r);
+        finish(r, 0, NULL, NULL);
+        return;
+    }
+    if (pg->pages >= pg->max_pages) {
+        etcd_response_free(&b->r);
+        complete_error(r, -E2BIG, "still more after %zu pages", pg->pages);
+        return;
+    }
+    /* The next page starts right after the last key: that key + "\0". */
+    const struct etcd_kv *last = &op->kvs[op->n_kvs - 1];
+    char *cursor = malloc(last->key_len + 1);
+    if (cursor) {
+        memcpy(cursor, last->key, last->key_len);
+        cursor[last->key_len] = '\0';
+        free(pg->cursor);
+        pg->cursor = cursor;
+        pg->cursor_len = last->key_len + 1;
+    }
+    /* Replies larger than a page: ask for fewer keys next time. */
+    if (reply_bytes > pg->page_bytes) {
+        int64_t fit = (int64_t)((double)pg->limit * (double)pg->page_bytes / (double)reply_bytes);
+        pg->limit = fit > 0 ? fit : 1;
+    }
+    etcd_response_free(&b->r);
+    struct mm_buf body = {0};
+    int rc = cursor ? paged_body(pg, &body) : -ENOMEM;
+    if (rc < 0) {
+        mm_buf_free(&body);
+        complete_error(r, rc, "out of memory");
+        return;
+    }
+    free(r->body);
+    r->body = body.data;
+    r->body_len = body.len;
+    r->attempts = 0;
+    r->auth_retried = false;
+    rc = request_launch(r);
+    if (rc < 0)
+        complete_error(r, rc, "cannot send the next page: %s", mm_strerror(rc));
 }
 
-/* After curl has run: parse stream bytes and finish completed transfers. */
-static void process(struct etcd_client *c)
+int etcd_range_paged(struct etcd_client *c, const struct etcd_paged_req *req,
+                     etcd_page_cb on_page, etcd_paged_done_cb on_done, void *arg,
+                     struct etcd_request **out)
 {
-    struct request *r;
-    while ((r = TAILQ_FIRST(&c->dirty))) {
-        TAILQ_REMOVE(&c->dirty, r, dirty);
-        r->on_dirty = false;
-        if (r->finished)
-            continue;
-        watch_parse(r);
-        if (r->free_requested) {
-            detach(r);
-            request_free(r);
-        } else if (r->finished) {
-            detach(r);
-        }
+    if (!req || !req->key || !req->range_end || !on_page || !on_done)
+        return -EINVAL;
+    size_t key_len = req->key_len ? req->key_len : strlen(req->key);
+    size_t end_len = req->range_end_len ? req->range_end_len : strlen(req->range_end);
+    if (end_len == 0)
+        return -EINVAL;
+    struct paged *pg = calloc(1, sizeof(*pg));
+    if (!pg)
+        return -ENOMEM;
+    pg->on_page = on_page;
+    pg->on_done = on_done;
+    pg->end = malloc(end_len);
+    pg->cursor = malloc(key_len ? key_len : 1);
+    if (!pg->end || !pg->cursor) {
+        paged_free(pg);
+        return -ENOMEM;
     }
-    CURLMsg *m;
-    int left;
-    while ((m = curl_multi_info_read(c->multi, &left))) {
-        if (m->msg != CURLMSG_DONE)
-            continue;
-        struct request *req = NULL;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&req);
-        CURLcode res = m->data.result;
-        if (req->kind == REQ_WATCH)
-            complete_watch(req, res);
-        else
-            complete_unary(req, res);
+    memcpy(pg->end, req->range_end, end_len);
+    pg->end_len = end_len;
+    memcpy(pg->cursor, req->key, key_len);
+    pg->cursor_len = key_len;
+    pg->revision = req->revision;
+    pg->page_keys = req->page_keys ? req->page_keys : DEFAULT_PAGE_KEYS;
+    pg->page_bytes = req->page_bytes ? req->page_bytes : DEFAULT_PAGE_BYTES;
+    pg->max_pages = req->max_pages ? req->max_pages : DEFAULT_MAX_PAGES;
+    pg->limit = (int64_t)pg->page_keys;
+    pg->keys_only = req->keys_only;
+    pg->serializable = req->serializable;
+    struct mm_buf body = {0};
+    int rc = paged_body(pg, &body);
+    if (rc < 0) {
+        mm_buf_free(&body);
+        paged_free(pg);
+        return rc;
     }
+    struct request *r = NULL;
+    rc = request_submit(c, REQ_RANGE, body.data, body.len, true, NULL, arg, "range pages",
+                        req->key, key_len, &r);
+    if (rc < 0) {
+        paged_free(pg);
+        return rc;
+    }
+    r->pg = pg;
+    if (out)
+        *out = (struct etcd_request *)r;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -1017,21 +1012,14 @@ static char *dup_opt(const char *s)
 int etcd_client_new(struct ev_loop *loop, const struct etcd_config *cfg,
                     struct etcd_client **out, struct mm_error *err)
 {
-    static bool curl_ready;
-    if (!curl_ready) { /* process-wide init, first use only */
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
-            return mm_error_set(err, -ENOMEM, "etcd: curl_global_init failed");
-        curl_ready = true;
-    }
     if (!cfg || !cfg->endpoints || !cfg->endpoints[0])
         return mm_error_set(err, -EINVAL, "etcd: no endpoints configured");
     struct etcd_client *c = calloc(1, sizeof(*c));
     if (!c)
         return mm_error_set(err, -ENOMEM, "etcd: out of memory");
     c->loop = loop;
-    TAILQ_INIT(&c->active);
+    TAILQ_INIT(&c->all);
     TAILQ_INIT(&c->auth_wait);
-    TAILQ_INIT(&c->dirty);
     int rc = 0;
     char *list = strdup(cfg->endpoints);
     if (!list) {
@@ -1040,8 +1028,8 @@ int etcd_client_new(struct ev_loop *loop, const struct etcd_config *cfg,
     }
     char *save = NULL;
     for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-        if (c->n_endpoints == MAX_ENDPOINTS) {
-            rc = mm_error_set(err, -EINVAL, "etcd: more than %d endpoints", MAX_ENDPOINTS);
+        if (c->n_endpoints == ETCD_MAX_ENDPOINTS) {
+            rc = mm_error_set(err, -EINVAL, "etcd: more than %d endpoints", ETCD_MAX_ENDPOINTS);
             goto fail;
         }
         size_t n = strlen(tok);
@@ -1075,68 +1063,52 @@ int etcd_client_new(struct ev_loop *loop, const struct etcd_config *cfg,
                                                     : DEFAULT_REQUEST_TIMEOUT_MS;
     c->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms
                                                     : DEFAULT_CONNECT_TIMEOUT_MS;
-    c->multi = curl_multi_init();
-    if (!c->multi) {
-        rc = mm_error_set(err, -ENOMEM, "etcd: curl_multi_init failed");
-        goto fail;
+    if (cfg->curl) {
+        if (curlev_loop(cfg->curl) != loop) {
+            rc = mm_error_set(err, -EINVAL, "etcd: the curl transport runs on another loop");
+            goto fail;
+        }
+        c->curl = cfg->curl;
+    } else {
+        rc = curlev_new(loop, &c->curl, err);
+        if (rc < 0)
+            goto fail;
+        c->own_curl = true;
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_cb);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    ev_init(&c->timer, timer_cb_ev);
-    c->timer.data = c;
     free(list);
     *out = c;
     return 0;
 fail:
     free(list);
-    etcd_client_free(c);
+    client_destroy(c);
     return rc;
 }
 
 void etcd_client_free(struct etcd_client *c)
 {
-    if (!c)
+    if (!c || c->closing)
         return;
+    c->closing = true;
+    client_enter(c);
     struct request *r;
-    while ((r = TAILQ_FIRST(&c->auth_wait))) {
-        TAILQ_REMOVE(&c->auth_wait, r, link);
+    while ((r = TAILQ_FIRST(&c->all))) {
+        request_unlink(r);
         if (r->kind == REQ_WATCH) {
-            request_free(r);
+            watch_drop(r); /* owner must not free it again: documented */
             continue;
         }
-        struct mm_error err;
-        mm_error_set(&err, -ECANCELED, "etcd: %s: client closed", r->what);
-        finish(r, -ECANCELED, &err, NULL);
-    }
-    while ((r = TAILQ_FIRST(&c->active))) {
-        detach(r);
-        if (r->kind == REQ_WATCH) {
-            request_free(r); /* owner must not free it again: documented */
-            continue;
-        }
+        request_detach(r);
         if (r->kind == REQ_AUTH) {
             request_free(r);
             continue;
         }
+        if (r->dispatching) /* a paged range inside its page callback: it ends there */
+            continue;
         struct mm_error err;
         mm_error_set(&err, -ECANCELED, "etcd: %s: client closed", r->what);
         finish(r, -ECANCELED, &err, NULL);
     }
-    if (c->multi) {
-        ev_timer_stop(c->loop, &c->timer);
-        curl_multi_cleanup(c->multi);
-    }
-    for (size_t i = 0; i < c->n_endpoints; i++)
-        free(c->endpoints[i]);
-    free(c->ca_file);
-    free(c->cert_file);
-    free(c->key_file);
-    free(c->user);
-    free(c->password);
-    free(c->token);
-    free(c);
+    client_leave(c);
 }
 
 struct ev_loop *etcd_client_loop(const struct etcd_client *c)
@@ -1149,8 +1121,36 @@ const char *etcd_client_endpoint(const struct etcd_client *c)
     return c->endpoints[c->current];
 }
 
+void etcd_request_cancel(struct etcd_request *h)
+{
+    struct request *r = (struct request *)h;
+    if (!r)
+        return;
+    request_detach(r);
+    request_unlink(r);
+    if (r->dispatching) { /* inside its own page callback: paged_reply frees it */
+        r->free_requested = true;
+        return;
+    }
+    request_free(r);
+}
+
+size_t etcd_prefix_end(const char *prefix, size_t len, char *out)
+{
+    while (len > 0 && (unsigned char)prefix[len - 1] == 0xff)
+        len--;
+    if (len == 0) {
+        out[0] = out[1] = '\0';
+        return 1;
+    }
+    memmove(out, prefix, len);
+    out[len - 1] = (char)((unsigned char)out[len - 1] + 1);
+    out[len] = '\0';
+    return len;
+}
+
 /* Append `"name":"<base64 of s>"` (s may hold any bytes). */
-static int add_b64(struct mm_buf *b, const char *name, const void *s, size_t len)
+int add_b64(struct mm_buf *b, const char *name, const void *s, size_t len)
 {
     size_t need = base64_encoded_size(len);
     if (mm_buf_printf(b, "\"%s\":\"", name) < 0)
@@ -1168,28 +1168,9 @@ static int add_b64(struct mm_buf *b, const char *name, const void *s, size_t len
     return rc;
 }
 
-/* The range end that selects every key with this prefix; "\0" (all keys) for "". */
-static size_t prefix_end(const char *key, char *out, size_t size)
+int add_key_range(struct mm_buf *b, const char *key, size_t klen, bool prefix,
+                  const char *range_end, size_t range_end_len)
 {
-    size_t n = strlen(key);
-    if (n >= size)
-        n = size - 1;
-    memcpy(out, key, n);
-    while (n > 0) {
-        unsigned char last = (unsigned char)out[n - 1];
-        if (last < 0xff) {
-            out[n - 1] = (char)(last + 1);
-            return n;
-        }
-        n--;
-    }
-    out[0] = '\0';
-    return 1; /* a single NUL byte: to the end of the keyspace */
-}
-
-static int add_key_range(struct mm_buf *b, const char *key, bool prefix, const char *range_end)
-{
-    size_t klen = strlen(key);
     int rc;
     if (prefix && klen == 0)
         rc = add_b64(b, "key", "", 1); /* key "\0" + range_end "\0" = everything */
@@ -1198,18 +1179,22 @@ static int add_key_range(struct mm_buf *b, const char *key, bool prefix, const c
     if (rc < 0)
         return rc;
     if (prefix) {
-        char end[1024];
-        if (klen >= sizeof(end))
-            return -ENAMETOOLONG;
-        size_t n = prefix_end(key, end, sizeof(end));
-        if ((rc = mm_buf_append(b, ",", 1)) < 0)
-            return rc;
-        return add_b64(b, "range_end", end, n);
+        char small[256];
+        char *end = klen + 2 <= sizeof(small) ? small : malloc(klen + 2);
+        if (!end)
+            return -ENOMEM;
+        size_t n = etcd_prefix_end(key, klen, end);
+        rc = mm_buf_append(b, ",", 1);
+        if (rc == 0)
+            rc = add_b64(b, "range_end", end, n);
+        if (end != small)
+            free(end);
+        return rc;
     }
     if (range_end) {
         if ((rc = mm_buf_append(b, ",", 1)) < 0)
             return rc;
-        return add_b64(b, "range_end", range_end, strlen(range_end));
+        return add_b64(b, "range_end", range_end, range_end_len);
     }
     return 0;
 }
@@ -1217,23 +1202,29 @@ static int add_key_range(struct mm_buf *b, const char *key, bool prefix, const c
 /* Submit a body built in b (rc = the building's status): the request takes the buffer. */
 static int submit_body(struct etcd_client *c, enum req_kind kind, struct mm_buf *b, int rc,
                        bool idempotent, etcd_cb cb, void *arg, const char *op, const char *key,
-                       struct request **out)
+                       struct etcd_request **out)
 {
     if (rc < 0) {
         mm_buf_free(b);
         return rc;
     }
-    return submit(c, kind, b->data, b->len, idempotent, cb, arg, op, key, out);
+    return request_submit(c, kind, b->data, b->len, idempotent, cb, arg, op, key,
+                          key ? strlen(key) : 0, (struct request **)out);
 }
 
-int etcd_range(struct etcd_client *c, const struct etcd_range_req *req, etcd_cb cb, void *arg)
+int etcd_range(struct etcd_client *c, const struct etcd_range_req *req, etcd_cb cb, void *arg,
+               struct etcd_request **out)
 {
     if (!req || !req->key)
         return -EINVAL;
+    size_t klen = req->key_len ? req->key_len : strlen(req->key);
+    size_t rlen = req->range_end ? (req->range_end_len ? req->range_end_len
+                                                       : strlen(req->range_end))
+                                 : 0;
     struct mm_buf b = {0};
     int rc = mm_buf_append(&b, "{", 1);
     if (rc == 0)
-        rc = add_key_range(&b, req->key, req->prefix, req->range_end);
+        rc = add_key_range(&b, req->key, klen, req->prefix, req->range_end, rlen);
     if (rc == 0 && req->limit)
         rc = mm_buf_printf(&b, ",\"limit\":\"%" PRId64 "\"", req->limit);
     if (rc == 0 && req->revision)
@@ -1246,12 +1237,17 @@ int etcd_range(struct etcd_client *c, const struct etcd_range_req *req, etcd_cb 
         rc = mm_buf_printf(&b, ",\"serializable\":true");
     if (rc == 0)
         rc = mm_buf_append(&b, "}", 1);
-    return submit_body(c, REQ_RANGE, &b, rc, true, cb, arg,
-                       req->prefix ? "range prefix" : "range", req->key, NULL);
+    if (rc < 0) {
+        mm_buf_free(&b);
+        return rc;
+    }
+    return request_submit(c, REQ_RANGE, b.data, b.len, true, cb, arg,
+                          req->prefix ? "range prefix" : "range", req->key, klen,
+                          (struct request **)out);
 }
 
 int etcd_put(struct etcd_client *c, const char *key, const char *value, size_t value_len,
-             int64_t lease, etcd_cb cb, void *arg)
+             int64_t lease, etcd_cb cb, void *arg, struct etcd_request **out)
 {
     if (!key || !value)
         return -EINVAL;
@@ -1267,21 +1263,22 @@ int etcd_put(struct etcd_client *c, const char *key, const char *value, size_t v
         rc = mm_buf_printf(&b, ",\"lease\":\"%" PRId64 "\"", lease);
     if (rc == 0)
         rc = mm_buf_append(&b, "}", 1);
-    return submit_body(c, REQ_PUT, &b, rc, false, cb, arg, "put", key, NULL);
+    return submit_body(c, REQ_PUT, &b, rc, false, cb, arg, "put", key, out);
 }
 
-int etcd_delete(struct etcd_client *c, const char *key, bool prefix, etcd_cb cb, void *arg)
+int etcd_delete(struct etcd_client *c, const char *key, bool prefix, etcd_cb cb, void *arg,
+                struct etcd_request **out)
 {
     if (!key)
         return -EINVAL;
     struct mm_buf b = {0};
     int rc = mm_buf_append(&b, "{", 1);
     if (rc == 0)
-        rc = add_key_range(&b, key, prefix, NULL);
+        rc = add_key_range(&b, key, strlen(key), prefix, NULL, 0);
     if (rc == 0)
         rc = mm_buf_append(&b, "}", 1);
     return submit_body(c, REQ_DELETE, &b, rc, false, cb, arg,
-                       prefix ? "delete prefix" : "delete", key, NULL);
+                       prefix ? "delete prefix" : "delete", key, out);
 }
 
 static const char *const cmp_targets[] = {"VERSION", "CREATE", "MOD", "VALUE", "LEASE"};
@@ -1307,7 +1304,7 @@ static int add_ops(struct mm_buf *b, const char *name, const struct etcd_op *ops
             if (rc == 0 && op->lease)
                 rc = mm_buf_printf(b, ",\"lease\":\"%" PRId64 "\"", op->lease);
         } else if (rc == 0) {
-            rc = add_key_range(b, op->key, op->prefix, NULL);
+            rc = add_key_range(b, op->key, strlen(op->key), op->prefix, NULL, 0);
         }
         if (rc == 0)
             rc = mm_buf_append(b, "}}", 2);
@@ -1315,7 +1312,8 @@ static int add_ops(struct mm_buf *b, const char *name, const struct etcd_op *ops
     return rc ? rc : mm_buf_append(b, "]", 1);
 }
 
-int etcd_txn(struct etcd_client *c, const struct etcd_txn *txn, etcd_cb cb, void *arg)
+int etcd_txn(struct etcd_client *c, const struct etcd_txn *txn, etcd_cb cb, void *arg,
+             struct etcd_request **out)
 {
     if (!txn)
         return -EINVAL;
@@ -1357,53 +1355,60 @@ int etcd_txn(struct etcd_client *c, const struct etcd_txn *txn, etcd_cb cb, void
         read_only &= txn->success[i].kind == ETCD_OP_RANGE;
     for (size_t i = 0; i < txn->n_failure; i++)
         read_only &= txn->failure[i].kind == ETCD_OP_RANGE;
-    return submit_body(c, REQ_TXN, &b, rc, read_only, cb, arg, "txn on", key, NULL);
+    return submit_body(c, REQ_TXN, &b, rc, read_only, cb, arg, "txn on", key, out);
 }
 
 static int lease_req(struct etcd_client *c, enum req_kind kind, const char *op, const char *json,
-                     bool idempotent, etcd_cb cb, void *arg, int64_t id)
+                     bool idempotent, etcd_cb cb, void *arg, int64_t id,
+                     struct etcd_request **out)
 {
     char *body = strdup(json);
     if (!body)
         return -ENOMEM;
     char what[48];
     snprintf(what, sizeof(what), "%" PRId64, id);
-    return submit(c, kind, body, strlen(body), idempotent, cb, arg, op, id ? what : NULL, NULL);
+    return request_submit(c, kind, body, strlen(body), idempotent, cb, arg, op, id ? what : NULL,
+                          strlen(what), (struct request **)out);
 }
 
-int etcd_lease_grant(struct etcd_client *c, int64_t ttl_s, int64_t id, etcd_cb cb, void *arg)
+int etcd_lease_grant(struct etcd_client *c, int64_t ttl_s, int64_t id, etcd_cb cb, void *arg,
+                     struct etcd_request **out)
 {
     if (ttl_s <= 0)
         return -EINVAL;
     char json[96];
     snprintf(json, sizeof(json), "{\"TTL\":\"%" PRId64 "\",\"ID\":\"%" PRId64 "\"}", ttl_s, id);
     /* With an explicit ID a second grant fails cleanly, so it may be retried. */
-    return lease_req(c, REQ_LEASE_GRANT, "lease grant", json, id != 0, cb, arg, id);
+    return lease_req(c, REQ_LEASE_GRANT, "lease grant", json, id != 0, cb, arg, id, out);
 }
 
-int etcd_lease_keepalive(struct etcd_client *c, int64_t id, etcd_cb cb, void *arg)
+int etcd_lease_keepalive(struct etcd_client *c, int64_t id, etcd_cb cb, void *arg,
+                         struct etcd_request **out)
 {
     char json[64];
     snprintf(json, sizeof(json), "{\"ID\":\"%" PRId64 "\"}", id);
-    return lease_req(c, REQ_LEASE_KEEPALIVE, "lease keepalive", json, true, cb, arg, id);
+    return lease_req(c, REQ_LEASE_KEEPALIVE, "lease keepalive", json, true, cb, arg, id, out);
 }
 
-int etcd_lease_revoke(struct etcd_client *c, int64_t id, etcd_cb cb, void *arg)
+int etcd_lease_revoke(struct etcd_client *c, int64_t id, etcd_cb cb, void *arg,
+                      struct etcd_request **out)
 {
     char json[64];
     snprintf(json, sizeof(json), "{\"ID\":\"%" PRId64 "\"}", id);
     /* Revoking twice only yields "not found": safe to retry. */
-    return lease_req(c, REQ_LEASE_REVOKE, "lease revoke", json, true, cb, arg, id);
+    return lease_req(c, REQ_LEASE_REVOKE, "lease revoke", json, true, cb, arg, id, out);
 }
 
-int etcd_lease_ttl(struct etcd_client *c, int64_t id, etcd_cb cb, void *arg)
+int etcd_lease_ttl(struct etcd_client *c, int64_t id, etcd_cb cb, void *arg,
+                   struct etcd_request **out)
 {
     char json[64];
     snprintf(json, sizeof(json), "{\"ID\":\"%" PRId64 "\"}", id);
-    return lease_req(c, REQ_LEASE_TTL, "lease ttl", json, true, cb, arg, id);
+    return lease_req(c, REQ_LEASE_TTL, "lease ttl", json, true, cb, arg, id, out);
 }
 
-int etcd_compact(struct etcd_client *c, int64_t revision, bool physical, etcd_cb cb, void *arg)
+int etcd_compact(struct etcd_client *c, int64_t revision, bool physical, etcd_cb cb, void *arg,
+                 struct etcd_request **out)
 {
     char json[96];
     snprintf(json, sizeof(json), "{\"revision\":\"%" PRId64 "\",\"physical\":%s}", revision,
@@ -1411,211 +1416,6 @@ int etcd_compact(struct etcd_client *c, int64_t revision, bool physical, etcd_cb
     char *body = strdup(json);
     if (!body)
         return -ENOMEM;
-    return submit(c, REQ_COMPACT, body, strlen(body), true, cb, arg, "compact", NULL, NULL);
-}
-
-int etcd_watch_start(struct etcd_client *c, const struct etcd_watch_req *req, etcd_watch_cb cb,
-                     void *arg, struct etcd_watch **out)
-{
-    if (!req || !req->key || !cb || !out)
-        return -EINVAL;
-    struct mm_buf b = {0};
-    int rc = mm_buf_append(&b, "{\"create_request\":{", 19);
-    if (rc == 0)
-        rc = add_key_range(&b, req->key, req->prefix, NULL);
-    if (rc == 0 && req->start_revision)
-        rc = mm_buf_printf(&b, ",\"start_revision\":\"%" PRId64 "\"", req->start_revision);
-    if (rc == 0 && req->progress_notify)
-        rc = mm_buf_printf(&b, ",\"progress_notify\":true");
-    if (rc == 0)
-        rc = mm_buf_append(&b, "}}", 2);
-    struct request *r = NULL;
-    rc = submit_body(c, REQ_WATCH, &b, rc, true, NULL, arg,
-                     req->prefix ? "watch prefix" : "watch", req->key, &r);
-    if (rc < 0)
-        return rc;
-    r->watch_cb = cb;
-    *out = (struct etcd_watch *)r;
-    return 0;
-}
-
-void etcd_watch_free(struct etcd_watch *w)
-{
-    struct request *r = (struct request *)w;
-    if (!r)
-        return;
-    r->watch_cb = NULL;
-    if (r->dispatching) { /* inside our own delivery: the dispatcher frees it */
-        r->free_requested = true;
-        return;
-    }
-    if (!r->finished) {
-        if (r->easy)
-            detach(r);
-        else {
-            /* waiting for auth */
-            struct request *it;
-            TAILQ_FOREACH(it, &r->c->auth_wait, link) {
-                if (it == r) {
-                    TAILQ_REMOVE(&r->c->auth_wait, r, link);
-                    break;
-                }
-            }
-        }
-    } else if (r->on_dirty) {
-        TAILQ_REMOVE(&r->c->dirty, r, dirty);
-    }
-    request_free(r);
-}
-
-/* ---------------------------------------------------------------- synchronous helpers */
-
-/* On the heap: a caller that stops waiting leaves it to the request, whose reply frees it. */
-struct sync_ctx {
-    bool done;
-    bool abandoned;
-    int status;
-    struct mm_error err;
-    struct etcd_response *resp;
-};
-
-static void sync_cb(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
-{
-    struct sync_ctx *s = arg;
-    if (s->abandoned) { /* the caller gave up waiting; the client frees resp */
-        free(s);
-        return;
-    }
-    s->done = true;
-    s->status = status;
-    if (status < 0 && err)
-        s->err = *err;
-    if (resp) {
-        etcd_response_keep(resp);
-        s->resp = resp;
-    }
-}
-
-static void sync_free(struct sync_ctx *s)
-{
-    if (s) {
-        etcd_response_free(s->resp);
-        free(s);
-    }
-}
-
-static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-}
-
-int etcd_sync_wait(struct etcd_client *c, const bool *done, unsigned timeout_ms)
-{
-    ev_timer deadline;
-    ev_timer_init(&deadline, wake_cb, (double)timeout_ms / 1000.0, 0.);
-    ev_timer_start(c->loop, &deadline);
-    ev_tstamp end = ev_now(c->loop) + (double)timeout_ms / 1000.0;
-    while (!*done) {
-        ev_run(c->loop, EVRUN_ONCE);
-        if (!*done && ev_now(c->loop) >= end)
-            break;
-    }
-    ev_timer_stop(c->loop, &deadline);
-    return *done ? 0 : -ETIMEDOUT;
-}
-
-/* Wait for the request started with rc on *sp. On giving up, *sp is left to the request
- * (set to NULL here); the caller frees it otherwise, with sync_free. */
-static int sync_finish(struct etcd_client *c, int rc, struct sync_ctx **sp, struct mm_error *err)
-{
-    if (rc < 0)
-        return mm_error_set(err, rc, "etcd: could not start request: %s", mm_strerror(rc));
-    struct sync_ctx *s = *sp;
-    /* the request deadline bounds the reply; the extra second covers failover */
-    unsigned bound = c->request_timeout_ms * (unsigned)c->n_endpoints + 1000;
-    if (c->user)
-        bound *= 2;
-    if (etcd_sync_wait(c, &s->done, bound) < 0) {
-        s->abandoned = true;
-        *sp = NULL;
-        return mm_error_set(err, -ETIMEDOUT, "etcd %s: no reply within %u ms",
-                            etcd_client_endpoint(c), bound);
-    }
-    if (s->status < 0 && err)
-        *err = s->err;
-    return s->status;
-}
-
-int etcd_sync_range(struct etcd_client *c, const struct etcd_range_req *req,
-                    struct etcd_response **out, struct mm_error *err)
-{
-    struct sync_ctx *s = calloc(1, sizeof(*s));
-    int rc = sync_finish(c, s ? etcd_range(c, req, sync_cb, s) : -ENOMEM, &s, err);
-    if (rc == 0 && out) {
-        *out = s->resp;
-        s->resp = NULL;
-    }
-    sync_free(s);
-    return rc;
-}
-
-int etcd_sync_put(struct etcd_client *c, const char *key, const char *value, int64_t lease,
-                  int64_t *revision, struct mm_error *err)
-{
-    struct sync_ctx *s = calloc(1, sizeof(*s));
-    size_t len = value ? strlen(value) : 0;
-    int rc = sync_finish(c, s ? etcd_put(c, key, value, len, lease, sync_cb, s) : -ENOMEM, &s, err);
-    if (rc == 0 && revision)
-        *revision = s->resp->revision;
-    sync_free(s);
-    return rc;
-}
-
-int etcd_sync_delete(struct etcd_client *c, const char *key, bool prefix, int64_t *deleted,
-                     struct mm_error *err)
-{
-    struct sync_ctx *s = calloc(1, sizeof(*s));
-    int rc = sync_finish(c, s ? etcd_delete(c, key, prefix, sync_cb, s) : -ENOMEM, &s, err);
-    if (rc == 0 && deleted)
-        *deleted = s->resp->op.deleted;
-    sync_free(s);
-    return rc;
-}
-
-int etcd_sync_txn(struct etcd_client *c, const struct etcd_txn *txn, struct etcd_response **out,
-                  struct mm_error *err)
-{
-    struct sync_ctx *s = calloc(1, sizeof(*s));
-    int rc = sync_finish(c, s ? etcd_txn(c, txn, sync_cb, s) : -ENOMEM, &s, err);
-    if (rc == 0 && out) {
-        *out = s->resp;
-        s->resp = NULL;
-    }
-    sync_free(s);
-    return rc;
-}
-
-int etcd_sync_lease_grant(struct etcd_client *c, int64_t ttl_s, int64_t *id, struct mm_error *err)
-{
-    struct sync_ctx *s = calloc(1, sizeof(*s));
-    int rc = sync_finish(c, s ? etcd_lease_grant(c, ttl_s, 0, sync_cb, s) : -ENOMEM, &s, err);
-    if (rc == 0 && id)
-        *id = s->resp->lease_id;
-    sync_free(s);
-    return rc;
-}
-
-int etcd_sync_lease_revoke(struct etcd_client *c, int64_t id, struct mm_error *err)
-{
-    struct sync_ctx *s = calloc(1, sizeof(*s));
-    int rc = sync_finish(c, s ? etcd_lease_revoke(c, id, sync_cb, s) : -ENOMEM, &s, err);
-    sync_free(s);
-    return rc;
-}
-
-int etcd_sync_compact(struct etcd_client *c, int64_t revision, struct mm_error *err)
-{
-    struct sync_ctx *s = calloc(1, sizeof(*s));
-    int rc = sync_finish(c, s ? etcd_compact(c, revision, true, sync_cb, s) : -ENOMEM, &s, err);
-    sync_free(s);
-    return rc;
+    return request_submit(c, REQ_COMPACT, body, strlen(body), true, cb, arg, "compact", NULL, 0,
+                          (struct request **)out);
 }

@@ -17,10 +17,12 @@ struct lease {
     struct ev_loop *loop;
     int64_t ttl_s;
     int64_t id;
-    ev_tstamp confirmed_at;  /* send time of the last keep-alive (or grant) etcd confirmed */
-    ev_timer timer;          /* next grant or keep-alive */
-    bool in_flight;
-    bool closing;            /* lease_free called while a request was in flight */
+    ev_tstamp confirmed_at;       /* send time of the last keep-alive (or grant) etcd confirmed */
+    ev_tstamp sent_at;            /* send time of the request in flight */
+    ev_timer timer;               /* next grant or keep-alive */
+    struct etcd_request *req;     /* the grant or keep-alive in flight */
+    int dispatching;              /* depth of calls into the owner */
+    bool free_requested;          /* lease_free called from inside one */
     lease_cb cb;
     void *arg;
 };
@@ -32,30 +34,34 @@ static void schedule(struct lease *l, double after)
     ev_timer_start(l->loop, &l->timer);
 }
 
-static void lost(struct lease *l, const struct mm_error *err)
+/* Tell the owner; false if it freed the lease meanwhile (then it is gone: touch nothing). */
+static bool notify(struct lease *l, enum lease_state state, const struct mm_error *err)
+{
+    l->dispatching++;
+    l->cb(l, state, err, l->arg);
+    l->dispatching--;
+    if (l->free_requested) {
+        if (l->dispatching == 0)
+            free(l);
+        return false;
+    }
+    return true;
+}
+
+static bool lost(struct lease *l, const struct mm_error *err)
 {
     int64_t old = l->id;
     l->id = 0;
     mm_log(MM_LOG_WARN, "lease", "lease %" PRId64 " lost: %s", old, err ? err->msg : "expired");
-    l->cb(l, LEASE_LOST, err, l->arg);
+    return notify(l, LEASE_LOST, err);
 }
-
-struct attempt {
-    struct lease *l;
-    ev_tstamp sent_at;
-};
 
 static void on_reply(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
 {
-    struct attempt *a = arg;
-    struct lease *l = a->l;
-    ev_tstamp sent_at = a->sent_at;
-    free(a);
-    l->in_flight = false;
-    if (l->closing) {
-        free(l);
-        return;
-    }
+    struct lease *l = arg;
+    l->req = NULL; /* the handle is spent once its callback runs */
+    if (status == -ECANCELED)
+        return; /* the client is closing: nothing more to send */
     ev_tstamp now = ev_now(l->loop);
     if (l->id == 0) { /* a grant */
         if (status < 0) {
@@ -64,55 +70,45 @@ static void on_reply(int status, const struct mm_error *err, struct etcd_respons
             return;
         }
         l->id = resp->lease_id;
-        l->confirmed_at = sent_at;
+        l->confirmed_at = l->sent_at;
         schedule(l, (double)l->ttl_s / 3.0);
-        l->cb(l, LEASE_GRANTED, NULL, l->arg);
+        notify(l, LEASE_GRANTED, NULL);
         return;
     }
     if (status == -ENOENT) { /* etcd says it is gone: keys went with it */
-        lost(l, err);
-        schedule(l, 0.);
+        if (lost(l, err))
+            schedule(l, 0.);
         return;
     }
     if (status < 0) {
-        if (now - l->confirmed_at >= (double)l->ttl_s) {
-            lost(l, err);
-            schedule(l, RETRY_S);
-        } else {
-            schedule(l, RETRY_S);
-        }
+        if (now - l->confirmed_at >= (double)l->ttl_s && !lost(l, err))
+            return;
+        schedule(l, RETRY_S);
         return;
     }
-    l->confirmed_at = sent_at;
+    l->confirmed_at = l->sent_at;
     schedule(l, (double)l->ttl_s / 3.0);
 }
 
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct lease *l = w->data;
-    if (l->in_flight)
+    if (l->req)
         return;
     if (l->id && ev_now(loop) - l->confirmed_at >= (double)l->ttl_s) {
         struct mm_error err;
         mm_error_set(&err, -ETIMEDOUT, "lease %" PRId64 ": no keep-alive confirmed for %" PRId64
                      " s", l->id, l->ttl_s);
-        lost(l, &err);
+        if (!lost(l, &err))
+            return;
     }
-    struct attempt *a = malloc(sizeof(*a));
-    if (!a) {
-        schedule(l, RETRY_S);
-        return;
-    }
-    a->l = l;
-    a->sent_at = ev_now(loop);
-    int rc = l->id ? etcd_lease_keepalive(l->c, l->id, on_reply, a)
-                   : etcd_lease_grant(l->c, l->ttl_s, 0, on_reply, a);
+    l->sent_at = ev_now(loop);
+    int rc = l->id ? etcd_lease_keepalive(l->c, l->id, on_reply, l, &l->req)
+                   : etcd_lease_grant(l->c, l->ttl_s, 0, on_reply, l, &l->req);
     if (rc < 0) {
-        free(a);
+        l->req = NULL;
         schedule(l, RETRY_S);
-        return;
     }
-    l->in_flight = true;
 }
 
 int lease_new(struct etcd_client *c, int64_t ttl_s, lease_cb cb, void *arg, struct lease **out,
@@ -147,13 +143,15 @@ static void ignore_reply(int status, const struct mm_error *err, struct etcd_res
 
 void lease_free(struct lease *l, bool revoke)
 {
-    if (!l)
+    if (!l || l->free_requested)
         return;
     ev_timer_stop(l->loop, &l->timer);
-    if (revoke && l->id)
-        etcd_lease_revoke(l->c, l->id, ignore_reply, NULL);
-    if (l->in_flight) { /* the reply callback frees it */
-        l->closing = true;
+    etcd_request_cancel(l->req); /* its callback never runs: nothing calls back into us */
+    l->req = NULL;
+    if (revoke && l->id) /* sent and not waited for; its callback touches nothing of ours */
+        etcd_lease_revoke(l->c, l->id, ignore_reply, NULL, NULL);
+    if (l->dispatching) { /* inside our call into the owner: notify() frees it */
+        l->free_requested = true;
         return;
     }
     free(l);

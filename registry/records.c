@@ -72,6 +72,12 @@ static const struct field vmodel_fields[] = {
     {0},
 };
 
+static const struct field election_fields[] = {
+    STR(struct election_record, leader, true),
+    NUM(struct election_record, since_ms, F_I64),
+    {0},
+};
+
 static const struct {
     const char *name;
     const struct field *fields;
@@ -81,6 +87,7 @@ static const struct {
     [RECORD_MODEL] = {"model", model_fields, sizeof(struct model_record)},
     [RECORD_COPY] = {"copy", copy_fields, sizeof(struct copy_record)},
     [RECORD_VMODEL] = {"vmodel", vmodel_fields, sizeof(struct vmodel_record)},
+    [RECORD_ELECTION] = {"election", election_fields, sizeof(struct election_record)},
 };
 
 static const char *const state_names[] = {"Pending", "Loading", "Loaded", "Failed"};
@@ -103,7 +110,7 @@ int copy_state_parse(const char *name, enum copy_state *out)
 
 const char *record_kind_name(enum record_kind kind)
 {
-    return (unsigned)kind <= RECORD_VMODEL ? kinds[kind].name : "unknown";
+    return (unsigned)kind <= RECORD_ELECTION ? kinds[kind].name : "unknown";
 }
 
 /* ---------------------------------------------------------------- encode */
@@ -157,7 +164,7 @@ static bool add_fields(cJSON *o, const struct field *fields, const char *base)
 
 char *record_encode(enum record_kind kind, const void *rec)
 {
-    if ((unsigned)kind > RECORD_VMODEL)
+    if ((unsigned)kind > RECORD_ELECTION)
         return NULL;
     cJSON *o = cJSON_CreateObject();
     char *out = NULL;
@@ -252,7 +259,7 @@ static int decode_fields(const char *what, const struct field *fields, const cJS
 int record_decode(enum record_kind kind, const char *json, size_t len, void *rec,
                   struct mm_error *err)
 {
-    if ((unsigned)kind > RECORD_VMODEL)
+    if ((unsigned)kind > RECORD_ELECTION)
         return mm_error_set(err, -EINVAL, "record: unknown record kind %d", (int)kind);
     const char *what = kinds[kind].name;
     memset(rec, 0, kinds[kind].size);
@@ -293,6 +300,7 @@ int record_validate(enum record_kind kind, const char *json, size_t len, struct 
         struct model_record model;
         struct copy_record copy;
         struct vmodel_record vmodel;
+        struct election_record election;
     } any;
     return record_decode(kind, json, len, &any, err);
 }
@@ -307,6 +315,7 @@ static const struct {
     {KEY_MODEL, RECORD_MODEL},
     {KEY_COPY, RECORD_COPY},
     {KEY_VMODEL, RECORD_VMODEL},
+    {KEY_ELECTION, RECORD_ELECTION},
 };
 
 int record_kind_of_key(const char *key, const char *cluster, enum record_kind *kind)

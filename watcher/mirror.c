@@ -378,7 +378,7 @@ static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
         .key = m->prefix, .range_end = m->prefix_end, .limit = 1, .keys_only = true};
     m->probe_tok = tok; /* before the call: the callback may run inside it */
     m->stats.probes++;
-    if (etcd_range(m->c, &req, on_probe, tok) < 0) {
+    if (etcd_range(m->c, &req, on_probe, tok, NULL) < 0) {
         m->probe_tok = NULL;
         free(tok);
     }
@@ -500,7 +500,7 @@ static void list_page(struct mirror *m)
         .revision = m->snap_rev,
     };
     m->list_tok = tok; /* before the call: the callback may run inside it */
-    int rc = etcd_range(m->c, &req, on_page, tok);
+    int rc = etcd_range(m->c, &req, on_page, tok, NULL);
     if (rc < 0) {
         m->list_tok = NULL;
         free(tok);
@@ -547,14 +547,14 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
         m->cfg.max_backoff_ms = m->cfg.initial_backoff_ms;
     m->backoff_ms = m->cfg.initial_backoff_ms;
     m->prefix = strdup(prefix);
-    m->prefix_end = strdup(prefix);
+    m->prefix_end = malloc(len + 1);
     if (!m->prefix || !m->prefix_end) {
         free(m->prefix);
         free(m->prefix_end);
         free(m);
         return mm_error_set(err, -ENOMEM, "mirror: out of memory");
     }
-    m->prefix_end[len - 1] = (char)((unsigned char)m->prefix_end[len - 1] + 1);
+    etcd_prefix_end(prefix, len, m->prefix_end);
     RB_INIT(&m->tree);
     RB_INIT(&m->snap);
     LIST_INIT(&m->subs);

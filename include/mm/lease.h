@@ -1,7 +1,12 @@
 /* lease.h - a lease kept alive: granted, refreshed every TTL/3, and declared lost once a full TTL
  * has passed since the send time of the last confirmed keep-alive (so we never believe in a
  * lease the server may already have expired). After a loss it grants a new lease by itself.
- * The owner re-attaches its keys on every LEASE_GRANTED. */
+ * The owner re-attaches its keys on every LEASE_GRANTED.
+ *
+ * Threading: the client's loop thread only.
+ * Lifetime: the owner may call lease_free() from inside its own lease_cb (the memory goes when
+ * the callback returns; nothing of the lease runs after it). lease_free() cancels the request in
+ * flight, so no callback runs after it. Free the lease before its etcd client. */
 #ifndef MM_LEASE_H
 #define MM_LEASE_H
 
@@ -27,7 +32,8 @@ int lease_new(struct etcd_client *c, int64_t ttl_s, lease_cb cb, void *arg, stru
 /* The live lease id, or 0 while none is held. */
 int64_t lease_id(const struct lease *l);
 /* Stop keeping alive; revoke = also revoke it now (keys vanish at once) instead of letting it
- * expire. The revoke is sent and not waited for. */
+ * expire. The revoke is sent and not waited for. No callback runs after this. Allowed from
+ * inside the lease's callback. NULL is a no-op. */
 void lease_free(struct lease *l, bool revoke);
 
 #endif

@@ -57,7 +57,13 @@ struct vmodel_record {
     char owner[128];
 };
 
-enum record_kind { RECORD_INSTANCE, RECORD_MODEL, RECORD_COPY, RECORD_VMODEL };
+/* The value of an election key (election.h): who leads, since when. */
+struct election_record {
+    char leader[256];         /* the leader's identity (required) */
+    int64_t since_ms;         /* when it took the lead, epoch ms */
+};
+
+enum record_kind { RECORD_INSTANCE, RECORD_MODEL, RECORD_COPY, RECORD_VMODEL, RECORD_ELECTION };
 
 /* Encode as compact JSON; returns a malloc'd string (caller frees) or NULL without memory. */
 char *record_encode(enum record_kind kind, const void *rec);

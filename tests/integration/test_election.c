@@ -14,6 +14,7 @@
 #include "harness.h"
 #include "mm/election.h"
 #include "mm/etcd.h"
+#include "mm/etcd_sync.h"
 #include "mm/lease.h"
 
 static struct ev_loop *loop;

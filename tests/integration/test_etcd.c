@@ -16,7 +16,9 @@
 
 #include "check.h"
 #include "harness.h"
+#include "mm/curlev.h"
 #include "mm/etcd.h"
+#include "mm/etcd_sync.h"
 
 static struct ev_loop *loop;
 
@@ -176,10 +178,12 @@ static void cas_cb(int status, const struct mm_error *err, struct etcd_response 
 
 /* One lease request run to its reply (bounded). */
 static struct cas lease_call(struct etcd_client *c,
-                             int (*fn)(struct etcd_client *, int64_t, etcd_cb, void *), int64_t id)
+                             int (*fn)(struct etcd_client *, int64_t, etcd_cb, void *,
+                                       struct etcd_request **),
+                             int64_t id)
 {
     struct cas s = {0};
-    if (fn(c, id, cas_cb, &s) < 0 || etcd_sync_wait(c, &s.done, 5000) < 0)
+    if (fn(c, id, cas_cb, &s, NULL) < 0 || etcd_sync_wait(c, &s.done, 5000) < 0)
         s.status = -ETIMEDOUT;
     return s;
 }
@@ -250,7 +254,7 @@ static void test_range_options(struct etcd_client *c, const char *endpoint)
 
     struct kept k = {0};
     struct etcd_range_req one = {.key = "/ro/0"};
-    REQUIRE(etcd_range(c, &one, keep_cb, &k) == 0);
+    REQUIRE(etcd_range(c, &one, keep_cb, &k, NULL) == 0);
     CHECK_INT(etcd_sync_wait(c, &k.done, 5000), 0);
     CHECK_INT(k.status, 0);
     REQUIRE(k.resp != NULL);
@@ -262,8 +266,8 @@ static void test_range_options(struct etcd_client *c, const char *endpoint)
     struct etcd_config cfg = {.endpoints = endpoint};
     REQUIRE(etcd_client_new(loop, &cfg, &c2, &err) == 0);
     cancels = 0;
-    CHECK_INT(etcd_range(c2, &one, count_cancel, NULL), 0);
-    CHECK_INT(etcd_lease_grant(c2, 10, 0, count_cancel, NULL), 0);
+    CHECK_INT(etcd_range(c2, &one, count_cancel, NULL, NULL), 0);
+    CHECK_INT(etcd_lease_grant(c2, 10, 0, count_cancel, NULL, NULL), 0);
     etcd_client_free(c2);
     CHECK_INT(cancels, 2);
 }
@@ -299,7 +303,7 @@ static void test_txn(struct etcd_client *c)
                                    .result = ETCD_CMP_EQUAL, .number = 0};
         struct etcd_op put = {.kind = ETCD_OP_PUT, .key = "/txn/lock", .value = values[i]};
         struct etcd_txn txn = {&cmp, 1, &put, 1, NULL, 0};
-        REQUIRE(etcd_txn(c, &txn, cas_cb, &racers[i]) == 0);
+        REQUIRE(etcd_txn(c, &txn, cas_cb, &racers[i], NULL) == 0);
     }
     int wins = 0, done = 0;
     for (int i = 0; i < 10; i++) {
@@ -349,7 +353,7 @@ static void test_txn(struct etcd_client *c)
     struct etcd_compare bad = {.key = "/txn/k", .target = ETCD_CMP_VALUE,
                                .result = ETCD_CMP_EQUAL, .value = NULL};
     struct etcd_txn t4 = {&bad, 1, NULL, 0, NULL, 0};
-    CHECK_INT(etcd_txn(c, &t4, cas_cb, NULL), -EINVAL);
+    CHECK_INT(etcd_txn(c, &t4, cas_cb, NULL, NULL), -EINVAL);
 }
 
 static void test_leases_and_watch(struct etcd_client *c)
@@ -402,14 +406,15 @@ static void test_leases_and_watch(struct etcd_client *c)
     CHECK_INT(etcd_sync_lease_revoke(c, lease, &err), -ENOENT);
     CHECK(strstr(err.msg, "lease revoke") && strstr(err.msg, "not found"));
     struct cas ttl = {0};
-    REQUIRE(etcd_lease_ttl(c, 12345, cas_cb, &ttl) == 0);
+    REQUIRE(etcd_lease_ttl(c, 12345, cas_cb, &ttl, NULL) == 0);
     etcd_sync_wait(c, &ttl.done, 5000);
     CHECK_INT(ttl.status, -ENOENT);
     struct cas ka2 = {0};
-    REQUIRE(etcd_lease_keepalive(c, 12345, cas_cb, &ka2) == 0);
+    REQUIRE(etcd_lease_keepalive(c, 12345, cas_cb, &ka2, NULL) == 0);
     etcd_sync_wait(c, &ka2.done, 5000);
     CHECK_INT(ka2.status, -ENOENT);
-    CHECK_INT(etcd_put(c, "/lease/d", "v", 1, 12345, cas_cb, &ka2), 0); /* attach to no lease */
+    /* attach to no lease */
+    CHECK_INT(etcd_put(c, "/lease/d", "v", 1, 12345, cas_cb, &ka2, NULL), 0);
     ka2.done = false;
     etcd_sync_wait(c, &ka2.done, 5000);
     CHECK_INT(ka2.status, -ENOENT);
@@ -542,6 +547,104 @@ static void test_watch_broken_by_crash(void)
     etcd_watch_free(w);
     etcd_client_free(c);
     harness_etcd_cleanup(&e);
+}
+
+struct answered {
+    bool done;
+    int status;
+    int64_t member_id;
+    char endpoint[128];
+};
+
+static void answered_cb(int status, const struct mm_error *err, struct etcd_response *resp,
+                        void *arg)
+{
+    struct answered *a = arg;
+    a->done = true;
+    a->status = status;
+    if (resp) {
+        a->member_id = resp->member_id;
+        snprintf(a->endpoint, sizeof(a->endpoint), "%s", resp->endpoint ? resp->endpoint : "");
+    }
+}
+
+struct batch_seen {
+    int batches;
+    int events;
+    int64_t member_id;
+    char endpoint[128];
+};
+
+static void note_batch(struct etcd_watch *w, int status, const struct mm_error *err,
+                       const struct etcd_watch_batch *b, int64_t compact, void *arg)
+{
+    struct batch_seen *s = arg;
+    if (status < 0)
+        return;
+    s->batches++;
+    s->events += (int)b->n_events;
+    s->member_id = b->member_id;
+    snprintf(s->endpoint, sizeof(s->endpoint), "%s", b->endpoint ? b->endpoint : "");
+}
+
+static bool some_batch(void *arg)
+{
+    return ((struct batch_seen *)arg)->batches > 0;
+}
+
+static bool many_events(void *arg)
+{
+    return ((struct batch_seen *)arg)->events >= 300;
+}
+
+/* Responses and watch batches say which endpoint and member served them; a response kept past
+ * its callback keeps its endpoint. Two clients share one transport. Three hundred puts reach a
+ * watch as many objects per read, each delivered once. */
+static void test_served_by(const char *live)
+{
+    struct mm_error err = {0};
+    struct curlev *curl = NULL;
+    REQUIRE(curlev_new(loop, &curl, &err) == 0);
+    int dead = harness_free_port();
+    char eps[256];
+    snprintf(eps, sizeof(eps), "http://127.0.0.1:%d,%s", dead, live);
+    struct etcd_config shared = {.curl = curl};
+    struct etcd_client *c = client(eps, &shared);
+    struct etcd_client *other = client(live, &shared);
+
+    struct answered a = {0};
+    struct etcd_range_req req = {.key = "/served/x"};
+    REQUIRE(etcd_range(c, &req, answered_cb, &a, NULL) == 0);
+    CHECK_INT(etcd_sync_wait(c, &a.done, 5000), 0);
+    CHECK_INT(a.status, 0);
+    CHECK_STR(a.endpoint, live); /* the dead first endpoint did not serve it */
+    CHECK(a.member_id != 0);
+
+    struct etcd_response *r = NULL;
+    REQUIRE(etcd_sync_range(other, &req, &r, &err) == 0);
+    CHECK_STR(r->endpoint, live);
+    CHECK_INT(r->member_id, a.member_id); /* one member */
+    etcd_response_free(r);
+
+    struct batch_seen seen = {0};
+    struct etcd_watch *w = NULL;
+    struct etcd_watch_req wr = {.key = "/served/w/", .prefix = true};
+    REQUIRE(etcd_watch_start(c, &wr, note_batch, &seen, &w) == 0);
+    REQUIRE(harness_run_until(loop, some_batch, &seen, 3000)); /* the creation */
+    CHECK_STR(seen.endpoint, live);
+    CHECK_INT(seen.member_id, a.member_id);
+    for (int i = 0; i < 300; i++) { /* in flight together: replies stream back-to-back */
+        char k[32];
+        snprintf(k, sizeof(k), "/served/w/%03d", i);
+        REQUIRE(etcd_put(other, k, "v", 1, 0, NULL, NULL, NULL) == 0);
+    }
+    CHECK(harness_run_until(loop, many_events, &seen, 10000));
+    CHECK_INT(seen.events, 300);
+    fprintf(stderr, "300 events in %d batches\n", seen.batches);
+    etcd_watch_free(w);
+    etcd_client_free(c);
+    etcd_client_free(other);
+    curlev_free(curl);
 }
 
 static int sh(const char *cmd)
@@ -683,6 +786,7 @@ int main(void)
     test_watch_history_and_compaction(c);
     test_range_options(c, etcd.endpoint);
     test_failover(etcd.endpoint);
+    test_served_by(etcd.endpoint);
     test_watch_broken_by_crash();
     test_auth();
     test_tls();

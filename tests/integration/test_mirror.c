@@ -17,6 +17,7 @@
 #include "check.h"
 #include "harness.h"
 #include "mm/etcd.h"
+#include "mm/etcd_sync.h"
 #include "mm/mirror.h"
 
 static struct ev_loop *mloop, *wloop;

@@ -184,7 +184,7 @@ static void test_by_key(void)
         {"/modelmesh/c1/isvc-status/default/mnist", -ENOENT, 0},
         {"/modelmesh/c1/runtimes/mlserver", -ENOENT, 0},
         {"/modelmesh/c1/storage-config/localMinIO", -ENOENT, 0},
-        {"/modelmesh/c1/election/controller", -ENOENT, 0},
+        {"/modelmesh/c1/election/controller", 0, RECORD_ELECTION},
         {"/modelmesh/c2/models/m1", -EINVAL, 0},   /* another cluster */
         {"/modelmesh/c1/models/", -EINVAL, 0},     /* a prefix, not a key */
         {"/modelmesh/c1/copies/m1", -EINVAL, 0},   /* a copy names its instance */
@@ -223,12 +223,45 @@ static void test_by_key(void)
 #undef VALIDATE
 }
 
+/* The election value: what election.c writes is what it reads back; a value someone else wrote
+ * is checked like any record. */
+static void test_election(void)
+{
+    struct mm_error err = {0};
+    static const struct election_record in = {.leader = "controller-7f9c",
+                                              .since_ms = 1764000000123};
+    char *json = record_encode(RECORD_ELECTION, &in);
+    REQUIRE(json != NULL);
+    CHECK_STR(json, "{\"v\":1,\"leader\":\"controller-7f9c\",\"since_ms\":1764000000123}");
+    struct election_record out;
+    CHECK_INT(decode(RECORD_ELECTION, json, &out, &err), 0);
+    CHECK(memcmp(&in, &out, sizeof(in)) == 0);
+    free(json);
+    CHECK_STR(record_kind_name(RECORD_ELECTION), "election");
+    /* since_ms is optional; unknown fields are tolerated (newer writers). */
+    CHECK_INT(decode(RECORD_ELECTION, "{\"v\":2,\"leader\":\"n1\",\"term\":3}", &out, &err), 0);
+    CHECK_STR(out.leader, "n1");
+    CHECK_INT(out.since_ms, 0);
+    rejects(RECORD_ELECTION, "{\"v\":1,\"since_ms\":5}",
+            "election record: field 'leader' is required");
+    rejects(RECORD_ELECTION, "{\"v\":1,\"leader\":\"\"}", "field 'leader' must not be empty");
+    rejects(RECORD_ELECTION, "{\"v\":1,\"leader\":7}", "field 'leader' must be a string");
+    rejects(RECORD_ELECTION, "{\"v\":1,\"leader\":\"n\",\"since_ms\":1.5}",
+            "field 'since_ms' must be an integer");
+    rejects(RECORD_ELECTION, "{\"leader\":\"n\"}", "schema version 'v' is missing");
+    rejects(RECORD_ELECTION, "[1]", "must be a JSON object");
+    char long_leader[400];
+    snprintf(long_leader, sizeof(long_leader), "{\"v\":1,\"leader\":\"%0300d\"}", 0);
+    rejects(RECORD_ELECTION, long_leader, "field 'leader' is 300 bytes, the limit is 255");
+}
+
 int main(void)
 {
     test_round_trips();
     test_tolerance();
     test_rejects();
     test_by_key();
+    test_election();
     enum copy_state s;
     CHECK_INT(copy_state_parse("loaded", &s), -EINVAL); /* names are case-sensitive */
     CHECK_STR(copy_state_name((enum copy_state)9), "Unknown");
