@@ -11,7 +11,9 @@ Model files are pickles: loading one runs code from it. Serve only models from s
 trust, as with every sklearn server.
 """
 import argparse
+import asyncio
 import concurrent.futures
+import errno
 import gc
 import importlib
 import logging
@@ -19,6 +21,8 @@ import os
 import pickle
 import shutil
 import signal
+import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -33,6 +37,29 @@ MAX_MESSAGE = 16 * 1024 * 1024
 log = logging.getLogger("mm-sklearn-runtime")
 
 
+MAX_STATUS_MESSAGE = 512   # bytes of a status message: a 10 KB id must not overflow metadata
+MAX_ID = 1024              # bytes of a model id
+MAX_STUCK_LOADS = 16       # load threads past their timeout that may still be running
+MAX_CONCURRENT_STREAMS = 1000  # per HTTP/2 connection
+
+
+def escape(text):
+    """text with control characters (newlines, ESC, NUL...) written as \\xNN escapes, so that
+    ids and paths cannot forge log lines or drive a terminal."""
+    return "".join(c if c.isprintable() else
+                   ("\\x%02x" % ord(c) if ord(c) < 0x100 else "\\u%04x" % ord(c))
+                   for c in text)
+
+
+def clip(text, limit=MAX_STATUS_MESSAGE):
+    """text escaped and cut to at most limit bytes of UTF-8 (an ellipsis says it was cut)."""
+    text = escape(text)
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[:limit - 3].decode(errors="ignore") + "..."
+
+
 class Failure(Exception):
     """An RPC error: a gRPC status code name and a message for the caller."""
 
@@ -42,51 +69,92 @@ class Failure(Exception):
         self.message = message
 
 
+def check_id(value, call, field="modelId"):
+    """A model id from a request: present, no NUL, at most MAX_ID bytes."""
+    if not value:
+        raise Failure("INVALID_ARGUMENT", "%s: %s is required" % (call, field))
+    if "\0" in value:
+        raise Failure("INVALID_ARGUMENT", "%s: %s holds a NUL character" % (call, field))
+    if len(value.encode()) > MAX_ID:
+        raise Failure("INVALID_ARGUMENT", "%s: %s is %d bytes long, at most %d are allowed" %
+                      (call, field, len(value.encode()), MAX_ID))
+    return value
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines whose message cannot hold raw control characters."""
+
+    def formatMessage(self, record):
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
+
 # ------------------------------------------------------------------------------ protos
 
 
 def compile_protos(proto_dir):
-    """Compile our .proto files into a temp dir; returns (modules, dir to remove at exit)."""
+    """Compile our .proto files into a temp dir and import them; the dir is removed before
+    returning (the modules are in memory by then), so no exit path leaves it behind."""
     from grpc_tools import protoc
 
-    out = tempfile.mkdtemp(prefix="mm-sklearn-proto-")
     files = ["grpc_predict_v2.proto", "model-runtime.proto"]
     for f in files:
         if not os.path.isfile(os.path.join(proto_dir, f)):
-            shutil.rmtree(out, ignore_errors=True)
             raise SystemExit("mm-sklearn-runtime: %s not found in --proto-dir %s" % (f, proto_dir))
-    rc = protoc.main(["protoc", "-I" + proto_dir, "--python_out=" + out] +
-                     [os.path.join(proto_dir, f) for f in files])
-    if rc != 0:
+    out = tempfile.mkdtemp(prefix="mm-sklearn-proto-")
+    try:
+        rc = protoc.main(["protoc", "-I" + proto_dir, "--python_out=" + out] +
+                         [os.path.join(proto_dir, f) for f in files])
+        if rc != 0:
+            raise SystemExit("mm-sklearn-runtime: protoc failed on %s (exit %d)" %
+                             (proto_dir, rc))
+        sys.path.insert(0, out)
+        try:
+            v2 = importlib.import_module("grpc_predict_v2_pb2")
+            spi = importlib.import_module("model_runtime_pb2")
+        finally:
+            sys.path.remove(out)
+    finally:
         shutil.rmtree(out, ignore_errors=True)
-        raise SystemExit("mm-sklearn-runtime: protoc failed on %s (exit %d)" % (proto_dir, rc))
-    sys.path.insert(0, out)
-    v2 = importlib.import_module("grpc_predict_v2_pb2")
-    spi = importlib.import_module("model_runtime_pb2")
-    return v2, spi, out
+    return v2, spi
 
 
 # ------------------------------------------------------------------------------ models
 
 
+def path_failure(what, path, e):
+    """An OSError about path as a Failure that names the path and the system's reason."""
+    code = {errno.ENOENT: "NOT_FOUND", errno.ENOTDIR: "NOT_FOUND",
+            errno.EACCES: "PERMISSION_DENIED", errno.EPERM: "PERMISSION_DENIED"}
+    return Failure(code.get(e.errno, "INVALID_ARGUMENT"), "%s %s: %s" %
+                   (what, path, os.strerror(e.errno) if e.errno else "cannot be read"))
+
+
 def model_file(path):
-    """The model file at path: the file itself, or the one model file in a directory."""
-    if os.path.isdir(path):
+    """The model file at path: the file itself, or the one model file in a directory. Devices
+    and sockets are refused (/dev/zero would be read forever). A FIFO is read, as storage that
+    streams: a load it holds is bounded by the load timeout, which frees its slot."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise path_failure("model path", path, e)
+    if stat.S_ISDIR(st.st_mode):
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
-            raise Failure("NOT_FOUND", "model directory %s: %s" % (path, e.strerror))
+            raise path_failure("model directory", path, e)
         found = [n for n in names if n.lower().endswith(MODEL_SUFFIXES) and
                  os.path.isfile(os.path.join(path, n))]
         if not found:
             raise Failure("INVALID_ARGUMENT", "model directory %s holds no %s file" %
                           (path, ", ".join(MODEL_SUFFIXES)))
         if len(found) > 1:
-            raise Failure("INVALID_ARGUMENT", "model directory %s holds %d model files (%s), "
-                          "expected one" % (path, len(found), ", ".join(found)))
+            raise Failure("INVALID_ARGUMENT", "model directory %s holds %d model files, "
+                          "expected one" % (path, len(found)))
         return os.path.join(path, found[0])
-    if not os.path.exists(path):
-        raise Failure("NOT_FOUND", "model path %s: No such file or directory" % path)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        raise Failure("INVALID_ARGUMENT", "model path %s is not a regular file or a directory"
+                      % path)
     return path
 
 
@@ -154,7 +222,7 @@ class Model:
     def __init__(self, model_id, path):
         self.id = model_id
         self.path = path
-        self.future = None     # the load, while loading
+        self.task = None       # the load (an asyncio task), while loading
         self.cancelled = False  # unloaded or purged while loading
         self.estimator = None
         self.size = 0
@@ -166,28 +234,30 @@ class Model:
 
 def load_into(m):
     """Runs on a loading thread: read m's file, check it is a model, measure it, and fill m in.
-    Nothing reads those fields until m.future is cleared, after this has returned."""
+    Nothing reads those fields until m.task is cleared, after this has returned."""
     import joblib
 
     f = model_file(m.path)
+    # Errors name the kind of failure and the path, never what the file holds: an exception's
+    # text can quote the file's bytes (a line of someone's secrets), and callers see it.
     try:
         if f.lower().endswith((".pkl", ".pickle")):
             with open(f, "rb") as fh:
                 est = pickle.load(fh)
         else:
             est = joblib.load(f)
-    except FileNotFoundError:
-        raise Failure("NOT_FOUND", "model path %s: No such file or directory" % f)
-    except PermissionError:
-        raise Failure("PERMISSION_DENIED", "model path %s: Permission denied" % f)
+    except OSError as e:
+        raise path_failure("model path", f, e)
     except MemoryError:
         raise Failure("RESOURCE_EXHAUSTED", "loading %s: out of memory" % f)
     except (pickle.UnpicklingError, EOFError, KeyError, IndexError, ValueError) as e:
+        log.debug("loading %s: %s", f, clip(repr(e), 200))
         raise Failure("INVALID_ARGUMENT", "cannot load sklearn model %s: not a joblib or pickle "
-                      "file, or a truncated one (%s: %s)" % (f, type(e).__name__, e))
+                      "file, or a truncated one (%s)" % (f, type(e).__name__))
     except Exception as e:  # unpickling runs code from the file: a class it names is missing...
-        raise Failure("INVALID_ARGUMENT", "cannot load sklearn model %s: %s: %s" %
-                      (f, type(e).__name__, e))
+        log.debug("loading %s: %s", f, clip(repr(e), 200))
+        raise Failure("INVALID_ARGUMENT", "cannot load sklearn model %s: unpickling failed (%s)"
+                      % (f, type(e).__name__))
     if not callable(getattr(est, "predict", None)):
         raise Failure("INVALID_ARGUMENT", "%s holds a %s, not an sklearn model with predict()" %
                       (f, type(est).__name__))
@@ -308,25 +378,105 @@ def put_output(resp, out_tensor, y, raw):
 
 
 class Runtime:
-    def __init__(self, args, v2, spi):
+    """The models and the calls on them. Runs on one asyncio loop, which alone touches the
+    model table: loads run on threads of their own, predictions (decode, predict, encode) on
+    the worker pool, so no handler blocks the loop and an idle stream holds no thread."""
+
+    def __init__(self, args, v2, spi, loop):
         self.args = args
         self.v2 = v2
         self.spi = spi
-        self.lock = threading.Lock()
-        self.models = {}  # id -> Model (loaded, or loading with .future set)
-        self.loads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=args.max_loading_concurrency, thread_name_prefix="load")
+        self.loop = loop
+        self.models = {}  # id -> Model (loaded, or loading with .task set)
+        self.load_slots = asyncio.Semaphore(args.max_loading_concurrency)
+        self.stuck = 0    # load threads given up on (timed out or unloaded), still running
+        self.workers = concurrent.futures.ThreadPoolExecutor(max_workers=args.workers,
+                                                             thread_name_prefix="predict")
+
+    # -- loads
+
+    def start_thread(self, fn, name):
+        """Run fn on a thread of its own; its outcome arrives as an asyncio future. A future
+        cancelled by its waiter leaves the thread running: it is counted in self.stuck until
+        it returns (a load blocked on storage cannot be interrupted)."""
+        fut = self.loop.create_future()
+
+        def finish(ok, value):
+            if fut.cancelled():
+                self.stuck -= 1
+            elif ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        def work():
+            try:
+                outcome = (True, fn())
+            except BaseException as e:  # handed to the loop, which decides
+                outcome = (False, e)
+            try:
+                self.loop.call_soon_threadsafe(finish, *outcome)
+            except RuntimeError:  # the loop is closed: the process is exiting
+                pass
+
+        threading.Thread(target=work, name=name, daemon=True).start()
+        return fut
+
+    async def run_load(self, m):
+        """The load of m: a slot, then the file read on a thread, bounded by the load timeout.
+        Frees its slot whatever happens; a thread that outlives it is counted as stuck."""
+        await self.load_slots.acquire()
+        thread = None
+        try:
+            if m.cancelled:
+                raise Failure("ABORTED", "model %s was unloaded while loading" % m.id)
+            thread = self.start_thread(lambda: load_into(m), "load")
+            limit = self.args.load_timeout_ms / 1000.0
+            try:
+                await asyncio.wait_for(asyncio.shield(thread), timeout=limit)
+            except asyncio.TimeoutError:
+                raise Failure("DEADLINE_EXCEEDED", "model %s: load timed out after %d ms" %
+                              (m.id, self.args.load_timeout_ms))
+            thread = None
+            if m.cancelled:
+                raise Failure("ABORTED", "model %s was unloaded while loading" % m.id)
+        finally:
+            if thread is not None and not thread.done():
+                thread.cancel()
+                self.stuck += 1
+                log.warning("load of %s given up with its thread still reading %s",
+                            m.id, m.path)
+            self.load_slots.release()
+
+    def load_finished(self, m, task):
+        """Publish m, or take it out of the table, once its load is over."""
+        if task.cancelled() or task.exception() is not None:
+            if self.models.get(m.id) is m:
+                del self.models[m.id]
+            if not task.cancelled():
+                e = task.exception()
+                log.warning("loadModel %s: %s", m.id,
+                            e.message if isinstance(e, Failure) else repr(e))
+            return
+        m.task = None
+        log.info("loaded %s from %s: %d bytes", m.id, m.path, m.size)
+
+    def forget(self, m):
+        """m leaves the table (unload, purge); a load in progress answers ABORTED."""
+        m.cancelled = True
+        if m.task is not None:
+            m.task.cancel()
 
     # -- runtime SPI
 
-    def runtime_status(self, req):
-        with self.lock:  # the mesh asks at (re)start: what we hold is unknown to it
-            purged = len(self.models)
-            for m in self.models.values():
-                m.cancelled = True
-            self.models.clear()
+    async def runtime_status(self, req, deadline):
+        # The mesh asks at (re)start: what we hold is unknown to it.
+        purged = list(self.models.values())
+        self.models.clear()
+        for m in purged:
+            self.forget(m)
         if purged:
-            log.info("runtimeStatus: purged %d models", purged)
+            log.info("runtimeStatus: purged %d models", len(purged))
         import sklearn
         r = self.spi.RuntimeStatusResponse()
         r.status = self.spi.RuntimeStatusResponse.READY
@@ -339,80 +489,109 @@ class Runtime:
         r.numericRuntimeVersion = NUMERIC_VERSION
         return r
 
-    def load_model(self, req):
-        if not req.modelId or not req.modelPath:
-            raise Failure("INVALID_ARGUMENT", "loadModel: modelId and modelPath are required")
+    def allowed_path(self, model_id, path):
+        """path, if it is inside --models-dir once symlinks are resolved."""
+        root = self.args.models_dir
+        if not root:
+            return path
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, root]) != root:
+            raise Failure("PERMISSION_DENIED", "loadModel %s: model path %s is outside the "
+                          "models directory %s" % (model_id, path, root))
+        return path
+
+    async def load_model(self, req, deadline):
+        model_id = check_id(req.modelId, "loadModel")
+        if not req.modelPath:
+            raise Failure("INVALID_ARGUMENT", "loadModel %s: modelPath is required" % model_id)
+        if "\0" in req.modelPath:
+            raise Failure("INVALID_ARGUMENT", "loadModel %s: modelPath holds a NUL character" %
+                          model_id)
         if req.modelType and req.modelType.lower() != "sklearn":
             raise Failure("INVALID_ARGUMENT", "loadModel %s: mm-sklearn-runtime serves sklearn "
-                          "models, not '%s'" % (req.modelId, req.modelType))
-        with self.lock:
-            m = self.models.get(req.modelId)
-            if m is None:
-                m = Model(req.modelId, req.modelPath)
-                m.future = self.loads.submit(load_into, m)
-                self.models[req.modelId] = m
-        if m.future is not None:
+                          "models, not '%s'" % (model_id, req.modelType))
+        m = self.models.get(model_id)
+        if m is None:
+            path = self.allowed_path(model_id, req.modelPath)
+            if self.stuck >= MAX_STUCK_LOADS:
+                raise Failure("UNAVAILABLE", "loadModel %s: %d earlier loads are still stuck "
+                              "reading their files; try again later" % (model_id, self.stuck))
+            m = Model(model_id, path)
+            m.task = self.loop.create_task(self.run_load(m))
+            m.task.add_done_callback(lambda t, m=m: self.load_finished(m, t))
+            self.models[model_id] = m
+        if m.task is not None:
             try:
-                m.future.result()
+                await asyncio.wait_for(asyncio.shield(m.task), timeout=remaining(deadline))
+            except asyncio.TimeoutError:
+                raise Failure("DEADLINE_EXCEEDED", "loadModel %s: still loading when the "
+                              "caller's deadline passed" % model_id)
+            except asyncio.CancelledError:
+                if not m.cancelled:  # our own caller went away
+                    raise
+                raise Failure("ABORTED", "model %s was unloaded while loading" % model_id)
+            except Failure as e:
+                raise Failure(e.code, "loadModel %s: %s" % (model_id, e.message))
             except Exception as e:
-                with self.lock:
-                    if self.models.get(req.modelId) is m:  # the first waiter to wake
-                        del self.models[req.modelId]
-                if m.cancelled:  # what was asked of the load no longer matters
-                    raise Failure("ABORTED", "model %s was unloaded while loading" %
-                                  req.modelId)
-                if not isinstance(e, Failure):
-                    e = Failure("INTERNAL", "%s: %s" % (type(e).__name__, e))
-                log.warning("loadModel %s: %s", req.modelId, e.message)
-                raise Failure(e.code, "loadModel %s: %s" % (req.modelId, e.message))
-            with self.lock:
-                if m.cancelled:
-                    raise Failure("ABORTED", "model %s was unloaded while loading" %
-                                  req.modelId)
-                if m.future is not None:  # the first waiter to wake publishes the model
-                    m.future = None
-                    log.info("loaded %s from %s: %d bytes", m.id, m.path, m.size)
+                raise Failure("INTERNAL", "loadModel %s: %s" % (model_id, type(e).__name__))
+        if m.cancelled:
+            raise Failure("ABORTED", "model %s was unloaded while loading" % model_id)
         return self.spi.LoadModelResponse(sizeInBytes=m.size)
 
-    def unload_model(self, req):
-        with self.lock:
-            m = self.models.pop(req.modelId, None)
-            if m is not None:
-                m.cancelled = True
+    async def unload_model(self, req, deadline):
+        model_id = check_id(req.modelId, "unloadModel")
+        m = self.models.pop(model_id, None)
         if m is not None:
-            log.info("unloaded %s", req.modelId)
+            self.forget(m)
+            log.info("unloaded %s", model_id)
         # Unloading what is not loaded succeeds: the goal state holds.
         return self.spi.UnloadModelResponse()
 
-    def model_size(self, req):
-        m = self.loaded(req.modelId)
+    async def model_size(self, req, deadline):
+        m = self.loaded(check_id(req.modelId, "modelSize"))
         return self.spi.ModelSizeResponse(sizeInBytes=m.size)
 
-    def predict_model_size(self, req):
-        try:
-            f = model_file(req.modelPath) if req.modelPath else None
-            disk = os.path.getsize(f) if f else None
-        except (Failure, OSError):
-            disk = None
-        if disk is None:  # nothing to measure: the configured default is the honest estimate
+    async def predict_model_size(self, req, deadline):
+        def disk_size():
+            try:
+                f = model_file(req.modelPath) if req.modelPath else None
+                return os.path.getsize(f) if f else 0
+            except (Failure, OSError):
+                return 0
+
+        if req.modelPath and "\0" not in req.modelPath:
+            size = await self.loop.run_in_executor(self.workers, disk_size)
+        else:
+            size = 0
+        if size <= 0:  # nothing to measure: the configured default is the honest estimate
             return self.spi.PredictModelSizeResponse(sizeInBytes=self.args.default_model_size)
-        return self.spi.PredictModelSizeResponse(sizeInBytes=disk + disk // 4)
+        return self.spi.PredictModelSizeResponse(sizeInBytes=size + size // 4)
 
     # -- KServe V2
 
-    def loaded(self, name):
+    def loaded(self, name, field="model_name"):
         if not name:
-            raise Failure("INVALID_ARGUMENT", "model_name is required")
-        with self.lock:
-            m = self.models.get(name)
+            raise Failure("INVALID_ARGUMENT", "%s is required" % field)
+        m = self.models.get(name)
         if m is None:
             raise Failure("NOT_FOUND", "model %s is not loaded" % name)
-        if m.future is not None:
+        if m.task is not None:
             raise Failure("UNAVAILABLE", "model %s is still loading" % name)
         return m
 
-    def model_infer(self, req):
-        m = self.loaded(req.model_name)
+    def infer(self, data):
+        """On a worker thread: decode, predict, encode."""
+        from google.protobuf.message import DecodeError
+
+        req = self.v2.ModelInferRequest()
+        try:
+            req.ParseFromString(data)
+        except DecodeError:
+            raise Failure("INVALID_ARGUMENT", "malformed inference.ModelInferRequest: %d bytes "
+                          "do not decode" % len(data))
+        m = self.models.get(req.model_name)  # a dict read: safe beside the loop's writes
+        if m is None or m.task is not None:
+            return None, req  # the loop answers, with the table's own words
         raw = req.raw_input_contents[0] if len(req.raw_input_contents) else None
         x = read_input(req, raw, m)
         wanted = [o.name for o in req.outputs] or ["predict"]
@@ -435,14 +614,24 @@ class Runtime:
                 raise Failure("RESOURCE_EXHAUSTED", "model %s: out of memory predicting %d "
                               "rows" % (m.id, x.shape[0]))
             except Exception as e:
-                raise Failure("INTERNAL", "model %s: %s: %s" % (m.id, type(e).__name__, e))
+                log.debug("model %s: %s", m.id, clip(repr(e), 200))
+                raise Failure("INTERNAL", "model %s: prediction failed (%s)" %
+                              (m.id, type(e).__name__))
             out = resp.outputs.add()
             out.name = name
             put_output(resp, out, y, raw is not None)
-        return resp
+        return resp.SerializeToString(), req
 
-    def model_metadata(self, req):
-        m = self.loaded(req.name)
+    async def model_infer(self, data, deadline):
+        answer, req = await self.loop.run_in_executor(self.workers, self.infer, data)
+        if answer is None:
+            self.loaded(req.model_name)  # raises what is wrong
+            raise Failure("UNAVAILABLE", "model %s was unloaded during the call" %
+                          req.model_name)
+        return answer
+
+    async def model_metadata(self, req, deadline):
+        m = self.loaded(req.name, "name")
         r = self.v2.ModelMetadataResponse(name=m.id, platform="sklearn")
         t = r.inputs.add(name="input-0", datatype="FP32")
         t.shape.extend([-1, m.features])
@@ -453,46 +642,94 @@ class Runtime:
             p.shape.extend([-1, m.proba_classes])
         return r
 
-    def model_ready(self, req):
-        with self.lock:
-            m = self.models.get(req.name)
-        return self.v2.ModelReadyResponse(ready=m is not None and m.future is None)
+    async def model_ready(self, req, deadline):
+        m = self.models.get(req.name)
+        return self.v2.ModelReadyResponse(ready=m is not None and m.task is None)
 
-    def server_live(self, req):
+    async def server_live(self, req, deadline):
         return self.v2.ServerLiveResponse(live=True)
 
-    def server_ready(self, req):
+    async def server_ready(self, req, deadline):
         return self.v2.ServerReadyResponse(ready=True)
 
-    def server_metadata(self, req):
+    async def server_metadata(self, req, deadline):
         return self.v2.ServerMetadataResponse(name="mm-sklearn-runtime", version=VERSION)
 
 
-def make_handler(grpc, runtime, full_name, request_type, fn):
-    """A unary handler on raw bytes: we decode, so a malformed request gets INVALID_ARGUMENT
-    naming the message type, and every Failure becomes its status with its message."""
+def remaining(deadline):
+    """Seconds left until the caller's deadline (monotonic), or None for no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def make_handler(grpc, full_name, request_type, fn):
+    """A unary handler on raw bytes: we decode (request_type None: fn decodes off the loop),
+    so a malformed request gets INVALID_ARGUMENT naming the message type, and every Failure
+    becomes its status with its message, escaped and capped."""
     from google.protobuf.message import DecodeError
 
-    def handle(data, context):
-        req = request_type()
+    async def handle(data, context):
+        left = context.time_remaining()
+        deadline = None if left is None else time.monotonic() + left
         try:
-            req.ParseFromString(data)
-        except DecodeError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed %s: %d bytes do not "
-                          "decode" % (full_name, len(data)))
-        try:
-            return fn(req).SerializeToString()
+            if request_type is None:
+                return await fn(data, deadline)
+            req = request_type()
+            try:
+                req.ParseFromString(data)
+            except DecodeError:
+                raise Failure("INVALID_ARGUMENT", "malformed %s: %d bytes do not decode" %
+                              (full_name, len(data)))
+            return (await fn(req, deadline)).SerializeToString()
         except Failure as e:
-            context.abort(getattr(grpc.StatusCode, e.code), e.message)
+            code, message = e.code, e.message
+        except asyncio.CancelledError:
+            raise  # the caller went away, or the server is stopping: nothing to answer
+        except Exception as e:
+            log.error("%s: %s", full_name, clip(repr(e), 200))
+            code, message = "INTERNAL", "%s failed (%s)" % (full_name, type(e).__name__)
+        await context.abort(getattr(grpc.StatusCode, code), clip(message))
 
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def serve(args):
+def check_listen(addr):
+    """Refuse an address we cannot own: a bad port, or a unix socket another process serves
+    (binding would unlink it). A stale socket file is removed."""
+    if addr.startswith("unix:"):
+        path = addr[len("unix:"):]
+        if not path:
+            raise SystemExit("mm-sklearn-runtime: --listen unix: needs a path")
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise SystemExit("mm-sklearn-runtime: cannot listen on %s: %s" %
+                             (addr, os.strerror(e.errno)))
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SystemExit("mm-sklearn-runtime: cannot listen on %s: the path exists and is "
+                             "not a socket" % addr)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            raise SystemExit("mm-sklearn-runtime: cannot listen on %s: another process is "
+                             "serving there" % addr)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # a socket nobody serves: left by a process that died
+        finally:
+            s.close()
+        return
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SystemExit("mm-sklearn-runtime: --listen %s: expected HOST:PORT with a port from "
+                         "0 to 65535, or unix:PATH" % addr)
+
+
+async def serve(args, v2, spi):
     import grpc
 
-    v2, spi, proto_out = compile_protos(args.proto_dir)
-    rt = Runtime(args, v2, spi)
+    loop = asyncio.get_running_loop()
+    rt = Runtime(args, v2, spi, loop)
     spi_methods = {
         "runtimeStatus": (spi.RuntimeStatusRequest, rt.runtime_status),
         "loadModel": (spi.LoadModelRequest, rt.load_model),
@@ -501,7 +738,7 @@ def serve(args):
         "predictModelSize": (spi.PredictModelSizeRequest, rt.predict_model_size),
     }
     v2_methods = {
-        "ModelInfer": (v2.ModelInferRequest, rt.model_infer),
+        "ModelInfer": (None, rt.model_infer),
         "ModelMetadata": (v2.ModelMetadataRequest, rt.model_metadata),
         "ModelReady": (v2.ModelReadyRequest, rt.model_ready),
         "ServerLive": (v2.ServerLiveRequest, rt.server_live),
@@ -511,85 +748,88 @@ def serve(args):
     handlers = []
     for service, methods in (("mmesh.ModelRuntime", spi_methods),
                              ("inference.GRPCInferenceService", v2_methods)):
-        table = {name: make_handler(grpc, rt, t.DESCRIPTOR.full_name, t, fn)
-                 for name, (t, fn) in methods.items()}
+        table = {}
+        for name, (t, fn) in methods.items():
+            full = t.DESCRIPTOR.full_name if t else "%s.%sRequest" % (service.split(".")[0],
+                                                                      name)
+            table[name] = make_handler(grpc, full, t, fn)
         handlers.append(grpc.method_handlers_generic_handler(service, table))
 
-    # Handler threads: the workers predict; loadModel calls wait for the loading threads.
-    pool = concurrent.futures.ThreadPoolExecutor(
-        max_workers=args.workers + args.max_loading_concurrency + 4, thread_name_prefix="rpc")
-    server = grpc.server(pool, handlers=handlers,
-                         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE)])
-    port = server.add_insecure_port(args.listen)
+    # so_reuseport off: a second server on a taken port must fail, not share it silently.
+    server = grpc.aio.server(handlers=handlers,
+                             options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                      ("grpc.max_send_message_length", MAX_MESSAGE),
+                                      ("grpc.so_reuseport", 0),
+                                      ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS)])
+    try:
+        port = server.add_insecure_port(args.listen)
+    except RuntimeError:
+        port = 0
     if port == 0 and not args.listen.startswith("unix:"):
-        shutil.rmtree(proto_out, ignore_errors=True)
-        raise SystemExit("mm-sklearn-runtime: cannot listen on %s" % args.listen)
-    server.start()
+        raise SystemExit("mm-sklearn-runtime: cannot listen on %s: the address is in use or "
+                         "not available" % args.listen)
+    await server.start()
     log.info("serving on %s (port %d)", args.listen, port)
-    print("LISTENING %d" % port, flush=True)
+    print("LISTENING %s" % (args.listen if args.listen.startswith("unix:") else port),
+          flush=True)
 
-    stop = threading.Event()
+    stop = asyncio.Event()
     for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, lambda signum, frame: stop.set())
-    stop.wait()
+        loop.add_signal_handler(s, stop.set)
+    await stop.wait()
     log.info("shutting down")
     grace = args.grace_ms / 1000.0
-    server.stop(grace=grace).wait()
-    rt.loads.shutdown(wait=False, cancel_futures=True)
-    pool.shutdown(wait=False)
-    shutil.rmtree(proto_out, ignore_errors=True)
-    # Python joins every executor thread at exit, daemon or not: give running jobs as long
-    # again, then leave without a stuck one (a load blocked reading its model from storage).
-    deadline = time.monotonic() + grace
-    busy = 0
-    for t in list(rt.loads._threads) + list(pool._threads):
-        t.join(max(0.0, deadline - time.monotonic()))
-        busy += t.is_alive()
-    if busy:
-        log.warning("%d jobs still running %d ms after the server stopped (a model load blocked "
-                    "on storage?): exiting without them", busy, args.grace_ms)
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(0)
+    await server.stop(grace)
+    rt.workers.shutdown(wait=False, cancel_futures=True)
+    # Loads still running get as long again; one blocked on storage is left behind (its
+    # thread is a daemon: the process exits without it).
+    loading = [m.task for m in rt.models.values() if m.task is not None]
+    if loading:
+        done, pending = await asyncio.wait(loading, timeout=grace)
+        if pending:
+            log.warning("%d loads still running %d ms after the server stopped (blocked on "
+                        "storage?): exiting without them", len(pending), args.grace_ms)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    if rt.stuck:
+        log.warning("%d load threads still blocked: exiting without them", rt.stuck)
 
 
 def main(argv):
     here = os.path.dirname(os.path.abspath(__file__))
     p = argparse.ArgumentParser(prog="mm-sklearn-runtime", description=__doc__.split("\n")[0])
 
-    def nonneg(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError("needs a non-negative integer, got '%s'" % s)
-        if v < 0:
-            raise argparse.ArgumentTypeError("needs a non-negative integer, got '%s'" % s)
-        return v
+    def bounded(low, high):
+        def parse(s):
+            try:
+                v = int(s)
+            except ValueError:
+                raise argparse.ArgumentTypeError("needs an integer from %d to %d, got '%s'" %
+                                                 (low, high, s))
+            if not low <= v <= high:
+                raise argparse.ArgumentTypeError("needs an integer from %d to %d, got '%s'" %
+                                                 (low, high, s))
+            return v
+        return parse
 
-    def positive(s):
-        v = nonneg(s)
-        if v == 0:
-            raise argparse.ArgumentTypeError("needs a positive integer, got '%s'" % s)
-        return v
-
+    u32, u64 = (1 << 32) - 1, (1 << 64) - 1
     p.add_argument("--listen", default="127.0.0.1:8085",
                    help="gRPC address: host:port (port 0 picks one) or unix:PATH")
-    p.add_argument("--capacity-bytes", type=nonneg, default=None,
+    p.add_argument("--capacity-bytes", type=bounded(0, u64), default=None,
                    help="model capacity reported to the mesh (env MM_RUNTIME_CAPACITY; 1 GiB)")
-    p.add_argument("--max-loading-concurrency", type=positive, default=1)
-    p.add_argument("--load-timeout-ms", type=positive, default=90000)
-    p.add_argument("--default-model-size", type=positive, default=1000000)
-    p.add_argument("--workers", type=positive, default=2, help="prediction threads")
-    def grace(s):
-        v = nonneg(s)
-        if v > 3600000:
-            raise argparse.ArgumentTypeError("is at most 3600000 (an hour), got '%s'" % s)
-        return v
-
-    p.add_argument("--grace-ms", type=grace, default=5000,
+    p.add_argument("--max-loading-concurrency", type=bounded(1, 64), default=1)
+    p.add_argument("--load-timeout-ms", type=bounded(1, u32), default=90000,
+                   help="a load that takes longer fails with DEADLINE_EXCEEDED")
+    p.add_argument("--default-model-size", type=bounded(1, u64), default=1000000)
+    p.add_argument("--workers", type=bounded(1, 1024), default=2,
+                   help="prediction threads")
+    p.add_argument("--grace-ms", type=bounded(0, 3600000), default=5000,
                    help="at SIGTERM: time for calls in flight, then as long again for running "
-                   "jobs")
+                   "loads (at most an hour)")
+    p.add_argument("--models-dir", default=os.environ.get("MM_MODELS_DIR") or None,
+                   help="serve only model paths inside this directory, symlinks resolved (env "
+                   "MM_MODELS_DIR; default: any path the process can read)")
     p.add_argument("--proto-dir", default=os.path.join(here, "..", "..", "proto"),
                    help="where our .proto files are (default: the source tree's proto/)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
@@ -597,14 +837,25 @@ def main(argv):
     if args.capacity_bytes is None:
         env = os.environ.get("MM_RUNTIME_CAPACITY", "")
         try:
-            args.capacity_bytes = nonneg(env) if env else 1 << 30
+            args.capacity_bytes = bounded(0, u64)(env) if env else 1 << 30
         except argparse.ArgumentTypeError as e:
             p.error("MM_RUNTIME_CAPACITY %s" % e)
-    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", level={"warn": "WARNING"}.get(args.log_level,
-                                                                     args.log_level.upper()))
-    serve(args)
-    return 0
+    if args.models_dir:
+        if not os.path.isdir(args.models_dir):
+            p.error("--models-dir %s is not a directory" % args.models_dir)
+        args.models_dir = os.path.realpath(args.models_dir)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(handlers=[handler], level={"warn": "WARNING"}.get(
+        args.log_level, args.log_level.upper()))
+    check_listen(args.listen)
+    if not args.models_dir:
+        log.warning("no --models-dir: loadModel reads any path this process can read")
+    v2, spi = compile_protos(args.proto_dir)
+    asyncio.run(serve(args, v2, spi))
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(0)  # daemon load threads blocked on storage must not hold the exit
 
 
 if __name__ == "__main__":

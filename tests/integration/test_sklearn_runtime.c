@@ -576,7 +576,7 @@ static void other_models(const char *dir)
     CHECK(spi_failed_with(spi_load(&sc, "x", "xgboost", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
                           "serves sklearn models, not 'xgboost'"));
     CHECK(spi_failed_with(spi_load(&sc, "", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "modelId and modelPath are required"));
+                          "modelId is required"));
     CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", "/nonexistent/m.joblib", NULL),
                           GRPC_STATUS_NOT_FOUND, "/nonexistent/m.joblib"));
     snprintf(path, sizeof(path), "%s/garbage.joblib", dir);
