@@ -411,8 +411,9 @@ static int submit(struct etcd_client *c, enum req_kind kind, char *body, size_t 
 static int64_t json_int64(const cJSON *obj, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    if (cJSON_IsString(v))
-        return strtoll(v->valuestring, NULL, 10);
+    if (cJSON_IsString(v)) /* uint64 fields (member ids) keep their 64 bits */
+        return v->valuestring[0] == '-' ? strtoll(v->valuestring, NULL, 10)
+                                        : (int64_t)strtoull(v->valuestring, NULL, 10);
     if (cJSON_IsNumber(v))
         return (int64_t)v->valuedouble;
     return 0;
@@ -874,7 +875,8 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
     }
     const cJSON *events = cJSON_GetObjectItemCaseSensitive(res, "events");
     struct arena_chunk *arena = NULL;
-    struct etcd_watch_batch batch = {.revision = revision, .created = json_bool(res, "created")};
+    struct etcd_watch_batch batch = {.revision = revision, .created = json_bool(res, "created"),
+                                     .member_id = json_int64(hdr, "member_id")};
     int rc = 0;
     if (cJSON_IsArray(events)) {
         size_t n = (size_t)cJSON_GetArraySize(events);

@@ -163,6 +163,7 @@ struct etcd_watch_batch {
     size_t n_events;
     bool created;                 /* the creation confirmation: its revision is the store's,
                                      not a promise that earlier events were delivered */
+    int64_t member_id;            /* the member that serves the watch (header member_id) */
 };
 
 struct etcd_watch_req {
