@@ -43,10 +43,12 @@ RB_HEAD(node_tree, node);
 /* RB_GENERATE_STATIC relies on __unused, which libbsd leaves undefined */
 RB_GENERATE_INTERNAL(node_tree, node, rb, node_cmp, __attribute__((unused)) static)
 
-/* The subscriptions of one prefix. Groups are kept in prefix order, so that the groups whose
- * prefix starts an event's key are found by walking down from the key (see deliver). */
+/* The subscriptions of one prefix. Groups are kept in prefix order, and each knows the longest
+ * other group whose prefix starts its own: the groups that match a key are the longest one
+ * and its parents (see longest_match). */
 struct sub_group {
     RB_ENTRY(sub_group) rb;
+    struct sub_group *parent;
     TAILQ_HEAD(, mirror_sub) subs;
     const char *prefix; /* data, or a lookup's key */
     size_t prefix_len;
@@ -194,15 +196,31 @@ static void release(struct mirror *m)
     free(m);
 }
 
+static bool starts_with(const struct sub_group *g, const char *prefix, size_t len)
+{
+    return g->prefix_len >= len && memcmp(g->prefix, prefix, len) == 0;
+}
+
+static void remove_group(struct mirror *m, struct sub_group *g)
+{
+    /* The groups that start with g's prefix follow it in order; those whose parent it was
+     * take its parent. */
+    struct sub_group *d;
+    for (d = RB_NEXT(group_tree, &m->groups, g); d && starts_with(d, g->prefix, g->prefix_len);
+         d = RB_NEXT(group_tree, &m->groups, d))
+        if (d->parent == g)
+            d->parent = g->parent;
+    RB_REMOVE(group_tree, &m->groups, g);
+    free(g);
+}
+
 static void remove_sub(struct mirror *m, struct mirror_sub *s)
 {
     struct sub_group *g = s->group;
     TAILQ_REMOVE(&g->subs, s, link);
     free(s);
-    if (TAILQ_EMPTY(&g->subs)) {
-        RB_REMOVE(group_tree, &m->groups, g);
-        free(g);
-    }
+    if (TAILQ_EMPTY(&g->subs))
+        remove_group(m, g);
 }
 
 /* Around every call into the owner's code, which may unsubscribe or free the mirror. unhold()
@@ -228,18 +246,6 @@ static bool unhold(struct mirror *m)
     return true;
 }
 
-/* The group with the greatest prefix <= key[0, len), in byte order. */
-static struct sub_group *group_at_or_before(struct mirror *m, const char *key, size_t len)
-{
-    struct sub_group probe;
-    probe.prefix = key;
-    probe.prefix_len = len;
-    struct sub_group *g = RB_NFIND(group_tree, &m->groups, &probe);
-    if (g && group_cmp(g, &probe) == 0)
-        return g;
-    return g ? RB_PREV(group_tree, &m->groups, g) : RB_MAX(group_tree, &m->groups);
-}
-
 static size_t common_len(const char *a, size_t alen, const char *b, size_t blen)
 {
     size_t i = 0, n = alen < blen ? alen : blen;
@@ -248,35 +254,41 @@ static size_t common_len(const char *a, size_t alen, const char *b, size_t blen)
     return i;
 }
 
-/* Call every subscriber whose prefix starts ev->key; the caller holds the mirror. Every string
- * between a prefix P of the key and the key itself starts with P, so the walk goes down from
- * the key in prefix order: a group that starts the key is delivered to and the walk goes on
- * below it (other matches are shorter prefixes of it); a group that does not shares only c
- * bytes with the key, and the walk jumps to key[0, c) (other matches are prefixes of those
- * bytes). Each step delivers to a group or shortens the key: the cost is per matching prefix,
- * not per subscription. */
+/* The group with the longest prefix that starts key[0, len); NULL if none does. Every string
+ * between a prefix P of the key and the key itself (in byte order) starts with P. So the
+ * greatest group g <= key is either that longest match, or the match starts g as well: it is
+ * the first of g's parents short enough to fit in the bytes g shares with the key. */
+static struct sub_group *longest_match(struct mirror *m, const char *key, size_t len)
+{
+    struct sub_group probe;
+    probe.prefix = key;
+    probe.prefix_len = len;
+    struct sub_group *g = RB_NFIND(group_tree, &m->groups, &probe);
+    if (!g || group_cmp(g, &probe) != 0)
+        g = g ? RB_PREV(group_tree, &m->groups, g) : RB_MAX(group_tree, &m->groups);
+    if (!g)
+        return NULL;
+    size_t shared = common_len(g->prefix, g->prefix_len, key, len);
+    while (g && g->prefix_len > shared)
+        g = g->parent;
+    return g;
+}
+
+/* Call every subscriber whose prefix starts ev->key; the caller holds the mirror. One search
+ * finds the longest matching prefix; the others are its parents. */
 static void deliver(struct mirror *m, const struct mirror_event *ev)
 {
     if (RB_EMPTY(&m->groups))
         return;
     uint64_t seq = ++m->deliveries;
-    size_t len = ev->key_len;
-    struct sub_group *g = group_at_or_before(m, ev->key, len);
-    while (g && !m->freed) {
-        if (g->prefix_len <= len && memcmp(g->prefix, ev->key, g->prefix_len) == 0) {
-            struct mirror_sub *s;
-            TAILQ_FOREACH(s, &g->subs, link) {
-                if (s->dead || s->since >= seq)
-                    continue;
-                s->cb(ev, s->arg);
-                if (m->freed)
-                    return;
-            }
-            len = g->prefix_len;
-            g = RB_PREV(group_tree, &m->groups, g);
-        } else {
-            len = common_len(g->prefix, g->prefix_len, ev->key, len);
-            g = group_at_or_before(m, ev->key, len);
+    for (struct sub_group *g = longest_match(m, ev->key, ev->key_len); g; g = g->parent) {
+        struct mirror_sub *s;
+        TAILQ_FOREACH(s, &g->subs, link) {
+            if (s->dead || s->since >= seq)
+                continue;
+            s->cb(ev, s->arg);
+            if (m->freed)
+                return;
         }
     }
 }
@@ -845,8 +857,17 @@ int mirror_subscribe(struct mirror *m, const char *prefix, mirror_event_cb cb, v
             free(g);
         return -ENOMEM;
     }
-    if (new_group)
+    if (new_group) {
+        /* Its parent is the longest group that starts it; the groups that start with it and
+         * had that parent now have it. */
+        g->parent = longest_match(m, prefix, len);
         RB_INSERT(group_tree, &m->groups, g);
+        struct sub_group *d;
+        for (d = RB_NEXT(group_tree, &m->groups, g); d && starts_with(d, prefix, len);
+             d = RB_NEXT(group_tree, &m->groups, d))
+            if (d->parent == g->parent)
+                d->parent = g;
+    }
     s->m = m;
     s->group = g;
     s->cb = cb;

@@ -39,11 +39,12 @@ static struct etcd_event del_ev(const char *key, int64_t rev)
 
 /* ---------------------------------------------------------------- dispatch by prefix */
 
-enum { N_SUBS = 400, N_KEYS = 4000, MAX_LEN = 7 };
+enum { N_SUBS = 400, N_KEYS = 2000, MAX_LEN = 7, ROUNDS = 6 };
 
 struct counted {
     char prefix[MAX_LEN + 1];
     size_t len;
+    struct mirror_sub *sub; /* NULL while not subscribed */
     long calls;
     long wrong; /* delivered an event whose key it is not a prefix of */
 };
@@ -56,14 +57,16 @@ static void on_counted(const struct mirror_event *ev, void *arg)
 }
 
 /* Random prefixes and keys over a small alphabet (so that prefixes share bytes and nest), with
- * bytes above 0x7f and, in keys, NUL: every subscriber must get exactly the keys it prefixes. */
+ * bytes above 0x7f and, in keys, NUL: every subscriber must get exactly the keys it prefixes.
+ * Between rounds a random part of the subscriptions ends and others begin, in random order, so
+ * that prefixes come and go above, below and beside each other. */
 static void test_dispatch_matches_brute_force(void)
 {
     static const char alphabet[] = {'a', 'b', '/', '\x01', '\xff', '\0'};
     static struct counted subs[N_SUBS];
     static char keys[N_KEYS][MAX_LEN];
-    static size_t key_lens[N_KEYS];
     static long expected[N_SUBS];
+    static struct etcd_event evs[N_KEYS];
     srand(7);
     struct mirror *m = new_mirror();
     for (int i = 0; i < N_SUBS; i++) {
@@ -71,29 +74,41 @@ static void test_dispatch_matches_brute_force(void)
         for (size_t j = 0; j < subs[i].len; j++)
             subs[i].prefix[j] = alphabet[rand() % 5]; /* no NUL in a subscription prefix */
         subs[i].prefix[subs[i].len] = '\0';
-        REQUIRE(mirror_subscribe(m, subs[i].prefix, on_counted, &subs[i], NULL) == 0);
     }
-    static struct etcd_event evs[N_KEYS];
-    for (int k = 0; k < N_KEYS; k++) {
-        key_lens[k] = 1 + (size_t)(rand() % MAX_LEN);
-        for (size_t j = 0; j < key_lens[k]; j++)
-            keys[k][j] = alphabet[rand() % 6];
-        evs[k] = put_ev(keys[k], key_lens[k], "v", 1 + k);
-        for (int i = 0; i < N_SUBS; i++)
-            expected[i] += key_lens[k] >= subs[i].len &&
-                           memcmp(keys[k], subs[i].prefix, subs[i].len) == 0;
-    }
-    mirror_apply_events(m, evs, N_KEYS);
     long mismatched = 0, wrong = 0, delivered = 0;
-    for (int i = 0; i < N_SUBS; i++) {
-        mismatched += subs[i].calls != expected[i];
-        wrong += subs[i].wrong;
-        delivered += subs[i].calls;
+    int64_t rev = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < N_SUBS; i++) {
+            bool want = round == 0 ? rand() % 4 != 0 : rand() % 3 != 0;
+            if (want && !subs[i].sub)
+                REQUIRE(mirror_subscribe(m, subs[i].prefix, on_counted, &subs[i],
+                                         &subs[i].sub) == 0);
+            else if (!want && subs[i].sub) {
+                mirror_unsubscribe(subs[i].sub);
+                subs[i].sub = NULL;
+            }
+            subs[i].calls = subs[i].wrong = expected[i] = 0;
+        }
+        for (int k = 0; k < N_KEYS; k++) {
+            size_t len = 1 + (size_t)(rand() % MAX_LEN);
+            for (size_t j = 0; j < len; j++)
+                keys[k][j] = alphabet[rand() % 6];
+            evs[k] = put_ev(keys[k], len, "v", ++rev);
+            for (int i = 0; i < N_SUBS; i++)
+                expected[i] += subs[i].sub && len >= subs[i].len &&
+                               memcmp(keys[k], subs[i].prefix, subs[i].len) == 0;
+        }
+        mirror_apply_events(m, evs, N_KEYS);
+        for (int i = 0; i < N_SUBS; i++) {
+            mismatched += subs[i].calls != expected[i];
+            wrong += subs[i].wrong;
+            delivered += subs[i].calls;
+        }
     }
     CHECK_INT(mismatched, 0);
     CHECK_INT(wrong, 0);
-    CHECK(delivered > N_KEYS); /* "" alone gets every key */
-    CHECK_INT(mirror_revision(m), N_KEYS);
+    CHECK(delivered > (long)N_KEYS * ROUNDS);
+    CHECK_INT(mirror_revision(m), rev);
     mirror_free(m);
 }
 
