@@ -515,8 +515,9 @@ static void test_txn_whole_revision(const char *endpoint)
     CHECK_STR(old_value_of(&in, "/t/txn/gone"), "g0");
     check_converged(m, sh, P);
 
-    CHECK(run_mirror_until(is_freed, &f, 5000));
+    CHECK(run_mirror_until(is_freed, &f, 10000));
     CHECK_INT(f.after, 0);
+    mirror_free(f.m); /* only if a check above failed: before its client */
     drop_mirror(m, mc, sh);
 }
 
@@ -543,7 +544,7 @@ static void test_restart(struct harness_etcd *etcd)
     }
     REQUIRE(harness_etcd_kill(etcd) == 0);
     CHECK(run_mirror_until(is_disconnected, m, 5000));
-    CHECK(run_mirror_until(is_freed, &f, 5000));
+    CHECK(run_mirror_until(is_freed, &f, 10000));
     REQUIRE(harness_etcd_restart(etcd) == 0);
     /* Writes after the restart, before the mirror reconnects. */
     for (int i = 10; i < 20; i++) {
@@ -564,6 +565,7 @@ static void test_restart(struct harness_etcd *etcd)
     CHECK_INT(mirror_count(m), 41);
     check_converged(m, sh, P);
     CHECK_INT(f.after, 0);
+    mirror_free(f.m); /* only if a check above failed: before its client */
     drop_mirror(m, mc, sh);
 }
 
@@ -618,8 +620,9 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     CHECK_INT(in.rev_mismatch, 0);
     CHECK_INT(in.entry_mismatch, 0);
     CHECK_STR(old_value_of(&in, "/t/compact/k025"), "v0");
-    CHECK(run_mirror_until(is_freed, &f, 5000));
+    CHECK(run_mirror_until(is_freed, &f, 10000));
     CHECK_INT(f.after, 0);
+    mirror_free(f.m); /* only if a check above failed: before its client */
     CHECK_INT(mirror_count(m), 21);
     CHECK_STR(mirror_get(m, "/t/compact/k005")->value, "changed-twice");
     CHECK(mirror_get(m, "/t/compact/k025") == NULL);
@@ -687,6 +690,21 @@ static bool probe_unanswered(void *arg)
     return st.probes_unanswered > u->before;
 }
 
+struct probed {
+    struct mirror *m;
+    uint64_t probes;
+};
+
+/* More probes than p->probes have started: a probe starts only once the one before it has
+ * been answered, so p->probes of them have been. */
+static bool probed_at_least(void *arg)
+{
+    struct probed *p = arg;
+    struct mirror_stats st;
+    mirror_get_stats(p->m, &st);
+    return st.probes > p->probes;
+}
+
 /* The member the mirror watches through freezes (SIGSTOP: its connections stay open, TCP says
  * nothing) while the others go on taking writes: the silent watch is probed, the probe fails
  * over, the watch resumes on a member that answers, and the mirror converges. */
@@ -699,6 +717,14 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     struct mirror *mi = new_mirror_probing(endpoints, &mc, P, sh, 300); /* m0 first */
     REQUIRE(wait_caught_up(mi, rev, 5000));
     REQUIRE(strcmp(etcd_client_endpoint(mc), m[0].endpoint) == 0);
+    /* Quiet but healthy (this cluster sends no progress notifications): the probes are answered
+     * by the member that serves the watch, which stays where it is. */
+    struct probed wait_probes = {mi, 3};
+    CHECK(run_mirror_until(probed_at_least, &wait_probes, 5000));
+    struct mirror_stats quiet;
+    mirror_get_stats(mi, &quiet);
+    CHECK_INT(quiet.endpoint_moves, 0);
+    CHECK_INT(quiet.probes_unanswered, 0);
 
     REQUIRE(kill(m[0].pid, SIGSTOP) == 0);
     struct etcd_client *saved = writer; /* writes through the members that still answer */
