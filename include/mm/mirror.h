@@ -60,8 +60,8 @@ struct mirror_event {
     size_t old_len;
     const char *new_value;       /* NULL on DELETE */
     size_t new_len;
-    int64_t revision;            /* the change's revision (a list's snapshot revision); equal
-                                  * to mirror_revision() while the callback runs */
+    int64_t revision;                 /* the change's revision (a list's snapshot revision); equal
+                                       * to mirror_revision() while the callback runs */
     const struct mirror_entry *entry; /* the entry now held; NULL on DELETE */
 };
 

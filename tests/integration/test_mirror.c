@@ -283,7 +283,7 @@ struct inside {
     char expect_values[64][64];
     int at_events;
     int state_mismatch;
-    int relisting_events; /* delivered while the mirror was RELISTING */
+    int relisting_events;  /* delivered while the mirror was RELISTING */
     char old_keys[64][64]; /* at `at`: each event's key and old value */
     char old_values[64][64];
 };
@@ -347,11 +347,11 @@ static const char *old_value_of(const struct inside *in, const char *key)
 /* Subscribers that free their mirror: the first callback that meets `when` frees it, and no
  * callback of any of them may run after that. */
 struct freer {
-    struct mirror *m; /* NULL once freed */
-    int64_t at;       /* free at the first event at or after this revision (0: not yet) */
-    bool on_relist;   /* or at the first event delivered while RELISTING */
+    struct mirror *m;           /* NULL once freed */
+    int64_t at;                 /* free at the first event at or after this revision (0: not yet) */
+    bool on_relist;             /* or at the first event delivered while RELISTING */
     enum mirror_state on_state; /* state_cb: free on entering this state */
-    int after;        /* callbacks run after the free: must stay 0 */
+    int after;                  /* callbacks run after the free: must stay 0 */
 };
 
 static void free_in_event(const struct mirror_event *ev, void *arg)

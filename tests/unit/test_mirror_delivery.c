@@ -24,10 +24,14 @@ static struct mirror *new_mirror(void)
 
 static struct etcd_event put_ev(const char *key, size_t key_len, const char *value, int64_t rev)
 {
-    return (struct etcd_event){
-        .type = ETCD_EVENT_PUT,
-        .kv = {.key = key, .key_len = key_len, .value = value, .value_len = strlen(value),
-               .create_revision = rev, .mod_revision = rev, .version = 1}};
+    return (struct etcd_event){.type = ETCD_EVENT_PUT,
+                               .kv = {.key = key,
+                                      .key_len = key_len,
+                                      .value = value,
+                                      .value_len = strlen(value),
+                                      .create_revision = rev,
+                                      .mod_revision = rev,
+                                      .version = 1}};
 }
 
 static struct etcd_event del_ev(const char *key, int64_t rev)
@@ -81,8 +85,8 @@ static void test_dispatch_matches_brute_force(void)
         for (int i = 0; i < N_SUBS; i++) {
             bool want = round == 0 ? rand() % 4 != 0 : rand() % 3 != 0;
             if (want && !subs[i].sub)
-                REQUIRE(mirror_subscribe(m, subs[i].prefix, on_counted, &subs[i],
-                                         &subs[i].sub) == 0);
+                REQUIRE(mirror_subscribe(m, subs[i].prefix, on_counted, &subs[i], &subs[i].sub) ==
+                        0);
             else if (!want && subs[i].sub) {
                 mirror_unsubscribe(subs[i].sub);
                 subs[i].sub = NULL;
@@ -207,12 +211,12 @@ static void test_unsubscribe_and_subscribe_inside(void)
 {
     struct mirror *m = new_mirror();
     struct actor self = {.unsubscribe_self = true}, killer = {.unsubscribe_victims = true},
-                 same_group = {0}, other_group = {0}, maker = {.subscribe_other = true},
-                 made = {0}, bystander = {0};
+                 same_group = {0}, other_group = {0}, maker = {.subscribe_other = true}, made = {0},
+                 bystander = {0};
     subscribe_actor(m, "/k/", &self);
     subscribe_actor(m, "/k/", &killer);
-    subscribe_actor(m, "/k/", &same_group);   /* after the killer in its own group */
-    subscribe_actor(m, "/", &other_group);    /* a shorter prefix: visited after /k/ */
+    subscribe_actor(m, "/k/", &same_group); /* after the killer in its own group */
+    subscribe_actor(m, "/", &other_group);  /* a shorter prefix: visited after /k/ */
     subscribe_actor(m, "/k/x", &maker);
     subscribe_actor(m, "", &bystander);
     killer.victims[0] = same_group.self;
@@ -259,7 +263,7 @@ static void test_free_inside(void)
     struct etcd_event first[] = {put_ev("/a", 2, "a1", 2), put_ev("/b", 2, "b1", 2)};
     mirror_apply_events(m, first, 2);
     CHECK_INT(freer.calls, 2);
-    REQUIRE(freer.m == NULL); /* freed in the second callback */
+    REQUIRE(freer.m == NULL);  /* freed in the second callback */
     CHECK_INT(after.calls, 1); /* the event in which the mirror was freed went no further */
     CHECK_INT(ender.calls, 1);
 }
