@@ -3,8 +3,12 @@
  *   2. watch apply: events/s applied by the mirror vs events/s a raw counting watch receives,
  *      each during an identical burst of M updates written by a separate process;
  *   3. the apply path alone (synthetic events, no etcd), as headroom over etcd's delivery;
- *   4. memory: heap bytes and RSS per mirrored record vs the record's payload (key + value).
- * usage: bench_mirror [N records (default 50000)] [M updates (default 50000)] */
+ *   4. memory: heap bytes and RSS per mirrored record vs the record's payload (key + value);
+ *   5. fan-out: apply and delivery with S subscribers, one per model id prefix (as the router
+ *      subscribes), every event matching one of them, vs one subscriber matching every event;
+ *      and, for reference, what a scan of all S prefixes per event costs alone.
+ * usage: bench_mirror [N records (default 50000)] [M updates (default 50000)]
+ *                     [S subscribers (default 10000)] */
 #include <ev.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -159,12 +163,79 @@ static int count_keys(const struct etcd_kv *kvs, size_t n, int64_t revision, voi
     return 0;
 }
 
+static void count_delivery(const struct mirror_event *ev, void *arg)
+{
+    (*(uint64_t *)arg)++;
+}
+
+#define FAN_KEYS_PER_MODEL 4
+#define FAN_EVENTS 400000
+
+static void fan_prefix(char *p, size_t n, int model)
+{
+    snprintf(p, n, PREFIX "model-%06d__", model);
+}
+
+/* Apply events (in txns of BATCH, one revision each) to a mirror that is not started, with
+ * either one subscriber of PREFIX or one subscriber per model; returns events/s, or -1 if a
+ * delivery went astray (every event must reach exactly one callback). */
+static double fan_rate(struct etcd_client *c, const struct etcd_event *evs, size_t n_evs,
+                       int n_models, bool per_model)
+{
+    struct mirror *mir = NULL;
+    struct mm_error err = {0};
+    if (mirror_new(c, PREFIX, NULL, &mir, &err) < 0)
+        return -1;
+    uint64_t *counts = calloc((size_t)n_models, sizeof(*counts));
+    char p[160];
+    for (int j = 0; j < (per_model ? n_models : 1); j++) {
+        if (per_model)
+            fan_prefix(p, sizeof(p), j);
+        else
+            snprintf(p, sizeof(p), PREFIX);
+        mirror_subscribe(mir, p, count_delivery, &counts[j], NULL);
+    }
+    double t0 = now_s();
+    for (size_t i = 0; i < n_evs; i += BATCH)
+        mirror_apply_events(mir, evs + i, n_evs - i < BATCH ? n_evs - i : BATCH);
+    double s = now_s() - t0;
+    uint64_t total = 0;
+    for (int j = 0; j < n_models; j++)
+        total += counts[j];
+    mirror_free(mir);
+    free(counts);
+    return total == n_evs ? n_evs / s : -1;
+}
+
+/* What delivery cost per event before prefix dispatch: every subscription's prefix compared
+ * with the key. Measured alone (no apply), on the same events. */
+static double scan_rate(const struct etcd_event *evs, size_t n_evs, int n_models)
+{
+    char (*prefixes)[40] = calloc((size_t)n_models, 40);
+    size_t *lens = calloc((size_t)n_models, sizeof(*lens));
+    for (int j = 0; j < n_models; j++) {
+        fan_prefix(prefixes[j], 40, j);
+        lens[j] = strlen(prefixes[j]);
+    }
+    volatile uint64_t matches = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < n_evs; i++)
+        for (int j = 0; j < n_models; j++)
+            if (evs[i].kv.key_len >= lens[j] && memcmp(evs[i].kv.key, prefixes[j], lens[j]) == 0)
+                matches++;
+    double s = now_s() - t0;
+    free(prefixes);
+    free(lens);
+    return matches == n_evs ? n_evs / s : -1;
+}
+
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 50000;
     int m = argc > 2 ? atoi(argv[2]) : 50000;
-    if (n <= 0 || m <= 0 || m > n) {
-        fprintf(stderr, "usage: bench_mirror [N records] [M updates <= N]\n");
+    int subs = argc > 3 ? atoi(argv[3]) : 10000;
+    if (n <= 0 || m <= 0 || m > n || subs <= 0) {
+        fprintf(stderr, "usage: bench_mirror [N records] [M updates <= N] [S subscribers]\n");
         return 2;
     }
     struct harness_etcd etcd = {0};
@@ -263,6 +334,40 @@ int main(int argc, char **argv)
         mirror_apply_events(mir, evs + i, (size_t)(m - i < BATCH ? m - i : BATCH));
     double apply_s = now_s() - t0;
 
+    /* 5. Fan-out: events over subs models (FAN_KEYS_PER_MODEL keys each, replaced over and
+     * over), each matching one model's prefix. */
+    size_t n_fan_keys = (size_t)subs * FAN_KEYS_PER_MODEL;
+    char (*fan_keys)[160] = calloc(n_fan_keys, 160);
+    struct etcd_event *fan_evs = calloc(FAN_EVENTS, sizeof(*fan_evs));
+    char fan_val[320];
+    make_value(fan_val, sizeof(fan_val), 0, 4);
+    for (size_t k = 0; k < n_fan_keys; k++) {
+        char model[40];
+        fan_prefix(model, sizeof(model), (int)(k / FAN_KEYS_PER_MODEL));
+        snprintf(fan_keys[k], 160, "%sisvc-%010x/node-%d", model, (unsigned)k * 2654435761u,
+                 (int)(k % FAN_KEYS_PER_MODEL));
+    }
+    for (size_t i = 0; i < FAN_EVENTS; i++) {
+        /* a stride coprime with the key count: models visited in no particular order */
+        const char *k = fan_keys[(i * 7919) % n_fan_keys];
+        fan_evs[i].type = ETCD_EVENT_PUT;
+        fan_evs[i].kv = (struct etcd_kv){.key = k, .key_len = strlen(k), .value = fan_val,
+                                         .value_len = strlen(fan_val),
+                                         .mod_revision = 1 + (int64_t)(i / BATCH)};
+    }
+    double fan_one = 0, fan_many = 0; /* best of three, alternating: the machine is shared */
+    for (int round = 0; round < 3; round++) {
+        double one = fan_rate(c, fan_evs, FAN_EVENTS, subs, false);
+        double many = fan_rate(c, fan_evs, FAN_EVENTS, subs, true);
+        if (one < 0 || many < 0) {
+            fprintf(stderr, "fan-out: an event did not reach exactly one subscriber\n");
+            return 1;
+        }
+        fan_one = one > fan_one ? one : fan_one;
+        fan_many = many > fan_many ? many : fan_many;
+    }
+    double fan_scan = scan_rate(fan_evs, FAN_EVENTS / 10, subs);
+
     double raw_list_rate = n / raw_list_s, mirror_list_rate = n / mirror_list_s;
     double raw_watch_rate = raw_watch_s > 0 ? m / raw_watch_s : 0;
     double mirror_watch_rate = mirror_watch_s > 0 ? m / mirror_watch_s : 0;
@@ -283,6 +388,15 @@ int main(int argc, char **argv)
            (rss1 - rss0) * 1024.0 / n, (double)payload / n,
            (rss1 - rss0) * 1024.0 / (double)payload);
 
+    printf("| apply and deliver, %d subscribers (one per model), each event matching one | "
+           "%.0f events/s | one subscriber matching every event: %.0f events/s | %.2f |\n",
+           subs, fan_many, fan_one, fan_one > 0 ? fan_many / fan_one : 0);
+    printf("| for reference: scanning all %d prefixes per event, alone | %.0f events/s | "
+           "one subscriber, apply and deliver: %.0f events/s | %.4f |\n",
+           subs, fan_scan, fan_one, fan_one > 0 ? fan_scan / fan_one : 0);
+
+    free(fan_keys);
+    free(fan_evs);
     free(evs);
     free(keys);
     free(vals);

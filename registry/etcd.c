@@ -333,8 +333,9 @@ int request_submit(struct etcd_client *c, enum req_kind kind, char *body, size_t
 int64_t json_int64(const cJSON *obj, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    if (cJSON_IsString(v))
-        return strtoll(v->valuestring, NULL, 10);
+    if (cJSON_IsString(v)) /* uint64 fields (member ids) keep their 64 bits */
+        return v->valuestring[0] == '-' ? strtoll(v->valuestring, NULL, 10)
+                                        : (int64_t)strtoull(v->valuestring, NULL, 10);
     if (cJSON_IsNumber(v))
         return (int64_t)v->valuedouble;
     return 0;

@@ -1,6 +1,7 @@
 /* mirror.c - revision-consistent mirror of an etcd prefix (see mirror.h). */
 #include "mm/mirror.h"
 
+#include <assert.h>
 #include <bsd/sys/queue.h>
 #include <bsd/sys/tree.h>
 #include <errno.h>
@@ -24,28 +25,63 @@ struct node {
     char data[];
 };
 
-static int node_cmp(const struct node *a, const struct node *b)
+/* Keys are bytes: ordered by memcmp, then by length. */
+static int bytes_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
-    size_t n = a->e.key_len < b->e.key_len ? a->e.key_len : b->e.key_len;
-    int c = memcmp(a->e.key, b->e.key, n);
+    int c = memcmp(a, b, alen < blen ? alen : blen);
     if (c)
         return c;
-    return (a->e.key_len > b->e.key_len) - (a->e.key_len < b->e.key_len);
+    return (alen > blen) - (alen < blen);
+}
+
+static int node_cmp(const struct node *a, const struct node *b)
+{
+    return bytes_cmp(a->e.key, a->e.key_len, b->e.key, b->e.key_len);
 }
 
 RB_HEAD(node_tree, node);
 /* RB_GENERATE_STATIC relies on __unused, which libbsd leaves undefined */
 RB_GENERATE_INTERNAL(node_tree, node, rb, node_cmp, __attribute__((unused)) static)
 
+/* The subscriptions of one prefix. Groups are kept in prefix order, and each knows the longest
+ * other group whose prefix starts its own: the groups that match a key are the longest one
+ * and its parents (see longest_match). */
+struct sub_group {
+    RB_ENTRY(sub_group) rb;
+    struct sub_group *parent;
+    TAILQ_HEAD(, mirror_sub) subs;
+    const char *prefix; /* data, or a lookup's key */
+    size_t prefix_len;
+    char data[];
+};
+
+static int group_cmp(const struct sub_group *a, const struct sub_group *b)
+{
+    return bytes_cmp(a->prefix, a->prefix_len, b->prefix, b->prefix_len);
+}
+
+RB_HEAD(group_tree, sub_group);
+RB_GENERATE_INTERNAL(group_tree, sub_group, rb, group_cmp, __attribute__((unused)) static)
+
 struct mirror_sub {
     struct mirror *m;
-    LIST_ENTRY(mirror_sub) link;
+    struct sub_group *group;
+    TAILQ_ENTRY(mirror_sub) link;
+    SLIST_ENTRY(mirror_sub) dead_link;
     mirror_event_cb cb;
     void *arg;
-    bool dead;
-    size_t prefix_len;
-    char prefix[];
+    uint64_t since; /* deliveries begun before it was made: it gets none of them */
+    bool dead;      /* unsubscribed while callbacks run: freed when they return */
 };
+
+/* One change of the revision being delivered. The replaced node (old) is freed only after the
+ * change has been delivered, so that subscribers can read the old value. now NULL = deleted. */
+struct change {
+    struct node *old;
+    struct node *now;
+};
+
+#define MIN_CHANGES 64
 
 /* An in-flight list page or probe; outlives the mirror if the mirror is freed first. */
 struct req_token {
@@ -65,12 +101,12 @@ struct mirror {
     struct node_tree snap;
     size_t snap_count;
     int64_t snap_rev;
-    char *page_after;
+    char *page_after; /* the previous page's last key */
+    size_t page_after_len;
     struct req_token *list_tok;
-    bool relisting;
     /* watching */
     struct etcd_watch *watch;
-    char *watch_endpoint; /* where the watch was started */
+    int64_t watch_member; /* the member serving the watch, from its replies; 0 until one */
     ev_tstamp last_heard; /* when the watch last said anything */
     unsigned watch_gen;   /* watches started so far */
     ev_timer probe;
@@ -80,9 +116,16 @@ struct mirror {
     int64_t applied_rev;
     enum mirror_state state;
     struct mirror_stats stats;
-    LIST_HEAD(, mirror_sub) subs;
-    int dispatching;
-    bool dead_subs;
+    /* delivering */
+    struct group_tree groups;
+    SLIST_HEAD(, mirror_sub) dead_subs;
+    uint64_t deliveries;       /* events delivered so far (see mirror_sub.since) */
+    struct change *changes;    /* the revision being applied and delivered */
+    size_t n_changes;
+    size_t cap_changes;
+    struct node_tree replaced; /* a list's previous contents, until its differences are out */
+    int busy;                  /* callbacks running */
+    bool freed;                /* mirror_free() ran inside one: free when they return */
 };
 
 static struct node *node_new(const struct etcd_kv *kv)
@@ -126,116 +169,249 @@ static struct node *tree_find(const struct node_tree *t, const char *key, size_t
     return RB_FIND(node_tree, (struct node_tree *)t, &probe);
 }
 
-/* ---------------------------------------------------------------- subscribers */
+/* ---------------------------------------------------------------- callbacks and lifetime */
 
-static void sweep_subs(struct mirror *m)
+static void release(struct mirror *m)
 {
-    struct mirror_sub *s, *next;
-    for (s = LIST_FIRST(&m->subs); s; s = next) {
-        next = LIST_NEXT(s, link);
-        if (s->dead) {
-            LIST_REMOVE(s, link);
+    for (size_t i = 0; i < m->n_changes; i++)
+        free(m->changes[i].old);
+    free(m->changes);
+    tree_free(&m->tree);
+    tree_free(&m->snap);
+    tree_free(&m->replaced);
+    struct sub_group *g, *gnext;
+    for (g = RB_MIN(group_tree, &m->groups); g; g = gnext) {
+        gnext = RB_NEXT(group_tree, &m->groups, g);
+        RB_REMOVE(group_tree, &m->groups, g);
+        struct mirror_sub *s;
+        while ((s = TAILQ_FIRST(&g->subs))) {
+            TAILQ_REMOVE(&g->subs, s, link);
             free(s);
         }
+        free(g);
     }
-    m->dead_subs = false;
+    free(m->page_after);
+    free(m->prefix);
+    free(m->prefix_end);
+    free(m);
 }
 
-static void emit(struct mirror *m, const struct mirror_event *ev)
+static bool starts_with(const struct sub_group *g, const char *prefix, size_t len)
 {
-    if (LIST_EMPTY(&m->subs))
-        return;
-    m->dispatching++;
+    return g->prefix_len >= len && memcmp(g->prefix, prefix, len) == 0;
+}
+
+static void remove_group(struct mirror *m, struct sub_group *g)
+{
+    /* The groups that start with g's prefix follow it in order; those whose parent it was
+     * take its parent. */
+    struct sub_group *d;
+    for (d = RB_NEXT(group_tree, &m->groups, g); d && starts_with(d, g->prefix, g->prefix_len);
+         d = RB_NEXT(group_tree, &m->groups, d))
+        if (d->parent == g)
+            d->parent = g->parent;
+    RB_REMOVE(group_tree, &m->groups, g);
+    free(g);
+}
+
+static void remove_sub(struct mirror *m, struct mirror_sub *s)
+{
+    struct sub_group *g = s->group;
+    TAILQ_REMOVE(&g->subs, s, link);
+    free(s);
+    if (TAILQ_EMPTY(&g->subs))
+        remove_group(m, g);
+}
+
+/* Around every call into the owner's code, which may unsubscribe or free the mirror. unhold()
+ * returns false when the mirror was freed: the caller then returns without touching it. */
+static void hold(struct mirror *m)
+{
+    m->busy++;
+}
+
+static bool unhold(struct mirror *m)
+{
+    if (--m->busy > 0)
+        return !m->freed;
+    if (m->freed) {
+        release(m);
+        return false;
+    }
     struct mirror_sub *s;
-    LIST_FOREACH(s, &m->subs, link) {
-        if (!s->dead && ev->key_len >= s->prefix_len &&
-            memcmp(ev->key, s->prefix, s->prefix_len) == 0)
-            s->cb(ev, s->arg);
+    while ((s = SLIST_FIRST(&m->dead_subs))) {
+        SLIST_REMOVE_HEAD(&m->dead_subs, dead_link);
+        remove_sub(m, s);
     }
-    if (--m->dispatching == 0 && m->dead_subs)
-        sweep_subs(m);
+    return true;
 }
 
-static void emit_put(struct mirror *m, const struct node *old, const struct node *now,
-                     int64_t revision)
+static size_t common_len(const char *a, size_t alen, const char *b, size_t blen)
 {
+    size_t i = 0, n = alen < blen ? alen : blen;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* The group with the longest prefix that starts key[0, len); NULL if none does. Every string
+ * between a prefix P of the key and the key itself (in byte order) starts with P. So the
+ * greatest group g <= key is either that longest match, or the match starts g as well: it is
+ * the first of g's parents short enough to fit in the bytes g shares with the key. */
+static struct sub_group *longest_match(struct mirror *m, const char *key, size_t len)
+{
+    struct sub_group probe;
+    probe.prefix = key;
+    probe.prefix_len = len;
+    struct sub_group *g = RB_NFIND(group_tree, &m->groups, &probe);
+    if (!g || group_cmp(g, &probe) != 0)
+        g = g ? RB_PREV(group_tree, &m->groups, g) : RB_MAX(group_tree, &m->groups);
+    if (!g)
+        return NULL;
+    size_t shared = common_len(g->prefix, g->prefix_len, key, len);
+    while (g && g->prefix_len > shared)
+        g = g->parent;
+    return g;
+}
+
+/* Call every subscriber whose prefix starts ev->key; the caller holds the mirror. One search
+ * finds the longest matching prefix; the others are its parents. */
+static void deliver(struct mirror *m, const struct mirror_event *ev)
+{
+    if (RB_EMPTY(&m->groups))
+        return;
+    uint64_t seq = ++m->deliveries;
+    for (struct sub_group *g = longest_match(m, ev->key, ev->key_len); g; g = g->parent) {
+        struct mirror_sub *s;
+        TAILQ_FOREACH(s, &g->subs, link) {
+            if (s->dead || s->since >= seq)
+                continue;
+            s->cb(ev, s->arg);
+            if (m->freed)
+                return;
+        }
+    }
+}
+
+static void deliver_change(struct mirror *m, const struct node *old, const struct node *now,
+                           int64_t revision)
+{
+    const struct node *n = now ? now : old;
     struct mirror_event ev = {
-        .kind = MIRROR_PUT, .key = now->e.key, .key_len = now->e.key_len,
+        .kind = now ? MIRROR_PUT : MIRROR_DELETE, .key = n->e.key, .key_len = n->e.key_len,
         .old_value = old ? old->e.value : NULL, .old_len = old ? old->e.value_len : 0,
-        .new_value = now->e.value, .new_len = now->e.value_len, .revision = revision,
-        .entry = &now->e,
+        .new_value = now ? now->e.value : NULL, .new_len = now ? now->e.value_len : 0,
+        .revision = revision, .entry = now ? &now->e : NULL,
     };
-    emit(m, &ev);
+    deliver(m, &ev);
 }
 
-static void emit_delete(struct mirror *m, const struct node *old, int64_t revision)
-{
-    struct mirror_event ev = {
-        .kind = MIRROR_DELETE, .key = old->e.key, .key_len = old->e.key_len,
-        .old_value = old->e.value, .old_len = old->e.value_len, .revision = revision,
-    };
-    emit(m, &ev);
-}
-
-static void set_state(struct mirror *m, enum mirror_state state, const struct mm_error *why)
+static bool set_state(struct mirror *m, enum mirror_state state, const struct mm_error *why)
 {
     if (m->state == state)
-        return;
+        return true;
     m->state = state;
-    if (m->cfg.state_cb)
-        m->cfg.state_cb(m, state, why, m->cfg.state_arg);
+    if (!m->cfg.state_cb)
+        return true;
+    hold(m);
+    m->cfg.state_cb(m, state, why, m->cfg.state_arg);
+    return unhold(m);
 }
 
 /* ---------------------------------------------------------------- applying events */
 
-void mirror_apply_events(struct mirror *m, const struct etcd_event *events, size_t n)
+static int reserve_changes(struct mirror *m, size_t n)
 {
-    /* Events of one revision (a txn) arrive together; skip only what is at or below the
-     * revision applied before this batch (a resumed stream may repeat it). */
-    int64_t floor = m->applied_rev, top = m->applied_rev;
-    for (size_t i = 0; i < n; i++) {
-        const struct etcd_event *ev = &events[i];
-        int64_t rev = ev->kv.mod_revision;
+    if (n <= m->cap_changes)
+        return 0;
+    size_t cap = m->cap_changes;
+    while (cap < n)
+        cap *= 2;
+    struct change *c = realloc(m->changes, cap * sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    m->changes = c;
+    m->cap_changes = cap;
+    return 0;
+}
+
+static void apply_one(struct mirror *m, const struct etcd_event *ev)
+{
+    m->stats.events_applied++;
+    struct node *old = tree_find(&m->tree, ev->kv.key, ev->kv.key_len);
+    struct node *now = NULL;
+    if (ev->type == ETCD_EVENT_PUT) {
+        now = node_new(&ev->kv);
+        /* Without memory the mirror cannot stay exact: drop the key so that readers see
+         * absence rather than a stale value, and say so. */
+        if (!now)
+            mm_log(MM_LOG_ERROR, "mirror", "out of memory applying %s at revision %" PRId64,
+                   ev->kv.key, ev->kv.mod_revision);
+    }
+    if (!old && !now)
+        return;
+    if (old) {
+        RB_REMOVE(node_tree, &m->tree, old);
+        m->count--;
+    }
+    if (now) {
+        RB_INSERT(node_tree, &m->tree, now);
+        m->count++;
+    }
+    m->changes[m->n_changes++] = (struct change){old, now};
+}
+
+/* Deliver the changes applied, then free what they replaced. False: the mirror was freed. */
+static bool deliver_changes(struct mirror *m, int64_t revision)
+{
+    hold(m);
+    for (size_t i = 0; i < m->n_changes && !m->freed; i++)
+        deliver_change(m, m->changes[i].old, m->changes[i].now, revision);
+    if (!unhold(m))
+        return false;
+    for (size_t i = 0; i < m->n_changes; i++)
+        free(m->changes[i].old);
+    m->n_changes = 0;
+    return true;
+}
+
+/* Apply each revision whole, advance to it, then deliver it. False: the mirror was freed. */
+static bool apply_events(struct mirror *m, const struct etcd_event *events, size_t n)
+{
+    assert(m->busy == 0 && "mirror events applied from inside a mirror callback");
+    /* A resumed stream may repeat what was applied before this batch: skip it. */
+    int64_t floor = m->applied_rev;
+    size_t i = 0;
+    while (i < n) {
+        int64_t rev = events[i].kv.mod_revision;
         if (rev <= floor) {
             m->stats.duplicates_skipped++;
+            i++;
             continue;
         }
-        if (rev > top)
-            top = rev;
-        m->stats.events_applied++;
-        struct node *old = tree_find(&m->tree, ev->kv.key, ev->kv.key_len);
-        if (ev->type == ETCD_EVENT_DELETE) {
-            if (!old)
-                continue;
-            RB_REMOVE(node_tree, &m->tree, old);
-            m->count--;
-            emit_delete(m, old, rev);
-            free(old);
-            continue;
+        /* The events of one revision (a txn) arrive together, in one batch. */
+        size_t end = i + 1;
+        while (end < n && events[end].kv.mod_revision == rev)
+            end++;
+        if (reserve_changes(m, end - i) < 0) {
+            mm_log(MM_LOG_ERROR, "mirror",
+                   "%s: out of memory: revision %" PRId64 " delivered in parts of %zu",
+                   m->prefix, rev, m->cap_changes);
+            end = i + m->cap_changes;
         }
-        struct node *now = node_new(&ev->kv);
-        if (!now) {
-            /* Without memory the mirror cannot stay exact: drop the key so that readers see
-             * absence rather than a stale value, and say so. */
-            mm_log(MM_LOG_ERROR, "mirror", "out of memory applying %s at revision %" PRId64,
-                   ev->kv.key, rev);
-            if (old) {
-                RB_REMOVE(node_tree, &m->tree, old);
-                m->count--;
-                emit_delete(m, old, rev);
-                free(old);
-            }
-            continue;
-        }
-        if (old)
-            RB_REMOVE(node_tree, &m->tree, old);
-        else
-            m->count++;
-        RB_INSERT(node_tree, &m->tree, now);
-        emit_put(m, old, now, rev);
-        free(old);
+        for (; i < end; i++)
+            apply_one(m, &events[i]);
+        if (rev > m->applied_rev)
+            m->applied_rev = rev;
+        if (!deliver_changes(m, rev))
+            return false;
     }
-    m->applied_rev = top;
+    return true;
+}
+
+void mirror_apply_events(struct mirror *m, const struct etcd_event *events, size_t n)
+{
+    apply_events(m, events, n);
 }
 
 /* ---------------------------------------------------------------- watch */
@@ -274,18 +450,19 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
             mm_log(MM_LOG_WARN, "mirror", "%s: revision %" PRId64 " compacted (oldest %" PRId64
                    "), listing again", m->prefix, m->applied_rev + 1, compact_revision);
             m->stats.relists++;
-            m->relisting = true;
-            set_state(m, MIRROR_RELISTING, err);
-            start_list(m);
+            if (set_state(m, MIRROR_RELISTING, err))
+                start_list(m);
             return;
         }
         mm_log(MM_LOG_WARN, "mirror",
                "%s: watch broke at revision %" PRId64 ", resuming in %u ms: %s", m->prefix,
                m->applied_rev, m->backoff_ms, err ? err->msg : "");
-        set_state(m, MIRROR_DISCONNECTED, err);
-        schedule_retry(m);
+        if (set_state(m, MIRROR_DISCONNECTED, err))
+            schedule_retry(m);
         return;
     }
+    if (batch->member_id)
+        m->watch_member = batch->member_id;
     if (batch->created) {
         m->backoff_ms = m->cfg.initial_backoff_ms;
         if (m->state == MIRROR_DISCONNECTED)
@@ -299,13 +476,12 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
             m->applied_rev = batch->revision;
         return;
     }
-    mirror_apply_events(m, batch->events, batch->n_events);
+    apply_events(m, batch->events, batch->n_events);
 }
 
 static void start_watch(struct mirror *m)
 {
-    free(m->watch_endpoint);
-    m->watch_endpoint = strdup(etcd_client_endpoint(m->c));
+    m->watch_member = 0;
     m->last_heard = ev_now(m->loop);
     m->watch_gen++;
     struct etcd_watch_req req = {
@@ -324,40 +500,46 @@ static void start_watch(struct mirror *m)
 
 /* A member that is frozen, or cut off without its TCP connection breaking, leaves the watch
  * open and silent. So a watch silent for a probe interval is checked with a cheap read: the
- * client sends it where it sends everything, fails over when that endpoint does not answer,
- * and if the endpoint that answers is no longer the one the watch was started on, the watch
- * resumes there (from the applied revision: nothing is lost, nothing applied twice). */
+ * client sends it where it sends everything and fails over when that endpoint does not answer.
+ * Every reply names the member that served it, so if the member that answers is not the one
+ * serving the watch (or the watch was never confirmed), the watch resumes where the client now
+ * sends (from the applied revision: nothing is lost, nothing applied twice). */
 static void on_probe(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
 {
     struct req_token *tok = arg;
     struct mirror *m = tok->m;
     unsigned gen = tok->watch_gen;
     free(tok);
-    (void)resp; /* the client frees it: only whether and where it was answered matters */
     if (!m)
         return;
     m->probe_tok = NULL;
     if (status < 0)
         m->stats.probes_unanswered++;
-    /* Only an answer from another endpoint is news: a probe that failed everywhere leaves the
-     * watch where it is (moving it could only land on an endpoint as silent, and the client is
+    /* Only an answer from another member is news: a probe that failed everywhere leaves the
+     * watch where it is (moving it could only land on a member as silent, and the client is
      * being freed when the probe is cancelled), and an answer about a watch since replaced
      * says nothing about the new one. */
-    if (status < 0 || !m->watch || gen != m->watch_gen || !m->watch_endpoint)
-        return;
-    const char *now_at = etcd_client_endpoint(m->c);
-    if (strcmp(now_at, m->watch_endpoint) == 0)
+    if (status < 0 || !resp || !resp->member_id || !m->watch || gen != m->watch_gen ||
+        resp->member_id == m->watch_member)
         return;
     struct mm_error why;
-    mm_error_set(&why, -ETIMEDOUT, "the watch on %s is silent and %s answers: resuming there",
-                 m->watch_endpoint, now_at);
+    if (m->watch_member)
+        mm_error_set(&why, -ETIMEDOUT,
+                     "the watch on member %" PRIx64 " is silent and member %" PRIx64
+                     " answers: resuming there",
+                     (uint64_t)m->watch_member, (uint64_t)resp->member_id);
+    else
+        mm_error_set(&why, -ETIMEDOUT,
+                     "the watch was never confirmed and member %" PRIx64
+                     " answers: starting it again",
+                     (uint64_t)resp->member_id);
     mm_log(MM_LOG_WARN, "mirror", "%s: %s at revision %" PRId64, m->prefix, why.msg,
            m->applied_rev);
     m->stats.endpoint_moves++;
     etcd_watch_free(m->watch);
     m->watch = NULL;
-    set_state(m, MIRROR_DISCONNECTED, &why);
-    start_watch(m);
+    if (set_state(m, MIRROR_DISCONNECTED, &why))
+        start_watch(m);
 }
 
 static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -386,38 +568,41 @@ static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---------------------------------------------------------------- listing */
 
-/* The new snapshot replaces the contents at once; then the difference is emitted, so a
+/* The new snapshot replaces the contents at once; then the difference is delivered, so a
  * subscriber reading the mirror from its callback sees the complete new state. */
 static void finish_list(struct mirror *m)
 {
-    struct node_tree old = m->tree;
+    m->replaced = m->tree;
     m->tree = m->snap;
     m->count = m->snap_count;
     RB_INIT(&m->snap);
     m->snap_count = 0;
-    m->applied_rev = m->snap_rev;
+    int64_t rev = m->snap_rev;
+    m->applied_rev = rev;
     free(m->page_after);
     m->page_after = NULL;
+    m->backoff_ms = m->cfg.initial_backoff_ms;
 
-    struct node *a = RB_MIN(node_tree, &old), *b = RB_MIN(node_tree, &m->tree);
-    while (a || b) {
+    hold(m);
+    struct node *a = RB_MIN(node_tree, &m->replaced), *b = RB_MIN(node_tree, &m->tree);
+    while ((a || b) && !m->freed) {
         int cmp = !a ? 1 : !b ? -1 : node_cmp(a, b);
         if (cmp < 0) {
-            emit_delete(m, a, m->snap_rev);
-            a = RB_NEXT(node_tree, &old, a);
+            deliver_change(m, a, NULL, rev);
+            a = RB_NEXT(node_tree, &m->replaced, a);
         } else if (cmp > 0) {
-            emit_put(m, NULL, b, b->e.mod_revision);
+            deliver_change(m, NULL, b, rev);
             b = RB_NEXT(node_tree, &m->tree, b);
         } else {
             if (a->e.mod_revision != b->e.mod_revision)
-                emit_put(m, a, b, b->e.mod_revision);
-            a = RB_NEXT(node_tree, &old, a);
+                deliver_change(m, a, b, rev);
+            a = RB_NEXT(node_tree, &m->replaced, a);
             b = RB_NEXT(node_tree, &m->tree, b);
         }
     }
-    tree_free(&old);
-    m->relisting = false;
-    m->backoff_ms = m->cfg.initial_backoff_ms;
+    if (!unhold(m))
+        return;
+    tree_free(&m->replaced);
     start_watch(m);
 }
 
@@ -451,12 +636,11 @@ static void on_page(int status, const struct mm_error *err, struct etcd_response
     const struct etcd_op_result *r = &resp->op;
     for (size_t i = 0; i < r->n_kvs; i++) {
         const struct etcd_kv *kv = &r->kvs[i];
-        if (m->page_after && strcmp(kv->key, m->page_after) == 0)
+        if (m->page_after && kv->key_len == m->page_after_len &&
+            memcmp(kv->key, m->page_after, kv->key_len) == 0)
             continue; /* the previous page's last key, requested again as this page's start */
         struct node *n = node_new(kv);
         if (!n) {
-            struct mm_error oom;
-            mm_error_set(&oom, -ENOMEM, "out of memory");
             tree_free(&m->snap);
             m->snap_count = 0;
             m->snap_rev = 0;
@@ -472,13 +656,16 @@ static void on_page(int status, const struct mm_error *err, struct etcd_response
             m->snap_count++;
     }
     if (r->more && r->n_kvs > 0) {
-        char *last = strdup(r->kvs[r->n_kvs - 1].key);
+        const struct etcd_kv *kv = &r->kvs[r->n_kvs - 1];
+        char *last = malloc(kv->key_len + 1);
         if (!last) {
             schedule_retry(m);
             return;
         }
+        memcpy(last, kv->key, kv->key_len + 1);
         free(m->page_after);
         m->page_after = last;
+        m->page_after_len = kv->key_len;
         list_page(m);
         return;
     }
@@ -548,16 +735,21 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
     m->backoff_ms = m->cfg.initial_backoff_ms;
     m->prefix = strdup(prefix);
     m->prefix_end = malloc(len + 1);
-    if (!m->prefix || !m->prefix_end) {
+    m->changes = malloc(MIN_CHANGES * sizeof(*m->changes));
+    m->cap_changes = MIN_CHANGES;
+    if (!m->prefix || !m->prefix_end || !m->changes) {
         free(m->prefix);
         free(m->prefix_end);
+        free(m->changes);
         free(m);
         return mm_error_set(err, -ENOMEM, "mirror: out of memory");
     }
     etcd_prefix_end(prefix, len, m->prefix_end);
     RB_INIT(&m->tree);
     RB_INIT(&m->snap);
-    LIST_INIT(&m->subs);
+    RB_INIT(&m->replaced);
+    RB_INIT(&m->groups);
+    SLIST_INIT(&m->dead_subs);
     ev_init(&m->retry, on_retry);
     m->retry.data = m;
     ev_timer_init(&m->probe, on_probe_timer, m->cfg.probe_interval_ms / 1000.0,
@@ -579,27 +771,22 @@ int mirror_start(struct mirror *m)
 
 void mirror_free(struct mirror *m)
 {
-    if (!m)
+    if (!m || m->freed)
         return;
     ev_timer_stop(m->loop, &m->retry);
     ev_timer_stop(m->loop, &m->probe);
     etcd_watch_free(m->watch);
-    free(m->watch_endpoint);
+    m->watch = NULL;
     if (m->list_tok)
         m->list_tok->m = NULL;
     if (m->probe_tok)
         m->probe_tok->m = NULL;
-    tree_free(&m->tree);
-    tree_free(&m->snap);
-    struct mirror_sub *s;
-    while ((s = LIST_FIRST(&m->subs))) {
-        LIST_REMOVE(s, link);
-        free(s);
+    m->list_tok = m->probe_tok = NULL;
+    if (m->busy) { /* inside a callback: the rest goes when it returns */
+        m->freed = true;
+        return;
     }
-    free(m->page_after);
-    free(m->prefix);
-    free(m->prefix_end);
-    free(m);
+    release(m);
 }
 
 const struct mirror_entry *mirror_get(const struct mirror *m, const char *key)
@@ -652,15 +839,41 @@ int mirror_subscribe(struct mirror *m, const char *prefix, mirror_event_cb cb, v
     if (!prefix || !cb)
         return -EINVAL;
     size_t len = strlen(prefix);
-    struct mirror_sub *s = calloc(1, sizeof(*s) + len + 1);
-    if (!s)
+    struct sub_group probe = {.prefix = prefix, .prefix_len = len};
+    struct sub_group *g = RB_FIND(group_tree, &m->groups, &probe);
+    bool new_group = !g;
+    if (new_group) {
+        g = malloc(sizeof(*g) + len + 1);
+        if (!g)
+            return -ENOMEM;
+        memcpy(g->data, prefix, len + 1);
+        g->prefix = g->data;
+        g->prefix_len = len;
+        TAILQ_INIT(&g->subs);
+    }
+    struct mirror_sub *s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (new_group)
+            free(g);
         return -ENOMEM;
+    }
+    if (new_group) {
+        /* Its parent is the longest group that starts it; the groups that start with it and
+         * had that parent now have it. */
+        g->parent = longest_match(m, prefix, len);
+        RB_INSERT(group_tree, &m->groups, g);
+        struct sub_group *d;
+        for (d = RB_NEXT(group_tree, &m->groups, g); d && starts_with(d, prefix, len);
+             d = RB_NEXT(group_tree, &m->groups, d))
+            if (d->parent == g->parent)
+                d->parent = g;
+    }
     s->m = m;
+    s->group = g;
     s->cb = cb;
     s->arg = arg;
-    s->prefix_len = len;
-    memcpy(s->prefix, prefix, len + 1);
-    LIST_INSERT_HEAD(&m->subs, s, link);
+    s->since = m->deliveries;
+    TAILQ_INSERT_TAIL(&g->subs, s, link);
     if (out)
         *out = s;
     return 0;
@@ -668,14 +881,13 @@ int mirror_subscribe(struct mirror *m, const char *prefix, mirror_event_cb cb, v
 
 void mirror_unsubscribe(struct mirror_sub *s)
 {
-    if (!s)
+    if (!s || s->dead)
         return;
     struct mirror *m = s->m;
-    if (m->dispatching) { /* removed once delivery unwinds */
+    if (m->busy) { /* a callback runs: removed when it returns */
         s->dead = true;
-        m->dead_subs = true;
+        SLIST_INSERT_HEAD(&m->dead_subs, s, dead_link);
         return;
     }
-    LIST_REMOVE(s, link);
-    free(s);
+    remove_sub(m, s);
 }

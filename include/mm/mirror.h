@@ -6,9 +6,25 @@
  * revision has been compacted it lists again and emits the difference between what it held and
  * the new snapshot as events, so subscribers that only follow events stay correct.
  *
+ * Whole revisions: the mirror applies every change of a revision (all keys of one txn), advances
+ * mirror_revision() to it, and only then delivers that revision's events, in the order etcd gave
+ * them. So from inside a callback for ev, mirror_revision() == ev->revision and mirror_get() of
+ * any key (ev's siblings in the txn too) answers as of that revision. A list (the first one, or
+ * a re-list after compaction) is delivered the same way: the whole snapshot is in place first,
+ * then its differences from what was held are delivered in key order, each stamped with the
+ * snapshot revision (ev->entry->mod_revision says when the key itself last changed).
+ *
  * Owns: the entries (one allocation each: entry, key and value together), the subscriptions, the
  * watch. Runs on the etcd client's loop; lookups never allocate. Entry pointers stay valid until
- * the next time the loop runs mirror code (an event or a re-list may replace them). */
+ * the next time the loop runs mirror code (an event or a re-list may replace them); an event's
+ * old_value and entry stay valid until its callback returns.
+ *
+ * Lifetime: the mirror may be freed from inside its own callbacks (state_cb and subscriber
+ * callbacks): no further callback runs, not even for the rest of the event or revision being
+ * delivered, and the memory goes when the callback returns. Subscribers may unsubscribe
+ * (themselves or others) and subscribe from inside callbacks. A callback must not run the
+ * mirror's loop (etcd_sync_* does) nor call mirror_apply_events(): that would apply the next
+ * revision while this one is being delivered (it asserts). Threading: one thread, the loop's. */
 #ifndef MM_MIRROR_H
 #define MM_MIRROR_H
 
@@ -44,7 +60,8 @@ struct mirror_event {
     size_t old_len;
     const char *new_value;       /* NULL on DELETE */
     size_t new_len;
-    int64_t revision;            /* the change's revision (a re-list's snapshot revision) */
+    int64_t revision;                 /* the change's revision (a list's snapshot revision); equal
+                                       * to mirror_revision() while the callback runs */
     const struct mirror_entry *entry; /* the entry now held; NULL on DELETE */
 };
 
@@ -57,7 +74,7 @@ enum mirror_state {
     MIRROR_RELISTING,    /* compacted past our revision: listing again, diff to follow */
 };
 
-/* why: what broke (NULL when all is well). The callback must not free the mirror. */
+/* why: what broke (NULL when all is well). The callback may free the mirror. */
 typedef void (*mirror_state_cb)(struct mirror *m, enum mirror_state state,
                                 const struct mm_error *why, void *arg);
 
@@ -67,8 +84,8 @@ struct mirror_config {
     unsigned max_backoff_ms;      /* cap of the doubling delay; 0 = 2000 */
     bool no_progress_notify;      /* progress notifications are requested unless set */
     unsigned probe_interval_ms;   /* a watch silent this long is checked with a read; when
-                                   * another endpoint answers it, the watch resumes there;
-                                   * 0 = 5000 */
+                                   * another member answers it (etcd's member_id), the watch
+                                   * resumes there; 0 = 5000 */
     mirror_state_cb state_cb;     /* optional */
     void *state_arg;
 };
@@ -81,7 +98,7 @@ struct mirror_stats {
     uint64_t progress_notifies;
     uint64_t probes;              /* checks of a silent watch's endpoint */
     uint64_t probes_unanswered;   /* checks no endpoint answered (the watch stays put) */
-    uint64_t endpoint_moves;      /* watches restarted because their endpoint stopped answering */
+    uint64_t endpoint_moves;      /* watches restarted because their member stopped answering */
 };
 
 /* prefix must be non-empty (e.g. "/modelmesh/c1/"). cfg may be NULL for defaults. */
@@ -89,7 +106,8 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
                struct mirror **out, struct mm_error *err);
 /* Begin listing and watching. Returns at once; progress is reported through state_cb. */
 int mirror_start(struct mirror *m);
-/* Stops the watch and frees every entry and subscription; before the etcd client it uses. */
+/* Stops the watch and frees every entry and subscription (their handles die with it); before
+ * the etcd client it uses. Allowed from inside the mirror's callbacks (see the top). */
 void mirror_free(struct mirror *m);
 
 const struct mirror_entry *mirror_get(const struct mirror *m, const char *key);
@@ -104,14 +122,19 @@ int64_t mirror_revision(const struct mirror *m);
 enum mirror_state mirror_state(const struct mirror *m);
 void mirror_get_stats(const struct mirror *m, struct mirror_stats *out);
 
-/* Events under prefix ("" = all) are delivered to cb, in revision order, after the mirror has
- * applied them. A subscriber may unsubscribe (itself or others) from within cb. */
+/* Events whose key starts with prefix ("" = all) are delivered to cb, in revision order, after
+ * the mirror has applied their whole revision. Delivery costs per subscription whose prefix
+ * matches the key, not per subscription: subscribe once per prefix as finely as needed. The
+ * order among the subscribers of one event is unspecified. A subscription made from inside a
+ * callback receives the events delivered after that callback returns; one ended from inside a
+ * callback receives none after mirror_unsubscribe() returns. */
 int mirror_subscribe(struct mirror *m, const char *prefix, mirror_event_cb cb, void *arg,
                      struct mirror_sub **out);
 void mirror_unsubscribe(struct mirror_sub *s);
 
 /* Apply a batch of watch events as the mirror's own stream does (events at or below the applied
- * revision are skipped). Public for benchmarks and tests that measure the apply path alone. */
+ * revision are skipped; each revision is applied whole, then delivered). Public for benchmarks
+ * and tests that measure the apply path alone. Not from inside a mirror callback. */
 void mirror_apply_events(struct mirror *m, const struct etcd_event *events, size_t n);
 
 #endif

@@ -268,6 +268,138 @@ static void drop_mirror(struct mirror *m, struct etcd_client *mc, struct shadow 
     free(sh);
 }
 
+/* ---------------------------------------------------------------- checks from inside callbacks */
+
+/* A subscriber that looks at the mirror from inside every callback: mirror_revision() must be
+ * ev->revision and ev->entry what the mirror holds; at revision `at` (set once the store is
+ * there) the whole prefix must be as expected, siblings of ev->key included. */
+struct inside {
+    struct mirror *m;
+    int events;
+    int rev_mismatch;
+    int entry_mismatch;
+    int64_t at;
+    int n_expect;
+    char expect_keys[64][64];
+    char expect_values[64][64];
+    int at_events;
+    int state_mismatch;
+    int relisting_events;  /* delivered while the mirror was RELISTING */
+    char old_keys[64][64]; /* at `at`: each event's key and old value */
+    char old_values[64][64];
+};
+
+/* The expected state: the prefix as the store holds it now. */
+static void expect_from_store(struct inside *in, const char *prefix)
+{
+    struct etcd_response *r = NULL;
+    struct mm_error err = {0};
+    struct etcd_range_req req = {.key = prefix, .prefix = true};
+    REQUIRE(etcd_sync_range(writer, &req, &r, &err) == 0);
+    REQUIRE(r->op.n_kvs <= 64);
+    in->n_expect = (int)r->op.n_kvs;
+    for (size_t i = 0; i < r->op.n_kvs; i++) {
+        snprintf(in->expect_keys[i], 64, "%s", r->op.kvs[i].key);
+        snprintf(in->expect_values[i], 64, "%s", r->op.kvs[i].value);
+    }
+    in->at = r->revision;
+    etcd_response_free(r);
+}
+
+static bool state_differs(const struct inside *in)
+{
+    if (mirror_count(in->m) != (size_t)in->n_expect)
+        return true;
+    for (int i = 0; i < in->n_expect; i++) {
+        const struct mirror_entry *e = mirror_get(in->m, in->expect_keys[i]);
+        if (!e || strcmp(e->value, in->expect_values[i]) != 0)
+            return true;
+    }
+    return false;
+}
+
+static void on_inside(const struct mirror_event *ev, void *arg)
+{
+    struct inside *in = arg;
+    in->events++;
+    in->rev_mismatch += mirror_revision(in->m) != ev->revision;
+    const struct mirror_entry *e = mirror_get(in->m, ev->key);
+    in->entry_mismatch += ev->kind == MIRROR_PUT ? e != ev->entry : e != NULL;
+    in->relisting_events += mirror_state(in->m) == MIRROR_RELISTING;
+    if (in->at && ev->revision == in->at) {
+        if (in->at_events < 64) {
+            snprintf(in->old_keys[in->at_events], 64, "%s", ev->key);
+            snprintf(in->old_values[in->at_events], 64, "%s",
+                     ev->old_value ? ev->old_value : "(none)");
+        }
+        in->at_events++;
+        in->state_mismatch += state_differs(in);
+    }
+}
+
+static const char *old_value_of(const struct inside *in, const char *key)
+{
+    for (int i = 0; i < in->at_events && i < 64; i++)
+        if (strcmp(in->old_keys[i], key) == 0)
+            return in->old_values[i];
+    return "(no event)";
+}
+
+/* Subscribers that free their mirror: the first callback that meets `when` frees it, and no
+ * callback of any of them may run after that. */
+struct freer {
+    struct mirror *m;           /* NULL once freed */
+    int64_t at;                 /* free at the first event at or after this revision (0: not yet) */
+    bool on_relist;             /* or at the first event delivered while RELISTING */
+    enum mirror_state on_state; /* state_cb: free on entering this state */
+    int after;                  /* callbacks run after the free: must stay 0 */
+};
+
+static void free_in_event(const struct mirror_event *ev, void *arg)
+{
+    struct freer *f = arg;
+    if (!f->m) {
+        f->after++;
+        return;
+    }
+    if ((f->at && ev->revision >= f->at) ||
+        (f->on_relist && mirror_state(f->m) == MIRROR_RELISTING)) {
+        mirror_free(f->m);
+        f->m = NULL;
+    }
+}
+
+static void free_in_state(struct mirror *m, enum mirror_state state, const struct mm_error *why,
+                          void *arg)
+{
+    struct freer *f = arg;
+    if (!f->m) {
+        f->after++;
+        return;
+    }
+    if (state == f->on_state) {
+        mirror_free(m);
+        f->m = NULL;
+    }
+}
+
+static bool is_freed(void *arg)
+{
+    return ((struct freer *)arg)->m == NULL;
+}
+
+/* A mirror of prefix that f frees: from two subscribers of "" when f->at or f->on_relist says
+ * so, and from its state callback on entering f->on_state (MIRROR_LISTING = never). */
+static void new_freed_mirror(struct etcd_client *mc, const char *prefix, struct freer *f)
+{
+    struct mirror_config cfg = {.state_cb = free_in_state, .state_arg = f};
+    struct mm_error err = {0};
+    REQUIRE(mirror_new(mc, prefix, &cfg, &f->m, &err) == 0);
+    REQUIRE(mirror_subscribe(f->m, "", free_in_event, f, NULL) == 0);
+    REQUIRE(mirror_subscribe(f->m, "", free_in_event, f, NULL) == 0);
+    REQUIRE(mirror_start(f->m) == 0);
+}
+
 /* ---------------------------------------------------------------- scenarios */
 
 struct collect {
@@ -336,6 +468,60 @@ static void test_sync_and_events(const char *endpoint)
     drop_mirror(m, mc, sh);
 }
 
+/* One etcd txn puts three keys (one new) and deletes a fourth: every callback of that revision
+ * sees all four changes made and mirror_revision() at the txn; old values are intact. A second
+ * mirror is freed by its subscriber at the first event of the txn: nothing runs after. */
+static void test_txn_whole_revision(const char *endpoint)
+{
+    const char *P = "/t/txn/";
+    put("/t/txn/a", "a0");
+    put("/t/txn/b", "b0");
+    put("/t/txn/gone", "g0");
+    int64_t rev = put("/t/txn/z", "z0");
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_client *mc = NULL;
+    struct mirror *m = new_mirror(endpoint, &mc, P, sh);
+    struct inside in = {.m = m};
+    REQUIRE(mirror_subscribe(m, "", on_inside, &in, NULL) == 0);
+    struct freer f = {0};
+    new_freed_mirror(mc, P, &f);
+    REQUIRE(wait_caught_up(m, rev, 5000));
+    CHECK_INT(in.events, 4); /* the first list, stamped with its revision */
+    CHECK_INT(in.rev_mismatch, 0);
+    CHECK(f.m != NULL);
+
+    struct etcd_op ops[] = {
+        {.kind = ETCD_OP_PUT, .key = "/t/txn/a", .value = "a1"},
+        {.kind = ETCD_OP_PUT, .key = "/t/txn/b", .value = "b1"},
+        {.kind = ETCD_OP_PUT, .key = "/t/txn/c", .value = "c1"},
+        {.kind = ETCD_OP_DELETE, .key = "/t/txn/gone"},
+    };
+    struct etcd_txn txn = {.success = ops, .n_success = 4};
+    struct etcd_response *r = NULL;
+    struct mm_error err = {0};
+    REQUIRE(etcd_sync_txn(writer, &txn, &r, &err) == 0);
+    int64_t txn_rev = r->revision;
+    etcd_response_free(r);
+    expect_from_store(&in, P);
+    CHECK_INT(in.at, txn_rev);
+    f.at = txn_rev;
+    REQUIRE(wait_caught_up(m, txn_rev, 5000));
+    CHECK_INT(in.at_events, 4);
+    CHECK_INT(in.state_mismatch, 0);
+    CHECK_INT(in.rev_mismatch, 0);
+    CHECK_INT(in.entry_mismatch, 0);
+    CHECK_STR(old_value_of(&in, "/t/txn/a"), "a0");
+    CHECK_STR(old_value_of(&in, "/t/txn/b"), "b0");
+    CHECK_STR(old_value_of(&in, "/t/txn/c"), "(none)");
+    CHECK_STR(old_value_of(&in, "/t/txn/gone"), "g0");
+    check_converged(m, sh, P);
+
+    CHECK(run_mirror_until(is_freed, &f, 10000));
+    CHECK_INT(f.after, 0);
+    mirror_free(f.m); /* only if a check above failed: before its client */
+    drop_mirror(m, mc, sh);
+}
+
 static void test_restart(struct harness_etcd *etcd)
 {
     const char *P = "/t/restart/";
@@ -347,6 +533,9 @@ static void test_restart(struct harness_etcd *etcd)
     struct shadow *sh = calloc(1, sizeof(*sh));
     struct etcd_client *mc = NULL;
     struct mirror *m = new_mirror(etcd->endpoint, &mc, P, sh);
+    /* Another mirror frees itself from its state callback when the stream breaks. */
+    struct freer f = {.on_state = MIRROR_DISCONNECTED};
+    new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, store_revision(), 5000));
 
     /* Writes before the crash, some of them not yet seen by the mirror. */
@@ -356,6 +545,7 @@ static void test_restart(struct harness_etcd *etcd)
     }
     REQUIRE(harness_etcd_kill(etcd) == 0);
     CHECK(run_mirror_until(is_disconnected, m, 5000));
+    CHECK(run_mirror_until(is_freed, &f, 10000));
     REQUIRE(harness_etcd_restart(etcd) == 0);
     /* Writes after the restart, before the mirror reconnects. */
     for (int i = 10; i < 20; i++) {
@@ -375,6 +565,8 @@ static void test_restart(struct harness_etcd *etcd)
     CHECK_INT(st.relists, 0);
     CHECK_INT(mirror_count(m), 41);
     check_converged(m, sh, P);
+    CHECK_INT(f.after, 0);
+    mirror_free(f.m); /* only if a check above failed: before its client */
     drop_mirror(m, mc, sh);
 }
 
@@ -389,6 +581,11 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     struct shadow *sh = calloc(1, sizeof(*sh));
     struct etcd_client *mc = NULL;
     struct mirror *m = new_mirror(etcd->endpoint, &mc, P, sh);
+    struct inside in = {.m = m};
+    REQUIRE(mirror_subscribe(m, "", on_inside, &in, NULL) == 0);
+    /* Another mirror is freed by its subscriber at the first difference of its re-list. */
+    struct freer f = {.on_relist = true};
+    new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, store_revision(), 5000));
     int64_t seen = mirror_revision(m);
 
@@ -409,11 +606,24 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     struct mm_error err = {0};
     REQUIRE(etcd_sync_compact(writer, rev, &err) == 0);
     CHECK(rev > seen + 1);
+    expect_from_store(&in, P);
+    CHECK_INT(in.at, rev);
 
     CHECK(wait_caught_up(m, rev, 10000));
     struct mirror_stats st;
     mirror_get_stats(m, &st);
     CHECK(st.relists >= 1);
+    /* The differences came after the whole snapshot was in place, stamped with its revision:
+     * 10 changed + 10 deleted + 1 added (k005's second change is the snapshot's revision). */
+    CHECK_INT(in.relisting_events, 21);
+    CHECK_INT(in.at_events, 21);
+    CHECK_INT(in.state_mismatch, 0);
+    CHECK_INT(in.rev_mismatch, 0);
+    CHECK_INT(in.entry_mismatch, 0);
+    CHECK_STR(old_value_of(&in, "/t/compact/k025"), "v0");
+    CHECK(run_mirror_until(is_freed, &f, 10000));
+    CHECK_INT(f.after, 0);
+    mirror_free(f.m); /* only if a check above failed: before its client */
     CHECK_INT(mirror_count(m), 21);
     CHECK_STR(mirror_get(m, "/t/compact/k005")->value, "changed-twice");
     CHECK(mirror_get(m, "/t/compact/k025") == NULL);
@@ -481,6 +691,21 @@ static bool probe_unanswered(void *arg)
     return st.probes_unanswered > u->before;
 }
 
+struct probed {
+    struct mirror *m;
+    uint64_t probes;
+};
+
+/* More probes than p->probes have started: a probe starts only once the one before it has
+ * been answered, so p->probes of them have been. */
+static bool probed_at_least(void *arg)
+{
+    struct probed *p = arg;
+    struct mirror_stats st;
+    mirror_get_stats(p->m, &st);
+    return st.probes > p->probes;
+}
+
 /* The member the mirror watches through freezes (SIGSTOP: its connections stay open, TCP says
  * nothing) while the others go on taking writes: the silent watch is probed, the probe fails
  * over, the watch resumes on a member that answers, and the mirror converges. */
@@ -493,6 +718,14 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     struct mirror *mi = new_mirror_probing(endpoints, &mc, P, sh, 300); /* m0 first */
     REQUIRE(wait_caught_up(mi, rev, 5000));
     REQUIRE(strcmp(etcd_client_endpoint(mc), m[0].endpoint) == 0);
+    /* Quiet but healthy (this cluster sends no progress notifications): the probes are answered
+     * by the member that serves the watch, which stays where it is. */
+    struct probed wait_probes = {mi, 3};
+    CHECK(run_mirror_until(probed_at_least, &wait_probes, 5000));
+    struct mirror_stats quiet;
+    mirror_get_stats(mi, &quiet);
+    CHECK_INT(quiet.endpoint_moves, 0);
+    CHECK_INT(quiet.probes_unanswered, 0);
 
     REQUIRE(kill(m[0].pid, SIGSTOP) == 0);
     struct etcd_client *saved = writer; /* writes through the members that still answer */
@@ -598,6 +831,7 @@ int main(void)
     REQUIRE(etcd_client_new(wloop, &cfg, &writer, &err) == 0);
 
     test_sync_and_events(etcd.endpoint);
+    test_txn_whole_revision(etcd.endpoint);
     test_restart(&etcd);
     test_compaction_while_disconnected(&etcd);
     test_ten_thousand(etcd.endpoint);
