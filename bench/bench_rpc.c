@@ -182,7 +182,7 @@ static void send_one(struct slot *s)
 {
     s->start = now_s();
     if (rpc_unary(s->g->ch, "/bench.Echo/Echo", s->g->payload, NULL, 0, 10000, NULL, on_echo,
-                  s) == 0)
+                  s, NULL) == 0)
         s->g->in_flight++;
 }
 

@@ -73,7 +73,7 @@ static void send_one(struct slot *s)
 {
     s->start = now_s();
     if (rpc_unary(s->l->ch, "/inference.GRPCInferenceService/ModelInfer", s->l->request, NULL, 0,
-                  10000, NULL, on_reply, s) == 0)
+                  10000, NULL, on_reply, s, NULL) == 0)
         s->l->in_flight++;
 }
 
@@ -132,7 +132,7 @@ static int serve_and_measure(const struct bench *b, double *lat)
     lr.modelpath = (char *)b->model_path;
     grpc_byte_buffer *lb = rpc_encode(&lr.base);
     struct testcall lc =
-        testcall_run(loop, ch, "/mmesh.ModelRuntime/loadModel", lb, NULL, 0, 30000);
+        testcall_run(ch, "/mmesh.ModelRuntime/loadModel", lb, NULL, 0, 30000);
     grpc_byte_buffer_destroy(lb);
     if (lc.status != GRPC_STATUS_OK) {
         fprintf(stderr, "loadModel: %s\n", lc.details);

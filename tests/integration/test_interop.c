@@ -144,7 +144,7 @@ static struct testcall call(struct rpc_channel *ch, const char *method,
                             const ProtobufCMessage *msg, const struct rpc_header *h, size_t nh)
 {
     grpc_byte_buffer *bb = rpc_encode(msg);
-    struct testcall r = testcall_run(loop, ch, method, bb, h, nh, 10000);
+    struct testcall r = testcall_run(ch, method, bb, h, nh, 10000);
     grpc_byte_buffer_destroy(bb);
     return r;
 }

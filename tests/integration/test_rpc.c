@@ -114,7 +114,7 @@ static void forwarded(grpc_status_code status, const char *details, grpc_byte_bu
 
 static void forward(struct rpc_call *c, void *arg)
 {
-    int rc = rpc_unary(backend, forward_to, rpc_call_request(c), NULL, 0, 0, c, forwarded, c);
+    int rc = rpc_unary(backend, forward_to, rpc_call_request(c), NULL, 0, 0, c, forwarded, c, NULL);
     if (rc < 0)
         rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "forward: %d", rc);
 }
@@ -124,7 +124,7 @@ static void forward(struct rpc_call *c, void *arg)
 static struct testcall call(struct rpc_channel *ch, const char *method, grpc_byte_buffer *req,
                             const struct rpc_header *h, size_t nh, int64_t timeout_ms)
 {
-    return testcall_run(loop, ch, method, req, h, nh, timeout_ms);
+    return testcall_run(ch, method, req, h, nh, timeout_ms);
 }
 
 static struct rpc_server *start_server(size_t max_msg, int *port)
@@ -291,7 +291,7 @@ int main(void)
     int started = 0;
     for (int i = 0; i < N; i++)
         started += rpc_unary(ch, "/test.Echo/Echo", bb, NULL, 0, 20000, NULL, testcall_cb,
-                             &many[i]) == 0;
+                             &many[i], NULL) == 0;
     CHECK_INT(started, N);
     CHECK(testcall_wait(loop, many, N, 30000));
     int ok = 0;
@@ -369,7 +369,8 @@ int main(void)
 
     /* Graceful shutdown: a held call answered within the grace period completes OK. */
     struct testcall pending = {0};
-    REQUIRE(rpc_unary(ch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, testcall_cb, &pending) == 0);
+    REQUIRE(rpc_unary(ch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, testcall_cb, &pending,
+                      NULL) == 0);
     while (n_held == 0 && !pending.done)
         ev_run(loop, EVRUN_ONCE);
     REQUIRE(n_held == 1);
