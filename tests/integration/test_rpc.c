@@ -29,13 +29,9 @@ static struct rpc_context *ctx;
 /* ModelInfer: decode, answer with the model name and the request's first header. */
 static void infer(struct rpc_call *c, void *arg)
 {
-    struct mm_error err = {0};
     ProtobufCMessage *m = NULL;
-    if (rpc_decode(rpc_call_request(c), &inference__model_infer_request__descriptor, &m, &err) <
-        0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+    if (rpc_call_decode(c, &inference__model_infer_request__descriptor, &m) < 0)
         return;
-    }
     Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)m;
     /* The zero-copy reader over the received slices agrees with the full decode. */
     struct wire_segment segs[16];
@@ -81,13 +77,9 @@ static void runtime_status(struct rpc_call *c, void *arg)
 /* registerModel of the mesh API: answers LOADING for the model it was given. */
 static void register_model(struct rpc_call *c, void *arg)
 {
-    struct mm_error err = {0};
     ProtobufCMessage *m = NULL;
-    if (rpc_decode(rpc_call_request(c), &mmesh__register_model_request__descriptor, &m, &err) <
-        0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+    if (rpc_call_decode(c, &mmesh__register_model_request__descriptor, &m) < 0)
         return;
-    }
     Mmesh__RegisterModelRequest *req = (Mmesh__RegisterModelRequest *)m;
     Mmesh__ModelStatusInfo info = MMESH__MODEL_STATUS_INFO__INIT;
     info.status = req->modelinfo && strcmp(req->modelinfo->type, "sklearn") == 0
