@@ -300,6 +300,24 @@ int main(void)
     testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
+    /* Call-and-wait: a reply of any status is 0; a wait without a bound is refused, and the
+     * reply says why. */
+    struct rpc_reply w;
+    bb = rpc_buffer_from("x", 1);
+    CHECK_INT(rpc_unary_wait(ch, "/test.Echo/Echo", bb, NULL, 0, 5000, &w), 0);
+    CHECK_INT(w.status, GRPC_STATUS_OK);
+    CHECK(w.response != NULL);
+    rpc_reply_clear(&w);
+    CHECK(w.response == NULL);
+    CHECK_INT(rpc_unary_wait(ch, "/test.Nope/Nope", bb, NULL, 0, 5000, &w), 0);
+    CHECK_INT(w.status, GRPC_STATUS_UNIMPLEMENTED);
+    CHECK(w.response == NULL);
+    CHECK_INT(rpc_unary_wait(ch, "/test.Echo/Echo", bb, NULL, 0, 0, &w), -EINVAL);
+    CHECK_INT(w.status, GRPC_STATUS_INTERNAL);
+    CHECK(strstr(w.details, "/test.Echo/Echo") != NULL);
+    rpc_reply_clear(&w);
+    grpc_byte_buffer_destroy(bb);
+
     /* Unknown method: UNIMPLEMENTED naming it. */
     bb = rpc_buffer_from("x", 1);
     r = call(ch, "/mmesh.ModelMesh/unregisterModel", bb, NULL, 0, 5000);
