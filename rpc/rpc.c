@@ -2,7 +2,8 @@
  *
  * Every asynchronous step is one grpc_call_start_batch with one tag; a tag completes exactly
  * once. The completion-queue thread only posts the finished tag to the loop's mailbox (the tag
- * is the queue node: no allocation per completion); the loop runs the tag's `done`. All gRPC calls other than grpc_completion_queue_next happen on the loop. */
+ * is the queue node: no allocation per completion); the loop runs the tag's `done`. All gRPC
+ * calls other than grpc_completion_queue_next happen on the loop. */
 #include "mm/rpc.h"
 
 #include <errno.h>
