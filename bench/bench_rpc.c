@@ -19,38 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadgen.h"
 #include "mm/rpc.h"
 
 #define MAX_SAMPLES 2000000
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-struct stats {
-    double rps, p50_us, p99_us;
-};
-
-static struct stats summarize(double *lat, size_t n, double seconds)
-{
-    struct stats s = {0};
-    if (!n)
-        return s;
-    qsort(lat, n, sizeof(*lat), cmp_double);
-    s.rps = n / seconds;
-    s.p50_us = lat[n / 2] * 1e6;
-    s.p99_us = lat[(size_t)(n * 0.99)] * 1e6;
-    return s;
-}
 
 /* ---------------------------------------------------------------- servers (child process) */
 
@@ -147,70 +119,16 @@ static void run_servers(int report_fd)
 
 /* ---------------------------------------------------------------- gRPC load */
 
-struct grpc_load {
-    struct rpc_channel *ch;
-    grpc_byte_buffer *payload;
-    double end;
-    double *lat;
-    size_t n;
-    int in_flight;
-};
-
-struct slot {
-    struct grpc_load *g;
-    double start;
-};
-
-static void send_one(struct slot *s);
-
-static void on_echo(grpc_status_code status, const char *details, grpc_byte_buffer *response,
-                    void *arg)
-{
-    struct slot *s = arg;
-    struct grpc_load *g = s->g;
-    double t = now_s();
-    if (response)
-        grpc_byte_buffer_destroy(response);
-    if (status == GRPC_STATUS_OK && g->n < MAX_SAMPLES)
-        g->lat[g->n++] = t - s->start;
-    g->in_flight--;
-    if (t < g->end)
-        send_one(s);
-}
-
-static void send_one(struct slot *s)
-{
-    s->start = now_s();
-    if (rpc_unary(s->g->ch, "/bench.Echo/Echo", s->g->payload, NULL, 0, 10000, NULL, on_echo,
-                  s) == 0)
-        s->g->in_flight++;
-}
-
-static struct stats grpc_cell(struct ev_loop *loop, struct rpc_channel *ch, size_t size, int conc,
-                              double seconds, double *lat)
+static struct loadgen_stats grpc_cell(struct ev_loop *loop, struct rpc_channel *ch, size_t size,
+                                      int conc, double seconds, double *lat)
 {
     char *data = calloc(1, size);
-    struct grpc_load g = {.ch = ch, .payload = rpc_buffer_from(data, size), .lat = lat};
+    grpc_byte_buffer *payload = rpc_buffer_from(data, size);
     free(data);
-    struct slot slots[64];
-    /* warm-up: one call, so the connection exists */
-    g.end = now_s();
-    slots[0].g = &g;
-    send_one(&slots[0]);
-    while (g.in_flight)
-        ev_run(loop, EVRUN_ONCE);
-    g.n = 0;
-    double t0 = now_s();
-    g.end = t0 + seconds;
-    for (int i = 0; i < conc; i++) {
-        slots[i].g = &g;
-        send_one(&slots[i]);
-    }
-    while (g.in_flight)
-        ev_run(loop, EVRUN_ONCE);
-    double elapsed = now_s() - t0;
-    grpc_byte_buffer_destroy(g.payload);
-    return summarize(lat, g.n, elapsed);
+    struct loadgen_stats s =
+        loadgen_run(loop, ch, "/bench.Echo/Echo", payload, conc, seconds, lat, MAX_SAMPLES);
+    grpc_byte_buffer_destroy(payload);
+    return s;
 }
 
 /* ---------------------------------------------------------------- TCP load */
@@ -238,23 +156,23 @@ static void *tcp_client(void *arg)
     char *buf = calloc(1, w->size + 4);
     uint32_t len = (uint32_t)w->size;
     memcpy(buf, &len, 4);
-    while (now_s() < w->end && w->n < w->cap) {
-        double t0 = now_s();
+    while (loadgen_now() < w->end && w->n < w->cap) {
+        double t0 = loadgen_now();
         if (write_full(fd, buf, w->size + 4) < 0 || read_full(fd, buf, w->size + 4) < 0)
             break;
-        w->lat[w->n++] = now_s() - t0;
+        w->lat[w->n++] = loadgen_now() - t0;
     }
     free(buf);
     close(fd);
     return NULL;
 }
 
-static struct stats tcp_cell(int port, size_t size, int conc, double seconds, double *lat)
+static struct loadgen_stats tcp_cell(int port, size_t size, int conc, double seconds, double *lat)
 {
     struct tcp_worker w[64];
     pthread_t t[64];
     size_t per = MAX_SAMPLES / (size_t)conc;
-    double t0 = now_s();
+    double t0 = loadgen_now();
     for (int i = 0; i < conc; i++) {
         w[i] = (struct tcp_worker){port, size, t0 + seconds, lat + (size_t)i * per, 0, per};
         pthread_create(&t[i], NULL, tcp_client, &w[i]);
@@ -265,7 +183,7 @@ static struct stats tcp_cell(int port, size_t size, int conc, double seconds, do
         memmove(lat + n, w[i].lat, w[i].n * sizeof(double));
         n += w[i].n;
     }
-    return summarize(lat, n, now_s() - t0);
+    return loadgen_summarize(lat, n, loadgen_now() - t0);
 }
 
 int main(int argc, char **argv)
@@ -308,8 +226,8 @@ int main(int argc, char **argv)
     int concs[] = {1, 16, 64};
     for (int si = 0; si < 2; si++) {
         for (int ci = 0; ci < 3; ci++) {
-            struct stats g = grpc_cell(loop, ch, sizes[si], concs[ci], seconds, lat);
-            struct stats t = tcp_cell(ports[1], sizes[si], concs[ci], seconds, lat);
+            struct loadgen_stats g = grpc_cell(loop, ch, sizes[si], concs[ci], seconds, lat);
+            struct loadgen_stats t = tcp_cell(ports[1], sizes[si], concs[ci], seconds, lat);
             printf("| %s | %d | %.0f | %.0f us | %.0f us | %.0f | %.0f us | %.0f us | %.2f |\n",
                    sizes[si] == 100 ? "100 B" : "64 KiB", concs[ci], g.rps, g.p50_us, g.p99_us,
                    t.rps, t.p50_us, t.p99_us, t.rps > 0 ? g.rps / t.rps : 0);

@@ -10,72 +10,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "loadgen.h"
 #include "model-runtime.pb-c.h"
 #include "mm/rpc.h"
 #include "mm/xgb.h"
-#include "testcall.h"
 
 #define MAX_FEATURES 64
 #define MAX_SAMPLES 1000000
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-struct load {
-    struct rpc_channel *ch;
-    grpc_byte_buffer *request;
-    double end;
-    double *lat;
-    size_t n;
-    int in_flight;
-    int failures;
-};
-
-struct slot {
-    struct load *l;
-    double start;
-};
-
-static void send_one(struct slot *s);
-
-static void on_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
-                     void *arg)
-{
-    struct slot *s = arg;
-    struct load *l = s->l;
-    double t = now_s();
-    if (response)
-        grpc_byte_buffer_destroy(response);
-    if (status == GRPC_STATUS_OK && l->n < MAX_SAMPLES)
-        l->lat[l->n++] = t - s->start;
-    else if (status != GRPC_STATUS_OK && l->failures++ == 0)
-        fprintf(stderr, "ModelInfer failed: %s\n", details);
-    l->in_flight--;
-    if (t < l->end)
-        send_one(s);
-}
-
-static void send_one(struct slot *s)
-{
-    s->start = now_s();
-    if (rpc_unary(s->l->ch, "/inference.GRPCInferenceService/ModelInfer", s->l->request, NULL, 0,
-                  10000, NULL, on_reply, s) == 0)
-        s->l->in_flight++;
-}
 
 static grpc_byte_buffer *infer_request(const char *model, const float *rows, int n_rows,
                                        int features)
@@ -131,14 +75,14 @@ static int serve_and_measure(const struct bench *b, double *lat)
     lr.modeltype = (char *)b->model_type;
     lr.modelpath = (char *)b->model_path;
     grpc_byte_buffer *lb = rpc_encode(&lr.base);
-    struct testcall lc =
-        testcall_run(loop, ch, "/mmesh.ModelRuntime/loadModel", lb, NULL, 0, 30000);
+    struct rpc_reply lc;
+    rpc_unary_wait(ch, "/mmesh.ModelRuntime/loadModel", lb, NULL, 0, 30000, &lc);
     grpc_byte_buffer_destroy(lb);
     if (lc.status != GRPC_STATUS_OK) {
         fprintf(stderr, "loadModel: %s\n", lc.details);
         return -1;
     }
-    testcall_clear(&lc);
+    rpc_reply_clear(&lc);
 
     printf("| rows/request | concurrency | %s req/s | p50 | p99 | %s | ratio |\n"
            "|---|---|---|---|---|---|---|\n",
@@ -147,29 +91,18 @@ static int serve_and_measure(const struct bench *b, double *lat)
     int rc = 0;
     for (int k = 0; k < 2 && rc == 0; k++) {
         for (int c = 0; c < 2 && rc == 0; c++) {
-            struct load l = {.ch = ch,
-                             .request = infer_request(b->model_id, b->rows, batch[k], b->features),
-                             .lat = lat};
-            struct slot slots[16];
-            double t0 = now_s();
-            l.end = t0 + b->seconds;
-            for (int i = 0; i < concs[c]; i++) {
-                slots[i].l = &l;
-                send_one(&slots[i]);
-            }
-            while (l.in_flight)
-                ev_run(loop, EVRUN_ONCE);
-            double elapsed = now_s() - t0;
-            grpc_byte_buffer_destroy(l.request);
+            grpc_byte_buffer *request =
+                infer_request(b->model_id, b->rows, batch[k], b->features);
+            struct loadgen_stats l =
+                loadgen_run(loop, ch, "/inference.GRPCInferenceService/ModelInfer", request,
+                            concs[c], b->seconds, lat, MAX_SAMPLES);
+            grpc_byte_buffer_destroy(request);
             if (!l.n || l.failures) {
                 rc = -1;
                 break;
             }
-            qsort(lat, l.n, sizeof(double), cmp_double);
-            double rps = l.n / elapsed;
             printf("| %d | %d | %.0f | %.0f us | %.0f us | %.0f | %.3f |\n", batch[k], concs[c],
-                   rps, lat[l.n / 2] * 1e6, lat[(size_t)(l.n * 0.99)] * 1e6, b->direct_rps[k],
-                   rps / b->direct_rps[k]);
+                   l.rps, l.p50_us, l.p99_us, b->direct_rps[k], l.rps / b->direct_rps[k]);
             fflush(stdout);
         }
     }
@@ -244,8 +177,8 @@ int main(int argc, char **argv)
                        {0, 0},       seconds};
     for (int k = 0; k < 2; k++) {
         size_t n = 0;
-        double t0 = now_s();
-        while (now_s() - t0 < seconds && n < MAX_SAMPLES) {
+        double t0 = loadgen_now();
+        while (loadgen_now() - t0 < seconds && n < MAX_SAMPLES) {
             float *out = NULL;
             size_t per = 0;
             if (xgb_model_predict(xm, rows, (size_t)batch[k], &out, &per, &err) < 0)
@@ -253,7 +186,7 @@ int main(int argc, char **argv)
             free(out);
             n++;
         }
-        xb.direct_rps[k] = n / (now_s() - t0);
+        xb.direct_rps[k] = n / (loadgen_now() - t0);
     }
     xgb_model_free(xm);
     if (serve_and_measure(&xb, lat) < 0)

@@ -25,23 +25,6 @@
 
 /* ---------------------------------------------------------------- one call, waited for */
 
-struct reply {
-    bool done;
-    grpc_status_code status;
-    char details[1024];
-    grpc_byte_buffer *response;
-};
-
-static void on_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
-                     void *arg)
-{
-    struct reply *r = arg;
-    r->done = true;
-    r->status = status;
-    snprintf(r->details, sizeof(r->details), "%s", details);
-    r->response = response;
-}
-
 /* Call method on address with msg; decode the answer as out_desc into *out. 0, or 1 with the
  * reason printed (what was called, where, the status and its message). */
 static int call(const char *address, unsigned timeout_ms, const char *method, const char *what,
@@ -52,7 +35,7 @@ static int call(const char *address, unsigned timeout_ms, const char *method, co
     struct rpc_context *ctx = NULL;
     struct rpc_channel *ch = NULL;
     struct mm_error err = {0};
-    struct reply r = {0};
+    struct rpc_reply r = {0};
     grpc_byte_buffer *bb = NULL;
     int rc = 1;
     *out = NULL;
@@ -65,12 +48,11 @@ static int call(const char *address, unsigned timeout_ms, const char *method, co
         goto out;
     }
     bb = rpc_encode(msg);
-    if (!bb || rpc_unary(ch, method, bb, NULL, 0, timeout_ms, NULL, on_reply, &r) < 0) {
-        fprintf(stderr, "mmctl: %s: cannot start the call\n", what);
+    if (!bb) {
+        fprintf(stderr, "mmctl: %s: out of memory\n", what);
         goto out;
     }
-    while (!r.done) /* the deadline bounds the wait: gRPC answers DEADLINE_EXCEEDED */
-        ev_run(loop, EVRUN_ONCE);
+    rpc_unary_wait(ch, method, bb, NULL, 0, timeout_ms, &r); /* r says why if it fails */
     if (r.status != GRPC_STATUS_OK) {
         fprintf(stderr, "mmctl: %s at %s: %s: %s\n", what, address, rpc_status_name(r.status),
                 r.details[0] ? r.details : "(no message)");
@@ -83,8 +65,7 @@ static int call(const char *address, unsigned timeout_ms, const char *method, co
     }
     rc = 0;
 out:
-    if (r.response)
-        grpc_byte_buffer_destroy(r.response);
+    rpc_reply_clear(&r);
     if (bb)
         grpc_byte_buffer_destroy(bb);
     rpc_channel_free(ch);

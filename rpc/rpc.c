@@ -1,9 +1,9 @@
 /* rpc.c - gRPC C core on libev (see rpc.h).
  *
  * Every asynchronous step is one grpc_call_start_batch with one tag; a tag completes exactly
- * once. The completion-queue thread only links the finished tag into a queue (the tag is the
- * queue node: no allocation per completion) and wakes the loop with ev_async; the loop runs the
- * tag's `done`. All gRPC calls other than grpc_completion_queue_next happen on the loop. */
+ * once. The completion-queue thread only posts the finished tag to the loop's mailbox (the tag
+ * is the queue node: no allocation per completion); the loop runs the tag's `done`. All gRPC
+ * calls other than grpc_completion_queue_next happen on the loop. */
 #include "mm/rpc.h"
 
 #include <errno.h>
@@ -20,13 +20,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mm/mailbox.h"
+
 #define DEFAULT_CALLS_PER_METHOD 32
 #define MAX_METHODS 64
 #define MAX_HEADERS 16
+#define WAIT_SLACK_MS 5000 /* rpc_unary_wait: how long past the deadline a reply may take */
 
 struct rpc_tag {
+    struct mailbox_item item; /* the queue node to the loop; first member */
     void (*done)(struct rpc_tag *t, bool ok);
-    struct rpc_tag *next;
     bool ok;
 };
 
@@ -34,7 +37,8 @@ struct rpc_channel {
     struct rpc_context *ctx;
     grpc_channel *channel;
     char *target;
-    struct rpc_channel *next; /* in the context's cache */
+    struct rpc_request *requests; /* client calls in flight, for rpc_channel_free */
+    struct rpc_channel *next;     /* in the context's cache */
 };
 
 struct rpc_context {
@@ -43,9 +47,7 @@ struct rpc_context {
     grpc_completion_queue *cq;
     pthread_t thread;
     bool thread_started;
-    pthread_mutex_t lock;
-    struct rpc_tag *head, *tail; /* completed, not yet run; guarded by lock */
-    ev_async wake;
+    struct mailbox *completions; /* cq thread -> loop */
 };
 
 /* ---------------------------------------------------------------- context */
@@ -62,35 +64,15 @@ static void *cq_thread(void *arg)
             continue;
         struct rpc_tag *t = ev.tag;
         t->ok = ev.success != 0;
-        t->next = NULL;
-        pthread_mutex_lock(&ctx->lock);
-        if (ctx->tail)
-            ctx->tail->next = t;
-        else
-            ctx->head = t;
-        ctx->tail = t;
-        pthread_mutex_unlock(&ctx->lock);
-        ev_async_send(ctx->loop, &ctx->wake);
+        mailbox_post(ctx->completions, &t->item);
     }
     return NULL;
 }
 
-static void run_completions(struct rpc_context *ctx)
+static void run_completion(struct mailbox_item *item, void *arg)
 {
-    pthread_mutex_lock(&ctx->lock);
-    struct rpc_tag *t = ctx->head;
-    ctx->head = ctx->tail = NULL;
-    pthread_mutex_unlock(&ctx->lock);
-    while (t) {
-        struct rpc_tag *next = t->next; /* done() may free t */
-        t->done(t, t->ok);
-        t = next;
-    }
-}
-
-static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
-{
-    run_completions(w->data);
+    struct rpc_tag *t = (struct rpc_tag *)item;
+    t->done(t, t->ok);
 }
 
 int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_error *err)
@@ -100,11 +82,12 @@ int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_er
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
     grpc_init();
     ctx->loop = loop;
-    pthread_mutex_init(&ctx->lock, NULL);
+    int rc = mailbox_new(loop, run_completion, ctx, &ctx->completions, err);
+    if (rc < 0) {
+        rpc_context_free(ctx);
+        return rc;
+    }
     ctx->cq = grpc_completion_queue_create_for_next(NULL);
-    ev_async_init(&ctx->wake, on_wake);
-    ctx->wake.data = ctx;
-    ev_async_start(loop, &ctx->wake); /* keeps the loop running while the context lives */
     if (!ctx->cq || pthread_create(&ctx->thread, NULL, cq_thread, ctx) != 0) {
         rpc_context_free(ctx);
         return mm_error_set(err, -ENOMEM, "rpc: cannot start the completion-queue thread");
@@ -118,7 +101,7 @@ void rpc_context_free(struct rpc_context *ctx)
 {
     if (!ctx)
         return;
-    while (ctx->channels) {
+    while (ctx->channels) { /* their calls in flight are cancelled, never called back */
         struct rpc_channel *next = ctx->channels->next;
         rpc_channel_free(ctx->channels);
         ctx->channels = next;
@@ -126,12 +109,11 @@ void rpc_context_free(struct rpc_context *ctx)
     if (ctx->cq) {
         grpc_completion_queue_shutdown(ctx->cq);
         if (ctx->thread_started)
-            pthread_join(ctx->thread, NULL);
-        run_completions(ctx); /* anything that finished last */
-        grpc_completion_queue_destroy(ctx->cq);
+            pthread_join(ctx->thread, NULL); /* after every pending tag has completed */
     }
-    ev_async_stop(ctx->loop, &ctx->wake);
-    pthread_mutex_destroy(&ctx->lock);
+    mailbox_free(ctx->completions); /* runs what finished last */
+    if (ctx->cq)
+        grpc_completion_queue_destroy(ctx->cq);
     free(ctx);
     grpc_shutdown();
 }
@@ -160,6 +142,8 @@ struct rpc_server {
     ev_timer grace;
     void (*shutdown_done)(void *arg);
     void *shutdown_arg;
+    unsigned n_calls;         /* rpc_call structs alive: requested ahead, or served */
+    bool freed;               /* rpc_server_free came: the last call frees the memory */
 };
 
 struct rpc_call {
@@ -177,15 +161,26 @@ struct rpc_call {
     int cancelled;
     int pending;               /* batches started and not yet completed */
     bool replied;
+    bool closed;               /* the close has been delivered: cancelled is final */
+    rpc_cancel_cb on_cancel;
+    void *on_cancel_arg;
     char method_copy[256];
 };
 
 static void request_call(struct rpc_method *m);
 
+static void server_release(struct rpc_server *s)
+{
+    for (size_t i = 0; i < s->n_methods; i++)
+        free(s->methods[i].path);
+    free(s);
+}
+
 static void call_release(struct rpc_call *c)
 {
     if (c->pending > 0 || (!c->replied && c->call))
         return;
+    struct rpc_server *s = c->m->s;
     if (c->call)
         grpc_call_unref(c->call);
     grpc_metadata_array_destroy(&c->headers);
@@ -197,11 +192,22 @@ static void call_release(struct rpc_call *c)
         grpc_byte_buffer_destroy(c->response);
     grpc_slice_unref(c->status_message);
     free(c);
+    if (--s->n_calls == 0 && s->freed)
+        server_release(s);
 }
 
 static void on_close(struct rpc_tag *t, bool ok)
 {
     struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, close_tag));
+    c->closed = true;
+    /* The close is still counted in pending while on_cancel runs: a reply from inside it
+     * cannot release the call under us. */
+    if (c->cancelled && c->on_cancel && !c->replied) {
+        rpc_cancel_cb cb = c->on_cancel;
+        c->on_cancel = NULL;
+        cb(c, c->on_cancel_arg);
+    }
+    c->on_cancel = NULL;
     c->pending--;
     call_release(c);
 }
@@ -252,6 +258,7 @@ static void request_call(struct rpc_method *m)
     struct rpc_call *c = calloc(1, sizeof(*c));
     if (!c)
         return; /* fewer calls requested ahead; the next arrival requests again */
+    s->n_calls++;
     c->m = m;
     c->new_tag.done = on_new_call;
     c->close_tag.done = on_close;
@@ -395,9 +402,10 @@ void rpc_server_free(struct rpc_server *s)
     ev_timer_stop(s->ctx->loop, &s->grace);
     if (s->server)
         grpc_server_destroy(s->server);
-    for (size_t i = 0; i < s->n_methods; i++)
-        free(s->methods[i].path);
-    free(s);
+    s->server = NULL;
+    s->freed = true;
+    if (s->n_calls == 0)
+        server_release(s);
 }
 
 /* ---------------------------------------------------------------- a call being served */
@@ -437,6 +445,27 @@ int64_t rpc_call_remaining_ms(const struct rpc_call *c)
 bool rpc_call_cancelled(const struct rpc_call *c)
 {
     return c->cancelled != 0;
+}
+
+int rpc_call_on_cancel(struct rpc_call *c, rpc_cancel_cb cb, void *arg)
+{
+    if (c->replied)
+        return -EALREADY;
+    if (c->closed && c->cancelled)
+        return -ECANCELED;
+    c->on_cancel = cb;
+    c->on_cancel_arg = arg;
+    return 0;
+}
+
+int rpc_call_decode(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
+                    ProtobufCMessage **out)
+{
+    struct mm_error err = {0};
+    int rc = rpc_decode(c->request, desc, out, &err);
+    if (rc < 0)
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+    return rc;
 }
 
 int rpc_call_reply(struct rpc_call *c, grpc_byte_buffer *response, grpc_status_code status,
@@ -489,8 +518,10 @@ int rpc_call_fail(struct rpc_call *c, grpc_status_code status, const char *fmt, 
 
 /* ---------------------------------------------------------------- client */
 
-struct client_call {
-    struct rpc_tag tag;
+struct rpc_request {
+    struct rpc_tag tag;            /* first member */
+    struct rpc_channel *ch;        /* NULL once the channel is freed */
+    struct rpc_request *prev, *next; /* in ch->requests */
     grpc_call *call;
     grpc_metadata_array initial;
     grpc_metadata_array trailing;
@@ -501,7 +532,7 @@ struct client_call {
     const char *error_string;
     grpc_metadata headers[MAX_HEADERS];
     size_t n_headers;
-    rpc_reply_cb cb;
+    rpc_reply_cb cb;               /* NULL once cancelled: released without a call back */
     void *arg;
 };
 
@@ -538,6 +569,10 @@ void rpc_channel_free(struct rpc_channel *ch)
 {
     if (!ch)
         return;
+    for (struct rpc_request *r = ch->requests; r; r = r->next) {
+        rpc_request_cancel(r);
+        r->ch = NULL;
+    }
     grpc_channel_destroy(ch->channel);
     free(ch->target);
     free(ch);
@@ -574,104 +609,199 @@ struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
     return ch;
 }
 
+static void request_unlink(struct rpc_request *r)
+{
+    if (!r->ch)
+        return;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        r->ch->requests = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->ch = NULL;
+}
+
+/* Everything but the grpc_call, which the caller unrefs. */
+static void request_free(struct rpc_request *r)
+{
+    grpc_metadata_array_destroy(&r->initial);
+    grpc_metadata_array_destroy(&r->trailing);
+    if (r->request)
+        grpc_byte_buffer_destroy(r->request);
+    if (r->response)
+        grpc_byte_buffer_destroy(r->response);
+    grpc_slice_unref(r->details);
+    gpr_free((void *)r->error_string);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        grpc_slice_unref(r->headers[i].key);
+        grpc_slice_unref(r->headers[i].value);
+    }
+    free(r);
+}
+
+/* The call is released before its callback runs: the callback may free its owner, the channel,
+ * or start new calls. */
 static void on_client_done(struct rpc_tag *t, bool ok)
 {
-    struct client_call *cc = (struct client_call *)t;
+    struct rpc_request *r = (struct rpc_request *)t;
     char details[512];
-    size_t n = GRPC_SLICE_LENGTH(cc->details);
+    size_t n = GRPC_SLICE_LENGTH(r->details);
     if (n >= sizeof(details))
         n = sizeof(details) - 1;
-    memcpy(details, GRPC_SLICE_START_PTR(cc->details), n);
+    memcpy(details, GRPC_SLICE_START_PTR(r->details), n);
     details[n] = '\0';
-    grpc_status_code status = ok ? cc->status : GRPC_STATUS_UNAVAILABLE;
-    grpc_byte_buffer *response = status == GRPC_STATUS_OK ? cc->response : NULL;
+    grpc_status_code status = ok ? r->status : GRPC_STATUS_UNAVAILABLE;
+    grpc_byte_buffer *response = status == GRPC_STATUS_OK ? r->response : NULL;
     if (response)
-        cc->response = NULL;
-    rpc_reply_cb cb = cc->cb;
-    void *arg = cc->arg;
-    grpc_metadata_array_destroy(&cc->initial);
-    grpc_metadata_array_destroy(&cc->trailing);
-    if (cc->request)
-        grpc_byte_buffer_destroy(cc->request);
-    if (cc->response)
-        grpc_byte_buffer_destroy(cc->response);
-    grpc_slice_unref(cc->details);
-    gpr_free((void *)cc->error_string);
-    for (size_t i = 0; i < cc->n_headers; i++) {
-        grpc_slice_unref(cc->headers[i].key);
-        grpc_slice_unref(cc->headers[i].value);
-    }
-    grpc_call_unref(cc->call);
-    free(cc);
-    cb(status, details, response, arg);
+        r->response = NULL;
+    rpc_reply_cb cb = r->cb;
+    void *arg = r->arg;
+    request_unlink(r);
+    grpc_call_unref(r->call);
+    request_free(r);
+    if (cb)
+        cb(status, details, response, arg);
+    else if (response)
+        grpc_byte_buffer_destroy(response);
+}
+
+void rpc_request_cancel(struct rpc_request *r)
+{
+    if (!r->cb)
+        return;
+    r->cb = NULL;
+    grpc_call_cancel(r->call, NULL);
 }
 
 int rpc_unary(struct rpc_channel *ch, const char *method, grpc_byte_buffer *request,
               const struct rpc_header *headers, size_t n_headers, int64_t timeout_ms,
-              struct rpc_call *parent, rpc_reply_cb cb, void *arg)
+              struct rpc_call *parent, rpc_reply_cb cb, void *arg, struct rpc_request **out)
 {
     if (!method || !request || !cb || n_headers > MAX_HEADERS)
         return -EINVAL;
-    struct client_call *cc = calloc(1, sizeof(*cc));
-    if (!cc)
+    struct rpc_request *r = calloc(1, sizeof(*r));
+    if (!r)
         return -ENOMEM;
-    cc->tag.done = on_client_done;
-    cc->cb = cb;
-    cc->arg = arg;
+    r->tag.done = on_client_done;
+    r->cb = cb;
+    r->arg = arg;
     gpr_timespec deadline = timeout_ms > 0
                                 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                                gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
                                 : gpr_inf_future(GPR_CLOCK_MONOTONIC);
     grpc_slice path = grpc_slice_from_copied_string(method);
-    cc->call = grpc_channel_create_call(ch->channel, parent ? parent->call : NULL,
-                                        GRPC_PROPAGATE_DEFAULTS, ch->ctx->cq, path, NULL,
-                                        deadline, NULL);
+    r->call = grpc_channel_create_call(ch->channel, parent ? parent->call : NULL,
+                                       GRPC_PROPAGATE_DEFAULTS, ch->ctx->cq, path, NULL,
+                                       deadline, NULL);
     grpc_slice_unref(path);
-    if (!cc->call) {
-        free(cc);
+    if (!r->call) {
+        free(r);
         return -EIO;
     }
-    cc->request = grpc_byte_buffer_copy(request); /* a reference to the same slices */
-    cc->details = grpc_empty_slice();
-    grpc_metadata_array_init(&cc->initial);
-    grpc_metadata_array_init(&cc->trailing);
+    r->request = grpc_byte_buffer_copy(request); /* a reference to the same slices */
+    r->details = grpc_empty_slice();
+    grpc_metadata_array_init(&r->initial);
+    grpc_metadata_array_init(&r->trailing);
     for (size_t i = 0; i < n_headers; i++) {
-        cc->headers[i].key = grpc_slice_from_copied_string(headers[i].key);
-        cc->headers[i].value = grpc_slice_from_copied_string(headers[i].value);
+        r->headers[i].key = grpc_slice_from_copied_string(headers[i].key);
+        r->headers[i].value = grpc_slice_from_copied_string(headers[i].value);
     }
-    cc->n_headers = n_headers;
+    r->n_headers = n_headers;
     grpc_op ops[6];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[0].data.send_initial_metadata.count = n_headers;
-    ops[0].data.send_initial_metadata.metadata = n_headers ? cc->headers : NULL;
+    ops[0].data.send_initial_metadata.metadata = n_headers ? r->headers : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = cc->request;
+    ops[1].data.send_message.send_message = r->request;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &cc->initial;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &r->initial;
     ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &cc->response;
+    ops[4].data.recv_message.recv_message = &r->response;
     ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &cc->trailing;
-    ops[5].data.recv_status_on_client.status = &cc->status;
-    ops[5].data.recv_status_on_client.status_details = &cc->details;
-    ops[5].data.recv_status_on_client.error_string = &cc->error_string;
-    if (grpc_call_start_batch(cc->call, ops, 6, &cc->tag, NULL) != GRPC_CALL_OK) {
-        cc->cb = NULL;
-        /* nothing was started: release by hand */
-        grpc_metadata_array_destroy(&cc->initial);
-        grpc_metadata_array_destroy(&cc->trailing);
-        grpc_byte_buffer_destroy(cc->request);
-        for (size_t i = 0; i < cc->n_headers; i++) {
-            grpc_slice_unref(cc->headers[i].key);
-            grpc_slice_unref(cc->headers[i].value);
-        }
-        grpc_call_unref(cc->call);
-        free(cc);
+    ops[5].data.recv_status_on_client.trailing_metadata = &r->trailing;
+    ops[5].data.recv_status_on_client.status = &r->status;
+    ops[5].data.recv_status_on_client.status_details = &r->details;
+    ops[5].data.recv_status_on_client.error_string = &r->error_string;
+    if (grpc_call_start_batch(r->call, ops, 6, &r->tag, NULL) != GRPC_CALL_OK) {
+        grpc_call_unref(r->call); /* nothing was started: release by hand */
+        request_free(r);
         return -EIO;
     }
+    r->ch = ch;
+    r->next = ch->requests;
+    if (r->next)
+        r->next->prev = r;
+    ch->requests = r;
+    if (out)
+        *out = r;
     return 0;
+}
+
+/* ---------------------------------------------------------------- call and wait */
+
+struct wait_state {
+    bool done;
+    struct rpc_reply *reply;
+};
+
+static void on_waited(grpc_status_code status, const char *details, grpc_byte_buffer *response,
+                      void *arg)
+{
+    struct wait_state *w = arg;
+    w->done = true;
+    w->reply->status = status;
+    snprintf(w->reply->details, sizeof(w->reply->details), "%s", details);
+    w->reply->response = response;
+}
+
+static void on_wait_over(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    *(bool *)t->data = true;
+}
+
+int rpc_unary_wait(struct rpc_channel *ch, const char *method, grpc_byte_buffer *request,
+                   const struct rpc_header *headers, size_t n_headers, int64_t timeout_ms,
+                   struct rpc_reply *reply)
+{
+    memset(reply, 0, sizeof(*reply));
+    struct wait_state w = {false, reply};
+    struct rpc_request *r = NULL;
+    int rc = timeout_ms > 0 ? rpc_unary(ch, method, request, headers, n_headers, timeout_ms,
+                                        NULL, on_waited, &w, &r)
+                            : -EINVAL; /* a wait needs a bound */
+    if (rc < 0) {
+        reply->status = GRPC_STATUS_INTERNAL;
+        snprintf(reply->details, sizeof(reply->details), "%s to %s: cannot start the call: %s",
+                 method ? method : "(no method)", ch->target, mm_strerror(rc));
+        return rc;
+    }
+    /* gRPC answers DEADLINE_EXCEEDED at the deadline; this only bounds a reply that never comes */
+    struct ev_loop *loop = ch->ctx->loop;
+    bool over = false;
+    ev_timer bound;
+    ev_timer_init(&bound, on_wait_over, (double)(timeout_ms + WAIT_SLACK_MS) / 1000., 0.);
+    bound.data = &over;
+    ev_timer_start(loop, &bound);
+    while (!w.done && !over)
+        ev_run(loop, EVRUN_ONCE);
+    ev_timer_stop(loop, &bound);
+    if (w.done)
+        return 0;
+    rpc_request_cancel(r);
+    reply->status = GRPC_STATUS_UNKNOWN;
+    snprintf(reply->details, sizeof(reply->details), "%s to %s: no answer within %lld ms",
+             method, ch->target, (long long)(timeout_ms + WAIT_SLACK_MS));
+    return -ETIMEDOUT;
+}
+
+void rpc_reply_clear(struct rpc_reply *reply)
+{
+    if (reply->response)
+        grpc_byte_buffer_destroy(reply->response);
+    memset(reply, 0, sizeof(*reply));
 }
 
 /* ---------------------------------------------------------------- bytes */

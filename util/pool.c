@@ -1,16 +1,26 @@
-/* pool.c - worker threads with completion on the loop (see pool.h). */
+/* pool.c - worker threads with completion on the loop (see pool.h). Finished and cancelled
+ * jobs go back to the loop through one mailbox; a job's status says which. */
 #include "mm/pool.h"
 
 #include <errno.h>
 #include <ev.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
+
+#include "mm/mailbox.h"
 
 #define MAX_THREADS POOL_MAX_THREADS
 
-struct job {
-    struct job *next;
+enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
+
+struct pool_job {
+    struct mailbox_item item;        /* back to the loop; first member */
+    struct pool_job *prev, *next;    /* in the queue while JOB_QUEUED */
+    struct pool *p;
+    enum job_state state;            /* guarded by p->lock */
+    int status;
     pool_work_fn work;
     pool_done_fn done;
     void *arg;
@@ -22,56 +32,61 @@ struct pool {
     unsigned n_threads;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct job *queue_head, *queue_tail;  /* waiting for a worker */
-    struct job *done_head, *done_tail;    /* finished, waiting for the loop */
-    unsigned pending;                     /* loop-side count, queued + running */
-    bool stopping;
-    ev_async wake;
+    struct pool_job *head, *tail;    /* queued, oldest first; guarded by lock */
+    bool stopping;                   /* workers leave; guarded by lock */
+    bool refusing;                   /* loop side: pool_stop was called */
+    unsigned pending;                /* loop side: accepted, done not yet run */
+    struct mailbox *back;
 };
+
+static void unqueue(struct pool *p, struct pool_job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        p->head = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else
+        p->tail = j->prev;
+    j->prev = j->next = NULL;
+}
 
 static void *worker(void *arg)
 {
     struct pool *p = arg;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->queue_head && !p->stopping)
+        while (!p->head && !p->stopping)
             pthread_cond_wait(&p->cond, &p->lock);
         if (p->stopping)
             break;
-        struct job *j = p->queue_head;
-        p->queue_head = j->next;
-        if (!p->queue_head)
-            p->queue_tail = NULL;
+        struct pool_job *j = p->head;
+        unqueue(p, j);
+        j->state = JOB_RUNNING;
         pthread_mutex_unlock(&p->lock);
         j->work(j->arg);
-        j->next = NULL;
         pthread_mutex_lock(&p->lock);
-        if (p->done_tail)
-            p->done_tail->next = j;
-        else
-            p->done_head = j;
-        p->done_tail = j;
-        ev_async_send(p->loop, &p->wake);
+        j->state = JOB_FINISHED;
+        j->status = 0;
+        mailbox_post(p->back, &j->item);
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
-static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
+/* On the loop: the job's done, after which nothing here touches the pool (done may free it). */
+static void deliver(struct mailbox_item *item, void *arg)
 {
-    struct pool *p = w->data;
-    pthread_mutex_lock(&p->lock);
-    struct job *j = p->done_head;
-    p->done_head = p->done_tail = NULL;
-    pthread_mutex_unlock(&p->lock);
-    while (j) {
-        struct job *next = j->next;
-        p->pending--;
-        if (j->done)
-            j->done(j->arg);
-        free(j);
-        j = next;
-    }
+    struct pool_job *j = (struct pool_job *)item;
+    struct pool *p = arg;
+    pool_done_fn done = j->done;
+    void *job_arg = j->arg;
+    int status = j->status;
+    p->pending--;
+    free(j);
+    if (done)
+        done(status, job_arg);
 }
 
 int pool_new(struct ev_loop *loop, unsigned threads, struct pool **out, struct mm_error *err)
@@ -85,9 +100,11 @@ int pool_new(struct ev_loop *loop, unsigned threads, struct pool **out, struct m
     p->loop = loop;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
-    ev_async_init(&p->wake, on_wake);
-    p->wake.data = p;
-    ev_async_start(loop, &p->wake);
+    int rc = mailbox_new(loop, deliver, p, &p->back, err);
+    if (rc < 0) {
+        pool_free(p);
+        return rc;
+    }
     for (; p->n_threads < threads; p->n_threads++) {
         if (pthread_create(&p->threads[p->n_threads], NULL, worker, p) != 0) {
             pool_free(p);
@@ -98,24 +115,61 @@ int pool_new(struct ev_loop *loop, unsigned threads, struct pool **out, struct m
     return 0;
 }
 
-int pool_submit(struct pool *p, pool_work_fn work, pool_done_fn done, void *arg)
+int pool_submit(struct pool *p, pool_work_fn work, pool_done_fn done, void *arg,
+                struct pool_job **out)
 {
-    if (p->stopping)
+    if (p->refusing)
         return -ESHUTDOWN;
-    struct job *j = malloc(sizeof(*j));
+    struct pool_job *j = calloc(1, sizeof(*j));
     if (!j)
         return -ENOMEM;
-    *j = (struct job){NULL, work, done, arg};
+    j->p = p;
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
     pthread_mutex_lock(&p->lock);
-    if (p->queue_tail)
-        p->queue_tail->next = j;
+    j->state = JOB_QUEUED;
+    j->prev = p->tail;
+    if (p->tail)
+        p->tail->next = j;
     else
-        p->queue_head = j;
-    p->queue_tail = j;
+        p->head = j;
+    p->tail = j;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
     p->pending++;
+    if (out)
+        *out = j;
     return 0;
+}
+
+/* With p->lock held: take a queued job out and send it back cancelled. */
+static void cancel_locked(struct pool *p, struct pool_job *j)
+{
+    unqueue(p, j);
+    j->state = JOB_FINISHED;
+    j->status = -ECANCELED;
+    mailbox_post(p->back, &j->item);
+}
+
+int pool_cancel(struct pool_job *j)
+{
+    struct pool *p = j->p;
+    pthread_mutex_lock(&p->lock);
+    bool queued = j->state == JOB_QUEUED;
+    if (queued)
+        cancel_locked(p, j);
+    pthread_mutex_unlock(&p->lock);
+    return queued ? 0 : -EBUSY;
+}
+
+void pool_stop(struct pool *p)
+{
+    p->refusing = true;
+    pthread_mutex_lock(&p->lock);
+    while (p->head)
+        cancel_locked(p, p->head);
+    pthread_mutex_unlock(&p->lock);
 }
 
 unsigned pool_pending(const struct pool *p)
@@ -127,18 +181,14 @@ void pool_free(struct pool *p)
 {
     if (!p)
         return;
+    pool_stop(p);
     pthread_mutex_lock(&p->lock);
     p->stopping = true;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     for (unsigned i = 0; i < p->n_threads; i++)
         pthread_join(p->threads[i], NULL);
-    on_wake(p->loop, &p->wake, 0); /* finished jobs still get their done */
-    for (struct job *j = p->queue_head, *next; j; j = next) {
-        next = j->next;
-        free(j);
-    }
-    ev_async_stop(p->loop, &p->wake);
+    mailbox_free(p->back); /* every done not yet run runs here */
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);
     free(p);

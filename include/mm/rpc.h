@@ -2,8 +2,18 @@
  * calls on channels kept per peer, and byte-buffer passthrough.
  *
  * Threading (DESIGN.md): one completion queue per rpc_context, drained by its own thread, which
- * hands each completion to the libev loop (a lock-free-for-the-loop queue + ev_async). Every
- * handler and reply callback runs on the loop thread; none may block.
+ * hands each completion to the libev loop (util/mailbox). Every function here is called on the
+ * loop thread, and every handler and callback runs there; none may block.
+ *
+ * Lifetime, in short (each function says more):
+ * - a client call (rpc_unary) calls back exactly once, or never if it was cancelled
+ *   (rpc_request_cancel) or its channel was freed first; the owner of the callback's arg may be
+ *   freed from inside the callback, or at any time after cancelling;
+ * - a served call lives until it is replied and gRPC is done with it; rpc_call_on_cancel tells
+ *   its owner when the client went away, so that the owner replies (releases) it at once;
+ * - a server may be freed from inside its shutdown's done callback; calls it served and not yet
+ *   replied stay valid until they are;
+ * - the context may not be freed from inside any of its callbacks.
  *
  * Bytes: a request arrives as a grpc_byte_buffer and can be forwarded as it is (rpc_unary takes
  * a reference, not a copy); a response comes back as a grpc_byte_buffer and can be replied as
@@ -27,12 +37,15 @@ struct rpc_context;
 struct rpc_server;
 struct rpc_call;
 struct rpc_channel;
+struct rpc_request;
 
 #define RPC_DEFAULT_MAX_MESSAGE (16u << 20)
 
 /* --- context: the completion queue and its thread, bound to one loop --- */
 int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_error *err);
-/* Free servers and channels first, and let their calls finish. */
+/* Free the servers (after their shutdown) and the channels made with rpc_channel_new first. The
+ * shared channels (rpc_channel_for) are freed here, their calls in flight cancelled without a
+ * callback. Waits for gRPC to complete what is pending, then frees. Not from a callback. */
 void rpc_context_free(struct rpc_context *ctx);
 
 /* --- server --- */
@@ -51,14 +64,20 @@ int rpc_server_listen(struct rpc_server *s, const char *addr, int *port, struct 
 int rpc_server_register(struct rpc_server *s, const char *path, rpc_handler handler, void *arg,
                         struct mm_error *err);
 int rpc_server_start(struct rpc_server *s, struct mm_error *err);
-/* Stop accepting; in-flight calls may finish within grace_ms, then are cancelled. done runs on
- * the loop once the server is fully shut down; then rpc_server_free. */
+/* Stop accepting; in-flight calls may finish within grace_ms, then are cancelled (their
+ * on_cancel callbacks run). done runs on the loop once the server is fully shut down; then
+ * rpc_server_free. */
 void rpc_server_shutdown(struct rpc_server *s, unsigned grace_ms, void (*done)(void *arg),
                          void *arg);
-/* After the shutdown's done callback, or for a server that was never started. */
+/* After the shutdown's done callback (from inside it too), or for a server that was never
+ * started. Calls it served that are not replied yet stay valid (reply to release them); the
+ * server's memory goes with the last of them. */
 void rpc_server_free(struct rpc_server *s);
 
-/* --- a call being served (valid until replied and its completions are in) --- */
+/* --- a call being served ---
+ * Valid from its handler until it is replied (rpc_call_reply, rpc_call_fail, a failed
+ * rpc_call_decode): a handler that does not reply at once "parks" the call and must reply later,
+ * at the latest from its on_cancel callback. Replying releases the call; never use it after. */
 const char *rpc_call_method(const struct rpc_call *c);
 /* The request message, owned by the call. */
 grpc_byte_buffer *rpc_call_request(const struct rpc_call *c);
@@ -67,6 +86,19 @@ const char *rpc_call_header(const struct rpc_call *c, const char *key, size_t *l
 /* Milliseconds until the client's deadline (INT64_MAX if none). */
 int64_t rpc_call_remaining_ms(const struct rpc_call *c);
 bool rpc_call_cancelled(const struct rpc_call *c);
+/* Run cb(c, arg) once, on the loop, when the client cancels the call, goes away, or its deadline
+ * passes, or the server's shutdown cancels it (gRPC's close with cancelled = 1), as soon as gRPC
+ * reports it. It never runs once the call is replied. cb may (and usually should) reply from
+ * inside: that releases the call. cb NULL removes the callback. One callback per call; a second
+ * registration replaces the first. 0; -EALREADY if the call is already replied; -ECANCELED if it
+ * is already known to be cancelled (cb is not kept: reply now). */
+typedef void (*rpc_cancel_cb)(struct rpc_call *c, void *arg);
+int rpc_call_on_cancel(struct rpc_call *c, rpc_cancel_cb cb, void *arg);
+/* Decode the request as desc's message into *out (the caller frees it with
+ * protobuf_c_message_free_unpacked(*out, NULL)), or reply INVALID_ARGUMENT "malformed <type>:
+ * ..." and return -EBADMSG: the call is then replied and must not be used again. */
+int rpc_call_decode(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
+                    ProtobufCMessage **out);
 /* Reply once. response (may be NULL) is taken. A non-OK status sends no message. */
 int rpc_call_reply(struct rpc_call *c, grpc_byte_buffer *response, grpc_status_code status,
                    const char *message);
@@ -81,13 +113,16 @@ struct rpc_header {
 };
 
 /* status: a grpc_status_code; details: the status message ("" if none); response: taken by the
- * callee (NULL unless OK). Runs on the loop. */
+ * callee (NULL unless OK). Runs on the loop, once per call that was not cancelled; the call is
+ * already gone (its handle invalid), so the callee may free whatever owns arg, or the channel. */
 typedef void (*rpc_reply_cb)(grpc_status_code status, const char *details,
                              grpc_byte_buffer *response, void *arg);
 
 /* target: "127.0.0.1:8080", "unix:/path". max_message_bytes 0 = 16 MiB. */
 int rpc_channel_new(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
                     struct rpc_channel **out, struct mm_error *err);
+/* Calls still in flight on ch are cancelled as rpc_request_cancel does: their callbacks never
+ * run. Allowed from inside a reply callback. Not for the shared channels of rpc_channel_for. */
 void rpc_channel_free(struct rpc_channel *ch);
 const char *rpc_channel_target(const struct rpc_channel *ch);
 /* The context's shared channel to target, created on first use and kept until the context is
@@ -96,10 +131,33 @@ struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
                                     struct mm_error *err);
 
 /* Start a unary call. request is not taken (a reference is). timeout_ms 0 = none. parent (may
- * be NULL): a call being served whose deadline and cancellation propagate to this one. */
+ * be NULL): a call being served whose deadline and cancellation propagate to this one. 0, and
+ * cb runs later (never inside rpc_unary); or -EINVAL / -ENOMEM / -EIO and cb never runs.
+ * out (may be NULL) gets the call's handle for rpc_request_cancel, valid until cb starts. */
 int rpc_unary(struct rpc_channel *ch, const char *method, grpc_byte_buffer *request,
               const struct rpc_header *headers, size_t n_headers, int64_t timeout_ms,
-              struct rpc_call *parent, rpc_reply_cb cb, void *arg);
+              struct rpc_call *parent, rpc_reply_cb cb, void *arg, struct rpc_request **out);
+/* Cancel a call whose callback has not run: gRPC cancels it (the server sees it cancelled), its
+ * callback never runs, and the owner of its arg may be freed at once. The call's memory is
+ * released when gRPC's completion arrives, without calling anyone. */
+void rpc_request_cancel(struct rpc_request *r);
+
+/* The outcome of a call waited for. */
+struct rpc_reply {
+    grpc_status_code status;
+    char details[512];          /* the status message ("" if none), truncated */
+    grpc_byte_buffer *response; /* OK only; the caller's (rpc_reply_clear) */
+};
+/* Call and wait: start a unary call (as rpc_unary, without parent) and run the channel's loop
+ * until its reply, for programs' main lines, tools and tests (other watchers of the loop run
+ * meanwhile). timeout_ms > 0 is the call's deadline. 0 when gRPC answered (any status, in
+ * *reply); otherwise *reply still says why: -EINVAL / -ENOMEM / -EIO (INTERNAL: it could not
+ * start), -ETIMEDOUT (UNKNOWN: no answer 5 s past the deadline; the call is cancelled). */
+int rpc_unary_wait(struct rpc_channel *ch, const char *method, grpc_byte_buffer *request,
+                   const struct rpc_header *headers, size_t n_headers, int64_t timeout_ms,
+                   struct rpc_reply *reply);
+/* Free the response and zero the reply. */
+void rpc_reply_clear(struct rpc_reply *reply);
 
 /* The status code's name as gRPC spells it ("NOT_FOUND"), "UNKNOWN_STATUS" for others. */
 const char *rpc_status_name(grpc_status_code code);

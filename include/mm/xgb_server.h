@@ -4,7 +4,10 @@
  *
  * Owns the loaded models. Loads run on a pool of max_loading_concurrency threads, predictions on
  * a pool of `workers` threads; the loop only parses, validates and replies. A model unloaded
- * while predictions run is freed when the last one finishes. */
+ * while predictions run is freed when the last one finishes; one unloaded before its load has
+ * started is never loaded. A call whose client goes away (or whose deadline passes) while it
+ * waits for a load or a prediction is answered at once and its job dropped if not started.
+ * Everything here runs on the loop thread. */
 #ifndef MM_XGB_SERVER_H
 #define MM_XGB_SERVER_H
 
@@ -36,7 +39,12 @@ int xgb_server_register(struct xgb_server *rt, struct rpc_server *s, struct mm_e
 size_t xgb_server_model_count(const struct xgb_server *rt);
 /* Jobs still running or queued (loads and predictions). */
 unsigned xgb_server_busy(const struct xgb_server *rt);
-/* After the server is shut down and xgb_server_busy() is 0. */
+/* Stop taking work, for a graceful exit after the server has shut down: queued loads and
+ * predictions are dropped (their calls answered), new ones refused; running jobs go on. idle
+ * runs once on the loop when no job is left (inside this call if none is). */
+void xgb_server_stop(struct xgb_server *rt, void (*idle)(void *arg), void *arg);
+/* Waits for running jobs (see xgb_server_stop for a bounded wait), answers every call still
+ * waiting on a job, frees the models. The rpc server may be freed before or after. */
 void xgb_server_free(struct xgb_server *rt);
 
 #endif

@@ -1,5 +1,10 @@
 /* mm_runtime.c - the built-in XGBoost runtime process: runtime SPI + KServe V2 on one port.
- * Prints "LISTENING <port>" on stdout once serving; SIGTERM/SIGINT shut it down gracefully. */
+ * Prints "LISTENING <port>" on stdout once serving; SIGTERM/SIGINT shut it down gracefully:
+ * the server stops (calls in flight get --grace-ms, then are cancelled), queued jobs are
+ * dropped, running ones get as long again, everything is freed and the process exits 0.
+ * A job still running after that is stuck in a blocking call (a model load waiting on storage)
+ * that nothing can interrupt safely: the process then exits 0 at once with _exit, without
+ * joining its thread or freeing (the kernel reclaims it all). */
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
@@ -23,10 +28,10 @@ struct process {
     struct rpc_server *server;
     struct xgb_server *rt;
     ev_signal sigterm, sigint;
-    ev_timer drain;
-    ev_tstamp drain_since; /* when the server had stopped and running jobs began to be waited for */
+    ev_timer drain;        /* bounds the wait for running jobs once the server has stopped */
     uint64_t grace_ms;
     bool stopping;
+    bool idle;             /* every job is done: a clean exit */
 };
 
 static void usage(FILE *to)
@@ -48,23 +53,26 @@ static void usage(FILE *to)
             "  --log-level debug|info|warn|error\n");
 }
 
-static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void drain_over(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct process *p = w->data;
-    /* Jobs still running hold calls of the stopped server: let them finish (bounded). */
-    if (xgb_server_busy(p->rt) && ev_now(loop) - p->drain_since < p->grace_ms / 1000.)
-        return;
-    ev_timer_stop(loop, w);
-    ev_break(loop, EVBREAK_ALL);
+    ev_break(loop, EVBREAK_ALL); /* jobs still running: main decides */
+}
+
+static void runtime_idle(void *arg)
+{
+    struct process *p = arg;
+    p->idle = true;
+    ev_timer_stop(p->loop, &p->drain);
+    ev_break(p->loop, EVBREAK_ALL);
 }
 
 static void server_down(void *arg)
 {
     struct process *p = arg;
-    p->drain_since = ev_now(p->loop);
-    ev_timer_init(&p->drain, drain_cb, 0., 0.01);
+    ev_timer_init(&p->drain, drain_over, p->grace_ms / 1000., 0.);
     p->drain.data = p;
     ev_timer_start(p->loop, &p->drain);
+    xgb_server_stop(p->rt, runtime_idle, p); /* may call runtime_idle at once */
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -152,19 +160,18 @@ int main(int argc, char **argv)
            listen, port);
     ev_run(p.loop, 0);
 
-    unsigned busy = xgb_server_busy(p.rt);
-    if (busy) {
+    if (!p.idle) {
         /* A job that outlived the grace period is stuck (a load blocked reading its model from
          * storage, say): joining its thread could wait forever, so leave without it. */
         mm_log(MM_LOG_WARN, "mm-runtime",
                "%u jobs still running %" PRIu64 " ms after the server stopped (a model load "
                "blocked on storage?): exiting without them",
-               busy, grace_ms);
+               xgb_server_busy(p.rt), grace_ms);
         fflush(NULL);
         _exit(0);
     }
-    rpc_server_free(p.server);
     xgb_server_free(p.rt);
+    rpc_server_free(p.server);
     rpc_context_free(ctx);
     ev_signal_stop(p.loop, &p.sigterm);
     ev_signal_stop(p.loop, &p.sigint);

@@ -24,6 +24,7 @@ enum model_state { MODEL_LOADING, MODEL_LOADED };
 
 struct waiter {
     struct waiter *next;
+    struct model *m;
     struct rpc_call *call;
 };
 
@@ -38,6 +39,7 @@ struct model {
     struct xgb_model *xgb;
     uint64_t size;
     struct waiter *waiters;  /* loadModel calls answered when the load ends */
+    struct pool_job *load_job; /* while the load is queued or running */
     int load_rc;             /* worker results */
     struct mm_error load_err;
 };
@@ -49,6 +51,8 @@ struct xgb_server {
     struct pool *predictions;
     struct model *models;
     size_t n_models;
+    void (*idle)(void *arg); /* xgb_server_stop's, called once no job is left */
+    void *idle_arg;
 };
 
 /* ---------------------------------------------------------------- the model table */
@@ -103,8 +107,20 @@ static void unlist(struct xgb_server *rt, struct model *m)
         rt->n_models--;
     }
     m->listed = false;
+    if (m->load_job) /* a load not started yet is dropped: load_done answers its waiters */
+        pool_cancel(m->load_job);
     if (m->state == MODEL_LOADED && m->inflight == 0)
         model_free(m);
+}
+
+/* After each job's done: tell xgb_server_stop's caller once nothing is left. */
+static void check_idle(struct xgb_server *rt)
+{
+    if (rt->idle && xgb_server_busy(rt) == 0) {
+        void (*idle)(void *arg) = rt->idle;
+        rt->idle = NULL;
+        idle(rt->idle_arg);
+    }
 }
 
 /* ---------------------------------------------------------------- loading */
@@ -115,38 +131,53 @@ static void load_work(void *arg)
     m->load_rc = xgb_model_load(m->path, &m->xgb, &m->load_err);
 }
 
-static void load_done(void *arg)
+static void load_done(int status, void *arg)
 {
     struct model *m = arg;
     struct xgb_server *rt = m->rt;
     m->state = MODEL_LOADED;
+    m->load_job = NULL;
+    if (status == -ECANCELED && m->listed) { /* dropped by xgb_server_stop before it started */
+        m->load_rc = -ECANCELED;
+        mm_error_set(&m->load_err, -ECANCELED, "model %s: the runtime is stopping", m->id);
+    }
     if (!m->listed) { /* unloaded or purged while loading */
         struct mm_error err;
         mm_error_set(&err, -ECANCELED, "model %s was unloaded while loading", m->id);
         answer_waiters(m, -ECANCELED, &err);
         if (m->inflight == 0)
             model_free(m);
-        return;
-    }
-    if (m->load_rc < 0) {
+    } else if (m->load_rc < 0) {
         struct mm_error err = m->load_err;
         answer_waiters(m, m->load_rc, &err);
         unlist(rt, m);
-        return;
+    } else {
+        m->size = xgb_model_size(m->xgb);
+        answer_waiters(m, 0, NULL);
     }
-    m->size = xgb_model_size(m->xgb);
-    answer_waiters(m, 0, NULL);
+    check_idle(rt);
+}
+
+/* The client of a waiting loadModel went away (or its deadline passed): release the call now.
+ * The load goes on for the others (and for the next loadModel). */
+static void waiter_cancelled(struct rpc_call *c, void *arg)
+{
+    struct waiter *w = arg;
+    struct waiter **p = &w->m->waiters;
+    while (*p && *p != w)
+        p = &(*p)->next;
+    if (*p)
+        *p = w->next;
+    rpc_call_fail(c, GRPC_STATUS_CANCELLED, "loadModel %s: the client went away", w->m->id);
+    free(w);
 }
 
 static void load_model(struct rpc_call *c, void *arg)
 {
     struct xgb_server *rt = arg;
-    struct mm_error err = {0};
     ProtobufCMessage *msg = NULL;
-    if (rpc_decode(rpc_call_request(c), &mmesh__load_model_request__descriptor, &msg, &err) < 0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+    if (rpc_call_decode(c, &mmesh__load_model_request__descriptor, &msg) < 0)
         return;
-    }
     Mmesh__LoadModelRequest *req = (Mmesh__LoadModelRequest *)msg;
     if (!req->modelid[0] || !req->modelpath[0]) {
         rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "loadModel: modelId and modelPath are "
@@ -172,7 +203,7 @@ static void load_model(struct rpc_call *c, void *arg)
         m->rt = rt;
         m->state = MODEL_LOADING;
         m->listed = true;
-        if (pool_submit(rt->loads, load_work, load_done, m) < 0) {
+        if (pool_submit(rt->loads, load_work, load_done, m, &m->load_job) < 0) {
             model_free(m);
             rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "loadModel: runtime is stopping");
             goto out;
@@ -193,33 +224,23 @@ static void load_model(struct rpc_call *c, void *arg)
         goto out;
     }
     w->call = c;
+    w->m = m;
     w->next = m->waiters;
     m->waiters = w;
+    rpc_call_on_cancel(c, waiter_cancelled, w);
 out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
 
 /* ---------------------------------------------------------------- the other SPI methods */
 
-static ProtobufCMessage *decode_or_fail(struct rpc_call *c,
-                                        const ProtobufCMessageDescriptor *desc)
-{
-    struct mm_error err = {0};
-    ProtobufCMessage *msg = NULL;
-    if (rpc_decode(rpc_call_request(c), desc, &msg, &err) < 0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
-        return NULL;
-    }
-    return msg;
-}
-
 static void unload_model(struct rpc_call *c, void *arg)
 {
     struct xgb_server *rt = arg;
-    Mmesh__UnloadModelRequest *req =
-        (Mmesh__UnloadModelRequest *)decode_or_fail(c, &mmesh__unload_model_request__descriptor);
-    if (!req)
+    ProtobufCMessage *msg = NULL;
+    if (rpc_call_decode(c, &mmesh__unload_model_request__descriptor, &msg) < 0)
         return;
+    Mmesh__UnloadModelRequest *req = (Mmesh__UnloadModelRequest *)msg;
     struct model *m = find(rt, req->modelid);
     if (m)
         unlist(rt, m);
@@ -232,10 +253,10 @@ static void unload_model(struct rpc_call *c, void *arg)
 static void model_size(struct rpc_call *c, void *arg)
 {
     struct xgb_server *rt = arg;
-    Mmesh__ModelSizeRequest *req =
-        (Mmesh__ModelSizeRequest *)decode_or_fail(c, &mmesh__model_size_request__descriptor);
-    if (!req)
+    ProtobufCMessage *msg = NULL;
+    if (rpc_call_decode(c, &mmesh__model_size_request__descriptor, &msg) < 0)
         return;
+    Mmesh__ModelSizeRequest *req = (Mmesh__ModelSizeRequest *)msg;
     struct model *m = find(rt, req->modelid);
     if (!m || m->state != MODEL_LOADED) {
         rpc_call_fail(c, GRPC_STATUS_NOT_FOUND, "model %s is not loaded", req->modelid);
@@ -250,10 +271,10 @@ static void model_size(struct rpc_call *c, void *arg)
 static void predict_model_size(struct rpc_call *c, void *arg)
 {
     struct xgb_server *rt = arg;
-    Mmesh__PredictModelSizeRequest *req = (Mmesh__PredictModelSizeRequest *)decode_or_fail(
-        c, &mmesh__predict_model_size_request__descriptor);
-    if (!req)
+    ProtobufCMessage *msg = NULL;
+    if (rpc_call_decode(c, &mmesh__predict_model_size_request__descriptor, &msg) < 0)
         return;
+    Mmesh__PredictModelSizeRequest *req = (Mmesh__PredictModelSizeRequest *)msg;
     uint64_t disk = 0;
     if (!req->modelpath[0] || xgb_path_size(req->modelpath, &disk) < 0) {
         /* Nothing to measure: the configured default is the honest estimate. */
@@ -296,6 +317,7 @@ struct prediction {
     char *request_id;
     float *result;
     size_t per_row;
+    struct pool_job *job;
     int rc;
     struct mm_error err;
 };
@@ -306,11 +328,14 @@ static void predict_work(void *arg)
     p->rc = xgb_model_predict(p->m->xgb, p->rows, p->n_rows, &p->result, &p->per_row, &p->err);
 }
 
-static void predict_done(void *arg)
+static void predict_done(int status, void *arg)
 {
     struct prediction *p = arg;
     struct model *m = p->m;
-    if (p->rc < 0) {
+    struct xgb_server *rt = m->rt;
+    if (status == -ECANCELED) { /* the client went away, or the runtime is stopping */
+        rpc_call_fail(p->call, GRPC_STATUS_CANCELLED, "model %s: prediction cancelled", m->id);
+    } else if (p->rc < 0) {
         rpc_call_fail(p->call, GRPC_STATUS_INTERNAL, "model %s: %s", m->id, p->err.msg);
     } else {
         Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
@@ -346,6 +371,15 @@ static void predict_done(void *arg)
     free(p->rows);
     free(p->request_id);
     free(p);
+    check_idle(rt);
+}
+
+/* The client went away: a prediction that has not started is dropped (predict_done answers and
+ * frees it); a running one finishes and its late answer goes nowhere. */
+static void prediction_cancelled(struct rpc_call *c, void *arg)
+{
+    struct prediction *p = arg;
+    pool_cancel(p->job);
 }
 
 static void shape_text(char *out, size_t size, const int64_t *shape, size_t n)
@@ -447,10 +481,10 @@ static struct model *loaded(struct xgb_server *rt, struct rpc_call *c, const cha
 static void model_infer(struct rpc_call *c, void *arg)
 {
     struct xgb_server *rt = arg;
-    Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)decode_or_fail(
-        c, &inference__model_infer_request__descriptor);
-    if (!req)
+    ProtobufCMessage *msg = NULL;
+    if (rpc_call_decode(c, &inference__model_infer_request__descriptor, &msg) < 0)
         return;
+    Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)msg;
     struct model *m = loaded(rt, c, req->model_name);
     struct prediction *p = m ? calloc(1, sizeof(*p)) : NULL;
     if (m && !p)
@@ -469,12 +503,14 @@ static void model_infer(struct rpc_call *c, void *arg)
     p->call = c;
     p->request_id = req->id[0] ? strdup(req->id) : NULL;
     m->inflight++;
-    if (pool_submit(rt->predictions, predict_work, predict_done, p) < 0) {
+    if (pool_submit(rt->predictions, predict_work, predict_done, p, &p->job) < 0) {
         m->inflight--;
         rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "runtime is stopping");
         free(p->rows);
         free(p->request_id);
         free(p);
+    } else {
+        rpc_call_on_cancel(c, prediction_cancelled, p);
     }
 out:
     protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -483,10 +519,10 @@ out:
 static void model_metadata(struct rpc_call *c, void *arg)
 {
     struct xgb_server *rt = arg;
-    Inference__ModelMetadataRequest *req = (Inference__ModelMetadataRequest *)decode_or_fail(
-        c, &inference__model_metadata_request__descriptor);
-    if (!req)
+    ProtobufCMessage *msg = NULL;
+    if (rpc_call_decode(c, &inference__model_metadata_request__descriptor, &msg) < 0)
         return;
+    Inference__ModelMetadataRequest *req = (Inference__ModelMetadataRequest *)msg;
     struct model *m = loaded(rt, c, req->name);
     if (m) {
         Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
@@ -519,10 +555,10 @@ static void model_metadata(struct rpc_call *c, void *arg)
 static void model_ready(struct rpc_call *c, void *arg)
 {
     struct xgb_server *rt = arg;
-    Inference__ModelReadyRequest *req = (Inference__ModelReadyRequest *)decode_or_fail(
-        c, &inference__model_ready_request__descriptor);
-    if (!req)
+    ProtobufCMessage *msg = NULL;
+    if (rpc_call_decode(c, &inference__model_ready_request__descriptor, &msg) < 0)
         return;
+    Inference__ModelReadyRequest *req = (Inference__ModelReadyRequest *)msg;
     struct model *m = find(rt, req->name);
     Inference__ModelReadyResponse r = INFERENCE__MODEL_READY_RESPONSE__INIT;
     r.ready = m && m->state == MODEL_LOADED;
@@ -623,11 +659,21 @@ unsigned xgb_server_busy(const struct xgb_server *rt)
            (rt->predictions ? pool_pending(rt->predictions) : 0);
 }
 
+void xgb_server_stop(struct xgb_server *rt, void (*idle)(void *arg), void *arg)
+{
+    pool_stop(rt->loads);
+    pool_stop(rt->predictions);
+    rt->idle = idle;
+    rt->idle_arg = arg;
+    check_idle(rt);
+}
+
 void xgb_server_free(struct xgb_server *rt)
 {
     if (!rt)
         return;
-    pool_free(rt->loads);
+    rt->idle = NULL;
+    pool_free(rt->loads); /* queued loads and predictions get their done (-ECANCELED) here */
     pool_free(rt->predictions);
     while (rt->models) {
         struct model *m = rt->models;

@@ -54,7 +54,7 @@ struct testcall spi_call(const struct spi_client *c, const char *method,
                          ProtobufCMessage **out)
 {
     grpc_byte_buffer *bb = rpc_encode(msg);
-    struct testcall r = testcall_run(c->loop, c->ch, method, bb, NULL, 0, CALL_MS);
+    struct testcall r = testcall_run(c->ch, method, bb, NULL, 0, CALL_MS);
     grpc_byte_buffer_destroy(bb);
     if (out)
         *out = NULL;
@@ -125,7 +125,7 @@ struct testcall spi_call_raw(const struct spi_client *c, const char *method, con
                              size_t len)
 {
     grpc_byte_buffer *bb = rpc_buffer_from(data, len);
-    struct testcall r = testcall_run(c->loop, c->ch, method, bb, NULL, 0, CALL_MS);
+    struct testcall r = testcall_run(c->ch, method, bb, NULL, 0, CALL_MS);
     grpc_byte_buffer_destroy(bb);
     if (r.response)
         grpc_byte_buffer_destroy(r.response);
@@ -208,7 +208,7 @@ static void send_load(const struct spi_client *c, const char *id, const char *ty
     grpc_byte_buffer *bb = rpc_encode(&req.base);
     memset(t, 0, sizeof(*t));
     if (rpc_unary(c->ch, "/mmesh.ModelRuntime/loadModel", bb, NULL, 0, CALL_MS, NULL, testcall_cb,
-                  t) < 0) {
+                  t, NULL) < 0) {
         t->done = true;
         t->status = GRPC_STATUS_INTERNAL;
     }
@@ -264,7 +264,7 @@ bool spi_cancel_during_load(const struct spi_client *c, pid_t pid, const char *i
     Inference__ModelInferRequest q = INFERENCE__MODEL_INFER_REQUEST__INIT;
     q.model_name = (char *)id;
     grpc_byte_buffer *bb = rpc_encode(&q.base);
-    infer = testcall_run(c->loop, c->ch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0,
+    infer = testcall_run(c->ch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0,
                          CALL_MS);
     grpc_byte_buffer_destroy(bb);
     drop_response(&infer);

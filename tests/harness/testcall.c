@@ -36,22 +36,15 @@ bool testcall_wait(struct ev_loop *loop, struct testcall *calls, size_t n, long 
     return harness_run_until(loop, all_done, &b, ms);
 }
 
-struct testcall testcall_run(struct ev_loop *loop, struct rpc_channel *ch, const char *method,
+struct testcall testcall_run(struct rpc_channel *ch, const char *method,
                              grpc_byte_buffer *request, const struct rpc_header *headers,
                              size_t n_headers, int64_t timeout_ms)
 {
-    struct testcall c = {0};
-    if (rpc_unary(ch, method, request, headers, n_headers, timeout_ms, NULL, testcall_cb, &c) <
-        0) {
-        c.done = true;
-        c.status = GRPC_STATUS_INTERNAL;
-        snprintf(c.details, sizeof(c.details), "rpc_unary could not start %s", method);
-        return c;
-    }
-    if (!testcall_wait(loop, &c, 1, (timeout_ms > 0 ? timeout_ms : 10000) + 5000)) {
-        c.status = GRPC_STATUS_UNKNOWN;
-        snprintf(c.details, sizeof(c.details), "no reply to %s in time", method);
-    }
+    struct rpc_reply r;
+    rpc_unary_wait(ch, method, request, headers, n_headers, timeout_ms > 0 ? timeout_ms : 10000,
+                   &r);
+    struct testcall c = {.done = true, .status = r.status, .response = r.response};
+    snprintf(c.details, sizeof(c.details), "%s", r.details);
     return c;
 }
 

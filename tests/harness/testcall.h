@@ -1,5 +1,5 @@
 /* testcall.h - collecting replies of rpc_unary calls in tests: a result struct the reply
- * callback fills, and bounded waits for one or many of them. */
+ * callback fills, and bounded waits for many of them (one call waited for: rpc_unary_wait). */
 #ifndef MM_TEST_TESTCALL_H
 #define MM_TEST_TESTCALL_H
 
@@ -22,8 +22,9 @@ void testcall_cb(grpc_status_code status, const char *details, grpc_byte_buffer 
                  void *arg);
 /* Wait until all n are done (bounded by ms); true if they are. */
 bool testcall_wait(struct ev_loop *loop, struct testcall *calls, size_t n, long long ms);
-/* One call, waited for: status UNKNOWN if no reply in time, INTERNAL if it could not start. */
-struct testcall testcall_run(struct ev_loop *loop, struct rpc_channel *ch, const char *method,
+/* One call, waited for with rpc_unary_wait (which see: status UNKNOWN if no reply in time,
+ * INTERNAL if it could not start), as a testcall. */
+struct testcall testcall_run(struct rpc_channel *ch, const char *method,
                              grpc_byte_buffer *request, const struct rpc_header *headers,
                              size_t n_headers, int64_t timeout_ms);
 /* Free the response and reset. */

@@ -23,13 +23,9 @@ static const char *python, *proto_dir, *interop_dir;
 /* ModelInfer: outputs mirror the inputs; id carries the mm-vmodel-id header. */
 static void infer(struct rpc_call *c, void *arg)
 {
-    struct mm_error err = {0};
     ProtobufCMessage *m = NULL;
-    if (rpc_decode(rpc_call_request(c), &inference__model_infer_request__descriptor, &m, &err) <
-        0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+    if (rpc_call_decode(c, &inference__model_infer_request__descriptor, &m) < 0)
         return;
-    }
     Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)m;
     Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
     Inference__ModelInferResponse__InferOutputTensor out[4], *outs[4];
@@ -144,7 +140,7 @@ static struct testcall call(struct rpc_channel *ch, const char *method,
                             const ProtobufCMessage *msg, const struct rpc_header *h, size_t nh)
 {
     grpc_byte_buffer *bb = rpc_encode(msg);
-    struct testcall r = testcall_run(loop, ch, method, bb, h, nh, 10000);
+    struct testcall r = testcall_run(ch, method, bb, h, nh, 10000);
     grpc_byte_buffer_destroy(bb);
     return r;
 }

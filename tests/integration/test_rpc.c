@@ -1,7 +1,11 @@
 /* test_rpc.c - the rpc layer over real loopback sockets: round trips of each service shape
  * (KServe V2, mesh API, runtime SPI messages), headers, unknown methods, malformed and
  * oversized messages, deadlines and cancellation, 1,000 concurrent calls, byte-exact passthrough
- * through a forwarding server, and graceful shutdown. */
+ * through a forwarding server, and graceful shutdown. Lifetimes (run under ASan too): a parked
+ * call's on_cancel runs when the client's deadline passes or it cancels, and may reply; a
+ * cancelled client call never calls back into its freed owner; an owner may free the channel
+ * from a reply callback while other calls are in flight on it; a server may be freed from its
+ * shutdown's done callback while a call it served is still held. */
 #include <errno.h>
 #include <ev.h>
 #include <stdio.h>
@@ -25,13 +29,9 @@ static struct rpc_context *ctx;
 /* ModelInfer: decode, answer with the model name and the request's first header. */
 static void infer(struct rpc_call *c, void *arg)
 {
-    struct mm_error err = {0};
     ProtobufCMessage *m = NULL;
-    if (rpc_decode(rpc_call_request(c), &inference__model_infer_request__descriptor, &m, &err) <
-        0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+    if (rpc_call_decode(c, &inference__model_infer_request__descriptor, &m) < 0)
         return;
-    }
     Inference__ModelInferRequest *req = (Inference__ModelInferRequest *)m;
     /* The zero-copy reader over the received slices agrees with the full decode. */
     struct wire_segment segs[16];
@@ -77,13 +77,9 @@ static void runtime_status(struct rpc_call *c, void *arg)
 /* registerModel of the mesh API: answers LOADING for the model it was given. */
 static void register_model(struct rpc_call *c, void *arg)
 {
-    struct mm_error err = {0};
     ProtobufCMessage *m = NULL;
-    if (rpc_decode(rpc_call_request(c), &mmesh__register_model_request__descriptor, &m, &err) <
-        0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+    if (rpc_call_decode(c, &mmesh__register_model_request__descriptor, &m) < 0)
         return;
-    }
     Mmesh__RegisterModelRequest *req = (Mmesh__RegisterModelRequest *)m;
     Mmesh__ModelStatusInfo info = MMESH__MODEL_STATUS_INFO__INIT;
     info.status = req->modelinfo && strcmp(req->modelinfo->type, "sklearn") == 0
@@ -102,6 +98,39 @@ static void hold(struct rpc_call *c, void *arg)
     held[n_held++] = c;
 }
 
+/* Park calls until their client goes away: on_cancel replies from inside and notes when. */
+static struct rpc_call *parked;
+static int park_cancels;
+static long long park_cancelled_at;
+static int park_reply_rc = 1;
+
+static void park_cancelled(struct rpc_call *c, void *arg)
+{
+    CHECK(c == parked);
+    CHECK(rpc_call_cancelled(c));
+    park_cancels++;
+    park_cancelled_at = harness_now_ms();
+    parked = NULL;
+    park_reply_rc = rpc_call_fail(c, GRPC_STATUS_CANCELLED, "parked call released");
+}
+
+static void park(struct rpc_call *c, void *arg)
+{
+    CHECK(parked == NULL);
+    parked = c;
+    CHECK_INT(rpc_call_on_cancel(c, park_cancelled, NULL), 0);
+}
+
+static bool is_parked(void *arg)
+{
+    return parked != NULL;
+}
+
+static bool park_released(void *arg)
+{
+    return park_cancels > *(int *)arg;
+}
+
 /* Forward the request bytes to the backend and its response bytes back, untouched. */
 static struct rpc_channel *backend;
 static const char *forward_to = "/test.Echo/Echo";
@@ -114,17 +143,54 @@ static void forwarded(grpc_status_code status, const char *details, grpc_byte_bu
 
 static void forward(struct rpc_call *c, void *arg)
 {
-    int rc = rpc_unary(backend, forward_to, rpc_call_request(c), NULL, 0, 0, c, forwarded, c);
+    int rc = rpc_unary(backend, forward_to, rpc_call_request(c), NULL, 0, 0, c, forwarded, c, NULL);
     if (rc < 0)
         rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "forward: %d", rc);
 }
 
 /* ---------------------------------------------------------------- client side */
 
+/* The owner of a client call, malloc'd, so that ASan sees any use after it is freed. */
+struct owner {
+    struct rpc_channel *ch; /* owned, in the channel test */
+    int replies;
+};
+
+static int stray_replies; /* callbacks that must never run */
+
+static void stray_reply(grpc_status_code status, const char *details, grpc_byte_buffer *response,
+                        void *arg)
+{
+    stray_replies++;
+    ((struct owner *)arg)->replies++; /* a use after free if its owner is gone */
+    if (response)
+        grpc_byte_buffer_destroy(response);
+}
+
+/* Frees its owner, and the owner's channel with it, from inside the reply. */
+static int owner_frees;
+
+static void reply_frees_owner(grpc_status_code status, const char *details,
+                              grpc_byte_buffer *response, void *arg)
+{
+    struct owner *o = arg;
+    CHECK_INT(status, GRPC_STATUS_OK);
+    if (response)
+        grpc_byte_buffer_destroy(response);
+    rpc_channel_free(o->ch);
+    free(o);
+    owner_frees++;
+}
+
+static bool owner_freed(void *arg)
+{
+    return owner_frees > 0;
+}
+
 static struct testcall call(struct rpc_channel *ch, const char *method, grpc_byte_buffer *req,
                             const struct rpc_header *h, size_t nh, int64_t timeout_ms)
 {
-    return testcall_run(loop, ch, method, req, h, nh, timeout_ms);
+    return testcall_run(ch, method, req, h, nh, timeout_ms);
 }
 
 static struct rpc_server *start_server(size_t max_msg, int *port)
@@ -150,6 +216,13 @@ static bool is_down(void *arg)
     return server_down;
 }
 
+/* A server freed from inside its shutdown's done callback. */
+static void free_on_down(void *arg)
+{
+    rpc_server_free(arg);
+    server_down = true;
+}
+
 static void stop_server(struct rpc_server *s)
 {
     server_down = false;
@@ -172,6 +245,7 @@ int main(void)
     REQUIRE(rpc_server_register(s, "/mmesh.ModelRuntime/runtimeStatus", runtime_status, NULL,
                                 &err) == 0);
     REQUIRE(rpc_server_register(s, "/test.Hold/Hold", hold, NULL, &err) == 0);
+    REQUIRE(rpc_server_register(s, "/test.Park/Park", park, NULL, &err) == 0);
     REQUIRE(rpc_server_register(s, "/mmesh.ModelMesh/registerModel", register_model, NULL,
                                 &err) == 0);
     CHECK_INT(rpc_server_register(s, "/test.Echo/Echo", echo, NULL, &err), -EEXIST);
@@ -224,6 +298,24 @@ int main(void)
     CHECK_INT(((Mmesh__ModelStatusInfo *)m)->status, MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING);
     protobuf_c_message_free_unpacked(m, NULL);
     testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Call-and-wait: a reply of any status is 0; a wait without a bound is refused, and the
+     * reply says why. */
+    struct rpc_reply w;
+    bb = rpc_buffer_from("x", 1);
+    CHECK_INT(rpc_unary_wait(ch, "/test.Echo/Echo", bb, NULL, 0, 5000, &w), 0);
+    CHECK_INT(w.status, GRPC_STATUS_OK);
+    CHECK(w.response != NULL);
+    rpc_reply_clear(&w);
+    CHECK(w.response == NULL);
+    CHECK_INT(rpc_unary_wait(ch, "/test.Nope/Nope", bb, NULL, 0, 5000, &w), 0);
+    CHECK_INT(w.status, GRPC_STATUS_UNIMPLEMENTED);
+    CHECK(w.response == NULL);
+    CHECK_INT(rpc_unary_wait(ch, "/test.Echo/Echo", bb, NULL, 0, 0, &w), -EINVAL);
+    CHECK_INT(w.status, GRPC_STATUS_INTERNAL);
+    CHECK(strstr(w.details, "/test.Echo/Echo") != NULL);
+    rpc_reply_clear(&w);
     grpc_byte_buffer_destroy(bb);
 
     /* Unknown method: UNIMPLEMENTED naming it. */
@@ -281,9 +373,42 @@ int main(void)
     struct testcall never = {0};
     testcall_wait(loop, &never, 1, 300); /* let the cancellation arrive */
     CHECK(rpc_call_cancelled(held[0]));
+    /* too late for a cancel callback: the caller is told to reply now */
+    CHECK_INT(rpc_call_on_cancel(held[0], park_cancelled, NULL), -ECANCELED);
     CHECK_INT(rpc_call_reply(held[0], NULL, GRPC_STATUS_OK, NULL), 0); /* late reply: no harm */
     n_held = 0;
     testcall_clear(&r);
+
+    /* A parked call whose client's deadline passes: on_cancel runs promptly, without polling,
+     * and replies from inside (which releases the call: ASan sees a leak otherwise). */
+    int cancels = park_cancels;
+    t0 = harness_now_ms();
+    struct testcall deadline_call = {0};
+    REQUIRE(rpc_unary(ch, "/test.Park/Park", bb, NULL, 0, 300, NULL, testcall_cb, &deadline_call,
+                      NULL) == 0);
+    CHECK(harness_run_until(loop, is_parked, NULL, 5000));
+    CHECK(harness_run_until(loop, park_released, &cancels, 5000));
+    CHECK_INT(park_cancels, cancels + 1);
+    CHECK(park_cancelled_at - t0 >= 250 && park_cancelled_at - t0 < 1300);
+    CHECK_INT(park_reply_rc, 0);
+    CHECK(testcall_wait(loop, &deadline_call, 1, 5000));
+    CHECK_INT(deadline_call.status, GRPC_STATUS_DEADLINE_EXCEEDED);
+    testcall_clear(&deadline_call);
+
+    /* The client cancels a call before its reply and frees the call's owner at once: the
+     * server's on_cancel runs, the client's callback never does. */
+    cancels = park_cancels;
+    struct owner *o = calloc(1, sizeof(*o));
+    struct rpc_request *req_handle = NULL;
+    REQUIRE(rpc_unary(ch, "/test.Park/Park", bb, NULL, 0, 0, NULL, stray_reply, o,
+                      &req_handle) == 0);
+    REQUIRE(req_handle != NULL);
+    CHECK(harness_run_until(loop, is_parked, NULL, 5000));
+    rpc_request_cancel(req_handle);
+    free(o);
+    CHECK(harness_run_until(loop, park_released, &cancels, 5000));
+    harness_run_until(loop, NULL, NULL, 200); /* room for a stray callback */
+    CHECK_INT(stray_replies, 0);
 
     /* 1,000 concurrent calls. */
     enum { N = 1000 };
@@ -291,7 +416,7 @@ int main(void)
     int started = 0;
     for (int i = 0; i < N; i++)
         started += rpc_unary(ch, "/test.Echo/Echo", bb, NULL, 0, 20000, NULL, testcall_cb,
-                             &many[i]) == 0;
+                             &many[i], NULL) == 0;
     CHECK_INT(started, N);
     CHECK(testcall_wait(loop, many, N, 30000));
     int ok = 0;
@@ -344,6 +469,50 @@ int main(void)
     rpc_channel_free(fch);
     stop_server(front);
 
+    /* An owner frees its channel from inside a reply callback while another call of its is in
+     * flight (parked): that call is cancelled, the server sees it, its callback never runs. */
+    cancels = park_cancels;
+    o = calloc(1, sizeof(*o));
+    REQUIRE(rpc_channel_new(ctx, target, 0, &o->ch, &err) == 0);
+    struct owner *bystander = calloc(1, sizeof(*bystander));
+    REQUIRE(rpc_unary(o->ch, "/test.Park/Park", bb, NULL, 0, 0, NULL, stray_reply, bystander,
+                      NULL) == 0);
+    CHECK(harness_run_until(loop, is_parked, NULL, 5000));
+    REQUIRE(rpc_unary(o->ch, "/test.Echo/Echo", bb, NULL, 0, 5000, NULL, reply_frees_owner, o,
+                      NULL) == 0);
+    CHECK(harness_run_until(loop, owner_freed, NULL, 5000));
+    free(bystander);
+    CHECK(harness_run_until(loop, park_released, &cancels, 5000));
+    harness_run_until(loop, NULL, NULL, 200);
+    CHECK_INT(stray_replies, 0);
+
+    /* A server freed from inside its shutdown's done callback while a call it served is still
+     * held (cancelled by the shutdown, not yet replied): the call stays valid until replied. */
+    int hport = 0;
+    struct rpc_server *hs = start_server(0, &hport);
+    REQUIRE(rpc_server_register(hs, "/test.Hold/Hold", hold, NULL, &err) == 0);
+    REQUIRE(rpc_server_start(hs, &err) == 0);
+    char htarget[64];
+    snprintf(htarget, sizeof(htarget), "127.0.0.1:%d", hport);
+    struct rpc_channel *hch = NULL;
+    REQUIRE(rpc_channel_new(ctx, htarget, 0, &hch, &err) == 0);
+    struct testcall on_held = {0};
+    REQUIRE(rpc_unary(hch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, testcall_cb, &on_held,
+                      NULL) == 0);
+    while (n_held == 0 && !on_held.done)
+        ev_run(loop, EVRUN_ONCE);
+    REQUIRE(n_held == 1);
+    server_down = false;
+    rpc_server_shutdown(hs, 100, free_on_down, hs);
+    CHECK(harness_run_until(loop, is_down, NULL, 5000));
+    CHECK(testcall_wait(loop, &on_held, 1, 5000));
+    CHECK(on_held.status != GRPC_STATUS_OK);
+    testcall_clear(&on_held);
+    CHECK_STR(rpc_call_method(held[0]), "/test.Hold/Hold");
+    rpc_call_reply(held[0], NULL, GRPC_STATUS_CANCELLED, "after the server was freed");
+    n_held = 0;
+    rpc_channel_free(hch);
+
     /* Unix sockets, and the context's shared channel per peer. */
     char sock[64];
     snprintf(sock, sizeof(sock), "unix:/tmp/mm-rpc-test-%d.sock", (int)getpid());
@@ -369,7 +538,8 @@ int main(void)
 
     /* Graceful shutdown: a held call answered within the grace period completes OK. */
     struct testcall pending = {0};
-    REQUIRE(rpc_unary(ch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, testcall_cb, &pending) == 0);
+    REQUIRE(rpc_unary(ch, "/test.Hold/Hold", bb, NULL, 0, 5000, NULL, testcall_cb, &pending,
+                      NULL) == 0);
     while (n_held == 0 && !pending.done)
         ev_run(loop, EVRUN_ONCE);
     REQUIRE(n_held == 1);

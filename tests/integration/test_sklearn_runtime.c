@@ -605,7 +605,7 @@ static void concurrency(const char *mnist, uint64_t size)
     grpc_byte_buffer *qb = rpc_encode(&q.req.base);
     for (int i = 0; i < C; i++)
         REQUIRE(rpc_unary(sc.ch, "/inference.GRPCInferenceService/ModelInfer", qb, NULL, 0, 20000,
-                          NULL, testcall_cb, &many[i]) == 0);
+                          NULL, testcall_cb, &many[i], NULL) == 0);
     testcall_wait(sc.loop, many, C, 25000);
     grpc_byte_buffer_destroy(qb);
     int ok = 0;
@@ -634,7 +634,7 @@ static void concurrency(const char *mnist, uint64_t size)
     grpc_byte_buffer *lb = rpc_encode(&lr.base);
     for (int i = 0; i < L; i++)
         REQUIRE(rpc_unary(sc.ch, "/mmesh.ModelRuntime/loadModel", lb, NULL, 0, 20000, NULL,
-                          testcall_cb, &loads[i]) == 0);
+                          testcall_cb, &loads[i], NULL) == 0);
     testcall_wait(sc.loop, loads, L, 25000);
     grpc_byte_buffer_destroy(lb);
     int same = 0;

@@ -327,7 +327,7 @@ int main(int argc, char **argv)
     grpc_byte_buffer *qb = rpc_encode(&q.req.base);
     for (int i = 0; i < C; i++)
         REQUIRE(rpc_unary(sc.ch, "/inference.GRPCInferenceService/ModelInfer", qb, NULL, 0, 15000,
-                          NULL, testcall_cb, &many[i]) == 0);
+                          NULL, testcall_cb, &many[i], NULL) == 0);
     testcall_wait(sc.loop, many, C, 20000);
     int ok = 0;
     for (int i = 0; i < C; i++) {
