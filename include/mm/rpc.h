@@ -34,6 +34,8 @@ struct rpc_channel;
 int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_error *err);
 /* Free servers and channels first, and let their calls finish. */
 void rpc_context_free(struct rpc_context *ctx);
+/* The loop the context hands its completions to. */
+struct ev_loop *rpc_context_loop(const struct rpc_context *ctx);
 
 /* --- server --- */
 typedef void (*rpc_handler)(struct rpc_call *call, void *arg);
