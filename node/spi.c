@@ -31,10 +31,8 @@ struct spi_request {
 };
 
 static const char *const method_names[] = {
-    [SPI_RUNTIME_STATUS] = "runtimeStatus",
-    [SPI_LOAD_MODEL] = "loadModel",
-    [SPI_UNLOAD_MODEL] = "unloadModel",
-    [SPI_PREDICT_MODEL_SIZE] = "predictModelSize",
+    [SPI_RUNTIME_STATUS] = "runtimeStatus", [SPI_LOAD_MODEL] = "loadModel",
+    [SPI_UNLOAD_MODEL] = "unloadModel",     [SPI_PREDICT_MODEL_SIZE] = "predictModelSize",
     [SPI_MODEL_SIZE] = "modelSize",
 };
 

@@ -55,9 +55,8 @@ static void drop_response(struct testcall *t)
     t->response = NULL;
 }
 
-struct testcall rt_call(const struct rt_client *c, const char *method,
-                        const ProtobufCMessage *msg, const ProtobufCMessageDescriptor *out_desc,
-                        ProtobufCMessage **out)
+struct testcall rt_call(const struct rt_client *c, const char *method, const ProtobufCMessage *msg,
+                        const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out)
 {
     grpc_byte_buffer *bb = rpc_encode(msg);
     struct testcall r = testcall_run(c->loop, c->ch, method, bb, NULL, 0, RT_CALL_MS);
@@ -138,8 +137,8 @@ bool rt_spi_failed_with(struct spi_result r, grpc_status_code code, const char *
 {
     bool match = r.status == code && r.code < 0 && strstr(r.err.msg, fragment) != NULL;
     if (!match)
-        fprintf(stderr, "  got %s (%d) '%s', wanted %s '%s'\n", rpc_status_name(r.status),
-                r.code, r.code ? r.err.msg : "", rpc_status_name(code), fragment);
+        fprintf(stderr, "  got %s (%d) '%s', wanted %s '%s'\n", rpc_status_name(r.status), r.code,
+                r.code ? r.err.msg : "", rpc_status_name(code), fragment);
     return match;
 }
 

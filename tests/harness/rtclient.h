@@ -31,9 +31,8 @@ int rt_close(struct rt_client *c, pid_t pid, long grace_ms);
 
 /* Call method with msg (15 s deadline). If the reply is OK and out is set, decode it as out_desc
  * into *out (the caller frees it); status DATA_LOSS if it does not decode. */
-struct testcall rt_call(const struct rt_client *c, const char *method,
-                        const ProtobufCMessage *msg, const ProtobufCMessageDescriptor *out_desc,
-                        ProtobufCMessage **out);
+struct testcall rt_call(const struct rt_client *c, const char *method, const ProtobufCMessage *msg,
+                        const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out);
 /* Send bytes as they are (for malformed-request tests). */
 struct testcall rt_call_raw(const struct rt_client *c, const char *method, const void *data,
                             size_t len);

@@ -135,7 +135,7 @@ static struct testcall infer(struct tensor_req *r, Inference__ModelInferResponse
 {
     ProtobufCMessage *m = NULL;
     struct testcall c = rt_call(&sc, "/inference.GRPCInferenceService/ModelInfer", &r->req.base,
-                                 &inference__model_infer_response__descriptor, &m);
+                                &inference__model_infer_response__descriptor, &m);
     *resp = (Inference__ModelInferResponse *)m;
     if (c.status != GRPC_STATUS_OK)
         fprintf(stderr, "  ModelInfer %s: status %d %s\n", r->req.model_name, c.status, c.details);
@@ -197,7 +197,7 @@ static Inference__ModelMetadataResponse *metadata(const char *model)
     req.name = (char *)model;
     ProtobufCMessage *m = NULL;
     rt_call(&sc, "/inference.GRPCInferenceService/ModelMetadata", &req.base,
-             &inference__model_metadata_response__descriptor, &m);
+            &inference__model_metadata_response__descriptor, &m);
     return (Inference__ModelMetadataResponse *)m;
 }
 
@@ -339,34 +339,34 @@ static void infer_mnist(void)
     /* Bad input: clear errors naming what was wrong; the runtime keeps serving. */
     make_req(&q, "mnist", digit, DIGIT, 1, "BYTES", false);
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "datatype 'BYTES' is not supported, model expects 'FP32'"));
+                         "datatype 'BYTES' is not supported, model expects 'FP32'"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     q.shape[1] = 63;
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "expected shape [-1, 64], got [1, 63]"));
+                         "expected shape [-1, 64], got [1, 63]"));
     make_req(&q, "mnist", digit, DIGIT, 2, "FP32", false);
     q.contents.n_fp32_contents = 100;
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "100 FP32 values for shape [2, 64], which needs 128"));
+                         "100 FP32 values for shape [2, 64], which needs 128"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP64", true);
     q.raw.len = 7;
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "raw contents hold 7 bytes, shape [1, 64] of FP64 needs 512"));
+                         "raw contents hold 7 bytes, shape [1, 64] of FP64 needs 512"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     q.ins[1] = &q.in;
     q.req.n_inputs = 2;
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "model mnist expects 1 input tensor, got 2"));
+                         "model mnist expects 1 input tensor, got 2"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     q.f32[5] = NAN; /* sklearn's own verdict, passed on */
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT, "NaN"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     want_outputs(&q, "scores", NULL);
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "model mnist has no output 'scores' (it has 'predict')"));
+                         "model mnist has no output 'scores' (it has 'predict')"));
     want_outputs(&q, "predict_proba", NULL); /* SVC without probability=True has none */
     CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "has no output 'predict_proba'"));
+                         "has no output 'predict_proba'"));
     CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
 
     /* An empty batch [0, 64] has an empty answer of the output's datatype. */
@@ -375,9 +375,9 @@ static void infer_mnist(void)
         CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
         CHECK(resp && resp->n_outputs == 1 && strcmp(resp->outputs[0]->datatype, "INT64") == 0 &&
               resp->outputs[0]->n_shape == 1 && resp->outputs[0]->shape[0] == 0);
-        CHECK(resp && (raw ? resp->n_raw_output_contents == 1 &&
-                                 resp->raw_output_contents[0].len == 0
-                           : resp->n_raw_output_contents == 0));
+        CHECK(resp &&
+              (raw ? resp->n_raw_output_contents == 1 && resp->raw_output_contents[0].len == 0
+                   : resp->n_raw_output_contents == 0));
         free_resp(resp);
     }
 
@@ -395,7 +395,7 @@ static void infer_mnist(void)
     ProtobufCMessage *m = NULL;
     Inference__ServerMetadataRequest smr = INFERENCE__SERVER_METADATA_REQUEST__INIT;
     rt_call(&sc, "/inference.GRPCInferenceService/ServerMetadata", &smr.base,
-             &inference__server_metadata_response__descriptor, &m);
+            &inference__server_metadata_response__descriptor, &m);
     CHECK(m && strcmp(((Inference__ServerMetadataResponse *)m)->name, "mm-sklearn-runtime") == 0);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
@@ -510,13 +510,13 @@ static void other_models(const char *dir)
     /* Bad loads: clear errors, nothing half-loaded, the runtime still serves. */
     snprintf(path, sizeof(path), "%s/garbage.joblib", dir);
     CHECK(rt_spi_failed_with(rt_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "cannot load sklearn model"));
+                             "cannot load sklearn model"));
     snprintf(path, sizeof(path), "%s/truncated.joblib", dir);
     CHECK(rt_spi_failed_with(rt_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "truncated"));
+                             "truncated"));
     snprintf(path, sizeof(path), "%s/dict.pkl", dir);
     CHECK(rt_spi_failed_with(rt_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "holds a dict, not an sklearn model"));
+                             "holds a dict, not an sklearn model"));
     CHECK(!rt_ready(&sc, "x"));
     CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
 }
@@ -580,15 +580,8 @@ int main(int argc, char **argv)
     out[n] = 0;
     CHECK(WEXITSTATUS(pclose(p)) == 2 && strstr(out, "--workers") && strstr(out, "'0'"));
 
-    char *const args[] = {(char *)python,
-                          argv[2],
-                          "--listen",
-                          "127.0.0.1:0",
-                          "--workers",
-                          "4",
-                          "--log-level",
-                          "warn",
-                          NULL};
+    char *const args[] = {(char *)python, argv[2], "--listen", "127.0.0.1:0", "--workers", "4",
+                          "--log-level",  "warn",  NULL};
     pid_t pid = 0;
     int port = 0;
     long long t0 = harness_now_ms();

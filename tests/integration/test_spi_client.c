@@ -305,11 +305,11 @@ int main(int argc, char **argv)
     REQUIRE(harness_capture(cmd, out, sizeof(out)) == 0);
     snprintf(model, sizeof(model), "%s/xgboost/breast-cancer.json", dir);
 
-    char *const args[] = {argv[1],    "--listen",
+    char *const args[] = {argv[1],       "--listen",
                           "127.0.0.1:0", "--capacity-bytes",
-                          "987654321", "--max-loading-concurrency",
-                          "2",         "--log-level",
-                          "warn",      NULL};
+                          "987654321",   "--max-loading-concurrency",
+                          "2",           "--log-level",
+                          "warn",        NULL};
     int port = 0;
     REQUIRE(harness_spawn_listening(args, 10000, &pid, &port) == 0);
     REQUIRE(rt_open(&rc, port) == 0);

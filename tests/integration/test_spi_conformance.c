@@ -124,8 +124,8 @@ static void bad_loads(void)
 {
     char want[300], path[700];
     snprintf(want, sizeof(want), "serves %s models, not 'bogus'", type);
-    CHECK(rt_spi_failed_with(rt_load(&rc, "x", "bogus", model, NULL),
-                             GRPC_STATUS_INVALID_ARGUMENT, want));
+    CHECK(rt_spi_failed_with(rt_load(&rc, "x", "bogus", model, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                             want));
     CHECK(rt_spi_failed_with(rt_load(&rc, "x", type, "/nonexistent/m.model", NULL),
                              GRPC_STATUS_NOT_FOUND, "/nonexistent/m.model"));
     in_dir(path, sizeof(path), "junk");
@@ -360,11 +360,16 @@ int main(int argc, char **argv)
     REQUIRE(mkdtemp(dir) != NULL);
     make_model(maker, n_maker, rel);
 
-    char *const flags[] = {"--listen",         "127.0.0.1:0",
-                           "--capacity-bytes", "123456789",
-                           "--max-loading-concurrency", "2",
-                           "--load-timeout-ms", "45000",
-                           "--default-model-size", "2000000",
+    char *const flags[] = {"--listen",
+                           "127.0.0.1:0",
+                           "--capacity-bytes",
+                           "123456789",
+                           "--max-loading-concurrency",
+                           "2",
+                           "--load-timeout-ms",
+                           "45000",
+                           "--default-model-size",
+                           "2000000",
                            NULL};
     char *args[MAX_WORDS + 1];
     command(runtime, n_runtime, flags, args);

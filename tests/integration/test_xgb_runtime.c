@@ -110,7 +110,7 @@ static struct testcall infer(struct infer_req *r, float *out, size_t *n)
 {
     ProtobufCMessage *m = NULL;
     struct testcall res = rt_call(&sc, "/inference.GRPCInferenceService/ModelInfer", &r->req.base,
-                                   &inference__model_infer_response__descriptor, &m);
+                                  &inference__model_infer_response__descriptor, &m);
     *n = 0;
     if (m) {
         Inference__ModelInferResponse *resp = (Inference__ModelInferResponse *)m;
@@ -225,20 +225,19 @@ int main(int argc, char **argv)
 
     /* Bad input: clear INVALID_ARGUMENT / NOT_FOUND, the runtime keeps serving. */
     make_infer(&q, "bc", 1, "INT32", false);
-    CHECK(
-        rt_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT, "model expects 'FP32'"));
+    CHECK(rt_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT, "model expects 'FP32'"));
     make_infer(&q, "bc", 1, "FP32", false);
     q.shape[1] = 29;
     CHECK(rt_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
-                          "expected shape [-1, 30], got [1, 29]"));
+                         "expected shape [-1, 30], got [1, 29]"));
     make_infer(&q, "bc", 2, "FP32", false);
     q.contents.n_fp32_contents = 30;
     CHECK(rt_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
-                          "30 FP32 values for shape [2, 30], which needs 60"));
+                         "30 FP32 values for shape [2, 30], which needs 60"));
     make_infer(&q, "bc", 1, "FP32", true);
     q.raw.len = 7;
     CHECK(rt_failed_with(infer(&q, out, &n), GRPC_STATUS_INVALID_ARGUMENT,
-                          "raw contents hold 7 bytes"));
+                         "raw contents hold 7 bytes"));
     /* Metadata. */
     Inference__ModelMetadataRequest mm = INFERENCE__MODEL_METADATA_REQUEST__INIT;
     mm.name = "bc";
@@ -260,8 +259,8 @@ int main(int argc, char **argv)
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
     /* A file that is no model: XGBoost's own words, nothing half-loaded. */
-    CHECK(rt_spi_failed_with(rt_load(&sc, "x", "xgboost", junk, NULL),
-                             GRPC_STATUS_INVALID_ARGUMENT, "cannot load XGBoost model"));
+    CHECK(rt_spi_failed_with(rt_load(&sc, "x", "xgboost", junk, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                             "cannot load XGBoost model"));
     CHECK(!rt_ready(&sc, "x"));
 
     /* 50 concurrent predictions; then 20 more with an unload right behind them: those already
