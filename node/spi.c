@@ -248,7 +248,7 @@ static void on_reply(grpc_status_code status, const char *details, grpc_byte_buf
     } else {
         ProtobufCMessage *m = NULL;
         struct mm_error err = {0};
-        char why[MM_ERROR_MSG_MAX];
+        char why[2 * MM_ERROR_MSG_MAX];
         if (!response || rpc_decode(response, answers[r->method], &m, &err) < 0) {
             snprintf(why, sizeof(why), "the answer does not decode: %s",
                      response ? err.msg : "no message");
