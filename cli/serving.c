@@ -16,8 +16,9 @@
 #include "mm/buf.h"
 #include "mm/json.h"
 #include "mm/rpc.h"
+#include "mm/spi.h"
+#include "mm/spi_sync.h"
 #include "mm/v2json.h"
-#include "model-runtime.pb-c.h"
 
 #define INFER_ADDRESS "127.0.0.1:8033"
 #define RUNTIME_ADDRESS "127.0.0.1:8085"
@@ -324,40 +325,59 @@ static int metadata(const struct serving_options *o)
     return rc;
 }
 
+/* A uint64 as exact decimal text (a JSON number of more than 53 bits would lose digits). */
+static void add_u64(cJSON *o, const char *name, uint64_t v)
+{
+    char num[32];
+    snprintf(num, sizeof(num), "%" PRIu64, v);
+    cJSON_AddItemToObject(o, name, cJSON_CreateRaw(num));
+}
+
+/* The answer as JSON, field names those of the .proto. */
+static cJSON *result_json(const struct spi_result *res)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    switch (res->method) {
+    case SPI_RUNTIME_STATUS: {
+        const struct spi_runtime_status *s = &res->runtime;
+        cJSON_AddStringToObject(o, "status", spi_runtime_state_name(s->state));
+        add_u64(o, "capacityInBytes", s->capacity_bytes);
+        cJSON_AddNumberToObject(o, "maxLoadingConcurrency", s->max_loading_concurrency);
+        cJSON_AddNumberToObject(o, "modelLoadingTimeoutMs", s->load_timeout_ms);
+        add_u64(o, "defaultModelSizeInBytes", s->default_model_size_bytes);
+        cJSON_AddStringToObject(o, "runtimeVersion", s->version);
+        add_u64(o, "numericRuntimeVersion", s->numeric_version);
+        cJSON_AddBoolToObject(o, "limitModelConcurrency", s->limit_model_concurrency);
+        cJSON_AddBoolToObject(o, "allowAnyMethod", s->allow_any_method);
+        break;
+    }
+    case SPI_LOAD_MODEL:
+        add_u64(o, "sizeInBytes", res->size_bytes);
+        cJSON_AddNumberToObject(o, "maxConcurrency", res->max_concurrency);
+        break;
+    case SPI_PREDICT_MODEL_SIZE:
+    case SPI_MODEL_SIZE:
+        add_u64(o, "sizeInBytes", res->size_bytes);
+        break;
+    case SPI_UNLOAD_MODEL:
+        break;
+    }
+    return o;
+}
+
 static int runtime(const struct serving_options *o)
 {
     const char *verb = o->args[1];
-    union {
-        Mmesh__RuntimeStatusRequest status;
-        Mmesh__LoadModelRequest load;
-        Mmesh__UnloadModelRequest unload;
-        Mmesh__ModelSizeRequest size;
-    } req;
-    const ProtobufCMessageDescriptor *answer;
-    const char *method;
     unsigned timeout = 5000;
     int want_args;
     if (strcmp(verb, "status") == 0) {
-        req.status = (Mmesh__RuntimeStatusRequest)MMESH__RUNTIME_STATUS_REQUEST__INIT;
-        method = "runtimeStatus", answer = &mmesh__runtime_status_response__descriptor;
         want_args = 2;
     } else if (strcmp(verb, "load") == 0) {
-        req.load = (Mmesh__LoadModelRequest)MMESH__LOAD_MODEL_REQUEST__INIT;
-        req.load.modelid = (char *)o->args[2];
-        req.load.modelpath = (char *)o->args[3];
-        req.load.modeltype = (char *)(o->type ? o->type : "");
-        method = "loadModel", answer = &mmesh__load_model_response__descriptor;
         timeout = 120000; /* loads may be slow; the runtime's own timeout is longer than most */
         want_args = 4;
-    } else if (strcmp(verb, "unload") == 0) {
-        req.unload = (Mmesh__UnloadModelRequest)MMESH__UNLOAD_MODEL_REQUEST__INIT;
-        req.unload.modelid = (char *)o->args[2];
-        method = "unloadModel", answer = &mmesh__unload_model_response__descriptor;
-        want_args = 3;
-    } else if (strcmp(verb, "size") == 0) {
-        req.size = (Mmesh__ModelSizeRequest)MMESH__MODEL_SIZE_REQUEST__INIT;
-        req.size.modelid = (char *)o->args[2];
-        method = "modelSize", answer = &mmesh__model_size_response__descriptor;
+    } else if (strcmp(verb, "unload") == 0 || strcmp(verb, "size") == 0) {
         want_args = 3;
     } else {
         fprintf(stderr, "mmctl: unknown runtime verb '%s'\n", verb);
@@ -368,18 +388,49 @@ static int runtime(const struct serving_options *o)
                 want_args == 3 ? "" : "s");
         return 2;
     }
-    char path[64], what[512];
-    snprintf(path, sizeof(path), "/mmesh.ModelRuntime/%s", method);
-    snprintf(what, sizeof(what), "%s%s%s", method, want_args > 2 ? " " : "",
-             want_args > 2 ? o->args[2] : "");
-    ProtobufCMessage *m = NULL;
-    int rc =
-        call(o->address ? o->address : RUNTIME_ADDRESS, o->timeout_ms ? o->timeout_ms : timeout,
-             path, what, &req.status.base, answer, &m);
-    if (rc == 0) {
-        rc = print_message(m);
-        protobuf_c_message_free_unpacked(m, NULL);
+    const char *address = o->address ? o->address : RUNTIME_ADDRESS;
+    int64_t timeout_ms = o->timeout_ms ? o->timeout_ms : timeout;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct rpc_context *ctx = NULL;
+    struct spi_client *cl = NULL;
+    struct mm_error err = {0};
+    struct spi_result res;
+    int rc = 1;
+    if (!loop) {
+        fprintf(stderr, "mmctl: cannot create an event loop\n");
+        return 1;
     }
+    if (rpc_context_new(loop, &ctx, &err) < 0 || spi_client_new(ctx, address, &cl, &err) < 0) {
+        fprintf(stderr, "mmctl: %s: %s\n", address, err.msg);
+        goto out;
+    }
+    struct spi_model m = {.id = o->args[2], .path = o->args[3], .type = o->type};
+    if (strcmp(verb, "status") == 0)
+        spi_sync_runtime_status(cl, timeout_ms, &res);
+    else if (strcmp(verb, "load") == 0)
+        spi_sync_load_model(cl, &m, timeout_ms, &res);
+    else if (strcmp(verb, "unload") == 0)
+        spi_sync_unload_model(cl, m.id, timeout_ms, &res);
+    else
+        spi_sync_model_size(cl, m.id, timeout_ms, &res);
+    if (res.code < 0) {
+        fprintf(stderr, "mmctl: %s\n", res.err.msg);
+        goto out;
+    }
+    cJSON *j = result_json(&res);
+    char *text = j ? json_print(j, true) : NULL;
+    cJSON_Delete(j);
+    if (!text) {
+        fprintf(stderr, "mmctl: out of memory printing the answer\n");
+        goto out;
+    }
+    printf("%s\n", text);
+    free(text);
+    rc = 0;
+out:
+    spi_client_free(cl);
+    rpc_context_free(ctx);
+    ev_loop_destroy(loop);
     return rc;
 }
 

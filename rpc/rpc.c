@@ -97,6 +97,11 @@ int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_er
     return 0;
 }
 
+struct ev_loop *rpc_context_loop(const struct rpc_context *ctx)
+{
+    return ctx->loop;
+}
+
 void rpc_context_free(struct rpc_context *ctx)
 {
     if (!ctx)

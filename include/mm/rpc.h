@@ -47,6 +47,8 @@ int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_er
  * shared channels (rpc_channel_for) are freed here, their calls in flight cancelled without a
  * callback. Waits for gRPC to complete what is pending, then frees. Not from a callback. */
 void rpc_context_free(struct rpc_context *ctx);
+/* The loop the context hands its completions to. */
+struct ev_loop *rpc_context_loop(const struct rpc_context *ctx);
 
 /* --- server --- */
 typedef void (*rpc_handler)(struct rpc_call *call, void *arg);

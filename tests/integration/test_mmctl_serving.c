@@ -93,12 +93,17 @@ int main(int argc, char **argv)
     snprintf(a, sizeof(a), "--address %s runtime status", addr);
     EXPECT(a, 0, "\"status\": \"READY\"");
     CHECK(strstr(out, "\"capacityInBytes\": 1073741824") != NULL);
+    CHECK(strstr(out, "\"runtimeVersion\": \"mm-runtime ") != NULL);
+    CHECK(strstr(out, "\"maxLoadingConcurrency\": 1") != NULL);
     snprintf(a, sizeof(a),
              "--address %s runtime load bc %s/xgboost/breast-cancer.json --type xgboost", addr,
              dir);
     EXPECT(a, 0, "\"sizeInBytes\": ");
     snprintf(a, sizeof(a), "--address %s runtime size bc", addr);
     EXPECT(a, 0, "\"sizeInBytes\": ");
+    snprintf(a, sizeof(a), "--address %s runtime size nope", addr);
+    EXPECT(a, 1, "modelSize nope at 127.0.0.1:");
+    CHECK(strstr(out, "NOT_FOUND: model nope is not loaded") != NULL);
     snprintf(a, sizeof(a), "--address %s infer bc --file %s/xgboost/breast-cancer-request.json",
              addr, dir);
     EXPECT(a, 0, "\"datatype\": \"FP32\"");

@@ -1,6 +1,8 @@
-/* test_sklearn_runtime.c - the sklearn runtime process (Debian Python) through its runtime SPI
- * and KServe V2 inference, driven by our C client, with the example model and a few test
- * models built at test time from data python3-sklearn ships.
+/* test_sklearn_runtime.c - what is particular to the sklearn runtime process (Debian Python):
+ * its defaults, the sizes it measures, KServe V2 inference of sklearn models of several kinds
+ * and the errors their files give, driven by our C client, with the example model and a few
+ * test models built at test time from data python3-sklearn ships. What every runtime must answer
+ * through the runtime SPI is test_spi_conformance's, run against this runtime too.
  * argv: PYTHON RUNTIME_PY MAKE_MNIST_SVM_PY SKLEARN_MODELS_PY */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -16,14 +18,13 @@
 #include "check.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
-#include "model-runtime.pb-c.h"
 #include "mm/rpc.h"
-#include "spiclient.h"
+#include "rtclient.h"
 
 #define DIGIT 64 /* 8x8 pixels */
 #define MAXV 256 /* values per test request */
 
-static struct spi_client sc;
+static struct rt_client sc;
 static double digit[DIGIT]; /* the walkthrough's sample input: an "8" */
 static double diabetes[10], diabetes_expected, two_targets_expected[2];
 static double iris[4], iris_proba[3];
@@ -133,8 +134,8 @@ static void want_outputs(struct tensor_req *r, const char *a, const char *b)
 static struct testcall infer(struct tensor_req *r, Inference__ModelInferResponse **resp)
 {
     ProtobufCMessage *m = NULL;
-    struct testcall c = spi_call(&sc, "/inference.GRPCInferenceService/ModelInfer", &r->req.base,
-                                 &inference__model_infer_response__descriptor, &m);
+    struct testcall c = rt_call(&sc, "/inference.GRPCInferenceService/ModelInfer", &r->req.base,
+                                &inference__model_infer_response__descriptor, &m);
     *resp = (Inference__ModelInferResponse *)m;
     if (c.status != GRPC_STATUS_OK)
         fprintf(stderr, "  ModelInfer %s: status %d %s\n", r->req.model_name, c.status, c.details);
@@ -195,8 +196,8 @@ static Inference__ModelMetadataResponse *metadata(const char *model)
     Inference__ModelMetadataRequest req = INFERENCE__MODEL_METADATA_REQUEST__INIT;
     req.name = (char *)model;
     ProtobufCMessage *m = NULL;
-    spi_call(&sc, "/inference.GRPCInferenceService/ModelMetadata", &req.base,
-             &inference__model_metadata_response__descriptor, &m);
+    rt_call(&sc, "/inference.GRPCInferenceService/ModelMetadata", &req.base,
+            &inference__model_metadata_response__descriptor, &m);
     return (Inference__ModelMetadataResponse *)m;
 }
 
@@ -282,75 +283,35 @@ static void read_sample(const char *path)
 
 /* ------------------------------------------------------------------------ the test */
 
-static void status_and_sizes(const char *mnist)
+/* runtimeStatus: this runtime's defaults. */
+static void status_defaults(void)
 {
-    ProtobufCMessage *m = NULL;
-    struct testcall r = spi_status(&sc, &m);
-    REQUIRE(r.status == GRPC_STATUS_OK && m);
-    Mmesh__RuntimeStatusResponse *st = (Mmesh__RuntimeStatusResponse *)m;
-    CHECK_INT(st->status, MMESH__RUNTIME_STATUS_RESPONSE__STATUS__READY);
-    CHECK_INT(st->capacityinbytes, 123456789);
-    CHECK_INT(st->maxloadingconcurrency, 2);
-    CHECK_INT(st->modelloadingtimeoutms, 90000);
-    CHECK_INT(st->defaultmodelsizeinbytes, 1000000);
-    CHECK(strstr(st->runtimeversion, "mm-sklearn-runtime") != NULL);
-    fprintf(stderr, "runtimeVersion: %s\n", st->runtimeversion);
-    protobuf_c_message_free_unpacked(m, NULL);
-
-    /* predictModelSize: disk size x 1.25; nothing to measure gives the default. */
-    struct stat sb;
-    REQUIRE(stat(mnist, &sb) == 0);
-    Mmesh__PredictModelSizeRequest ps = MMESH__PREDICT_MODEL_SIZE_REQUEST__INIT;
-    ps.modelid = "mnist";
-    ps.modelpath = (char *)mnist;
-    spi_call(&sc, "/mmesh.ModelRuntime/predictModelSize", &ps.base,
-             &mmesh__predict_model_size_response__descriptor, &m);
-    CHECK(m && ((Mmesh__PredictModelSizeResponse *)m)->sizeinbytes ==
-                   (uint64_t)sb.st_size + (uint64_t)sb.st_size / 4);
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-    ps.modelpath = "/nonexistent/model.joblib";
-    spi_call(&sc, "/mmesh.ModelRuntime/predictModelSize", &ps.base,
-             &mmesh__predict_model_size_response__descriptor, &m);
-    CHECK(m && ((Mmesh__PredictModelSizeResponse *)m)->sizeinbytes == 1000000);
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
+    struct spi_result r = rt_status(&sc);
+    REQUIRE(r.code == 0);
+    CHECK_INT(r.runtime.capacity_bytes, 1073741824);
+    CHECK_INT(r.runtime.max_loading_concurrency, 1);
+    CHECK_INT(r.runtime.load_timeout_ms, 90000);
+    CHECK_INT(r.runtime.default_model_size_bytes, 1000000);
+    CHECK(strstr(r.runtime.version, "mm-sklearn-runtime") != NULL);
 }
 
-static uint64_t load_mnist(const char *mnist, const char *mnist_dir)
+static void load_mnist(const char *mnist, const char *mnist_dir)
 {
     struct stat sb;
     REQUIRE(stat(mnist, &sb) == 0);
-    uint64_t size = 0, again = 0;
+    uint64_t size = 0;
     long long t0 = harness_now_ms();
-    struct testcall r = spi_load(&sc, "mnist", "sklearn", mnist, &size);
-    CHECK_INT(r.status, GRPC_STATUS_OK);
+    struct spi_result r = rt_load(&sc, "mnist", "sklearn", mnist, &size);
+    CHECK_INT(r.code, 0);
     fprintf(stderr, "loaded %s in %lld ms: %llu bytes measured, %lld on disk\n", mnist,
             harness_now_ms() - t0, (unsigned long long)size, (long long)sb.st_size);
     /* The in-memory object graph holds what the pickle holds (support vectors, coefficients),
      * plus object overhead: near the file size, never a made-up constant. */
     CHECK(size > (uint64_t)sb.st_size / 2 && size < (uint64_t)sb.st_size * 3);
     CHECK(size != 1000000);
-    r = spi_load(&sc, "mnist", "sklearn", mnist, &again); /* loading twice: the same answer */
-    CHECK(r.status == GRPC_STATUS_OK && again == size);
-    Mmesh__ModelSizeRequest ms = MMESH__MODEL_SIZE_REQUEST__INIT;
-    ms.modelid = "mnist";
-    ProtobufCMessage *m = NULL;
-    spi_call(&sc, "/mmesh.ModelRuntime/modelSize", &ms.base,
-             &mmesh__model_size_response__descriptor, &m);
-    CHECK(m && ((Mmesh__ModelSizeResponse *)m)->sizeinbytes == size);
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-    ms.modelid = "not-loaded";
-    CHECK(spi_failed_with(spi_call(&sc, "/mmesh.ModelRuntime/modelSize", &ms.base, NULL, NULL),
-                          GRPC_STATUS_NOT_FOUND, "model not-loaded is not loaded"));
-    CHECK(spi_ready(&sc, "mnist"));
-    CHECK(!spi_ready(&sc, "nope"));
 
     /* A directory holding one model file; empty modelType means "ours". */
-    r = spi_load(&sc, "mnist-dir", "", mnist_dir, &again);
-    CHECK(r.status == GRPC_STATUS_OK && again == size);
-    return size;
+    CHECK_INT(rt_load(&sc, "mnist-dir", "", mnist_dir, NULL).code, 0);
 }
 
 static void infer_mnist(void)
@@ -377,48 +338,35 @@ static void infer_mnist(void)
 
     /* Bad input: clear errors naming what was wrong; the runtime keeps serving. */
     make_req(&q, "mnist", digit, DIGIT, 1, "BYTES", false);
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "datatype 'BYTES' is not supported, model expects 'FP32'"));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                         "datatype 'BYTES' is not supported, model expects 'FP32'"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     q.shape[1] = 63;
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "expected shape [-1, 64], got [1, 63]"));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                         "expected shape [-1, 64], got [1, 63]"));
     make_req(&q, "mnist", digit, DIGIT, 2, "FP32", false);
     q.contents.n_fp32_contents = 100;
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "100 FP32 values for shape [2, 64], which needs 128"));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                         "100 FP32 values for shape [2, 64], which needs 128"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP64", true);
     q.raw.len = 7;
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "raw contents hold 7 bytes, shape [1, 64] of FP64 needs 512"));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                         "raw contents hold 7 bytes, shape [1, 64] of FP64 needs 512"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     q.ins[1] = &q.in;
     q.req.n_inputs = 2;
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "model mnist expects 1 input tensor, got 2"));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                         "model mnist expects 1 input tensor, got 2"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     q.f32[5] = NAN; /* sklearn's own verdict, passed on */
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT, "NaN"));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT, "NaN"));
     make_req(&q, "mnist", digit, DIGIT, 1, "FP32", false);
     want_outputs(&q, "scores", NULL);
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "model mnist has no output 'scores' (it has 'predict')"));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                         "model mnist has no output 'scores' (it has 'predict')"));
     want_outputs(&q, "predict_proba", NULL); /* SVC without probability=True has none */
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
-                          "has no output 'predict_proba'"));
-    make_req(&q, "unknown-model", digit, DIGIT, 1, "FP32", false);
-    CHECK(spi_failed_with(infer(&q, &resp), GRPC_STATUS_NOT_FOUND,
-                          "model unknown-model is not loaded"));
-    make_req(&q, "", digit, DIGIT, 1, "FP32", false);
-    CHECK(
-        spi_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT, "model_name is required"));
-    CHECK(spi_failed_with(
-        spi_call_raw(&sc, "/inference.GRPCInferenceService/ModelInfer", "\x0a\xff\xff\x01x", 5),
-        GRPC_STATUS_INVALID_ARGUMENT, "malformed inference.ModelInferRequest"));
-    CHECK(spi_failed_with(spi_call_raw(&sc, "/mmesh.ModelRuntime/loadModel", "\x0a\x09", 2),
-                          GRPC_STATUS_INVALID_ARGUMENT, "malformed mmesh.LoadModelRequest"));
-    CHECK(spi_failed_with(spi_call_raw(&sc, "/inference.GRPCInferenceService/Nope", "", 0),
-                          GRPC_STATUS_UNIMPLEMENTED, ""));
+    CHECK(rt_failed_with(infer(&q, &resp), GRPC_STATUS_INVALID_ARGUMENT,
+                         "has no output 'predict_proba'"));
     CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
 
     /* An empty batch [0, 64] has an empty answer of the output's datatype. */
@@ -427,9 +375,9 @@ static void infer_mnist(void)
         CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
         CHECK(resp && resp->n_outputs == 1 && strcmp(resp->outputs[0]->datatype, "INT64") == 0 &&
               resp->outputs[0]->n_shape == 1 && resp->outputs[0]->shape[0] == 0);
-        CHECK(resp && (raw ? resp->n_raw_output_contents == 1 &&
-                                 resp->raw_output_contents[0].len == 0
-                           : resp->n_raw_output_contents == 0));
+        CHECK(resp &&
+              (raw ? resp->n_raw_output_contents == 1 && resp->raw_output_contents[0].len == 0
+                   : resp->n_raw_output_contents == 0));
         free_resp(resp);
     }
 
@@ -446,21 +394,9 @@ static void infer_mnist(void)
     CHECK(metadata("nope") == NULL);
     ProtobufCMessage *m = NULL;
     Inference__ServerMetadataRequest smr = INFERENCE__SERVER_METADATA_REQUEST__INIT;
-    spi_call(&sc, "/inference.GRPCInferenceService/ServerMetadata", &smr.base,
-             &inference__server_metadata_response__descriptor, &m);
+    rt_call(&sc, "/inference.GRPCInferenceService/ServerMetadata", &smr.base,
+            &inference__server_metadata_response__descriptor, &m);
     CHECK(m && strcmp(((Inference__ServerMetadataResponse *)m)->name, "mm-sklearn-runtime") == 0);
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-    Inference__ServerLiveRequest slr = INFERENCE__SERVER_LIVE_REQUEST__INIT;
-    spi_call(&sc, "/inference.GRPCInferenceService/ServerLive", &slr.base,
-             &inference__server_live_response__descriptor, &m);
-    CHECK(m && ((Inference__ServerLiveResponse *)m)->live);
-    if (m)
-        protobuf_c_message_free_unpacked(m, NULL);
-    Inference__ServerReadyRequest srr = INFERENCE__SERVER_READY_REQUEST__INIT;
-    spi_call(&sc, "/inference.GRPCInferenceService/ServerReady", &srr.base,
-             &inference__server_ready_response__descriptor, &m);
-    CHECK(m && ((Inference__ServerReadyResponse *)m)->ready);
     if (m)
         protobuf_c_message_free_unpacked(m, NULL);
 }
@@ -473,7 +409,7 @@ static void other_models(const char *dir)
 
     /* A regressor answers FP64, exactly sklearn's number for FP64 input. */
     snprintf(path, sizeof(path), "%s/regressor.joblib", dir);
-    CHECK_INT(spi_load(&sc, "reg", "sklearn", path, NULL).status, GRPC_STATUS_OK);
+    CHECK_INT(rt_load(&sc, "reg", "sklearn", path, NULL).code, 0);
     make_req(&q, "reg", diabetes, 10, 1, "FP64", false);
     CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
     CHECK(resp && resp->n_outputs == 1 && strcmp(resp->outputs[0]->datatype, "FP64") == 0 &&
@@ -496,7 +432,7 @@ static void other_models(const char *dir)
 
     /* Two targets: predict [N, 2], in the metadata and for an empty batch too. */
     snprintf(path, sizeof(path), "%s/two-targets.joblib", dir);
-    CHECK_INT(spi_load(&sc, "two", "sklearn", path, NULL).status, GRPC_STATUS_OK);
+    CHECK_INT(rt_load(&sc, "two", "sklearn", path, NULL).code, 0);
     md = metadata("two");
     CHECK(md && md->n_outputs == 1 && md->outputs[0]->n_shape == 2 &&
           md->outputs[0]->shape[0] == -1 && md->outputs[0]->shape[1] == 2);
@@ -514,11 +450,11 @@ static void other_models(const char *dir)
                   fabs(o->contents->fp64_contents[1] - two_targets_expected[1]) < 1e-9);
         free_resp(resp);
     }
-    CHECK_INT(spi_unload(&sc, "two").status, GRPC_STATUS_OK);
+    CHECK_INT(rt_unload(&sc, "two").code, 0);
 
     /* A plain pickle of a classifier with string classes: BYTES, and predict_proba on request. */
     snprintf(path, sizeof(path), "%s/iris.pkl", dir);
-    CHECK_INT(spi_load(&sc, "iris", "sklearn", path, NULL).status, GRPC_STATUS_OK);
+    CHECK_INT(rt_load(&sc, "iris", "sklearn", path, NULL).code, 0);
     make_req(&q, "iris", iris, 4, 1, "FP64", false);
     want_outputs(&q, "predict", "predict_proba");
     CHECK_INT(infer(&q, &resp).status, GRPC_STATUS_OK);
@@ -565,37 +501,42 @@ static void other_models(const char *dir)
     struct stat sb;
     uint64_t forest = 0;
     REQUIRE(stat(path, &sb) == 0);
-    CHECK_INT(spi_load(&sc, "forest", "sklearn", path, &forest).status, GRPC_STATUS_OK);
+    CHECK_INT(rt_load(&sc, "forest", "sklearn", path, &forest).code, 0);
     fprintf(stderr, "forest: %llu bytes measured, %lld on disk\n", (unsigned long long)forest,
             (long long)sb.st_size);
     CHECK(forest > (uint64_t)sb.st_size * 8 / 10 && forest < (uint64_t)sb.st_size * 2);
     CHECK_INT(digit_class("forest", 1, "FP32", false), 8);
 
     /* Bad loads: clear errors, nothing half-loaded, the runtime still serves. */
-    snprintf(path, sizeof(path), "%s/regressor.joblib", dir);
-    CHECK(spi_failed_with(spi_load(&sc, "x", "xgboost", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "serves sklearn models, not 'xgboost'"));
-    CHECK(spi_failed_with(spi_load(&sc, "", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "modelId is required"));
-    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", "/nonexistent/m.joblib", NULL),
-                          GRPC_STATUS_NOT_FOUND, "/nonexistent/m.joblib"));
     snprintf(path, sizeof(path), "%s/garbage.joblib", dir);
-    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "cannot load sklearn model"));
+    CHECK(rt_spi_failed_with(rt_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                             "cannot load sklearn model"));
     snprintf(path, sizeof(path), "%s/truncated.joblib", dir);
-    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "truncated"));
+    CHECK(rt_spi_failed_with(rt_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                             "truncated"));
     snprintf(path, sizeof(path), "%s/dict.pkl", dir);
-    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "holds a dict, not an sklearn model"));
-    snprintf(path, sizeof(path), "%s/two", dir);
-    CHECK(spi_failed_with(spi_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
-                          "holds 2 model files"));
-    CHECK(!spi_ready(&sc, "x"));
+    CHECK(rt_spi_failed_with(rt_load(&sc, "x", "sklearn", path, NULL), GRPC_STATUS_INVALID_ARGUMENT,
+                             "holds a dict, not an sklearn model"));
+    CHECK(!rt_ready(&sc, "x"));
     CHECK_INT(digit_class("mnist", 1, "FP32", false), 8);
 }
 
-static void concurrency(const char *mnist, uint64_t size)
+/* Three loads of one new id at once share one load, and the model they share predicts. */
+static void shared_load_predicts(const char *mnist)
+{
+    enum { L = 3 };
+    struct rt_spi_wait loads[L];
+    memset(loads, 0, sizeof(loads));
+    struct spi_model m = {.id = "mnist-3", .type = "sklearn", .path = mnist};
+    for (int i = 0; i < L; i++)
+        REQUIRE(spi_load_model(sc.spi, &m, 20000, rt_spi_cb, &loads[i], NULL) == 0);
+    CHECK(rt_spi_wait_all(sc.loop, loads, L, 25000));
+    for (int i = 0; i < L; i++)
+        CHECK(loads[i].done && loads[i].res.code == 0);
+    CHECK_INT(digit_class("mnist-3", 1, "FP32", false), 8);
+}
+
+static void concurrency(void)
 {
     /* 40 predictions at once. */
     enum { C = 40 };
@@ -623,34 +564,6 @@ static void concurrency(const char *mnist, uint64_t size)
         testcall_clear(&many[i]);
     }
     CHECK_INT(ok, C);
-
-    /* Three loads of one new id at once: one load, three identical answers. */
-    enum { L = 3 };
-    struct testcall loads[L] = {{0}};
-    Mmesh__LoadModelRequest lr = MMESH__LOAD_MODEL_REQUEST__INIT;
-    lr.modelid = "mnist-3";
-    lr.modeltype = "sklearn";
-    lr.modelpath = (char *)mnist;
-    grpc_byte_buffer *lb = rpc_encode(&lr.base);
-    for (int i = 0; i < L; i++)
-        REQUIRE(rpc_unary(sc.ch, "/mmesh.ModelRuntime/loadModel", lb, NULL, 0, 20000, NULL,
-                          testcall_cb, &loads[i], NULL) == 0);
-    testcall_wait(sc.loop, loads, L, 25000);
-    grpc_byte_buffer_destroy(lb);
-    int same = 0;
-    for (int i = 0; i < L; i++) {
-        ProtobufCMessage *pm = NULL;
-        struct mm_error err = {0};
-        if (loads[i].status == GRPC_STATUS_OK &&
-            rpc_decode(loads[i].response, &mmesh__load_model_response__descriptor, &pm, &err) ==
-                0) {
-            same += ((Mmesh__LoadModelResponse *)pm)->sizeinbytes == size;
-            protobuf_c_message_free_unpacked(pm, NULL);
-        }
-        testcall_clear(&loads[i]);
-    }
-    CHECK_INT(same, L);
-    CHECK_INT(digit_class("mnist-3", 1, "FP32", false), 8);
 }
 
 int main(int argc, char **argv)
@@ -682,68 +595,23 @@ int main(int argc, char **argv)
     out[n] = 0;
     CHECK(WEXITSTATUS(pclose(p)) == 2 && strstr(out, "--workers") && strstr(out, "'0'"));
 
-    char *const args[] = {(char *)python,
-                          argv[2],
-                          "--listen",
-                          "127.0.0.1:0",
-                          "--capacity-bytes",
-                          "123456789",
-                          "--max-loading-concurrency",
-                          "2",
-                          "--workers",
-                          "4",
-                          "--log-level",
-                          "warn",
-                          NULL};
+    char *const args[] = {(char *)python, argv[2], "--listen", "127.0.0.1:0", "--workers", "4",
+                          "--log-level",  "warn",  NULL};
     pid_t pid = 0;
     int port = 0;
     long long t0 = harness_now_ms();
     REQUIRE(harness_spawn_listening(args, 60000, &pid, &port) == 0);
     fprintf(stderr, "runtime listening on %d after %lld ms\n", port, harness_now_ms() - t0);
-    REQUIRE(spi_client_open(&sc, port) == 0);
+    REQUIRE(rt_open(&sc, port) == 0);
 
-    status_and_sizes(mnist);
-    uint64_t size = load_mnist(mnist, mnist_dir);
+    status_defaults();
+    load_mnist(mnist, mnist_dir);
     infer_mnist();
     other_models(extra);
-    concurrency(mnist, size);
+    concurrency();
+    shared_load_predicts(mnist);
+    rt_close(&sc, pid, 15000);
 
-    /* unload: not ready, inference NOT_FOUND; unloading again (or an unknown id) is OK. */
-    CHECK_INT(spi_unload(&sc, "mnist").status, GRPC_STATUS_OK);
-    CHECK(!spi_ready(&sc, "mnist"));
-    CHECK_INT(digit_class("mnist", 1, "FP32", false), -1);
-    CHECK_INT(spi_unload(&sc, "mnist").status, GRPC_STATUS_OK);
-    CHECK_INT(spi_unload(&sc, "never-loaded").status, GRPC_STATUS_OK);
-
-    /* runtimeStatus purges whatever is loaded. */
-    CHECK(spi_ready(&sc, "reg") && spi_ready(&sc, "mnist-dir"));
-    CHECK_INT(spi_status(&sc, NULL).status, GRPC_STATUS_OK);
-    CHECK(!spi_ready(&sc, "reg") && !spi_ready(&sc, "mnist-dir") && !spi_ready(&sc, "iris"));
-
-    /* Unloaded, or purged by runtimeStatus, while loading: the load answers ABORTED, inference
-     * meanwhile UNAVAILABLE, and the id loads normally afterwards. */
-    char fifo[600];
-    snprintf(fifo, sizeof(fifo), "%s/held.joblib", dir);
-    CHECK(spi_cancel_during_load(&sc, pid, "held", "sklearn", fifo, mnist, false));
-    CHECK(spi_cancel_during_load(&sc, pid, "held", "sklearn", fifo, mnist, true));
-
-    /* A load that fails, asked for twice while it runs: both get its error. */
-    CHECK(spi_shared_failed_load(&sc, pid, "held", "sklearn", fifo));
-
-    /* SIGTERM: a graceful exit. */
-    int status = spi_client_close(&sc, pid, 15000);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-
-    /* SIGTERM while a load is stuck reading its model: in-flight calls are cancelled after the
-     * grace period, the stuck job gets as long again, then the process exits by itself (Python
-     * would otherwise join the loading thread forever). */
-    snprintf(fifo, sizeof(fifo), "%s/stuck.joblib", dir);
-    char *const grace_args[] = {(char *)python, argv[2],     "--listen", "127.0.0.1:0",
-                                "--grace-ms",   "300",       "--log-level", "error", NULL};
-    struct testcall stuck;
-    status = spi_term_during_stuck_load(grace_args, "sklearn", fifo, 5000, &stuck);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    CHECK(stuck.done && stuck.status != GRPC_STATUS_OK);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
     return CHECK_DONE();
