@@ -30,6 +30,10 @@
 #define DEFAULT_PAGE_KEYS 1000
 #define DEFAULT_PAGE_BYTES (1u << 20)
 #define DEFAULT_MAX_PAGES 100000
+/* A paged range's first request asks for this many keys at most; each reply then sets the next
+ * limit from the bytes it held (at most doubling), so that no reply need be much larger than a
+ * page whatever the values weigh. */
+#define FIRST_PAGE_LIMIT 16
 
 /* ---------------------------------------------------------------- arena for responses */
 
@@ -118,6 +122,7 @@ struct paged {
     size_t cursor_len;
     int64_t revision;               /* pinned by the first page */
     int64_t limit;                  /* keys asked for per request */
+    int64_t left;                   /* keys the previous page counted after it; -1 before */
     size_t page_keys, page_bytes, max_pages;
     size_t pages;                   /* requests answered */
     size_t n_keys;                  /* keys delivered */
@@ -244,7 +249,7 @@ int request_launch(struct request *r)
 
     bool watch = r->kind == REQ_WATCH;
     struct curlev_transfer *t = NULL;
-    if (curlev_transfer_new(c->curl, ETCD_MAX_REPLY_BYTES, watch ? watch_on_data : NULL,
+    if (curlev_transfer_new(c->curl, c->max_reply_bytes, watch ? watch_on_data : NULL,
                             watch ? watch_on_done : unary_on_done, r, &t) < 0)
         return -ENOMEM;
     CURL *e = curlev_transfer_easy(t);
@@ -564,6 +569,36 @@ static bool retry_elsewhere(struct request *r)
 }
 
 static void paged_reply(struct request *r, struct response_box *b);
+static int paged_send(struct request *r);
+
+/* "512 MiB", "1500 KiB", "1000 bytes": a size as a user would have written it. */
+static void format_size(char *out, size_t size, size_t n)
+{
+    if (n && n % (1u << 20) == 0)
+        snprintf(out, size, "%zu MiB", n >> 20);
+    else if (n && n % 1024 == 0)
+        snprintf(out, size, "%zu KiB", n >> 10);
+    else
+        snprintf(out, size, "%zu bytes", n);
+}
+
+/* A reply passed the reply cap. A paged range asks again for fewer keys; with one key per page
+ * left, or any other request, the request fails saying so. */
+static void reply_over_cap(struct request *r)
+{
+    struct paged *pg = r->pg;
+    if (pg && pg->limit > 1) {
+        pg->limit = pg->limit / 4 > 1 ? pg->limit / 4 : 1;
+        int rc = paged_send(r);
+        if (rc < 0)
+            complete_error(r, rc, "cannot send the next page: %s", mm_strerror(rc));
+        return;
+    }
+    char cap[32];
+    format_size(cap, sizeof(cap), r->c->max_reply_bytes);
+    complete_error(r, -EMSGSIZE, "the reply is larger than the reply cap of %s%s", cap,
+                   pg ? " with one key in it (a key and value that large)" : "");
+}
 
 static void complete_ok(struct request *r, const cJSON *j)
 {
@@ -575,6 +610,11 @@ static void complete_ok(struct request *r, const cJSON *j)
     const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(j, "header");
     b->r.revision = json_int64(hdr, "revision");
     b->r.member_id = json_int64(hdr, "member_id");
+    if (!cJSON_IsObject(hdr) || b->r.revision <= 0) { /* every etcd reply has one */
+        etcd_response_free(&b->r);
+        complete_error(r, -EPROTO, "a reply without a header revision: is this etcd?");
+        return;
+    }
     const char *ep = request_endpoint(r);
     char *ep_copy = arena_alloc(&b->arena, strlen(ep) + 1);
     if (ep_copy)
@@ -649,10 +689,15 @@ static void complete_unary(struct request *r, CURLcode res)
     snprintf(curl_msg, sizeof(curl_msg), "%s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(res));
     const struct mm_buf *reply = curlev_transfer_body(r->t);
     size_t reply_len = reply->len;
+    bool over_cap = res == CURLE_WRITE_ERROR && curlev_transfer_over_limit(r->t);
     cJSON *j = res == CURLE_OK ? cJSON_ParseWithLength(reply->data ? reply->data : "", reply_len)
                                : NULL;
     request_detach(r); /* the reply is parsed: the transfer goes */
 
+    if (over_cap) { /* the server answered, too much: no other endpoint would say less */
+        reply_over_cap(r);
+        return;
+    }
     if (res != CURLE_OK) {
         /* Never reached a server: safe to send elsewhere whatever the operation. */
         if (!connected || r->idempotent) {
@@ -707,6 +752,11 @@ static void complete_unary(struct request *r, CURLcode res)
         }
         if (code == -EAGAIN && r->idempotent && retry_elsewhere(r))
             return;
+        if (!c->user && strstr(msg_copy, "user name is empty")) {
+            complete_error(r, -EACCES, "etcd requires authentication and no user was given "
+                                       "(etcd says: %s)", msg_copy);
+            return;
+        }
         if (r->kind == REQ_AUTH) {
             struct mm_error err;
             mm_error_set(&err, -EACCES, "etcd %s: authenticate as '%s': %s", request_endpoint(r),
@@ -719,7 +769,14 @@ static void complete_unary(struct request *r, CURLcode res)
     }
     if (r->kind == REQ_AUTH) {
         const cJSON *tok = cJSON_GetObjectItemCaseSensitive(body, "token");
-        if (cJSON_IsString(tok)) {
+        const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(body, "header");
+        if (!cJSON_IsObject(hdr) || json_int64(hdr, "revision") <= 0) {
+            struct mm_error err;
+            mm_error_set(&err, -EPROTO,
+                         "etcd %s: authenticate: a reply without a header revision: is this "
+                         "etcd?", request_endpoint(r));
+            auth_finish(r, -EPROTO, &err, NULL);
+        } else if (cJSON_IsString(tok)) {
             auth_finish(r, 0, NULL, tok->valuestring);
         } else {
             struct mm_error err;
@@ -869,6 +926,27 @@ static void paged_reply(struct request *r, struct response_box *b)
         complete_error(r, -EPROTO, "%s", why);
         return;
     }
+    /* etcd counts the keys of [cursor, end) at the revision: a page holds at most the limit and
+     * at most that count, says "more" exactly when the count is larger, and every later page
+     * counts what the one before left. So the first count bounds the whole read, and a server
+     * that says "more" forever, or stops early, is caught at its first inconsistent page. */
+    int64_t n = (int64_t)op->n_kvs;
+    const char *bad = n > pg->limit                 ? "more keys than the limit asked for"
+                      : op->count < n               ? "more keys than its count"
+                      : op->more != (op->count > n) ? (op->more ? "more, but counts no more keys"
+                                                                : "no more, but counts more keys")
+                      : pg->left >= 0 && op->count > pg->left
+                          ? "more keys left than the page before"
+                          : NULL;
+    if (bad) {
+        int64_t count = op->count, left = pg->left;
+        etcd_response_free(&b->r);
+        complete_error(r, -EPROTO,
+                       "a page that says %s (%" PRId64 " keys, count %" PRId64 ", %" PRId64
+                       " left before)", bad, n, count, left);
+        return;
+    }
+    pg->left = op->count - n;
     if (!pg->revision)
         pg->revision = b->r.revision;
 
@@ -921,34 +999,45 @@ static void paged_reply(struct request *r, struct response_box *b)
     /* The next page starts right after the last key: that key + "\0". */
     const struct etcd_kv *last = &op->kvs[op->n_kvs - 1];
     char *cursor = malloc(last->key_len + 1);
-    if (cursor) {
-        memcpy(cursor, last->key, last->key_len);
-        cursor[last->key_len] = '\0';
-        free(pg->cursor);
-        pg->cursor = cursor;
-        pg->cursor_len = last->key_len + 1;
+    if (!cursor) {
+        etcd_response_free(&b->r);
+        complete_error(r, -ENOMEM, "out of memory");
+        return;
     }
-    /* Replies larger than a page: ask for fewer keys next time. */
-    if (reply_bytes > pg->page_bytes) {
-        int64_t fit = (int64_t)((double)pg->limit * (double)pg->page_bytes / (double)reply_bytes);
-        pg->limit = fit > 0 ? fit : 1;
-    }
+    memcpy(cursor, last->key, last->key_len);
+    cursor[last->key_len] = '\0';
+    free(pg->cursor);
+    pg->cursor = cursor;
+    pg->cursor_len = last->key_len + 1;
+    /* The next limit: as many keys as fit a page at this reply's weight per key, at most
+     * twice this one's and at most page_keys. */
+    double per_key = (double)(reply_bytes ? reply_bytes : 1) / (double)n;
+    double fit = (double)pg->page_bytes / per_key;
+    double next = fit < 2.0 * (double)pg->limit ? fit : 2.0 * (double)pg->limit;
+    if (next > (double)pg->page_keys)
+        next = (double)pg->page_keys;
+    pg->limit = next >= 1.0 ? (int64_t)next : 1;
     etcd_response_free(&b->r);
+    int rc = paged_send(r);
+    if (rc < 0)
+        complete_error(r, rc, "cannot send the next page: %s", mm_strerror(rc));
+}
+
+/* Send the request for the page at the cursor, with the current limit. */
+static int paged_send(struct request *r)
+{
     struct mm_buf body = {0};
-    int rc = cursor ? paged_body(pg, &body) : -ENOMEM;
+    int rc = paged_body(r->pg, &body);
     if (rc < 0) {
         mm_buf_free(&body);
-        complete_error(r, rc, "out of memory");
-        return;
+        return rc;
     }
     free(r->body);
     r->body = body.data;
     r->body_len = body.len;
     r->attempts = 0;
     r->auth_retried = false;
-    rc = request_launch(r);
-    if (rc < 0)
-        complete_error(r, rc, "cannot send the next page: %s", mm_strerror(rc));
+    return request_launch(r);
 }
 
 int etcd_range_paged(struct etcd_client *c, const struct etcd_paged_req *req,
@@ -980,7 +1069,8 @@ int etcd_range_paged(struct etcd_client *c, const struct etcd_paged_req *req,
     pg->page_keys = req->page_keys ? req->page_keys : DEFAULT_PAGE_KEYS;
     pg->page_bytes = req->page_bytes ? req->page_bytes : DEFAULT_PAGE_BYTES;
     pg->max_pages = req->max_pages ? req->max_pages : DEFAULT_MAX_PAGES;
-    pg->limit = (int64_t)pg->page_keys;
+    pg->limit = (int64_t)(pg->page_keys < FIRST_PAGE_LIMIT ? pg->page_keys : FIRST_PAGE_LIMIT);
+    pg->left = -1;
     pg->keys_only = req->keys_only;
     pg->serializable = req->serializable;
     struct mm_buf body = {0};
@@ -1064,6 +1154,8 @@ int etcd_client_new(struct ev_loop *loop, const struct etcd_config *cfg,
                                                     : DEFAULT_REQUEST_TIMEOUT_MS;
     c->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms
                                                     : DEFAULT_CONNECT_TIMEOUT_MS;
+    c->max_reply_bytes = cfg->max_reply_bytes ? cfg->max_reply_bytes
+                                              : ETCD_DEFAULT_MAX_REPLY_BYTES;
     if (cfg->curl) {
         if (curlev_loop(cfg->curl) != loop) {
             rc = mm_error_set(err, -EINVAL, "etcd: the curl transport runs on another loop");

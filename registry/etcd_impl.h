@@ -15,7 +15,7 @@
 #include "mm/etcd.h"
 
 #define ETCD_MAX_ENDPOINTS 16
-#define ETCD_MAX_REPLY_BYTES (512u << 20) /* a reply larger than this is refused */
+#define ETCD_DEFAULT_MAX_REPLY_BYTES ((size_t)512 << 20) /* etcd_config.max_reply_bytes 0 */
 
 /* ---------------------------------------------------------------- response arena */
 
@@ -79,6 +79,7 @@ struct etcd_client {
     size_t current;
     char *ca_file, *cert_file, *key_file, *user, *password;
     unsigned request_timeout_ms, connect_timeout_ms;
+    size_t max_reply_bytes;         /* a reply larger than this is refused (-EMSGSIZE) */
     char *token;
     bool authenticating;
     struct request_list all;        /* every live request and running watch */

@@ -69,7 +69,17 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
         .endpoint = request_endpoint(r),
         .created = json_bool(res, "created"),
     };
-    if (json_bool(res, "canceled")) {
+    /* Every etcd reply has a header with a revision; a cancel for compaction only leaves it
+     * at 0. */
+    bool canceled = json_bool(res, "canceled");
+    if (!cJSON_IsObject(hdr) || (batch.revision <= 0 && !canceled)) {
+        mm_error_set(&err, -EPROTO, "etcd %s: %s: a watch reply without a header revision: is "
+                     "this etcd?", request_endpoint(r), r->what);
+        cJSON_Delete(j);
+        watch_fail(r, -EPROTO, &err);
+        return false;
+    }
+    if (canceled) {
         int64_t compact = json_int64(res, "compact_revision");
         const cJSON *why = cJSON_GetObjectItemCaseSensitive(res, "cancel_reason");
         if (compact > 0)
@@ -188,10 +198,15 @@ static void complete_watch(struct request *r, CURLcode res)
     const struct mm_buf *rest = curlev_transfer_body(r->t);
     char body[128];
     snprintf(body, sizeof(body), "%.120s", rest->data ? rest->data : "");
+    bool over_cap = res == CURLE_WRITE_ERROR && curlev_transfer_over_limit(r->t);
     request_detach(r);
     request_advance_endpoint(r);
     struct mm_error err;
-    if (res == CURLE_OK && http != 200)
+    if (over_cap)
+        mm_error_set(&err, -EMSGSIZE,
+                     "etcd %s: %s: a watch reply larger than the reply cap of %zu bytes",
+                     request_endpoint(r), r->what, r->c->max_reply_bytes);
+    else if (res == CURLE_OK && http != 200)
         mm_error_set(&err, http == 401 || http == 403 ? -EACCES : -ECONNRESET,
                      "etcd %s: %s: watch refused: HTTP %ld: %s", request_endpoint(r), r->what,
                      http, body);

@@ -15,6 +15,7 @@ struct curlev_transfer {
     CURL *easy;
     struct mm_buf body;
     size_t max_body;
+    bool over_limit;                    /* aborted because the body would pass max_body */
     curlev_data_cb on_data;
     curlev_done_cb on_done;
     void *arg;
@@ -221,8 +222,12 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct curlev_transfer *t = userdata;
     size_t n = size * nmemb;
-    if ((t->max_body && t->body.len + n > t->max_body) || mm_buf_append(&t->body, ptr, n) < 0)
+    if (t->max_body && t->body.len + n > t->max_body) {
+        t->over_limit = true;
         return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    if (mm_buf_append(&t->body, ptr, n) < 0)
+        return 0;
     if (t->on_data && !t->on_dirty) {
         TAILQ_INSERT_TAIL(&t->cl->dirty, t, dirty);
         t->on_dirty = true;
@@ -252,6 +257,11 @@ int curlev_transfer_new(struct curlev *cl, size_t max_body, curlev_data_cb on_da
     curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
     *out = t;
     return 0;
+}
+
+bool curlev_transfer_over_limit(const struct curlev_transfer *t)
+{
+    return t->over_limit;
 }
 
 CURL *curlev_transfer_easy(struct curlev_transfer *t)

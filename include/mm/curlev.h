@@ -15,6 +15,7 @@
 #define MM_CURLEV_H
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "mm/buf.h"
@@ -44,6 +45,9 @@ struct ev_loop *curlev_loop(const struct curlev *cl);
 int curlev_transfer_new(struct curlev *cl, size_t max_body, curlev_data_cb on_data,
                         curlev_done_cb on_done, void *arg, struct curlev_transfer **out);
 CURL *curlev_transfer_easy(struct curlev_transfer *t);
+/* Whether the transfer was aborted because its body would have passed max_body (rather than
+ * for want of memory): the CURLE_WRITE_ERROR is then the bound's doing. */
+bool curlev_transfer_over_limit(const struct curlev_transfer *t);
 struct mm_buf *curlev_transfer_body(struct curlev_transfer *t);
 /* Hand the transfer to curl; callbacks follow on the loop. 0 or -ENOMEM. */
 int curlev_transfer_start(struct curlev_transfer *t);

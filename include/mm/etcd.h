@@ -40,6 +40,8 @@ struct etcd_config {
     const char *password;
     unsigned request_timeout_ms;  /* unary request deadline; 0 = 5000 */
     unsigned connect_timeout_ms;  /* per-endpoint connect deadline; 0 = 1000 */
+    size_t max_reply_bytes;       /* a reply (a watch: its bytes not yet delivered) larger than
+                                     this is refused with -EMSGSIZE; 0 = 512 MiB */
     struct curlev *curl;          /* the loop's transport, shared (it must outlive the client);
                                      NULL = the client makes its own */
 };
@@ -87,7 +89,11 @@ struct etcd_response {
  *   -ECONNREFUSED  no endpoint reachable           -ETIMEDOUT  request deadline passed
  *   -EIO           sent but outcome unknown (non-idempotent request; not retried)
  *   -ENOENT        lease not found                  -EACCES     auth failed / permission denied
- *   -EINVAL        etcd refused the request          -EPROTO     unparseable reply
+ *   -EINVAL        etcd refused the request          -EPROTO     unparseable reply, or one
+ *                                                                without a header revision
+ *                                                                (every etcd reply has one)
+ *   -EMSGSIZE      the reply is larger than max_reply_bytes (the message names the cap)
+ *   -EACCES also when etcd requires authentication and no user was given.
  * resp is NULL when status != 0. */
 typedef void (*etcd_cb)(int status, const struct mm_error *err, struct etcd_response *resp,
                         void *arg);
@@ -165,15 +171,24 @@ typedef int (*etcd_page_cb)(const struct etcd_kv *kvs, size_t n_kvs, int64_t rev
                             void *arg);
 /* Once at the end: status 0 after the last page (revision = the one every page was read at,
  * n_keys = keys delivered), or a negative errno with err as etcd_cb's, and further:
- *   -EPROTO  a reply without a header revision, or keys not after the previous page's
- *   -E2BIG   more than max_pages requests and the server still says more */
+ *   -EPROTO    a reply without a header revision, keys not after the previous page's, or
+ *              counts that do not add up (more keys than the limit or the count, "more" that
+ *              the count contradicts, more keys left than the page before left)
+ *   -E2BIG     more than max_pages requests and the server still says more
+ *   -EMSGSIZE  one key and its value make a reply larger than max_reply_bytes */
 typedef void (*etcd_paged_done_cb)(int status, const struct mm_error *err, int64_t revision,
                                    size_t n_keys, void *arg);
 
 /* Reads [key, range_end) page by page: the first page fixes the revision, every later one is
  * read at it (a consistent view of any size; -ESTALE if it is compacted meanwhile). The cursor
  * is the last key delivered, compared as bytes. The handle cancels the whole read; it is valid
- * until on_done starts, page callbacks included. */
+ * until on_done starts, page callbacks included.
+ *
+ * Requests are bounded by bytes as well as keys: the first asks for at most 16 keys, each later
+ * one for as many as the last reply's bytes per key say fit page_bytes (at most twice the last
+ * limit, at most page_keys); a reply larger than max_reply_bytes is asked again for a quarter
+ * of the keys, down to one. Every page must count (etcd's "count") what the one before left, so
+ * the first page's count bounds the read as max_pages does. */
 int etcd_range_paged(struct etcd_client *c, const struct etcd_paged_req *req,
                      etcd_page_cb on_page, etcd_paged_done_cb on_done, void *arg,
                      struct etcd_request **out);

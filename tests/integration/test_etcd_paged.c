@@ -1,9 +1,9 @@
 /* test_etcd_paged.c - etcd_range_paged against a real etcd: pages bounded by keys and by bytes,
  * every page at the first page's revision (writes, updates and deletes made between pages are
  * not seen), keys holding NUL and 0xff bytes paged in byte order, the page bound, a stop from
- * the page callback, a cancel from inside it, compaction mid-scan; and against a server that
- * misbehaves (no header revision, "more" forever, "more" with no keys), which must end, not
- * loop. */
+ * the page callback, a cancel from inside it, compaction mid-scan, replies over the reply cap;
+ * and against a server that misbehaves (no header revision, "more" forever, "more" with no
+ * keys, counts that do not add up, {} to unary requests), which must end, not loop. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
@@ -21,6 +21,7 @@
 #include "mm/base64.h"
 #include "mm/etcd.h"
 #include "mm/etcd_sync.h"
+#include "fakehttp.h"
 
 static struct ev_loop *loop;
 
@@ -295,99 +296,171 @@ static void test_byte_keys(struct etcd_client *c, const char *endpoint)
 
 /* ---------------------------------------------------------------- a misbehaving server */
 
-enum fake_mode { FAKE_NO_HEADER, FAKE_MORE_FOREVER, FAKE_MORE_EMPTY };
+enum fake_mode { FAKE_NO_HEADER, FAKE_MORE_FOREVER, FAKE_MORE_EMPTY, FAKE_COUNT_STUCK,
+                 FAKE_STOPS_EARLY, FAKE_OVER_LIMIT, FAKE_EMPTY_OBJECT };
 
-/* Answers every POST with a range reply of the mode's kind, on kept-alive connections. */
-static pid_t fake_server(enum fake_mode mode, int *port)
+/* A range reply of the mode's kind, one new key per request: "/fake/<n>". */
+static size_t fake_reply(long n, const char *path, const char *body, size_t body_len, char *out,
+                         size_t size, void *arg)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 16) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        return -1;
-    *port = ntohs(a.sin_port);
-    pid_t pid = fork();
-    if (pid != 0) {
-        close(fd);
-        return pid;
+    enum fake_mode mode = *(const enum fake_mode *)arg;
+    char key[64], k64[128], k64b[128];
+    snprintf(key, sizeof(key), "/fake/%08ld", n);
+    base64_encode(key, strlen(key), k64);
+    snprintf(key, sizeof(key), "/fake/%08ldb", n);
+    base64_encode(key, strlen(key), k64b);
+    const char *hdr = "\"header\":{\"revision\":\"7\",\"member_id\":\"1\"}";
+    int len = 0;
+    switch (mode) {
+    case FAKE_NO_HEADER:
+        len = snprintf(out, size, "{\"kvs\":[{\"key\":\"%s\"}],\"more\":true}", k64);
+        break;
+    case FAKE_MORE_FOREVER: /* counts that add up: only max_pages ends it */
+        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"}],\"more\":true,"
+                       "\"count\":\"%ld\"}", hdr, k64, 1000000 - n);
+        break;
+    case FAKE_MORE_EMPTY:
+        len = snprintf(out, size, "{%s,\"more\":true}", hdr);
+        break;
+    case FAKE_COUNT_STUCK: /* "more" forever, the same count every time */
+        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"}],\"more\":true,"
+                       "\"count\":\"1000000\"}", hdr, k64);
+        break;
+    case FAKE_STOPS_EARLY: /* "no more" while counting 3 keys: records would be lost */
+        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"}],\"count\":\"3\"}", hdr,
+                       k64);
+        break;
+    case FAKE_OVER_LIMIT: /* two keys when the client asked for one */
+        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"},{\"key\":\"%s\"}],"
+                       "\"more\":true,\"count\":\"100\"}", hdr, k64, k64b);
+        break;
+    case FAKE_EMPTY_OBJECT:
+        len = snprintf(out, size, "{}");
+        break;
     }
-    alarm(60); /* bounded even if the test dies */
-    long served = 0;
-    for (;;) {
-        int s = accept(fd, NULL, NULL);
-        if (s < 0)
-            continue;
-        char req[8192];
-        size_t have = 0;
-        for (;;) {
-            ssize_t got = read(s, req + have, sizeof(req) - 1 - have);
-            if (got <= 0)
-                break;
-            have += (size_t)got;
-            req[have] = '\0';
-            char *hdr_end = strstr(req, "\r\n\r\n");
-            if (!hdr_end)
-                continue;
-            char *cl = strcasestr(req, "Content-Length:");
-            size_t body_len = cl ? strtoul(cl + 15, NULL, 10) : 0;
-            size_t total = (size_t)(hdr_end + 4 - req) + body_len;
-            if (have < total)
-                continue;
-            char key[64], k64[128], body[512], resp[1024];
-            snprintf(key, sizeof(key), "/fake/%08ld", served++);
-            base64_encode(key, strlen(key), k64);
-            if (mode == FAKE_NO_HEADER)
-                snprintf(body, sizeof(body), "{\"kvs\":[{\"key\":\"%s\"}],\"more\":true}", k64);
-            else if (mode == FAKE_MORE_FOREVER)
-                snprintf(body, sizeof(body),
-                         "{\"header\":{\"revision\":\"7\"},\"kvs\":[{\"key\":\"%s\"}],"
-                         "\"more\":true,\"count\":\"1000000\"}", k64);
-            else
-                snprintf(body, sizeof(body), "{\"header\":{\"revision\":\"7\"},\"more\":true}");
-            int n = snprintf(resp, sizeof(resp),
-                             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
-            if (write(s, resp, (size_t)n) != n)
-                break;
-            memmove(req, req + total, have - total);
-            have -= total;
-        }
-        close(s);
-    }
+    return (size_t)len;
 }
 
 static void test_misbehaving_server(void)
 {
     static const struct {
         enum fake_mode mode;
+        size_t page_keys;
         int status;
         const char *msg;
         int pages;
     } cases[] = {
-        {FAKE_NO_HEADER, -EPROTO, "without a header revision", 0},
-        {FAKE_MORE_FOREVER, -E2BIG, "still more after 50 pages", 50},
-        {FAKE_MORE_EMPTY, -EPROTO, "says more but holds no keys", 0},
+        {FAKE_NO_HEADER, 10, -EPROTO, "without a header revision", 0},
+        {FAKE_EMPTY_OBJECT, 10, -EPROTO, "without a header revision", 0},
+        {FAKE_MORE_FOREVER, 10, -E2BIG, "still more after 50 pages", 50},
+        {FAKE_MORE_EMPTY, 10, -EPROTO, "says more but holds no keys", 0},
+        {FAKE_COUNT_STUCK, 10, -EPROTO, "more keys left than the page before", 1},
+        {FAKE_STOPS_EARLY, 10, -EPROTO, "no more, but counts more keys", 0},
+        {FAKE_OVER_LIMIT, 1, -EPROTO, "more keys than the limit asked for", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int port = 0;
-        pid_t pid = fake_server(cases[i].mode, &port);
-        REQUIRE(pid > 0);
+        pid_t pid = 0;
+        enum fake_mode mode = cases[i].mode;
+        REQUIRE(fakehttp_start(fake_reply, &mode, &pid, &port) == 0);
         char ep[64];
         snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
         struct etcd_client *c = client(ep);
         struct scan s = {0};
-        scan(c, "/fake/", (struct etcd_paged_req){.page_keys = 10, .max_pages = 50}, &s);
+        scan(c, "/fake/", (struct etcd_paged_req){.page_keys = cases[i].page_keys,
+                                                  .max_pages = 50}, &s);
         CHECK(s.done);
         CHECK_INT(s.status, cases[i].status);
         CHECK_INT(s.pages, cases[i].pages);
         CHECK(strstr(s.msg, cases[i].msg) != NULL);
-        if (!strstr(s.msg, cases[i].msg))
-            fprintf(stderr, "  got '%s'\n", s.msg);
+        if (!strstr(s.msg, cases[i].msg) || s.status != cases[i].status)
+            fprintf(stderr, "  case %zu: got %d '%s'\n", i, s.status, s.msg);
         etcd_client_free(c);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        harness_stop_pid(pid, 1000);
     }
+}
+
+/* Unary requests to a server that answers {} to everything: each is refused, none reads as
+ * "nothing there" or "done at revision 0". */
+static void test_not_etcd(void)
+{
+    int port = 0;
+    pid_t pid = 0;
+    enum fake_mode mode = FAKE_EMPTY_OBJECT;
+    REQUIRE(fakehttp_start(fake_reply, &mode, &pid, &port) == 0);
+    char ep[64];
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
+    struct etcd_client *c = client(ep);
+    struct mm_error err = {0};
+    struct etcd_response *r = NULL;
+    struct etcd_range_req rr = {.key = "/a"};
+    CHECK_INT(etcd_sync_range(c, &rr, &r, &err), -EPROTO);
+    CHECK(strstr(err.msg, "range /a: a reply without a header revision: is this etcd?") != NULL);
+    CHECK(r == NULL);
+    int64_t rev = -1, id = 0, deleted = -1;
+    memset(&err, 0, sizeof(err));
+    CHECK_INT(etcd_sync_put(c, "/a", "1", 0, &rev, &err), -EPROTO);
+    CHECK(strstr(err.msg, "put /a: a reply without a header revision") != NULL);
+    CHECK_INT(rev, -1);
+    CHECK_INT(etcd_sync_delete(c, "/a", false, &deleted, &err), -EPROTO);
+    CHECK_INT(deleted, -1);
+    CHECK_INT(etcd_sync_lease_grant(c, 5, &id, &err), -EPROTO);
+    CHECK_INT(etcd_sync_compact(c, 3, &err), -EPROTO);
+    struct etcd_op op = {.kind = ETCD_OP_PUT, .key = "/a", .value = "1"};
+    struct etcd_txn txn = {.success = &op, .n_success = 1};
+    CHECK_INT(etcd_sync_txn(c, &txn, &r, &err), -EPROTO);
+    etcd_client_free(c);
+    /* With a user: the authentication reply is refused too (no token is taken from it). */
+    struct etcd_config cfg = {.endpoints = ep, .user = "u", .password = "p",
+                              .request_timeout_ms = 2000};
+    REQUIRE(etcd_client_new(loop, &cfg, &c, &err) == 0);
+    CHECK_INT(etcd_sync_range(c, &rr, &r, &err), -EPROTO);
+    CHECK(strstr(err.msg, "authenticate: a reply without a header revision") != NULL);
+    etcd_client_free(c);
+    harness_stop_pid(pid, 1000);
+}
+
+/* A reply over the client's reply cap: a paged range asks again for fewer keys and goes on; a
+ * single key and value over the cap, or a unary reply over it, fail saying so. */
+static void test_reply_cap(const char *endpoint, struct etcd_client *writer)
+{
+    size_t vlen = 100000;
+    char *v = malloc(vlen + 1);
+    REQUIRE(v != NULL);
+    memset(v, 'v', vlen);
+    v[vlen] = '\0';
+    for (int i = 0; i < 12; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "/pg/cap/%02d", i);
+        put(writer, k, v);
+    }
+    free(v);
+    /* 16 pairs of 100 kB are 2.1 MB in base64: over a 1 MiB cap; 4 are 530 kB. */
+    struct etcd_config cfg = {.endpoints = endpoint, .max_reply_bytes = 1u << 20};
+    struct etcd_client *c = NULL;
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(loop, &cfg, &c, &err) == 0);
+    struct scan s = {0};
+    scan(c, "/pg/cap/", (struct etcd_paged_req){.page_keys = 500, .page_bytes = 1u << 20}, &s);
+    CHECK_INT(s.status, 0);
+    CHECK_INT(s.keys, 12);
+    if (s.status)
+        fprintf(stderr, "  capped scan: %s\n", s.msg);
+    /* One range for all of it: over the cap, named. */
+    struct etcd_range_req rr = {.key = "/pg/cap/", .prefix = true};
+    struct etcd_response *r = NULL;
+    CHECK_INT(etcd_sync_range(c, &rr, &r, &err), -EMSGSIZE);
+    CHECK(strstr(err.msg, "larger than the reply cap of 1 MiB") != NULL);
+    etcd_client_free(c);
+    /* A cap below one pair. */
+    cfg.max_reply_bytes = 64 << 10;
+    REQUIRE(etcd_client_new(loop, &cfg, &c, &err) == 0);
+    struct scan one = {0};
+    scan(c, "/pg/cap/", (struct etcd_paged_req){.page_keys = 500}, &one);
+    CHECK_INT(one.status, -EMSGSIZE);
+    CHECK_INT(one.keys, 0);
+    CHECK(strstr(one.msg, "larger than the reply cap of 64 KiB with one key in it") != NULL);
+    etcd_client_free(c);
 }
 
 /* The synchronous form, as mmctl uses it. */
@@ -429,6 +502,8 @@ int main(void)
     test_byte_keys(c, etcd.endpoint);
     test_sync(c);
     test_misbehaving_server();
+    test_not_etcd();
+    test_reply_cap(etcd.endpoint, writer);
     test_compacted(c, writer);
 
     etcd_client_free(writer);
