@@ -1,7 +1,8 @@
 /* mmctl.c - the command-line tool. Verbs so far: registry get | dump | put (etcd), and the gRPC
  * verbs of serving.c: infer, metadata, runtime status | load | unload | size.
  * Keys are given relative to the cluster prefix (models/m1) or absolute
- * (/modelmesh/c/models/m1). */
+ * (/modelmesh/c/models/m1). Keys and values from etcd are bytes: printed with their length,
+ * control characters escaped (term.h). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <ev.h>
@@ -17,13 +18,25 @@
 #include "mm/opts.h"
 #include "mm/records.h"
 #include "serving.h"
+#include "term.h"
 
 #define MAX_TIMEOUT_MS 86400000 /* --timeout: a day */
+#define DEFAULT_PAGE_KEYS 500
+#define MAX_PAGE_KEYS 100000
+#define DEFAULT_PAGE_BYTES (1u << 20)
+#define MAX_PAGE_BYTES ((uint64_t)1 << 30)
+#define MIN_REPLY_BYTES 4096
+#define MAX_REPLY_BYTES ((uint64_t)4 << 30)
+#define MAX_PASSWORD_FILE 4096
 
 struct options {
     struct etcd_config etcd;
     const char *cluster;
-    const char *prefix; /* dump --prefix */
+    const char *prefix;        /* dump --prefix */
+    const char *password_file; /* --password-file */
+    bool password_given;       /* --password on the command line */
+    size_t page_keys, page_bytes;
+    char *password;            /* read from --password-file, or a copy of the argument */
     struct serving_options serving;
     const char *args[4];
     int n_args;
@@ -37,17 +50,21 @@ static void usage(FILE *to)
             "       mmctl [options] registry put KEY JSON\n"
             "       mmctl [--address A] infer MODEL [--file REQUEST.json]\n"
             "       mmctl [--address A] metadata MODEL\n"
-            "       mmctl [--address A] runtime status | load ID PATH [--type T] | unload ID |\n"
-            "                                   size ID\n"
+            "       mmctl [--address A] runtime status --purge | load ID PATH [--type T] |\n"
+            "                                   unload ID | size ID\n"
             "\n"
             "KEY and P are relative to /modelmesh/<cluster>/ (e.g. models/m1, copies/) or start\n"
             "with '/'. put validates instance, model, copy and vmodel records before writing.\n"
+            "Keys and values are printed with control characters, backslashes and bytes that\n"
+            "are not UTF-8 escaped (\\n, \\\\, \\x1b).\n"
             "\n"
             "infer sends a KServe V2 request written as JSON (REST style with \"data\", or gRPC\n"
             "style with \"contents\"; from --file, or standard input) as ModelInfer for MODEL and\n"
             "prints the answer as JSON. metadata prints ModelMetadata. Both go to the mesh's\n"
             "inference port (default 127.0.0.1:8033) or any KServe V2 gRPC server. runtime calls\n"
-            "one model runtime's SPI directly (default 127.0.0.1:8085).\n"
+            "one model runtime's SPI directly (default 127.0.0.1:8085). runtime status calls\n"
+            "runtimeStatus, which makes the runtime unload every model it holds (the mesh calls\n"
+            "it when it starts): it needs --purge.\n"
             "\n"
             "options:\n"
             "  --endpoints URLS   etcd endpoints, comma-separated (env MM_ETCD_ENDPOINTS;\n"
@@ -55,13 +72,44 @@ static void usage(FILE *to)
             "  --cluster NAME     cluster name (env MM_CLUSTER; default local)\n"
             "  --cacert FILE      CA bundle for https endpoints\n"
             "  --cert FILE --key FILE   client certificate and key\n"
-            "  --user NAME --password PW   etcd authentication\n"
+            "  --user NAME        etcd user (env MM_ETCD_USER); its password from\n"
+            "                     --password-file FILE (the first line), env MM_ETCD_PASSWORD,\n"
+            "                     or --password PW (visible to other users in the process list)\n"
             "  --timeout MS       per-request deadline in ms (or with a unit: 90s, 2m), at most\n"
             "                     a day (default 5000; infer 30000, runtime load 120000)\n"
+            "  --page-keys N      dump: at most N keys per etcd request (default 500)\n"
+            "  --page-bytes SIZE  dump: about SIZE bytes of keys and values per etcd request\n"
+            "                     (default 1Mi; a single larger value comes alone)\n"
+            "  --max-reply-bytes SIZE   refuse an etcd reply larger than SIZE (default 512Mi)\n"
             "  --address HOST:PORT   gRPC server for infer, metadata, runtime (or unix:PATH)\n"
             "  --file FILE        infer: the request (default: standard input)\n"
             "  --type T           runtime load: the model type (e.g. sklearn, xgboost)\n"
+            "  --purge            runtime status: yes, unload every model\n"
             "  -h, --help\n");
+}
+
+static int numeric(const char *flag, const char *val, struct options *o)
+{
+    uint64_t v;
+    struct mm_error err = {0};
+    int rc;
+    if (strcmp(flag, "--timeout") == 0) {
+        rc = opts_ms(flag, val, 1, MAX_TIMEOUT_MS, &v, &err);
+        if (rc == 0)
+            o->etcd.request_timeout_ms = o->serving.timeout_ms = (unsigned)v;
+    } else if (strcmp(flag, "--page-keys") == 0) {
+        rc = opts_u64(flag, val, 1, MAX_PAGE_KEYS, &v, &err);
+        o->page_keys = (size_t)v;
+    } else if (strcmp(flag, "--page-bytes") == 0) {
+        rc = opts_bytes(flag, val, 1, MAX_PAGE_BYTES, &v, &err);
+        o->page_bytes = (size_t)v;
+    } else {
+        rc = opts_bytes(flag, val, MIN_REPLY_BYTES, MAX_REPLY_BYTES, &v, &err);
+        o->etcd.max_reply_bytes = (size_t)v;
+    }
+    if (rc < 0)
+        term_error("%s", err.msg);
+    return rc;
 }
 
 /* Returns 0, or 2 for a usage error (message printed). */
@@ -71,6 +119,10 @@ static int parse(int argc, char **argv, struct options *o)
     o->etcd.endpoints = env && env[0] ? env : "http://127.0.0.1:2379";
     env = getenv("MM_CLUSTER");
     o->cluster = env && env[0] ? env : "local";
+    env = getenv("MM_ETCD_USER");
+    o->etcd.user = env && env[0] ? env : NULL;
+    o->page_keys = DEFAULT_PAGE_KEYS;
+    o->page_bytes = DEFAULT_PAGE_BYTES;
     static const struct {
         const char *name;
         size_t offset;
@@ -81,14 +133,16 @@ static int parse(int argc, char **argv, struct options *o)
         {"--cert", offsetof(struct options, etcd.cert_file)},
         {"--key", offsetof(struct options, etcd.key_file)},
         {"--user", offsetof(struct options, etcd.user)},
-        {"--password", offsetof(struct options, etcd.password)},
+        {"--password-file", offsetof(struct options, password_file)},
         {"--prefix", offsetof(struct options, prefix)},
         {"--address", offsetof(struct options, serving.address)},
         {"--file", offsetof(struct options, serving.file)},
         {"--type", offsetof(struct options, serving.type)},
     };
+    static const char *const numeric_flags[] = {"--timeout", "--page-keys", "--page-bytes",
+                                                "--max-reply-bytes"};
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
+        char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);
@@ -101,18 +155,35 @@ static int parse(int argc, char **argv, struct options *o)
             o->args[o->n_args++] = a;
             continue;
         }
-        const char *eq = strchr(a, '=');
+        if (strcmp(a, "--purge") == 0) {
+            o->serving.purge = true;
+            continue;
+        }
+        char *eq = strchr(a, '=');
         size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
+        char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
         bool known = false;
-        if (nl == 9 && strncmp(a, "--timeout", 9) == 0) {
-            uint64_t ms;
-            struct mm_error err = {0};
-            if (opts_ms("--timeout", val, 1, MAX_TIMEOUT_MS, &ms, &err) < 0) {
-                fprintf(stderr, "mmctl: %s\n", err.msg);
+        if (nl == 10 && strncmp(a, "--password", 10) == 0) {
+            if (!val) {
+                fprintf(stderr, "mmctl: --password needs a value\n");
                 return 2;
             }
-            o->etcd.request_timeout_ms = o->serving.timeout_ms = (unsigned)ms;
+            free(o->password);
+            o->password = strdup(val);
+            if (!o->password) {
+                fprintf(stderr, "mmctl: out of memory\n");
+                return 2;
+            }
+            /* Gone from /proc/PID/cmdline from here on (not before: prefer the file or env). */
+            memset(val, 'x', strlen(val));
+            o->password_given = true;
+            known = true;
+        }
+        for (size_t k = 0; !known && k < sizeof(numeric_flags) / sizeof(numeric_flags[0]); k++) {
+            if (strlen(numeric_flags[k]) != nl || strncmp(a, numeric_flags[k], nl) != 0)
+                continue;
+            if (numeric(numeric_flags[k], val, o) < 0)
+                return 2;
             known = true;
         }
         for (size_t k = 0; !known && k < sizeof(opts) / sizeof(opts[0]); k++) {
@@ -126,7 +197,9 @@ static int parse(int argc, char **argv, struct options *o)
             known = true;
         }
         if (!known) {
-            fprintf(stderr, "mmctl: unknown option %.*s\n", (int)nl, a);
+            fprintf(stderr, "mmctl: unknown option ");
+            term_write(stderr, a, nl, false);
+            fputc('\n', stderr);
             return 2;
         }
         if (!eq)
@@ -135,31 +208,151 @@ static int parse(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* Absolute key for a user-given one; "" → the cluster prefix. */
-static int full_key(const struct options *o, const char *k, char *out, size_t size)
+/* The first line of path (without its line end) as the password. 0, or 2 (message printed). */
+static int read_password_file(struct options *o)
+{
+    FILE *f = fopen(o->password_file, "r");
+    if (!f) {
+        fprintf(stderr, "mmctl: --password-file %s: %s\n", o->password_file, strerror(errno));
+        return 2;
+    }
+    char *buf = calloc(1, MAX_PASSWORD_FILE + 1);
+    size_t n = buf ? fread(buf, 1, MAX_PASSWORD_FILE + 1, f) : 0;
+    bool failed = !buf || ferror(f);
+    fclose(f);
+    const char *problem = failed                  ? "cannot be read"
+                          : n > MAX_PASSWORD_FILE ? "is larger than 4096 bytes"
+                                                  : NULL;
+    if (!problem) {
+        char *nl = memchr(buf, '\n', n);
+        size_t len = nl ? (size_t)(nl - buf) : n;
+        if (len && buf[len - 1] == '\r')
+            len--;
+        buf[len] = '\0';
+        if (memchr(buf, '\0', len))
+            problem = "holds a NUL byte on its first line";
+        else if (len == 0)
+            problem = "is empty: the password is its first line";
+    }
+    if (problem) {
+        fprintf(stderr, "mmctl: --password-file %s %s\n", o->password_file, problem);
+        free(buf);
+        return 2;
+    }
+    free(o->password);
+    o->password = buf;
+    return 0;
+}
+
+/* Where the password comes from: --password-file, then --password, then MM_ETCD_PASSWORD.
+ * 0, or 2 (message printed). */
+static int resolve_password(struct options *o)
+{
+    if (o->password_file && o->password_given) {
+        fprintf(stderr, "mmctl: give the password with --password-file or --password, not both\n");
+        return 2;
+    }
+    if (o->password_file && read_password_file(o) != 0)
+        return 2;
+    if (!o->password) {
+        const char *env = getenv("MM_ETCD_PASSWORD");
+        if (env && env[0] && !(o->password = strdup(env))) {
+            fprintf(stderr, "mmctl: out of memory\n");
+            return 2;
+        }
+    }
+    if (o->password && !o->etcd.user) {
+        fprintf(stderr,
+                "mmctl: a password was given (%s) but no user: add --user NAME or "
+                "MM_ETCD_USER\n",
+                o->password_file    ? "--password-file"
+                : o->password_given ? "--password"
+                                    : "MM_ETCD_PASSWORD");
+        return 2;
+    }
+    if (o->etcd.user && !o->password) {
+        fprintf(stderr,
+                "mmctl: --user %s needs a password: --password-file FILE, "
+                "MM_ETCD_PASSWORD or --password\n",
+                o->etcd.user);
+        return 2;
+    }
+    o->etcd.password = o->password;
+    return 0;
+}
+
+/* An etcd error, and what to do about the ones a user can fix. */
+static void etcd_fail(const struct options *o, const struct mm_error *err)
+{
+    term_error("%s", err->msg);
+    if (err->code == -EACCES && !o->etcd.user)
+        fprintf(stderr, "mmctl: give credentials: --user NAME (or MM_ETCD_USER) and the password "
+                        "in a file (--password-file FILE) or in MM_ETCD_PASSWORD\n");
+    else if (err->code == -EMSGSIZE)
+        fprintf(stderr, "mmctl: raise the cap with --max-reply-bytes SIZE (dump pages by "
+                        "--page-bytes too)\n");
+}
+
+/* Absolute key for a user-given one ("" is the cluster prefix): malloc'd, *len its length;
+ * NULL (message printed) on a bad cluster name or without memory. */
+static char *full_key(const struct options *o, const char *k, size_t *len)
 {
     struct mm_error err = {0};
     char prefix[KEYS_MAX];
     if (keys_prefix(prefix, sizeof(prefix), o->cluster, &err) < 0) {
-        fprintf(stderr, "mmctl: %s\n", err.msg);
-        return -EINVAL;
+        term_error("%s", err.msg);
+        return NULL;
     }
-    int n = k[0] == '/' ? snprintf(out, size, "%s", k) : snprintf(out, size, "%s%s", prefix, k);
-    if (n < 0 || (size_t)n >= size) {
-        fprintf(stderr, "mmctl: key too long\n");
-        return -ENAMETOOLONG;
+    const char *base = k[0] == '/' ? "" : prefix;
+    size_t bl = strlen(base), kl = strlen(k);
+    char *out = malloc(bl + kl + 1);
+    if (!out) {
+        fprintf(stderr, "mmctl: out of memory\n");
+        return NULL;
     }
-    return 0;
+    memcpy(out, base, bl);
+    memcpy(out + bl, k, kl + 1);
+    *len = bl + kl;
+    return out;
 }
 
+/* A key: escaped, backslashes doubled, so that what is printed reads back to its bytes. */
+static void print_key(FILE *f, const char *key, size_t len)
+{
+    term_write(f, key, len, true);
+}
+
+/* A value: JSON (whole, UTF-8) pretty-printed with controls escaped; anything else as text,
+ * escaped. A value that is not the record its key holds is shown too, after a warning. */
 static void print_value(const struct options *o, const struct etcd_kv *kv)
 {
     struct mm_error err = {0};
-    if (record_validate_at(kv->key, o->cluster, kv->value, kv->value_len, &err) < 0)
-        fprintf(stderr, "mmctl: warning: %s: %s\n", kv->key, err.msg);
-    cJSON *j = cJSON_ParseWithLength(kv->value, kv->value_len);
+    if (record_validate_at(kv->key, kv->key_len, o->cluster, kv->value, kv->value_len, &err) < 0) {
+        fflush(stdout);
+        fprintf(stderr, "mmctl: warning: ");
+        print_key(stderr, kv->key, kv->key_len);
+        fprintf(stderr, ": ");
+        term_write(stderr, err.msg, strlen(err.msg), false);
+        fputc('\n', stderr);
+    }
+    const char *end = NULL;
+    cJSON *j = NULL;
+    if (term_is_utf8(kv->value, kv->value_len)) {
+        j = cJSON_ParseWithLengthOpts(kv->value, kv->value_len, &end, false);
+        size_t at = j && end ? (size_t)(end - kv->value) : 0;
+        while (j && at < kv->value_len && strchr(" \t\r\n", kv->value[at]))
+            at++;
+        if (j && at != kv->value_len) { /* text after the JSON: show it all as text */
+            cJSON_Delete(j);
+            j = NULL;
+        }
+    }
     char *pretty = j ? json_print(j, true) : NULL;
-    printf("%s\n", pretty ? pretty : kv->value);
+    if (pretty)
+        term_write_json(stdout, pretty);
+    else
+        term_write(stdout, kv->value, kv->value_len, true);
+    fputc('\n', stdout);
     free(pretty);
     cJSON_Delete(j);
 }
@@ -170,24 +363,27 @@ static int cmd_get(struct etcd_client *c, const struct options *o)
         usage(stderr);
         return 2;
     }
-    char key[KEYS_MAX];
-    if (full_key(o, o->args[2], key, sizeof(key)) < 0)
+    size_t len = 0;
+    char *key = full_key(o, o->args[2], &len);
+    if (!key)
         return 2;
-    struct etcd_range_req req = {.key = key};
+    struct etcd_range_req req = {.key = key, .key_len = len};
     struct etcd_response *r = NULL;
     struct mm_error err = {0};
-    if (etcd_sync_range(c, &req, &r, &err) < 0) {
-        fprintf(stderr, "mmctl: %s\n", err.msg);
-        return 1;
-    }
     int rc = 0;
-    if (r->op.n_kvs == 0) {
-        fprintf(stderr, "mmctl: no record at %s\n", key);
+    if (etcd_sync_range(c, &req, &r, &err) < 0) {
+        etcd_fail(o, &err);
+        rc = 1;
+    } else if (r->op.n_kvs == 0) {
+        fprintf(stderr, "mmctl: no record at ");
+        print_key(stderr, key, len);
+        fputc('\n', stderr);
         rc = 1;
     } else {
         print_value(o, &r->op.kvs[0]);
     }
     etcd_response_free(r);
+    free(key);
     return rc;
 }
 
@@ -200,10 +396,15 @@ static int print_page(const struct etcd_kv *kvs, size_t n, int64_t revision, voi
 {
     struct dump_state *d = arg;
     for (size_t i = 0; i < n; i++) {
-        printf("%s%s\n", d->total ? "\n" : "", kvs[i].key);
+        if (d->total)
+            fputc('\n', stdout);
+        print_key(stdout, kvs[i].key, kvs[i].key_len);
+        fputc('\n', stdout);
         print_value(d->o, &kvs[i]);
         d->total++;
     }
+    if (ferror(stdout)) /* the reader went away: stop reading etcd */
+        return -EPIPE;
     return 0;
 }
 
@@ -213,25 +414,44 @@ static int cmd_dump(struct etcd_client *c, const struct options *o)
         usage(stderr);
         return 2;
     }
-    char prefix[KEYS_MAX];
-    if (full_key(o, o->prefix ? o->prefix : "", prefix, sizeof(prefix)) < 0)
+    size_t len = 0;
+    char *prefix = full_key(o, o->prefix ? o->prefix : "", &len);
+    if (!prefix)
         return 2;
-    char end[KEYS_MAX + 1];
-    size_t len = strlen(prefix);
+    char *end = malloc(len + 2);
+    if (!end) {
+        fprintf(stderr, "mmctl: out of memory\n");
+        free(prefix);
+        return 1;
+    }
     size_t end_len = etcd_prefix_end(prefix, len, end);
-    /* Pages of 500 at one revision: a consistent view of any size. */
-    struct etcd_paged_req req = {.key = prefix, .key_len = len, .range_end = end,
-                                 .range_end_len = end_len, .page_keys = 500};
+    /* Pages at one revision: a consistent view of any size, bounded by keys and bytes. */
+    struct etcd_paged_req req = {.key = prefix,
+                                 .key_len = len,
+                                 .range_end = end,
+                                 .range_end_len = end_len,
+                                 .page_keys = o->page_keys,
+                                 .page_bytes = o->page_bytes};
     struct dump_state d = {.o = o};
     int64_t revision = 0;
     struct mm_error err = {0};
+    int rc = 0;
     if (etcd_sync_range_paged(c, &req, print_page, &d, &revision, &err) < 0) {
-        fprintf(stderr, "mmctl: %s\n", err.msg);
-        return 1;
+        fflush(stdout);
+        if (d.total)
+            fprintf(stderr, "mmctl: stopped after %" PRId64 " record%s\n", d.total,
+                    d.total == 1 ? "" : "s");
+        etcd_fail(o, &err);
+        rc = 1;
+    } else {
+        printf("%s%" PRId64 " record%s under ", d.total ? "\n" : "", d.total,
+               d.total == 1 ? "" : "s");
+        print_key(stdout, prefix, len);
+        printf(" at revision %" PRId64 "\n", revision);
     }
-    printf("%s%" PRId64 " record%s under %s at revision %" PRId64 "\n", d.total ? "\n" : "",
-           d.total, d.total == 1 ? "" : "s", prefix, revision);
-    return 0;
+    free(prefix);
+    free(end);
+    return rc;
 }
 
 static int cmd_put(struct etcd_client *c, const struct options *o)
@@ -240,54 +460,62 @@ static int cmd_put(struct etcd_client *c, const struct options *o)
         usage(stderr);
         return 2;
     }
-    char key[KEYS_MAX];
-    if (full_key(o, o->args[2], key, sizeof(key)) < 0)
+    size_t len = 0;
+    char *key = full_key(o, o->args[2], &len);
+    if (!key)
         return 2;
     const char *value = o->args[3];
     struct mm_error err = {0};
-    if (record_validate_at(key, o->cluster, value, strlen(value), &err) < 0) {
-        fprintf(stderr, "mmctl: refusing to write %s: %s\n", key, err.msg);
-        return 1;
+    int rc = 1;
+    if (record_validate_at(key, len, o->cluster, value, strlen(value), &err) < 0) {
+        fprintf(stderr, "mmctl: refusing to write ");
+        print_key(stderr, key, len);
+        fputs(": ", stderr);
+        term_write(stderr, err.msg, strlen(err.msg), false);
+        fputc('\n', stderr);
+        goto out;
     }
     int64_t rev = 0;
     if (etcd_sync_put(c, key, value, 0, &rev, &err) < 0) {
-        fprintf(stderr, "mmctl: %s\n", err.msg);
-        return 1;
+        etcd_fail(o, &err);
+        goto out;
     }
-    printf("stored %s at revision %" PRId64 "\n", key, rev);
-    return 0;
+    printf("stored ");
+    print_key(stdout, key, len);
+    printf(" at revision %" PRId64 "\n", rev);
+    rc = 0;
+out:
+    free(key);
+    return rc;
 }
 
-int main(int argc, char **argv)
+static int run_registry(struct options *o)
 {
-    struct options o = {0};
-    int rc = parse(argc, argv, &o);
-    if (rc)
-        return rc;
-    if (o.n_args >= 1 && strcmp(o.args[0], "registry") != 0) {
-        memcpy(o.serving.args, o.args, sizeof(o.args));
-        o.serving.n_args = o.n_args;
-        rc = serving_run(&o.serving);
-        if (rc == 2)
-            fprintf(stderr, "mmctl: usage: mmctl --help\n");
-        return rc;
-    }
-    if (o.n_args < 2) {
+    if (o->n_args < 2) {
         usage(stderr);
         return 2;
     }
     int (*cmd)(struct etcd_client *, const struct options *) = NULL;
-    if (strcmp(o.args[1], "get") == 0)
+    if (strcmp(o->args[1], "get") == 0)
         cmd = cmd_get;
-    else if (strcmp(o.args[1], "dump") == 0)
+    else if (strcmp(o->args[1], "dump") == 0)
         cmd = cmd_dump;
-    else if (strcmp(o.args[1], "put") == 0)
+    else if (strcmp(o->args[1], "put") == 0)
         cmd = cmd_put;
     if (!cmd) {
-        fprintf(stderr, "mmctl: unknown registry verb '%s'\n", o.args[1]);
+        fprintf(stderr, "mmctl: unknown registry verb '");
+        term_write(stderr, o->args[1], strlen(o->args[1]), false);
+        fprintf(stderr, "'\n");
         usage(stderr);
         return 2;
     }
+    if (o->serving.purge) {
+        fprintf(stderr, "mmctl: --purge goes with runtime status only\n");
+        return 2;
+    }
+    int rc = resolve_password(o);
+    if (rc)
+        return rc;
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct etcd_client *c = NULL;
     struct mm_error err = {0};
@@ -295,13 +523,33 @@ int main(int argc, char **argv)
         fprintf(stderr, "mmctl: cannot create an event loop\n");
         return 1;
     }
-    if (etcd_client_new(loop, &o.etcd, &c, &err) < 0) {
-        fprintf(stderr, "mmctl: %s\n", err.msg);
+    if (etcd_client_new(loop, &o->etcd, &c, &err) < 0) {
+        term_error("%s", err.msg);
         ev_loop_destroy(loop);
         return 1;
     }
-    rc = cmd(c, &o);
+    rc = cmd(c, o);
     etcd_client_free(c);
     ev_loop_destroy(loop);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {0};
+    int rc = parse(argc, argv, &o);
+    if (rc == 0 && o.n_args >= 1 && strcmp(o.args[0], "registry") != 0) {
+        memcpy(o.serving.args, o.args, sizeof(o.args));
+        o.serving.n_args = o.n_args;
+        rc = serving_run(&o.serving);
+        if (rc == 2)
+            fprintf(stderr, "mmctl: usage: mmctl --help\n");
+    } else if (rc == 0) {
+        rc = run_registry(&o);
+    }
+    if (o.password) {
+        memset(o.password, 0, strlen(o.password));
+        free(o.password);
+    }
     return rc;
 }

@@ -19,6 +19,7 @@
 #include "mm/spi.h"
 #include "mm/spi_sync.h"
 #include "mm/v2json.h"
+#include "term.h"
 
 #define INFER_ADDRESS "127.0.0.1:8033"
 #define RUNTIME_ADDRESS "127.0.0.1:8085"
@@ -41,27 +42,26 @@ static int call(const char *address, unsigned timeout_ms, const char *method, co
     int rc = 1;
     *out = NULL;
     if (!loop) {
-        fprintf(stderr, "mmctl: cannot create an event loop\n");
+        term_error("cannot create an event loop");
         return 1;
     }
     if (rpc_context_new(loop, &ctx, &err) < 0 || rpc_channel_new(ctx, address, 0, &ch, &err) < 0) {
-        fprintf(stderr, "mmctl: %s: %s\n", address, err.msg);
+        term_error("%s: %s", address, err.msg);
         goto out;
     }
     bb = rpc_encode(msg);
     if (!bb) {
-        fprintf(stderr, "mmctl: %s: out of memory\n", what);
+        term_error("%s: out of memory", what);
         goto out;
     }
     rpc_unary_wait(ch, method, bb, NULL, 0, timeout_ms, &r); /* r says why if it fails */
     if (r.status != GRPC_STATUS_OK) {
-        fprintf(stderr, "mmctl: %s at %s: %s: %s\n", what, address, rpc_status_name(r.status),
-                r.details[0] ? r.details : "(no message)");
+        term_error("%s at %s: %s: %s", what, address, rpc_status_name(r.status),
+                   r.details[0] ? r.details : "(no message)");
         goto out;
     }
     if (rpc_decode(r.response, out_desc, out, &err) < 0) {
-        fprintf(stderr, "mmctl: %s at %s: the answer does not decode: %s\n", what, address,
-                err.msg);
+        term_error("%s at %s: the answer does not decode: %s", what, address, err.msg);
         goto out;
     }
     rc = 0;
@@ -226,10 +226,11 @@ static int print_message(const ProtobufCMessage *m)
     char *text = j ? json_print(j, true) : NULL;
     cJSON_Delete(j);
     if (!text) {
-        fprintf(stderr, "mmctl: out of memory printing the answer\n");
+        term_error("out of memory printing the answer");
         return 1;
     }
-    printf("%s\n", text);
+    term_write_json(stdout, text);
+    fputc('\n', stdout);
     free(text);
     return 0;
 }
@@ -243,7 +244,7 @@ static char *read_all(const char *path, size_t *len)
     const char *name = in ? "standard input" : path;
     FILE *f = in ? stdin : fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "mmctl: %s: %s\n", path, strerror(errno));
+        term_error("%s: %s", path, strerror(errno));
         return NULL;
     }
     struct mm_buf b = {0};
@@ -263,7 +264,7 @@ static char *read_all(const char *path, size_t *len)
     if (!in)
         fclose(f);
     if (problem) {
-        fprintf(stderr, "mmctl: reading %s: %s\n", name, problem);
+        term_error("reading %s: %s", name, problem);
         mm_buf_free(&b);
         return NULL;
     }
@@ -284,7 +285,7 @@ static int infer(const struct serving_options *o)
     int rc = v2json_request_parse(json, len, model, &req, &err);
     free(json);
     if (rc < 0) {
-        fprintf(stderr, "mmctl: %s: %s\n", strcmp(path, "-") ? path : "standard input", err.msg);
+        term_error("%s: %s", strcmp(path, "-") ? path : "standard input", err.msg);
         return 1;
     }
     char what[512];
@@ -298,10 +299,11 @@ static int infer(const struct serving_options *o)
         return rc;
     char *text = NULL;
     if (v2json_response_render((Inference__ModelInferResponse *)m, true, &text, &err) < 0) {
-        fprintf(stderr, "mmctl: %s at %s: %s\n", what, address, err.msg);
+        term_error("%s at %s: %s", what, address, err.msg);
         rc = 1;
     } else {
-        printf("%s\n", text);
+        term_write_json(stdout, text);
+        fputc('\n', stdout);
         free(text);
     }
     protobuf_c_message_free_unpacked(m, NULL);
@@ -380,12 +382,23 @@ static int runtime(const struct serving_options *o)
     } else if (strcmp(verb, "unload") == 0 || strcmp(verb, "size") == 0) {
         want_args = 3;
     } else {
-        fprintf(stderr, "mmctl: unknown runtime verb '%s'\n", verb);
+        term_error("unknown runtime verb '%s'", verb);
         return 2;
     }
     if (o->n_args != want_args) {
-        fprintf(stderr, "mmctl: runtime %s takes %d argument%s\n", verb, want_args - 2,
-                want_args == 3 ? "" : "s");
+        term_error("runtime %s takes %d argument%s", verb, want_args - 2,
+                   want_args == 3 ? "" : "s");
+        return 2;
+    }
+    bool status = strcmp(verb, "status") == 0;
+    if (status && !o->purge) {
+        term_error("runtime status calls the runtime SPI's runtimeStatus, and a runtime answers "
+                   "it by unloading every model it has loaded (the mesh calls it when it starts "
+                   "with a runtime); add --purge to do that");
+        return 2;
+    }
+    if (!status && o->purge) {
+        term_error("--purge goes with runtime status only");
         return 2;
     }
     const char *address = o->address ? o->address : RUNTIME_ADDRESS;
@@ -397,11 +410,11 @@ static int runtime(const struct serving_options *o)
     struct spi_result res;
     int rc = 1;
     if (!loop) {
-        fprintf(stderr, "mmctl: cannot create an event loop\n");
+        term_error("cannot create an event loop");
         return 1;
     }
     if (rpc_context_new(loop, &ctx, &err) < 0 || spi_client_new(ctx, address, &cl, &err) < 0) {
-        fprintf(stderr, "mmctl: %s: %s\n", address, err.msg);
+        term_error("%s: %s", address, err.msg);
         goto out;
     }
     struct spi_model m = {.id = o->args[2], .path = o->args[3], .type = o->type};
@@ -414,17 +427,18 @@ static int runtime(const struct serving_options *o)
     else
         spi_sync_model_size(cl, m.id, timeout_ms, &res);
     if (res.code < 0) {
-        fprintf(stderr, "mmctl: %s\n", res.err.msg);
+        term_error("%s", res.err.msg);
         goto out;
     }
     cJSON *j = result_json(&res);
     char *text = j ? json_print(j, true) : NULL;
     cJSON_Delete(j);
     if (!text) {
-        fprintf(stderr, "mmctl: out of memory printing the answer\n");
+        term_error("out of memory printing the answer");
         goto out;
     }
-    printf("%s\n", text);
+    term_write_json(stdout, text);
+    fputc('\n', stdout);
     free(text);
     rc = 0;
 out:
@@ -439,14 +453,18 @@ int serving_run(const struct serving_options *o)
     const char *group = o->args[0];
     bool model_verb = strcmp(group, "infer") == 0 || strcmp(group, "metadata") == 0;
     if (!model_verb && strcmp(group, "runtime") != 0) {
-        fprintf(stderr, "mmctl: unknown command '%s'\n", group);
+        term_error("unknown command '%s'", group);
         return 2;
     }
     if (o->n_args < 2 || (model_verb && o->n_args != 2)) {
-        fprintf(stderr, "mmctl: %s takes %s\n", group, model_verb ? "one MODEL" : "a verb");
+        term_error("%s takes %s", group, model_verb ? "one MODEL" : "a verb");
         return 2;
     }
     if (!model_verb)
         return runtime(o);
+    if (o->purge) {
+        term_error("--purge goes with runtime status only");
+        return 2;
+    }
     return group[0] == 'i' ? infer(o) : metadata(o);
 }

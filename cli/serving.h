@@ -4,11 +4,14 @@
 #ifndef MM_CLI_SERVING_H
 #define MM_CLI_SERVING_H
 
+#include <stdbool.h>
+
 struct serving_options {
     const char *address; /* host:port, unix:PATH; NULL: the verb's default */
     const char *file;    /* infer: request JSON file, "-" or NULL for stdin */
     const char *type;    /* runtime load: model type */
     unsigned timeout_ms; /* 0: the verb's default */
+    bool purge;          /* runtime status: the caller knows it unloads every model */
     const char *args[4]; /* positional words after the verb group */
     int n_args;
 };

@@ -753,8 +753,10 @@ static void complete_unary(struct request *r, CURLcode res)
         if (code == -EAGAIN && r->idempotent && retry_elsewhere(r))
             return;
         if (!c->user && strstr(msg_copy, "user name is empty")) {
-            complete_error(r, -EACCES, "etcd requires authentication and no user was given "
-                                       "(etcd says: %s)", msg_copy);
+            complete_error(r, -EACCES,
+                           "etcd requires authentication and no user was given "
+                           "(etcd says: %s)",
+                           msg_copy);
             return;
         }
         if (r->kind == REQ_AUTH) {
@@ -774,7 +776,8 @@ static void complete_unary(struct request *r, CURLcode res)
             struct mm_error err;
             mm_error_set(&err, -EPROTO,
                          "etcd %s: authenticate: a reply without a header revision: is this "
-                         "etcd?", request_endpoint(r));
+                         "etcd?",
+                         request_endpoint(r));
             auth_finish(r, -EPROTO, &err, NULL);
         } else if (cJSON_IsString(tok)) {
             auth_finish(r, 0, NULL, tok->valuestring);
@@ -931,19 +934,20 @@ static void paged_reply(struct request *r, struct response_box *b)
      * counts what the one before left. So the first count bounds the whole read, and a server
      * that says "more" forever, or stops early, is caught at its first inconsistent page. */
     int64_t n = (int64_t)op->n_kvs;
-    const char *bad = n > pg->limit                 ? "more keys than the limit asked for"
-                      : op->count < n               ? "more keys than its count"
-                      : op->more != (op->count > n) ? (op->more ? "more, but counts no more keys"
-                                                                : "no more, but counts more keys")
-                      : pg->left >= 0 && op->count > pg->left
-                          ? "more keys left than the page before"
-                          : NULL;
+    const char *bad =
+        n > pg->limit   ? "more keys than the limit asked for"
+        : op->count < n ? "more keys than its count"
+        : op->more != (op->count > n)
+            ? (op->more ? "more, but counts no more keys" : "no more, but counts more keys")
+        : pg->left >= 0 && op->count > pg->left ? "more keys left than the page before"
+                                                : NULL;
     if (bad) {
         int64_t count = op->count, left = pg->left;
         etcd_response_free(&b->r);
         complete_error(r, -EPROTO,
                        "a page that says %s (%" PRId64 " keys, count %" PRId64 ", %" PRId64
-                       " left before)", bad, n, count, left);
+                       " left before)",
+                       bad, n, count, left);
         return;
     }
     pg->left = op->count - n;
@@ -1154,8 +1158,7 @@ int etcd_client_new(struct ev_loop *loop, const struct etcd_config *cfg,
                                                     : DEFAULT_REQUEST_TIMEOUT_MS;
     c->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms
                                                     : DEFAULT_CONNECT_TIMEOUT_MS;
-    c->max_reply_bytes = cfg->max_reply_bytes ? cfg->max_reply_bytes
-                                              : ETCD_DEFAULT_MAX_REPLY_BYTES;
+    c->max_reply_bytes = cfg->max_reply_bytes ? cfg->max_reply_bytes : ETCD_DEFAULT_MAX_REPLY_BYTES;
     if (cfg->curl) {
         if (curlev_loop(cfg->curl) != loop) {
             rc = mm_error_set(err, -EINVAL, "etcd: the curl transport runs on another loop");

@@ -73,8 +73,10 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
      * at 0. */
     bool canceled = json_bool(res, "canceled");
     if (!cJSON_IsObject(hdr) || (batch.revision <= 0 && !canceled)) {
-        mm_error_set(&err, -EPROTO, "etcd %s: %s: a watch reply without a header revision: is "
-                     "this etcd?", request_endpoint(r), r->what);
+        mm_error_set(&err, -EPROTO,
+                     "etcd %s: %s: a watch reply without a header revision: is "
+                     "this etcd?",
+                     request_endpoint(r), r->what);
         cJSON_Delete(j);
         watch_fail(r, -EPROTO, &err);
         return false;

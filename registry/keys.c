@@ -146,16 +146,16 @@ int keys_election(char *out, size_t size, const char *cluster, struct mm_error *
                   false);
 }
 
-/* Split one name component ending at '/' or the end; checks it is a valid name. */
-static const char *component(const char *p, size_t *len)
+/* Split one name component of p[0..n) ending at '/' or the end; checks it is a valid name. */
+static const char *component(const char *p, size_t n, size_t *len)
 {
-    const char *slash = strchr(p, '/');
-    *len = slash ? (size_t)(slash - p) : strlen(p);
+    const char *slash = memchr(p, '/', n);
+    *len = slash ? (size_t)(slash - p) : n;
     if (*len == 0 || *len > KEYS_NAME_MAX)
         return NULL;
     for (size_t i = 0; i < *len; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c <= ' ' || c >= 0x7f)
+        if (c <= ' ' || c >= 0x7f) /* NUL included: a key is bytes, not a C string */
             return NULL;
     }
     if ((*len == 1 && p[0] == '.') || (*len == 2 && p[0] == '.' && p[1] == '.'))
@@ -163,28 +163,29 @@ static const char *component(const char *p, size_t *len)
     return p;
 }
 
-int keys_parse_relative(const char *rel, struct key_parts *out)
+int keys_parse_relative(const char *rel, size_t rel_len, struct key_parts *out)
 {
     memset(out, 0, sizeof(*out));
+    const char *end = rel + rel_len;
     for (size_t i = 0; i < sizeof(layout) / sizeof(layout[0]); i++) {
         size_t dl = strlen(layout[i].dir);
-        if (strncmp(rel, layout[i].dir, dl) != 0 || rel[dl] != '/')
+        if (rel_len <= dl || memcmp(rel, layout[i].dir, dl) != 0 || rel[dl] != '/')
             continue;
         const char *p = rel + dl + 1;
         size_t len;
-        if (!component(p, &len))
+        if (!component(p, (size_t)(end - p), &len))
             return -EINVAL;
         out->first = p;
         out->first_len = len;
         p += len;
         if (layout[i].parts == 2) {
-            if (*p != '/' || !component(p + 1, &len))
+            if (p == end || *p != '/' || !component(p + 1, (size_t)(end - p - 1), &len))
                 return -EINVAL;
             out->second = p + 1;
             out->second_len = len;
             p += 1 + len;
         }
-        if (*p != '\0')
+        if (p != end)
             return -EINVAL;
         if (layout[i].kind == KEY_ELECTION &&
             (out->first_len != 10 || memcmp(out->first, "controller", 10) != 0))
@@ -195,14 +196,14 @@ int keys_parse_relative(const char *rel, struct key_parts *out)
     return -EINVAL;
 }
 
-int keys_parse(const char *key, const char *cluster, struct key_parts *out)
+int keys_parse(const char *key, size_t key_len, const char *cluster, struct key_parts *out)
 {
     memset(out, 0, sizeof(*out));
     size_t rl = strlen(ROOT), cl = strlen(cluster);
-    if (strncmp(key, ROOT, rl) != 0 || strncmp(key + rl, cluster, cl) != 0 ||
+    if (key_len <= rl + cl || memcmp(key, ROOT, rl) != 0 || memcmp(key + rl, cluster, cl) != 0 ||
         key[rl + cl] != '/')
         return -EINVAL;
-    return keys_parse_relative(key + rl + cl + 1, out);
+    return keys_parse_relative(key + rl + cl + 1, key_len - rl - cl - 1, out);
 }
 
 const char *keys_kind_name(enum key_kind kind)

@@ -175,6 +175,227 @@ char *record_encode(enum record_kind kind, const void *rec)
     return out;
 }
 
+/* ---------------------------------------------------------------- what cJSON lets through */
+
+/* cJSON accepts what other readers of the same value would read differently: a name given twice
+ * (cJSON finds the first, Go and Python keep the last), "\u0000" or a raw NUL in a string (cut
+ * there by every C reader), raw control characters and bytes that are not UTF-8 (Go and Python
+ * refuse them or read U+FFFD). Values holding any of these are refused, naming the field. */
+
+#define PATH_MAX_SHOWN 96
+
+struct text_scan {
+    const char *p, *end;
+    char path[PATH_MAX_SHOWN + 8]; /* "last_failure.message", bytes escaped, cut at the end */
+    size_t path_len;
+    bool in_name; /* the problem is in the last name of the path (shown up to it) */
+};
+
+/* Append bytes to the path for messages: printable ASCII as is, the rest as \xNN. */
+static void path_push(struct text_scan *t, const char *name, size_t len)
+{
+    if (t->path_len && t->path_len < PATH_MAX_SHOWN)
+        t->path[t->path_len++] = '.';
+    for (size_t i = 0; i < len && t->path_len < PATH_MAX_SHOWN; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\')
+            t->path[t->path_len++] = (char)ch;
+        else
+            t->path_len += (size_t)snprintf(t->path + t->path_len, 5, "\\x%02x", ch);
+    }
+    if (t->path_len >= PATH_MAX_SHOWN) {
+        memcpy(t->path + PATH_MAX_SHOWN, "...", 3);
+        t->path_len = PATH_MAX_SHOWN + 3;
+    }
+    t->path[t->path_len] = '\0';
+}
+
+/* Length of the UTF-8 sequence at p (at most n bytes), or 0 if it is not one (overlong forms,
+ * surrogates and code points above U+10FFFF are not). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    if (p[0] < 0x80)
+        return 1;
+    size_t len = p[0] >= 0xc2 && p[0] <= 0xdf   ? 2
+                 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
+                 : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
+                                                : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
+        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
+        return 0;
+    return len;
+}
+
+/* The string at t->p (its opening quote), which cJSON has read already: find what it let
+ * through. Leaves t->p after the closing quote; *raw, *raw_len: the text between the
+ * quotes. */
+static const char *scan_string(struct text_scan *t, const char **raw, size_t *raw_len)
+{
+    const char *p = ++t->p, *why = NULL;
+    *raw = p;
+    while (!why && p < t->end && *p != '"') {
+        unsigned char ch = (unsigned char)*p;
+        size_t n = 1;
+        if (ch == '\\') {
+            if (p + 5 < t->end && p[1] == 'u' && memcmp(p + 2, "0000", 4) == 0)
+                why = "holds \\u0000 (a NUL)";
+            n = p + 1 < t->end ? 2 : 1;
+        } else if (ch == 0) {
+            why = "holds a NUL byte";
+        } else if (ch < 0x20) {
+            why = "holds a control character that is not escaped";
+        } else if ((n = utf8_len((const unsigned char *)p, (size_t)(t->end - p))) == 0) {
+            why = "is not valid UTF-8";
+        }
+        if (!why)
+            p += n;
+    }
+    *raw_len = (size_t)(p - *raw); /* on a problem: the text before it */
+    t->p = p < t->end && !why ? p + 1 : p;
+    return why;
+}
+
+static void skip_space(struct text_scan *t)
+{
+    while (t->p < t->end && strchr(" \t\r\n", *t->p) && *t->p)
+        t->p++;
+}
+
+/* One value at t->p; NULL, or what is wrong with it (t->path says where). */
+static const char *scan_value(struct text_scan *t)
+{
+    skip_space(t);
+    if (t->p >= t->end)
+        return NULL;
+    const char *raw;
+    size_t raw_len;
+    if (*t->p == '"')
+        return scan_string(t, &raw, &raw_len);
+    if (*t->p != '{' && *t->p != '[') { /* number, true, false, null */
+        while (t->p < t->end && !strchr(",]} \t\r\n", *t->p))
+            t->p++;
+        return NULL;
+    }
+    bool object = *t->p++ == '{';
+    for (;;) {
+        skip_space(t);
+        if (t->p >= t->end)
+            return NULL;
+        if (*t->p == (object ? '}' : ']')) {
+            t->p++;
+            return NULL;
+        }
+        if (*t->p == ',') {
+            t->p++;
+            continue;
+        }
+        size_t saved = t->path_len;
+        if (object) {
+            const char *why = scan_string(t, &raw, &raw_len);
+            path_push(t, raw, raw_len); /* on a problem in the name: as far as it goes */
+            if (why) {
+                t->in_name = true;
+                return why;
+            }
+            skip_space(t);
+            if (t->p < t->end && *t->p == ':')
+                t->p++;
+        }
+        const char *why = scan_value(t);
+        if (why)
+            return why;
+        t->path_len = saved;
+        t->path[saved] = '\0';
+    }
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* A name that appears twice in any object of the tree: 1 with t->path naming it, 0, or
+ * -ENOMEM. Sorting keeps a value of thousands of names linear-logarithmic. */
+static int find_duplicate(const cJSON *o, struct text_scan *t)
+{
+    if (!cJSON_IsObject(o) && !cJSON_IsArray(o))
+        return 0;
+    size_t n = 0;
+    for (const cJSON *c = o->child; c; c = c->next, n++) {
+        size_t saved = t->path_len;
+        if (cJSON_IsObject(o))
+            path_push(t, c->string, strlen(c->string));
+        int rc = find_duplicate(c, t);
+        if (rc != 0)
+            return rc;
+        t->path_len = saved;
+        t->path[saved] = '\0';
+    }
+    if (!cJSON_IsObject(o) || n < 2)
+        return 0;
+    const cJSON **names = malloc(n * sizeof(*names));
+    if (!names)
+        return -ENOMEM;
+    size_t i = 0;
+    for (const cJSON *c = o->child; c; c = c->next)
+        names[i++] = c;
+    qsort(names, n, sizeof(*names), by_name);
+    int rc = 0;
+    for (i = 1; i < n && rc == 0; i++) {
+        if (strcmp(names[i - 1]->string, names[i]->string) == 0) {
+            path_push(t, names[i]->string, strlen(names[i]->string));
+            rc = 1;
+        }
+    }
+    free(names);
+    return rc;
+}
+
+/* The checks above for json (len bytes, parsed into root by cJSON); what = "model record" or
+ * "the value". 0, or -EINVAL (-ENOMEM) with err naming the field. */
+static int check_text(const char *what, const char *json, size_t len, const cJSON *root,
+                      struct mm_error *err)
+{
+    struct text_scan t = {.p = json, .end = json + len};
+    const char *why = scan_value(&t);
+    if (why) {
+        if (t.path_len == 0)
+            return mm_error_set(err, -EINVAL, "%s: a string %s", what, why);
+        return mm_error_set(err, -EINVAL, "%s: %s '%s%s' %s", what,
+                            t.in_name ? "the name of field" : "field", t.path,
+                            t.in_name ? "..." : "", why);
+    }
+    struct text_scan names = {0};
+    int rc = find_duplicate(root, &names);
+    if (rc < 0)
+        return mm_error_set(err, rc, "%s: out of memory", what);
+    if (rc > 0)
+        return mm_error_set(err, -EINVAL,
+                            "%s: field '%s' is given twice (readers differ on which one counts)",
+                            what, names.path);
+    return 0;
+}
+
+/* Parse exactly json[0..len) (space may follow the value); NULL with *at = where it breaks. */
+static cJSON *parse_whole(const char *json, size_t len, size_t *at)
+{
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    *at = end && end >= json ? (size_t)(end - json) : 0;
+    while (o && *at < len && json[*at] && strchr(" \t\r\n", json[*at]))
+        (*at)++;
+    if (o && *at != len) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    return o;
+}
+
 /* ---------------------------------------------------------------- decode */
 
 static int integer(const cJSON *v, double lo, double hi, double *out)
@@ -268,16 +489,18 @@ int record_decode(enum record_kind kind, const char *json, size_t len, void *rec
                             len, RECORD_MAX_BYTES);
     if (len == 0)
         return mm_error_set(err, -EINVAL, "%s record: value is empty", what);
-    const char *end = NULL;
-    cJSON *o = cJSON_ParseWithLengthOpts(json, len, &end, false);
-    if (!o) {
-        size_t at = end && end >= json ? (size_t)(end - json) : 0;
-        return mm_error_set(err, -EINVAL, "%s record: malformed JSON at byte %zu of %zu", what,
-                            at, len);
-    }
+    size_t at = 0;
+    cJSON *o = parse_whole(json, len, &at);
+    if (!o)
+        return mm_error_set(err, -EINVAL, "%s record: malformed JSON at byte %zu of %zu", what, at,
+                            len);
     int rc = 0;
     double v;
-    if (!cJSON_IsObject(o)) {
+    char what_record[32];
+    snprintf(what_record, sizeof(what_record), "%s record", what);
+    if (check_text(what_record, json, len, o, err) < 0) {
+        rc = err ? err->code : -EINVAL;
+    } else if (!cJSON_IsObject(o)) {
         rc = mm_error_set(err, -EINVAL, "%s record: value must be a JSON object", what);
     } else if (!cJSON_GetObjectItemCaseSensitive(o, "v")) {
         rc = mm_error_set(err, -EINVAL, "%s record: schema version 'v' is missing", what);
@@ -318,10 +541,10 @@ static const struct {
     {KEY_ELECTION, RECORD_ELECTION},
 };
 
-int record_kind_of_key(const char *key, const char *cluster, enum record_kind *kind)
+int record_kind_of_key(const char *key, size_t key_len, const char *cluster, enum record_kind *kind)
 {
     struct key_parts kp;
-    if (keys_parse(key, cluster, &kp) < 0)
+    if (keys_parse(key, key_len, cluster, &kp) < 0)
         return -EINVAL;
     for (size_t i = 0; i < sizeof(key_records) / sizeof(key_records[0]); i++) {
         if (key_records[i].key == kp.kind) {
@@ -332,21 +555,18 @@ int record_kind_of_key(const char *key, const char *cluster, enum record_kind *k
     return -ENOENT;
 }
 
-int record_validate_at(const char *key, const char *cluster, const char *json, size_t len,
-                       struct mm_error *err)
+int record_validate_at(const char *key, size_t key_len, const char *cluster, const char *json,
+                       size_t len, struct mm_error *err)
 {
     enum record_kind kind;
-    if (record_kind_of_key(key, cluster, &kind) == 0)
+    if (record_kind_of_key(key, key_len, cluster, &kind) == 0)
         return record_validate(kind, json, len, err);
-    const char *end = NULL;
-    cJSON *o = cJSON_ParseWithLengthOpts(json, len, &end, false);
-    bool parsed = o != NULL;
+    size_t at = 0;
+    cJSON *o = parse_whole(json, len, &at);
+    if (!o)
+        return mm_error_set(err, -EINVAL, "the value is not valid JSON (at byte %zu of %zu)", at,
+                            len);
+    int rc = check_text("the value", json, len, o, err);
     cJSON_Delete(o);
-    size_t at = end && end >= json ? (size_t)(end - json) : 0;
-    while (parsed && at < len && json[at] && strchr(" \t\r\n", json[at])) /* only space after */
-        at++;
-    if (parsed && at == len)
-        return 0;
-    return mm_error_set(err, -EINVAL, "the value is not valid JSON (at byte %zu of %zu)", at,
-                        len);
+    return rc;
 }

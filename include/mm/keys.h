@@ -20,7 +20,7 @@ enum key_kind {
     KEY_RUNTIME, KEY_STORAGE_CONFIG, KEY_ELECTION,
 };
 
-/* A parsed key: components point into the parsed string (not NUL-terminated there). */
+/* A parsed key: components point into the parsed bytes (not NUL-terminated there). */
 struct key_parts {
     enum key_kind kind;
     const char *first;  /* iid, model id, vmodel, namespace, runtime, storage key, "controller" */
@@ -53,10 +53,11 @@ int keys_storage_config(char *out, size_t size, const char *cluster, const char 
                         struct mm_error *err);
 int keys_election(char *out, size_t size, const char *cluster, struct mm_error *err);
 
-/* Parse a full key of this cluster; -EINVAL for keys outside the cluster or the layout. */
-int keys_parse(const char *key, const char *cluster, struct key_parts *out);
-/* Parse a key relative to the cluster prefix ("models/m1"). */
-int keys_parse_relative(const char *rel, struct key_parts *out);
+/* Parse a full key of this cluster, key_len bytes (any bytes: a key from etcd may hold NUL,
+ * which no name of the layout does); -EINVAL for keys outside the cluster or the layout. */
+int keys_parse(const char *key, size_t key_len, const char *cluster, struct key_parts *out);
+/* Parse a key relative to the cluster prefix ("models/m1"), rel_len bytes. */
+int keys_parse_relative(const char *rel, size_t rel_len, struct key_parts *out);
 const char *keys_kind_name(enum key_kind kind);
 
 #endif

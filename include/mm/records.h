@@ -3,7 +3,11 @@
  * Every record carries "v" (schema version). Decoding accepts v >= 1, ignores fields it does
  * not know (newer writers may add them), applies defaults to absent optional fields, and rejects
  * wrong types, out-of-range numbers, over-long strings and values over RECORD_MAX_BYTES with a
- * message naming the record and the field. Records are plain structs: no allocation. */
+ * message naming the record and the field. It also rejects what JSON readers disagree on: a
+ * name given twice in any object (cJSON finds the first, Go and Python keep the last),
+ * "\u0000" or a NUL byte in a string (C readers cut it there), raw control characters, bytes
+ * that are not UTF-8, and anything after the value but space. Records are plain structs: no
+ * allocation. */
 #ifndef MM_RECORDS_H
 #define MM_RECORDS_H
 
@@ -75,16 +79,19 @@ int record_validate(enum record_kind kind, const char *json, size_t len, struct 
 const char *record_kind_name(enum record_kind kind);
 
 /* Which record a key holds, from the key layout (keys.h), so that every reader and writer of a
- * key decodes it the same way. key is a full key of cluster (/modelmesh/<cluster>/...).
- * 0 and *kind; -ENOENT for a key of the layout whose value has no codec here (isvcs/,
- * isvc-status/, runtimes/, storage-config/, election/); -EINVAL for a key outside the layout. */
-int record_kind_of_key(const char *key, const char *cluster, enum record_kind *kind);
+ * key decodes it the same way. key is a full key of cluster (/modelmesh/<cluster>/...), key_len
+ * bytes. 0 and *kind; -ENOENT for a key of the layout whose value has no codec here (isvcs/,
+ * isvc-status/, runtimes/, storage-config/); -EINVAL for a key outside the layout (one holding
+ * a NUL included). */
+int record_kind_of_key(const char *key, size_t key_len, const char *cluster,
+                       enum record_kind *kind);
 /* Check a value stored, or about to be stored, under key: decoded as the record the key holds,
  * else (a key without a codec, or outside the layout) parsed as JSON, which every registry
- * value is. 0, record_decode's error, or -EINVAL for a value that is not JSON (err says where
- * the JSON breaks off). */
-int record_validate_at(const char *key, const char *cluster, const char *json, size_t len,
-                       struct mm_error *err);
+ * value is, with the same refusals as a record's (names given twice, NUL, raw control
+ * characters, bytes that are not UTF-8). 0, record_decode's error, or -EINVAL for a value that
+ * is not JSON (err says where the JSON breaks off). */
+int record_validate_at(const char *key, size_t key_len, const char *cluster, const char *json,
+                       size_t len, struct mm_error *err);
 
 const char *copy_state_name(enum copy_state s);
 /* 0 or -EINVAL for a name other than Pending, Loading, Loaded, Failed. */

@@ -53,12 +53,13 @@ static void serve(int s, fakehttp_reply_fn reply, void *arg, long *served, char 
             sscanf(req, "%*s %255s", path);
             char saved = req[total];
             req[total] = '\0';
-            size_t n = reply((*served)++, path, req + head, body_len, out + 256, REPLY_MAX - 256,
-                             arg);
+            size_t n =
+                reply((*served)++, path, req + head, body_len, out + 256, REPLY_MAX - 256, arg);
             req[total] = saved;
             int h = snprintf(out, 256,
                              "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             "Content-Length: %zu\r\n\r\n", n);
+                             "Content-Length: %zu\r\n\r\n",
+                             n);
             memmove(out + h, out + 256, n);
             if (!write_all(s, out, (size_t)h + n))
                 return;

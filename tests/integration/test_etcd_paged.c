@@ -296,8 +296,15 @@ static void test_byte_keys(struct etcd_client *c, const char *endpoint)
 
 /* ---------------------------------------------------------------- a misbehaving server */
 
-enum fake_mode { FAKE_NO_HEADER, FAKE_MORE_FOREVER, FAKE_MORE_EMPTY, FAKE_COUNT_STUCK,
-                 FAKE_STOPS_EARLY, FAKE_OVER_LIMIT, FAKE_EMPTY_OBJECT };
+enum fake_mode {
+    FAKE_NO_HEADER,
+    FAKE_MORE_FOREVER,
+    FAKE_MORE_EMPTY,
+    FAKE_COUNT_STUCK,
+    FAKE_STOPS_EARLY,
+    FAKE_OVER_LIMIT,
+    FAKE_EMPTY_OBJECT
+};
 
 /* A range reply of the mode's kind, one new key per request: "/fake/<n>". */
 static size_t fake_reply(long n, const char *path, const char *body, size_t body_len, char *out,
@@ -316,23 +323,28 @@ static size_t fake_reply(long n, const char *path, const char *body, size_t body
         len = snprintf(out, size, "{\"kvs\":[{\"key\":\"%s\"}],\"more\":true}", k64);
         break;
     case FAKE_MORE_FOREVER: /* counts that add up: only max_pages ends it */
-        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"}],\"more\":true,"
-                       "\"count\":\"%ld\"}", hdr, k64, 1000000 - n);
+        len = snprintf(out, size,
+                       "{%s,\"kvs\":[{\"key\":\"%s\"}],\"more\":true,"
+                       "\"count\":\"%ld\"}",
+                       hdr, k64, 1000000 - n);
         break;
     case FAKE_MORE_EMPTY:
         len = snprintf(out, size, "{%s,\"more\":true}", hdr);
         break;
     case FAKE_COUNT_STUCK: /* "more" forever, the same count every time */
-        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"}],\"more\":true,"
-                       "\"count\":\"1000000\"}", hdr, k64);
+        len = snprintf(out, size,
+                       "{%s,\"kvs\":[{\"key\":\"%s\"}],\"more\":true,"
+                       "\"count\":\"1000000\"}",
+                       hdr, k64);
         break;
     case FAKE_STOPS_EARLY: /* "no more" while counting 3 keys: records would be lost */
-        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"}],\"count\":\"3\"}", hdr,
-                       k64);
+        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"}],\"count\":\"3\"}", hdr, k64);
         break;
     case FAKE_OVER_LIMIT: /* two keys when the client asked for one */
-        len = snprintf(out, size, "{%s,\"kvs\":[{\"key\":\"%s\"},{\"key\":\"%s\"}],"
-                       "\"more\":true,\"count\":\"100\"}", hdr, k64, k64b);
+        len = snprintf(out, size,
+                       "{%s,\"kvs\":[{\"key\":\"%s\"},{\"key\":\"%s\"}],"
+                       "\"more\":true,\"count\":\"100\"}",
+                       hdr, k64, k64b);
         break;
     case FAKE_EMPTY_OBJECT:
         len = snprintf(out, size, "{}");
@@ -367,8 +379,8 @@ static void test_misbehaving_server(void)
         snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", port);
         struct etcd_client *c = client(ep);
         struct scan s = {0};
-        scan(c, "/fake/", (struct etcd_paged_req){.page_keys = cases[i].page_keys,
-                                                  .max_pages = 50}, &s);
+        scan(c, "/fake/", (struct etcd_paged_req){.page_keys = cases[i].page_keys, .max_pages = 50},
+             &s);
         CHECK(s.done);
         CHECK_INT(s.status, cases[i].status);
         CHECK_INT(s.pages, cases[i].pages);
@@ -411,8 +423,8 @@ static void test_not_etcd(void)
     CHECK_INT(etcd_sync_txn(c, &txn, &r, &err), -EPROTO);
     etcd_client_free(c);
     /* With a user: the authentication reply is refused too (no token is taken from it). */
-    struct etcd_config cfg = {.endpoints = ep, .user = "u", .password = "p",
-                              .request_timeout_ms = 2000};
+    struct etcd_config cfg = {
+        .endpoints = ep, .user = "u", .password = "p", .request_timeout_ms = 2000};
     REQUIRE(etcd_client_new(loop, &cfg, &c, &err) == 0);
     CHECK_INT(etcd_sync_range(c, &rr, &r, &err), -EPROTO);
     CHECK(strstr(err.msg, "authenticate: a reply without a header revision") != NULL);

@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     double bc_expected = maker_expects(cmd);
     char *const xgb_args[] = {argv[2], "--listen", "127.0.0.1:0", NULL};
     pid_t xgb = start(xgb_args, addr, sizeof(addr));
-    snprintf(a, sizeof(a), "--address %s runtime status", addr);
+    snprintf(a, sizeof(a), "--address %s runtime status --purge", addr);
     EXPECT(a, 0, "\"status\": \"READY\"");
     CHECK(strstr(out, "\"capacityInBytes\": 1073741824") != NULL);
     CHECK(strstr(out, "\"runtimeVersion\": \"mm-runtime ") != NULL);
@@ -101,6 +101,21 @@ int main(int argc, char **argv)
     EXPECT(a, 0, "\"sizeInBytes\": ");
     snprintf(a, sizeof(a), "--address %s runtime size bc", addr);
     EXPECT(a, 0, "\"sizeInBytes\": ");
+    /* runtime status purges (the SPI's runtimeStatus unloads every model): without --purge it
+     * says so and calls nothing, and the model stays loaded. */
+    snprintf(a, sizeof(a), "--address %s runtime status", addr);
+    EXPECT(a, 2,
+           "runtime status calls the runtime SPI's runtimeStatus, and a runtime answers it "
+           "by unloading every model it has loaded");
+    CHECK(strstr(out, "add --purge") != NULL);
+    CHECK(strstr(out, "\"status\"") == NULL);
+    snprintf(a, sizeof(a), "--address %s runtime size bc", addr);
+    EXPECT(a, 0, "\"sizeInBytes\": ");
+    snprintf(a, sizeof(a), "--address %s infer bc --file %s/xgboost/breast-cancer-request.json",
+             addr, dir);
+    EXPECT(a, 0, "\"datatype\": \"FP32\"");
+    snprintf(a, sizeof(a), "--address %s runtime size bc --purge", addr);
+    EXPECT(a, 2, "--purge goes with runtime status only");
     snprintf(a, sizeof(a), "--address %s runtime size nope", addr);
     EXPECT(a, 1, "modelSize nope at 127.0.0.1:");
     CHECK(strstr(out, "NOT_FOUND: model nope is not loaded") != NULL);
@@ -141,8 +156,19 @@ int main(int argc, char **argv)
     snprintf(a, sizeof(a),
              "--address %s runtime load x %s/xgboost/breast-cancer.json --type sklearn", addr, dir);
     EXPECT(a, 1, "serves xgboost models, not 'sklearn'");
-    EXPECT("--address 127.0.0.1:1 runtime status", 1, "runtimeStatus at 127.0.0.1:1: UNAVAILABLE");
+    EXPECT("--address 127.0.0.1:1 runtime status --purge", 1,
+           "runtimeStatus at 127.0.0.1:1: UNAVAILABLE");
     EXPECT("--address 127.0.0.1:1 --timeout 300 metadata m", 1, "ModelMetadata m at 127.0.0.1:1");
+    /* What a server says back, and what mmctl repeats of its command line, reaches the terminal
+     * escaped: an id with ESC and a C1 CSI. */
+    snprintf(a, sizeof(a), "--address %s runtime size \"$(printf 'm\\033[2Jx\\302\\233')\"", addr);
+    EXPECT(a, 1, "modelSize m\\x1b[2Jx\\xc2\\x9b at 127.0.0.1:");
+    CHECK(strchr(out, '\033') == NULL && strstr(out, "\302\233") == NULL);
+    snprintf(a, sizeof(a), "--address %s metadata \"$(printf 'm\\033]0;t\\007')\"", addr);
+    EXPECT(a, 1, "ModelMetadata m\\x1b]0;t\\x07 at");
+    CHECK(strchr(out, '\033') == NULL && strchr(out, '\007') == NULL);
+    EXPECT("runtime \"$(printf 'st\\033[1matus')\"", 2, "unknown runtime verb 'st\\x1b[1matus'");
+    CHECK(strchr(out, '\033') == NULL);
 
     /* Usage errors: exit 2, saying what was wrong. */
     EXPECT("runtime frob", 2, "unknown runtime verb 'frob'");
@@ -156,6 +182,15 @@ int main(int argc, char **argv)
     snprintf(a, sizeof(a), "--address %s infer bc --file %s/xgboost/breast-cancer-request.json",
              addr, dir);
     EXPECT(a, 1, "NOT_FOUND: model bc is not loaded");
+    /* With --purge, status does unload: loaded before, gone after. */
+    snprintf(a, sizeof(a),
+             "--address %s runtime load bc %s/xgboost/breast-cancer.json --type xgboost", addr,
+             dir);
+    EXPECT(a, 0, "\"sizeInBytes\": ");
+    snprintf(a, sizeof(a), "--address %s runtime status --purge", addr);
+    EXPECT(a, 0, "\"status\": \"READY\"");
+    snprintf(a, sizeof(a), "--address %s runtime size bc", addr);
+    EXPECT(a, 1, "NOT_FOUND");
     int status = harness_stop_pid(xgb, 10000);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 

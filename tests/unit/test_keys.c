@@ -7,7 +7,7 @@
 static void parses_as(const char *key, enum key_kind kind, const char *first, const char *second)
 {
     struct key_parts kp;
-    int rc = keys_parse(key, "c1", &kp);
+    int rc = keys_parse(key, strlen(key), "c1", &kp);
     CHECK_INT(rc, 0);
     if (rc < 0) {
         fprintf(stderr, "  key: %s\n", key);
@@ -83,17 +83,29 @@ int main(void)
 
     /* Parsing refuses keys outside the cluster or the layout. */
     struct key_parts kp;
-    CHECK_INT(keys_parse("/modelmesh/c2/models/m", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c10/models/m", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/other/c1/models/m", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c1/models/", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c1/models/a/b", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c1/copies/m", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c1/copies/m/", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c1/widgets/w", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c1/election/other", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse("/modelmesh/c1/modelsx/m", "c1", &kp), -EINVAL);
-    CHECK_INT(keys_parse_relative("copies/m/n", &kp), 0);
+#define PARSE(key) keys_parse(key, strlen(key), "c1", &kp)
+    CHECK_INT(PARSE("/modelmesh/c2/models/m"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c10/models/m"), -EINVAL);
+    CHECK_INT(PARSE("/other/c1/models/m"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1/models/"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1/models/a/b"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1/copies/m"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1/copies/m/"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1/widgets/w"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1/election/other"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1/modelsx/m"), -EINVAL);
+    CHECK_INT(PARSE("/modelmesh/c1"), -EINVAL);
+#undef PARSE
+    /* Keys are bytes: one holding a NUL is not the key before the NUL, and the length given is
+     * all that is read. */
+    static const char nul_model[] = "/modelmesh/c1/models/m1\0junk";
+    CHECK_INT(keys_parse(nul_model, sizeof(nul_model) - 1, "c1", &kp), -EINVAL);
+    static const char nul_copy[] = "/modelmesh/c1/copies/m1\0/n1";
+    CHECK_INT(keys_parse(nul_copy, sizeof(nul_copy) - 1, "c1", &kp), -EINVAL);
+    CHECK_INT(keys_parse("/modelmesh/c1/models/m1XYZ", 23, "c1", &kp), 0);
+    CHECK_INT(kp.first_len, 2);
+    CHECK_INT(keys_parse("/modelmesh/c1/copies/m1/n1", 24, "c1", &kp), -EINVAL); /* copies/m1/ */
+    CHECK_INT(keys_parse_relative("copies/m/n", strlen("copies/m/n"), &kp), 0);
     CHECK_INT(kp.kind, KEY_COPY);
     return CHECK_DONE();
 }

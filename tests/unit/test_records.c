@@ -193,7 +193,7 @@ static void test_by_key(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         enum record_kind kind = (enum record_kind)-1;
-        int rc = record_kind_of_key(cases[i].key, "c1", &kind);
+        int rc = record_kind_of_key(cases[i].key, strlen(cases[i].key), "c1", &kind);
         CHECK_INT(rc, cases[i].rc);
         if (rc == 0)
             CHECK_STR(record_kind_name(kind), record_kind_name(cases[i].kind));
@@ -203,7 +203,7 @@ static void test_by_key(void)
 
     struct mm_error err = {0};
     const char *copy = "/modelmesh/c1/copies/m1/node-0";
-#define VALIDATE(key, json) record_validate_at(key, "c1", json, strlen(json), &err)
+#define VALIDATE(key, json) record_validate_at(key, strlen(key), "c1", json, strlen(json), &err)
     CHECK_INT(VALIDATE(copy, "{\"v\":1,\"state\":\"Loaded\"}"), 0);
     CHECK_INT(VALIDATE(copy, "{\"v\":1,\"state\":\"Ready\"}"), -EINVAL);
     CHECK(strstr(err.msg, "copy record: field 'state'") != NULL);
@@ -219,7 +219,17 @@ static void test_by_key(void)
     CHECK_INT(VALIDATE("/modelmesh/c1/isvcs/ns/x", "{\"a\":1} {\"b\":2}"), -EINVAL);
     CHECK(strstr(err.msg, "not valid JSON (at byte 8 of 15)") != NULL);
     CHECK_INT(VALIDATE("/modelmesh/c1/isvcs/ns/x", ""), -EINVAL);
-    CHECK_INT(record_validate_at("/x", "c1", "{}\0", 3, &err), -EINVAL); /* a NUL is not JSON */
+    CHECK_INT(record_validate_at("/x", 2, "c1", "{}\0", 3, &err), -EINVAL); /* a NUL is not JSON */
+    /* A key holding a NUL is outside the layout, not the record before the NUL: any JSON. */
+    static const char nul_key[] = "/modelmesh/c1/models/m1\0x";
+    enum record_kind kind;
+    CHECK_INT(record_kind_of_key(nul_key, sizeof(nul_key) - 1, "c1", &kind), -EINVAL);
+    CHECK_INT(record_validate_at(nul_key, sizeof(nul_key) - 1, "c1", "{\"v\":1}", 7, &err), 0);
+    /* Values without a codec get the text refusals too. */
+    CHECK_INT(VALIDATE("/modelmesh/c1/isvcs/ns/x", "{\"a\":1,\"a\":2}"), -EINVAL);
+    CHECK(strstr(err.msg, "the value: field 'a' is given twice") != NULL);
+    CHECK_INT(VALIDATE("/modelmesh/c1/runtimes/r", "{\"image\":\"x\\u0000y\"}"), -EINVAL);
+    CHECK(strstr(err.msg, "the value: field 'image' holds \\u0000") != NULL);
 #undef VALIDATE
 }
 
@@ -255,6 +265,65 @@ static void test_election(void)
     rejects(RECORD_ELECTION, long_leader, "field 'leader' is 300 bytes, the limit is 255");
 }
 
+/* What JSON readers disagree on is refused, naming the record and the field: a name given twice
+ * (cJSON reads the first, Go and Python the last), \u0000 or a NUL byte (C readers cut the
+ * string there), raw control characters, bytes that are not UTF-8, text after the value. */
+static void test_ambiguous_text(void)
+{
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"sklearn\",\"type\":\"xgboost\"}",
+            "model record: field 'type' is given twice");
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"a\",\"\\u0074ype\":\"b\"}", /* escaped name */
+            "model record: field 'type' is given twice");
+    rejects(RECORD_MODEL, "{\"v\":1,\"v\":2,\"type\":\"a\"}", "field 'v' is given twice");
+    rejects(RECORD_MODEL,
+            "{\"v\":1,\"type\":\"a\",\"last_failure\":{\"message\":\"x\",\"message\":\"y\"}}",
+            "model record: field 'last_failure.message' is given twice");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"h:1\",\"x\":{\"y\":[{\"z\":1,\"z\":1}]}}",
+            "instance record: field 'x.y.z' is given twice"); /* unknown fields too */
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"sklearn\\u0000evil\"}",
+            "model record: field 'type' holds \\u0000 (a NUL)");
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Loaded\",\"error\":\"\\u0000\"}",
+            "copy record: field 'error' holds \\u0000");
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"a\",\"last_failure\":{\"message\":\"m\\u0000\"}}",
+            "model record: field 'last_failure.message' holds \\u0000");
+    rejects(RECORD_VMODEL, "{\"v\":1,\"owner\":\"a\\u0000\"}", "field 'owner' holds \\u0000");
+    rejects(RECORD_VMODEL, "{\"v\":1,\"own\\u0000er\":\"a\"}",
+            "vmodel record: the name of field 'own...' holds \\u0000");
+    struct mm_error err = {0};
+    struct vmodel_record v;
+    /* An escaped backslash before u0000 is text, not a NUL. */
+    CHECK_INT(decode(RECORD_VMODEL, "{\"v\":1,\"owner\":\"a\\\\u0000\"}", &v, &err), 0);
+    CHECK_STR(v.owner, "a\\u0000");
+    /* Raw bytes: a NUL, a control character, not UTF-8. */
+    static const char raw_nul[] = "{\"v\":1,\"owner\":\"a\0b\"}";
+    CHECK_INT(record_validate(RECORD_VMODEL, raw_nul, sizeof(raw_nul) - 1, &err), -EINVAL);
+    CHECK(strstr(err.msg, "vmodel record: field 'owner' holds a NUL byte") != NULL);
+    rejects(RECORD_VMODEL, "{\"v\":1,\"owner\":\"a\x1b[31mb\"}",
+            "field 'owner' holds a control character that is not escaped");
+    rejects(RECORD_VMODEL, "{\"v\":1,\"owner\":\"a\xff\"}", "field 'owner' is not valid UTF-8");
+    rejects(RECORD_VMODEL, "{\"v\":1,\"owner\":\"\xc0\xaf\"}", "is not valid UTF-8"); /* overlong */
+    rejects(RECORD_VMODEL, "{\"v\":1,\"owner\":\"\xed\xa0\x80\"}", "is not valid UTF-8");
+    /* Text after the value. */
+    rejects(RECORD_VMODEL, "{\"v\":1} {\"v\":2}", "vmodel record: malformed JSON at byte 8");
+    /* What stays accepted: escapes, UTF-8, an escaped ESC. */
+    CHECK_INT(decode(RECORD_VMODEL,
+                     "{\"v\":1,\"owner\":\"caf\xc3\xa9 \\u001b \\\"q\\\" \xf0\x9f\x99\x82\"}\n", &v,
+                     &err),
+              0);
+    CHECK_STR(v.owner, "caf\xc3\xa9 \x1b \"q\" \xf0\x9f\x99\x82");
+    /* Long paths are cut, not overflowed. */
+    char deep[4096];
+    int n = snprintf(deep, sizeof(deep), "{\"v\":1,\"address\":\"h:1\"");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(deep + n, sizeof(deep) - (size_t)n, "%s\"level%02d\":{", i ? "" : ",", i);
+    n += snprintf(deep + n, sizeof(deep) - (size_t)n, "\"x\":\"\\u0000\"");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(deep + n, sizeof(deep) - (size_t)n, "}");
+    snprintf(deep + n, sizeof(deep) - (size_t)n, "}");
+    rejects(RECORD_INSTANCE, deep, "instance record: field 'level00.level01.");
+    rejects(RECORD_INSTANCE, deep, "...' holds \\u0000");
+}
+
 int main(void)
 {
     test_round_trips();
@@ -262,6 +331,7 @@ int main(void)
     test_rejects();
     test_by_key();
     test_election();
+    test_ambiguous_text();
     enum copy_state s;
     CHECK_INT(copy_state_parse("loaded", &s), -EINVAL); /* names are case-sensitive */
     CHECK_STR(copy_state_name((enum copy_state)9), "Unknown");
