@@ -73,7 +73,7 @@ build/examples/xgboost/make-breast-cancer "$work/models"
 echo "== mm-runtime (XGBoost): status, load, and the sample request"
 start_runtime mm-runtime build/runtimes/xgboost/mm-runtime
 xgb=127.0.0.1:$RUNTIME_PORT
-$mmctl --address "$xgb" runtime status
+$mmctl --address "$xgb" runtime status --purge   # runtimeStatus unloads all: nothing loaded yet
 $mmctl --address "$xgb" runtime load breast-cancer "$work/models/xgboost/breast-cancer.json" --type xgboost
 $mmctl --address "$xgb" infer breast-cancer --file "$work/models/xgboost/breast-cancer-request.json"
 
