@@ -30,21 +30,6 @@ int64_t cache_min_churn_age_ms(uint32_t load_timeout_ms)
     return 10 * assumed_loaded;
 }
 
-uint64_t cache_reserve_bytes(uint64_t capacity_bytes, uint32_t reserve_permille)
-{
-    if (reserve_permille >= 1000)
-        return capacity_bytes;
-    /* Split so that capacities near UINT64_MAX cannot overflow the product. */
-    return capacity_bytes / 1000 * reserve_permille +
-           capacity_bytes % 1000 * reserve_permille / 1000;
-}
-
-uint64_t cache_load_free(uint64_t capacity_bytes, uint64_t used_bytes, uint32_t reserve_permille)
-{
-    uint64_t limit = capacity_bytes - cache_reserve_bytes(capacity_bytes, reserve_permille);
-    return used_bytes < limit ? limit - used_bytes : 0;
-}
-
 int cache_create(struct cache **out, const struct cache_config *cfg, uint64_t hash_seed)
 {
     if (cfg->reserve_permille > 1000 || cfg->min_churn_age_ms < 0)

@@ -54,31 +54,42 @@ static bool labels_satisfied(const struct place_model *m, const struct place_ins
     return true;
 }
 
-/* A qualifying instance's rank; lower sorts first. */
+/* A qualifying instance's rank. key holds the first three criteria in one number (higher is
+ * better): bit 63 = has enough free space, bit 62 = its zone holds no copy yet, then free space
+ * (enough-space class) or the inverted oldest LRU time (must-evict class), clamped to 62 bits;
+ * so that most instances are ranked by one comparison. */
 struct candidate {
-    size_t index;
-    unsigned must_evict : 1;
-    unsigned zone_has_copy : 1;
+    uint64_t key;
     uint64_t free;
     int64_t oldest;
+    size_t index;
+    bool must_evict;
 };
 
-static bool better(const struct candidate *a, const struct candidate *b)
+#define KEY_LOW_MAX ((UINT64_C(1) << 62) - 1)
+
+static inline uint64_t rank_key(bool must_evict, bool zone_has_copy, uint64_t free, int64_t oldest)
 {
-    if (a->must_evict != b->must_evict)
-        return !a->must_evict;
-    if (a->zone_has_copy != b->zone_has_copy)
-        return !a->zone_has_copy;
+    uint64_t key = (uint64_t)!must_evict << 63 | (uint64_t)!zone_has_copy << 62;
+    if (!must_evict)
+        return key | (free < KEY_LOW_MAX ? free : KEY_LOW_MAX);
+    uint64_t age = oldest <= 0                      ? 0
+                   : (uint64_t)oldest < KEY_LOW_MAX ? (uint64_t)oldest
+                                                    : KEY_LOW_MAX;
+    return key | (KEY_LOW_MAX - age);
+}
+
+/* Equal keys mean the same class, zone rank and first criterion: the second decides, then
+ * the list's order. */
+static inline bool better(const struct candidate *a, const struct candidate *b)
+{
+    if (a->key != b->key)
+        return a->key > b->key;
     if (a->must_evict) {
-        if (a->oldest != b->oldest)
-            return a->oldest < b->oldest;
         if (a->free != b->free)
             return a->free > b->free;
-    } else {
-        if (a->free != b->free)
-            return a->free > b->free;
-        if (a->oldest != b->oldest)
-            return a->oldest < b->oldest;
+    } else if (a->oldest != b->oldest) {
+        return a->oldest < b->oldest;
     }
     return a->index < b->index;
 }
@@ -118,6 +129,22 @@ int place_choose(const struct place_config *cfg, const struct place_model *m,
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const struct place_instance *in = &instances[i];
+        uint64_t cap = in->capacity_bytes;
+        uint64_t free = cache_load_free(cap, in->used_bytes, cfg->reserve_permille);
+        bool must_evict = free < size;
+        bool zone_has_copy =
+            m->n_copy_zones > 0 && str_in(&in->zone, m->copy_zones, m->n_copy_zones);
+        struct candidate c = {.key = rank_key(must_evict, zone_has_copy, free, in->oldest_used_ms),
+                              .free = free,
+                              .oldest = in->oldest_used_ms,
+                              .index = i,
+                              .must_evict = must_evict};
+        /* Ranked first, as numbers: once the short list is full, an instance that would not
+         * enter it is passed over without comparing labels and ids (most of the cost). */
+        if (k == want && c.key < best[k - 1].key)
+            continue;
+        if (k == want && !better(&c, &best[k - 1]))
+            continue;
         if (!labels_satisfied(m, in)) {
             out->n_wrong_type++;
             continue;
@@ -134,25 +161,16 @@ int place_choose(const struct place_config *cfg, const struct place_model *m,
             out->n_shutting_down++;
             continue;
         }
-        uint64_t cap = in->capacity_bytes;
         if (cap == 0 || cap - cache_reserve_bytes(cap, cfg->reserve_permille) < size) {
             out->n_too_small++;
             continue;
         }
-        struct candidate c = {.index = i,
-                              .free = cache_load_free(cap, in->used_bytes, cfg->reserve_permille),
-                              .oldest = in->oldest_used_ms};
-        c.must_evict = c.free < size;
         /* It would have to evict, and cannot: nothing loaded to evict (all loading), or its
          * coldest copy is too recent. */
         if (c.must_evict && (in->loaded == 0 || in->oldest_used_ms > young_after)) {
             out->n_churn_guarded++;
             continue;
         }
-        c.zone_has_copy = m->n_copy_zones > 0 && str_in(&in->zone, m->copy_zones, m->n_copy_zones);
-
-        if (k == want && !better(&c, &best[k - 1]))
-            continue;
         size_t j = k < want ? k++ : k - 1;
         while (j > 0 && better(&c, &best[j - 1])) {
             best[j] = best[j - 1];
@@ -167,8 +185,7 @@ int place_choose(const struct place_config *cfg, const struct place_model *m,
 
     /* The short list: the best and those of its class and zone rank that are close enough. */
     size_t len = 1;
-    while (len < k && best[len].must_evict == best[0].must_evict &&
-           best[len].zone_has_copy == best[0].zone_has_copy &&
+    while (len < k && best[len].key >> 62 == best[0].key >> 62 &&
            (best[0].must_evict ||
             best[len].free >= best[0].free / 1000 * cfg->shortlist_min_permille +
                                   best[0].free % 1000 * cfg->shortlist_min_permille / 1000))

@@ -52,9 +52,23 @@ int64_t cache_min_churn_age_ms(uint32_t load_timeout_ms);
 
 /* The reserve of a pod of this capacity, and the bytes a load may still take there
  * (capacity - reserve - used, or 0). The placer (place.h) judges instance views with these
- * same two functions, so that it and the pod agree on what fits. */
-uint64_t cache_reserve_bytes(uint64_t capacity_bytes, uint32_t reserve_permille);
-uint64_t cache_load_free(uint64_t capacity_bytes, uint64_t used_bytes, uint32_t reserve_permille);
+ * same two functions, so that it and the pod agree on what fits. Inline: the placer calls them
+ * once per instance. */
+static inline uint64_t cache_reserve_bytes(uint64_t capacity_bytes, uint32_t reserve_permille)
+{
+    if (reserve_permille >= 1000)
+        return capacity_bytes;
+    /* Split so that capacities near UINT64_MAX cannot overflow the product. */
+    return capacity_bytes / 1000 * reserve_permille +
+           capacity_bytes % 1000 * reserve_permille / 1000;
+}
+
+static inline uint64_t cache_load_free(uint64_t capacity_bytes, uint64_t used_bytes,
+                                       uint32_t reserve_permille)
+{
+    uint64_t limit = capacity_bytes - cache_reserve_bytes(capacity_bytes, reserve_permille);
+    return used_bytes < limit ? limit - used_bytes : 0;
+}
 
 struct cache;
 

@@ -93,9 +93,11 @@ enum place_reason {
     PLACE_ALL_HOLD_COPY,   /* every serving instance already holds a copy */
 };
 
-/* The answer. Every instance is counted once, under the first rule that excluded it, in the
- * order of the fields; when none is left, reason names the first non-zero count in the enum's
- * order from PLACE_CHURN_GUARDED (the retryable ones first). */
+/* The answer. When no instance qualifies, every instance is counted once, under the first rule
+ * that excluded it, in the order of the fields, and reason names the first non-zero count in
+ * the enum's order from PLACE_CHURN_GUARDED (the retryable ones first). On success the counts
+ * cover only the instances examined in full: one that ranks below a full short list is passed
+ * over without its labels and ids being compared. */
 struct place_choice {
     size_t index;         /* the chosen instance: instances[index] (on success) */
     bool must_evict;      /* it has too little free space: it will evict its oldest copies */
@@ -118,7 +120,8 @@ struct place_choice {
  *      shortlist_min_permille of the best one's free space) form a short list, and `random`
  *      picks one uniformly: placers deciding at once on the same view with different random
  *      values spread over the list instead of all choosing the one best instance.
- * O(n) time (one pass, the short list kept in place), no allocation.
+ * O(n) time (one pass, the short list kept in place; labels and ids are compared only for
+ * instances that would enter it), no allocation.
  * 0 and out->index; -ENOSPC when no instance qualifies (out->reason and the counts say why);
  * -EINVAL when n > 0 and instances is NULL. */
 int place_choose(const struct place_config *cfg, const struct place_model *m,
