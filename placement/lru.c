@@ -41,7 +41,8 @@ static uint64_t hash_key(uint64_t seed, const void *key, size_t len)
         len -= 8;
     }
     uint64_t w = 0;
-    memcpy(&w, p, len);
+    if (len) /* p may be NULL for an empty key */
+        memcpy(&w, p, len);
     return mix64(h ^ w ^ ((uint64_t)len << 56));
 }
 

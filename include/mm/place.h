@@ -112,14 +112,16 @@ struct place_choice {
  *      capacity - reserve could hold m at all;
  *   2. instances with enough free space (capacity - reserve - used >= size) beat those that
  *      must evict; one that must evict is excluded when its oldest copy was used within
- *      min_churn_age_ms (it would refuse: cache_plan's -EBUSY), as ModelMesh does;
+ *      min_churn_age_ms (it would refuse: cache_plan's -EBUSY), as ModelMesh does, or when it
+ *      has no loaded copy to evict (loads in progress only);
  *   3. within a class: an instance in a zone that holds no copy of m yet beats one that does;
  *      then most free space (with enough space) or oldest LRU (must evict: evict the coldest
  *      copies in the cluster); then oldest LRU, then most free space;
- *   4. the best cfg->shortlist of that order (those with enough space also need at least
- *      shortlist_min_permille of the best one's free space) form a short list, and `random`
- *      picks one uniformly: placers deciding at once on the same view with different random
- *      values spread over the list instead of all choosing the one best instance.
+ *   4. the best cfg->shortlist (1..16; 0 counts as 1) of that order (those with enough space
+ *      also need at least shortlist_min_permille of the best one's free space) form a short
+ *      list, and `random` picks one uniformly: placers deciding at once on the same view
+ *      with different random values spread over the list instead of all choosing the one
+ *      best instance.
  * O(n) time (one pass, the short list kept in place; labels and ids are compared only for
  * instances that would enter it), no allocation.
  * 0 and out->index; -ENOSPC when no instance qualifies (out->reason and the counts say why);
