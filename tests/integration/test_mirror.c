@@ -23,6 +23,12 @@
 static struct ev_loop *mloop, *wloop;
 static struct etcd_client *writer;
 
+/* A key without NUL bytes, looked up by its string length. */
+static const struct mirror_entry *get(const struct mirror *m, const char *key)
+{
+    return mirror_get(m, key, strlen(key));
+}
+
 /* ---------------------------------------------------------------- a subscriber's own map */
 
 struct shadow_item {
@@ -219,7 +225,7 @@ static void check_converged(struct mirror *m, struct shadow *sh, const char *pre
     size_t value_mismatch = 0, rev_mismatch = 0, missing = 0, shadow_bad = 0;
     for (size_t i = 0; i < r->op.n_kvs; i++) {
         const struct etcd_kv *kv = &r->op.kvs[i];
-        const struct mirror_entry *e = mirror_get(m, kv->key);
+        const struct mirror_entry *e = mirror_get(m, kv->key, kv->key_len);
         if (!e) {
             missing++;
             continue;
@@ -248,7 +254,7 @@ static struct mirror *new_mirror_probing(const char *endpoint, struct etcd_clien
     struct mirror_config mcfg = {.page_size = 1000, .probe_interval_ms = probe_ms};
     struct mirror *m = NULL;
     REQUIRE(mirror_new(*mc, prefix, &mcfg, &m, &err) == 0);
-    REQUIRE(mirror_subscribe(m, "", on_event, sh, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_event, sh, NULL) == 0);
     REQUIRE(mirror_start(m) == 0);
     return m;
 }
@@ -311,7 +317,7 @@ static bool state_differs(const struct inside *in)
     if (mirror_count(in->m) != (size_t)in->n_expect)
         return true;
     for (int i = 0; i < in->n_expect; i++) {
-        const struct mirror_entry *e = mirror_get(in->m, in->expect_keys[i]);
+        const struct mirror_entry *e = get(in->m, in->expect_keys[i]);
         if (!e || strcmp(e->value, in->expect_values[i]) != 0)
             return true;
     }
@@ -323,7 +329,7 @@ static void on_inside(const struct mirror_event *ev, void *arg)
     struct inside *in = arg;
     in->events++;
     in->rev_mismatch += mirror_revision(in->m) != ev->revision;
-    const struct mirror_entry *e = mirror_get(in->m, ev->key);
+    const struct mirror_entry *e = mirror_get(in->m, ev->key, ev->key_len);
     in->entry_mismatch += ev->kind == MIRROR_PUT ? e != ev->entry : e != NULL;
     in->relisting_events += mirror_state(in->m) == MIRROR_RELISTING;
     if (in->at && ev->revision == in->at) {
@@ -395,8 +401,8 @@ static void new_freed_mirror(struct etcd_client *mc, const char *prefix, struct 
     struct mirror_config cfg = {.state_cb = free_in_state, .state_arg = f};
     struct mm_error err = {0};
     REQUIRE(mirror_new(mc, prefix, &cfg, &f->m, &err) == 0);
-    REQUIRE(mirror_subscribe(f->m, "", free_in_event, f, NULL) == 0);
-    REQUIRE(mirror_subscribe(f->m, "", free_in_event, f, NULL) == 0);
+    REQUIRE(mirror_subscribe(f->m, "", 0, free_in_event, f, NULL) == 0);
+    REQUIRE(mirror_subscribe(f->m, "", 0, free_in_event, f, NULL) == 0);
     REQUIRE(mirror_start(f->m) == 0);
 }
 
@@ -430,13 +436,13 @@ static void test_sync_and_events(const char *endpoint)
     struct mirror *m = new_mirror(endpoint, &mc, P, sh);
     REQUIRE(wait_caught_up(m, rev - 1, 5000));
     CHECK_INT(mirror_count(m), 4);
-    CHECK(mirror_get(m, "/t/basicx") == NULL);
-    CHECK(mirror_get(m, "/t/other") == NULL);
-    CHECK_STR(mirror_get(m, "/t/basic/a")->value, "a1");
+    CHECK(get(m, "/t/basicx") == NULL);
+    CHECK(get(m, "/t/other") == NULL);
+    CHECK_STR(get(m, "/t/basic/a")->value, "a1");
     CHECK_INT(sh->count, 4); /* the first list reached the subscriber as PUT events */
 
     struct collect col = {0};
-    mirror_foreach_prefix(m, "/t/basic/c/", collect_keys, &col);
+    mirror_foreach_prefix(m, "/t/basic/c/", 11, collect_keys, &col);
     CHECK_INT(col.n, 2);
     CHECK_STR(col.keys[0], "/t/basic/c/x");
     CHECK_STR(col.keys[1], "/t/basic/c/y");
@@ -448,14 +454,14 @@ static void test_sync_and_events(const char *endpoint)
     CHECK_INT(sh->last_kind, MIRROR_PUT);
     CHECK_STR(sh->last_old, "a1");
     CHECK_STR(sh->last_new, "a2");
-    CHECK_INT(mirror_get(m, "/t/basic/a")->mod_revision, rev);
+    CHECK_INT(get(m, "/t/basic/a")->mod_revision, rev);
     del("/t/basic/a");
     rev = put("/t/basic/d", "d1");
     REQUIRE(wait_caught_up(m, rev, 5000));
     CHECK_INT(sh->last_kind, MIRROR_DELETE);
     CHECK_STR(sh->last_old, "a2");
     CHECK_STR(sh->last_new, "(none)");
-    CHECK(mirror_get(m, "/t/basic/a") == NULL);
+    CHECK(get(m, "/t/basic/a") == NULL);
     check_converged(m, sh, P);
 
     /* Writes outside the prefix move the store's revision; a progress notification (etcd runs
@@ -482,7 +488,7 @@ static void test_txn_whole_revision(const char *endpoint)
     struct etcd_client *mc = NULL;
     struct mirror *m = new_mirror(endpoint, &mc, P, sh);
     struct inside in = {.m = m};
-    REQUIRE(mirror_subscribe(m, "", on_inside, &in, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_inside, &in, NULL) == 0);
     struct freer f = {0};
     new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, rev, 5000));
@@ -582,7 +588,7 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     struct etcd_client *mc = NULL;
     struct mirror *m = new_mirror(etcd->endpoint, &mc, P, sh);
     struct inside in = {.m = m};
-    REQUIRE(mirror_subscribe(m, "", on_inside, &in, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_inside, &in, NULL) == 0);
     /* Another mirror is freed by its subscriber at the first difference of its re-list. */
     struct freer f = {.on_relist = true};
     new_freed_mirror(mc, P, &f);
@@ -625,8 +631,8 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     CHECK_INT(f.after, 0);
     mirror_free(f.m); /* only if a check above failed: before its client */
     CHECK_INT(mirror_count(m), 21);
-    CHECK_STR(mirror_get(m, "/t/compact/k005")->value, "changed-twice");
-    CHECK(mirror_get(m, "/t/compact/k025") == NULL);
+    CHECK_STR(get(m, "/t/compact/k005")->value, "changed-twice");
+    CHECK(get(m, "/t/compact/k025") == NULL);
     check_converged(m, sh, P);
 
     /* And it keeps following live changes after the re-list. */
