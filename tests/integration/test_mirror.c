@@ -843,6 +843,10 @@ static void test_byte_keys(struct harness_etcd *etcd)
     w = (struct walk){0};
     mirror_foreach_prefix(m, L(P "b"), walk_keys, &w);
     CHECK_INT(w.n, 3);
+    w = (struct walk){0}; /* a prefix with NUL inside: the bytes after it count too */
+    mirror_foreach_prefix(m, L(P "a\0\0"), walk_keys, &w);
+    CHECK_INT(w.n, 1);
+    CHECK_INT(w.lens[0], bk_len[2]);
 
     /* Live: a new key ending in NUL, a deleted key holding NUL and 0xff, a long key changed. */
     ops[0] = (struct raw_op){bk[13], bk_len[13], values[13]};
@@ -857,6 +861,10 @@ static void test_byte_keys(struct harness_etcd *etcd)
     check_byte_keys(m, present, n_all, values);
     check_converged(m, sh, P);
     CHECK_INT(nul.events, 3 + 2);
+    w = (struct walk){0};
+    mirror_foreach_prefix(m, L(P "a\0\0"), walk_keys, &w);
+    CHECK_INT(w.n, 2); /* keys 13 and 2 */
+    CHECK_INT(w.lens[0], bk_len[13]);
 
     /* A re-list after compaction, across the same page boundaries. */
     int64_t seen = mirror_revision(m);
@@ -956,6 +964,43 @@ static bool probed_at_least(void *arg)
     struct mirror_stats st;
     mirror_get_stats(p->m, &st);
     return st.probes > p->probes;
+}
+
+/* ---------------------------------------------------------------- freed with requests in flight */
+
+/* A mirror freed while its list is in flight, and one freed while a probe of its watch is in
+ * flight (the member is frozen, so the probe waits): their requests are cancelled, so no reply
+ * or timeout reaches the freed mirror (ASan sees none; its subscriber hears nothing). */
+static void test_free_in_flight(struct harness_etcd *etcd)
+{
+    struct etcd_config cfg = {.endpoints = etcd->endpoint, .request_timeout_ms = 1000};
+    struct etcd_client *mc = NULL;
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(mloop, &cfg, &mc, &err) == 0);
+    REQUIRE(put("/t/inflight/a", "1") > 0);
+
+    struct counter after = {0};
+    struct mirror *m = NULL;
+    REQUIRE(mirror_new(mc, "/t/inflight/", NULL, &m, &err) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, count_event, &after, NULL) == 0);
+    REQUIRE(mirror_start(m) == 0);
+    mirror_free(m);
+    harness_run_until(mloop, NULL, NULL, 300);
+    CHECK_INT(after.events, 0);
+
+    struct mirror_config mcfg = {.probe_interval_ms = 100};
+    REQUIRE(mirror_new(mc, "/t/inflight/", &mcfg, &m, &err) == 0);
+    REQUIRE(mirror_start(m) == 0);
+    REQUIRE(wait_caught_up(m, store_revision(), 5000));
+    struct mirror_stats st;
+    mirror_get_stats(m, &st);
+    REQUIRE(kill(etcd->pid, SIGSTOP) == 0);
+    struct probed p = {m, st.probes};
+    CHECK(run_mirror_until(probed_at_least, &p, 3000));
+    mirror_free(m); /* the probe is in flight: the member is frozen */
+    REQUIRE(kill(etcd->pid, SIGCONT) == 0);
+    harness_run_until(mloop, NULL, NULL, 1500); /* past the probe's deadline */
+    etcd_client_free(mc);
 }
 
 /* The member the mirror watches through freezes (SIGSTOP: its connections stay open, TCP says
@@ -1087,6 +1132,7 @@ int main(void)
     test_restart(&etcd);
     test_compaction_while_disconnected(&etcd);
     test_byte_keys(&etcd);
+    test_free_in_flight(&etcd);
     test_ten_thousand(etcd.endpoint);
     test_quorum_loss();
 
