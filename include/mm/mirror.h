@@ -1,10 +1,13 @@
 /* mirror.h - a local, revision-consistent copy of one etcd prefix.
  *
  * The mirror lists the prefix at one revision R (etcd_range_paged: pages bounded by keys and
- * bytes, every page read at R), then watches from R+1 and applies events in revision order. When the stream breaks it resumes from the last
- * applied revision + 1, with bounded exponential backoff, for as long as it lives. When that
- * revision has been compacted it lists again and emits the difference between what it held and
- * the new snapshot as events, so subscribers that only follow events stay correct.
+ * bytes, every page read at R), then watches from R+1 and applies events in revision order.
+ * When the stream breaks it resumes from the last applied revision + 1, with bounded
+ * exponential backoff, for as long as it lives. When that revision has been compacted it lists
+ * again and emits the difference between what it held and the new snapshot as events, so
+ * subscribers that only follow events stay correct. A list that fails keeps what was held: one
+ * whose revision is compacted mid-list starts again at once, any other failure after the
+ * backoff.
  *
  * Whole revisions: the mirror applies every change of a revision (all keys of one txn), advances
  * mirror_revision() to it, and only then delivers that revision's events, in the order etcd gave
@@ -18,10 +21,12 @@
  * every lookup, prefix and subscription takes a length and compares bytes (memcmp, then length).
  *
  * Owns: the entries (one allocation each: entry, key and value together), the subscriptions, the
- * watch, and its requests (the list, a probe), each cancelled (etcd_request_cancel) when the
- * mirror is freed, lists again, or the watch it checks ends: no reply reaches a freed mirror. Runs on the etcd client's loop; lookups never allocate. Entry pointers stay valid until
- * the next time the loop runs mirror code (an event or a re-list may replace them); an event's
- * old_value and entry stay valid until its callback returns.
+ * watch, and its requests (the list; a probe of a silent watch). Each request is cancelled
+ * (etcd_request_cancel) when the mirror is freed, starts another list, or ends the watch the
+ * probe checks, so no reply or timeout ever reaches a freed mirror. Runs on the etcd client's
+ * loop; lookups never allocate. Entry pointers stay valid until the next time the loop runs
+ * mirror code (an event or a re-list may replace them); an event's old_value and entry stay
+ * valid until its callback returns.
  *
  * Lifetime: the mirror may be freed from inside its own callbacks (state_cb and subscriber
  * callbacks): no further callback runs, not even for the rest of the event or revision being
@@ -58,7 +63,7 @@ enum mirror_event_kind { MIRROR_PUT, MIRROR_DELETE };
 
 struct mirror_event {
     enum mirror_event_kind kind;
-    const char *key;
+    const char *key;             /* key_len bytes, then a NUL */
     size_t key_len;
     const char *old_value;       /* NULL when the key is new */
     size_t old_len;
@@ -132,12 +137,12 @@ int64_t mirror_revision(const struct mirror *m);
 enum mirror_state mirror_state(const struct mirror *m);
 void mirror_get_stats(const struct mirror *m, struct mirror_stats *out);
 
-/* Events whose key starts with prefix[0, prefix_len) (bytes; length 0 = all) are delivered to cb, in revision order, after
- * the mirror has applied their whole revision. Delivery costs per subscription whose prefix
- * matches the key, not per subscription: subscribe once per prefix as finely as needed. The
- * order among the subscribers of one event is unspecified. A subscription made from inside a
- * callback receives the events delivered after that callback returns; one ended from inside a
- * callback receives none after mirror_unsubscribe() returns. */
+/* Events whose key starts with prefix[0, prefix_len) (bytes; length 0 = all) are delivered to
+ * cb, in revision order, after the mirror has applied their whole revision. Delivery costs per
+ * subscription whose prefix matches the key, not per subscription: subscribe once per prefix as
+ * finely as needed. The order among the subscribers of one event is unspecified. A subscription
+ * made from inside a callback receives the events delivered after that callback returns; one
+ * ended from inside a callback receives none after mirror_unsubscribe() returns. */
 int mirror_subscribe(struct mirror *m, const char *prefix, size_t prefix_len, mirror_event_cb cb,
                      void *arg, struct mirror_sub **out);
 void mirror_unsubscribe(struct mirror_sub *s);

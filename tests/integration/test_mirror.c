@@ -166,7 +166,8 @@ static int64_t batch(char keys[][64], char values[][64], size_t n)
         size_t k = 0;
         for (size_t j = i; j < n && k < 100; j++, k++) {
             ops[k] = (struct etcd_op){.kind = values[j][0] ? ETCD_OP_PUT : ETCD_OP_DELETE,
-                                      .key = keys[j], .value = values[j]};
+                                      .key = keys[j],
+                                      .value = values[j]};
         }
         struct etcd_txn txn = {.success = ops, .n_success = k};
         struct etcd_response *r = NULL;
@@ -775,23 +776,23 @@ static void test_byte_keys(struct harness_etcd *etcd)
 #define P "/t/bytes/"
 #define L(s) s, sizeof(s) - 1
     int i = 0;
-    set_key(i++, L(P "a"), 0, 0, "", 0);                         /* 0 */
-    set_key(i++, L(P "a\0"), 0, 0, "", 0);                       /* 1: NUL at the end */
-    set_key(i++, L(P "a\0\0b"), 0, 0, "", 0);                    /* 2: ends page 1 */
-    set_key(i++, L(P "a\0\xff"), 0, 0, "", 0);                   /* 3: starts page 2 */
-    set_key(i++, L(P "a\x01"), 0, 0, "", 0);                     /* 4 */
-    set_key(i++, L(P "a\xff"), 0, 0, "", 0);                     /* 5: ends page 2 */
-    set_key(i++, L(P "a\xff\0"), 0, 0, "", 0);                   /* 6: starts page 3 */
-    set_key(i++, L(P "a\xff\xff"), 0, 0, "", 0);                 /* 7 */
-    set_key(i++, L(P "b"), 'L', BK_LONG, L("\0z"));              /* 8: long, ends page 3 */
-    set_key(i++, L(P "b"), 'L', BK_LONG, L("\0z\0"));            /* 9: long, starts page 4 */
-    set_key(i++, L(P "b"), 'L', BK_LONG, L("\xff"));             /* 10 */
-    set_key(i++, L(P "c"), 'M', BK_LONG, "", 0);                 /* 11: ends page 4 */
-    set_key(i++, L(P "\xff"), 0, 0, "", 0);                      /* 12: page 5 */
+    set_key(i++, L(P "a"), 0, 0, "", 0);              /* 0 */
+    set_key(i++, L(P "a\0"), 0, 0, "", 0);            /* 1: NUL at the end */
+    set_key(i++, L(P "a\0\0b"), 0, 0, "", 0);         /* 2: ends page 1 */
+    set_key(i++, L(P "a\0\xff"), 0, 0, "", 0);        /* 3: starts page 2 */
+    set_key(i++, L(P "a\x01"), 0, 0, "", 0);          /* 4 */
+    set_key(i++, L(P "a\xff"), 0, 0, "", 0);          /* 5: ends page 2 */
+    set_key(i++, L(P "a\xff\0"), 0, 0, "", 0);        /* 6: starts page 3 */
+    set_key(i++, L(P "a\xff\xff"), 0, 0, "", 0);      /* 7 */
+    set_key(i++, L(P "b"), 'L', BK_LONG, L("\0z"));   /* 8: long, ends page 3 */
+    set_key(i++, L(P "b"), 'L', BK_LONG, L("\0z\0")); /* 9: long, starts page 4 */
+    set_key(i++, L(P "b"), 'L', BK_LONG, L("\xff"));  /* 10 */
+    set_key(i++, L(P "c"), 'M', BK_LONG, "", 0);      /* 11: ends page 4 */
+    set_key(i++, L(P "\xff"), 0, 0, "", 0);           /* 12: page 5 */
     int n = i;
     /* Written by the live and re-list steps. */
-    set_key(i++, L(P "a\0\0"), 0, 0, "", 0);                     /* 13 */
-    set_key(i++, L(P "a\xff\0\0"), 0, 0, "", 0);                 /* 14 */
+    set_key(i++, L(P "a\0\0"), 0, 0, "", 0);     /* 13 */
+    set_key(i++, L(P "a\xff\0\0"), 0, 0, "", 0); /* 14 */
     int n_all = i;
     for (int k = 1; k < n; k++) /* the order the comments above assume */
         REQUIRE(memcmp(bk[k - 1], bk[k], bk_len[k - 1] < bk_len[k] ? bk_len[k - 1] : bk_len[k]) <
@@ -831,8 +832,8 @@ static void test_byte_keys(struct harness_etcd *etcd)
     CHECK(wait_caught_up(m, rev, 10000));
     check_byte_keys(m, present, n_all, values);
     check_converged(m, sh, P);
-    CHECK_INT(nul.events, 3); /* keys 1, 2, 3 */
-    CHECK_INT(ff.events, 3);  /* keys 5, 6, 7 */
+    CHECK_INT(nul.events, 3);                   /* keys 1, 2, 3 */
+    CHECK_INT(ff.events, 3);                    /* keys 5, 6, 7 */
     CHECK(mirror_get(m, L(P "a\0\0")) == NULL); /* starts key 2, is not a key */
     struct walk w = {0};
     CHECK_INT(mirror_foreach_prefix(m, L(P "a\0"), walk_keys, &w), 0);

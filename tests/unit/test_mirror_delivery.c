@@ -85,8 +85,8 @@ static void test_dispatch_matches_brute_force(void)
         for (int i = 0; i < N_SUBS; i++) {
             bool want = round == 0 ? rand() % 4 != 0 : rand() % 3 != 0;
             if (want && !subs[i].sub)
-                REQUIRE(mirror_subscribe(m, subs[i].prefix, subs[i].len, on_counted, &subs[i], &subs[i].sub) ==
-                        0);
+                REQUIRE(mirror_subscribe(m, subs[i].prefix, subs[i].len, on_counted, &subs[i],
+                                         &subs[i].sub) == 0);
             else if (!want && subs[i].sub) {
                 mirror_unsubscribe(subs[i].sub);
                 subs[i].sub = NULL;
@@ -128,8 +128,8 @@ struct whole {
 static void on_whole(const struct mirror_event *ev, void *arg)
 {
     struct whole *w = arg;
-    const struct mirror_entry *a = mirror_get(w->m, "/a", 2),
-                              *b = mirror_get(w->m, "/b", 2), *c = mirror_get(w->m, "/c", 2);
+    const struct mirror_entry *a = mirror_get(w->m, "/a", 2), *b = mirror_get(w->m, "/b", 2),
+                              *c = mirror_get(w->m, "/c", 2);
     w->bad += mirror_revision(w->m) != ev->revision;
     if (ev->revision == 10) /* one txn put all three */
         w->bad += !a || !b || !c || strcmp(a->value, "a1") || strcmp(c->value, "c1");
