@@ -557,6 +557,7 @@ static void test_restart(struct harness_etcd *etcd)
     struct freer f = {.on_state = MIRROR_DISCONNECTED};
     new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, store_revision(), 5000));
+    REQUIRE(wait_caught_up(f.m, store_revision(), 5000)); /* its list is not cut by the kill */
 
     /* Writes before the crash, some of them not yet seen by the mirror. */
     for (int i = 0; i < 10; i++) {
@@ -607,6 +608,7 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     struct freer f = {.on_relist = true};
     new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, store_revision(), 5000));
+    REQUIRE(wait_caught_up(f.m, store_revision(), 5000)); /* its list is not cut by the kill */
     int64_t seen = mirror_revision(m);
 
     REQUIRE(harness_etcd_kill(etcd) == 0);
