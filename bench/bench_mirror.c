@@ -193,7 +193,7 @@ static double fan_rate(struct etcd_client *c, const struct etcd_event *evs, size
             fan_prefix(p, sizeof(p), j);
         else
             snprintf(p, sizeof(p), PREFIX);
-        mirror_subscribe(mir, p, count_delivery, &counts[j], NULL);
+        mirror_subscribe(mir, p, strlen(p), count_delivery, &counts[j], NULL);
     }
     double t0 = now_s();
     for (size_t i = 0; i < n_evs; i += BATCH)
@@ -286,7 +286,7 @@ int main(int argc, char **argv)
     if (mirror_new(c, PREFIX, &mcfg, &mir, &err) < 0)
         return 1;
     struct applied applied = {0};
-    mirror_subscribe(mir, "", on_event, &applied, NULL);
+    mirror_subscribe(mir, "", 0, on_event, &applied, NULL);
     t0 = now_s();
     mirror_start(mir);
     double first = t0;

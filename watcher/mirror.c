@@ -83,34 +83,26 @@ struct change {
 
 #define MIN_CHANGES 64
 
-/* An in-flight list page or probe; outlives the mirror if the mirror is freed first. */
-struct req_token {
-    struct mirror *m;
-    unsigned watch_gen; /* probe: the watch it checks */
-};
-
 struct mirror {
     struct etcd_client *c;
     struct ev_loop *loop;
     struct mirror_config cfg;
     char *prefix;
     char *prefix_end;
+    size_t prefix_end_len;
+    bool started;
     struct node_tree tree;
     size_t count;
-    /* listing */
+    /* listing: the snapshot being read (etcd_range_paged), in place when it ends */
     struct node_tree snap;
     size_t snap_count;
-    int64_t snap_rev;
-    char *page_after; /* the previous page's last key */
-    size_t page_after_len;
-    struct req_token *list_tok;
+    struct etcd_request *list_req;
     /* watching */
     struct etcd_watch *watch;
     int64_t watch_member; /* the member serving the watch, from its replies; 0 until one */
     ev_tstamp last_heard; /* when the watch last said anything */
-    unsigned watch_gen;   /* watches started so far */
     ev_timer probe;
-    struct req_token *probe_tok;
+    struct etcd_request *probe_req; /* a check of the current watch; cancelled with it */
     ev_timer retry;
     unsigned backoff_ms;
     int64_t applied_rev;
@@ -163,8 +155,10 @@ static void tree_free(struct node_tree *t)
 
 static struct node *tree_find(const struct node_tree *t, const char *key, size_t len)
 {
+    if (len > UINT32_MAX || (!key && len))
+        return NULL; /* no key is that long */
     struct node probe;
-    probe.e.key = key;
+    probe.e.key = key ? key : "";
     probe.e.key_len = (uint32_t)len;
     return RB_FIND(node_tree, (struct node_tree *)t, &probe);
 }
@@ -190,7 +184,6 @@ static void release(struct mirror *m)
         }
         free(g);
     }
-    free(m->page_after);
     free(m->prefix);
     free(m->prefix_end);
     free(m);
@@ -345,8 +338,9 @@ static void apply_one(struct mirror *m, const struct etcd_event *ev)
         /* Without memory the mirror cannot stay exact: drop the key so that readers see
          * absence rather than a stale value, and say so. */
         if (!now)
-            mm_log(MM_LOG_ERROR, "mirror", "out of memory applying %s at revision %" PRId64,
-                   ev->kv.key, ev->kv.mod_revision);
+            mm_log(MM_LOG_ERROR, "mirror",
+                   "%s: out of memory applying a key of %zu bytes at revision %" PRId64,
+                   m->prefix, ev->kv.key_len, ev->kv.mod_revision);
     }
     if (!old && !now)
         return;
@@ -438,14 +432,22 @@ static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
         start_watch(m);
 }
 
+/* The watch is over (broken, moved, or the mirror freed): so is any check of it. */
+static void stop_watch(struct mirror *m)
+{
+    etcd_watch_free(m->watch);
+    m->watch = NULL;
+    etcd_request_cancel(m->probe_req);
+    m->probe_req = NULL;
+}
+
 static void on_watch(struct etcd_watch *w, int status, const struct mm_error *err,
                      const struct etcd_watch_batch *batch, int64_t compact_revision, void *arg)
 {
     struct mirror *m = arg;
     m->last_heard = ev_now(m->loop);
     if (status < 0) {
-        etcd_watch_free(w);
-        m->watch = NULL;
+        stop_watch(m);
         if (status == -ESTALE) {
             mm_log(MM_LOG_WARN, "mirror", "%s: revision %" PRId64 " compacted (oldest %" PRId64
                    "), listing again", m->prefix, m->applied_rev + 1, compact_revision);
@@ -481,9 +483,9 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
 
 static void start_watch(struct mirror *m)
 {
+    stop_watch(m);
     m->watch_member = 0;
     m->last_heard = ev_now(m->loop);
-    m->watch_gen++;
     struct etcd_watch_req req = {
         .key = m->prefix, .prefix = true, .start_revision = m->applied_rev + 1,
         .progress_notify = !m->cfg.no_progress_notify,
@@ -503,23 +505,17 @@ static void start_watch(struct mirror *m)
  * client sends it where it sends everything and fails over when that endpoint does not answer.
  * Every reply names the member that served it, so if the member that answers is not the one
  * serving the watch (or the watch was never confirmed), the watch resumes where the client now
- * sends (from the applied revision: nothing is lost, nothing applied twice). */
+ * sends (from the applied revision: nothing is lost, nothing applied twice). A probe belongs to
+ * the watch it checks: ending the watch cancels it. */
 static void on_probe(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
 {
-    struct req_token *tok = arg;
-    struct mirror *m = tok->m;
-    unsigned gen = tok->watch_gen;
-    free(tok);
-    if (!m)
-        return;
-    m->probe_tok = NULL;
+    struct mirror *m = arg;
+    m->probe_req = NULL;
     if (status < 0)
         m->stats.probes_unanswered++;
     /* Only an answer from another member is news: a probe that failed everywhere leaves the
-     * watch where it is (moving it could only land on a member as silent, and the client is
-     * being freed when the probe is cancelled), and an answer about a watch since replaced
-     * says nothing about the new one. */
-    if (status < 0 || !resp || !resp->member_id || !m->watch || gen != m->watch_gen ||
+     * watch where it is (moving it could only land on a member as silent). */
+    if (status < 0 || !resp || !resp->member_id || !m->watch ||
         resp->member_id == m->watch_member)
         return;
     struct mm_error why;
@@ -536,8 +532,7 @@ static void on_probe(int status, const struct mm_error *err, struct etcd_respons
     mm_log(MM_LOG_WARN, "mirror", "%s: %s at revision %" PRId64, m->prefix, why.msg,
            m->applied_rev);
     m->stats.endpoint_moves++;
-    etcd_watch_free(m->watch);
-    m->watch = NULL;
+    stop_watch(m);
     if (set_state(m, MIRROR_DISCONNECTED, &why))
         start_watch(m);
 }
@@ -547,40 +542,33 @@ static void on_probe_timer(struct ev_loop *loop, ev_timer *w, int revents)
     struct mirror *m = w->data;
     /* A watch that is live (SYNCED) or still waiting to be created (DISCONNECTED with a watch)
      * and has been silent for an interval. */
-    if (!m->watch || m->probe_tok ||
+    if (!m->watch || m->probe_req ||
         (m->state != MIRROR_SYNCED && m->state != MIRROR_DISCONNECTED) ||
         ev_now(loop) - m->last_heard < m->cfg.probe_interval_ms / 1000.0)
         return;
-    struct req_token *tok = malloc(sizeof(*tok));
-    if (!tok)
-        return;
-    *tok = (struct req_token){m, m->watch_gen};
     /* One key, keys only: etcd counts a count_only range in full, whatever its limit. */
-    struct etcd_range_req req = {
-        .key = m->prefix, .range_end = m->prefix_end, .limit = 1, .keys_only = true};
-    m->probe_tok = tok; /* before the call: the callback may run inside it */
+    struct etcd_range_req req = {.key = m->prefix,
+                                 .range_end = m->prefix_end,
+                                 .range_end_len = m->prefix_end_len,
+                                 .limit = 1,
+                                 .keys_only = true};
     m->stats.probes++;
-    if (etcd_range(m->c, &req, on_probe, tok, NULL) < 0) {
-        m->probe_tok = NULL;
-        free(tok);
-    }
+    if (etcd_range(m->c, &req, on_probe, m, &m->probe_req) < 0)
+        m->probe_req = NULL;
 }
 
 /* ---------------------------------------------------------------- listing */
 
 /* The new snapshot replaces the contents at once; then the difference is delivered, so a
  * subscriber reading the mirror from its callback sees the complete new state. */
-static void finish_list(struct mirror *m)
+static void finish_list(struct mirror *m, int64_t rev)
 {
     m->replaced = m->tree;
     m->tree = m->snap;
     m->count = m->snap_count;
     RB_INIT(&m->snap);
     m->snap_count = 0;
-    int64_t rev = m->snap_rev;
     m->applied_rev = rev;
-    free(m->page_after);
-    m->page_after = NULL;
     m->backoff_ms = m->cfg.initial_backoff_ms;
 
     hold(m);
@@ -606,103 +594,66 @@ static void finish_list(struct mirror *m)
     start_watch(m);
 }
 
-static void list_page(struct mirror *m);
-
-static void on_page(int status, const struct mm_error *err, struct etcd_response *resp, void *arg)
+/* A page of the snapshot: no owner code runs here. */
+static int on_list_page(const struct etcd_kv *kvs, size_t n, int64_t revision, void *arg)
 {
-    struct req_token *tok = arg;
-    struct mirror *m = tok->m;
-    free(tok);
-    if (!m)
-        return; /* the mirror was freed meanwhile */
-    m->list_tok = NULL;
-    if (status < 0) {
-        tree_free(&m->snap);
-        m->snap_count = 0;
-        free(m->page_after);
-        m->page_after = NULL;
-        bool compacted = status == -ESTALE; /* our snapshot revision went mid-list */
-        m->snap_rev = 0;
-        mm_log(MM_LOG_WARN, "mirror", "%s: list failed%s: %s", m->prefix,
-               compacted ? ", restarting at the latest revision" : ", retrying", err->msg);
-        if (compacted)
-            start_list(m);
-        else
-            schedule_retry(m);
-        return;
-    }
-    if (m->snap_rev == 0)
-        m->snap_rev = resp->revision;
-    const struct etcd_op_result *r = &resp->op;
-    for (size_t i = 0; i < r->n_kvs; i++) {
-        const struct etcd_kv *kv = &r->kvs[i];
-        if (m->page_after && kv->key_len == m->page_after_len &&
-            memcmp(kv->key, m->page_after, kv->key_len) == 0)
-            continue; /* the previous page's last key, requested again as this page's start */
-        struct node *n = node_new(kv);
-        if (!n) {
-            tree_free(&m->snap);
-            m->snap_count = 0;
-            m->snap_rev = 0;
-            free(m->page_after);
-            m->page_after = NULL;
-            mm_log(MM_LOG_ERROR, "mirror", "%s: list: out of memory, retrying", m->prefix);
-            schedule_retry(m);
-            return;
-        }
-        if (RB_INSERT(node_tree, &m->snap, n))
-            free(n); /* cannot happen at one revision; keep the first */
+    struct mirror *m = arg;
+    for (size_t i = 0; i < n; i++) {
+        struct node *node = node_new(&kvs[i]);
+        if (!node)
+            return -ENOMEM;
+        if (RB_INSERT(node_tree, &m->snap, node))
+            free(node); /* cannot happen: pages are in order, each after the last */
         else
             m->snap_count++;
     }
-    if (r->more && r->n_kvs > 0) {
-        const struct etcd_kv *kv = &r->kvs[r->n_kvs - 1];
-        char *last = malloc(kv->key_len + 1);
-        if (!last) {
-            schedule_retry(m);
-            return;
-        }
-        memcpy(last, kv->key, kv->key_len + 1);
-        free(m->page_after);
-        m->page_after = last;
-        m->page_after_len = kv->key_len;
-        list_page(m);
-        return;
-    }
-    finish_list(m);
+    return 0;
 }
 
-static void list_page(struct mirror *m)
+static void on_list_done(int status, const struct mm_error *err, int64_t revision, size_t n_keys,
+                         void *arg)
 {
-    struct req_token *tok = malloc(sizeof(*tok));
-    if (!tok) {
-        schedule_retry(m);
+    struct mirror *m = arg;
+    m->list_req = NULL;
+    if (status == 0) {
+        finish_list(m, revision);
         return;
     }
-    tok->m = m;
-    struct etcd_range_req req = {
-        .key = m->page_after ? m->page_after : m->prefix,
-        .range_end = m->prefix_end,
-        .limit = m->cfg.page_size + (m->page_after ? 1 : 0),
-        .revision = m->snap_rev,
-    };
-    m->list_tok = tok; /* before the call: the callback may run inside it */
-    int rc = etcd_range(m->c, &req, on_page, tok, NULL);
-    if (rc < 0) {
-        m->list_tok = NULL;
-        free(tok);
-        schedule_retry(m);
-    }
-}
-
-static void start_list(struct mirror *m)
-{
     tree_free(&m->snap);
     m->snap_count = 0;
-    m->snap_rev = 0;
-    free(m->page_after);
-    m->page_after = NULL;
-    list_page(m);
+    if (status == -ECANCELED) { /* the client is being freed (before the mirror: a misuse) */
+        mm_log(MM_LOG_WARN, "mirror", "%s: list cancelled: %s", m->prefix, err->msg);
+        return;
+    }
+    bool compacted = status == -ESTALE; /* our snapshot revision went mid-list */
+    mm_log(MM_LOG_WARN, "mirror", "%s: list failed after %zu keys%s: %s", m->prefix, n_keys,
+           compacted ? ", restarting at the latest revision" : ", retrying", err->msg);
+    if (compacted)
+        start_list(m);
+    else
+        schedule_retry(m);
+}
+
+/* Read the prefix at one revision into a new snapshot, replacing a list in progress. */
+static void start_list(struct mirror *m)
+{
+    etcd_request_cancel(m->list_req);
+    m->list_req = NULL;
+    tree_free(&m->snap);
+    m->snap_count = 0;
+    struct etcd_paged_req req = {
+        .key = m->prefix,
+        .range_end = m->prefix_end,
+        .range_end_len = m->prefix_end_len,
+        .page_keys = (size_t)m->cfg.page_size,
+        .page_bytes = m->cfg.page_bytes,
+    };
+    int rc = etcd_range_paged(m->c, &req, on_list_page, on_list_done, m, &m->list_req);
+    if (rc < 0) {
+        m->list_req = NULL;
+        mm_log(MM_LOG_WARN, "mirror", "%s: cannot start a list: %s", m->prefix, mm_strerror(rc));
+        schedule_retry(m);
+    }
 }
 
 /* ---------------------------------------------------------------- public */
@@ -734,7 +685,7 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
         m->cfg.max_backoff_ms = m->cfg.initial_backoff_ms;
     m->backoff_ms = m->cfg.initial_backoff_ms;
     m->prefix = strdup(prefix);
-    m->prefix_end = malloc(len + 1);
+    m->prefix_end = malloc(len + 1); /* etcd_prefix_end: len + 1 for a prefix of len >= 1 */
     m->changes = malloc(MIN_CHANGES * sizeof(*m->changes));
     m->cap_changes = MIN_CHANGES;
     if (!m->prefix || !m->prefix_end || !m->changes) {
@@ -744,7 +695,7 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
         free(m);
         return mm_error_set(err, -ENOMEM, "mirror: out of memory");
     }
-    etcd_prefix_end(prefix, len, m->prefix_end);
+    m->prefix_end_len = etcd_prefix_end(prefix, len, m->prefix_end);
     RB_INIT(&m->tree);
     RB_INIT(&m->snap);
     RB_INIT(&m->replaced);
@@ -762,8 +713,9 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
 
 int mirror_start(struct mirror *m)
 {
-    if (m->list_tok || m->watch || m->applied_rev)
+    if (m->started)
         return -EALREADY;
+    m->started = true;
     start_list(m);
     ev_timer_start(m->loop, &m->probe);
     return 0;
@@ -775,13 +727,9 @@ void mirror_free(struct mirror *m)
         return;
     ev_timer_stop(m->loop, &m->retry);
     ev_timer_stop(m->loop, &m->probe);
-    etcd_watch_free(m->watch);
-    m->watch = NULL;
-    if (m->list_tok)
-        m->list_tok->m = NULL;
-    if (m->probe_tok)
-        m->probe_tok->m = NULL;
-    m->list_tok = m->probe_tok = NULL;
+    stop_watch(m);
+    etcd_request_cancel(m->list_req);
+    m->list_req = NULL;
     if (m->busy) { /* inside a callback: the rest goes when it returns */
         m->freed = true;
         return;
@@ -789,22 +737,23 @@ void mirror_free(struct mirror *m)
     release(m);
 }
 
-const struct mirror_entry *mirror_get(const struct mirror *m, const char *key)
+const struct mirror_entry *mirror_get(const struct mirror *m, const char *key, size_t key_len)
 {
-    struct node *n = tree_find(&m->tree, key, strlen(key));
+    struct node *n = tree_find(&m->tree, key, key_len);
     return n ? &n->e : NULL;
 }
 
-int mirror_foreach_prefix(const struct mirror *m, const char *prefix,
+int mirror_foreach_prefix(const struct mirror *m, const char *prefix, size_t prefix_len,
                           int (*cb)(const struct mirror_entry *e, void *arg), void *arg)
 {
-    size_t len = strlen(prefix);
+    if (prefix_len > UINT32_MAX)
+        return 0; /* no key is that long */
     struct node probe;
-    probe.e.key = prefix;
-    probe.e.key_len = (uint32_t)len;
+    probe.e.key = prefix_len ? prefix : "";
+    probe.e.key_len = (uint32_t)prefix_len;
     struct node_tree *t = (struct node_tree *)&m->tree;
     for (struct node *n = RB_NFIND(node_tree, t, &probe); n; n = RB_NEXT(node_tree, t, n)) {
-        if (n->e.key_len < len || memcmp(n->e.key, prefix, len) != 0)
+        if (n->e.key_len < prefix_len || memcmp(n->e.key, prefix, prefix_len) != 0)
             break;
         int rc = cb(&n->e, arg);
         if (rc)
@@ -833,20 +782,23 @@ void mirror_get_stats(const struct mirror *m, struct mirror_stats *out)
     *out = m->stats;
 }
 
-int mirror_subscribe(struct mirror *m, const char *prefix, mirror_event_cb cb, void *arg,
-                     struct mirror_sub **out)
+int mirror_subscribe(struct mirror *m, const char *prefix, size_t prefix_len, mirror_event_cb cb,
+                     void *arg, struct mirror_sub **out)
 {
-    if (!prefix || !cb)
+    if ((!prefix && prefix_len) || !cb)
         return -EINVAL;
-    size_t len = strlen(prefix);
+    if (!prefix)
+        prefix = "";
+    size_t len = prefix_len;
     struct sub_group probe = {.prefix = prefix, .prefix_len = len};
     struct sub_group *g = RB_FIND(group_tree, &m->groups, &probe);
     bool new_group = !g;
     if (new_group) {
-        g = malloc(sizeof(*g) + len + 1);
+        g = malloc(sizeof(*g) + len);
         if (!g)
             return -ENOMEM;
-        memcpy(g->data, prefix, len + 1);
+        if (len)
+            memcpy(g->data, prefix, len);
         g->prefix = g->data;
         g->prefix_len = len;
         TAILQ_INIT(&g->subs);

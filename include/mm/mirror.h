@@ -1,10 +1,13 @@
 /* mirror.h - a local, revision-consistent copy of one etcd prefix.
  *
- * The mirror lists the prefix at one revision R (paginated, every page read at R), then watches
- * from R+1 and applies events in revision order. When the stream breaks it resumes from the last
- * applied revision + 1, with bounded exponential backoff, for as long as it lives. When that
- * revision has been compacted it lists again and emits the difference between what it held and
- * the new snapshot as events, so subscribers that only follow events stay correct.
+ * The mirror lists the prefix at one revision R (etcd_range_paged: pages bounded by keys and
+ * bytes, every page read at R), then watches from R+1 and applies events in revision order.
+ * When the stream breaks it resumes from the last applied revision + 1, with bounded
+ * exponential backoff, for as long as it lives. When that revision has been compacted it lists
+ * again and emits the difference between what it held and the new snapshot as events, so
+ * subscribers that only follow events stay correct. A list that fails keeps what was held: one
+ * whose revision is compacted mid-list starts again at once, any other failure after the
+ * backoff.
  *
  * Whole revisions: the mirror applies every change of a revision (all keys of one txn), advances
  * mirror_revision() to it, and only then delivers that revision's events, in the order etcd gave
@@ -14,10 +17,16 @@
  * then its differences from what was held are delivered in key order, each stamped with the
  * snapshot revision (ev->entry->mod_revision says when the key itself last changed).
  *
+ * Keys are byte strings: a key may hold any byte (NUL and 0xff included) and be of any length;
+ * every lookup, prefix and subscription takes a length and compares bytes (memcmp, then length).
+ *
  * Owns: the entries (one allocation each: entry, key and value together), the subscriptions, the
- * watch. Runs on the etcd client's loop; lookups never allocate. Entry pointers stay valid until
- * the next time the loop runs mirror code (an event or a re-list may replace them); an event's
- * old_value and entry stay valid until its callback returns.
+ * watch, and its requests (the list; a probe of a silent watch). Each request is cancelled
+ * (etcd_request_cancel) when the mirror is freed, starts another list, or ends the watch the
+ * probe checks, so no reply or timeout ever reaches a freed mirror. Runs on the etcd client's
+ * loop; lookups never allocate. Entry pointers stay valid until the next time the loop runs
+ * mirror code (an event or a re-list may replace them); an event's old_value and entry stay
+ * valid until its callback returns.
  *
  * Lifetime: the mirror may be freed from inside its own callbacks (state_cb and subscriber
  * callbacks): no further callback runs, not even for the rest of the event or revision being
@@ -40,8 +49,8 @@ struct mirror;
 struct mirror_sub;
 
 struct mirror_entry {
-    const char *key;             /* NUL-terminated */
-    const char *value;           /* NUL-terminated */
+    const char *key;             /* key_len bytes, then a NUL (the key may hold NULs too) */
+    const char *value;           /* value_len bytes, then a NUL */
     uint32_t key_len;
     uint32_t value_len;
     int64_t create_revision;
@@ -54,7 +63,7 @@ enum mirror_event_kind { MIRROR_PUT, MIRROR_DELETE };
 
 struct mirror_event {
     enum mirror_event_kind kind;
-    const char *key;
+    const char *key;             /* key_len bytes, then a NUL */
     size_t key_len;
     const char *old_value;       /* NULL when the key is new */
     size_t old_len;
@@ -80,6 +89,9 @@ typedef void (*mirror_state_cb)(struct mirror *m, enum mirror_state state,
 
 struct mirror_config {
     int64_t page_size;            /* keys per list page; 0 = 1000 */
+    size_t page_bytes;            /* key + value bytes per list page (one larger pair comes
+                                   * alone); 0 = etcd_range_paged's default, 1 MiB. A list of
+                                   * more than 100,000 pages fails (and is retried) */
     unsigned initial_backoff_ms;  /* first resume delay; 0 = 50 */
     unsigned max_backoff_ms;      /* cap of the doubling delay; 0 = 2000 */
     bool no_progress_notify;      /* progress notifications are requested unless set */
@@ -101,7 +113,8 @@ struct mirror_stats {
     uint64_t endpoint_moves;      /* watches restarted because their member stopped answering */
 };
 
-/* prefix must be non-empty (e.g. "/modelmesh/c1/"). cfg may be NULL for defaults. */
+/* prefix must be non-empty (e.g. "/modelmesh/c1/"), NUL-terminated, and must not end in byte
+ * 0xff. cfg may be NULL for defaults. */
 int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_config *cfg,
                struct mirror **out, struct mm_error *err);
 /* Begin listing and watching. Returns at once; progress is reported through state_cb. */
@@ -110,10 +123,12 @@ int mirror_start(struct mirror *m);
  * the etcd client it uses. Allowed from inside the mirror's callbacks (see the top). */
 void mirror_free(struct mirror *m);
 
-const struct mirror_entry *mirror_get(const struct mirror *m, const char *key);
-/* Visit entries whose key starts with prefix, in key order; cb returns non-zero to stop (that
- * value is returned). The mirror must not be changed from cb. */
-int mirror_foreach_prefix(const struct mirror *m, const char *prefix,
+/* The entry of key[0, key_len) (bytes), or NULL. */
+const struct mirror_entry *mirror_get(const struct mirror *m, const char *key, size_t key_len);
+/* Visit entries whose key starts with prefix[0, prefix_len) (bytes; 0 = every entry), in key
+ * order (bytes, then length); cb returns non-zero to stop (that value is returned). The mirror
+ * must not be changed from cb. */
+int mirror_foreach_prefix(const struct mirror *m, const char *prefix, size_t prefix_len,
                           int (*cb)(const struct mirror_entry *e, void *arg), void *arg);
 size_t mirror_count(const struct mirror *m);
 /* The revision the contents are known consistent at: the last applied event, or a progress
@@ -122,14 +137,14 @@ int64_t mirror_revision(const struct mirror *m);
 enum mirror_state mirror_state(const struct mirror *m);
 void mirror_get_stats(const struct mirror *m, struct mirror_stats *out);
 
-/* Events whose key starts with prefix ("" = all) are delivered to cb, in revision order, after
- * the mirror has applied their whole revision. Delivery costs per subscription whose prefix
- * matches the key, not per subscription: subscribe once per prefix as finely as needed. The
- * order among the subscribers of one event is unspecified. A subscription made from inside a
- * callback receives the events delivered after that callback returns; one ended from inside a
- * callback receives none after mirror_unsubscribe() returns. */
-int mirror_subscribe(struct mirror *m, const char *prefix, mirror_event_cb cb, void *arg,
-                     struct mirror_sub **out);
+/* Events whose key starts with prefix[0, prefix_len) (bytes; length 0 = all) are delivered to
+ * cb, in revision order, after the mirror has applied their whole revision. Delivery costs per
+ * subscription whose prefix matches the key, not per subscription: subscribe once per prefix as
+ * finely as needed. The order among the subscribers of one event is unspecified. A subscription
+ * made from inside a callback receives the events delivered after that callback returns; one
+ * ended from inside a callback receives none after mirror_unsubscribe() returns. */
+int mirror_subscribe(struct mirror *m, const char *prefix, size_t prefix_len, mirror_event_cb cb,
+                     void *arg, struct mirror_sub **out);
 void mirror_unsubscribe(struct mirror_sub *s);
 
 /* Apply a batch of watch events as the mirror's own stream does (events at or below the applied

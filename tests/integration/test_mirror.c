@@ -13,9 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "harness.h"
+#include "mm/base64.h"
 #include "mm/etcd.h"
 #include "mm/etcd_sync.h"
 #include "mm/mirror.h"
@@ -23,11 +25,18 @@
 static struct ev_loop *mloop, *wloop;
 static struct etcd_client *writer;
 
+/* A key without NUL bytes, looked up by its string length. */
+static const struct mirror_entry *get(const struct mirror *m, const char *key)
+{
+    return mirror_get(m, key, strlen(key));
+}
+
 /* ---------------------------------------------------------------- a subscriber's own map */
 
 struct shadow_item {
     struct shadow_item *next;
-    char *key;
+    char *key; /* key_len bytes (any, NUL included), then a NUL */
+    size_t key_len;
     char *value;
 };
 
@@ -42,27 +51,35 @@ struct shadow {
     int events;
 };
 
-static size_t hash(const char *s)
+static size_t hash(const char *s, size_t len)
 {
     size_t h = 5381;
-    while (*s)
-        h = h * 33 + (unsigned char)*s++;
+    for (size_t i = 0; i < len; i++)
+        h = h * 33 + (unsigned char)s[i];
     return h % 4096;
 }
 
-static struct shadow_item **shadow_slot(struct shadow *sh, const char *key)
+static struct shadow_item **shadow_slot(struct shadow *sh, const char *key, size_t len)
 {
-    struct shadow_item **p = &sh->buckets[hash(key)];
-    while (*p && strcmp((*p)->key, key) != 0)
+    struct shadow_item **p = &sh->buckets[hash(key, len)];
+    while (*p && ((*p)->key_len != len || memcmp((*p)->key, key, len) != 0))
         p = &(*p)->next;
     return p;
+}
+
+static char *dup_bytes(const char *s, size_t len)
+{
+    char *d = malloc(len + 1);
+    memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
 }
 
 static void on_event(const struct mirror_event *ev, void *arg)
 {
     struct shadow *sh = arg;
     sh->events++;
-    struct shadow_item **p = shadow_slot(sh, ev->key);
+    struct shadow_item **p = shadow_slot(sh, ev->key, ev->key_len);
     if (ev->kind == MIRROR_DELETE) {
         if (*p) {
             struct shadow_item *it = *p;
@@ -77,12 +94,14 @@ static void on_event(const struct mirror_event *ev, void *arg)
         (*p)->value = strdup(ev->new_value);
     } else {
         struct shadow_item *it = calloc(1, sizeof(*it));
-        it->key = strdup(ev->key);
+        it->key = dup_bytes(ev->key, ev->key_len);
+        it->key_len = ev->key_len;
         it->value = strdup(ev->new_value);
         *p = it;
         sh->count++;
     }
-    if (sh->watched[0] && strcmp(ev->key, sh->watched) == 0) {
+    if (sh->watched[0] && ev->key_len == strlen(sh->watched) &&
+        memcmp(ev->key, sh->watched, ev->key_len) == 0) {
         sh->last_kind = ev->kind;
         snprintf(sh->last_old, sizeof(sh->last_old), "%s",
                  ev->old_value ? ev->old_value : "(none)");
@@ -147,7 +166,8 @@ static int64_t batch(char keys[][64], char values[][64], size_t n)
         size_t k = 0;
         for (size_t j = i; j < n && k < 100; j++, k++) {
             ops[k] = (struct etcd_op){.kind = values[j][0] ? ETCD_OP_PUT : ETCD_OP_DELETE,
-                                      .key = keys[j], .value = values[j]};
+                                      .key = keys[j],
+                                      .value = values[j]};
         }
         struct etcd_txn txn = {.success = ops, .n_success = k};
         struct etcd_response *r = NULL;
@@ -219,14 +239,14 @@ static void check_converged(struct mirror *m, struct shadow *sh, const char *pre
     size_t value_mismatch = 0, rev_mismatch = 0, missing = 0, shadow_bad = 0;
     for (size_t i = 0; i < r->op.n_kvs; i++) {
         const struct etcd_kv *kv = &r->op.kvs[i];
-        const struct mirror_entry *e = mirror_get(m, kv->key);
+        const struct mirror_entry *e = mirror_get(m, kv->key, kv->key_len);
         if (!e) {
             missing++;
             continue;
         }
         value_mismatch += strcmp(e->value, kv->value) != 0;
         rev_mismatch += e->mod_revision != kv->mod_revision;
-        struct shadow_item **p = shadow_slot(sh, kv->key);
+        struct shadow_item **p = shadow_slot(sh, kv->key, kv->key_len);
         shadow_bad += !*p || strcmp((*p)->value, kv->value) != 0;
     }
     CHECK_INT(missing, 0);
@@ -248,7 +268,7 @@ static struct mirror *new_mirror_probing(const char *endpoint, struct etcd_clien
     struct mirror_config mcfg = {.page_size = 1000, .probe_interval_ms = probe_ms};
     struct mirror *m = NULL;
     REQUIRE(mirror_new(*mc, prefix, &mcfg, &m, &err) == 0);
-    REQUIRE(mirror_subscribe(m, "", on_event, sh, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_event, sh, NULL) == 0);
     REQUIRE(mirror_start(m) == 0);
     return m;
 }
@@ -311,7 +331,7 @@ static bool state_differs(const struct inside *in)
     if (mirror_count(in->m) != (size_t)in->n_expect)
         return true;
     for (int i = 0; i < in->n_expect; i++) {
-        const struct mirror_entry *e = mirror_get(in->m, in->expect_keys[i]);
+        const struct mirror_entry *e = get(in->m, in->expect_keys[i]);
         if (!e || strcmp(e->value, in->expect_values[i]) != 0)
             return true;
     }
@@ -323,7 +343,7 @@ static void on_inside(const struct mirror_event *ev, void *arg)
     struct inside *in = arg;
     in->events++;
     in->rev_mismatch += mirror_revision(in->m) != ev->revision;
-    const struct mirror_entry *e = mirror_get(in->m, ev->key);
+    const struct mirror_entry *e = mirror_get(in->m, ev->key, ev->key_len);
     in->entry_mismatch += ev->kind == MIRROR_PUT ? e != ev->entry : e != NULL;
     in->relisting_events += mirror_state(in->m) == MIRROR_RELISTING;
     if (in->at && ev->revision == in->at) {
@@ -395,8 +415,8 @@ static void new_freed_mirror(struct etcd_client *mc, const char *prefix, struct 
     struct mirror_config cfg = {.state_cb = free_in_state, .state_arg = f};
     struct mm_error err = {0};
     REQUIRE(mirror_new(mc, prefix, &cfg, &f->m, &err) == 0);
-    REQUIRE(mirror_subscribe(f->m, "", free_in_event, f, NULL) == 0);
-    REQUIRE(mirror_subscribe(f->m, "", free_in_event, f, NULL) == 0);
+    REQUIRE(mirror_subscribe(f->m, "", 0, free_in_event, f, NULL) == 0);
+    REQUIRE(mirror_subscribe(f->m, "", 0, free_in_event, f, NULL) == 0);
     REQUIRE(mirror_start(f->m) == 0);
 }
 
@@ -430,13 +450,13 @@ static void test_sync_and_events(const char *endpoint)
     struct mirror *m = new_mirror(endpoint, &mc, P, sh);
     REQUIRE(wait_caught_up(m, rev - 1, 5000));
     CHECK_INT(mirror_count(m), 4);
-    CHECK(mirror_get(m, "/t/basicx") == NULL);
-    CHECK(mirror_get(m, "/t/other") == NULL);
-    CHECK_STR(mirror_get(m, "/t/basic/a")->value, "a1");
+    CHECK(get(m, "/t/basicx") == NULL);
+    CHECK(get(m, "/t/other") == NULL);
+    CHECK_STR(get(m, "/t/basic/a")->value, "a1");
     CHECK_INT(sh->count, 4); /* the first list reached the subscriber as PUT events */
 
     struct collect col = {0};
-    mirror_foreach_prefix(m, "/t/basic/c/", collect_keys, &col);
+    mirror_foreach_prefix(m, "/t/basic/c/", 11, collect_keys, &col);
     CHECK_INT(col.n, 2);
     CHECK_STR(col.keys[0], "/t/basic/c/x");
     CHECK_STR(col.keys[1], "/t/basic/c/y");
@@ -448,14 +468,14 @@ static void test_sync_and_events(const char *endpoint)
     CHECK_INT(sh->last_kind, MIRROR_PUT);
     CHECK_STR(sh->last_old, "a1");
     CHECK_STR(sh->last_new, "a2");
-    CHECK_INT(mirror_get(m, "/t/basic/a")->mod_revision, rev);
+    CHECK_INT(get(m, "/t/basic/a")->mod_revision, rev);
     del("/t/basic/a");
     rev = put("/t/basic/d", "d1");
     REQUIRE(wait_caught_up(m, rev, 5000));
     CHECK_INT(sh->last_kind, MIRROR_DELETE);
     CHECK_STR(sh->last_old, "a2");
     CHECK_STR(sh->last_new, "(none)");
-    CHECK(mirror_get(m, "/t/basic/a") == NULL);
+    CHECK(get(m, "/t/basic/a") == NULL);
     check_converged(m, sh, P);
 
     /* Writes outside the prefix move the store's revision; a progress notification (etcd runs
@@ -482,7 +502,7 @@ static void test_txn_whole_revision(const char *endpoint)
     struct etcd_client *mc = NULL;
     struct mirror *m = new_mirror(endpoint, &mc, P, sh);
     struct inside in = {.m = m};
-    REQUIRE(mirror_subscribe(m, "", on_inside, &in, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_inside, &in, NULL) == 0);
     struct freer f = {0};
     new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, rev, 5000));
@@ -537,6 +557,7 @@ static void test_restart(struct harness_etcd *etcd)
     struct freer f = {.on_state = MIRROR_DISCONNECTED};
     new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, store_revision(), 5000));
+    REQUIRE(wait_caught_up(f.m, store_revision(), 5000)); /* its list is not cut by the kill */
 
     /* Writes before the crash, some of them not yet seen by the mirror. */
     for (int i = 0; i < 10; i++) {
@@ -582,11 +603,12 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     struct etcd_client *mc = NULL;
     struct mirror *m = new_mirror(etcd->endpoint, &mc, P, sh);
     struct inside in = {.m = m};
-    REQUIRE(mirror_subscribe(m, "", on_inside, &in, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_inside, &in, NULL) == 0);
     /* Another mirror is freed by its subscriber at the first difference of its re-list. */
     struct freer f = {.on_relist = true};
     new_freed_mirror(mc, P, &f);
     REQUIRE(wait_caught_up(m, store_revision(), 5000));
+    REQUIRE(wait_caught_up(f.m, store_revision(), 5000)); /* its list is not cut by the kill */
     int64_t seen = mirror_revision(m);
 
     REQUIRE(harness_etcd_kill(etcd) == 0);
@@ -625,8 +647,8 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     CHECK_INT(f.after, 0);
     mirror_free(f.m); /* only if a check above failed: before its client */
     CHECK_INT(mirror_count(m), 21);
-    CHECK_STR(mirror_get(m, "/t/compact/k005")->value, "changed-twice");
-    CHECK(mirror_get(m, "/t/compact/k025") == NULL);
+    CHECK_STR(get(m, "/t/compact/k005")->value, "changed-twice");
+    CHECK(get(m, "/t/compact/k025") == NULL);
     check_converged(m, sh, P);
 
     /* And it keeps following live changes after the re-list. */
@@ -634,6 +656,247 @@ static void test_compaction_while_disconnected(struct harness_etcd *etcd)
     CHECK(wait_caught_up(m, rev, 5000));
     check_converged(m, sh, P);
     drop_mirror(m, mc, sh);
+}
+
+/* ---------------------------------------------------------------- keys as bytes */
+
+/* One change of a raw txn: value NULL = delete. */
+struct raw_op {
+    const char *key;
+    size_t len;
+    const char *value;
+};
+
+/* Apply ops in one txn through the gateway itself (etcd_put and etcd_txn take C-string keys),
+ * so that keys may hold any byte. Returns the txn's revision, or -1. */
+static int64_t raw_txn(const char *endpoint, const struct raw_op *ops, size_t n)
+{
+    char path[] = "/tmp/mm-test-mirror-txn-XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    REQUIRE(f != NULL);
+    fputs("{\"success\":[", f);
+    for (size_t i = 0; i < n; i++) {
+        char *k64 = malloc(base64_encoded_size(ops[i].len));
+        base64_encode(ops[i].key, ops[i].len, k64);
+        if (ops[i].value) {
+            char v64[128];
+            base64_encode(ops[i].value, strlen(ops[i].value), v64);
+            fprintf(f, "%s{\"requestPut\":{\"key\":\"%s\",\"value\":\"%s\"}}", i ? "," : "", k64,
+                    v64);
+        } else {
+            fprintf(f, "%s{\"requestDeleteRange\":{\"key\":\"%s\"}}", i ? "," : "", k64);
+        }
+        free(k64);
+    }
+    fputs("]}", f);
+    fclose(f);
+    char cmd[512], out[8192];
+    snprintf(cmd, sizeof(cmd), "curl -sS -X POST %s/v3/kv/txn --data-binary @%s", endpoint, path);
+    int rc = harness_capture(cmd, out, sizeof(out));
+    unlink(path);
+    const char *r = strstr(out, "\"revision\":\"");
+    if (rc != 0 || !r || !strstr(out, "\"succeeded\":true")) {
+        fprintf(stderr, "raw txn: %d %s\n", rc, out);
+        return -1;
+    }
+    return strtoll(r + 12, NULL, 10);
+}
+
+struct counter {
+    int events;
+};
+
+static void count_event(const struct mirror_event *ev, void *arg)
+{
+    ((struct counter *)arg)->events++;
+}
+
+struct walk {
+    int n;
+    size_t lens[8];
+};
+
+static int walk_keys(const struct mirror_entry *e, void *arg)
+{
+    struct walk *w = arg;
+    if (w->n < 8)
+        w->lens[w->n] = e->key_len;
+    w->n++;
+    return 0;
+}
+
+enum { BK_MAX = 16, BK_LONG = 1100 };
+static char bk[BK_MAX][BK_LONG + 32];
+static size_t bk_len[BK_MAX];
+
+static size_t set_key(int i, const char *head, size_t head_len, char fill, size_t n_fill,
+                      const char *tail, size_t tail_len)
+{
+    size_t len = 0;
+    memcpy(bk[i], head, head_len);
+    len += head_len;
+    memset(bk[i] + len, fill, n_fill);
+    len += n_fill;
+    memcpy(bk[i] + len, tail, tail_len);
+    len += tail_len;
+    bk_len[i] = len;
+    return len;
+}
+
+/* Every key is found by its bytes, with its value, and nothing else is held. */
+static void check_byte_keys(struct mirror *m, const int *present, int n, const char *values[])
+{
+    size_t held = 0, missing = 0, wrong = 0;
+    for (int i = 0; i < n; i++) {
+        const struct mirror_entry *e = mirror_get(m, bk[i], bk_len[i]);
+        if (!present[i]) {
+            wrong += e != NULL;
+            continue;
+        }
+        held++;
+        if (!e) {
+            missing++;
+            continue;
+        }
+        wrong += e->key_len != bk_len[i] || memcmp(e->key, bk[i], bk_len[i]) != 0 ||
+                 strcmp(e->value, values[i]) != 0;
+    }
+    CHECK_INT(missing, 0);
+    CHECK_INT(wrong, 0);
+    CHECK_INT(mirror_count(m), held);
+}
+
+/* Keys longer than 1024 bytes and keys holding NUL and 0xff bytes, listed three to a page so
+ * that such keys end and start pages (a C-string cursor would restart a page at "/t/bytes/a"
+ * and never get past it, or skip keys). The mirror must be SYNCED with every key, find each
+ * by its bytes, walk and dispatch by byte prefixes, follow live changes of such keys, and list
+ * them again after a compaction. */
+static void test_byte_keys(struct harness_etcd *etcd)
+{
+#define P "/t/bytes/"
+#define L(s) s, sizeof(s) - 1
+    int i = 0;
+    set_key(i++, L(P "a"), 0, 0, "", 0);              /* 0 */
+    set_key(i++, L(P "a\0"), 0, 0, "", 0);            /* 1: NUL at the end */
+    set_key(i++, L(P "a\0\0b"), 0, 0, "", 0);         /* 2: ends page 1 */
+    set_key(i++, L(P "a\0\xff"), 0, 0, "", 0);        /* 3: starts page 2 */
+    set_key(i++, L(P "a\x01"), 0, 0, "", 0);          /* 4 */
+    set_key(i++, L(P "a\xff"), 0, 0, "", 0);          /* 5: ends page 2 */
+    set_key(i++, L(P "a\xff\0"), 0, 0, "", 0);        /* 6: starts page 3 */
+    set_key(i++, L(P "a\xff\xff"), 0, 0, "", 0);      /* 7 */
+    set_key(i++, L(P "b"), 'L', BK_LONG, L("\0z"));   /* 8: long, ends page 3 */
+    set_key(i++, L(P "b"), 'L', BK_LONG, L("\0z\0")); /* 9: long, starts page 4 */
+    set_key(i++, L(P "b"), 'L', BK_LONG, L("\xff"));  /* 10 */
+    set_key(i++, L(P "c"), 'M', BK_LONG, "", 0);      /* 11: ends page 4 */
+    set_key(i++, L(P "\xff"), 0, 0, "", 0);           /* 12: page 5 */
+    int n = i;
+    /* Written by the live and re-list steps. */
+    set_key(i++, L(P "a\0\0"), 0, 0, "", 0);     /* 13 */
+    set_key(i++, L(P "a\xff\0\0"), 0, 0, "", 0); /* 14 */
+    int n_all = i;
+    for (int k = 1; k < n; k++) /* the order the comments above assume */
+        REQUIRE(memcmp(bk[k - 1], bk[k], bk_len[k - 1] < bk_len[k] ? bk_len[k - 1] : bk_len[k]) <
+                    0 ||
+                (bk_len[k - 1] < bk_len[k] && memcmp(bk[k - 1], bk[k], bk_len[k - 1]) == 0));
+
+    const char *values[BK_MAX];
+    char vbuf[BK_MAX][16];
+    int present[BK_MAX] = {0};
+    struct raw_op ops[BK_MAX];
+    for (int k = 0; k < n_all; k++) {
+        snprintf(vbuf[k], sizeof(vbuf[k]), "v%d", k);
+        values[k] = vbuf[k];
+    }
+    for (int k = 0; k < n; k++) {
+        ops[k] = (struct raw_op){bk[k], bk_len[k], values[k]};
+        present[k] = 1;
+    }
+    int64_t rev = raw_txn(etcd->endpoint, ops, (size_t)n);
+    REQUIRE(rev > 0);
+
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    struct etcd_config cfg = {.endpoints = etcd->endpoint, .request_timeout_ms = 2000};
+    struct etcd_client *mc = NULL;
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(mloop, &cfg, &mc, &err) == 0);
+    struct mirror_config mcfg = {.page_size = 3};
+    struct mirror *m = NULL;
+    REQUIRE(mirror_new(mc, P, &mcfg, &m, &err) == 0);
+    struct inside in = {.m = m};
+    struct counter nul = {0}, ff = {0};
+    REQUIRE(mirror_subscribe(m, "", 0, on_event, sh, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_inside, &in, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, L(P "a\0"), count_event, &nul, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, L(P "a\xff"), count_event, &ff, NULL) == 0);
+    REQUIRE(mirror_start(m) == 0);
+    CHECK(wait_caught_up(m, rev, 10000));
+    check_byte_keys(m, present, n_all, values);
+    check_converged(m, sh, P);
+    CHECK_INT(nul.events, 3);                   /* keys 1, 2, 3 */
+    CHECK_INT(ff.events, 3);                    /* keys 5, 6, 7 */
+    CHECK(mirror_get(m, L(P "a\0\0")) == NULL); /* starts key 2, is not a key */
+    struct walk w = {0};
+    CHECK_INT(mirror_foreach_prefix(m, L(P "a\0"), walk_keys, &w), 0);
+    CHECK_INT(w.n, 3);
+    CHECK_INT(w.lens[0], bk_len[1]);
+    CHECK_INT(w.lens[1], bk_len[2]);
+    CHECK_INT(w.lens[2], bk_len[3]);
+    w = (struct walk){0};
+    mirror_foreach_prefix(m, L(P "b"), walk_keys, &w);
+    CHECK_INT(w.n, 3);
+    w = (struct walk){0}; /* a prefix with NUL inside: the bytes after it count too */
+    mirror_foreach_prefix(m, L(P "a\0\0"), walk_keys, &w);
+    CHECK_INT(w.n, 1);
+    CHECK_INT(w.lens[0], bk_len[2]);
+
+    /* Live: a new key ending in NUL, a deleted key holding NUL and 0xff, a long key changed. */
+    ops[0] = (struct raw_op){bk[13], bk_len[13], values[13]};
+    ops[1] = (struct raw_op){bk[3], bk_len[3], NULL};
+    ops[2] = (struct raw_op){bk[8], bk_len[8], "v8-changed"};
+    rev = raw_txn(etcd->endpoint, ops, 3);
+    REQUIRE(rev > 0);
+    present[13] = 1;
+    present[3] = 0;
+    values[8] = "v8-changed";
+    CHECK(wait_caught_up(m, rev, 5000));
+    check_byte_keys(m, present, n_all, values);
+    check_converged(m, sh, P);
+    CHECK_INT(nul.events, 3 + 2);
+    w = (struct walk){0};
+    mirror_foreach_prefix(m, L(P "a\0\0"), walk_keys, &w);
+    CHECK_INT(w.n, 2); /* keys 13 and 2 */
+    CHECK_INT(w.lens[0], bk_len[13]);
+
+    /* A re-list after compaction, across the same page boundaries. */
+    int64_t seen = mirror_revision(m);
+    REQUIRE(harness_etcd_kill(etcd) == 0);
+    CHECK(run_mirror_until(is_disconnected, m, 5000));
+    REQUIRE(harness_etcd_restart(etcd) == 0);
+    /* Two txns, so that the revision after the one the mirror saw is compacted too. */
+    ops[0] = (struct raw_op){bk[6], bk_len[6], NULL};
+    REQUIRE(raw_txn(etcd->endpoint, ops, 1) > seen);
+    ops[0] = (struct raw_op){bk[14], bk_len[14], values[14]};
+    ops[1] = (struct raw_op){bk[11], bk_len[11], "v11-changed"};
+    rev = raw_txn(etcd->endpoint, ops, 2);
+    REQUIRE(rev > seen + 1);
+    present[6] = 0;
+    present[14] = 1;
+    values[11] = "v11-changed";
+    REQUIRE(etcd_sync_compact(writer, rev, &err) == 0);
+    CHECK(wait_caught_up(m, rev, 10000));
+    struct mirror_stats st;
+    mirror_get_stats(m, &st);
+    CHECK(st.relists >= 1);
+    check_byte_keys(m, present, n_all, values);
+    check_converged(m, sh, P);
+    CHECK_INT(ff.events, 3 + 2); /* key 6 deleted, key 14 added */
+    CHECK_INT(in.rev_mismatch, 0);
+    CHECK_INT(in.entry_mismatch, 0);
+    drop_mirror(m, mc, sh);
+#undef L
+#undef P
 }
 
 static void test_ten_thousand(const char *endpoint)
@@ -704,6 +967,43 @@ static bool probed_at_least(void *arg)
     struct mirror_stats st;
     mirror_get_stats(p->m, &st);
     return st.probes > p->probes;
+}
+
+/* ---------------------------------------------------------------- freed with requests in flight */
+
+/* A mirror freed while its list is in flight, and one freed while a probe of its watch is in
+ * flight (the member is frozen, so the probe waits): their requests are cancelled, so no reply
+ * or timeout reaches the freed mirror (ASan sees none; its subscriber hears nothing). */
+static void test_free_in_flight(struct harness_etcd *etcd)
+{
+    struct etcd_config cfg = {.endpoints = etcd->endpoint, .request_timeout_ms = 1000};
+    struct etcd_client *mc = NULL;
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(mloop, &cfg, &mc, &err) == 0);
+    REQUIRE(put("/t/inflight/a", "1") > 0);
+
+    struct counter after = {0};
+    struct mirror *m = NULL;
+    REQUIRE(mirror_new(mc, "/t/inflight/", NULL, &m, &err) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, count_event, &after, NULL) == 0);
+    REQUIRE(mirror_start(m) == 0);
+    mirror_free(m);
+    harness_run_until(mloop, NULL, NULL, 300);
+    CHECK_INT(after.events, 0);
+
+    struct mirror_config mcfg = {.probe_interval_ms = 100};
+    REQUIRE(mirror_new(mc, "/t/inflight/", &mcfg, &m, &err) == 0);
+    REQUIRE(mirror_start(m) == 0);
+    REQUIRE(wait_caught_up(m, store_revision(), 5000));
+    struct mirror_stats st;
+    mirror_get_stats(m, &st);
+    REQUIRE(kill(etcd->pid, SIGSTOP) == 0);
+    struct probed p = {m, st.probes};
+    CHECK(run_mirror_until(probed_at_least, &p, 3000));
+    mirror_free(m); /* the probe is in flight: the member is frozen */
+    REQUIRE(kill(etcd->pid, SIGCONT) == 0);
+    harness_run_until(mloop, NULL, NULL, 1500); /* past the probe's deadline */
+    etcd_client_free(mc);
 }
 
 /* The member the mirror watches through freezes (SIGSTOP: its connections stay open, TCP says
@@ -834,6 +1134,8 @@ int main(void)
     test_txn_whole_revision(etcd.endpoint);
     test_restart(&etcd);
     test_compaction_while_disconnected(&etcd);
+    test_byte_keys(&etcd);
+    test_free_in_flight(&etcd);
     test_ten_thousand(etcd.endpoint);
     test_quorum_loss();
 

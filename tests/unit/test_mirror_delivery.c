@@ -61,7 +61,7 @@ static void on_counted(const struct mirror_event *ev, void *arg)
 }
 
 /* Random prefixes and keys over a small alphabet (so that prefixes share bytes and nest), with
- * bytes above 0x7f and, in keys, NUL: every subscriber must get exactly the keys it prefixes.
+ * bytes above 0x7f and NUL: every subscriber must get exactly the keys it prefixes.
  * Between rounds a random part of the subscriptions ends and others begin, in random order, so
  * that prefixes come and go above, below and beside each other. */
 static void test_dispatch_matches_brute_force(void)
@@ -76,7 +76,7 @@ static void test_dispatch_matches_brute_force(void)
     for (int i = 0; i < N_SUBS; i++) {
         subs[i].len = (size_t)(i < 3 ? i : rand() % 5); /* "", 1 and 2 bytes among them */
         for (size_t j = 0; j < subs[i].len; j++)
-            subs[i].prefix[j] = alphabet[rand() % 5]; /* no NUL in a subscription prefix */
+            subs[i].prefix[j] = alphabet[rand() % 6]; /* NUL too: prefixes are bytes */
         subs[i].prefix[subs[i].len] = '\0';
     }
     long mismatched = 0, wrong = 0, delivered = 0;
@@ -85,8 +85,8 @@ static void test_dispatch_matches_brute_force(void)
         for (int i = 0; i < N_SUBS; i++) {
             bool want = round == 0 ? rand() % 4 != 0 : rand() % 3 != 0;
             if (want && !subs[i].sub)
-                REQUIRE(mirror_subscribe(m, subs[i].prefix, on_counted, &subs[i], &subs[i].sub) ==
-                        0);
+                REQUIRE(mirror_subscribe(m, subs[i].prefix, subs[i].len, on_counted, &subs[i],
+                                         &subs[i].sub) == 0);
             else if (!want && subs[i].sub) {
                 mirror_unsubscribe(subs[i].sub);
                 subs[i].sub = NULL;
@@ -128,8 +128,8 @@ struct whole {
 static void on_whole(const struct mirror_event *ev, void *arg)
 {
     struct whole *w = arg;
-    const struct mirror_entry *a = mirror_get(w->m, "/a"), *b = mirror_get(w->m, "/b"),
-                              *c = mirror_get(w->m, "/c");
+    const struct mirror_entry *a = mirror_get(w->m, "/a", 2), *b = mirror_get(w->m, "/b", 2),
+                              *c = mirror_get(w->m, "/c", 2);
     w->bad += mirror_revision(w->m) != ev->revision;
     if (ev->revision == 10) /* one txn put all three */
         w->bad += !a || !b || !c || strcmp(a->value, "a1") || strcmp(c->value, "c1");
@@ -144,7 +144,7 @@ static void test_whole_revisions(void)
 {
     struct mirror *m = new_mirror();
     struct whole w = {.m = m};
-    REQUIRE(mirror_subscribe(m, "/", on_whole, &w, NULL) == 0);
+    REQUIRE(mirror_subscribe(m, "/", 1, on_whole, &w, NULL) == 0);
     struct etcd_event evs[] = {
         put_ev("/a", 2, "a1", 10), put_ev("/b", 2, "b1", 10), put_ev("/c", 2, "c1", 10),
         put_ev("/a", 2, "a2", 11), del_ev("/b", 11),
@@ -194,7 +194,7 @@ static void on_actor(const struct mirror_event *ev, void *arg)
         }
     }
     if (a->subscribe_other && a->calls == 1)
-        REQUIRE(mirror_subscribe(a->m, "", on_actor, a->other, &a->other->self) == 0);
+        REQUIRE(mirror_subscribe(a->m, "", 0, on_actor, a->other, &a->other->self) == 0);
     if (a->free_mirror && a->calls == 2) {
         mirror_free(a->m);
         a->m = NULL;
@@ -204,7 +204,7 @@ static void on_actor(const struct mirror_event *ev, void *arg)
 static void subscribe_actor(struct mirror *m, const char *prefix, struct actor *a)
 {
     a->m = m;
-    REQUIRE(mirror_subscribe(m, prefix, on_actor, a, &a->self) == 0);
+    REQUIRE(mirror_subscribe(m, prefix, strlen(prefix), on_actor, a, &a->self) == 0);
 }
 
 static void test_unsubscribe_and_subscribe_inside(void)
