@@ -165,7 +165,7 @@ int main(int argc, char **argv)
     /* Baseline: the same prediction, called directly. */
     struct xgb_model *xm = NULL;
     struct mm_error err = {0};
-    if (xgb_model_load(model, &xm, &err) < 0) {
+    if (xgb_model_load(model, NULL, &xm, &err) < 0) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }

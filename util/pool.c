@@ -12,6 +12,7 @@
 #include "mm/mailbox.h"
 
 #define MAX_THREADS POOL_MAX_THREADS
+#define MAX_SLOTS (POOL_MAX_THREADS + POOL_MAX_ABANDONED)
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_FINISHED };
 
@@ -20,22 +21,33 @@ struct pool_job {
     struct pool_job *prev, *next;    /* in the queue while JOB_QUEUED */
     struct pool *p;
     enum job_state state;            /* guarded by p->lock */
+    bool abandoned;                  /* its thread leaves after it; guarded by p->lock */
     int status;
     pool_work_fn work;
     pool_done_fn done;
     void *arg;
 };
 
+/* A thread's place: used from its creation until pool_free joins it; exited once its thread has
+ * left (after an abandoned job), when pool_abandon may join it and start another there. */
+struct slot {
+    struct pool *p;
+    pthread_t thread;
+    bool used;
+    bool exited;                     /* guarded by p->lock */
+};
+
 struct pool {
     struct ev_loop *loop;
-    pthread_t threads[MAX_THREADS];
-    unsigned n_threads;
+    struct slot slots[MAX_SLOTS];
+    unsigned n_threads;              /* the pool's size */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct pool_job *head, *tail;    /* queued, oldest first; guarded by lock */
     bool stopping;                   /* workers leave; guarded by lock */
     bool refusing;                   /* loop side: pool_stop was called */
     unsigned pending;                /* loop side: accepted, done not yet run */
+    unsigned abandoned;              /* loop side: abandoned, done not yet run */
     struct mailbox *back;
 };
 
@@ -54,7 +66,8 @@ static void unqueue(struct pool *p, struct pool_job *j)
 
 static void *worker(void *arg)
 {
-    struct pool *p = arg;
+    struct slot *slot = arg;
+    struct pool *p = slot->p;
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->head && !p->stopping)
@@ -69,7 +82,12 @@ static void *worker(void *arg)
         pthread_mutex_lock(&p->lock);
         j->state = JOB_FINISHED;
         j->status = 0;
+        bool leave = j->abandoned; /* a replacement has taken this thread's place */
         mailbox_post(p->back, &j->item);
+        if (leave) {
+            slot->exited = true;
+            break;
+        }
     }
     pthread_mutex_unlock(&p->lock);
     return NULL;
@@ -84,6 +102,8 @@ static void deliver(struct mailbox_item *item, void *arg)
     void *job_arg = j->arg;
     int status = j->status;
     p->pending--;
+    if (j->abandoned)
+        p->abandoned--;
     free(j);
     if (done)
         done(status, job_arg);
@@ -106,10 +126,13 @@ int pool_new(struct ev_loop *loop, unsigned threads, struct pool **out, struct m
         return rc;
     }
     for (; p->n_threads < threads; p->n_threads++) {
-        if (pthread_create(&p->threads[p->n_threads], NULL, worker, p) != 0) {
+        struct slot *slot = &p->slots[p->n_threads];
+        slot->p = p;
+        if (pthread_create(&slot->thread, NULL, worker, slot) != 0) {
             pool_free(p);
             return mm_error_set(err, -EAGAIN, "pool: cannot start worker thread");
         }
+        slot->used = true;
     }
     *out = p;
     return 0;
@@ -163,6 +186,41 @@ int pool_cancel(struct pool_job *j)
     return queued ? 0 : -EBUSY;
 }
 
+int pool_abandon(struct pool_job *j)
+{
+    struct pool *p = j->p;
+    int rc = 0;
+    pthread_mutex_lock(&p->lock);
+    struct slot *slot = NULL;
+    for (size_t i = 0; i < MAX_SLOTS && !slot; i++)
+        if (!p->slots[i].used || p->slots[i].exited)
+            slot = &p->slots[i];
+    if (j->state != JOB_RUNNING || j->abandoned) {
+        rc = -EBUSY;
+    } else if (p->abandoned >= POOL_MAX_ABANDONED || !slot) {
+        rc = -EAGAIN;
+    } else {
+        if (slot->used) /* its thread has left (or is leaving: it holds no lock any more) */
+            pthread_join(slot->thread, NULL);
+        slot->used = slot->exited = false;
+        slot->p = p;
+        if (pthread_create(&slot->thread, NULL, worker, slot) != 0) {
+            rc = -EAGAIN;
+        } else {
+            slot->used = true;
+            j->abandoned = true;
+            p->abandoned++;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+unsigned pool_abandoned(const struct pool *p)
+{
+    return p->abandoned;
+}
+
 void pool_stop(struct pool *p)
 {
     p->refusing = true;
@@ -186,8 +244,9 @@ void pool_free(struct pool *p)
     p->stopping = true;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    for (unsigned i = 0; i < p->n_threads; i++)
-        pthread_join(p->threads[i], NULL);
+    for (size_t i = 0; i < MAX_SLOTS; i++)
+        if (p->slots[i].used)
+            pthread_join(p->slots[i].thread, NULL);
     mailbox_free(p->back); /* every done not yet run runs here */
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->cond);

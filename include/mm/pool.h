@@ -21,7 +21,8 @@ struct ev_loop;
 struct pool;
 struct pool_job;
 
-#define POOL_MAX_THREADS 64 /* threads one pool may have */
+#define POOL_MAX_THREADS 64   /* threads one pool may have */
+#define POOL_MAX_ABANDONED 16 /* threads of abandoned jobs one pool may have besides */
 
 typedef void (*pool_work_fn)(void *arg);              /* on a worker thread */
 /* On the loop thread, once per job: status 0 after work, -ECANCELED if work never ran. */
@@ -35,6 +36,15 @@ int pool_submit(struct pool *p, pool_work_fn work, pool_done_fn done, void *arg,
 /* Drop a job that has not started: 0, and its done runs with -ECANCELED on the loop shortly
  * after (never inside pool_cancel). -EBUSY if it is running or has run: it completes normally. */
 int pool_cancel(struct pool_job *j);
+/* Stop waiting for a running job (a model load blocked on storage, which nothing can interrupt
+ * safely): a new thread takes its thread's place in the pool, so queued jobs go on; the job's
+ * work goes on too, its done runs once after work returns (its arg must live until then), and
+ * its thread then leaves. 0; -EBUSY if the job is not running (queued: pool_cancel it) or
+ * already abandoned; -EAGAIN if POOL_MAX_ABANDONED jobs of this pool are abandoned and still
+ * running, or no thread can be started. */
+int pool_abandon(struct pool_job *j);
+/* Abandoned jobs whose done has not run yet. */
+unsigned pool_abandoned(const struct pool *p);
 /* Refuse new jobs (-ESHUTDOWN) and cancel every queued one as pool_cancel does; running jobs go
  * on. For a graceful stop: their done callbacks tell when the pool is idle (pool_pending). */
 void pool_stop(struct pool *p);

@@ -24,6 +24,47 @@ struct wire_segment {
 int wire_find_field(const struct wire_segment *segs, size_t n, uint32_t field, char *scratch,
                     size_t scratch_size, const char **out, size_t *out_len);
 
+/* Bounds checked before a message is decoded: decoders allocate per occurrence of a field (a
+ * repeated message, a map entry, an unknown field, the bookkeeping of every field), so a 16 MiB
+ * message of 8M empty entries costs a gigabyte once unpacked. wire_check_bounds walks the wire
+ * format once, without allocating or copying, descending into the messages the schema names,
+ * and counts: every field occurrence at every level (a packed array counts once), and for the
+ * fields the schema lists, their occurrences (or packed values) against counters shared by
+ * whichever fields name them, over the whole message. */
+enum wire_kind {
+    WIRE_VARINT,  /* int32, int64, uint32, uint64, bool, enum: may come packed */
+    WIRE_FIXED32, /* float, fixed32: may come packed */
+    WIRE_FIXED64, /* double, fixed64: may come packed */
+    WIRE_BYTES,   /* string, bytes */
+    WIRE_MESSAGE, /* a message or a map entry */
+};
+
+#define WIRE_MAX_COUNTERS 8
+
+struct wire_schema;
+struct wire_rule {
+    uint32_t field;
+    enum wire_kind kind;
+    int counter;                       /* counter its occurrences (values) add to; -1: none */
+    const struct wire_schema *message; /* WIRE_MESSAGE: its fields, looked into; NULL: not */
+};
+struct wire_schema {
+    const struct wire_rule *rules;
+    size_t n_rules;
+};
+struct wire_limits {
+    uint64_t max[WIRE_MAX_COUNTERS]; /* per counter, in the whole message */
+    uint64_t max_fields;             /* field occurrences at every level looked into */
+};
+
+/* 0 when the message in segs[0..n) stays within lim; -E2BIG when it does not (*which, may be
+ * NULL: the counter that went past its bound, or -1 for max_fields), -EBADMSG when it is
+ * malformed (as wire_find_field says, and a nested field running past its message, packed
+ * fixed-width values of a length that is no multiple of their width), -EINVAL for a schema
+ * nested deeper than 32. The walk stops at the first bound exceeded. */
+int wire_check_bounds(const struct wire_segment *segs, size_t n, const struct wire_schema *schema,
+                      const struct wire_limits *lim, int *which);
+
 /* Human-readable name of a wire_find_field error. */
 const char *wire_strerror(int code);
 

@@ -2,11 +2,20 @@
  * ModelMesh runtime SPI (mmesh.ModelRuntime) and KServe V2 inference
  * (inference.GRPCInferenceService) on one rpc server.
  *
- * Owns the loaded models. Loads run on a pool of max_loading_concurrency threads, predictions on
- * a pool of `workers` threads; the loop only parses, validates and replies. A model unloaded
- * while predictions run is freed when the last one finishes; one unloaded before its load has
- * started is never loaded. A call whose client goes away (or whose deadline passes) while it
- * waits for a load or a prediction is answered at once and its job dropped if not started.
+ * Owns the loaded models. Loads run on a pool of max_loading_concurrency threads, inference
+ * (decoding, reading the rows, predicting) on a pool of `workers` threads; the loop decodes only
+ * the SPI's small requests, looks models up and replies. A model unloaded while predictions run
+ * is freed when the last one finishes; one unloaded before its load has started is never
+ * loaded. A call whose client goes away (or whose deadline passes) while it waits for a load or
+ * a prediction is answered at once and its job dropped if not started.
+ *
+ * Bounds (README's "Limits and hardening"): a load that runs past load_timeout_ms fails with
+ * DEADLINE_EXCEEDED, and so does one unloaded while it runs (ABORTED); either way its thread,
+ * which cannot be interrupted, is given up on and replaced (pool_abandon), at most
+ * POOL_MAX_ABANDONED at once, after which loads are refused (UNAVAILABLE) until one returns.
+ * Every request is checked on the wire before it is decoded (field occurrences; for
+ * ModelInferRequest the counts below); ids (at most 1024 bytes) and paths (4096) must be UTF-8
+ * without NUL; status messages are escaped and cut to 512 bytes.
  * Everything here runs on the loop thread. */
 #ifndef MM_XGB_SERVER_H
 #define MM_XGB_SERVER_H
@@ -22,13 +31,20 @@ struct xgb_server;
 
 #define XGB_SERVER_VERSION "0.1.0"
 
+/* What one ModelInferRequest may hold, counted on the wire before it is decoded. */
+#define XGB_SERVER_MAX_TENSORS 64        /* inputs, outputs, raw_input_contents: each */
+#define XGB_SERVER_MAX_PARAMETERS 64     /* parameter entries, all maps together */
+#define XGB_SERVER_MAX_SHAPE_DIMS 1024   /* shape dims, all tensors together */
+#define XGB_SERVER_MAX_VALUES (4u << 20) /* contents values, all tensors, packed or not */
+
 struct xgb_server_config {
-    uint64_t capacity_bytes;           /* reported to the mesh; 0 = 1 GiB */
-    uint32_t max_loading_concurrency;  /* 0 = 1 */
-    uint32_t load_timeout_ms;          /* reported; 0 = 90000 */
-    uint64_t default_model_size;       /* reported; 0 = 1000000 */
-    unsigned workers;                  /* prediction threads; 0 = 2 */
-    size_t max_batch_elements;         /* N x features per request; 0 = 16M */
+    uint64_t capacity_bytes;          /* reported to the mesh; 0 = 1 GiB */
+    uint32_t max_loading_concurrency; /* 0 = 1 */
+    uint32_t load_timeout_ms;         /* reported; 0 = 90000 */
+    uint64_t default_model_size;      /* reported; 0 = 1000000 */
+    unsigned workers;                 /* prediction threads; 0 = 2 */
+    size_t max_batch_elements;        /* N x features per request; 0 = 16M */
+    const char *models_dir;           /* resolved; model paths must be inside; NULL: any */
 };
 
 int xgb_server_new(struct ev_loop *loop, const struct xgb_server_config *cfg,

@@ -89,6 +89,117 @@ class EscapingFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+# ------------------------------------------------------------------------------ bounds
+
+# Decoding allocates per occurrence of a field (a repeated message, a map entry, an unknown
+# field): a 16 MiB ModelInferRequest of 8M empty inputs costs gigabytes once parsed. So every
+# request is walked on the wire first, without decoding, and refused past these bounds (the same
+# as mm-runtime's, include/mm/xgb_server.h and runtimes/xgboost/server.c).
+MAX_FIELDS = 65536           # field occurrences at every level (a packed array counts once)
+INFER_LIMITS = {             # per ModelInferRequest, all tensors and maps together
+    "inputs": 64, "outputs": 64, "raw_input_contents": 64, "parameters": 64,
+    "shape dims": 1024, "tensor contents values": 4 << 20,
+}
+VARINT, FIXED32, FIXED64, LENGTH, MESSAGE = range(5)
+_PARAMETER_ENTRY = {1: (LENGTH, None, None), 2: (MESSAGE, None, None)}
+_CONTENTS = {1: (VARINT, "tensor contents values", None),
+             2: (VARINT, "tensor contents values", None),
+             3: (VARINT, "tensor contents values", None),
+             4: (VARINT, "tensor contents values", None),
+             5: (VARINT, "tensor contents values", None),
+             6: (FIXED32, "tensor contents values", None),
+             7: (FIXED64, "tensor contents values", None),
+             8: (LENGTH, "tensor contents values", None)}
+_INPUT = {3: (VARINT, "shape dims", None), 4: (MESSAGE, "parameters", _PARAMETER_ENTRY),
+          5: (MESSAGE, None, _CONTENTS)}
+_OUTPUT = {2: (MESSAGE, "parameters", _PARAMETER_ENTRY)}
+INFER_SCHEMA = {4: (MESSAGE, "parameters", _PARAMETER_ENTRY), 5: (MESSAGE, "inputs", _INPUT),
+                6: (MESSAGE, "outputs", _OUTPUT), 7: (LENGTH, "raw_input_contents", None)}
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
+class Malformed(Exception):
+    pass
+
+
+def _varint(data, i, end):
+    shift = value = 0
+    while True:
+        if i >= end or shift > 63:
+            raise Malformed()
+        b = data[i]
+        i += 1
+        value |= (b & 0x7f) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def check_bounds(data, type_name, schema=None, limits=None):
+    """Walk a serialized message (bytes) and raise INVALID_ARGUMENT naming the field and the
+    bound past the first one exceeded, or naming the type if it does not parse: field
+    occurrences at every level looked into (MAX_FIELDS), and the occurrences (or packed values)
+    of the fields schema lists ({number: (kind, counter, nested schema)}) against limits."""
+    counts = dict.fromkeys(limits or (), 0)
+    fields = 0
+    stack = [(len(data), schema or {})]
+    i = 0
+    try:
+        while stack:
+            end, rules = stack[-1]
+            if i >= end:
+                if i > end:
+                    raise Malformed()
+                stack.pop()
+                continue
+            tag, i = _varint(data, i, end)
+            number, wire = tag >> 3, tag & 7
+            if number == 0:
+                raise Malformed()
+            fields += 1
+            if fields > MAX_FIELDS:
+                raise Failure("INVALID_ARGUMENT", "%s: more than %d fields in one request" %
+                              (type_name, MAX_FIELDS))
+            kind, counter, nested = rules.get(number, (None, None, None))
+            n = 0
+            if wire == 0:
+                _, i = _varint(data, i, end)
+                n = kind == VARINT
+            elif wire == 1 or wire == 5:
+                i += 8 if wire == 1 else 4
+                if i > end:
+                    raise Malformed()
+                n = kind == (FIXED64 if wire == 1 else FIXED32)
+            elif wire == 2:
+                size, i = _varint(data, i, end)
+                if i + size > end:
+                    raise Malformed()
+                if kind in (LENGTH, MESSAGE):
+                    n = 1
+                elif kind == VARINT:  # packed
+                    # one value ends at each byte without the continuation bit
+                    n = len(data[i:i + size].translate(None, _HIGH_BYTES))
+                elif kind in (FIXED32, FIXED64):
+                    width = 4 if kind == FIXED32 else 8
+                    if size % width:
+                        raise Malformed()
+                    n = size // width
+                if kind == MESSAGE and nested is not None:
+                    stack.append((i + size, nested))
+                else:
+                    i += size
+            else:
+                raise Malformed()
+            if counter and n:
+                counts[counter] += n
+                if counts[counter] > limits[counter]:
+                    raise Failure("INVALID_ARGUMENT", "%s: more than %d %s in one request" %
+                                  (type_name, limits[counter], counter))
+    except Malformed:
+        raise Failure("INVALID_ARGUMENT", "malformed %s: %d bytes do not decode" %
+                      (type_name, len(data)))
+
+
 # ------------------------------------------------------------------------------ protos
 
 
@@ -584,6 +695,7 @@ class Runtime:
         from google.protobuf.message import DecodeError
 
         req = self.v2.ModelInferRequest()
+        check_bounds(data, "inference.ModelInferRequest", INFER_SCHEMA, INFER_LIMITS)
         try:
             req.ParseFromString(data)
         except DecodeError:
@@ -661,11 +773,22 @@ def remaining(deadline):
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def make_handler(grpc, full_name, request_type, fn):
+def make_handler(grpc, full_name, request_type, fn, decode_pool=None):
     """A unary handler on raw bytes: we decode (request_type None: fn decodes off the loop),
-    so a malformed request gets INVALID_ARGUMENT naming the message type, and every Failure
-    becomes its status with its message, escaped and capped."""
+    within MAX_FIELDS, so a malformed request gets INVALID_ARGUMENT naming the message type, and
+    every Failure becomes its status with its message, escaped and capped. Requests larger than
+    64 KiB are decoded on decode_pool, not on the loop."""
     from google.protobuf.message import DecodeError
+
+    def decode(data):
+        check_bounds(data, full_name)
+        req = request_type()
+        try:
+            req.ParseFromString(data)
+        except DecodeError:
+            raise Failure("INVALID_ARGUMENT", "malformed %s: %d bytes do not decode" %
+                          (full_name, len(data)))
+        return req
 
     async def handle(data, context):
         left = context.time_remaining()
@@ -673,12 +796,11 @@ def make_handler(grpc, full_name, request_type, fn):
         try:
             if request_type is None:
                 return await fn(data, deadline)
-            req = request_type()
-            try:
-                req.ParseFromString(data)
-            except DecodeError:
-                raise Failure("INVALID_ARGUMENT", "malformed %s: %d bytes do not decode" %
-                              (full_name, len(data)))
+            if decode_pool is not None and len(data) > 65536:
+                req = await asyncio.get_running_loop().run_in_executor(decode_pool, decode,
+                                                                         data)
+            else:
+                req = decode(data)
             return (await fn(req, deadline)).SerializeToString()
         except Failure as e:
             code, message = e.code, e.message
@@ -752,7 +874,7 @@ async def serve(args, v2, spi):
         for name, (t, fn) in methods.items():
             full = t.DESCRIPTOR.full_name if t else "%s.%sRequest" % (service.split(".")[0],
                                                                       name)
-            table[name] = make_handler(grpc, full, t, fn)
+            table[name] = make_handler(grpc, full, t, fn, rt.workers)
         handlers.append(grpc.method_handlers_generic_handler(service, table))
 
     # so_reuseport off: a second server on a taken port must fail, not share it silently.

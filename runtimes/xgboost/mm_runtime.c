@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mm/log.h"
@@ -28,29 +30,33 @@ struct process {
     struct rpc_server *server;
     struct xgb_server *rt;
     ev_signal sigterm, sigint;
-    ev_timer drain;        /* bounds the wait for running jobs once the server has stopped */
+    ev_timer drain; /* bounds the wait for running jobs once the server has stopped */
     uint64_t grace_ms;
     bool stopping;
-    bool idle;             /* every job is done: a clean exit */
+    bool idle; /* every job is done: a clean exit */
 };
 
 static void usage(FILE *to)
 {
-    fprintf(to,
-            "usage: mm-runtime [options]\n"
-            "  --listen ADDR                 gRPC address (default 127.0.0.1:8085; port 0 picks "
-            "one)\n"
-            "  --capacity-bytes N            model capacity reported to the mesh (env "
-            "MM_RUNTIME_CAPACITY; default 1 GiB)\n"
-            "  --max-loading-concurrency N   parallel model loads, 1..64 (default 1)\n"
-            "  --load-timeout-ms N           reported model loading timeout (default 90000)\n"
-            "  --default-model-size N        reported size for unmeasured models (default "
-            "1000000)\n"
-            "  --workers N                   prediction threads, 1..64 (default 2)\n"
-            "  --grace-ms N                  at SIGTERM: time for calls in flight, then as long "
-            "again\n"
-            "                                for running jobs, 0..3600000 (default 5000)\n"
-            "  --log-level debug|info|warn|error\n");
+    fprintf(
+        to,
+        "usage: mm-runtime [options]\n"
+        "  --listen ADDR                 gRPC address (default 127.0.0.1:8085; port 0 picks "
+        "one)\n"
+        "  --capacity-bytes N            model capacity reported to the mesh (env "
+        "MM_RUNTIME_CAPACITY; default 1 GiB)\n"
+        "  --max-loading-concurrency N   parallel model loads, 1..64 (default 1)\n"
+        "  --load-timeout-ms N           a load that takes longer fails with DEADLINE_EXCEEDED\n"
+        "                                and frees its slot (default 90000)\n"
+        "  --default-model-size N        reported size for unmeasured models (default "
+        "1000000)\n"
+        "  --workers N                   prediction threads, 1..64 (default 2)\n"
+        "  --grace-ms N                  at SIGTERM: time for calls in flight, then as long "
+        "again\n"
+        "                                for running jobs, 0..3600000 (default 5000)\n"
+        "  --models-dir DIR              serve only model paths inside DIR, symlinks resolved\n"
+        "                                (env MM_MODELS_DIR; default: any readable path)\n"
+        "  --log-level debug|info|warn|error\n");
 }
 
 static void drain_over(struct ev_loop *loop, ev_timer *w, int revents)
@@ -88,6 +94,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8085";
+    const char *models_dir = getenv("MM_MODELS_DIR");
+    static char models_real[PATH_MAX];
     struct xgb_server_config cfg = {0};
     uint64_t v, grace_ms = 5000;
     struct mm_error err = {0};
@@ -119,6 +127,8 @@ int main(int argc, char **argv)
             cfg.workers = (unsigned)v;
         } else if (strcmp(a, "--grace-ms") == 0) {
             rc = opts_u64(a, val, 0, MAX_GRACE_MS, &grace_ms, &err);
+        } else if (strcmp(a, "--models-dir") == 0 && val) {
+            models_dir = val;
         } else if (strcmp(a, "--log-level") == 0 && val) {
             enum mm_log_level level;
             if (mm_log_parse_level(val, &level) < 0) {
@@ -137,11 +147,23 @@ int main(int argc, char **argv)
         }
     }
 
+    if (models_dir && models_dir[0]) {
+        struct stat st;
+        if (!realpath(models_dir, models_real) || stat(models_real, &st) < 0 ||
+            !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "mm-runtime: --models-dir %s is not a directory\n", models_dir);
+            return 2;
+        }
+        cfg.models_dir = models_real;
+    } else {
+        mm_log(MM_LOG_WARN, "mm-runtime",
+               "no --models-dir: loadModel reads any path this process can read");
+    }
+
     struct process p = {.loop = ev_default_loop(0), .grace_ms = grace_ms};
     struct rpc_context *ctx = NULL;
     int port = 0;
-    if (rpc_context_new(p.loop, &ctx, &err) < 0 ||
-        xgb_server_new(p.loop, &cfg, &p.rt, &err) < 0 ||
+    if (rpc_context_new(p.loop, &ctx, &err) < 0 || xgb_server_new(p.loop, &cfg, &p.rt, &err) < 0 ||
         rpc_server_new(ctx, NULL, &p.server, &err) < 0 ||
         xgb_server_register(p.rt, p.server, &err) < 0 ||
         rpc_server_listen(p.server, listen, &port, &err) < 0 ||

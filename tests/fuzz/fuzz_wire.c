@@ -1,6 +1,7 @@
 /* fuzz_wire.c - fuzz target: the field reader on arbitrary bytes split at arbitrary points, and
  * protobuf-c's decoding of every request type the mesh accepts. Built as a libFuzzer target with
  * clang (-Dfuzz=true), and linked with fuzz_driver.c into a unit test everywhere else. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,6 +11,19 @@
 #include "mm/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A nested schema like mm-runtime's ModelInferRequest: tensors holding dims and contents. */
+static const struct wire_rule contents_rules[] = {{1, WIRE_VARINT, 2, NULL},
+                                                  {6, WIRE_FIXED32, 2, NULL},
+                                                  {7, WIRE_FIXED64, 2, NULL},
+                                                  {8, WIRE_BYTES, 2, NULL}};
+static const struct wire_schema contents_schema = {contents_rules, 4};
+static const struct wire_rule tensor_rules[] = {{3, WIRE_VARINT, 1, NULL},
+                                                {5, WIRE_MESSAGE, -1, &contents_schema}};
+static const struct wire_schema tensor_schema = {tensor_rules, 2};
+static const struct wire_rule top_rules[] = {{5, WIRE_MESSAGE, 0, &tensor_schema},
+                                             {7, WIRE_BYTES, 3, NULL}};
+static const struct wire_schema top_schema = {top_rules, 2};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -25,6 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)sink;
         }
     }
+    static const struct wire_limits lim = {.max = {64, 1024, 4096, 64}, .max_fields = 65536};
+    int which = 0;
+    int rc = wire_check_bounds(segs, 2, &top_schema, &lim, &which);
+    if (rc != 0 && rc != -E2BIG && rc != -EBADMSG)
+        __builtin_trap(); /* no other outcome exists */
 #define TRY(type)                                                                          \
     do {                                                                                   \
         ProtobufCMessage *m = protobuf_c_message_unpack(&type##__descriptor, NULL, size, data); \

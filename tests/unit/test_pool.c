@@ -216,6 +216,59 @@ static void test_free_from_done(void)
     ev_run(loop, EVRUN_NOWAIT); /* nothing of the pool is left on the loop */
 }
 
+/* pool_abandon: a running job given up on no longer holds its thread's place, so a queued job
+ * runs on a pool of one thread while it is stuck; its done still runs once, with 0, after its
+ * work returns; at most POOL_MAX_ABANDONED at once; a queued or finished job is not abandoned. */
+static void test_abandon(void)
+{
+    enum { N = POOL_MAX_ABANDONED + 3 };
+    int count[N] = {0}, status[N] = {0};
+    struct pool_job *jobs[N];
+    struct pool *p = NULL;
+    struct mm_error err = {0};
+    REQUIRE(pool_new(loop, 1, &p, &err) == 0);
+    gate_set(false);
+    REQUIRE(pool_submit(p, work, done, record(0, true, count, status), &jobs[0]) == 0);
+    wait_for_workers(1);
+    REQUIRE(pool_submit(p, work, done, record(1, false, count, status), &jobs[1]) == 0);
+    CHECK_INT(pool_abandon(jobs[1]), -EBUSY); /* queued: not running */
+    CHECK_INT(pool_abandon(jobs[0]), 0);
+    CHECK_INT(pool_abandon(jobs[0]), -EBUSY); /* already */
+    CHECK_INT(pool_abandoned(p), 1);
+    CHECK(all_done(count + 1, 1)); /* job 1 ran beside the stuck one */
+    CHECK_INT(status[1], 0);
+    CHECK_INT(count[0], 0);
+    /* Fill the pool with stuck jobs up to the bound: each gets a replacement thread. */
+    for (int i = 2; i < 1 + POOL_MAX_ABANDONED; i++) {
+        REQUIRE(pool_submit(p, work, done, record(i, true, count, status), &jobs[i]) == 0);
+        wait_for_workers(i);
+        CHECK_INT(pool_abandon(jobs[i]), 0);
+    }
+    CHECK_INT(pool_abandoned(p), POOL_MAX_ABANDONED);
+    int last = 1 + POOL_MAX_ABANDONED;
+    REQUIRE(pool_submit(p, work, done, record(last, true, count, status), &jobs[last]) == 0);
+    wait_for_workers(POOL_MAX_ABANDONED + 1);
+    CHECK_INT(pool_abandon(jobs[last]), -EAGAIN); /* the bound: it keeps its thread */
+    gate_set(true);
+    CHECK(all_done(count, last + 1));
+    for (int i = 0; i <= last; i++) {
+        CHECK_INT(count[i], 1);
+        CHECK_INT(status[i], 0);
+    }
+    CHECK_INT(pool_abandoned(p), 0);
+    CHECK_INT(pool_pending(p), 0);
+    /* The threads that left made room: abandoning works again, reusing their places. */
+    gate_set(false);
+    int again = last + 1;
+    REQUIRE(pool_submit(p, work, done, record(again, true, count, status), &jobs[again]) == 0);
+    wait_for_workers(1);
+    CHECK_INT(pool_abandon(jobs[again]), 0);
+    gate_set(true);
+    CHECK(all_done(count + again, 1));
+    pool_free(p);
+    CHECK_INT(count[again], 1);
+}
+
 int main(void)
 {
     loop = ev_loop_new(EVFLAG_AUTO);
@@ -223,6 +276,7 @@ int main(void)
     test_cancel();
     test_stop_and_free();
     test_free_from_done();
+    test_abandon();
     ev_loop_destroy(loop);
     return CHECK_DONE();
 }

@@ -42,6 +42,76 @@ static int find(const uint8_t *buf, size_t len, uint32_t field, char *scratch, s
     return wire_find_field(&seg, 1, field, scratch, ss, out, out_len);
 }
 
+/* wire_check_bounds with a schema like mm-runtime's: tensors (counter 0) holding dims
+ * (counter 1, packed or not) and contents (counter 2: fp32 fixed, int64 varints). */
+static const struct wire_rule contents_rules[] = {{3, WIRE_VARINT, 2, NULL},
+                                                  {6, WIRE_FIXED32, 2, NULL}};
+static const struct wire_schema contents_schema = {contents_rules, 2};
+static const struct wire_rule tensor_rules[] = {{3, WIRE_VARINT, 1, NULL},
+                                                {5, WIRE_MESSAGE, -1, &contents_schema}};
+static const struct wire_schema tensor_schema = {tensor_rules, 2};
+static const struct wire_rule top_rules[] = {{5, WIRE_MESSAGE, 0, &tensor_schema}};
+static const struct wire_schema top_schema = {top_rules, 1};
+
+static int bounds(const uint8_t *buf, size_t len, size_t split, uint64_t max_fields,
+                  int *which)
+{
+    struct wire_limits lim = {.max = {2, 4, 8}, .max_fields = max_fields};
+    struct wire_segment segs[2] = {{buf, split}, {buf + split, len - split}};
+    return wire_check_bounds(segs, 2, &top_schema, &lim, which);
+}
+
+static void test_bounds(void)
+{
+    int which = -5;
+    /* 2 tensors, dims [1 packed x3] + [1 unpacked], contents 2 fp32 packed + 3 int64 packed */
+    const uint8_t good[] = {0x2a, 0x05, 0x1a, 0x03, 0x01, 0x02, 0x03, /* dims packed: 1, 2, 3 */
+                            0x2a, 0x0e, 0x18, 0x07,                   /* dim unpacked: 7 */
+                            0x2a, 0x0a, 0x32, 0x08, 0, 0, 0x80, 0x3f, 0, 0, 0, 0x40, /* fp32 */
+                            0x50, 0x01};                              /* unknown field 10 */
+    int bad = 0;
+    for (size_t split = 0; split <= sizeof(good); split++)
+        bad += bounds(good, sizeof(good), split, 100, &which) != 0 || which != -1;
+    CHECK_INT(bad, 0);
+    /* 7 field occurrences at all levels, field 10 the 7th: 6 allowed is one too few */
+    CHECK_INT(bounds(good, sizeof(good), 3, 6, &which), -E2BIG);
+    CHECK_INT(which, -1);
+    CHECK_INT(bounds(good, sizeof(good), 3, 7, &which), 0);
+    /* a third tensor: counter 0 past 2 */
+    uint8_t three[sizeof(good) + 2];
+    memcpy(three, good, sizeof(good));
+    three[sizeof(good)] = 0x2a;
+    three[sizeof(good) + 1] = 0x00;
+    CHECK_INT(bounds(three, sizeof(three), 1, 100, &which), -E2BIG);
+    CHECK_INT(which, 0);
+    /* 5 dims (packed 4 + unpacked 1... here 3 + 2): counter 1 past 4 */
+    const uint8_t dims[] = {0x2a, 0x05, 0x1a, 0x03, 0x01, 0x02, 0x03, 0x2a, 0x04, 0x18, 0x07,
+                            0x18, 0x08};
+    CHECK_INT(bounds(dims, sizeof(dims), 6, 100, &which), -E2BIG);
+    CHECK_INT(which, 1);
+    /* 9 packed int64 values in contents (one of 2 bytes): counter 2 past 8 */
+    const uint8_t values[] = {0x2a, 0x0d, 0x2a, 0x0b, 0x1a, 0x09, 1, 2, 3, 4, 5, 6, 7, 0x81,
+                              0x01};
+    CHECK_INT(bounds(values, sizeof(values), 9, 100, &which), 0); /* 8 values: 0x81 0x01 is one */
+    const uint8_t values9[] = {0x2a, 0x0d, 0x2a, 0x0b, 0x1a, 0x09, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    CHECK_INT(bounds(values9, sizeof(values9), 9, 100, &which), -E2BIG);
+    CHECK_INT(which, 2);
+    /* packed fp32 of a length that is no multiple of 4; a nested field past its message */
+    const uint8_t odd[] = {0x2a, 0x05, 0x2a, 0x03, 0x32, 0x01, 0};
+    CHECK_INT(bounds(odd, sizeof(odd), 2, 100, &which), -EBADMSG);
+    const uint8_t past[] = {0x2a, 0x02, 0x1a, 0x03, 1, 2, 3};
+    CHECK_INT(bounds(past, sizeof(past), 2, 100, &which), -EBADMSG);
+    /* the field occurrence bound holds for the top level too (8M empty tensors are refused
+     * after the third, without reading on) */
+    size_t n = 1 << 20;
+    uint8_t *many = calloc(n, 2);
+    for (size_t i = 0; i < n; i++)
+        many[2 * i] = 0x2a;
+    CHECK_INT(bounds(many, 2 * n, n, 1u << 30, &which), -E2BIG);
+    CHECK_INT(which, 0);
+    free(many);
+}
+
 int main(void)
 {
     char scratch[256];
@@ -119,5 +189,6 @@ int main(void)
     CHECK_INT(find(NULL, 0, 1, scratch, sizeof(scratch), &v, &vl), -ENOENT);
     CHECK_INT(find(twice, sizeof(twice), 0, scratch, sizeof(scratch), &v, &vl), -EINVAL);
     CHECK_STR(wire_strerror(-EBADMSG), "malformed protobuf");
+    test_bounds();
     return CHECK_DONE();
 }
