@@ -663,17 +663,18 @@ class Runtime:
         return self.spi.ModelSizeResponse(sizeInBytes=m.size)
 
     async def predict_model_size(self, req, deadline):
-        def disk_size():
+        if "\0" in req.modelPath:
+            raise Failure("INVALID_ARGUMENT", "predictModelSize: modelPath holds a NUL character")
+
+        def disk_size():  # what cannot be measured, or may not be read, is sized 0
             try:
-                f = model_file(req.modelPath) if req.modelPath else None
-                return os.path.getsize(f) if f else 0
+                self.allowed_path(req.modelId, req.modelPath)
+                f = model_file(req.modelPath)
+                return os.path.getsize(f)
             except (Failure, OSError):
                 return 0
 
-        if req.modelPath and "\0" not in req.modelPath:
-            size = await self.loop.run_in_executor(self.workers, disk_size)
-        else:
-            size = 0
+        size = await self.loop.run_in_executor(self.workers, disk_size) if req.modelPath else 0
         if size <= 0:  # nothing to measure: the configured default is the honest estimate
             return self.spi.PredictModelSizeResponse(sizeInBytes=self.args.default_model_size)
         return self.spi.PredictModelSizeResponse(sizeInBytes=size + size // 4)

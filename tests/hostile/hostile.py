@@ -383,7 +383,10 @@ def big_requests(s, max_peak):
     peak = r.peak_rss()
     expect("peak RSS stays under %d MB" % (max_peak >> 20), 0 < peak <= max_peak,
            "%d MB" % (peak >> 20))
-    expect("ServerLive answered within 1 s throughout", slowest[0] < 1.0,
+    # Decoding on the loop stalled ServerLive for 2.6 s here; off the loop it answers in
+    # milliseconds, and the bound leaves room for a loaded CI machine (twice under ASan).
+    stall = 4.0 if r.sanitized() else 2.0
+    expect("ServerLive answered within %.0f s throughout" % stall, slowest[0] < stall,
            "slowest %.2f s" % slowest[0])
     print("big_requests: peak RSS %d MB, slowest ServerLive %.3f s" % (peak >> 20, slowest[0]),
           flush=True)
@@ -411,6 +414,23 @@ def odd_files(s):
         expect("predictModelSize of %s is the default, not 0" % path, size == 123456, str(size))
     r.stop()
     os.unlink(fifo)
+
+
+def outside_models_dir(s):
+    """predictModelSize does not measure paths outside --models-dir, nor paths holding a NUL
+    (refused)."""
+    root = os.path.join(work, "root2")
+    os.makedirs(root, exist_ok=True)
+    r = s.start("--models-dir", root)
+    size = r.spi.predictModelSize(rt.PredictModelSizeRequest(modelId="p",
+                                                              modelPath=s.model),
+                                  timeout=10).sizeInBytes
+    expect("predictModelSize outside --models-dir measures nothing", size == 1000000, str(size))
+    code, _ = call_error(r.spi.predictModelSize,
+                         rt.PredictModelSizeRequest(modelId="p", modelPath=s.model + "\0x"))
+    expect("predictModelSize of a path holding NUL is refused",
+           code == grpc.StatusCode.INVALID_ARGUMENT, str(code))
+    r.stop()
 
 
 def run(cases):

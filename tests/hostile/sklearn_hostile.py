@@ -118,6 +118,7 @@ def main():
         ("bad_ids", lambda: hostile.bad_ids(s)),
         ("big_requests", lambda: hostile.big_requests(s, 800 << 20)),
         ("odd_files", lambda: hostile.odd_files(s)),
+        ("outside_models_dir", lambda: hostile.outside_models_dir(s)),
         ("addresses", addresses),
     ])
 

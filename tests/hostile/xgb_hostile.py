@@ -112,18 +112,6 @@ def no_traces(s):
            "\\x0a" in err, err[-1500:])
 
 
-def outside_models_dir(s):
-    """predictModelSize does not measure paths outside --models-dir."""
-    root = os.path.join(work, "root2")
-    os.makedirs(root, exist_ok=True)
-    r = s.start("--models-dir", root)
-    size = r.spi.predictModelSize(rt.PredictModelSizeRequest(modelId="p",
-                                                              modelPath=s.model),
-                                  timeout=10).sizeInBytes
-    expect("predictModelSize outside --models-dir measures nothing", size == 1000000, str(size))
-    r.stop()
-
-
 def main():
     s = hostile.Suite(COMMAND, "xgboost", make_model(), ".json")
     hostile.run([
@@ -134,7 +122,7 @@ def main():
         ("odd_files", lambda: hostile.odd_files(s)),
         ("corrupt_models", lambda: corrupt_models(s)),
         ("no_traces", lambda: no_traces(s)),
-        ("outside_models_dir", lambda: outside_models_dir(s)),
+        ("outside_models_dir", lambda: hostile.outside_models_dir(s)),
     ])
 
 
