@@ -112,12 +112,13 @@ static void wait_answer(const struct spi_result *res, void *arg)
         mm_error_set(&w->last, -EAGAIN, "runtimeStatus at %s: %s", spi_client_target(w->spi),
                      spi_runtime_state_name(res->runtime.state));
     mm_log(MM_LOG_DEBUG, "instance", "runtime not ready yet: %s", w->last.msg);
-    ev_tstamp now = ev_time();
-    if (now + w->backoff_ms / 1000.0 >= w->deadline) {
+    ev_tstamp left = w->deadline - ev_time();
+    if (left <= 0) {
         wait_finish(w, NULL);
         return;
     }
-    ev_timer_set(&w->retry, w->backoff_ms / 1000.0, 0.);
+    double after = w->backoff_ms / 1000.0;
+    ev_timer_set(&w->retry, after < left ? after : left, 0.); /* the last ask at the deadline */
     ev_timer_start(w->loop, &w->retry);
     w->backoff_ms = w->backoff_ms * 2 > WAIT_MAX_RETRY_MS ? WAIT_MAX_RETRY_MS : w->backoff_ms * 2;
 }
@@ -207,6 +208,7 @@ struct instance {
     struct etcd_watch *watch;
     struct etcd_request *check_req; /* the read after the watch starts */
     uint64_t check_puts;            /* puts_started when it was sent */
+    bool check_overlaps;            /* a put was in flight when it was sent */
     unsigned watch_backoff_ms;
     ev_timer watch_timer;
 
@@ -415,7 +417,7 @@ static void on_check(int status, const struct mm_error *err, struct etcd_respons
     in->check_req = NULL;
     /* A put sent around the read may have landed before or after it: then the answer says
      * nothing, and the put's own event will. A failed read: the watch says when it breaks. */
-    if (status < 0 || in->put_req || in->puts_started != in->check_puts)
+    if (status < 0 || in->put_req || in->check_overlaps || in->puts_started != in->check_puts)
         return;
     if (resp->op.n_kvs == 0)
         reassert(in, "is missing");
@@ -456,6 +458,7 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
         etcd_request_cancel(in->check_req);
         in->check_req = NULL;
         in->check_puts = in->puts_started;
+        in->check_overlaps = in->put_req != NULL;
         struct etcd_range_req req = {.key = in->key};
         if (etcd_range(in->c, &req, on_check, in, &in->check_req) < 0)
             in->check_req = NULL;

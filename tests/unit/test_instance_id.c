@@ -11,8 +11,7 @@ static void chooses(const char *given, const char *pod, const char *hostname, co
     char out[256] = "";
     const char *source = NULL;
     struct mm_error err = {0};
-    CHECK_INT(instance_id_choose(given, pod, hostname, host, out, sizeof(out), &source, &err),
-              0);
+    CHECK_INT(instance_id_choose(given, pod, hostname, host, out, sizeof(out), &source, &err), 0);
     CHECK_STR(out, want);
     CHECK_STR(source, want_source);
 }
