@@ -234,6 +234,35 @@ static void test_usage(void)
     CHECK(strstr(out, "MM_LEASE_TTL") != NULL);
 }
 
+/* SIGTERM with etcd down: the mark cannot be published nor the lease revoked; the node still
+ * exits 0 within its shutdown bound (the lease expires on its own). SIGTERM while it waits for
+ * its runtime: exit 0 at once. Under ASan both exits prove these paths free everything. */
+static void test_sigterm_edges(void)
+{
+    char runtime[64];
+    snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", runtime_port);
+    pid_t pid = start_node(runtime, "--shutdown-timeout 3s");
+    REQUIRE(until(1, 15000) >= 0);
+    CHECK_INT(harness_etcd_stop(&server), 0);
+    long long t0 = harness_now_ms();
+    kill(pid, SIGTERM);
+    int status = harness_wait_pid(pid, 6000);
+    fprintf(stderr, "SIGTERM with etcd down: status %d after %lld ms\n", status,
+            harness_now_ms() - t0);
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(harness_now_ms() - t0 < 4000);
+    CHECK_INT(harness_etcd_restart(&server), 0);
+
+    snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", harness_free_port());
+    pid = start_node(runtime, NULL);
+    usleep(500 * 1000);
+    t0 = harness_now_ms();
+    kill(pid, SIGTERM);
+    status = harness_wait_pid(pid, 5000);
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(harness_now_ms() - t0 < 1000);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 3);
@@ -265,6 +294,7 @@ int main(int argc, char **argv)
     test_runtime_never_ready();
     test_registered();
     test_killed();
+    test_sigterm_edges();
 
     int rc = CHECK_DONE();
     if (rc != 0) {
