@@ -45,6 +45,7 @@ struct node {
     struct etcd_client *etcd;
     struct instance_runtime_wait *wait;
     struct instance *instance;
+    struct spi_runtime_status runtime; /* its answer at start: capacity, limits, default size */
     ev_signal sigterm, sigint;
     const char *types[INSTANCE_MODEL_TYPES_MAX + 1];
     size_t n_types;
@@ -288,6 +289,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
            "load timeout %" PRIu32 " ms, default model size %" PRIu64 " bytes",
            n->o->runtime, st->version[0] ? st->version : "(no version)", st->capacity_bytes,
            st->max_loading_concurrency, st->load_timeout_ms, st->default_model_size_bytes);
+    n->runtime = *st;
     struct options *o = n->o;
     char pod_ip_address[300];
     const char *address = o->internal_address;
