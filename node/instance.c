@@ -199,6 +199,9 @@ struct instance {
     char *put_json;
     int64_t put_lease;
     uint64_t puts_started;
+    int64_t gone_rev; /* the key deleted or overwritten at this revision while a put was in
+                         flight and nothing was published: judged when the put's revision is
+                         known */
     /* The next put: wanted (pending) at due (loop time). */
     bool pending;
     ev_tstamp due, last_put_at;
@@ -227,6 +230,7 @@ struct instance {
 };
 
 static void want_put(struct instance *in, ev_tstamp due);
+static void reassert(struct instance *in, const char *why);
 static void start_watch(struct instance *in);
 static void revoke_lease(struct instance *in);
 
@@ -319,6 +323,7 @@ static void on_put(int status, const struct mm_error *err, struct etcd_response 
         mm_log(MM_LOG_WARN, "instance", "put %s failed, retrying in %u ms: %s", in->key,
                in->put_backoff_ms, err->msg);
         free(json);
+        in->gone_rev = 0;            /* the retry puts it anyway */
         if (in->phase == FLUSHING) { /* no retries once closing: revoke what we have */
             revoke_lease(in);
             return;
@@ -338,6 +343,10 @@ static void on_put(int status, const struct mm_error *err, struct etcd_response 
     } else {
         free(json);
     }
+    bool gone_after = in->gone_rev > in->published_rev && in->published;
+    in->gone_rev = 0;
+    if (gone_after) /* changed behind the put we were waiting for */
+        reassert(in, "changed after our put");
     if (in->phase == FLUSHING && !in->pending) {
         revoke_lease(in);
         return;
@@ -468,10 +477,15 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
         const struct etcd_event *ev = &batch->events[i];
         if (ev->kv.mod_revision <= in->published_rev)
             continue; /* older than our last put: superseded by it */
-        if (ev->type == ETCD_EVENT_DELETE)
-            reassert(in, "was deleted");
-        else if (!is_ours(in, &ev->kv))
-            reassert(in, "was overwritten");
+        bool gone = ev->type == ETCD_EVENT_DELETE;
+        if (!gone && is_ours(in, &ev->kv))
+            continue;
+        if (!in->published && in->put_req) { /* before or after that put? its reply tells */
+            if (ev->kv.mod_revision > in->gone_rev)
+                in->gone_rev = ev->kv.mod_revision;
+            continue;
+        }
+        reassert(in, gone ? "was deleted" : "was overwritten");
     }
 }
 
