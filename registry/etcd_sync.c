@@ -36,6 +36,9 @@ static void wake_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 int etcd_sync_wait(struct etcd_client *c, const bool *done, unsigned timeout_ms)
 {
+    /* The caller may not have run the loop for a while (a test that slept): measure from now,
+     * not from the loop's last iteration, or the wait ends before it began. */
+    ev_now_update(c->loop);
     ev_timer deadline;
     ev_timer_init(&deadline, wake_cb, (double)timeout_ms / 1000.0, 0.);
     ev_timer_start(c->loop, &deadline);

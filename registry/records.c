@@ -14,7 +14,7 @@
 
 #define MAX_EXACT 9007199254740992.0 /* 2^53: integers above lose precision as JSON numbers */
 
-enum field_type { F_STR, F_U64, F_I64, F_U32, F_COPY_STATE, F_FAILURE };
+enum field_type { F_STR, F_U64, F_I64, F_U32, F_COPY_STATE, F_FAILURE, F_BOOL, F_LABELS, F_ID64 };
 
 struct field {
     const char *name;
@@ -36,6 +36,14 @@ static const struct field instance_fields[] = {
     NUM(struct instance_record, loaded_count, F_U32),
     NUM(struct instance_record, lru_oldest_ms, F_I64),
     NUM(struct instance_record, start_ms, F_I64),
+    NUM(struct instance_record, labels, F_LABELS),
+    NUM(struct instance_record, loading_count, F_U32),
+    NUM(struct instance_record, loading_threads, F_U32),
+    NUM(struct instance_record, load_timeout_ms, F_U32),
+    NUM(struct instance_record, shutting_down, F_BOOL),
+    NUM(struct instance_record, lease, F_ID64),
+    STR(struct instance_record, version, false),
+    STR(struct instance_record, runtime_version, false),
     {0},
 };
 
@@ -144,6 +152,30 @@ static bool add_fields(cJSON *o, const struct field *fields, const char *base)
         case F_COPY_STATE:
             v = cJSON_CreateString(copy_state_name(*(const enum copy_state *)p));
             break;
+        case F_BOOL:
+            v = cJSON_CreateBool(*(const bool *)p);
+            break;
+        case F_ID64: /* a string: ids use all 64 bits, beyond what JSON numbers keep exact */
+            if (*(const int64_t *)p == 0)
+                continue;
+            snprintf(num, sizeof(num), "%" PRId64, *(const int64_t *)p);
+            v = cJSON_CreateString(num);
+            break;
+        case F_LABELS: {
+            const struct record_labels *l = (const struct record_labels *)p;
+            if (l->n == 0)
+                continue;
+            v = cJSON_CreateArray();
+            for (uint32_t i = 0; v && i < l->n && i < RECORD_LABELS_MAX; i++) {
+                cJSON *s = cJSON_CreateString(l->label[i]);
+                if (!s || !cJSON_AddItemToArray(v, s)) {
+                    cJSON_Delete(s);
+                    cJSON_Delete(v);
+                    v = NULL;
+                }
+            }
+            break;
+        }
         case F_FAILURE:
             if (!((const struct model_failure *)p)->message[0])
                 continue;
@@ -409,6 +441,31 @@ static int integer(const cJSON *v, double lo, double hi, double *out)
     return 0;
 }
 
+/* A 64-bit id: a string of decimal digits (a '-' allowed first) within int64, or a JSON
+ * integer up to 2^53 (a value written by hand). */
+static int id64(const cJSON *v, int64_t *out)
+{
+    double d;
+    if (integer(v, -MAX_EXACT, MAX_EXACT, &d) == 0) {
+        *out = (int64_t)d;
+        return 0;
+    }
+    if (!cJSON_IsString(v))
+        return -EINVAL;
+    const char *s = v->valuestring;
+    bool neg = s[0] == '-';
+    const char *digits = s + neg;
+    if (!digits[0] || strlen(digits) > 19 || strspn(digits, "0123456789") != strlen(digits))
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    long long n = strtoll(s, &end, 10);
+    if (errno == ERANGE || *end)
+        return -EINVAL;
+    *out = (int64_t)n;
+    return 0;
+}
+
 static int decode_fields(const char *what, const struct field *fields, const cJSON *o, char *base,
                          struct mm_error *err)
 {
@@ -465,6 +522,39 @@ static int decode_fields(const char *what, const struct field *fields, const cJS
                                     "%s record: field '%s' must be one of Pending, Loading, "
                                     "Loaded, Failed", what, f->name);
             break;
+        case F_BOOL:
+            if (!cJSON_IsBool(v))
+                return mm_error_set(err, -EINVAL, "%s record: field '%s' must be true or false",
+                                    what, f->name);
+            *(bool *)p = cJSON_IsTrue(v);
+            break;
+        case F_ID64:
+            if (id64(v, (int64_t *)p) < 0)
+                return mm_error_set(err, -EINVAL,
+                                    "%s record: field '%s' must be a 64-bit integer as a decimal "
+                                    "string (or a JSON integer up to 2^53)", what, f->name);
+            break;
+        case F_LABELS: {
+            struct record_labels *l = (struct record_labels *)p;
+            if (!cJSON_IsArray(v))
+                return mm_error_set(err, -EINVAL, "%s record: field '%s' must be an array of "
+                                    "strings", what, f->name);
+            int n = cJSON_GetArraySize(v);
+            if (n > RECORD_LABELS_MAX)
+                return mm_error_set(err, -EINVAL, "%s record: field '%s' has %d entries, the "
+                                    "limit is %d", what, f->name, n, RECORD_LABELS_MAX);
+            int i = 0;
+            for (const cJSON *s = v->child; s; s = s->next, i++) {
+                size_t len = cJSON_IsString(s) ? strlen(s->valuestring) : 0;
+                if (!cJSON_IsString(s) || len == 0 || len >= RECORD_LABEL_BYTES)
+                    return mm_error_set(err, -EINVAL, "%s record: field '%s[%d]' must be a "
+                                        "string of 1..%d bytes", what, f->name, i,
+                                        RECORD_LABEL_BYTES - 1);
+                memcpy(l->label[i], s->valuestring, len + 1);
+            }
+            l->n = (uint32_t)i;
+            break;
+        }
         case F_FAILURE:
             if (!cJSON_IsObject(v))
                 return mm_error_set(err, -EINVAL, "%s record: field '%s' must be an object",

@@ -11,6 +11,7 @@
 #ifndef MM_RECORDS_H
 #define MM_RECORDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,17 @@
 
 enum copy_state { COPY_PENDING, COPY_LOADING, COPY_LOADED, COPY_FAILED };
 
+/* Labels of an instance: what it serves ("mt:sklearn", "rt:mm-runtime"); each 1..127 bytes,
+ * at most RECORD_LABELS_MAX (JSON: an array of strings). */
+#define RECORD_LABELS_MAX 32
+#define RECORD_LABEL_BYTES 128
+struct record_labels {
+    uint32_t n;
+    char label[RECORD_LABELS_MAX][RECORD_LABEL_BYTES];
+};
+
+/* Fields after start_ms came later: all optional, absent = zero, so records written before
+ * them still decode (and older readers ignore them). */
 struct instance_record {
     char address[256];        /* host:port of the node's internal endpoint (required) */
     char runtime[128];        /* runtime name served beside the node */
@@ -30,6 +42,16 @@ struct instance_record {
     uint32_t loaded_count;
     int64_t lru_oldest_ms;    /* last-use time of the least recently used copy, epoch ms */
     int64_t start_ms;
+    struct record_labels labels;
+    uint32_t loading_count;   /* copies being loaded now */
+    uint32_t loading_threads; /* loads the runtime runs at once (its max loading concurrency) */
+    uint32_t load_timeout_ms; /* the runtime's load timeout, enforced by the node */
+    bool shutting_down;       /* no new copies: it is moving its copies away */
+    int64_t lease;            /* the lease its keys are attached to (placers attach copies to
+                                 it); JSON: a decimal string, as etcd's gateway writes lease ids
+                                 (they exceed 2^53); a JSON integer is read too */
+    char version[64];         /* the node's version */
+    char runtime_version[128];/* the runtime's runtimeVersion */
 };
 
 struct model_failure {

@@ -126,7 +126,8 @@ static void stop_all_at_exit(void)
         if (spawned[i].pid > 0) {
             kill(spawned[i].pid, SIGKILL);
             waitpid(spawned[i].pid, NULL, 0);
-            close(spawned[i].fd);
+            if (spawned[i].fd >= 0)
+                close(spawned[i].fd);
             spawned[i].pid = 0;
         }
     }
@@ -532,6 +533,64 @@ int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out,
     return -ETIMEDOUT;
 }
 
+int harness_spawn(char *const argv[], const char *log_path, pid_t *pid_out)
+{
+    static bool registered;
+    if (!registered) {
+        register_cleanup();
+        registered = true;
+    }
+    int slot = 0;
+    while (slot < MAX_TRACKED && spawned[slot].pid > 0)
+        slot++;
+    if (slot == MAX_TRACKED)
+        return -ENOSPC;
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execvp(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fd);
+    spawned[slot].pid = pid;
+    spawned[slot].fd = -1;
+    *pid_out = pid;
+    return 0;
+}
+
+int harness_wait_pid(pid_t pid, long timeout_ms)
+{
+    int status = -1;
+    long long deadline = harness_now_ms() + timeout_ms;
+    pid_t got;
+    while ((got = waitpid(pid, &status, WNOHANG)) == 0 && harness_now_ms() < deadline)
+        sleep_ms(10);
+    if (got != pid)
+        return -1;
+    for (int i = 0; i < MAX_TRACKED; i++) {
+        if (spawned[i].pid == pid) {
+            if (spawned[i].fd >= 0)
+                close(spawned[i].fd);
+            spawned[i].pid = 0;
+        }
+    }
+    return status;
+}
+
 int harness_capture(const char *cmd, char *out, size_t size)
 {
     if (size == 0)
@@ -574,7 +633,8 @@ int harness_stop_pid(pid_t pid, long grace_ms)
     }
     for (int i = 0; i < MAX_TRACKED; i++) {
         if (spawned[i].pid == pid) {
-            close(spawned[i].fd);
+            if (spawned[i].fd >= 0)
+                close(spawned[i].fd);
             spawned[i].pid = 0;
         }
     }

@@ -48,6 +48,13 @@ void harness_etcd_cleanup(struct harness_etcd *e);
  * "LISTENING <port>"; waits up to timeout_ms for that line. The process dies with the test
  * (PR_SET_PDEATHSIG) and is killed at exit if still running. 0, -ETIMEDOUT or -ECHILD. */
 int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid, int *port);
+/* Start a process (argv[0] a path, or a name on PATH) with its stdout and stderr appended to
+ * log_path, without waiting for anything; it dies with the test and is killed at exit if
+ * still running, as harness_spawn_listening's are. 0 or -errno. */
+int harness_spawn(char *const argv[], const char *log_path, pid_t *pid);
+/* Wait up to timeout_ms for pid (started by the harness) to exit; its wait status, or -1 if it
+ * is still running (it is left running). */
+int harness_wait_pid(pid_t pid, long timeout_ms);
 /* Run a shell command (a list or pipeline too), capture its stdout+stderr into out
  * (NUL-terminated, truncated to size > 0); returns the exit code of its last command, or -1 if
  * the shell did not exit normally. */

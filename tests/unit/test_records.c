@@ -324,6 +324,90 @@ static void test_ambiguous_text(void)
     rejects(RECORD_INSTANCE, deep, "...' holds \\u0000");
 }
 
+/* The instance record's later fields: labels, counts, the lease id as a string of all 64 bits,
+ * the flags and versions; records written before them still decode, and their checks name the
+ * field. */
+static void test_instance_fields(void)
+{
+    struct mm_error err = {0};
+    static struct instance_record in = {
+        .address = "10.0.0.7:8080", .runtime = "mm-runtime", .capacity_bytes = 1 << 30,
+        .labels = {.n = 3, .label = {"rt:mm-runtime", "mt:xgboost", "mt:sklearn"}},
+        .loading_count = 2, .loading_threads = 4, .load_timeout_ms = 90000,
+        .shutting_down = true, .lease = 7587868163562146052LL, .version = "0.1.0",
+        .runtime_version = "mm-runtime 0.1.0",
+    };
+    static struct instance_record out;
+    char *json = record_encode(RECORD_INSTANCE, &in);
+    REQUIRE(json != NULL);
+    CHECK(strstr(json, "\"labels\":[\"rt:mm-runtime\",\"mt:xgboost\",\"mt:sklearn\"]") != NULL);
+    CHECK(strstr(json, "\"lease\":\"7587868163562146052\"") != NULL);
+    CHECK(strstr(json, "\"shutting_down\":true") != NULL);
+    CHECK_INT(decode(RECORD_INSTANCE, json, &out, &err), 0);
+    CHECK(memcmp(&in, &out, sizeof(in)) == 0);
+    free(json);
+
+    /* The largest and a negative id; no labels and lease 0 are left out; false is written. */
+    in.lease = INT64_MAX;
+    json = record_encode(RECORD_INSTANCE, &in);
+    CHECK_INT(decode(RECORD_INSTANCE, json, &out, &err), 0);
+    CHECK(out.lease == INT64_MAX);
+    free(json);
+    in.lease = -2;
+    json = record_encode(RECORD_INSTANCE, &in);
+    CHECK_INT(decode(RECORD_INSTANCE, json, &out, &err), 0);
+    CHECK(out.lease == -2);
+    free(json);
+    static struct instance_record bare = {.address = "h:1"};
+    json = record_encode(RECORD_INSTANCE, &bare);
+    REQUIRE(json != NULL);
+    CHECK(!strstr(json, "labels") && !strstr(json, "lease") &&
+          strstr(json, "\"shutting_down\":false"));
+    free(json);
+
+    /* A record from before these fields: they come back zero. A lease written as a JSON
+     * integer (by hand) is read. */
+    CHECK_INT(decode(RECORD_INSTANCE, "{\"v\":1,\"address\":\"h:1\",\"capacity_bytes\":5,"
+                                      "\"loaded_count\":1,\"start_ms\":9}", &out, &err), 0);
+    CHECK(out.labels.n == 0 && !out.shutting_down && out.lease == 0 && out.loading_count == 0 &&
+          out.version[0] == '\0' && out.capacity_bytes == 5);
+    CHECK_INT(decode(RECORD_INSTANCE, "{\"v\":1,\"address\":\"h:1\",\"lease\":12345,"
+                                      "\"labels\":[]}", &out, &err), 0);
+    CHECK(out.lease == 12345 && out.labels.n == 0);
+
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"labels\":\"mt:x\"}",
+            "instance record: field 'labels' must be an array of strings");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"labels\":[\"mt:x\",3]}",
+            "field 'labels[1]' must be a string of 1..127 bytes");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"labels\":[\"\"]}",
+            "field 'labels[0]' must be a string of 1..127 bytes");
+    char many[2048];
+    int n = snprintf(many, sizeof(many), "{\"v\":1,\"address\":\"a\",\"labels\":[");
+    for (int i = 0; i < RECORD_LABELS_MAX + 1; i++)
+        n += snprintf(many + n, sizeof(many) - (size_t)n, "%s\"l%d\"", i ? "," : "", i);
+    snprintf(many + n, sizeof(many) - (size_t)n, "]}");
+    rejects(RECORD_INSTANCE, many, "field 'labels' has 33 entries, the limit is 32");
+    char long_label[400];
+    n = snprintf(long_label, sizeof(long_label), "{\"v\":1,\"address\":\"a\",\"labels\":[\"");
+    memset(long_label + n, 'x', 128);
+    snprintf(long_label + n + 128, sizeof(long_label) - (size_t)n - 128, "\"]}");
+    rejects(RECORD_INSTANCE, long_label, "field 'labels[0]' must be a string of 1..127 bytes");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"shutting_down\":1}",
+            "field 'shutting_down' must be true or false");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"lease\":\"12x\"}",
+            "field 'lease' must be a 64-bit integer");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"lease\":\"9223372036854775808\"}",
+            "field 'lease' must be a 64-bit integer");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"lease\":\"\"}",
+            "field 'lease' must be a 64-bit integer");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"lease\":1.5}",
+            "field 'lease' must be a 64-bit integer");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"loading_count\":-1}",
+            "field 'loading_count' must be an integer in 0..4294967295");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"labels\":[\"a\",\"b\"],"
+                             "\"labels\":[]}", "field 'labels' is given twice");
+}
+
 int main(void)
 {
     test_round_trips();
@@ -332,6 +416,7 @@ int main(void)
     test_by_key();
     test_election();
     test_ambiguous_text();
+    test_instance_fields();
     enum copy_state s;
     CHECK_INT(copy_state_parse("loaded", &s), -EINVAL); /* names are case-sensitive */
     CHECK_STR(copy_state_name((enum copy_state)9), "Unknown");

@@ -1,0 +1,407 @@
+/* mm_node.c - the node program, beside one runtime: waits for the runtime (runtimeStatus until
+ * READY, bounded), then registers the instance under a lease and keeps its record (instance.h).
+ * SIGTERM/SIGINT: the record is marked shutting down (published at once), the lease revoked
+ * (the record vanishes at once), exit 0. Exit 1 when the runtime never gets ready or the
+ * registration cannot start, 2 on a usage error. */
+#include <bsd/string.h>
+#include <errno.h>
+#include <ev.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mm/etcd.h"
+#include "mm/instance.h"
+#include "mm/keys.h"
+#include "mm/log.h"
+#include "mm/opts.h"
+#include "mm/rpc.h"
+#include "mm/spi.h"
+
+#ifndef MM_VERSION
+#define MM_VERSION "unknown"
+#endif
+
+#define WHO "mm-node"
+#define MAX_PASSWORD_FILE 4096
+#define MAX_TTL_MS 3600000ULL   /* --lease-ttl: an hour */
+#define MAX_WAIT_MS 86400000ULL /* --runtime-start-timeout, intervals: a day */
+
+struct options {
+    struct etcd_config etcd;
+    const char *cluster, *instance_id, *runtime, *runtime_name, *model_types, *zone,
+        *internal_address, *password_file;
+    uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms;
+};
+
+struct node {
+    struct options *o;
+    struct ev_loop *loop;
+    struct rpc_context *rpc;
+    struct spi_client *spi;
+    struct etcd_client *etcd;
+    struct instance_runtime_wait *wait;
+    struct instance *instance;
+    struct spi_runtime_status runtime; /* its answer at start: capacity, limits, default size */
+    ev_signal sigterm, sigint;
+    const char *types[INSTANCE_MODEL_TYPES_MAX + 1];
+    size_t n_types;
+    char types_buf[4096];
+    char id[KEYS_NAME_MAX + 1];
+    bool stopping;
+    int exit_code;
+};
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: mm-node [options]\n"
+            "Registers this pod's instance in etcd beside one model runtime.\n"
+            "\n"
+            "  --etcd-endpoints URLS        etcd, comma-separated (env MM_ETCD_ENDPOINTS;\n"
+            "                               default http://127.0.0.1:2379)\n"
+            "  --cluster NAME               key prefix /modelmesh/NAME/ (env MM_CLUSTER; "
+            "default local)\n"
+            "  --cacert FILE, --cert FILE, --key FILE   TLS to etcd\n"
+            "  --user NAME                  etcd user (env MM_ETCD_USER); password from\n"
+            "                               --password-file FILE or env MM_ETCD_PASSWORD\n"
+            "  --instance-id ID             (env MM_INSTANCE_ID; default POD_NAME, else "
+            "HOSTNAME,\n"
+            "                               else the host name)\n"
+            "  --runtime ADDR               the runtime's SPI address (env MM_RUNTIME_ADDRESS;\n"
+            "                               default 127.0.0.1:8085)\n"
+            "  --runtime-name NAME          label rt:NAME (env MM_RUNTIME_NAME; default "
+            "mm-runtime)\n"
+            "  --model-types T1,T2          labels mt:T1,mt:T2 (env MM_MODEL_TYPES; default "
+            "none)\n"
+            "  --zone ZONE                  (env MM_ZONE; default none)\n"
+            "  --internal-address HOST:PORT where peers reach this node (env "
+            "MM_INTERNAL_ADDRESS;\n"
+            "                               default $POD_IP:8080, else 127.0.0.1:8080)\n"
+            "  --lease-ttl DURATION         instance lease TTL, whole seconds, 2s..1h (env\n"
+            "                               MM_LEASE_TTL; default 20s)\n"
+            "  --runtime-start-timeout DURATION   wait this long for the runtime to be READY\n"
+            "                               (env MM_RUNTIME_START_TIMEOUT; default 120s)\n"
+            "  --publish-min-interval DURATION    no two record puts closer (default 2s)\n"
+            "  --publish-max-interval DURATION    a minor change is published within "
+            "(default 40s)\n"
+            "  --shutdown-timeout DURATION  at SIGTERM, bound on deregistering (default 5s)\n"
+            "  --log-level debug|info|warn|error\n"
+            "  -h, --help\n"
+            "Durations: N (ms) or N with ms, s, m, h.\n");
+}
+
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : dflt;
+}
+
+/* A duration flag (or its environment variable): 0, or 2 with the message printed. */
+static int duration(const char *flag, const char *value, uint64_t min, uint64_t max, uint64_t *out)
+{
+    struct mm_error err = {0};
+    if (opts_ms(flag, value, min, max, out, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        return 2;
+    }
+    return 0;
+}
+
+static int parse(int argc, char **argv, struct options *o)
+{
+    o->etcd.endpoints = env_or("MM_ETCD_ENDPOINTS", "http://127.0.0.1:2379");
+    o->etcd.user = env_or("MM_ETCD_USER", NULL);
+    o->cluster = env_or("MM_CLUSTER", "local");
+    o->instance_id = env_or("MM_INSTANCE_ID", NULL);
+    o->runtime = env_or("MM_RUNTIME_ADDRESS", "127.0.0.1:8085");
+    o->runtime_name = env_or("MM_RUNTIME_NAME", "mm-runtime");
+    o->model_types = env_or("MM_MODEL_TYPES", "");
+    o->zone = env_or("MM_ZONE", "");
+    o->internal_address = env_or("MM_INTERNAL_ADDRESS", NULL);
+    o->lease_ttl_ms = INSTANCE_TTL_S * 1000ULL;
+    o->start_timeout_ms = 120000;
+    o->min_interval_ms = INSTANCE_MIN_INTERVAL_MS;
+    o->max_interval_ms = INSTANCE_MAX_INTERVAL_MS;
+    o->shutdown_ms = 5000;
+    static const struct {
+        const char *flag, *env;
+        uint64_t min, max;
+        size_t offset;
+    } durations[] = {
+        {"--lease-ttl", "MM_LEASE_TTL", 2000, MAX_TTL_MS, offsetof(struct options, lease_ttl_ms)},
+        {"--runtime-start-timeout", "MM_RUNTIME_START_TIMEOUT", 1, MAX_WAIT_MS,
+         offsetof(struct options, start_timeout_ms)},
+        {"--publish-min-interval", NULL, 1, MAX_WAIT_MS, offsetof(struct options, min_interval_ms)},
+        {"--publish-max-interval", NULL, 1, MAX_WAIT_MS, offsetof(struct options, max_interval_ms)},
+        {"--shutdown-timeout", NULL, 1, MAX_WAIT_MS, offsetof(struct options, shutdown_ms)},
+    };
+    static const struct {
+        const char *flag;
+        size_t offset;
+    } strings[] = {
+        {"--etcd-endpoints", offsetof(struct options, etcd.endpoints)},
+        {"--endpoints", offsetof(struct options, etcd.endpoints)}, /* as mmctl spells it */
+        {"--cluster", offsetof(struct options, cluster)},
+        {"--cacert", offsetof(struct options, etcd.ca_file)},
+        {"--cert", offsetof(struct options, etcd.cert_file)},
+        {"--key", offsetof(struct options, etcd.key_file)},
+        {"--user", offsetof(struct options, etcd.user)},
+        {"--password-file", offsetof(struct options, password_file)},
+        {"--instance-id", offsetof(struct options, instance_id)},
+        {"--runtime", offsetof(struct options, runtime)},
+        {"--runtime-name", offsetof(struct options, runtime_name)},
+        {"--model-types", offsetof(struct options, model_types)},
+        {"--zone", offsetof(struct options, zone)},
+        {"--internal-address", offsetof(struct options, internal_address)},
+    };
+    for (size_t k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {
+        const char *v = durations[k].env ? getenv(durations[k].env) : NULL;
+        if (v && v[0] &&
+            duration(durations[k].env, v, durations[k].min, durations[k].max,
+                     (uint64_t *)((char *)o + durations[k].offset)) != 0)
+            return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        }
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
+        bool known = false;
+        if (nl == 11 && strncmp(a, "--log-level", nl) == 0) {
+            enum mm_log_level level;
+            if (!val || mm_log_parse_level(val, &level) < 0) {
+                fprintf(stderr, WHO ": --log-level: '%s' is not debug, info, warn or error\n",
+                        val ? val : "");
+                return 2;
+            }
+            mm_log_set_level(level);
+            known = true;
+        }
+        for (size_t k = 0; !known && k < sizeof(durations) / sizeof(durations[0]); k++) {
+            if (strlen(durations[k].flag) != nl || strncmp(a, durations[k].flag, nl) != 0)
+                continue;
+            if (duration(durations[k].flag, val, durations[k].min, durations[k].max,
+                         (uint64_t *)((char *)o + durations[k].offset)) != 0)
+                return 2;
+            known = true;
+        }
+        for (size_t k = 0; !known && k < sizeof(strings) / sizeof(strings[0]); k++) {
+            if (strlen(strings[k].flag) != nl || strncmp(a, strings[k].flag, nl) != 0)
+                continue;
+            if (!val) {
+                fprintf(stderr, WHO ": %s needs a value\n", strings[k].flag);
+                return 2;
+            }
+            *(const char **)((char *)o + strings[k].offset) = val;
+            known = true;
+        }
+        if (!known) {
+            fprintf(stderr, WHO ": unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (!eq)
+            i++;
+    }
+    if (o->lease_ttl_ms % 1000 != 0) {
+        fprintf(stderr, WHO ": --lease-ttl: '%" PRIu64 " ms' is not a whole number of seconds\n",
+                o->lease_ttl_ms);
+        return 2;
+    }
+    if (o->max_interval_ms < o->min_interval_ms) {
+        fprintf(stderr, WHO ": --publish-max-interval is shorter than --publish-min-interval\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* The password: the first line of --password-file, else MM_ETCD_PASSWORD. 0 or 2. */
+static int read_password(struct options *o, char *buf, size_t size)
+{
+    if (!o->password_file) {
+        o->etcd.password = env_or("MM_ETCD_PASSWORD", NULL);
+        return 0;
+    }
+    FILE *f = fopen(o->password_file, "r");
+    if (!f) {
+        fprintf(stderr, WHO ": --password-file %s: %s\n", o->password_file, strerror(errno));
+        return 2;
+    }
+    size_t n = fread(buf, 1, size - 1, f);
+    bool more = fgetc(f) != EOF;
+    fclose(f);
+    if (more) {
+        fprintf(stderr, WHO ": --password-file %s: longer than %zu bytes\n", o->password_file,
+                size - 1);
+        return 2;
+    }
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    o->etcd.password = buf;
+    return 0;
+}
+
+/* --model-types "a,b": split in place into n->types. 0 or 2. */
+static int split_types(struct node *n, const char *list)
+{
+    if (strlcpy(n->types_buf, list, sizeof(n->types_buf)) >= sizeof(n->types_buf)) {
+        fprintf(stderr, WHO ": --model-types is longer than %zu bytes\n", sizeof(n->types_buf) - 1);
+        return 2;
+    }
+    for (char *save = NULL, *t = strtok_r(n->types_buf, ",", &save); t;
+         t = strtok_r(NULL, ",", &save)) {
+        if (n->n_types == INSTANCE_MODEL_TYPES_MAX) {
+            fprintf(stderr, WHO ": --model-types: more than %d types\n", INSTANCE_MODEL_TYPES_MAX);
+            return 2;
+        }
+        n->types[n->n_types++] = t;
+    }
+    return 0;
+}
+
+/* instance.c logs registrations and lease.c losses; the rest of the node hooks in here. */
+static void on_instance(struct instance *in, enum instance_event ev, int64_t lease_id, void *arg)
+{
+    mm_log(MM_LOG_DEBUG, WHO, "%s: %s, lease %" PRId64, instance_key(in),
+           ev == INSTANCE_REGISTERED ? "registered" : "lease lost", lease_id);
+}
+
+static void on_runtime(int status, const struct mm_error *err, const struct spi_runtime_status *st,
+                       void *arg)
+{
+    struct node *n = arg;
+    n->wait = NULL;
+    if (status < 0) {
+        mm_log(MM_LOG_ERROR, WHO, "refusing to register: %s", err->msg);
+        n->exit_code = 1;
+        ev_break(n->loop, EVBREAK_ALL);
+        return;
+    }
+    mm_log(MM_LOG_INFO, WHO,
+           "runtime at %s ready: %s, capacity %" PRIu64 " bytes, %" PRIu32 " loading threads, "
+           "load timeout %" PRIu32 " ms, default model size %" PRIu64 " bytes",
+           n->o->runtime, st->version[0] ? st->version : "(no version)", st->capacity_bytes,
+           st->max_loading_concurrency, st->load_timeout_ms, st->default_model_size_bytes);
+    n->runtime = *st;
+    struct options *o = n->o;
+    char pod_ip_address[300];
+    const char *address = o->internal_address;
+    if (!address) {
+        const char *ip = env_or("POD_IP", "127.0.0.1");
+        snprintf(pod_ip_address, sizeof(pod_ip_address), strchr(ip, ':') ? "[%s]:8080" : "%s:8080",
+                 ip);
+        address = pod_ip_address;
+    }
+    struct instance_config cfg = {
+        .cluster = o->cluster,
+        .id = n->id,
+        .address = address,
+        .runtime_name = o->runtime_name,
+        .model_types = n->types,
+        .n_model_types = n->n_types,
+        .zone = o->zone,
+        .version = MM_VERSION,
+        .runtime = st,
+        .figures = {.capacity_bytes = st->capacity_bytes},
+        .lease_ttl_s = (int64_t)(o->lease_ttl_ms / 1000),
+        .min_interval_ms = (unsigned)o->min_interval_ms,
+        .max_interval_ms = (unsigned)o->max_interval_ms,
+    };
+    struct mm_error e = {0};
+    if (instance_new(n->etcd, &cfg, on_instance, n, &n->instance, &e) < 0) {
+        mm_log(MM_LOG_ERROR, WHO, "cannot register: %s", e.msg);
+        n->exit_code = 1;
+        ev_break(n->loop, EVBREAK_ALL);
+    }
+}
+
+static void on_closed(int status, const struct mm_error *err, void *arg)
+{
+    struct node *n = arg;
+    if (status < 0)
+        mm_log(MM_LOG_WARN, WHO, "deregistering: %s", err->msg);
+    else
+        mm_log(MM_LOG_INFO, WHO, "deregistered: lease revoked");
+    ev_break(n->loop, EVBREAK_ALL);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct node *n = w->data;
+    if (n->stopping)
+        return;
+    n->stopping = true;
+    mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", w->signum);
+    if (!n->instance) { /* still waiting for the runtime: nothing registered */
+        instance_wait_cancel(n->wait);
+        n->wait = NULL;
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    instance_set_shutting_down(n->instance);
+    if (instance_close(n->instance, (unsigned)n->o->shutdown_ms, on_closed, n) < 0)
+        ev_break(loop, EVBREAK_ALL);
+}
+
+int main(int argc, char **argv)
+{
+    static struct options o;
+    static struct node n;
+    static char password[MAX_PASSWORD_FILE + 1];
+    int rc = parse(argc, argv, &o);
+    if (rc == 0)
+        rc = read_password(&o, password, sizeof(password));
+    n.o = &o;
+    if (rc == 0)
+        rc = split_types(&n, o.model_types);
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    struct mm_error err = {0};
+    const char *source = NULL;
+    if (rc == 0 && instance_id_choose(o.instance_id, getenv("POD_NAME"), getenv("HOSTNAME"), host,
+                                      n.id, sizeof(n.id), &source, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        rc = 2;
+    }
+    if (rc != 0)
+        return rc;
+    signal(SIGPIPE, SIG_IGN);
+
+    n.loop = EV_DEFAULT;
+    n.exit_code = 0;
+    if (etcd_client_new(n.loop, &o.etcd, &n.etcd, &err) < 0 ||
+        rpc_context_new(n.loop, &n.rpc, &err) < 0 ||
+        spi_client_new(n.rpc, o.runtime, &n.spi, &err) < 0 ||
+        instance_wait_runtime(n.spi, (unsigned)o.start_timeout_ms, on_runtime, &n, &n.wait, &err) <
+            0) {
+        mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
+        n.exit_code = 1;
+    } else {
+        mm_log(MM_LOG_INFO, WHO,
+               "instance %s (id from %s), cluster %s, etcd %s; waiting up to %" PRIu64
+               " ms for the runtime at %s",
+               n.id, source, o.cluster, o.etcd.endpoints, o.start_timeout_ms, o.runtime);
+        ev_signal_init(&n.sigterm, on_signal, SIGTERM);
+        ev_signal_init(&n.sigint, on_signal, SIGINT);
+        n.sigterm.data = n.sigint.data = &n;
+        ev_signal_start(n.loop, &n.sigterm);
+        ev_signal_start(n.loop, &n.sigint);
+        ev_run(n.loop, 0);
+        ev_signal_stop(n.loop, &n.sigterm);
+        ev_signal_stop(n.loop, &n.sigint);
+    }
+    instance_wait_cancel(n.wait);
+    instance_free(n.instance);
+    spi_client_free(n.spi);
+    rpc_context_free(n.rpc);
+    etcd_client_free(n.etcd);
+    ev_loop_destroy(n.loop);
+    return n.exit_code;
+}
