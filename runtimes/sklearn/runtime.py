@@ -889,8 +889,13 @@ async def serve(args, v2, spi):
     except RuntimeError:
         port = 0
     if port == 0 and not args.listen.startswith("unix:"):
-        raise SystemExit("mm-sklearn-runtime: cannot listen on %s: the address is in use or "
-                         "not available" % args.listen)
+        # Leave at once: tearing down a grpc.aio server that never bound can hang the
+        # interpreter's exit (seen at about one start in ten).
+        sys.stderr.write("mm-sklearn-runtime: cannot listen on %s: the address is in use or "
+                         "not available\n" % args.listen)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(1)
     await server.start()
     log.info("serving on %s (port %d)", args.listen, port)
     print("LISTENING %s" % (args.listen if args.listen.startswith("unix:") else port),
