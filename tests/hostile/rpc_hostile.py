@@ -4,7 +4,8 @@ bomb, many half-sent messages, and the gRPC core's own log lines. Clients are De
 python3-grpcio and a few lines of raw HTTP/2 (for what no well-behaved client sends). Each case
 starts what it needs on free loopback ports or in a temp dir and stops it by pid; the run exits
 1 if any expectation failed.
-usage: rpc_hostile.py MM_RUNTIME PROTO_DIR CASE..."""
+The sklearn runtime (grpcio's own server) gets what its options can give: its case checks them.
+usage: rpc_hostile.py MM_RUNTIME PROTO_DIR SKLEARN_RUNTIME_PY CASE..."""
 import os
 import re
 import resource
@@ -25,8 +26,8 @@ import grpc
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 import protos  # noqa: E402
 
-MM_RUNTIME, PROTO_DIR = sys.argv[1:3]
-CASES = sys.argv[3:]
+MM_RUNTIME, PROTO_DIR, SKLEARN = sys.argv[1:4]
+CASES = sys.argv[4:]
 m = protos.load(PROTO_DIR)
 pb, pbg = m["grpc_predict_v2_pb2"], m["grpc_predict_v2_pb2_grpc"]
 failures = []
@@ -47,7 +48,8 @@ class Runtime:
     """One mm-runtime process, its stderr kept in a file. nofile=(soft, hard) is set before
     exec. wait=False: do not wait for LISTENING (for a start that must fail)."""
 
-    def __init__(self, *flags, listen="127.0.0.1:0", wait=True, nofile=None, env=None):
+    def __init__(self, *flags, listen="127.0.0.1:0", wait=True, nofile=None, env=None,
+                 sklearn=False):
         self.listen = listen
         self.err_path = os.path.join(work, "stderr-%d" % time.monotonic_ns())
         self.err = open(self.err_path, "w+b")
@@ -56,7 +58,9 @@ class Runtime:
             if nofile:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
-        self.proc = subprocess.Popen([MM_RUNTIME, "--listen", listen] + list(flags),
+        program = ["/usr/bin/python3", SKLEARN, "--proto-dir", PROTO_DIR] if sklearn else \
+            [MM_RUNTIME]
+        self.proc = subprocess.Popen(program + ["--listen", listen] + list(flags),
                                      stdout=subprocess.PIPE, stderr=self.err,
                                      stdin=subprocess.DEVNULL, preexec_fn=limits,
                                      env=dict(os.environ, **(env or {})))
@@ -458,10 +462,10 @@ def count_sockets(pid):
     return n
 
 
-def gzip_bomb():
+def gzip_bomb(sklearn=False):
     """A small gzip message that inflates far past the message limit is refused before it is
     inflated: the server's peak memory stays small."""
-    r = Runtime()
+    r = Runtime(sklearn=sklearn)
     time.sleep(0.3)
     before = r.status("VmHWM")
     ch = grpc.insecure_channel("127.0.0.1:%d" % r.port, compression=grpc.Compression.Gzip,
@@ -487,6 +491,9 @@ def gzip_bomb():
     expect("the server still answers", fresh_live(r))
     ch.close()
 
+    if sklearn:
+        r.stop()
+        return
     # The same bomb by hand, on raw HTTP/2, with grpc-encoding: gzip.
     comp = zlib.compressobj(9, zlib.DEFLATED, 31)
     chunk = bytes(1 << 20)
@@ -609,31 +616,40 @@ def streams():
 
 
 def core_log():
-    """The gRPC core's own log lines go through the project's log: formatted, escaped."""
-    r = Runtime("--log-level", "debug", env={"GRPC_VERBOSITY": "DEBUG", "GRPC_TRACE": "api"})
-    fresh_live(r)
-    # A method name with a control character: the trace logs it.
-    ch = grpc.insecure_channel("127.0.0.1:%d" % r.port)
-    try:
-        ch.unary_unary("/x.Y/Z\x1b[31mred", request_serializer=None,
-                       response_deserializer=None)(b"", timeout=3)
-    except (grpc.RpcError, ValueError):
-        pass
-    ch.close()
+    """The gRPC core's own log lines go through the project's log: formatted, escaped. gRPC
+    quotes what it is given (here an unknown GRPC_TRACE name holding an escape sequence and a
+    forged line) and, in its traces, what peers send."""
+    r = Runtime("--log-level", "debug", env={"GRPC_VERBOSITY": "DEBUG",
+                                             "GRPC_TRACE": "http,no\x1b[31m\nE1201 forged"})
+    expect("a client is served", fresh_live(r))
     r.stop()
     err = r.stderr()
     raw = [line for line in err.splitlines() if re.match(r"^[EIWD]\d{4} ", line)]
     expect("no gRPC line in its own format on stderr", not raw, repr(raw[:3]))
     expect("gRPC's lines come through the project's log",
            re.search(r"^\d{4}-\d\d-\d\dT\S+Z \w+ +grpc: ", err, re.M) is not None, err[-600:])
-    expect("no escape character reaches the log", "\x1b" not in err)
+    expect("gRPC's error about the trace name is there, escaped",
+           re.search(r"ERROR grpc: .*no\\x1b\[31m\\x0aE1201 forged", err) is not None,
+           err[:600])
+    expect("no escape character or forged line reaches the log", "\x1b" not in err)
+
+
+def sklearn():
+    """The sklearn runtime: grpcio's options give it identity-only compression and no port
+    sharing, and it raises its open-file limit (grpcio 1.51 offers no connection cap and no
+    way to pass a resource quota from Python: README says so)."""
+    r = Runtime(sklearn=True, nofile=(40, 64))
+    expect("sklearn: the soft open-file limit is raised to the hard one", r.nofile() == (64, 64),
+           str(r.nofile()))
+    r.stop()
+    gzip_bomb(sklearn=True)
 
 
 try:
     for name in CASES:
         print("== %s" % name, flush=True)
         {"addresses": addresses, "fds": fds, "gzip": gzip_bomb, "streams": streams,
-         "log": core_log}[name]()
+         "log": core_log, "sklearn": sklearn}[name]()
 finally:
     shutil.rmtree(work, ignore_errors=True)
 print("%d checks, %d failed" % (checks, len(failures)))
