@@ -487,7 +487,7 @@ static int clear_stale_socket(const char *addr, const char *path, struct mm_erro
     if (!S_ISSOCK(st.st_mode))
         return mm_error_set(err, -EEXIST, "rpc: cannot listen on %s: the path exists and is not "
                             "a socket", addr);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); /* never waits */
     if (fd < 0) {
         int code = -errno;
         return mm_error_set(err, code, "rpc: cannot listen on %s: %s", addr, mm_strerror(code));
