@@ -769,8 +769,12 @@ async def serve(args, v2, spi):
     except RuntimeError:
         port = 0
     if port == 0 and not args.listen.startswith("unix:"):
-        raise SystemExit("mm-sklearn-runtime: cannot listen on %s: the address is in use or "
-                         "not available" % args.listen)
+        # Exit at once: collecting an aio server that never started can hang grpcio's
+        # finalizer at interpreter exit (seen about once in six starts on a taken port).
+        sys.stderr.write("mm-sklearn-runtime: cannot listen on %s: the address is in use or "
+                         "not available\n" % args.listen)
+        sys.stderr.flush()
+        os._exit(2)
     await server.start()
     log.info("serving on %s (port %d)", args.listen, port)
     print("LISTENING %s" % (args.listen if args.listen.startswith("unix:") else port),
