@@ -24,6 +24,9 @@ rt, rtg = m["model_runtime_pb2"], m["model_runtime_pb2_grpc"]
 failures = []
 checks = 0
 work = tempfile.mkdtemp(prefix="mm-hostile-")
+# The runtimes' own temp dir, so that what they leave is not confused with other tests' files.
+runtime_tmp = os.path.join(work, "tmp")
+os.mkdir(runtime_tmp)
 
 
 def expect(what, cond, detail=""):
@@ -42,7 +45,8 @@ class Runtime:
         self.err = open(self.err_path, "w+b")
         self.proc = subprocess.Popen([PYTHON, RUNTIME, "--listen", listen, "--proto-dir",
                                       PROTO_DIR] + list(flags), stdout=subprocess.PIPE,
-                                     stderr=self.err, stdin=subprocess.DEVNULL)
+                                     stderr=self.err, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, TMPDIR=runtime_tmp))
         self.port = 0
         if not wait:
             return
@@ -260,7 +264,7 @@ def odd_files():
 def addresses():
     """A taken address is an error at start, naming it; so are impossible ports and a unix
     socket another process serves; none leaves a traceback or a temp dir."""
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "mm-sklearn-proto-*")))
+    before = set(glob.glob(os.path.join(runtime_tmp, "mm-sklearn-proto-*")))
     first = Runtime()
     taken = "127.0.0.1:%d" % first.port
     for listen, words in ((taken, "in use"), ("127.0.0.1:99999", "port from 0 to 65535")):
@@ -294,7 +298,7 @@ def addresses():
     ch.close()
     expect("the first unix server still answers", ok)
     a.stop()
-    after = set(glob.glob(os.path.join(tempfile.gettempdir(), "mm-sklearn-proto-*")))
+    after = set(glob.glob(os.path.join(runtime_tmp, "mm-sklearn-proto-*")))
     expect("no temp dir left behind", after <= before, str(after - before))
 
 
