@@ -9,20 +9,36 @@
 #include <errno.h>
 #include <ev.h>
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/compression.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "mm/fdlimit.h"
+#include "mm/log.h"
 #include "mm/mailbox.h"
 
 #define DEFAULT_CALLS_PER_METHOD 32
+#define MAX_LISTENERS 8       /* addresses a name may resolve to, over every rpc_server_listen */
+#define ACCEPT_BATCH 64       /* connections accepted per wake-up, for fairness with the loop */
+#define ACCEPT_RETRY_S 0.1    /* paused accepting (at the cap, out of descriptors): look again */
 #define MAX_METHODS 64
 #define MAX_HEADERS 16
 #define WAIT_SLACK_MS 5000 /* rpc_unary_wait: how long past the deadline a reply may take */
@@ -75,11 +91,34 @@ static void run_completion(struct mailbox_item *item, void *arg)
     t->done(t, t->ok);
 }
 
+/* The gRPC core's own lines (any of its threads) go to the process log, bounded, with control
+ * characters escaped: they may quote what a peer sent. */
+static void core_log(gpr_log_func_args *a)
+{
+    char text[768];
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)a->message; *p && n + 5 < sizeof(text);
+         p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            n += (size_t)snprintf(text + n, sizeof(text) - n, "\\x%02x", *p);
+        else
+            text[n++] = (char)*p;
+    }
+    text[n] = '\0';
+    const char *file = a->file ? strrchr(a->file, '/') : NULL;
+    file = file ? file + 1 : a->file ? a->file : "?";
+    enum mm_log_level level = a->severity == GPR_LOG_SEVERITY_ERROR  ? MM_LOG_ERROR
+                              : a->severity == GPR_LOG_SEVERITY_INFO ? MM_LOG_INFO
+                                                                     : MM_LOG_DEBUG;
+    mm_log(level, "grpc", "%s:%d: %s", file, a->line, text);
+}
+
 int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_error *err)
 {
     struct rpc_context *ctx = calloc(1, sizeof(*ctx));
     if (!ctx)
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
+    gpr_set_log_function(core_log); /* before grpc_init, which may log */
     grpc_init();
     ctx->loop = loop;
     int rc = mailbox_new(loop, run_completion, ctx, &ctx->completions, err);
@@ -133,14 +172,48 @@ struct rpc_method {
     void *arg;
 };
 
+/* A socket we listen on: gRPC's own listener shares ports (SO_REUSEPORT), replaces live unix
+ * sockets and stops accepting for good at the first EMFILE, so we accept and hand each
+ * connection to gRPC. */
+struct rpc_listener {
+    struct rpc_server *s;
+    ev_io io;
+    int fd;
+    bool tcp;
+    char *addr;               /* what is bound ("127.0.0.1:8033", "unix:/p"), for messages */
+    char *unix_path;          /* a unix socket we bound: removed when closed, if still ours */
+    dev_t unix_dev;
+    ino_t unix_ino;
+};
+
+/* An accepted connection, owned by gRPC once handed over. It is open while its descriptor
+ * still refers to the same socket (device and inode): gRPC closes it without telling us. */
+struct rpc_conn {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+
 struct rpc_server {
     struct rpc_context *ctx;
     grpc_server *server;
+    grpc_server_credentials *creds;
+    grpc_resource_quota *quota;
     struct rpc_method methods[MAX_METHODS];
     size_t n_methods;
     struct rpc_method unknown;
     unsigned calls_per_method;
     size_t max_message;
+    struct rpc_listener listeners[MAX_LISTENERS];
+    size_t n_listeners;
+    struct rpc_conn *conns;   /* accepted and (as last seen) open */
+    size_t n_conns, conns_size;
+    size_t max_connections;   /* 0 until start: then the cap in force */
+    size_t max_connections_cfg;
+    unsigned message_timeout_ms;
+    bool accepting;           /* the listeners' watchers run */
+    bool pause_logged;        /* the reason accepting paused was logged (once per pause) */
+    ev_timer accept_retry;
     bool started;
     bool shutting_down;
     struct rpc_tag shutdown_tag;
@@ -152,9 +225,11 @@ struct rpc_server {
 };
 
 struct rpc_call {
-    struct rpc_tag new_tag;   /* the call arrived */
+    struct rpc_tag new_tag;   /* the call arrived (its headers) */
+    struct rpc_tag recv_tag;  /* its request message arrived, or not */
     struct rpc_tag close_tag; /* RECV_CLOSE_ON_SERVER: the client is gone or done */
     struct rpc_tag send_tag;  /* the reply was sent */
+    ev_timer message_timer;   /* bounds the wait for the request message */
     struct rpc_method *m;
     grpc_call *call;
     gpr_timespec deadline;
@@ -178,6 +253,11 @@ static void server_release(struct rpc_server *s)
 {
     for (size_t i = 0; i < s->n_methods; i++)
         free(s->methods[i].path);
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        free(s->listeners[i].addr);
+        free(s->listeners[i].unix_path);
+    }
+    free(s->conns);
     free(s);
 }
 
@@ -186,6 +266,7 @@ static void call_release(struct rpc_call *c)
     if (c->pending > 0 || (!c->replied && c->call))
         return;
     struct rpc_server *s = c->m->s;
+    ev_timer_stop(s->ctx->loop, &c->message_timer);
     if (c->call)
         grpc_call_unref(c->call);
     grpc_metadata_array_destroy(&c->headers);
@@ -249,9 +330,46 @@ static void on_new_call(struct rpc_tag *t, bool ok)
         rpc_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method %s", c->method_copy);
         return;
     }
-    if (!c->request) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: the request carries no message",
-                      m->path);
+    /* The call is ours from its headers on, so that its message's arrival can be bounded:
+     * gRPC itself would wait for a message that stalls halfway for as long as the client
+     * keeps the stream open, holding what has come. */
+    grpc_op recv = {.op = GRPC_OP_RECV_MESSAGE};
+    recv.data.recv_message.recv_message = &c->request;
+    if (grpc_call_start_batch(c->call, &recv, 1, &c->recv_tag, NULL) != GRPC_CALL_OK) {
+        rpc_call_fail(c, GRPC_STATUS_INTERNAL, "%s: cannot receive the request", m->path);
+        return;
+    }
+    c->pending++;
+    ev_timer_start(m->s->ctx->loop, &c->message_timer);
+}
+
+static void on_message_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct rpc_call *c = w->data;
+    if (c->replied)
+        return;
+    /* The handler never sees this call: it is answered here, and released once gRPC
+     * completes the receive it still has pending. */
+    c->replied = true;
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%s: the request message did not arrive within %u ms",
+             c->m->path, c->m->s->message_timeout_ms);
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg, NULL);
+}
+
+static void on_message(struct rpc_tag *t, bool ok)
+{
+    struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, recv_tag));
+    struct rpc_method *m = c->m;
+    ev_timer_stop(m->s->ctx->loop, &c->message_timer);
+    c->pending--;
+    if (c->replied) { /* timed out */
+        call_release(c);
+        return;
+    }
+    if (!ok || !c->request) {
+        rpc_call_fail(c, ok ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_CANCELLED,
+                      "%s: the request carries no message", m->path);
         return;
     }
     m->handler(c, m->arg);
@@ -266,14 +384,17 @@ static void request_call(struct rpc_method *m)
     s->n_calls++;
     c->m = m;
     c->new_tag.done = on_new_call;
+    c->recv_tag.done = on_message;
     c->close_tag.done = on_close;
+    ev_timer_init(&c->message_timer, on_message_timeout, s->message_timeout_ms / 1000., 0.);
+    c->message_timer.data = c;
     c->send_tag.done = on_sent;
     c->status_message = grpc_empty_slice();
     grpc_metadata_array_init(&c->headers);
     grpc_call_error e;
     if (m->handle) {
         e = grpc_server_request_registered_call(s->server, m->handle, &c->call, &c->deadline,
-                                                &c->headers, &c->request, s->ctx->cq, s->ctx->cq,
+                                                &c->headers, NULL, s->ctx->cq, s->ctx->cq,
                                                 &c->new_tag);
     } else {
         grpc_call_details_init(&c->details);
@@ -290,44 +411,423 @@ static void request_call(struct rpc_method *m)
 int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
                    struct rpc_server **out, struct mm_error *err)
 {
+    struct rpc_server_config c = cfg ? *cfg : (struct rpc_server_config){0};
+    if (c.max_message_bytes > INT32_MAX)
+        return mm_error_set(err, -EINVAL, "rpc: message limit %zu is above 2 GiB",
+                            c.max_message_bytes);
+    if (c.max_streams > INT32_MAX || (c.memory_bytes && c.memory_bytes < (1u << 20)))
+        return mm_error_set(err, -EINVAL, "rpc: server limits out of range (streams %u, "
+                            "memory %llu bytes)", c.max_streams,
+                            (unsigned long long)c.memory_bytes);
     struct rpc_server *s = calloc(1, sizeof(*s));
     if (!s)
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
     s->ctx = ctx;
-    s->max_message = cfg && cfg->max_message_bytes ? cfg->max_message_bytes
-                                                   : RPC_DEFAULT_MAX_MESSAGE;
-    s->calls_per_method = cfg && cfg->calls_per_method ? cfg->calls_per_method
-                                                       : DEFAULT_CALLS_PER_METHOD;
-    grpc_arg args[2] = {
+    s->max_message = c.max_message_bytes ? c.max_message_bytes : RPC_DEFAULT_MAX_MESSAGE;
+    s->calls_per_method = c.calls_per_method ? c.calls_per_method : DEFAULT_CALLS_PER_METHOD;
+    s->max_connections_cfg = c.max_connections;
+    s->message_timeout_ms = c.message_timeout_ms ? c.message_timeout_ms
+                                                 : RPC_DEFAULT_MESSAGE_TIMEOUT_MS;
+    uint64_t memory = c.memory_bytes ? c.memory_bytes : RPC_DEFAULT_MEMORY_BYTES;
+    s->quota = grpc_resource_quota_create("rpc-server");
+    grpc_resource_quota_resize(s->quota, memory > SIZE_MAX ? SIZE_MAX : (size_t)memory);
+    grpc_arg args[] = {
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = (int)s->max_message},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          .value.integer = (int)s->max_message},
+        /* per connection; a client's further calls wait for one to finish */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
+         .value.integer = (int)(c.max_streams ? c.max_streams : RPC_DEFAULT_MAX_STREAMS)},
+        /* identity only: a compressed message is refused (UNIMPLEMENTED) before it is
+         * inflated, rather than inflated whole and then found too large */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
+         .value.integer = 1u << GRPC_COMPRESS_NONE},
+        /* every buffer of every connection, counted against one quota */
+        {.type = GRPC_ARG_POINTER, .key = GRPC_ARG_RESOURCE_QUOTA,
+         .value.pointer = {.p = s->quota, .vtable = grpc_resource_quota_arg_vtable()}},
+        /* we listen ourselves (rpc_server_listen); this is for gRPC's own, if ever used */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
     };
-    grpc_channel_args ca = {2, args};
+    grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     s->server = grpc_server_create(&ca, NULL);
-    if (!s->server) {
+    s->creds = grpc_insecure_server_credentials_create();
+    if (!s->server || !s->creds) {
+        if (s->server)
+            grpc_server_destroy(s->server);
+        if (s->creds)
+            grpc_server_credentials_release(s->creds);
+        grpc_resource_quota_unref(s->quota);
         free(s);
         return mm_error_set(err, -ENOMEM, "rpc: grpc_server_create failed");
     }
     grpc_server_register_completion_queue(s->server, ctx->cq, NULL);
     s->unknown.s = s;
     ev_init(&s->grace, NULL);
+    ev_init(&s->accept_retry, NULL);
     *out = s;
     return 0;
 }
 
+/* ---------------------------------------------------------------- listening and accepting */
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents);
+
+/* A unix socket path that exists: replace it only if nothing answers there (a socket left by
+ * a process that died); a live socket or a path that is not a socket is an error. */
+static int clear_stale_socket(const char *addr, const char *path, struct mm_error *err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        int code = -errno;
+        return mm_error_set(err, code, "rpc: cannot listen on %s: %s", addr, mm_strerror(code));
+    }
+    if (!S_ISSOCK(st.st_mode))
+        return mm_error_set(err, -EEXIST, "rpc: cannot listen on %s: the path exists and is not "
+                            "a socket", addr);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); /* never waits */
+    if (fd < 0) {
+        int code = -errno;
+        return mm_error_set(err, code, "rpc: cannot listen on %s: %s", addr, mm_strerror(code));
+    }
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int code = rc < 0 ? -errno : 0;
+    close(fd);
+    if (rc == 0 || code == -EAGAIN) /* answered, or a full backlog: someone is serving */
+        return mm_error_set(err, -EADDRINUSE, "rpc: cannot listen on %s: another process is "
+                            "serving there", addr);
+    if (code != -ECONNREFUSED)
+        return mm_error_set(err, code, "rpc: cannot listen on %s: %s", addr, mm_strerror(code));
+    if (unlink(path) < 0 && errno != ENOENT) {
+        code = -errno;
+        return mm_error_set(err, code, "rpc: cannot listen on %s: removing a stale socket: %s",
+                            addr, mm_strerror(code));
+    }
+    return 0;
+}
+
+static int listener_add(struct rpc_server *s, const char *addr, int fd, bool tcp,
+                        const char *unix_path, struct mm_error *err)
+{
+    if (s->n_listeners == MAX_LISTENERS) {
+        close(fd);
+        return mm_error_set(err, -ENOSPC, "rpc: cannot listen on %s: more than %d sockets",
+                            addr, MAX_LISTENERS);
+    }
+    struct rpc_listener *l = &s->listeners[s->n_listeners];
+    memset(l, 0, sizeof(*l));
+    l->s = s;
+    l->fd = fd;
+    ev_io_init(&l->io, on_accept, fd, EV_READ);
+    l->io.data = l;
+    l->tcp = tcp;
+    l->addr = strdup(addr);
+    l->unix_path = unix_path ? strdup(unix_path) : NULL;
+    if (!l->addr || (unix_path && !l->unix_path)) {
+        free(l->addr);
+        free(l->unix_path);
+        close(fd);
+        return mm_error_set(err, -ENOMEM, "rpc: out of memory");
+    }
+    struct stat st;
+    if (unix_path && lstat(unix_path, &st) == 0) {
+        l->unix_dev = st.st_dev;
+        l->unix_ino = st.st_ino;
+    }
+    s->n_listeners++;
+    return 0;
+}
+
+static void listener_close(struct rpc_listener *l)
+{
+    if (l->fd < 0)
+        return;
+    ev_io_stop(l->s->ctx->loop, &l->io);
+    close(l->fd);
+    l->fd = -1;
+    struct stat st;
+    if (l->unix_path && lstat(l->unix_path, &st) == 0 && st.st_dev == l->unix_dev &&
+        st.st_ino == l->unix_ino)
+        unlink(l->unix_path); /* still the socket we bound, not a successor's */
+}
+
+static int listen_unix(struct rpc_server *s, const char *addr, struct mm_error *err)
+{
+    const char *path = addr + strlen("unix:");
+    if (strncmp(path, "//", 2) == 0)
+        path += 2; /* unix:///abs/path, as gRPC's targets write it */
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (!*path || strlen(path) >= sizeof(sun.sun_path))
+        return mm_error_set(err, -EINVAL, "rpc: cannot listen on %s: a unix socket path of 1 "
+                            "to %zu bytes is needed", addr, sizeof(sun.sun_path) - 1);
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int rc = clear_stale_socket(addr, path, err);
+    if (rc < 0)
+        return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+        listen(fd, SOMAXCONN) < 0) {
+        int code = -errno;
+        if (fd >= 0)
+            close(fd);
+        return mm_error_set(err, code, "rpc: cannot listen on %s: %s", addr,
+                            code == -EADDRINUSE ? "the path is taken" : mm_strerror(code));
+    }
+    return listener_add(s, addr, fd, false, path, err);
+}
+
+/* "host:port" or "[v6]:port": host and port split, the port checked (0..65535). */
+static int split_host_port(const char *addr, char *host, size_t host_size, unsigned *port,
+                           struct mm_error *err)
+{
+    const char *colon, *h = addr;
+    size_t hn;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (!close || close[1] != ':')
+            goto bad;
+        h = addr + 1;
+        hn = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || memchr(addr, ':', (size_t)(colon - addr)))
+            goto bad; /* no port, or an IPv6 address without brackets */
+        hn = (size_t)(colon - addr);
+    }
+    const char *p = colon + 1;
+    size_t pn = strlen(p);
+    if (hn == 0 || hn >= host_size || pn == 0 || pn > 5 || strspn(p, "0123456789") != pn)
+        goto bad;
+    unsigned long v = strtoul(p, NULL, 10);
+    if (v > 65535)
+        goto bad;
+    memcpy(host, h, hn);
+    host[hn] = '\0';
+    *port = (unsigned)v;
+    return 0;
+bad:
+    return mm_error_set(err, -EINVAL, "rpc: cannot listen on %s: expected HOST:PORT (IPv6 in "
+                        "brackets) with a port from 0 to 65535, or unix:PATH", addr);
+}
+
+static int listen_tcp(struct rpc_server *s, const char *addr, int *port, struct mm_error *err)
+{
+    char host[256];
+    unsigned want = 0;
+    int rc = split_host_port(addr, host, sizeof(host), &want, err);
+    if (rc < 0)
+        return rc;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host, "0", &hints, &res);
+    if (gai != 0)
+        return mm_error_set(err, -EADDRNOTAVAIL, "rpc: cannot listen on %s: %s", addr,
+                            gai_strerror(gai));
+    bool has_v4 = false;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        has_v4 |= ai->ai_family == AF_INET;
+    size_t first = s->n_listeners;
+    unsigned bound = want; /* port 0: the first socket's port, then the same for the others */
+    int skipped = 0, last_code = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        struct sockaddr_storage sa;
+        memcpy(&sa, ai->ai_addr, ai->ai_addrlen);
+        if (sa.ss_family == AF_INET)
+            ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)bound);
+        else if (sa.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)bound);
+        else
+            continue;
+        int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        /* SO_REUSEADDR (a restart may bind over TIME_WAIT), never SO_REUSEPORT */
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+            /* both families bound apart; "[::]" alone stays dual-stack */
+            (sa.ss_family == AF_INET6 && has_v4 &&
+             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+            bind(fd, (struct sockaddr *)&sa, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+            last_code = -errno;
+            if (fd >= 0)
+                close(fd);
+            if (last_code == -EADDRNOTAVAIL || last_code == -EAFNOSUPPORT) {
+                skipped++; /* "localhost" may name ::1 on a host without IPv6 */
+                continue;
+            }
+            goto fail;
+        }
+        if (bound == 0) {
+            socklen_t len = sizeof(sa);
+            getsockname(fd, (struct sockaddr *)&sa, &len);
+            bound = ntohs(sa.ss_family == AF_INET ? ((struct sockaddr_in *)&sa)->sin_port
+                                                  : ((struct sockaddr_in6 *)&sa)->sin6_port);
+        }
+        char name[INET6_ADDRSTRLEN + 8], ip[INET6_ADDRSTRLEN];
+        const void *in = sa.ss_family == AF_INET
+                             ? (const void *)&((struct sockaddr_in *)&sa)->sin_addr
+                             : (const void *)&((struct sockaddr_in6 *)&sa)->sin6_addr;
+        inet_ntop(sa.ss_family, in, ip, sizeof(ip));
+        snprintf(name, sizeof(name), sa.ss_family == AF_INET ? "%s:%u" : "[%s]:%u", ip, bound);
+        rc = listener_add(s, name, fd, true, NULL, err);
+        if (rc < 0) {
+            freeaddrinfo(res);
+            goto undo;
+        }
+    }
+    freeaddrinfo(res);
+    if (s->n_listeners == first) {
+        rc = mm_error_set(err, last_code ? last_code : -EADDRNOTAVAIL,
+                          "rpc: cannot listen on %s: %s", addr,
+                          mm_strerror(last_code ? last_code : -EADDRNOTAVAIL));
+        goto undo;
+    }
+    if (port)
+        *port = (int)bound;
+    return 0;
+fail:
+    freeaddrinfo(res);
+    rc = mm_error_set(err, last_code, "rpc: cannot listen on %s: %s", addr,
+                      last_code == -EADDRINUSE ? "the address is in use" : mm_strerror(last_code));
+undo:
+    while (s->n_listeners > first) {
+        listener_close(&s->listeners[--s->n_listeners]);
+        free(s->listeners[s->n_listeners].addr);
+        free(s->listeners[s->n_listeners].unix_path);
+    }
+    return rc;
+}
+
 int rpc_server_listen(struct rpc_server *s, const char *addr, int *port, struct mm_error *err)
 {
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    int p = grpc_server_add_http2_port(s->server, addr, creds);
-    grpc_server_credentials_release(creds);
-    if (p == 0)
-        return mm_error_set(err, -EADDRINUSE, "rpc: cannot listen on %s (in use or invalid)",
-                            addr);
-    if (port)
-        *port = p;
-    return 0;
+    if (s->started)
+        return mm_error_set(err, -EBUSY, "rpc: listen on %s after start", addr);
+    if (strncmp(addr, "unix:", 5) == 0) {
+        int rc = listen_unix(s, addr, err);
+        if (rc == 0 && port)
+            *port = 0;
+        return rc;
+    }
+    return listen_tcp(s, addr, port, err);
+}
+
+/* Drop the connections gRPC has closed since we last looked; how many are left. */
+static size_t sweep_conns(struct rpc_server *s)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < s->n_conns; i++) {
+        struct stat st;
+        struct rpc_conn *c = &s->conns[i];
+        if (fstat(c->fd, &st) == 0 && st.st_dev == c->dev && st.st_ino == c->ino)
+            s->conns[kept++] = *c;
+    }
+    s->n_conns = kept;
+    return kept;
+}
+
+static void set_accepting(struct rpc_server *s, bool on)
+{
+    if (s->accepting == on)
+        return;
+    s->accepting = on;
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        if (s->listeners[i].fd < 0)
+            continue;
+        if (on)
+            ev_io_start(s->ctx->loop, &s->listeners[i].io);
+        else
+            ev_io_stop(s->ctx->loop, &s->listeners[i].io);
+    }
+}
+
+/* Stop accepting for a while: new connections wait in the kernel's backlog. */
+static void pause_accepting(struct rpc_server *s, const struct rpc_listener *l, int code)
+{
+    set_accepting(s, false);
+    if (!s->pause_logged) {
+        s->pause_logged = true;
+        if (code == 0)
+            mm_log(MM_LOG_WARN, "rpc", "%s: %zu connections open, the most allowed: new ones "
+                   "wait until some close", l->addr, s->n_conns);
+        else
+            mm_log(MM_LOG_WARN, "rpc", "%s: cannot accept: %s (%zu connections open): "
+                   "retrying every %d ms", l->addr, mm_strerror(code), s->n_conns,
+                   (int)(ACCEPT_RETRY_S * 1000));
+    }
+    ev_timer_set(&s->accept_retry, ACCEPT_RETRY_S, 0.);
+    ev_timer_start(s->ctx->loop, &s->accept_retry);
+}
+
+static void on_accept_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct rpc_server *s = w->data;
+    if (s->shutting_down)
+        return;
+    if (sweep_conns(s) >= s->max_connections) {
+        ev_timer_set(&s->accept_retry, ACCEPT_RETRY_S, 0.);
+        ev_timer_start(loop, &s->accept_retry);
+        return;
+    }
+    set_accepting(s, true); /* an fd still short: the next accept pauses again */
+}
+
+static bool conns_reserve(struct rpc_server *s)
+{
+    if (s->n_conns < s->conns_size)
+        return true;
+    size_t size = s->conns_size ? s->conns_size * 2 : 64;
+    if (size > s->max_connections)
+        size = s->max_connections;
+    if (size <= s->n_conns)
+        return false;
+    struct rpc_conn *c = realloc(s->conns, size * sizeof(*c));
+    if (!c)
+        return false;
+    s->conns = c;
+    s->conns_size = size;
+    return true;
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    struct rpc_listener *l = w->data;
+    struct rpc_server *s = l->s;
+    for (int i = 0; i < ACCEPT_BATCH && !s->shutting_down; i++) {
+        if (s->n_conns >= s->max_connections && sweep_conns(s) >= s->max_connections) {
+            pause_accepting(s, l, 0);
+            return;
+        }
+        if (!conns_reserve(s)) {
+            pause_accepting(s, l, -ENOMEM);
+            return;
+        }
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int code = -errno;
+            if (code == -EAGAIN || code == -EWOULDBLOCK)
+                return;
+            if (code == -EINTR || code == -ECONNABORTED || code == -EPROTO)
+                continue; /* that client is gone; others may wait */
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for descriptors or memory to come back */
+            sweep_conns(s);
+            pause_accepting(s, l, code);
+            return;
+        }
+        struct stat st;
+        int one = 1;
+        if (fstat(fd, &st) < 0 ||
+            (l->tcp && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)) {
+            close(fd);
+            continue;
+        }
+        s->conns[s->n_conns++] = (struct rpc_conn){fd, st.st_dev, st.st_ino};
+        s->pause_logged = false;
+        grpc_server_add_channel_from_fd(s->server, fd, s->creds); /* gRPC owns fd now */
+    }
 }
 
 int rpc_server_register(struct rpc_server *s, const char *path, rpc_handler handler, void *arg,
@@ -344,8 +844,8 @@ int rpc_server_register(struct rpc_server *s, const char *path, rpc_handler hand
     m->path = strdup(path);
     if (!m->path)
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
-    m->handle = grpc_server_register_method(s->server, m->path, NULL,
-                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    m->handle = grpc_server_register_method(s->server, m->path, NULL, GRPC_SRM_PAYLOAD_NONE,
+                                            0);
     if (!m->handle) {
         free(m->path);
         return mm_error_set(err, -EEXIST, "rpc: method %s registered twice", path);
@@ -361,8 +861,17 @@ int rpc_server_start(struct rpc_server *s, struct mm_error *err)
 {
     if (s->started)
         return mm_error_set(err, -EALREADY, "rpc: server already started");
+    if (s->n_listeners == 0)
+        return mm_error_set(err, -EDESTADDRREQ, "rpc: start without an address to listen on");
     grpc_server_start(s->server);
     s->started = true;
+    /* connections: below the open-file limit, leaving a quarter for everything else */
+    uint64_t fds = fdlimit_current();
+    size_t cap = fds == UINT64_MAX ? SIZE_MAX : (size_t)(fds / 4 * 3);
+    s->max_connections = s->max_connections_cfg ? s->max_connections_cfg : cap ? cap : 1;
+    ev_init(&s->accept_retry, on_accept_retry);
+    s->accept_retry.data = s;
+    set_accepting(s, true);
     for (size_t i = 0; i < s->n_methods; i++)
         for (unsigned k = 0; k < s->calls_per_method; k++)
             request_call(&s->methods[i]);
@@ -391,6 +900,9 @@ void rpc_server_shutdown(struct rpc_server *s, unsigned grace_ms, void (*done)(v
     if (s->shutting_down)
         return;
     s->shutting_down = true;
+    ev_timer_stop(s->ctx->loop, &s->accept_retry);
+    for (size_t i = 0; i < s->n_listeners; i++)
+        listener_close(&s->listeners[i]); /* a successor may bind the address at once */
     s->shutdown_done = done;
     s->shutdown_arg = arg;
     s->shutdown_tag.done = on_shutdown;
@@ -405,9 +917,18 @@ void rpc_server_free(struct rpc_server *s)
     if (!s)
         return;
     ev_timer_stop(s->ctx->loop, &s->grace);
+    ev_timer_stop(s->ctx->loop, &s->accept_retry);
+    for (size_t i = 0; i < s->n_listeners; i++)
+        listener_close(&s->listeners[i]);
     if (s->server)
         grpc_server_destroy(s->server);
     s->server = NULL;
+    if (s->creds)
+        grpc_server_credentials_release(s->creds);
+    s->creds = NULL;
+    if (s->quota)
+        grpc_resource_quota_unref(s->quota);
+    s->quota = NULL;
     s->freed = true;
     if (s->n_calls == 0)
         server_release(s);
@@ -550,13 +1071,16 @@ int rpc_channel_new(struct rpc_context *ctx, const char *target, size_t max_mess
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
     }
     size_t max = max_message_bytes ? max_message_bytes : RPC_DEFAULT_MAX_MESSAGE;
-    grpc_arg args[2] = {
+    grpc_arg args[] = {
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = (int)max},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          .value.integer = (int)max},
+        /* a compressed answer is refused, not inflated (as the server does) */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
+         .value.integer = 1u << GRPC_COMPRESS_NONE},
     };
-    grpc_channel_args ca = {2, args};
+    grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     ch->channel = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);

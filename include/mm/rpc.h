@@ -53,18 +53,39 @@ struct ev_loop *rpc_context_loop(const struct rpc_context *ctx);
 /* --- server --- */
 typedef void (*rpc_handler)(struct rpc_call *call, void *arg);
 
+/* The bounds every server built on this layer has (docs/rpc.md, README's limits table). */
 struct rpc_server_config {
     size_t max_message_bytes;   /* receive and send limit; 0 = 16 MiB */
     unsigned calls_per_method;  /* calls requested ahead per method; 0 = 32 */
+    size_t max_connections;     /* open at once; more wait in the kernel's backlog;
+                                 * 0 = 3/4 of the open-file limit at rpc_server_start */
+    unsigned max_streams;       /* concurrent calls per connection; 0 = 100 */
+    uint64_t memory_bytes;      /* gRPC's buffers for all connections (a resource quota),
+                                 * at least 1 MiB; 0 = 512 MiB */
+    unsigned message_timeout_ms; /* from a call's headers to the end of its request message;
+                                  * then DEADLINE_EXCEEDED; 0 = 30000 */
 };
+#define RPC_DEFAULT_MESSAGE_TIMEOUT_MS 30000u
+#define RPC_DEFAULT_MAX_STREAMS 100
+#define RPC_DEFAULT_MEMORY_BYTES (512ull << 20)
 
 int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
                    struct rpc_server **out, struct mm_error *err);
-/* addr: "127.0.0.1:8033", "[::1]:0", "unix:/path". *port gets the bound port (may be NULL). */
+/* Bind and listen on addr (accepting starts with rpc_server_start): "127.0.0.1:8033",
+ * "[::1]:0", "localhost:8033" (every address the name has, on one port), "unix:/path".
+ * *port (may be NULL) gets the bound port, 0 for a unix socket. A taken address is an error,
+ * never shared (no SO_REUSEPORT); a port must be 0..65535 (0 picks one). A unix path that
+ * exists is replaced only if it is a socket nobody answers on (left by a process that died);
+ * the socket is removed when the server stops listening, if it is still ours. Before start;
+ * may be called more than once. 0 or -errno (-EADDRINUSE, -EINVAL, -ENOENT...), err naming
+ * addr and why. */
 int rpc_server_listen(struct rpc_server *s, const char *addr, int *port, struct mm_error *err);
 /* path: "/inference.GRPCInferenceService/ModelInfer". Before rpc_server_start. */
 int rpc_server_register(struct rpc_server *s, const char *path, rpc_handler handler, void *arg,
                         struct mm_error *err);
+/* Start serving and accepting. Connections are accepted on the loop and handed to gRPC; at
+ * max_connections, or when descriptors or memory run out (EMFILE...), accepting pauses (a
+ * warning in the log) and resumes once connections close: clients wait in the backlog. */
 int rpc_server_start(struct rpc_server *s, struct mm_error *err);
 /* Stop accepting; in-flight calls may finish within grace_ms, then are cancelled (their
  * on_cancel callbacks run). done runs on the loop once the server is fully shut down; then

@@ -879,11 +879,14 @@ async def serve(args, v2, spi):
         handlers.append(grpc.method_handlers_generic_handler(service, table))
 
     # so_reuseport off: a second server on a taken port must fail, not share it silently.
+    # Compression: identity only, so that a gzip bomb is refused (UNIMPLEMENTED) before it is
+    # inflated rather than inflated whole and then found too large.
     server = grpc.aio.server(handlers=handlers,
                              options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                       ("grpc.max_send_message_length", MAX_MESSAGE),
                                       ("grpc.so_reuseport", 0),
-                                      ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS)])
+                                      ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+                                      ("grpc.compression_enabled_algorithms_bitset", 1)])
     try:
         port = server.add_insecure_port(args.listen)
     except RuntimeError:
@@ -922,6 +925,20 @@ async def serve(args, v2, spi):
         await asyncio.gather(*pending, return_exceptions=True)
     if rt.stuck:
         log.warning("%d load threads still blocked: exiting without them", rt.stuck)
+
+
+def raise_open_file_limit():
+    """The soft open-file limit raised to the hard one: every connection is a descriptor, and
+    gRPC's listener stops accepting for good when it runs out. Returns the limit in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, e)
+    return soft
 
 
 def main(argv):
@@ -977,6 +994,7 @@ def main(argv):
     logging.basicConfig(handlers=[handler], level={"warn": "WARNING"}.get(
         args.log_level, args.log_level.upper()))
     check_listen(args.listen)
+    log.info("open-file limit %d", raise_open_file_limit())
     if not args.models_dir:
         log.warning("no --models-dir: loadModel reads any path this process can read")
     v2, spi = compile_protos(args.proto_dir)

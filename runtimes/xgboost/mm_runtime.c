@@ -1,7 +1,8 @@
 /* mm_runtime.c - the built-in XGBoost runtime process: runtime SPI + KServe V2 on one port.
- * Prints "LISTENING <port>" on stdout once serving; SIGTERM/SIGINT shut it down gracefully:
- * the server stops (calls in flight get --grace-ms, then are cancelled), queued jobs are
- * dropped, running ones get as long again, everything is freed and the process exits 0.
+ * Prints "LISTENING <port>" on stdout once serving ("LISTENING unix:PATH" on a unix socket);
+ * SIGTERM/SIGINT shut it down gracefully: the server stops (calls in flight get --grace-ms,
+ * then are cancelled), queued jobs are dropped, running ones get as long again, everything is
+ * freed and the process exits 0.
  * A job still running after that is stuck in a blocking call (a model load waiting on storage)
  * that nothing can interrupt safely: the process then exits 0 at once with _exit, without
  * joining its thread or freeing (the kernel reclaims it all). */
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mm/fdlimit.h"
 #include "mm/log.h"
 #include "mm/opts.h"
 #include "mm/pool.h"
@@ -23,7 +25,9 @@
 
 /* Bounds of the numeric flags (README's table); plain numbers, as the sklearn runtime takes. */
 #define MAX_THREADS POOL_MAX_THREADS /* --workers, --max-loading-concurrency: one pool each */
-#define MAX_GRACE_MS 3600000         /* --grace-ms: an hour */
+#define MAX_GRACE_MS 3600000         /* --grace-ms, --message-timeout-ms: an hour */
+#define MAX_CONNECTIONS 10000000     /* --max-connections: above any open-file limit */
+#define MAX_STREAMS 100000           /* --max-streams */
 
 struct process {
     struct ev_loop *loop;
@@ -38,25 +42,32 @@ struct process {
 
 static void usage(FILE *to)
 {
-    fprintf(
-        to,
-        "usage: mm-runtime [options]\n"
-        "  --listen ADDR                 gRPC address (default 127.0.0.1:8085; port 0 picks "
-        "one)\n"
-        "  --capacity-bytes N            model capacity reported to the mesh (env "
-        "MM_RUNTIME_CAPACITY; default 1 GiB)\n"
-        "  --max-loading-concurrency N   parallel model loads, 1..64 (default 1)\n"
-        "  --load-timeout-ms N           a load that takes longer fails with DEADLINE_EXCEEDED\n"
-        "                                and frees its slot (default 90000)\n"
-        "  --default-model-size N        reported size for unmeasured models (default "
-        "1000000)\n"
-        "  --workers N                   prediction threads, 1..64 (default 2)\n"
-        "  --grace-ms N                  at SIGTERM: time for calls in flight, then as long "
-        "again\n"
-        "                                for running jobs, 0..3600000 (default 5000)\n"
-        "  --models-dir DIR              serve only model paths inside DIR, symlinks resolved\n"
-        "                                (env MM_MODELS_DIR; default: any readable path)\n"
-        "  --log-level debug|info|warn|error\n");
+    fprintf(to,
+            "usage: mm-runtime [options]\n"
+            "  --listen ADDR                 gRPC address (default 127.0.0.1:8085; port 0 picks "
+            "one)\n"
+            "  --capacity-bytes N            model capacity reported to the mesh (env "
+            "MM_RUNTIME_CAPACITY; default 1 GiB)\n"
+            "  --max-loading-concurrency N   parallel model loads, 1..64 (default 1)\n"
+            "  --load-timeout-ms N           a load that takes longer fails with\n"
+            "                                DEADLINE_EXCEEDED and frees its slot (default 90000)\n"
+            "  --default-model-size N        reported size for unmeasured models (default "
+            "1000000)\n"
+            "  --workers N                   prediction threads, 1..64 (default 2)\n"
+            "  --grace-ms N                  at SIGTERM: time for calls in flight, then as long "
+            "again\n"
+            "                                for running jobs, 0..3600000 (default 5000)\n"
+            "  --models-dir DIR              serve only model paths inside DIR, symlinks resolved\n"
+            "                                (env MM_MODELS_DIR; default: any readable path)\n"
+            "  --max-connections N           connections open at once (default 3/4 of the "
+            "open-file limit)\n"
+            "  --max-streams N               concurrent calls per connection, 1..100000 "
+            "(default 100)\n"
+            "  --rpc-memory BYTES            gRPC buffers of all connections, 1Mi..1Ti "
+            "(default 512Mi)\n"
+            "  --message-timeout-ms N        time for a request message to arrive, "
+            "1..3600000 (default 30000)\n"
+            "  --log-level debug|info|warn|error\n");
 }
 
 static void drain_over(struct ev_loop *loop, ev_timer *w, int revents)
@@ -97,6 +108,7 @@ int main(int argc, char **argv)
     const char *models_dir = getenv("MM_MODELS_DIR");
     static char models_real[PATH_MAX];
     struct xgb_server_config cfg = {0};
+    struct rpc_server_config rpc_cfg = {0};
     uint64_t v, grace_ms = 5000;
     struct mm_error err = {0};
     const char *env = getenv("MM_RUNTIME_CAPACITY");
@@ -129,6 +141,17 @@ int main(int argc, char **argv)
             rc = opts_u64(a, val, 0, MAX_GRACE_MS, &grace_ms, &err);
         } else if (strcmp(a, "--models-dir") == 0 && val) {
             models_dir = val;
+        } else if (strcmp(a, "--max-connections") == 0) {
+            rc = opts_u64(a, val, 1, MAX_CONNECTIONS, &v, &err);
+            rpc_cfg.max_connections = (size_t)v;
+        } else if (strcmp(a, "--max-streams") == 0) {
+            rc = opts_u64(a, val, 1, MAX_STREAMS, &v, &err);
+            rpc_cfg.max_streams = (unsigned)v;
+        } else if (strcmp(a, "--rpc-memory") == 0) {
+            rc = opts_bytes(a, val, 1ull << 20, 1ull << 40, &rpc_cfg.memory_bytes, &err);
+        } else if (strcmp(a, "--message-timeout-ms") == 0) {
+            rc = opts_u64(a, val, 1, MAX_GRACE_MS, &v, &err);
+            rpc_cfg.message_timeout_ms = (unsigned)v;
         } else if (strcmp(a, "--log-level") == 0 && val) {
             enum mm_log_level level;
             if (mm_log_parse_level(val, &level) < 0) {
@@ -160,11 +183,17 @@ int main(int argc, char **argv)
                "no --models-dir: loadModel reads any path this process can read");
     }
 
+    /* every connection is a descriptor: the soft limit (often 1024) is not what we may use */
+    uint64_t fds = 0;
+    if (fdlimit_raise(&fds, &err) < 0)
+        mm_log(MM_LOG_WARN, "mm-runtime", "%s", err.msg);
+
     struct process p = {.loop = ev_default_loop(0), .grace_ms = grace_ms};
     struct rpc_context *ctx = NULL;
     int port = 0;
-    if (rpc_context_new(p.loop, &ctx, &err) < 0 || xgb_server_new(p.loop, &cfg, &p.rt, &err) < 0 ||
-        rpc_server_new(ctx, NULL, &p.server, &err) < 0 ||
+    if (rpc_context_new(p.loop, &ctx, &err) < 0 ||
+        xgb_server_new(p.loop, &cfg, &p.rt, &err) < 0 ||
+        rpc_server_new(ctx, &rpc_cfg, &p.server, &err) < 0 ||
         xgb_server_register(p.rt, p.server, &err) < 0 ||
         rpc_server_listen(p.server, listen, &port, &err) < 0 ||
         rpc_server_start(p.server, &err) < 0) {
@@ -176,10 +205,14 @@ int main(int argc, char **argv)
     p.sigterm.data = p.sigint.data = &p;
     ev_signal_start(p.loop, &p.sigterm);
     ev_signal_start(p.loop, &p.sigint);
-    printf("LISTENING %d\n", port);
+    bool unix_socket = strncmp(listen, "unix:", 5) == 0;
+    if (unix_socket)
+        printf("LISTENING %s\n", listen);
+    else
+        printf("LISTENING %d\n", port);
     fflush(stdout);
-    mm_log(MM_LOG_INFO, "mm-runtime", "serving the runtime SPI and KServe V2 on %s (port %d)",
-           listen, port);
+    mm_log(MM_LOG_INFO, "mm-runtime", "serving the runtime SPI and KServe V2 on %s (port %d, "
+           "open-file limit %" PRIu64 ")", listen, port, fds);
     ev_run(p.loop, 0);
 
     if (!p.idle) {

@@ -20,9 +20,13 @@ PYTHON, RUNTIME, PROTO_DIR, MAKE_MNIST = sys.argv[1:5]
 hostile.load_protos(PROTO_DIR)
 pb, pbg, rt = hostile.pb, hostile.pbg, hostile.rt
 COMMAND = [PYTHON, RUNTIME, "--proto-dir", PROTO_DIR]
+# The runtimes' own temp dir, so that what they leave is not confused with other tests' files.
+runtime_tmp = os.path.join(work, "tmp")
+os.mkdir(runtime_tmp)
 
 
 def Runtime(*flags, **kw):
+    kw.setdefault("env", dict(os.environ, TMPDIR=runtime_tmp))
     return hostile.Runtime(COMMAND, *flags, **kw)
 
 
@@ -70,7 +74,7 @@ def idle_streams(mnist):
 def addresses():
     """A taken address is an error at start, naming it; so are impossible ports and a unix
     socket another process serves; none leaves a traceback or a temp dir."""
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "mm-sklearn-proto-*")))
+    before = set(glob.glob(os.path.join(runtime_tmp, "mm-sklearn-proto-*")))
     first = Runtime()
     taken = "127.0.0.1:%d" % first.port
     for listen, words in ((taken, "in use"), ("127.0.0.1:99999", "port from 0 to 65535")):
@@ -104,7 +108,7 @@ def addresses():
     ch.close()
     expect("the first unix server still answers", ok)
     a.stop()
-    after = set(glob.glob(os.path.join(tempfile.gettempdir(), "mm-sklearn-proto-*")))
+    after = set(glob.glob(os.path.join(runtime_tmp, "mm-sklearn-proto-*")))
     expect("no temp dir left behind", after <= before, str(after - before))
 
 

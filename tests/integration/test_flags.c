@@ -36,6 +36,11 @@ static const struct {
     {RUNTIME, "--capacity-bytes 1e9", 2, "--capacity-bytes: '1e9' is not a whole number"},
     {RUNTIME, "--grace-ms 3600001", 2, "--grace-ms: '3600001' is out of range 0..3600000"},
     {RUNTIME, "--workers", 2, "--workers needs a value"},
+    {RUNTIME, "--max-connections 0", 2, "--max-connections: '0' is out of range"},
+    {RUNTIME, "--max-streams 4294967297", 2, "--max-streams: '4294967297' is out of range"},
+    {RUNTIME, "--rpc-memory 1023Ki", 2, "--rpc-memory: '1023Ki' is out of range"},
+    {RUNTIME, "--rpc-memory 2Ti", 2, "--rpc-memory: '2Ti' is out of range"},
+    {RUNTIME, "--message-timeout-ms 3600001", 2, "--message-timeout-ms: '3600001' is out of"},
 };
 
 int main(int argc, char **argv)
@@ -66,7 +71,9 @@ int main(int argc, char **argv)
     /* The edges are accepted: it serves. */
     char *const edges[] = {(char *)runtime, "--listen", "127.0.0.1:0", "--workers", "64",
                            "--max-loading-concurrency", "1", "--grace-ms", "0",
-                           "--capacity-bytes", "18446744073709551615", NULL};
+                           "--capacity-bytes", "18446744073709551615", "--max-connections",
+                           "1", "--max-streams", "100000", "--rpc-memory", "1Mi",
+                           "--message-timeout-ms", "3600000", NULL};
     pid_t pid;
     int port = 0;
     int rc = harness_spawn_listening(edges, 20000, &pid, &port);

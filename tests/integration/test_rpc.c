@@ -532,8 +532,15 @@ int main(void)
     /* An address that cannot be bound is a clear error. */
     struct rpc_server *bad = NULL;
     REQUIRE(rpc_server_new(ctx, NULL, &bad, &err) == 0);
-    CHECK_INT(rpc_server_listen(bad, "unix:/nonexistent-dir/x.sock", NULL, &err), -EADDRINUSE);
+    CHECK_INT(rpc_server_listen(bad, "unix:/nonexistent-dir/x.sock", NULL, &err), -ENOENT);
     CHECK(strstr(err.msg, "cannot listen on unix:/nonexistent-dir/x.sock") != NULL);
+    /* A taken port is refused, never shared; a port out of range is refused, not replaced. */
+    char taken[64];
+    snprintf(taken, sizeof(taken), "127.0.0.1:%d", port);
+    CHECK_INT(rpc_server_listen(bad, taken, NULL, &err), -EADDRINUSE);
+    CHECK(strstr(err.msg, taken) != NULL && strstr(err.msg, "in use") != NULL);
+    CHECK_INT(rpc_server_listen(bad, "127.0.0.1:99999", NULL, &err), -EINVAL);
+    CHECK(strstr(err.msg, "127.0.0.1:99999") != NULL);
     rpc_server_free(bad); /* never started: no shutdown needed */
 
     /* Graceful shutdown: a held call answered within the grace period completes OK. */
