@@ -19,6 +19,7 @@ import importlib
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -896,6 +897,8 @@ async def serve(args, v2, spi):
         # interpreter's exit (seen at about one start in ten).
         sys.stderr.write("mm-sklearn-runtime: cannot listen on %s: the address is in use or "
                          "not available\n" % args.listen)
+        if native_stderr:
+            native_stderr.close()  # gRPC's own line about the bind comes first
         logging.shutdown()
         sys.stderr.flush()
         os._exit(1)
@@ -925,6 +928,44 @@ async def serve(args, v2, spi):
         await asyncio.gather(*pending, return_exceptions=True)
     if rt.stuck:
         log.warning("%d load threads still blocked: exiting without them", rt.stuck)
+
+
+native_stderr = None  # set by main
+
+
+class NativeStderr:
+    """gRPC's C core (and libprotobuf) write their own lines to file descriptor 2, raw: ids and
+    peers' bytes they quote would reach the terminal unescaped. Descriptor 2 becomes a pipe whose
+    lines a thread logs through our escaping logger as `grpc: file.cc:LINE: ...`; Python's own
+    writes (sys.stderr, our log) go to the original stderr."""
+
+    LEVELS = {"E": logging.ERROR, "W": logging.WARNING, "I": logging.INFO, "D": logging.DEBUG}
+
+    def __init__(self):
+        self.saved = os.dup(2)
+        self.stream = os.fdopen(os.dup(self.saved), "w", buffering=1, errors="backslashreplace")
+        r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+        self.thread = threading.Thread(target=self.pump, args=(r,), name="stderr", daemon=True)
+        self.thread.start()
+
+    def pump(self, r):
+        lines = logging.getLogger("grpc")
+        with os.fdopen(r, "rb") as f:
+            for raw in f:
+                text = raw.decode(errors="replace").rstrip("\n")
+                level = logging.WARNING
+                m = re.match(r"^([EWID])\d{4} [\d:.]+ +\d+ ([^\]]+)\] ?(.*)$", text)
+                if m:
+                    level = self.LEVELS[m.group(1)]
+                    text = "%s: %s" % (m.group(2).strip(), m.group(3).lstrip())
+                lines.log(level, "%s", clip(text, 768))
+
+    def close(self):
+        """Descriptor 2 back to the original stderr; what the pipe holds is logged first."""
+        os.dup2(self.saved, 2)  # the pipe's last writer is gone: the pump reads to its end
+        self.thread.join(1.0)
 
 
 def raise_open_file_limit():
@@ -989,7 +1030,10 @@ def main(argv):
         if not os.path.isdir(args.models_dir):
             p.error("--models-dir %s is not a directory" % args.models_dir)
         args.models_dir = os.path.realpath(args.models_dir)
-    handler = logging.StreamHandler(sys.stderr)
+    global native_stderr
+    native_stderr = NativeStderr()
+    sys.stderr = native_stderr.stream
+    handler = logging.StreamHandler(native_stderr.stream)
     handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(handlers=[handler], level={"warn": "WARNING"}.get(
         args.log_level, args.log_level.upper()))
@@ -999,6 +1043,7 @@ def main(argv):
         log.warning("no --models-dir: loadModel reads any path this process can read")
     v2, spi = compile_protos(args.proto_dir)
     asyncio.run(serve(args, v2, spi))
+    native_stderr.close()
     logging.shutdown()
     sys.stdout.flush()
     os._exit(0)  # daemon load threads blocked on storage must not hold the exit

@@ -653,10 +653,19 @@ def sklearn():
     """The sklearn runtime: grpcio's options give it identity-only compression and no port
     sharing, and it raises its open-file limit (grpcio 1.51 offers no connection cap and no
     way to pass a resource quota from Python: README says so)."""
-    r = Runtime(sklearn=True, nofile=(40, 64))
+    r = Runtime(sklearn=True, nofile=(40, 64),
+                env={"GRPC_VERBOSITY": "DEBUG", "GRPC_TRACE": "http,no\x1b[31m\nE1201 forged"})
     expect("sklearn: the soft open-file limit is raised to the hard one", r.nofile() == (64, 64),
            str(r.nofile()))
+    expect("sklearn: a client is served", fresh_live(r))
     r.stop()
+    err = r.stderr()
+    raw = [line for line in err.splitlines() if re.match(r"^[EIWD]\d{4} ", line)]
+    expect("sklearn: no gRPC line in its own format on stderr", not raw, repr(raw[:3]))
+    expect("sklearn: gRPC's lines come through the runtime's log, escaped",
+           re.search(r"ERROR grpc: trace\.cc:\d+: Unknown trace var: 'no\\x1b\[31m$", err,
+                     re.M) is not None, err[:800])
+    expect("sklearn: no escape character reaches the log", "\x1b" not in err)
     gzip_bomb(sklearn=True)
 
 
