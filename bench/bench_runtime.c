@@ -2,10 +2,10 @@
  * loopback gRPC) against the same prediction called directly, measured in the same run, for 1
  * and 64 rows per request at concurrency 1 and 16.
  * - mm-runtime (C, XGBoost example model) against libxgboost called in this process;
- * - with PYTHON RUNTIME_PY MAKE_MNIST_SVM_PY: the sklearn runtime (example MNIST SVM) against
+ * - with PYTHON SERVER_PY MAKE_MNIST_SVM_PY: the sklearn runtime (example MNIST SVM) against
  *   sklearn's predict called in a Python process.
  * usage: bench_runtime MM_RUNTIME MAKE_BREAST_CANCER [seconds per cell (default 1.5)]
- *                      [PYTHON RUNTIME_PY MAKE_MNIST_SVM_PY] */
+ *                      [PYTHON SERVER_PY MAKE_MNIST_SVM_PY] */
 #include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
 {
     if (argc < 3 || (argc > 4 && argc != 7)) {
         fprintf(stderr, "usage: bench_runtime MM_RUNTIME MAKE_BREAST_CANCER [seconds] [PYTHON "
-                        "RUNTIME_PY MAKE_MNIST_SVM_PY]\n");
+                        "SERVER_PY MAKE_MNIST_SVM_PY]\n");
         return 2;
     }
     double seconds = argc > 3 ? atof(argv[3]) : 1.5;

@@ -78,7 +78,7 @@ $mmctl --address "$xgb" runtime load breast-cancer "$work/models/xgboost/breast-
 $mmctl --address "$xgb" infer breast-cancer --file "$work/models/xgboost/breast-cancer-request.json"
 
 echo "== the sklearn runtime: load the MNIST SVM, and KServe's sample digit (expect 8)"
-start_runtime sklearn /usr/bin/python3 runtimes/sklearn/runtime.py
+start_runtime sklearn /usr/bin/python3 runtimes/sklearn/server.py
 skl=127.0.0.1:$RUNTIME_PORT
 $mmctl --address "$skl" runtime load mnist-svm "$work/models/sklearn/mnist-svm.joblib" --type sklearn
 $mmctl --address "$skl" infer mnist-svm --file "$work/models/sklearn/mnist-svm-request.json"

@@ -5,7 +5,7 @@ python3-grpcio and a few lines of raw HTTP/2 (for what no well-behaved client se
 starts what it needs on free loopback ports or in a temp dir and stops it by pid; the run exits
 1 if any expectation failed.
 The sklearn runtime (grpcio's own server) gets what its options can give: its case checks them.
-usage: rpc_hostile.py MM_RUNTIME PROTO_DIR SKLEARN_RUNTIME_PY CASE..."""
+usage: rpc_hostile.py MM_RUNTIME PROTO_DIR SKLEARN_SERVER_PY CASE..."""
 import os
 import re
 import resource

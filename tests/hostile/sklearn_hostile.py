@@ -2,7 +2,7 @@
 (Debian python3-grpcio): the cases both runtimes share (hostile.py) and the sklearn runtime's
 own. Each case starts what it needs on free loopback ports, stops it by pid, and says what it
 saw; the run exits 1 if any expectation failed.
-usage: sklearn_hostile.py PYTHON RUNTIME_PY PROTO_DIR MAKE_MNIST_SVM_PY"""
+usage: sklearn_hostile.py PYTHON SERVER_PY PROTO_DIR MAKE_MNIST_SVM_PY"""
 import glob
 import os
 import subprocess

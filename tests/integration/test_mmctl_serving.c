@@ -1,7 +1,7 @@
 /* test_mmctl_serving.c - mmctl's gRPC verbs (infer, metadata, runtime ...) against both real
  * runtime processes, with the example models made at test time: answers printed as JSON, and
  * clear errors with exit code 1 (the call failed) or 2 (usage).
- * argv: MMCTL MM_RUNTIME MAKE_BREAST_CANCER PYTHON RUNTIME_PY MAKE_MNIST_SVM_PY */
+ * argv: MMCTL MM_RUNTIME MAKE_BREAST_CANCER PYTHON SERVER_PY MAKE_MNIST_SVM_PY */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * and the errors their files give, driven by our C client, with the example model and a few
  * test models built at test time from data python3-sklearn ships. What every runtime must answer
  * through the runtime SPI is test_spi_conformance's, run against this runtime too.
- * argv: PYTHON RUNTIME_PY MAKE_MNIST_SVM_PY SKLEARN_MODELS_PY */
+ * argv: PYTHON SERVER_PY MAKE_MNIST_SVM_PY SKLEARN_MODELS_PY */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <ev.h>
