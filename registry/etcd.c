@@ -547,9 +547,17 @@ static int map_grpc_error(int grpc_code, const char *msg)
     }
 }
 
-static bool is_token_error(const char *msg)
+bool request_token_error(const char *msg)
 {
     return strstr(msg, "invalid auth token") || strstr(msg, "user name is empty");
+}
+
+void client_drop_token(struct etcd_client *c, const char *msg)
+{
+    if (c->user && msg && request_token_error(msg)) {
+        free(c->token);
+        c->token = NULL;
+    }
 }
 
 void request_advance_endpoint(struct request *r)
@@ -742,7 +750,7 @@ static void complete_unary(struct request *r, CURLcode res)
         char msg_copy[200];
         snprintf(msg_copy, sizeof(msg_copy), "%s", msg);
         cJSON_Delete(j);
-        if (r->kind != REQ_AUTH && c->user && is_token_error(msg_copy) && !r->auth_retried) {
+        if (r->kind != REQ_AUTH && c->user && request_token_error(msg_copy) && !r->auth_retried) {
             r->auth_retried = true; /* rejected before execution: resend with a new token */
             free(c->token);
             c->token = NULL;

@@ -105,6 +105,10 @@ void request_unlink(struct request *r);
 void request_free(struct request *r);
 const char *request_endpoint(const struct request *r);
 void request_advance_endpoint(struct request *r);
+/* etcd's refusal of an expired or unknown auth token (the request was not executed). */
+bool request_token_error(const char *msg);
+/* Forget the client's token after such a refusal, so the next request authenticates. */
+void client_drop_token(struct etcd_client *c, const char *msg);
 
 int add_b64(struct mm_buf *b, const char *name, const void *s, size_t len);
 int add_key_range(struct mm_buf *b, const char *key, size_t key_len, bool prefix,

@@ -58,6 +58,8 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
         mm_error_set(&err, e ? -ECANCELED : -EPROTO, "etcd %s: %s: %s", request_endpoint(r),
                      r->what, cJSON_IsString(m) ? m->valuestring : "unparseable stream object");
+        if (cJSON_IsString(m)) /* refused for its token: the owner's next attempt re-auths */
+            client_drop_token(r->c, m->valuestring);
         cJSON_Delete(j);
         watch_fail(r, err.code, &err);
         return false;
@@ -92,6 +94,8 @@ static bool watch_deliver(struct request *r, const char *text, size_t len)
             mm_error_set(&err, -ECANCELED, "etcd %s: %s: canceled by etcd: %s",
                          request_endpoint(r), r->what,
                          cJSON_IsString(why) ? why->valuestring : "no reason given");
+        if (cJSON_IsString(why)) /* refused for its token: the owner's next attempt re-auths */
+            client_drop_token(r->c, why->valuestring);
         cJSON_Delete(j);
         r->finished = true;
         request_detach(r);

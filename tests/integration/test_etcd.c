@@ -99,6 +99,11 @@ static bool has_created(struct collector *c)
     return c->created > 0;
 }
 
+static bool has_created_or_ended(struct collector *c)
+{
+    return c->created > 0 || c->ended;
+}
+
 static bool has_ended(struct collector *c)
 {
     return c->ended;
@@ -694,6 +699,23 @@ static void test_auth(void)
     if (err.msg[0])
         fprintf(stderr, "  put after token expiry: %s\n", err.msg);
     CHECK_STR(get(c, "/mesh/a", 0, buf, sizeof(buf)), "2");
+    /* The token expires while only a watch would use it: etcd cancels the watch ("invalid auth
+     * token"), and the client must drop the token so that the owner's next attempt
+     * authenticates again instead of being refused forever. */
+    run_until(NULL, NULL, 2500);
+    int watch_created = 0, attempts = 0;
+    while (attempts < 3 && !watch_created) {
+        struct collector wc = {0};
+        attempts++;
+        REQUIRE(etcd_watch_start(c, &wr, collect, &wc, &w) == 0);
+        run_until(has_created_or_ended, &wc, 3000);
+        watch_created = wc.created;
+        if (!watch_created)
+            fprintf(stderr, "  watch attempt %d after token expiry: %s\n", attempts,
+                    wc.final_msg);
+        etcd_watch_free(w);
+    }
+    CHECK(watch_created && attempts <= 2);
     etcd_client_free(c);
 
     cfg.password = "wrong";
