@@ -448,6 +448,16 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
     m->last_heard = ev_now(m->loop);
     if (status < 0) {
         stop_watch(m);
+        if (status == -EMSGSIZE) {
+            /* a catch-up reply over the reply cap would come back the same on every resume:
+             * read the prefix in bounded pages instead */
+            mm_log(MM_LOG_WARN, "mirror", "%s: watch reply over the cap at revision %" PRId64
+                   ", listing again: %s", m->prefix, m->applied_rev, err ? err->msg : "");
+            m->stats.relists++;
+            if (set_state(m, MIRROR_RELISTING, err))
+                start_list(m);
+            return;
+        }
         if (status == -ESTALE) {
             mm_log(MM_LOG_WARN, "mirror", "%s: revision %" PRId64 " compacted (oldest %" PRId64
                    "), listing again", m->prefix, m->applied_rev + 1, compact_revision);

@@ -899,6 +899,48 @@ static void test_byte_keys(struct harness_etcd *etcd)
 #undef P
 }
 
+/* One revision whose watch reply is over the client's reply cap (a txn of large values): the
+ * mirror cannot resume through it (the same reply would come back on every resume), so it lists
+ * the prefix again in bounded pages and holds every key. */
+static void test_reply_over_cap(const char *endpoint)
+{
+    struct etcd_config cfg = {.endpoints = endpoint, .max_reply_bytes = 64 << 10};
+    struct mm_error err = {0};
+    struct etcd_client *mc = NULL;
+    REQUIRE(etcd_client_new(mloop, &cfg, &mc, &err) == 0);
+    struct shadow *sh = calloc(1, sizeof(*sh));
+    REQUIRE(sh != NULL);
+    struct mirror_config mcfg = {.page_size = 4};
+    struct mirror *m = NULL;
+    REQUIRE(mirror_new(mc, "/cap/", &mcfg, &m, &err) == 0);
+    REQUIRE(mirror_subscribe(m, "", 0, on_event, sh, NULL) == 0);
+    REQUIRE(mirror_start(m) == 0);
+    CHECK(wait_caught_up(m, put("/cap/first", "1"), 10000));
+    enum { N = 10, SIZE = 20 << 10 };
+    static char big[SIZE + 1];
+    memset(big, 'v', SIZE);
+    struct etcd_op ops[N];
+    char keys[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "/cap/big-%02d", i);
+        ops[i] = (struct etcd_op){.kind = ETCD_OP_PUT, .key = keys[i], .value = big};
+    }
+    struct etcd_txn txn = {.success = ops, .n_success = N};
+    struct etcd_response *r = NULL;
+    REQUIRE(etcd_sync_txn(writer, &txn, &r, &err) == 0);
+    int64_t rev = r->revision;
+    etcd_response_free(r);
+    CHECK(wait_caught_up(m, rev, 15000));
+    CHECK_INT(mirror_count(m), N + 1);
+    const struct mirror_entry *e = mirror_get(m, keys[N - 1], strlen(keys[N - 1]));
+    CHECK(e && e->value_len == SIZE);
+    struct mirror_stats st;
+    mirror_get_stats(m, &st);
+    CHECK(st.relists >= 1);
+    check_converged(m, sh, "/cap/");
+    drop_mirror(m, mc, sh);
+}
+
 static void test_ten_thousand(const char *endpoint)
 {
     const char *P = "/t/big/";
@@ -1135,6 +1177,7 @@ int main(void)
     test_restart(&etcd);
     test_compaction_while_disconnected(&etcd);
     test_byte_keys(&etcd);
+    test_reply_over_cap(etcd.endpoint);
     test_free_in_flight(&etcd);
     test_ten_thousand(etcd.endpoint);
     test_quorum_loss();
