@@ -415,7 +415,8 @@ int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
     if (c.max_message_bytes > INT32_MAX)
         return mm_error_set(err, -EINVAL, "rpc: message limit %zu is above 2 GiB",
                             c.max_message_bytes);
-    if (c.max_streams > INT32_MAX || (c.memory_bytes && c.memory_bytes < (1u << 20)))
+    if (c.max_streams > INT32_MAX || c.connection_idle_ms > INT32_MAX ||
+        (c.memory_bytes && c.memory_bytes < (1u << 20)))
         return mm_error_set(err, -EINVAL, "rpc: server limits out of range (streams %u, "
                             "memory %llu bytes)", c.max_streams,
                             (unsigned long long)c.memory_bytes);
@@ -446,6 +447,11 @@ int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
         /* every buffer of every connection, counted against one quota */
         {.type = GRPC_ARG_POINTER, .key = GRPC_ARG_RESOURCE_QUOTA,
          .value.pointer = {.p = s->quota, .vtable = grpc_resource_quota_arg_vtable()}},
+        /* connections without calls are closed: a silent socket (or one that sent only the
+         * HTTP/2 preface) would otherwise hold a place under max_connections for hours */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+         .value.integer = (int)(c.connection_idle_ms ? c.connection_idle_ms
+                                                     : RPC_DEFAULT_CONNECTION_IDLE_MS)},
         /* we listen ourselves (rpc_server_listen); this is for gRPC's own, if ever used */
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
     };
@@ -865,9 +871,12 @@ int rpc_server_start(struct rpc_server *s, struct mm_error *err)
         return mm_error_set(err, -EDESTADDRREQ, "rpc: start without an address to listen on");
     grpc_server_start(s->server);
     s->started = true;
-    /* connections: below the open-file limit, leaving a quarter for everything else */
+    /* connections: below the open-file limit, leaving a quarter for everything else, and at
+     * most RPC_DEFAULT_MAX_CONNECTIONS (at the cap each accept checks every counted connection:
+     * an unlimited hard limit must not make that a million checks) */
     uint64_t fds = fdlimit_current();
-    size_t cap = fds == UINT64_MAX ? SIZE_MAX : (size_t)(fds / 4 * 3);
+    uint64_t cap64 = fds == UINT64_MAX ? UINT64_MAX : fds / 4 * 3;
+    size_t cap = cap64 > RPC_DEFAULT_MAX_CONNECTIONS ? RPC_DEFAULT_MAX_CONNECTIONS : (size_t)cap64;
     s->max_connections = s->max_connections_cfg ? s->max_connections_cfg : cap ? cap : 1;
     ev_init(&s->accept_retry, on_accept_retry);
     s->accept_retry.data = s;

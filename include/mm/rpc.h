@@ -57,14 +57,19 @@ typedef void (*rpc_handler)(struct rpc_call *call, void *arg);
 struct rpc_server_config {
     size_t max_message_bytes;   /* receive and send limit; 0 = 16 MiB */
     unsigned calls_per_method;  /* calls requested ahead per method; 0 = 32 */
-    size_t max_connections;     /* open at once; more wait in the kernel's backlog;
-                                 * 0 = 3/4 of the open-file limit at rpc_server_start */
+    size_t max_connections;     /* open at once; more wait in the kernel's backlog; 0 = 3/4
+                                 * of the open-file limit at rpc_server_start, at most 65536 */
     unsigned max_streams;       /* concurrent calls per connection; 0 = 100 */
     uint64_t memory_bytes;      /* gRPC's buffers for all connections (a resource quota),
                                  * at least 1 MiB; 0 = 512 MiB */
     unsigned message_timeout_ms; /* from a call's headers to the end of its request message;
                                   * then DEADLINE_EXCEEDED; 0 = 30000 */
+    unsigned connection_idle_ms; /* a connection with no call for this long is closed (HTTP/2
+                                  * GOAWAY), one that never says anything too: silent sockets
+                                  * cannot hold max_connections; 0 = 120000 */
 };
+#define RPC_DEFAULT_CONNECTION_IDLE_MS 120000u
+#define RPC_DEFAULT_MAX_CONNECTIONS 65536u
 #define RPC_DEFAULT_MESSAGE_TIMEOUT_MS 30000u
 #define RPC_DEFAULT_MAX_STREAMS 100
 #define RPC_DEFAULT_MEMORY_BYTES (512ull << 20)

@@ -67,6 +67,9 @@ static void usage(FILE *to)
             "(default 512Mi)\n"
             "  --message-timeout-ms N        time for a request message to arrive, "
             "1..3600000 (default 30000)\n"
+            "  --connection-idle-ms N        a connection without calls this long is closed, "
+            "1..3600000\n"
+            "                                (default 120000)\n"
             "  --log-level debug|info|warn|error\n");
 }
 
@@ -149,6 +152,9 @@ int main(int argc, char **argv)
             rpc_cfg.max_streams = (unsigned)v;
         } else if (strcmp(a, "--rpc-memory") == 0) {
             rc = opts_bytes(a, val, 1ull << 20, 1ull << 40, &rpc_cfg.memory_bytes, &err);
+        } else if (strcmp(a, "--connection-idle-ms") == 0) {
+            rc = opts_u64(a, val, 1, MAX_GRACE_MS, &v, &err);
+            rpc_cfg.connection_idle_ms = (unsigned)v;
         } else if (strcmp(a, "--message-timeout-ms") == 0) {
             rc = opts_u64(a, val, 1, MAX_GRACE_MS, &v, &err);
             rpc_cfg.message_timeout_ms = (unsigned)v;

@@ -399,6 +399,30 @@ def addresses():
     d.stop()
 
 
+def idle():
+    """Connections that never send anything (or only HTTP/2's preface) are closed after the
+    idle time, so a few silent sockets cannot fill --max-connections for good."""
+    r = Runtime("--max-connections", "4", "--connection-idle-ms", "1500")
+    silent = [socket.create_connection(("127.0.0.1", r.port), timeout=5) for _ in range(2)]
+    preface = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", r.port), timeout=5)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        preface.append(s)
+    time.sleep(0.5)
+    expect("4 silent connections fill --max-connections 4", not fresh_live(r, 0.5))
+    t0 = time.monotonic()
+    served = False
+    while time.monotonic() - t0 < 15 and not served:
+        served = fresh_live(r, 1)
+    took = time.monotonic() - t0
+    expect("the silent ones are closed after the idle time and a client is served",
+           served, "after %.1f s" % took)
+    for s in silent + preface:
+        s.close()
+    r.stop()
+
+
 def fds():
     """At the open-file limit the server keeps accepting once clients close: the soft limit is
     raised to the hard one, connections are capped below it, and the accept loop survives
@@ -672,7 +696,7 @@ def sklearn():
 try:
     for name in CASES:
         print("== %s" % name, flush=True)
-        {"addresses": addresses, "fds": fds, "gzip": gzip_bomb, "streams": streams,
+        {"addresses": addresses, "fds": fds, "idle": idle, "gzip": gzip_bomb, "streams": streams,
          "log": core_log, "sklearn": sklearn}[name]()
 finally:
     shutil.rmtree(work, ignore_errors=True)

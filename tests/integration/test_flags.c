@@ -41,6 +41,7 @@ static const struct {
     {RUNTIME, "--rpc-memory 1023Ki", 2, "--rpc-memory: '1023Ki' is out of range"},
     {RUNTIME, "--rpc-memory 2Ti", 2, "--rpc-memory: '2Ti' is out of range"},
     {RUNTIME, "--message-timeout-ms 3600001", 2, "--message-timeout-ms: '3600001' is out of"},
+    {RUNTIME, "--connection-idle-ms 0", 2, "--connection-idle-ms: '0' is out of"},
 };
 
 int main(int argc, char **argv)
@@ -73,7 +74,8 @@ int main(int argc, char **argv)
                            "--max-loading-concurrency", "1", "--grace-ms", "0",
                            "--capacity-bytes", "18446744073709551615", "--max-connections",
                            "1", "--max-streams", "100000", "--rpc-memory", "1Mi",
-                           "--message-timeout-ms", "3600000", NULL};
+                           "--message-timeout-ms", "3600000", "--connection-idle-ms", "3600000",
+                           NULL};
     pid_t pid;
     int port = 0;
     int rc = harness_spawn_listening(edges, 20000, &pid, &port);
