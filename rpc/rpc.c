@@ -68,6 +68,8 @@ struct rpc_context {
 
 /* ---------------------------------------------------------------- context */
 
+static void receive_early(struct rpc_tag *t);
+
 static void *cq_thread(void *arg)
 {
     struct rpc_context *ctx = arg;
@@ -80,6 +82,7 @@ static void *cq_thread(void *arg)
             continue;
         struct rpc_tag *t = ev.tag;
         t->ok = ev.success != 0;
+        receive_early(t);
         mailbox_post(ctx->completions, &t->item);
     }
     return NULL;
@@ -239,6 +242,7 @@ struct rpc_call {
     grpc_byte_buffer *response;
     grpc_slice status_message;
     int cancelled;
+    bool receiving;            /* the message's receive was started (on the cq thread) */
     int pending;               /* batches started and not yet completed */
     bool replied;
     bool closed;               /* the close has been delivered: cancelled is final */
@@ -305,6 +309,25 @@ static void on_sent(struct rpc_tag *t, bool ok)
     call_release(c);
 }
 
+/* On the completion-queue thread, for a call that just arrived at a registered method: start
+ * receiving its message at once, so the message does not wait for a turn of the loop (which
+ * only arms the timer that bounds it). The loop learns of the call after this, through the
+ * mailbox, and the message's completion reaches it after the arrival (one thread posts both,
+ * in order). Nothing else is touched here. */
+static void on_new_call(struct rpc_tag *t, bool ok);
+
+static void receive_early(struct rpc_tag *t)
+{
+    if (t->done != on_new_call || !t->ok)
+        return;
+    struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, new_tag));
+    if (!c->m->handle)
+        return;
+    grpc_op recv = {.op = GRPC_OP_RECV_MESSAGE};
+    recv.data.recv_message.recv_message = &c->request;
+    c->receiving = grpc_call_start_batch(c->call, &recv, 1, &c->recv_tag, NULL) == GRPC_CALL_OK;
+}
+
 static void on_new_call(struct rpc_tag *t, bool ok)
 {
     struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, new_tag));
@@ -332,10 +355,9 @@ static void on_new_call(struct rpc_tag *t, bool ok)
     }
     /* The call is ours from its headers on, so that its message's arrival can be bounded:
      * gRPC itself would wait for a message that stalls halfway for as long as the client
-     * keeps the stream open, holding what has come. */
-    grpc_op recv = {.op = GRPC_OP_RECV_MESSAGE};
-    recv.data.recv_message.recv_message = &c->request;
-    if (grpc_call_start_batch(c->call, &recv, 1, &c->recv_tag, NULL) != GRPC_CALL_OK) {
+     * keeps the stream open, holding what has come. The receive itself was started on the
+     * cq thread (receive_early). */
+    if (!c->receiving) {
         rpc_call_fail(c, GRPC_STATUS_INTERNAL, "%s: cannot receive the request", m->path);
         return;
     }
