@@ -3,8 +3,10 @@
 # registry records a cluster keeps (instance, model, copy, vmodel) through mmctl, and read them
 # back with mmctl and with etcd's own etcdctl. Then build the example models, start both model
 # runtimes, load the examples through the runtime SPI and ask each for a prediction (KServe V2)
-# with mmctl. Everything is stopped by its pid at the end, unless MM_DEMO_KEEP=1 (then the
-# script prints how to use and stop etcd; the runtimes are stopped either way).
+# with mmctl. Then start an mm-node beside each runtime: each registers its instance under an
+# etcd lease, and deregisters at SIGTERM. Everything is stopped by its pid at the end, unless
+# MM_DEMO_KEEP=1 (then the script prints how to use and stop etcd; the runtimes are stopped
+# either way).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -85,6 +87,26 @@ $mmctl --address "$skl" infer mnist-svm --file "$work/models/sklearn/mnist-svm-r
 echo "== a request that does not fit the model is refused with the reason"
 echo '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}' |
   $mmctl --address "$skl" infer mnist-svm || true
+
+echo "== mm-node beside each runtime: each registers its instance under an etcd lease"
+echo "   (a node starts with runtimeStatus, which unloads what its runtime held: the mesh owns it;
+   the peer port is 0 until routing comes)"
+node_pids=()
+for spec in "node-xgb $xgb mm-runtime xgboost" "node-skl $skl mm-sklearn sklearn"; do
+  set -- $spec
+  build/node/mm-node --instance-id "$1" --runtime "$2" --runtime-name "$3" --model-types "$4" \
+    --zone local --internal-address 127.0.0.1:0 >"$work/$1.log" 2>&1 </dev/null &
+  node_pids+=($!)
+done
+for _ in $(seq 1 100); do
+  [ "$($mmctl registry dump --prefix instances/ 2>/dev/null | grep -c '"labels"')" -ge 2 ] && break
+  sleep 0.1
+done
+$mmctl registry dump --prefix instances/
+echo "== SIGTERM the nodes: each marks itself shutting down, revokes its lease, and is gone"
+kill -TERM "${node_pids[@]}"
+for pid in "${node_pids[@]}"; do wait "$pid" || echo "demo: node $pid exited $?" >&2; done
+$mmctl registry dump --prefix instances/
 
 if [ "${MM_DEMO_KEEP:-0}" = 1 ]; then
   echo "== etcd keeps running: export MM_ETCD_ENDPOINTS=$endpoint MM_CLUSTER=demo"
