@@ -1040,7 +1040,12 @@ int rpc_call_reply(struct rpc_call *c, grpc_byte_buffer *response, grpc_status_c
     }
     c->response = response; /* kept until the send completes */
     grpc_slice_unref(c->status_message);
-    c->status_message = grpc_slice_from_copied_string(message ? message : "");
+    /* Messages quote ids and paths that came from the network: escaped, and bounded so that a
+     * 10 KB id cannot push the status past the client's metadata limit. */
+    char safe[RPC_MAX_STATUS_MESSAGE + 1] = "";
+    if (message && message[0])
+        mm_log_escape(safe, sizeof(safe), message, strlen(message));
+    c->status_message = grpc_slice_from_copied_string(safe);
     grpc_op ops[3];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
@@ -1065,7 +1070,7 @@ int rpc_call_reply(struct rpc_call *c, grpc_byte_buffer *response, grpc_status_c
 
 int rpc_call_fail(struct rpc_call *c, grpc_status_code status, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[4 * RPC_MAX_STATUS_MESSAGE]; /* escaped and cut by rpc_call_reply */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -1205,7 +1210,7 @@ static void request_free(struct rpc_request *r)
 static void on_client_done(struct rpc_tag *t, bool ok)
 {
     struct rpc_request *r = (struct rpc_request *)t;
-    char details[512];
+    char details[1024]; /* a status message of RPC_MAX_STATUS_MESSAGE fits whole */
     size_t n = GRPC_SLICE_LENGTH(r->details);
     if (n >= sizeof(details))
         n = sizeof(details) - 1;

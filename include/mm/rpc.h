@@ -40,6 +40,7 @@ struct rpc_channel;
 struct rpc_request;
 
 #define RPC_DEFAULT_MAX_MESSAGE (16u << 20)
+#define RPC_MAX_STATUS_MESSAGE 512 /* bytes of a status message sent */
 
 /* --- context: the completion queue and its thread, bound to one loop --- */
 int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_error *err);
@@ -127,7 +128,9 @@ int rpc_call_on_cancel(struct rpc_call *c, rpc_cancel_cb cb, void *arg);
  * ..." and return -EBADMSG: the call is then replied and must not be used again. */
 int rpc_call_decode(struct rpc_call *c, const ProtobufCMessageDescriptor *desc,
                     ProtobufCMessage **out);
-/* Reply once. response (may be NULL) is taken. A non-OK status sends no message. */
+/* Reply once. response (may be NULL) is taken. A non-OK status sends no message. The status
+ * message is sent with its control characters escaped and cut at RPC_MAX_STATUS_MESSAGE bytes
+ * (at a character boundary). */
 int rpc_call_reply(struct rpc_call *c, grpc_byte_buffer *response, grpc_status_code status,
                    const char *message);
 /* Reply with an error message formatted like printf. */
@@ -173,7 +176,7 @@ void rpc_request_cancel(struct rpc_request *r);
 /* The outcome of a call waited for. */
 struct rpc_reply {
     grpc_status_code status;
-    char details[512];          /* the status message ("" if none), truncated */
+    char details[1024];         /* the status message ("" if none), truncated */
     grpc_byte_buffer *response; /* OK only; the caller's (rpc_reply_clear) */
 };
 /* Call and wait: start a unary call (as rpc_unary, without parent) and run the channel's loop

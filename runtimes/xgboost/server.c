@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <ev.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,7 +24,6 @@
 #define DEFAULT_MODEL_SIZE 1000000
 #define DEFAULT_MAX_ELEMENTS (16u << 20)
 
-#define MAX_STATUS_MESSAGE 512 /* bytes of a status message */
 #define MAX_ID 1024            /* bytes of a model id (and of a request id) */
 #define MAX_PATH_BYTES 4096    /* bytes of a model path */
 #define MAX_SEGMENTS 64        /* slices of a request looked at in place (more: one copy) */
@@ -77,23 +75,6 @@ static long long now_ms(void)
 }
 
 /* ---------------------------------------------------------------- replies */
-
-/* Fail c with a message formatted like printf, its control characters escaped and cut to
- * MAX_STATUS_MESSAGE bytes (at a character boundary): messages quote ids and paths. */
-static void fail(struct rpc_call *c, grpc_status_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct rpc_call *c, grpc_status_code code, const char *fmt, ...)
-{
-    char raw[2048], msg[MAX_STATUS_MESSAGE + 1];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(raw, sizeof(raw), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    mm_log_escape(msg, sizeof(msg), raw, (size_t)n < sizeof(raw) ? (size_t)n : sizeof(raw) - 1);
-    rpc_call_reply(c, NULL, code, msg);
-}
 
 static grpc_status_code status_of(int rc)
 {
@@ -261,12 +242,12 @@ out:
 static int decode_call(struct rpc_call *c, const ProtobufCMessageDescriptor *desc, const char *call,
                        const struct text_field *texts, size_t n_texts, ProtobufCMessage **out)
 {
-    char why[MAX_STATUS_MESSAGE];
+    char why[RPC_MAX_STATUS_MESSAGE];
     grpc_status_code st = decode(rpc_call_request(c), desc, &plain_schema, &plain_limits, call,
                                  texts, n_texts, out, why, sizeof(why));
     if (st == GRPC_STATUS_OK)
         return 0;
-    fail(c, st, "%s", why);
+    rpc_call_fail(c, st, "%s", why);
     return -EINVAL;
 }
 
@@ -302,7 +283,7 @@ static void answer_waiters(struct model *m, int rc, const struct mm_error *err)
             r.sizeinbytes = m->size;
             rpc_call_reply(w->call, rpc_encode(&r.base), GRPC_STATUS_OK, NULL);
         } else {
-            fail(w->call, status_of(rc), "%s", err->msg);
+            rpc_call_fail(w->call, status_of(rc), "%s", err->msg);
         }
         free(w);
         w = next;
@@ -430,7 +411,7 @@ static void waiter_cancelled(struct rpc_call *c, void *arg)
         p = &(*p)->next;
     if (*p)
         *p = w->next;
-    fail(c, GRPC_STATUS_CANCELLED, "loadModel %s: the client went away", w->m->id);
+    rpc_call_fail(c, GRPC_STATUS_CANCELLED, "loadModel %s: the client went away", w->m->id);
     free(w);
 }
 
@@ -447,7 +428,7 @@ static void load_model(struct rpc_call *c, void *arg)
         return;
     Mmesh__LoadModelRequest *req = (Mmesh__LoadModelRequest *)msg;
     if (req->modeltype[0] && strcasecmp(req->modeltype, "xgboost") != 0) {
-        fail(c, GRPC_STATUS_INVALID_ARGUMENT,
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
              "loadModel %s: mm-runtime serves xgboost models, not '%s'", req->modelid,
              req->modeltype);
         goto out;
@@ -456,7 +437,7 @@ static void load_model(struct rpc_call *c, void *arg)
     if (!m) {
         unsigned stuck = pool_abandoned(rt->loads);
         if (stuck >= POOL_MAX_ABANDONED) {
-            fail(c, GRPC_STATUS_UNAVAILABLE,
+            rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE,
                  "loadModel %s: %u earlier loads are still stuck "
                  "reading their files; try again later",
                  req->modelid, stuck);
@@ -467,7 +448,7 @@ static void load_model(struct rpc_call *c, void *arg)
             if (m)
                 free(m->id);
             free(m);
-            fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "loadModel: out of memory");
+            rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "loadModel: out of memory");
             goto out;
         }
         m->rt = rt;
@@ -477,7 +458,7 @@ static void load_model(struct rpc_call *c, void *arg)
         m->timeout.data = m;
         if (pool_submit(rt->loads, load_work, load_done, m, &m->load_job) < 0) {
             model_free(m);
-            fail(c, GRPC_STATUS_UNAVAILABLE, "loadModel: runtime is stopping");
+            rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "loadModel: runtime is stopping");
             goto out;
         }
         ev_timer_start(rt->loop, &m->timeout);
@@ -493,7 +474,7 @@ static void load_model(struct rpc_call *c, void *arg)
     }
     struct waiter *w = malloc(sizeof(*w));
     if (!w) {
-        fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "loadModel: out of memory");
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "loadModel: out of memory");
         goto out;
     }
     w->call = c;
@@ -536,7 +517,7 @@ static void model_size(struct rpc_call *c, void *arg)
     Mmesh__ModelSizeRequest *req = (Mmesh__ModelSizeRequest *)msg;
     struct model *m = find(rt, req->modelid);
     if (!m || m->state != MODEL_LOADED) {
-        fail(c, GRPC_STATUS_NOT_FOUND, "model %s is not loaded", req->modelid);
+        rpc_call_fail(c, GRPC_STATUS_NOT_FOUND, "model %s is not loaded", req->modelid);
     } else {
         Mmesh__ModelSizeResponse r = MMESH__MODEL_SIZE_RESPONSE__INIT;
         r.sizeinbytes = m->size;
@@ -607,7 +588,7 @@ struct prediction {
     size_t per_row;
     struct pool_job *job;    /* the job running or queued for it */
     grpc_status_code status; /* the workers' verdict */
-    char why[MAX_STATUS_MESSAGE];
+    char why[RPC_MAX_STATUS_MESSAGE];
     struct mm_error err;
 };
 
@@ -719,11 +700,11 @@ static struct model *loaded(struct xgb_server *rt, struct rpc_call *c, const cha
 {
     struct model *m = name[0] ? find(rt, name) : NULL;
     if (!name[0])
-        fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is required", field);
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s is required", field);
     else if (!m)
-        fail(c, GRPC_STATUS_NOT_FOUND, "model %s is not loaded", name);
+        rpc_call_fail(c, GRPC_STATUS_NOT_FOUND, "model %s is not loaded", name);
     else if (m->state != MODEL_LOADED)
-        fail(c, GRPC_STATUS_UNAVAILABLE, "model %s is still loading", name);
+        rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "model %s is still loading", name);
     else
         return m;
     return NULL;
@@ -760,9 +741,9 @@ static void predict_done(int status, void *arg)
     struct model *m = p->m;
     const Inference__ModelInferRequest *req = (const Inference__ModelInferRequest *)p->msg;
     if (status == -ECANCELED) { /* the client went away, or the runtime is stopping */
-        fail(p->call, GRPC_STATUS_CANCELLED, "model %s: prediction cancelled", m->id);
+        rpc_call_fail(p->call, GRPC_STATUS_CANCELLED, "model %s: prediction cancelled", m->id);
     } else if (p->status != GRPC_STATUS_OK) {
-        fail(p->call, p->status, "%s", p->why);
+        rpc_call_fail(p->call, p->status, "%s", p->why);
     } else {
         Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
         Inference__ModelInferResponse__InferOutputTensor out =
@@ -803,9 +784,9 @@ static void decoded(int status, void *arg)
     const Inference__ModelInferRequest *req = (const Inference__ModelInferRequest *)p->msg;
     struct model *m = NULL;
     if (status == -ECANCELED)
-        fail(p->call, GRPC_STATUS_CANCELLED, "ModelInfer: cancelled");
+        rpc_call_fail(p->call, GRPC_STATUS_CANCELLED, "ModelInfer: cancelled");
     else if (p->status != GRPC_STATUS_OK)
-        fail(p->call, p->status, "%s", p->why);
+        rpc_call_fail(p->call, p->status, "%s", p->why);
     else
         m = loaded(rt, p->call, req->model_name, "model_name");
     if (m) {
@@ -815,7 +796,7 @@ static void decoded(int status, void *arg)
             check_idle(rt);
             return;
         }
-        fail(p->call, GRPC_STATUS_UNAVAILABLE, "runtime is stopping");
+        rpc_call_fail(p->call, GRPC_STATUS_UNAVAILABLE, "runtime is stopping");
     }
     prediction_free(p);
     check_idle(rt);
@@ -835,14 +816,14 @@ static void model_infer(struct rpc_call *c, void *arg)
     struct xgb_server *rt = arg;
     struct prediction *p = calloc(1, sizeof(*p));
     if (!p) {
-        fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "ModelInfer: out of memory");
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "ModelInfer: out of memory");
         return;
     }
     p->rt = rt;
     p->call = c;
     p->request = rpc_call_request(c);
     if (pool_submit(rt->predictions, decode_work, decoded, p, &p->job) < 0) {
-        fail(c, GRPC_STATUS_UNAVAILABLE, "runtime is stopping");
+        rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "runtime is stopping");
         free(p);
         return;
     }

@@ -13,7 +13,7 @@ struct ev_loop;
 struct testcall {
     bool done;
     grpc_status_code status;
-    char details[512];
+    char details[1024]; /* room for any status message the rpc layer sends */
     grpc_byte_buffer *response; /* owned: testcall_clear frees it */
 };
 

@@ -57,6 +57,15 @@ static void infer(struct rpc_call *c, void *arg)
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
+/* Fail quoting the request bytes, as handlers quote ids: the layer escapes and bounds it. */
+static void quote_fail(struct rpc_call *c, void *arg)
+{
+    size_t len = 0;
+    char *bytes = rpc_flatten(rpc_call_request(c), &len);
+    rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "no model %.*s", (int)len, bytes ? bytes : "");
+    free(bytes);
+}
+
 /* Echo the request bytes as they came. */
 static void echo(struct rpc_call *c, void *arg)
 {
@@ -246,6 +255,7 @@ int main(void)
                                 &err) == 0);
     REQUIRE(rpc_server_register(s, "/test.Hold/Hold", hold, NULL, &err) == 0);
     REQUIRE(rpc_server_register(s, "/test.Park/Park", park, NULL, &err) == 0);
+    REQUIRE(rpc_server_register(s, "/test.Quote/Fail", quote_fail, NULL, &err) == 0);
     REQUIRE(rpc_server_register(s, "/mmesh.ModelMesh/registerModel", register_model, NULL,
                                 &err) == 0);
     CHECK_INT(rpc_server_register(s, "/test.Echo/Echo", echo, NULL, &err), -EEXIST);
@@ -268,6 +278,21 @@ int main(void)
     CHECK_STR(((Inference__ModelInferResponse *)m)->model_name, "mnist");
     CHECK_STR(((Inference__ModelInferResponse *)m)->id, "example-isvc");
     protobuf_c_message_free_unpacked(m, NULL);
+    testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* A status message quoting what the client sent: control characters escaped, cut at
+     * RPC_MAX_STATUS_MESSAGE bytes (a 3000-byte id must not pass the client's metadata limit). */
+    char quoted[3000];
+    memset(quoted, 'y', sizeof(quoted));
+    memcpy(quoted, "x\n\x1b[31mred", 10);
+    bb = rpc_buffer_from(quoted, sizeof(quoted));
+    r = call(ch, "/test.Quote/Fail", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK(strncmp(r.details, "no model x\\x0a\\x1b[31mred", 25) == 0);
+    size_t dl = strlen(r.details);
+    CHECK(dl <= RPC_MAX_STATUS_MESSAGE && dl > 400 && strchr(r.details, 0x1b) == NULL);
+    CHECK(dl >= 3 && strcmp(r.details + dl - 3, "...") == 0); /* cut by the server, marked */
     testcall_clear(&r);
     grpc_byte_buffer_destroy(bb);
 
