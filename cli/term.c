@@ -2,34 +2,19 @@
 #include "term.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Length of the UTF-8 sequence at p (n bytes available), 0 if it is not a well-formed one
- * (overlong forms, surrogates, code points above U+10FFFF and NUL are not). *cp = its code
- * point. */
+#include "mm/log.h"
+
+/* Length of the well-formed UTF-8 sequence at p (n bytes available), 0 for a NUL or bytes
+ * that are not one; *cp = its code point. */
 static size_t utf8_seq(const unsigned char *p, size_t n, unsigned *cp)
 {
-    if (p[0] < 0x80) {
-        *cp = p[0];
-        return p[0] ? 1 : 0;
-    }
-    size_t len = p[0] >= 0xc2 && p[0] <= 0xdf   ? 2
-                 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
-                 : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
-                                                : 0;
-    if (len == 0 || len > n)
-        return 0;
-    unsigned v = p[0] & (0x7f >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        v = v << 6 | (p[i] & 0x3f);
-    }
-    if ((len == 3 && (v < 0x800 || (v >= 0xd800 && v <= 0xdfff))) ||
-        (len == 4 && (v < 0x10000 || v > 0x10ffff)))
-        return 0;
-    *cp = v;
+    uint32_t c = 0;
+    size_t len = p[0] ? mm_utf8_char((const char *)p, n, &c) : 0;
+    *cp = c;
     return len;
 }
 

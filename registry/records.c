@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "mm/keys.h"
+#include "mm/log.h"
 
 #define MAX_EXACT 9007199254740992.0 /* 2^53: integers above lose precision as JSON numbers */
 
@@ -242,33 +243,13 @@ static void path_push(struct text_scan *t, const char *name, size_t len)
     t->path[t->path_len] = '\0';
 }
 
-/* Length of the UTF-8 sequence at p (at most n bytes), or 0 if it is not one (overlong forms,
- * surrogates and code points above U+10FFFF are not). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    if (p[0] < 0x80)
-        return 1;
-    size_t len = p[0] >= 0xc2 && p[0] <= 0xdf   ? 2
-                 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
-                 : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4
-                                                : 0;
-    if (len == 0 || len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
-        (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
-        return 0;
-    return len;
-}
-
 /* The string at t->p (its opening quote), which cJSON has read already: find what it let
  * through. Leaves t->p after the closing quote; *raw, *raw_len: the text between the
  * quotes. */
 static const char *scan_string(struct text_scan *t, const char **raw, size_t *raw_len)
 {
     const char *p = ++t->p, *why = NULL;
+    uint32_t cp;
     *raw = p;
     while (!why && p < t->end && *p != '"') {
         unsigned char ch = (unsigned char)*p;
@@ -281,7 +262,7 @@ static const char *scan_string(struct text_scan *t, const char **raw, size_t *ra
             why = "holds a NUL byte";
         } else if (ch < 0x20) {
             why = "holds a control character that is not escaped";
-        } else if ((n = utf8_len((const unsigned char *)p, (size_t)(t->end - p))) == 0) {
+        } else if ((n = mm_utf8_char(p, (size_t)(t->end - p), &cp)) == 0) {
             why = "is not valid UTF-8";
         }
         if (!why)

@@ -31,10 +31,9 @@ int mm_log_parse_level(const char *s, enum mm_log_level *out)
     return -EINVAL;
 }
 
-/* Length of the UTF-8 character at s (at most len bytes), 0 if the bytes are not one: overlong
- * forms, surrogates and code points past U+10FFFF are not. *cp gets the code point. */
-static size_t utf8_char(const unsigned char *s, size_t len, uint32_t *cp)
+size_t mm_utf8_char(const char *text, size_t len, uint32_t *cp)
 {
+    const unsigned char *s = (const unsigned char *)text;
     size_t n;
     uint32_t c, min;
     if (s[0] < 0x80) {
@@ -67,7 +66,7 @@ bool mm_utf8_valid(const char *text, size_t len)
     const unsigned char *s = (const unsigned char *)text;
     uint32_t cp;
     for (size_t i = 0; i < len;) {
-        size_t n = utf8_char(s + i, len - i, &cp);
+        size_t n = mm_utf8_char((const char *)s + i, len - i, &cp);
         if (n == 0)
             return false;
         i += n;
@@ -81,7 +80,7 @@ static size_t piece_at(const unsigned char *s, size_t len, size_t i, char esc[8]
                        const char **piece, size_t *piece_len)
 {
     uint32_t cp = 0;
-    size_t n = utf8_char(s + i, len - i, &cp);
+    size_t n = mm_utf8_char((const char *)s + i, len - i, &cp);
     if (n > 0 && cp >= 0x20 && !(cp >= 0x7f && cp < 0xa0) && cp != 0x2028 && cp != 0x2029) {
         *piece = (const char *)s + i;
         *piece_len = n;

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum mm_log_level { MM_LOG_DEBUG, MM_LOG_INFO, MM_LOG_WARN, MM_LOG_ERROR };
 
@@ -22,6 +23,10 @@ void mm_log(enum mm_log_level level, const char *who, const char *fmt, ...)
  * U+00FF), the way the sklearn runtime's logs write them. What does not fit is cut at a
  * character boundary and marked "...". Returns the length written. */
 size_t mm_log_escape(char *out, size_t size, const char *text, size_t len);
+/* Length of the UTF-8 character at text (at most len > 0 bytes), 0 if the bytes are not one:
+ * overlong forms, surrogates and code points past U+10FFFF are not (a NUL is: length 1). *cp
+ * gets the code point. */
+size_t mm_utf8_char(const char *text, size_t len, uint32_t *cp);
 /* Whether text holds well-formed UTF-8 (no overlong forms, surrogates or code points past
  * U+10FFFF); NUL bytes are UTF-8. */
 bool mm_utf8_valid(const char *text, size_t len);
