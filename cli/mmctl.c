@@ -27,7 +27,6 @@
 #define MAX_PAGE_BYTES ((uint64_t)1 << 30)
 #define MIN_REPLY_BYTES 4096
 #define MAX_REPLY_BYTES ((uint64_t)4 << 30)
-#define MAX_PASSWORD_FILE 4096
 
 struct options {
     struct etcd_config etcd;
@@ -208,34 +207,14 @@ static int parse(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* The first line of path (without its line end) as the password. 0, or 2 (message printed). */
+/* The first line of --password-file as the password. 0, or 2 (message printed). */
 static int read_password_file(struct options *o)
 {
-    FILE *f = fopen(o->password_file, "r");
-    if (!f) {
-        fprintf(stderr, "mmctl: --password-file %s: %s\n", o->password_file, strerror(errno));
-        return 2;
-    }
-    char *buf = calloc(1, MAX_PASSWORD_FILE + 1);
-    size_t n = buf ? fread(buf, 1, MAX_PASSWORD_FILE + 1, f) : 0;
-    bool failed = !buf || ferror(f);
-    fclose(f);
-    const char *problem = failed                  ? "cannot be read"
-                          : n > MAX_PASSWORD_FILE ? "is larger than 4096 bytes"
-                                                  : NULL;
-    if (!problem) {
-        char *nl = memchr(buf, '\n', n);
-        size_t len = nl ? (size_t)(nl - buf) : n;
-        if (len && buf[len - 1] == '\r')
-            len--;
-        buf[len] = '\0';
-        if (memchr(buf, '\0', len))
-            problem = "holds a NUL byte on its first line";
-        else if (len == 0)
-            problem = "is empty: the password is its first line";
-    }
-    if (problem) {
-        fprintf(stderr, "mmctl: --password-file %s %s\n", o->password_file, problem);
+    struct mm_error err = {0};
+    char *buf = malloc(OPTS_PASSWORD_MAX + 1);
+    if (!buf || opts_password_file("--password-file", o->password_file, buf, OPTS_PASSWORD_MAX + 1,
+                                 &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", buf ? err.msg : "out of memory");
         free(buf);
         return 2;
     }

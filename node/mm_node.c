@@ -26,7 +26,6 @@
 #endif
 
 #define WHO "mm-node"
-#define MAX_PASSWORD_FILE 4096
 #define MAX_TTL_MS 3600000ULL   /* --lease-ttl: an hour */
 #define MAX_WAIT_MS 86400000ULL /* --runtime-start-timeout, intervals: a day */
 
@@ -229,21 +228,11 @@ static int read_password(struct options *o, char *buf, size_t size)
         o->etcd.password = env_or("MM_ETCD_PASSWORD", NULL);
         return 0;
     }
-    FILE *f = fopen(o->password_file, "r");
-    if (!f) {
-        fprintf(stderr, WHO ": --password-file %s: %s\n", o->password_file, strerror(errno));
+    struct mm_error err = {0};
+    if (opts_password_file("--password-file", o->password_file, buf, size, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
         return 2;
     }
-    size_t n = fread(buf, 1, size - 1, f);
-    bool more = fgetc(f) != EOF;
-    fclose(f);
-    if (more) {
-        fprintf(stderr, WHO ": --password-file %s: longer than %zu bytes\n", o->password_file,
-                size - 1);
-        return 2;
-    }
-    buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
     o->etcd.password = buf;
     return 0;
 }
@@ -354,7 +343,7 @@ int main(int argc, char **argv)
 {
     static struct options o;
     static struct node n;
-    static char password[MAX_PASSWORD_FILE + 1];
+    static char password[OPTS_PASSWORD_MAX + 1];
     int rc = parse(argc, argv, &o);
     if (rc == 0)
         rc = read_password(&o, password, sizeof(password));

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 struct unit {
@@ -137,5 +138,34 @@ int opts_i64(const char *flag, const char *value, int64_t min, int64_t max, int6
         return mm_error_set(err, -ERANGE, "%s: '%.64s' is out of range %" PRId64 "..%" PRId64,
                             flag, value, min, max);
     *out = v;
+    return 0;
+}
+
+int opts_password_file(const char *flag, const char *path, char *out, size_t out_size,
+                     struct mm_error *err)
+{
+    if (out_size < 2)
+        return mm_error_set(err, -EINVAL, "%s: no room for a password", flag);
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return mm_error_set(err, -errno, "%s %s: %s", flag, path, strerror(errno));
+    size_t n = fread(out, 1, out_size - 1, f);
+    bool more = fgetc(f) != EOF, failed = ferror(f) != 0;
+    fclose(f);
+    if (failed)
+        return mm_error_set(err, -EIO, "%s %s cannot be read", flag, path);
+    if (more)
+        return mm_error_set(err, -EFBIG, "%s %s is larger than %zu bytes", flag, path, out_size - 1);
+    char *nl = memchr(out, '\n', n);
+    size_t len = nl ? (size_t)(nl - out) : n;
+    if (len && out[len - 1] == '\r')
+        len--;
+    out[len] = '\0';
+    if (memchr(out, '\0', len))
+        return mm_error_set(err, -EINVAL, "%s %s holds a NUL byte on its first line", flag, path);
+    if (len == 0)
+        return mm_error_set(err, -EINVAL, "%s %s is empty: the password is its first line", flag,
+                            path);
     return 0;
 }

@@ -31,6 +31,13 @@ int opts_ms(const char *flag, const char *value, uint64_t min_ms, uint64_t max_m
  * (powers of 1024), as Kubernetes writes quantities ("512Mi", "2G"). */
 int opts_bytes(const char *flag, const char *value, uint64_t min, uint64_t max, uint64_t *out,
                struct mm_error *err);
+/* A password read from a file, so that it is not in the process list: its first line,
+ * without the line end (LF or CRLF), into out (out_size bytes, NUL-terminated; give
+ * OPTS_PASSWORD_MAX + 1). 0, or -errno with err naming the flag, the file and the problem:
+ * unreadable, larger than out_size - 1 bytes, empty, or a NUL on the first line. */
+#define OPTS_PASSWORD_MAX 4096
+int opts_password_file(const char *flag, const char *path, char *out, size_t out_size,
+                     struct mm_error *err);
 /* A TCP port, 1..65535. */
 int opts_port(const char *flag, const char *value, uint16_t *out, struct mm_error *err);
 

@@ -1,6 +1,10 @@
 /* test_opts.c - option values: accepted forms, units, the edges of each range, and refusals that
  * name the flag and the value (never a wrapped or truncated number). */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include <stdint.h>
 
 #include "check.h"
@@ -144,9 +148,50 @@ static void test_port(void)
     REFUSES(opts_port("--port", "80a", &p, &err), p, 7, -EINVAL, "'80a' is not a whole number");
 }
 
+/* A password file: its first line, without LF or CRLF; empty, NUL-bearing, oversized and
+ * missing files are refused naming the flag and the file. */
+static void write_file(const char *path, const char *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f != NULL);
+    REQUIRE(fwrite(data, 1, len, f) == len);
+    fclose(f);
+}
+
+static void test_password_file(void)
+{
+    char dir[] = "/tmp/mm-opts-XXXXXX", path[64], pw[OPTS_PASSWORD_MAX + 1];
+    REQUIRE(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof(path), "%s/pw", dir);
+    write_file(path, "s3cr3t\r\nsecond line\n", 21);
+    CHECK_INT(opts_password_file("--password-file", path, pw, sizeof(pw), &err), 0);
+    CHECK_STR(pw, "s3cr3t");
+    write_file(path, "no newline", 10);
+    CHECK_INT(opts_password_file("--password-file", path, pw, sizeof(pw), &err), 0);
+    CHECK_STR(pw, "no newline");
+    write_file(path, "\nlater", 6);
+    CHECK_INT(opts_password_file("--password-file", path, pw, sizeof(pw), &err), -EINVAL);
+    CHECK(strstr(err.msg, "is empty") != NULL);
+    write_file(path, "a\0b\n", 4);
+    CHECK_INT(opts_password_file("--password-file", path, pw, sizeof(pw), &err), -EINVAL);
+    CHECK(strstr(err.msg, "NUL") != NULL);
+    char *big = malloc(OPTS_PASSWORD_MAX + 1);
+    REQUIRE(big != NULL);
+    memset(big, 'x', OPTS_PASSWORD_MAX + 1);
+    write_file(path, big, OPTS_PASSWORD_MAX + 1);
+    free(big);
+    CHECK_INT(opts_password_file("--password-file", path, pw, sizeof(pw), &err), -EFBIG);
+    CHECK(strstr(err.msg, "--password-file") && strstr(err.msg, "larger than 4096 bytes"));
+    unlink(path);
+    CHECK_INT(opts_password_file("--password-file", path, pw, sizeof(pw), &err), -ENOENT);
+    CHECK(strstr(err.msg, path) != NULL);
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_u64();
+    test_password_file();
     test_i64();
     test_ms();
     test_bytes();
