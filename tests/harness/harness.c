@@ -461,7 +461,8 @@ void harness_etcd_cleanup(struct harness_etcd *e)
     track(e, false);
 }
 
-int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out, int *port_out)
+/* A free slot in the table of spawned processes (stopped at exit), or -ENOSPC. */
+static int spawn_slot(void)
 {
     static bool registered;
     if (!registered) {
@@ -471,8 +472,14 @@ int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out,
     int slot = 0;
     while (slot < MAX_TRACKED && spawned[slot].pid > 0)
         slot++;
-    if (slot == MAX_TRACKED)
-        return -ENOSPC;
+    return slot == MAX_TRACKED ? -ENOSPC : slot;
+}
+
+int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out, int *port_out)
+{
+    int slot = spawn_slot();
+    if (slot < 0)
+        return slot;
     int fds[2];
     if (pipe(fds) < 0)
         return -errno;
@@ -535,16 +542,9 @@ int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid_out,
 
 int harness_spawn(char *const argv[], const char *log_path, pid_t *pid_out)
 {
-    static bool registered;
-    if (!registered) {
-        register_cleanup();
-        registered = true;
-    }
-    int slot = 0;
-    while (slot < MAX_TRACKED && spawned[slot].pid > 0)
-        slot++;
-    if (slot == MAX_TRACKED)
-        return -ENOSPC;
+    int slot = spawn_slot();
+    if (slot < 0)
+        return slot;
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
