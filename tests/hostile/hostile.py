@@ -168,6 +168,30 @@ def field(number, wire_type, payload=b"", value=None):
 # ------------------------------------------------------------------------------ shared cases
 
 
+def fifo_waiters(pid):
+    """Threads of process pid blocked opening a FIFO that has no writer (kernel wait channel
+    wait_for_partner): loads held by storage that never answers."""
+    n = 0
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/wchan" % (pid, task)) as f:
+                    n += f.read() == "wait_for_partner"
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return n
+
+
+def until(cond, seconds):
+    """Poll cond every 20 ms until it holds or seconds pass; its last value."""
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return cond()
+
+
 def stuck_load(s):
     """A load that never gets its bytes (a FIFO nobody writes) fails at the load timeout and
     frees its slot; callers whose deadlines pass first are answered at their deadline, not
@@ -200,9 +224,11 @@ def stuck_load(s):
     expect("the slot is free again: another load completes", code == grpc.StatusCode.OK,
            "%s %r" % (code, details))
     # A second stuck load, unloaded while it waits: its caller hears at once, its slot is freed.
+    held = fifo_waiters(r.proc.pid)  # the first stuck load's thread may still be blocked
     again = r.spi.loadModel.future(rt.LoadModelRequest(modelId="stuck-2", modelPath=fifo),
                                    timeout=10)
-    time.sleep(0.5)
+    expect("the second stuck load is blocked opening its FIFO",
+           until(lambda: fifo_waiters(r.proc.pid) > held, 5))
     r.spi.unloadModel(rt.UnloadModelRequest(modelId="stuck-2"), timeout=5)
     try:
         again.result()

@@ -409,7 +409,9 @@ def idle():
         s = socket.create_connection(("127.0.0.1", r.port), timeout=5)
         s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         preface.append(s)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 5  # until the server has accepted all four (+ its listener)
+    while time.monotonic() < deadline and count_sockets(r.proc.pid) < 5:
+        time.sleep(0.02)
     expect("4 silent connections fill --max-connections 4", not fresh_live(r, 0.5))
     t0 = time.monotonic()
     served = False
