@@ -63,6 +63,8 @@ static const struct field model_fields[] = {
     NUM(struct model_record, size_bytes, F_U64),
     NUM(struct model_record, last_used_ms, F_I64),
     {"last_failure", F_FAILURE, offsetof(struct model_record, last_failure), 0, false},
+    NUM(struct model_record, load_now, F_BOOL),
+    NUM(struct model_record, registered_ms, F_I64),
     {0},
 };
 

@@ -68,6 +68,9 @@ struct model_record {
     uint64_t size_bytes;      /* estimate until a copy reports its measured size */
     int64_t last_used_ms;
     struct model_failure last_failure; /* message "" = none */
+    bool load_now;            /* registered with loadNow: copies without waiting for a request
+                                 (optional, absent = false) */
+    int64_t registered_ms;    /* when the model was registered (optional) */
 };
 
 struct copy_record {

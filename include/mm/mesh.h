@@ -1,0 +1,135 @@
+/* mesh.h - the node's part in the whole mesh: models registered and unregistered, copies placed
+ * where they fit (place.h decides, placer.h's txn makes it exactly one), waiting for a copy to be
+ * Loaded, failures retried elsewhere, models re-placed when their holder dies, loadNow models
+ * kept loaded, and the moves away at shutdown. The model API (model_api.h) and, later, the
+ * router call it; copies.h does the loading on the target.
+ *
+ * Everything is decided from the node's mirror of /modelmesh/<cluster>/ (instances/, models/,
+ * copies/) and written by transactions conditional on what was read, so any number of nodes
+ * may act on one model at once: losers re-read and re-decide (bounded), and exactly one copy
+ * results. Concurrent operations on one model in one node share one placement.
+ *
+ * Threading: the loop thread only. Lifetime: an operation calls back exactly once unless
+ * cancelled first (then never); its handle is valid until its callback starts. mesh_free
+ * cancels every operation (no callback after it); free it before copies, the mirror, the
+ * instance and the etcd client. */
+#ifndef MM_MESH_H
+#define MM_MESH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mm/error.h"
+#include "mm/keys.h"
+#include "mm/place.h"
+#include "mm/records.h"
+
+struct copies;
+struct etcd_client;
+struct instance;
+struct mesh;
+struct mesh_op;
+struct mirror;
+
+struct mesh_config {
+    const char *cluster;
+    const char *iid;                  /* this instance's id */
+    struct etcd_client *etcd;
+    struct mirror *mirror;            /* of /modelmesh/<cluster>/, started by the owner */
+    struct instance *instance;
+    struct copies *copies;            /* this node's copies (shutdown moves, local status) */
+    const struct place_config *place; /* thresholds; failure expiry */
+    uint64_t random_seed;             /* herd-spreading; 0 = from the clock and pid */
+    unsigned max_attempts;            /* placement iterations per request; 0 = 8 */
+    unsigned max_failures;            /* recent failed loads before a model is failed; 0 = 3 */
+    unsigned replace_delay_ms;        /* a model's non-primary nodes re-place it after this
+                                         when its primary has not; 0 = 2,000 */
+    unsigned rate_check_ms;           /* copy-count checks (place_copies_decide); 0 = 10,000 */
+};
+
+int mesh_new(const struct mesh_config *cfg, struct mesh **out, struct mm_error *err);
+void mesh_free(struct mesh *m);
+
+/* A model's status as getModelStatus reports it (the proto's numbering). */
+enum mesh_model_status {
+    MESH_NOT_FOUND = 0,
+    MESH_NOT_LOADED = 1,
+    MESH_LOADING = 2,
+    MESH_LOADED = 3,
+    MESH_LOADING_FAILED = 4,
+    MESH_UNKNOWN = 5,
+};
+const char *mesh_model_status_name(enum mesh_model_status s);
+
+#define MESH_STATUS_MAX_ERRORS 8
+#define MESH_STATUS_MAX_COPIES 64
+struct mesh_copy_status {
+    char iid[KEYS_NAME_MAX + 1];
+    enum copy_state state;
+    int64_t since_ms;
+};
+/* Heap-sized (caller's), filled by mesh_status. */
+struct mesh_status {
+    enum mesh_model_status status;
+    size_t n_errors;
+    char errors[MESH_STATUS_MAX_ERRORS][512];
+    size_t n_copies; /* those held, at most MESH_STATUS_MAX_COPIES; n_copies_total counts all */
+    size_t n_copies_total;
+    struct mesh_copy_status copies[MESH_STATUS_MAX_COPIES];
+};
+
+/* The model's status now, from the mirror: NOT_FOUND without a model record; LOADED with a
+ * Loaded copy; LOADING with a Pending or Loading one; LOADING_FAILED after max_failures
+ * unexpired failures (or failed on every instance that serves its type), errors = their
+ * messages, newest first; else NOT_LOADED. */
+void mesh_status(const struct mesh *m, const char *model_id, struct mesh_status *out);
+
+/* status 0 or a negative errno with err naming the model and what failed:
+ *   -ENOENT     no such model (NOT_FOUND)
+ *   -EEXIST     registered already with other info (ALREADY_EXISTS)
+ *   -EINVAL     a bad argument, err naming the field (INVALID_ARGUMENT)
+ *   -EIO        the model failed to load max_failures times (the last error in err)
+ *   -ENOSPC     no instance can take it now (UNAVAILABLE: retryable), err with place's reason
+ *   -ETIMEDOUT  not loaded within the time given
+ *   -EAGAIN     etcd unreachable (UNAVAILABLE)
+ * st (the status when the operation ended) is valid during the call only, may be NULL. */
+typedef void (*mesh_cb)(int status, const struct mm_error *err, const struct mesh_status *st,
+                        void *arg);
+
+struct mesh_model_info {
+    const char *type; /* required */
+    const char *path; /* storage path */
+    const char *key;  /* storage key */
+};
+
+/* registerModel: create models/<id> (idempotent with the same info; -EEXIST with other info);
+ * load_now: place a copy at once; sync: call back when it is Loaded or failed (timeout_ms
+ * bounds the wait; 0 = none), else once the record is written. last_used_ms 0 = now. */
+int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_info *info,
+                  bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
+                  void *arg, struct mesh_op **out, struct mm_error *err);
+/* unregisterModel: delete the model record and every copy record in one txn (the holders
+ * unload); -ENOENT if absent. */
+int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
+                    struct mesh_op **out, struct mm_error *err);
+/* ensureLoaded: a copy exists, or is placed now; sync: call back when Loaded or failed. */
+int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool sync,
+                int64_t timeout_ms, mesh_cb cb, void *arg, struct mesh_op **out,
+                struct mm_error *err);
+/* Its callback never runs. NULL is ignored. */
+void mesh_op_cancel(struct mesh_op *op);
+
+/* Shutdown, after instance_set_shutting_down: place a copy elsewhere for every model loaded
+ * here (most recently used first) that has none elsewhere, and wait until those are Loaded,
+ * or timeout_ms. done runs once from the loop: 0, or -ETIMEDOUT with how many were not moved. */
+int mesh_move_away(struct mesh *m, unsigned timeout_ms,
+                   void (*done)(int status, size_t not_moved, void *arg), void *arg);
+
+struct mesh_stats {
+    uint64_t placements, lost_races, targets_gone, refusals_seen, failures_seen, replaced,
+        etcd_round_trips;
+};
+void mesh_get_stats(const struct mesh *m, struct mesh_stats *out);
+
+#endif
