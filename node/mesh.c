@@ -659,6 +659,18 @@ static void ms_maybe_free(struct mstate *s)
     free(s);
 }
 
+/* Keep s while code up the stack uses it; release frees it if nothing else does. */
+static void hold(struct mstate *s)
+{
+    s->busy++;
+}
+
+static void release(struct mstate *s)
+{
+    s->busy--;
+    ms_maybe_free(s);
+}
+
 /* ------------------------------------------------------------------ operations */
 
 static void op_unlink(struct mesh_op *op)
@@ -691,7 +703,7 @@ static void op_complete(struct mesh_op *op, int status, const struct mm_error *e
     struct mesh *m = op->m;
     struct mstate *s = op->ms;
     if (s)
-        s->busy++;
+        hold(s);
     op_unlink(op);
     ev_timer_stop(m->loop, &op->timer);
     etcd_request_cancel(op->req);
@@ -710,10 +722,8 @@ static void op_complete(struct mesh_op *op, int status, const struct mm_error *e
     void *arg = op->arg;
     free(op);
     cb(status, status < 0 ? &e : NULL, st, arg);
-    if (s) {
-        s->busy--;
-        ms_maybe_free(s);
-    }
+    if (s)
+        release(s);
 }
 
 static void op_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -799,7 +809,7 @@ static void job_end(struct mstate *s, int status, const struct mm_error *err)
     s->job_for_ops = s->job_allow_evict = s->job_move = s->job_extra = false;
     s->attempts = 0;
     s->gone_iid[0] = '\0';
-    s->busy++;
+    hold(s);
     if (status < 0) {
         if (!for_ops || !s->ops)
             mm_log(status == -ENOSPC ? MM_LOG_INFO : MM_LOG_WARN, WHO, "%s",
@@ -816,10 +826,9 @@ static void job_end(struct mstate *s, int status, const struct mm_error *err)
         if (s->move == MOVE_PENDING)
             s->move = MOVE_DONE; /* nowhere to go: counted as not moved */
     }
-    s->busy--;
     evaluate(s);
     run_queue(m);
-    ms_maybe_free(s);
+    release(s);
 }
 
 static void job_fail(struct mstate *s, int code, const char *fmt, const char *detail)
@@ -1115,7 +1124,7 @@ static void evaluate(struct mstate *s)
     struct mesh *m = s->m;
     if (!s->ops && s->move != MOVE_PENDING)
         return;
-    s->busy++;
+    hold(s);
     struct model_record rec;
     int have = model_of(m, s->id, s->id_len, &rec, NULL);
     int64_t mrev = mirror_revision(m->cfg.mirror);
@@ -1167,10 +1176,9 @@ static void evaluate(struct mstate *s)
     }
     if (want_copy && s->job != JOB_RUNNING && mrev >= s->placed_rev)
         job_for_ops(s);
-    s->busy--;
     if (m->moving)
         check_moves(m);
-    ms_maybe_free(s);
+    release(s);
 }
 
 static void catchup_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1181,16 +1189,35 @@ static void catchup_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_stop(loop, w);
         return;
     }
+    /* collected first, each held: a callback may start operations (the table may grow) or
+     * end others (states may go) */
     int64_t rev = mirror_revision(m->cfg.mirror);
+    size_t n = 0, cap = 16;
+    struct mstate **due = malloc(cap * sizeof(*due));
+    if (!due)
+        return;
     for (size_t b = 0; b < m->n_buckets; b++)
-        for (struct mstate *s = m->buckets[b], *next; s; s = next) {
-            next = s->hnext;
-            bool due = false;
-            for (struct mesh_op *op = s->ops; op && !due; op = op->next)
-                due = op->phase == PH_CATCHUP && rev >= op->catchup_rev;
-            if (due)
-                evaluate(s); /* may free s; next was taken before */
+        for (struct mstate *s = m->buckets[b]; s; s = s->hnext) {
+            bool is_due = false;
+            for (struct mesh_op *op = s->ops; op && !is_due; op = op->next)
+                is_due = op->phase == PH_CATCHUP && rev >= op->catchup_rev;
+            if (!is_due)
+                continue;
+            if (n == cap) {
+                struct mstate **more = realloc(due, cap * 2 * sizeof(*due));
+                if (!more)
+                    break;
+                due = more;
+                cap *= 2;
+            }
+            hold(s);
+            due[n++] = s;
         }
+    for (size_t i = 0; i < n; i++)
+        evaluate(due[i]);
+    for (size_t i = 0; i < n; i++)
+        release(due[i]);
+    free(due);
 }
 
 /* ------------------------------------------------------------------ mirror events */
@@ -1757,14 +1784,10 @@ static void move_finish(struct mesh *m, int status, size_t not_moved)
     m->moving = false;
     ev_timer_stop(m->loop, &m->move_timer);
     ev_timer_stop(m->loop, &m->move_tick);
+    /* not freed here (callers up the stack may be walking them): later, or by mesh_free */
     for (size_t b = 0; b < m->n_buckets; b++)
-        for (struct mstate *s = m->buckets[b], *next; s; s = next) {
-            next = s->hnext;
-            if (s->move != MOVE_NONE) {
-                s->move = MOVE_NONE;
-                ms_maybe_free(s);
-            }
-        }
+        for (struct mstate *s = m->buckets[b]; s; s = s->hnext)
+            s->move = MOVE_NONE;
     void (*done)(int, size_t, void *) = m->move_done;
     m->move_done = NULL;
     if (done)
