@@ -456,10 +456,10 @@ static void test_unregister(void)
     answer_clear(&a);
 }
 
-static void test_sigterm_moves(void)
+static void test_kill_replaces(void)
 {
     struct answer a;
-    do_register(&nodes[1], "m3", "xgboost", "xgboost/breast-cancer.json", true, true, &a);
+    do_register(&nodes[2], "m4", "xgboost", "xgboost/breast-cancer.json", true, true, &a);
     CHECK_INT(a.code, GRPC_STATUS_OK);
     char where[128] = "";
     CHECK_INT(loaded_on(a.info, where, sizeof(where)), 1);
@@ -467,6 +467,56 @@ static void test_sigterm_moves(void)
     struct node *holder = node_of(where);
     REQUIRE(holder);
     struct node *other = holder == &nodes[0] ? &nodes[1] : &nodes[0];
+    long long t0 = harness_now_ms();
+    REQUIRE(kill(holder->pid, SIGKILL) == 0);
+    REQUIRE(harness_wait_pid(holder->pid, 5000) != -1);
+    holder->pid = 0;
+    /* its lease (3 s) expires, its copy with it; a survivor places it again */
+    bool moved = false;
+    while (!moved && harness_now_ms() - t0 < 15000) {
+        do_status(other, "m4", &a);
+        for (size_t i = 0; a.code == GRPC_STATUS_OK && i < a.info->n_modelcopyinfos; i++) {
+            Mmesh__ModelStatusInfo__ModelCopyInfo *ci = a.info->modelcopyinfos[i];
+            moved |= ci->copystatus == MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADED &&
+                     strcmp(ci->location, holder->id) != 0;
+        }
+        answer_clear(&a);
+        if (!moved)
+            harness_run_until(loop, NULL, NULL, 50);
+    }
+    CHECK(moved);
+    fprintf(stderr, "m4: %s killed, Loaded elsewhere after %lld ms (lease TTL 3000 ms)\n",
+            holder->id, harness_now_ms() - t0);
+    CHECK_INT(copy_keys("m4"), 1);
+    /* its runtime, still up, is asked for nothing more: the survivor holds the copy */
+    harness_stop_pid(holder->runtime_pid, 5000);
+    holder->runtime_pid = 0;
+}
+
+static struct node *live_node(void)
+{
+    for (int i = 0; i < NODES; i++)
+        if (nodes[i].pid)
+            return &nodes[i];
+    return NULL;
+}
+
+static void test_sigterm_moves(void)
+{
+    struct answer a;
+    REQUIRE(live_node());
+    do_register(live_node(), "m3", "xgboost", "xgboost/breast-cancer.json", true, true, &a);
+    CHECK_INT(a.code, GRPC_STATUS_OK);
+    char where[128] = "";
+    CHECK_INT(loaded_on(a.info, where, sizeof(where)), 1);
+    answer_clear(&a);
+    struct node *holder = node_of(where);
+    REQUIRE(holder);
+    struct node *other = NULL;
+    for (int i = 0; i < NODES && !other; i++)
+        if (nodes[i].pid && &nodes[i] != holder)
+            other = &nodes[i];
+    REQUIRE(other);
     long long t0 = harness_now_ms();
     REQUIRE(kill(holder->pid, SIGTERM) == 0);
     /* Loaded elsewhere before the holder is gone */
@@ -530,6 +580,7 @@ int main(int argc, char **argv)
     test_herd();
     test_failure();
     test_unregister();
+    test_kill_replaces();
     test_sigterm_moves();
 
     for (int i = 0; i < NODES; i++) {
@@ -537,7 +588,8 @@ int main(int argc, char **argv)
             int st = harness_stop_pid(nodes[i].pid, 15000);
             CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
         }
-        harness_stop_pid(nodes[i].runtime_pid, 5000);
+        if (nodes[i].runtime_pid)
+            harness_stop_pid(nodes[i].runtime_pid, 5000);
         spi_client_free(nodes[i].spi);
         rpc_channel_free(nodes[i].ch);
     }
