@@ -86,6 +86,7 @@ struct mstate {
     int64_t last_use_ms, earliest_use_check_ms, latest_use_check_ms;
     /* shutdown */
     enum move_state move;
+    unsigned refusals; /* copies refused in a row (none Loaded since): bounds re-placing */
 };
 
 struct inst {
@@ -644,7 +645,7 @@ static void queue_remove(struct mesh *m, struct mstate *s)
 static void ms_maybe_free(struct mstate *s)
 {
     struct mesh *m = s->m;
-    if (s->busy || s->ops || s->job != JOB_NONE || s->move == MOVE_PENDING)
+    if (s->busy || s->ops || s->job != JOB_NONE || s->move == MOVE_PENDING || s->refusals)
         return;
     int64_t keep = m->place.second_copy_max_gap_ms;
     if (s->last_use_ms && now_ms() - s->last_use_ms < keep)
@@ -1261,8 +1262,13 @@ static void on_models(const struct mirror_event *ev, void *arg)
             }
         }
     }
-    if (ev->kind == MIRROR_DELETE && s && s->job != JOB_NONE && s->job != JOB_RUNNING)
-        job_end(s, 0, NULL); /* nothing to place any more; a running one learns it from etcd */
+    if (ev->kind == MIRROR_DELETE && s) {
+        s->refusals = 0;
+        if (s->job != JOB_NONE && s->job != JOB_RUNNING)
+            job_end(s, 0, NULL); /* nothing to place any more; a running one learns it */
+        else
+            ms_maybe_free(s);
+    }
     if ((s = ms_find(m, id, len)))
         evaluate(s);
 }
@@ -1284,7 +1290,7 @@ static void on_copies(const struct mirror_event *ev, void *arg)
                     record_decode(RECORD_COPY, ev->new_value, ev->new_len, &now, &err) == 0;
     if (have) {
         /* why a copy went away or failed decides whether the model is placed again */
-        bool replace = false, allow_evict = true;
+        bool replace = false, allow_evict = true, refused = false;
         if (ev->kind == MIRROR_DELETE && have_old && old.state != COPY_FAILED) {
             char ikey[KEYS_MAX];
             memcpy(ikey, m->instances_prefix, m->instances_len);
@@ -1294,7 +1300,7 @@ static void on_copies(const struct mirror_event *ev, void *arg)
             if (holder_gone)
                 replace = true; /* its holder died (the lease expired) */
             else if (old.state != COPY_LOADED)
-                replace = true; /* refused (churn guard, no space) or cancelled */
+                replace = true, refused = true; /* refused (churn guard, no room), cancelled */
             else if (rec.load_now)
                 replace = true, allow_evict = false; /* evicted: kept loaded if it fits */
         } else if (ev->kind == MIRROR_PUT && have_new && now.state == COPY_FAILED &&
@@ -1304,13 +1310,26 @@ static void on_copies(const struct mirror_event *ev, void *arg)
         }
         if (ev->kind == MIRROR_DELETE && have_old && old.state == COPY_PENDING)
             m->stats.refusals_seen++;
+        struct mstate *rs = ms_find(m, kp.first, kp.first_len);
+        if (ev->kind == MIRROR_PUT && have_new && now.state == COPY_LOADED && rs)
+            rs->refusals = 0;
         if (replace) {
             struct summary sum;
             summarize_mirror(m, kp.first, kp.first_len, &rec, &sum);
-            struct mstate *s;
             if (sum.n_live == 0 && !failed_out(m, &rec, &sum) &&
-                (s = ms_get(m, kp.first, kp.first_len)))
-                job_background(s, &rec, allow_evict);
+                (rs = ms_get(m, kp.first, kp.first_len))) {
+                /* refusals in a row are bounded: the views may be behind the pods' caches, and
+                 * a model nobody can take must not bounce between them for ever */
+                if (refused && ++rs->refusals > m->cfg.max_attempts) {
+                    if (rs->refusals == m->cfg.max_attempts + 1)
+                        mm_log(MM_LOG_WARN, WHO,
+                               "model %s: refused %u times in a row; not placed again until "
+                               "asked",
+                               rs->id, m->cfg.max_attempts);
+                } else {
+                    job_background(rs, &rec, allow_evict);
+                }
+            }
         }
     }
     struct mstate *s = ms_find(m, kp.first, kp.first_len);
@@ -1585,6 +1604,7 @@ int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool
         s->touch_ms = used;
     s->requests++;
     s->last_use_ms = now;
+    s->refusals = 0; /* asked again: worth trying */
     struct model_record rec;
     if (model_of(m, model_id, len, &rec, NULL) == 1) {
         /* known here: decided from the loop, never inside this call */
