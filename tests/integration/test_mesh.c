@@ -421,6 +421,48 @@ static void test_failure(void)
     answer_clear(&a);
 }
 
+/* UNAVAILABLE when nobody can take a model; DEADLINE_EXCEEDED at the client's deadline while
+ * the runtimes are frozen mid-load, then Loaded once they thaw. */
+static void test_unavailable_and_deadline(void)
+{
+    struct answer a;
+    do_register(&nodes[0], "sk", "sklearn", "sklearn/x.joblib", false, false, &a);
+    CHECK_INT(a.code, GRPC_STATUS_OK);
+    answer_clear(&a);
+    do_ensure(&nodes[1], "sk", true, &a);
+    CHECK_INT(a.code, GRPC_STATUS_UNAVAILABLE);
+    CHECK(strstr(a.details, "sk") != NULL);
+    fprintf(stderr, "sk: %s\n", a.details);
+    answer_clear(&a);
+    do_unregister(&nodes[2], "sk", &a);
+    CHECK_INT(a.code, GRPC_STATUS_OK);
+    answer_clear(&a);
+
+    do_register(&nodes[0], "slow", "xgboost", "xgboost/breast-cancer.json", false, false, &a);
+    CHECK_INT(a.code, GRPC_STATUS_OK);
+    answer_clear(&a);
+    for (int i = 0; i < NODES; i++)
+        kill(nodes[i].runtime_pid, SIGSTOP);
+    Mmesh__EnsureLoadedRequest req = MMESH__ENSURE_LOADED_REQUEST__INIT;
+    req.modelid = "slow";
+    req.sync = true;
+    long long t0 = harness_now_ms();
+    call(&nodes[1], "ensureLoaded", &req.base, 700, &a);
+    long long took = harness_now_ms() - t0;
+    CHECK_INT(a.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK(took < 3000);
+    answer_clear(&a);
+    for (int i = 0; i < NODES; i++)
+        kill(nodes[i].runtime_pid, SIGCONT);
+    CHECK(wait_status(&nodes[2], "slow", MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADED, 10000,
+                      &a));
+    answer_clear(&a);
+    CHECK_INT(copy_keys("slow"), 1);
+    do_unregister(&nodes[2], "slow", &a);
+    CHECK_INT(a.code, GRPC_STATUS_OK);
+    answer_clear(&a);
+}
+
 static bool unloaded_everywhere(void *arg)
 {
     const char *id = arg;
@@ -579,6 +621,7 @@ int main(int argc, char **argv)
     test_errors();
     test_herd();
     test_failure();
+    test_unavailable_and_deadline();
     test_unregister();
     test_kill_replaces();
     test_sigterm_moves();
