@@ -89,10 +89,11 @@ struct copies_info {
     uint32_t inflight;
 };
 
-/* Up to max local copies (those being loaded too, unless loaded_only), most recently used
- * first. Returns how many there are in all (may exceed max). */
+/* Up to max local copies that hold cache space (Pending and Loading too, unless loaded_only),
+ * most recently used first; Failed copies hold none and are not listed (copies_get has them).
+ * Returns how many there are in all (may exceed max; out may be NULL with max 0). */
 size_t copies_list(const struct copies *c, bool loaded_only, struct copies_info *out, size_t max);
-/* The local copy of model_id (bytes), or -ENOENT. */
+/* The local copy of model_id (bytes), in any state but being unloaded, or -ENOENT. */
 int copies_get(const struct copies *c, const char *model_id, size_t len, struct copies_info *out);
 
 /* Requests served by a local copy (the router): begin marks one in flight and touches the LRU

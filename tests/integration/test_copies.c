@@ -275,7 +275,7 @@ static void new_copies(int64_t churn_age_ms)
         .place = &place,
         .load_timeout_ms = LOAD_TIMEOUT_MS,
         .min_churn_age_ms = churn_age_ms,
-        .unload_wait_ms = 1000,
+        .unload_wait_ms = 5000, /* the requests' end, not this, must start the unload */
     };
     struct mm_error err = {0};
     if (copies_new(&cfg, &copies, &err) < 0) {
@@ -354,14 +354,37 @@ static void test_evict_lru(void)
 
 static void test_record_deleted(void)
 {
-    uint64_t unloads = stats().unloads;
+    uint64_t unloads = stats().unloads, loads = stats().loads_ok;
     char key[KEYS_MAX];
     key_of_copy(key, "a");
+    /* With a request in flight the unload waits for it; a new placement meanwhile is loaded
+     * once the old copy is unloaded. */
+    CHECK_INT(copies_request_begin(copies, "a", 1, epoch_ms()), 0);
     REQUIRE(etcd_sync_delete(etcd, key, false, NULL, NULL) == 0);
+    REQUIRE(wait_for("a", -1, 5000));
+    harness_run_until(loop, NULL, NULL, 300);
+    CHECK_INT(stats().unloads, unloads);
+    CHECK_INT(runtime_size("a"), model_size);
+    CHECK_INT(copies_get(copies, "a", 1, NULL), -ENOENT);
+    CHECK_INT(copies_request_begin(copies, "a", 1, epoch_ms()), -ENOENT); /* no new requests */
+    place_copy("a");
+    REQUIRE(harness_run_until(loop, NULL, NULL, 200));
+    CHECK(mirrored_copy("a", NULL, NULL) == 1); /* kept Pending while the old copy unloads */
+    CHECK_INT(stats().unloads, unloads);
+    long long t0 = harness_now_ms();
+    copies_request_end(copies, "a", 1);
     CHECK(wait_stat(offsetof(struct copies_stats, unloads), unloads + 1, 5000));
+    CHECK(harness_now_ms() - t0 < 2000);
+    REQUIRE(wait_for("a", COPY_LOADED, 10000));
+    CHECK_INT(stats().loads_ok, loads + 1);
+    CHECK_INT(runtime_size("a"), model_size);
+
+    /* Without requests: unloaded at once, and not put back. */
+    REQUIRE(etcd_sync_delete(etcd, key, false, NULL, NULL) == 0);
+    CHECK(wait_stat(offsetof(struct copies_stats, unloads), unloads + 2, 5000));
     CHECK_INT(runtime_size("a"), 0);
     CHECK_INT(copies_get(copies, "a", 1, NULL), -ENOENT);
-    CHECK(etcd_copy("a", NULL, NULL) == 0); /* not put back */
+    CHECK(etcd_copy("a", NULL, NULL) == 0);
     CHECK_INT(stats().reasserts, 0);
 }
 
@@ -575,6 +598,27 @@ static void test_stale_and_churn(void)
     CHECK_INT(stats().loads_started, 3);
 }
 
+/* A third incarnation freed while its load is in flight: nothing calls back afterwards. */
+static bool loading_now(void *arg)
+{
+    struct copies_info info;
+    return copies_get(copies, "k", 1, &info) == 0 && info.state == COPY_LOADING;
+}
+
+static void test_free_while_loading(void)
+{
+    copies_free(copies);
+    copies = NULL;
+    new_copies(1); /* f, g and h are not held by this one: deleted */
+    CHECK(wait_stat(offsetof(struct copies_stats, stale_deleted), 3, 5000));
+    put_model("k", "models/a.json");
+    place_copy("k");
+    CHECK(harness_run_until(loop, loading_now, NULL, 5000));
+    copies_free(copies);
+    copies = NULL;
+    harness_run_until(loop, NULL, NULL, 500);
+}
+
 /* ---------------------------------------------------------------- setup */
 
 static void start_runtime(uint64_t cap, const char *models_dir, int *port)
@@ -701,6 +745,7 @@ int main(int argc, char **argv)
     test_lease_lost();
     test_unload_all();
     test_stale_and_churn();
+    test_free_while_loading();
 
     copies_free(copies);
     instance_free(inst);
