@@ -19,7 +19,11 @@
  *             restarted: the registry converges (instances, one Loaded copy per model where the
  *             runtime holds it, under the holder's live lease). Then the prefix wiped with
  *             etcdctl: the nodes re-assert instances, copies and model records.
- * Skipped (exit 77) only when mm-node has no --listen, i.e. before the model API exists.
+ *   harness   the harness itself, without nodes (runs whatever mm-node is): runtimes started
+ *             with their cache dirs as models dirs, modelSize answers as what a runtime holds,
+ *             copy records read back, a pod killed.
+ * The mesh scenarios are skipped (exit 77) only when mm-node has no --listen, i.e. before the
+ * model API exists.
  * argv: SCENARIO MM_NODE MM_RUNTIME MAKE_BREAST_CANCER */
 #include <errno.h>
 #include <ev.h>
@@ -36,6 +40,7 @@
 #include "mm/etcd_sync.h"
 #include "mm/mirror.h"
 #include "mm/rpc.h"
+#include "mm/spi_sync.h"
 #include "mmclient.h"
 #include "rtclient.h"
 
@@ -858,10 +863,78 @@ static void scenario_etcd(void)
     }
 }
 
+/* ---------------------------------------------------------------- harness */
+
+static void scenario_harness(void)
+{
+    struct cluster_config cfg = {.mm_node = mm_node,
+                                 .mm_runtime = mm_runtime,
+                                 .n_pods = 2,
+                                 .capacity_bytes = 10 * model_size,
+                                 .start_nodes_later = true};
+    REQUIRE(cluster_start(&cl, &cfg) == 0);
+    cluster_up = true;
+    CHECK(cl.pods[0].runtime_pid > 0 && cl.pods[1].runtime_pid > 0 && !cl.pods[0].node_pid);
+    CHECK_INT(cluster_pod_of(&cl, "n1", 2), 1);
+    CHECK_INT(cluster_pod_of(&cl, "n2", 2), -1);
+    REQUIRE(cluster_copy_file(&cl, model_file, "xgb/m00.json") == 0);
+
+    /* A model put in pod 1's cache dir and loaded there: only that runtime holds it. */
+    char path[700];
+    snprintf(path, sizeof(path), "%s/m01.json", cl.pods[1].cache_dir);
+    struct spi_model sm = {.id = "m01", .type = "xgboost", .path = path};
+    struct spi_result r;
+    REQUIRE(cluster_copy_file(&cl, model_file, "tmp.json") == 0);
+    char cmd[1600], out[4096];
+    snprintf(cmd, sizeof(cmd), "cp '%s/tmp.json' '%s'", cl.models_root, path);
+    CHECK_INT(harness_capture(cmd, out, sizeof(out)), 0);
+    spi_sync_load_model(cl.pods[1].spi, &sm, 10000, &r);
+    CHECK_INT(r.code, 0);
+    const char *ids[] = {"m00", "m01"};
+    uint64_t sizes[2] = {1, 1};
+    CHECK_INT(cluster_runtime_sizes(&cl, 0, ids, 2, sizes), 0);
+    CHECK(sizes[0] == 0 && sizes[1] == 0);
+    CHECK_INT(cluster_runtime_sizes(&cl, 1, ids, 2, sizes), 1);
+    CHECK(sizes[0] == 0 && sizes[1] == model_size);
+    /* Outside its models dir (the cache dir) the runtime refuses. */
+    snprintf(path, sizeof(path), "%s/xgb/m00.json", cl.models_root);
+    sm = (struct spi_model){.id = "m00", .type = "xgboost", .path = path};
+    spi_sync_load_model(cl.pods[0].spi, &sm, 10000, &r);
+    CHECK(r.code < 0);
+
+    /* Records read back as the registry holds them. */
+    CHECK_INT(cluster_copies(&cl, NULL, NULL, 0), 0);
+    struct copy_record cr = {.state = COPY_LOADED, .since_ms = 1, .size_bytes = model_size};
+    char key[KEYS_MAX];
+    REQUIRE(keys_copy(key, sizeof(key), cl.name, "m01", "n1", NULL) == 0);
+    char *v = record_encode(RECORD_COPY, &cr);
+    REQUIRE(v && etcd_sync_put(cl.etcd_client, key, v, 0, NULL, NULL) == 0);
+    free(v);
+    struct cluster_copy got[2];
+    CHECK_INT(cluster_copies(&cl, NULL, got, 2), 1);
+    CHECK_STR(got[0].model, "m01");
+    CHECK_STR(got[0].iid, "n1");
+    CHECK(got[0].rec.state == COPY_LOADED && got[0].rec.size_bytes == model_size);
+    CHECK_INT(cluster_copies(&cl, "m00", got, 2), 0);
+    CHECK_INT(cluster_count(&cl, "copies/"), 1);
+    CHECK_INT(cluster_instance(&cl, "n0", NULL, NULL), 0);
+    CHECK_INT(cluster_etcdctl(&cl, "get --prefix /modelmesh/ --keys-only", out, sizeof(out)), 0);
+    CHECK(strstr(out, "/modelmesh/c/copies/m01/n1") != NULL);
+
+    /* A pod killed: its runtime is gone, the other answers. */
+    pid_t dead = cl.pods[1].runtime_pid;
+    cluster_pod_kill(&cl, 1);
+    CHECK(cl.pods[1].runtime_pid == 0 && cl.pods[1].spi == NULL && kill(dead, 0) < 0);
+    CHECK_INT(cluster_runtime_sizes(&cl, 1, ids, 2, sizes), -ENOTCONN);
+    CHECK_INT(cluster_runtime_sizes(&cl, 0, ids, 2, sizes), 0);
+    fprintf(stderr, "harness: mm-node %s --listen\n",
+            cluster_node_has_listen(mm_node) ? "has" : "has no");
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5) {
-        fprintf(stderr, "usage: test_cluster cache|failure|failover|etcd MM_NODE MM_RUNTIME "
+        fprintf(stderr, "usage: test_cluster harness|cache|failure|failover|etcd MM_NODE MM_RUNTIME "
                         "MAKE_BREAST_CANCER\n");
         return 2;
     }
@@ -869,7 +942,7 @@ int main(int argc, char **argv)
     mm_node = argv[2];
     mm_runtime = argv[3];
     maker = argv[4];
-    if (!cluster_node_has_listen(mm_node)) {
+    if (strcmp(scenario, "harness") != 0 && !cluster_node_has_listen(mm_node)) {
         printf("SKIP: %s has no --listen: the model API (mmesh.ModelMesh) is not in this "
                "build\n",
                mm_node);
@@ -880,7 +953,9 @@ int main(int argc, char **argv)
     /* After the harness's own exit handler is registered (make_model spawned a process), so
      * that this one runs first: the cluster stops its processes by pid while they are tracked. */
     atexit(cleanup);
-    if (strcmp(scenario, "cache") == 0)
+    if (strcmp(scenario, "harness") == 0)
+        scenario_harness();
+    else if (strcmp(scenario, "cache") == 0)
         scenario_cache();
     else if (strcmp(scenario, "failure") == 0)
         scenario_failure();
