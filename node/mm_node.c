@@ -1,8 +1,13 @@
-/* mm_node.c - the node program, beside one runtime: waits for the runtime (runtimeStatus until
- * READY, bounded), then registers the instance under a lease and keeps its record (instance.h).
- * SIGTERM/SIGINT: the record is marked shutting down (published at once), the lease revoked
- * (the record vanishes at once), exit 0. Exit 1 when the runtime never gets ready or the
- * registration cannot start, 2 on a usage error. */
+/* mm_node.c - the node program, beside one runtime: binds its port, waits for the runtime
+ * (runtimeStatus until READY, bounded), registers the instance under a lease (instance.h),
+ * mirrors /modelmesh/<cluster>/ (mirror.h), then holds copies (copies.h, storage.h), takes
+ * part in placement (mesh.h) and serves the model API (model_api.h); once all that runs it
+ * prints "LISTENING <port>" on stdout.
+ * SIGTERM/SIGINT: the record is marked shutting down (published at once), loaded models are
+ * moved to other instances (mesh_move_away), the local copies unloaded, the lease revoked
+ * (the record vanishes at once), exit 0; all within --shutdown-timeout. Exit 1 when the port
+ * cannot be bound, the runtime never gets ready or the registration cannot start, 2 on a
+ * usage error. */
 #include <bsd/string.h>
 #include <errno.h>
 #include <ev.h>
@@ -13,13 +18,20 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mm/cache.h"
+#include "mm/copies.h"
 #include "mm/etcd.h"
 #include "mm/instance.h"
 #include "mm/keys.h"
 #include "mm/log.h"
+#include "mm/mesh.h"
+#include "mm/mirror.h"
+#include "mm/model_api.h"
 #include "mm/opts.h"
+#include "mm/place.h"
 #include "mm/rpc.h"
 #include "mm/spi.h"
+#include "mm/storage.h"
 
 #ifndef MM_VERSION
 #define MM_VERSION "unknown"
@@ -32,8 +44,10 @@
 struct options {
     struct etcd_config etcd;
     const char *cluster, *instance_id, *runtime, *runtime_name, *model_types, *zone,
-        *internal_address, *password_file;
-    uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms;
+        *internal_address, *password_file, *listen, *models_root, *cache_dir, *max_failures;
+    uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
+        load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms;
+    uint64_t max_load_failures;
 };
 
 struct node {
@@ -45,11 +59,23 @@ struct node {
     struct instance_runtime_wait *wait;
     struct instance *instance;
     struct spi_runtime_status runtime; /* its answer at start: capacity, limits, default size */
+    struct rpc_server *server;
+    int port;
+    struct storage *storage;
+    struct mirror *mirror;
+    struct copies *copies;
+    struct mesh *mesh;
+    struct model_api *api;
+    struct place_config place;
+    bool registered, synced, serving, server_down;
+    ev_tstamp stop_started;
+    ev_timer hard_stop;
     ev_signal sigterm, sigint;
     const char *types[INSTANCE_MODEL_TYPES_MAX + 1];
     size_t n_types;
     char types_buf[4096];
     char id[KEYS_NAME_MAX + 1];
+    char cache_dir[4096];
     bool stopping;
     int exit_code;
 };
@@ -58,7 +84,8 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: mm-node [options]\n"
-            "Registers this pod's instance in etcd beside one model runtime.\n"
+            "Serves one model runtime's pod in the mesh: registers its instance, holds copies,\n"
+            "places models and serves the model API (mmesh.ModelMesh).\n"
             "\n"
             "  --etcd-endpoints URLS        etcd, comma-separated (env MM_ETCD_ENDPOINTS;\n"
             "                               default http://127.0.0.1:2379)\n"
@@ -87,7 +114,27 @@ static void usage(FILE *to)
             "  --publish-min-interval DURATION    no two record puts closer (default 2s)\n"
             "  --publish-max-interval DURATION    a minor change is published within "
             "(default 40s)\n"
-            "  --shutdown-timeout DURATION  at SIGTERM, bound on deregistering (default 5s)\n"
+            "  --listen ADDR                the model API (mmesh.ModelMesh); port 0 picks one\n"
+            "                               (env MM_LISTEN; default 0.0.0.0:8033)\n"
+            "  --models-root DIR            where storage paths (pvc) resolve (env "
+            "MM_MODELS_ROOT)\n"
+            "  --cache-dir DIR              where models are put for the runtime, which must "
+            "serve\n"
+            "                               from it (its --models-dir; env MM_CACHE_DIR; "
+            "default\n"
+            "                               /tmp/modelmesh-cache-<instance id>)\n"
+            "  --load-timeout DURATION      a load past it fails (default the runtime's)\n"
+            "  --min-churn-age DURATION     a full pod refuses loads while its oldest copy is\n"
+            "                               younger (default 10 x max(3s, load timeout / 3))\n"
+            "  --failure-expiry DURATION    failed-load records expire (default 15m)\n"
+            "  --max-load-failures N        recent failures before a model is failed, 1..100 "
+            "(default 3)\n"
+            "  --replace-delay DURATION     other nodes re-place a model its primary has not "
+            "after\n"
+            "                               (default 2s)\n"
+            "  --shutdown-timeout DURATION  at SIGTERM, bound on moving models away, unloading "
+            "and\n"
+            "                               deregistering (default 30s)\n"
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n"
             "Durations: N (ms) or N with ms, s, m, h.\n");
@@ -125,7 +172,13 @@ static int parse(int argc, char **argv, struct options *o)
     o->start_timeout_ms = 120000;
     o->min_interval_ms = INSTANCE_MIN_INTERVAL_MS;
     o->max_interval_ms = INSTANCE_MAX_INTERVAL_MS;
-    o->shutdown_ms = 5000;
+    o->shutdown_ms = 30000;
+    o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
+    o->models_root = env_or("MM_MODELS_ROOT", NULL);
+    o->cache_dir = env_or("MM_CACHE_DIR", NULL);
+    o->failure_expiry_ms = 15 * 60000;
+    o->replace_delay_ms = 2000;
+    o->max_load_failures = 3;
     static const struct {
         const char *flag, *env;
         uint64_t min, max;
@@ -137,6 +190,10 @@ static int parse(int argc, char **argv, struct options *o)
         {"--publish-min-interval", NULL, 1, MAX_WAIT_MS, offsetof(struct options, min_interval_ms)},
         {"--publish-max-interval", NULL, 1, MAX_WAIT_MS, offsetof(struct options, max_interval_ms)},
         {"--shutdown-timeout", NULL, 1, MAX_WAIT_MS, offsetof(struct options, shutdown_ms)},
+        {"--load-timeout", NULL, 1, MAX_WAIT_MS, offsetof(struct options, load_timeout_ms)},
+        {"--min-churn-age", NULL, 1, MAX_WAIT_MS, offsetof(struct options, min_churn_age_ms)},
+        {"--failure-expiry", NULL, 1, MAX_WAIT_MS, offsetof(struct options, failure_expiry_ms)},
+        {"--replace-delay", NULL, 1, MAX_WAIT_MS, offsetof(struct options, replace_delay_ms)},
     };
     static const struct {
         const char *flag;
@@ -156,6 +213,10 @@ static int parse(int argc, char **argv, struct options *o)
         {"--model-types", offsetof(struct options, model_types)},
         {"--zone", offsetof(struct options, zone)},
         {"--internal-address", offsetof(struct options, internal_address)},
+        {"--listen", offsetof(struct options, listen)},
+        {"--models-root", offsetof(struct options, models_root)},
+        {"--cache-dir", offsetof(struct options, cache_dir)},
+        {"--max-load-failures", offsetof(struct options, max_failures)},
     };
     for (size_t k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {
         const char *v = durations[k].env ? getenv(durations[k].env) : NULL;
@@ -214,6 +275,14 @@ static int parse(int argc, char **argv, struct options *o)
                 o->lease_ttl_ms);
         return 2;
     }
+    if (o->max_failures) {
+        struct mm_error err = {0};
+        if (opts_u64("--max-load-failures", o->max_failures, 1, 100, &o->max_load_failures,
+                     &err) < 0) {
+            fprintf(stderr, WHO ": %s\n", err.msg);
+            return 2;
+        }
+    }
     if (o->max_interval_ms < o->min_interval_ms) {
         fprintf(stderr, WHO ": --publish-max-interval is shorter than --publish-min-interval\n");
         return 2;
@@ -255,11 +324,88 @@ static int split_types(struct node *n, const char *list)
     return 0;
 }
 
-/* instance.c logs registrations and lease.c losses; the rest of the node hooks in here. */
+static void stop_loop(struct node *n)
+{
+    ev_break(n->loop, EVBREAK_ALL);
+}
+
+/* Everything runs: the copies, the mesh, the model API; then "LISTENING <port>". */
+static void maybe_serve(struct node *n)
+{
+    if (n->serving || n->stopping || !n->registered || !n->synced)
+        return;
+    struct options *o = n->o;
+    struct mm_error err = {0};
+    struct copies_config cc = {
+        .cluster = o->cluster,
+        .iid = n->id,
+        .etcd = n->etcd,
+        .mirror = n->mirror,
+        .spi = n->spi,
+        .storage = n->storage,
+        .instance = n->instance,
+        .runtime = &n->runtime,
+        .place = &n->place,
+        .load_timeout_ms = (unsigned)o->load_timeout_ms,
+        .min_churn_age_ms = (int64_t)o->min_churn_age_ms,
+    };
+    struct mesh_config mc = {
+        .cluster = o->cluster,
+        .iid = n->id,
+        .etcd = n->etcd,
+        .mirror = n->mirror,
+        .instance = n->instance,
+        .place = &n->place,
+        .max_failures = (unsigned)o->max_load_failures,
+        .replace_delay_ms = (unsigned)o->replace_delay_ms,
+    };
+    if (copies_new(&cc, &n->copies, &err) < 0)
+        goto fail;
+    mc.copies = n->copies;
+    struct model_api_config ac = {0};
+    if (mesh_new(&mc, &n->mesh, &err) < 0)
+        goto fail;
+    ac.mesh = n->mesh;
+    if (model_api_new(n->server, &ac, &n->api, &err) < 0 ||
+        rpc_server_start(n->server, &err) < 0)
+        goto fail;
+    n->serving = true;
+    mm_log(MM_LOG_INFO, WHO, "serving the model API on %s (port %d); cache %s", o->listen,
+           n->port, n->cache_dir);
+    printf("LISTENING %d\n", n->port);
+    fflush(stdout);
+    return;
+fail:
+    mm_log(MM_LOG_ERROR, WHO, "cannot start: %s", err.msg);
+    n->exit_code = 1;
+    stop_loop(n);
+}
+
+/* instance.c logs registrations and lease.c losses; the copies re-attach their records. */
 static void on_instance(struct instance *in, enum instance_event ev, int64_t lease_id, void *arg)
 {
+    struct node *n = arg;
     mm_log(MM_LOG_DEBUG, WHO, "%s: %s, lease %" PRId64, instance_key(in),
            ev == INSTANCE_REGISTERED ? "registered" : "lease lost", lease_id);
+    if (n->copies)
+        copies_on_instance(n->copies, ev, lease_id);
+    if (ev == INSTANCE_REGISTERED && !n->registered) {
+        n->registered = true;
+        maybe_serve(n);
+    }
+}
+
+static void on_mirror(struct mirror *mr, enum mirror_state state, const struct mm_error *why,
+                      void *arg)
+{
+    (void)mr;
+    struct node *n = arg;
+    if (why)
+        mm_log(MM_LOG_WARN, WHO, "registry mirror: %s", why->msg);
+    if (state == MIRROR_SYNCED && !n->synced) {
+        n->synced = true;
+        maybe_serve(n);
+    }
 }
 
 static void on_runtime(int status, const struct mm_error *err, const struct spi_runtime_status *st,
@@ -280,6 +426,18 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
            st->max_loading_concurrency, st->load_timeout_ms, st->default_model_size_bytes);
     n->runtime = *st;
     struct options *o = n->o;
+    /* the placement thresholds every part of the node shares */
+    place_config_init(&n->place);
+    if (st->default_model_size_bytes)
+        n->place.default_size_bytes = st->default_model_size_bytes;
+    uint32_t timeout = o->load_timeout_ms          ? (uint32_t)o->load_timeout_ms
+                       : st->load_timeout_ms        ? st->load_timeout_ms
+                                                    : CACHE_DEFAULT_LOAD_TIMEOUT_MS;
+    n->place.min_churn_age_ms =
+        o->min_churn_age_ms ? (int64_t)o->min_churn_age_ms : cache_min_churn_age_ms(timeout);
+    n->place.failure_expiry_ms = (int64_t)o->failure_expiry_ms;
+    if (n->place.failure_expiry_used_ms > n->place.failure_expiry_ms / 2)
+        n->place.failure_expiry_used_ms = n->place.failure_expiry_ms / 2;
     char pod_ip_address[300];
     const char *address = o->internal_address;
     if (!address) {
@@ -304,11 +462,24 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
         .max_interval_ms = (unsigned)o->max_interval_ms,
     };
     struct mm_error e = {0};
-    if (instance_new(n->etcd, &cfg, on_instance, n, &n->instance, &e) < 0) {
-        mm_log(MM_LOG_ERROR, WHO, "cannot register: %s", e.msg);
+    char prefix[KEYS_MAX];
+    struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = n};
+    if (instance_new(n->etcd, &cfg, on_instance, n, &n->instance, &e) < 0 ||
+        keys_prefix(prefix, sizeof(prefix), o->cluster, &e) < 0 ||
+        mirror_new(n->etcd, prefix, &mcfg, &n->mirror, &e) < 0 ||
+        mirror_start(n->mirror) < 0) {
+        mm_log(MM_LOG_ERROR, WHO, "cannot register: %s", e.msg[0] ? e.msg : "mirror");
         n->exit_code = 1;
         ev_break(n->loop, EVBREAK_ALL);
     }
+}
+
+/* What is left of --shutdown-timeout, in ms, keeping `reserve` for the steps after. */
+static unsigned budget(const struct node *n, unsigned reserve)
+{
+    double spent = (ev_now(n->loop) - n->stop_started) * 1000.;
+    double left = (double)n->o->shutdown_ms - spent - reserve;
+    return left < 1. ? 1u : (unsigned)left;
 }
 
 static void on_closed(int status, const struct mm_error *err, void *arg)
@@ -318,16 +489,55 @@ static void on_closed(int status, const struct mm_error *err, void *arg)
         mm_log(MM_LOG_WARN, WHO, "deregistering: %s", err->msg);
     else
         mm_log(MM_LOG_INFO, WHO, "deregistered: lease revoked");
-    ev_break(n->loop, EVBREAK_ALL);
+    stop_loop(n);
 }
 
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+static void close_instance(struct node *n)
+{
+    if (instance_close(n->instance, budget(n, 0), on_closed, n) < 0)
+        stop_loop(n);
+}
+
+static void on_unloaded(int status, void *arg)
+{
+    struct node *n = arg;
+    if (status < 0)
+        mm_log(MM_LOG_WARN, WHO, "unloading: not all copies unloaded in time");
+    close_instance(n);
+}
+
+static void on_moved(int status, size_t not_moved, void *arg)
+{
+    struct node *n = arg;
+    if (status < 0)
+        mm_log(MM_LOG_WARN, WHO, "moving models away: %zu not loaded elsewhere in time",
+               not_moved);
+    else
+        mm_log(MM_LOG_INFO, WHO, "every loaded model is loaded elsewhere too");
+    unsigned reserve = n->o->shutdown_ms > 3000 ? 1000 : (unsigned)(n->o->shutdown_ms / 3);
+    if (copies_unload_all(n->copies, budget(n, reserve), on_unloaded, n) < 0)
+        close_instance(n);
+}
+
+static void on_hard_stop(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct node *n = w->data;
+    mm_log(MM_LOG_WARN, WHO, "shutdown took longer than %" PRIu64 " ms: exiting",
+           n->o->shutdown_ms);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
 {
     struct node *n = w->data;
     if (n->stopping)
         return;
     n->stopping = true;
+    n->stop_started = ev_now(loop);
     mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", w->signum);
+    ev_timer_init(&n->hard_stop, on_hard_stop, (double)n->o->shutdown_ms / 1000. + 1., 0.);
+    n->hard_stop.data = n;
+    ev_timer_start(loop, &n->hard_stop);
     if (!n->instance) { /* still waiting for the runtime: nothing registered */
         instance_wait_cancel(n->wait);
         n->wait = NULL;
@@ -335,8 +545,21 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     instance_set_shutting_down(n->instance);
-    if (instance_close(n->instance, (unsigned)n->o->shutdown_ms, on_closed, n) < 0)
-        ev_break(loop, EVBREAK_ALL);
+    if (!n->serving) { /* registered, nothing held yet */
+        close_instance(n);
+        return;
+    }
+    /* most of the time for the moves; then unload, then revoke */
+    unsigned move_ms = (unsigned)(n->o->shutdown_ms * 2 / 3);
+    if (mesh_move_away(n->mesh, move_ms ? move_ms : 1, on_moved, n) < 0)
+        on_moved(-ETIMEDOUT, 0, n);
+}
+
+static void on_server_down(void *arg)
+{
+    struct node *n = arg;
+    n->server_down = true;
+    ev_break(n->loop, EVBREAK_ALL);
 }
 
 int main(int argc, char **argv)
@@ -359,14 +582,27 @@ int main(int argc, char **argv)
         fprintf(stderr, WHO ": %s\n", err.msg);
         rc = 2;
     }
+    if (rc == 0) {
+        int len = o.cache_dir ? snprintf(n.cache_dir, sizeof(n.cache_dir), "%s", o.cache_dir)
+                              : snprintf(n.cache_dir, sizeof(n.cache_dir),
+                                         "/tmp/modelmesh-cache-%s", n.id);
+        if (len <= 0 || (size_t)len >= sizeof(n.cache_dir)) {
+            fprintf(stderr, WHO ": --cache-dir: longer than %zu bytes\n", sizeof(n.cache_dir) - 1);
+            rc = 2;
+        }
+    }
     if (rc != 0)
         return rc;
     signal(SIGPIPE, SIG_IGN);
 
     n.loop = EV_DEFAULT;
     n.exit_code = 0;
+    struct storage_config sc = {.cache_dir = n.cache_dir, .models_root = o.models_root};
     if (etcd_client_new(n.loop, &o.etcd, &n.etcd, &err) < 0 ||
         rpc_context_new(n.loop, &n.rpc, &err) < 0 ||
+        rpc_server_new(n.rpc, NULL, &n.server, &err) < 0 ||
+        rpc_server_listen(n.server, o.listen, &n.port, &err) < 0 ||
+        storage_new(n.loop, &sc, &n.storage, &err) < 0 ||
         spi_client_new(n.rpc, o.runtime, &n.spi, &err) < 0 ||
         instance_wait_runtime(n.spi, (unsigned)o.start_timeout_ms, on_runtime, &n, &n.wait, &err) <
             0) {
@@ -377,8 +613,8 @@ int main(int argc, char **argv)
                "instance %s (id from %s), cluster %s, etcd %s; waiting up to %" PRIu64
                " ms for the runtime at %s",
                n.id, source, o.cluster, o.etcd.endpoints, o.start_timeout_ms, o.runtime);
-        ev_signal_init(&n.sigterm, on_signal, SIGTERM);
-        ev_signal_init(&n.sigint, on_signal, SIGINT);
+        ev_signal_init(&n.sigterm, on_signal_w, SIGTERM);
+        ev_signal_init(&n.sigint, on_signal_w, SIGINT);
         n.sigterm.data = n.sigint.data = &n;
         ev_signal_start(n.loop, &n.sigterm);
         ev_signal_start(n.loop, &n.sigint);
@@ -386,8 +622,26 @@ int main(int argc, char **argv)
         ev_signal_stop(n.loop, &n.sigterm);
         ev_signal_stop(n.loop, &n.sigint);
     }
+    ev_timer_stop(n.loop, &n.hard_stop);
+    /* the server first (its handlers point at the model API), then down the stack */
+    if (n.server && n.serving) {
+        rpc_server_shutdown(n.server, 0, on_server_down, &n);
+        ev_timer_init(&n.hard_stop, on_hard_stop, 2., 0.); /* bounded, as the rest */
+        n.hard_stop.data = &n;
+        ev_timer_start(n.loop, &n.hard_stop);
+        if (!n.server_down)
+            ev_run(n.loop, 0);
+        ev_timer_stop(n.loop, &n.hard_stop);
+    }
+    model_api_free(n.api);
+    if (!n.serving || n.server_down)
+        rpc_server_free(n.server);
+    mesh_free(n.mesh);
+    copies_free(n.copies);
+    mirror_free(n.mirror);
     instance_wait_cancel(n.wait);
     instance_free(n.instance);
+    storage_free(n.storage);
     spi_client_free(n.spi);
     rpc_context_free(n.rpc);
     etcd_client_free(n.etcd);

@@ -12,7 +12,7 @@
  * Threading: the loop thread only. Lifetime: an operation calls back exactly once unless
  * cancelled first (then never); its handle is valid until its callback starts. mesh_free
  * cancels every operation (no callback after it); free it before copies, the mirror, the
- * instance and the etcd client. */
+ * instance and the etcd client; not from inside one of its callbacks. */
 #ifndef MM_MESH_H
 #define MM_MESH_H
 
@@ -93,6 +93,7 @@ void mesh_status(const struct mesh *m, const char *model_id, struct mesh_status 
  *   -ENOSPC     no instance can take it now (UNAVAILABLE: retryable), err with place's reason
  *   -ETIMEDOUT  not loaded within the time given
  *   -EAGAIN     etcd unreachable (UNAVAILABLE)
+ *   -EBUSY      unregister: a vmodel refers to the model (FAILED_PRECONDITION)
  * st (the status when the operation ended) is valid during the call only, may be NULL. */
 typedef void (*mesh_cb)(int status, const struct mm_error *err, const struct mesh_status *st,
                         void *arg);
@@ -104,13 +105,17 @@ struct mesh_model_info {
 };
 
 /* registerModel: create models/<id> (idempotent with the same info; -EEXIST with other info);
- * load_now: place a copy at once; sync: call back when it is Loaded or failed (timeout_ms
- * bounds the wait; 0 = none), else once the record is written. last_used_ms 0 = now. */
+ * load_now: place a copy at once (call back once it is placed); sync: call back when it is
+ * Loaded or failed (timeout_ms bounds the wait; 0 = none), and load it as load_now does (a
+ * wait for Loaded needs a copy); neither: call back once the record is written and the
+ * mirror has it. last_used_ms 0 = now - 1 h (load_now) or now - 6 h
+ * (place_initial_last_used). Operations never call back from inside the call that started
+ * them. */
 int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_info *info,
                   bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
                   void *arg, struct mesh_op **out, struct mm_error *err);
 /* unregisterModel: delete the model record and every copy record in one txn (the holders
- * unload); -ENOENT if absent. */
+ * unload); -ENOENT if absent, -EBUSY (at once, from the mirror) if a vmodel refers to it. */
 int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
                     struct mesh_op **out, struct mm_error *err);
 /* ensureLoaded: a copy exists, or is placed now; sync: call back when Loaded or failed. */
@@ -119,6 +124,11 @@ int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool
                 struct mm_error *err);
 /* Its callback never runs. NULL is ignored. */
 void mesh_op_cancel(struct mesh_op *op);
+
+/* requests served by (or asked of) model_id (len bytes) at now_ms: the copy-count checks
+ * (place_copies_decide, every rate_check_ms) weigh them; ensureLoaded counts as one. */
+void mesh_note_use(struct mesh *m, const char *model_id, size_t len, uint32_t requests,
+                   int64_t now_ms);
 
 /* Shutdown, after instance_set_shutting_down: place a copy elsewhere for every model loaded
  * here (most recently used first) that has none elsewhere, and wait until those are Loaded,

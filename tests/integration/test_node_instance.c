@@ -90,8 +90,10 @@ static pid_t start_node(const char *runtime, const char *extra)
                       "--lease-ttl",
                       ttl,
                       "--publish-min-interval",
-                      "1s"};
-    int n = 19;
+                      "1s",
+                      "--listen",
+                      "127.0.0.1:0"};
+    int n = 21;
     char extra_buf[256] = "";
     if (extra) {
         snprintf(extra_buf, sizeof(extra_buf), "%s", extra);

@@ -1,0 +1,513 @@
+/* model_api.c - mmesh.ModelMesh on the node's port: decode, check, call the mesh, answer. See
+ * model_api.h for the mapping of errors and the parking of calls. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mm/keys.h"
+#include "mm/log.h"
+#include "mm/mesh.h"
+#include "mm/model_api.h"
+#include "mm/rpc.h"
+#include "mm/wire.h"
+#include "model-mesh.pb-c.h"
+
+#define WHO "model-api"
+#define MAX_SEGMENTS 16
+
+struct parked {
+    struct model_api *api;
+    struct parked *prev, *next;
+    struct rpc_call *call;
+    struct mesh_op *op;
+    const char *method;
+    bool unregister; /* answers UnregisterModelResponse */
+};
+
+struct model_api {
+    struct model_api_config cfg;
+    struct parked *parked;
+    unsigned n_parked;
+};
+
+/* ------------------------------------------------------------------ requests */
+
+/* One text field as it is on the wire, so that a NUL inside it is seen (protobuf-c would cut
+ * the string there). 0, or the call answered INVALID_ARGUMENT and -EINVAL. */
+static int check_text(struct rpc_call *c, const struct wire_segment *segs, size_t n,
+                      uint32_t field, const char *name, const char *method)
+{
+    char scratch[4096];
+    const char *v = NULL;
+    size_t len = 0;
+    int rc = wire_find_field(segs, n, field, scratch, sizeof(scratch), &v, &len);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc == -E2BIG) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s is longer than %zu bytes",
+                      method, name, sizeof(scratch));
+        return -EINVAL;
+    }
+    if (rc < 0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: malformed %s: %s", method, name,
+                      wire_strerror(rc));
+        return -EINVAL;
+    }
+    if (memchr(v, '\0', len)) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s holds a NUL character", method,
+                      name);
+        return -EINVAL;
+    }
+    if (!mm_utf8_valid(v, len)) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s is not valid UTF-8", method,
+                      name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Decode the request within bounds, its text fields checked: 0 and *out, or the call answered
+ * and -EINVAL. with_info: RegisterModelRequest's modelInfo (field 2) is looked into. */
+static int decode(struct rpc_call *c, const ProtobufCMessageDescriptor *desc, const char *method,
+                  bool with_info, ProtobufCMessage **out)
+{
+    *out = NULL;
+    grpc_byte_buffer *bb = rpc_call_request(c);
+    size_t len = 0;
+    void *flat = bb ? rpc_flatten(bb, &len) : NULL;
+    if (bb && !flat) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory", method);
+        return -EINVAL;
+    }
+    struct wire_segment seg = {flat, len};
+    static const struct wire_rule info_rule[] = {{2, WIRE_MESSAGE, -1, NULL}};
+    static const struct wire_schema plain = {NULL, 0};
+    static const struct wire_schema nested = {info_rule, 1};
+    struct wire_limits lim = {.max_fields = MODEL_API_MAX_FIELDS};
+    int which = -1;
+    int rc = wire_check_bounds(&seg, 1, with_info ? &nested : &plain, &lim, &which);
+    if (rc == -E2BIG) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: more than %d fields in one request",
+                      method, MODEL_API_MAX_FIELDS);
+        goto fail;
+    }
+    if (rc < 0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s: %s", desc->name,
+                      wire_strerror(rc));
+        goto fail;
+    }
+    if (check_text(c, &seg, 1, 1, desc == &mmesh__get_vmodel_status_request__descriptor
+                                      ? "vModelId"
+                                      : "modelId",
+                   method) < 0)
+        goto fail;
+    if (with_info) {
+        char scratch[8];
+        const char *info = NULL;
+        size_t info_len = 0;
+        rc = wire_find_field(&seg, 1, 2, scratch, sizeof(scratch), &info, &info_len);
+        if (rc == 0) {
+            struct wire_segment iseg = {(const uint8_t *)info, info_len};
+            if (check_text(c, &iseg, 1, 1, "modelInfo.type", method) < 0 ||
+                check_text(c, &iseg, 1, 2, "modelInfo.path", method) < 0 ||
+                check_text(c, &iseg, 1, 3, "modelInfo.key", method) < 0)
+                goto fail;
+        }
+    }
+    struct mm_error err = {0};
+    if (rpc_decode(bb, desc, out, &err) < 0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+        goto fail;
+    }
+    free(flat);
+    return 0;
+fail:
+    free(flat);
+    return -EINVAL;
+}
+
+/* ------------------------------------------------------------------ answers */
+
+static Mmesh__ModelStatusInfo__ModelStatus status_enum(enum mesh_model_status s)
+{
+    switch (s) {
+    case MESH_NOT_FOUND:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__NOT_FOUND;
+    case MESH_NOT_LOADED:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__NOT_LOADED;
+    case MESH_LOADING:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING;
+    case MESH_LOADED:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADED;
+    case MESH_LOADING_FAILED:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING_FAILED;
+    case MESH_UNKNOWN:
+        break;
+    }
+    return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__UNKNOWN;
+}
+
+static Mmesh__ModelStatusInfo__ModelStatus copy_enum(enum copy_state s)
+{
+    switch (s) {
+    case COPY_PENDING:
+    case COPY_LOADING:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING;
+    case COPY_LOADED:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADED;
+    case COPY_FAILED:
+        return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING_FAILED;
+    }
+    return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__UNKNOWN;
+}
+
+/* Answer OK with the status (st may be NULL: UNKNOWN). extra_error: one more error message
+ * first (the failure that ended the operation), or NULL. */
+static void reply_status(struct rpc_call *c, const struct mesh_status *st,
+                         const char *extra_error, bool force_failed)
+{
+    Mmesh__ModelStatusInfo r = MMESH__MODEL_STATUS_INFO__INIT;
+    Mmesh__ModelStatusInfo__ModelCopyInfo infos[MESH_STATUS_MAX_COPIES];
+    Mmesh__ModelStatusInfo__ModelCopyInfo *ptrs[MESH_STATUS_MAX_COPIES];
+    char *errors[MESH_STATUS_MAX_ERRORS + 1];
+    size_t n_errors = 0;
+    r.status = st ? status_enum(st->status) : MMESH__MODEL_STATUS_INFO__MODEL_STATUS__UNKNOWN;
+    if (force_failed)
+        r.status = MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING_FAILED;
+    if (extra_error && (!st || st->n_errors == 0))
+        errors[n_errors++] = (char *)extra_error;
+    for (size_t i = 0; st && i < st->n_errors; i++)
+        errors[n_errors++] = (char *)st->errors[i];
+    r.n_errors = n_errors;
+    r.errors = errors;
+    for (size_t i = 0; st && i < st->n_copies; i++) {
+        Mmesh__ModelStatusInfo__ModelCopyInfo ci = MMESH__MODEL_STATUS_INFO__MODEL_COPY_INFO__INIT;
+        ci.location = (char *)st->copies[i].iid;
+        ci.copystatus = copy_enum(st->copies[i].state);
+        ci.time = st->copies[i].since_ms > 0 ? (uint64_t)st->copies[i].since_ms : 0;
+        infos[i] = ci;
+        ptrs[i] = &infos[i];
+    }
+    r.n_modelcopyinfos = st ? st->n_copies : 0;
+    r.modelcopyinfos = ptrs;
+    grpc_byte_buffer *bb = rpc_encode(&r.base);
+    if (!bb) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    rpc_call_reply(c, bb, GRPC_STATUS_OK, NULL);
+}
+
+static grpc_status_code code_of(int status)
+{
+    switch (status) {
+    case -ENOENT:
+        return GRPC_STATUS_NOT_FOUND;
+    case -EEXIST:
+        return GRPC_STATUS_ALREADY_EXISTS;
+    case -EINVAL:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case -ENOSPC:
+    case -EAGAIN:
+    case -ECONNREFUSED:
+        return GRPC_STATUS_UNAVAILABLE;
+    case -ETIMEDOUT:
+        return GRPC_STATUS_DEADLINE_EXCEEDED;
+    case -EBUSY:
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    case -ECANCELED:
+        return GRPC_STATUS_CANCELLED;
+    case -ENOMEM:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    default:
+        return GRPC_STATUS_INTERNAL;
+    }
+}
+
+static void reply_error(struct rpc_call *c, int status, const struct mm_error *err)
+{
+    rpc_call_fail(c, code_of(status), "%s", err && err->msg[0] ? err->msg : mm_strerror(status));
+}
+
+static void reply_empty(struct rpc_call *c)
+{
+    Mmesh__UnregisterModelResponse r = MMESH__UNREGISTER_MODEL_RESPONSE__INIT;
+    grpc_byte_buffer *bb = rpc_encode(&r.base);
+    if (!bb) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    rpc_call_reply(c, bb, GRPC_STATUS_OK, NULL);
+}
+
+/* ------------------------------------------------------------------ parked calls */
+
+static void unpark(struct parked *p)
+{
+    struct model_api *a = p->api;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        a->parked = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    a->n_parked--;
+}
+
+static void on_mesh(int status, const struct mm_error *err, const struct mesh_status *st,
+                    void *arg)
+{
+    struct parked *p = arg;
+    unpark(p);
+    rpc_call_on_cancel(p->call, NULL, NULL);
+    if (status == 0 && p->unregister)
+        reply_empty(p->call);
+    else if (status == 0)
+        reply_status(p->call, st, NULL, false);
+    else if (status == -EIO)
+        reply_status(p->call, st, err ? err->msg : "load failed", true);
+    else
+        reply_error(p->call, status, err);
+    free(p);
+}
+
+static void on_cancelled(struct rpc_call *c, void *arg)
+{
+    struct parked *p = arg;
+    unpark(p);
+    mesh_op_cancel(p->op);
+    /* the deadline passed, or the client went away: the answer is for the record only */
+    rpc_call_fail(c, GRPC_STATUS_CANCELLED, "%s: cancelled", p->method);
+    free(p);
+}
+
+static struct parked *park_new(struct model_api *a, struct rpc_call *c, const char *method)
+{
+    struct parked *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->api = a;
+    p->call = c;
+    p->method = method;
+    return p;
+}
+
+/* The operation started: watch the call. */
+static void park(struct model_api *a, struct parked *p)
+{
+    p->next = a->parked;
+    if (a->parked)
+        a->parked->prev = p;
+    a->parked = p;
+    a->n_parked++;
+    if (rpc_call_on_cancel(p->call, on_cancelled, p) == -ECANCELED)
+        on_cancelled(p->call, p);
+}
+
+/* How long an operation may take: the client's deadline, else max_wait_ms. -1: already past. */
+static int64_t wait_ms(const struct model_api *a, struct rpc_call *c)
+{
+    int64_t left = rpc_call_remaining_ms(c);
+    if (left <= 0)
+        return -1;
+    if (left == INT64_MAX || left > (int64_t)a->cfg.max_wait_ms)
+        return a->cfg.max_wait_ms;
+    return left;
+}
+
+/* ------------------------------------------------------------------ the methods */
+
+static void register_model(struct rpc_call *c, void *arg)
+{
+    struct model_api *a = arg;
+    ProtobufCMessage *msg = NULL;
+    if (decode(c, &mmesh__register_model_request__descriptor, "registerModel", true, &msg) < 0)
+        return;
+    Mmesh__RegisterModelRequest *req = (Mmesh__RegisterModelRequest *)msg;
+    struct mm_error err = {0};
+    int64_t wait = wait_ms(a, c);
+    struct parked *p = NULL;
+    if (wait < 0) {
+        rpc_call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED, "registerModel: deadline passed");
+        goto out;
+    }
+    if (!req->modelinfo) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "registerModel: modelInfo is required");
+        goto out;
+    }
+    if (req->lastusedtime > (uint64_t)INT64_MAX) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "registerModel: lastUsedTime is out of "
+                                                       "range");
+        goto out;
+    }
+    struct mesh_model_info info = {.type = req->modelinfo->type,
+                                   .path = req->modelinfo->path,
+                                   .key = req->modelinfo->key};
+    if (!(p = park_new(a, c, "registerModel"))) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "registerModel: out of memory");
+        goto out;
+    }
+    int rc = mesh_register(a->cfg.mesh, req->modelid, &info, req->loadnow, req->sync,
+                           (int64_t)req->lastusedtime, wait, on_mesh, p, &p->op, &err);
+    if (rc < 0) {
+        free(p);
+        reply_error(c, rc, &err);
+        goto out;
+    }
+    park(a, p);
+out:
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void unregister_model(struct rpc_call *c, void *arg)
+{
+    struct model_api *a = arg;
+    ProtobufCMessage *msg = NULL;
+    if (decode(c, &mmesh__unregister_model_request__descriptor, "unregisterModel", false, &msg) <
+        0)
+        return;
+    Mmesh__UnregisterModelRequest *req = (Mmesh__UnregisterModelRequest *)msg;
+    struct mm_error err = {0};
+    struct parked *p = park_new(a, c, "unregisterModel");
+    if (!p) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "unregisterModel: out of memory");
+        goto out;
+    }
+    p->unregister = true;
+    int rc = mesh_unregister(a->cfg.mesh, req->modelid, on_mesh, p, &p->op, &err);
+    if (rc < 0) {
+        free(p);
+        reply_error(c, rc, &err);
+        goto out;
+    }
+    park(a, p);
+out:
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void ensure_loaded(struct rpc_call *c, void *arg)
+{
+    struct model_api *a = arg;
+    ProtobufCMessage *msg = NULL;
+    if (decode(c, &mmesh__ensure_loaded_request__descriptor, "ensureLoaded", false, &msg) < 0)
+        return;
+    Mmesh__EnsureLoadedRequest *req = (Mmesh__EnsureLoadedRequest *)msg;
+    struct mm_error err = {0};
+    struct parked *p = NULL;
+    int64_t wait = wait_ms(a, c);
+    if (wait < 0) {
+        rpc_call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED, "ensureLoaded: deadline passed");
+        goto out;
+    }
+    if (req->lastusedtime > (uint64_t)INT64_MAX) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "ensureLoaded: lastUsedTime is out of "
+                                                       "range");
+        goto out;
+    }
+    if (!(p = park_new(a, c, "ensureLoaded"))) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "ensureLoaded: out of memory");
+        goto out;
+    }
+    int rc = mesh_ensure(a->cfg.mesh, req->modelid, (int64_t)req->lastusedtime, req->sync, wait,
+                         on_mesh, p, &p->op, &err);
+    if (rc < 0) {
+        free(p);
+        reply_error(c, rc, &err);
+        goto out;
+    }
+    park(a, p);
+out:
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void get_model_status(struct rpc_call *c, void *arg)
+{
+    struct model_api *a = arg;
+    ProtobufCMessage *msg = NULL;
+    if (decode(c, &mmesh__get_status_request__descriptor, "getModelStatus", false, &msg) < 0)
+        return;
+    Mmesh__GetStatusRequest *req = (Mmesh__GetStatusRequest *)msg;
+    struct mm_error err = {0};
+    if (keys_check_name("modelId", req->modelid, &err) < 0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "getModelStatus: %s", err.msg);
+        goto out;
+    }
+    struct mesh_status *st = malloc(sizeof(*st));
+    if (!st) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "getModelStatus: out of memory");
+        goto out;
+    }
+    mesh_status(a->cfg.mesh, req->modelid, st);
+    reply_status(c, st, NULL, false);
+    free(st);
+out:
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void vmodels_later(struct rpc_call *c, void *arg)
+{
+    (void)arg;
+    rpc_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "%s: vmodels come with the router",
+                  rpc_call_method(c));
+}
+
+/* ------------------------------------------------------------------ life */
+
+int model_api_new(struct rpc_server *s, const struct model_api_config *cfg,
+                  struct model_api **out, struct mm_error *err)
+{
+    *out = NULL;
+    if (!s || !cfg || !cfg->mesh)
+        return mm_error_set(err, -EINVAL, "model API: server and mesh are required");
+    struct model_api *a = calloc(1, sizeof(*a));
+    if (!a)
+        return mm_error_set(err, -ENOMEM, "model API: out of memory");
+    a->cfg = *cfg;
+    if (!a->cfg.max_wait_ms)
+        a->cfg.max_wait_ms = MODEL_API_MAX_WAIT_MS;
+    static const struct {
+        const char *path;
+        rpc_handler handler;
+    } methods[] = {
+        {"/mmesh.ModelMesh/registerModel", register_model},
+        {"/mmesh.ModelMesh/unregisterModel", unregister_model},
+        {"/mmesh.ModelMesh/ensureLoaded", ensure_loaded},
+        {"/mmesh.ModelMesh/getModelStatus", get_model_status},
+        {"/mmesh.ModelMesh/setVModel", vmodels_later},
+        {"/mmesh.ModelMesh/deleteVModel", vmodels_later},
+        {"/mmesh.ModelMesh/getVModelStatus", vmodels_later},
+    };
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        int rc = rpc_server_register(s, methods[i].path, methods[i].handler, a, err);
+        if (rc < 0) {
+            free(a);
+            return rc;
+        }
+    }
+    *out = a;
+    return 0;
+}
+
+void model_api_free(struct model_api *a)
+{
+    if (!a)
+        return;
+    while (a->parked) {
+        struct parked *p = a->parked;
+        unpark(p);
+        mesh_op_cancel(p->op);
+        rpc_call_on_cancel(p->call, NULL, NULL);
+        rpc_call_fail(p->call, GRPC_STATUS_UNAVAILABLE, "%s: the node is shutting down",
+                      p->method);
+        free(p);
+    }
+    free(a);
+}
+
+unsigned model_api_parked(const struct model_api *a)
+{
+    return a ? a->n_parked : 0;
+}

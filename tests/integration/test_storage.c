@@ -1,0 +1,577 @@
+/* test_storage.c - the pvc provider (mm/storage.h) on real files in a temp dir: a file and a
+ * directory tree fetched into the cache dir (bytes equal, disk size summed, paths inside the
+ * cache dir under encoded names for hostile ids, two fetches of one id apart); released
+ * (removed off the loop, a second release refused); what an earlier run left removed at start,
+ * nothing else. Hostile storage: "..", absolute paths and the root itself refused before any
+ * I/O; symbolic links out of the root (to a file, to a directory, inside a tree) refused and
+ * the partial copy removed, a link staying inside followed; a FIFO (without hanging), a device
+ * and a socket refused; too big (one file, a tree's sum), too many files, too deep; not found;
+ * unknown storage key; cancel while queued and mid-copy (no callback, nothing left); free with
+ * fetches in flight and from inside a callback; release of paths that are not fetches (outside
+ * the cache dir, inside it, a ".." spelling of a fetched one) refused. Run under ASan too. */
+#include <dirent.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "harness.h"
+#include "mm/storage.h"
+
+static struct ev_loop *loop;
+static char top[64], root[PATH_MAX], cache[PATH_MAX], outside[PATH_MAX];
+
+struct result {
+    int calls;
+    int status;
+    char msg[MM_ERROR_MSG_MAX];
+    char path[PATH_MAX];
+    uint64_t bytes;
+};
+
+static void on_fetch(int status, const struct mm_error *err, const char *local_path,
+                     uint64_t disk_bytes, void *arg)
+{
+    struct result *r = arg;
+    r->calls++;
+    r->status = status;
+    snprintf(r->msg, sizeof r->msg, "%s", err ? err->msg : "");
+    snprintf(r->path, sizeof r->path, "%s", local_path ? local_path : "");
+    r->bytes = disk_bytes;
+}
+
+static bool called(void *arg)
+{
+    return ((struct result *)arg)->calls > 0;
+}
+
+/* ---- files ---- */
+
+static void write_file(const char *dir, const char *rel, size_t size, char fill)
+{
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    for (char *p = path + strlen(dir) + 1; *p; p++) { /* make the parents */
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f);
+    for (size_t i = 0; i < size; i++)
+        fputc(fill + (char)(i % 7), f);
+    REQUIRE(fclose(f) == 0);
+}
+
+static bool same_bytes(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    bool same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb)
+            same = false;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa)
+        fclose(fa);
+    if (fb)
+        fclose(fb);
+    return same;
+}
+
+static bool exists(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0;
+}
+
+/* Entries of the cache dir named mm-* (ours). */
+static int cache_entries(void)
+{
+    DIR *d = opendir(cache);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strncmp(e->d_name, "mm-", 3) == 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+static bool cache_empty(void *arg)
+{
+    return cache_entries() == 0;
+}
+
+static bool cache_nonempty(void *arg)
+{
+    return cache_entries() > 0;
+}
+
+/* The parent directory of local_path is a direct child of the cache dir named mm-... */
+static bool inside_cache(const char *local_path)
+{
+    size_t n = strlen(cache);
+    if (strncmp(local_path, cache, n) != 0 || local_path[n] != '/')
+        return false;
+    const char *name = local_path + n + 1;
+    const char *slash = strchr(name, '/');
+    return strncmp(name, "mm-", 3) == 0 && slash && !strchr(slash + 1, '/') &&
+           strstr(local_path, "/../") == NULL;
+}
+
+static struct storage *make_storage(uint64_t max_bytes, uint32_t max_files, uint32_t max_depth,
+                                    unsigned threads)
+{
+    struct storage_config cfg = {.cache_dir = cache,
+                                 .models_root = root,
+                                 .max_model_bytes = max_bytes,
+                                 .max_files = max_files,
+                                 .max_depth = max_depth,
+                                 .threads = threads};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    int rc = storage_new(loop, &cfg, &st, &err);
+    if (rc < 0)
+        fprintf(stderr, "storage_new: %s\n", err.msg);
+    REQUIRE(rc == 0 && st);
+    return st;
+}
+
+/* Fetch and wait for the callback (bounded); returns the result. */
+static struct result fetch(struct storage *st, const char *id, const char *key, const char *path)
+{
+    struct result r = {0};
+    struct storage_model m = {.model_id = id, .storage_key = key, .storage_path = path};
+    struct mm_error err = {0};
+    int rc = storage_fetch(st, &m, on_fetch, &r, NULL, &err);
+    if (rc < 0) {
+        r.calls = -1; /* refused at once */
+        r.status = rc;
+        snprintf(r.msg, sizeof r.msg, "%s", err.msg);
+        return r;
+    }
+    harness_run_until(loop, called, &r, 20000);
+    CHECK_INT(r.calls, 1);
+    return r;
+}
+
+static void expect_fail(struct storage *st, const char *id, const char *path, int code,
+                        const char *msg_part)
+{
+    struct result r = fetch(st, id, NULL, path);
+    CHECK_INT(r.status, code);
+    if (!strstr(r.msg, msg_part))
+        fprintf(stderr, "fetch %s: message \"%s\" lacks \"%s\"\n", path, r.msg, msg_part);
+    CHECK(strstr(r.msg, msg_part) != NULL);
+    CHECK(r.calls == 1 || r.calls == -1);
+    CHECK_STR(r.path, "");
+    CHECK_INT(cache_entries(), 0); /* the partial copy removed */
+}
+
+/* ---- cases ---- */
+
+static void test_file_and_tree(void)
+{
+    struct storage *st = make_storage(0, 0, 0, 0);
+    write_file(root, "xgboost/model.json", 5000, 'a');
+    struct result r = fetch(st, "m1", NULL, "xgboost/model.json");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 5000);
+    CHECK(inside_cache(r.path));
+    char src[PATH_MAX * 2];
+    snprintf(src, sizeof src, "%s/xgboost/model.json", root);
+    CHECK(same_bytes(src, r.path));
+    const char *base = strrchr(r.path, '/');
+    CHECK_STR(base, "/model.json");
+
+    /* "./" and doubled slashes are only spelling */
+    struct result r2 = fetch(st, "m1", "", ".//xgboost/./model.json");
+    CHECK_INT(r2.status, 0);
+    CHECK(strcmp(r.path, r2.path) != 0); /* the same id twice: two directories */
+    CHECK(same_bytes(src, r2.path));
+
+    /* a tree: bytes summed, layout kept */
+    write_file(root, "tree/a.bin", 100, 'x');
+    write_file(root, "tree/sub/b.bin", 200, 'y');
+    write_file(root, "tree/sub/deeper/c.bin", 300, 'z');
+    write_file(root, "tree/empty.bin", 0, 'z');
+    struct result t = fetch(st, "tree-model", NULL, "tree");
+    CHECK_INT(t.status, 0);
+    CHECK_INT(t.bytes, 600);
+    CHECK(inside_cache(t.path));
+    char a[PATH_MAX * 2], b[PATH_MAX * 2];
+    snprintf(a, sizeof a, "%s/tree/sub/deeper/c.bin", root);
+    snprintf(b, sizeof b, "%s/sub/deeper/c.bin", t.path);
+    CHECK(same_bytes(a, b));
+    snprintf(b, sizeof b, "%s/empty.bin", t.path);
+    CHECK(exists(b));
+
+    /* release: removed off the loop; the same path again, or a spelling of it, is refused */
+    CHECK_INT(cache_entries(), 3);
+    char spelled[PATH_MAX * 2];
+    snprintf(spelled, sizeof spelled, "%s/../%s", t.path, strrchr(t.path, '/') + 1);
+    CHECK_INT(storage_release(st, spelled), -EINVAL);
+    CHECK_INT(storage_release(st, t.path), 0);
+    CHECK_INT(storage_release(st, t.path), -EINVAL);
+    CHECK_INT(storage_release(st, r.path), 0);
+    CHECK_INT(storage_release(st, r2.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+    CHECK_INT(cache_entries(), 0);
+    CHECK(exists(src)); /* storage itself untouched */
+
+    /* never a path that is not a fetch of this storage */
+    CHECK_INT(storage_release(st, "/etc/passwd"), -EINVAL);
+    CHECK_INT(storage_release(st, root), -EINVAL);
+    CHECK_INT(storage_release(st, cache), -EINVAL);
+    char fake[PATH_MAX * 2];
+    snprintf(fake, sizeof fake, "%s/mm-m1.0/model.json", cache);
+    CHECK_INT(storage_release(st, fake), -EINVAL);
+    CHECK_INT(storage_release(st, NULL), -EINVAL);
+    CHECK(exists("/etc/passwd"));
+    storage_free(st);
+}
+
+static void test_hostile_ids(void)
+{
+    struct storage *st = make_storage(0, 0, 0, 0);
+    write_file(root, "small.bin", 10, 's');
+    char long_id[251];
+    memset(long_id, '%', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    const char *ids[] = {".", "..", "a b", "x\x01\x7f\xff", "../../etc", "mm-", long_id};
+    char paths[7][PATH_MAX];
+    for (size_t i = 0; i < 7; i++) {
+        struct result r = fetch(st, ids[i], NULL, "small.bin");
+        CHECK_INT(r.status, 0);
+        CHECK(inside_cache(r.path));
+        snprintf(paths[i], sizeof paths[i], "%s", r.path);
+        CHECK(exists(r.path));
+        for (size_t j = 0; j < i; j++)
+            CHECK(strcmp(paths[i], paths[j]) != 0);
+    }
+    CHECK_INT(cache_entries(), 7);
+    for (size_t i = 0; i < 7; i++)
+        CHECK_INT(storage_release(st, paths[i]), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+    CHECK_INT(cache_entries(), 0);
+    storage_free(st);
+}
+
+static void test_refused_before_io(void)
+{
+    struct storage *st = make_storage(0, 0, 0, 0);
+    const char *bad[] = {"../x", "a/../../x", "a/..", "..", "/etc/passwd",
+                         "",     ".",         "./",   "//", "a/./../b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct result r = fetch(st, "bad", NULL, bad[i]);
+        CHECK_INT(r.calls, -1); /* refused by storage_fetch: no callback */
+        CHECK_INT(r.status, -EINVAL);
+        CHECK(strstr(r.msg, "model bad") != NULL);
+    }
+    struct result r = fetch(st, "m", "s3-key", "x");
+    CHECK_INT(r.calls, -1);
+    CHECK_INT(r.status, -EINVAL);
+    CHECK(strstr(r.msg, "storage key s3-key") != NULL);
+    struct storage_model none = {.model_id = "", .storage_path = "x"};
+    struct mm_error err = {0};
+    CHECK_INT(storage_fetch(st, &none, on_fetch, &r, NULL, &err), -EINVAL);
+    struct storage_model nopath = {.model_id = "m"};
+    CHECK_INT(storage_fetch(st, &nopath, on_fetch, &r, NULL, &err), -EINVAL);
+    storage_free(st);
+
+    /* without a models root, pvc paths are refused */
+    struct storage_config cfg = {.cache_dir = cache};
+    REQUIRE(storage_new(loop, &cfg, &st, &err) == 0);
+    struct storage_model m = {.model_id = "m", .storage_path = "small.bin"};
+    CHECK_INT(storage_fetch(st, &m, on_fetch, &r, NULL, &err), -EINVAL);
+    CHECK(strstr(err.msg, "no models root") != NULL);
+    storage_free(st);
+}
+
+static void test_links_and_kinds(void)
+{
+    struct storage *st = make_storage(0, 0, 0, 0);
+    char p[PATH_MAX * 2], t[PATH_MAX * 2];
+    write_file(outside, "secret.bin", 50, 'S');
+    snprintf(t, sizeof t, "%s/secret.bin", outside);
+
+    snprintf(p, sizeof p, "%s/evil-file", root);
+    REQUIRE(symlink(t, p) == 0);
+    expect_fail(st, "l1", "evil-file", -EINVAL, "leaves the models root");
+    snprintf(p, sizeof p, "%s/evil-dir", root);
+    REQUIRE(symlink(outside, p) == 0);
+    expect_fail(st, "l2", "evil-dir/secret.bin", -EINVAL, "leaves the models root");
+    expect_fail(st, "l3", "evil-dir", -EINVAL, "leaves the models root");
+    snprintf(p, sizeof p, "%s/evil-rel", root);
+    REQUIRE(symlink("../outside/secret.bin", p) == 0);
+    expect_fail(st, "l4", "evil-rel", -EINVAL, "leaves the models root");
+
+    /* inside a tree: good files first, then the link; the partial copy goes */
+    write_file(root, "linktree/a/good.bin", 1000, 'g');
+    snprintf(p, sizeof p, "%s/linktree/a/zz-link", root);
+    REQUIRE(symlink("../../../outside", p) == 0);
+    expect_fail(st, "l5", "linktree", -EINVAL, "linktree/a/zz-link: leaves the models root");
+
+    /* a link that stays inside the root is followed */
+    write_file(root, "real/model.bin", 77, 'r');
+    snprintf(p, sizeof p, "%s/alias.bin", root);
+    REQUIRE(symlink("real/model.bin", p) == 0);
+    struct result r = fetch(st, "alias", NULL, "alias.bin");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 77);
+    struct stat sb;
+    CHECK(lstat(r.path, &sb) == 0 && S_ISREG(sb.st_mode)); /* a copy, not a link */
+    CHECK_INT(storage_release(st, r.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+
+    /* a FIFO: refused, and nothing hangs opening it */
+    snprintf(p, sizeof p, "%s/fifo", root);
+    REQUIRE(mkfifo(p, 0644) == 0);
+    long long t0 = harness_now_ms();
+    expect_fail(st, "f1", "fifo", -EINVAL, "a FIFO cannot be a model");
+    CHECK(harness_now_ms() - t0 < 5000);
+    write_file(root, "fifotree/model.bin", 10, 'f');
+    snprintf(p, sizeof p, "%s/fifotree/pipe", root);
+    REQUIRE(mkfifo(p, 0644) == 0);
+    expect_fail(st, "f2", "fifotree", -EINVAL, "fifotree/pipe: a FIFO");
+
+    /* a socket */
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(p, sizeof p, "%s/sock", root);
+    REQUIRE(strlen(p) < sizeof sa.sun_path);
+    memcpy(sa.sun_path, p, strlen(p) + 1);
+    REQUIRE(s >= 0 && bind(s, (struct sockaddr *)&sa, sizeof sa) == 0);
+    expect_fail(st, "s1", "sock", -EINVAL, "a socket cannot be a model");
+    close(s);
+
+    /* a device: made here when allowed, and /dev/null through a root of /dev in any case */
+    snprintf(p, sizeof p, "%s/null-dev", root);
+    if (mknod(p, S_IFCHR | 0666, makedev(1, 3)) == 0)
+        expect_fail(st, "d1", "null-dev", -EINVAL, "a character device");
+    else
+        fprintf(stderr, "mknod not allowed here (%s): device made by the system only\n",
+                strerror(errno));
+    storage_free(st);
+    struct storage_config cfg = {.cache_dir = cache, .models_root = "/dev"};
+    struct mm_error err = {0};
+    REQUIRE(storage_new(loop, &cfg, &st, &err) == 0);
+    expect_fail(st, "d2", "null", -EINVAL, "a character device cannot be a model");
+    expect_fail(st, "d3", "zero", -EINVAL, "a character device cannot be a model");
+    storage_free(st);
+
+    st = make_storage(0, 0, 0, 0);
+    expect_fail(st, "n1", "no/such/model.bin", -ENOENT, "not found");
+    expect_fail(st, "n2", "small.bin/below-a-file", -ENOENT, "not found");
+    storage_free(st);
+}
+
+static void test_bounds(void)
+{
+    /* too big: one file, and a tree whose sum is over */
+    struct storage *st = make_storage(1000, 0, 0, 0);
+    write_file(root, "big/one.bin", 1001, 'b');
+    expect_fail(st, "b1", "big/one.bin", -EFBIG, "larger than 1000 bytes");
+    write_file(root, "exact.bin", 1000, 'e');
+    struct result r = fetch(st, "b2", NULL, "exact.bin");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 1000);
+    CHECK_INT(storage_release(st, r.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+    write_file(root, "sum/a.bin", 400, 'a');
+    write_file(root, "sum/b.bin", 400, 'b');
+    write_file(root, "sum/c.bin", 400, 'c');
+    expect_fail(st, "b3", "sum", -EFBIG, "larger than 1000 bytes");
+    storage_free(st);
+
+    /* too many files and directories */
+    st = make_storage(0, 5, 0, 0);
+    for (int i = 0; i < 10; i++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "many/f%d.bin", i);
+        write_file(root, rel, 10, 'm');
+    }
+    expect_fail(st, "c1", "many", -EFBIG, "more than 5 files and directories");
+    storage_free(st);
+
+    /* too deep: 3 directories allowed (the model's own and two below) */
+    st = make_storage(0, 0, 3, 0);
+    write_file(root, "deep/1/2/3/4/f.bin", 10, 'd');
+    expect_fail(st, "e1", "deep", -EFBIG, "nested deeper than 3 directories");
+    r = fetch(st, "e2", NULL, "deep/1/2/3");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 10);
+    CHECK_INT(storage_release(st, r.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+    /* a link cycle inside the root ends at the bounds */
+    char p[PATH_MAX * 2];
+    write_file(root, "cycle/f.bin", 1, 'c');
+    snprintf(p, sizeof p, "%s/cycle/again", root);
+    REQUIRE(symlink(".", p) == 0);
+    expect_fail(st, "e3", "cycle", -EFBIG, "nested deeper than 3 directories");
+    storage_free(st);
+}
+
+/* A tree big enough that copying it takes a while. */
+static void make_big_tree(const char *name, int files, size_t size)
+{
+    for (int i = 0; i < files; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "%s/d%d/f%d.bin", name, i % 10, i);
+        write_file(root, rel, size, 'q');
+    }
+}
+
+static void test_cancel_and_free(void)
+{
+    make_big_tree("bigtree", 1500, 16384);
+
+    /* cancel while queued (one thread, busy) and mid-copy */
+    struct storage *st = make_storage(0, 0, 0, 1);
+    struct result r1 = {0}, r2 = {0};
+    struct storage_model m1 = {.model_id = "c1", .storage_path = "bigtree"};
+    struct storage_model m2 = {.model_id = "c2", .storage_path = "bigtree"};
+    struct storage_fetch *f1 = NULL, *f2 = NULL;
+    struct mm_error err = {0};
+    REQUIRE(storage_fetch(st, &m1, on_fetch, &r1, &f1, &err) == 0);
+    REQUIRE(storage_fetch(st, &m2, on_fetch, &r2, &f2, &err) == 0);
+    storage_fetch_cancel(f2); /* queued behind c1 */
+    CHECK(harness_run_until(loop, cache_nonempty, NULL, 10000));
+    bool mid_copy = r1.calls == 0;
+    storage_fetch_cancel(f1);
+    harness_run_until(loop, cache_empty, NULL, 20000);
+    harness_run_until(loop, NULL, NULL, 100);
+    CHECK_INT(r1.calls, 0);
+    CHECK_INT(r2.calls, 0);
+    CHECK_INT(cache_entries(), 0);
+    CHECK(mid_copy);
+    fprintf(stderr, "cancel: the copy was %s when cancelled\n",
+            mid_copy ? "in progress" : "already done");
+    storage_fetch_cancel(NULL);
+
+    /* a fetch still runs after another was cancelled */
+    struct result r3 = fetch(st, "c3", NULL, "small.bin");
+    CHECK_INT(r3.status, 0);
+    storage_free(st); /* a fetched model stays on disk for the next run to remove */
+    CHECK(exists(r3.path));
+
+    /* the next run removes what this one left, and nothing that is not ours */
+    char keep[PATH_MAX * 2];
+    snprintf(keep, sizeof keep, "%s/not-ours", cache);
+    write_file(cache, "not-ours", 3, 'k');
+    write_file(cache, "mm-stale.7/x/y.bin", 3, 'k');
+    st = make_storage(0, 0, 0, 2);
+    CHECK_INT(cache_entries(), 0);
+    CHECK(!exists(r3.path));
+    CHECK(exists(keep));
+
+    /* free with fetches in flight: no callback, nothing left */
+    struct result rs[4] = {{0}};
+    for (int i = 0; i < 4; i++) {
+        struct storage_model m = {.model_id = "inflight", .storage_path = "bigtree"};
+        REQUIRE(storage_fetch(st, &m, on_fetch, &rs[i], NULL, &err) == 0);
+    }
+    harness_run_until(loop, cache_nonempty, NULL, 10000);
+    storage_free(st);
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(rs[i].calls, 0);
+    CHECK_INT(cache_entries(), 0);
+}
+
+/* Free the storage from inside a fetch's callback while another fetch copies. */
+static struct storage *freeing_st;
+static int freeing_calls;
+
+static void free_in_cb(int status, const struct mm_error *err, const char *local_path,
+                       uint64_t disk_bytes, void *arg)
+{
+    freeing_calls++;
+    CHECK_INT(status, 0);
+    CHECK(local_path && exists(local_path));
+    storage_free(freeing_st);
+    freeing_st = NULL;
+}
+
+static bool freed(void *arg)
+{
+    return freeing_st == NULL;
+}
+
+static void test_free_in_callback(void)
+{
+    freeing_st = make_storage(0, 0, 0, 2);
+    struct result big = {0};
+    struct storage_model mb = {.model_id = "big", .storage_path = "bigtree"};
+    struct storage_model ms = {.model_id = "small", .storage_path = "small.bin"};
+    struct mm_error err = {0};
+    REQUIRE(storage_fetch(freeing_st, &mb, on_fetch, &big, NULL, &err) == 0);
+    REQUIRE(storage_fetch(freeing_st, &ms, free_in_cb, NULL, NULL, &err) == 0);
+    CHECK(harness_run_until(loop, freed, NULL, 20000));
+    harness_run_until(loop, NULL, NULL, 100);
+    CHECK_INT(freeing_calls, 1);
+    CHECK_INT(big.calls, 0);
+    CHECK_INT(cache_entries(), 1); /* the small model, fetched: left for the next run */
+}
+
+static void test_cache_dir_made(void)
+{
+    char nested[PATH_MAX * 2];
+    snprintf(nested, sizeof nested, "%s/new/cache/dir", top);
+    struct storage_config cfg = {.cache_dir = nested, .models_root = root};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    CHECK_INT(storage_new(loop, &cfg, &st, &err), 0);
+    struct stat sb;
+    CHECK(stat(nested, &sb) == 0 && S_ISDIR(sb.st_mode) && (sb.st_mode & 0777) == 0700);
+    storage_free(st);
+
+    cfg.models_root = "/no/such/root";
+    CHECK(storage_new(loop, &cfg, &st, &err) == -ENOENT);
+    CHECK(strstr(err.msg, "/no/such/root") != NULL);
+    cfg.cache_dir = "/proc/version/cache"; /* under a file */
+    CHECK(storage_new(loop, &cfg, &st, &err) < 0);
+    CHECK(strstr(err.msg, "/proc/version/cache") != NULL);
+}
+
+int main(void)
+{
+    loop = ev_default_loop(0);
+    snprintf(top, sizeof top, "/tmp/test-storage-XXXXXX");
+    REQUIRE(mkdtemp(top));
+    snprintf(root, sizeof root, "%s/models", top);
+    snprintf(cache, sizeof cache, "%s/cache", top);
+    snprintf(outside, sizeof outside, "%s/outside", top);
+    REQUIRE(mkdir(root, 0755) == 0 && mkdir(outside, 0755) == 0);
+
+    test_file_and_tree();
+    test_hostile_ids();
+    test_refused_before_io();
+    test_links_and_kinds();
+    test_bounds();
+    test_cancel_and_free();
+    test_free_in_callback();
+    test_cache_dir_made();
+
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", top);
+    return CHECK_DONE();
+}
