@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_TRACKED 16
+#define MAX_TRACKED 32
 #define MAX_ARGS 64
 
 /* Test-process bookkeeping so that atexit() can stop what a failing test left running. */
@@ -570,6 +570,80 @@ int harness_spawn(char *const argv[], const char *log_path, pid_t *pid_out)
     spawned[slot].fd = -1;
     *pid_out = pid;
     return 0;
+}
+
+void harness_print_tail(const char *path, size_t max_bytes)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "--- %s: %s ---\n", path, strerror(errno));
+        return;
+    }
+    char *buf = malloc(max_bytes + 1);
+    if (buf) {
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        fseek(f, size > (long)max_bytes ? size - (long)max_bytes : 0, SEEK_SET);
+        size_t n = fread(buf, 1, max_bytes, f);
+        buf[n] = '\0';
+        fprintf(stderr, "--- tail of %s ---\n%s\n---\n", path, buf);
+        free(buf);
+    }
+    fclose(f);
+}
+
+/* The port of the first "LISTENING <port>" line of path after offset, or 0. */
+static int find_listening(const char *path, long offset)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int port = 0;
+    char line[512];
+    if (fseek(f, offset, SEEK_SET) == 0)
+        while (!port && fgets(line, sizeof(line), f))
+            if (strncmp(line, "LISTENING ", 10) == 0 && strchr(line, '\n') &&
+                (sscanf(line + 10, "%d", &port) != 1 || port <= 0 || port > 65535))
+                port = 0;
+    fclose(f);
+    return port;
+}
+
+int harness_spawn_logged(char *const argv[], const char *log_path, long timeout_ms, pid_t *pid_out,
+                         int *port_out)
+{
+    struct stat st;
+    long offset = stat(log_path, &st) == 0 ? (long)st.st_size : 0;
+    pid_t pid = 0;
+    int rc = harness_spawn(argv, log_path, &pid);
+    if (rc < 0)
+        return rc;
+    long long deadline = harness_now_ms() + timeout_ms;
+    for (;;) {
+        int port = find_listening(log_path, offset);
+        if (port > 0) {
+            *pid_out = pid;
+            *port_out = port;
+            return 0;
+        }
+        int status = harness_wait_pid(pid, 0);
+        if (status != -1) {
+            fprintf(stderr, "harness: %s exited (status 0x%x) before announcing LISTENING\n",
+                    argv[0], (unsigned)status);
+            rc = -ECHILD;
+            break;
+        }
+        if (harness_now_ms() >= deadline) {
+            fprintf(stderr, "harness: %s did not announce LISTENING within %ld ms\n", argv[0],
+                    timeout_ms);
+            harness_stop_pid(pid, 1000);
+            rc = -ETIMEDOUT;
+            break;
+        }
+        sleep_ms(20);
+    }
+    harness_print_tail(log_path, 4096);
+    return rc;
 }
 
 int harness_wait_pid(pid_t pid, long timeout_ms)

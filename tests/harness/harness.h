@@ -52,6 +52,14 @@ int harness_spawn_listening(char *const argv[], long timeout_ms, pid_t *pid, int
  * log_path, without waiting for anything; it dies with the test and is killed at exit if
  * still running, as harness_spawn_listening's are. 0 or -errno. */
 int harness_spawn(char *const argv[], const char *log_path, pid_t *pid);
+/* harness_spawn's, then wait up to timeout_ms for a line "LISTENING <port>" among the lines
+ * the process appends to log_path from now on (its stdout must be flushed, as mm-node and
+ * mm-runtime do). 0; -ECHILD if it exited first, -ETIMEDOUT (it is then killed): either way the
+ * tail of the log is printed. */
+int harness_spawn_logged(char *const argv[], const char *log_path, long timeout_ms, pid_t *pid,
+                         int *port);
+/* Print the last max_bytes of a log file to stderr, under a line naming it. */
+void harness_print_tail(const char *path, size_t max_bytes);
 /* Wait up to timeout_ms for pid (started by the harness) to exit; its wait status, or -1 if it
  * is still running (it is left running). */
 int harness_wait_pid(pid_t pid, long timeout_ms);

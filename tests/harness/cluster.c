@@ -1,0 +1,613 @@
+/* cluster.c - a local mesh of real processes for tests and benchmarks (see cluster.h). */
+#include "cluster.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mm/etcd.h"
+#include "mm/etcd_sync.h"
+#include "mm/rpc.h"
+#include "mm/spi.h"
+
+#define SIZE_CALL_MS 10000
+
+int64_t cluster_epoch_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool cluster_node_has_listen(const char *mm_node)
+{
+    char cmd[1200], out[16384];
+    snprintf(cmd, sizeof(cmd), "'%s' --help", mm_node);
+    int rc = harness_capture(cmd, out, sizeof(out));
+    return rc == 0 && strstr(out, "--listen") != NULL;
+}
+
+/* ---------------------------------------------------------------- temp dir */
+
+static char temp_dirs[4][256];
+static pid_t temp_owner;
+
+static void remove_dir(const char *dir)
+{
+    if (!dir[0])
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", dir, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+}
+
+static void remove_temp_dirs(void)
+{
+    if (getpid() != temp_owner)
+        return;
+    for (size_t i = 0; i < sizeof(temp_dirs) / sizeof(temp_dirs[0]); i++) {
+        remove_dir(temp_dirs[i]);
+        temp_dirs[i][0] = '\0';
+    }
+}
+
+static void keep_temp_dir(const char *dir, bool on)
+{
+    static bool registered;
+    if (!registered) {
+        registered = true;
+        temp_owner = getpid();
+        atexit(remove_temp_dirs);
+    }
+    for (size_t i = 0; i < sizeof(temp_dirs) / sizeof(temp_dirs[0]); i++) {
+        if (on && !temp_dirs[i][0]) {
+            snprintf(temp_dirs[i], sizeof(temp_dirs[i]), "%s", dir);
+            return;
+        }
+        if (!on && strcmp(temp_dirs[i], dir) == 0) {
+            temp_dirs[i][0] = '\0';
+            return;
+        }
+    }
+}
+
+static int make_dirs(const char *path)
+{
+    char buf[1024];
+    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+        return -ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- processes */
+
+/* Split a space-separated list into argv slots after *n (bounded); buf is modified. */
+static void add_args(char **argv, int *n, int max, char *buf)
+{
+    char *save = NULL;
+    for (char *t = strtok_r(buf, " ", &save); t && *n < max - 1; t = strtok_r(NULL, " ", &save))
+        argv[(*n)++] = t;
+}
+
+int cluster_runtime_start(struct cluster *c, size_t i)
+{
+    struct cluster_pod *p = &c->pods[i];
+    if (p->runtime_pid > 0)
+        return -EALREADY;
+    char cap[32], dflt[32], timeout[32], conc[32];
+    char *argv[32] = {(char *)c->cfg.mm_runtime, "--listen", "127.0.0.1:0", "--models-dir",
+                      p->cache_dir, "--log-level", "info"};
+    int n = 7;
+    if (c->cfg.capacity_bytes) {
+        snprintf(cap, sizeof(cap), "%llu", (unsigned long long)c->cfg.capacity_bytes);
+        argv[n++] = "--capacity-bytes";
+        argv[n++] = cap;
+    }
+    if (c->cfg.default_model_size) {
+        snprintf(dflt, sizeof(dflt), "%llu", (unsigned long long)c->cfg.default_model_size);
+        argv[n++] = "--default-model-size";
+        argv[n++] = dflt;
+    }
+    if (c->cfg.runtime_load_timeout_ms) {
+        snprintf(timeout, sizeof(timeout), "%u", c->cfg.runtime_load_timeout_ms);
+        argv[n++] = "--load-timeout-ms";
+        argv[n++] = timeout;
+    }
+    if (c->cfg.max_loading_concurrency) {
+        snprintf(conc, sizeof(conc), "%u", c->cfg.max_loading_concurrency);
+        argv[n++] = "--max-loading-concurrency";
+        argv[n++] = conc;
+    }
+    argv[n] = NULL;
+    int rc = harness_spawn_logged(argv, p->runtime_log, CLUSTER_START_MS, &p->runtime_pid,
+                                  &p->runtime_port);
+    if (rc < 0) {
+        p->runtime_pid = 0;
+        return rc;
+    }
+    char target[64];
+    struct mm_error err = {0};
+    snprintf(target, sizeof(target), "127.0.0.1:%d", p->runtime_port);
+    rc = spi_client_new(c->rpc, target, &p->spi, &err);
+    if (rc < 0)
+        fprintf(stderr, "cluster: SPI client of %s's runtime: %s\n", p->iid, err.msg);
+    return rc;
+}
+
+int cluster_node_start(struct cluster *c, size_t i)
+{
+    struct cluster_pod *p = &c->pods[i];
+    if (p->node_pid > 0)
+        return -EALREADY;
+    if (p->runtime_pid <= 0)
+        return -ENOTCONN;
+    /* A fixed port, so that a node started again is where it was (and --listen's port 0 is not
+     * relied on); LISTENING must still name it. */
+    int port = harness_free_port();
+    if (port < 0)
+        return port;
+    char runtime[64], listen[64], extra[sizeof(c->node_args)];
+    snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", p->runtime_port);
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    memcpy(extra, c->node_args, sizeof(extra));
+    char *argv[96] = {(char *)c->cfg.mm_node,
+                      "--etcd-endpoints", c->etcd.endpoint,
+                      "--cluster", c->name,
+                      "--instance-id", p->iid,
+                      "--runtime", runtime,
+                      "--model-types", (char *)(c->cfg.model_types ? c->cfg.model_types : "xgboost"),
+                      "--internal-address", listen,
+                      "--listen", listen,
+                      "--models-root", c->models_root,
+                      "--cache-dir", p->cache_dir,
+                      "--lease-ttl", (char *)(c->cfg.lease_ttl ? c->cfg.lease_ttl : "2s"),
+                      "--publish-min-interval", "100ms",
+                      "--log-level", "info"};
+    int n = 0;
+    while (argv[n])
+        n++;
+    add_args(argv, &n, 96, extra);
+    argv[n] = NULL;
+    long long t0 = harness_now_ms();
+    int got = 0;
+    int rc = harness_spawn_logged(argv, p->node_log, CLUSTER_START_MS, &p->node_pid, &got);
+    if (rc < 0) {
+        p->node_pid = 0;
+        return rc;
+    }
+    p->node_started_ms = harness_now_ms();
+    p->node_start_took_ms = p->node_started_ms - t0;
+    if (got != port)
+        fprintf(stderr, "cluster: %s announced LISTENING %d, asked to listen on %d\n", p->iid,
+                got, port);
+    p->node_port = got;
+    struct mm_error err = {0};
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", got);
+    rc = rpc_channel_new(c->rpc, target, 0, &p->api, &err);
+    if (rc < 0)
+        fprintf(stderr, "cluster: channel to %s: %s\n", p->iid, err.msg);
+    return rc;
+}
+
+int cluster_node_signal(struct cluster *c, size_t i, int sig)
+{
+    struct cluster_pod *p = &c->pods[i];
+    if (p->node_pid <= 0)
+        return -ESRCH;
+    return kill(p->node_pid, sig) == 0 ? 0 : -errno;
+}
+
+static void node_gone(struct cluster *c, size_t i)
+{
+    struct cluster_pod *p = &c->pods[i];
+    p->node_pid = 0;
+    if (p->api)
+        rpc_channel_free(p->api);
+    p->api = NULL;
+}
+
+int cluster_node_wait(struct cluster *c, size_t i, long ms)
+{
+    struct cluster_pod *p = &c->pods[i];
+    if (p->node_pid <= 0)
+        return -1;
+    int status = harness_wait_pid(p->node_pid, ms);
+    if (status != -1)
+        node_gone(c, i);
+    return status;
+}
+
+static void runtime_gone(struct cluster *c, size_t i)
+{
+    struct cluster_pod *p = &c->pods[i];
+    p->runtime_pid = 0;
+    spi_client_free(p->spi);
+    p->spi = NULL;
+}
+
+void cluster_pod_kill(struct cluster *c, size_t i)
+{
+    struct cluster_pod *p = &c->pods[i];
+    if (p->node_pid > 0)
+        kill(p->node_pid, SIGKILL);
+    if (p->runtime_pid > 0)
+        kill(p->runtime_pid, SIGKILL);
+    if (p->node_pid > 0) {
+        harness_wait_pid(p->node_pid, 5000);
+        node_gone(c, i);
+    }
+    if (p->runtime_pid > 0) {
+        harness_wait_pid(p->runtime_pid, 5000);
+        runtime_gone(c, i);
+    }
+}
+
+int cluster_pod_of(const struct cluster *c, const char *iid, size_t len)
+{
+    for (size_t i = 0; i < c->cfg.n_pods; i++)
+        if (strlen(c->pods[i].iid) == len && memcmp(c->pods[i].iid, iid, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- start and stop */
+
+int cluster_start(struct cluster *c, const struct cluster_config *cfg)
+{
+    memset(c, 0, sizeof(*c));
+    c->cfg = *cfg;
+    if (!cfg->mm_node || !cfg->mm_runtime || cfg->n_pods == 0 || cfg->n_pods > CLUSTER_MAX_PODS)
+        return -EINVAL;
+    snprintf(c->name, sizeof(c->name), "%s", cfg->name ? cfg->name : "c");
+    snprintf(c->node_args, sizeof(c->node_args), "%s", cfg->node_args ? cfg->node_args : "");
+    c->cfg.name = c->name;
+    c->cfg.node_args = c->node_args;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(c->dir, sizeof(c->dir), "%s/mm-cluster-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!mkdtemp(c->dir)) {
+        c->dir[0] = '\0';
+        return -errno;
+    }
+    keep_temp_dir(c->dir, true);
+    snprintf(c->models_root, sizeof(c->models_root), "%s/models", c->dir);
+    int rc = make_dirs(c->models_root);
+    for (size_t i = 0; rc == 0 && i < cfg->n_pods; i++) {
+        struct cluster_pod *p = &c->pods[i];
+        snprintf(p->iid, sizeof(p->iid), "n%zu", i);
+        snprintf(p->cache_dir, sizeof(p->cache_dir), "%s/cache-%s", c->dir, p->iid);
+        snprintf(p->runtime_log, sizeof(p->runtime_log), "%s/%s-runtime.log", c->dir, p->iid);
+        snprintf(p->node_log, sizeof(p->node_log), "%s/%s-node.log", c->dir, p->iid);
+        rc = make_dirs(p->cache_dir);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "cluster: temp dirs under %s: %s\n", c->dir, strerror(-rc));
+        return rc;
+    }
+    rc = harness_etcd_start(&c->etcd, NULL);
+    if (rc < 0)
+        return rc;
+    struct mm_error err = {0};
+    c->loop = ev_loop_new(EVFLAG_AUTO);
+    if (!c->loop)
+        return -ENOMEM;
+    struct etcd_config ecfg = {.endpoints = c->etcd.endpoint};
+    rc = etcd_client_new(c->loop, &ecfg, &c->etcd_client, &err);
+    if (rc == 0)
+        rc = rpc_context_new(c->loop, &c->rpc, &err);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: clients: %s\n", err.msg);
+        return rc;
+    }
+    for (size_t i = 0; rc == 0 && i < cfg->n_pods; i++)
+        rc = cluster_runtime_start(c, i);
+    for (size_t i = 0; rc == 0 && !cfg->start_nodes_later && i < cfg->n_pods; i++)
+        rc = cluster_node_start(c, i);
+    if (rc < 0)
+        fprintf(stderr, "cluster: start: %s\n", strerror(-rc));
+    return rc;
+}
+
+void cluster_free(struct cluster *c)
+{
+    for (size_t i = 0; i < c->cfg.n_pods; i++) {
+        struct cluster_pod *p = &c->pods[i];
+        if (p->node_pid > 0) {
+            harness_stop_pid(p->node_pid, 3000);
+            node_gone(c, i);
+        }
+        if (p->runtime_pid > 0) {
+            harness_stop_pid(p->runtime_pid, 3000);
+            runtime_gone(c, i);
+        }
+    }
+    if (c->rpc)
+        rpc_context_free(c->rpc);
+    c->rpc = NULL;
+    etcd_client_free(c->etcd_client);
+    c->etcd_client = NULL;
+    if (c->loop)
+        ev_loop_destroy(c->loop);
+    c->loop = NULL;
+    harness_etcd_cleanup(&c->etcd);
+    if (c->dir[0]) {
+        remove_dir(c->dir);
+        keep_temp_dir(c->dir, false);
+        c->dir[0] = '\0';
+    }
+}
+
+/* ---------------------------------------------------------------- files */
+
+int cluster_put_file(struct cluster *c, const char *rel, const void *data, size_t len)
+{
+    char path[1024];
+    if (snprintf(path, sizeof(path), "%s/%s", c->models_root, rel) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    int rc = make_dirs(path);
+    *slash = '/';
+    if (rc < 0)
+        return rc;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    const char *b = data;
+    while (len > 0) {
+        ssize_t n = write(fd, b, len);
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        b += n;
+        len -= (size_t)n;
+    }
+    close(fd);
+    return rc;
+}
+
+int cluster_copy_file(struct cluster *c, const char *src, const char *rel)
+{
+    FILE *f = fopen(src, "rb");
+    if (!f)
+        return -errno;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (size < 0 || size > 256L * 1024 * 1024) {
+        fclose(f);
+        return -EFBIG;
+    }
+    char *buf = malloc((size_t)size + 1);
+    int rc = buf ? 0 : -ENOMEM;
+    if (rc == 0 && fread(buf, 1, (size_t)size, f) != (size_t)size)
+        rc = -EIO;
+    fclose(f);
+    if (rc == 0)
+        rc = cluster_put_file(c, rel, buf, (size_t)size);
+    free(buf);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the registry */
+
+int cluster_copies(struct cluster *c, const char *model, struct cluster_copy *out, size_t max)
+{
+    char prefix[KEYS_MAX];
+    struct mm_error err = {0};
+    int rc = model ? keys_copies_of(prefix, sizeof(prefix), c->name, model, &err)
+                   : (snprintf(prefix, sizeof(prefix), "/modelmesh/%s/copies/", c->name), 0);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: %s\n", err.msg);
+        return rc;
+    }
+    struct etcd_range_req req = {.key = prefix, .prefix = true};
+    struct etcd_response *r = NULL;
+    rc = etcd_sync_range(c->etcd_client, &req, &r, &err);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: range %s: %s\n", prefix, err.msg);
+        return rc;
+    }
+    size_t n = 0;
+    for (size_t k = 0; k < r->op.n_kvs && rc == 0; k++) {
+        const struct etcd_kv *kv = &r->op.kvs[k];
+        struct key_parts parts;
+        if (keys_parse(kv->key, kv->key_len, c->name, &parts) < 0 || parts.kind != KEY_COPY) {
+            fprintf(stderr, "cluster: %s is not a copy key\n", kv->key);
+            rc = -EINVAL;
+            break;
+        }
+        if (n < max) {
+            struct cluster_copy *o = &out[n];
+            memcpy(o->model, parts.first, parts.first_len);
+            o->model[parts.first_len] = '\0';
+            memcpy(o->iid, parts.second, parts.second_len);
+            o->iid[parts.second_len] = '\0';
+            o->lease = kv->lease;
+            o->mod_revision = kv->mod_revision;
+            if (record_decode(RECORD_COPY, kv->value, kv->value_len, &o->rec, &err) < 0) {
+                fprintf(stderr, "cluster: %s: %s\n", kv->key, err.msg);
+                rc = -EINVAL;
+            }
+        }
+        n++;
+    }
+    etcd_response_free(r);
+    return rc < 0 ? rc : (int)n;
+}
+
+static int get_record(struct cluster *c, const char *key, enum record_kind kind, void *rec,
+                      int64_t *lease)
+{
+    struct etcd_range_req req = {.key = key};
+    struct etcd_response *r = NULL;
+    struct mm_error err = {0};
+    int rc = etcd_sync_range(c->etcd_client, &req, &r, &err);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: range %s: %s\n", key, err.msg);
+        return rc;
+    }
+    rc = r->op.n_kvs == 1;
+    if (rc == 1) {
+        if (lease)
+            *lease = r->op.kvs[0].lease;
+        if (rec &&
+            record_decode(kind, r->op.kvs[0].value, r->op.kvs[0].value_len, rec, &err) < 0) {
+            fprintf(stderr, "cluster: %s: %s\n", key, err.msg);
+            rc = -EINVAL;
+        }
+    }
+    etcd_response_free(r);
+    return rc;
+}
+
+int cluster_instance(struct cluster *c, const char *iid, struct instance_record *rec,
+                     int64_t *lease)
+{
+    char key[KEYS_MAX];
+    struct mm_error err = {0};
+    int rc = keys_instance(key, sizeof(key), c->name, iid, &err);
+    return rc < 0 ? rc : get_record(c, key, RECORD_INSTANCE, rec, lease);
+}
+
+int cluster_model(struct cluster *c, const char *id, struct model_record *rec)
+{
+    char key[KEYS_MAX];
+    struct mm_error err = {0};
+    int rc = keys_model(key, sizeof(key), c->name, id, &err);
+    return rc < 0 ? rc : get_record(c, key, RECORD_MODEL, rec, NULL);
+}
+
+int cluster_count(struct cluster *c, const char *rel)
+{
+    char key[KEYS_MAX];
+    snprintf(key, sizeof(key), "/modelmesh/%s/%s", c->name, rel);
+    struct etcd_range_req req = {.key = key, .prefix = true, .count_only = true};
+    struct etcd_response *r = NULL;
+    struct mm_error err = {0};
+    int rc = etcd_sync_range(c->etcd_client, &req, &r, &err);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: count %s: %s\n", key, err.msg);
+        return rc;
+    }
+    rc = (int)r->op.count;
+    etcd_response_free(r);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- runtimes */
+
+struct size_wait {
+    bool done;
+    int code;
+    grpc_status_code status;
+    uint64_t size;
+    char msg[MM_ERROR_MSG_MAX];
+};
+
+static void size_cb(const struct spi_result *res, void *arg)
+{
+    struct size_wait *w = arg;
+    w->done = true;
+    w->code = res->code;
+    w->status = res->status;
+    w->size = res->size_bytes;
+    snprintf(w->msg, sizeof(w->msg), "%s", res->err.msg);
+}
+
+struct size_batch {
+    struct size_wait *w;
+    size_t n;
+};
+
+static bool sizes_done(void *arg)
+{
+    struct size_batch *b = arg;
+    for (size_t i = 0; i < b->n; i++)
+        if (!b->w[i].done)
+            return false;
+    return true;
+}
+
+int cluster_runtime_sizes(struct cluster *c, size_t i, const char *const *models, size_t n,
+                          uint64_t *sizes)
+{
+    struct cluster_pod *p = &c->pods[i];
+    if (!p->spi)
+        return -ENOTCONN;
+    struct size_wait *w = calloc(n ? n : 1, sizeof(*w));
+    struct spi_request **req = calloc(n ? n : 1, sizeof(*req));
+    int rc = w && req ? 0 : -ENOMEM;
+    for (size_t j = 0; rc == 0 && j < n; j++)
+        if (spi_model_size(p->spi, models[j], SIZE_CALL_MS, size_cb, &w[j], &req[j]) < 0)
+            w[j] = (struct size_wait){.done = true, .code = -EIO, .msg = "could not start"};
+    struct size_batch b = {w, n};
+    if (rc == 0 && !harness_run_until(c->loop, sizes_done, &b, SIZE_CALL_MS + 2000)) {
+        for (size_t j = 0; j < n; j++)
+            if (!w[j].done)
+                spi_request_cancel(req[j]);
+        fprintf(stderr, "cluster: %s's runtime: modelSize unanswered\n", p->iid);
+        rc = -ETIMEDOUT;
+    }
+    int held = 0;
+    for (size_t j = 0; rc == 0 && j < n; j++) {
+        sizes[j] = 0;
+        if (w[j].code == 0) {
+            sizes[j] = w[j].size;
+            held++;
+        } else if (w[j].code != -ENOENT) {
+            fprintf(stderr, "cluster: %s's runtime: modelSize %s: %s\n", p->iid, models[j],
+                    w[j].msg);
+            rc = w[j].code;
+        }
+    }
+    free(w);
+    free(req);
+    return rc < 0 ? rc : held;
+}
+
+/* ---------------------------------------------------------------- misc */
+
+int cluster_etcdctl(struct cluster *c, const char *args, char *out, size_t size)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 etcdctl --endpoints %s %s", c->etcd.endpoint, args);
+    return harness_capture(cmd, out, size);
+}
+
+void cluster_run(struct cluster *c, long long ms)
+{
+    harness_run_until(c->loop, NULL, NULL, ms);
+}
+
+void cluster_dump_logs(const struct cluster *c, bool with_runtimes)
+{
+    for (size_t i = 0; i < c->cfg.n_pods; i++) {
+        harness_print_tail(c->pods[i].node_log, 6000);
+        if (with_runtimes)
+            harness_print_tail(c->pods[i].runtime_log, 2000);
+    }
+}

@@ -1,0 +1,145 @@
+/* cluster.h - a local mesh for tests and benchmarks: one real etcd and N pods, each an
+ * mm-runtime and an mm-node beside it (their own cache dir, which is the runtime's
+ * --models-dir), sharing one models root (the pvc the nodes' storage reads). Every process is
+ * started by the harness (it dies with the test), stopped or killed by its own pid, and logs to
+ * its own file in the cluster's temp dir (printed by cluster_dump_logs when a test fails).
+ *
+ * The test side holds one loop with an etcd client (to read and write the registry) and an rpc
+ * context: a channel to each node's model API (mmesh.ModelMesh, see mmclient.h) and an SPI
+ * client to each runtime (modelSize answers: what a runtime really holds). Calls that wait run
+ * that loop, so a mirror the test puts on the etcd client keeps receiving events meanwhile.
+ *
+ * Everything here waits bounded; nothing sleeps a fixed time to let a process get ready. */
+#ifndef MM_TEST_CLUSTER_H
+#define MM_TEST_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "harness.h"
+#include "mm/keys.h"
+#include "mm/records.h"
+
+#define CLUSTER_MAX_PODS 8
+#define CLUSTER_START_MS 20000 /* each process's bound to announce LISTENING */
+
+struct ev_loop;
+struct etcd_client;
+struct rpc_context;
+struct rpc_channel;
+struct spi_client;
+
+struct cluster_config {
+    const char *mm_node;            /* paths of the programs (required) */
+    const char *mm_runtime;
+    const char *name;               /* the cluster in etcd; NULL = "c" */
+    size_t n_pods;                  /* 1..CLUSTER_MAX_PODS */
+    uint64_t capacity_bytes;        /* each runtime's --capacity-bytes; 0 = its default */
+    uint64_t default_model_size;    /* each runtime's --default-model-size; 0 = its default */
+    unsigned runtime_load_timeout_ms; /* --load-timeout-ms of the runtimes; 0 = theirs */
+    unsigned max_loading_concurrency; /* of the runtimes; 0 = theirs */
+    const char *lease_ttl;          /* mm-node --lease-ttl; NULL = "2s" */
+    const char *node_args;          /* more mm-node flags, space-separated (NULL = none); the
+                                       cluster passes --etcd-endpoints, --cluster,
+                                       --instance-id, --runtime, --model-types,
+                                       --internal-address, --listen, --models-root,
+                                       --cache-dir, --lease-ttl, --publish-min-interval */
+    const char *model_types;        /* --model-types; NULL = "xgboost" */
+    bool start_nodes_later;         /* cluster_start starts etcd and the runtimes only */
+};
+
+struct cluster_pod {
+    char iid[32];                   /* "n0", "n1", ... */
+    pid_t runtime_pid, node_pid;    /* 0 when not running */
+    int runtime_port, node_port;    /* node_port: its model API (--listen) */
+    char cache_dir[320];
+    char runtime_log[320], node_log[320];
+    struct rpc_channel *api;        /* the node's model API; NULL while the node is down */
+    struct spi_client *spi;         /* the runtime; NULL while it is down */
+    long long node_started_ms;      /* harness_now_ms() when the node announced LISTENING */
+    long long node_start_took_ms;   /* from spawn to LISTENING */
+};
+
+struct cluster {
+    struct cluster_config cfg;
+    char name[64];
+    char node_args[1024];
+    struct harness_etcd etcd;
+    char dir[256];                  /* the temp dir: models root, caches, logs */
+    char models_root[320];
+    struct ev_loop *loop;
+    struct etcd_client *etcd_client;
+    struct rpc_context *rpc;
+    struct cluster_pod pods[CLUSTER_MAX_PODS];
+};
+
+/* Whether this mm-node serves the model API: its --help names --listen. A test of the mesh
+ * exits 77 (skipped) when it does not, saying so. */
+bool cluster_node_has_listen(const char *mm_node);
+
+/* etcd, the temp dir (models root, one cache dir per pod), the loop with its clients, every
+ * runtime, then every node (unless start_nodes_later), each waited for. 0 or -errno (what was
+ * started is stopped; the logs are printed). */
+int cluster_start(struct cluster *c, const struct cluster_config *cfg);
+/* Stop every process (SIGTERM, then SIGKILL after a short grace), free the clients, remove the
+ * temp dir and etcd's. */
+void cluster_free(struct cluster *c);
+
+/* Start pod i's runtime / node (waits for LISTENING; the node's api channel is opened). */
+int cluster_runtime_start(struct cluster *c, size_t i);
+int cluster_node_start(struct cluster *c, size_t i);
+/* Send sig to pod i's node process (its pid only). */
+int cluster_node_signal(struct cluster *c, size_t i, int sig);
+/* Wait up to ms for pod i's node to exit; its wait status, or -1 if still running. The api
+ * channel is closed once it has exited. */
+int cluster_node_wait(struct cluster *c, size_t i, long ms);
+/* A pod dies: SIGKILL to its node and its runtime, both reaped. */
+void cluster_pod_kill(struct cluster *c, size_t i);
+/* The index of the pod whose instance id is iid[0, len), or -1. */
+int cluster_pod_of(const struct cluster *c, const char *iid, size_t len);
+
+/* Write a file under the models root (directories made as needed). 0 or -errno. */
+int cluster_put_file(struct cluster *c, const char *rel, const void *data, size_t len);
+/* Copy a file into the models root at rel. 0 or -errno. */
+int cluster_copy_file(struct cluster *c, const char *src, const char *rel);
+
+/* A copy record as the registry holds it. */
+struct cluster_copy {
+    char model[KEYS_NAME_MAX + 1];
+    char iid[KEYS_NAME_MAX + 1];
+    struct copy_record rec;
+    int64_t lease;
+    int64_t mod_revision;
+};
+/* The copy records of model (NULL: of every model), up to max; how many there are in all, or
+ * -errno (printed). A record that does not decode is an error. */
+int cluster_copies(struct cluster *c, const char *model, struct cluster_copy *out, size_t max);
+/* Instance iid's record: 1 (and *rec, *lease if not NULL), 0 absent, -errno. */
+int cluster_instance(struct cluster *c, const char *iid, struct instance_record *rec,
+                     int64_t *lease);
+/* Model id's record: 1, 0 absent, -errno. */
+int cluster_model(struct cluster *c, const char *id, struct model_record *rec);
+/* Keys under the cluster's prefix (rel "" = all, "models/", ...): count or -errno. */
+int cluster_count(struct cluster *c, const char *rel);
+
+/* Ask pod i's runtime for modelSize of each of n models (in parallel, bounded): sizes[j] is its
+ * answer, 0 when the runtime does not hold it (NOT_FOUND). The number held, or -errno (another
+ * error or no answer, printed). */
+int cluster_runtime_sizes(struct cluster *c, size_t i, const char *const *models, size_t n,
+                          uint64_t *sizes);
+
+/* Run etcdctl against the cluster's etcd with args; its exit code (output in out). */
+int cluster_etcdctl(struct cluster *c, const char *args, char *out, size_t size);
+
+/* Run the loop for ms (mirrors and timers on it advance). */
+void cluster_run(struct cluster *c, long long ms);
+
+/* The tails of every node's log (and the runtimes' when with_runtimes), for a failed test. */
+void cluster_dump_logs(const struct cluster *c, bool with_runtimes);
+
+/* Wall-clock milliseconds (lastUsedTime and record times are epoch ms). */
+int64_t cluster_epoch_ms(void);
+
+#endif
