@@ -1313,6 +1313,12 @@ static void on_copies(const struct mirror_event *ev, void *arg)
         struct mstate *rs = ms_find(m, kp.first, kp.first_len);
         if (ev->kind == MIRROR_PUT && have_new && now.state == COPY_LOADED && rs)
             rs->refusals = 0;
+        if (ev->kind == MIRROR_PUT && !ev->old_value && rs && rs->job == JOB_DELAYED) {
+            /* someone placed it (the primary did its job): this node's turn is over, whatever
+             * becomes of that copy (its own events decide again) */
+            ev_timer_stop(m->loop, &rs->job_timer);
+            rs->job = JOB_NONE;
+        }
         if (replace) {
             struct summary sum;
             summarize_mirror(m, kp.first, kp.first_len, &rec, &sum);
