@@ -52,6 +52,7 @@ struct mesh_op {
     enum op_phase phase;
     bool sync;
     int64_t catchup_rev;
+    int64_t used_ms; /* ensure: the use it reports */
     struct etcd_request *req;
     ev_timer timer; /* the deadline */
     mesh_cb cb;
@@ -87,6 +88,7 @@ struct mstate {
     /* shutdown */
     enum move_state move;
     unsigned refusals; /* copies refused in a row (none Loaded since): bounds re-placing */
+    struct etcd_request *touch_req; /* the model record's last use, being written */
 };
 
 struct inst {
@@ -645,7 +647,8 @@ static void queue_remove(struct mesh *m, struct mstate *s)
 static void ms_maybe_free(struct mstate *s)
 {
     struct mesh *m = s->m;
-    if (s->busy || s->ops || s->job != JOB_NONE || s->move == MOVE_PENDING || s->refusals)
+    if (s->busy || s->ops || s->job != JOB_NONE || s->move == MOVE_PENDING || s->refusals ||
+        s->touch_req)
         return;
     int64_t keep = m->place.second_copy_max_gap_ms;
     if (s->last_use_ms && now_ms() - s->last_use_ms < keep)
@@ -1115,6 +1118,52 @@ static void job_background(struct mstate *s, const struct model_record *rec, boo
     }
 }
 
+/* ------------------------------------------------------------------ last use */
+
+/* A use of a model held here moves it up this pod's LRU. */
+static void touch_local(struct mesh *m, const char *id, size_t len, int64_t used_ms)
+{
+    if (m->cfg.copies && copies_request_begin(m->cfg.copies, id, len, used_ms) == 0)
+        copies_request_end(m->cfg.copies, id, len);
+}
+
+static void on_touched(int status, const struct mm_error *err, struct etcd_response *resp,
+                       void *arg)
+{
+    (void)status;
+    (void)err;
+    (void)resp; /* lost to a newer write of the record: that one carries a use too */
+    struct mstate *s = arg;
+    s->touch_req = NULL;
+    ms_maybe_free(s);
+}
+
+/* A use of a model held elsewhere goes into its record's last_used_ms, which every holder
+ * follows (on_models): the holders' LRU order is the order of use wherever it was asked. One
+ * write in flight per model; conditional on the record as read, so nothing else is undone. */
+static void touch_record(struct mesh *m, struct mstate *s, int64_t used_ms)
+{
+    struct model_record rec;
+    int64_t rev = 0;
+    if (s->touch_req || model_of(m, s->id, s->id_len, &rec, &rev) != 1 ||
+        rec.last_used_ms >= used_ms)
+        return;
+    rec.last_used_ms = used_ms;
+    char key[KEYS_MAX];
+    char *value = record_encode(RECORD_MODEL, &rec);
+    if (!value || keys_model(key, sizeof(key), m->cluster, s->id, NULL) < 0) {
+        free(value);
+        return;
+    }
+    const struct etcd_compare cmp[] = {
+        {.key = key, .target = ETCD_CMP_MOD, .result = ETCD_CMP_EQUAL, .number = rev}};
+    const struct etcd_op put[] = {{.kind = ETCD_OP_PUT, .key = key, .value = value}};
+    const struct etcd_txn txn = {cmp, 1, put, 1, NULL, 0};
+    m->stats.etcd_round_trips++;
+    etcd_txn(m->cfg.etcd, &txn, on_touched, s, &s->touch_req);
+    free(value);
+}
+
 /* ------------------------------------------------------------------ evaluation */
 
 static void check_moves(struct mesh *m);
@@ -1147,6 +1196,11 @@ static void evaluate(struct mstate *s)
                 continue;
             }
             set_phase(op, PH_PLACING);
+            if (op->kind == OP_ENSURE && have == 1 && sum.n_live > 0) {
+                touch_local(m, s->id, s->id_len, op->used_ms);
+                if (sum.live_elsewhere > 0)
+                    touch_record(m, s, op->used_ms);
+            }
         }
         if (op->phase != PH_PLACING && op->phase != PH_WAITING)
             continue;
@@ -1244,6 +1298,15 @@ static void on_models(const struct mirror_event *ev, void *arg)
     if (len == 0 || len > KEYS_NAME_MAX || memchr(id, '/', len))
         return;
     struct mstate *s = ms_find(m, id, len);
+    if (ev->kind == MIRROR_PUT && ev->old_value) {
+        /* used elsewhere: a copy held here moves up this pod's LRU */
+        struct model_record was, rec;
+        struct mm_error err = {0};
+        if (record_decode(RECORD_MODEL, ev->old_value, ev->old_len, &was, &err) == 0 &&
+            record_decode(RECORD_MODEL, ev->new_value, ev->new_len, &rec, &err) == 0 &&
+            rec.last_used_ms > was.last_used_ms)
+            touch_local(m, id, len, rec.last_used_ms);
+    }
     if (ev->kind == MIRROR_PUT && !ev->old_value) {
         /* a new model: loadNow ones get their copy (the one who registered it through the API
          * places it itself; this covers records written by others) */
@@ -1606,6 +1669,7 @@ int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool
     }
     int64_t now = now_ms();
     int64_t used = last_used_ms ? last_used_ms : now;
+    op->used_ms = used;
     if (used > s->touch_ms)
         s->touch_ms = used;
     s->requests++;
@@ -2041,6 +2105,7 @@ void mesh_free(struct mesh *m)
                 op_free(op);
             }
             placer_cancel(s->placer);
+            etcd_request_cancel(s->touch_req);
             ev_timer_stop(m->loop, &s->job_timer);
             free(s);
         }
