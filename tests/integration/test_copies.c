@@ -8,7 +8,9 @@
  * in one txn are put back; a revoked lease is followed by the records re-put under the new one;
  * unload_all unloads and deletes everything; a second incarnation deletes the records left by
  * the first (and one under a foreign lease), refuses by its churn guard (the Pending record
- * deleted), and refuses a Pending record whose model does not exist. Run under ASan too.
+ * deleted), and refuses a Pending record whose model does not exist; a third loads at most the
+ * runtime's loading concurrency at once (the rest wait Pending) and is freed with a load in flight.
+ * Run under ASan too.
  * argv[1] = mm-runtime, argv[2] = make-breast-cancer. */
 #include <errno.h>
 #include <ev.h>
@@ -611,6 +613,33 @@ static void test_free_while_loading(void)
     copies = NULL;
     new_copies(1); /* f, g and h are not held by this one: deleted */
     CHECK(wait_stat(offsetof(struct copies_stats, stale_deleted), 3, 5000));
+
+    /* The runtime loads two at once (--max-loading-concurrency 2): the third waits, Pending. */
+    put_model("l", "models/b.json");
+    put_model("m", "models/c.json");
+    put_model("n", "models/d.json");
+    REQUIRE(kill(rt_pid, SIGSTOP) == 0);
+    place_copy("l");
+    place_copy("m");
+    place_copy("n");
+    harness_run_until(loop, NULL, NULL, 500);
+    int loading = 0, pending = 0;
+    static const char *const lmn[] = {"l", "m", "n"};
+    for (int i = 0; i < 3; i++) {
+        struct copy_record rec = {0};
+        if (etcd_copy(lmn[i], &rec, NULL) == 1) {
+            loading += rec.state == COPY_LOADING;
+            pending += rec.state == COPY_PENDING;
+        }
+    }
+    CHECK_INT(instance_record_of(inst)->loading_count, 3);
+    REQUIRE(kill(rt_pid, SIGCONT) == 0);
+    CHECK_INT(loading, 2);
+    CHECK_INT(pending, 1);
+    for (int i = 0; i < 3; i++)
+        CHECK(wait_for(lmn[i], COPY_LOADED, 10000));
+
+    /* Freed with a load in flight (an eviction too): nothing calls back afterwards. */
     put_model("k", "models/a.json");
     place_copy("k");
     CHECK(harness_run_until(loop, loading_now, NULL, 5000));
