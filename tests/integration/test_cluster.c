@@ -791,10 +791,24 @@ static void wait_converged(const char *what, size_t n_models, bool held[3][MAX_M
     CHECK(ok);
 }
 
+static void print_holdings(const char *what, size_t n_models, bool held[3][MAX_MODELS])
+{
+    fprintf(stderr, "%s:", what);
+    for (size_t pod = 0; pod < 3; pod++) {
+        fprintf(stderr, " %s {", cl.pods[pod].iid);
+        for (size_t m = 0; m < n_models; m++)
+            if (held[pod][m])
+                fprintf(stderr, " m%02zu", m);
+        fprintf(stderr, " }");
+    }
+    fprintf(stderr, "\n");
+}
+
 /* Every model held by exactly one runtime: held[pod][m]; false if a runtime does not answer. */
 static bool holdings(size_t n_models, bool held[3][MAX_MODELS], int *total)
 {
     *total = 0;
+    memset(held, 0, 3 * MAX_MODELS * sizeof(bool));
     for (size_t pod = 0; pod < 3; pod++) {
         uint64_t bytes;
         int count;
@@ -827,7 +841,12 @@ static void scenario_etcd(void)
     while (harness_now_ms() - t0 < 10000) {
         usleep(2000 * 1000);
         int t = 0;
-        kept &= holdings(n_models, now, &t) && memcmp(now, held, sizeof(now)) == 0;
+        bool same = holdings(n_models, now, &t) && memcmp(now, held, sizeof(now)) == 0;
+        if (!same) {
+            print_holdings("runtimes held", n_models, held);
+            print_holdings("and now hold", n_models, now);
+        }
+        kept &= same;
         for (size_t pod = 0; pod < 3; pod++)
             alive &= cl.pods[pod].node_pid > 0 && cluster_node_wait(&cl, pod, 0) == -1;
     }
@@ -838,6 +857,7 @@ static void scenario_etcd(void)
     REQUIRE(harness_etcd_restart(&cl.etcd) == 0);
     wait_converged("etcd restarted", n_models, held);
     REQUIRE(holdings(n_models, now, &total));
+    print_holdings("after the restart, runtimes hold", n_models, now);
     CHECK(memcmp(now, held, sizeof(now)) == 0);
     for (size_t i = 0; i < n_models; i++) {
         char id[16];
