@@ -352,6 +352,11 @@ void cluster_free(struct cluster *c)
         ev_loop_destroy(c->loop);
     c->loop = NULL;
     harness_etcd_cleanup(&c->etcd);
+    if (c->dir[0] && getenv("MM_TEST_KEEP") && getenv("MM_TEST_KEEP")[0]) {
+        fprintf(stderr, "cluster: logs and caches kept in %s (MM_TEST_KEEP)\n", c->dir);
+        keep_temp_dir(c->dir, false);
+        c->dir[0] = '\0';
+    }
     if (c->dir[0]) {
         remove_dir(c->dir);
         keep_temp_dir(c->dir, false);

@@ -84,7 +84,7 @@ bool cluster_node_has_listen(const char *mm_node);
  * started is stopped; the logs are printed). */
 int cluster_start(struct cluster *c, const struct cluster_config *cfg);
 /* Stop every process (SIGTERM, then SIGKILL after a short grace), free the clients, remove the
- * temp dir and etcd's. */
+ * temp dir (kept, and named, when the environment has MM_TEST_KEEP=1) and etcd's. */
 void cluster_free(struct cluster *c);
 
 /* Start pod i's runtime / node (waits for LISTENING; the node's api channel is opened). */
