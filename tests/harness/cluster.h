@@ -45,7 +45,9 @@ struct cluster_config {
                                        cluster passes --etcd-endpoints, --cluster,
                                        --instance-id, --runtime, --model-types,
                                        --internal-address, --listen, --models-root,
-                                       --cache-dir, --lease-ttl, --publish-min-interval */
+                                       --cache-dir, --lease-ttl, --publish-min-interval;
+                                       the environment's MM_TEST_NODE_ARGS are added last
+                                       ("--log-level debug" for one run) */
     const char *model_types;        /* --model-types; NULL = "xgboost" */
     bool start_nodes_later;         /* cluster_start starts etcd and the runtimes only */
 };

@@ -46,6 +46,7 @@
 
 #define MAX_MODELS 64
 #define CALL_MS 20000
+#define REPLACE_MS 750 /* failover: instance key gone -> the model placed again */
 
 static const char *mm_node, *mm_runtime, *maker;
 static char work[256];        /* where the example model is made */
@@ -663,22 +664,28 @@ static void scenario_failover(void)
             continue;
         }
         long long total = w.loaded_ms[m] - t_kill;
+        long long replace = w.pending_ms[m] ? w.pending_ms[m] - w.gone_ms : -1;
+        long long load = w.pending_ms[m] ? w.loaded_ms[m] - w.pending_ms[m] : -1;
         fprintf(stderr,
                 "  m%02d: Loaded elsewhere %lld ms after the kill = TTL %lld + re-placement %lld "
                 "+ pick-up %lld + load %lld\n",
-                m, total, ttl, w.pending_ms[m] ? w.pending_ms[m] - w.gone_ms : -1,
+                m, total, ttl, replace,
                 w.loading_ms[m] && w.pending_ms[m] ? w.loading_ms[m] - w.pending_ms[m] : -1,
                 w.loading_ms[m] ? w.loaded_ms[m] - w.loading_ms[m] : -1);
+        /* Within the TTL and the load: the lease expires within TTL + 1 s (etcd checks expiry
+         * every 500 ms), the model's primary places it again at once (REPLACE_MS for its mirror
+         * to see the delete and its txn: not --replace-delay, the fallback when the primary does
+         * not), and then it loads. */
+        CHECK(replace >= 0 && replace <= REPLACE_MS);
+        CHECK(load >= 0 && total <= 2000 + 1000 + REPLACE_MS + load);
         if (total > worst)
             worst = total;
         /* Each one was placed once. */
         CHECK_INT(w.creates[m], 1);
     }
-    /* Within the TTL (plus etcd's lease-expiry granularity) and the load. */
-    long long bound = 2000 + 1000 + 2000;
-    fprintf(stderr, "failover: all %zu Loaded elsewhere %lld ms after the kill (bound %lld)\n",
-            n_moved, worst, bound);
-    CHECK(ok && worst <= bound);
+    fprintf(stderr, "failover: all %zu Loaded elsewhere %lld ms after the kill\n", n_moved,
+            worst);
+    CHECK(ok);
     cluster_run(&cl, 1500); /* no late duplicates */
     REQUIRE(read_placement(&p) == 0);
     for (size_t m = 0; m < n_models; m++) {
