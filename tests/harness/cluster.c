@@ -282,7 +282,9 @@ int cluster_start(struct cluster *c, const struct cluster_config *cfg)
     if (!cfg->mm_node || !cfg->mm_runtime || cfg->n_pods == 0 || cfg->n_pods > CLUSTER_MAX_PODS)
         return -EINVAL;
     snprintf(c->name, sizeof(c->name), "%s", cfg->name ? cfg->name : "c");
-    snprintf(c->node_args, sizeof(c->node_args), "%s", cfg->node_args ? cfg->node_args : "");
+    const char *more = getenv("MM_TEST_NODE_ARGS"); /* e.g. "--log-level debug" for a run */
+    snprintf(c->node_args, sizeof(c->node_args), "%s %s", cfg->node_args ? cfg->node_args : "",
+             more ? more : "");
     c->cfg.name = c->name;
     c->cfg.node_args = c->node_args;
     const char *tmp = getenv("TMPDIR");
@@ -352,6 +354,11 @@ void cluster_free(struct cluster *c)
         ev_loop_destroy(c->loop);
     c->loop = NULL;
     harness_etcd_cleanup(&c->etcd);
+    if (c->dir[0] && getenv("MM_TEST_KEEP") && getenv("MM_TEST_KEEP")[0]) {
+        fprintf(stderr, "cluster: logs and caches kept in %s (MM_TEST_KEEP)\n", c->dir);
+        keep_temp_dir(c->dir, false);
+        c->dir[0] = '\0';
+    }
     if (c->dir[0]) {
         remove_dir(c->dir);
         keep_temp_dir(c->dir, false);

@@ -45,7 +45,9 @@ struct cluster_config {
                                        cluster passes --etcd-endpoints, --cluster,
                                        --instance-id, --runtime, --model-types,
                                        --internal-address, --listen, --models-root,
-                                       --cache-dir, --lease-ttl, --publish-min-interval */
+                                       --cache-dir, --lease-ttl, --publish-min-interval;
+                                       the environment's MM_TEST_NODE_ARGS are added last
+                                       ("--log-level debug" for one run) */
     const char *model_types;        /* --model-types; NULL = "xgboost" */
     bool start_nodes_later;         /* cluster_start starts etcd and the runtimes only */
 };
@@ -84,7 +86,7 @@ bool cluster_node_has_listen(const char *mm_node);
  * started is stopped; the logs are printed). */
 int cluster_start(struct cluster *c, const struct cluster_config *cfg);
 /* Stop every process (SIGTERM, then SIGKILL after a short grace), free the clients, remove the
- * temp dir and etcd's. */
+ * temp dir (kept, and named, when the environment has MM_TEST_KEEP=1) and etcd's. */
 void cluster_free(struct cluster *c);
 
 /* Start pod i's runtime / node (waits for LISTENING; the node's api channel is opened). */

@@ -46,6 +46,7 @@
 
 #define MAX_MODELS 64
 #define CALL_MS 20000
+#define REPLACE_MS 750 /* failover: instance key gone -> the model placed again */
 
 static const char *mm_node, *mm_runtime, *maker;
 static char work[256];        /* where the example model is made */
@@ -663,22 +664,28 @@ static void scenario_failover(void)
             continue;
         }
         long long total = w.loaded_ms[m] - t_kill;
+        long long replace = w.pending_ms[m] ? w.pending_ms[m] - w.gone_ms : -1;
+        long long load = w.pending_ms[m] ? w.loaded_ms[m] - w.pending_ms[m] : -1;
         fprintf(stderr,
                 "  m%02d: Loaded elsewhere %lld ms after the kill = TTL %lld + re-placement %lld "
                 "+ pick-up %lld + load %lld\n",
-                m, total, ttl, w.pending_ms[m] ? w.pending_ms[m] - w.gone_ms : -1,
+                m, total, ttl, replace,
                 w.loading_ms[m] && w.pending_ms[m] ? w.loading_ms[m] - w.pending_ms[m] : -1,
                 w.loading_ms[m] ? w.loaded_ms[m] - w.loading_ms[m] : -1);
+        /* Within the TTL and the load: the lease expires within TTL + 1 s (etcd checks expiry
+         * every 500 ms), the model's primary places it again at once (REPLACE_MS for its mirror
+         * to see the delete and its txn: not --replace-delay, the fallback when the primary does
+         * not), and then it loads. */
+        CHECK(replace >= 0 && replace <= REPLACE_MS);
+        CHECK(load >= 0 && total <= 2000 + 1000 + REPLACE_MS + load);
         if (total > worst)
             worst = total;
         /* Each one was placed once. */
         CHECK_INT(w.creates[m], 1);
     }
-    /* Within the TTL (plus etcd's lease-expiry granularity) and the load. */
-    long long bound = 2000 + 1000 + 2000;
-    fprintf(stderr, "failover: all %zu Loaded elsewhere %lld ms after the kill (bound %lld)\n",
-            n_moved, worst, bound);
-    CHECK(ok && worst <= bound);
+    fprintf(stderr, "failover: all %zu Loaded elsewhere %lld ms after the kill\n", n_moved,
+            worst);
+    CHECK(ok);
     cluster_run(&cl, 1500); /* no late duplicates */
     REQUIRE(read_placement(&p) == 0);
     for (size_t m = 0; m < n_models; m++) {
@@ -791,10 +798,24 @@ static void wait_converged(const char *what, size_t n_models, bool held[3][MAX_M
     CHECK(ok);
 }
 
+static void print_holdings(const char *what, size_t n_models, bool held[3][MAX_MODELS])
+{
+    fprintf(stderr, "%s:", what);
+    for (size_t pod = 0; pod < 3; pod++) {
+        fprintf(stderr, " %s {", cl.pods[pod].iid);
+        for (size_t m = 0; m < n_models; m++)
+            if (held[pod][m])
+                fprintf(stderr, " m%02zu", m);
+        fprintf(stderr, " }");
+    }
+    fprintf(stderr, "\n");
+}
+
 /* Every model held by exactly one runtime: held[pod][m]; false if a runtime does not answer. */
 static bool holdings(size_t n_models, bool held[3][MAX_MODELS], int *total)
 {
     *total = 0;
+    memset(held, 0, 3 * MAX_MODELS * sizeof(bool));
     for (size_t pod = 0; pod < 3; pod++) {
         uint64_t bytes;
         int count;
@@ -827,7 +848,12 @@ static void scenario_etcd(void)
     while (harness_now_ms() - t0 < 10000) {
         usleep(2000 * 1000);
         int t = 0;
-        kept &= holdings(n_models, now, &t) && memcmp(now, held, sizeof(now)) == 0;
+        bool same = holdings(n_models, now, &t) && memcmp(now, held, sizeof(now)) == 0;
+        if (!same) {
+            print_holdings("runtimes held", n_models, held);
+            print_holdings("and now hold", n_models, now);
+        }
+        kept &= same;
         for (size_t pod = 0; pod < 3; pod++)
             alive &= cl.pods[pod].node_pid > 0 && cluster_node_wait(&cl, pod, 0) == -1;
     }
@@ -838,6 +864,7 @@ static void scenario_etcd(void)
     REQUIRE(harness_etcd_restart(&cl.etcd) == 0);
     wait_converged("etcd restarted", n_models, held);
     REQUIRE(holdings(n_models, now, &total));
+    print_holdings("after the restart, runtimes hold", n_models, now);
     CHECK(memcmp(now, held, sizeof(now)) == 0);
     for (size_t i = 0; i < n_models; i++) {
         char id[16];
