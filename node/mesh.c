@@ -315,6 +315,19 @@ static void inst_put(struct mesh *m, const char *id, size_t id_len, const struct
     view_of(in, &m->views[i]);
 }
 
+/* Whether its key is in the mirror now. Within one revision the mirror has applied every
+ * change before any event is delivered, but our instance cache follows the instances/ events,
+ * which may come after the copies' events of the same revision (a lease expiry deletes both). */
+static bool inst_live(const struct mesh *m, const struct inst *in)
+{
+    char key[KEYS_MAX];
+    if (m->instances_len + in->id_len >= sizeof(key))
+        return false;
+    memcpy(key, m->instances_prefix, m->instances_len);
+    memcpy(key + m->instances_len, in->id, in->id_len);
+    return mirror_get(m->cfg.mirror, key, m->instances_len + in->id_len) != NULL;
+}
+
 static bool inst_serves(const struct inst *in, const struct place_str *labels, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
@@ -939,9 +952,13 @@ static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
     }
     struct model_labels ml;
     labels_of(&rec, &ml);
-    struct place_str held[MAX_SEEN_COPIES + 2];
+    struct place_str held[MAX_SEEN_COPIES + 2 + 16];
     size_t n_held = sum.n_held;
     memcpy(held, m->held, n_held * sizeof(held[0]));
+    /* instances gone in this revision whose events have not reached our cache yet */
+    for (size_t i = 0; i < m->n_insts && n_held < sizeof(held) / sizeof(held[0]) - 2; i++)
+        if (!inst_live(m, m->insts[i]))
+            held[n_held++] = (struct place_str){m->insts[i]->id, m->insts[i]->id_len};
     if (s->job_move)
         held[n_held++] = (struct place_str){m->iid, m->iid_len};
     if (s->gone_iid[0])
@@ -1091,7 +1108,7 @@ static void job_background(struct mstate *s, const struct model_record *rec, boo
     uint64_t best = 0;
     for (size_t i = 0; i < m->n_insts; i++) {
         const struct inst *in = m->insts[i];
-        if (in->rec.shutting_down || !inst_serves(in, ml.l, ml.n))
+        if (in->rec.shutting_down || !inst_serves(in, ml.l, ml.n) || !inst_live(m, in))
             continue;
         uint64_t score = rendezvous(s->id, s->id_len, in->id, in->id_len);
         if (!primary || score > best) {
