@@ -89,6 +89,9 @@ struct mstate {
     enum move_state move;
     unsigned refusals; /* copies refused in a row (none Loaded since): bounds re-placing */
     struct etcd_request *touch_req; /* the model record's last use, being written */
+    int64_t touch_want_ms;          /* a later use to write once that write is done */
+    int64_t touch_writing_ms;       /* the use being written */
+    unsigned touch_tries;
 };
 
 struct inst {
@@ -1144,14 +1147,25 @@ static void touch_local(struct mesh *m, const char *id, size_t len, int64_t used
         copies_request_end(m->cfg.copies, id, len);
 }
 
+static void touch_record(struct mesh *m, struct mstate *s, int64_t used_ms);
+
 static void on_touched(int status, const struct mm_error *err, struct etcd_response *resp,
                        void *arg)
 {
-    (void)status;
     (void)err;
-    (void)resp; /* lost to a newer write of the record: that one carries a use too */
     struct mstate *s = arg;
     s->touch_req = NULL;
+    /* a use that came meanwhile, or a write that lost to another write of the record (read
+     * again from the mirror), is written next; a few tries, then the next use will */
+    bool lost = status == 0 && !resp->succeeded;
+    int64_t want = s->touch_want_ms;
+    if (lost && s->touch_writing_ms > want)
+        want = s->touch_writing_ms;
+    s->touch_want_ms = 0;
+    if (status == 0 && want > (lost ? 0 : s->touch_writing_ms) && ++s->touch_tries <= 3)
+        touch_record(s->m, s, want);
+    else
+        s->touch_tries = 0;
     ms_maybe_free(s);
 }
 
@@ -1162,10 +1176,15 @@ static void touch_record(struct mesh *m, struct mstate *s, int64_t used_ms)
 {
     struct model_record rec;
     int64_t rev = 0;
-    if (s->touch_req || model_of(m, s->id, s->id_len, &rec, &rev) != 1 ||
-        rec.last_used_ms >= used_ms)
+    if (s->touch_req) {
+        if (used_ms > s->touch_want_ms)
+            s->touch_want_ms = used_ms;
+        return;
+    }
+    if (model_of(m, s->id, s->id_len, &rec, &rev) != 1 || rec.last_used_ms >= used_ms)
         return;
     rec.last_used_ms = used_ms;
+    s->touch_writing_ms = used_ms;
     char key[KEYS_MAX];
     char *value = record_encode(RECORD_MODEL, &rec);
     if (!value || keys_model(key, sizeof(key), m->cluster, s->id, NULL) < 0) {
