@@ -89,6 +89,9 @@ struct mstate {
     enum move_state move;
     unsigned refusals; /* copies refused in a row (none Loaded since): bounds re-placing */
     struct etcd_request *touch_req; /* the model record's last use, being written */
+    int64_t touch_want_ms;          /* a later use to write once that write is done */
+    int64_t touch_writing_ms;       /* the use being written */
+    unsigned touch_tries;
 };
 
 struct inst {
@@ -313,6 +316,19 @@ static void inst_put(struct mesh *m, const char *id, size_t id_len, const struct
     in->rec.oldest = rec.lru_oldest_ms;
     in->rec.shutting_down = rec.shutting_down;
     view_of(in, &m->views[i]);
+}
+
+/* Whether its key is in the mirror now. Within one revision the mirror has applied every
+ * change before any event is delivered, but our instance cache follows the instances/ events,
+ * which may come after the copies' events of the same revision (a lease expiry deletes both). */
+static bool inst_live(const struct mesh *m, const struct inst *in)
+{
+    char key[KEYS_MAX];
+    if (m->instances_len + in->id_len >= sizeof(key))
+        return false;
+    memcpy(key, m->instances_prefix, m->instances_len);
+    memcpy(key + m->instances_len, in->id, in->id_len);
+    return mirror_get(m->cfg.mirror, key, m->instances_len + in->id_len) != NULL;
 }
 
 static bool inst_serves(const struct inst *in, const struct place_str *labels, size_t n)
@@ -939,9 +955,13 @@ static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
     }
     struct model_labels ml;
     labels_of(&rec, &ml);
-    struct place_str held[MAX_SEEN_COPIES + 2];
+    struct place_str held[MAX_SEEN_COPIES + 2 + 16];
     size_t n_held = sum.n_held;
     memcpy(held, m->held, n_held * sizeof(held[0]));
+    /* instances gone in this revision whose events have not reached our cache yet */
+    for (size_t i = 0; i < m->n_insts && n_held < sizeof(held) / sizeof(held[0]) - 2; i++)
+        if (!inst_live(m, m->insts[i]))
+            held[n_held++] = (struct place_str){m->insts[i]->id, m->insts[i]->id_len};
     if (s->job_move)
         held[n_held++] = (struct place_str){m->iid, m->iid_len};
     if (s->gone_iid[0])
@@ -1091,7 +1111,7 @@ static void job_background(struct mstate *s, const struct model_record *rec, boo
     uint64_t best = 0;
     for (size_t i = 0; i < m->n_insts; i++) {
         const struct inst *in = m->insts[i];
-        if (in->rec.shutting_down || !inst_serves(in, ml.l, ml.n))
+        if (in->rec.shutting_down || !inst_serves(in, ml.l, ml.n) || !inst_live(m, in))
             continue;
         uint64_t score = rendezvous(s->id, s->id_len, in->id, in->id_len);
         if (!primary || score > best) {
@@ -1127,14 +1147,25 @@ static void touch_local(struct mesh *m, const char *id, size_t len, int64_t used
         copies_request_end(m->cfg.copies, id, len);
 }
 
+static void touch_record(struct mesh *m, struct mstate *s, int64_t used_ms);
+
 static void on_touched(int status, const struct mm_error *err, struct etcd_response *resp,
                        void *arg)
 {
-    (void)status;
     (void)err;
-    (void)resp; /* lost to a newer write of the record: that one carries a use too */
     struct mstate *s = arg;
     s->touch_req = NULL;
+    /* a use that came meanwhile, or a write that lost to another write of the record (read
+     * again from the mirror), is written next; a few tries, then the next use will */
+    bool lost = status == 0 && !resp->succeeded;
+    int64_t want = s->touch_want_ms;
+    if (lost && s->touch_writing_ms > want)
+        want = s->touch_writing_ms;
+    s->touch_want_ms = 0;
+    if (status == 0 && want > (lost ? 0 : s->touch_writing_ms) && ++s->touch_tries <= 3)
+        touch_record(s->m, s, want);
+    else
+        s->touch_tries = 0;
     ms_maybe_free(s);
 }
 
@@ -1145,10 +1176,15 @@ static void touch_record(struct mesh *m, struct mstate *s, int64_t used_ms)
 {
     struct model_record rec;
     int64_t rev = 0;
-    if (s->touch_req || model_of(m, s->id, s->id_len, &rec, &rev) != 1 ||
-        rec.last_used_ms >= used_ms)
+    if (s->touch_req) {
+        if (used_ms > s->touch_want_ms)
+            s->touch_want_ms = used_ms;
+        return;
+    }
+    if (model_of(m, s->id, s->id_len, &rec, &rev) != 1 || rec.last_used_ms >= used_ms)
         return;
     rec.last_used_ms = used_ms;
+    s->touch_writing_ms = used_ms;
     char key[KEYS_MAX];
     char *value = record_encode(RECORD_MODEL, &rec);
     if (!value || keys_model(key, sizeof(key), m->cluster, s->id, NULL) < 0) {
