@@ -552,7 +552,7 @@ static void test_cache_dir_made(void)
 
 int main(void)
 {
-    loop = ev_default_loop(0);
+    loop = ev_loop_new(EVFLAG_AUTO);
     snprintf(top, sizeof top, "/tmp/test-storage-XXXXXX");
     REQUIRE(mkdtemp(top));
     snprintf(root, sizeof root, "%s/models", top);
@@ -573,5 +573,6 @@ int main(void)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", top);
+    ev_loop_destroy(loop);
     return CHECK_DONE();
 }
