@@ -542,6 +542,20 @@ static void test_cache_dir_made(void)
     CHECK(stat(nested, &sb) == 0 && S_ISDIR(sb.st_mode) && (sb.st_mode & 0777) == 0700);
     storage_free(st);
 
+    /* a models root in the cache dir would lose its mm-* entries at the next start */
+    char inside[PATH_MAX * 2 + 16];
+    snprintf(inside, sizeof inside, "%s/mm-models", nested);
+    REQUIRE(mkdir(inside, 0755) == 0);
+    cfg.models_root = inside;
+    CHECK_INT(storage_new(loop, &cfg, &st, &err), -EINVAL);
+    CHECK(strstr(err.msg, "inside it") != NULL);
+    CHECK(exists(inside));
+    cfg.models_root = nested;
+    CHECK_INT(storage_new(loop, &cfg, &st, &err), -EINVAL);
+    cfg.models_root = top; /* the cache dir inside the models root is fine */
+    CHECK_INT(storage_new(loop, &cfg, &st, &err), 0);
+    storage_free(st);
+
     cfg.models_root = "/no/such/root";
     CHECK(storage_new(loop, &cfg, &st, &err) == -ENOENT);
     CHECK(strstr(err.msg, "/no/such/root") != NULL);
