@@ -1,5 +1,6 @@
 /* mmctl.c - the command-line tool. Verbs so far: registry get | dump | put (etcd), and the gRPC
- * verbs of serving.c: infer, metadata, runtime status | load | unload | size.
+ * verbs of serving.c: infer, metadata, runtime status | load | unload | size, model register |
+ * unregister | status | ensure.
  * Keys are given relative to the cluster prefix (models/m1) or absolute
  * (/modelmesh/c/models/m1). Keys and values from etcd are bytes: printed with their length,
  * control characters escaped (term.h). */
@@ -51,6 +52,9 @@ static void usage(FILE *to)
             "       mmctl [--address A] metadata MODEL\n"
             "       mmctl [--address A] runtime status --purge | load ID PATH [--type T] |\n"
             "                                   unload ID | size ID\n"
+            "       mmctl [--node A] model register ID --type T [--path P] [--key K]\n"
+            "                                   [--load-now] [--sync] [--timeout D]\n"
+            "       mmctl [--node A] model unregister ID | status ID | ensure ID [--sync]\n"
             "\n"
             "KEY and P are relative to /modelmesh/<cluster>/ (e.g. models/m1, copies/) or start\n"
             "with '/'. put validates instance, model, copy and vmodel records before writing.\n"
@@ -64,6 +68,15 @@ static void usage(FILE *to)
             "one model runtime's SPI directly (default 127.0.0.1:8085). runtime status calls\n"
             "runtimeStatus, which makes the runtime unload every model it holds (the mesh calls\n"
             "it when it starts): it needs --purge.\n"
+            "\n"
+            "model calls a node's model API (mmesh.ModelMesh; default 127.0.0.1:8033, env\n"
+            "MM_NODE_ADDRESS): register a model (its type, its storage path relative to the\n"
+            "models root, its storage key; --load-now: load it without waiting for a request),\n"
+            "unregister it (unloaded everywhere), show its status and copies, or ensure it is\n"
+            "loaded somewhere. --sync waits until the model is LOADED or failed (default\n"
+            "timeout 120s, else 5s) and exits 1 unless it is LOADED. Exit codes: 0 done, 1 the\n"
+            "call failed (the message names the gRPC status) or the model is not registered\n"
+            "or not loaded as asked, 2 usage.\n"
             "\n"
             "options:\n"
             "  --endpoints URLS   etcd endpoints, comma-separated (env MM_ETCD_ENDPOINTS;\n"
@@ -84,6 +97,13 @@ static void usage(FILE *to)
             "  --file FILE        infer: the request (default: standard input)\n"
             "  --type T           runtime load: the model type (e.g. sklearn, xgboost)\n"
             "  --purge            runtime status: yes, unload every model\n"
+            "  --node HOST:PORT   model: the node's model API (env MM_NODE_ADDRESS;\n"
+            "                     default 127.0.0.1:8033)\n"
+            "  --path P           model register: storage path (relative to the models root)\n"
+            "  --key K, --storage-key K   model register: storage key (\"\" = pvc)\n"
+            "  --load-now         model register: load it now\n"
+            "  --sync             model register, ensure: wait until LOADED or failed\n"
+            "  -o text|json       model: readable lines (default) or the answer as JSON\n"
             "  -h, --help\n");
 }
 
@@ -137,6 +157,10 @@ static int parse(int argc, char **argv, struct options *o)
         {"--address", offsetof(struct options, serving.address)},
         {"--file", offsetof(struct options, serving.file)},
         {"--type", offsetof(struct options, serving.type)},
+        {"--node", offsetof(struct options, serving.node)},
+        {"--path", offsetof(struct options, serving.path)},
+        {"--storage-key", offsetof(struct options, serving.storage_key)},
+        {"--output", offsetof(struct options, serving.output)},
     };
     static const char *const numeric_flags[] = {"--timeout", "--page-keys", "--page-bytes",
                                                 "--max-reply-bytes"};
@@ -145,6 +169,14 @@ static int parse(int argc, char **argv, struct options *o)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);
+        }
+        if (strcmp(a, "-o") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "mmctl: -o needs a value (text or json)\n");
+                return 2;
+            }
+            o->serving.output = argv[++i];
+            continue;
         }
         if (strncmp(a, "--", 2) != 0) {
             if (o->n_args == 4) {
@@ -156,6 +188,14 @@ static int parse(int argc, char **argv, struct options *o)
         }
         if (strcmp(a, "--purge") == 0) {
             o->serving.purge = true;
+            continue;
+        }
+        if (strcmp(a, "--load-now") == 0) {
+            o->serving.load_now = true;
+            continue;
+        }
+        if (strcmp(a, "--sync") == 0) {
+            o->serving.sync = true;
             continue;
         }
         char *eq = strchr(a, '=');
@@ -492,6 +532,12 @@ static int run_registry(struct options *o)
         fprintf(stderr, "mmctl: --purge goes with runtime status only\n");
         return 2;
     }
+    const struct serving_options *s = &o->serving;
+    if (s->node || s->path || s->storage_key || s->output || s->load_now || s->sync) {
+        fprintf(stderr, "mmctl: --node, --path, --storage-key, -o, --load-now and --sync go "
+                        "with model verbs only\n");
+        return 2;
+    }
     int rc = resolve_password(o);
     if (rc)
         return rc;
@@ -517,6 +563,14 @@ int main(int argc, char **argv)
 {
     struct options o = {0};
     int rc = parse(argc, argv, &o);
+    if (rc == 0 && o.n_args >= 1 && strcmp(o.args[0], "model") == 0 && o.etcd.key_file) {
+        /* Model verbs talk to a node, not etcd: --key is the model's storage key there. */
+        if (o.serving.storage_key) {
+            fprintf(stderr, "mmctl: give the storage key with --key or --storage-key, not both\n");
+            rc = 2;
+        }
+        o.serving.storage_key = o.etcd.key_file;
+    }
     if (rc == 0 && o.n_args >= 1 && strcmp(o.args[0], "registry") != 0) {
         memcpy(o.serving.args, o.args, sizeof(o.args));
         o.serving.n_args = o.n_args;

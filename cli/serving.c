@@ -1,5 +1,6 @@
 /* serving.c - mmctl's gRPC verbs (see serving.h). Each verb makes one unary call and waits for
- * it on a private loop; answers are printed as JSON, the field names those of the .proto. */
+ * it on a private loop; answers are printed as JSON, the field names those of the .proto, or
+ * (model verbs) as readable lines. */
 #include "serving.h"
 
 #include <cjson/cJSON.h>
@@ -10,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "grpc_predict_v2.pb-c.h"
+#include "model-mesh.pb-c.h"
 #include "mm/base64.h"
 #include "mm/buf.h"
 #include "mm/json.h"
@@ -23,6 +26,9 @@
 
 #define INFER_ADDRESS "127.0.0.1:8033"
 #define RUNTIME_ADDRESS "127.0.0.1:8085"
+#define NODE_ADDRESS "127.0.0.1:8033"
+#define MODEL_TIMEOUT_MS 5000
+#define MODEL_SYNC_TIMEOUT_MS 120000 /* --sync waits for a load: the runtime's timeout and more */
 #define MAX_REQUEST_FILE (64u << 20)
 
 /* ---------------------------------------------------------------- one call, waited for */
@@ -448,9 +454,180 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- model verbs (mmesh) */
+
+static const char *model_status_name(Mmesh__ModelStatusInfo__ModelStatus s)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &mmesh__model_status_info__model_status__descriptor, s);
+    return v ? v->name : "UNKNOWN";
+}
+
+/* "model ID: STATUS", a line per copy (location, status, since when) and per error; the id, the
+ * locations and the errors come from outside: escaped. */
+static void print_model_status(const char *id, const Mmesh__ModelStatusInfo *m)
+{
+    fputs("model ", stdout);
+    term_write(stdout, id, strlen(id), false);
+    printf(": %s\n", model_status_name(m->status));
+    for (size_t i = 0; i < m->n_modelcopyinfos; i++) {
+        const Mmesh__ModelStatusInfo__ModelCopyInfo *c = m->modelcopyinfos[i];
+        fputs("  copy ", stdout);
+        term_write(stdout, c->location ? c->location : "", c->location ? strlen(c->location) : 0,
+                   false);
+        printf(": %s", model_status_name(c->copystatus));
+        time_t secs = (time_t)(c->time / 1000);
+        struct tm tm;
+        char when[32];
+        if (c->time > 0 && c->time < UINT64_C(253402300800000) && gmtime_r(&secs, &tm) &&
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm))
+            printf(" since %s.%03uZ", when, (unsigned)(c->time % 1000));
+        fputc('\n', stdout);
+    }
+    for (size_t i = 0; i < m->n_errors; i++) {
+        fputs("  error: ", stdout);
+        term_write(stdout, m->errors[i] ? m->errors[i] : "",
+                   m->errors[i] ? strlen(m->errors[i]) : 0, false);
+        fputc('\n', stdout);
+    }
+}
+
+/* `mmctl model register|unregister|status|ensure ID`: one call to the node's model API. */
+static int model(const struct serving_options *o)
+{
+    const char *verb = o->args[1];
+    bool reg = strcmp(verb, "register") == 0, unreg = strcmp(verb, "unregister") == 0;
+    bool status = strcmp(verb, "status") == 0, ensure = strcmp(verb, "ensure") == 0;
+    if (!reg && !unreg && !status && !ensure) {
+        term_error("unknown model verb '%s' (register, unregister, status, ensure)", verb);
+        return 2;
+    }
+    if (o->n_args != 3 || !o->args[2][0]) {
+        term_error("model %s takes one model ID", verb);
+        return 2;
+    }
+    if (reg && (!o->type || !o->type[0])) {
+        term_error("model register needs --type T (the model's format, e.g. sklearn)");
+        return 2;
+    }
+    if (!reg && (o->type || o->path || o->storage_key || o->load_now)) {
+        term_error("--type, --path, --key and --load-now go with model register only");
+        return 2;
+    }
+    if (o->sync && !reg && !ensure) {
+        term_error("--sync goes with model register and model ensure only");
+        return 2;
+    }
+    if (o->purge) {
+        term_error("--purge goes with runtime status only");
+        return 2;
+    }
+    bool json = o->output && strcmp(o->output, "json") == 0;
+    if (o->output && !json && strcmp(o->output, "text") != 0) {
+        term_error("-o takes text or json");
+        return 2;
+    }
+    if (o->node && o->address) {
+        term_error("give the node's address with --node (or --address), not both");
+        return 2;
+    }
+    const char *env = getenv("MM_NODE_ADDRESS");
+    const char *address = o->node         ? o->node
+                          : o->address    ? o->address
+                          : env && env[0] ? env
+                                          : NODE_ADDRESS;
+    unsigned timeout_ms = o->timeout_ms ? o->timeout_ms
+                          : o->sync     ? MODEL_SYNC_TIMEOUT_MS
+                                        : MODEL_TIMEOUT_MS;
+    char *id = (char *)o->args[2];
+
+    Mmesh__ModelInfo info = MMESH__MODEL_INFO__INIT;
+    Mmesh__RegisterModelRequest reg_req = MMESH__REGISTER_MODEL_REQUEST__INIT;
+    Mmesh__UnregisterModelRequest unreg_req = MMESH__UNREGISTER_MODEL_REQUEST__INIT;
+    Mmesh__GetStatusRequest status_req = MMESH__GET_STATUS_REQUEST__INIT;
+    Mmesh__EnsureLoadedRequest ensure_req = MMESH__ENSURE_LOADED_REQUEST__INIT;
+    const ProtobufCMessage *req;
+    const char *method;
+    if (reg) {
+        info.type = (char *)o->type;
+        info.path = (char *)(o->path ? o->path : "");
+        info.key = (char *)(o->storage_key ? o->storage_key : "");
+        reg_req.modelid = id;
+        reg_req.modelinfo = &info;
+        reg_req.loadnow = o->load_now;
+        reg_req.sync = o->sync;
+        req = &reg_req.base;
+        method = "registerModel";
+    } else if (unreg) {
+        unreg_req.modelid = id;
+        req = &unreg_req.base;
+        method = "unregisterModel";
+    } else if (status) {
+        status_req.modelid = id;
+        req = &status_req.base;
+        method = "getModelStatus";
+    } else {
+        ensure_req.modelid = id;
+        ensure_req.sync = o->sync;
+        req = &ensure_req.base;
+        method = "ensureLoaded";
+    }
+    char path[64], what[600];
+    snprintf(path, sizeof(path), "/mmesh.ModelMesh/%s", method);
+    snprintf(what, sizeof(what), "%s %.500s", method, id);
+    ProtobufCMessage *m = NULL;
+    int rc = call(address, timeout_ms, path, what, req,
+                  unreg ? &mmesh__unregister_model_response__descriptor
+                        : &mmesh__model_status_info__descriptor,
+                  &m);
+    if (rc)
+        return rc;
+    if (unreg) {
+        if (json) {
+            rc = print_message(m);
+        } else {
+            fputs("model ", stdout);
+            term_write(stdout, id, strlen(id), false);
+            fputs(": unregistered\n", stdout);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rc;
+    }
+    const Mmesh__ModelStatusInfo *info_out = (const Mmesh__ModelStatusInfo *)m;
+    if (json)
+        rc = print_message(m);
+    else
+        print_model_status(id, info_out);
+    /* What was asked did not happen: a script must see it in the exit code. */
+    if (rc == 0 && info_out->status == MMESH__MODEL_STATUS_INFO__MODEL_STATUS__NOT_FOUND) {
+        term_error("%s at %s: the model is not registered", what, address);
+        rc = 1;
+    } else if (rc == 0 && o->sync &&
+               info_out->status != MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADED) {
+        term_error("%s at %s: ended %s, not LOADED%s%s", what, address,
+                   model_status_name(info_out->status), info_out->n_errors ? ": " : "",
+                   info_out->n_errors ? info_out->errors[info_out->n_errors - 1] : "");
+        rc = 1;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
 int serving_run(const struct serving_options *o)
 {
     const char *group = o->args[0];
+    if (strcmp(group, "model") == 0) {
+        if (o->n_args < 2) {
+            term_error("model takes a verb (register, unregister, status, ensure) and an ID");
+            return 2;
+        }
+        return model(o);
+    }
+    if (o->node || o->path || o->storage_key || o->output || o->load_now || o->sync) {
+        term_error("--node, --path, --storage-key, -o, --load-now and --sync go with model "
+                   "verbs only");
+        return 2;
+    }
     bool model_verb = strcmp(group, "infer") == 0 || strcmp(group, "metadata") == 0;
     if (!model_verb && strcmp(group, "runtime") != 0) {
         term_error("unknown command '%s'", group);

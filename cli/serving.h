@@ -1,5 +1,6 @@
 /* serving.h - mmctl's gRPC verbs: KServe V2 inference and metadata against the mesh (or any V2
- * server), and the runtime SPI against one runtime process, for operators who want to see what
+ * server), the mesh's model API (mmesh.ModelMesh: register, unregister, status, ensure) against
+ * a node, and the runtime SPI against one runtime process, for operators who want to see what
  * a runtime answers without a mesh in front of it. */
 #ifndef MM_CLI_SERVING_H
 #define MM_CLI_SERVING_H
@@ -9,16 +10,25 @@
 struct serving_options {
     const char *address; /* host:port, unix:PATH; NULL: the verb's default */
     const char *file;    /* infer: request JSON file, "-" or NULL for stdin */
-    const char *type;    /* runtime load: model type */
+    const char *type;    /* runtime load, model register: model type */
+    const char *node;    /* model verbs: the node's address (--node); NULL: MM_NODE_ADDRESS,
+                          * else address, else 127.0.0.1:8033 */
+    const char *path;    /* model register: storage path */
+    const char *storage_key; /* model register: storage key */
+    const char *output;  /* model verbs: "text" (NULL) or "json" */
     unsigned timeout_ms; /* 0: the verb's default */
     bool purge;          /* runtime status: the caller knows it unloads every model */
+    bool load_now;       /* model register */
+    bool sync;           /* model register, ensure: wait until loaded or failed */
     const char *args[4]; /* positional words after the verb group */
     int n_args;
 };
 
-/* `mmctl infer MODEL` / `mmctl metadata MODEL` / `mmctl runtime VERB ...`. args[0] names the
- * group. Prints the answer as JSON on stdout; returns 0, 1 (the call failed: reason on stderr)
- * or 2 (usage). */
+/* `mmctl infer MODEL` / `mmctl metadata MODEL` / `mmctl runtime VERB ...` / `mmctl model VERB
+ * ID`. args[0] names the group. Prints the answer on stdout (JSON; model verbs: readable lines,
+ * or JSON with output "json"); returns 0, 1 (the call failed, or a model verb's outcome is not
+ * what was asked: a --sync that did not end LOADED, a model not found; reason on stderr) or 2
+ * (usage). */
 int serving_run(const struct serving_options *o);
 
 #endif

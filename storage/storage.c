@@ -786,6 +786,15 @@ int storage_new(struct ev_loop *loop, const struct storage_config *cfg, struct s
                               quote(q, sizeof(q), cfg->models_root), strerror(errno));
             goto fail;
         }
+        size_t cl = strlen(st->cache_dir);
+        if (strncmp(st->models_root, st->cache_dir, cl) == 0 &&
+            (st->models_root[cl] == '/' || st->models_root[cl] == '\0' || cl == 1)) {
+            rc = mm_error_set(err, -EINVAL,
+                              "storage: models root %s is the cache dir %s or inside it, whose "
+                              "entries the node removes",
+                              quote(q, sizeof(q), st->models_root), st->cache_dir);
+            goto fail;
+        }
         int probe = open_beneath(st->root_fd, ".", O_PATH);
         if (probe < 0) {
             rc = mm_error_set(err, probe == -ENOSYS ? -ENOSYS : probe,

@@ -67,7 +67,8 @@ typedef void (*storage_fetch_cb)(int status, const struct mm_error *err, const c
 /* Create the cache dir if needed (parents too) and remove what an earlier run left in it (the
  * runtime was purged at start: nothing there is in use): every entry named mm-*, and nothing
  * else, so that a mistaken --cache-dir costs no one's files. The models root, if given, must
- * exist. 0, or -errno with err naming the directory (-ENOSYS: the kernel lacks openat2). */
+ * exist and not be the cache dir or inside it (-EINVAL). 0, or -errno with err naming the
+ * directory (-ENOSYS: the kernel lacks openat2). */
 int storage_new(struct ev_loop *loop, const struct storage_config *cfg, struct storage **out,
                 struct mm_error *err);
 /* NULL is ignored. See the lifetime rule above. */

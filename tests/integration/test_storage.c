@@ -542,6 +542,20 @@ static void test_cache_dir_made(void)
     CHECK(stat(nested, &sb) == 0 && S_ISDIR(sb.st_mode) && (sb.st_mode & 0777) == 0700);
     storage_free(st);
 
+    /* a models root in the cache dir would lose its mm-* entries at the next start */
+    char inside[PATH_MAX * 2 + 16];
+    snprintf(inside, sizeof inside, "%s/mm-models", nested);
+    REQUIRE(mkdir(inside, 0755) == 0);
+    cfg.models_root = inside;
+    CHECK_INT(storage_new(loop, &cfg, &st, &err), -EINVAL);
+    CHECK(strstr(err.msg, "inside it") != NULL);
+    CHECK(exists(inside));
+    cfg.models_root = nested;
+    CHECK_INT(storage_new(loop, &cfg, &st, &err), -EINVAL);
+    cfg.models_root = top; /* the cache dir inside the models root is fine */
+    CHECK_INT(storage_new(loop, &cfg, &st, &err), 0);
+    storage_free(st);
+
     cfg.models_root = "/no/such/root";
     CHECK(storage_new(loop, &cfg, &st, &err) == -ENOENT);
     CHECK(strstr(err.msg, "/no/such/root") != NULL);
@@ -552,7 +566,7 @@ static void test_cache_dir_made(void)
 
 int main(void)
 {
-    loop = ev_default_loop(0);
+    loop = ev_loop_new(EVFLAG_AUTO);
     snprintf(top, sizeof top, "/tmp/test-storage-XXXXXX");
     REQUIRE(mkdtemp(top));
     snprintf(root, sizeof root, "%s/models", top);
@@ -573,5 +587,6 @@ int main(void)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", top);
+    ev_loop_destroy(loop);
     return CHECK_DONE();
 }
