@@ -744,11 +744,14 @@ void instance_update(struct instance *in, const struct instance_figures *f)
 {
     if (in->phase != OPEN)
         return;
-    /* Judged against what etcd holds (the record as last published, or as it stands when
-     * nothing is published yet: a put is wanted anyway). */
+    /* Judged against what etcd holds or is about to hold: the record being put, else the one
+     * last published, else the record as it stands (nothing published yet: a put is wanted
+     * anyway). Judging against the last published one while a put is in flight would take a
+     * change back to the published figures (a load that started and ended within one put) for
+     * no change, and leave the record with the in-flight figures for max_interval_ms. */
     struct instance_record was;
-    bool have = in->published && record_decode(RECORD_INSTANCE, in->published,
-                                               strlen(in->published), &was, NULL) == 0;
+    const char *base = in->put_json ? in->put_json : in->published;
+    bool have = base && record_decode(RECORD_INSTANCE, base, strlen(base), &was, NULL) == 0;
     bool sig = significant(have ? &was : &in->rec, f);
     bool changed =
         sig || !have || f->used_bytes != was.used_bytes || f->lru_oldest_ms != was.lru_oldest_ms;

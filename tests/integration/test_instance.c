@@ -7,6 +7,7 @@
  * ASan too. */
 #include <errno.h>
 #include <ev.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,24 @@ static void test_registration(void)
     instance_update(in, &f);
     run_for(500);
     CHECK_INT(n_puts - first, 3);
+
+    /* A change taken back while its put is in flight (a load that started and ended within one
+     * put): the record ends with the figures as they are, within the minimum interval, instead
+     * of keeping the in-flight ones until some later change. etcd is frozen so that the put
+     * stays in flight (shorter than the client's 1 s request timeout). */
+    run_for(2100);
+    struct instance_figures busy = f;
+    busy.loading = 1;
+    CHECK_INT(kill(server.pid, SIGSTOP), 0);
+    instance_update(in, &busy); /* significant and due: its put starts and hangs */
+    run_for(100);
+    instance_update(in, &f); /* back to the figures etcd held before */
+    run_for(200);
+    CHECK_INT(kill(server.pid, SIGCONT), 0);
+    run_for(2500);
+    REQUIRE(n_puts - first == 5);
+    CHECK_INT(seen_puts[first + 3].rec.loading_count, 1);
+    CHECK_INT(seen_puts[first + 4].rec.loading_count, 0);
 
     /* The prefix wiped (an operator, a restore): the record comes back under the same lease. */
     struct instance_stats st;
