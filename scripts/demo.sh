@@ -4,7 +4,8 @@
 # back with mmctl and with etcd's own etcdctl. Then build the example models, start both model
 # runtimes, load the examples through the runtime SPI and ask each for a prediction (KServe V2)
 # with mmctl. Then start an mm-node beside each runtime: each registers its instance under an
-# etcd lease, and deregisters at SIGTERM. Everything is stopped by its pid at the end, unless
+# etcd lease; register both models through the model API (each lands on the node that serves
+# its type, Loaded, its copy in etcd) and ask the chosen runtime; SIGTERM the nodes. Everything is stopped by its pid at the end, unless
 # MM_DEMO_KEEP=1 (then the script prints how to use and stop etcd; the runtimes are stopped
 # either way).
 set -euo pipefail
@@ -73,14 +74,14 @@ build/examples/xgboost/make-breast-cancer "$work/models"
 /usr/bin/python3 examples/sklearn/make_mnist_svm.py "$work/models"
 
 echo "== mm-runtime (XGBoost): status, load, and the sample request"
-start_runtime mm-runtime build/runtimes/xgboost/mm-runtime
+start_runtime mm-runtime build/runtimes/xgboost/mm-runtime --models-dir "$work"
 xgb=127.0.0.1:$RUNTIME_PORT
 $mmctl --address "$xgb" runtime status --purge   # runtimeStatus unloads all: nothing loaded yet
 $mmctl --address "$xgb" runtime load breast-cancer "$work/models/xgboost/breast-cancer.json" --type xgboost
 $mmctl --address "$xgb" infer breast-cancer --file "$work/models/xgboost/breast-cancer-request.json"
 
 echo "== the sklearn runtime: load the MNIST SVM, and KServe's sample digit (expect 8)"
-start_runtime sklearn /usr/bin/python3 runtimes/sklearn/server.py
+start_runtime sklearn /usr/bin/python3 runtimes/sklearn/server.py --models-dir "$work"
 skl=127.0.0.1:$RUNTIME_PORT
 $mmctl --address "$skl" runtime load mnist-svm "$work/models/sklearn/mnist-svm.joblib" --type sklearn
 $mmctl --address "$skl" infer mnist-svm --file "$work/models/sklearn/mnist-svm-request.json"
@@ -88,25 +89,54 @@ echo "== a request that does not fit the model is refused with the reason"
 echo '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}' |
   $mmctl --address "$skl" infer mnist-svm || true
 
-echo "== mm-node beside each runtime: each registers its instance under an etcd lease"
+echo "== mm-node beside each runtime: the pods become one mesh"
 echo "   (a node starts with runtimeStatus, which unloads what its runtime held: the mesh owns it;
-   the peer port is 0 until routing comes)"
+   each node copies models from the models root into its own cache dir, inside the runtime's
+   --models-dir, and serves the model API; routing inference through the nodes comes next)"
+# A cluster of its own, so that the hand-written records above do not mix with the mesh's.
+export MM_CLUSTER=mesh
 node_pids=()
+declare -A node_api
 for spec in "node-xgb $xgb mm-runtime xgboost" "node-skl $skl mm-sklearn sklearn"; do
   set -- $spec
   build/node/mm-node --instance-id "$1" --runtime "$2" --runtime-name "$3" --model-types "$4" \
-    --zone local --internal-address 127.0.0.1:0 >"$work/$1.log" 2>&1 </dev/null &
+    --zone local --internal-address 127.0.0.1:0 --listen 127.0.0.1:0 \
+    --models-root "$work/models" --cache-dir "$work/cache/$1" \
+    >"$work/$1.out" 2>"$work/$1.log" </dev/null &
   node_pids+=($!)
-done
-for _ in $(seq 1 100); do
-  [ "$($mmctl registry dump --prefix instances/ 2>/dev/null | grep -c '"labels"')" -ge 2 ] && break
-  sleep 0.1
+  port=
+  for _ in $(seq 1 300); do
+    port=$(awk '/^LISTENING /{print $2; exit}' "$work/$1.out")
+    [ -n "$port" ] && break
+    kill -0 "$!" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$port" ]; then
+    echo "demo: $1 did not start; its log:" >&2
+    tail -20 "$work/$1.log" >&2
+    exit 1
+  fi
+  node_api[$1]=127.0.0.1:$port
 done
 $mmctl registry dump --prefix instances/
-echo "== SIGTERM the nodes: each marks itself shutting down, revokes its lease, and is gone"
+echo "== register both models through one node's model API: each is placed on the node whose"
+echo "   runtime serves its type, loaded, and its copy published in etcd"
+$mmctl model register breast-cancer --type xgboost --path xgboost/breast-cancer.json \
+  --load-now --sync --node "${node_api[node-xgb]}"
+$mmctl model register mnist-svm --type sklearn --path sklearn/mnist-svm.joblib \
+  --load-now --sync --node "${node_api[node-xgb]}"
+$mmctl model status mnist-svm --node "${node_api[node-skl]}"
+$mmctl registry dump --prefix copies/
+echo "== the runtime the mesh chose answers for the model it loaded (expect 8)"
+$mmctl --address "$skl" infer mnist-svm --file "$work/models/sklearn/mnist-svm-request.json"
+echo "== a model whose file is not in storage: tried, and reported failed with the reason"
+$mmctl model register missing --type xgboost --path xgboost/no-such-model.json \
+  --load-now --sync --node "${node_api[node-skl]}" || true
+echo "== SIGTERM the nodes: each unloads, revokes its lease, and is gone with its copies"
 kill -TERM "${node_pids[@]}"
 for pid in "${node_pids[@]}"; do wait "$pid" || echo "demo: node $pid exited $?" >&2; done
 $mmctl registry dump --prefix instances/
+$mmctl registry dump --prefix copies/
 
 if [ "${MM_DEMO_KEEP:-0}" = 1 ]; then
   echo "== etcd keeps running: export MM_ETCD_ENDPOINTS=$endpoint MM_CLUSTER=demo"
