@@ -117,9 +117,17 @@ int cluster_runtime_start(struct cluster *c, size_t i)
     if (p->runtime_pid > 0)
         return -EALREADY;
     char cap[32], dflt[32], timeout[32], conc[32];
-    char *argv[32] = {(char *)c->cfg.mm_runtime, "--listen", "127.0.0.1:0", "--models-dir",
-                      p->cache_dir, "--log-level", "info"};
-    int n = 7;
+    char *argv[32];
+    int n = 0;
+    if (c->cfg.runtime_interpreter)
+        argv[n++] = (char *)c->cfg.runtime_interpreter;
+    argv[n++] = (char *)c->cfg.mm_runtime;
+    argv[n++] = "--listen";
+    argv[n++] = "127.0.0.1:0";
+    argv[n++] = "--models-dir";
+    argv[n++] = p->cache_dir;
+    argv[n++] = "--log-level";
+    argv[n++] = "info";
     if (c->cfg.capacity_bytes) {
         snprintf(cap, sizeof(cap), "%llu", (unsigned long long)c->cfg.capacity_bytes);
         argv[n++] = "--capacity-bytes";

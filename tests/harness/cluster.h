@@ -34,6 +34,9 @@ struct spi_client;
 struct cluster_config {
     const char *mm_node;            /* paths of the programs (required) */
     const char *mm_runtime;
+    const char *runtime_interpreter; /* NULL = run mm_runtime itself; else the program that runs
+                                        it ("/usr/bin/python3" for runtimes/sklearn/server.py,
+                                        which takes the same flags) */
     const char *name;               /* the cluster in etcd; NULL = "c" */
     size_t n_pods;                  /* 1..CLUSTER_MAX_PODS */
     uint64_t capacity_bytes;        /* each runtime's --capacity-bytes; 0 = its default */
