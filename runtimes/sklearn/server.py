@@ -692,8 +692,9 @@ class Runtime:
             raise Failure("UNAVAILABLE", "model %s is still loading" % name)
         return m
 
-    def infer(self, data):
-        """On a worker thread: decode, predict, encode."""
+    def infer(self, data, model_id=None):
+        """On a worker thread: decode, predict, encode. model_id (the mm-model-id header) wins
+        over the request's model_name, which a mesh node forwards untouched."""
         from google.protobuf.message import DecodeError
 
         req = self.v2.ModelInferRequest()
@@ -703,13 +704,14 @@ class Runtime:
         except DecodeError:
             raise Failure("INVALID_ARGUMENT", "malformed inference.ModelInferRequest: %d bytes "
                           "do not decode" % len(data))
-        m = self.models.get(req.model_name)  # a dict read: safe beside the loop's writes
+        name = model_id or req.model_name
+        m = self.models.get(name)  # a dict read: safe beside the loop's writes
         if m is None or m.task is not None:
-            return None, req  # the loop answers, with the table's own words
+            return None, name  # the loop answers, with the table's own words
         raw = req.raw_input_contents[0] if len(req.raw_input_contents) else None
         x = read_input(req, raw, m)
         wanted = [o.name for o in req.outputs] or ["predict"]
-        resp = self.v2.ModelInferResponse(model_name=req.model_name, id=req.id)
+        resp = self.v2.ModelInferResponse(model_name=m.id, id=req.id)
         for name in wanted:
             if name == "predict":
                 fn = m.estimator.predict
@@ -734,18 +736,18 @@ class Runtime:
             out = resp.outputs.add()
             out.name = name
             put_output(resp, out, y, raw is not None)
-        return resp.SerializeToString(), req
+        return resp.SerializeToString(), name
 
-    async def model_infer(self, data, deadline):
-        answer, req = await self.loop.run_in_executor(self.workers, self.infer, data)
+    async def model_infer(self, data, deadline, model_id=None):
+        answer, name = await self.loop.run_in_executor(self.workers, self.infer, data,
+                                                       model_id)
         if answer is None:
-            self.loaded(req.model_name)  # raises what is wrong
-            raise Failure("UNAVAILABLE", "model %s was unloaded during the call" %
-                          req.model_name)
+            self.loaded(name)  # raises what is wrong
+            raise Failure("UNAVAILABLE", "model %s was unloaded during the call" % name)
         return answer
 
-    async def model_metadata(self, req, deadline):
-        m = self.loaded(req.name, "name")
+    async def model_metadata(self, req, deadline, model_id=None):
+        m = self.loaded(model_id or req.name, "name")
         r = self.v2.ModelMetadataResponse(name=m.id, platform="sklearn")
         t = r.inputs.add(name="input-0", datatype="FP32")
         t.shape.extend([-1, m.features])
@@ -756,8 +758,8 @@ class Runtime:
             p.shape.extend([-1, m.proba_classes])
         return r
 
-    async def model_ready(self, req, deadline):
-        m = self.models.get(req.name)
+    async def model_ready(self, req, deadline, model_id=None):
+        m = self.models.get(model_id or req.name)
         return self.v2.ModelReadyResponse(ready=m is not None and m.task is None)
 
     async def server_live(self, req, deadline):
@@ -775,11 +777,21 @@ def remaining(deadline):
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def make_handler(grpc, full_name, request_type, fn, decode_pool=None):
+def header_model_id(context, call):
+    """The concrete model id a mesh node names in the mm-model-id header (None if absent): it
+    wins over the request's own name, which the node forwards untouched (a vmodel's name)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "mm-model-id" and value:
+            return check_id(value, call, "the mm-model-id header")
+    return None
+
+
+def make_handler(grpc, full_name, request_type, fn, decode_pool=None, takes_id=False):
     """A unary handler on raw bytes: we decode (request_type None: fn decodes off the loop),
     within MAX_FIELDS, so a malformed request gets INVALID_ARGUMENT naming the message type, and
     every Failure becomes its status with its message, escaped and capped. Requests larger than
-    64 KiB are decoded on decode_pool, not on the loop."""
+    64 KiB are decoded on decode_pool, not on the loop. takes_id: fn also takes the
+    mm-model-id header's model id (or None)."""
     from google.protobuf.message import DecodeError
 
     def decode(data):
@@ -796,14 +808,15 @@ def make_handler(grpc, full_name, request_type, fn, decode_pool=None):
         left = context.time_remaining()
         deadline = None if left is None else time.monotonic() + left
         try:
+            extra = (header_model_id(context, full_name),) if takes_id else ()
             if request_type is None:
-                return await fn(data, deadline)
+                return await fn(data, deadline, *extra)
             if decode_pool is not None and len(data) > 65536:
                 req = await asyncio.get_running_loop().run_in_executor(decode_pool, decode,
                                                                          data)
             else:
                 req = decode(data)
-            return (await fn(req, deadline)).SerializeToString()
+            return (await fn(req, deadline, *extra)).SerializeToString()
         except Failure as e:
             code, message = e.code, e.message
         except asyncio.CancelledError:
@@ -876,7 +889,8 @@ async def serve(args, v2, spi):
         for name, (t, fn) in methods.items():
             full = t.DESCRIPTOR.full_name if t else "%s.%sRequest" % (service.split(".")[0],
                                                                       name)
-            table[name] = make_handler(grpc, full, t, fn, rt.workers)
+            table[name] = make_handler(grpc, full, t, fn, rt.workers,
+                                       name in ("ModelInfer", "ModelMetadata", "ModelReady"))
         handlers.append(grpc.method_handlers_generic_handler(service, table))
 
     # so_reuseport off: a second server on a taken port must fail, not share it silently.

@@ -584,6 +584,8 @@ struct prediction {
     float *rows;
     size_t n_rows;
     bool raw; /* answer the way the client asked: raw bytes or contents */
+    bool has_id;              /* model_id came from the mm-model-id header */
+    char model_id[MAX_ID + 1];
     float *result;
     size_t per_row;
     struct pool_job *job;    /* the job running or queued for it */
@@ -695,6 +697,28 @@ static grpc_status_code read_rows(const Inference__ModelInferRequest *req, const
     return GRPC_STATUS_OK;
 }
 
+/* The concrete model id a mesh node names in the mm-model-id header: it wins over the
+ * request's own name, which a node forwards untouched and which may be a vmodel's name
+ * (docs/routing.md). Copied into out[MAX_ID + 1]: 1 when present, 0 when absent, or -EINVAL
+ * with the call answered INVALID_ARGUMENT (longer than MAX_ID, a NUL, not UTF-8). */
+static int header_model_id(struct rpc_call *c, char *out, const char *call)
+{
+    size_t len = 0;
+    const char *v = rpc_call_header(c, "mm-model-id", &len);
+    out[0] = '\0';
+    if (!v || len == 0)
+        return 0;
+    if (len > MAX_ID || memchr(v, '\0', len) || !mm_utf8_valid(v, len)) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
+                      "%s: the mm-model-id header is longer than %d bytes, holds a NUL or is "
+                      "not UTF-8", call, MAX_ID);
+        return -EINVAL;
+    }
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 1;
+}
+
 static struct model *loaded(struct xgb_server *rt, struct rpc_call *c, const char *name,
                             const char *field)
 {
@@ -788,7 +812,7 @@ static void decoded(int status, void *arg)
     else if (p->status != GRPC_STATUS_OK)
         rpc_call_fail(p->call, p->status, "%s", p->why);
     else
-        m = loaded(rt, p->call, req->model_name, "model_name");
+        m = loaded(rt, p->call, p->has_id ? p->model_id : req->model_name, "model_name");
     if (m) {
         p->m = m;
         m->inflight++;
@@ -822,6 +846,12 @@ static void model_infer(struct rpc_call *c, void *arg)
     p->rt = rt;
     p->call = c;
     p->request = rpc_call_request(c);
+    int has = header_model_id(c, p->model_id, "ModelInfer");
+    if (has < 0) {
+        free(p);
+        return;
+    }
+    p->has_id = has > 0;
     if (pool_submit(rt->predictions, decode_work, decoded, p, &p->job) < 0) {
         rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "runtime is stopping");
         free(p);
@@ -841,7 +871,9 @@ static void model_metadata(struct rpc_call *c, void *arg)
                     1, &msg) < 0)
         return;
     Inference__ModelMetadataRequest *req = (Inference__ModelMetadataRequest *)msg;
-    struct model *m = loaded(rt, c, req->name, "name");
+    char id[MAX_ID + 1];
+    int has = header_model_id(c, id, "ModelMetadata");
+    struct model *m = has < 0 ? NULL : loaded(rt, c, has ? id : req->name, "name");
     if (m) {
         Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
         Inference__ModelMetadataResponse__TensorMetadata in =
@@ -878,7 +910,13 @@ static void model_ready(struct rpc_call *c, void *arg)
                     &msg) < 0)
         return;
     Inference__ModelReadyRequest *req = (Inference__ModelReadyRequest *)msg;
-    struct model *m = find(rt, req->name);
+    char id[MAX_ID + 1];
+    int has = header_model_id(c, id, "ModelReady");
+    if (has < 0) {
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        return;
+    }
+    struct model *m = find(rt, has ? id : req->name);
     Inference__ModelReadyResponse r = INFERENCE__MODEL_READY_RESPONSE__INIT;
     r.ready = m && m->state == MODEL_LOADED;
     rpc_call_reply(c, rpc_encode(&r.base), GRPC_STATUS_OK, NULL);
