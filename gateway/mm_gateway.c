@@ -320,8 +320,9 @@ int main(int argc, char **argv)
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         g.exit_code = 1;
     } else {
-        mm_log(MM_LOG_INFO, WHO, "gateway %s (id from %s), cluster %s, etcd %s", g.id, source,
-               o.cluster, o.etcd.endpoints);
+        mm_log(MM_LOG_INFO, WHO, "gateway %s (id from %s), cluster %s, etcd %s", g.id,
+               strcmp(source, "--instance-id") == 0 ? "--gateway-id" : source, o.cluster,
+               o.etcd.endpoints);
         ev_signal_init(&g.sigterm, on_signal_w, SIGTERM);
         ev_signal_init(&g.sigint, on_signal_w, SIGINT);
         g.sigterm.data = g.sigint.data = &g;
