@@ -9,13 +9,17 @@
  * completion-queue thread that reply, hand the call to the loop, or forward it (header added,
  * error passed through, deadline and client cancel propagated, a dead peer retried elsewhere),
  * and a routing snapshot swapped under load, each old one freed once no handler can hold it. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -481,6 +485,7 @@ static void test_fast_path(const char *backend_target)
     CHECK_STR(((Inference__ModelInferResponse *)m)->id, "v0");
     protobuf_c_message_free_unpacked(m, NULL);
     testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
 
     /* Error passthrough: the backend's status and message, escaped once, answered by the
      * peer. */
@@ -571,7 +576,6 @@ static void test_fast_path(const char *backend_target)
     CHECK_INT(named, N);
     CHECK_INT(route_bad, 0);
     CHECK(republish.k > 10);
-    fprintf(stderr, "fast path: %d routes published under load, %d fast calls\n", republish.k, (int)fast_calls);
     /* one more call: the CQ thread passes a quiescent state, so all but the current go */
     bb = rpc_buffer_from("echo", 4);
     r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
@@ -591,6 +595,111 @@ static void test_fast_path(const char *backend_target)
     CHECK(fast_calls > N);
     rpc_channel_free(fch);
     stop_server(front);
+}
+
+/* A raw HTTP/2 client that opens one gRPC stream and sends only part of its message (what no
+ * well-behaved client sends): the fast path's message timeout must end it. */
+struct raw_stream {
+    int fd;
+    unsigned char in[1 << 16];
+    size_t len;
+    bool ended; /* stream 1 ended by the server: trailers or RST_STREAM */
+};
+
+static void raw_frame(int fd, int type, int flags, uint32_t stream, const void *p, size_t n)
+{
+    unsigned char h[9] = {(unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n,
+                          (unsigned char)type, (unsigned char)flags,
+                          (unsigned char)(stream >> 24), (unsigned char)(stream >> 16),
+                          (unsigned char)(stream >> 8), (unsigned char)stream};
+    CHECK(write(fd, h, 9) == 9);
+    CHECK(n == 0 || write(fd, p, n) == (ssize_t)n);
+}
+
+static size_t hpack_literal(unsigned char *out, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value), k = 0; /* both under 127 bytes here */
+    out[k++] = 0x00; /* literal without indexing, new name, no Huffman */
+    out[k++] = (unsigned char)nl;
+    memcpy(out + k, name, nl);
+    k += nl;
+    out[k++] = (unsigned char)vl;
+    memcpy(out + k, value, vl);
+    return k + vl;
+}
+
+static bool raw_read(void *arg)
+{
+    struct raw_stream *r = arg;
+    ssize_t got;
+    while (r->len < sizeof(r->in) &&
+           (got = read(r->fd, r->in + r->len, sizeof(r->in) - r->len)) > 0)
+        r->len += (size_t)got;
+    while (r->len >= 9) {
+        size_t n = (size_t)r->in[0] << 16 | (size_t)r->in[1] << 8 | r->in[2];
+        if (r->len < 9 + n)
+            break;
+        int type = r->in[3], flags = r->in[4];
+        uint32_t stream = ((uint32_t)r->in[5] << 24 | (uint32_t)r->in[6] << 16 |
+                           (uint32_t)r->in[7] << 8 | r->in[8]) & 0x7fffffffu;
+        if (type == 4 && !(flags & 1))
+            raw_frame(r->fd, 4, 1, 0, NULL, 0); /* SETTINGS ack */
+        if (stream == 1 && (type == 3 || (type == 1 && (flags & 1))))
+            r->ended = true;
+        memmove(r->in, r->in + 9 + n, r->len - 9 - n);
+        r->len -= 9 + n;
+    }
+    return r->ended;
+}
+
+static atomic_int stalled_handled;
+
+static enum rpc_next fast_count(struct rpc_call *c, void *arg)
+{
+    stalled_handled++;
+    rpc_call_reply(c, NULL, GRPC_STATUS_OK, NULL);
+    return RPC_NEXT_DONE;
+}
+
+static void test_fast_message_timeout(void)
+{
+    struct mm_error err = {0};
+    struct rpc_server *s = NULL;
+    struct rpc_server_config cfg = {.message_timeout_ms = 300};
+    int port = 0;
+    REQUIRE(rpc_server_new(ctx, &cfg, &s, &err) == 0);
+    REQUIRE(rpc_server_listen(s, "127.0.0.1:0", &port, &err) == 0);
+    REQUIRE(rpc_server_register_fast(s, "/test.Echo/Echo", fast_count, slow_echo, NULL, &err) ==
+            0);
+    REQUIRE(rpc_server_start(s, &err) == 0);
+    struct raw_stream *r = calloc(1, sizeof(*r));
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    REQUIRE(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    fcntl(r->fd, F_SETFL, O_NONBLOCK); /* read between turns of the loop that serves it */
+    CHECK(write(r->fd, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24) == 24);
+    raw_frame(r->fd, 4, 0, 0, NULL, 0);
+    unsigned char block[256];
+    size_t k = 0;
+    k += hpack_literal(block + k, ":method", "POST");
+    k += hpack_literal(block + k, ":scheme", "http");
+    k += hpack_literal(block + k, ":path", "/test.Echo/Echo");
+    k += hpack_literal(block + k, ":authority", "localhost");
+    k += hpack_literal(block + k, "content-type", "application/grpc");
+    k += hpack_literal(block + k, "te", "trailers");
+    raw_frame(r->fd, 1, 4, 1, block, k); /* HEADERS, END_HEADERS */
+    /* a message announced as 100 bytes, 10 of them sent, and the stream left open */
+    unsigned char data[15] = {0, 0, 0, 0, 100, 'p', 'a', 'r', 't', 'i', 'a', 'l', '.', '.', '.'};
+    raw_frame(r->fd, 0, 0, 1, data, sizeof(data));
+    long long t0 = harness_now_ms();
+    CHECK(harness_run_until(loop, raw_read, r, 5000));
+    long long took = harness_now_ms() - t0;
+    CHECK(took >= 250 && took < 2500);
+    CHECK_INT(stalled_handled, 0);
+    close(r->fd);
+    free(r);
+    stop_server(s);
 }
 
 int main(void)
@@ -849,6 +958,7 @@ int main(void)
 
     /* The fast path: the same shapes handled on the completion-queue thread. */
     test_fast_path(target);
+    test_fast_message_timeout();
 
     /* An owner frees its channel from inside a reply callback while another call of its is in
      * flight (parked): that call is cancelled, the server sees it, its callback never runs. */
