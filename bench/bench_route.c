@@ -3,8 +3,9 @@
  *   (a) client -> the runtime directly (mm-runtime holding the model);
  *   (b) client -> the node beside that runtime (the model local);
  *   (c) client -> the other node (one forward to the holder's internal port);
- *   (d) client -> route_proxy -> the runtime: a bare forwarding hop on plain gRPC C core, the
- *       anchor: (b) should be within 10% of (d), (c) no worse than two hops of (d).
+ *   (d) client -> bare_proxy -> the runtime: a bare forwarding hop on plain gRPC C core (one
+ *       thread, one completion queue), the anchor: (b) should be within 10% of (d), (c) no
+ *       worse than two hops of (d).
  * On a local cluster of real processes (etcd, 2 pods of mm-runtime + mm-node), the breast-cancer
  * XGBoost model registered and Loaded on one pod; ModelInfer with raw FP32 rows of 30 features:
  * 1 row (120 B tensor), 64 rows (7.5 KiB), 546 rows (64 KiB); h2load with 1 connection and
@@ -13,7 +14,7 @@
  * of that path spent per request (/proc/<pid>/stat, all threads). Every target is first checked
  * with one call (OK, one prediction per row); each cell checks that every response carried the
  * expected message (gRPC errors carry none), else the cell is marked ERR.
- * usage: bench_route MM_NODE MM_RUNTIME MAKE_BREAST_CANCER ROUTE_PROXY [S seconds (3)]
+ * usage: bench_route MM_NODE MM_RUNTIME MAKE_BREAST_CANCER BARE_PROXY [S seconds (3)]
  *                    [concurrencies (1,16,64)] [rows (1,64,546)]
  * Environment: H2LOAD (default h2load on PATH). (b) and (c) are n/a while mm-node does not route
  * inference (the check call says why). */
@@ -292,7 +293,7 @@ static void run_cell(const struct target *t, int conc, double seconds, const cha
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s MM_NODE MM_RUNTIME MAKE_BREAST_CANCER ROUTE_PROXY [seconds] "
+        fprintf(stderr, "usage: %s MM_NODE MM_RUNTIME MAKE_BREAST_CANCER BARE_PROXY [seconds] "
                 "[concurrencies] [rows]\n", argv[0]);
         return 2;
     }
@@ -348,10 +349,11 @@ int main(int argc, char **argv)
     int o = 1 - h;
     char target[64];
     snprintf(target, sizeof(target), "127.0.0.1:%d", cl.pods[h].runtime_port);
-    char *pargv[] = {(char *)proxy, "127.0.0.1:0", target, NULL};
+    char *pargv[] = {(char *)proxy, "--listen", "127.0.0.1:0", "--backend", target, "--method",
+                     INFER_PATH, NULL};
     int proxy_port = 0;
     if (harness_spawn_listening(pargv, 10000, &proxy_pid, &proxy_port) < 0)
-        die("starting route_proxy");
+        die("starting bare_proxy");
 
     struct cluster_pod *H = &cl.pods[h], *O = &cl.pods[o];
     static const char *const names[N_TARGETS] = {"a", "b", "c", "d"};

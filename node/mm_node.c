@@ -1,8 +1,9 @@
-/* mm_node.c - the node program, beside one runtime: binds its port, waits for the runtime
- * (runtimeStatus until READY, bounded), registers the instance under a lease (instance.h),
- * mirrors /modelmesh/<cluster>/ (mirror.h), then holds copies (copies.h, storage.h), takes
- * part in placement (mesh.h) and serves the model API (model_api.h); once all that runs it
- * prints "LISTENING <port>" on stdout.
+/* mm_node.c - the node program, beside one runtime: binds its ports, waits for the runtime
+ * (runtimeStatus until READY, bounded), registers the instance under a lease (instance.h) with
+ * its internal address, mirrors /modelmesh/<cluster>/ (mirror.h), then holds copies (copies.h,
+ * storage.h), takes part in placement (mesh.h), routes inference (table.h, route.h) and serves
+ * the model API (model_api.h) on --listen and inference for peers on --internal-listen; once
+ * all that runs it prints "LISTENING <port>" (the --listen port) on stdout.
  * SIGTERM/SIGINT: the record is marked shutting down (published at once), loaded models are
  * moved to other instances (mesh_move_away), the local copies unloaded, the lease revoked
  * (the record vanishes at once), exit 0; all within --shutdown-timeout. Exit 1 when the port
@@ -29,9 +30,11 @@
 #include "mm/model_api.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/spi.h"
 #include "mm/storage.h"
+#include "mm/table.h"
 
 #ifndef MM_VERSION
 #define MM_VERSION "unknown"
@@ -40,14 +43,19 @@
 #define WHO "mm-node"
 #define MAX_TTL_MS 3600000ULL   /* --lease-ttl: an hour */
 #define MAX_WAIT_MS 86400000ULL /* --runtime-start-timeout, intervals: a day */
+#define MAX_RPC_MS 3600000ULL   /* --message-timeout-ms, --connection-idle-ms: an hour */
 
 struct options {
     struct etcd_config etcd;
     const char *cluster, *instance_id, *runtime, *runtime_name, *model_types, *zone,
-        *internal_address, *password_file, *listen, *models_root, *cache_dir, *max_failures;
+        *internal_address, *password_file, *listen, *models_root, *cache_dir, *max_failures,
+        *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
+        *connection_idle, *max_parked;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
         load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms;
     uint64_t max_load_failures;
+    struct rpc_server_config rpc; /* both ports' bounds */
+    unsigned max_parked_calls;
 };
 
 struct node {
@@ -61,13 +69,17 @@ struct node {
     struct spi_runtime_status runtime; /* its answer at start: capacity, limits, default size */
     struct rpc_server *server;
     int port;
+    struct rpc_server *internal; /* inference for peers */
+    int internal_port;
+    struct table *table;
+    struct route *route, *route_internal;
     struct storage *storage;
     struct mirror *mirror;
     struct copies *copies;
     struct mesh *mesh;
     struct model_api *api;
     struct place_config place;
-    bool registered, synced, serving, server_down;
+    bool registered, synced, serving, server_down, internal_down;
     ev_tstamp stop_started;
     ev_timer hard_stop;
     ev_signal sigterm, sigint;
@@ -104,9 +116,14 @@ static void usage(FILE *to)
             "  --model-types T1,T2          labels mt:T1,mt:T2 (env MM_MODEL_TYPES; default "
             "none)\n"
             "  --zone ZONE                  (env MM_ZONE; default none)\n"
+            "  --internal-listen ADDR       inference for peers (forwarded requests); port 0 "
+            "picks\n"
+            "                               one (env MM_INTERNAL_LISTEN; default 0.0.0.0:8080)\n"
             "  --internal-address HOST:PORT where peers reach this node (env "
             "MM_INTERNAL_ADDRESS;\n"
-            "                               default $POD_IP:8080, else 127.0.0.1:8080)\n"
+            "                               default the --internal-listen address; a wildcard "
+            "host\n"
+            "                               is $POD_IP, else 127.0.0.1)\n"
             "  --lease-ttl DURATION         instance lease TTL, whole seconds, 2s..1h (env\n"
             "                               MM_LEASE_TTL; default 20s)\n"
             "  --runtime-start-timeout DURATION   wait this long for the runtime to be READY\n"
@@ -114,8 +131,24 @@ static void usage(FILE *to)
             "  --publish-min-interval DURATION    no two record puts closer (default 2s)\n"
             "  --publish-max-interval DURATION    a minor change is published within "
             "(default 40s)\n"
-            "  --listen ADDR                the model API (mmesh.ModelMesh); port 0 picks one\n"
+            "  --listen ADDR                inference (KServe V2, routed through the mesh) and "
+            "the\n"
+            "                               model API (mmesh.ModelMesh); port 0 picks one\n"
             "                               (env MM_LISTEN; default 0.0.0.0:8033)\n"
+            "  --max-connections N          connections open at once, per port (default 3/4 "
+            "of the\n"
+            "                               open-file limit, at most 65536)\n"
+            "  --max-streams N              concurrent calls per connection, 1..100000 "
+            "(default 100)\n"
+            "  --rpc-memory BYTES           gRPC buffers of all connections, per port, 1Mi..1Ti\n"
+            "                               (default 512Mi)\n"
+            "  --message-timeout-ms N       time for a request message to arrive (default "
+            "30000)\n"
+            "  --connection-idle-ms N       a connection without calls this long is closed\n"
+            "                               (default 120000)\n"
+            "  --max-parked N               requests waiting for models to load, at most "
+            "(default\n"
+            "                               10000); more are refused UNAVAILABLE\n"
             "  --models-root DIR            where storage paths (pvc) resolve (env "
             "MM_MODELS_ROOT)\n"
             "  --cache-dir DIR              where models are put for the runtime, which must "
@@ -174,6 +207,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->max_interval_ms = INSTANCE_MAX_INTERVAL_MS;
     o->shutdown_ms = 30000;
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
+    o->internal_listen = env_or("MM_INTERNAL_LISTEN", "0.0.0.0:8080");
     o->models_root = env_or("MM_MODELS_ROOT", NULL);
     o->cache_dir = env_or("MM_CACHE_DIR", NULL);
     o->failure_expiry_ms = 15 * 60000;
@@ -217,6 +251,13 @@ static int parse(int argc, char **argv, struct options *o)
         {"--models-root", offsetof(struct options, models_root)},
         {"--cache-dir", offsetof(struct options, cache_dir)},
         {"--max-load-failures", offsetof(struct options, max_failures)},
+        {"--internal-listen", offsetof(struct options, internal_listen)},
+        {"--max-connections", offsetof(struct options, max_connections)},
+        {"--max-streams", offsetof(struct options, max_streams)},
+        {"--rpc-memory", offsetof(struct options, rpc_memory)},
+        {"--message-timeout-ms", offsetof(struct options, message_timeout)},
+        {"--connection-idle-ms", offsetof(struct options, connection_idle)},
+        {"--max-parked", offsetof(struct options, max_parked)},
     };
     for (size_t k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {
         const char *v = durations[k].env ? getenv(durations[k].env) : NULL;
@@ -279,6 +320,38 @@ static int parse(int argc, char **argv, struct options *o)
         struct mm_error err = {0};
         if (opts_u64("--max-load-failures", o->max_failures, 1, 100, &o->max_load_failures,
                      &err) < 0) {
+            fprintf(stderr, WHO ": %s\n", err.msg);
+            return 2;
+        }
+    }
+    struct {
+        const char *flag, *value;
+        uint64_t min, max;
+    } limits[] = {
+        {"--max-connections", o->max_connections, 1, 10000000},
+        {"--max-streams", o->max_streams, 1, 100000},
+        {"--message-timeout-ms", o->message_timeout, 1, MAX_RPC_MS},
+        {"--connection-idle-ms", o->connection_idle, 1, MAX_RPC_MS},
+        {"--max-parked", o->max_parked, 1, 1000000},
+    };
+    uint64_t lv[sizeof(limits) / sizeof(limits[0])] = {0};
+    for (size_t k = 0; k < sizeof(limits) / sizeof(limits[0]); k++) {
+        struct mm_error err = {0};
+        if (limits[k].value && opts_u64(limits[k].flag, limits[k].value, limits[k].min,
+                                        limits[k].max, &lv[k], &err) < 0) {
+            fprintf(stderr, WHO ": %s\n", err.msg);
+            return 2;
+        }
+    }
+    o->rpc.max_connections = (size_t)lv[0];
+    o->rpc.max_streams = (unsigned)lv[1];
+    o->rpc.message_timeout_ms = (unsigned)lv[2];
+    o->rpc.connection_idle_ms = (unsigned)lv[3];
+    o->max_parked_calls = (unsigned)lv[4];
+    if (o->rpc_memory) {
+        struct mm_error err = {0};
+        if (opts_bytes("--rpc-memory", o->rpc_memory, 1ull << 20, 1ull << 40,
+                       &o->rpc.memory_bytes, &err) < 0) {
             fprintf(stderr, WHO ": %s\n", err.msg);
             return 2;
         }
@@ -366,12 +439,36 @@ static void maybe_serve(struct node *n)
     if (mesh_new(&mc, &n->mesh, &err) < 0)
         goto fail;
     ac.mesh = n->mesh;
+    struct table_config tc = {
+        .cluster = o->cluster,
+        .iid = n->id,
+        .mirror = n->mirror,
+        .mesh = n->mesh,
+        .rpc = n->rpc,
+        .runtime = o->runtime,
+        .copies = n->copies,
+        .max_parked = o->max_parked_calls,
+    };
+    struct route_config rc = {
+        .loop = n->loop,
+        .mesh = n->mesh,
+        .name = n->id,
+        .version = MM_VERSION,
+    };
+    if (table_new(&tc, &n->table, &err) < 0)
+        goto fail;
+    rc.table = n->table;
     if (model_api_new(n->server, &ac, &n->api, &err) < 0 ||
-        rpc_server_start(n->server, &err) < 0)
+        route_new(n->server, &rc, &n->route, &err) < 0)
+        goto fail;
+    rc.internal = true;
+    if (route_new(n->internal, &rc, &n->route_internal, &err) < 0 ||
+        rpc_server_start(n->internal, &err) < 0 || rpc_server_start(n->server, &err) < 0)
         goto fail;
     n->serving = true;
-    mm_log(MM_LOG_INFO, WHO, "serving the model API on %s (port %d); cache %s", o->listen,
-           n->port, n->cache_dir);
+    mm_log(MM_LOG_INFO, WHO, "serving inference and the model API on %s (port %d), inference "
+           "for peers on %s (port %d); cache %s", o->listen, n->port, o->internal_listen,
+           n->internal_port, n->cache_dir);
     printf("LISTENING %d\n", n->port);
     fflush(stdout);
     return;
@@ -408,6 +505,30 @@ static void on_mirror(struct mirror *mr, enum mirror_state state, const struct m
     }
 }
 
+/* Where peers reach this node without --internal-address: the --internal-listen address with
+ * the port bound, a wildcard host replaced by $POD_IP (else 127.0.0.1). */
+static void internal_address(const struct node *n, char *out, size_t size)
+{
+    const char *l = n->o->internal_listen;
+    if (strncmp(l, "unix:", 5) == 0) {
+        snprintf(out, size, "%s", l);
+        return;
+    }
+    const char *colon = strrchr(l, ':');
+    size_t hn = colon ? (size_t)(colon - l) : strlen(l);
+    char host[256];
+    snprintf(host, sizeof(host), "%.*s", (int)hn, l);
+    if (host[0] == '[') { /* "[v6]" */
+        memmove(host, host + 1, strlen(host));
+        char *close = strchr(host, ']');
+        if (close)
+            *close = '\0';
+    }
+    if (!host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+        snprintf(host, sizeof(host), "%s", env_or("POD_IP", "127.0.0.1"));
+    snprintf(out, size, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, n->internal_port);
+}
+
 static void on_runtime(int status, const struct mm_error *err, const struct spi_runtime_status *st,
                        void *arg)
 {
@@ -438,13 +559,11 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
     n->place.failure_expiry_ms = (int64_t)o->failure_expiry_ms;
     if (n->place.failure_expiry_used_ms > n->place.failure_expiry_ms / 2)
         n->place.failure_expiry_used_ms = n->place.failure_expiry_ms / 2;
-    char pod_ip_address[300];
+    char bound_address[300];
     const char *address = o->internal_address;
     if (!address) {
-        const char *ip = env_or("POD_IP", "127.0.0.1");
-        snprintf(pod_ip_address, sizeof(pod_ip_address), strchr(ip, ':') ? "[%s]:8080" : "%s:8080",
-                 ip);
-        address = pod_ip_address;
+        internal_address(n, bound_address, sizeof(bound_address));
+        address = bound_address;
     }
     struct instance_config cfg = {
         .cluster = o->cluster,
@@ -559,7 +678,16 @@ static void on_server_down(void *arg)
 {
     struct node *n = arg;
     n->server_down = true;
-    ev_break(n->loop, EVBREAK_ALL);
+    if (n->internal_down)
+        ev_break(n->loop, EVBREAK_ALL);
+}
+
+static void on_internal_down(void *arg)
+{
+    struct node *n = arg;
+    n->internal_down = true;
+    if (n->server_down)
+        ev_break(n->loop, EVBREAK_ALL);
 }
 
 int main(int argc, char **argv)
@@ -600,8 +728,10 @@ int main(int argc, char **argv)
     struct storage_config sc = {.cache_dir = n.cache_dir, .models_root = o.models_root};
     if (etcd_client_new(n.loop, &o.etcd, &n.etcd, &err) < 0 ||
         rpc_context_new(n.loop, &n.rpc, &err) < 0 ||
-        rpc_server_new(n.rpc, NULL, &n.server, &err) < 0 ||
+        rpc_server_new(n.rpc, &o.rpc, &n.server, &err) < 0 ||
         rpc_server_listen(n.server, o.listen, &n.port, &err) < 0 ||
+        rpc_server_new(n.rpc, &o.rpc, &n.internal, &err) < 0 ||
+        rpc_server_listen(n.internal, o.internal_listen, &n.internal_port, &err) < 0 ||
         storage_new(n.loop, &sc, &n.storage, &err) < 0 ||
         spi_client_new(n.rpc, o.runtime, &n.spi, &err) < 0 ||
         instance_wait_runtime(n.spi, (unsigned)o.start_timeout_ms, on_runtime, &n, &n.wait, &err) <
@@ -623,19 +753,26 @@ int main(int argc, char **argv)
         ev_signal_stop(n.loop, &n.sigint);
     }
     ev_timer_stop(n.loop, &n.hard_stop);
-    /* the server first (its handlers point at the model API), then down the stack */
+    /* the servers first (their handlers point at the model API and the routes), then down
+     * the stack */
     if (n.server && n.serving) {
         rpc_server_shutdown(n.server, 0, on_server_down, &n);
+        rpc_server_shutdown(n.internal, 0, on_internal_down, &n);
         ev_timer_init(&n.hard_stop, on_hard_stop, 2., 0.); /* bounded, as the rest */
         n.hard_stop.data = &n;
         ev_timer_start(n.loop, &n.hard_stop);
-        if (!n.server_down)
+        if (!n.server_down || !n.internal_down)
             ev_run(n.loop, 0);
         ev_timer_stop(n.loop, &n.hard_stop);
     }
+    route_free(n.route);
+    route_free(n.route_internal);
     model_api_free(n.api);
+    table_free(n.table);
     if (!n.serving || n.server_down)
         rpc_server_free(n.server);
+    if (!n.serving || n.internal_down)
+        rpc_server_free(n.internal);
     mesh_free(n.mesh);
     copies_free(n.copies);
     mirror_free(n.mirror);

@@ -1,9 +1,12 @@
 /* rpc.c - gRPC C core on libev (see rpc.h).
  *
  * Every asynchronous step is one grpc_call_start_batch with one tag; a tag completes exactly
- * once. The completion-queue thread only posts the finished tag to the loop's mailbox (the tag
- * is the queue node: no allocation per completion); the loop runs the tag's `done`. All gRPC
- * calls other than grpc_completion_queue_next happen on the loop. */
+ * once. The completion-queue thread posts a finished tag to the loop's mailbox (the tag is the
+ * queue node: no allocation per completion) and the loop runs the tag's `done`, unless the tag
+ * belongs to a call on the fast path (on_cq): then the thread runs `done` itself. A fast call is
+ * the CQ thread's alone until it is handed to the loop (handoff), after which it is the loop's.
+ * Between two completions the CQ thread is quiescent: it holds nothing read from a snapshot,
+ * which is when retired snapshots may be freed (rpc_retire). */
 #include "mm/rpc.h"
 
 #include <errno.h>
@@ -23,12 +26,14 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mm/fdlimit.h"
@@ -47,7 +52,18 @@ struct rpc_tag {
     struct mailbox_item item; /* the queue node to the loop; first member */
     void (*done)(struct rpc_tag *t, bool ok);
     bool ok;
+    bool on_cq; /* done runs on the CQ thread (a fast call's); written by that thread only */
 };
+
+/* Something retired from the CQ thread's sight, freed once that thread has been quiescent. */
+struct rpc_retired {
+    void (*fn)(void *ptr);
+    void *ptr;
+    uint64_t qs;              /* the thread's quiescence count when it was retired */
+    struct rpc_retired *next;
+};
+
+struct rpc_call;
 
 struct rpc_channel {
     struct rpc_context *ctx;
@@ -64,28 +80,178 @@ struct rpc_context {
     pthread_t thread;
     bool thread_started;
     struct mailbox *completions; /* cq thread -> loop */
+    /* Fast calls waiting for their request message, by deadline (CQ thread only). */
+    struct rpc_call *waiting_head, *waiting_tail;
+    /* Quiescent-state reclamation: qs is odd while the CQ thread runs a completion, even while
+     * it waits; retired (loop only) holds what waits for qs to move on. The CQ thread posts
+     * reclaim_tag when asked (reclaim_wanted) and it is not already queued (reclaim_posted). */
+    _Atomic uint64_t qs;
+    atomic_bool reclaim_wanted, reclaim_posted;
+    struct rpc_tag reclaim_tag;
+    struct rpc_retired *retired;
 };
 
 /* ---------------------------------------------------------------- context */
 
 static void receive_early(struct rpc_tag *t);
+static void expire_waiting(struct rpc_context *ctx, int64_t now);
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t waiting_deadline(const struct rpc_context *ctx);
 
 static void *cq_thread(void *arg)
 {
     struct rpc_context *ctx = arg;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(ctx->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                   NULL);
+        /* Bounded by the first fast call's message timeout, if any (ours to enforce here). */
+        int64_t until = waiting_deadline(ctx);
+        gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+        if (until != INT64_MAX) {
+            deadline.clock_type = GPR_CLOCK_MONOTONIC;
+            deadline.tv_sec = until / 1000000000;
+            deadline.tv_nsec = (int32_t)(until % 1000000000);
+        }
+        grpc_event ev = grpc_completion_queue_next(ctx->cq, deadline, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
-        if (ev.type != GRPC_OP_COMPLETE)
-            continue;
-        struct rpc_tag *t = ev.tag;
-        t->ok = ev.success != 0;
-        receive_early(t);
-        mailbox_post(ctx->completions, &t->item);
+        atomic_fetch_add(&ctx->qs, 1); /* odd: a completion runs, it may read snapshots */
+        if (ev.type == GRPC_OP_COMPLETE) {
+            struct rpc_tag *t = ev.tag;
+            t->ok = ev.success != 0;
+            if (t->on_cq) {
+                t->done(t, t->ok);
+            } else {
+                receive_early(t);
+                mailbox_post(ctx->completions, &t->item);
+            }
+        }
+        if (ctx->waiting_head)
+            expire_waiting(ctx, mono_ns());
+        atomic_fetch_add(&ctx->qs, 1); /* even: quiescent, nothing read is held */
+        if (atomic_load_explicit(&ctx->reclaim_wanted, memory_order_relaxed) &&
+            !atomic_load(&ctx->reclaim_posted) && atomic_exchange(&ctx->reclaim_wanted, false)) {
+            atomic_store(&ctx->reclaim_posted, true);
+            mailbox_post(ctx->completions, &ctx->reclaim_tag.item);
+        }
     }
     return NULL;
+}
+
+/* ---------------------------------------------------------------- quiescent-state reclamation
+ * The CQ thread counts qs up before and after each completion. Something retired while qs was
+ * even (the thread waiting) can go at once: whatever the thread reads next comes after the
+ * unpublishing. Retired while odd, it goes once qs has moved: the completion that may have read
+ * it is over. qs and the flags are seq_cst on both sides (store then load, Dekker-style). */
+
+static void retired_add(struct rpc_context *ctx, struct rpc_retired *r)
+{
+    atomic_store(&ctx->reclaim_wanted, true);
+    r->qs = atomic_load(&ctx->qs);
+    if (r->qs % 2 == 0) {
+        r->fn(r->ptr);
+        free(r);
+        return;
+    }
+    r->next = ctx->retired;
+    ctx->retired = r;
+}
+
+static void on_reclaim(struct rpc_tag *t, bool ok)
+{
+    struct rpc_context *ctx = (struct rpc_context *)((char *)t -
+                                                      offsetof(struct rpc_context, reclaim_tag));
+    atomic_store(&ctx->reclaim_posted, false); /* before reading qs: a later end re-posts */
+    uint64_t qs = atomic_load(&ctx->qs);
+    struct rpc_retired **pp = &ctx->retired;
+    while (*pp) {
+        struct rpc_retired *r = *pp;
+        if (r->qs != qs) {
+            *pp = r->next;
+            r->fn(r->ptr);
+            free(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+}
+
+int rpc_retire(struct rpc_context *ctx, void (*fn)(void *ptr), void *ptr)
+{
+    struct rpc_retired *r = malloc(sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->fn = fn;
+    r->ptr = ptr;
+    r->next = NULL;
+    retired_add(ctx, r);
+    return 0;
+}
+
+struct rpc_snapshot {
+    struct rpc_context *ctx;
+    _Atomic(void *) value;
+    void (*free_fn)(void *value);
+    struct rpc_retired *value_node; /* for the value published now (NULL if none) */
+    struct rpc_retired *self_node;  /* for the snapshot itself, at rpc_snapshot_free */
+};
+
+int rpc_snapshot_new(struct rpc_context *ctx, void (*free_fn)(void *value),
+                     struct rpc_snapshot **out, struct mm_error *err)
+{
+    struct rpc_snapshot *s = calloc(1, sizeof(*s));
+    struct rpc_retired *self = calloc(1, sizeof(*self));
+    if (!s || !self || !free_fn) {
+        free(s);
+        free(self);
+        return mm_error_set(err, free_fn ? -ENOMEM : -EINVAL, "rpc: snapshot: %s",
+                            free_fn ? "out of memory" : "no free function");
+    }
+    s->ctx = ctx;
+    s->free_fn = free_fn;
+    s->self_node = self;
+    atomic_init(&s->value, NULL);
+    *out = s;
+    return 0;
+}
+
+int rpc_snapshot_publish(struct rpc_snapshot *s, void *value)
+{
+    struct rpc_retired *node = NULL;
+    if (value) {
+        node = calloc(1, sizeof(*node));
+        if (!node)
+            return -ENOMEM; /* value not taken */
+        node->fn = s->free_fn;
+        node->ptr = value;
+    }
+    atomic_exchange(&s->value, value);
+    struct rpc_retired *old = s->value_node;
+    s->value_node = node;
+    if (old)
+        retired_add(s->ctx, old);
+    return 0;
+}
+
+void *rpc_snapshot_read(const struct rpc_snapshot *s)
+{
+    return atomic_load((_Atomic(void *) *)&s->value);
+}
+
+void rpc_snapshot_free(struct rpc_snapshot *s)
+{
+    if (!s)
+        return;
+    rpc_snapshot_publish(s, NULL); /* never fails for NULL */
+    struct rpc_retired *self = s->self_node;
+    self->fn = free;
+    self->ptr = s;
+    retired_add(s->ctx, self); /* a fast handler may still be reading s->value */
 }
 
 static void run_completion(struct mailbox_item *item, void *arg)
@@ -124,6 +290,7 @@ int rpc_context_new(struct ev_loop *loop, struct rpc_context **out, struct mm_er
     gpr_set_log_function(core_log); /* before grpc_init, which may log */
     grpc_init();
     ctx->loop = loop;
+    ctx->reclaim_tag.done = on_reclaim;
     int rc = mailbox_new(loop, run_completion, ctx, &ctx->completions, err);
     if (rc < 0) {
         rpc_context_free(ctx);
@@ -161,6 +328,12 @@ void rpc_context_free(struct rpc_context *ctx)
     mailbox_free(ctx->completions); /* runs what finished last */
     if (ctx->cq)
         grpc_completion_queue_destroy(ctx->cq);
+    while (ctx->retired) { /* the CQ thread is gone: nobody reads them */
+        struct rpc_retired *r = ctx->retired;
+        ctx->retired = r->next;
+        r->fn(r->ptr);
+        free(r);
+    }
     free(ctx);
     grpc_shutdown();
 }
@@ -171,7 +344,8 @@ struct rpc_method {
     struct rpc_server *s;
     char *path;
     void *handle;            /* NULL: the catch-all for unknown methods */
-    rpc_handler handler;
+    rpc_handler handler;     /* on the loop (a fast method's slow handler) */
+    rpc_fast_handler fast;   /* on the CQ thread; NULL for a method served on the loop */
     void *arg;
 };
 
@@ -218,13 +392,14 @@ struct rpc_server {
     bool pause_logged;        /* the reason accepting paused was logged (once per pause) */
     ev_timer accept_retry;
     bool started;
-    bool shutting_down;
+    atomic_bool shutting_down; /* read by the CQ thread too */
     struct rpc_tag shutdown_tag;
     ev_timer grace;
     void (*shutdown_done)(void *arg);
     void *shutdown_arg;
-    unsigned n_calls;         /* rpc_call structs alive: requested ahead, or served */
-    bool freed;               /* rpc_server_free came: the last call frees the memory */
+    /* rpc_call structs alive (requested ahead, or served), + 1 until rpc_server_free: the
+     * last to go frees the server. Calls of fast methods end on the CQ thread. */
+    atomic_uint refs;
 };
 
 struct rpc_call {
@@ -249,9 +424,33 @@ struct rpc_call {
     rpc_cancel_cb on_cancel;
     void *on_cancel_arg;
     char method_copy[256];
+    /* A fast method's call: the CQ thread's until handed to the loop (on_loop). */
+    bool fast;
+    bool on_loop;
+    bool busy;                 /* a fast handler or forward callback runs: not released */
+    struct rpc_call *wait_prev, *wait_next; /* in ctx's list while its message is awaited */
+    bool waiting;
+    int64_t wait_until;        /* monotonic ns: the message timeout */
+    /* Its forward (rpc_forward), one at a time. */
+    bool forwarding;
+    struct rpc_tag fwd_tag;
+    grpc_call *fwd_call;
+    grpc_byte_buffer *fwd_request;  /* a reference to request's slices */
+    grpc_metadata_array fwd_initial, fwd_trailing;
+    grpc_byte_buffer *fwd_response;
+    grpc_status_code fwd_status;
+    grpc_slice fwd_details;
+    const char *fwd_error;
+    grpc_metadata fwd_headers[RPC_FORWARD_MAX_HEADERS];
+    char fwd_header_bytes[RPC_FORWARD_HEADER_BYTES]; /* what fwd_headers' slices point at */
+    rpc_forward_cb fwd_done;
+    void *fwd_arg;
 };
 
 static void request_call(struct rpc_method *m);
+static void on_fast_new_call(struct rpc_tag *t, bool ok);
+static void on_fast_message(struct rpc_tag *t, bool ok);
+static void on_forward_done(struct rpc_tag *t, bool ok);
 
 static void server_release(struct rpc_server *s)
 {
@@ -265,12 +464,19 @@ static void server_release(struct rpc_server *s)
     free(s);
 }
 
+static void server_unref(struct rpc_server *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) == 1)
+        server_release(s);
+}
+
 static void call_release(struct rpc_call *c)
 {
-    if (c->pending > 0 || (!c->replied && c->call))
+    if (c->pending > 0 || (!c->replied && c->call) || c->busy)
         return;
     struct rpc_server *s = c->m->s;
-    ev_timer_stop(s->ctx->loop, &c->message_timer);
+    if (!c->fast) /* a fast call's message timeout is the CQ thread's list, left by now */
+        ev_timer_stop(s->ctx->loop, &c->message_timer);
     if (c->call)
         grpc_call_unref(c->call);
     grpc_metadata_array_destroy(&c->headers);
@@ -282,8 +488,7 @@ static void call_release(struct rpc_call *c)
         grpc_byte_buffer_destroy(c->response);
     grpc_slice_unref(c->status_message);
     free(c);
-    if (--s->n_calls == 0 && s->freed)
-        server_release(s);
+    server_unref(s);
 }
 
 static void on_close(struct rpc_tag *t, bool ok)
@@ -338,7 +543,7 @@ static void on_new_call(struct rpc_tag *t, bool ok)
         call_release(c);
         return;
     }
-    if (!m->s->shutting_down)
+    if (!atomic_load(&m->s->shutting_down))
         request_call(m); /* keep the same number of calls requested ahead */
     grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
     op.data.recv_close_on_server.cancelled = &c->cancelled;
@@ -397,13 +602,293 @@ static void on_message(struct rpc_tag *t, bool ok)
     m->handler(c, m->arg);
 }
 
+/* ---------------------------------------------------------------- fast calls (CQ thread)
+ * A fast method's call is driven on the CQ thread from its arrival: the message is received
+ * under a timeout kept in the context's list (the loop's timers are not ours here), the fast
+ * handler runs when it has come, and a forward's completion runs there too. A handoff gives
+ * the call to the loop: from then on its completions are posted as a loop call's are. */
+
+static void waiting_add(struct rpc_context *ctx, struct rpc_call *c, int64_t until)
+{
+    c->wait_until = until;
+    c->waiting = true;
+    struct rpc_call *after = ctx->waiting_tail; /* timeouts mostly arrive in order */
+    while (after && after->wait_until > until)
+        after = after->wait_prev;
+    c->wait_prev = after;
+    c->wait_next = after ? after->wait_next : ctx->waiting_head;
+    if (c->wait_next)
+        c->wait_next->wait_prev = c;
+    else
+        ctx->waiting_tail = c;
+    if (after)
+        after->wait_next = c;
+    else
+        ctx->waiting_head = c;
+}
+
+static void waiting_remove(struct rpc_context *ctx, struct rpc_call *c)
+{
+    if (!c->waiting)
+        return;
+    c->waiting = false;
+    if (c->wait_prev)
+        c->wait_prev->wait_next = c->wait_next;
+    else
+        ctx->waiting_head = c->wait_next;
+    if (c->wait_next)
+        c->wait_next->wait_prev = c->wait_prev;
+    else
+        ctx->waiting_tail = c->wait_prev;
+    c->wait_prev = c->wait_next = NULL;
+}
+
+static int64_t waiting_deadline(const struct rpc_context *ctx)
+{
+    return ctx->waiting_head ? ctx->waiting_head->wait_until : INT64_MAX;
+}
+
+/* The message of these calls did not come in time: answered here (as on_message_timeout does
+ * on the loop), released once gRPC completes the receive. */
+static void expire_waiting(struct rpc_context *ctx, int64_t now)
+{
+    while (ctx->waiting_head && ctx->waiting_head->wait_until <= now) {
+        struct rpc_call *c = ctx->waiting_head;
+        waiting_remove(ctx, c);
+        if (c->replied)
+            continue;
+        c->replied = true;
+        char msg[160];
+        snprintf(msg, sizeof(msg), "%s: the request message did not arrive within %u ms",
+                 c->m->path, c->m->s->message_timeout_ms);
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg, NULL);
+    }
+}
+
+static void on_fast_new_call(struct rpc_tag *t, bool ok)
+{
+    struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, new_tag));
+    struct rpc_method *m = c->m;
+    if (!ok) { /* the server is shutting down: no call came */
+        c->call = NULL;
+        c->replied = true;
+        call_release(c);
+        return;
+    }
+    if (!atomic_load(&m->s->shutting_down))
+        request_call(m);
+    grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->close_tag, NULL) == GRPC_CALL_OK)
+        c->pending++;
+    grpc_op recv = {.op = GRPC_OP_RECV_MESSAGE};
+    recv.data.recv_message.recv_message = &c->request;
+    if (grpc_call_start_batch(c->call, &recv, 1, &c->recv_tag, NULL) != GRPC_CALL_OK) {
+        rpc_call_fail(c, GRPC_STATUS_INTERNAL, "%s: cannot receive the request", m->path);
+        return;
+    }
+    c->pending++;
+    waiting_add(m->s->ctx, c, mono_ns() + (int64_t)m->s->message_timeout_ms * 1000000);
+}
+
+/* The loop's side of a handoff: the slow handler, as a loop method's handler runs. */
+static void run_slow(struct rpc_tag *t, bool ok)
+{
+    struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, recv_tag));
+    c->m->handler(c, c->m->arg);
+}
+
+/* After the post the call is the loop's: the caller touches it no more. */
+static void handoff(struct rpc_call *c)
+{
+    c->busy = false;
+    c->on_loop = true;
+    c->close_tag.on_cq = c->send_tag.on_cq = false; /* their completions go to the loop now */
+    c->recv_tag.done = run_slow; /* the receive is over: its tag carries the handoff */
+    c->recv_tag.on_cq = false;
+    mailbox_post(c->m->s->ctx->completions, &c->recv_tag.item);
+}
+
+/* What a fast handler or a forward's callback said; a call left with nobody answering it is
+ * answered here rather than held until its client gives up. true: handed to the loop. */
+static bool fast_next(struct rpc_call *c, enum rpc_next next, const char *who)
+{
+    if (c->replied || c->forwarding)
+        return false;
+    if (next == RPC_NEXT_LOOP) {
+        handoff(c);
+        return true;
+    }
+    mm_log(MM_LOG_ERROR, "rpc", "%s: the %s returned without replying or forwarding",
+           c->m->path, who);
+    rpc_call_fail(c, GRPC_STATUS_INTERNAL, "%s: the call was left unanswered", c->m->path);
+    return false;
+}
+
+static void on_fast_message(struct rpc_tag *t, bool ok)
+{
+    struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, recv_tag));
+    struct rpc_method *m = c->m;
+    waiting_remove(m->s->ctx, c);
+    c->pending--;
+    if (c->replied) { /* timed out */
+        call_release(c);
+        return;
+    }
+    if (!ok || !c->request) {
+        rpc_call_fail(c, ok ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_CANCELLED,
+                      "%s: the request carries no message", m->path);
+        return;
+    }
+    c->busy = true; /* a reply that fails to start must not free the call under us */
+    if (fast_next(c, m->fast(c, m->arg), "fast handler"))
+        return; /* handed to the loop: no longer ours */
+    c->busy = false;
+    call_release(c);
+}
+
+/* Response headers or a status from the peer: gRPC 1.51 marks a status that came from the
+ * peer (rather than from the client's own transport) "Error received from peer". */
+static bool peer_answered(const struct rpc_call *c, grpc_status_code status)
+{
+    return status == GRPC_STATUS_OK ||
+           (c->fwd_error && strstr(c->fwd_error, "Error received from peer") != NULL);
+}
+
+static void forward_clear(struct rpc_call *c)
+{
+    grpc_call_unref(c->fwd_call);
+    c->fwd_call = NULL;
+    grpc_byte_buffer_destroy(c->fwd_request);
+    c->fwd_request = NULL;
+    grpc_metadata_array_destroy(&c->fwd_initial);
+    grpc_metadata_array_destroy(&c->fwd_trailing);
+    grpc_slice_unref(c->fwd_details);
+    c->fwd_details = grpc_empty_slice();
+    gpr_free((void *)c->fwd_error);
+    c->fwd_error = NULL;
+}
+
+static void on_forward_done(struct rpc_tag *t, bool ok)
+{
+    struct rpc_call *c = (struct rpc_call *)((char *)t - offsetof(struct rpc_call, fwd_tag));
+    char details[1024]; /* a status message past this is cut here, and at 512 when replied */
+    size_t n = GRPC_SLICE_LENGTH(c->fwd_details);
+    if (n >= sizeof(details))
+        n = sizeof(details) - 1;
+    memcpy(details, GRPC_SLICE_START_PTR(c->fwd_details), n);
+    details[n] = '\0';
+    struct rpc_forward_outcome o = {
+        .status = ok ? c->fwd_status : GRPC_STATUS_UNAVAILABLE,
+        .details = details,
+    };
+    o.answered = ok && peer_answered(c, o.status);
+    if (o.status == GRPC_STATUS_OK)
+        o.response = c->fwd_response;
+    else if (c->fwd_response)
+        grpc_byte_buffer_destroy(c->fwd_response);
+    c->fwd_response = NULL;
+    /* The leg is cleared before the callback: it may forward again (a retry elsewhere). */
+    forward_clear(c);
+    c->forwarding = false;
+    c->pending--;
+    rpc_forward_cb done = c->fwd_done;
+    c->busy = true; /* a reply that fails to start must not free the call under us */
+    enum rpc_next next = done ? done(c, &o, c->fwd_arg) : RPC_NEXT_PASS;
+    if (next == RPC_NEXT_PASS && !c->replied && !c->forwarding) {
+        rpc_call_reply(c, o.response, o.status, details);
+        o.response = NULL;
+    }
+    if (o.response)
+        grpc_byte_buffer_destroy(o.response);
+    if (next != RPC_NEXT_PASS && fast_next(c, next, "forward callback"))
+        return; /* handed to the loop: no longer ours */
+    c->busy = false;
+    call_release(c);
+}
+
+int rpc_forward(struct rpc_call *c, struct rpc_channel *ch, const struct rpc_header *headers,
+                size_t n_headers, rpc_forward_cb done, void *arg)
+{
+    if (!c || !ch || (n_headers && !headers) || n_headers > RPC_FORWARD_MAX_HEADERS)
+        return -EINVAL;
+    if (!c->fast || c->on_loop)
+        return -EPERM;
+    if (c->replied)
+        return -EALREADY;
+    if (c->forwarding)
+        return -EBUSY;
+    size_t used = 0;
+    for (size_t i = 0; i < n_headers; i++) {
+        size_t kl = strlen(headers[i].key), vl = strlen(headers[i].value);
+        if (kl > sizeof(c->fwd_header_bytes) - used ||
+            vl > sizeof(c->fwd_header_bytes) - used - kl)
+            return -E2BIG;
+        memcpy(c->fwd_header_bytes + used, headers[i].key, kl);
+        c->fwd_headers[i].key = grpc_slice_from_static_buffer(c->fwd_header_bytes + used, kl);
+        used += kl;
+        memcpy(c->fwd_header_bytes + used, headers[i].value, vl);
+        c->fwd_headers[i].value = grpc_slice_from_static_buffer(c->fwd_header_bytes + used, vl);
+        used += vl;
+    }
+    /* The parent propagates the client's deadline and its cancellation. */
+    grpc_slice path = grpc_slice_from_static_string(c->m->path);
+    c->fwd_call = grpc_channel_create_call(ch->channel, c->call, GRPC_PROPAGATE_DEFAULTS,
+                                           ch->ctx->cq, path, NULL,
+                                           gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (!c->fwd_call)
+        return -EIO;
+    c->fwd_request = grpc_byte_buffer_copy(c->request); /* shares the received slices */
+    c->fwd_details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->fwd_initial);
+    grpc_metadata_array_init(&c->fwd_trailing);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = n_headers;
+    ops[0].data.send_initial_metadata.metadata = n_headers ? c->fwd_headers : NULL;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = c->fwd_request;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->fwd_initial;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &c->fwd_response;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &c->fwd_trailing;
+    ops[5].data.recv_status_on_client.status = &c->fwd_status;
+    ops[5].data.recv_status_on_client.status_details = &c->fwd_details;
+    ops[5].data.recv_status_on_client.error_string = &c->fwd_error;
+    if (grpc_call_start_batch(c->fwd_call, ops, 6, &c->fwd_tag, NULL) != GRPC_CALL_OK) {
+        forward_clear(c);
+        return -EIO;
+    }
+    c->fwd_done = done;
+    c->fwd_arg = arg;
+    c->forwarding = true;
+    c->pending++;
+    return 0;
+}
+
+int rpc_server_register_fast(struct rpc_server *s, const char *path, rpc_fast_handler fast,
+                             rpc_handler slow, void *arg, struct mm_error *err)
+{
+    if (!fast)
+        return mm_error_set(err, -EINVAL, "rpc: %s: a fast method needs a fast handler",
+                            path ? path : "");
+    int rc = rpc_server_register(s, path, slow, arg, err);
+    if (rc == 0)
+        s->methods[s->n_methods - 1].fast = fast;
+    return rc;
+}
+
 static void request_call(struct rpc_method *m)
 {
     struct rpc_server *s = m->s;
     struct rpc_call *c = calloc(1, sizeof(*c));
     if (!c)
         return; /* fewer calls requested ahead; the next arrival requests again */
-    s->n_calls++;
+    atomic_fetch_add(&s->refs, 1);
     c->m = m;
     c->new_tag.done = on_new_call;
     c->recv_tag.done = on_message;
@@ -411,7 +896,16 @@ static void request_call(struct rpc_method *m)
     ev_timer_init(&c->message_timer, on_message_timeout, s->message_timeout_ms / 1000., 0.);
     c->message_timer.data = c;
     c->send_tag.done = on_sent;
+    if (m->fast) { /* every completion of the call on the CQ thread, until a handoff */
+        c->fast = true;
+        c->new_tag.done = on_fast_new_call;
+        c->recv_tag.done = on_fast_message;
+        c->new_tag.on_cq = c->recv_tag.on_cq = c->close_tag.on_cq = c->send_tag.on_cq = true;
+        c->fwd_tag.done = on_forward_done;
+        c->fwd_tag.on_cq = true;
+    }
     c->status_message = grpc_empty_slice();
+    c->fwd_details = grpc_empty_slice();
     grpc_metadata_array_init(&c->headers);
     grpc_call_error e;
     if (m->handle) {
@@ -446,6 +940,8 @@ int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
     if (!s)
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
     s->ctx = ctx;
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->shutting_down, false);
     s->max_message = c.max_message_bytes ? c.max_message_bytes : RPC_DEFAULT_MAX_MESSAGE;
     s->calls_per_method = c.calls_per_method ? c.calls_per_method : DEFAULT_CALLS_PER_METHOD;
     s->max_connections_cfg = c.max_connections;
@@ -928,9 +1424,9 @@ static void on_grace_over(struct ev_loop *loop, ev_timer *w, int revents)
 void rpc_server_shutdown(struct rpc_server *s, unsigned grace_ms, void (*done)(void *arg),
                          void *arg)
 {
-    if (s->shutting_down)
+    if (atomic_load(&s->shutting_down))
         return;
-    s->shutting_down = true;
+    atomic_store(&s->shutting_down, true);
     ev_timer_stop(s->ctx->loop, &s->accept_retry);
     for (size_t i = 0; i < s->n_listeners; i++)
         listener_close(&s->listeners[i]); /* a successor may bind the address at once */
@@ -960,9 +1456,7 @@ void rpc_server_free(struct rpc_server *s)
     if (s->quota)
         grpc_resource_quota_unref(s->quota);
     s->quota = NULL;
-    s->freed = true;
-    if (s->n_calls == 0)
-        server_release(s);
+    server_unref(s); /* the handle's reference; the last call frees the memory */
 }
 
 /* ---------------------------------------------------------------- a call being served */
@@ -1006,6 +1500,8 @@ bool rpc_call_cancelled(const struct rpc_call *c)
 
 int rpc_call_on_cancel(struct rpc_call *c, rpc_cancel_cb cb, void *arg)
 {
+    if (c->fast && !c->on_loop)
+        return -EPERM; /* the fast path cannot park: a fast call is parked on the loop */
     if (c->replied)
         return -EALREADY;
     if (c->closed && c->cancelled)
@@ -1042,10 +1538,13 @@ int rpc_call_reply(struct rpc_call *c, grpc_byte_buffer *response, grpc_status_c
     grpc_slice_unref(c->status_message);
     /* Messages quote ids and paths that came from the network: escaped, and bounded so that a
      * 10 KB id cannot push the status past the client's metadata limit. */
-    char safe[RPC_MAX_STATUS_MESSAGE + 1] = "";
-    if (message && message[0])
+    if (message && message[0]) {
+        char safe[RPC_MAX_STATUS_MESSAGE + 1] = "";
         mm_log_escape(safe, sizeof(safe), message, strlen(message));
-    c->status_message = grpc_slice_from_copied_string(safe);
+        c->status_message = grpc_slice_from_copied_string(safe);
+    } else {
+        c->status_message = grpc_empty_slice();
+    }
     grpc_op ops[3];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));

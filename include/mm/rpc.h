@@ -1,9 +1,15 @@
 /* rpc.h - gRPC C core glue on libev: a server of unary methods registered by path, unary client
  * calls on channels kept per peer, and byte-buffer passthrough.
  *
- * Threading (DESIGN.md): one completion queue per rpc_context, drained by its own thread, which
- * hands each completion to the libev loop (util/mailbox). Every function here is called on the
- * loop thread, and every handler and callback runs there; none may block.
+ * Threading (DESIGN.md): one completion queue per rpc_context, drained by its own thread (the CQ
+ * thread), which hands each completion to the libev loop (util/mailbox), except those of the
+ * fast path, which it runs itself. Functions are called on the loop thread and handlers and
+ * callbacks run there, except what the fast path section says. None may block.
+ *   on the CQ thread only, from a fast handler or a forward callback: rpc_forward, and the
+ *     rpc_call_* functions on the call being handled (rpc_call_on_cancel is refused there);
+ *   on either thread: rpc_snapshot_read, rpc_status_name and the bytes functions;
+ *   on the loop only: everything else (contexts, servers, channels, rpc_unary, rpc_retire,
+ *     rpc_snapshot_new/publish/free, slow handlers and every call handed to the loop).
  *
  * Lifetime, in short (each function says more):
  * - a client call (rpc_unary) calls back exactly once, or never if it was cancelled
@@ -38,6 +44,7 @@ struct rpc_server;
 struct rpc_call;
 struct rpc_channel;
 struct rpc_request;
+struct rpc_header;
 
 #define RPC_DEFAULT_MAX_MESSAGE (16u << 20)
 #define RPC_MAX_STATUS_MESSAGE 512 /* bytes of a status message sent */
@@ -103,6 +110,84 @@ void rpc_server_shutdown(struct rpc_server *s, unsigned grace_ms, void (*done)(v
  * server's memory goes with the last of them. */
 void rpc_server_free(struct rpc_server *s);
 
+/* --- the fast path: handlers on the completion-queue thread ---
+ * A fast method's call is received, handled and forwarded on the CQ thread, with no hop to the
+ * loop: its fast handler runs there once the request message has come and must, before it
+ * returns, reply (rpc_call_reply / rpc_call_fail / a failed rpc_call_decode), forward
+ * (rpc_forward), or return RPC_NEXT_LOOP to hand the call to the method's slow handler, which
+ * then runs on the loop with the same call, as a loop method's handler does (and may park it).
+ * A handler that does none of these gets the call answered INTERNAL (and a log line). Fast
+ * handlers must not block and must not touch loop-owned state other than through a snapshot
+ * (below). Every bound of rpc_server_config holds for fast calls too (the message timeout is
+ * kept on the CQ thread), and status messages are escaped and cut the same way. */
+enum rpc_next {
+    RPC_NEXT_DONE, /* the call was replied, or forwarded (again) */
+    RPC_NEXT_LOOP, /* hand the call to the slow handler, on the loop */
+    RPC_NEXT_PASS, /* forward callbacks only: reply the forward's outcome to the client as is */
+};
+typedef enum rpc_next (*rpc_fast_handler)(struct rpc_call *c, void *arg);
+
+/* Like rpc_server_register, for a method handled on the CQ thread; slow is required. */
+int rpc_server_register_fast(struct rpc_server *s, const char *path, rpc_fast_handler fast,
+                             rpc_handler slow, void *arg, struct mm_error *err);
+
+/* The outcome of a forward, for its callback. */
+struct rpc_forward_outcome {
+    grpc_status_code status;
+    const char *details;        /* the status message as the peer sent it, "" if none; valid
+                                 * during the callback (cut at 1023 bytes) */
+    grpc_byte_buffer *response; /* OK only, else NULL. The callback may take it (set NULL);
+                                 * otherwise it is replied (RPC_NEXT_PASS) or freed */
+    bool answered;              /* the status came from the peer (or it is OK). false: the peer
+                                 * was down or refused, or the connection broke before it
+                                 * answered; the request may or may not have reached it, so a
+                                 * retry elsewhere is for idempotent methods (inference is) */
+};
+/* Runs on the CQ thread once the forward is over (always exactly once for a forward started):
+ * the forward's state is released first, so the callback may rpc_forward again (a retry on
+ * another channel), reply itself, or hand the call to the loop; or return RPC_NEXT_PASS to have
+ * the outcome replied as it is. A NULL callback is RPC_NEXT_PASS. */
+typedef enum rpc_next (*rpc_forward_cb)(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                        void *arg);
+
+#define RPC_FORWARD_MAX_HEADERS 8
+#define RPC_FORWARD_HEADER_BYTES 1024 /* keys and values of one forward's headers together */
+
+/* Forward the call being served to ch, on the same completion queue: the same method path,
+ * the request bytes by reference (not copied, not decoded), headers added (copied: they need
+ * not outlive the call; lower-case keys), the client's deadline and cancellation propagated
+ * (a client that goes away cancels the forward, and done sees CANCELLED). ch comes from
+ * rpc_channel_for (or outlives every forward on it). The response buffer is replied as it came,
+ * status and message passed through. CQ thread only, one forward at a time per call. 0 and done
+ * runs later; or -EINVAL (arguments, more than RPC_FORWARD_MAX_HEADERS), -E2BIG (header bytes),
+ * -EPERM (not a fast call, or handed to the loop), -EALREADY (replied), -EBUSY (a forward in
+ * flight), -EIO (gRPC refused to start it): done never runs and the caller still answers. */
+int rpc_forward(struct rpc_call *c, struct rpc_channel *ch, const struct rpc_header *headers,
+                size_t n_headers, rpc_forward_cb done, void *arg);
+
+/* --- snapshots: published on the loop, read on the CQ thread without locks ---
+ * Quiescent-state reclamation: the CQ thread is quiescent between two completions, so a value
+ * it read inside a fast handler or forward callback may be used until that returns, and not
+ * after (copy what must outlive it, or give it a lifetime of its own). A value unpublished on
+ * the loop is freed on the loop once the CQ thread has passed a quiescent state (at once if it
+ * was waiting; otherwise when its current completion ends, without polling). */
+struct rpc_snapshot;
+/* free_fn(value) frees a value that can no longer be read; it runs on the loop. */
+int rpc_snapshot_new(struct rpc_context *ctx, void (*free_fn)(void *value),
+                     struct rpc_snapshot **out, struct mm_error *err);
+/* Make value (taken; may be NULL) the one readers get; the previous one is freed when no
+ * reader can hold it. 0, or -ENOMEM and value is not taken (the previous one stays). Loop. */
+int rpc_snapshot_publish(struct rpc_snapshot *s, void *value);
+/* The value published last (NULL before any). Any thread: on the CQ thread, from a fast
+ * handler or forward callback; on the loop, which publishes, at any time. */
+void *rpc_snapshot_read(const struct rpc_snapshot *s);
+/* Unpublish and free (deferred like a publish: a fast handler may still be reading). Loop. */
+void rpc_snapshot_free(struct rpc_snapshot *s);
+/* The primitive underneath: run fn(ptr) on the loop once no fast handler or forward callback
+ * that might have seen ptr is still running (ptr already unreachable for new readers). 0, or
+ * -ENOMEM and nothing is done. Loop. Whatever is still waiting runs at rpc_context_free. */
+int rpc_retire(struct rpc_context *ctx, void (*fn)(void *ptr), void *ptr);
+
 /* --- a call being served ---
  * Valid from its handler until it is replied (rpc_call_reply, rpc_call_fail, a failed
  * rpc_call_decode): a handler that does not reply at once "parks" the call and must reply later,
@@ -115,7 +200,8 @@ const char *rpc_call_header(const struct rpc_call *c, const char *key, size_t *l
 /* Milliseconds until the client's deadline (INT64_MAX if none). */
 int64_t rpc_call_remaining_ms(const struct rpc_call *c);
 bool rpc_call_cancelled(const struct rpc_call *c);
-/* Run cb(c, arg) once, on the loop, when the client cancels the call, goes away, or its deadline
+/* Loop calls only (-EPERM on the fast path: a fast call is parked by handing it to the loop).
+ * Run cb(c, arg) once, on the loop, when the client cancels the call, goes away, or its deadline
  * passes, or the server's shutdown cancels it (gRPC's close with cancelled = 1), as soon as gRPC
  * reports it. It never runs once the call is replied. cb may (and usually should) reply from
  * inside: that releases the call. cb NULL removes the callback. One callback per call; a second

@@ -171,14 +171,20 @@ int cluster_node_start(struct cluster *c, size_t i)
         return -EALREADY;
     if (p->runtime_pid <= 0)
         return -ENOTCONN;
-    /* A fixed port, so that a node started again is where it was (and --listen's port 0 is not
-     * relied on); LISTENING must still name it. */
+    /* Fixed ports, so that a node started again is where it was (and --listen's port 0 is not
+     * relied on); LISTENING must still name it. The internal port is where peers forward to
+     * (the instance record's address). */
     int port = harness_free_port();
     if (port < 0)
         return port;
-    char runtime[64], listen[64], extra[sizeof(c->node_args)];
+    int iport = p->internal_port ? p->internal_port : harness_free_port();
+    if (iport < 0)
+        return iport;
+    p->internal_port = iport;
+    char runtime[64], listen[64], internal[64], extra[sizeof(c->node_args)];
     snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", p->runtime_port);
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    snprintf(internal, sizeof(internal), "127.0.0.1:%d", iport);
     memcpy(extra, c->node_args, sizeof(extra));
     char *argv[96] = {(char *)c->cfg.mm_node,
                       "--etcd-endpoints", c->etcd.endpoint,
@@ -186,7 +192,7 @@ int cluster_node_start(struct cluster *c, size_t i)
                       "--instance-id", p->iid,
                       "--runtime", runtime,
                       "--model-types", (char *)(c->cfg.model_types ? c->cfg.model_types : "xgboost"),
-                      "--internal-address", listen,
+                      "--internal-listen", internal,
                       "--listen", listen,
                       "--models-root", c->models_root,
                       "--cache-dir", p->cache_dir,
@@ -340,8 +346,45 @@ int cluster_start(struct cluster *c, const struct cluster_config *cfg)
     return rc;
 }
 
+int cluster_gateway_start(struct cluster *c)
+{
+    if (!c->cfg.mm_gateway)
+        return -EINVAL;
+    if (c->gateway_pid > 0)
+        return -EALREADY;
+    snprintf(c->gateway_log, sizeof(c->gateway_log), "%s/gateway.log", c->dir);
+    char extra[256];
+    snprintf(extra, sizeof(extra), "%s", c->cfg.gateway_args ? c->cfg.gateway_args : "");
+    char *argv[32] = {(char *)c->cfg.mm_gateway, "--etcd-endpoints", c->etcd.endpoint,
+                      "--cluster", c->name, "--gateway-id", "gw0", "--listen", "127.0.0.1:0",
+                      "--log-level", "info"};
+    int n = 11;
+    add_args(argv, &n, 32, extra);
+    argv[n] = NULL;
+    int rc = harness_spawn_logged(argv, c->gateway_log, CLUSTER_START_MS, &c->gateway_pid,
+                                  &c->gateway_port);
+    if (rc < 0) {
+        c->gateway_pid = 0;
+        return rc;
+    }
+    struct mm_error err = {0};
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", c->gateway_port);
+    rc = rpc_channel_new(c->rpc, target, 0, &c->gateway, &err);
+    if (rc < 0)
+        fprintf(stderr, "cluster: channel to the gateway: %s\n", err.msg);
+    return rc;
+}
+
 void cluster_free(struct cluster *c)
 {
+    if (c->gateway_pid > 0) {
+        harness_stop_pid(c->gateway_pid, 3000);
+        c->gateway_pid = 0;
+    }
+    if (c->gateway)
+        rpc_channel_free(c->gateway);
+    c->gateway = NULL;
     for (size_t i = 0; i < c->cfg.n_pods; i++) {
         struct cluster_pod *p = &c->pods[i];
         if (p->node_pid > 0) {
@@ -620,6 +663,8 @@ void cluster_run(struct cluster *c, long long ms)
 
 void cluster_dump_logs(const struct cluster *c, bool with_runtimes)
 {
+    if (c->gateway_log[0])
+        harness_print_tail(c->gateway_log, 4000);
     for (size_t i = 0; i < c->cfg.n_pods; i++) {
         harness_print_tail(c->pods[i].node_log, 6000);
         if (with_runtimes)

@@ -37,6 +37,8 @@ struct cluster_config {
     const char *runtime_interpreter; /* NULL = run mm_runtime itself; else the program that runs
                                         it ("/usr/bin/python3" for runtimes/sklearn/server.py,
                                         which takes the same flags) */
+    const char *mm_gateway;         /* for cluster_gateway_start (may be NULL) */
+    const char *gateway_args;       /* more mm-gateway flags, space-separated (NULL = none) */
     const char *name;               /* the cluster in etcd; NULL = "c" */
     size_t n_pods;                  /* 1..CLUSTER_MAX_PODS */
     uint64_t capacity_bytes;        /* each runtime's --capacity-bytes; 0 = its default */
@@ -47,7 +49,7 @@ struct cluster_config {
     const char *node_args;          /* more mm-node flags, space-separated (NULL = none); the
                                        cluster passes --etcd-endpoints, --cluster,
                                        --instance-id, --runtime, --model-types,
-                                       --internal-address, --listen, --models-root,
+                                       --internal-listen, --listen, --models-root,
                                        --cache-dir, --lease-ttl, --publish-min-interval;
                                        the environment's MM_TEST_NODE_ARGS are added last
                                        ("--log-level debug" for one run) */
@@ -58,7 +60,9 @@ struct cluster_config {
 struct cluster_pod {
     char iid[32];                   /* "n0", "n1", ... */
     pid_t runtime_pid, node_pid;    /* 0 when not running */
-    int runtime_port, node_port;    /* node_port: its model API (--listen) */
+    int runtime_port, node_port;    /* node_port: its model API and inference (--listen) */
+    int internal_port;              /* --internal-listen: inference for peers (kept over
+                                       restarts) */
     char cache_dir[320];
     char runtime_log[320], node_log[320];
     struct rpc_channel *api;        /* the node's model API; NULL while the node is down */
@@ -78,6 +82,10 @@ struct cluster {
     struct etcd_client *etcd_client;
     struct rpc_context *rpc;
     struct cluster_pod pods[CLUSTER_MAX_PODS];
+    pid_t gateway_pid;              /* cluster_gateway_start: 0 when not running */
+    int gateway_port;
+    struct rpc_channel *gateway;    /* to the gateway's --listen */
+    char gateway_log[320];
 };
 
 /* Whether this mm-node serves the model API: its --help names --listen. A test of the mesh
@@ -88,6 +96,9 @@ bool cluster_node_has_listen(const char *mm_node);
  * runtime, then every node (unless start_nodes_later), each waited for. 0 or -errno (what was
  * started is stopped; the logs are printed). */
 int cluster_start(struct cluster *c, const struct cluster_config *cfg);
+/* Start an mm-gateway (cfg.mm_gateway) on the cluster's etcd, on a free port; waits for
+ * LISTENING and opens c->gateway. 0 or -errno. */
+int cluster_gateway_start(struct cluster *c);
 /* Stop every process (SIGTERM, then SIGKILL after a short grace), free the clients, remove the
  * temp dir (kept, and named, when the environment has MM_TEST_KEEP=1) and etcd's. */
 void cluster_free(struct cluster *c);

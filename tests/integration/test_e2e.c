@@ -1,5 +1,5 @@
 /* test_e2e.c - inference through the mesh end to end, on a local cluster of real processes
- * (etcd, pods of a runtime + mm-node, mm-gateway when built), with real clients. One program,
+ * (etcd, pods of a runtime + mm-node, an mm-gateway), with real clients. One program,
  * one scenario per run (argv[1]), each its own meson test:
  *   walkthrough  the KServe ModelMesh walkthrough: the MNIST SVM (sklearn runtime, 2 pods)
  *                registered and Loaded on one pod; a Python grpcio client with our .proto
@@ -20,15 +20,13 @@
  *                answered by the old model, none fails.
  * Skipped (exit 77) only while mm-node has no --internal-listen (before inference routing).
  * argv: SCENARIO MM_NODE MM_RUNTIME MAKE_BREAST_CANCER PYTHON SKLEARN_SERVER MAKE_MNIST
- *       PROTO_DIR E2E_DIR MM_GATEWAY (MM_GATEWAY may not exist yet: that entry point is then
- *       left out, and said so) */
+ *       PROTO_DIR E2E_DIR MM_GATEWAY */
 #include <errno.h>
 #include <ev.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -47,9 +45,6 @@ static const char *mm_node, *mm_runtime, *maker_xgb, *python, *sklearn_server, *
 static char work[256];
 static struct cluster cl;
 static bool cluster_up;
-static pid_t gateway_pid;
-static int gateway_port;
-static char gateway_log[400];
 
 static bool node_has_routing(void)
 {
@@ -94,6 +89,7 @@ static void start_cluster(const char *interpreter, const char *runtime, const ch
         .runtime_load_timeout_ms = 20000,
         .lease_ttl = "2s",
         .model_types = types,
+        .mm_gateway = mm_gateway,
     };
     long long t0 = harness_now_ms();
     int rc = cluster_start(&cl, &cfg);
@@ -104,29 +100,8 @@ static void start_cluster(const char *interpreter, const char *runtime, const ch
     fprintf(stderr, "cluster of %zu pods up in %lld ms\n", n_pods, harness_now_ms() - t0);
 }
 
-/* mm-gateway on the cluster's etcd, if it is built; false if not. */
-static bool start_gateway(void)
-{
-    struct stat st;
-    if (stat(mm_gateway, &st) < 0) {
-        fprintf(stderr, "NOTE: %s is not built: the gateway entry point is not checked\n",
-                mm_gateway);
-        return false;
-    }
-    snprintf(gateway_log, sizeof(gateway_log), "%s/gateway.log", cl.dir);
-    char *argv[] = {(char *)mm_gateway, "--etcd-endpoints", cl.etcd.endpoint, "--cluster", cl.name,
-                    "--listen", "127.0.0.1:0", "--log-level", "info", NULL};
-    int rc = harness_spawn_logged(argv, gateway_log, CLUSTER_START_MS, &gateway_pid,
-                                  &gateway_port);
-    REQUIRE(rc == 0);
-    return true;
-}
-
 static void stop_all(void)
 {
-    if (gateway_pid > 0)
-        harness_stop_pid(gateway_pid, 3000);
-    gateway_pid = 0;
     if (cluster_up)
         cluster_free(&cl);
     cluster_up = false;
@@ -136,8 +111,8 @@ static void stop_all(void)
 static void dump_logs(void)
 {
     cluster_dump_logs(&cl, true);
-    if (gateway_pid > 0)
-        harness_print_tail(gateway_log, 3000);
+    if (cl.gateway_pid > 0)
+        harness_print_tail(cl.gateway_log, 3000);
 }
 
 /* ---------------------------------------------------------------- model API calls */
@@ -243,7 +218,7 @@ static int walkthrough(void)
     char src[512];
     snprintf(src, sizeof(src), "%s/sklearn/mnist-svm.joblib", work);
     REQUIRE(cluster_copy_file(&cl, src, "sklearn/mnist-svm.joblib") == 0);
-    bool gateway = start_gateway();
+    REQUIRE(cluster_gateway_start(&cl) == 0);
 
     struct mmc_reply a;
     mmc_register(cl.pods[0].api, model_id, "sklearn", "sklearn/mnist-svm.joblib", "", true, true,
@@ -264,11 +239,10 @@ static int walkthrough(void)
                        "'%s' '%s/walkthrough.py' --proto-dir '%s' --request "
                        "'%s/sklearn/mnist-svm-request.json' --model-id %s --vmodel "
                        "example-sklearn-isvc --runtime 127.0.0.1:%d --mesh 127.0.0.1:%d "
-                       "--mesh 127.0.0.1:%d",
+                       "--mesh 127.0.0.1:%d --mesh 127.0.0.1:%d",
                        python, e2e_dir, proto_dir, work, model_id, cl.pods[holder].runtime_port,
-                       cl.pods[holder].node_port, cl.pods[1 - holder].node_port);
-    if (gateway)
-        snprintf(cmd + len, sizeof(cmd) - (size_t)len, " --mesh 127.0.0.1:%d", gateway_port);
+                       cl.pods[holder].node_port, cl.pods[1 - holder].node_port, cl.gateway_port);
+    REQUIRE(len > 0 && (size_t)len < sizeof(cmd));
     static char out[65536];
     long long t0 = harness_now_ms();
     int rc = harness_capture(cmd, out, sizeof(out));

@@ -188,16 +188,15 @@ static void start_node(int i)
     char *rt_argv[] = {(char *)mm_runtime, "--listen", "127.0.0.1:0", "--models-dir", n->cache,
                        "--capacity-bytes", "200000000", "--log-level", "warn", NULL};
     REQUIRE(harness_spawn_listening(rt_argv, 10000, &n->runtime_pid, &n->runtime_port) == 0);
-    char runtime[64], internal[64];
+    char runtime[64];
     snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", n->runtime_port);
-    snprintf(internal, sizeof(internal), "127.0.0.1:%d", 9000 + i);
     char *argv[] = {(char *)mm_node,
                     "--etcd-endpoints", server.endpoint,
                     "--cluster", "t",
                     "--instance-id", n->id,
                     "--runtime", runtime,
                     "--model-types", "xgboost",
-                    "--internal-address", internal,
+                    "--internal-listen", "127.0.0.1:0",
                     "--lease-ttl", "3s",
                     "--publish-min-interval", "100ms",
                     "--listen", "127.0.0.1:0",

@@ -92,8 +92,10 @@ static pid_t start_node(const char *runtime, const char *extra)
                       "--publish-min-interval",
                       "1s",
                       "--listen",
+                      "127.0.0.1:0",
+                      "--internal-listen",
                       "127.0.0.1:0"};
-    int n = 21;
+    int n = 23;
     char extra_buf[256] = "";
     if (extra) {
         snprintf(extra_buf, sizeof(extra_buf), "%s", extra);

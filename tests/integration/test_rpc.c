@@ -5,12 +5,21 @@
  * call's on_cancel runs when the client's deadline passes or it cancels, and may reply; a
  * cancelled client call never calls back into its freed owner; an owner may free the channel
  * from a reply callback while other calls are in flight on it; a server may be freed from its
- * shutdown's done callback while a call it served is still held. */
+ * shutdown's done callback while a call it served is still held. The fast path: handlers on the
+ * completion-queue thread that reply, hand the call to the loop, or forward it (header added,
+ * error passed through, deadline and client cancel propagated, a dead peer retried elsewhere),
+ * and a routing snapshot swapped under load, each old one freed once no handler can hold it. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -238,6 +247,459 @@ static void stop_server(struct rpc_server *s)
     rpc_server_shutdown(s, 1000, on_down, NULL);
     CHECK(harness_run_until(loop, is_down, NULL, 5000));
     rpc_server_free(s);
+}
+
+/* ---------------------------------------------------------------- the fast path
+ * A front server whose methods are handled on the completion-queue thread, forwarding to the
+ * backend server above. Handlers note what they see in atomics; the checks are made on the
+ * loop thread. */
+
+static pthread_t loop_thread;
+static atomic_int fast_on_loop;      /* fast handlers or callbacks that ran on the loop thread */
+static atomic_int slow_off_loop;     /* slow handlers that ran elsewhere */
+static atomic_int fast_calls, slow_calls;
+static atomic_int fwd_cancelled;     /* forwards that ended CANCELLED (client went away) */
+static atomic_int fwd_unanswered;    /* forwards to the dead peer: not answered, UNAVAILABLE */
+static atomic_int fwd_answered_err;  /* forwards whose error the peer itself sent */
+static atomic_int fwd_rc_bad;        /* rpc_forward refusals where none was expected */
+static atomic_int on_cancel_rc = 1;
+static struct rpc_channel *fast_backend, *dead_peer;
+
+static void on_cq_thread(void)
+{
+    fast_calls++;
+    if (pthread_equal(pthread_self(), loop_thread))
+        fast_on_loop++;
+}
+
+/* The route a fast handler reads: published by the loop, freed when no handler can hold it. */
+#define ROUTE_MAGIC 0x52545531u
+struct route {
+    uint32_t magic;
+    struct rpc_channel *ch;
+    char name[32];
+};
+static struct rpc_snapshot *routes;
+static int routes_published, routes_freed;
+static atomic_int route_bad; /* a handler saw a freed or torn route */
+
+static void route_free(void *value)
+{
+    struct route *r = value;
+    CHECK(r->magic == ROUTE_MAGIC);
+    CHECK(pthread_equal(pthread_self(), loop_thread));
+    memset(r, 0xdd, sizeof(*r));
+    free(r);
+    routes_freed++;
+}
+
+static void publish_route(int k)
+{
+    struct route *r = calloc(1, sizeof(*r));
+    REQUIRE(r);
+    r->magic = ROUTE_MAGIC;
+    r->ch = fast_backend;
+    snprintf(r->name, sizeof(r->name), "v%d", k);
+    REQUIRE(rpc_snapshot_publish(routes, r) == 0);
+    routes_published++;
+}
+
+static enum rpc_next fwd_check(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg)
+{
+    on_cq_thread();
+    if (o->status == GRPC_STATUS_CANCELLED)
+        fwd_cancelled++;
+    if (o->status != GRPC_STATUS_OK && o->answered)
+        fwd_answered_err++;
+    return RPC_NEXT_PASS;
+}
+
+/* ModelInfer: forward along the route published now, naming it in a header. */
+static enum rpc_next fast_route(struct rpc_call *c, void *arg)
+{
+    on_cq_thread();
+    struct route *r = rpc_snapshot_read(routes);
+    if (!r)
+        return RPC_NEXT_LOOP;
+    if (r->magic != ROUTE_MAGIC || r->name[0] != 'v') {
+        route_bad++;
+        rpc_call_fail(c, GRPC_STATUS_INTERNAL, "torn route");
+        return RPC_NEXT_DONE;
+    }
+    struct rpc_header h = {"mm-vmodel-id", r->name};
+    if (rpc_forward(c, r->ch, &h, 1, fwd_check, NULL) < 0) {
+        fwd_rc_bad++;
+        return RPC_NEXT_LOOP;
+    }
+    return RPC_NEXT_DONE;
+}
+
+/* Plain forwards (error passthrough, deadline, cancel): the outcome replied as is. */
+static enum rpc_next fast_forward(struct rpc_call *c, void *arg)
+{
+    on_cq_thread();
+    if (rpc_forward(c, fast_backend, NULL, 0, fwd_check, NULL) < 0) {
+        fwd_rc_bad++;
+        return RPC_NEXT_LOOP;
+    }
+    /* the fast path cannot park, and one forward at a time */
+    on_cancel_rc = rpc_call_on_cancel(c, park_cancelled, NULL);
+    if (rpc_forward(c, fast_backend, NULL, 0, fwd_check, NULL) != -EBUSY)
+        fwd_rc_bad++;
+    return RPC_NEXT_DONE;
+}
+
+/* Retry once: the first forward goes to a peer that is down, the retry to the backend. */
+static enum rpc_next fwd_retry(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg)
+{
+    on_cq_thread();
+    if (o->status == GRPC_STATUS_UNAVAILABLE && !o->answered) {
+        fwd_unanswered++;
+        struct rpc_header h = {"mm-retry", "1"};
+        if (rpc_forward(c, fast_backend, &h, 1, NULL, NULL) == 0)
+            return RPC_NEXT_DONE;
+        fwd_rc_bad++;
+    }
+    return RPC_NEXT_PASS;
+}
+
+/* Echo: by the request's first byte, reply here ('e'), hand to the loop ('l'), forward to the
+ * dead peer then retry ('r'), or do nothing ('n', a handler bug the layer answers). */
+static enum rpc_next fast_echo(struct rpc_call *c, void *arg)
+{
+    on_cq_thread();
+    size_t n = 0;
+    char *bytes = rpc_flatten(rpc_call_request(c), &n);
+    char kind = bytes && n ? bytes[0] : '?';
+    free(bytes);
+    switch (kind) {
+    case 'e':
+        rpc_call_reply(c, grpc_byte_buffer_copy(rpc_call_request(c)), GRPC_STATUS_OK, NULL);
+        return RPC_NEXT_DONE;
+    case 'r':
+        if (rpc_forward(c, dead_peer, NULL, 0, fwd_retry, NULL) == 0)
+            return RPC_NEXT_DONE;
+        fwd_rc_bad++;
+        return RPC_NEXT_LOOP;
+    case 'n':
+        return RPC_NEXT_DONE;
+    default:
+        return RPC_NEXT_LOOP;
+    }
+}
+
+/* The slow handler of every fast method: on the loop, with the same call. */
+static void slow_echo(struct rpc_call *c, void *arg)
+{
+    slow_calls++;
+    if (!pthread_equal(pthread_self(), loop_thread))
+        slow_off_loop++;
+    CHECK_INT(rpc_forward(c, fast_backend, NULL, 0, NULL, NULL), -EPERM);
+    rpc_call_reply(c, grpc_byte_buffer_copy(rpc_call_request(c)), GRPC_STATUS_OK, "slow");
+}
+
+static struct { struct ev_timer w; int k; } republish;
+
+static void on_republish(struct ev_loop *l, ev_timer *w, int revents)
+{
+    publish_route(++republish.k);
+}
+
+static void test_fast_path(const char *backend_target)
+{
+    struct mm_error err = {0};
+    loop_thread = pthread_self();
+    fast_backend = rpc_channel_for(ctx, backend_target, &err);
+    REQUIRE(fast_backend != NULL);
+    int dead_port = 0;
+    struct rpc_server *probe = start_server(0, &dead_port); /* a port nobody serves on */
+    rpc_server_free(probe);
+    char dead[64];
+    snprintf(dead, sizeof(dead), "127.0.0.1:%d", dead_port);
+    dead_peer = rpc_channel_for(ctx, dead, &err);
+    REQUIRE(dead_peer != NULL);
+    REQUIRE(rpc_snapshot_new(ctx, route_free, &routes, &err) == 0);
+
+    int fport = 0;
+    struct rpc_server *front = start_server(0, &fport);
+    REQUIRE(rpc_server_register_fast(front, "/inference.GRPCInferenceService/ModelInfer",
+                                     fast_route, slow_echo, NULL, &err) == 0);
+    REQUIRE(rpc_server_register_fast(front, "/test.Quote/Fail", fast_forward, slow_echo, NULL,
+                                     &err) == 0);
+    REQUIRE(rpc_server_register_fast(front, "/test.Hold/Hold", fast_forward, slow_echo, NULL,
+                                     &err) == 0);
+    REQUIRE(rpc_server_register_fast(front, "/test.Park/Park", fast_forward, slow_echo, NULL,
+                                     &err) == 0);
+    REQUIRE(rpc_server_register_fast(front, "/test.Echo/Echo", fast_echo, slow_echo, NULL,
+                                     &err) == 0);
+    CHECK_INT(rpc_server_register_fast(front, "/test.X/NoSlow", fast_echo, NULL, NULL, &err),
+              -EINVAL);
+    CHECK_INT(rpc_server_register_fast(front, "/test.X/NoFast", NULL, slow_echo, NULL, &err),
+              -EINVAL);
+    REQUIRE(rpc_server_start(front, &err) == 0);
+    char ftarget[64];
+    snprintf(ftarget, sizeof(ftarget), "127.0.0.1:%d", fport);
+    struct rpc_channel *fch = NULL;
+    REQUIRE(rpc_channel_new(ctx, ftarget, 0, &fch, &err) == 0);
+
+    /* Replied on the CQ thread; handed to the loop; left unanswered by a buggy handler. */
+    grpc_byte_buffer *bb = rpc_buffer_from("echo", 4);
+    struct testcall r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    size_t n = 0;
+    char *back = r.response ? rpc_flatten(r.response, &n) : NULL;
+    CHECK(n == 4 && back && memcmp(back, "echo", 4) == 0);
+    free(back);
+    testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
+    bb = rpc_buffer_from("loop", 4);
+    r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    CHECK_INT(slow_calls, 1);
+    testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
+    bb = rpc_buffer_from("nothing", 7);
+    r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_INTERNAL);
+    CHECK(strstr(r.details, "left unanswered") != NULL);
+    testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* No route published: the slow handler answers. Then a forward along the route: the
+     * backend got the header and the request's bytes, and its answer comes back as it was. */
+    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    req.model_name = "m";
+    bb = rpc_encode(&req.base);
+    r = call(fch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    CHECK_STR(r.details, "slow");
+    CHECK_INT(slow_calls, 2);
+    testcall_clear(&r);
+    publish_route(0);
+    r = call(fch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    ProtobufCMessage *m = NULL;
+    REQUIRE(r.response &&
+            rpc_decode(r.response, &inference__model_infer_response__descriptor, &m, &err) == 0);
+    CHECK_STR(((Inference__ModelInferResponse *)m)->model_name, "m");
+    CHECK_STR(((Inference__ModelInferResponse *)m)->id, "v0");
+    protobuf_c_message_free_unpacked(m, NULL);
+    testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Error passthrough: the backend's status and message, escaped once, answered by the
+     * peer. */
+    grpc_byte_buffer *q = rpc_buffer_from("mx\n", 3);
+    r = call(fch, "/test.Quote/Fail", q, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_INVALID_ARGUMENT);
+    CHECK_STR(r.details, "no model mx\\x0a");
+    CHECK_INT(fwd_answered_err, 1);
+    CHECK_INT(on_cancel_rc, -EPERM);
+    testcall_clear(&r);
+    grpc_byte_buffer_destroy(q);
+
+    /* A peer that is down: not answered, UNAVAILABLE; the retry on the backend succeeds. */
+    bb = rpc_buffer_from("retry", 5);
+    r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    CHECK_INT(fwd_unanswered, 1);
+    back = r.response ? rpc_flatten(r.response, &n) : NULL;
+    CHECK(n == 5 && back && memcmp(back, "retry", 5) == 0);
+    free(back);
+    testcall_clear(&r);
+    grpc_byte_buffer_destroy(bb);
+
+    /* The client's deadline reaches the far end through the forward. */
+    bb = rpc_buffer_from("hold", 4);
+    long long t0 = harness_now_ms();
+    r = call(fch, "/test.Hold/Hold", bb, NULL, 0, 300);
+    long long took = harness_now_ms() - t0;
+    CHECK_INT(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
+    CHECK(took >= 250 && took < 3000);
+    testcall_clear(&r);
+    REQUIRE(n_held == 1);
+    CHECK(rpc_call_remaining_ms(held[0]) == 0);
+    struct testcall settle = {0};
+    testcall_wait(loop, &settle, 1, 300);
+    CHECK(rpc_call_cancelled(held[0]));
+    rpc_call_reply(held[0], NULL, GRPC_STATUS_CANCELLED, "gone");
+    n_held = 0;
+
+    /* The client cancels mid-forward: the far end's parked call is released, the forward ends
+     * CANCELLED, and the client's callback never runs. */
+    int cancels = park_cancels;
+    int was_cancelled = fwd_cancelled;
+    struct owner *o = calloc(1, sizeof(*o));
+    struct rpc_request *handle = NULL;
+    REQUIRE(rpc_unary(fch, "/test.Park/Park", bb, NULL, 0, 0, NULL, stray_reply, o, &handle) ==
+            0);
+    CHECK(harness_run_until(loop, is_parked, NULL, 5000));
+    rpc_request_cancel(handle);
+    free(o);
+    CHECK(harness_run_until(loop, park_released, &cancels, 5000));
+    for (long long until = harness_now_ms() + 2000;
+         fwd_cancelled == was_cancelled && harness_now_ms() < until;)
+        harness_run_until(loop, NULL, NULL, 20);
+    CHECK_INT(fwd_cancelled, was_cancelled + 1);
+    CHECK_INT(stray_replies, 0);
+    grpc_byte_buffer_destroy(bb);
+
+    /* Routes swapped under load: 3,000 forwards while the loop publishes a new route every
+     * half millisecond; every answer names a route, and every route but the current one is
+     * freed (poisoned first: ASan sees a handler that kept one too long). */
+    enum { N = 3000 };
+    struct testcall *many = calloc(N, sizeof(*many));
+    ev_timer_init(&republish.w, on_republish, 0.0005, 0.0005);
+    ev_timer_start(loop, &republish.w);
+    bb = rpc_encode(&req.base);
+    int started = 0;
+    for (int i = 0; i < N; i++)
+        started += rpc_unary(fch, "/inference.GRPCInferenceService/ModelInfer", bb, NULL, 0,
+                             20000, NULL, testcall_cb, &many[i], NULL) == 0;
+    CHECK_INT(started, N);
+    CHECK(testcall_wait(loop, many, N, 30000));
+    ev_timer_stop(loop, &republish.w);
+    int ok = 0, named = 0;
+    for (int i = 0; i < N; i++) {
+        ok += many[i].status == GRPC_STATUS_OK;
+        if (many[i].response &&
+            rpc_decode(many[i].response, &inference__model_infer_response__descriptor, &m,
+                       &err) == 0) {
+            named += ((Inference__ModelInferResponse *)m)->id[0] == 'v';
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        testcall_clear(&many[i]);
+    }
+    free(many);
+    grpc_byte_buffer_destroy(bb);
+    CHECK_INT(ok, N);
+    CHECK_INT(named, N);
+    CHECK_INT(route_bad, 0);
+    CHECK(republish.k > 10);
+    /* one more call: the CQ thread passes a quiescent state, so all but the current go */
+    bb = rpc_buffer_from("echo", 4);
+    r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    testcall_clear(&r);
+    harness_run_until(loop, NULL, NULL, 50);
+    CHECK_INT(routes_freed, routes_published - 1);
+    rpc_snapshot_free(routes);
+    r = call(fch, "/test.Echo/Echo", bb, NULL, 0, 5000);
+    testcall_clear(&r);
+    harness_run_until(loop, NULL, NULL, 50);
+    CHECK_INT(routes_freed, routes_published);
+    grpc_byte_buffer_destroy(bb);
+
+    CHECK_INT(fast_on_loop, 0);
+    CHECK_INT(slow_off_loop, 0);
+    CHECK_INT(fwd_rc_bad, 0);
+    CHECK(fast_calls > N);
+    rpc_channel_free(fch);
+    stop_server(front);
+}
+
+/* A raw HTTP/2 client that opens one gRPC stream and sends only part of its message (what no
+ * well-behaved client sends): the fast path's message timeout must end it. */
+struct raw_stream {
+    int fd;
+    unsigned char in[1 << 16];
+    size_t len;
+    bool ended; /* stream 1 ended by the server: trailers or RST_STREAM */
+};
+
+static void raw_frame(int fd, int type, int flags, uint32_t stream, const void *p, size_t n)
+{
+    unsigned char h[9] = {(unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n,
+                          (unsigned char)type, (unsigned char)flags,
+                          (unsigned char)(stream >> 24), (unsigned char)(stream >> 16),
+                          (unsigned char)(stream >> 8), (unsigned char)stream};
+    CHECK(write(fd, h, 9) == 9);
+    CHECK(n == 0 || write(fd, p, n) == (ssize_t)n);
+}
+
+static size_t hpack_literal(unsigned char *out, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value), k = 0; /* both under 127 bytes here */
+    out[k++] = 0x00; /* literal without indexing, new name, no Huffman */
+    out[k++] = (unsigned char)nl;
+    memcpy(out + k, name, nl);
+    k += nl;
+    out[k++] = (unsigned char)vl;
+    memcpy(out + k, value, vl);
+    return k + vl;
+}
+
+static bool raw_read(void *arg)
+{
+    struct raw_stream *r = arg;
+    ssize_t got;
+    while (r->len < sizeof(r->in) &&
+           (got = read(r->fd, r->in + r->len, sizeof(r->in) - r->len)) > 0)
+        r->len += (size_t)got;
+    while (r->len >= 9) {
+        size_t n = (size_t)r->in[0] << 16 | (size_t)r->in[1] << 8 | r->in[2];
+        if (r->len < 9 + n)
+            break;
+        int type = r->in[3], flags = r->in[4];
+        uint32_t stream = ((uint32_t)r->in[5] << 24 | (uint32_t)r->in[6] << 16 |
+                           (uint32_t)r->in[7] << 8 | r->in[8]) & 0x7fffffffu;
+        if (type == 4 && !(flags & 1))
+            raw_frame(r->fd, 4, 1, 0, NULL, 0); /* SETTINGS ack */
+        if (stream == 1 && (type == 3 || (type == 1 && (flags & 1))))
+            r->ended = true;
+        memmove(r->in, r->in + 9 + n, r->len - 9 - n);
+        r->len -= 9 + n;
+    }
+    return r->ended;
+}
+
+static atomic_int stalled_handled;
+
+static enum rpc_next fast_count(struct rpc_call *c, void *arg)
+{
+    stalled_handled++;
+    rpc_call_reply(c, NULL, GRPC_STATUS_OK, NULL);
+    return RPC_NEXT_DONE;
+}
+
+static void test_fast_message_timeout(void)
+{
+    struct mm_error err = {0};
+    struct rpc_server *s = NULL;
+    struct rpc_server_config cfg = {.message_timeout_ms = 300};
+    int port = 0;
+    REQUIRE(rpc_server_new(ctx, &cfg, &s, &err) == 0);
+    REQUIRE(rpc_server_listen(s, "127.0.0.1:0", &port, &err) == 0);
+    REQUIRE(rpc_server_register_fast(s, "/test.Echo/Echo", fast_count, slow_echo, NULL, &err) ==
+            0);
+    REQUIRE(rpc_server_start(s, &err) == 0);
+    struct raw_stream *r = calloc(1, sizeof(*r));
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    REQUIRE(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    fcntl(r->fd, F_SETFL, O_NONBLOCK); /* read between turns of the loop that serves it */
+    CHECK(write(r->fd, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24) == 24);
+    raw_frame(r->fd, 4, 0, 0, NULL, 0);
+    unsigned char block[256];
+    size_t k = 0;
+    k += hpack_literal(block + k, ":method", "POST");
+    k += hpack_literal(block + k, ":scheme", "http");
+    k += hpack_literal(block + k, ":path", "/test.Echo/Echo");
+    k += hpack_literal(block + k, ":authority", "localhost");
+    k += hpack_literal(block + k, "content-type", "application/grpc");
+    k += hpack_literal(block + k, "te", "trailers");
+    raw_frame(r->fd, 1, 4, 1, block, k); /* HEADERS, END_HEADERS */
+    /* a message announced as 100 bytes, 10 of them sent, and the stream left open */
+    unsigned char data[15] = {0, 0, 0, 0, 100, 'p', 'a', 'r', 't', 'i', 'a', 'l', '.', '.', '.'};
+    raw_frame(r->fd, 0, 0, 1, data, sizeof(data));
+    long long t0 = harness_now_ms();
+    CHECK(harness_run_until(loop, raw_read, r, 5000));
+    long long took = harness_now_ms() - t0;
+    CHECK(took >= 250 && took < 2500);
+    CHECK_INT(stalled_handled, 0);
+    close(r->fd);
+    free(r);
+    stop_server(s);
 }
 
 int main(void)
@@ -493,6 +955,10 @@ int main(void)
     forward_to = "/test.Echo/Echo";
     rpc_channel_free(fch);
     stop_server(front);
+
+    /* The fast path: the same shapes handled on the completion-queue thread. */
+    test_fast_path(target);
+    test_fast_message_timeout();
 
     /* An owner frees its channel from inside a reply callback while another call of its is in
      * flight (parked): that call is cancelled, the server sees it, its callback never runs. */

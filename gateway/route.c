@@ -1,0 +1,485 @@
+/* route.c - the inference path, top to bottom (see route.h and docs/routing.md):
+ * a call arrives -> its model is named (headers or field 1, read on the wire, never decoded)
+ * -> a vmodel is resolved to its active model id -> a Loaded copy is picked -> the request's
+ * bytes are forwarded with mm-model-id and mm-hop -> the answer is passed back as it is.
+ * Without a Loaded copy the call parks on its model until one is Loaded. */
+#include "mm/route.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "grpc_predict_v2.pb-c.h"
+#include "mm/keys.h"
+#include "mm/log.h"
+#include "mm/mesh.h"
+#include "mm/rpc.h"
+#include "mm/table.h"
+#include "mm/wire.h"
+
+#define WHO "route"
+#define MAX_SEGMENTS 128 /* slices of a request read in place; more: one copy */
+#define MAX_WAKES 16     /* parks of one call (a woken call that finds no copy parks again) */
+#define SHOWN_NAME 128   /* bytes of a bad name quoted in a message */
+
+enum method { M_INFER, M_METADATA, M_READY, M_LIVE, M_SERVER_READY, M_SERVER_METADATA, N_METHODS };
+
+static const struct {
+    const char *path, *what;
+} methods[N_METHODS] = {
+    [M_INFER] = {"/inference.GRPCInferenceService/ModelInfer", "ModelInfer"},
+    [M_METADATA] = {"/inference.GRPCInferenceService/ModelMetadata", "ModelMetadata"},
+    [M_READY] = {"/inference.GRPCInferenceService/ModelReady", "ModelReady"},
+    [M_LIVE] = {"/inference.GRPCInferenceService/ServerLive", "ServerLive"},
+    [M_SERVER_READY] = {"/inference.GRPCInferenceService/ServerReady", "ServerReady"},
+    [M_SERVER_METADATA] = {"/inference.GRPCInferenceService/ServerMetadata", "ServerMetadata"},
+};
+
+struct route;
+
+struct route_method {
+    struct route *r;
+    enum method m;
+};
+
+/* One call being routed: parked on its model, or forwarded. */
+struct rcall {
+    struct route *r;
+    struct rpc_call *call;
+    enum method m;
+    bool hop;                 /* arrived on an internal port or with mm-hop: local only */
+    char id[KEYS_NAME_MAX + 1]; /* the concrete model id */
+    size_t len;
+    char name[KEYS_NAME_MAX + 1]; /* the name as the client gave it (messages) */
+    struct table_waiter w;
+    ev_timer wait_timer;      /* parked: max_wait_ms or the deadline */
+    unsigned wakes;
+    struct table_target tg;   /* forwarded: the copy */
+    struct rpc_request *req;  /* forwarded: the call to it */
+    unsigned tries;
+    char excluded[KEYS_NAME_MAX + 1]; /* the copy that failed once */
+    size_t excluded_len;
+    struct rcall *prev, *next; /* in r->held */
+};
+
+struct route {
+    struct route_config cfg;
+    struct ev_loop *loop;
+    char name[KEYS_NAME_MAX + 1];
+    char version[64];
+    struct route_method rm[N_METHODS];
+    struct rcall *held;
+    struct route_stats stats;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------------ ending a call */
+
+static void rcall_free(struct rcall *rc)
+{
+    struct route *r = rc->r;
+    ev_timer_stop(r->loop, &rc->wait_timer);
+    if (rc->prev)
+        rc->prev->next = rc->next;
+    else
+        r->held = rc->next;
+    if (rc->next)
+        rc->next->prev = rc->prev;
+    r->stats.held--;
+    free(rc);
+}
+
+/* Answer and forget: the call is released by the reply. */
+static void finish(struct rcall *rc, grpc_byte_buffer *response, grpc_status_code status,
+                   const char *message)
+{
+    rpc_call_on_cancel(rc->call, NULL, NULL);
+    rpc_call_reply(rc->call, response, status, message);
+    rcall_free(rc);
+}
+
+static void finishf(struct rcall *rc, grpc_status_code status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void finishf(struct rcall *rc, grpc_status_code status, const char *fmt, ...)
+{
+    char msg[4 * RPC_MAX_STATUS_MESSAGE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    finish(rc, NULL, status, msg);
+}
+
+/* ------------------------------------------------------------------ forwarding */
+
+static void dispatch(struct rcall *rc);
+
+static void on_forwarded(grpc_status_code status, const char *details, grpc_byte_buffer *response,
+                         void *arg)
+{
+    struct rcall *rc = arg;
+    struct route *r = rc->r;
+    rc->req = NULL;
+    table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
+    /* UNAVAILABLE: not served (the peer was unreachable, does not hold the model any more, or
+     * its runtime could not take the call): once more, on another copy */
+    if (status == GRPC_STATUS_UNAVAILABLE && !rc->hop && rc->tries == 0 &&
+        !rpc_call_cancelled(rc->call)) {
+        rc->tries++;
+        memcpy(rc->excluded, rc->tg.iid, rc->tg.iid_len + 1);
+        rc->excluded_len = rc->tg.iid_len;
+        r->stats.retried++;
+        mm_log(MM_LOG_DEBUG, WHO, "model %s: %s on %s: %s; trying another copy", rc->id,
+               methods[rc->m].what, rc->tg.iid, details);
+        dispatch(rc);
+        return;
+    }
+    finish(rc, response, status, details);
+}
+
+static void forward(struct rcall *rc)
+{
+    struct route *r = rc->r;
+    const struct rpc_header headers[] = {{"mm-model-id", rc->id}, {"mm-hop", "1"}};
+    /* the served call is the parent: its deadline and its cancellation propagate */
+    int e = rpc_unary(rc->tg.ch, methods[rc->m].path, rpc_call_request(rc->call), headers, 2, 0,
+                      rc->call, on_forwarded, rc, &rc->req);
+    if (e < 0) {
+        table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
+        finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s: cannot forward to %s: %s", rc->id,
+                rc->tg.iid, mm_strerror(e));
+        return;
+    }
+    if (rc->tg.local)
+        r->stats.forwarded_local++;
+    else
+        r->stats.forwarded_remote++;
+}
+
+/* ------------------------------------------------------------------ parking */
+
+static void on_wait_over(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct rcall *rc = w->data;
+    table_unpark(rc->r->cfg.table, &rc->w);
+    finishf(rc, GRPC_STATUS_DEADLINE_EXCEEDED, "model %s: not loaded within %.0f ms", rc->name,
+            w->repeat * 1000.);
+}
+
+static void on_wake(struct table_waiter *w, int status, const char *why)
+{
+    struct rcall *rc = (struct rcall *)((char *)w - offsetof(struct rcall, w));
+    ev_timer_stop(rc->r->loop, &rc->wait_timer);
+    switch (status) {
+    case 0:
+        if (++rc->wakes > MAX_WAKES) {
+            finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s: loaded, but no copy could be "
+                    "reached", rc->name);
+            return;
+        }
+        dispatch(rc);
+        return;
+    case -ENOENT:
+        rc->r->stats.not_found++;
+        finishf(rc, GRPC_STATUS_NOT_FOUND, "model %s not found", rc->name);
+        return;
+    case -EIO:
+        finishf(rc, GRPC_STATUS_INTERNAL, "model %s failed to load: %s", rc->name, why);
+        return;
+    default: /* -ENOSPC (no instance can take it), -EAGAIN (etcd), -ENOMEM */
+        finishf(rc, GRPC_STATUS_UNAVAILABLE, "%s", why);
+        return;
+    }
+}
+
+static void park(struct rcall *rc)
+{
+    struct route *r = rc->r;
+    struct mm_error err = {0};
+    int e = table_park(r->cfg.table, rc->id, rc->len, &rc->w, &err);
+    if (e == -EINVAL) {
+        r->stats.not_found++;
+        finishf(rc, GRPC_STATUS_NOT_FOUND, "model %s not found", rc->name);
+        return;
+    }
+    if (e < 0) {
+        finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s: %s", rc->name, err.msg);
+        return;
+    }
+    r->stats.parked++;
+    /* the client's deadline ends it through the cancel notice; without one, ours */
+    int64_t left = rpc_call_remaining_ms(rc->call);
+    if (left == INT64_MAX || left > (int64_t)r->cfg.max_wait_ms) {
+        ev_timer_set(&rc->wait_timer, (double)r->cfg.max_wait_ms / 1000., 0.);
+        rc->wait_timer.repeat = (double)r->cfg.max_wait_ms / 1000.;
+        ev_timer_start(r->loop, &rc->wait_timer);
+    }
+}
+
+/* ------------------------------------------------------------------ the route */
+
+/* The model's copy now, or the call parks, or (ModelReady, internal ports) an answer. */
+static void dispatch(struct rcall *rc)
+{
+    struct route *r = rc->r;
+    if (table_pick(r->cfg.table, rc->id, rc->len, rc->excluded_len ? rc->excluded : NULL,
+                   rc->excluded_len, rc->hop, &rc->tg) == 0) {
+        forward(rc);
+        return;
+    }
+    if (rc->hop) {
+        finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s is not loaded on instance %s", rc->id,
+                r->name);
+        return;
+    }
+    if (rc->m == M_READY) { /* a readiness probe does not load a model */
+        struct mesh_status *st = malloc(sizeof(*st));
+        if (!st) {
+            finishf(rc, GRPC_STATUS_RESOURCE_EXHAUSTED, "ModelReady: out of memory");
+            return;
+        }
+        mesh_status(r->cfg.mesh, rc->id, st);
+        bool known = st->status != MESH_NOT_FOUND;
+        free(st);
+        if (!known) {
+            r->stats.not_found++;
+            finishf(rc, GRPC_STATUS_NOT_FOUND, "model %s not found", rc->name);
+            return;
+        }
+        Inference__ModelReadyResponse resp = INFERENCE__MODEL_READY_RESPONSE__INIT;
+        finish(rc, rpc_encode(&resp.base), GRPC_STATUS_OK, NULL);
+        return;
+    }
+    park(rc);
+}
+
+static void on_cancelled(struct rpc_call *c, void *arg)
+{
+    struct rcall *rc = arg;
+    struct route *r = rc->r;
+    table_unpark(r->cfg.table, &rc->w);
+    if (rc->req) {
+        rpc_request_cancel(rc->req); /* its callback never runs */
+        rc->req = NULL;
+        table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
+    }
+    bool late = rpc_call_remaining_ms(c) <= 0;
+    finishf(rc, late ? GRPC_STATUS_DEADLINE_EXCEEDED : GRPC_STATUS_CANCELLED, "model %s: %s",
+            rc->name, late ? "deadline exceeded" : "cancelled by the client");
+}
+
+/* The model named by the call: a header's value or field 1, in *name (pointing into the call
+ * or into scratch, KEYS_NAME_MAX + 1 bytes). *concrete when mm-model-id named it. 0, or the
+ * call is answered and -1 returned. */
+static int identity(struct rpc_call *c, enum method m, char *scratch, const char **name,
+                    size_t *len, bool *concrete)
+{
+    static const struct {
+        const char *key;
+        bool concrete;
+    } headers[] = {
+        {"mm-model-id", true},
+        {"mm-model-id-bin", true}, /* gRPC has decoded the base64 */
+        {"mm-vmodel-id", false},
+        {"mm-vmodel-id-bin", false},
+    };
+    for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        *name = rpc_call_header(c, headers[i].key, len);
+        if (*name && *len) {
+            *concrete = headers[i].concrete;
+            return 0;
+        }
+    }
+    *concrete = false;
+    struct wire_segment segs[MAX_SEGMENTS];
+    grpc_byte_buffer *bb = rpc_call_request(c);
+    void *flat = NULL;
+    int n = rpc_segments(bb, segs, MAX_SEGMENTS);
+    if (n == -E2BIG) { /* many slices: one copy (the cold path) */
+        size_t flen = 0;
+        if (!(flat = rpc_flatten(bb, &flen))) {
+            rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory",
+                          methods[m].what);
+            return -1;
+        }
+        segs[0].data = flat;
+        segs[0].len = flen;
+        n = 1;
+    } else if (n < 0) {
+        rpc_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "%s: a compressed request", methods[m].what);
+        return -1;
+    }
+    int e = wire_find_field(segs, (size_t)n, 1, scratch, KEYS_NAME_MAX + 1, name, len);
+    if (e == 0 && flat) { /* into scratch: the copy goes */
+        size_t keep = *len < KEYS_NAME_MAX + 1 ? *len : KEYS_NAME_MAX + 1;
+        memmove(scratch, *name, keep);
+        *name = scratch;
+        *len = keep;
+    }
+    free(flat);
+    if (e == -E2BIG) { /* longer than any model id: shown cut */
+        *name = scratch;
+        *len = KEYS_NAME_MAX + 1;
+        return 0;
+    }
+    if (e == -ENOENT || (e == 0 && *len == 0)) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: %s is required", methods[m].what,
+                      m == M_INFER ? "model_name" : "name");
+        return -1;
+    }
+    if (e < 0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s request: %s",
+                      methods[m].what, wire_strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether name[0, len) can be a model or vmodel id (keys.h: 1..253 printable ASCII, no '/'
+ * or space). */
+static bool valid_name(const char *name, size_t len)
+{
+    if (len == 0 || len > KEYS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (name[i] <= ' ' || name[i] > '~' || name[i] == '/')
+            return false;
+    return true;
+}
+
+static void on_model_call(struct rpc_call *c, void *arg)
+{
+    struct route_method *rm = arg;
+    struct route *r = rm->r;
+    r->stats.calls++;
+    char scratch[KEYS_NAME_MAX + 1];
+    const char *name = NULL;
+    size_t len = 0;
+    bool concrete = false;
+    if (identity(c, rm->m, scratch, &name, &len, &concrete) < 0)
+        return;
+    if (!valid_name(name, len)) {
+        r->stats.not_found++;
+        rpc_call_fail(c, GRPC_STATUS_NOT_FOUND, "model %.*s%s not found",
+                      (int)(len < SHOWN_NAME ? len : SHOWN_NAME), name,
+                      len > SHOWN_NAME ? "..." : "");
+        return;
+    }
+    struct rcall *rc = calloc(1, sizeof(*rc));
+    if (!rc) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory", methods[rm->m].what);
+        return;
+    }
+    rc->r = r;
+    rc->call = c;
+    rc->m = rm->m;
+    rc->w.wake = on_wake;
+    ev_init(&rc->wait_timer, on_wait_over);
+    rc->wait_timer.data = rc;
+    rc->next = r->held;
+    if (rc->next)
+        rc->next->prev = rc;
+    r->held = rc;
+    r->stats.held++;
+    memcpy(rc->name, name, len);
+    rc->name[len] = '\0';
+    size_t hop_len = 0;
+    rc->hop = r->cfg.internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
+    /* a forwarded request names the concrete id already; a client's name may be a vmodel's */
+    rc->len = table_resolve(r->cfg.table, name, len, !concrete && !rc->hop, rc->id, NULL);
+    if (!rc->hop && rc->m != M_READY)
+        mesh_note_use(r->cfg.mesh, rc->id, rc->len, 1, now_ms());
+    if (rpc_call_on_cancel(c, on_cancelled, rc) == -ECANCELED) {
+        finishf(rc, GRPC_STATUS_CANCELLED, "model %s: cancelled by the client", rc->name);
+        return;
+    }
+    dispatch(rc);
+}
+
+/* ------------------------------------------------------------------ the node itself */
+
+static void on_server_call(struct rpc_call *c, void *arg)
+{
+    struct route_method *rm = arg;
+    struct route *r = rm->r;
+    r->stats.calls++;
+    if (rm->m == M_LIVE) {
+        Inference__ServerLiveResponse resp = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
+        resp.live = true;
+        rpc_call_reply(c, rpc_encode(&resp.base), GRPC_STATUS_OK, NULL);
+    } else if (rm->m == M_SERVER_READY) {
+        Inference__ServerReadyResponse resp = INFERENCE__SERVER_READY_RESPONSE__INIT;
+        resp.ready = true; /* the port is served only once the node is */
+        rpc_call_reply(c, rpc_encode(&resp.base), GRPC_STATUS_OK, NULL);
+    } else {
+        Inference__ServerMetadataResponse resp = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
+        resp.name = "modelmesh-c";
+        resp.version = r->version;
+        rpc_call_reply(c, rpc_encode(&resp.base), GRPC_STATUS_OK, NULL);
+    }
+}
+
+/* ------------------------------------------------------------------ the API */
+
+int route_new(struct rpc_server *s, const struct route_config *cfg, struct route **out,
+              struct mm_error *err)
+{
+    if (!cfg || !cfg->loop || !cfg->table || !cfg->mesh)
+        return mm_error_set(err, -EINVAL, "route: a loop, a table and a mesh are required");
+    struct route *r = calloc(1, sizeof(*r));
+    if (!r)
+        return mm_error_set(err, -ENOMEM, "route: out of memory");
+    r->cfg = *cfg;
+    snprintf(r->name, sizeof(r->name), "%s", cfg->name ? cfg->name : "gateway");
+    snprintf(r->version, sizeof(r->version), "%s", cfg->version ? cfg->version : "");
+    r->cfg.name = r->name;
+    r->cfg.version = r->version;
+    if (!r->cfg.max_wait_ms)
+        r->cfg.max_wait_ms = ROUTE_DEFAULT_MAX_WAIT_MS;
+    r->loop = cfg->loop;
+    for (int m = 0; m < N_METHODS; m++) {
+        r->rm[m] = (struct route_method){r, (enum method)m};
+        int e = rpc_server_register(s, methods[m].path,
+                                    m <= M_READY ? on_model_call : on_server_call, &r->rm[m],
+                                    err);
+        if (e < 0) {
+            free(r);
+            return e;
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+void route_free(struct route *r)
+{
+    if (!r)
+        return;
+    while (r->held) {
+        struct rcall *rc = r->held;
+        table_unpark(r->cfg.table, &rc->w);
+        if (rc->req) {
+            rpc_request_cancel(rc->req);
+            rc->req = NULL;
+            table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
+        }
+        finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s: the node is stopping", rc->name);
+    }
+    free(r);
+}
+
+void route_get_stats(const struct route *r, struct route_stats *out)
+{
+    *out = r->stats;
+}

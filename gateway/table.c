@@ -1,0 +1,706 @@
+/* table.c - the routing table from the registry mirror (see table.h). */
+#include "mm/table.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mm/copies.h"
+#include "mm/log.h"
+#include "mm/mesh.h"
+#include "mm/mirror.h"
+#include "mm/records.h"
+#include "mm/rpc.h"
+
+#define WHO "table"
+#define MAX_CANDIDATES 64 /* Loaded copies a pick looks at */
+
+/* ------------------------------------------------------------------ a map of byte keys */
+
+struct hlink {
+    struct hlink *next;
+    const char *key;
+    size_t len;
+};
+
+struct hmap {
+    struct hlink **b;
+    size_t n, size;
+};
+
+static uint64_t hash_of(const char *p, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static struct hlink *hmap_get(const struct hmap *m, const char *key, size_t len)
+{
+    if (!m->size)
+        return NULL;
+    for (struct hlink *l = m->b[hash_of(key, len) & (m->size - 1)]; l; l = l->next)
+        if (l->len == len && memcmp(l->key, key, len) == 0)
+            return l;
+    return NULL;
+}
+
+static int hmap_put(struct hmap *m, struct hlink *l)
+{
+    if (m->n + 1 > m->size * 3 / 4) {
+        size_t size = m->size ? m->size * 2 : 64;
+        struct hlink **b = calloc(size, sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        for (size_t i = 0; i < m->size; i++)
+            for (struct hlink *x = m->b[i], *next; x; x = next) {
+                next = x->next;
+                size_t k = hash_of(x->key, x->len) & (size - 1);
+                x->next = b[k];
+                b[k] = x;
+            }
+        free(m->b);
+        m->b = b;
+        m->size = size;
+    }
+    size_t k = hash_of(l->key, l->len) & (m->size - 1);
+    l->next = m->b[k];
+    m->b[k] = l;
+    m->n++;
+    return 0;
+}
+
+static void hmap_del(struct hmap *m, struct hlink *l)
+{
+    for (struct hlink **p = &m->b[hash_of(l->key, l->len) & (m->size - 1)]; *p; p = &(*p)->next)
+        if (*p == l) {
+            *p = l->next;
+            m->n--;
+            return;
+        }
+}
+
+/* ------------------------------------------------------------------ entries */
+
+struct tcopy {
+    struct tcopy *next;
+    char iid[KEYS_NAME_MAX + 1];
+    size_t iid_len;
+    enum copy_state state;
+    unsigned inflight;
+};
+
+struct table_model {
+    struct hlink link; /* first */
+    char id[KEYS_NAME_MAX + 1];
+    size_t id_len;
+    struct tcopy *copies;
+    size_t n_copies;
+    struct table_waiter *waiters;
+    size_t n_waiters;
+    struct mesh_op *op; /* the placement and wait for the waiters */
+    struct table *t;
+};
+
+struct tinst {
+    struct hlink link; /* first */
+    char id[KEYS_NAME_MAX + 1];
+    size_t id_len;
+    char address[256];
+    struct rpc_channel *ch; /* NULL until first picked */
+    bool shutting_down;
+};
+
+struct tvmodel {
+    struct hlink link; /* first */
+    char name[KEYS_NAME_MAX + 1];
+    size_t name_len;
+    char active[KEYS_NAME_MAX + 1];
+    size_t active_len;
+};
+
+struct table {
+    struct table_config cfg;
+    char cluster[KEYS_NAME_MAX + 1];
+    char iid[KEYS_NAME_MAX + 1];
+    size_t iid_len;
+    bool has_local;
+    char runtime[256];
+    struct rpc_channel *runtime_ch;
+    char prefix[KEYS_MAX];
+    size_t prefix_len;
+    struct mirror_sub *sub_copies, *sub_instances, *sub_vmodels;
+    struct hmap models, insts, vmodels;
+    size_t parked;
+    uint64_t rng;
+    struct table_stats stats;
+};
+
+static uint64_t next_random(struct table *t)
+{
+    uint64_t x = t->rng; /* xorshift64* */
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    t->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static struct table_model *model_find(const struct table *t, const char *id, size_t len)
+{
+    return (struct table_model *)hmap_get(&t->models, id, len);
+}
+
+static struct table_model *model_get(struct table *t, const char *id, size_t len)
+{
+    struct table_model *m = model_find(t, id, len);
+    if (m || len > KEYS_NAME_MAX)
+        return m;
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    memcpy(m->id, id, len);
+    m->id_len = len;
+    m->link.key = m->id;
+    m->link.len = len;
+    m->t = t;
+    if (hmap_put(&t->models, &m->link) < 0) {
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Forget an entry that holds nothing: no copy, no waiter, no operation. */
+static void model_maybe_free(struct table *t, struct table_model *m)
+{
+    if (m->copies || m->waiters || m->op)
+        return;
+    hmap_del(&t->models, &m->link);
+    free(m);
+}
+
+static struct tcopy *copy_find(const struct table_model *m, const char *iid, size_t len)
+{
+    for (struct tcopy *c = m->copies; c; c = c->next)
+        if (c->iid_len == len && memcmp(c->iid, iid, len) == 0)
+            return c;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ waking */
+
+/* Every waiter of m, woken with status (each out of the table before its callback). The
+ * callbacks may park again (onto a fresh list) or unpark others: the list is taken first. */
+static void wake_all(struct table *t, struct table_model *m, int status, const char *why)
+{
+    struct table_waiter *list = m->waiters;
+    m->waiters = NULL;
+    for (struct table_waiter *w = list; w; w = w->next)
+        w->model = NULL;
+    t->parked -= m->n_waiters;
+    m->n_waiters = 0;
+    if (m->op && !status) { /* nobody waits for it any more */
+        mesh_op_cancel(m->op);
+        m->op = NULL;
+    }
+    /* m may be freed by a callback's unpark or re-park: do not touch it below */
+    while (list) {
+        struct table_waiter *w = list;
+        list = w->next;
+        if (list)
+            list->prev = NULL;
+        w->next = w->prev = NULL;
+        t->stats.wakes++;
+        w->wake(w, status, why);
+    }
+}
+
+/* Whether a pick would find a copy of m now (a Loaded copy with an address, or the local
+ * one): only then are waiters woken outside a copy's event, so that a wake never leads to a
+ * failed pick, a new park and an immediate wake again. */
+static bool pickable(const struct table *t, const struct table_model *m)
+{
+    struct copies_info info;
+    if (t->has_local && copies_get(t->cfg.copies, m->id, m->id_len, &info) == 0 &&
+        info.state == COPY_LOADED)
+        return true;
+    for (const struct tcopy *c = m->copies; c; c = c->next) {
+        if (c->state != COPY_LOADED)
+            continue;
+        const struct tinst *in = (const struct tinst *)hmap_get(&t->insts, c->iid, c->iid_len);
+        if (in && in->address[0] &&
+            !(t->has_local && c->iid_len == t->iid_len && memcmp(c->iid, t->iid, t->iid_len) == 0))
+            return true;
+    }
+    return false;
+}
+
+static void wake_later_check(struct table *t, struct table_model *m)
+{
+    if (m->waiters && pickable(t, m)) {
+        wake_all(t, m, 0, NULL);
+        return; /* m may be gone */
+    }
+    model_maybe_free(t, m);
+}
+
+static void on_ensured(int status, const struct mm_error *err, const struct mesh_status *st,
+                       void *arg)
+{
+    struct table_model *m = arg;
+    struct table *t = m->t;
+    m->op = NULL;
+    if (status < 0 && m->waiters) {
+        char why[MM_ERROR_MSG_MAX];
+        snprintf(why, sizeof(why), "%s", err && err->msg[0] ? err->msg : mm_strerror(status));
+        wake_all(t, m, status, why); /* m may be gone */
+        return;
+    }
+    /* Loaded: its copy's event wakes the waiters, if the table has not seen it yet */
+    wake_later_check(t, m);
+}
+
+/* ------------------------------------------------------------------ mirror events */
+
+static void on_copy(const struct mirror_event *ev, void *arg)
+{
+    struct table *t = arg;
+    struct key_parts kp;
+    if (keys_parse_relative(ev->key + t->prefix_len, ev->key_len - t->prefix_len, &kp) < 0 ||
+        kp.kind != KEY_COPY || kp.first_len > KEYS_NAME_MAX || kp.second_len > KEYS_NAME_MAX)
+        return;
+    struct table_model *m = model_find(t, kp.first, kp.first_len);
+    if (ev->kind == MIRROR_DELETE) {
+        if (!m)
+            return;
+        for (struct tcopy **p = &m->copies; *p; p = &(*p)->next)
+            if ((*p)->iid_len == kp.second_len && memcmp((*p)->iid, kp.second, kp.second_len) == 0) {
+                struct tcopy *c = *p;
+                *p = c->next;
+                free(c);
+                m->n_copies--;
+                break;
+            }
+        model_maybe_free(t, m);
+        return;
+    }
+    struct copy_record rec;
+    struct mm_error err = {0};
+    if (record_decode(RECORD_COPY, ev->new_value, ev->new_len, &rec, &err) < 0) {
+        mm_log(MM_LOG_WARN, WHO, "copy %.*s on %.*s: unreadable record, not routed to: %s",
+               (int)kp.first_len, kp.first, (int)kp.second_len, kp.second, err.msg);
+        rec.state = COPY_FAILED;
+    }
+    if (!m && !(m = model_get(t, kp.first, kp.first_len)))
+        return;
+    struct tcopy *c = copy_find(m, kp.second, kp.second_len);
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+            model_maybe_free(t, m);
+            return;
+        }
+        memcpy(c->iid, kp.second, kp.second_len);
+        c->iid_len = kp.second_len;
+        c->next = m->copies;
+        m->copies = c;
+        m->n_copies++;
+    }
+    c->state = rec.state;
+    if (c->state == COPY_LOADED && m->waiters && pickable(t, m))
+        wake_all(t, m, 0, NULL);
+}
+
+static void inst_apply(struct table *t, const char *id, size_t len, const char *value,
+                       size_t value_len)
+{
+    struct tinst *in = (struct tinst *)hmap_get(&t->insts, id, len);
+    if (!value) {
+        if (in) {
+            hmap_del(&t->insts, &in->link);
+            free(in); /* its channel stays the context's (rpc_channel_for) */
+        }
+        return;
+    }
+    struct instance_record rec;
+    struct mm_error err = {0};
+    if (record_decode(RECORD_INSTANCE, value, value_len, &rec, &err) < 0) {
+        mm_log(MM_LOG_WARN, WHO, "instance %.*s: unreadable record, not routed to: %s", (int)len,
+               id, err.msg);
+        inst_apply(t, id, len, NULL, 0);
+        return;
+    }
+    if (!in) {
+        if (len > KEYS_NAME_MAX || !(in = calloc(1, sizeof(*in))))
+            return;
+        memcpy(in->id, id, len);
+        in->id_len = len;
+        in->link.key = in->id;
+        in->link.len = len;
+        if (hmap_put(&t->insts, &in->link) < 0) {
+            free(in);
+            return;
+        }
+    }
+    if (strcmp(in->address, rec.address) != 0) {
+        snprintf(in->address, sizeof(in->address), "%s", rec.address);
+        in->ch = NULL;
+    }
+    in->shutting_down = rec.shutting_down;
+}
+
+static void on_instance(const struct mirror_event *ev, void *arg)
+{
+    struct table *t = arg;
+    const char *id = ev->key + t->prefix_len + strlen("instances/");
+    size_t len = ev->key_len - t->prefix_len - strlen("instances/");
+    inst_apply(t, id, len, ev->kind == MIRROR_DELETE ? NULL : ev->new_value, ev->new_len);
+}
+
+static void vmodel_apply(struct table *t, const char *name, size_t len, const char *value,
+                         size_t value_len)
+{
+    struct tvmodel *v = (struct tvmodel *)hmap_get(&t->vmodels, name, len);
+    struct vmodel_record rec;
+    struct mm_error err = {0};
+    if (value && record_decode(RECORD_VMODEL, value, value_len, &rec, &err) < 0) {
+        mm_log(MM_LOG_WARN, WHO, "vmodel %.*s: unreadable record, not resolved: %s", (int)len,
+               name, err.msg);
+        value = NULL;
+    }
+    if (!value || !rec.active_model_id[0]) {
+        if (v) {
+            hmap_del(&t->vmodels, &v->link);
+            free(v);
+        }
+        return;
+    }
+    if (!v) {
+        if (len > KEYS_NAME_MAX || !(v = calloc(1, sizeof(*v))))
+            return;
+        memcpy(v->name, name, len);
+        v->name_len = len;
+        v->link.key = v->name;
+        v->link.len = len;
+        if (hmap_put(&t->vmodels, &v->link) < 0) {
+            free(v);
+            return;
+        }
+    }
+    v->active_len = strnlen(rec.active_model_id, KEYS_NAME_MAX);
+    memcpy(v->active, rec.active_model_id, v->active_len);
+    v->active[v->active_len] = '\0';
+}
+
+static void on_vmodel(const struct mirror_event *ev, void *arg)
+{
+    struct table *t = arg;
+    const char *name = ev->key + t->prefix_len + strlen("vmodels/");
+    size_t len = ev->key_len - t->prefix_len - strlen("vmodels/");
+    vmodel_apply(t, name, len, ev->kind == MIRROR_DELETE ? NULL : ev->new_value, ev->new_len);
+}
+
+/* The mirror's contents when the table starts: each as if it had just come. */
+static int seed(const struct mirror_entry *e, void *arg)
+{
+    struct table *t = arg;
+    struct mirror_event ev = {
+        .kind = MIRROR_PUT,
+        .key = e->key,
+        .key_len = e->key_len,
+        .new_value = e->value,
+        .new_len = e->value_len,
+        .revision = e->mod_revision,
+        .entry = e,
+    };
+    const char *rel = e->key + t->prefix_len;
+    if (strncmp(rel, "copies/", 7) == 0)
+        on_copy(&ev, t);
+    else if (strncmp(rel, "instances/", 10) == 0)
+        on_instance(&ev, t);
+    else if (strncmp(rel, "vmodels/", 8) == 0)
+        on_vmodel(&ev, t);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the API */
+
+int table_new(const struct table_config *cfg, struct table **out, struct mm_error *err)
+{
+    if (!cfg || !cfg->cluster || !cfg->mirror || !cfg->mesh || !cfg->rpc ||
+        (cfg->iid && (!cfg->runtime || !cfg->copies)))
+        return mm_error_set(err, -EINVAL, "table: cluster, mirror, mesh and rpc are required "
+                            "(and the runtime and copies with an instance id)");
+    struct table *t = calloc(1, sizeof(*t));
+    if (!t)
+        return mm_error_set(err, -ENOMEM, "table: out of memory");
+    t->cfg = *cfg;
+    snprintf(t->cluster, sizeof(t->cluster), "%s", cfg->cluster);
+    t->cfg.cluster = t->cluster;
+    if (cfg->iid) {
+        snprintf(t->iid, sizeof(t->iid), "%s", cfg->iid);
+        t->iid_len = strlen(t->iid);
+        t->has_local = true;
+        snprintf(t->runtime, sizeof(t->runtime), "%s", cfg->runtime);
+        t->runtime_ch = rpc_channel_for(cfg->rpc, t->runtime, err);
+        if (!t->runtime_ch) {
+            free(t);
+            return err ? err->code : -ENOMEM;
+        }
+    }
+    t->cfg.iid = NULL;
+    t->cfg.runtime = NULL;
+    if (!t->cfg.max_parked)
+        t->cfg.max_parked = TABLE_DEFAULT_MAX_PARKED;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)t;
+    if (!t->rng)
+        t->rng = 1;
+    int rc = keys_prefix(t->prefix, sizeof(t->prefix), t->cluster, err);
+    if (rc < 0) {
+        free(t);
+        return rc;
+    }
+    t->prefix_len = strlen(t->prefix);
+    char p[KEYS_MAX];
+    int n = snprintf(p, sizeof(p), "%s", t->prefix);
+    mirror_foreach_prefix(cfg->mirror, t->prefix, t->prefix_len, seed, t);
+    snprintf(p + n, sizeof(p) - (size_t)n, "copies/");
+    if (mirror_subscribe(cfg->mirror, p, strlen(p), on_copy, t, &t->sub_copies) < 0)
+        goto nomem;
+    snprintf(p + n, sizeof(p) - (size_t)n, "instances/");
+    if (mirror_subscribe(cfg->mirror, p, strlen(p), on_instance, t, &t->sub_instances) < 0)
+        goto nomem;
+    snprintf(p + n, sizeof(p) - (size_t)n, "vmodels/");
+    if (mirror_subscribe(cfg->mirror, p, strlen(p), on_vmodel, t, &t->sub_vmodels) < 0)
+        goto nomem;
+    *out = t;
+    return 0;
+nomem:
+    table_free(t);
+    return mm_error_set(err, -ENOMEM, "table: out of memory");
+}
+
+static void map_free(struct hmap *m, void (*each)(struct hlink *l))
+{
+    for (size_t i = 0; i < m->size; i++)
+        for (struct hlink *l = m->b[i], *next; l; l = next) {
+            next = l->next;
+            each(l);
+        }
+    free(m->b);
+    memset(m, 0, sizeof(*m));
+}
+
+static void free_model(struct hlink *l)
+{
+    struct table_model *m = (struct table_model *)l;
+    for (struct tcopy *c = m->copies, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    for (struct table_waiter *w = m->waiters; w; w = w->next)
+        w->model = NULL;
+    mesh_op_cancel(m->op);
+    free(m);
+}
+
+static void free_plain(struct hlink *l)
+{
+    free(l);
+}
+
+void table_free(struct table *t)
+{
+    if (!t)
+        return;
+    mirror_unsubscribe(t->sub_copies);
+    mirror_unsubscribe(t->sub_instances);
+    mirror_unsubscribe(t->sub_vmodels);
+    map_free(&t->models, free_model);
+    map_free(&t->insts, free_plain);
+    map_free(&t->vmodels, free_plain);
+    free(t);
+}
+
+size_t table_resolve(const struct table *t, const char *name, size_t len, bool as_vmodel,
+                     char *out, bool *vmodel)
+{
+    const struct tvmodel *v = as_vmodel ? (const struct tvmodel *)hmap_get(&t->vmodels, name, len)
+                                        : NULL;
+    if (vmodel)
+        *vmodel = v != NULL;
+    if (v) {
+        memcpy(out, v->active, v->active_len + 1);
+        return v->active_len;
+    }
+    if (len > KEYS_NAME_MAX)
+        len = KEYS_NAME_MAX;
+    memcpy(out, name, len);
+    out[len] = '\0';
+    return len;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int table_pick(struct table *t, const char *id, size_t len, const char *exclude,
+               size_t exclude_len, bool local_only, struct table_target *out)
+{
+    bool excluded_self = exclude && exclude_len == t->iid_len &&
+                         memcmp(exclude, t->iid, exclude_len) == 0;
+    if (t->has_local && !excluded_self &&
+        copies_request_begin(t->cfg.copies, id, len, now_ms()) == 0) {
+        out->ch = t->runtime_ch;
+        out->local = true;
+        memcpy(out->iid, t->iid, t->iid_len + 1);
+        out->iid_len = t->iid_len;
+        t->stats.picks_local++;
+        return 0;
+    }
+    struct table_model *m = local_only ? NULL : model_find(t, id, len);
+    if (!m)
+        return -ENOENT;
+    struct {
+        struct tcopy *c;
+        struct tinst *in;
+    } cand[MAX_CANDIDATES];
+    size_t n = 0, n_live = 0;
+    for (struct tcopy *c = m->copies; c && n < MAX_CANDIDATES; c = c->next) {
+        if (c->state != COPY_LOADED ||
+            (c->iid_len == t->iid_len && t->has_local &&
+             memcmp(c->iid, t->iid, t->iid_len) == 0) ||
+            (exclude && exclude_len == c->iid_len && memcmp(exclude, c->iid, exclude_len) == 0))
+            continue;
+        struct tinst *in = (struct tinst *)hmap_get(&t->insts, c->iid, c->iid_len);
+        if (!in || !in->address[0])
+            continue;
+        /* live instances first; those shutting down only if nothing else */
+        if (!in->shutting_down) {
+            if (n_live != n)
+                cand[n] = cand[n_live];
+            cand[n_live].c = c;
+            cand[n_live].in = in;
+            n_live++;
+        } else {
+            cand[n].c = c;
+            cand[n].in = in;
+        }
+        n++;
+    }
+    if (n_live)
+        n = n_live;
+    if (!n)
+        return -ENOENT;
+    size_t k = 0;
+    if (n > 1) { /* the better of two random choices */
+        size_t a = (size_t)(next_random(t) % n), b = (size_t)(next_random(t) % (n - 1));
+        if (b >= a)
+            b++;
+        k = cand[b].c->inflight < cand[a].c->inflight ? b : a;
+    }
+    struct tinst *in = cand[k].in;
+    if (!in->ch) {
+        struct mm_error err = {0};
+        in->ch = rpc_channel_for(t->cfg.rpc, in->address, &err);
+        if (!in->ch) {
+            mm_log(MM_LOG_WARN, WHO, "instance %.*s: %s", (int)in->id_len, in->id, err.msg);
+            return -ENOENT;
+        }
+    }
+    cand[k].c->inflight++;
+    out->ch = in->ch;
+    out->local = false;
+    memcpy(out->iid, in->id, in->id_len);
+    out->iid[in->id_len] = '\0';
+    out->iid_len = in->id_len;
+    t->stats.picks_remote++;
+    return 0;
+}
+
+void table_release(struct table *t, const char *id, size_t len, const struct table_target *tg)
+{
+    if (tg->local) {
+        copies_request_end(t->cfg.copies, id, len);
+        return;
+    }
+    struct table_model *m = model_find(t, id, len);
+    struct tcopy *c = m ? copy_find(m, tg->iid, tg->iid_len) : NULL;
+    if (c && c->inflight)
+        c->inflight--;
+}
+
+int table_park(struct table *t, const char *id, size_t len, struct table_waiter *w,
+               struct mm_error *err)
+{
+    if (t->parked >= t->cfg.max_parked)
+        return mm_error_set(err, -EBUSY, "%u requests wait for models to load already",
+                            t->cfg.max_parked);
+    struct table_model *m = model_get(t, id, len);
+    if (!m)
+        return mm_error_set(err, -ENOMEM, "model %.*s: out of memory", (int)len, id);
+    if (!m->op) {
+        char model_id[KEYS_NAME_MAX + 1];
+        memcpy(model_id, id, len);
+        model_id[len] = '\0';
+        int rc = mesh_ensure(t->cfg.mesh, model_id, 0, true, 0, on_ensured, m, &m->op, err);
+        if (rc < 0) {
+            m->op = NULL;
+            model_maybe_free(t, m);
+            return rc;
+        }
+        t->stats.placements++;
+    }
+    w->model = m;
+    w->prev = NULL;
+    w->next = m->waiters;
+    if (w->next)
+        w->next->prev = w;
+    m->waiters = w;
+    m->n_waiters++;
+    t->parked++;
+    t->stats.parks++;
+    return 0;
+}
+
+void table_unpark(struct table *t, struct table_waiter *w)
+{
+    struct table_model *m = w->model;
+    if (!m)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        m->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    w->model = NULL;
+    m->n_waiters--;
+    t->parked--;
+    if (!m->waiters && m->op) { /* nobody waits: the placement stays, the wait goes */
+        mesh_op_cancel(m->op);
+        m->op = NULL;
+    }
+    model_maybe_free(t, m);
+}
+
+void table_get_stats(const struct table *t, struct table_stats *out)
+{
+    *out = t->stats;
+    out->models = t->models.n;
+    out->instances = t->insts.n;
+    out->vmodels = t->vmodels.n;
+    out->parked = t->parked;
+}

@@ -1,0 +1,69 @@
+/* route.h - KServe V2 inference (inference.GRPCInferenceService) on a node's or a gateway's
+ * port, routed through the mesh (docs/routing.md):
+ *
+ * - the model: the header mm-model-id (or mm-model-id-bin) names a concrete model id; else the
+ *   header mm-vmodel-id (-bin), else field 1 of the request (model_name / name), names a vmodel
+ *   (its active model id, table.h) or else a model id;
+ * - a Loaded copy is chosen (table_pick: local first, else the better of two random peers by
+ *   requests in flight) and the request's bytes are forwarded untouched, by reference, with
+ *   mm-model-id: <the concrete id> and mm-hop: 1, to the local runtime or to the holder's
+ *   internal port; the response (or the status and message) is passed back as it is. The
+ *   client's deadline and cancellation propagate to the forward;
+ * - no Loaded copy: the call parks on the model (table_park) until a copy is Loaded, the model
+ *   turns out impossible to load, the client's deadline (without one: max_wait_ms), or the
+ *   client cancels (released at once);
+ * - a forward that fails UNAVAILABLE (not served: the peer was unreachable, or no longer holds
+ *   the model, or its runtime could not take it) is tried once more on another copy;
+ * - internal ports (internal, and any request carrying mm-hop) serve only from the local copy:
+ *   never forwarded again, so a request makes at most one hop. No local Loaded copy:
+ *   UNAVAILABLE, which the forwarding node retries elsewhere.
+ * Status codes: INVALID_ARGUMENT without a model name or for a malformed request, NOT_FOUND
+ * "model NAME not found", UNAVAILABLE when no instance can take the model (place's reason) or
+ * MAX parked calls wait already, INTERNAL "model NAME failed to load: ..." after the mesh gave
+ * up loading it, DEADLINE_EXCEEDED, the runtime's own codes and messages untouched.
+ * ModelReady does not load a model: ready is whether a Loaded copy answers it ready.
+ * ServerLive, ServerReady and ServerMetadata are answered by the node itself.
+ *
+ * Owns: the calls being routed (parked or forwarded). Threading: the loop thread only.
+ * Lifetime: route_free answers every call it holds UNAVAILABLE and cancels its forwards; free
+ * it before the table; shut the rpc server down first (its handlers point here). */
+#ifndef MM_ROUTE_H
+#define MM_ROUTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mm/error.h"
+
+struct ev_loop;
+struct mesh;
+struct route;
+struct rpc_server;
+struct table;
+
+#define ROUTE_DEFAULT_MAX_WAIT_MS 300000u
+
+struct route_config {
+    struct ev_loop *loop;     /* required: the rpc context's */
+    struct table *table;      /* required */
+    struct mesh *mesh;        /* required: use counts (mesh_note_use) */
+    const char *name;         /* this node's instance id, or the gateway's name (messages) */
+    const char *version;      /* ServerMetadata's version */
+    bool internal;            /* the peers' port: local copies only, never forwarded */
+    unsigned max_wait_ms;     /* a parked call without a deadline waits this long at most;
+                                 0 = ROUTE_DEFAULT_MAX_WAIT_MS */
+};
+
+/* Register the six methods on s (before rpc_server_start). */
+int route_new(struct rpc_server *s, const struct route_config *cfg, struct route **out,
+              struct mm_error *err);
+/* NULL is ignored. See the lifetime rule above. */
+void route_free(struct route *r);
+
+struct route_stats {
+    uint64_t calls, forwarded_local, forwarded_remote, parked, retried, not_found;
+    unsigned held; /* calls held now (parked or being forwarded) */
+};
+void route_get_stats(const struct route *r, struct route_stats *out);
+
+#endif

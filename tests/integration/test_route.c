@@ -1,0 +1,451 @@
+/* test_route.c - inference routed through the mesh: one etcd, three pods (mm-runtime + mm-node)
+ * and an mm-gateway, real processes, KServe V2 calls from our rpc client:
+ *   - an unknown model is NOT_FOUND naming it, on a node and on the gateway;
+ *   - 200 concurrent requests for a registered, unloaded model, spread over the three nodes,
+ *     all answered with the model's prediction after exactly one load (one copy record, one
+ *     runtime holding it);
+ *   - every entry point answers (each node, the gateway); a node whose runtime does not hold the
+ *     model answers by forwarding; the holder's internal port serves it, another node's refuses
+ *     (UNAVAILABLE: it never forwards again);
+ *   - a wrong shape is the runtime's INVALID_ARGUMENT, message and all, through a forward;
+ *   - a vmodel name, the mm-vmodel-id header and the mm-model-id-bin header; answers name the
+ *     concrete id; ModelReady and ModelMetadata through the gateway;
+ *   - requests sent while the model's load is held (the runtimes SIGSTOPped) block, then are
+ *     answered once the load completes;
+ *   - on the gateway (--max-parked 2): two parked calls fill it (a third is refused), clients
+ *     that cancel are released at once (two more park), a deadline is honoured while parked;
+ *   - a model no instance serves is UNAVAILABLE with the placement's reason.
+ * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER */
+#include <errno.h>
+#include <ev.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "cluster.h"
+#include "grpc_predict_v2.pb-c.h"
+#include "harness.h"
+#include "mm/etcd_sync.h"
+#include "mm/rpc.h"
+#include "mmclient.h"
+#include "rtclient.h"
+
+#define FEATURES 30
+#define CALL_MS 30000
+#define CONCURRENT 200
+#define INFER "/inference.GRPCInferenceService/ModelInfer"
+
+static struct cluster cl;
+static float row[FEATURES];
+static float expected;
+static char work[256];
+
+/* ---------------------------------------------------------------- the example model */
+
+static void make_model(const char *maker)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(work, sizeof(work), "%s/mm-route-model-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    REQUIRE(mkdtemp(work) != NULL);
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "'%s' '%s'", maker, work);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p != NULL);
+    char line[4096];
+    bool got_expected = false, got_row = false;
+    while (fgets(line, sizeof(line), p)) {
+        if (sscanf(line, "expected predict[0] = %f", &expected) == 1)
+            got_expected = true;
+        if (strncmp(line, "row[0] =", 8) == 0) {
+            char *s = line + 8;
+            int j = 0;
+            for (char *end; j < FEATURES; j++, s = end) {
+                row[j] = strtof(s, &end);
+                if (end == s)
+                    break;
+            }
+            got_row = j == FEATURES;
+        }
+    }
+    REQUIRE(pclose(p) == 0);
+    REQUIRE(got_expected && got_row);
+}
+
+/* A ModelInfer request for model (one row; features values per row). */
+static grpc_byte_buffer *infer_request(const char *model, int features)
+{
+    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    Inference__ModelInferRequest__InferInputTensor in =
+        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
+    Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
+    int64_t shape[2] = {1, features};
+    contents.fp32_contents = row;
+    contents.n_fp32_contents = (size_t)features;
+    in.name = "input-0";
+    in.datatype = "FP32";
+    in.shape = shape;
+    in.n_shape = 2;
+    in.contents = &contents;
+    req.model_name = (char *)model;
+    req.id = "r1";
+    req.inputs = ins;
+    req.n_inputs = 1;
+    return rpc_encode(&req.base);
+}
+
+/* Whether t is OK with the model's prediction and model_name want (printing what it was if
+ * not). */
+static bool answered(const struct testcall *t, const char *want)
+{
+    if (t->status != GRPC_STATUS_OK) {
+        fprintf(stderr, "  ModelInfer: %s: %s\n", rpc_status_name(t->status), t->details);
+        return false;
+    }
+    ProtobufCMessage *m = NULL;
+    struct mm_error err = {0};
+    if (rpc_decode(t->response, &inference__model_infer_response__descriptor, &m, &err) < 0) {
+        fprintf(stderr, "  ModelInfer: %s\n", err.msg);
+        return false;
+    }
+    Inference__ModelInferResponse *r = (Inference__ModelInferResponse *)m;
+    bool ok = strcmp(r->model_name, want) == 0 && strcmp(r->id, "r1") == 0 && r->n_outputs == 1 &&
+              r->outputs[0]->contents && r->outputs[0]->contents->n_fp32_contents == 1 &&
+              fabsf(r->outputs[0]->contents->fp32_contents[0] - expected) < 1e-6f;
+    if (!ok)
+        fprintf(stderr, "  ModelInfer: answered model_name '%s', not the prediction of %s\n",
+                r->model_name, want);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return ok;
+}
+
+static struct testcall infer_on(struct rpc_channel *ch, const char *model,
+                                const struct rpc_header *h, size_t nh, int features,
+                                int64_t timeout_ms)
+{
+    grpc_byte_buffer *b = infer_request(model, features);
+    struct testcall t = testcall_run(ch, INFER, b, h, nh, timeout_ms);
+    grpc_byte_buffer_destroy(b);
+    return t;
+}
+
+static bool infer_ok(struct rpc_channel *ch, const char *model, const char *want)
+{
+    struct testcall t = infer_on(ch, model, NULL, 0, FEATURES, CALL_MS);
+    bool ok = answered(&t, want);
+    testcall_clear(&t);
+    return ok;
+}
+
+/* A channel to a node's internal port. */
+static struct rpc_channel *internal_channel(size_t i)
+{
+    char target[64];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", cl.pods[i].internal_port);
+    struct mm_error err = {0};
+    return rpc_channel_for(cl.rpc, target, &err);
+}
+
+static void register_model(const char *id, const char *type)
+{
+    struct mmc_reply r;
+    mmc_register(cl.pods[0].api, id, type, "bc.json", "", false, false, 0, CALL_MS, &r);
+    CHECK_INT(r.code, GRPC_STATUS_OK);
+    if (r.code != GRPC_STATUS_OK)
+        fprintf(stderr, "  registerModel %s: %s\n", id, r.details);
+}
+
+/* The pod whose runtime holds model (its only copy), or -1; *held counts the holders. */
+static int holder(const char *model, int *held)
+{
+    const char *models[1] = {model};
+    int who = -1;
+    *held = 0;
+    for (size_t i = 0; i < cl.cfg.n_pods; i++) {
+        uint64_t size = 0;
+        if (cluster_runtime_sizes(&cl, i, models, 1, &size) == 1) {
+            (*held)++;
+            who = (int)i;
+        }
+    }
+    return who;
+}
+
+static void runtimes_signal(int sig)
+{
+    for (size_t i = 0; i < cl.cfg.n_pods; i++)
+        kill(cl.pods[i].runtime_pid, sig);
+}
+
+/* ---------------------------------------------------------------- scenarios */
+
+static void not_found(void)
+{
+    struct testcall t = infer_on(cl.pods[0].api, "nope", NULL, 0, FEATURES, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model nope not found"));
+    testcall_clear(&t);
+    t = infer_on(cl.gateway, "nope", NULL, 0, FEATURES, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model nope not found"));
+    testcall_clear(&t);
+    t = infer_on(cl.pods[1].api, "a/b", NULL, 0, FEATURES, CALL_MS); /* no model id */
+    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model a/b not found"));
+    testcall_clear(&t);
+    t = infer_on(cl.pods[1].api, "", NULL, 0, FEATURES, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_INVALID_ARGUMENT, "model_name is required"));
+    testcall_clear(&t);
+}
+
+static void one_load_for_many(void)
+{
+    register_model("m1", "xgboost");
+    static struct testcall calls[CONCURRENT];
+    memset(calls, 0, sizeof(calls));
+    grpc_byte_buffer *b = infer_request("m1", FEATURES);
+    long long t0 = harness_now_ms();
+    for (int i = 0; i < CONCURRENT; i++)
+        REQUIRE(rpc_unary(cl.pods[i % 3].api, INFER, b, NULL, 0, CALL_MS, NULL, testcall_cb,
+                          &calls[i], NULL) == 0);
+    grpc_byte_buffer_destroy(b);
+    CHECK(testcall_wait(cl.loop, calls, CONCURRENT, CALL_MS + 5000));
+    long long took = harness_now_ms() - t0;
+    int ok = 0;
+    for (int i = 0; i < CONCURRENT; i++) {
+        ok += answered(&calls[i], "m1");
+        testcall_clear(&calls[i]);
+    }
+    CHECK_INT(ok, CONCURRENT);
+    struct cluster_copy copies[4];
+    CHECK_INT(cluster_copies(&cl, "m1", copies, 4), 1);
+    int held = 0;
+    holder("m1", &held);
+    CHECK_INT(held, 1);
+    fprintf(stderr, "%d concurrent requests for an unloaded model over 3 nodes: %d answered in "
+            "%lld ms, 1 copy, %d runtime(s) holding it\n", CONCURRENT, ok, took, held);
+}
+
+static void entry_points(void)
+{
+    int held = 0, h = holder("m1", &held);
+    REQUIRE(h >= 0);
+    for (size_t i = 0; i < cl.cfg.n_pods; i++)
+        CHECK(infer_ok(cl.pods[i].api, "m1", "m1"));
+    CHECK(infer_ok(cl.gateway, "m1", "m1"));
+    /* the others' runtimes do not hold it: their answers were forwarded */
+    CHECK_INT(held, 1);
+    size_t other = (size_t)(h + 1) % cl.cfg.n_pods;
+    /* internal ports: the holder serves, another node refuses to forward */
+    CHECK(infer_ok(internal_channel((size_t)h), "m1", "m1"));
+    struct testcall t = infer_on(internal_channel(other), "m1", NULL, 0, FEATURES, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_UNAVAILABLE, "is not loaded on instance"));
+    testcall_clear(&t);
+    /* mm-hop on the external port: served locally or not at all */
+    const struct rpc_header hop[] = {{"mm-hop", "1"}};
+    t = infer_on(cl.pods[other].api, "m1", hop, 1, FEATURES, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_UNAVAILABLE, "is not loaded on instance"));
+    testcall_clear(&t);
+    /* the runtime's own verdict, through a forward */
+    t = infer_on(cl.pods[other].api, "m1", NULL, 0, FEATURES - 1, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_INVALID_ARGUMENT, "expected shape [-1, 30], got [1, 29]"));
+    testcall_clear(&t);
+    t = infer_on(cl.gateway, "m1", NULL, 0, FEATURES - 1, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_INVALID_ARGUMENT, "expected shape [-1, 30], got [1, 29]"));
+    testcall_clear(&t);
+}
+
+static void names(void)
+{
+    char key[256];
+    snprintf(key, sizeof(key), "/modelmesh/%s/vmodels/v1", cl.name);
+    struct mm_error err = {0};
+    REQUIRE(etcd_sync_put(cl.etcd_client, key, "{\"v\":1,\"active_model_id\":\"m1\"}", 0, NULL,
+                          &err) == 0);
+    /* the mirrors have it within moments */
+    bool ok = false;
+    long long until = harness_now_ms() + 5000;
+    while (!ok && harness_now_ms() < until) {
+        struct testcall t = infer_on(cl.pods[1].api, "v1", NULL, 0, FEATURES, CALL_MS);
+        ok = t.status == GRPC_STATUS_OK && answered(&t, "m1");
+        testcall_clear(&t);
+        if (!ok)
+            cluster_run(&cl, 100);
+    }
+    CHECK(ok);
+    CHECK(infer_ok(cl.pods[2].api, "v1", "m1"));
+    CHECK(infer_ok(cl.gateway, "v1", "m1"));
+    const struct rpc_header vh[] = {{"mm-vmodel-id", "v1"}};
+    struct testcall t = infer_on(cl.gateway, "whatever", vh, 1, FEATURES, CALL_MS);
+    CHECK(answered(&t, "m1"));
+    testcall_clear(&t);
+    const struct rpc_header bin[] = {{"mm-model-id-bin", "m1"}}; /* base64 on the wire */
+    t = infer_on(cl.pods[0].api, "whatever", bin, 1, FEATURES, CALL_MS);
+    CHECK(answered(&t, "m1"));
+    testcall_clear(&t);
+    const struct rpc_header concrete[] = {{"mm-model-id", "v1"}}; /* a model id, not a vmodel */
+    t = infer_on(cl.pods[0].api, "m1", concrete, 1, FEATURES, CALL_MS);
+    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model v1 not found"));
+    testcall_clear(&t);
+
+    /* ModelReady and ModelMetadata through the gateway */
+    Inference__ModelReadyRequest rq = INFERENCE__MODEL_READY_REQUEST__INIT;
+    rq.name = "v1";
+    grpc_byte_buffer *b = rpc_encode(&rq.base);
+    t = testcall_run(cl.gateway, "/inference.GRPCInferenceService/ModelReady", b, NULL, 0,
+                     CALL_MS);
+    grpc_byte_buffer_destroy(b);
+    ProtobufCMessage *m = NULL;
+    CHECK(t.status == GRPC_STATUS_OK &&
+          rpc_decode(t.response, &inference__model_ready_response__descriptor, &m, &err) == 0 &&
+          ((Inference__ModelReadyResponse *)m)->ready);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    m = NULL;
+    testcall_clear(&t);
+    Inference__ModelMetadataRequest mq = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    mq.name = "v1";
+    b = rpc_encode(&mq.base);
+    t = testcall_run(cl.gateway, "/inference.GRPCInferenceService/ModelMetadata", b, NULL, 0,
+                     CALL_MS);
+    grpc_byte_buffer_destroy(b);
+    CHECK(t.status == GRPC_STATUS_OK &&
+          rpc_decode(t.response, &inference__model_metadata_response__descriptor, &m, &err) == 0 &&
+          strcmp(((Inference__ModelMetadataResponse *)m)->name, "m1") == 0);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    testcall_clear(&t);
+}
+
+static void blocked_during_load(void)
+{
+    register_model("m2", "xgboost");
+    runtimes_signal(SIGSTOP);
+    enum { N = 6 };
+    struct testcall calls[N] = {0};
+    grpc_byte_buffer *b = infer_request("m2", FEATURES);
+    for (int i = 0; i < N; i++)
+        REQUIRE(rpc_unary(cl.pods[i % 3].api, INFER, b, NULL, 0, CALL_MS, NULL, testcall_cb,
+                          &calls[i], NULL) == 0);
+    grpc_byte_buffer_destroy(b);
+    cluster_run(&cl, 1500);
+    int done = 0;
+    for (int i = 0; i < N; i++)
+        done += calls[i].done;
+    CHECK_INT(done, 0); /* the load is held: they wait */
+    struct cluster_copy copies[4];
+    int n = cluster_copies(&cl, "m2", copies, 4);
+    CHECK_INT(n, 1);
+    if (n == 1)
+        fprintf(stderr, "while the load is held, m2's copy on %s is %s\n", copies[0].iid,
+                copy_state_name(copies[0].rec.state));
+    long long t0 = harness_now_ms();
+    runtimes_signal(SIGCONT);
+    CHECK(testcall_wait(cl.loop, calls, N, CALL_MS));
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        ok += answered(&calls[i], "m2");
+        testcall_clear(&calls[i]);
+    }
+    CHECK_INT(ok, N);
+    fprintf(stderr, "%d requests blocked during a load: answered %lld ms after it resumed\n", ok,
+            harness_now_ms() - t0);
+}
+
+static void parked_on_gateway(void)
+{
+    register_model("m3", "xgboost");
+    runtimes_signal(SIGSTOP);
+    struct testcall calls[2] = {0};
+    struct rpc_request *reqs[2] = {0};
+    grpc_byte_buffer *b = infer_request("m3", FEATURES);
+    for (int i = 0; i < 2; i++)
+        REQUIRE(rpc_unary(cl.gateway, INFER, b, NULL, 0, CALL_MS, NULL, testcall_cb, &calls[i],
+                          &reqs[i]) == 0);
+    cluster_run(&cl, 500);
+    CHECK(!calls[0].done && !calls[1].done);
+    /* --max-parked 2: a third is refused at once */
+    struct testcall t = testcall_run(cl.gateway, INFER, b, NULL, 0, 5000);
+    CHECK(rt_failed_with(t, GRPC_STATUS_UNAVAILABLE, "wait for models to load already"));
+    testcall_clear(&t);
+    /* the clients go away: released at once, so two more park */
+    for (int i = 0; i < 2; i++)
+        if (!calls[i].done)
+            rpc_request_cancel(reqs[i]);
+    cluster_run(&cl, 300);
+    struct testcall late[2] = {0};
+    long long t0 = harness_now_ms();
+    for (int i = 0; i < 2; i++)
+        REQUIRE(rpc_unary(cl.gateway, INFER, b, NULL, 0, 1500, NULL, testcall_cb, &late[i],
+                          NULL) == 0);
+    CHECK(testcall_wait(cl.loop, late, 2, 5000));
+    long long took = harness_now_ms() - t0;
+    for (int i = 0; i < 2; i++) {
+        CHECK_INT(late[i].status, GRPC_STATUS_DEADLINE_EXCEEDED);
+        if (late[i].status != GRPC_STATUS_DEADLINE_EXCEEDED)
+            fprintf(stderr, "  parked with a deadline: %s: %s\n",
+                    rpc_status_name(late[i].status), late[i].details);
+        testcall_clear(&late[i]);
+    }
+    CHECK(took >= 1400 && took < 3000);
+    fprintf(stderr, "parked with a 1500 ms deadline: ended after %lld ms\n", took);
+    runtimes_signal(SIGCONT);
+    t = testcall_run(cl.gateway, INFER, b, NULL, 0, CALL_MS);
+    CHECK(answered(&t, "m3"));
+    testcall_clear(&t);
+    grpc_byte_buffer_destroy(b);
+}
+
+static void no_instance_serves(void)
+{
+    register_model("sk", "sklearn");
+    struct testcall t = infer_on(cl.pods[0].api, "sk", NULL, 0, FEATURES, CALL_MS);
+    CHECK(t.status == GRPC_STATUS_UNAVAILABLE && t.details[0]);
+    fprintf(stderr, "a model no instance serves: %s: %s\n", rpc_status_name(t.status), t.details);
+    testcall_clear(&t);
+}
+
+int main(int argc, char **argv)
+{
+    REQUIRE(argc == 5);
+    if (!cluster_node_has_listen(argv[1])) {
+        fprintf(stderr, "mm-node has no --listen: skipped\n");
+        return 77;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    make_model(argv[4]);
+    struct cluster_config cfg = {
+        .mm_node = argv[1],
+        .mm_runtime = argv[2],
+        .mm_gateway = argv[3],
+        .gateway_args = "--max-parked 2",
+        .n_pods = 3,
+    };
+    if (cluster_start(&cl, &cfg) < 0 || cluster_gateway_start(&cl) < 0) {
+        cluster_dump_logs(&cl, true);
+        cluster_free(&cl);
+        REQUIRE(false);
+    }
+    char model[512];
+    snprintf(model, sizeof(model), "%s/xgboost/breast-cancer.json", work);
+    REQUIRE(cluster_copy_file(&cl, model, "bc.json") == 0);
+
+    not_found();
+    one_load_for_many();
+    entry_points();
+    names();
+    blocked_during_load();
+    parked_on_gateway();
+    no_instance_serves();
+
+    int failures = check_failures;
+    if (failures)
+        cluster_dump_logs(&cl, true);
+    runtimes_signal(SIGCONT);
+    cluster_free(&cl);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work);
+    CHECK_INT(system(cmd), 0);
+    return CHECK_DONE();
+}
