@@ -1511,16 +1511,13 @@ static void on_register_txn(int status, const struct mm_error *err, struct etcd_
     evaluate(s);
 }
 
-int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_info *info,
-                  bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
-                  void *arg, struct mesh_op **out, struct mm_error *err)
+int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
+                     struct mm_error *err)
 {
-    if (out)
-        *out = NULL;
     int rc = keys_check_name("modelId", model_id, err);
     if (rc < 0)
         return rc;
-    struct model_record rec = {0};
+    struct model_record rec;
     if (!info)
         return mm_error_set(err, -EINVAL, "model %s: modelInfo is required", model_id);
     if ((rc = check_text("modelInfo.type", info->type, sizeof(rec.type) - 4 - 1, true, model_id,
@@ -1530,6 +1527,24 @@ int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_
         (rc = check_text("modelInfo.key", info->key, sizeof(rec.storage_key) - 1, false,
                          model_id, err)) < 0)
         return rc;
+    return 0;
+}
+
+int64_t mesh_initial_last_used(const struct mesh *m, bool load_now)
+{
+    return place_initial_last_used(&m->place, now_ms(), load_now);
+}
+
+int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_info *info,
+                  bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
+                  void *arg, struct mesh_op **out, struct mm_error *err)
+{
+    if (out)
+        *out = NULL;
+    int rc = mesh_check_model(model_id, info, err);
+    if (rc < 0)
+        return rc;
+    struct model_record rec = {0};
     if (last_used_ms < 0)
         return mm_error_set(err, -EINVAL, "model %s: lastUsedTime is negative", model_id);
     int64_t now = now_ms();

@@ -27,6 +27,7 @@
 #include "mm/mesh.h"
 #include "mm/mirror.h"
 #include "mm/model_api.h"
+#include "mm/vmodels.h"
 #include "mm/opts.h"
 #include "mm/place.h"
 #include "mm/rpc.h"
@@ -65,6 +66,7 @@ struct node {
     struct mirror *mirror;
     struct copies *copies;
     struct mesh *mesh;
+    struct vmodels *vmodels;
     struct model_api *api;
     struct place_config place;
     bool registered, synced, serving, server_down;
@@ -131,7 +133,8 @@ static void usage(FILE *to)
             "(default 3)\n"
             "  --replace-delay DURATION     other nodes re-place a model its primary has not "
             "after\n"
-            "                               (default 2s)\n"
+            "                               (and drive a vmodel's transition, delete an\n"
+            "                               auto-delete model) (default 2s)\n"
             "  --shutdown-timeout DURATION  at SIGTERM, bound on moving models away, unloading "
             "and\n"
             "                               deregistering (default 30s)\n"
@@ -365,7 +368,18 @@ static void maybe_serve(struct node *n)
     struct model_api_config ac = {0};
     if (mesh_new(&mc, &n->mesh, &err) < 0)
         goto fail;
+    struct vmodels_config vc = {
+        .cluster = o->cluster,
+        .iid = n->id,
+        .etcd = n->etcd,
+        .mirror = n->mirror,
+        .mesh = n->mesh,
+        .drive_delay_ms = (unsigned)o->replace_delay_ms,
+    };
+    if (vmodels_new(&vc, &n->vmodels, &err) < 0)
+        goto fail;
     ac.mesh = n->mesh;
+    ac.vmodels = n->vmodels;
     if (model_api_new(n->server, &ac, &n->api, &err) < 0 ||
         rpc_server_start(n->server, &err) < 0)
         goto fail;
@@ -636,6 +650,7 @@ int main(int argc, char **argv)
     model_api_free(n.api);
     if (!n.serving || n.server_down)
         rpc_server_free(n.server);
+    vmodels_free(n.vmodels);
     mesh_free(n.mesh);
     copies_free(n.copies);
     mirror_free(n.mirror);

@@ -104,6 +104,14 @@ struct mesh_model_info {
     const char *key;  /* storage key */
 };
 
+/* The checks registerModel makes of an id and its info: 0, or -EINVAL with err naming the
+ * field (modelId, modelInfo.type, ...). */
+int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
+                     struct mm_error *err);
+/* The last use a model registered now is given when none is asked for
+ * (place_initial_last_used with this mesh's thresholds). */
+int64_t mesh_initial_last_used(const struct mesh *m, bool load_now);
+
 /* registerModel: create models/<id> (idempotent with the same info; -EEXIST with other info);
  * load_now: place a copy at once (call back once it is placed); sync: call back when it is
  * Loaded or failed (timeout_ms bounds the wait; 0 = none), and load it as load_now does (a
