@@ -123,7 +123,10 @@ int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_
                   bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
                   void *arg, struct mesh_op **out, struct mm_error *err);
 /* unregisterModel: delete the model record and every copy record in one txn (the holders
- * unload); -ENOENT if absent, -EBUSY (at once, from the mirror) if a vmodel refers to it. */
+ * unload); -ENOENT if absent, -EBUSY (from the mirror; at once, or after a lost txn) if a
+ * vmodel refers to it. The txn is conditional on the model record as the mirror showed it when
+ * no vmodel referred to it (a vmodel that starts to refer to a model re-puts its record), and
+ * decided again from the mirror when it loses (at most max_attempts times, then -EAGAIN). */
 int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
                     struct mesh_op **out, struct mm_error *err);
 /* ensureLoaded: a copy exists, or is placed now; sync: call back when Loaded or failed. */
