@@ -185,6 +185,40 @@ const char *mmc_vstatus_name(int status)
     return status >= 0 && status < 6 ? names[status] : "(out of range)";
 }
 
+static void vfinish(grpc_status_code code, const char *details, grpc_byte_buffer *response,
+                    struct mmc_vreply *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->code = code;
+    snprintf(out->details, sizeof(out->details), "%s", details ? details : "");
+    out->status = -1;
+    if (code != GRPC_STATUS_OK)
+        return;
+    ProtobufCMessage *m = NULL;
+    struct mm_error err = {0};
+    if (!response || rpc_decode(response, &mmesh__vmodel_status_info__descriptor, &m, &err) < 0) {
+        out->code = GRPC_STATUS_DATA_LOSS;
+        snprintf(out->details, sizeof(out->details), "reply does not decode: %s",
+                 response ? err.msg : "no message");
+        return;
+    }
+    const Mmesh__VModelStatusInfo *v = (const Mmesh__VModelStatusInfo *)m;
+    out->status = (int)v->status;
+    snprintf(out->active, sizeof(out->active), "%s", v->activemodelid);
+    snprintf(out->target, sizeof(out->target), "%s", v->targetmodelid);
+    snprintf(out->owner, sizeof(out->owner), "%s", v->owner);
+    out->active_status.status = out->target_status.status = -1;
+    if (v->activemodelstatus) {
+        out->has_active = true;
+        fill_info(v->activemodelstatus, &out->active_status);
+    }
+    if (v->targetmodelstatus) {
+        out->has_target = true;
+        fill_info(v->targetmodelstatus, &out->target_status);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
 static void vcall(struct rpc_channel *ch, const char *method, const ProtobufCMessage *msg,
                   int64_t timeout_ms, struct mmc_vreply *out)
 {
@@ -193,41 +227,11 @@ static void vcall(struct rpc_channel *ch, const char *method, const ProtobufCMes
     rpc_unary_wait(ch, method, bb, NULL, 0, timeout_ms > 0 ? timeout_ms : DEFAULT_MS, &r);
     if (bb)
         grpc_byte_buffer_destroy(bb);
-    memset(out, 0, sizeof(*out));
-    out->code = r.status;
-    snprintf(out->details, sizeof(out->details), "%s", r.details);
-    out->status = -1;
-    if (r.status == GRPC_STATUS_OK) {
-        ProtobufCMessage *m = NULL;
-        struct mm_error err = {0};
-        if (!r.response ||
-            rpc_decode(r.response, &mmesh__vmodel_status_info__descriptor, &m, &err) < 0) {
-            out->code = GRPC_STATUS_DATA_LOSS;
-            snprintf(out->details, sizeof(out->details), "reply does not decode: %s",
-                     r.response ? err.msg : "no message");
-        } else {
-            const Mmesh__VModelStatusInfo *v = (const Mmesh__VModelStatusInfo *)m;
-            out->status = (int)v->status;
-            snprintf(out->active, sizeof(out->active), "%s", v->activemodelid);
-            snprintf(out->target, sizeof(out->target), "%s", v->targetmodelid);
-            snprintf(out->owner, sizeof(out->owner), "%s", v->owner);
-            out->active_status.status = out->target_status.status = -1;
-            if (v->activemodelstatus) {
-                out->has_active = true;
-                fill_info(v->activemodelstatus, &out->active_status);
-            }
-            if (v->targetmodelstatus) {
-                out->has_target = true;
-                fill_info(v->targetmodelstatus, &out->target_status);
-            }
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
-    }
+    vfinish(r.status, r.details, r.response, out);
     rpc_reply_clear(&r);
 }
 
-void mmc_set_vmodel(struct rpc_channel *ch, const struct mmc_vmodel_set *q, int64_t timeout_ms,
-                    struct mmc_vreply *out)
+static grpc_byte_buffer *set_vmodel_request(const struct mmc_vmodel_set *q)
 {
     Mmesh__ModelInfo info = MMESH__MODEL_INFO__INIT;
     info.type = (char *)(q->type ? q->type : "");
@@ -244,7 +248,45 @@ void mmc_set_vmodel(struct rpc_channel *ch, const struct mmc_vmodel_set *q, int6
     req.sync = q->sync;
     req.expectedtargetmodelid = (char *)(q->expected ? q->expected : "");
     req.owner = (char *)(q->owner ? q->owner : "");
-    vcall(ch, "/mmesh.ModelMesh/setVModel", &req.base, timeout_ms, out);
+    return rpc_encode(&req.base);
+}
+
+int mmc_set_vmodel_start(struct rpc_channel *ch, const struct mmc_vmodel_set *q,
+                         int64_t timeout_ms, struct testcall *t)
+{
+    memset(t, 0, sizeof(*t));
+    grpc_byte_buffer *bb = set_vmodel_request(q);
+    int rc = bb ? rpc_unary(ch, "/mmesh.ModelMesh/setVModel", bb, NULL, 0,
+                            timeout_ms > 0 ? timeout_ms : DEFAULT_MS, NULL, testcall_cb, t, NULL)
+                : -ENOMEM;
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    if (rc < 0) {
+        t->done = true;
+        t->status = GRPC_STATUS_INTERNAL;
+        snprintf(t->details, sizeof(t->details), "setVModel could not start: %s",
+                 strerror(-rc));
+    }
+    return rc;
+}
+
+void mmc_vdecode(struct testcall *t, struct mmc_vreply *out)
+{
+    vfinish(t->status, t->details, t->response, out);
+    testcall_clear(t);
+}
+
+void mmc_set_vmodel(struct rpc_channel *ch, const struct mmc_vmodel_set *q, int64_t timeout_ms,
+                    struct mmc_vreply *out)
+{
+    grpc_byte_buffer *bb = set_vmodel_request(q);
+    struct rpc_reply r;
+    rpc_unary_wait(ch, "/mmesh.ModelMesh/setVModel", bb, NULL, 0,
+                   timeout_ms > 0 ? timeout_ms : DEFAULT_MS, &r);
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    vfinish(r.status, r.details, r.response, out);
+    rpc_reply_clear(&r);
 }
 
 void mmc_vmodel_status(struct rpc_channel *ch, const char *vmodel, const char *owner,

@@ -97,6 +97,11 @@ struct mmc_vmodel_set {
 
 void mmc_set_vmodel(struct rpc_channel *ch, const struct mmc_vmodel_set *req, int64_t timeout_ms,
                     struct mmc_vreply *out);
+/* setVModel started without waiting; t collects the reply (testcall_wait), mmc_vdecode reads
+ * it. 0 or -errno (t->done set, status INTERNAL). */
+int mmc_set_vmodel_start(struct rpc_channel *ch, const struct mmc_vmodel_set *req,
+                         int64_t timeout_ms, struct testcall *t);
+void mmc_vdecode(struct testcall *t, struct mmc_vreply *out);
 void mmc_vmodel_status(struct rpc_channel *ch, const char *vmodel, const char *owner,
                        int64_t timeout_ms, struct mmc_vreply *out);
 /* out->status is -1 (an empty answer). */

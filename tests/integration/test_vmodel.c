@@ -18,6 +18,8 @@
  *     auto-delete model, goes;
  *   - sync waits for the swap: the answer is DEFINED with the new model active and LOADED;
  *     a target registered beforehand (not auto-delete) stays when the vmodel leaves it;
+ *   - the same swap asked of every node at once (twice each): one switch, one copy of the
+ *     target, every sync answer DEFINED on it;
  *   - mmctl vmodel set | status | delete against a node;
  *   - deleteVModel: the vmodel is gone (status NOT_FOUND) and its auto-delete model with it.
  * argv: MM_NODE MM_RUNTIME MAKE_BREAST_CANCER MMCTL */
@@ -35,6 +37,7 @@
 #include "mm/mirror.h"
 #include "mm/rpc.h"
 #include "mmclient.h"
+#include "testcall.h"
 
 #define CALL_MS 20000
 #define SWAP_MS 30000 /* bound of one swap: a load and a txn */
@@ -401,6 +404,47 @@ static void sync_swap(void)
     CHECK(m.code == GRPC_STATUS_OK && m.status != MMC_NOT_FOUND);
 }
 
+/* The same swap asked of every node at once: one transition, one switch, one copy of the
+ * target; every sync answer says it is done. */
+static void concurrent(void)
+{
+    struct mmc_vreply r;
+    fprintf(stderr, "concurrent\n");
+    struct mmc_vmodel_set q = {.vmodel = "v4", .target = "h1", .type = "xgboost",
+                               .path = "xgb/a.json", .auto_delete = true, .load_now = true,
+                               .sync = true};
+    mmc_set_vmodel(api(0), &q, CALL_MS, &r);
+    CHECK(vis(&r, MMC_V_DEFINED, "h1", "h1"));
+    CHECK(r.has_active && r.active_status.status == MMC_LOADED);
+    /* the test's mirror now follows v4 */
+    cluster_run(&cl, 100);
+    snprintf(w.name, sizeof(w.name), "v4");
+    snprintf(w.active, sizeof(w.active), "h1");
+    w.switches = w.switched_unloaded = 0;
+    struct testcall calls[6];
+    q = (struct mmc_vmodel_set){.vmodel = "v4", .target = "h2", .type = "xgboost",
+                                .path = "xgb/b.json", .auto_delete = true, .sync = true};
+    for (size_t i = 0; i < 6; i++)
+        mmc_set_vmodel_start(api(i), &q, SWAP_MS, &calls[i]);
+    CHECK(testcall_wait(cl.loop, calls, 6, SWAP_MS + 5000));
+    for (size_t i = 0; i < 6; i++) {
+        mmc_vdecode(&calls[i], &r);
+        CHECK(vis(&r, MMC_V_DEFINED, "h2", "h2"));
+    }
+    cluster_run(&cl, 100);
+    CHECK_INT(w.switches, 1);
+    CHECK_INT(w.switched_unloaded, 0);
+    struct cluster_copy copies[8];
+    CHECK_INT(cluster_copies(&cl, "h2", copies, 8), 1);
+    CHECK(model_gone_within("h1", 10000));
+    struct mmc_reply m;
+    mmc_delete_vmodel(api(1), "v4", NULL, CALL_MS, &m);
+    CHECK_INT(m.code, GRPC_STATUS_OK);
+    CHECK(model_gone_within("h2", 10000));
+    snprintf(w.name, sizeof(w.name), "v1");
+    w.active[0] = '\0';
+}
+
 static int run_mmctl(const char *args, char *out, size_t size)
 {
     char cmd[1024];
@@ -478,6 +522,7 @@ int main(int argc, char **argv)
     swap();
     failed_target();
     sync_swap();
+    concurrent();
     cli();
     delete_vmodel();
     fprintf(stderr, "scenarios took %lld ms\n", harness_now_ms() - t0);
