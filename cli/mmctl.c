@@ -55,6 +55,11 @@ static void usage(FILE *to)
             "       mmctl [--node A] model register ID --type T [--path P] [--key K]\n"
             "                                   [--load-now] [--sync] [--timeout D]\n"
             "       mmctl [--node A] model unregister ID | status ID | ensure ID [--sync]\n"
+            "       mmctl [--node A] vmodel set NAME TARGET [--type T [--path P] [--key K]]\n"
+            "                                   [--auto-delete] [--load-now] [--force]\n"
+            "                                   [--update-only] [--expected ID] [--owner O]\n"
+            "                                   [--sync] [--timeout D]\n"
+            "       mmctl [--node A] vmodel status NAME | delete NAME [--owner O]\n"
             "\n"
             "KEY and P are relative to /modelmesh/<cluster>/ (e.g. models/m1, copies/) or start\n"
             "with '/'. put validates instance, model, copy and vmodel records before writing.\n"
@@ -77,6 +82,15 @@ static void usage(FILE *to)
             "timeout 120s, else 5s) and exits 1 unless it is LOADED. Exit codes: 0 done, 1 the\n"
             "call failed (the message names the gRPC status) or the model is not registered\n"
             "or not loaded as asked, 2 usage.\n"
+            "\n"
+            "vmodel manages a vmodel (an InferenceService name) on a node's model API: set points\n"
+            "NAME at the model TARGET (registered from --type/--path/--key if absent; with\n"
+            "--auto-delete it is unregistered once no vmodel refers to it). While another model\n"
+            "is active and loaded, it keeps serving until TARGET has a loaded copy (the status\n"
+            "is TRANSITIONING, or TRANSITION_FAILED if TARGET cannot load); --force switches at\n"
+            "once. --expected ID: only if the current target is ID. --owner O: only O's vmodel.\n"
+            "--sync waits until the transition ended (creating: until TARGET is loaded, with\n"
+            "--load-now) and exits 1 if it failed. status exits 1 for an unknown vmodel.\n"
             "\n"
             "options:\n"
             "  --endpoints URLS   etcd endpoints, comma-separated (env MM_ETCD_ENDPOINTS;\n"
@@ -101,8 +115,11 @@ static void usage(FILE *to)
             "                     default 127.0.0.1:8033)\n"
             "  --path P           model register: storage path (relative to the models root)\n"
             "  --key K, --storage-key K   model register: storage key (\"\" = pvc)\n"
-            "  --load-now         model register: load it now\n"
-            "  --sync             model register, ensure: wait until LOADED or failed\n"
+            "  --load-now         model register, vmodel set: load it now\n"
+            "  --sync             model register, ensure: wait until LOADED or failed;\n"
+            "                     vmodel set: until the transition ended\n"
+            "  --auto-delete, --force, --update-only, --expected ID, --owner O\n"
+            "                     vmodel set (--owner: status and delete too), as above\n"
             "  -o text|json       model: readable lines (default) or the answer as JSON\n"
             "  -h, --help\n");
 }
@@ -161,6 +178,8 @@ static int parse(int argc, char **argv, struct options *o)
         {"--path", offsetof(struct options, serving.path)},
         {"--storage-key", offsetof(struct options, serving.storage_key)},
         {"--output", offsetof(struct options, serving.output)},
+        {"--expected", offsetof(struct options, serving.expected)},
+        {"--owner", offsetof(struct options, serving.owner)},
     };
     static const char *const numeric_flags[] = {"--timeout", "--page-keys", "--page-bytes",
                                                 "--max-reply-bytes"};
@@ -196,6 +215,18 @@ static int parse(int argc, char **argv, struct options *o)
         }
         if (strcmp(a, "--sync") == 0) {
             o->serving.sync = true;
+            continue;
+        }
+        if (strcmp(a, "--auto-delete") == 0) {
+            o->serving.auto_delete = true;
+            continue;
+        }
+        if (strcmp(a, "--force") == 0) {
+            o->serving.force = true;
+            continue;
+        }
+        if (strcmp(a, "--update-only") == 0) {
+            o->serving.update_only = true;
             continue;
         }
         char *eq = strchr(a, '=');
@@ -533,9 +564,10 @@ static int run_registry(struct options *o)
         return 2;
     }
     const struct serving_options *s = &o->serving;
-    if (s->node || s->path || s->storage_key || s->output || s->load_now || s->sync) {
-        fprintf(stderr, "mmctl: --node, --path, --storage-key, -o, --load-now and --sync go "
-                        "with model verbs only\n");
+    if (s->node || s->path || s->storage_key || s->output || s->load_now || s->sync ||
+        s->auto_delete || s->force || s->update_only || s->expected || s->owner) {
+        fprintf(stderr, "mmctl: --node, --path, --storage-key, -o, --load-now, --sync and the "
+                        "vmodel flags go with model and vmodel verbs only\n");
         return 2;
     }
     int rc = resolve_password(o);
@@ -563,7 +595,9 @@ int main(int argc, char **argv)
 {
     struct options o = {0};
     int rc = parse(argc, argv, &o);
-    if (rc == 0 && o.n_args >= 1 && strcmp(o.args[0], "model") == 0 && o.etcd.key_file) {
+    if (rc == 0 && o.n_args >= 1 &&
+        (strcmp(o.args[0], "model") == 0 || strcmp(o.args[0], "vmodel") == 0) &&
+        o.etcd.key_file) {
         /* Model verbs talk to a node, not etcd: --key is the model's storage key there. */
         if (o.serving.storage_key) {
             fprintf(stderr, "mmctl: give the storage key with --key or --storage-key, not both\n");

@@ -514,6 +514,11 @@ static int model(const struct serving_options *o)
         term_error("--type, --path, --key and --load-now go with model register only");
         return 2;
     }
+    if (o->auto_delete || o->force || o->update_only || o->expected || o->owner) {
+        term_error("--auto-delete, --force, --update-only, --expected and --owner go with "
+                   "vmodel verbs only");
+        return 2;
+    }
     if (o->sync && !reg && !ensure) {
         term_error("--sync goes with model register and model ensure only");
         return 2;
@@ -613,9 +618,193 @@ static int model(const struct serving_options *o)
     return rc;
 }
 
+/* ---------------------------------------------------------------- vmodel verbs (mmesh) */
+
+static const char *vmodel_status_name(Mmesh__VModelStatusInfo__VModelStatus s)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &mmesh__vmodel_status_info__vmodel_status__descriptor, s);
+    return v ? v->name : "UNKNOWN";
+}
+
+/* "vmodel NAME: STATUS", its owner, "active ID: STATUS" and, during a transition, "target ID:
+ * STATUS", each model's copies and errors below it; names from outside are escaped. */
+static void print_vmodel_status(const char *name, const Mmesh__VModelStatusInfo *v)
+{
+    fputs("vmodel ", stdout);
+    term_write(stdout, name, strlen(name), false);
+    printf(": %s\n", vmodel_status_name(v->status));
+    if (v->owner && v->owner[0]) {
+        fputs("  owner ", stdout);
+        term_write(stdout, v->owner, strlen(v->owner), false);
+        fputc('\n', stdout);
+    }
+    const struct {
+        const char *label, *id;
+        const Mmesh__ModelStatusInfo *st;
+    } parts[] = {{"active", v->activemodelid, v->activemodelstatus},
+                 {"target", v->targetmodelid, v->targetmodelstatus}};
+    for (size_t i = 0; i < 2; i++) {
+        if (!parts[i].id || !parts[i].id[0] || (i == 1 && !parts[i].st))
+            continue;
+        printf("  %s ", parts[i].label);
+        term_write(stdout, parts[i].id, strlen(parts[i].id), false);
+        if (!parts[i].st) {
+            fputc('\n', stdout);
+            continue;
+        }
+        printf(": %s\n", model_status_name(parts[i].st->status));
+        for (size_t k = 0; k < parts[i].st->n_modelcopyinfos; k++) {
+            const Mmesh__ModelStatusInfo__ModelCopyInfo *c = parts[i].st->modelcopyinfos[k];
+            fputs("    copy ", stdout);
+            term_write(stdout, c->location ? c->location : "",
+                       c->location ? strlen(c->location) : 0, false);
+            printf(": %s\n", model_status_name(c->copystatus));
+        }
+        for (size_t k = 0; k < parts[i].st->n_errors; k++) {
+            const char *e = parts[i].st->errors[k] ? parts[i].st->errors[k] : "";
+            fputs("    error: ", stdout);
+            term_write(stdout, e, strlen(e), false);
+            fputc('\n', stdout);
+        }
+    }
+}
+
+/* `mmctl vmodel set NAME TARGET | status NAME | delete NAME`: one call to the node's model
+ * API. */
+static int vmodel(const struct serving_options *o)
+{
+    const char *verb = o->args[1];
+    bool set = strcmp(verb, "set") == 0, status = strcmp(verb, "status") == 0,
+         del = strcmp(verb, "delete") == 0;
+    if (!set && !status && !del) {
+        term_error("unknown vmodel verb '%s' (set, status, delete)", verb);
+        return 2;
+    }
+    if (o->n_args != (set ? 4 : 3) || !o->args[2][0] || (set && !o->args[3][0])) {
+        term_error(set ? "vmodel set takes a NAME and a TARGET model id"
+                       : "vmodel %s takes one NAME", verb);
+        return 2;
+    }
+    if (!set && (o->type || o->path || o->storage_key || o->load_now || o->sync ||
+                 o->auto_delete || o->force || o->update_only || o->expected)) {
+        term_error("--type, --path, --key, --load-now, --sync, --auto-delete, --force, "
+                   "--update-only and --expected go with vmodel set only");
+        return 2;
+    }
+    if (set && (o->path || o->storage_key) && (!o->type || !o->type[0])) {
+        term_error("vmodel set: --path and --key describe the target with --type T");
+        return 2;
+    }
+    if (o->purge) {
+        term_error("--purge goes with runtime status only");
+        return 2;
+    }
+    bool json = o->output && strcmp(o->output, "json") == 0;
+    if (o->output && !json && strcmp(o->output, "text") != 0) {
+        term_error("-o takes text or json");
+        return 2;
+    }
+    if (o->node && o->address) {
+        term_error("give the node's address with --node (or --address), not both");
+        return 2;
+    }
+    const char *env = getenv("MM_NODE_ADDRESS");
+    const char *address = o->node         ? o->node
+                          : o->address    ? o->address
+                          : env && env[0] ? env
+                                          : NODE_ADDRESS;
+    unsigned timeout_ms = o->timeout_ms ? o->timeout_ms
+                          : o->sync     ? MODEL_SYNC_TIMEOUT_MS
+                                        : MODEL_TIMEOUT_MS;
+    char *name = (char *)o->args[2];
+    char *owner = (char *)(o->owner ? o->owner : "");
+
+    Mmesh__ModelInfo info = MMESH__MODEL_INFO__INIT;
+    Mmesh__SetVModelRequest set_req = MMESH__SET_VMODEL_REQUEST__INIT;
+    Mmesh__GetVModelStatusRequest status_req = MMESH__GET_VMODEL_STATUS_REQUEST__INIT;
+    Mmesh__DeleteVModelRequest del_req = MMESH__DELETE_VMODEL_REQUEST__INIT;
+    const ProtobufCMessage *req;
+    const char *method;
+    if (set) {
+        set_req.vmodelid = name;
+        set_req.targetmodelid = (char *)o->args[3];
+        if (o->type && o->type[0]) {
+            info.type = (char *)o->type;
+            info.path = (char *)(o->path ? o->path : "");
+            info.key = (char *)(o->storage_key ? o->storage_key : "");
+            set_req.modelinfo = &info;
+        }
+        set_req.autodeletetargetmodel = o->auto_delete;
+        set_req.loadnow = o->load_now;
+        set_req.force = o->force;
+        set_req.updateonly = o->update_only;
+        set_req.sync = o->sync;
+        set_req.expectedtargetmodelid = (char *)(o->expected ? o->expected : "");
+        set_req.owner = owner;
+        req = &set_req.base;
+        method = "setVModel";
+    } else if (status) {
+        status_req.vmodelid = name;
+        status_req.owner = owner;
+        req = &status_req.base;
+        method = "getVModelStatus";
+    } else {
+        del_req.vmodelid = name;
+        del_req.owner = owner;
+        req = &del_req.base;
+        method = "deleteVModel";
+    }
+    char path[64], what[600];
+    snprintf(path, sizeof(path), "/mmesh.ModelMesh/%s", method);
+    snprintf(what, sizeof(what), "%s %.500s", method, name);
+    ProtobufCMessage *m = NULL;
+    int rc = call(address, timeout_ms, path, what, req,
+                  del ? &mmesh__delete_vmodel_response__descriptor
+                      : &mmesh__vmodel_status_info__descriptor,
+                  &m);
+    if (rc)
+        return rc;
+    if (del) {
+        if (json) {
+            rc = print_message(m);
+        } else {
+            fputs("vmodel ", stdout);
+            term_write(stdout, name, strlen(name), false);
+            fputs(": deleted\n", stdout);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+        return rc;
+    }
+    const Mmesh__VModelStatusInfo *v = (const Mmesh__VModelStatusInfo *)m;
+    if (json)
+        rc = print_message(m);
+    else
+        print_vmodel_status(name, v);
+    if (rc == 0 && v->status == MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__NOT_FOUND) {
+        term_error("%s at %s: no such vmodel%s", what, address,
+                   owner[0] ? " with that owner" : "");
+        rc = 1;
+    } else if (rc == 0 && set && o->sync &&
+               v->status == MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__TRANSITION_FAILED) {
+        term_error("%s at %s: the transition to %s failed; %s still serves", what, address,
+                   v->targetmodelid, v->activemodelid);
+        rc = 1;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
+}
+
 int serving_run(const struct serving_options *o)
 {
     const char *group = o->args[0];
+    if (strcmp(group, "vmodel") == 0) {
+        if (o->n_args < 2) {
+            term_error("vmodel takes a verb (set, status, delete) and a NAME");
+            return 2;
+        }
+        return vmodel(o);
+    }
     if (strcmp(group, "model") == 0) {
         if (o->n_args < 2) {
             term_error("model takes a verb (register, unregister, status, ensure) and an ID");
@@ -623,9 +812,10 @@ int serving_run(const struct serving_options *o)
         }
         return model(o);
     }
-    if (o->node || o->path || o->storage_key || o->output || o->load_now || o->sync) {
-        term_error("--node, --path, --storage-key, -o, --load-now and --sync go with model "
-                   "verbs only");
+    if (o->node || o->path || o->storage_key || o->output || o->load_now || o->sync ||
+        o->auto_delete || o->force || o->update_only || o->expected || o->owner) {
+        term_error("--node, --path, --storage-key, -o, --load-now, --sync and the vmodel flags "
+                   "go with model and vmodel verbs only");
         return 2;
     }
     bool model_verb = strcmp(group, "infer") == 0 || strcmp(group, "metadata") == 0;

@@ -58,6 +58,9 @@ struct mesh_op {
     mesh_cb cb;
     void *arg;
     struct model_record want; /* register: what was asked for */
+    bool again;               /* unregister: the record changed under the txn; check again
+                                 once the mirror has the change */
+    unsigned attempts;
 };
 
 struct mstate {
@@ -811,6 +814,7 @@ static void set_phase(struct mesh_op *op, enum op_phase ph)
 
 static void evaluate(struct mstate *s);
 static void run_queue(struct mesh *m);
+static int unregister_send(struct mesh_op *op, struct mm_error *err);
 static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
                        const struct etcd_kv *copies, size_t n_copies);
 
@@ -1223,6 +1227,16 @@ static void evaluate(struct mstate *s)
     bool want_copy = false;
     for (struct mesh_op *op = s->ops, *next; op; op = next) {
         next = op->next;
+        if (op->phase == PH_CATCHUP && mrev >= op->catchup_rev && op->again) {
+            struct mm_error uerr = {0};
+            op->again = false;
+            int urc = unregister_send(op, &uerr);
+            if (urc < 0) {
+                op_complete(op, urc, &uerr);
+                next = s->ops;
+            }
+            continue;
+        }
         if (op->phase == PH_CATCHUP && mrev >= op->catchup_rev) {
             /* written and seen: unregister and a plain register are done; the others want a
              * copy (a sync register loads, as loadNow does) */
@@ -1511,16 +1525,13 @@ static void on_register_txn(int status, const struct mm_error *err, struct etcd_
     evaluate(s);
 }
 
-int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_info *info,
-                  bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
-                  void *arg, struct mesh_op **out, struct mm_error *err)
+int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
+                     struct mm_error *err)
 {
-    if (out)
-        *out = NULL;
     int rc = keys_check_name("modelId", model_id, err);
     if (rc < 0)
         return rc;
-    struct model_record rec = {0};
+    struct model_record rec;
     if (!info)
         return mm_error_set(err, -EINVAL, "model %s: modelInfo is required", model_id);
     if ((rc = check_text("modelInfo.type", info->type, sizeof(rec.type) - 4 - 1, true, model_id,
@@ -1530,6 +1541,24 @@ int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_
         (rc = check_text("modelInfo.key", info->key, sizeof(rec.storage_key) - 1, false,
                          model_id, err)) < 0)
         return rc;
+    return 0;
+}
+
+int64_t mesh_initial_last_used(const struct mesh *m, bool load_now)
+{
+    return place_initial_last_used(&m->place, now_ms(), load_now);
+}
+
+int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_info *info,
+                  bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
+                  void *arg, struct mesh_op **out, struct mm_error *err)
+{
+    if (out)
+        *out = NULL;
+    int rc = mesh_check_model(model_id, info, err);
+    if (rc < 0)
+        return rc;
+    struct model_record rec = {0};
     if (last_used_ms < 0)
         return mm_error_set(err, -EINVAL, "model %s: lastUsedTime is negative", model_id);
     int64_t now = now_ms();
@@ -1609,13 +1638,69 @@ static void on_unregister_txn(int status, const struct mm_error *err, struct etc
         return;
     }
     if (!resp->succeeded) {
-        mm_error_set(&e, -ENOENT, "model %s: not found", s->id);
-        op_complete(op, -ENOENT, &e);
+        const struct etcd_op_result *r = resp->n_results ? &resp->results[0] : NULL;
+        if (!r || r->n_kvs == 0) {
+            mm_error_set(&e, -ENOENT, "model %s: not found", s->id);
+            op_complete(op, -ENOENT, &e);
+            return;
+        }
+        /* the record changed since the mirror showed it (a use, a placement, or a vmodel that
+         * now refers to it): check again once the mirror has that change */
+        if (++op->attempts >= op->m->cfg.max_attempts) {
+            mm_error_set(&e, -EAGAIN, "unregistering model %s: changed by others %u times in "
+                                      "a row; try again",
+                         s->id, op->attempts);
+            op_complete(op, -EAGAIN, &e);
+            return;
+        }
+        op->again = true;
+        op->catchup_rev = r->kvs[0].mod_revision;
+        set_phase(op, PH_CATCHUP);
         return;
     }
     op->catchup_rev = resp->revision;
     set_phase(op, PH_CATCHUP);
     evaluate(s);
+}
+
+/* The vmodel check (the mirror) and the txn deleting the record and its copies, conditional on
+ * the record being the one the check saw: a vmodel that refers to the model re-puts its record
+ * in the same txn, so one written meanwhile fails this txn. 0 or -errno with err. */
+static int unregister_send(struct mesh_op *op, struct mm_error *err)
+{
+    struct mesh *m = op->m;
+    const char *model_id = op->ms->id;
+    struct vmodel_ref ref = {.id = model_id};
+    if (mirror_foreach_prefix(m->cfg.mirror, m->vmodels_prefix, m->vmodels_len, vmodel_cb,
+                              &ref) == 1)
+        return mm_error_set(err, -EBUSY, "model %s is used by vmodel %s: delete or move the "
+                                         "vmodel first",
+                            model_id, ref.name);
+    char key[KEYS_MAX], copies[KEYS_MAX];
+    int rc;
+    if ((rc = keys_model(key, sizeof(key), m->cluster, model_id, err)) < 0 ||
+        (rc = keys_copies_of(copies, sizeof(copies), m->cluster, model_id, err)) < 0)
+        return rc;
+    struct model_record rec;
+    int64_t rev = 0;
+    /* not in the mirror (registered a moment ago elsewhere): whatever etcd has */
+    struct etcd_compare cmp[] = {
+        {.key = key, .target = ETCD_CMP_CREATE, .result = ETCD_CMP_GREATER, .number = 0}};
+    if (model_of(m, model_id, strlen(model_id), &rec, &rev) == 1)
+        cmp[0] = (struct etcd_compare){
+            .key = key, .target = ETCD_CMP_MOD, .result = ETCD_CMP_EQUAL, .number = rev};
+    /* the record and every copy in one txn: the holders see their copy deleted and unload */
+    const struct etcd_op del[] = {{.kind = ETCD_OP_DELETE, .key = key},
+                                  {.kind = ETCD_OP_DELETE, .key = copies, .prefix = true}};
+    const struct etcd_op get[] = {{.kind = ETCD_OP_RANGE, .key = key}};
+    const struct etcd_txn txn = {cmp, 1, del, 2, get, 1};
+    m->stats.etcd_round_trips++;
+    set_phase(op, PH_WRITING);
+    rc = etcd_txn(m->cfg.etcd, &txn, on_unregister_txn, op, &op->req);
+    if (rc < 0)
+        return mm_error_set(err, -EAGAIN, "unregistering model %s: %s", model_id,
+                            mm_strerror(rc));
+    return 0;
 }
 
 int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
@@ -1626,16 +1711,6 @@ int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
     int rc = keys_check_name("modelId", model_id, err);
     if (rc < 0)
         return rc;
-    struct vmodel_ref ref = {.id = model_id};
-    if (mirror_foreach_prefix(m->cfg.mirror, m->vmodels_prefix, m->vmodels_len, vmodel_cb,
-                              &ref) == 1)
-        return mm_error_set(err, -EBUSY, "model %s is used by vmodel %s: delete or move the "
-                                         "vmodel first",
-                            model_id, ref.name);
-    char key[KEYS_MAX], copies[KEYS_MAX];
-    if ((rc = keys_model(key, sizeof(key), m->cluster, model_id, err)) < 0 ||
-        (rc = keys_copies_of(copies, sizeof(copies), m->cluster, model_id, err)) < 0)
-        return rc;
     struct mstate *s = ms_get(m, model_id, strlen(model_id));
     struct mesh_op *op = s ? op_new(m, s, OP_UNREGISTER, false, 0, cb, arg) : NULL;
     if (!op) {
@@ -1643,18 +1718,9 @@ int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
             ms_maybe_free(s);
         return mm_error_set(err, -ENOMEM, "model %s: out of memory", model_id);
     }
-    /* the record and every copy in one txn: the holders see their copy deleted and unload */
-    const struct etcd_compare cmp[] = {
-        {.key = key, .target = ETCD_CMP_CREATE, .result = ETCD_CMP_GREATER, .number = 0}};
-    const struct etcd_op del[] = {{.kind = ETCD_OP_DELETE, .key = key},
-                                  {.kind = ETCD_OP_DELETE, .key = copies, .prefix = true}};
-    const struct etcd_txn txn = {cmp, 1, del, 2, NULL, 0};
-    m->stats.etcd_round_trips++;
-    rc = etcd_txn(m->cfg.etcd, &txn, on_unregister_txn, op, &op->req);
-    if (rc < 0) {
+    if ((rc = unregister_send(op, err)) < 0) {
         mesh_op_cancel(op);
-        return mm_error_set(err, -EAGAIN, "unregistering model %s: %s", model_id,
-                            mm_strerror(rc));
+        return rc;
     }
     if (out)
         *out = op;

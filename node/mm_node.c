@@ -28,6 +28,7 @@
 #include "mm/mesh.h"
 #include "mm/mirror.h"
 #include "mm/model_api.h"
+#include "mm/vmodels.h"
 #include "mm/opts.h"
 #include "mm/place.h"
 #include "mm/route.h"
@@ -77,6 +78,7 @@ struct node {
     struct mirror *mirror;
     struct copies *copies;
     struct mesh *mesh;
+    struct vmodels *vmodels;
     struct model_api *api;
     struct place_config place;
     bool registered, synced, serving, server_down, internal_down;
@@ -164,7 +166,8 @@ static void usage(FILE *to)
             "(default 3)\n"
             "  --replace-delay DURATION     other nodes re-place a model its primary has not "
             "after\n"
-            "                               (default 2s)\n"
+            "                               (and drive a vmodel's transition, delete an\n"
+            "                               auto-delete model) (default 2s)\n"
             "  --shutdown-timeout DURATION  at SIGTERM, bound on moving models away, unloading "
             "and\n"
             "                               deregistering (default 30s)\n"
@@ -438,6 +441,16 @@ static void maybe_serve(struct node *n)
     struct model_api_config ac = {0};
     if (mesh_new(&mc, &n->mesh, &err) < 0)
         goto fail;
+    struct vmodels_config vc = {
+        .cluster = o->cluster,
+        .iid = n->id,
+        .etcd = n->etcd,
+        .mirror = n->mirror,
+        .mesh = n->mesh,
+        .drive_delay_ms = (unsigned)o->replace_delay_ms,
+    };
+    if (vmodels_new(&vc, &n->vmodels, &err) < 0)
+        goto fail;
     ac.mesh = n->mesh;
     struct table_config tc = {
         .cluster = o->cluster,
@@ -458,6 +471,7 @@ static void maybe_serve(struct node *n)
     if (table_new(&tc, &n->table, &err) < 0)
         goto fail;
     rc.table = n->table;
+    ac.vmodels = n->vmodels;
     if (model_api_new(n->server, &ac, &n->api, &err) < 0 ||
         route_new(n->server, &rc, &n->route, &err) < 0)
         goto fail;
@@ -773,6 +787,7 @@ int main(int argc, char **argv)
         rpc_server_free(n.server);
     if (!n.serving || n.internal_down)
         rpc_server_free(n.internal);
+    vmodels_free(n.vmodels);
     mesh_free(n.mesh);
     copies_free(n.copies);
     mirror_free(n.mirror);

@@ -12,6 +12,7 @@
 #include "mm/mesh.h"
 #include "mm/model_api.h"
 #include "mm/rpc.h"
+#include "mm/vmodels.h"
 #include "mm/wire.h"
 #include "model-mesh.pb-c.h"
 
@@ -23,8 +24,9 @@ struct parked {
     struct parked *prev, *next;
     struct rpc_call *call;
     struct mesh_op *op;
+    struct vmodels_op *vop;
     const char *method;
-    bool unregister; /* answers UnregisterModelResponse */
+    bool unregister; /* answers UnregisterModelResponse (deleteVModel: the same bytes) */
 };
 
 struct model_api {
@@ -69,10 +71,26 @@ static int check_text(struct rpc_call *c, const struct wire_segment *segs, size_
     return 0;
 }
 
+/* Which text fields of a request are checked on the wire: names of fields 1.., up to
+ * MAX_TEXT_FIELDS (NULL: not text), and the field holding a ModelInfo (0: none). */
+#define MAX_TEXT_FIELDS 10
+struct text_spec {
+    const char *names[MAX_TEXT_FIELDS + 1]; /* index = field number */
+    uint32_t info_field;
+};
+
+static const struct text_spec model_spec = {{NULL, "modelId"}, 0};
+static const struct text_spec register_spec = {{NULL, "modelId"}, 2};
+static const struct text_spec set_vmodel_spec = {
+    {NULL, "vModelId", "targetModelId", NULL, NULL, NULL, NULL, NULL, NULL,
+     "expectedTargetModelId", "owner"},
+    4};
+static const struct text_spec vmodel_spec = {{NULL, "vModelId", "owner"}, 0};
+
 /* Decode the request within bounds, its text fields checked: 0 and *out, or the call answered
- * and -EINVAL. with_info: RegisterModelRequest's modelInfo (field 2) is looked into. */
+ * and -EINVAL. */
 static int decode(struct rpc_call *c, const ProtobufCMessageDescriptor *desc, const char *method,
-                  bool with_info, ProtobufCMessage **out)
+                  const struct text_spec *spec, ProtobufCMessage **out)
 {
     *out = NULL;
     grpc_byte_buffer *bb = rpc_call_request(c);
@@ -83,12 +101,11 @@ static int decode(struct rpc_call *c, const ProtobufCMessageDescriptor *desc, co
         return -EINVAL;
     }
     struct wire_segment seg = {flat, len};
-    static const struct wire_rule info_rule[] = {{2, WIRE_MESSAGE, -1, NULL}};
-    static const struct wire_schema plain = {NULL, 0};
-    static const struct wire_schema nested = {info_rule, 1};
+    struct wire_rule info_rule[] = {{spec->info_field, WIRE_MESSAGE, -1, NULL}};
+    struct wire_schema schema = {spec->info_field ? info_rule : NULL, spec->info_field ? 1 : 0};
     struct wire_limits lim = {.max_fields = MODEL_API_MAX_FIELDS};
     int which = -1;
-    int rc = wire_check_bounds(&seg, 1, with_info ? &nested : &plain, &lim, &which);
+    int rc = wire_check_bounds(&seg, 1, &schema, &lim, &which);
     if (rc == -E2BIG) {
         rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "%s: more than %d fields in one request",
                       method, MODEL_API_MAX_FIELDS);
@@ -99,16 +116,15 @@ static int decode(struct rpc_call *c, const ProtobufCMessageDescriptor *desc, co
                       wire_strerror(rc));
         goto fail;
     }
-    if (check_text(c, &seg, 1, 1, desc == &mmesh__get_vmodel_status_request__descriptor
-                                      ? "vModelId"
-                                      : "modelId",
-                   method) < 0)
-        goto fail;
-    if (with_info) {
+    for (uint32_t f = 1; f <= MAX_TEXT_FIELDS; f++)
+        if (spec->names[f] && check_text(c, &seg, 1, f, spec->names[f], method) < 0)
+            goto fail;
+    if (spec->info_field) {
         char scratch[8];
         const char *info = NULL;
         size_t info_len = 0;
-        rc = wire_find_field(&seg, 1, 2, scratch, sizeof(scratch), &info, &info_len);
+        rc = wire_find_field(&seg, 1, spec->info_field, scratch, sizeof(scratch), &info,
+                             &info_len);
         if (rc == 0) {
             struct wire_segment iseg = {(const uint8_t *)info, info_len};
             if (check_text(c, &iseg, 1, 1, "modelInfo.type", method) < 0 ||
@@ -164,41 +180,110 @@ static Mmesh__ModelStatusInfo__ModelStatus copy_enum(enum copy_state s)
     return MMESH__MODEL_STATUS_INFO__MODEL_STATUS__UNKNOWN;
 }
 
-/* Answer OK with the status (st may be NULL: UNKNOWN). extra_error: one more error message
- * first (the failure that ended the operation), or NULL. */
-static void reply_status(struct rpc_call *c, const struct mesh_status *st,
-                         const char *extra_error, bool force_failed)
-{
-    Mmesh__ModelStatusInfo r = MMESH__MODEL_STATUS_INFO__INIT;
+/* A ModelStatusInfo message and the arrays it points into. */
+struct status_msg {
+    Mmesh__ModelStatusInfo r;
     Mmesh__ModelStatusInfo__ModelCopyInfo infos[MESH_STATUS_MAX_COPIES];
     Mmesh__ModelStatusInfo__ModelCopyInfo *ptrs[MESH_STATUS_MAX_COPIES];
     char *errors[MESH_STATUS_MAX_ERRORS + 1];
+};
+
+/* Fill m from st (NULL: UNKNOWN); it points into st, which must outlive its encoding.
+ * extra_error: one more error message first (the failure that ended the operation), or NULL. */
+static void fill_status(struct status_msg *m, const struct mesh_status *st,
+                        const char *extra_error, bool force_failed)
+{
+    Mmesh__ModelStatusInfo init = MMESH__MODEL_STATUS_INFO__INIT;
+    m->r = init;
     size_t n_errors = 0;
-    r.status = st ? status_enum(st->status) : MMESH__MODEL_STATUS_INFO__MODEL_STATUS__UNKNOWN;
+    m->r.status = st ? status_enum(st->status) : MMESH__MODEL_STATUS_INFO__MODEL_STATUS__UNKNOWN;
     if (force_failed)
-        r.status = MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING_FAILED;
+        m->r.status = MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING_FAILED;
     if (extra_error && (!st || st->n_errors == 0))
-        errors[n_errors++] = (char *)extra_error;
+        m->errors[n_errors++] = (char *)extra_error;
     for (size_t i = 0; st && i < st->n_errors; i++)
-        errors[n_errors++] = (char *)st->errors[i];
-    r.n_errors = n_errors;
-    r.errors = errors;
+        m->errors[n_errors++] = (char *)st->errors[i];
+    m->r.n_errors = n_errors;
+    m->r.errors = m->errors;
     for (size_t i = 0; st && i < st->n_copies; i++) {
         Mmesh__ModelStatusInfo__ModelCopyInfo ci = MMESH__MODEL_STATUS_INFO__MODEL_COPY_INFO__INIT;
         ci.location = (char *)st->copies[i].iid;
         ci.copystatus = copy_enum(st->copies[i].state);
         ci.time = st->copies[i].since_ms > 0 ? (uint64_t)st->copies[i].since_ms : 0;
-        infos[i] = ci;
-        ptrs[i] = &infos[i];
+        m->infos[i] = ci;
+        m->ptrs[i] = &m->infos[i];
     }
-    r.n_modelcopyinfos = st ? st->n_copies : 0;
-    r.modelcopyinfos = ptrs;
-    grpc_byte_buffer *bb = rpc_encode(&r.base);
+    m->r.n_modelcopyinfos = st ? st->n_copies : 0;
+    m->r.modelcopyinfos = m->ptrs;
+}
+
+static void reply_message(struct rpc_call *c, const ProtobufCMessage *msg)
+{
+    grpc_byte_buffer *bb = rpc_encode(msg);
     if (!bb) {
         rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     rpc_call_reply(c, bb, GRPC_STATUS_OK, NULL);
+}
+
+/* Answer OK with the status (st may be NULL: UNKNOWN). */
+static void reply_status(struct rpc_call *c, const struct mesh_status *st,
+                         const char *extra_error, bool force_failed)
+{
+    struct status_msg *m = malloc(sizeof(*m));
+    if (!m) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    fill_status(m, st, extra_error, force_failed);
+    reply_message(c, &m->r.base);
+    free(m);
+}
+
+static Mmesh__VModelStatusInfo__VModelStatus vstate_enum(enum vmodel_state s)
+{
+    switch (s) {
+    case VMODEL_NOT_FOUND:
+        return MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__NOT_FOUND;
+    case VMODEL_DEFINED:
+        return MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__DEFINED;
+    case VMODEL_TRANSITIONING:
+        return MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__TRANSITIONING;
+    case VMODEL_TRANSITION_FAILED:
+        return MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__TRANSITION_FAILED;
+    }
+    return MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__UNKNOWN;
+}
+
+/* Answer OK with a VModelStatusInfo: an unknown vmodel is all defaults (status NOT_FOUND), as
+ * ModelMesh answers; the target's status only during a transition. */
+static void reply_vstatus(struct rpc_call *c, const struct vmodel_status *st)
+{
+    struct {
+        Mmesh__VModelStatusInfo r;
+        struct status_msg active, target;
+    } *m = malloc(sizeof(*m));
+    if (!m) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    Mmesh__VModelStatusInfo init = MMESH__VMODEL_STATUS_INFO__INIT;
+    m->r = init;
+    m->r.status = vstate_enum(st->state);
+    if (st->state != VMODEL_NOT_FOUND) {
+        m->r.activemodelid = (char *)st->active_id;
+        m->r.targetmodelid = (char *)st->target_id;
+        m->r.owner = (char *)st->owner;
+        fill_status(&m->active, &st->active, NULL, false);
+        m->r.activemodelstatus = &m->active.r;
+        if (st->has_target) {
+            fill_status(&m->target, &st->target, NULL, false);
+            m->r.targetmodelstatus = &m->target.r;
+        }
+    }
+    reply_message(c, &m->r.base);
+    free(m);
 }
 
 static grpc_status_code code_of(int status)
@@ -232,15 +317,11 @@ static void reply_error(struct rpc_call *c, int status, const struct mm_error *e
     rpc_call_fail(c, code_of(status), "%s", err && err->msg[0] ? err->msg : mm_strerror(status));
 }
 
+/* UnregisterModelResponse and DeleteVModelResponse: both empty. */
 static void reply_empty(struct rpc_call *c)
 {
     Mmesh__UnregisterModelResponse r = MMESH__UNREGISTER_MODEL_RESPONSE__INIT;
-    grpc_byte_buffer *bb = rpc_encode(&r.base);
-    if (!bb) {
-        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
-    rpc_call_reply(c, bb, GRPC_STATUS_OK, NULL);
+    reply_message(c, &r.base);
 }
 
 /* ------------------------------------------------------------------ parked calls */
@@ -279,6 +360,7 @@ static void on_cancelled(struct rpc_call *c, void *arg)
     struct parked *p = arg;
     unpark(p);
     mesh_op_cancel(p->op);
+    vmodels_op_cancel(p->vop);
     /* the deadline passed, or the client went away: the answer is for the record only */
     rpc_call_fail(c, GRPC_STATUS_CANCELLED, "%s: cancelled", p->method);
     free(p);
@@ -324,7 +406,8 @@ static void register_model(struct rpc_call *c, void *arg)
 {
     struct model_api *a = arg;
     ProtobufCMessage *msg = NULL;
-    if (decode(c, &mmesh__register_model_request__descriptor, "registerModel", true, &msg) < 0)
+    if (decode(c, &mmesh__register_model_request__descriptor, "registerModel", &register_spec,
+               &msg) < 0)
         return;
     Mmesh__RegisterModelRequest *req = (Mmesh__RegisterModelRequest *)msg;
     struct mm_error err = {0};
@@ -366,7 +449,8 @@ static void unregister_model(struct rpc_call *c, void *arg)
 {
     struct model_api *a = arg;
     ProtobufCMessage *msg = NULL;
-    if (decode(c, &mmesh__unregister_model_request__descriptor, "unregisterModel", false, &msg) <
+    if (decode(c, &mmesh__unregister_model_request__descriptor, "unregisterModel", &model_spec,
+               &msg) <
         0)
         return;
     Mmesh__UnregisterModelRequest *req = (Mmesh__UnregisterModelRequest *)msg;
@@ -392,7 +476,8 @@ static void ensure_loaded(struct rpc_call *c, void *arg)
 {
     struct model_api *a = arg;
     ProtobufCMessage *msg = NULL;
-    if (decode(c, &mmesh__ensure_loaded_request__descriptor, "ensureLoaded", false, &msg) < 0)
+    if (decode(c, &mmesh__ensure_loaded_request__descriptor, "ensureLoaded", &model_spec, &msg) <
+        0)
         return;
     Mmesh__EnsureLoadedRequest *req = (Mmesh__EnsureLoadedRequest *)msg;
     struct mm_error err = {0};
@@ -427,7 +512,8 @@ static void get_model_status(struct rpc_call *c, void *arg)
 {
     struct model_api *a = arg;
     ProtobufCMessage *msg = NULL;
-    if (decode(c, &mmesh__get_status_request__descriptor, "getModelStatus", false, &msg) < 0)
+    if (decode(c, &mmesh__get_status_request__descriptor, "getModelStatus", &model_spec, &msg) <
+        0)
         return;
     Mmesh__GetStatusRequest *req = (Mmesh__GetStatusRequest *)msg;
     struct mm_error err = {0};
@@ -447,10 +533,131 @@ out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
 
-static void vmodels_later(struct rpc_call *c, void *arg)
+static void on_vmodels(int status, const struct mm_error *err, const struct vmodel_status *st,
+                       void *arg)
+{
+    struct parked *p = arg;
+    unpark(p);
+    rpc_call_on_cancel(p->call, NULL, NULL);
+    if (status < 0)
+        reply_error(p->call, status, err);
+    else if (p->unregister || !st)
+        reply_empty(p->call);
+    else
+        reply_vstatus(p->call, st);
+    free(p);
+}
+
+static void set_vmodel(struct rpc_call *c, void *arg)
+{
+    struct model_api *a = arg;
+    ProtobufCMessage *msg = NULL;
+    if (decode(c, &mmesh__set_vmodel_request__descriptor, "setVModel", &set_vmodel_spec, &msg) <
+        0)
+        return;
+    Mmesh__SetVModelRequest *req = (Mmesh__SetVModelRequest *)msg;
+    struct mm_error err = {0};
+    struct parked *p = NULL;
+    int64_t wait = wait_ms(a, c);
+    if (wait < 0) {
+        rpc_call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED, "setVModel: deadline passed");
+        goto out;
+    }
+    /* an empty modelInfo is none, as ModelMesh reads it */
+    const Mmesh__ModelInfo *mi = req->modelinfo;
+    bool has_info = mi && ((mi->type && mi->type[0]) || (mi->path && mi->path[0]) ||
+                           (mi->key && mi->key[0]));
+    struct mesh_model_info info = {0};
+    if (has_info)
+        info = (struct mesh_model_info){.type = mi->type, .path = mi->path, .key = mi->key};
+    struct vmodel_set_req sr = {
+        .vmodel_id = req->vmodelid,
+        .target_id = req->targetmodelid,
+        .info = has_info ? &info : NULL,
+        .update_only = req->updateonly,
+        .auto_delete = req->autodeletetargetmodel,
+        .load_now = req->loadnow,
+        .force = req->force,
+        .sync = req->sync,
+        .expected_target_id = req->expectedtargetmodelid,
+        .owner = req->owner,
+    };
+    if (!(p = park_new(a, c, "setVModel"))) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "setVModel: out of memory");
+        goto out;
+    }
+    int rc = vmodels_set(a->cfg.vmodels, &sr, wait, on_vmodels, p, &p->vop, &err);
+    if (rc < 0) {
+        free(p);
+        reply_error(c, rc, &err);
+        goto out;
+    }
+    park(a, p);
+out:
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void delete_vmodel(struct rpc_call *c, void *arg)
+{
+    struct model_api *a = arg;
+    ProtobufCMessage *msg = NULL;
+    if (decode(c, &mmesh__delete_vmodel_request__descriptor, "deleteVModel", &vmodel_spec,
+               &msg) < 0)
+        return;
+    Mmesh__DeleteVModelRequest *req = (Mmesh__DeleteVModelRequest *)msg;
+    struct mm_error err = {0};
+    struct parked *p = NULL;
+    int64_t wait = wait_ms(a, c);
+    if (wait < 0) {
+        rpc_call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED, "deleteVModel: deadline passed");
+        goto out;
+    }
+    if (!(p = park_new(a, c, "deleteVModel"))) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "deleteVModel: out of memory");
+        goto out;
+    }
+    p->unregister = true;
+    int rc = vmodels_delete(a->cfg.vmodels, req->vmodelid, req->owner, wait, on_vmodels, p,
+                            &p->vop, &err);
+    if (rc < 0) {
+        free(p);
+        reply_error(c, rc, &err);
+        goto out;
+    }
+    park(a, p);
+out:
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void get_vmodel_status(struct rpc_call *c, void *arg)
+{
+    struct model_api *a = arg;
+    ProtobufCMessage *msg = NULL;
+    if (decode(c, &mmesh__get_vmodel_status_request__descriptor, "getVModelStatus",
+               &vmodel_spec, &msg) < 0)
+        return;
+    Mmesh__GetVModelStatusRequest *req = (Mmesh__GetVModelStatusRequest *)msg;
+    struct mm_error err = {0};
+    if (keys_check_name("vModelId", req->vmodelid, &err) < 0) {
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "getVModelStatus: %s", err.msg);
+        goto out;
+    }
+    struct vmodel_status *st = malloc(sizeof(*st));
+    if (!st) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "getVModelStatus: out of memory");
+        goto out;
+    }
+    vmodels_status(a->cfg.vmodels, req->vmodelid, req->owner, st);
+    reply_vstatus(c, st);
+    free(st);
+out:
+    protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void vmodels_absent(struct rpc_call *c, void *arg)
 {
     (void)arg;
-    rpc_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "%s: vmodels come with the router",
+    rpc_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "%s: this server keeps no vmodels",
                   rpc_call_method(c));
 }
 
@@ -476,12 +683,15 @@ int model_api_new(struct rpc_server *s, const struct model_api_config *cfg,
         {"/mmesh.ModelMesh/unregisterModel", unregister_model},
         {"/mmesh.ModelMesh/ensureLoaded", ensure_loaded},
         {"/mmesh.ModelMesh/getModelStatus", get_model_status},
-        {"/mmesh.ModelMesh/setVModel", vmodels_later},
-        {"/mmesh.ModelMesh/deleteVModel", vmodels_later},
-        {"/mmesh.ModelMesh/getVModelStatus", vmodels_later},
+        {"/mmesh.ModelMesh/setVModel", set_vmodel},
+        {"/mmesh.ModelMesh/deleteVModel", delete_vmodel},
+        {"/mmesh.ModelMesh/getVModelStatus", get_vmodel_status},
     };
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-        int rc = rpc_server_register(s, methods[i].path, methods[i].handler, a, err);
+        rpc_handler h = methods[i].handler;
+        if (!cfg->vmodels && i >= 4)
+            h = vmodels_absent;
+        int rc = rpc_server_register(s, methods[i].path, h, a, err);
         if (rc < 0) {
             free(a);
             return rc;
@@ -499,6 +709,7 @@ void model_api_free(struct model_api *a)
         struct parked *p = a->parked;
         unpark(p);
         mesh_op_cancel(p->op);
+        vmodels_op_cancel(p->vop);
         rpc_call_on_cancel(p->call, NULL, NULL);
         rpc_call_fail(p->call, GRPC_STATUS_UNAVAILABLE, "%s: the node is shutting down",
                       p->method);

@@ -65,6 +65,7 @@ static const struct field model_fields[] = {
     {"last_failure", F_FAILURE, offsetof(struct model_record, last_failure), 0, false},
     NUM(struct model_record, load_now, F_BOOL),
     NUM(struct model_record, registered_ms, F_I64),
+    NUM(struct model_record, auto_delete, F_BOOL),
     {0},
 };
 

@@ -104,6 +104,14 @@ struct mesh_model_info {
     const char *key;  /* storage key */
 };
 
+/* The checks registerModel makes of an id and its info: 0, or -EINVAL with err naming the
+ * field (modelId, modelInfo.type, ...). */
+int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
+                     struct mm_error *err);
+/* The last use a model registered now is given when none is asked for
+ * (place_initial_last_used with this mesh's thresholds). */
+int64_t mesh_initial_last_used(const struct mesh *m, bool load_now);
+
 /* registerModel: create models/<id> (idempotent with the same info; -EEXIST with other info);
  * load_now: place a copy at once (call back once it is placed); sync: call back when it is
  * Loaded or failed (timeout_ms bounds the wait; 0 = none), and load it as load_now does (a
@@ -115,7 +123,10 @@ int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_
                   bool load_now, bool sync, int64_t last_used_ms, int64_t timeout_ms, mesh_cb cb,
                   void *arg, struct mesh_op **out, struct mm_error *err);
 /* unregisterModel: delete the model record and every copy record in one txn (the holders
- * unload); -ENOENT if absent, -EBUSY (at once, from the mirror) if a vmodel refers to it. */
+ * unload); -ENOENT if absent, -EBUSY (from the mirror; at once, or after a lost txn) if a
+ * vmodel refers to it. The txn is conditional on the model record as the mirror showed it when
+ * no vmodel referred to it (a vmodel that starts to refer to a model re-puts its record), and
+ * decided again from the mirror when it loses (at most max_attempts times, then -EAGAIN). */
 int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
                     struct mesh_op **out, struct mm_error *err);
 /* ensureLoaded: a copy exists, or is placed now; sync: call back when Loaded or failed. */

@@ -1,6 +1,6 @@
 /* model_api.h - the mesh management API (mmesh.ModelMesh, proto/model-mesh.proto) served on the
- * node's port: registerModel, unregisterModel, ensureLoaded and getModelStatus call mesh.h; the
- * vmodel methods answer UNIMPLEMENTED until the router brings vmodels.
+ * node's port: registerModel, unregisterModel, ensureLoaded and getModelStatus call mesh.h;
+ * setVModel, deleteVModel and getVModelStatus call vmodels.h (UNIMPLEMENTED without one).
  *
  * Requests are bounded and checked before the mesh sees them: a message of at most
  * MODEL_API_MAX_FIELDS fields; text fields without NUL or control characters, UTF-8, within
@@ -10,7 +10,11 @@
  * -EBUSY FAILED_PRECONDITION (a vmodel refers to the model). A model that failed to load
  * (-EIO) is an answer, not an error: OK with status LOADING_FAILED and the errors, as
  * ModelMesh answers. getModelStatus of an unknown model is OK with status NOT_FOUND, as
- * ModelMesh answers; the other methods answer NOT_FOUND.
+ * ModelMesh answers; the other methods answer NOT_FOUND. getVModelStatus of an unknown vmodel
+ * (or another owner's) is OK with status NOT_FOUND and deleteVModel of one is OK, as ModelMesh
+ * answers; setVModel's rules are vmodels.h's (-EBUSY: FAILED_PRECONDITION for an
+ * expectedTargetModelId that does not match). A transition that failed is an answer (OK,
+ * TRANSITION_FAILED).
  *
  * A call that waits (sync, or the etcd write behind any change) is parked: it ends when the
  * mesh calls back, at the client's deadline (DEADLINE_EXCEEDED; without one, max_wait_ms), or
@@ -32,8 +36,11 @@ struct rpc_server;
 #define MODEL_API_MAX_FIELDS 64
 #define MODEL_API_MAX_WAIT_MS 300000u
 
+struct vmodels;
+
 struct model_api_config {
     struct mesh *mesh;    /* required */
+    struct vmodels *vmodels; /* NULL: the vmodel methods answer UNIMPLEMENTED */
     unsigned max_wait_ms; /* a call without a deadline waits at most this; 0 = 300,000 */
 };
 

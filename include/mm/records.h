@@ -71,6 +71,8 @@ struct model_record {
     bool load_now;            /* registered with loadNow: copies without waiting for a request
                                  (optional, absent = false) */
     int64_t registered_ms;    /* when the model was registered (optional) */
+    bool auto_delete;         /* created by setVModel with autoDeleteTargetModel: deleted once
+                                 no vmodel refers to it (optional, absent = false) */
 };
 
 struct copy_record {

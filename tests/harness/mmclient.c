@@ -175,3 +175,147 @@ bool mmc_is(const struct mmc_reply *r, int want)
             mmc_describe(r, buf, sizeof(buf)));
     return false;
 }
+
+/* ---------------------------------------------------------------- vmodels */
+
+const char *mmc_vstatus_name(int status)
+{
+    static const char *const names[] = {"NOT_FOUND", "DEFINED", "TRANSITIONING",
+                                        "TRANSITION_FAILED", "(4)", "UNKNOWN"};
+    return status >= 0 && status < 6 ? names[status] : "(out of range)";
+}
+
+static void vfinish(grpc_status_code code, const char *details, grpc_byte_buffer *response,
+                    struct mmc_vreply *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->code = code;
+    snprintf(out->details, sizeof(out->details), "%s", details ? details : "");
+    out->status = -1;
+    if (code != GRPC_STATUS_OK)
+        return;
+    ProtobufCMessage *m = NULL;
+    struct mm_error err = {0};
+    if (!response || rpc_decode(response, &mmesh__vmodel_status_info__descriptor, &m, &err) < 0) {
+        out->code = GRPC_STATUS_DATA_LOSS;
+        snprintf(out->details, sizeof(out->details), "reply does not decode: %s",
+                 response ? err.msg : "no message");
+        return;
+    }
+    const Mmesh__VModelStatusInfo *v = (const Mmesh__VModelStatusInfo *)m;
+    out->status = (int)v->status;
+    snprintf(out->active, sizeof(out->active), "%s", v->activemodelid);
+    snprintf(out->target, sizeof(out->target), "%s", v->targetmodelid);
+    snprintf(out->owner, sizeof(out->owner), "%s", v->owner);
+    out->active_status.status = out->target_status.status = -1;
+    if (v->activemodelstatus) {
+        out->has_active = true;
+        fill_info(v->activemodelstatus, &out->active_status);
+    }
+    if (v->targetmodelstatus) {
+        out->has_target = true;
+        fill_info(v->targetmodelstatus, &out->target_status);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static void vcall(struct rpc_channel *ch, const char *method, const ProtobufCMessage *msg,
+                  int64_t timeout_ms, struct mmc_vreply *out)
+{
+    grpc_byte_buffer *bb = rpc_encode(msg);
+    struct rpc_reply r;
+    rpc_unary_wait(ch, method, bb, NULL, 0, timeout_ms > 0 ? timeout_ms : DEFAULT_MS, &r);
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    vfinish(r.status, r.details, r.response, out);
+    rpc_reply_clear(&r);
+}
+
+static grpc_byte_buffer *set_vmodel_request(const struct mmc_vmodel_set *q)
+{
+    Mmesh__ModelInfo info = MMESH__MODEL_INFO__INIT;
+    info.type = (char *)(q->type ? q->type : "");
+    info.path = (char *)(q->path ? q->path : "");
+    info.key = (char *)(q->key ? q->key : "");
+    Mmesh__SetVModelRequest req = MMESH__SET_VMODEL_REQUEST__INIT;
+    req.vmodelid = (char *)(q->vmodel ? q->vmodel : "");
+    req.targetmodelid = (char *)(q->target ? q->target : "");
+    req.modelinfo = q->type ? &info : NULL;
+    req.updateonly = q->update_only;
+    req.autodeletetargetmodel = q->auto_delete;
+    req.loadnow = q->load_now;
+    req.force = q->force;
+    req.sync = q->sync;
+    req.expectedtargetmodelid = (char *)(q->expected ? q->expected : "");
+    req.owner = (char *)(q->owner ? q->owner : "");
+    return rpc_encode(&req.base);
+}
+
+int mmc_set_vmodel_start(struct rpc_channel *ch, const struct mmc_vmodel_set *q,
+                         int64_t timeout_ms, struct testcall *t)
+{
+    memset(t, 0, sizeof(*t));
+    grpc_byte_buffer *bb = set_vmodel_request(q);
+    int rc = bb ? rpc_unary(ch, "/mmesh.ModelMesh/setVModel", bb, NULL, 0,
+                            timeout_ms > 0 ? timeout_ms : DEFAULT_MS, NULL, testcall_cb, t, NULL)
+                : -ENOMEM;
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    if (rc < 0) {
+        t->done = true;
+        t->status = GRPC_STATUS_INTERNAL;
+        snprintf(t->details, sizeof(t->details), "setVModel could not start: %s",
+                 strerror(-rc));
+    }
+    return rc;
+}
+
+void mmc_vdecode(struct testcall *t, struct mmc_vreply *out)
+{
+    vfinish(t->status, t->details, t->response, out);
+    testcall_clear(t);
+}
+
+void mmc_set_vmodel(struct rpc_channel *ch, const struct mmc_vmodel_set *q, int64_t timeout_ms,
+                    struct mmc_vreply *out)
+{
+    grpc_byte_buffer *bb = set_vmodel_request(q);
+    struct rpc_reply r;
+    rpc_unary_wait(ch, "/mmesh.ModelMesh/setVModel", bb, NULL, 0,
+                   timeout_ms > 0 ? timeout_ms : DEFAULT_MS, &r);
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    vfinish(r.status, r.details, r.response, out);
+    rpc_reply_clear(&r);
+}
+
+void mmc_vmodel_status(struct rpc_channel *ch, const char *vmodel, const char *owner,
+                       int64_t timeout_ms, struct mmc_vreply *out)
+{
+    Mmesh__GetVModelStatusRequest req = MMESH__GET_VMODEL_STATUS_REQUEST__INIT;
+    req.vmodelid = (char *)vmodel;
+    req.owner = (char *)(owner ? owner : "");
+    vcall(ch, "/mmesh.ModelMesh/getVModelStatus", &req.base, timeout_ms, out);
+}
+
+void mmc_delete_vmodel(struct rpc_channel *ch, const char *vmodel, const char *owner,
+                       int64_t timeout_ms, struct mmc_reply *out)
+{
+    Mmesh__DeleteVModelRequest req = MMESH__DELETE_VMODEL_REQUEST__INIT;
+    req.vmodelid = (char *)vmodel;
+    req.owner = (char *)(owner ? owner : "");
+    call(ch, "/mmesh.ModelMesh/deleteVModel", &req.base, NULL, timeout_ms, out);
+}
+
+const char *mmc_vdescribe(const struct mmc_vreply *r, char *buf, size_t size)
+{
+    if (r->code != GRPC_STATUS_OK) {
+        snprintf(buf, size, "%s: %s", rpc_status_name(r->code), r->details);
+        return buf;
+    }
+    snprintf(buf, size, "OK %s active '%s' (%s) target '%s' (%s) owner '%s'",
+             mmc_vstatus_name(r->status), r->active,
+             r->has_active ? mmc_status_name(r->active_status.status) : "-", r->target,
+             r->has_target ? mmc_status_name(r->target_status.status) : "-", r->owner);
+    return buf;
+}

@@ -3,7 +3,7 @@
  *   - registerModel loadNow+sync answers LOADED, every node reports the same copy;
  *   - the same registration again is fine, other info is ALREADY_EXISTS; a bad id or a missing
  *     type is INVALID_ARGUMENT naming the field; an unknown model is NOT_FOUND (status:
- *     NOT_FOUND); the vmodel methods are UNIMPLEMENTED;
+ *     NOT_FOUND); an unknown vmodel's status is NOT_FOUND;
  *   - 200 concurrent sync ensureLoaded calls spread over the 3 nodes: all LOADED, one copy;
  *   - a model whose file is missing fails on one node, is retried on the others and is then
  *     reported LOADING_FAILED with their errors;
@@ -316,12 +316,21 @@ static void test_errors(void)
     CHECK_INT(a.code, GRPC_STATUS_OK);
     CHECK(a.info && a.info->status == MMESH__MODEL_STATUS_INFO__MODEL_STATUS__NOT_FOUND);
     answer_clear(&a);
-    /* vmodels come later */
+    /* an unknown vmodel: OK with status NOT_FOUND, as ModelMesh answers (test_vmodel has the
+     * rest) */
     Mmesh__GetVModelStatusRequest vreq = MMESH__GET_VMODEL_STATUS_REQUEST__INIT;
     vreq.vmodelid = "v";
     bb = rpc_encode(&vreq.base);
     REQUIRE(rpc_unary_wait(nodes[0].ch, SVC "getVModelStatus", bb, NULL, 0, 5000, &r) == 0);
-    CHECK_INT(r.status, GRPC_STATUS_UNIMPLEMENTED);
+    CHECK_INT(r.status, GRPC_STATUS_OK);
+    {
+        struct mm_error verr = {0};
+        ProtobufCMessage *vm = NULL;
+        REQUIRE(rpc_decode(r.response, &mmesh__vmodel_status_info__descriptor, &vm, &verr) == 0);
+        CHECK_INT(((Mmesh__VModelStatusInfo *)vm)->status,
+                  MMESH__VMODEL_STATUS_INFO__VMODEL_STATUS__NOT_FOUND);
+        protobuf_c_message_free_unpacked(vm, NULL);
+    }
     rpc_reply_clear(&r);
     grpc_byte_buffer_destroy(bb);
 }

@@ -42,7 +42,7 @@ static void test_round_trips(void)
         .type = "sklearn", .runtime = "mlserver-1.x", .storage_key = "localMinIO",
         .storage_path = "sklearn/mnist-svm.joblib", .size_bytes = 9007199254740992ULL,
         .last_used_ms = -5, .last_failure = {"load failed: bad magic", 1764000000999, "node-2"},
-        .load_now = true, .registered_ms = 1764000000123,
+        .load_now = true, .registered_ms = 1764000000123, .auto_delete = true,
     };
     struct model_record m2;
     json = record_encode(RECORD_MODEL, &m);
