@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import grpc
 from google.protobuf import json_format
@@ -136,8 +137,18 @@ if ok:
     expect("vmodel DEFINED", r.status == mm.VModelStatusInfo.DEFINED)
     expect("vmodel active %r" % r.activeModelId, r.activeModelId == args.model_id)
 
-# 4 and 5. By the vmodel's name, and the rest of the inference service.
+# 4 and 5. By the vmodel's name, and the rest of the inference service. Each entry point learns
+# of the vmodel from its mirror of the registry: a moment after the write, waited for (bounded).
 for addr, stub in stubs:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if stub.ModelReady(pb.ModelReadyRequest(name=args.vmodel), timeout=CALL_S).ready:
+                break
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                break
+        time.sleep(0.05)
     req.model_name = args.vmodel
     is_eight("%s by vmodel" % addr, call("%s ModelInfer %s" % (addr, args.vmodel),
                                          stub.ModelInfer, req), args.model_id)

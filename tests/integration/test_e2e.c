@@ -9,12 +9,14 @@
  *                concrete id as model_name; also NOT_FOUND, the runtime's INVALID_ARGUMENT,
  *                ModelReady/Metadata, ServerLive/Ready. The request to the other node was
  *                forwarded: the model still has exactly one copy afterwards.
- *   swap         a vmodel moved from one model to another (setVModel, autoDelete) while a
- *                client sends 100 requests/s by the vmodel's name round robin to 3 nodes for
- *                the whole swap: not one request fails, at least 50 are sent in every second,
- *                each node's answers switch from the old concrete id to the new one once (never
- *                back), all answer the new one once the swap is done, and the old model is
- *                unregistered and unloaded.
+ *   swap         a vmodel moved from one auto-delete model to another (setVModel, sync) while
+ *                a client sends 100 requests/s by the vmodel's name round robin to 3 nodes for
+ *                the whole swap; every runtime is first kept busy with a load held on a FIFO
+ *                for 2 s, so that the target's load waits and the swap lasts: not one request
+ *                fails, at least 50 are sent in every second, every answer is the old concrete
+ *                id until the held loads are released, then each node's answers switch to the
+ *                new one once (never back), all answer the new one once the swap is done, and
+ *                the old model is unregistered and unloaded.
  *   swap_failed  the same load while the vmodel is moved to a model whose file is not a model:
  *                getVModelStatus TRANSITION_FAILED (active unchanged), and every request is
  *                answered by the old model, none fails.
@@ -36,6 +38,7 @@
 #include "mm/rpc.h"
 #include "model-mesh.pb-c.h"
 #include "mmclient.h"
+#include "rtclient.h"
 
 #define CALL_MS 30000
 #define INFER_PATH "/inference.GRPCInferenceService/ModelInfer"
@@ -463,8 +466,9 @@ static void start_swap_cluster(void)
     REQUIRE(cluster_put_file(&cl, "xgb/bad.json", bad, sizeof(bad) - 1) == 0);
 
     struct vm_reply v;
-    vm_set(cl.pods[0].api, "bc", "bc-a", "xgb/a.json", false, NULL, true, &v);
-    vm_print("setVModel bc -> bc-a", &v);
+    /* autoDelete: bc-a is unregistered once no vmodel refers to it (after a swap) */
+    vm_set(cl.pods[0].api, "bc", "bc-a", "xgb/a.json", true, NULL, true, &v);
+    vm_print("setVModel bc -> bc-a (autoDelete)", &v);
     if (v.code != GRPC_STATUS_OK)
         dump_logs();
     REQUIRE(v.code == GRPC_STATUS_OK);
@@ -488,6 +492,34 @@ static bool wait_vmodel(const char *vid, int want, const char *active, long long
     return false;
 }
 
+/* Loads held on every runtime (mm-runtime loads one model at a time: the target's load waits
+ * behind them), released by a timer while setVModel waits. */
+#define HOLD_MS 2000
+static struct rt_spi_wait held[CLUSTER_MAX_PODS];
+static char fifos[CLUSTER_MAX_PODS][400];
+static ev_timer release_timer;
+static long long released_ms;
+
+static void release_held(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    for (size_t i = 0; i < cl.cfg.n_pods; i++)
+        rt_release_load(fifos[i]);
+    released_ms = harness_now_ms();
+}
+
+static void hold_runtimes(void)
+{
+    for (size_t i = 0; i < cl.cfg.n_pods; i++) {
+        struct rt_client rt = {.loop = cl.loop, .ctx = cl.rpc, .spi = cl.pods[i].spi};
+        snprintf(fifos[i], sizeof(fifos[i]), "%s/held.fifo", cl.pods[i].cache_dir);
+        REQUIRE(rt_hold_load(&rt, cl.pods[i].spi, cl.pods[i].runtime_pid, "held", "xgboost",
+                             fifos[i], &held[i], NULL));
+    }
+    ev_timer_init(&release_timer, release_held, HOLD_MS / 1000.0, 0.0);
+    ev_timer_start(cl.loop, &release_timer);
+}
+
 static int swap(void)
 {
     start_swap_cluster();
@@ -495,6 +527,7 @@ static int swap(void)
     cluster_run(&cl, 1000);
 
     long long swap_from = harness_now_ms();
+    hold_runtimes();
     struct vm_reply v;
     vm_set(cl.pods[2].api, "bc", "bc-b", "xgb/b.json", true, "bc-a", true, &v);
     vm_print("setVModel bc -> bc-b (sync, autoDelete)", &v);
@@ -503,7 +536,10 @@ static int swap(void)
     vm_print("getVModelStatus bc", &v);
     CHECK(swapped);
     long long swap_to = harness_now_ms();
-    fprintf(stderr, "swap took %lld ms\n", swap_to - swap_from);
+    fprintf(stderr, "swap took %lld ms (the runtimes' held loads released at +%lld ms)\n",
+            swap_to - swap_from, released_ms - swap_from);
+    CHECK(released_ms > 0 && swap_to >= released_ms);
+    CHECK(rt_spi_wait_all(cl.loop, held, cl.cfg.n_pods, 10000));
     cluster_run(&cl, 1500);
     long long settled = swap_to + 500; /* every node's mirror has the new active id by then */
     load_stop();
@@ -533,10 +569,11 @@ static int swap(void)
                 strcmp(s->model, "bc-a") == 0)
                 back++;
         }
-        fprintf(stderr, "n%zu: first bc-b answer at +%lld ms (swap from +%lld to +%lld); %zu "
-                "bc-a answers to requests sent after it\n", node, first_new - load.started_ms,
-                swap_from - load.started_ms, swap_to - load.started_ms, back);
-        CHECK(first_new >= swap_from);
+        fprintf(stderr, "n%zu: first bc-b answer at +%lld ms (swap from +%lld to +%lld, held "
+                "loads released at +%lld); %zu bc-a answers to requests sent after it\n", node,
+                first_new - load.started_ms, swap_from - load.started_ms,
+                swap_to - load.started_ms, released_ms - load.started_ms, back);
+        CHECK(first_new >= released_ms);
         CHECK_INT(back, 0);
     }
     size_t late_old = 0;
