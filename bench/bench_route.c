@@ -5,17 +5,20 @@
  *   (c) client -> the other node (one forward to the holder's internal port);
  *   (d) client -> bare_proxy -> the runtime: a bare forwarding hop on plain gRPC C core (one
  *       thread, one completion queue), the anchor: (b) should be within 10% of (d), (c) no
- *       worse than two hops of (d).
- * On a local cluster of real processes (etcd, 2 pods of mm-runtime + mm-node), the breast-cancer
- * XGBoost model registered and Loaded on one pod; ModelInfer with raw FP32 rows of 30 features:
+ *       worse than two hops of (d);
+ *   (e) client -> mm-gateway (no runtime: the route of (c) without a local runtime beside it).
+ * On a local cluster of real processes (etcd, 2 pods of mm-runtime + mm-node, an mm-gateway),
+ * the breast-cancer XGBoost model registered and Loaded on pod 0; pod 1's node serves another
+ * model type, so that copy scaling (a second copy past 2000 requests/min) cannot put a copy
+ * there and (c) stays one forward; ModelInfer with raw FP32 rows of 30 features:
  * 1 row (120 B tensor), 64 rows (7.5 KiB), 546 rows (64 KiB); h2load with 1 connection and
  * 1, 16, 64 streams in flight. Each cell: a 0.5 s warm-up run, then S seconds measured:
  * throughput (h2load), p50/p99 from h2load's per-request log, and the CPU the serving processes
  * of that path spent per request (/proc/<pid>/stat, all threads). Every target is first checked
  * with one call (OK, one prediction per row); each cell checks that every response carried the
  * expected message (gRPC errors carry none), else the cell is marked ERR.
- * usage: bench_route MM_NODE MM_RUNTIME MAKE_BREAST_CANCER BARE_PROXY [S seconds (3)]
- *                    [concurrencies (1,16,64)] [rows (1,64,546)]
+ * usage: bench_route MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER BARE_PROXY
+ *                    [S seconds (3)] [concurrencies (1,16,64)] [rows (1,64,546)]
  * Environment: H2LOAD (default h2load on PATH). (b) and (c) are n/a while mm-node does not route
  * inference (the check call says why). */
 #include <errno.h>
@@ -35,10 +38,10 @@
 #define FEATURES 30
 #define MAX_ROWS 546 /* 546 * 30 * 4 = 65,520 B: a 64 KiB tensor */
 #define MAX_LIST 8
-#define N_TARGETS 4
+#define N_TARGETS 5
 #define INFER_PATH "/inference.GRPCInferenceService/ModelInfer"
 
-static const char *mm_node, *mm_runtime, *maker, *proxy, *h2load;
+static const char *mm_node, *mm_runtime, *mm_gateway, *maker, *proxy, *h2load;
 static char work[256];
 static struct cluster cl;
 static bool cluster_up;
@@ -290,21 +293,34 @@ static void run_cell(const struct target *t, int conc, double seconds, const cha
     c->cpu_us = done ? (double)(cpu1 - cpu0) / (double)done : 0;
 }
 
+/* Where the model's copies are: (c) is one forward only while the model has one copy, on H. */
+static void print_copies(const char *when)
+{
+    struct cluster_copy copies[4];
+    int n = cluster_copies(&cl, "bc", copies, 4);
+    fprintf(stderr, "copies of bc %s:", when);
+    for (int i = 0; i < n && i < 4; i++)
+        fprintf(stderr, " %s %s", copies[i].iid, copy_state_name(copies[i].rec.state));
+    fprintf(stderr, "%s\n", n == 1 ? "" : " (not one copy: (c) is not one forward)");
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 5) {
-        fprintf(stderr, "usage: %s MM_NODE MM_RUNTIME MAKE_BREAST_CANCER BARE_PROXY [seconds] "
+    if (argc < 6) {
+        fprintf(stderr, "usage: %s MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER BARE_PROXY "
+                "[seconds] "
                 "[concurrencies] [rows]\n", argv[0]);
         return 2;
     }
     mm_node = argv[1];
     mm_runtime = argv[2];
-    maker = argv[3];
-    proxy = argv[4];
-    double seconds = argc > 5 ? atof(argv[5]) : 3.0;
+    mm_gateway = argv[3];
+    maker = argv[4];
+    proxy = argv[5];
+    double seconds = argc > 6 ? atof(argv[6]) : 3.0;
     int concs[MAX_LIST], rows[MAX_LIST];
-    size_t n_concs = parse_list(argc > 6 ? argv[6] : "1,16,64", concs);
-    size_t n_rows = parse_list(argc > 7 ? argv[7] : "1,64,546", rows);
+    size_t n_concs = parse_list(argc > 7 ? argv[7] : "1,16,64", concs);
+    size_t n_rows = parse_list(argc > 8 ? argv[8] : "1,64,546", rows);
     h2load = getenv("H2LOAD") && getenv("H2LOAD")[0] ? getenv("H2LOAD") : "h2load";
     for (size_t i = 0; i < n_rows; i++)
         if (rows[i] < 1 || rows[i] > MAX_ROWS)
@@ -325,11 +341,21 @@ int main(int argc, char **argv)
     if (harness_capture(cmd, out, sizeof(out)) != 0)
         die(out);
 
+    /* Pod 1 serves another model type: the mesh can never put a copy of the model there (copy
+     * scaling adds one under this load), so (c) stays one forward. */
     struct cluster_config cfg = {
-        .mm_node = mm_node, .mm_runtime = mm_runtime, .n_pods = 2, .lease_ttl = "5s",
+        .mm_node = mm_node, .mm_runtime = mm_runtime, .mm_gateway = mm_gateway, .n_pods = 2,
+        .lease_ttl = "5s", .model_types = "xgboost", .start_nodes_later = true,
     };
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
+    if (rc == 0)
+        rc = cluster_node_start(&cl, 0);
+    cl.cfg.model_types = "not-xgboost";
+    if (rc == 0)
+        rc = cluster_node_start(&cl, 1);
+    if (rc == 0)
+        rc = cluster_gateway_start(&cl);
     if (rc < 0)
         die("cluster start");
     char src[512];
@@ -356,15 +382,18 @@ int main(int argc, char **argv)
         die("starting bare_proxy");
 
     struct cluster_pod *H = &cl.pods[h], *O = &cl.pods[o];
-    static const char *const names[N_TARGETS] = {"a", "b", "c", "d"};
+    static const char *const names[N_TARGETS] = {"a", "b", "c", "d", "e"};
     static const char *const whats[N_TARGETS] = {"runtime directly", "node, model local",
-                                                 "node, one forward", "bare C-core proxy"};
-    const int ports[N_TARGETS] = {H->runtime_port, H->node_port, O->node_port, proxy_port};
+                                                 "node, one forward", "bare C-core proxy",
+                                                 "mm-gateway, one forward"};
+    const int ports[N_TARGETS] = {H->runtime_port, H->node_port, O->node_port, proxy_port,
+                                  cl.gateway_port};
     const pid_t pids[N_TARGETS][3] = {{H->runtime_pid},
                                       {H->node_pid, H->runtime_pid},
                                       {O->node_pid, H->node_pid, H->runtime_pid},
-                                      {proxy_pid, H->runtime_pid}};
-    const size_t n_pids[N_TARGETS] = {1, 2, 3, 2};
+                                      {proxy_pid, H->runtime_pid},
+                                      {cl.gateway_pid, H->node_pid, H->runtime_pid}};
+    const size_t n_pids[N_TARGETS] = {1, 2, 3, 2, 3};
     for (size_t t = 0; t < N_TARGETS; t++) {
         targets[t].name = names[t];
         targets[t].what = whats[t];
@@ -389,6 +418,7 @@ int main(int argc, char **argv)
                        targets[t].what, targets[t].why);
         }
         grpc_byte_buffer_destroy(req);
+        print_copies("before");
         for (size_t k = 0; k < n_concs; k++)
             for (size_t t = 0; t < N_TARGETS; t++) {
                 if (!targets[t].ok)
@@ -399,6 +429,7 @@ int main(int argc, char **argv)
                         "%.0f us CPU/req%s\n", rows[r], concs[k], targets[t].name, c->rps,
                         c->p50_us, c->p99_us, c->cpu_us, c->err ? " ERR" : "");
             }
+        print_copies("after");
         printf("\n## %d row%s: request %zu B (tensor %d B), response %zu B\n\n", rows[r],
                rows[r] == 1 ? "" : "s", req_len, rows[r] * FEATURES * 4, resp_len);
         printf("| streams | target | req/s | p50 us | p99 us | path CPU us/req |\n"
