@@ -325,7 +325,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_rows; i++)
         if (rows[i] < 1 || rows[i] > MAX_ROWS)
             die("rows must be 1..546");
-    atexit(cleanup);
+    atexit(cleanup); /* the work dir, if a step fails before the cluster is up */
 
     char cmd[1024], out[4096];
     snprintf(cmd, sizeof(cmd), "'%s' --version", h2load);
@@ -349,6 +349,7 @@ int main(int argc, char **argv)
     };
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
+    atexit(cleanup); /* after cluster_start's own: runs first, so MM_TEST_KEEP can keep the logs */
     if (rc == 0)
         rc = cluster_node_start(&cl, 0);
     cl.cfg.model_types = "not-xgboost";

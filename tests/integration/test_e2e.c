@@ -49,6 +49,8 @@ static char work[256];
 static struct cluster cl;
 static bool cluster_up;
 
+static void stop_all(void);
+
 static bool node_has_routing(void)
 {
     char cmd[1200], out[16384];
@@ -70,6 +72,7 @@ static void remove_work_dir(void)
     char cmd[400], out[256];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work);
     harness_capture(cmd, out, sizeof(out));
+    work[0] = '\0';
 }
 
 static void run_maker(const char *cmd)
@@ -97,6 +100,7 @@ static void start_cluster(const char *interpreter, const char *runtime, const ch
     long long t0 = harness_now_ms();
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
+    atexit(stop_all); /* after cluster_start's own: runs first, so MM_TEST_KEEP can keep the logs */
     if (rc < 0)
         cluster_dump_logs(&cl, true);
     REQUIRE(rc == 0);
@@ -389,7 +393,7 @@ static void load_stop(void)
  * [from, to]. Prints the failures (the first 10) and the latency. */
 static void check_load(long long from, long long to)
 {
-    size_t failed = 0, undone = 0;
+    size_t failed = 0, undone = 0, slowest = 0;
     long long max_ms = 0;
     for (size_t i = 0; i < load.n_sent; i++) {
         struct sample *s = &load.s[i];
@@ -397,8 +401,10 @@ static void check_load(long long from, long long to)
             undone++;
             continue;
         }
-        if (s->done_ms - s->sent_ms > max_ms)
+        if (s->done_ms - s->sent_ms > max_ms) {
             max_ms = s->done_ms - s->sent_ms;
+            slowest = i;
+        }
         if (s->status != GRPC_STATUS_OK || !s->has_output) {
             if (failed++ < 10)
                 fprintf(stderr, "request %zu to n%d at +%lld ms: %s: %s%s\n", i, s->node,
@@ -406,9 +412,10 @@ static void check_load(long long from, long long to)
                         s->status == GRPC_STATUS_OK ? " (no output)" : "");
         }
     }
-    fprintf(stderr, "load: %zu requests in %lld ms (%zu failed, %zu unanswered), slowest %lld ms\n",
-            load.n_sent, load.s[load.n_sent - 1].sent_ms - load.started_ms, failed, undone,
-            max_ms);
+    fprintf(stderr, "load: %zu requests in %lld ms (%zu failed, %zu unanswered), slowest %lld ms "
+            "(to n%d at +%lld ms)\n", load.n_sent,
+            load.s[load.n_sent - 1].sent_ms - load.started_ms, failed, undone, max_ms,
+            load.s[slowest].node, load.s[slowest].sent_ms - load.started_ms);
     CHECK_INT(failed, 0);
     CHECK_INT(undone, 0);
     CHECK(load.n_sent < LOAD_MAX);
@@ -657,7 +664,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "SKIP: mm-node has no --internal-listen (no inference routing yet)\n");
         return 77;
     }
-    atexit(stop_all);
+    atexit(stop_all); /* the work dir, if a step fails before the cluster is up */
     if (strcmp(argv[1], "walkthrough") == 0)
         walkthrough();
     else if (strcmp(argv[1], "swap") == 0)
