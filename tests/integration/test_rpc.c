@@ -331,6 +331,9 @@ static enum rpc_next fast_route(struct rpc_call *c, void *arg)
         fwd_rc_bad++;
         return RPC_NEXT_LOOP;
     }
+    /* still ours until we return, however long the forward took to start */
+    if (r->magic != ROUTE_MAGIC)
+        route_bad++;
     return RPC_NEXT_DONE;
 }
 
