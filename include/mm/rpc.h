@@ -138,10 +138,12 @@ struct rpc_forward_outcome {
                                  * during the callback (cut at 1023 bytes) */
     grpc_byte_buffer *response; /* OK only, else NULL. The callback may take it (set NULL);
                                  * otherwise it is replied (RPC_NEXT_PASS) or freed */
-    bool answered;              /* the status came from the peer (or it is OK). false: the peer
-                                 * was down or refused, or the connection broke before it
-                                 * answered; the request may or may not have reached it, so a
-                                 * retry elsewhere is for idempotent methods (inference is) */
+    bool answered;              /* the status came from the peer (or it is OK). false with
+                                 * UNAVAILABLE: the peer was down or refused, or the connection
+                                 * broke before it answered; the request may or may not have
+                                 * reached it, so a retry elsewhere is for idempotent methods
+                                 * (inference is). false with CANCELLED or DEADLINE_EXCEEDED:
+                                 * the client went away or its deadline passed: no retry */
 };
 /* Runs on the CQ thread once the forward is over (always exactly once for a forward started):
  * the forward's state is released first, so the callback may rpc_forward again (a retry on
