@@ -33,7 +33,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mm/fdlimit.h"
@@ -110,10 +109,10 @@ struct rpc_context {
 static void receive_early(struct rpc_tag *t);
 static void expire_waiting(struct rpc_context *ctx, int64_t now);
 
+/* gRPC's monotonic clock, the one grpc_completion_queue_next's deadline is read on. */
 static int64_t mono_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    gpr_timespec ts = gpr_now(GPR_CLOCK_MONOTONIC);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
