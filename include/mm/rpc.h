@@ -183,11 +183,14 @@ int rpc_snapshot_publish(struct rpc_snapshot *s, void *value);
 /* The value published last (NULL before any). Any thread: on the CQ thread, from a fast
  * handler or forward callback; on the loop, which publishes, at any time. */
 void *rpc_snapshot_read(const struct rpc_snapshot *s);
-/* Unpublish and free (deferred like a publish: a fast handler may still be reading). Loop. */
+/* Unpublish and free (deferred like a publish: a fast handler may still be reading). Loop,
+ * before rpc_context_free. */
 void rpc_snapshot_free(struct rpc_snapshot *s);
 /* The primitive underneath: run fn(ptr) on the loop once no fast handler or forward callback
- * that might have seen ptr is still running (ptr already unreachable for new readers). 0, or
- * -ENOMEM and nothing is done. Loop. Whatever is still waiting runs at rpc_context_free. */
+ * that might have seen ptr is still running (ptr already unreachable for new readers): from
+ * inside rpc_retire if the CQ thread is waiting, else later from the loop. 0, or -ENOMEM and
+ * nothing is done. Loop. Whatever is still waiting runs at rpc_context_free, which is also where
+ * snapshots not freed before go (free them before the context). */
 int rpc_retire(struct rpc_context *ctx, void (*fn)(void *ptr), void *ptr);
 
 /* --- a call being served ---
