@@ -5,7 +5,9 @@ the completion-queue thread (hop_server); and the echo servers themselves. 100 B
 requests, concurrency 1, 16 (one connection) and 64 (4 connections of 16 streams). Prints
 p50/p99 latency, requests/s, the server's CPU per request and the ratios to the bare proxy, as
 markdown (BENCHMARKS.md). The backend of every proxy is a bare echo.
-usage: bench_hop.py BARE_PROXY HOP_SERVER [seconds per cell (default 3)]"""
+Each cell is measured REPEAT times, the servers taking turns (noise on a shared machine hits them
+alike); the medians are printed.
+usage: bench_hop.py BARE_PROXY HOP_SERVER [seconds per run (default 2)] [REPEAT (default 3)]"""
 import os
 import shutil
 import subprocess
@@ -14,7 +16,8 @@ import tempfile
 import time
 
 BARE, HOP = sys.argv[1], sys.argv[2]
-SECONDS = float(sys.argv[3]) if len(sys.argv) > 3 else 3.0
+SECONDS = float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+REPEAT = int(sys.argv[4]) if len(sys.argv) > 4 else 3
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 SIZES = [100, 65536]
 CONCURRENCY = [(1, 1, 1), (16, 1, 16), (64, 4, 16)]  # (total, connections, streams each)
@@ -119,6 +122,11 @@ def measure(port, pid, size, conc):
             "wall": wall}
 
 
+def median(runs):
+    mid = lambda xs: sorted(xs)[len(xs) // 2]
+    return {k: mid([r[k] for r in runs]) if runs[0][k] is not None else None for k in runs[0]}
+
+
 def main():
     if not shutil.which("h2load"):
         print("bench_hop: h2load not found (Debian: nghttp2-client); skipped")
@@ -142,8 +150,8 @@ def main():
         for name, p, port in rows:
             for size in SIZES:
                 check_echo(port, size)
-        print("h2load, %.1f s per cell, %d cores; latency in us; CPU: the server's (not the "
-              "backend's) per request\n" % (SECONDS, os.cpu_count()))
+        print("h2load, %d runs of %.1f s per cell (medians), %d cores; latency in us; CPU: the "
+              "server's (not the backend's) per request\n" % (REPEAT, SECONDS, os.cpu_count()))
         for size in SIZES:
             for conc in CONCURRENCY:
                 print("### %s, concurrency %d (%d connection%s x %d streams)\n" %
@@ -152,9 +160,11 @@ def main():
                 print("| server | req/s | p50 | p99 | CPU/req | p50 / bare proxy | "
                       "req/s / bare proxy |")
                 print("| --- | --- | --- | --- | --- | --- | --- |")
-                res = {}
-                for name, p, port in rows:
-                    res[name] = measure(port, p.pid if p else None, size, conc)
+                runs = {name: [] for name, _, _ in rows}
+                for _ in range(REPEAT):
+                    for name, p, port in rows:
+                        runs[name].append(measure(port, p.pid if p else None, size, conc))
+                res = {name: median(r) for name, r in runs.items()}
                 base = res["proxy, bare C core (baseline)"]
                 for name, _, _ in rows:
                     r = res[name]

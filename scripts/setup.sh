@@ -7,7 +7,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 shift || true
 
-# The build toolchain and libraries, and the packages of the servers the tests run.
+# The build toolchain and libraries, the packages of the servers the tests run, and h2load
+# (nghttp2-client), the load generator of bench_hop.
 packages=(
   gcc libc6-dev pkg-config meson ninja-build git curl ca-certificates openssl procps
   libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev
@@ -16,6 +17,7 @@ packages=(
   python3 python3-grpcio python3-grpc-tools python3-protobuf
   libxgboost-dev python3-sklearn python3-joblib python3-numpy
   etcd-server etcd-client
+  nghttp2-client
 )
 
 # One dpkg query; a package it has never heard of is simply absent from the installed list.

@@ -138,10 +138,12 @@ struct rpc_forward_outcome {
                                  * during the callback (cut at 1023 bytes) */
     grpc_byte_buffer *response; /* OK only, else NULL. The callback may take it (set NULL);
                                  * otherwise it is replied (RPC_NEXT_PASS) or freed */
-    bool answered;              /* the status came from the peer (or it is OK). false: the peer
-                                 * was down or refused, or the connection broke before it
-                                 * answered; the request may or may not have reached it, so a
-                                 * retry elsewhere is for idempotent methods (inference is) */
+    bool answered;              /* the status came from the peer (or it is OK). false with
+                                 * UNAVAILABLE: the peer was down or refused, or the connection
+                                 * broke before it answered; the request may or may not have
+                                 * reached it, so a retry elsewhere is for idempotent methods
+                                 * (inference is). false with CANCELLED or DEADLINE_EXCEEDED:
+                                 * the client went away or its deadline passed: no retry */
 };
 /* Runs on the CQ thread once the forward is over (always exactly once for a forward started):
  * the forward's state is released first, so the callback may rpc_forward again (a retry on
@@ -181,11 +183,14 @@ int rpc_snapshot_publish(struct rpc_snapshot *s, void *value);
 /* The value published last (NULL before any). Any thread: on the CQ thread, from a fast
  * handler or forward callback; on the loop, which publishes, at any time. */
 void *rpc_snapshot_read(const struct rpc_snapshot *s);
-/* Unpublish and free (deferred like a publish: a fast handler may still be reading). Loop. */
+/* Unpublish and free (deferred like a publish: a fast handler may still be reading). Loop,
+ * before rpc_context_free. */
 void rpc_snapshot_free(struct rpc_snapshot *s);
 /* The primitive underneath: run fn(ptr) on the loop once no fast handler or forward callback
- * that might have seen ptr is still running (ptr already unreachable for new readers). 0, or
- * -ENOMEM and nothing is done. Loop. Whatever is still waiting runs at rpc_context_free. */
+ * that might have seen ptr is still running (ptr already unreachable for new readers): from
+ * inside rpc_retire if the CQ thread is waiting, else later from the loop. 0, or -ENOMEM and
+ * nothing is done. Loop. Whatever is still waiting runs at rpc_context_free, which is also where
+ * snapshots not freed before go (free them before the context). */
 int rpc_retire(struct rpc_context *ctx, void (*fn)(void *ptr), void *ptr);
 
 /* --- a call being served ---
