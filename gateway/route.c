@@ -210,7 +210,9 @@ static void park(struct rcall *rc)
 {
     struct route *r = rc->r;
     struct mm_error err = {0};
-    int e = table_park(r->cfg.table, rc->id, rc->len, &rc->w, &err);
+    /* a call whose copy failed it waits for the registry to change (the copy deleted, another
+     * Loaded): asking the mesh again would only hear "Loaded" from the same record */
+    int e = table_park(r->cfg.table, rc->id, rc->len, rc->excluded_len == 0, &rc->w, &err);
     if (e == -EINVAL) {
         r->stats.not_found++;
         finishf(rc, GRPC_STATUS_NOT_FOUND, "model %s not found", rc->name);

@@ -1056,7 +1056,7 @@ void table_release(struct table *t, const char *id, size_t len, const struct tab
         count_leave(c->count);
 }
 
-int table_park(struct table *t, const char *id, size_t len, struct table_waiter *w,
+int table_park(struct table *t, const char *id, size_t len, bool place, struct table_waiter *w,
                struct mm_error *err)
 {
     if (t->parked >= t->cfg.max_parked)
@@ -1065,7 +1065,7 @@ int table_park(struct table *t, const char *id, size_t len, struct table_waiter 
     struct table_model *m = model_get(t, id, len);
     if (!m)
         return mm_error_set(err, -ENOMEM, "model %.*s: out of memory", (int)len, id);
-    if (!m->op) {
+    if (!m->op && place) {
         char model_id[KEYS_NAME_MAX + 1];
         memcpy(model_id, id, len);
         model_id[len] = '\0';

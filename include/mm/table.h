@@ -87,9 +87,12 @@ struct table_waiter {
     struct table_model *model; /* NULL when not parked */
 };
 
-/* Park w on model id[0, len) (see the top). 0; -EBUSY when max_parked calls wait already;
- * -ENOMEM; mesh_ensure's refusal (-EINVAL for a name that is no model id). err says why. */
-int table_park(struct table *t, const char *id, size_t len, struct table_waiter *w,
+/* Park w on model id[0, len) (see the top). place: start the model's mesh_ensure if none runs;
+ * without, only the copies' events wake it (a call whose copy failed it waits for the registry
+ * to change: the mesh, which saw the copy Loaded, has nothing to do yet). 0; -EBUSY when
+ * max_parked calls wait already; -ENOMEM; mesh_ensure's refusal (-EINVAL for a name that is no
+ * model id). err says why. */
+int table_park(struct table *t, const char *id, size_t len, bool place, struct table_waiter *w,
                struct mm_error *err);
 /* Leave without being woken (the call ended). Parked or not: no-op when not parked. */
 void table_unpark(struct table *t, struct table_waiter *w);
