@@ -343,6 +343,13 @@ int main(int argc, char **argv)
     }
     route_free(g.route);
     model_api_free(g.api);
+    if (g.table) {
+        struct table_stats ts;
+        table_get_stats(g.table, &ts);
+        mm_log(MM_LOG_INFO, WHO, "routed: %" PRIu64 " forwards on the fast path, %" PRIu64
+               " from the loop (%" PRIu64 " local), %" PRIu64 " calls parked",
+               ts.picks_fast, ts.picks_local + ts.picks_remote, ts.picks_local, ts.parks);
+    }
     table_free(g.table);
     if (!g.serving || g.server_down)
         rpc_server_free(g.server);

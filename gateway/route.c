@@ -2,7 +2,10 @@
  * a call arrives -> its model is named (headers or field 1, read on the wire, never decoded)
  * -> a vmodel is resolved to its active model id -> a Loaded copy is picked -> the request's
  * bytes are forwarded with mm-model-id and mm-hop -> the answer is passed back as it is.
- * Without a Loaded copy the call parks on its model until one is Loaded. */
+ * The fast path does all of that on the completion-queue thread, from the table's snapshot
+ * (fast_call, on_fast_forwarded); whatever it cannot finish there (no Loaded copy, no snapshot
+ * yet) goes to the loop (on_model_call), where the call parks on its model until one is
+ * Loaded, and is forwarded from the loop. */
 #include "mm/route.h"
 
 #include <errno.h>
@@ -207,7 +210,9 @@ static void park(struct rcall *rc)
 {
     struct route *r = rc->r;
     struct mm_error err = {0};
-    int e = table_park(r->cfg.table, rc->id, rc->len, &rc->w, &err);
+    /* a call whose copy failed it waits for the registry to change (the copy deleted, another
+     * Loaded): asking the mesh again would only hear "Loaded" from the same record */
+    int e = table_park(r->cfg.table, rc->id, rc->len, rc->excluded_len == 0, &rc->w, &err);
     if (e == -EINVAL) {
         r->stats.not_found++;
         finishf(rc, GRPC_STATUS_NOT_FOUND, "model %s not found", rc->name);
@@ -411,9 +416,8 @@ static void on_model_call(struct rpc_call *c, void *arg)
 
 static void on_server_call(struct rpc_call *c, void *arg)
 {
-    struct route_method *rm = arg;
+    struct route_method *rm = arg; /* either thread: reads only what never changes */
     struct route *r = rm->r;
-    r->stats.calls++;
     if (rm->m == M_LIVE) {
         Inference__ServerLiveResponse resp = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
         resp.live = true;
@@ -428,6 +432,126 @@ static void on_server_call(struct rpc_call *c, void *arg)
         resp.version = r->version;
         rpc_call_reply(c, rpc_encode(&resp.base), GRPC_STATUS_OK, NULL);
     }
+}
+
+/* ------------------------------------------------------------------ the fast path
+ * On the completion-queue thread: nothing here touches loop state but through the table's
+ * snapshot and its counters; no allocation. */
+
+/* The forward's counter, whether it went to the local runtime, whether it is the retry: packed
+ * into the forward's one pointer (counters are aligned). */
+#define ARG_LOCAL 1u
+#define ARG_RETRY 2u
+
+static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                       void *arg);
+static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                      void *arg);
+
+static enum rpc_next fast_forward(struct rpc_call *c, const char *id,
+                                  const struct table_fast_target *tg, bool internal, bool retry)
+{
+    const struct rpc_header headers[] = {{"mm-model-id", id}, {"mm-hop", "1"}};
+    uintptr_t arg = (uintptr_t)tg->count | (tg->local ? ARG_LOCAL : 0) | (retry ? ARG_RETRY : 0);
+    if (rpc_forward(c, tg->ch, headers, 2, internal ? on_fast_internal : on_fast_forwarded,
+                    (void *)arg) < 0) {
+        table_count_done(tg->count);
+        return RPC_NEXT_LOOP; /* the loop tries again, or says why not */
+    }
+    return RPC_NEXT_DONE;
+}
+
+/* The concrete model id of a call on the fast path, into id (KEYS_NAME_MAX + 1 bytes); *hop
+ * for a call that must be served here. 0; -ENOENT when the loop must decide; -1 when the call
+ * was answered. */
+static int fast_identity(struct rpc_call *c, enum method m, bool internal,
+                         const struct table_snap *s, char *id, size_t *len, bool *hop)
+{
+    char scratch[KEYS_NAME_MAX + 1];
+    const char *name = NULL;
+    size_t n = 0;
+    bool concrete = false;
+    if (identity(c, m, scratch, &name, &n, &concrete) < 0)
+        return -1;
+    if (!valid_name(name, n))
+        return -ENOENT; /* the loop says NOT_FOUND, and counts it */
+    size_t hop_len = 0;
+    *hop = internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
+    *len = table_snap_resolve(s, name, n, !concrete && !*hop, id);
+    return 0;
+}
+
+/* A forward from the external port ended: a request that was not served (the peer unreachable
+ * or gone, UNAVAILABLE, or the local runtime no longer holding the model: NOT_FOUND for the id
+ * the table had Loaded) is tried once more on another copy; with none, the loop parks it. */
+static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                       void *arg)
+{
+    uintptr_t a = (uintptr_t)arg;
+    struct table_count *count = (struct table_count *)(a & ~(uintptr_t)3);
+    struct table *t = table_count_table(count);
+    table_count_done(count);
+    bool unserved = !o->answered || o->status == GRPC_STATUS_UNAVAILABLE ||
+                    ((a & ARG_LOCAL) && o->status == GRPC_STATUS_NOT_FOUND);
+    if (!unserved || (a & ARG_RETRY) || rpc_call_cancelled(c))
+        return RPC_NEXT_PASS;
+    const struct table_snap *s = table_snap(t);
+    char id[KEYS_NAME_MAX + 1];
+    size_t len = 0;
+    bool hop = false;
+    enum method m = strcmp(rpc_call_method(c), methods[M_INFER].path) == 0 ? M_INFER
+                    : strcmp(rpc_call_method(c), methods[M_METADATA].path) == 0 ? M_METADATA
+                                                                                : M_READY;
+    int e = s ? fast_identity(c, m, false, s, id, &len, &hop) : -ENOENT;
+    if (e == -1)
+        return RPC_NEXT_DONE;
+    struct table_fast_target tg;
+    if (e < 0 || table_snap_pick(s, id, len, count, hop, table_fast_rng(t), &tg) < 0)
+        return RPC_NEXT_LOOP;
+    return fast_forward(c, id, &tg, false, true);
+}
+
+/* A forward from the internal port to the local runtime ended: NOT_FOUND there means the copy
+ * went away under the request, which the forwarding node retries elsewhere if told
+ * UNAVAILABLE. */
+static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                      void *arg)
+{
+    uintptr_t a = (uintptr_t)arg;
+    struct table_count *count = (struct table_count *)(a & ~(uintptr_t)3);
+    table_count_done(count);
+    if (o->status != GRPC_STATUS_NOT_FOUND)
+        return RPC_NEXT_PASS;
+    size_t len = 0;
+    const char *id = rpc_call_header(c, "mm-model-id", &len);
+    rpc_call_fail(c, GRPC_STATUS_UNAVAILABLE, "model %.*s is not loaded here any more",
+                  (int)(id && len <= KEYS_NAME_MAX ? len : 0), id ? id : "");
+    return RPC_NEXT_DONE;
+}
+
+static enum rpc_next fast_call(struct rpc_call *c, void *arg)
+{
+    struct route_method *rm = arg;
+    struct route *r = rm->r;
+    const struct table_snap *s = table_snap(r->cfg.table);
+    if (!s)
+        return RPC_NEXT_LOOP;
+    char id[KEYS_NAME_MAX + 1];
+    size_t len = 0;
+    bool hop = false;
+    int e = fast_identity(c, rm->m, r->cfg.internal, s, id, &len, &hop);
+    if (e == -1)
+        return RPC_NEXT_DONE;
+    struct table_fast_target tg;
+    if (e < 0 || table_snap_pick(s, id, len, NULL, hop, table_fast_rng(r->cfg.table), &tg) < 0)
+        return RPC_NEXT_LOOP;
+    return fast_forward(c, id, &tg, r->cfg.internal || hop, false);
+}
+
+static enum rpc_next fast_server_call(struct rpc_call *c, void *arg)
+{
+    on_server_call(c, arg);
+    return RPC_NEXT_DONE;
 }
 
 /* ------------------------------------------------------------------ the API */
@@ -450,9 +574,10 @@ int route_new(struct rpc_server *s, const struct route_config *cfg, struct route
     r->loop = cfg->loop;
     for (int m = 0; m < N_METHODS; m++) {
         r->rm[m] = (struct route_method){r, (enum method)m};
-        int e = rpc_server_register(s, methods[m].path,
-                                    m <= M_READY ? on_model_call : on_server_call, &r->rm[m],
-                                    err);
+        int e = m <= M_READY ? rpc_server_register_fast(s, methods[m].path, fast_call,
+                                                        on_model_call, &r->rm[m], err)
+                             : rpc_server_register_fast(s, methods[m].path, fast_server_call,
+                                                        on_server_call, &r->rm[m], err);
         if (e < 0) {
             free(r);
             return e;

@@ -2,6 +2,8 @@
 #include "mm/table.h"
 
 #include <errno.h>
+#include <ev.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,8 @@
 
 #define WHO "table"
 #define MAX_CANDIDATES 64 /* Loaded copies a pick looks at */
+#define USE_FLUSH_S 1.0   /* the fast path's uses handed to the mesh and the LRU */
+#define REPUBLISH_S 0.1   /* a snapshot that could not be built (memory): tried again */
 
 /* ------------------------------------------------------------------ a map of byte keys */
 
@@ -87,12 +91,53 @@ static void hmap_del(struct hmap *m, struct hlink *l)
 
 /* ------------------------------------------------------------------ entries */
 
+/* Requests in flight on a copy and its uses not yet handed to the mesh, shared by the loop's
+ * picks and the fast path's: held by the copy's entry, by each snapshot naming it and by each
+ * forward counted on it, freed by the last (any thread). */
+struct table_count {
+    atomic_uint inflight;
+    atomic_uint uses;
+    atomic_uint refs;
+    struct table *t;
+};
+
+static struct table_count *count_new(struct table *t)
+{
+    struct table_count *c = calloc(1, sizeof(*c));
+    if (c) {
+        atomic_init(&c->refs, 1);
+        c->t = t;
+    }
+    return c;
+}
+
+static void count_ref(struct table_count *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+static void count_unref(struct table_count *c)
+{
+    if (c && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        free(c);
+}
+
+static void count_leave(struct table_count *c)
+{
+    unsigned n = atomic_load_explicit(&c->inflight, memory_order_relaxed);
+    while (n && !atomic_compare_exchange_weak_explicit(&c->inflight, &n, n - 1,
+                                                       memory_order_relaxed,
+                                                       memory_order_relaxed))
+        ;
+}
+
 struct tcopy {
     struct tcopy *next;
     char iid[KEYS_NAME_MAX + 1];
     size_t iid_len;
     enum copy_state state;
-    unsigned inflight;
+    bool local;                /* this node's own copy */
+    struct table_count *count;
 };
 
 struct table_model {
@@ -139,7 +184,25 @@ struct table {
     size_t parked;
     uint64_t rng;
     struct table_stats stats;
+    /* the fast path */
+    struct ev_loop *loop;
+    struct rpc_snapshot *snap;
+    ev_timer publish_timer, use_timer;
+    bool dirty;
+    uint64_t fast_rng; /* the CQ thread's */
+    atomic_uint_fast64_t fast_picks;
 };
+
+static int64_t now_ms(void);
+
+static void changed(struct table *t)
+{
+    t->dirty = true;
+    if (t->snap && !ev_is_active(&t->publish_timer)) {
+        ev_timer_set(&t->publish_timer, 0., 0.); /* next loop iteration: changes coalesce */
+        ev_timer_start(t->loop, &t->publish_timer);
+    }
+}
 
 static uint64_t next_random(struct table *t)
 {
@@ -283,8 +346,10 @@ static void on_copy(const struct mirror_event *ev, void *arg)
             if ((*p)->iid_len == kp.second_len && memcmp((*p)->iid, kp.second, kp.second_len) == 0) {
                 struct tcopy *c = *p;
                 *p = c->next;
+                count_unref(c->count);
                 free(c);
                 m->n_copies--;
+                changed(t);
                 break;
             }
         model_maybe_free(t, m);
@@ -302,16 +367,24 @@ static void on_copy(const struct mirror_event *ev, void *arg)
     struct tcopy *c = copy_find(m, kp.second, kp.second_len);
     if (!c) {
         c = calloc(1, sizeof(*c));
+        if (c && !(c->count = count_new(t))) {
+            free(c);
+            c = NULL;
+        }
         if (!c) {
             model_maybe_free(t, m);
             return;
         }
         memcpy(c->iid, kp.second, kp.second_len);
         c->iid_len = kp.second_len;
+        c->local = t->has_local && kp.second_len == t->iid_len &&
+                   memcmp(kp.second, t->iid, t->iid_len) == 0;
         c->next = m->copies;
         m->copies = c;
         m->n_copies++;
     }
+    if (c->state != rec.state)
+        changed(t);
     c->state = rec.state;
     if (c->state == COPY_LOADED && m->waiters && pickable(t, m))
         wake_all(t, m, 0, NULL);
@@ -325,6 +398,7 @@ static void inst_apply(struct table *t, const char *id, size_t len, const char *
         if (in) {
             hmap_del(&t->insts, &in->link);
             free(in); /* its channel stays the context's (rpc_channel_for) */
+            changed(t);
         }
         return;
     }
@@ -347,11 +421,15 @@ static void inst_apply(struct table *t, const char *id, size_t len, const char *
             free(in);
             return;
         }
+        changed(t);
     }
     if (strcmp(in->address, rec.address) != 0) {
         snprintf(in->address, sizeof(in->address), "%s", rec.address);
         in->ch = NULL;
+        changed(t);
     }
+    if (in->shutting_down != rec.shutting_down)
+        changed(t);
     in->shutting_down = rec.shutting_down;
 }
 
@@ -378,6 +456,7 @@ static void vmodel_apply(struct table *t, const char *name, size_t len, const ch
         if (v) {
             hmap_del(&t->vmodels, &v->link);
             free(v);
+            changed(t);
         }
         return;
     }
@@ -396,6 +475,7 @@ static void vmodel_apply(struct table *t, const char *name, size_t len, const ch
     v->active_len = strnlen(rec.active_model_id, KEYS_NAME_MAX);
     memcpy(v->active, rec.active_model_id, v->active_len);
     v->active[v->active_len] = '\0';
+    changed(t);
 }
 
 static void on_vmodel(const struct mirror_event *ev, void *arg)
@@ -429,6 +509,320 @@ static int seed(const struct mirror_entry *e, void *arg)
     return 0;
 }
 
+/* ------------------------------------------------------------------ the snapshot */
+
+struct snap_target {
+    struct rpc_channel *ch;
+    struct table_count *count;
+};
+
+struct snap_model {
+    struct snap_model *next;
+    const char *id;
+    uint32_t len;
+    uint32_t n, n_live;         /* remote targets; those of live instances first */
+    struct snap_target *local;  /* this node's Loaded copy, or NULL */
+    struct snap_target *remote;
+};
+
+struct snap_vmodel {
+    struct snap_vmodel *next;
+    const char *name, *active;
+    uint32_t len, active_len;
+};
+
+/* One allocation: the buckets, the entries and their strings; the counters it names, each
+ * referenced once, released when it is freed (on the loop, by rpc_snapshot). */
+struct table_snap {
+    size_t mmask, vmask;
+    struct snap_model **models;
+    struct snap_vmodel **vmodels;
+    size_t n_counts;
+    struct table_count **counts;
+};
+
+static void snap_free(void *value)
+{
+    struct table_snap *s = value;
+    for (size_t i = 0; i < s->n_counts; i++)
+        count_unref(s->counts[i]);
+    free(s);
+}
+
+/* A bump allocator over the snapshot's one block. */
+struct arena {
+    char *p, *end;
+};
+
+static void *take(struct arena *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if ((size_t)(a->end - a->p) < n)
+        return NULL; /* sized by the first pass: never */
+    void *r = a->p;
+    a->p += n;
+    return r;
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t p = 16;
+    while (p < n * 2)
+        p *= 2;
+    return p;
+}
+
+/* The remote copy c can be forwarded to: its instance, with an address and a channel. */
+static struct tinst *routable(struct table *t, const struct tcopy *c)
+{
+    if (c->state != COPY_LOADED || c->local)
+        return NULL;
+    struct tinst *in = (struct tinst *)hmap_get(&t->insts, c->iid, c->iid_len);
+    if (!in || !in->address[0])
+        return NULL;
+    if (!in->ch) {
+        struct mm_error err = {0};
+        in->ch = rpc_channel_for(t->cfg.rpc, in->address, &err);
+        if (!in->ch)
+            mm_log(MM_LOG_WARN, WHO, "instance %.*s: %s", (int)in->id_len, in->id, err.msg);
+    }
+    return in->ch ? in : NULL;
+}
+
+static struct table_snap *snap_build(struct table *t)
+{
+    /* first pass: sizes */
+    size_t n_models = 0, n_targets = 0, bytes = 0;
+    for (size_t b = 0; b < t->models.size; b++)
+        for (struct hlink *l = t->models.b[b]; l; l = l->next) {
+            struct table_model *m = (struct table_model *)l;
+            size_t n = 0;
+            for (struct tcopy *c = m->copies; c; c = c->next)
+                n += (c->local && c->state == COPY_LOADED) || routable(t, c);
+            if (n) {
+                n_models++;
+                n_targets += n;
+                bytes += m->id_len + 16;
+            }
+        }
+    size_t n_vm = t->vmodels.n;
+    for (size_t b = 0; b < t->vmodels.size; b++)
+        for (struct hlink *l = t->vmodels.b[b]; l; l = l->next)
+            bytes += l->len + ((struct tvmodel *)l)->active_len + 32;
+    size_t msize = pow2_at_least(n_models), vsize = pow2_at_least(n_vm);
+    size_t total = sizeof(struct table_snap) + 16 + (msize + vsize + n_targets) * sizeof(void *) +
+                   n_models * (sizeof(struct snap_model) + 16) +
+                   n_targets * (sizeof(struct snap_target) + 16) +
+                   n_vm * (sizeof(struct snap_vmodel) + 16) + bytes + 64;
+    char *block = calloc(1, total);
+    if (!block)
+        return NULL;
+    struct arena a = {block, block + total};
+    struct table_snap *s = take(&a, sizeof(*s));
+    s->mmask = msize - 1;
+    s->vmask = vsize - 1;
+    s->models = take(&a, msize * sizeof(void *));
+    s->vmodels = take(&a, vsize * sizeof(void *));
+    s->counts = take(&a, (n_targets ? n_targets : 1) * sizeof(void *));
+    /* second pass: the entries */
+    for (size_t b = 0; b < t->models.size; b++)
+        for (struct hlink *l = t->models.b[b]; l; l = l->next) {
+            struct table_model *m = (struct table_model *)l;
+            size_t n = 0;
+            for (struct tcopy *c = m->copies; c; c = c->next)
+                n += (c->local && c->state == COPY_LOADED) || routable(t, c);
+            if (!n)
+                continue;
+            struct snap_model *sm = take(&a, sizeof(*sm));
+            char *id = take(&a, m->id_len + 1);
+            memcpy(id, m->id, m->id_len);
+            sm->id = id;
+            sm->len = (uint32_t)m->id_len;
+            sm->remote = take(&a, n * sizeof(struct snap_target));
+            for (int pass = 0; pass < 2; pass++) /* live instances first */
+                for (struct tcopy *c = m->copies; c; c = c->next) {
+                    if (c->local) {
+                        if (pass == 0 && c->state == COPY_LOADED) {
+                            sm->local = take(&a, sizeof(struct snap_target));
+                            *sm->local = (struct snap_target){t->runtime_ch, c->count};
+                            count_ref(c->count);
+                            s->counts[s->n_counts++] = c->count;
+                        }
+                        continue;
+                    }
+                    struct tinst *in = routable(t, c);
+                    if (!in || in->shutting_down != (pass == 1))
+                        continue;
+                    sm->remote[sm->n++] = (struct snap_target){in->ch, c->count};
+                    sm->n_live += pass == 0;
+                    count_ref(c->count);
+                    s->counts[s->n_counts++] = c->count;
+                }
+            size_t k = hash_of(m->id, m->id_len) & s->mmask;
+            sm->next = s->models[k];
+            s->models[k] = sm;
+        }
+    for (size_t b = 0; b < t->vmodels.size; b++)
+        for (struct hlink *l = t->vmodels.b[b]; l; l = l->next) {
+            struct tvmodel *v = (struct tvmodel *)l;
+            struct snap_vmodel *sv = take(&a, sizeof(*sv));
+            char *name = take(&a, v->name_len + 1), *active = take(&a, v->active_len + 1);
+            memcpy(name, v->name, v->name_len);
+            memcpy(active, v->active, v->active_len);
+            *sv = (struct snap_vmodel){NULL, name, active, (uint32_t)v->name_len,
+                                       (uint32_t)v->active_len};
+            size_t k = hash_of(v->name, v->name_len) & s->vmask;
+            sv->next = s->vmodels[k];
+            s->vmodels[k] = sv;
+        }
+    return s;
+}
+
+static void on_publish(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct table *t = w->data;
+    if (!t->dirty)
+        return;
+    struct table_snap *s = snap_build(t);
+    if (!s || rpc_snapshot_publish(t->snap, s) < 0) {
+        if (s)
+            snap_free(s);
+        ev_timer_set(w, REPUBLISH_S, 0.); /* memory: the fast path reads the last one */
+        ev_timer_start(loop, w);
+        return;
+    }
+    t->dirty = false;
+}
+
+/* The fast path's uses: to the mesh (copy counts) and, for local copies, to the pod's LRU. */
+static void on_use_flush(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct table *t = w->data;
+    int64_t now = 0;
+    for (size_t b = 0; b < t->models.size; b++)
+        for (struct hlink *l = t->models.b[b]; l; l = l->next) {
+            struct table_model *m = (struct table_model *)l;
+            unsigned uses = 0;
+            for (struct tcopy *c = m->copies; c; c = c->next) {
+                unsigned u = atomic_exchange_explicit(&c->count->uses, 0, memory_order_relaxed);
+                if (!u)
+                    continue;
+                uses += u;
+                if (!now)
+                    now = now_ms();
+                if (c->local && copies_request_begin(t->cfg.copies, m->id, m->id_len, now) == 0)
+                    copies_request_end(t->cfg.copies, m->id, m->id_len); /* the LRU touch */
+            }
+            if (uses)
+                mesh_note_use(t->cfg.mesh, m->id, m->id_len, uses, now);
+        }
+}
+
+const struct table_snap *table_snap(const struct table *t)
+{
+    return rpc_snapshot_read(t->snap);
+}
+
+size_t table_snap_resolve(const struct table_snap *s, const char *name, size_t len,
+                          bool as_vmodel, char *out)
+{
+    if (as_vmodel)
+        for (const struct snap_vmodel *v = s->vmodels[hash_of(name, len) & s->vmask]; v;
+             v = v->next)
+            if (v->len == len && memcmp(v->name, name, len) == 0) {
+                memcpy(out, v->active, v->active_len);
+                out[v->active_len] = '\0';
+                return v->active_len;
+            }
+    if (len > KEYS_NAME_MAX)
+        len = KEYS_NAME_MAX;
+    memcpy(out, name, len);
+    out[len] = '\0';
+    return len;
+}
+
+static uint64_t xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static void count_take(struct table_count *c)
+{
+    count_ref(c);
+    atomic_fetch_add_explicit(&c->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->uses, 1, memory_order_relaxed);
+}
+
+static void count_take_picked(struct table_count *c)
+{
+    count_take(c);
+    atomic_fetch_add_explicit(&c->t->fast_picks, 1, memory_order_relaxed);
+}
+
+int table_snap_pick(const struct table_snap *s, const char *id, size_t len,
+                    const struct table_count *exclude, bool local_only, uint64_t *rng,
+                    struct table_fast_target *out)
+{
+    const struct snap_model *m = s->models[hash_of(id, len) & s->mmask];
+    while (m && !(m->len == len && memcmp(m->id, id, len) == 0))
+        m = m->next;
+    if (!m)
+        return -ENOENT;
+    if (m->local && m->local->count != exclude) {
+        *out = (struct table_fast_target){m->local->ch, m->local->count, true};
+        count_take_picked(out->count);
+        return 0;
+    }
+    if (local_only)
+        return -ENOENT;
+    size_t cand[MAX_CANDIDATES], n = 0;
+    for (uint32_t i = 0; i < m->n && n < MAX_CANDIDATES; i++) {
+        if (m->remote[i].count == exclude)
+            continue;
+        if (i >= m->n_live && n) /* instances shutting down: only when nothing else */
+            break;
+        cand[n++] = i;
+    }
+    if (!n)
+        return -ENOENT;
+    size_t k = cand[0];
+    if (n > 1) { /* the better of two random choices */
+        size_t a = (size_t)(xorshift(rng) % n), b = (size_t)(xorshift(rng) % (n - 1));
+        if (b >= a)
+            b++;
+        a = cand[a];
+        b = cand[b];
+        k = atomic_load_explicit(&m->remote[b].count->inflight, memory_order_relaxed) <
+                    atomic_load_explicit(&m->remote[a].count->inflight, memory_order_relaxed)
+                ? b
+                : a;
+    }
+    *out = (struct table_fast_target){m->remote[k].ch, m->remote[k].count, false};
+    count_take_picked(out->count);
+    return 0;
+}
+
+uint64_t *table_fast_rng(struct table *t)
+{
+    return &t->fast_rng;
+}
+
+struct table *table_count_table(const struct table_count *c)
+{
+    return c->t;
+}
+
+void table_count_done(struct table_count *c)
+{
+    count_leave(c);
+    count_unref(c);
+}
+
 /* ------------------------------------------------------------------ the API */
 
 int table_new(const struct table_config *cfg, struct table **out, struct mm_error *err)
@@ -456,6 +850,11 @@ int table_new(const struct table_config *cfg, struct table **out, struct mm_erro
     }
     t->cfg.iid = NULL;
     t->cfg.runtime = NULL;
+    t->loop = rpc_context_loop(cfg->rpc);
+    ev_init(&t->publish_timer, on_publish);
+    t->publish_timer.data = t;
+    ev_timer_init(&t->use_timer, on_use_flush, USE_FLUSH_S, USE_FLUSH_S);
+    t->use_timer.data = t;
     if (!t->cfg.max_parked)
         t->cfg.max_parked = TABLE_DEFAULT_MAX_PARKED;
     struct timespec ts;
@@ -463,6 +862,9 @@ int table_new(const struct table_config *cfg, struct table **out, struct mm_erro
     t->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)t;
     if (!t->rng)
         t->rng = 1;
+    t->fast_rng = t->rng ^ 0x9e3779b97f4a7c15ULL;
+    if (!t->fast_rng)
+        t->fast_rng = 1;
     int rc = keys_prefix(t->prefix, sizeof(t->prefix), t->cluster, err);
     if (rc < 0) {
         free(t);
@@ -471,7 +873,13 @@ int table_new(const struct table_config *cfg, struct table **out, struct mm_erro
     t->prefix_len = strlen(t->prefix);
     char p[KEYS_MAX];
     int n = snprintf(p, sizeof(p), "%s", t->prefix);
+    if (rpc_snapshot_new(cfg->rpc, snap_free, &t->snap, err) < 0) {
+        free(t);
+        return err ? err->code : -ENOMEM;
+    }
     mirror_foreach_prefix(cfg->mirror, t->prefix, t->prefix_len, seed, t);
+    changed(t);
+    ev_timer_start(t->loop, &t->use_timer);
     snprintf(p + n, sizeof(p) - (size_t)n, "copies/");
     if (mirror_subscribe(cfg->mirror, p, strlen(p), on_copy, t, &t->sub_copies) < 0)
         goto nomem;
@@ -504,6 +912,7 @@ static void free_model(struct hlink *l)
     struct table_model *m = (struct table_model *)l;
     for (struct tcopy *c = m->copies, *next; c; c = next) {
         next = c->next;
+        count_unref(c->count);
         free(c);
     }
     for (struct table_waiter *w = m->waiters; w; w = w->next)
@@ -524,6 +933,9 @@ void table_free(struct table *t)
     mirror_unsubscribe(t->sub_copies);
     mirror_unsubscribe(t->sub_instances);
     mirror_unsubscribe(t->sub_vmodels);
+    ev_timer_stop(t->loop, &t->publish_timer);
+    ev_timer_stop(t->loop, &t->use_timer);
+    rpc_snapshot_free(t->snap); /* freed once no fast handler can be reading it */
     map_free(&t->models, free_model);
     map_free(&t->insts, free_plain);
     map_free(&t->vmodels, free_plain);
@@ -608,7 +1020,10 @@ int table_pick(struct table *t, const char *id, size_t len, const char *exclude,
         size_t a = (size_t)(next_random(t) % n), b = (size_t)(next_random(t) % (n - 1));
         if (b >= a)
             b++;
-        k = cand[b].c->inflight < cand[a].c->inflight ? b : a;
+        k = atomic_load_explicit(&cand[b].c->count->inflight, memory_order_relaxed) <
+                    atomic_load_explicit(&cand[a].c->count->inflight, memory_order_relaxed)
+                ? b
+                : a;
     }
     struct tinst *in = cand[k].in;
     if (!in->ch) {
@@ -619,7 +1034,7 @@ int table_pick(struct table *t, const char *id, size_t len, const char *exclude,
             return -ENOENT;
         }
     }
-    cand[k].c->inflight++;
+    atomic_fetch_add_explicit(&cand[k].c->count->inflight, 1, memory_order_relaxed);
     out->ch = in->ch;
     out->local = false;
     memcpy(out->iid, in->id, in->id_len);
@@ -637,11 +1052,11 @@ void table_release(struct table *t, const char *id, size_t len, const struct tab
     }
     struct table_model *m = model_find(t, id, len);
     struct tcopy *c = m ? copy_find(m, tg->iid, tg->iid_len) : NULL;
-    if (c && c->inflight)
-        c->inflight--;
+    if (c)
+        count_leave(c->count);
 }
 
-int table_park(struct table *t, const char *id, size_t len, struct table_waiter *w,
+int table_park(struct table *t, const char *id, size_t len, bool place, struct table_waiter *w,
                struct mm_error *err)
 {
     if (t->parked >= t->cfg.max_parked)
@@ -650,7 +1065,7 @@ int table_park(struct table *t, const char *id, size_t len, struct table_waiter 
     struct table_model *m = model_get(t, id, len);
     if (!m)
         return mm_error_set(err, -ENOMEM, "model %.*s: out of memory", (int)len, id);
-    if (!m->op) {
+    if (!m->op && place) {
         char model_id[KEYS_NAME_MAX + 1];
         memcpy(model_id, id, len);
         model_id[len] = '\0';
@@ -703,4 +1118,5 @@ void table_get_stats(const struct table *t, struct table_stats *out)
     out->instances = t->insts.n;
     out->vmodels = t->vmodels.n;
     out->parked = t->parked;
+    out->picks_fast = atomic_load_explicit(&t->fast_picks, memory_order_relaxed);
 }

@@ -782,6 +782,13 @@ int main(int argc, char **argv)
     route_free(n.route);
     route_free(n.route_internal);
     model_api_free(n.api);
+    if (n.table) {
+        struct table_stats ts;
+        table_get_stats(n.table, &ts);
+        mm_log(MM_LOG_INFO, WHO, "routed: %" PRIu64 " forwards on the fast path, %" PRIu64
+               " from the loop (%" PRIu64 " local), %" PRIu64 " calls parked",
+               ts.picks_fast, ts.picks_local + ts.picks_remote, ts.picks_local, ts.parks);
+    }
     table_free(n.table);
     if (!n.serving || n.server_down)
         rpc_server_free(n.server);

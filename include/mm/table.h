@@ -87,16 +87,57 @@ struct table_waiter {
     struct table_model *model; /* NULL when not parked */
 };
 
-/* Park w on model id[0, len) (see the top). 0; -EBUSY when max_parked calls wait already;
- * -ENOMEM; mesh_ensure's refusal (-EINVAL for a name that is no model id). err says why. */
-int table_park(struct table *t, const char *id, size_t len, struct table_waiter *w,
+/* Park w on model id[0, len) (see the top). place: start the model's mesh_ensure if none runs;
+ * without, only the copies' events wake it (a call whose copy failed it waits for the registry
+ * to change: the mesh, which saw the copy Loaded, has nothing to do yet). 0; -EBUSY when
+ * max_parked calls wait already; -ENOMEM; mesh_ensure's refusal (-EINVAL for a name that is no
+ * model id). err says why. */
+int table_park(struct table *t, const char *id, size_t len, bool place, struct table_waiter *w,
                struct mm_error *err);
 /* Leave without being woken (the call ended). Parked or not: no-op when not parked. */
 void table_unpark(struct table *t, struct table_waiter *w);
 
+/* --- the fast path: route.c's handlers on the completion-queue thread (rpc.h) ---
+ * After every change that matters to a pick (a copy's state, an instance's address or
+ * shutting-down mark, a vmodel), the table publishes an immutable snapshot (rpc_snapshot: at
+ * most once per loop iteration) of the vmodels' active ids and every model's Loaded copies
+ * with their channels, this node's own marked local. The CQ thread reads it without locks.
+ * Requests in flight and uses are counted per copy in counters (atomics) that outlive the
+ * snapshots naming them and the forwards using them; once a second the loop hands the uses to
+ * the mesh (mesh_note_use) and the local ones to the pod's LRU (copies.h). */
+struct table_snap;
+struct table_count;
+
+struct table_fast_target {
+    struct rpc_channel *ch;
+    struct table_count *count; /* taken by the pick: table_count_done once the forward ends */
+    bool local;
+};
+
+/* The snapshot published last, or NULL before the first. CQ thread (inside a fast handler or
+ * forward callback: valid until it returns) or loop. */
+const struct table_snap *table_snap(const struct table *t);
+/* table_resolve on the snapshot. Any thread, as table_snap. */
+size_t table_snap_resolve(const struct table_snap *s, const char *name, size_t len,
+                          bool as_vmodel, char *out);
+/* table_pick on the snapshot: the local copy first, else the better of two random choices by
+ * requests in flight (live instances first), not the copy counted by exclude (may be NULL);
+ * local_only: the local copy or nothing. rng: the caller's xorshift state (one per thread,
+ * non-zero). 0 and *out, the request counted in flight and as a use; -ENOENT. */
+int table_snap_pick(const struct table_snap *s, const char *id, size_t len,
+                    const struct table_count *exclude, bool local_only, uint64_t *rng,
+                    struct table_fast_target *out);
+/* The fast path's random state (xorshift, non-zero): the CQ thread's alone. */
+uint64_t *table_fast_rng(struct table *t);
+/* The table a counter belongs to (immutable; valid while the table is). Any thread. */
+struct table *table_count_table(const struct table_count *c);
+/* The forward counted by c ended. Any thread. */
+void table_count_done(struct table_count *c);
+
 struct table_stats {
     size_t models, instances, vmodels, parked;
-    uint64_t picks_local, picks_remote, parks, wakes, placements;
+    uint64_t picks_local, picks_remote, parks, wakes, placements; /* on the loop */
+    uint64_t picks_fast;                                          /* on the CQ thread */
 };
 void table_get_stats(const struct table *t, struct table_stats *out);
 

@@ -1,6 +1,7 @@
 /* test_flags.c - the programs refuse numeric flags out of range or with junk after the number
  * (exit 2, a message naming the flag and the value), rather than wrapping them to something
- * else, and still accept the edges of each range. argv[1] = mmctl, argv[2] = mm-runtime. */
+ * else, and still accept the edges of each range. argv[1] = mmctl, argv[2] = mm-runtime,
+ * argv[3] = mm-node, argv[4] = mm-gateway. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -10,7 +11,7 @@
 
 static char out[8192];
 
-enum program { MMCTL, RUNTIME };
+enum program { MMCTL, RUNTIME, NODE, GATEWAY };
 
 /* A command line, the exit code it must give, and a fragment of what it must print. */
 static const struct {
@@ -42,20 +43,34 @@ static const struct {
     {RUNTIME, "--rpc-memory 2Ti", 2, "--rpc-memory: '2Ti' is out of range"},
     {RUNTIME, "--message-timeout-ms 3600001", 2, "--message-timeout-ms: '3600001' is out of"},
     {RUNTIME, "--connection-idle-ms 0", 2, "--connection-idle-ms: '0' is out of"},
+    /* the nodes' and the gateway's ports have the same bounds, and the parked calls theirs */
+    {NODE, "--max-streams 0", 2, "--max-streams: '0' is out of range 1..100000"},
+    {NODE, "--rpc-memory 2Ti", 2, "--rpc-memory: '2Ti' is out of range"},
+    {NODE, "--message-timeout-ms 3600001", 2, "--message-timeout-ms: '3600001' is out of"},
+    {NODE, "--connection-idle-ms 5x", 2, "--connection-idle-ms: '5x' is not a whole number"},
+    {NODE, "--max-connections 10000001", 2, "--max-connections: '10000001' is out of range"},
+    {NODE, "--max-parked 0", 2, "--max-parked: '0' is out of range 1..1000000"},
+    {GATEWAY, "--max-parked 1000001", 2, "--max-parked: '1000001' is out of range"},
+    {GATEWAY, "--rpc-memory 1023Ki", 2, "--rpc-memory: '1023Ki' is out of range"},
+    {GATEWAY, "--max-streams", 2, "--max-streams needs a value"},
 };
 
 int main(int argc, char **argv)
 {
-    REQUIRE(argc == 3);
-    const char *mmctl = argv[1], *runtime = argv[2];
+    REQUIRE(argc == 5);
+    const char *mmctl = argv[1], *runtime = argv[2], *node = argv[3], *gateway = argv[4];
+    const char *const programs[] = {mmctl, runtime, node, gateway};
+    const char *const first[] = {"", "--listen 127.0.0.1:0 ",
+                                 "--listen 127.0.0.1:0 --internal-listen 127.0.0.1:0 "
+                                 "--runtime 127.0.0.1:1 --etcd-endpoints http://127.0.0.1:1 ",
+                                 "--listen 127.0.0.1:0 --etcd-endpoints http://127.0.0.1:1 "};
 
     /* Under a time limit: a program that took a bad value would serve on, and exit 124 here.
      * The runtime listens on a port of its own choosing, should it start. */
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char cmd[4096];
-        snprintf(cmd, sizeof(cmd), "timeout 10 '%s' %s%s",
-                 cases[i].program == MMCTL ? mmctl : runtime,
-                 cases[i].program == RUNTIME ? "--listen 127.0.0.1:0 " : "", cases[i].args);
+        snprintf(cmd, sizeof(cmd), "timeout 10 '%s' %s%s", programs[cases[i].program],
+                 first[cases[i].program], cases[i].args);
         int rc = harness_capture(cmd, out, sizeof(out));
         CHECK_INT(rc, cases[i].code);
         CHECK(strstr(out, cases[i].fragment) != NULL);

@@ -14,7 +14,11 @@
  *     answered once the load completes;
  *   - on the gateway (--max-parked 2): two parked calls fill it (a third is refused), clients
  *     that cancel are released at once (two more park), a deadline is honoured while parked;
- *   - a model no instance serves is UNAVAILABLE with the placement's reason.
+ *   - a model no instance serves is UNAVAILABLE with the placement's reason;
+ *   - the holder's node killed (-9): a request sent to another node at once, while the
+ *     registry still has the copy Loaded there, is not an error: the forward fails, the call
+ *     waits for the copy to go with the lease and for the model to be Loaded elsewhere, and is
+ *     answered.
  * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER */
 #include <errno.h>
 #include <ev.h>
@@ -406,6 +410,27 @@ static void no_instance_serves(void)
     testcall_clear(&t);
 }
 
+static void holder_killed(void)
+{
+    int held = 0, h = holder("m1", &held);
+    REQUIRE(h >= 0);
+    size_t other = (size_t)(h + 1) % cl.cfg.n_pods;
+    CHECK(infer_ok(cl.pods[other].api, "m1", "m1")); /* the route is warm */
+    REQUIRE(cluster_node_signal(&cl, (size_t)h, SIGKILL) == 0);
+    CHECK(cluster_node_wait(&cl, (size_t)h, 5000) != -1);
+    long long t0 = harness_now_ms();
+    struct testcall t = infer_on(cl.pods[other].api, "m1", NULL, 0, FEATURES, CALL_MS);
+    CHECK(answered(&t, "m1"));
+    testcall_clear(&t);
+    long long took = harness_now_ms() - t0;
+    struct cluster_copy copies[4];
+    int n = cluster_copies(&cl, "m1", copies, 4);
+    CHECK_INT(n, 1);
+    CHECK(n != 1 || strcmp(copies[0].iid, cl.pods[h].iid) != 0);
+    fprintf(stderr, "the holder's node killed: a request to another node answered after %lld ms "
+            "(lease TTL 2 s, then placed and loaded elsewhere)\n", took);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 5);
@@ -438,6 +463,7 @@ int main(int argc, char **argv)
     blocked_during_load();
     parked_on_gateway();
     no_instance_serves();
+    holder_killed();
 
     int failures = check_failures;
     if (failures)
