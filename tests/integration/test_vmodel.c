@@ -16,6 +16,8 @@
  *     with the target LOADING_FAILED, the old model still active and Loaded; moving the target
  *     back to the active model ends the transition (DEFINED) and the failed target, an
  *     auto-delete model, goes;
+ *   - a failed target whose file appears: the transition completes by itself once its
+ *     failures expire;
  *   - sync waits for the swap: the answer is DEFINED with the new model active and LOADED;
  *     a target registered beforehand (not auto-delete) stays when the vmodel leaves it;
  *   - the same swap asked of every node at once (twice each): one switch, one copy of the
@@ -163,7 +165,7 @@ static void start(void)
         .n_pods = 3,
         .runtime_load_timeout_ms = 20000,
         .lease_ttl = "2s",
-        .node_args = "--replace-delay 1s",
+        .node_args = "--replace-delay 1s --failure-expiry 4s",
     };
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
@@ -374,6 +376,33 @@ static void failed_target(void)
     CHECK_INT(w.switches, 1);
 }
 
+/* A target that failed is tried again once its failures expire (--failure-expiry 4s: 2 s for
+ * a model used recently): with its file in place by then, the transition completes by itself. */
+static void recovers(void)
+{
+    struct mmc_vreply r;
+    fprintf(stderr, "recovers\n");
+    struct mmc_vmodel_set q = {.vmodel = "v5", .target = "k1", .type = "xgboost",
+                               .path = "xgb/a.json", .auto_delete = true, .load_now = true,
+                               .sync = true};
+    mmc_set_vmodel(api(0), &q, CALL_MS, &r);
+    CHECK(vis(&r, MMC_V_DEFINED, "k1", "k1"));
+    q = (struct mmc_vmodel_set){.vmodel = "v5", .target = "k2", .type = "xgboost",
+                                .path = "xgb/late.json", .auto_delete = true, .sync = true};
+    mmc_set_vmodel(api(1), &q, SWAP_MS, &r);
+    CHECK(vis(&r, MMC_V_TRANSITION_FAILED, "k1", "k2"));
+    long long t0 = harness_now_ms();
+    REQUIRE(cluster_copy_file(&cl, model_file, "xgb/late.json") == 0);
+    CHECK(defined_within(2, "v5", "k2", 20000));
+    fprintf(stderr, "  v5: k1 -> k2 after its failures expired, %lld ms after the file came\n",
+            harness_now_ms() - t0);
+    CHECK(model_gone_within("k1", 10000));
+    struct mmc_reply m;
+    mmc_delete_vmodel(api(1), "v5", NULL, CALL_MS, &m);
+    CHECK_INT(m.code, GRPC_STATUS_OK);
+    CHECK(model_gone_within("k2", 10000));
+}
+
 static void sync_swap(void)
 {
     struct mmc_vreply r;
@@ -522,6 +551,7 @@ int main(int argc, char **argv)
     swap();
     failed_target();
     sync_swap();
+    recovers();
     concurrent();
     cli();
     delete_vmodel();
