@@ -331,9 +331,16 @@ static void swap(void)
     struct mmc_vmodel_set q = {.vmodel = "v1", .target = "b", .type = "xgboost",
                                .path = "xgb/b.json", .auto_delete = true, .owner = "o1"};
     mmc_set_vmodel(api(1), &q, CALL_MS, &r);
-    CHECK(vis(&r, MMC_V_TRANSITIONING, "a", "b"));
-    CHECK(r.has_active && r.active_status.status == MMC_LOADED);
-    CHECK(r.has_target && (r.target_status.status == MMC_LOADING));
+    /* the answer is read once the node's mirror has the write: on a slow machine the target
+     * may have loaded and the switch happened by then (the mirror below checks the order) */
+    if (r.code == GRPC_STATUS_OK && r.status == MMC_V_DEFINED) {
+        fprintf(stderr, "  (the switch was done before the answer)\n");
+        CHECK(vis(&r, MMC_V_DEFINED, "b", "b"));
+    } else {
+        CHECK(vis(&r, MMC_V_TRANSITIONING, "a", "b"));
+        CHECK(r.has_active && r.active_status.status == MMC_LOADED);
+        CHECK(r.has_target && (r.target_status.status == MMC_LOADING));
+    }
     CHECK(defined_within(2, "v1", "b", SWAP_MS));
     fprintf(stderr, "  v1: a -> b in %lld ms\n", harness_now_ms() - t0);
     cluster_run(&cl, 100); /* the test's mirror too */
