@@ -28,7 +28,7 @@
 #define MAX_RETRY_MS 30000u  /* a target that could not be placed: the longest wait */
 #define OWNER_MAX 127
 
-enum op_kind { OP_SET, OP_DELETE };
+enum op_kind { OP_SET, OP_DELETE, OP_READ };
 enum op_phase {
     PH_READING,  /* the vmodel and target records are being read */
     PH_WRITING,  /* the txn is in flight */
@@ -482,8 +482,8 @@ static void gc_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
     gc_now(g->v, g);
 }
 
-/* id lost its last reference: if it is an auto-delete model, its primary deletes it at once,
- * the others after the delay (if it is still there). */
+/* id lost its last reference: if it is an auto-delete model, its primary deletes it after
+ * delete_grace_ms, the others after the drive delay more (if it is still there then). */
 static void gc_check(struct vmodels *v, const char *id)
 {
     struct model_record rec;
@@ -501,10 +501,11 @@ static void gc_check(struct vmodels *v, const char *id)
         g->next = v->gcs;
         v->gcs = g;
     }
-    if (is_primary(v, id)) {
-        gc_now(v, g);
-    } else if (!ev_is_active(&g->delay) && !g->req) {
-        ev_timer_set(&g->delay, v->cfg.drive_delay_ms / 1000., 0.);
+    if (!ev_is_active(&g->delay) && !g->req) {
+        /* a grace first: requests routed by the vmodel's previous revision finish where they
+         * went (a router that still resolves to this model has not seen the switch yet) */
+        unsigned ms = v->cfg.delete_grace_ms + (is_primary(v, id) ? 0 : v->cfg.drive_delay_ms);
+        ev_timer_set(&g->delay, ms / 1000., 0.);
         ev_timer_start(v->loop, &g->delay);
     }
 }
@@ -820,8 +821,8 @@ static void op_complete(struct vmodels_op *op, int status, const struct mm_error
             e = *err;
         else
             mm_error_set(&e, status, "vmodel %s: %s", op->name, mm_strerror(status));
-    } else if (op->kind == OP_SET) {
-        fill_status(v, op->name, NULL, v->vst_buf);
+    } else if (op->kind != OP_DELETE) {
+        fill_status(v, op->name, op->kind == OP_READ ? op->owner : NULL, v->vst_buf);
         st = v->vst_buf;
     }
     vmodels_cb cb = op->cb;
@@ -929,7 +930,7 @@ static bool transition_over(struct vmodels *v, const struct vmodels_op *op)
 static void op_caught_up(struct vmodels_op *op)
 {
     struct vmodels *v = op->v;
-    if (op->kind == OP_DELETE) {
+    if (op->kind != OP_SET) {
         op_complete(op, 0, NULL);
         return;
     }
@@ -1045,6 +1046,14 @@ static void decide(struct vmodels_op *op, const struct etcd_kv *vkv, const struc
     struct vmodels *v = op->v;
     if (op->kind == OP_DELETE) {
         decide_delete(op, vkv);
+        return;
+    }
+    if (op->kind == OP_READ) {
+        /* there: answer once the mirror has it; absent: answer now */
+        if (vkv)
+            op_wait_mirror(op, vkv->mod_revision);
+        else
+            op_complete(op, 0, NULL);
         return;
     }
     struct vmodel_record vr = {0};
@@ -1351,6 +1360,26 @@ int vmodels_delete(struct vmodels *v, const char *vmodel_id, const char *owner,
     return op_start(op, out);
 }
 
+int vmodels_status_read(struct vmodels *v, const char *vmodel_id, const char *owner,
+                        int64_t timeout_ms, vmodels_cb cb, void *arg, struct vmodels_op **out,
+                        struct mm_error *err)
+{
+    if (out)
+        *out = NULL;
+    int rc = keys_check_name("vModelId", vmodel_id, err);
+    if (rc < 0 || (rc = check_owner(owner, err)) < 0)
+        return rc;
+    struct vmodels_op *op = op_new(v, OP_READ, vmodel_id, timeout_ms, cb, arg);
+    if (!op)
+        return mm_error_set(err, -ENOMEM, "vmodel %s: out of memory", vmodel_id);
+    snprintf(op->owner, sizeof(op->owner), "%s", owner ? owner : "");
+    if (keys_vmodel(op->vkey, sizeof(op->vkey), v->cluster, op->name, err) < 0) {
+        op_free(op);
+        return -EINVAL;
+    }
+    return op_start(op, out);
+}
+
 void vmodels_op_cancel(struct vmodels_op *op)
 {
     if (!op)
@@ -1520,6 +1549,8 @@ int vmodels_new(const struct vmodels_config *cfg, struct vmodels **out, struct m
         v->cfg.max_attempts = 8;
     if (!v->cfg.retry_ms)
         v->cfg.retry_ms = 1000;
+    if (!v->cfg.delete_grace_ms)
+        v->cfg.delete_grace_ms = 1000;
     keys_prefix(v->prefix, sizeof(v->prefix), v->cluster, NULL);
     v->prefix_len = strlen(v->prefix);
     v->vmodels_len = (size_t)snprintf(v->vmodels_prefix, sizeof(v->vmodels_prefix),
