@@ -27,6 +27,7 @@
 #define RETRY_DELAY_S 0.2    /* an operation's etcd error whose outcome is unknown */
 #define MAX_RETRY_MS 30000u  /* a target that could not be placed: the longest wait */
 #define OWNER_MAX 127
+#define SWITCH_RECHECK_S 0.05 /* after a switch txn that lost */
 
 enum op_kind { OP_SET, OP_DELETE, OP_READ };
 enum op_phase {
@@ -77,8 +78,20 @@ struct vstate {
     ev_timer delay;           /* a non-primary's wait */
     ev_timer retry;           /* a target that could not be placed */
     struct mesh_op *ensure;
-    struct etcd_request *commit;
-    bool committing;
+    struct commit *commit; /* the switch in flight, if any */
+};
+
+/* A switch txn in flight. It outlives its driver when the mirror shows the switch before the
+ * txn's answer arrives (the driver ends then), so that the answer is still logged and
+ * counted. */
+struct commit {
+    struct commit *next;
+    struct vmodels *v;
+    struct vstate *s; /* NULL once the driver ended */
+    char name[KEYS_NAME_MAX + 1];
+    char from[KEYS_NAME_MAX + 1];
+    char to[KEYS_NAME_MAX + 1];
+    struct etcd_request *req;
 };
 
 /* A model no vmodel refers to any more that may be auto-deleted. */
@@ -114,6 +127,7 @@ struct vmodels {
     size_t n_catchup, n_waiting;
     ev_timer catchup_timer;
     struct vstate *states;
+    struct commit *commits;
     struct gcent *gcs;
     struct ref **refs;
     size_t n_ref_buckets, n_refs;
@@ -540,7 +554,8 @@ static void vs_free(struct vstate *s)
             break;
         }
     vs_stop(s);
-    etcd_request_cancel(s->commit);
+    if (s->commit)
+        s->commit->s = NULL; /* its answer still comes (and is logged) */
     free(s);
 }
 
@@ -577,27 +592,48 @@ static void vs_backoff(struct vstate *s)
     ev_timer_start(v->loop, &s->retry);
 }
 
+static void commit_free(struct commit *c)
+{
+    for (struct commit **p = &c->v->commits; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    if (c->s)
+        c->s->commit = NULL;
+    etcd_request_cancel(c->req);
+    free(c);
+}
+
 static void on_switched(int status, const struct mm_error *err, struct etcd_response *resp,
                         void *arg)
 {
-    struct vstate *s = arg;
-    struct vmodels *v = s->v;
-    s->commit = NULL;
-    s->committing = false;
+    struct commit *c = arg;
+    struct vmodels *v = c->v;
+    struct vstate *s = c->s;
+    c->req = NULL;
     if (status < 0) {
-        mm_log(MM_LOG_WARN, WHO, "vmodel %s: switching to %s: %s (tried again)", s->name,
-               s->target, err ? err->msg : mm_strerror(status));
-        vs_backoff(s);
+        mm_log(MM_LOG_WARN, WHO, "vmodel %s: switching to %s: %s (tried again)", c->name, c->to,
+               err ? err->msg : mm_strerror(status));
+        commit_free(c);
+        if (s)
+            vs_backoff(s);
         return;
     }
     if (!resp->succeeded) {
         /* the vmodel or the target's copy changed since the mirror showed them: their events
-         * decide again (someone else may have switched it) */
+         * decide again (someone else may have switched it); a look once the mirror has had a
+         * moment, in case those events came while this txn was in flight */
         v->stats.switch_lost++;
-        return;
+        if (s && !ev_is_active(&s->retry)) {
+            ev_timer_set(&s->retry, SWITCH_RECHECK_S, 0.);
+            ev_timer_start(v->loop, &s->retry);
+        }
+    } else {
+        v->stats.switches++;
+        mm_log(MM_LOG_INFO, WHO, "vmodel %s: %s is active (was %s)", c->name, c->to, c->from);
     }
-    v->stats.switches++;
-    mm_log(MM_LOG_INFO, WHO, "vmodel %s: %s is active (was %s)", s->name, s->target, s->active);
+    commit_free(c);
 }
 
 /* One txn: the target becomes active, if the vmodel record is still the one read (and the
@@ -606,14 +642,17 @@ static void vs_switch(struct vstate *s, const struct vmodel_record *rec, int64_t
                       const struct copy_sum *tc)
 {
     struct vmodels *v = s->v;
-    if (s->committing)
+    if (s->commit)
         return;
     struct vmodel_record nv = *rec;
     snprintf(nv.active_model_id, sizeof(nv.active_model_id), "%s", rec->target_model_id);
     char key[KEYS_MAX];
     char *value = record_encode(RECORD_VMODEL, &nv);
-    if (!value || keys_vmodel(key, sizeof(key), v->cluster, s->name, NULL) < 0) {
+    struct commit *c = calloc(1, sizeof(*c));
+    if (!value || !c || keys_vmodel(key, sizeof(key), v->cluster, s->name, NULL) < 0) {
         free(value);
+        free(c);
+        vs_backoff(s);
         return;
     }
     struct etcd_compare cmp[2] = {
@@ -626,13 +665,21 @@ static void vs_switch(struct vstate *s, const struct vmodel_record *rec, int64_t
                                              .number = tc->loaded_rev};
     const struct etcd_op put[] = {{.kind = ETCD_OP_PUT, .key = key, .value = value}};
     const struct etcd_txn txn = {cmp, n_cmp, put, 1, NULL, 0};
-    s->committing = true;
-    int rc = etcd_txn(v->cfg.etcd, &txn, on_switched, s, &s->commit);
+    c->v = v;
+    c->s = s;
+    snprintf(c->name, sizeof(c->name), "%s", s->name);
+    snprintf(c->from, sizeof(c->from), "%s", rec->active_model_id);
+    snprintf(c->to, sizeof(c->to), "%s", rec->target_model_id);
+    int rc = etcd_txn(v->cfg.etcd, &txn, on_switched, c, &c->req);
     free(value);
     if (rc < 0) {
-        s->committing = false;
+        free(c);
         vs_backoff(s);
+        return;
     }
+    c->next = v->commits;
+    v->commits = c;
+    s->commit = c;
 }
 
 static void on_target_ensured(int status, const struct mm_error *err,
@@ -1612,6 +1659,8 @@ void vmodels_free(struct vmodels *v)
     }
     while (v->states)
         vs_free(v->states);
+    while (v->commits)
+        commit_free(v->commits);
     while (v->gcs)
         gc_free(v->gcs);
     for (size_t b = 0; v->refs && b < v->n_ref_buckets; b++)
