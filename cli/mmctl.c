@@ -567,7 +567,7 @@ static int run_registry(struct options *o)
     if (s->node || s->path || s->storage_key || s->output || s->load_now || s->sync ||
         s->auto_delete || s->force || s->update_only || s->expected || s->owner) {
         fprintf(stderr, "mmctl: --node, --path, --storage-key, -o, --load-now, --sync and the "
-                        "vmodel flags go with model and vmodel verbs only\n");
+                        "vmodel flags go with model verbs only (model and vmodel)\n");
         return 2;
     }
     int rc = resolve_password(o);

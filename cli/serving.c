@@ -815,7 +815,7 @@ int serving_run(const struct serving_options *o)
     if (o->node || o->path || o->storage_key || o->output || o->load_now || o->sync ||
         o->auto_delete || o->force || o->update_only || o->expected || o->owner) {
         term_error("--node, --path, --storage-key, -o, --load-now, --sync and the vmodel flags "
-                   "go with model and vmodel verbs only");
+                   "go with model verbs only (model and vmodel)");
         return 2;
     }
     bool model_verb = strcmp(group, "infer") == 0 || strcmp(group, "metadata") == 0;

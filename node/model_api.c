@@ -648,6 +648,28 @@ static void get_vmodel_status(struct rpc_call *c, void *arg)
         goto out;
     }
     vmodels_status(a->cfg.vmodels, req->vmodelid, req->owner, st);
+    if (st->state == VMODEL_NOT_FOUND) {
+        /* perhaps set a moment ago elsewhere: etcd says (as ModelMesh reads it strongly) */
+        free(st);
+        struct parked *p = park_new(a, c, "getVModelStatus");
+        int64_t wait = wait_ms(a, c);
+        if (!p || wait < 0) {
+            free(p);
+            rpc_call_fail(c, wait < 0 ? GRPC_STATUS_DEADLINE_EXCEEDED
+                                      : GRPC_STATUS_RESOURCE_EXHAUSTED,
+                          "getVModelStatus: %s", wait < 0 ? "deadline passed" : "out of memory");
+            goto out;
+        }
+        int rc = vmodels_status_read(a->cfg.vmodels, req->vmodelid, req->owner, wait,
+                                     on_vmodels, p, &p->vop, &err);
+        if (rc < 0) {
+            free(p);
+            reply_error(c, rc, &err);
+            goto out;
+        }
+        park(a, p);
+        goto out;
+    }
     reply_vstatus(c, st);
     free(st);
 out:

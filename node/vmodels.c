@@ -27,8 +27,9 @@
 #define RETRY_DELAY_S 0.2    /* an operation's etcd error whose outcome is unknown */
 #define MAX_RETRY_MS 30000u  /* a target that could not be placed: the longest wait */
 #define OWNER_MAX 127
+#define SWITCH_RECHECK_S 0.05 /* after a switch txn that lost */
 
-enum op_kind { OP_SET, OP_DELETE };
+enum op_kind { OP_SET, OP_DELETE, OP_READ };
 enum op_phase {
     PH_READING,  /* the vmodel and target records are being read */
     PH_WRITING,  /* the txn is in flight */
@@ -77,8 +78,20 @@ struct vstate {
     ev_timer delay;           /* a non-primary's wait */
     ev_timer retry;           /* a target that could not be placed */
     struct mesh_op *ensure;
-    struct etcd_request *commit;
-    bool committing;
+    struct commit *commit; /* the switch in flight, if any */
+};
+
+/* A switch txn in flight. It outlives its driver when the mirror shows the switch before the
+ * txn's answer arrives (the driver ends then), so that the answer is still logged and
+ * counted. */
+struct commit {
+    struct commit *next;
+    struct vmodels *v;
+    struct vstate *s; /* NULL once the driver ended */
+    char name[KEYS_NAME_MAX + 1];
+    char from[KEYS_NAME_MAX + 1];
+    char to[KEYS_NAME_MAX + 1];
+    struct etcd_request *req;
 };
 
 /* A model no vmodel refers to any more that may be auto-deleted. */
@@ -114,6 +127,7 @@ struct vmodels {
     size_t n_catchup, n_waiting;
     ev_timer catchup_timer;
     struct vstate *states;
+    struct commit *commits;
     struct gcent *gcs;
     struct ref **refs;
     size_t n_ref_buckets, n_refs;
@@ -482,8 +496,8 @@ static void gc_delay_cb(struct ev_loop *loop, ev_timer *w, int revents)
     gc_now(g->v, g);
 }
 
-/* id lost its last reference: if it is an auto-delete model, its primary deletes it at once,
- * the others after the delay (if it is still there). */
+/* id lost its last reference: if it is an auto-delete model, its primary deletes it after
+ * delete_grace_ms, the others after the drive delay more (if it is still there then). */
 static void gc_check(struct vmodels *v, const char *id)
 {
     struct model_record rec;
@@ -501,10 +515,11 @@ static void gc_check(struct vmodels *v, const char *id)
         g->next = v->gcs;
         v->gcs = g;
     }
-    if (is_primary(v, id)) {
-        gc_now(v, g);
-    } else if (!ev_is_active(&g->delay) && !g->req) {
-        ev_timer_set(&g->delay, v->cfg.drive_delay_ms / 1000., 0.);
+    if (!ev_is_active(&g->delay) && !g->req) {
+        /* a grace first: requests routed by the vmodel's previous revision finish where they
+         * went (a router that still resolves to this model has not seen the switch yet) */
+        unsigned ms = v->cfg.delete_grace_ms + (is_primary(v, id) ? 0 : v->cfg.drive_delay_ms);
+        ev_timer_set(&g->delay, ms / 1000., 0.);
         ev_timer_start(v->loop, &g->delay);
     }
 }
@@ -539,7 +554,8 @@ static void vs_free(struct vstate *s)
             break;
         }
     vs_stop(s);
-    etcd_request_cancel(s->commit);
+    if (s->commit)
+        s->commit->s = NULL; /* its answer still comes (and is logged) */
     free(s);
 }
 
@@ -576,27 +592,48 @@ static void vs_backoff(struct vstate *s)
     ev_timer_start(v->loop, &s->retry);
 }
 
+static void commit_free(struct commit *c)
+{
+    for (struct commit **p = &c->v->commits; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    if (c->s)
+        c->s->commit = NULL;
+    etcd_request_cancel(c->req);
+    free(c);
+}
+
 static void on_switched(int status, const struct mm_error *err, struct etcd_response *resp,
                         void *arg)
 {
-    struct vstate *s = arg;
-    struct vmodels *v = s->v;
-    s->commit = NULL;
-    s->committing = false;
+    struct commit *c = arg;
+    struct vmodels *v = c->v;
+    struct vstate *s = c->s;
+    c->req = NULL;
     if (status < 0) {
-        mm_log(MM_LOG_WARN, WHO, "vmodel %s: switching to %s: %s (tried again)", s->name,
-               s->target, err ? err->msg : mm_strerror(status));
-        vs_backoff(s);
+        mm_log(MM_LOG_WARN, WHO, "vmodel %s: switching to %s: %s (tried again)", c->name, c->to,
+               err ? err->msg : mm_strerror(status));
+        commit_free(c);
+        if (s)
+            vs_backoff(s);
         return;
     }
     if (!resp->succeeded) {
         /* the vmodel or the target's copy changed since the mirror showed them: their events
-         * decide again (someone else may have switched it) */
+         * decide again (someone else may have switched it); a look once the mirror has had a
+         * moment, in case those events came while this txn was in flight */
         v->stats.switch_lost++;
-        return;
+        if (s && !ev_is_active(&s->retry)) {
+            ev_timer_set(&s->retry, SWITCH_RECHECK_S, 0.);
+            ev_timer_start(v->loop, &s->retry);
+        }
+    } else {
+        v->stats.switches++;
+        mm_log(MM_LOG_INFO, WHO, "vmodel %s: %s is active (was %s)", c->name, c->to, c->from);
     }
-    v->stats.switches++;
-    mm_log(MM_LOG_INFO, WHO, "vmodel %s: %s is active (was %s)", s->name, s->target, s->active);
+    commit_free(c);
 }
 
 /* One txn: the target becomes active, if the vmodel record is still the one read (and the
@@ -605,14 +642,17 @@ static void vs_switch(struct vstate *s, const struct vmodel_record *rec, int64_t
                       const struct copy_sum *tc)
 {
     struct vmodels *v = s->v;
-    if (s->committing)
+    if (s->commit)
         return;
     struct vmodel_record nv = *rec;
     snprintf(nv.active_model_id, sizeof(nv.active_model_id), "%s", rec->target_model_id);
     char key[KEYS_MAX];
     char *value = record_encode(RECORD_VMODEL, &nv);
-    if (!value || keys_vmodel(key, sizeof(key), v->cluster, s->name, NULL) < 0) {
+    struct commit *c = calloc(1, sizeof(*c));
+    if (!value || !c || keys_vmodel(key, sizeof(key), v->cluster, s->name, NULL) < 0) {
         free(value);
+        free(c);
+        vs_backoff(s);
         return;
     }
     struct etcd_compare cmp[2] = {
@@ -625,13 +665,21 @@ static void vs_switch(struct vstate *s, const struct vmodel_record *rec, int64_t
                                              .number = tc->loaded_rev};
     const struct etcd_op put[] = {{.kind = ETCD_OP_PUT, .key = key, .value = value}};
     const struct etcd_txn txn = {cmp, n_cmp, put, 1, NULL, 0};
-    s->committing = true;
-    int rc = etcd_txn(v->cfg.etcd, &txn, on_switched, s, &s->commit);
+    c->v = v;
+    c->s = s;
+    snprintf(c->name, sizeof(c->name), "%s", s->name);
+    snprintf(c->from, sizeof(c->from), "%s", rec->active_model_id);
+    snprintf(c->to, sizeof(c->to), "%s", rec->target_model_id);
+    int rc = etcd_txn(v->cfg.etcd, &txn, on_switched, c, &c->req);
     free(value);
     if (rc < 0) {
-        s->committing = false;
+        free(c);
         vs_backoff(s);
+        return;
     }
+    c->next = v->commits;
+    v->commits = c;
+    s->commit = c;
 }
 
 static void on_target_ensured(int status, const struct mm_error *err,
@@ -820,8 +868,8 @@ static void op_complete(struct vmodels_op *op, int status, const struct mm_error
             e = *err;
         else
             mm_error_set(&e, status, "vmodel %s: %s", op->name, mm_strerror(status));
-    } else if (op->kind == OP_SET) {
-        fill_status(v, op->name, NULL, v->vst_buf);
+    } else if (op->kind != OP_DELETE) {
+        fill_status(v, op->name, op->kind == OP_READ ? op->owner : NULL, v->vst_buf);
         st = v->vst_buf;
     }
     vmodels_cb cb = op->cb;
@@ -929,7 +977,7 @@ static bool transition_over(struct vmodels *v, const struct vmodels_op *op)
 static void op_caught_up(struct vmodels_op *op)
 {
     struct vmodels *v = op->v;
-    if (op->kind == OP_DELETE) {
+    if (op->kind != OP_SET) {
         op_complete(op, 0, NULL);
         return;
     }
@@ -1045,6 +1093,14 @@ static void decide(struct vmodels_op *op, const struct etcd_kv *vkv, const struc
     struct vmodels *v = op->v;
     if (op->kind == OP_DELETE) {
         decide_delete(op, vkv);
+        return;
+    }
+    if (op->kind == OP_READ) {
+        /* there: answer once the mirror has it; absent: answer now */
+        if (vkv)
+            op_wait_mirror(op, vkv->mod_revision);
+        else
+            op_complete(op, 0, NULL);
         return;
     }
     struct vmodel_record vr = {0};
@@ -1351,6 +1407,26 @@ int vmodels_delete(struct vmodels *v, const char *vmodel_id, const char *owner,
     return op_start(op, out);
 }
 
+int vmodels_status_read(struct vmodels *v, const char *vmodel_id, const char *owner,
+                        int64_t timeout_ms, vmodels_cb cb, void *arg, struct vmodels_op **out,
+                        struct mm_error *err)
+{
+    if (out)
+        *out = NULL;
+    int rc = keys_check_name("vModelId", vmodel_id, err);
+    if (rc < 0 || (rc = check_owner(owner, err)) < 0)
+        return rc;
+    struct vmodels_op *op = op_new(v, OP_READ, vmodel_id, timeout_ms, cb, arg);
+    if (!op)
+        return mm_error_set(err, -ENOMEM, "vmodel %s: out of memory", vmodel_id);
+    snprintf(op->owner, sizeof(op->owner), "%s", owner ? owner : "");
+    if (keys_vmodel(op->vkey, sizeof(op->vkey), v->cluster, op->name, err) < 0) {
+        op_free(op);
+        return -EINVAL;
+    }
+    return op_start(op, out);
+}
+
 void vmodels_op_cancel(struct vmodels_op *op)
 {
     if (!op)
@@ -1520,6 +1596,8 @@ int vmodels_new(const struct vmodels_config *cfg, struct vmodels **out, struct m
         v->cfg.max_attempts = 8;
     if (!v->cfg.retry_ms)
         v->cfg.retry_ms = 1000;
+    if (!v->cfg.delete_grace_ms)
+        v->cfg.delete_grace_ms = 1000;
     keys_prefix(v->prefix, sizeof(v->prefix), v->cluster, NULL);
     v->prefix_len = strlen(v->prefix);
     v->vmodels_len = (size_t)snprintf(v->vmodels_prefix, sizeof(v->vmodels_prefix),
@@ -1581,6 +1659,8 @@ void vmodels_free(struct vmodels *v)
     }
     while (v->states)
         vs_free(v->states);
+    while (v->commits)
+        commit_free(v->commits);
     while (v->gcs)
         gc_free(v->gcs);
     for (size_t b = 0; v->refs && b < v->n_ref_buckets; b++)

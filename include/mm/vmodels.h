@@ -15,10 +15,10 @@
  * something to do, the node that took the setVModel at once. Acting is idempotent: a copy is
  * placed through mesh_ensure (exactly one), the switch is a conditional txn. A model created by
  * setVModel with autoDeleteTargetModel (model record auto_delete) is unregistered once no
- * vmodel refers to it (after a switch, a retarget, a deleteVModel), by the model's primary at
- * once or any node after the delay, conditional on the model record's revision; every write
- * that adds a reference re-puts the model record, so a reference added meanwhile fails the
- * delete.
+ * vmodel refers to it (after a switch, a retarget, a deleteVModel), by the model's primary
+ * after delete_grace_ms or any node after the delay more, conditional on the model record's
+ * revision; every write that adds a reference re-puts the model record, so a reference added
+ * meanwhile fails the delete.
  *
  * Threading: the loop thread only. Lifetime: an operation calls back exactly once, never from
  * inside the call that started it, unless cancelled first (then never); its handle is valid
@@ -52,6 +52,9 @@ struct vmodels_config {
     unsigned max_attempts;   /* txns of one setVModel / deleteVModel that lost a race; 0 = 8 */
     unsigned retry_ms;       /* a target that could not be placed (no room, etcd away) is
                                 tried again after this, doubling to 30 s; 0 = 1,000 */
+    unsigned delete_grace_ms; /* an auto-delete model no vmodel refers to any more is deleted
+                                this long after (its primary; the others drive_delay_ms
+                                later): requests routed before the switch finish; 0 = 1,000 */
 };
 
 int vmodels_new(const struct vmodels_config *cfg, struct vmodels **out, struct mm_error *err);
@@ -123,6 +126,12 @@ int vmodels_set(struct vmodels *v, const struct vmodel_set_req *req, int64_t tim
 int vmodels_delete(struct vmodels *v, const char *vmodel_id, const char *owner,
                    int64_t timeout_ms, vmodels_cb cb, void *arg, struct vmodels_op **out,
                    struct mm_error *err);
+/* getVModelStatus of a vmodel the mirror does not have (set a moment ago on another node?):
+ * one read from etcd; if it is there, the callback comes once the mirror has it, with its
+ * status; if not, with NOT_FOUND. */
+int vmodels_status_read(struct vmodels *v, const char *vmodel_id, const char *owner,
+                        int64_t timeout_ms, vmodels_cb cb, void *arg, struct vmodels_op **out,
+                        struct mm_error *err);
 /* Its callback never runs. NULL is ignored. */
 void vmodels_op_cancel(struct vmodels_op *op);
 
