@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
@@ -38,6 +39,52 @@ static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* Whether every thread of pid is stopped ('T' or 't' in its /proc stat): 1, 0, or -1 when the
+ * process is gone. */
+static int all_threads_stopped(pid_t pid)
+{
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int stopped = 1, seen = 0;
+    for (struct dirent *e; stopped && (e = readdir(d));) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[384], buf[512];
+        snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* the thread ended meanwhile */
+        ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = 0;
+        const char *paren = strrchr(buf, ')'); /* "tid (comm) S ...": comm may hold spaces */
+        seen++;
+        if (!paren || (paren[2] != 'T' && paren[2] != 't'))
+            stopped = 0;
+    }
+    closedir(d);
+    return seen ? stopped : -1;
+}
+
+int harness_freeze(pid_t pid)
+{
+    if (kill(pid, SIGSTOP) < 0)
+        return -errno;
+    /* kill() returns once the stop is queued; threads running on another CPU stop a moment
+     * later. A test that writes "while the process is frozen" must not race that moment. */
+    for (long long end = harness_now_ms() + 2000; harness_now_ms() < end; sleep_ms(1)) {
+        int st = all_threads_stopped(pid);
+        if (st != 0)
+            return st > 0 ? 0 : -ESRCH;
+    }
+    return -ETIMEDOUT;
 }
 
 static bool port_given(int port)

@@ -70,6 +70,11 @@ int harness_capture(const char *cmd, char *out, size_t size);
 /* SIGTERM, wait up to grace_ms, then SIGKILL; returns the wait status, or -1. */
 int harness_stop_pid(pid_t pid, long grace_ms);
 
+/* SIGSTOP pid and wait (up to 2 s) until every thread of it is stopped, so that what the test
+ * does next happens while the process is frozen. 0, -ESRCH (gone) or -ETIMEDOUT. Resume it
+ * with kill(pid, SIGCONT). */
+int harness_freeze(pid_t pid);
+
 /* Milliseconds on the monotonic clock, for bounded polling loops in tests. */
 long long harness_now_ms(void);
 

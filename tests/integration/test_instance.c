@@ -275,7 +275,7 @@ static void test_registration(void)
     run_for(2100);
     struct instance_figures busy = f;
     busy.loading = 1;
-    CHECK_INT(kill(server.pid, SIGSTOP), 0);
+    CHECK_INT(harness_freeze(server.pid), 0);
     instance_update(in, &busy); /* significant and due: its put starts and hangs */
     run_for(100);
     instance_update(in, &f); /* back to the figures etcd held before */

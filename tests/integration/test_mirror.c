@@ -1039,7 +1039,7 @@ static void test_free_in_flight(struct harness_etcd *etcd)
     REQUIRE(wait_caught_up(m, store_revision(), 5000));
     struct mirror_stats st;
     mirror_get_stats(m, &st);
-    REQUIRE(kill(etcd->pid, SIGSTOP) == 0);
+    REQUIRE(harness_freeze(etcd->pid) == 0);
     struct probed p = {m, st.probes};
     CHECK(run_mirror_until(probed_at_least, &p, 3000));
     mirror_free(m); /* the probe is in flight: the member is frozen */
@@ -1069,7 +1069,7 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
     CHECK_INT(quiet.endpoint_moves, 0);
     CHECK_INT(quiet.probes_unanswered, 0);
 
-    REQUIRE(kill(m[0].pid, SIGSTOP) == 0);
+    REQUIRE(harness_freeze(m[0].pid) == 0);
     struct etcd_client *saved = writer; /* writes through the members that still answer */
     char others[256];
     snprintf(others, sizeof(others), "%s,%s", m[1].endpoint, m[2].endpoint);
@@ -1096,7 +1096,7 @@ static void test_frozen_member(struct harness_etcd *m, const char *endpoints)
      * thaws, a probe is answered elsewhere and the mirror catches up there. */
     int k = strcmp(etcd_client_endpoint(mc), m[1].endpoint) == 0 ? 1 : 2;
     REQUIRE(strcmp(etcd_client_endpoint(mc), m[k].endpoint) == 0);
-    REQUIRE(kill(m[k].pid, SIGSTOP) == 0);
+    REQUIRE(harness_freeze(m[k].pid) == 0);
     struct unanswered wait = {mi, st.probes_unanswered};
     CHECK(run_mirror_until(probe_unanswered, &wait, 10000)); /* 1 s per endpoint tried */
     struct mirror_stats before;
