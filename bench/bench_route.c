@@ -12,13 +12,14 @@
  * model type, so that copy scaling (a second copy past 2000 requests/min) cannot put a copy
  * there and (c) stays one forward; ModelInfer with raw FP32 rows of 30 features:
  * 1 row (120 B tensor), 64 rows (7.5 KiB), 546 rows (64 KiB); h2load with 1 connection and
- * 1, 16, 64 streams in flight. Each cell: a 0.5 s warm-up run, then S seconds measured:
+ * 1, 16, 64 streams in flight. Each cell, 3 times (the targets taking turns; medians printed):
+ * a 0.5 s warm-up run, then S seconds measured:
  * throughput (h2load), p50/p99 from h2load's per-request log, and the CPU the serving processes
  * of that path spent per request (/proc/<pid>/stat, all threads). Every target is first checked
  * with one call (OK, one prediction per row); each cell checks that every response carried the
  * expected message (gRPC errors carry none), else the cell is marked ERR.
  * usage: bench_route MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER BARE_PROXY
- *                    [S seconds (3)] [concurrencies (1,16,64)] [rows (1,64,546)]
+ *                    [S seconds (2)] [concurrencies (1,16,64)] [rows (1,64,546)]
  * Environment: H2LOAD (default h2load on PATH). (b) and (c) are n/a while mm-node does not route
  * inference (the check call says why). */
 #include <errno.h>
@@ -39,6 +40,7 @@
 #define MAX_ROWS 546 /* 546 * 30 * 4 = 65,520 B: a 64 KiB tensor */
 #define MAX_LIST 8
 #define N_TARGETS 5
+#define ROUNDS 3     /* each cell measured this many times, targets taking turns; medians */
 #define INFER_PATH "/inference.GRPCInferenceService/ModelInfer"
 
 static const char *mm_node, *mm_runtime, *mm_gateway, *maker, *proxy, *h2load;
@@ -304,6 +306,38 @@ static void print_copies(const char *when)
     fprintf(stderr, "%s\n", n == 1 ? "" : " (not one copy: (c) is not one forward)");
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v)
+{
+    qsort(v, ROUNDS, sizeof(*v), cmp_double);
+    return v[ROUNDS / 2];
+}
+
+/* Each figure's median over the rounds; an error in any round marks the cell. */
+static void median_cell(const struct cell *runs, struct cell *out)
+{
+    double rps[ROUNDS], p50[ROUNDS], p99[ROUNDS], cpu[ROUNDS];
+    memset(out, 0, sizeof(*out));
+    out->run = true;
+    for (size_t i = 0; i < ROUNDS; i++) {
+        rps[i] = runs[i].rps;
+        p50[i] = runs[i].p50_us;
+        p99[i] = runs[i].p99_us;
+        cpu[i] = runs[i].cpu_us;
+        out->err |= runs[i].err;
+        out->done += runs[i].done;
+    }
+    out->rps = median(rps);
+    out->p50_us = median(p50);
+    out->p99_us = median(p99);
+    out->cpu_us = median(cpu);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 6) {
@@ -317,7 +351,7 @@ int main(int argc, char **argv)
     mm_gateway = argv[3];
     maker = argv[4];
     proxy = argv[5];
-    double seconds = argc > 6 ? atof(argv[6]) : 3.0;
+    double seconds = argc > 6 ? atof(argv[6]) : 2.0;
     int concs[MAX_LIST], rows[MAX_LIST];
     size_t n_concs = parse_list(argc > 7 ? argv[7] : "1,16,64", concs);
     size_t n_rows = parse_list(argc > 8 ? argv[8] : "1,64,546", rows);
@@ -404,8 +438,8 @@ int main(int argc, char **argv)
     }
 
     static struct cell cells[MAX_LIST][MAX_LIST][N_TARGETS];
-    printf("# bench_route: h2load, 1 connection; %.1f s per cell after a 0.5 s warm-up; "
-           "mm-runtime, model on %s\n\n", seconds, H->iid);
+    printf("# bench_route: h2load, 1 connection; %.1f s per cell after a 0.5 s warm-up, "
+           "medians of %d rounds; mm-runtime, model on %s\n\n", seconds, ROUNDS, H->iid);
     for (size_t r = 0; r < n_rows; r++) {
         size_t req_len = 0, resp_len = 0;
         grpc_byte_buffer *req = infer_request("bc", rows[r], &req_len);
@@ -420,16 +454,26 @@ int main(int argc, char **argv)
         }
         grpc_byte_buffer_destroy(req);
         print_copies("before");
-        for (size_t k = 0; k < n_concs; k++)
-            for (size_t t = 0; t < N_TARGETS; t++) {
-                if (!targets[t].ok)
-                    continue;
-                struct cell *c = &cells[r][k][t];
-                run_cell(&targets[t], concs[k], seconds, data, resp_len, c);
-                fprintf(stderr, "%d rows, c=%d, (%s): %.0f req/s, p50 %.0f us, p99 %.0f us, "
-                        "%.0f us CPU/req%s\n", rows[r], concs[k], targets[t].name, c->rps,
-                        c->p50_us, c->p99_us, c->cpu_us, c->err ? " ERR" : "");
-            }
+        /* ROUNDS rounds of every target in turn, so that a busy moment of the shared machine
+         * hits all of them alike; each figure the median of its rounds */
+        for (size_t k = 0; k < n_concs; k++) {
+            struct cell runs[N_TARGETS][ROUNDS];
+            for (size_t round = 0; round < ROUNDS; round++)
+                for (size_t t = 0; t < N_TARGETS; t++) {
+                    if (!targets[t].ok)
+                        continue;
+                    struct cell *c = &runs[t][round];
+                    memset(c, 0, sizeof(*c));
+                    run_cell(&targets[t], concs[k], seconds, data, resp_len, c);
+                    fprintf(stderr, "%d rows, c=%d, (%s) round %zu: %.0f req/s, p50 %.0f us, "
+                            "p99 %.0f us, %.0f us CPU/req%s\n", rows[r], concs[k],
+                            targets[t].name, round + 1, c->rps, c->p50_us, c->p99_us,
+                            c->cpu_us, c->err ? " ERR" : "");
+                }
+            for (size_t t = 0; t < N_TARGETS; t++)
+                if (targets[t].ok)
+                    median_cell(runs[t], &cells[r][k][t]);
+        }
         print_copies("after");
         printf("\n## %d row%s: request %zu B (tensor %d B), response %zu B\n\n", rows[r],
                rows[r] == 1 ? "" : "s", req_len, rows[r] * FEATURES * 4, resp_len);
