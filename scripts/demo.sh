@@ -5,7 +5,8 @@
 # runtimes, load the examples through the runtime SPI and ask each for a prediction (KServe V2)
 # with mmctl. Then start an mm-node beside each runtime: each registers its instance under an
 # etcd lease; register both models through the model API (each lands on the node that serves
-# its type, Loaded, its copy in etcd) and ask the chosen runtime; SIGTERM the nodes. Everything is stopped by its pid at the end, unless
+# its type, Loaded, its copy in etcd), ask for the digit through the node that does not hold
+# it (forwarded one hop) and by a vmodel's name; SIGTERM the nodes. Everything is stopped by its pid at the end, unless
 # MM_DEMO_KEEP=1 (then the script prints how to use and stop etcd; the runtimes are stopped
 # either way).
 set -euo pipefail
@@ -127,8 +128,17 @@ $mmctl model register mnist-svm --type sklearn --path sklearn/mnist-svm.joblib \
   --load-now --sync --node "${node_api[node-xgb]}"
 $mmctl model status mnist-svm --node "${node_api[node-skl]}"
 $mmctl registry dump --prefix copies/
-echo "== the runtime the mesh chose answers for the model it loaded (expect 8)"
-$mmctl --address "$skl" infer mnist-svm --file "$work/models/sklearn/mnist-svm-request.json"
+echo "== inference through the mesh: node-xgb does not hold mnist-svm, so it forwards the request"
+echo "   untouched to node-skl, whose runtime answers (expect 8)"
+$mmctl --address "${node_api[node-xgb]}" infer mnist-svm \
+  --file "$work/models/sklearn/mnist-svm-request.json"
+echo "== a vmodel (an InferenceService's name) pointing at it: the same request by that name"
+$mmctl vmodel set example-mnist-isvc mnist-svm --sync --node "${node_api[node-skl]}"
+$mmctl --address "${node_api[node-skl]}" infer example-mnist-isvc \
+  --file "$work/models/sklearn/mnist-svm-request.json"
+echo "== a model nobody registered: NOT_FOUND, naming it"
+$mmctl --address "${node_api[node-xgb]}" infer no-such-model \
+  --file "$work/models/sklearn/mnist-svm-request.json" || true
 echo "== a model whose file is not in storage: tried, and reported failed with the reason"
 $mmctl model register missing --type xgboost --path xgboost/no-such-model.json \
   --load-now --sync --node "${node_api[node-skl]}" || true
