@@ -199,7 +199,8 @@ class Mesh:
     def channel(self, where, **kw):
         ch = grpc.insecure_channel("127.0.0.1:%d" % self.ports[where], options=[
             ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.max_receive_message_length", MAX_MESSAGE)], **kw)
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.use_local_subchannel_pool", 1)], **kw)  # its own connection
         self.channels.append(ch)
         return ch
 
@@ -577,6 +578,17 @@ def headers():
         expect("%s: no forged line in the log" % p.name, "\nFORGED" not in text)
 
 
+KILLED_CLIENT = """
+import sys, time, grpc
+ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[1])
+infer = ch.unary_unary("%s", request_serializer=None, response_deserializer=None)
+calls = [infer.future(bytes.fromhex(sys.argv[2]), timeout=50) for _ in range(8)]
+time.sleep(2)
+print(sum(f.done() for f in calls), flush=True)
+time.sleep(60)
+""" % INFER
+
+
 def parked():
     """--max-parked 8: calls for a model whose load never ends park up to the bound; more are
     refused UNAVAILABLE at once, naming the bound, memory bounded; parked clients that vanish
@@ -645,6 +657,23 @@ def parked():
         code, details = call_error(infer, stuck, timeout=1)
         expect("%s: and the count is back to zero after them" % where,
                code == grpc.StatusCode.DEADLINE_EXCEEDED, "%s %r" % (code, details))
+        # a grpcio client process killed while its 8 calls are parked
+        client = subprocess.Popen(["/usr/bin/python3", "-c", KILLED_CLIENT, str(m.ports[where]),
+                                   stuck.hex()], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        ready, _, _ = select.select([client.stdout], [], [], 20)
+        done = client.stdout.readline().strip() if ready else b"(nothing)"
+        code, details = call_error(infer, stuck, timeout=2)
+        expect("%s: a client process parks 8 calls (and no more are taken)" % where,
+               done == b"0" and code == grpc.StatusCode.UNAVAILABLE,
+               "%s answered, then %s %r" % (done, code, details))
+        client.kill()
+        client.wait()
+        t0 = time.monotonic()
+        released = until(lambda: call_error(infer, stuck, timeout=0.5)[0] ==
+                         grpc.StatusCode.DEADLINE_EXCEEDED, 10)
+        expect("%s: the killed client's parked calls are released within 5 s" % where,
+               released and time.monotonic() - t0 < 5,
+               "%s after %.1f s" % (released, time.monotonic() - t0))
     m.serves("parked calls")
     m.close()
 
