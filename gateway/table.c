@@ -694,10 +694,13 @@ static void on_publish(struct ev_loop *loop, ev_timer *w, int revents)
     t->dirty = false;
 }
 
-/* The fast path's uses: to the mesh (copy counts) and, for local copies, to the pod's LRU. */
-static void on_use_flush(struct ev_loop *loop, ev_timer *w, int revents)
+/* The fast path's uses of local copies: to the pod's LRU and to the mesh (copy counts). A
+ * use is counted by the node whose copy served it (a forward is counted once, on the
+ * holder's internal port), so each holder sees its copy's whole rate however many entry
+ * points the clients spread over. */
+void table_flush_uses(void *arg)
 {
-    struct table *t = w->data;
+    struct table *t = arg;
     int64_t now = 0;
     for (size_t b = 0; b < t->models.size; b++)
         for (struct hlink *l = t->models.b[b]; l; l = l->next) {
@@ -705,7 +708,7 @@ static void on_use_flush(struct ev_loop *loop, ev_timer *w, int revents)
             unsigned uses = 0;
             for (struct tcopy *c = m->copies; c; c = c->next) {
                 unsigned u = atomic_exchange_explicit(&c->count->uses, 0, memory_order_relaxed);
-                if (!u)
+                if (!u || !c->local)
                     continue;
                 uses += u;
                 if (!now)
@@ -716,6 +719,13 @@ static void on_use_flush(struct ev_loop *loop, ev_timer *w, int revents)
             if (uses)
                 mesh_note_use(t->cfg.mesh, m->id, m->id_len, uses, now);
         }
+}
+
+static void on_use_flush(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    table_flush_uses(w->data);
 }
 
 const struct table_snap *table_snap(const struct table *t)

@@ -76,6 +76,8 @@ struct mstate {
     bool job_allow_evict; /* may choose a pod that must evict */
     bool job_move;        /* a copy on another instance than this one is wanted */
     bool job_extra;       /* one copy more than there are (scaling up) */
+    uint32_t job_target;  /* ... up to this many live copies: a decider that loses the race to
+                             another's extra copy stops there instead of adding one more */
     unsigned attempts;
     struct placer_request *placer;
     ev_timer job_timer; /* the delay of a non-primary, or a retry */
@@ -143,6 +145,8 @@ struct mesh {
     struct mesh_stats stats;
     struct mesh_status *st_buf;
     int64_t last_rate_check_ms;
+    void (*use_flush)(void *arg); /* the router's counted uses, pulled at each check */
+    void *use_flush_arg;
     /* shutdown */
     bool moving;
     void (*move_done)(int status, size_t not_moved, void *arg);
@@ -375,6 +379,7 @@ struct summary {
     bool self_holds;
     char last_error[512];
     int64_t last_error_ms;
+    int64_t newest_loaded_ms; /* since of the most recently Loaded copy */
 };
 
 struct kvref {
@@ -413,8 +418,11 @@ static void summarize_one(struct mesh *m, const struct model_record *rec, const 
         return;
     }
     s->n_live++;
-    if (cr.state == COPY_LOADED)
+    if (cr.state == COPY_LOADED) {
         s->n_loaded++;
+        if (cr.since_ms > s->newest_loaded_ms)
+            s->newest_loaded_ms = cr.since_ms;
+    }
     if (self) {
         s->self_holds = true;
     } else {
@@ -831,6 +839,7 @@ static void job_end(struct mstate *s, int status, const struct mm_error *err)
     bool for_ops = s->job_for_ops;
     s->job = JOB_NONE;
     s->job_for_ops = s->job_allow_evict = s->job_move = s->job_extra = false;
+    s->job_target = 0;
     s->attempts = 0;
     s->gone_iid[0] = '\0';
     hold(s);
@@ -948,7 +957,8 @@ static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
         summarize_mirror(m, s->id, s->id_len, &rec, &sum);
     }
     /* enough copies already? */
-    if (s->job_move ? sum.live_elsewhere > 0 : s->job_extra ? false : sum.n_live > 0) {
+    if (s->job_move ? sum.live_elsewhere > 0
+                    : s->job_extra ? sum.n_live >= s->job_target : sum.n_live > 0) {
         job_end(s, 0, NULL);
         return;
     }
@@ -1803,6 +1813,12 @@ int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool
     return 0;
 }
 
+void mesh_set_use_source(struct mesh *m, void (*flush)(void *arg), void *arg)
+{
+    m->use_flush = flush;
+    m->use_flush_arg = arg;
+}
+
 void mesh_note_use(struct mesh *m, const char *model_id, size_t len, uint32_t requests,
                    int64_t now)
 {
@@ -1883,6 +1899,8 @@ static void rate_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct mesh *m = w->data;
+    if (m->use_flush)
+        m->use_flush(m->use_flush_arg);
     int64_t now = now_ms();
     int64_t window = now - m->last_rate_check_ms;
     if (window <= 0)
@@ -1928,6 +1946,13 @@ static void rate_cb(struct ev_loop *loop, ev_timer *w, int revents)
                             now - s->latest_use_check_ms <= m->place.second_copy_max_gap_ms
                         ? s->latest_use_check_ms
                         : 0;
+            /* Requests are counted where a copy serves them (table.c): a holder knows its own
+             * copy's rate, and copies are balanced by requests in flight, so the model's is
+             * about that times its copies. A node without a copy counts model API uses. */
+            struct copies_info ci;
+            if (m->cfg.copies && sum.n_live > 1 &&
+                copies_get(m->cfg.copies, s->id, s->id_len, &ci) == 0 && ci.state == COPY_LOADED)
+                rpm *= (uint64_t)sum.n_live;
             struct place_usage u = {
                 .copies = (uint32_t)sum.n_live,
                 .eligible_instances = eligible,
@@ -1943,10 +1968,21 @@ static void rate_cb(struct ev_loop *loop, ev_timer *w, int revents)
                     s->earliest_use_check_ms = now;
                 s->latest_use_check_ms = now;
             }
+            /* One step at a time, and the next only once the last has settled: while a copy
+             * is loading, or one was Loaded within the last two checks, traffic has not
+             * spread onto it yet and the rates still look like before the step. */
+            if (d.action == PLACE_COPIES_ADD &&
+                (sum.n_live > sum.n_loaded ||
+                 now - sum.newest_loaded_ms < 2 * (int64_t)m->cfg.rate_check_ms)) {
+                mm_log(MM_LOG_DEBUG, WHO, "model %s: a copy more waits for the last to settle",
+                       s->id);
+                d.action = PLACE_COPIES_KEEP;
+            }
             if (d.action == PLACE_COPIES_ADD) {
                 mm_log(MM_LOG_INFO, WHO, "model %s: a copy more (%u wanted): %s", s->id,
                        d.target, d.why);
                 s->job_extra = true;
+                s->job_target = d.target;
                 s->job_allow_evict = false;
                 s->job = JOB_QUEUED;
                 s->order_ms = s->last_use_ms;

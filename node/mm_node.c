@@ -53,8 +53,9 @@ struct options {
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
         *connection_idle, *max_parked;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
-        load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms;
-    uint64_t max_load_failures;
+        load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms, rate_check_ms;
+    uint64_t max_load_failures, scale_up_rpm;
+    const char *scale_up;
     struct rpc_server_config rpc; /* both ports' bounds */
     unsigned max_parked_calls;
 };
@@ -168,6 +169,10 @@ static void usage(FILE *to)
             "after\n"
             "                               (and drive a vmodel's transition, delete an\n"
             "                               auto-delete model) (default 2s)\n"
+            "  --rate-check-interval DURATION   copy counts are checked this often, 100ms..1d\n"
+            "                               (default 10s)\n"
+            "  --scale-up-rpm N             a copy more when each copy serves more requests per\n"
+            "                               minute than this; 0 = never on rate (default 2000)\n"
             "  --shutdown-timeout DURATION  at SIGTERM, bound on moving models away, unloading "
             "and\n"
             "                               deregistering (default 30s)\n"
@@ -215,6 +220,8 @@ static int parse(int argc, char **argv, struct options *o)
     o->cache_dir = env_or("MM_CACHE_DIR", NULL);
     o->failure_expiry_ms = 15 * 60000;
     o->replace_delay_ms = 2000;
+    o->rate_check_ms = 10000;
+    o->scale_up_rpm = 2000;
     o->max_load_failures = 3;
     static const struct {
         const char *flag, *env;
@@ -231,6 +238,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--min-churn-age", NULL, 1, MAX_WAIT_MS, offsetof(struct options, min_churn_age_ms)},
         {"--failure-expiry", NULL, 1, MAX_WAIT_MS, offsetof(struct options, failure_expiry_ms)},
         {"--replace-delay", NULL, 1, MAX_WAIT_MS, offsetof(struct options, replace_delay_ms)},
+        {"--rate-check-interval", NULL, 100, MAX_WAIT_MS, offsetof(struct options, rate_check_ms)},
     };
     static const struct {
         const char *flag;
@@ -254,6 +262,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--models-root", offsetof(struct options, models_root)},
         {"--cache-dir", offsetof(struct options, cache_dir)},
         {"--max-load-failures", offsetof(struct options, max_failures)},
+        {"--scale-up-rpm", offsetof(struct options, scale_up)},
         {"--internal-listen", offsetof(struct options, internal_listen)},
         {"--max-connections", offsetof(struct options, max_connections)},
         {"--max-streams", offsetof(struct options, max_streams)},
@@ -318,6 +327,13 @@ static int parse(int argc, char **argv, struct options *o)
         fprintf(stderr, WHO ": --lease-ttl: '%" PRIu64 " ms' is not a whole number of seconds\n",
                 o->lease_ttl_ms);
         return 2;
+    }
+    if (o->scale_up) {
+        struct mm_error err = {0};
+        if (opts_u64("--scale-up-rpm", o->scale_up, 0, 100000000, &o->scale_up_rpm, &err) < 0) {
+            fprintf(stderr, WHO ": %s\n", err.msg);
+            return 2;
+        }
     }
     if (o->max_failures) {
         struct mm_error err = {0};
@@ -434,6 +450,7 @@ static void maybe_serve(struct node *n)
         .place = &n->place,
         .max_failures = (unsigned)o->max_load_failures,
         .replace_delay_ms = (unsigned)o->replace_delay_ms,
+        .rate_check_ms = (unsigned)o->rate_check_ms,
     };
     if (copies_new(&cc, &n->copies, &err) < 0)
         goto fail;
@@ -471,6 +488,7 @@ static void maybe_serve(struct node *n)
     if (table_new(&tc, &n->table, &err) < 0)
         goto fail;
     rc.table = n->table;
+    mesh_set_use_source(n->mesh, table_flush_uses, n->table);
     ac.vmodels = n->vmodels;
     if (model_api_new(n->server, &ac, &n->api, &err) < 0 ||
         route_new(n->server, &rc, &n->route, &err) < 0)
@@ -571,6 +589,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
     n->place.min_churn_age_ms =
         o->min_churn_age_ms ? (int64_t)o->min_churn_age_ms : cache_min_churn_age_ms(timeout);
     n->place.failure_expiry_ms = (int64_t)o->failure_expiry_ms;
+    n->place.scale_up_rpm = (uint32_t)o->scale_up_rpm;
     if (n->place.failure_expiry_used_ms > n->place.failure_expiry_ms / 2)
         n->place.failure_expiry_used_ms = n->place.failure_expiry_ms / 2;
     char bound_address[300];
@@ -789,6 +808,8 @@ int main(int argc, char **argv)
                " from the loop (%" PRIu64 " local), %" PRIu64 " calls parked",
                ts.picks_fast, ts.picks_local + ts.picks_remote, ts.picks_local, ts.parks);
     }
+    if (n.mesh)
+        mesh_set_use_source(n.mesh, NULL, NULL); /* the table goes first */
     table_free(n.table);
     if (!n.serving || n.server_down)
         rpc_server_free(n.server);

@@ -140,6 +140,10 @@ void mesh_op_cancel(struct mesh_op *op);
  * (place_copies_decide, every rate_check_ms) weigh them; ensureLoaded counts as one. */
 void mesh_note_use(struct mesh *m, const char *model_id, size_t len, uint32_t requests,
                    int64_t now_ms);
+/* A source of uses counted elsewhere (the router's counters): flush(arg) runs at the start of
+ * every copy-count check and calls mesh_note_use for what it counted, so that each check's
+ * window holds exactly the requests served in it. NULL removes it. */
+void mesh_set_use_source(struct mesh *m, void (*flush)(void *arg), void *arg);
 
 /* Shutdown, after instance_set_shutting_down: place a copy elsewhere for every model loaded
  * here (most recently used first) that has none elsewhere, and wait until those are Loaded,

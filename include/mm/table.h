@@ -52,6 +52,9 @@ struct table_config {
 int table_new(const struct table_config *cfg, struct table **out, struct mm_error *err);
 /* NULL is ignored. See the lifetime rule above. */
 void table_free(struct table *t);
+/* Hand the uses the fast path counted to the pod's LRU and the mesh now (they are also handed
+ * every second); for mesh_set_use_source. arg: the table. */
+void table_flush_uses(void *arg);
 
 /* The model id name[0, len) stands for: the active model of the vmodel of that name when
  * as_vmodel and there is one, else the name itself. out holds KEYS_NAME_MAX + 1 bytes (the

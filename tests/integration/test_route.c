@@ -19,7 +19,15 @@
  *     registry still has the copy Loaded there, is not an error: the forward fails, the call
  *     waits for the copy to go with the lease and for the model to be Loaded elsewhere, and is
  *     answered.
- * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER */
+ * With a fifth argument "scaling", the nodes check copy counts every second with a threshold of
+ * 600 requests per minute per copy, and one scenario runs instead:
+ *   - 12 requests/s (720 a minute) for one model, spread over the three nodes' external ports:
+ *     every request answered; the model gets a second copy within a few checks (its holder
+ *     counts what its copy serves, forwarded requests included), and never a third: the next
+ *     step waits until the second copy has taken its share (two checks after it is Loaded),
+ *     and then a holder sees at most two thirds, 480 a minute, and estimates 960 for the
+ *     model, under 2 x 600; each check counts exactly the requests of its window.
+ * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER [scaling] */
 #include <errno.h>
 #include <ev.h>
 #include <math.h>
@@ -431,9 +439,56 @@ static void holder_killed(void)
             "(lease TTL 2 s, then placed and loaded elsewhere)\n", took);
 }
 
+/* Live (Pending, Loading, Loaded) and Loaded copies of model. */
+static int live_copies(const char *model, int *loaded)
+{
+    struct cluster_copy copies[8];
+    int n = cluster_copies(&cl, model, copies, 8), live = 0;
+    *loaded = 0;
+    for (int i = 0; i < n && i < 8; i++) {
+        live += copies[i].rec.state != COPY_FAILED;
+        *loaded += copies[i].rec.state == COPY_LOADED;
+    }
+    return live;
+}
+
+static void scaling(void)
+{
+    struct mmc_reply r;
+    mmc_register(cl.pods[0].api, "hot", "xgboost", "bc.json", "", true, true, 0, CALL_MS, &r);
+    REQUIRE(r.code == GRPC_STATUS_OK && r.status == MMC_LOADED);
+    int loaded = 0;
+    CHECK_INT(live_copies("hot", &loaded), 1);
+    int max_live = 1, sent = 0, ok = 0;
+    long long t0 = harness_now_ms(), two_at = 0;
+    /* 12 a second for up to 12 s; once there are two copies, 4 s more to see no third */
+    for (long long next = t0; harness_now_ms() - t0 < 12000; next += 83) {
+        while (harness_now_ms() < next)
+            harness_run_until(cl.loop, NULL, NULL, 5);
+        ok += infer_ok(cl.pods[sent % 3].api, "hot", "hot");
+        sent++;
+        int live = live_copies("hot", &loaded);
+        if (live > max_live)
+            max_live = live;
+        if (!two_at && loaded == 2)
+            two_at = harness_now_ms();
+        if (two_at && harness_now_ms() - two_at > 4000)
+            break;
+    }
+    CHECK_INT(ok, sent);
+    CHECK(two_at != 0);
+    CHECK_INT(max_live, 2);
+    CHECK_INT(live_copies("hot", &loaded), 2);
+    CHECK_INT(loaded, 2);
+    fprintf(stderr, "720 requests/min over 3 entry points (threshold 600 per copy, checked every "
+            "1 s): %d/%d answered, a second copy Loaded after %lld ms, at most %d copies\n",
+            ok, sent, two_at ? two_at - t0 : -1, max_live);
+}
+
 int main(int argc, char **argv)
 {
-    REQUIRE(argc == 5);
+    REQUIRE(argc == 5 || (argc == 6 && strcmp(argv[5], "scaling") == 0));
+    bool scale = argc == 6;
     if (!cluster_node_has_listen(argv[1])) {
         fprintf(stderr, "mm-node has no --listen: skipped\n");
         return 77;
@@ -445,6 +500,7 @@ int main(int argc, char **argv)
         .mm_runtime = argv[2],
         .mm_gateway = argv[3],
         .gateway_args = "--max-parked 2",
+        .node_args = scale ? "--rate-check-interval 1s --scale-up-rpm 600" : NULL,
         .n_pods = 3,
     };
     if (cluster_start(&cl, &cfg) < 0 || cluster_gateway_start(&cl) < 0) {
@@ -456,14 +512,18 @@ int main(int argc, char **argv)
     snprintf(model, sizeof(model), "%s/xgboost/breast-cancer.json", work);
     REQUIRE(cluster_copy_file(&cl, model, "bc.json") == 0);
 
-    not_found();
-    one_load_for_many();
-    entry_points();
-    names();
-    blocked_during_load();
-    parked_on_gateway();
-    no_instance_serves();
-    holder_killed();
+    if (scale) {
+        scaling();
+    } else {
+        not_found();
+        one_load_for_many();
+        entry_points();
+        names();
+        blocked_during_load();
+        parked_on_gateway();
+        no_instance_serves();
+        holder_killed();
+    }
 
     int failures = check_failures;
     if (failures)
