@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "mm/copies.h"
+#include "mm/hash.h"
 #include "mm/log.h"
 #include "mm/mesh.h"
 #include "mm/mirror.h"
@@ -36,12 +37,7 @@ struct hmap {
 
 static uint64_t hash_of(const char *p, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return mm_hash(p, len);
 }
 
 static struct hlink *hmap_get(const struct hmap *m, const char *key, size_t len)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "mm/copies.h"
+#include "mm/hash.h"
 #include "mm/etcd.h"
 #include "mm/instance.h"
 #include "mm/keys.h"
@@ -173,31 +174,6 @@ static uint64_t next_random(struct mesh *m)
     x ^= x >> 27;
     m->rng = x;
     return x * 0x2545F4914F6CDD1DULL;
-}
-
-static uint64_t fnv(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-static uint64_t mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Rendezvous score of (model, instance): the same on every node. */
-static uint64_t rendezvous(const char *model, size_t mlen, const char *iid, size_t ilen)
-{
-    uint64_t h = fnv(0xcbf29ce484222325ULL, model, mlen);
-    h = fnv(h, "", 1);
-    return mix(fnv(h, iid, ilen));
 }
 
 static bool str_eq(struct place_str a, const char *b, size_t blen)
@@ -610,7 +586,7 @@ void mesh_status(const struct mesh *cm, const char *model_id, struct mesh_status
 
 static size_t bucket_of(const struct mesh *m, const char *id, size_t len)
 {
-    return (size_t)(mix(fnv(0xcbf29ce484222325ULL, id, len)) & (m->n_buckets - 1));
+    return (size_t)(mm_hash(id, len) & (m->n_buckets - 1));
 }
 
 static struct mstate *ms_find(const struct mesh *m, const char *id, size_t len)
@@ -635,7 +611,7 @@ static struct mstate *ms_get(struct mesh *m, const char *id, size_t len)
             for (size_t i = 0; i < m->n_buckets; i++)
                 for (struct mstate *x = m->buckets[i], *next; x; x = next) {
                     next = x->hnext;
-                    size_t k = (size_t)(mix(fnv(0xcbf29ce484222325ULL, x->id, x->id_len)) &
+                    size_t k = (size_t)(mm_hash(x->id, x->id_len) &
                                         (nb - 1));
                     x->hnext = b[k];
                     b[k] = x;
@@ -1127,7 +1103,7 @@ static void job_background(struct mstate *s, const struct model_record *rec, boo
         const struct inst *in = m->insts[i];
         if (in->rec.shutting_down || !inst_serves(in, ml.l, ml.n) || !inst_live(m, in))
             continue;
-        uint64_t score = rendezvous(s->id, s->id_len, in->id, in->id_len);
+        uint64_t score = place_rendezvous(s->id, s->id_len, in->id, in->id_len);
         if (!primary || score > best) {
             primary = in;
             best = score;

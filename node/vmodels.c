@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "mm/etcd.h"
+#include "mm/hash.h"
 #include "mm/keys.h"
 #include "mm/log.h"
 #include "mm/mesh.h"
@@ -145,30 +146,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static uint64_t fnv(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-static uint64_t mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rendezvous(const char *name, size_t nlen, const char *iid, size_t ilen)
-{
-    uint64_t h = fnv(0xcbf29ce484222325ULL, name, nlen);
-    h = fnv(h, "", 1);
-    return mix(fnv(h, iid, ilen));
-}
-
 const char *vmodel_state_name(enum vmodel_state s)
 {
     switch (s) {
@@ -293,7 +270,7 @@ static int primary_cb(const struct mirror_entry *e, void *arg)
     size_t ilen = e->key_len - p->v->instances_len;
     if (!ilen || memchr(id, '/', ilen))
         return 0;
-    uint64_t score = rendezvous(p->name, p->len, id, ilen);
+    uint64_t score = place_rendezvous(p->name, p->len, id, ilen);
     if (p->found && score <= p->best)
         return 0;
     struct instance_record rec;
@@ -332,7 +309,7 @@ static int check_owner(const char *owner, struct mm_error *err)
 
 static size_t ref_bucket(const struct vmodels *v, const char *id, size_t len)
 {
-    return (size_t)(mix(fnv(0xcbf29ce484222325ULL, id, len)) & (v->n_ref_buckets - 1));
+    return (size_t)(mm_hash(id, len) & (v->n_ref_buckets - 1));
 }
 
 static struct ref *ref_find(const struct vmodels *v, const char *id, size_t len)
@@ -358,7 +335,7 @@ static void ref_grow(struct vmodels *v)
     for (size_t i = 0; i < v->n_ref_buckets; i++)
         for (struct ref *r = v->refs[i], *next; r; r = next) {
             next = r->next;
-            size_t k = (size_t)(mix(fnv(0xcbf29ce484222325ULL, r->id, r->len)) & (nb - 1));
+            size_t k = (size_t)(mm_hash(r->id, r->len) & (nb - 1));
             r->next = b[k];
             b[k] = r;
         }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mm/cache.h"
+#include "mm/hash.h"
 
 #define MINUTE_MS (60 * 1000LL)
 #define HOUR_MS (60 * MINUTE_MS)
@@ -323,4 +324,11 @@ bool place_failure_expired(const struct place_config *cfg, int64_t failed_ms,
     bool used_recently = now_ms - model_last_used_ms <= cfg->failure_recent_use_ms;
     int64_t expiry = used_recently ? cfg->failure_expiry_used_ms : cfg->failure_expiry_ms;
     return now_ms - failed_ms >= expiry;
+}
+
+uint64_t place_rendezvous(const char *name, size_t len, const char *iid, size_t iid_len)
+{
+    uint64_t h = mm_hash_more(MM_HASH_INIT, name, len);
+    h = mm_hash_more(h, "", 1); /* ("ab", "c") and ("a", "bc") score apart */
+    return mm_hash_finish(mm_hash_more(h, iid, iid_len));
 }

@@ -183,6 +183,11 @@ void place_copies_decide(const struct place_config *cfg, const struct place_usag
  * so that its copy is older than any copy used since and never evicts recently used ones. */
 int64_t place_initial_last_used(const struct place_config *cfg, int64_t now_ms, bool load_now);
 
+/* The rendezvous score of (name, instance iid), bytes with lengths: the same on every node, so
+ * every node agrees that the live instance with the highest score is the name's primary (the
+ * one that acts at once on it; the others only after a delay). */
+uint64_t place_rendezvous(const char *name, size_t len, const char *iid, size_t iid_len);
+
 /* Whether a failed-load record made at failed_ms has expired: after failure_expiry_ms, or
  * failure_expiry_used_ms if the model was used within failure_recent_use_ms of now. */
 bool place_failure_expired(const struct place_config *cfg, int64_t failed_ms,

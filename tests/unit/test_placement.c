@@ -1,5 +1,6 @@
 /* test_placement.c - place.h: where to load (order, herd-spreading, labels, exclusions, the
  * churn guard, edge cases), copy scaling, new models' last-use times, failure expiry. */
+#include <stdio.h>
 #include <errno.h>
 #include <string.h>
 
@@ -450,8 +451,32 @@ static void test_times(void)
     CHECK_INT(place_choice_error(&ok, "m", 1, NULL), 0);
 }
 
+/* Rendezvous scores: a function of the bytes only (every node computes the same), the name and
+ * the id kept apart, and primaries spread over the instances rather than one taking all. */
+static void test_rendezvous(void)
+{
+    CHECK(place_rendezvous("m1", 2, "n1", 2) == place_rendezvous("m1", 2, "n1", 2));
+    CHECK(place_rendezvous("ab", 2, "c", 1) != place_rendezvous("a", 1, "bc", 2));
+    CHECK(place_rendezvous("m1", 2, "n1", 2) != place_rendezvous("m1", 2, "n2", 2));
+    unsigned wins[3] = {0};
+    static const char *const iids[3] = {"node-a", "node-b", "node-c"};
+    for (int k = 0; k < 3000; k++) {
+        char id[16];
+        int len = snprintf(id, sizeof(id), "model-%d", k);
+        int best = 0;
+        for (int i = 1; i < 3; i++)
+            if (place_rendezvous(id, (size_t)len, iids[i], 6) >
+                place_rendezvous(id, (size_t)len, iids[best], 6))
+                best = i;
+        wins[best]++;
+    }
+    for (int i = 0; i < 3; i++)
+        CHECK(wins[i] > 800 && wins[i] < 1200); /* 1000 each, give or take */
+}
+
 int main(void)
 {
+    test_rendezvous();
     test_order();
     test_herd_spreading();
     test_labels();
