@@ -27,6 +27,9 @@ missing=()
 for p in "${packages[@]}"; do
   grep -qx "$p" <<<"$installed" || missing+=("$p")
 done
+# Node.js and npm run the object stores of the storage tests (tests/servers): Debian's, unless
+# this machine has a node and npm already.
+command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   sudo=""
@@ -37,6 +40,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cd "$top"
+# s3rver and azurite at the versions tests/servers/package-lock.json pins, once (again only when
+# the lock file changes).
+servers=tests/servers
+if [ ! -f "$servers/node_modules/.package-lock.json" ] ||
+   [ "$servers/package-lock.json" -nt "$servers/node_modules/.package-lock.json" ]; then
+  echo "setup: installing the test object stores (npm ci in $servers)"
+  npm ci --prefix "$servers" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null
+fi
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" "$@" >/dev/null
 elif [ $# -gt 0 ]; then
