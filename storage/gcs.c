@@ -431,6 +431,12 @@ static void token_done(int status, const struct mm_error *err, long http_code, c
             p->token_retried = true; /* a fresh token refused is not retried */
             p->phase = PHASE_PROBE;
             list_next(p);
+        } else if (status == -EACCES) {
+            char name[300];
+            struct mm_error refused = e;
+            mm_error_set(&refused, status, "%s: check private_key and client_email of %s", e.msg,
+                         key_name(p->key, name, sizeof name));
+            pull_fail(p, status, &refused);
         } else {
             pull_fail(p, status, &e);
         }
