@@ -240,8 +240,9 @@ static int make_url(struct http_pull *p, const char *base, const char *path, con
     if (!p->what)
         return mm_error_set(err, -ENOMEM, "out of memory");
     /* the file's name: the last component of the path, else of the URL's path */
-    const char *last = strrchr(p->what, '/');
-    const char *tail = last && last + 1 > host ? last + 1 : "";
+    const char *what_host = p->what + (host - base);
+    const char *last = strrchr(what_host, '/');
+    const char *tail = last ? last + 1 : "";
     if (!tail[0] || strcmp(tail, ".") == 0 || strcmp(tail, "..") == 0)
         return mm_error_set(err, -EINVAL, "%s: %s names no file", name, p->what);
     p->rel = strdup(tail);
@@ -330,9 +331,11 @@ static void done(int status, const struct mm_error *err, uint64_t bytes, void *a
     bool client = p->client_certificate != NULL;
     pull_free(p);
     if (status < 0) {
-        mm_error_set(&e, status, "%s: %s%s%s%s", name, err ? err->msg : mm_strerror(status),
-                     tls ? " (check certificate" : "", tls && client ? " and client_certificate" : "",
-                     tls ? ")" : "");
+        const char *hint = !tls ? ""
+                           : client ? " (check certificate and client_certificate)"
+                                    : " (check certificate, and client_certificate if the "
+                                      "server requires one)";
+        mm_error_set(&e, status, "%s: %s%s", name, err ? err->msg : mm_strerror(status), hint);
         cb(status, &e, 0, cb_arg);
         return;
     }
