@@ -1,4 +1,4 @@
-/* test_azure.c - the pure parts of the azure provider (azure.h): storage config and connection
+/* test_azure_auth.c - the pure parts of the azure provider (azure.h): storage config and connection
  * string rules, Shared Key's string to sign (the canonicalization examples of Microsoft's
  * "Authorize with Shared Key" page) and its signature (a value computed independently with
  * `openssl dgst -sha256 -mac HMAC` under the emulator's published key), and x-ms-date. */
