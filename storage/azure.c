@@ -53,7 +53,7 @@
 #define AZURE_VERSION "2021-08-06"
 #define AZURE_DEV_ACCOUNT "devstoreaccount1"
 /* The well-known key of the storage emulators (published by Microsoft; not a secret). */
-#define AZURE_DEV_KEY                                                                          \
+#define AZURE_DEV_KEY                                                                              \
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 #define AZURE_LIST_MAX_BODY (32u << 20) /* one page of 5000 blobs is a few MB */
 #define AZURE_NAME_MAX 4100             /* blob names are at most 1024 characters */
@@ -232,8 +232,8 @@ static int set_sas(struct azure_account *a, const char *sas, const char *fld,
                                 "storage key '%s': %s holds a character a SAS cannot hold",
                                 key_or_none(storage_key), fld);
     if (!*sas)
-        return mm_error_set(err, -EINVAL, "storage key '%s': %s is empty",
-                            key_or_none(storage_key), fld);
+        return mm_error_set(err, -EINVAL, "storage key '%s': %s is empty", key_or_none(storage_key),
+                            fld);
     if (!(a->sas = dup_s(sas)))
         return mm_error_set(err, -ENOMEM, "out of memory");
     a->auth = AZURE_SAS;
@@ -241,8 +241,8 @@ static int set_sas(struct azure_account *a, const char *sas, const char *fld,
     return 0;
 }
 
-int azure_account_from_config(const cJSON *cfg, const char *storage_key,
-                              struct azure_account *a, struct mm_error *err)
+int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct azure_account *a,
+                              struct mm_error *err)
 {
     memset(a, 0, sizeof(*a));
     a->cred_field = "";
@@ -303,8 +303,7 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key,
         }
     for (const char *q = container; *q; q++)
         if ((unsigned char)*q <= ' ' || (unsigned char)*q >= 0x7f || strchr("/?#%", *q)) {
-            rc = mm_error_set(err, -EINVAL, "storage key '%s': container is not a valid name",
-                              sk);
+            rc = mm_error_set(err, -EINVAL, "storage key '%s': container is not a valid name", sk);
             goto fail;
         }
     if (!(a->account = dup_s(name)) || !(a->container = dup_s(container)))
@@ -479,9 +478,17 @@ int azure_string_to_sign(const char *account, const char *method, const char *ur
                          struct mm_error *err)
 {
     static const char *const standard[] = {
-        "content-encoding", "content-language", "content-length",      "content-md5",
-        "content-type",     "date",             "if-modified-since",   "if-match",
-        "if-none-match",    "if-unmodified-since", "range",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-md5",
+        "content-type",
+        "date",
+        "if-modified-since",
+        "if-match",
+        "if-none-match",
+        "if-unmodified-since",
+        "range",
     };
     enum { N_STANDARD = sizeof(standard) / sizeof(standard[0]) };
     struct mm_buf b = {0};
@@ -527,8 +534,8 @@ int azure_string_to_sign(const char *account, const char *method, const char *ur
             continue;
         bool same = i > 0 && strcmp(hs[i - 1].name, hs[i].name) == 0;
         if (same ? mm_buf_printf(&b, ",%s", hs[i].value)
-                 : mm_buf_printf(&b, "%s%s:%s", b.data[b.len - 1] == '\n' ? "" : "\n",
-                                 hs[i].name, hs[i].value))
+                 : mm_buf_printf(&b, "%s%s:%s", b.data[b.len - 1] == '\n' ? "" : "\n", hs[i].name,
+                                 hs[i].value))
             goto nomem;
     }
     if (b.data[b.len - 1] != '\n' && mm_buf_append(&b, "\n", 1))
@@ -611,9 +618,8 @@ void azure_http_date(long long t, char *out, size_t size)
     time_t tt = (time_t)t;
     struct tm tm;
     gmtime_r(&tt, &tm);
-    snprintf(out, size, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
-             tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-             tm.tm_sec);
+    snprintf(out, size, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
+             months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* ---- URLs ---- */
@@ -739,8 +745,7 @@ static int prepare(CURL *easy, struct curl_slist **headers, void *arg, struct mm
         if ((rc = azure_string_to_sign(a->account, "GET", r->url, signed_headers, 2, &sts, err)))
             goto fail;
         memcpy(auth, "Authorization: ", 15);
-        if (azure_shared_key(a->account, a->key, a->key_len, sts, auth + 15,
-                             sizeof(auth) - 15)) {
+        if (azure_shared_key(a->account, a->key, a->key_len, sts, auth + 15, sizeof(auth) - 15)) {
             rc = mm_error_set(err, -EIO, "%s: signing the request failed", r->what);
             goto fail;
         }
@@ -765,8 +770,8 @@ static int prepare(CURL *easy, struct curl_slist **headers, void *arg, struct mm
     }
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     if (a->ca_pem) {
-        struct curl_blob blob = {.data = a->ca_pem, .len = strlen(a->ca_pem),
-                                 .flags = CURL_BLOB_COPY};
+        struct curl_blob blob = {
+            .data = a->ca_pem, .len = strlen(a->ca_pem), .flags = CURL_BLOB_COPY};
         if (curl_easy_setopt(easy, CURLOPT_CAINFO_BLOB, &blob) != CURLE_OK) {
             rc = mm_error_set(err, -EPROTO, "%s: this libcurl cannot take a CA certificate",
                               r->what);
@@ -795,10 +800,9 @@ static int http_error(long code, const char *body, size_t len, void *arg, struct
     for (char *c = ecode; *c; c++) /* it goes into a message: keep it printable */
         if (!isalnum((unsigned char)*c))
             *c = '?';
-    const char *container = "azure://";
     if (strcmp(ecode, "ContainerNotFound") == 0)
-        return mm_error_set(err, -ENOENT, "%s%s/%s: container not found", container,
-                            a->account, a->container);
+        return mm_error_set(err, -ENOENT, "azure://%s/%s: container not found", a->account,
+                            a->container);
     if (strcmp(ecode, "BlobNotFound") == 0)
         return mm_error_set(err, -ENOENT, "%s: blob not found", r->what);
     if (strcmp(ecode, "ResourceNotFound") == 0 || strcmp(ecode, "AccountNotFound") == 0 ||
@@ -818,14 +822,13 @@ static int http_error(long code, const char *body, size_t len, void *arg, struct
                                 "connection_string or sas_token",
                                 r->what, *ecode ? ecode : "HTTP 403");
         return mm_error_set(err, -EACCES, "%s: credentials refused (%s): check %s%s", r->what,
-                            *ecode ? ecode : (code == 401 ? "HTTP 401" : "HTTP 403"),
-                            a->cred_field,
+                            *ecode ? ecode : (code == 401 ? "HTTP 401" : "HTTP 403"), a->cred_field,
                             a->auth == AZURE_SHARED_KEY && strcmp(a->cred_field, "account_key") == 0
                                 ? " and account_name"
                                 : "");
     }
-    return mm_error_set(err, -EIO, "%s: HTTP %ld%s%s%s", r->what, code, *ecode ? " (" : "",
-                        ecode, *ecode ? ")" : "");
+    return mm_error_set(err, -EIO, "%s: HTTP %ld%s%s%s", r->what, code, *ecode ? " (" : "", ecode,
+                        *ecode ? ")" : "");
 }
 
 static int start_listing(struct azpull *p, const char *marker, struct mm_error *err);
@@ -848,8 +851,8 @@ static int add_file(struct azpull *p, const char *blob, const char *rel, uint64_
                     const char *md5, struct mm_error *err)
 {
     if (p->n_files >= AZURE_MAX_BLOBS)
-        return mm_error_set(err, -EFBIG, "azure://%s/%s/%s: more than %u blobs",
-                            p->acct.account, p->acct.container, p->path, AZURE_MAX_BLOBS);
+        return mm_error_set(err, -EFBIG, "azure://%s/%s/%s: more than %u blobs", p->acct.account,
+                            p->acct.container, p->path, AZURE_MAX_BLOBS);
     if (p->n_files == p->cap_files) {
         size_t cap = p->cap_files ? p->cap_files * 2 : 16;
         struct azfile *f = realloc(p->files, cap * sizeof(*f));
@@ -894,12 +897,13 @@ static int start_download(struct azpull *p, struct mm_error *err)
             .rel = f->rel,
             .size = f->size,
             .md5_hex = f->md5,
-            .req = {.prepare = prepare, .http_error = http_error, .arg = &f->req,
+            .req = {.prepare = prepare,
+                    .http_error = http_error,
+                    .arg = &f->req,
                     .what = f->req.what},
         };
     }
-    int rc = dl_files(p->dl, p->dirfd, fs, p->n_files, files_progress, files_done, p, &p->op,
-                      err);
+    int rc = dl_files(p->dl, p->dirfd, fs, p->n_files, files_progress, files_done, p, &p->op, err);
     free(fs);
     return rc;
 }
@@ -922,7 +926,7 @@ static void md5_hex(const char *b64, char out[33])
 struct page_scan {
     struct azpull *p;
     struct mm_error *err;
-    bool exact;    /* probing: the blob named path exists and is not empty */
+    bool exact; /* probing: the blob named path exists and is not empty */
     char exact_md5[33];
     uint64_t exact_size;
     char name[AZURE_NAME_MAX];
@@ -935,8 +939,7 @@ static int scan_blob(const struct xml_span *content, void *arg)
     char len_text[32], md5_text[64];
     int rc = xml_text(content->p, content->len, "Name", s->name, sizeof(s->name), NULL);
     if (rc)
-        return mm_error_set(s->err, rc == -E2BIG ? -EPROTO : rc == -ENOENT ? -EPROTO : rc,
-                            "azure://%s/%s: a listed blob has %s", p->acct.account,
+        return mm_error_set(s->err, -EPROTO, "azure://%s/%s: a listed blob has %s", p->acct.account,
                             p->acct.container, rc == -E2BIG ? "too long a name" : "no name");
     if (xml_text(content->p, content->len, "Content-Length", len_text, sizeof(len_text), NULL))
         return mm_error_set(s->err, -EPROTO, "azure://%s/%s: blob %s is listed without a length",
@@ -1064,7 +1067,9 @@ static int start_listing(struct azpull *p, const char *marker, struct mm_error *
         mm_buf_printf(&u, "?restype=container&comp=list&prefix=") ||
         pct_encode(&u, p->probing ? p->path : p->prefix, false) ||
         mm_buf_printf(&u, "&maxresults=%u",
-                      p->probing ? 1u : p->acct.list_page_size ? p->acct.list_page_size : 5000u))
+                      p->probing               ? 1u
+                      : p->acct.list_page_size ? p->acct.list_page_size
+                                               : 5000u))
         goto nomem;
     if (marker && *marker && (mm_buf_printf(&u, "&marker=") || pct_encode(&u, marker, false)))
         goto nomem;
@@ -1072,8 +1077,8 @@ static int start_listing(struct azpull *p, const char *marker, struct mm_error *
         goto nomem;
     p->list.url = u.data;
     p->list.what = w.data;
-    struct dl_request req = {.prepare = prepare, .http_error = http_error, .arg = &p->list,
-                             .what = p->list.what};
+    struct dl_request req = {
+        .prepare = prepare, .http_error = http_error, .arg = &p->list, .what = p->list.what};
     return dl_text(p->dl, &req, AZURE_LIST_MAX_BODY, listed, p, &p->op, err);
 nomem:
     mm_buf_free(&u);

@@ -21,10 +21,10 @@ enum azure_auth {
 };
 
 struct azure_account {
-    char *account;   /* account name */
+    char *account; /* account name */
     char *container;
-    char *endpoint;  /* the blob service's base URL, no trailing '/': "https://A.blob.core.
-                        windows.net", or path-style "http://127.0.0.1:10000/devstoreaccount1" */
+    char *endpoint; /* the blob service's base URL, no trailing '/': "https://A.blob.core.
+                       windows.net", or path-style "http://127.0.0.1:10000/devstoreaccount1" */
     enum azure_auth auth;
     const char *cred_field; /* the config field the credential came from ("account_key",
                                "connection_string", "sas_token"; "" when anonymous), for
@@ -32,7 +32,7 @@ struct azure_account {
     unsigned char *key;
     size_t key_len;
     char *sas;
-    char *ca_pem;    /* "certificate": PEM text of a CA to trust, NULL = the system's */
+    char *ca_pem;            /* "certificate": PEM text of a CA to trust, NULL = the system's */
     unsigned list_page_size; /* "list_page_size" (1..5000, tests only); 0 = 5000 */
 };
 

@@ -61,9 +61,10 @@ int harness_azurite_start(struct harness_azurite *az, const char *bin)
     for (int attempt = 0; attempt < 3; attempt++) { /* a free port can be taken meanwhile */
         az->port = harness_free_port();
         snprintf(port_text, sizeof(port_text), "%d", az->port);
-        char *argv[] = {(char *)bin, "--blobHost", "127.0.0.1", "--blobPort", port_text,
-                        "--location", data, "--silent", "--loose", "--skipApiVersionCheck",
-                        "--disableTelemetry", NULL};
+        char *argv[] = {
+            (char *)bin,          "--blobHost", "127.0.0.1", "--blobPort", port_text,
+            "--location",         data,         "--silent",  "--loose",    "--skipApiVersionCheck",
+            "--disableTelemetry", NULL};
         unlink(az->log_path);
         if ((rc = harness_spawn(argv, az->log_path, &az->pid)))
             break;
@@ -96,8 +97,7 @@ int harness_azurite_start(struct harness_azurite *az, const char *bin)
         az->dir[0] = '\0';
         return rc;
     }
-    snprintf(az->endpoint, sizeof(az->endpoint), "http://127.0.0.1:%d/" AZURITE_ACCOUNT,
-             az->port);
+    snprintf(az->endpoint, sizeof(az->endpoint), "http://127.0.0.1:%d/" AZURITE_ACCOUNT, az->port);
     return 0;
 }
 

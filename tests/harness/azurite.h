@@ -12,15 +12,15 @@
 #include <sys/types.h>
 
 #define AZURITE_ACCOUNT "devstoreaccount1"
-#define AZURITE_KEY                                                                            \
+#define AZURITE_KEY                                                                                \
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 struct harness_azurite {
-    pid_t pid;          /* 0 when not running */
+    pid_t pid; /* 0 when not running */
     int port;
-    char dir[256];      /* mkdtemp'd: data (--location) and the log; removed by stop */
+    char dir[256]; /* mkdtemp'd: data (--location) and the log; removed by stop */
     char log_path[300];
-    char endpoint[96];  /* "http://127.0.0.1:<port>/devstoreaccount1" */
+    char endpoint[96]; /* "http://127.0.0.1:<port>/devstoreaccount1" */
 };
 
 /* Start bin (the azurite-blob script) and wait up to 30 s until it listens. 0; -ENOENT with a

@@ -36,8 +36,7 @@
 #include "mm/remote.h"
 
 #define CONTAINER "modelmesh-example-models"
-#define WRONG_KEY                                                                              \
-    "d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3Jvbmdrd3Jvbmc="
+#define WRONG_KEY "d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3Jvbmdrd3Jvbmc="
 
 static struct harness_azurite az;
 static struct ev_loop *loop;
@@ -149,13 +148,14 @@ static void make_sas(void)
              AZURITE_ACCOUNT, expiry);
     unsigned char mac[32];
     unsigned mac_len = 0;
-    HMAC(EVP_sha256(), dev_key, sizeof(dev_key), (unsigned char *)sts, strlen(sts), mac,
-         &mac_len);
+    HMAC(EVP_sha256(), dev_key, sizeof(dev_key), (unsigned char *)sts, strlen(sts), mac, &mac_len);
     char b64[64], *o = sas_sig;
     base64_encode(mac, mac_len, b64);
     for (const char *c = b64; *c; c++) /* escaped for a query */
-        o += *c == '+' ? sprintf(o, "%%2B") : *c == '/' ? sprintf(o, "%%2F")
-           : *c == '=' ? sprintf(o, "%%3D") : sprintf(o, "%c", *c);
+        o += *c == '+'   ? sprintf(o, "%%2B")
+             : *c == '/' ? sprintf(o, "%%2F")
+             : *c == '=' ? sprintf(o, "%%3D")
+                         : sprintf(o, "%c", *c);
     snprintf(sas, sizeof(sas), "sv=2021-08-06&ss=b&srt=sco&sp=rl&se=%s&spr=https,http&sig=%s",
              expiry, sas_sig);
 }
@@ -346,10 +346,10 @@ static void fixtures(void)
     put_blob(CONTAINER, "single/model.bin.sha", NULL, 10, NULL); /* sorts after: not picked */
     put_blob(CONTAINER, "multi/m1/a.json", NULL, A_LEN, NULL);
     put_blob(CONTAINER, "multi/m1/sub/b.bin", NULL, B_LEN, NULL);
-    put_blob(CONTAINER, "multi/m1/empty", NULL, 0, NULL);        /* skipped: empty */
-    put_blob(CONTAINER, "multi/m1/folder/", NULL, 0, NULL);      /* skipped: folder marker */
-    put_blob(CONTAINER, "multi/m12/not-this", NULL, 10, NULL);   /* the "path2/" sibling */
-    put_blob(CONTAINER, "multi/m1-x/not-this", NULL, 10, NULL);  /* sorts before "m1/" */
+    put_blob(CONTAINER, "multi/m1/empty", NULL, 0, NULL);       /* skipped: empty */
+    put_blob(CONTAINER, "multi/m1/folder/", NULL, 0, NULL);     /* skipped: folder marker */
+    put_blob(CONTAINER, "multi/m12/not-this", NULL, 10, NULL);  /* the "path2/" sibling */
+    put_blob(CONTAINER, "multi/m1-x/not-this", NULL, 10, NULL); /* sorts before "m1/" */
     put_blob(CONTAINER, "multi/m1.txt", NULL, 10, NULL);
     for (int i = 0; i < 7; i++) {
         char name[64];
@@ -487,8 +487,8 @@ static void test_integrity(void)
 static void test_faults(void)
 {
     struct faultproxy fp;
-    struct faultproxy_fault f = {.kind = FAULTPROXY_STATUS, .match = "comp=list", .count = 1,
-                                 .status = 500};
+    struct faultproxy_fault f = {
+        .kind = FAULTPROXY_STATUS, .match = "comp=list", .count = 1, .status = 500};
     REQUIRE(faultproxy_start(&fp, "127.0.0.1", az.port, &f) == 0);
     make_configs(fp.url);
     char dir[600];
@@ -497,8 +497,8 @@ static void test_faults(void)
     CHECK_INT(faultproxy_faults(&fp), 1);
     CHECK(file_is(dir, "m1/a.json", "multi/m1/a.json", A_LEN));
 
-    f = (struct faultproxy_fault){.kind = FAULTPROXY_STATUS, .match = "/single/model.bin",
-                                  .count = 1, .status = 500};
+    f = (struct faultproxy_fault){
+        .kind = FAULTPROXY_STATUS, .match = "/single/model.bin", .count = 1, .status = 500};
     faultproxy_set(&fp, &f);
     long before = faultproxy_seen(&fp, "/single/model.bin");
     r = pull(cfg_proxy, "single/model.bin", dir, sizeof(dir));
@@ -528,13 +528,12 @@ static void test_cancel(void)
     REQUIRE(mkdir(dir, 0700) == 0);
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     cJSON *cfg = cJSON_Parse(cfg_key);
-    struct remote_source src = {.cfg = cfg, .key = "azkey", .model_id = "m",
-                                .path = "single/model.bin"};
+    struct remote_source src = {
+        .cfg = cfg, .key = "azkey", .model_id = "m", .path = "single/model.bin"};
     struct result r = {0};
     struct mm_error err;
     void *handle = NULL;
-    REQUIRE(remote_azure.pull(NULL, dl, &src, dirfd, on_progress, on_done, &r, &handle, &err) ==
-            0);
+    REQUIRE(remote_azure.pull(NULL, dl, &src, dirfd, on_progress, on_done, &r, &handle, &err) == 0);
     cJSON_Delete(cfg);
     REQUIRE(handle);
     /* once at once, once after the listing has started */

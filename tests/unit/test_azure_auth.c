@@ -10,7 +10,7 @@
 #include "check.h"
 #include "mm/azure.h"
 
-#define DEV_KEY                                                                                \
+#define DEV_KEY                                                                                    \
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 /* Resolve a config given as JSON text; the message must never hold a secret value. */
@@ -96,10 +96,11 @@ static void test_config(void)
     CHECK_STR(a.sas, "sv=2020-08-04&sig=c2VjcmV0%3D");
     CHECK_STR(a.cred_field, "connection_string");
     azure_account_clear(&a);
-    CHECK_INT(resolve("{\"account_name\":\"a4\",\"container\":\"c\",\"sas_token\":\"?sv=1&sig=c2VjcmV0\","
-                      "\"certificate\":\"-----BEGIN CERTIFICATE-----\",\"list_page_size\":\"2\"}",
-                      &a, &err),
-              0);
+    CHECK_INT(
+        resolve("{\"account_name\":\"a4\",\"container\":\"c\",\"sas_token\":\"?sv=1&sig=c2VjcmV0\","
+                "\"certificate\":\"-----BEGIN CERTIFICATE-----\",\"list_page_size\":\"2\"}",
+                &a, &err),
+        0);
     CHECK_INT(a.auth, AZURE_SAS);
     CHECK_STR(a.sas, "sv=1&sig=c2VjcmV0");
     CHECK_STR(a.cred_field, "sas_token");
@@ -108,9 +109,8 @@ static void test_config(void)
     azure_account_clear(&a);
 
     /* anonymous: no credential; empty strings count as absent */
-    CHECK_INT(resolve("{\"account_name\":\"a5\",\"container\":\"c\",\"account_key\":\"\"}", &a,
-                      &err),
-              0);
+    CHECK_INT(
+        resolve("{\"account_name\":\"a5\",\"container\":\"c\",\"account_key\":\"\"}", &a, &err), 0);
     CHECK_INT(a.auth, AZURE_ANONYMOUS);
     CHECK_STR(a.cred_field, "");
     azure_account_clear(&a);
@@ -148,18 +148,17 @@ static void test_config(void)
               -EINVAL);
     CHECK_INT(resolve("{\"account_name\":\"a/b\",\"container\":\"c\"}", &a, &err), -EINVAL);
     CHECK_INT(resolve("{\"account_name\":\"a\",\"container\":\"c/d\"}", &a, &err), -EINVAL);
-    CHECK_INT(resolve("{\"account_name\":\"a\",\"container\":\"c\",\"sas_token\":\"sig=a b\"}",
-                      &a, &err),
-              -EINVAL);
+    CHECK_INT(
+        resolve("{\"account_name\":\"a\",\"container\":\"c\",\"sas_token\":\"sig=a b\"}", &a, &err),
+        -EINVAL);
     CHECK(strstr(err.msg, "sas_token"));
-    CHECK_INT(resolve("{\"account_name\":\"a\",\"container\":\"c\",\"sas_token\":\"?\"}", &a,
-                      &err),
+    CHECK_INT(resolve("{\"account_name\":\"a\",\"container\":\"c\",\"sas_token\":\"?\"}", &a, &err),
               -EINVAL);
     CHECK_INT(resolve("{\"account_name\":5,\"container\":\"c\"}", &a, &err), -EINVAL);
     CHECK(strstr(err.msg, "account_name") && strstr(err.msg, "not a string"));
-    CHECK_INT(resolve("{\"account_name\":\"a\",\"container\":\"c\",\"list_page_size\":\"0\"}",
-                      &a, &err),
-              -EINVAL);
+    CHECK_INT(
+        resolve("{\"account_name\":\"a\",\"container\":\"c\",\"list_page_size\":\"0\"}", &a, &err),
+        -EINVAL);
     CHECK_INT(resolve("{\"account_name\":\"a\",\"container\":\"c\",\"list_page_size\":\"5001\"}",
                       &a, &err),
               -EINVAL);
@@ -170,8 +169,8 @@ static void test_config(void)
     CHECK(strstr(err.msg, "DefaultEndpointsProtocol"));
 }
 
-static char *sts(const char *account, const char *method, const char *url,
-                 const char *const *h, size_t n)
+static char *sts(const char *account, const char *method, const char *url, const char *const *h,
+                 size_t n)
 {
     char *out = NULL;
     struct mm_error err;
@@ -204,12 +203,19 @@ static void test_string_to_sign(void)
     free(s);
     /* standard headers in their slots (Content-Length 0 is empty), x-ms-* lowercased, sorted,
      * whitespace folded; other headers ignored; query values decoded, names lowercased */
-    const char *h[] = {"X-MS-Version: 2021-08-06", "Content-Type:  text/plain;  charset=UTF-8",
+    const char *h[] = {"X-MS-Version: 2021-08-06",
+                       "Content-Type:  text/plain;  charset=UTF-8",
                        "x-ms-date: Sun, 11 Oct 2009 21:49:13 GMT",
-                       "x-ms-meta-m1:  a   b ", "Content-Length: 11", "Range: bytes=0-9",
-                       "User-Agent: x", "If-Match: \"e\"", "Content-MD5: abc="};
-    s = sts("a", "PUT", "https://a.blob.core.windows.net/c/dir%20x/b%2Bc.txt?Comp=block&"
-                        "blockid=YQ%3D%3D", h, sizeof(h) / sizeof(h[0]));
+                       "x-ms-meta-m1:  a   b ",
+                       "Content-Length: 11",
+                       "Range: bytes=0-9",
+                       "User-Agent: x",
+                       "If-Match: \"e\"",
+                       "Content-MD5: abc="};
+    s = sts("a", "PUT",
+            "https://a.blob.core.windows.net/c/dir%20x/b%2Bc.txt?Comp=block&"
+            "blockid=YQ%3D%3D",
+            h, sizeof(h) / sizeof(h[0]));
     CHECK_STR(s, "PUT\n\n\n11\nabc=\ntext/plain; charset=UTF-8\n\n\n\"e\"\n\n\nbytes=0-9\n"
                  "x-ms-date:Sun, 11 Oct 2009 21:49:13 GMT\nx-ms-meta-m1:a b\n"
                  "x-ms-version:2021-08-06\n/a/c/dir%20x/b%2Bc.txt\nblockid:YQ==\ncomp:block");
