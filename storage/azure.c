@@ -528,7 +528,8 @@ int azure_string_to_sign(const char *account, const char *method, const char *ur
         if (mm_buf_printf(&b, "%s\n", v))
             goto nomem;
     }
-    qsort(hs, nh, sizeof(*hs), kv_cmp);
+    if (nh)
+        qsort(hs, nh, sizeof(*hs), kv_cmp);
     for (size_t i = 0; i < nh; i++) {
         if (strncmp(hs[i].name, "x-ms-", 5) != 0)
             continue;
@@ -673,7 +674,9 @@ struct azpull {
     const char *base;
     char *prefix; /* path + "/" */
     struct dl_op *op;
-    bool probing; /* the first listing: is there a blob named path exactly */
+    bool probing;       /* the first listing: is there a blob named path exactly */
+    char last_code[64]; /* the error code of the last answer that was not 2xx */
+    char list_code[64]; /* anonymous: why the listing was refused, when a blob is tried */
     unsigned pages;
     struct azreq list;
     struct azfile *files;
@@ -800,6 +803,7 @@ static int http_error(long code, const char *body, size_t len, void *arg, struct
     for (char *c = ecode; *c; c++) /* it goes into a message: keep it printable */
         if (!isalnum((unsigned char)*c))
             *c = '?';
+    snprintf(p->last_code, sizeof(p->last_code), "%s", ecode);
     if (strcmp(ecode, "ContainerNotFound") == 0)
         return mm_error_set(err, -ENOENT, "azure://%s/%s: container not found", a->account,
                             a->container);
@@ -836,7 +840,18 @@ static int start_listing(struct azpull *p, const char *marker, struct mm_error *
 static void files_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
 {
     struct azpull *p = arg;
+    struct mm_error e;
     p->op = NULL;
+    if (status == -ENOENT && p->list_code[0]) {
+        finish(p,
+               mm_error_set(&e, -EACCES,
+                            "azure://%s/%s/%s: no such blob, and listing the container "
+                            "anonymously is refused (%s): give account_key, connection_string "
+                            "or sas_token",
+                            p->acct.account, p->acct.container, p->path, p->list_code),
+               &e, 0);
+        return;
+    }
     finish(p, status, err, bytes);
 }
 
@@ -978,8 +993,21 @@ static void listed(int status, const struct mm_error *err, long http_code, const
 {
     struct azpull *p = arg;
     struct mm_error e = {0};
-    (void)http_code;
     p->op = NULL;
+    if (status && p->probing && p->acct.auth == AZURE_ANONYMOUS && http_code != 0 &&
+        (status == -EACCES || status == -ENOENT) &&
+        strcmp(p->last_code, "ContainerNotFound") != 0) {
+        /* A container whose public access is "blob" lets anyone read a blob but not list
+         * them: try the path as one blob, of a length its answer tells. */
+        if (p->last_code[0])
+            snprintf(p->list_code, sizeof(p->list_code), "%s", p->last_code);
+        else
+            snprintf(p->list_code, sizeof(p->list_code), "HTTP %ld", http_code);
+        int rc = add_file(p, p->path, p->base, UINT64_MAX, NULL, &e);
+        if (rc || (rc = start_download(p, &e)))
+            finish(p, rc, &e, 0);
+        return;
+    }
     if (status) {
         finish(p, status, err, 0);
         return;

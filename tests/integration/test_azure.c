@@ -98,12 +98,14 @@ static long az_request(const char *method, const char *path_query, const char *c
     return code;
 }
 
-static void make_container(const char *name, bool public_)
+/* access: NULL (private), "container" (anyone lists and reads) or "blob" (anyone reads) */
+static void make_container(const char *name, const char *access)
 {
-    char pq[256];
+    char pq[256], pub[128];
     snprintf(pq, sizeof(pq), "%s?restype=container", name);
-    const char *pub[] = {"x-ms-blob-public-access: container"};
-    REQUIRE(az_request("PUT", pq, pub, public_ ? 1 : 0, NULL, 0, true) == 201);
+    snprintf(pub, sizeof(pub), "x-ms-blob-public-access: %s", access ? access : "");
+    const char *h[] = {pub};
+    REQUIRE(az_request("PUT", pq, h, access ? 1 : 0, NULL, 0, true) == 201);
 }
 
 /* Bytes of a test blob: a pattern that differs by name and offset. */
@@ -340,8 +342,9 @@ static void make_configs(const char *proxy_url)
 
 static void fixtures(void)
 {
-    make_container(CONTAINER, false);
-    make_container("public", true);
+    make_container(CONTAINER, NULL);
+    make_container("public", "container");
+    make_container("blobpublic", "blob");
     put_blob(CONTAINER, "single/model.bin", NULL, SINGLE_LEN, NULL);
     put_blob(CONTAINER, "single/model.bin.sha", NULL, 10, NULL); /* sorts after: not picked */
     put_blob(CONTAINER, "multi/m1/a.json", NULL, A_LEN, NULL);
@@ -364,6 +367,8 @@ static void fixtures(void)
     REQUIRE(az_request("PUT", CONTAINER "/badmd5/model.bin?comp=properties", md5, 1, NULL, 0,
                        true) == 200);
     put_blob("public", "pub/model.bin", NULL, 4321, NULL);
+    put_blob("blobpublic", "pub/model.bin", NULL, 4321, NULL);
+    put_blob("blobpublic", "pub/dir/a", NULL, 10, NULL);
 }
 
 static void test_single(void)
@@ -436,6 +441,23 @@ static void test_credentials(void)
     CHECK(r.status == -EACCES || r.status == -ENOENT);
     CHECK(strstr(r.msg, "account_key") && strstr(r.msg, "sas_token"));
     CHECK(strstr(r.msg, "storage key 'azkey'"));
+    /* a container whose blobs are public but not its listing: a blob is read directly (its
+     * length from the answer), a prefix cannot be listed */
+    char cfg[512];
+    snprintf(cfg, sizeof(cfg),
+             "{\"type\":\"azure\",\"account_name\":\"%s\",\"container\":\"blobpublic\","
+             "\"endpoint_url\":\"%s\"}",
+             AZURITE_ACCOUNT, az.endpoint);
+    r = pull(cfg, "pub/model.bin", dir, sizeof(dir));
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 4321);
+    CHECK(file_is(dir, "model.bin", "pub/model.bin", 4321));
+    r = pull(cfg, "pub/dir", dir, sizeof(dir));
+    CHECK(r.status == -EACCES || r.status == -ENOENT);
+    CHECK(strstr(r.msg, "azure://" AZURITE_ACCOUNT "/blobpublic/pub/dir"));
+    CHECK(strstr(r.msg, "sas_token"));
+    r = pull(cfg, "pub/missing", dir, sizeof(dir));
+    CHECK(r.status == -EACCES || r.status == -ENOENT);
 
     r = pull(cfg_wrong_key, "single/model.bin", dir, sizeof(dir));
     CHECK_INT(r.status, -EACCES);
