@@ -163,11 +163,13 @@ static void answer_status(int s, int status)
 }
 
 /* Pump bytes both ways until the upstream ends its answer (or either side fails); with
- * limit >= 0, stop after limit bytes of the answer: then stall or cut. */
-static void pump(int s, int up, long limit, long stall_ms)
+ * limit >= 0, stop after limit bytes of the answer: then stall or cut. With rate > 0, send
+ * the answer at rate bytes per second. */
+static void pump(int s, int up, long limit, long stall_ms, long rate)
 {
     char buf[64 * 1024];
     long sent = 0;
+    long long start = harness_now_ms();
     struct pollfd p[2] = {{.fd = s, .events = POLLIN}, {.fd = up, .events = POLLIN}};
     for (;;) {
         if (poll(p, 2, -1) < 0) {
@@ -182,6 +184,8 @@ static void pump(int s, int up, long limit, long stall_ms)
         }
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             size_t want = sizeof(buf);
+            if (rate > 0 && (long)want > rate / 20 + 1)
+                want = (size_t)(rate / 20 + 1);
             if (limit >= 0 && (long)want > limit - sent)
                 want = (size_t)(limit - sent);
             ssize_t got = want ? read(up, buf, want) : 0;
@@ -194,6 +198,12 @@ static void pump(int s, int up, long limit, long stall_ms)
             if (got > 0 && !write_all(s, buf, (size_t)got))
                 return;
             sent += got;
+            if (rate > 0) { /* not ahead of rate */
+                long long due = start + (long long)sent * 1000 / rate;
+                long long now = harness_now_ms();
+                if (due > now)
+                    sleep_ms((long)(due - now));
+            }
             if (limit >= 0 && sent >= limit) {
                 if (stall_ms > 0)
                     sleep_ms(stall_ms);
@@ -241,9 +251,10 @@ static void serve(int s, struct faultproxy_shared *sh, const char *host, int por
     }
     /* the head rewritten, then the body bytes read along with the head */
     if (write_all(up, out, n) && write_all(up, in + head_len, (size_t)have - head_len)) {
-        long limit = fault ? sh->bytes : -1;
+        bool slow = fault && kind == FAULTPROXY_SLOW;
+        long limit = fault && !slow ? sh->bytes : -1;
         long stall = fault && kind == FAULTPROXY_STALL ? (sh->stall_ms ? sh->stall_ms : 30000) : 0;
-        pump(s, up, limit, stall);
+        pump(s, up, limit, stall, slow ? sh->bytes : 0);
     }
     close(up);
 }
@@ -268,8 +279,8 @@ int faultproxy_start(struct faultproxy *fp, const char *upstream_host, int upstr
                      const struct faultproxy_fault *fault)
 {
     memset(fp, 0, sizeof(*fp));
-    struct faultproxy_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
-                                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct faultproxy_shared *sh =
+        mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
         return -errno;
     memset(sh, 0, sizeof(*sh));
@@ -296,7 +307,7 @@ int faultproxy_start(struct faultproxy *fp, const char *upstream_host, int upstr
     }
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        alarm(120); /* bounded even if the test forgets it */
+        alarm(120);               /* bounded even if the test forgets it */
         signal(SIGCHLD, SIG_IGN); /* connections' children reap themselves */
         signal(SIGPIPE, SIG_IGN);
         for (;;) {

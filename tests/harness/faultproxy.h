@@ -26,6 +26,8 @@ enum faultproxy_kind {
     FAULTPROXY_CUT,    /* forward, but close after `bytes` bytes of the answer (head included) */
     FAULTPROXY_STALL,  /* forward `bytes` bytes of the answer, then send nothing for `stall_ms`
                           (0 = 30 s) with the connection open, then close it */
+    FAULTPROXY_SLOW,   /* forward the whole answer at `bytes` bytes per second (a slow link:
+                          progress, and pulls that last) */
 };
 
 struct faultproxy_fault {
@@ -33,15 +35,15 @@ struct faultproxy_fault {
     const char *match; /* substring of the request target; NULL or "" = every request */
     long count;        /* how many matching requests get it; < 0 = all of them */
     int status;        /* FAULTPROXY_STATUS; 0 = 500 */
-    long bytes;        /* FAULTPROXY_CUT / _STALL */
+    long bytes;        /* FAULTPROXY_CUT / _STALL: a count; FAULTPROXY_SLOW: per second */
     long stall_ms;     /* FAULTPROXY_STALL */
 };
 
 struct faultproxy_shared;
 
 struct faultproxy {
-    pid_t pid; /* 0 when stopped */
-    int port;  /* where it listens, on 127.0.0.1 */
+    pid_t pid;    /* 0 when stopped */
+    int port;     /* where it listens, on 127.0.0.1 */
     char url[64]; /* "http://127.0.0.1:<port>" */
     struct faultproxy_shared *shared;
 };
