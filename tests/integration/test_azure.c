@@ -5,7 +5,10 @@
  * sas_token and inside a connection string), anonymous access to a public container and its
  * refusal on a private one, bad credentials of each kind, a missing container and a missing
  * blob, a 500 on the first listing and on the first download (faultproxy), a Content-MD5
- * mismatch, blob names that need escaping, a cancel; every message grepped for every secret.
+ * mismatch, blob names that need escaping, a blob-only public container, a cancel; then the
+ * same store through storage.h as the node fetches (the secret looked up by key, parameters
+ * laid over it). Every message, this process's stderr and azurite's log are grepped for every
+ * secret.
  *
  *   test_azure <path of azurite-blob>
  *
@@ -34,6 +37,7 @@
 #include "mm/curlev.h"
 #include "mm/download.h"
 #include "mm/remote.h"
+#include "mm/storage.h"
 
 #define CONTAINER "modelmesh-example-models"
 #define WRONG_KEY "d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3JvbmdrZXl3cm9uZ2tleXdyb25na2V5d3Jvbmdrd3Jvbmc="
@@ -234,11 +238,11 @@ static struct result pull(const char *cfg_json, const char *path, char *dir, siz
     return r;
 }
 
-/* The file dir/rel holds the bytes of blob name, len long. */
+/* The file dir/rel (dir itself if rel is "") holds the bytes of blob name, len long. */
 static bool file_is(const char *dir, const char *rel, const char *name, size_t len)
 {
     char p[1024];
-    snprintf(p, sizeof(p), "%s/%s", dir, rel);
+    snprintf(p, sizeof(p), "%s%s%s", dir, *rel ? "/" : "", rel);
     FILE *f = fopen(p, "rb");
     if (!f) {
         fprintf(stderr, "%s: missing\n", p);
@@ -566,8 +570,142 @@ static void test_cancel(void)
     close(dirfd);
 }
 
+/* ---- through storage.h, as the node fetches: the secret looked up by key ---- */
+
+static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
+{
+    (void)arg, (void)err;
+    if (strcmp(key, "azkey") == 0)
+        *json = strdup(cfg_key);
+    else if (strcmp(key, "azwrong") == 0)
+        *json = strdup(cfg_wrong_key);
+    else
+        return -ENOENT;
+    return *json ? 0 : -ENOMEM;
+}
+
+struct fetch_result {
+    bool done;
+    int status;
+    char msg[MM_ERROR_MSG_MAX];
+    char path[600];
+    uint64_t bytes;
+};
+
+static void fetched(int status, const struct mm_error *err, const char *local_path,
+                    uint64_t disk_bytes, void *arg)
+{
+    struct fetch_result *r = arg;
+    r->done = true;
+    r->status = status;
+    r->bytes = disk_bytes;
+    snprintf(r->path, sizeof(r->path), "%s", status ? "" : local_path);
+    snprintf(r->msg, sizeof(r->msg), "%s", status ? err->msg : "");
+    if (status) {
+        strncat(messages, r->msg, sizeof(messages) - strlen(messages) - 2);
+        strcat(messages, "\n");
+    }
+}
+
+static bool fetch_done(void *arg)
+{
+    return ((struct fetch_result *)arg)->done;
+}
+
+static struct fetch_result fetch(struct storage *st, const char *key, const char *params,
+                                 const char *path)
+{
+    struct fetch_result r = {0};
+    struct storage_model m = {.model_id = "azure-model",
+                              .storage_key = key,
+                              .storage_params = params,
+                              .storage_path = path};
+    struct mm_error err = {0};
+    int rc = storage_fetch(st, &m, fetched, &r, NULL, &err);
+    if (rc) {
+        r.done = true;
+        r.status = rc;
+        snprintf(r.msg, sizeof(r.msg), "%s", err.msg);
+    } else {
+        CHECK(harness_run_until(loop, fetch_done, &r, 30000));
+    }
+    return r;
+}
+
+static void test_storage(void)
+{
+    char cache[600];
+    snprintf(cache, sizeof(cache), "%s/cache", tmp_root);
+    struct storage_config sc = {.cache_dir = cache, .curl = cl, .lookup = lookup};
+    struct storage *st = NULL;
+    struct mm_error err;
+    REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
+
+    struct fetch_result r = fetch(st, "azkey", NULL, "multi/m1");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, A_LEN + B_LEN);
+    size_t pl = strlen(r.path);
+    CHECK(pl > 3 && strcmp(r.path + pl - 3, "/m1") == 0);
+    CHECK(file_is(r.path, "a.json", "multi/m1/a.json", A_LEN));
+    CHECK(file_is(r.path, "sub/b.bin", "multi/m1/sub/b.bin", B_LEN));
+    CHECK_INT(storage_release(st, r.path), 0);
+
+    /* the model's parameters laid over the secret: another container */
+    r = fetch(st, "azkey", "{\"container\":\"public\"}", "pub/model.bin");
+    CHECK_INT(r.status, 0);
+    CHECK(file_is(r.path, "", "pub/model.bin", 4321));
+    r = fetch(st, "azkey", "{\"container\":\"no-such-container\"}", "pub/model.bin");
+    CHECK_INT(r.status, -ENOENT);
+    CHECK(strstr(r.msg, "azure://" AZURITE_ACCOUNT "/no-such-container"));
+
+    r = fetch(st, "azwrong", NULL, "single/model.bin");
+    CHECK_INT(r.status, -EACCES);
+    CHECK(strstr(r.msg, "check account_key"));
+    CHECK(strstr(r.msg, "azwrong"));
+    r = fetch(st, "azkey", NULL, "multi/nothing");
+    CHECK_INT(r.status, -ENOENT);
+    CHECK(strstr(r.msg, "multi/nothing"));
+    storage_free(st);
+}
+
+/* This process's stderr (the library's log lines, the test's own output) goes to a file while
+ * the pulls run, so that it can be grepped for secrets; it is copied to the real stderr after. */
+static char stderr_path[600];
+static int saved_stderr = -1;
+
+static void capture_stderr(void)
+{
+    snprintf(stderr_path, sizeof(stderr_path), "%s/stderr.log", tmp_root);
+    int fd = open(stderr_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    fflush(stderr);
+    saved_stderr = dup(2);
+    REQUIRE(saved_stderr >= 0 && dup2(fd, 2) == 2);
+    close(fd);
+}
+
+/* Restore stderr; the captured text (malloc'd) is returned after being echoed. */
+static char *release_stderr(void)
+{
+    fflush(stderr);
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    FILE *f = fopen(stderr_path, "r");
+    char *text = calloc(1, 1 << 20);
+    if (f && text) {
+        size_t n = fread(text, 1, (1 << 20) - 1, f);
+        text[n] = '\0';
+        fputs(text, stderr);
+    }
+    if (f)
+        fclose(f);
+    return text;
+}
+
 static void test_secrets(void)
 {
+    char *captured = release_stderr();
+    REQUIRE(captured);
     const char *secrets[] = {AZURITE_KEY, WRONG_KEY, sas, sas_sig, "sig="};
     char az_log[64 * 1024] = "";
     FILE *f = fopen(az.log_path, "r");
@@ -582,9 +720,13 @@ static void test_secrets(void)
             fprintf(stderr, "a secret in the messages: %.12s...\n", secrets[i]);
         CHECK(!strstr(messages, secrets[i]));
         CHECK(!strstr(az_log, secrets[i]));
+        CHECK(!strstr(captured, secrets[i]));
     }
     /* the key's first 12 characters alone neither */
     CHECK(!strstr(messages, "Eby8vdM02xNO"));
+    CHECK(!strstr(captured, "Eby8vdM02xNO"));
+    CHECK(strstr(captured, "pull ")); /* the capture did capture */
+    free(captured);
 }
 
 int main(int argc, char **argv)
@@ -608,6 +750,7 @@ int main(int argc, char **argv)
     REQUIRE(curlev_new(loop, &cl, &err) == 0);
     struct dl_config dc = {.curl = cl, .backoff_ms = 50};
     REQUIRE(dl_new(&dc, &dl, &err) == 0);
+    capture_stderr();
 
     test_single();
     test_prefix();
@@ -616,6 +759,7 @@ int main(int argc, char **argv)
     test_integrity();
     test_faults();
     test_cancel();
+    test_storage();
     test_secrets();
 
     dl_free(dl);
