@@ -18,7 +18,9 @@
  *
  * A path is a blob when one is named exactly (and is not empty), else the blobs under
  * "<path>/" (List Blobs with markers, flat); Content-Length and Content-MD5 from the listing
- * are checked on download.
+ * are checked on download. Anonymous access to a container that lets anyone read blobs but
+ * not list them ("blob" public access): the path is read as one blob, its length from the
+ * answer, and a prefix cannot be pulled (-EACCES, naming the fields that would give access).
  *
  * Errors a user sees (each names the storage key and azure://account/container[/path]):
  *   -EACCES  credentials refused (AuthenticationFailed, AuthorizationFailure, ...): "check
