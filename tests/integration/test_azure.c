@@ -690,6 +690,7 @@ static char *release_stderr(void)
     fflush(stderr);
     dup2(saved_stderr, 2);
     close(saved_stderr);
+    saved_stderr = -1;
     FILE *f = fopen(stderr_path, "r");
     char *text = calloc(1, 1 << 20);
     if (f && text) {
@@ -700,6 +701,18 @@ static char *release_stderr(void)
     if (f)
         fclose(f);
     return text;
+}
+
+/* A REQUIRE that stops the test: its words reach the real stderr, nothing is left behind. */
+static void at_exit(void)
+{
+    if (saved_stderr >= 0)
+        free(release_stderr());
+    harness_azurite_stop(&az);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmp_root);
 }
 
 static void test_secrets(void)
@@ -737,6 +750,7 @@ int main(int argc, char **argv)
     }
     REQUIRE(base64_decode(AZURITE_KEY, strlen(AZURITE_KEY), dev_key) == 64);
     REQUIRE(mkdtemp(tmp_root));
+    atexit(at_exit);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     long long t0 = harness_now_ms();
     REQUIRE(harness_azurite_start(&az, argv[1]) == 0);
@@ -765,10 +779,6 @@ int main(int argc, char **argv)
     dl_free(dl);
     curlev_free(cl);
     ev_loop_destroy(loop);
-    harness_azurite_stop(&az);
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
-    CHECK_INT(system(cmd), 0);
     curl_global_cleanup();
     return CHECK_DONE();
 }
