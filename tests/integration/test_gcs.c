@@ -350,7 +350,7 @@ static void test_objects(struct harness_gcs *g)
 static void test_token_life(const char *script)
 {
     struct harness_gcs g;
-    static const char *const ttl[] = {"--token-ttl", "2", NULL};
+    static const char *const ttl[] = {"--token-ttl", "4", NULL};
     start(&g, script, "gcs-ttl.log", ttl);
     cJSON *cfg = config(&g, "{\"type\":\"gcs\",\"bucket\":\"" BUCKET "\",\"endpoint_url\":\"@E\","
                             "\"token_uri\":\"@T\",\"client_email\":\"" EMAIL "\"}");
@@ -363,7 +363,7 @@ static void test_token_life(const char *script)
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(token_requests(&g), 1);
-    usleep(1200 * 1000); /* 2 s life: refreshed after 1 s */
+    usleep(2300 * 1000); /* 4 s life: refreshed after 2 s */
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(token_requests(&g), 2);
 
