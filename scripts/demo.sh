@@ -92,8 +92,8 @@ echo '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}' 
 
 echo "== mm-node beside each runtime: the pods become one mesh"
 echo "   (a node starts with runtimeStatus, which unloads what its runtime held: the mesh owns it;
-   each node copies models from the models root into its own cache dir, inside the runtime's
-   --models-dir, and serves the model API; routing inference through the nodes comes next)"
+   each node links models from the models root into its own cache dir, both inside the
+   runtime's --models-dir, and serves the model API; routing inference through the nodes comes next)"
 # A cluster of its own, so that the hand-written records above do not mix with the mesh's.
 export MM_CLUSTER=mesh
 node_pids=()

@@ -27,9 +27,10 @@
  * max_depth directories (the model's own counts as one), is refused; a failed or cancelled
  * fetch's files are removed before its callback (or, cancelled, its end) comes.
  *
- * Owns: its fetches in flight, the threads (pool.h) that walk pvc trees and remove released
- * models, so the loop never blocks on a disk walk, and the downloader (download.h) with the
- * providers' state (a token cache). Threading: every call and callback on the loop thread.
+ * Owns: its fetches in flight, the threads (pool.h) that walk pvc trees and downloaded models
+ * and remove released ones, so the loop never blocks on a disk walk, and the downloader
+ * (download.h) with the providers' state (a token cache). A pull over 5 s is logged every 5 s
+ * ("pulling M from s3://b/p: 120.0/200.0 MB, 85 MB/s") and at its end. Threading: every call and callback on the loop thread.
  * Lifetime: a fetch calls back exactly once unless cancelled first (then never); its handle is
  * valid until its callback starts. storage_free cancels every fetch (no callback runs after),
  * waits for its threads, and removes the partial fetches and the releases still queued;
@@ -61,11 +62,13 @@ struct storage_config {
     uint64_t max_model_bytes; /* 0 = 64 GiB */
     uint32_t max_files;       /* files and directories in one model; 0 = 10,000 */
     uint32_t max_depth;       /* directories nested, the model's own included; 0 = 16 */
-    unsigned threads;         /* threads walking pvc trees and removing models; 0 = 2 */
+    unsigned threads;         /* threads walking models and removing them; 0 = 2 */
 };
 
 /* Bytes of the model fetched so far and its total (0 = not known yet), at most every 250 ms
- * while bytes arrive. */
+ * while bytes arrive (object stores only: a pvc is linked, nothing arrives). It runs from a
+ * timer of the storage's, never inside a provider: it may cancel its fetch or free the
+ * storage. */
 typedef void (*storage_progress_cb)(uint64_t done, uint64_t total, void *arg);
 
 /* What to fetch: the model record's storage fields (records.h model_record). */
@@ -104,8 +107,10 @@ void storage_free(struct storage *st);
 
 /* Start fetching m. 0 and *out (may be NULL if never cancelled); or, with err saying which
  * and cb never run: -EINVAL (a required field missing, a path refused before any I/O, a
- * storage config that lacks a field or names an unknown type), -ENOENT (a storage key not in
- * storage-config), -EPROTONOSUPPORT (an object store while cfg->curl is NULL), -ENOMEM. */
+ * storage config that lacks a field, names an unknown type, or that its provider refuses),
+ * -ENOENT (a storage key not in storage-config), -EPROTONOSUPPORT (an object store while
+ * cfg->curl is NULL), -ENOSPC / -EACCES / -EIO (an object store's fetch directory could not be
+ * made in the cache dir), -ENOMEM. */
 int storage_fetch(struct storage *st, const struct storage_model *m, storage_fetch_cb cb,
                   void *arg, struct storage_fetch **out, struct mm_error *err);
 /* Its callback never runs; the partial copy is removed. NULL is ignored. */

@@ -124,8 +124,10 @@ int cluster_runtime_start(struct cluster *c, size_t i)
     argv[n++] = (char *)c->cfg.mm_runtime;
     argv[n++] = "--listen";
     argv[n++] = "127.0.0.1:0";
-    argv[n++] = "--models-dir";
+    argv[n++] = "--models-dir"; /* what the node downloads or links */
     argv[n++] = p->cache_dir;
+    argv[n++] = "--models-dir"; /* what a link from the cache dir leads to (pvc, local) */
+    argv[n++] = c->models_root;
     argv[n++] = "--log-level";
     argv[n++] = "info";
     if (c->cfg.capacity_bytes) {

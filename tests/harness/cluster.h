@@ -1,6 +1,7 @@
 /* cluster.h - a local mesh for tests and benchmarks: one real etcd and N pods, each an
- * mm-runtime and an mm-node beside it (their own cache dir, which is the runtime's
- * --models-dir), sharing one models root (the pvc the nodes' storage reads). Every process is
+ * mm-runtime and an mm-node beside it (their own cache dir, which is one of the runtime's
+ * --models-dir), sharing one models root (the pvc the nodes' storage reads and links to from
+ * the cache dir: the runtime's other --models-dir). Every process is
  * started by the harness (it dies with the test), stopped or killed by its own pid, and logs to
  * its own file in the cluster's temp dir (printed by cluster_dump_logs when a test fails).
  *

@@ -20,7 +20,7 @@
  *             runtime holds it, under the holder's live lease). Then the prefix wiped with
  *             etcdctl: the nodes re-assert instances, copies and model records.
  *   harness   the harness itself, without nodes (runs whatever mm-node is): runtimes started
- *             with their cache dirs as models dirs, modelSize answers as what a runtime holds,
+ *             with their cache dirs and the models root as models dirs, modelSize answers as what a runtime holds,
  *             copy records read back, a pod killed.
  * The mesh scenarios are skipped (exit 77) only when mm-node has no --listen, i.e. before the
  * model API exists.
@@ -938,8 +938,10 @@ static void scenario_harness(void)
     CHECK(sizes[0] == 0 && sizes[1] == 0);
     CHECK_INT(cluster_runtime_sizes(&cl, 1, ids, 2, sizes), 1);
     CHECK(sizes[0] == 0 && sizes[1] == model_size);
-    /* Outside its models dir (the cache dir) the runtime refuses. */
-    snprintf(path, sizeof(path), "%s/xgb/m00.json", cl.models_root);
+    /* Outside its models dirs (the cache dir and the models root) the runtime refuses. */
+    snprintf(path, sizeof(path), "%s/outside-m00.json", cl.dir);
+    snprintf(cmd, sizeof(cmd), "cp '%s/xgb/m00.json' '%s'", cl.models_root, path);
+    CHECK_INT(harness_capture(cmd, out, sizeof(out)), 0);
     sm = (struct spi_model){.id = "m00", .type = "xgboost", .path = path};
     spi_sync_load_model(cl.pods[0].spi, &sm, 10000, &r);
     CHECK(r.code < 0);

@@ -666,6 +666,8 @@ static void start_runtime(uint64_t cap, const char *models_dir, int *port)
                     "2",
                     "--models-dir",
                     (char *)models_dir,
+                    "--models-dir", /* where the cache dir's links lead */
+                    models_root,
                     "--log-level",
                     "warn",
                     NULL};

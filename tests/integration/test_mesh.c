@@ -185,8 +185,9 @@ static void start_node(int i)
     snprintf(n->id, sizeof(n->id), "n%d", i);
     snprintf(n->cache, sizeof(n->cache), "%s/cache-%d", dir, i);
     REQUIRE(mkdir(n->cache, 0700) == 0);
-    char *rt_argv[] = {(char *)mm_runtime, "--listen", "127.0.0.1:0", "--models-dir", n->cache,
-                       "--capacity-bytes", "200000000", "--log-level", "warn", NULL};
+    char *rt_argv[] = {(char *)mm_runtime, "--listen",       "127.0.0.1:0", "--models-dir",
+                       n->cache,          "--models-dir", models_root,   "--capacity-bytes",
+                       "200000000",       "--log-level",  "warn",        NULL};
     REQUIRE(harness_spawn_listening(rt_argv, 10000, &n->runtime_pid, &n->runtime_port) == 0);
     char runtime[64];
     snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", n->runtime_port);

@@ -1,14 +1,21 @@
-/* test_storage.c - the pvc provider (mm/storage.h) on real files in a temp dir: a file and a
- * directory tree fetched into the cache dir (bytes equal, disk size summed, paths inside the
- * cache dir under encoded names for hostile ids, two fetches of one id apart); released
- * (removed off the loop, a second release refused); what an earlier run left removed at start,
- * nothing else. Hostile storage: "..", absolute paths and the root itself refused before any
- * I/O; symbolic links out of the root (to a file, to a directory, inside a tree) refused and
- * the partial copy removed, a link staying inside followed; a FIFO (without hanging), a device
- * and a socket refused; too big (one file, a tree's sum), too many files, too deep; not found;
- * unknown storage key; cancel while queued and mid-copy (no callback, nothing left); free with
- * fetches in flight and from inside a callback; release of paths that are not fetches (outside
- * the cache dir, inside it, a ".." spelling of a fetched one) refused. Run under ASan too. */
+/* test_storage.c - storage (mm/storage.h) on real files in a temp dir: the models root and
+ * pvcs beneath it, linked, not copied: a file and a directory tree fetched as a symbolic link
+ * in the cache dir to the model's real path (bytes read through it equal, disk size summed,
+ * paths inside the cache dir under encoded names for hostile ids, two fetches of one id apart);
+ * released (the link's directory removed off the loop, the model itself untouched, a second
+ * release refused); what an earlier run left removed at start, nothing else. Hostile storage:
+ * "..", absolute paths and the root itself refused before any I/O; symbolic links out of the
+ * root (to a file, to a directory, inside a tree) refused and nothing left, a link staying
+ * inside followed (the fetch links its real path); a FIFO (without hanging), a device and a
+ * socket refused; too big (one file, a tree's sum), too many files, too deep; not found. The
+ * storage config: a pvc by its storage key or by parameters alone, a link out of the pvc (into
+ * the models root beside it) refused, a pvc not mounted, a bad pvc name, a key not in
+ * storage-config, an object store without an HTTP client. mm-runtime loads the model through
+ * the link when its models dirs are the cache dir and the models root, and refuses it with the
+ * cache dir alone. Cancel while queued and right after the start (no callback, nothing left);
+ * free with fetches in flight and from inside a callback; release of paths that are not
+ * fetches (outside the cache dir, inside it, a ".." spelling of a fetched one) refused. Run
+ * under ASan too. argv: MM_RUNTIME MAKE_BREAST_CANCER */
 #include <dirent.h>
 #include <errno.h>
 #include <ev.h>
@@ -27,8 +34,10 @@
 #include "check.h"
 #include "harness.h"
 #include "mm/storage.h"
+#include "rtclient.h"
 
 static struct ev_loop *loop;
+static const char *mm_runtime, *make_breast_cancer;
 static char top[64], root[PATH_MAX], cache[PATH_MAX], outside[PATH_MAX];
 
 struct result {
@@ -93,6 +102,20 @@ static bool same_bytes(const char *a, const char *b)
     return same;
 }
 
+/* path is a symbolic link whose target is exactly target's real path. */
+static bool is_link_to(const char *path, const char *target)
+{
+    char got[PATH_MAX], want[PATH_MAX];
+    struct stat sb;
+    ssize_t n = readlink(path, got, sizeof got - 1);
+    if (lstat(path, &sb) < 0 || !S_ISLNK(sb.st_mode) || n <= 0 || !realpath(target, want))
+        return false;
+    got[n] = '\0';
+    if (strcmp(got, want) != 0)
+        fprintf(stderr, "%s links to %s, not %s\n", path, got, want);
+    return strcmp(got, want) == 0;
+}
+
 static bool exists(const char *path)
 {
     struct stat sb;
@@ -117,11 +140,6 @@ static int cache_entries(void)
 static bool cache_empty(void *arg)
 {
     return cache_entries() == 0;
-}
-
-static bool cache_nonempty(void *arg)
-{
-    return cache_entries() > 0;
 }
 
 /* The parent directory of local_path is a direct child of the cache dir named mm-... */
@@ -200,6 +218,7 @@ static void test_file_and_tree(void)
     CHECK(same_bytes(src, r.path));
     const char *base = strrchr(r.path, '/');
     CHECK_STR(base, "/model.json");
+    CHECK(is_link_to(r.path, src)); /* linked, not copied */
 
     /* "./" and doubled slashes are only spelling */
     struct result r2 = fetch(st, "m1", "", ".//xgboost/./model.json");
@@ -222,6 +241,8 @@ static void test_file_and_tree(void)
     CHECK(same_bytes(a, b));
     snprintf(b, sizeof b, "%s/empty.bin", t.path);
     CHECK(exists(b));
+    snprintf(b, sizeof b, "%s/tree", root);
+    CHECK(is_link_to(t.path, b));
 
     /* release: removed off the loop; the same path again, or a spelling of it, is refused */
     CHECK_INT(cache_entries(), 3);
@@ -234,7 +255,8 @@ static void test_file_and_tree(void)
     CHECK_INT(storage_release(st, r2.path), 0);
     harness_run_until(loop, cache_empty, NULL, 10000);
     CHECK_INT(cache_entries(), 0);
-    CHECK(exists(src)); /* storage itself untouched */
+    CHECK(exists(src)); /* storage itself untouched: removal does not follow the links */
+    CHECK(exists(a));
 
     /* never a path that is not a fetch of this storage */
     CHECK_INT(storage_release(st, "/etc/passwd"), -EINVAL);
@@ -287,8 +309,8 @@ static void test_refused_before_io(void)
     }
     struct result r = fetch(st, "m", "s3-key", "x");
     CHECK_INT(r.calls, -1);
-    CHECK_INT(r.status, -EINVAL);
-    CHECK(strstr(r.msg, "storage key s3-key") != NULL);
+    CHECK_INT(r.status, -ENOENT);
+    CHECK(strstr(r.msg, "model m: storage key 's3-key' not in storage-config") != NULL);
     struct storage_model none = {.model_id = "", .storage_path = "x"};
     struct mm_error err = {0};
     CHECK_INT(storage_fetch(st, &none, on_fetch, &r, NULL, &err), -EINVAL);
@@ -336,8 +358,9 @@ static void test_links_and_kinds(void)
     struct result r = fetch(st, "alias", NULL, "alias.bin");
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, 77);
-    struct stat sb;
-    CHECK(lstat(r.path, &sb) == 0 && S_ISREG(sb.st_mode)); /* a copy, not a link */
+    char real[PATH_MAX * 2];
+    snprintf(real, sizeof real, "%s/real/model.bin", root);
+    CHECK(is_link_to(r.path, real)); /* to the real path, not to the alias */
     CHECK_INT(storage_release(st, r.path), 0);
     harness_run_until(loop, cache_empty, NULL, 10000);
 
@@ -439,48 +462,60 @@ static void make_big_tree(const char *name, int files, size_t size)
     }
 }
 
+static bool pool_idle_for(struct storage *st, long long ms)
+{
+    (void)st;
+    return harness_run_until(loop, NULL, NULL, ms);
+}
+
 static void test_cancel_and_free(void)
 {
-    make_big_tree("bigtree", 1500, 16384);
+    make_big_tree("bigtree", 1500, 16);
 
-    /* cancel while queued (one thread, busy) and mid-copy */
+    /* cancel while queued behind another walk (one thread) */
     struct storage *st = make_storage(0, 0, 0, 1);
-    struct result r1 = {0}, r2 = {0};
+    struct result r1 = {0}, r2 = {0}, r3 = {0};
     struct storage_model m1 = {.model_id = "c1", .storage_path = "bigtree"};
     struct storage_model m2 = {.model_id = "c2", .storage_path = "bigtree"};
-    struct storage_fetch *f1 = NULL, *f2 = NULL;
+    struct storage_fetch *f1 = NULL, *f2 = NULL, *f3 = NULL;
     struct mm_error err = {0};
     REQUIRE(storage_fetch(st, &m1, on_fetch, &r1, &f1, &err) == 0);
     REQUIRE(storage_fetch(st, &m2, on_fetch, &r2, &f2, &err) == 0);
     storage_fetch_cancel(f2); /* queued behind c1 */
-    CHECK(harness_run_until(loop, cache_nonempty, NULL, 10000));
-    bool mid_copy = r1.calls == 0;
-    storage_fetch_cancel(f1);
-    harness_run_until(loop, cache_empty, NULL, 20000);
-    harness_run_until(loop, NULL, NULL, 100);
-    CHECK_INT(r1.calls, 0);
+    CHECK(harness_run_until(loop, called, &r1, 10000));
+    pool_idle_for(st, 100);
+    CHECK_INT(r1.status, 0);
     CHECK_INT(r2.calls, 0);
+    CHECK_INT(cache_entries(), 1);
+    CHECK_INT(storage_release(st, r1.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+
+    /* cancel right after the start: queued or walking, no callback and nothing left */
+    struct storage_model m3 = {.model_id = "c3", .storage_path = "bigtree"};
+    REQUIRE(storage_fetch(st, &m3, on_fetch, &r3, &f3, &err) == 0);
+    storage_fetch_cancel(f3);
+    pool_idle_for(st, 300);
+    CHECK_INT(r3.calls, 0);
     CHECK_INT(cache_entries(), 0);
-    CHECK(mid_copy);
-    fprintf(stderr, "cancel: the copy was %s when cancelled\n",
-            mid_copy ? "in progress" : "already done");
     storage_fetch_cancel(NULL);
 
     /* a fetch still runs after another was cancelled */
-    struct result r3 = fetch(st, "c3", NULL, "small.bin");
-    CHECK_INT(r3.status, 0);
+    struct result r4 = fetch(st, "c4", NULL, "small.bin");
+    CHECK_INT(r4.status, 0);
     storage_free(st); /* a fetched model stays on disk for the next run to remove */
-    CHECK(exists(r3.path));
+    CHECK(exists(r4.path));
 
     /* the next run removes what this one left, and nothing that is not ours */
-    char keep[PATH_MAX * 2];
+    char keep[PATH_MAX * 2], target[PATH_MAX * 2];
     snprintf(keep, sizeof keep, "%s/not-ours", cache);
     write_file(cache, "not-ours", 3, 'k');
     write_file(cache, "mm-stale.7/x/y.bin", 3, 'k');
+    snprintf(target, sizeof target, "%s/small.bin", root);
     st = make_storage(0, 0, 0, 2);
     CHECK_INT(cache_entries(), 0);
-    CHECK(!exists(r3.path));
+    CHECK(!exists(r4.path));
     CHECK(exists(keep));
+    CHECK(exists(target)); /* the link went, not what it led to */
 
     /* free with fetches in flight: no callback, nothing left */
     struct result rs[4] = {{0}};
@@ -488,14 +523,14 @@ static void test_cancel_and_free(void)
         struct storage_model m = {.model_id = "inflight", .storage_path = "bigtree"};
         REQUIRE(storage_fetch(st, &m, on_fetch, &rs[i], NULL, &err) == 0);
     }
-    harness_run_until(loop, cache_nonempty, NULL, 10000);
     storage_free(st);
+    pool_idle_for(NULL, 100);
     for (int i = 0; i < 4; i++)
         CHECK_INT(rs[i].calls, 0);
     CHECK_INT(cache_entries(), 0);
 }
 
-/* Free the storage from inside a fetch's callback while another fetch copies. */
+/* Free the storage from inside a fetch's callback while another fetch is queued or walking. */
 static struct storage *freeing_st;
 static int freeing_calls;
 
@@ -516,18 +551,166 @@ static bool freed(void *arg)
 
 static void test_free_in_callback(void)
 {
-    freeing_st = make_storage(0, 0, 0, 2);
+    freeing_st = make_storage(0, 0, 0, 1);
     struct result big = {0};
     struct storage_model mb = {.model_id = "big", .storage_path = "bigtree"};
     struct storage_model ms = {.model_id = "small", .storage_path = "small.bin"};
     struct mm_error err = {0};
-    REQUIRE(storage_fetch(freeing_st, &mb, on_fetch, &big, NULL, &err) == 0);
     REQUIRE(storage_fetch(freeing_st, &ms, free_in_cb, NULL, NULL, &err) == 0);
+    REQUIRE(storage_fetch(freeing_st, &mb, on_fetch, &big, NULL, &err) == 0);
     CHECK(harness_run_until(loop, freed, NULL, 20000));
     harness_run_until(loop, NULL, NULL, 100);
     CHECK_INT(freeing_calls, 1);
     CHECK_INT(big.calls, 0);
     CHECK_INT(cache_entries(), 1); /* the small model, fetched: left for the next run */
+}
+
+/* ---- the storage config: pvcs by key or parameters ---- */
+
+static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
+{
+    static const char *const entries[][2] = {
+        {"claim", "{\"type\":\"pvc\",\"name\":\"claim\"}"},
+        {"absent", "{\"type\":\"pvc\",\"name\":\"absent\"}"},
+        {"badname", "{\"type\":\"pvc\",\"name\":\"../claim\"}"},
+        {"noname", "{\"type\":\"pvc\"}"},
+        {"escape", "{\"type\":\"pvc\",\"name\":\"escape\"}"},
+        {"s3", "{\"type\":\"s3\",\"bucket\":\"b\",\"secret_access_key\":\"SECRETS3\"}"},
+    };
+    for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
+        if (strcmp(key, entries[i][0]) == 0) {
+            *json = strdup(entries[i][1]);
+            return *json ? 0 : -ENOMEM;
+        }
+    }
+    return -ENOENT;
+}
+
+static struct result fetch_params(struct storage *st, const char *id, const char *key,
+                                  const char *params, const char *path)
+{
+    struct result r = {0};
+    struct storage_model m = {
+        .model_id = id, .storage_key = key, .storage_params = params, .storage_path = path};
+    struct mm_error err = {0};
+    int rc = storage_fetch(st, &m, on_fetch, &r, NULL, &err);
+    if (rc < 0) {
+        r.calls = -1;
+        r.status = rc;
+        snprintf(r.msg, sizeof r.msg, "%s", err.msg);
+        return r;
+    }
+    harness_run_until(loop, called, &r, 20000);
+    CHECK_INT(r.calls, 1);
+    return r;
+}
+
+static void expect_cfg_fail(struct storage *st, const char *key, const char *params,
+                            const char *path, int code, const char *part)
+{
+    struct result r = fetch_params(st, "p", key, params, path);
+    if (r.status != code || !strstr(r.msg, part))
+        fprintf(stderr, "fetch %s %s: %d \"%s\", wanted %d \"%s\"\n", key ? key : "-",
+                path, r.status, r.msg, code, part);
+    CHECK_INT(r.status, code);
+    CHECK(strstr(r.msg, part) != NULL);
+    CHECK(strstr(r.msg, "SECRET") == NULL);
+    CHECK_INT(cache_entries(), 0);
+}
+
+static void test_pvc(void)
+{
+    struct storage_config cfg = {
+        .cache_dir = cache, .models_root = root, .lookup = lookup, .lookup_arg = NULL};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    REQUIRE(storage_new(loop, &cfg, &st, &err) == 0);
+    write_file(root, "claim/m/model.json", 321, 'p');
+    write_file(root, "beside/secret.bin", 10, 'S');
+    char p[PATH_MAX * 2], want[PATH_MAX * 2];
+    snprintf(want, sizeof want, "%s/claim/m/model.json", root);
+
+    /* by key, and by parameters alone (no default key in storage-config) */
+    struct result r = fetch_params(st, "pk", "claim", NULL, "m/model.json");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 321);
+    CHECK(inside_cache(r.path));
+    CHECK(is_link_to(r.path, want));
+    CHECK_INT(storage_release(st, r.path), 0);
+    r = fetch_params(st, "pp", NULL, "{\"type\":\"pvc\",\"name\":\"claim\"}", "m");
+    CHECK_INT(r.status, 0);
+    snprintf(want, sizeof want, "%s/claim/m", root);
+    CHECK(is_link_to(r.path, want));
+    CHECK_INT(storage_release(st, r.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+    /* no key, no params: the models root itself */
+    r = fetch_params(st, "pr", NULL, NULL, "claim/m/model.json");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(storage_release(st, r.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+
+    /* a link out of the pvc, even into the models root beside it, is refused */
+    snprintf(p, sizeof p, "%s/claim/evil", root);
+    REQUIRE(symlink("../beside/secret.bin", p) == 0);
+    expect_cfg_fail(st, "claim", NULL, "evil", -EINVAL, "leaves pvc claim");
+    snprintf(p, sizeof p, "%s/claim/m/zz-evil", root);
+    REQUIRE(symlink("../../beside", p) == 0);
+    expect_cfg_fail(st, "claim", NULL, "m", -EINVAL, "m/zz-evil: leaves pvc claim");
+    REQUIRE(unlink(p) == 0);
+    expect_cfg_fail(st, "claim", NULL, "../beside/secret.bin", -EINVAL, "\"..\"");
+    /* a pvc whose mount point leads out of the models root */
+    snprintf(p, sizeof p, "%s/escape", root);
+    REQUIRE(symlink(outside, p) == 0);
+    expect_cfg_fail(st, "escape", NULL, "secret.bin", -EINVAL, "pvc escape: leaves the models root");
+    expect_cfg_fail(st, "absent", NULL, "m", -ENOENT, "pvc absent: not mounted");
+    expect_cfg_fail(st, "claim", NULL, "m/none.json", -ENOENT, "not found beneath pvc claim");
+    expect_cfg_fail(st, "badname", NULL, "m", -EINVAL, "field 'name' is not a pvc name");
+    expect_cfg_fail(st, "noname", NULL, "m", -EINVAL, "pvc without a name");
+    expect_cfg_fail(st, "nokey", NULL, "m", -ENOENT, "storage key 'nokey' not in storage-config");
+    expect_cfg_fail(st, NULL, "{\"name\":\"claim\"}", "m", -EINVAL, "no type");
+    expect_cfg_fail(st, NULL, "{\"type\":\"pvc\",\"name\":1}", "m", -EINVAL,
+                    "field 'name' is not a string");
+    /* an object store, and this storage has no HTTP client */
+    expect_cfg_fail(st, "s3", NULL, "m", -EPROTONOSUPPORT, "no HTTP client");
+    storage_free(st);
+}
+
+/* mm-runtime loads a model through the link when its models dirs are the cache dir and the
+ * models root; with the cache dir alone, the link leads outside and it is refused. */
+static void test_runtime_loads_link(void)
+{
+    char cmd[PATH_MAX * 3], claim[PATH_MAX * 2];
+    snprintf(claim, sizeof claim, "%s/claim", root);
+    snprintf(cmd, sizeof cmd, "'%s' '%s' >/dev/null", make_breast_cancer, claim);
+    REQUIRE(system(cmd) == 0);
+    struct storage_config cfg = {.cache_dir = cache, .models_root = root, .lookup = lookup};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    REQUIRE(storage_new(loop, &cfg, &st, &err) == 0);
+    struct result r = fetch_params(st, "bc", "claim", NULL, "xgboost/breast-cancer.json");
+    REQUIRE(r.status == 0);
+    for (int round = 0; round < 2; round++) {
+        char *const both[] = {(char *)mm_runtime, "--listen", "127.0.0.1:0", "--models-dir",
+                              cache, "--models-dir", root, "--log-level", "warn", NULL};
+        char *const one[] = {(char *)mm_runtime, "--listen", "127.0.0.1:0", "--models-dir",
+                             cache, "--log-level", "warn", NULL};
+        pid_t pid = 0;
+        int port = 0;
+        struct rt_client rc;
+        REQUIRE(harness_spawn_listening(round == 0 ? both : one, 10000, &pid, &port) == 0);
+        REQUIRE(rt_open(&rc, port) == 0);
+        struct spi_result lr = rt_load(&rc, "bc", "xgboost", r.path, NULL);
+        if (round == 0) {
+            CHECK_INT(lr.code, 0);
+            CHECK(rt_ready(&rc, "bc"));
+        } else {
+            CHECK(rt_spi_failed_with(lr, GRPC_STATUS_PERMISSION_DENIED, "outside"));
+        }
+        rt_close(&rc, pid, 10000);
+    }
+    CHECK_INT(storage_release(st, r.path), 0);
+    storage_free(st);
+    CHECK_INT(cache_entries(), 0);
 }
 
 static void test_cache_dir_made(void)
@@ -564,8 +747,11 @@ static void test_cache_dir_made(void)
     CHECK(strstr(err.msg, "/proc/version/cache") != NULL);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    REQUIRE(argc == 3);
+    mm_runtime = argv[1];
+    make_breast_cancer = argv[2];
     loop = ev_loop_new(EVFLAG_AUTO);
     snprintf(top, sizeof top, "/tmp/test-storage-XXXXXX");
     REQUIRE(mkdtemp(top));
@@ -582,6 +768,8 @@ int main(void)
     test_cancel_and_free();
     test_free_in_callback();
     test_cache_dir_made();
+    test_pvc();
+    test_runtime_loads_link();
 
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
