@@ -687,6 +687,13 @@ static void files_done(int status, const struct mm_error *err, uint64_t bytes, v
     cb(0, NULL, bytes, cb_arg);
 }
 
+/* dl calls progress with the job's arg, the pull: hand it on with the caller's. */
+static void on_progress(uint64_t done, uint64_t total, void *arg)
+{
+    struct gcs_pull *p = arg;
+    p->progress(done, total, p->arg);
+}
+
 static void download(struct gcs_pull *p)
 {
     struct mm_error err = {0};
@@ -700,7 +707,8 @@ static void download(struct gcs_pull *p)
         r->what = o->what;
     }
     p->phase = PHASE_FILES;
-    int rc = dl_files(p->dl, p->dirfd, p->files, p->n, p->progress, files_done, p, &p->op, &err);
+    int rc = dl_files(p->dl, p->dirfd, p->files, p->n, p->progress ? on_progress : NULL,
+                      files_done, p, &p->op, &err);
     if (rc < 0)
         pull_fail(p, rc, &err);
 }

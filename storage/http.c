@@ -45,6 +45,7 @@ struct http_pull {
     char **headers;   /* "Name: value" lines */
     size_t n_headers;
     char *certificate, *client_certificate, *client_key;
+    dl_progress_cb progress;
     remote_done_cb cb;
     void *arg;
     struct dl_op *op;
@@ -319,6 +320,13 @@ static int http_error(long code, const char *body, size_t len, void *arg, struct
     return mm_error_set(err, -EIO, "%s: HTTP %ld", p->what, code);
 }
 
+/* dl calls progress with the job's arg, the pull: hand it on with the caller's. */
+static void on_progress(uint64_t done_bytes, uint64_t total, void *arg)
+{
+    struct http_pull *p = arg;
+    p->progress(done_bytes, total, p->arg);
+}
+
 static void done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
 {
     struct http_pull *p = arg;
@@ -372,6 +380,7 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
     struct http_pull *p = calloc(1, sizeof *p);
     if (!p)
         return mm_error_set(err, -ENOMEM, "out of memory");
+    p->progress = progress;
     p->cb = cb;
     p->arg = arg;
     p->key = strdup(src->key ? src->key : "");
@@ -393,7 +402,7 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
     struct dl_file file = {.rel = p->rel, .size = UINT64_MAX, .md5_hex = NULL,
                            .req = {.prepare = prepare, .http_error = http_error, .arg = p,
                                    .what = p->what}};
-    rc = dl_files(dl, dirfd, &file, 1, progress, done, p, &p->op, err);
+    rc = dl_files(dl, dirfd, &file, 1, progress ? on_progress : NULL, done, p, &p->op, err);
     if (rc < 0) {
         mm_error_prefix(err, "%s: ", name);
         pull_free(p);

@@ -7,7 +7,8 @@
  * longer knows (server restarted) fetched again; a key written with "\n" escapes; anonymous
  * pulls of a public and of a private bucket; a wrong key, a wrong client_email; a missing
  * bucket and object; an md5Hash mismatch; config errors; cancel while the token is fetched;
- * a 500 on the first attempt through the fault proxy. Every message the provider gave is
+ * a 500 on the first attempt through the fault proxy; through storage.h, the secret from a lookup
+ * and the bucket from the model's parameters. Every message the provider gave is
  * grepped for the private keys and every token the server issued.
  *   test_gcs <gcs_server.js> */
 #include <dirent.h>
@@ -31,6 +32,7 @@
 #include "mm/curlev.h"
 #include "mm/download.h"
 #include "mm/remote.h"
+#include "mm/storage.h"
 
 #define BUCKET "modelmesh-example-models"
 #define EMAIL "puller@modelmesh-test.iam.gserviceaccount.com"
@@ -51,7 +53,18 @@ struct result {
     char msg[MM_ERROR_MSG_MAX];
     uint64_t bytes;
     char dest[PATH_MAX];
+    int progress_calls;
+    uint64_t progress_done, progress_total;
 };
+
+/* The provider hands on download.h's progress with the caller's arg. */
+static void on_progress(uint64_t done, uint64_t total, void *arg)
+{
+    struct result *r = arg;
+    r->progress_calls++;
+    r->progress_done = done;
+    r->progress_total = total;
+}
 
 static void on_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
 {
@@ -168,7 +181,7 @@ static int pull(const cJSON *cfg, const char *path, struct result *r)
     struct remote_source src = {.cfg = cfg, .key = "gcs-test", .model_id = "m", .path = path};
     struct mm_error err = {0};
     void *handle = NULL;
-    int rc = remote_gcs.pull(state, dl, &src, dirfd, NULL, on_done, r, &handle, &err);
+    int rc = remote_gcs.pull(state, dl, &src, dirfd, on_progress, on_done, r, &handle, &err);
     if (rc < 0) {
         r->status = rc;
         snprintf(r->msg, sizeof r->msg, "%s", err.msg);
@@ -219,6 +232,9 @@ static void test_objects(struct harness_gcs *g)
     /* a single object */
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(r.bytes, 150000);
+    CHECK(r.progress_calls >= 1);
+    CHECK_INT(r.progress_done, 150000);
+    CHECK_INT(r.progress_total, 150000);
     snprintf(src, sizeof src, "%s/" BUCKET "/models/single.bin", root);
     snprintf(dst, sizeof dst, "%s/single.bin", r.dest);
     CHECK(same_file(src, dst));
@@ -417,6 +433,96 @@ static void test_fault(const struct harness_gcs *g)
     cJSON_Delete(cfg);
 }
 
+/* ---- through storage.h: the secret from a lookup, the bucket from the model's parameters ---- */
+
+static char *secret_good, *secret_bad;
+
+static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
+{
+    (void)arg, (void)err;
+    const char *s = strcmp(key, "gcs-secret") == 0 ? secret_good
+                    : strcmp(key, "gcs-bad") == 0  ? secret_bad
+                                                   : NULL;
+    if (!s)
+        return -ENOENT;
+    *json = strdup(s);
+    return *json ? 0 : -ENOMEM;
+}
+
+struct fetched {
+    int calls, status;
+    char msg[MM_ERROR_MSG_MAX];
+    char path[PATH_MAX];
+    uint64_t bytes;
+};
+
+static void on_fetch(int status, const struct mm_error *err, const char *local_path,
+                     uint64_t disk_bytes, void *arg)
+{
+    struct fetched *f = arg;
+    f->calls++;
+    f->status = status;
+    snprintf(f->msg, sizeof f->msg, "%s", err ? err->msg : "");
+    snprintf(f->path, sizeof f->path, "%s", local_path ? local_path : "");
+    f->bytes = disk_bytes;
+}
+
+static bool fetched(void *arg)
+{
+    return ((struct fetched *)arg)->calls > 0;
+}
+
+static void test_storage(const struct harness_gcs *g)
+{
+    cJSON *sec = cJSON_CreateObject();
+    REQUIRE(sec && cJSON_AddStringToObject(sec, "type", "gcs") &&
+            cJSON_AddStringToObject(sec, "private_key", private_key) &&
+            cJSON_AddStringToObject(sec, "client_email", EMAIL) &&
+            cJSON_AddStringToObject(sec, "token_uri", g->token_uri) &&
+            cJSON_AddStringToObject(sec, "endpoint_url", g->endpoint));
+    secret_good = cJSON_PrintUnformatted(sec);
+    cJSON_DeleteItemFromObjectCaseSensitive(sec, "private_key");
+    REQUIRE(cJSON_AddStringToObject(sec, "private_key", wrong_key));
+    secret_bad = cJSON_PrintUnformatted(sec);
+    cJSON_Delete(sec);
+    REQUIRE(secret_good && secret_bad);
+
+    char cache[PATH_MAX];
+    snprintf(cache, sizeof cache, "%s/cache", top);
+    struct storage_config sc = {.cache_dir = cache, .curl = curl, .lookup = lookup};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
+
+    struct storage_model m = {.model_id = "gcs-model", .storage_key = "gcs-secret",
+                              .storage_params = "{\"bucket\":\"" BUCKET "\"}",
+                              .storage_path = "models/m1"};
+    struct fetched f = {0};
+    REQUIRE(storage_fetch(st, &m, on_fetch, &f, NULL, &err) == 0);
+    harness_run_until(loop, fetched, &f, 20000);
+    CHECK_INT(f.status, 0);
+    CHECK_INT(f.bytes, 3000 + 70000 + 5);
+    char want[PATH_MAX * 2], got[PATH_MAX * 2];
+    snprintf(want, sizeof want, "%s/" BUCKET "/models/m1/sub/b.bin", root);
+    snprintf(got, sizeof got, "%s/sub/b.bin", f.path);
+    CHECK(same_file(want, got));
+    CHECK(strstr(f.path, cache) == f.path);
+    CHECK_INT(storage_release(st, f.path), 0);
+
+    struct storage_model bad = m;
+    bad.storage_key = "gcs-bad";
+    memset(&f, 0, sizeof f);
+    REQUIRE(storage_fetch(st, &bad, on_fetch, &f, NULL, &err) == 0);
+    harness_run_until(loop, fetched, &f, 20000);
+    CHECK_INT(f.status, -EACCES);
+    CHECK(strstr(f.msg, "'gcs-bad'") && strstr(f.msg, "private_key") &&
+          strstr(f.msg, "client_email"));
+    fprintf(messages, "%s\n", f.msg);
+    fprintf(stderr, "  fetch through storage: %s\n", f.msg);
+    storage_free(st);
+    free(secret_good), free(secret_bad);
+}
+
 /* ---- secrets ---- */
 
 /* The base64 body of a PEM's first line after the BEGIN line: a piece of every key. */
@@ -521,6 +627,7 @@ int main(int argc, char **argv)
     start(&g, script, "gcs.log", extra);
     test_objects(&g);
     test_fault(&g);
+    test_storage(&g);
     test_token_life(script);
     harness_gcs_stop(&g);
 
