@@ -3,13 +3,13 @@
  * key (a key pair made here with openssl) and serves the JSON API subset the provider uses:
  * a single object; a prefix with several files, a zero-byte object and a folder marker
  * skipped, and a "m12/" sibling not picked; more objects than one listing page; the token
- * fetched once for several pulls and again once it nears its expiry; a token the store no
- * longer knows (server restarted) fetched again; a key written with "\n" escapes; anonymous
- * pulls of a public and of a private bucket; a wrong key, a wrong client_email; a missing
- * bucket and object; an md5Hash mismatch; config errors; cancel while the token is fetched;
- * a 500 on the first attempt through the fault proxy; through storage.h, the secret from a lookup
- * and the bucket from the model's parameters. Every message the provider gave is
- * grepped for the private keys and every token the server issued.
+ * fetched once for several pulls (three waiting for one request) and again once it nears its
+ * expiry; a token the store no longer knows (server restarted) fetched again; a key written
+ * with "\n" escapes; anonymous pulls of a public and of a private bucket; a wrong key, a wrong
+ * client_email; a missing bucket and object; an md5Hash mismatch; config errors; cancel while
+ * the token is fetched; a 500 on the first attempt through the fault proxy; through
+ * storage.h, the secret from a lookup and the bucket from the model's parameters. Every
+ * message the provider gave is grepped for the private keys and every token the server issued.
  *   test_gcs <gcs_server.js> */
 #include <dirent.h>
 #include <errno.h>
@@ -376,7 +376,29 @@ static void test_token_life(const char *script)
     struct mm_error err = {0};
     REQUIRE(remote_gcs.open(dl, &state, &err) == 0);
     struct result r;
-    CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
+    /* three pulls at once wait for one token request */
+    struct result many[3];
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&many[i], 0, sizeof many[i]);
+        snprintf(many[i].dest, sizeof many[i].dest, "%s/dest-many%d", top, i);
+        REQUIRE(mkdir(many[i].dest, 0700) == 0);
+        fds[i] = open(many[i].dest, O_RDONLY | O_DIRECTORY);
+        REQUIRE(fds[i] >= 0);
+        struct remote_source src = {.cfg = cfg, .key = "gcs-test", .model_id = "m",
+                                    .path = i == 1 ? "models/m1" : "models/single.bin"};
+        REQUIRE(remote_gcs.pull(state, dl, &src, fds[i], NULL, on_done, &many[i], NULL,
+                                &err) == 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        harness_run_until(loop, called, &many[i], 20000);
+        CHECK_INT(many[i].calls, 1);
+        CHECK_INT(many[i].status, 0);
+        fprintf(messages, "%s\n", many[i].msg);
+        close(fds[i]);
+    }
+    CHECK(exists(many[1].dest, "m1/a.bin"));
+    CHECK_INT(token_requests(&g), 1);
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(token_requests(&g), 1);
     usleep(2300 * 1000); /* 4 s life: refreshed after 2 s */
