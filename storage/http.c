@@ -39,10 +39,10 @@
 
 struct http_pull {
     char *key;
-    char *url;        /* the request's URL, query included */
-    char *what;       /* the URL without its query */
-    char *rel;        /* the file's name */
-    char **headers;   /* "Name: value" lines */
+    char *url;      /* the request's URL, query included */
+    char *what;     /* the URL without its query */
+    char *rel;      /* the file's name */
+    char **headers; /* "Name: value" lines */
     size_t n_headers;
     char *certificate, *client_certificate, *client_key;
     dl_progress_cb progress;
@@ -113,8 +113,7 @@ static int take_headers(struct http_pull *p, const cJSON *cfg, const char *name,
     }
     size_t n = (size_t)cJSON_GetArraySize(h);
     if (n > MAX_HEADERS) {
-        rc = mm_error_set(err, -EINVAL, "%s: headers has more than %d fields", name,
-                          MAX_HEADERS);
+        rc = mm_error_set(err, -EINVAL, "%s: headers has more than %d fields", name, MAX_HEADERS);
         goto out;
     }
     p->headers = calloc(n ? n : 1, sizeof *p->headers);
@@ -123,7 +122,8 @@ static int take_headers(struct http_pull *p, const cJSON *cfg, const char *name,
         goto out;
     }
     const cJSON *it;
-    cJSON_ArrayForEach(it, h) {
+    cJSON_ArrayForEach(it, h)
+    {
         const char *hn = it->string;
         char shown[80];
         mm_log_escape(shown, sizeof shown, hn, strlen(hn));
@@ -131,24 +131,27 @@ static int take_headers(struct http_pull *p, const cJSON *cfg, const char *name,
         for (const char *c = hn; ok && *c; c++)
             ok = token_char((unsigned char)*c);
         if (!ok) {
-            rc = mm_error_set(err, -EINVAL, "%s: headers: '%s' is not a header name with a "
-                              "string value", name, shown);
+            rc = mm_error_set(err, -EINVAL,
+                              "%s: headers: '%s' is not a header name with a "
+                              "string value",
+                              name, shown);
             goto out;
         }
         static const char *const refused[] = {"host", "content-length", "transfer-encoding",
                                               "connection"};
         for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
             if (strcasecmp(hn, refused[i]) == 0) {
-                rc = mm_error_set(err, -EINVAL, "%s: headers: '%s' may not be set", name,
-                                  shown);
+                rc = mm_error_set(err, -EINVAL, "%s: headers: '%s' may not be set", name, shown);
                 goto out;
             }
         }
         const char *v = it->valuestring;
         for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
             if ((*c < 0x20 && *c != '\t') || *c == 0x7f) {
-                rc = mm_error_set(err, -EINVAL, "%s: headers: the value of '%s' holds a "
-                                  "control character", name, shown);
+                rc = mm_error_set(err, -EINVAL,
+                                  "%s: headers: the value of '%s' holds a "
+                                  "control character",
+                                  name, shown);
                 goto out;
             }
         }
@@ -205,8 +208,7 @@ static int make_url(struct http_pull *p, const char *base, const char *path, con
         return mm_error_set(err, -EINVAL, "%s: url is not an http:// or https:// URL", name);
     for (const unsigned char *c = (const unsigned char *)base; *c; c++)
         if (*c <= 0x20 || *c == 0x7f)
-            return mm_error_set(err, -EINVAL, "%s: url holds a space or a control character",
-                                name);
+            return mm_error_set(err, -EINVAL, "%s: url holds a space or a control character", name);
     size_t blen = strcspn(base, "?#");
     const char *query = base[blen] == '?' ? base + blen : "";
     size_t qlen = strcspn(query, "#");
@@ -267,8 +269,8 @@ static int make_url(struct http_pull *p, const char *base, const char *path, con
     for (const unsigned char *c = (const unsigned char *)p->rel; !bad && *c; c++)
         bad = *c < 0x20 || *c == 0x7f || *c == '/';
     if (bad)
-        return mm_error_set(err, -EINVAL, "%s: %s: its last component is not a file name",
-                            name, p->what);
+        return mm_error_set(err, -EINVAL, "%s: %s: its last component is not a file name", name,
+                            p->what);
     return 0;
 }
 
@@ -300,8 +302,10 @@ static int prepare(CURL *easy, struct curl_slist **headers, void *arg, struct mm
              blob(easy, CURLOPT_SSLKEY_BLOB, p->client_key) == 0 &&
              curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM") == CURLE_OK;
     if (!ok)
-        return mm_error_set(err, -ENOTSUP, "%s: libcurl refused the request's options (TLS "
-                            "blobs need libcurl 7.77 with OpenSSL)", p->what);
+        return mm_error_set(err, -ENOTSUP,
+                            "%s: libcurl refused the request's options (TLS "
+                            "blobs need libcurl 7.77 with OpenSSL)",
+                            p->what);
     return 0;
 }
 
@@ -312,9 +316,8 @@ static int http_error(long code, const char *body, size_t len, void *arg, struct
     char name[300];
     key_name(p->key, name, sizeof name);
     if (code == 401 || code == 403)
-        return mm_error_set(err, -EACCES, "%s: refused (HTTP %ld): check headers%s of %s",
-                            p->what, code, p->client_certificate ? " and client_certificate" : "",
-                            name);
+        return mm_error_set(err, -EACCES, "%s: refused (HTTP %ld): check headers%s of %s", p->what,
+                            code, p->client_certificate ? " and client_certificate" : "", name);
     if (code == 404 || code == 410)
         return mm_error_set(err, -ENOENT, "%s: not found (HTTP %ld)", p->what, code);
     return mm_error_set(err, -EIO, "%s: HTTP %ld", p->what, code);
@@ -337,14 +340,13 @@ static void done(int status, const struct mm_error *err, uint64_t bytes, void *a
     key_name(p->key, name, sizeof name);
     /* TLS 1.3 refuses a missing client certificate after the handshake: curl sees a failed
      * read whose words are OpenSSL's alert, which download.h passes on as -EIO. */
-    if (status == -EIO && err && strstr(err->msg, "SSL routines") &&
-        strstr(err->msg, "alert"))
+    if (status == -EIO && err && strstr(err->msg, "SSL routines") && strstr(err->msg, "alert"))
         status = -EPROTO;
     bool tls = status == -EPROTO;
     bool client = p->client_certificate != NULL;
     pull_free(p);
     if (status < 0) {
-        const char *hint = !tls ? ""
+        const char *hint = !tls     ? ""
                            : client ? " (check certificate and client_certificate)"
                                     : " (check certificate, and client_certificate if the "
                                       "server requires one)";
@@ -371,12 +373,16 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
     if (!url)
         return mm_error_set(err, -EINVAL, "%s: no url", name);
     if (!cert != !key)
-        return mm_error_set(err, -EINVAL, "%s: client_certificate and client_key go together "
-                            "(%s is missing)", name, cert ? "client_key" : "client_certificate");
+        return mm_error_set(err, -EINVAL,
+                            "%s: client_certificate and client_key go together "
+                            "(%s is missing)",
+                            name, cert ? "client_key" : "client_certificate");
     size_t plen = strlen(src->path);
     if (plen > 0 && src->path[plen - 1] == '/')
-        return mm_error_set(err, -EINVAL, "%s: %s names a directory: a directory cannot be "
-                            "listed over plain HTTP (name one file)", name, src->path);
+        return mm_error_set(err, -EINVAL,
+                            "%s: %s names a directory: a directory cannot be "
+                            "listed over plain HTTP (name one file)",
+                            name, src->path);
     struct http_pull *p = calloc(1, sizeof *p);
     if (!p)
         return mm_error_set(err, -ENOMEM, "out of memory");
@@ -399,9 +405,11 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
         pull_free(p);
         return rc;
     }
-    struct dl_file file = {.rel = p->rel, .size = UINT64_MAX, .md5_hex = NULL,
-                           .req = {.prepare = prepare, .http_error = http_error, .arg = p,
-                                   .what = p->what}};
+    struct dl_file file = {
+        .rel = p->rel,
+        .size = UINT64_MAX,
+        .md5_hex = NULL,
+        .req = {.prepare = prepare, .http_error = http_error, .arg = p, .what = p->what}};
     rc = dl_files(dl, dirfd, &file, 1, progress ? on_progress : NULL, done, p, &p->op, err);
     if (rc < 0) {
         mm_error_prefix(err, "%s: ", name);

@@ -330,7 +330,8 @@ static void test_objects(struct harness_gcs *g)
     CHECK_INT(pull(c1, "models/single.bin", &r), -EINVAL);
     CHECK(strstr(r.msg, "client_email") != NULL);
     add(c1, "client_email", EMAIL);
-    add(c1, "private_key", "-----BEGIN PRIVATE KEY-----\nnot a key at all\n-----END PRIVATE KEY-----\n");
+    add(c1, "private_key",
+        "-----BEGIN PRIVATE KEY-----\nnot a key at all\n-----END PRIVATE KEY-----\n");
     CHECK_INT(pull(c1, "models/single.bin", &r), -EINVAL);
     CHECK(strstr(r.msg, "private_key") != NULL && !strstr(r.msg, "not a key at all"));
     add(c1, "private_key", private_key);
@@ -347,8 +348,8 @@ static void test_objects(struct harness_gcs *g)
     snprintf(rc.dest, sizeof rc.dest, "%s/dest-cancel", top);
     REQUIRE(mkdir(rc.dest, 0700) == 0);
     int dirfd = open(rc.dest, O_RDONLY | O_DIRECTORY);
-    struct remote_source s = {.cfg = fresh, .key = "gcs-test", .model_id = "m",
-                              .path = "models/single.bin"};
+    struct remote_source s = {
+        .cfg = fresh, .key = "gcs-test", .model_id = "m", .path = "models/single.bin"};
     void *handle = NULL;
     struct mm_error err = {0};
     CHECK_INT(remote_gcs.pull(state, dl, &s, dirfd, NULL, on_done, &rc, &handle, &err), 0);
@@ -385,10 +386,11 @@ static void test_token_life(const char *script)
         REQUIRE(mkdir(many[i].dest, 0700) == 0);
         fds[i] = open(many[i].dest, O_RDONLY | O_DIRECTORY);
         REQUIRE(fds[i] >= 0);
-        struct remote_source src = {.cfg = cfg, .key = "gcs-test", .model_id = "m",
+        struct remote_source src = {.cfg = cfg,
+                                    .key = "gcs-test",
+                                    .model_id = "m",
                                     .path = i == 1 ? "models/m1" : "models/single.bin"};
-        REQUIRE(remote_gcs.pull(state, dl, &src, fds[i], NULL, on_done, &many[i], NULL,
-                                &err) == 0);
+        REQUIRE(remote_gcs.pull(state, dl, &src, fds[i], NULL, on_done, &many[i], NULL, &err) == 0);
     }
     for (int i = 0; i < 3; i++) {
         harness_run_until(loop, called, &many[i], 20000);
@@ -426,8 +428,8 @@ static void test_token_life(const char *script)
 static void test_fault(const struct harness_gcs *g)
 {
     struct faultproxy fp;
-    struct faultproxy_fault fault = {.kind = FAULTPROXY_STATUS, .match = "prefix=", .count = 1,
-                                     .status = 500};
+    struct faultproxy_fault fault = {
+        .kind = FAULTPROXY_STATUS, .match = "prefix=", .count = 1, .status = 500};
     REQUIRE(faultproxy_start(&fp, "127.0.0.1", g->port, &fault) == 0);
     cJSON *cfg = config(g, "{\"type\":\"gcs\",\"bucket\":\"" BUCKET "\",\"token_uri\":\"@T\","
                            "\"client_email\":\"" EMAIL "\"}");
@@ -516,7 +518,8 @@ static void test_storage(const struct harness_gcs *g)
     struct mm_error err = {0};
     REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
 
-    struct storage_model m = {.model_id = "gcs-model", .storage_key = "gcs-secret",
+    struct storage_model m = {.model_id = "gcs-model",
+                              .storage_key = "gcs-secret",
                               .storage_params = "{\"bucket\":\"" BUCKET "\"}",
                               .storage_path = "models/m1"};
     struct fetched f = {0};
@@ -644,8 +647,8 @@ int main(int argc, char **argv)
     REQUIRE(remote_gcs.open(dl, &state, &err) == 0);
 
     struct harness_gcs g;
-    static const char *const extra[] = {"--public", "public-models", "--bad-md5",
-                                        "models/bad.bin", NULL};
+    static const char *const extra[] = {"--public", "public-models", "--bad-md5", "models/bad.bin",
+                                        NULL};
     start(&g, script, "gcs.log", extra);
     test_objects(&g);
     test_fault(&g);

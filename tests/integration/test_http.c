@@ -201,8 +201,9 @@ static char *cert_path(const char *name)
 static void test_https(const char *script)
 {
     struct harness_https h;
-    const char *args[] = {"--cert", cert_path("server.pem"), "--key", cert_path("server.key"),
-                          "--header", "Authorization: " SECRET_HEADER, NULL};
+    const char *args[] = {
+        "--cert",   cert_path("server.pem"),         "--key", cert_path("server.key"),
+        "--header", "Authorization: " SECRET_HEADER, NULL};
     start(&h, script, "https.log", args);
     char src[PATH_MAX * 2], dst[PATH_MAX * 2];
     struct result r;
@@ -286,8 +287,8 @@ static void test_https(const char *script)
 static void test_client_cert(const char *script)
 {
     struct harness_https h;
-    const char *args[] = {"--cert", cert_path("server.pem"), "--key", cert_path("server.key"),
-                          "--client-ca", cert_path("ca.pem"), NULL};
+    const char *args[] = {"--cert",      cert_path("server.pem"), "--key", cert_path("server.key"),
+                          "--client-ca", cert_path("ca.pem"),     NULL};
     start(&h, script, "https-mtls.log", args);
     struct result r;
     cJSON *cfg = config(h.url);
@@ -309,8 +310,8 @@ static void test_fault(const char *script)
     const char *args[] = {"--plain", NULL};
     start(&h, script, "http-plain.log", args);
     struct faultproxy fp;
-    struct faultproxy_fault fault = {.kind = FAULTPROXY_STATUS, .match = "model.bin",
-                                     .count = 1, .status = 500};
+    struct faultproxy_fault fault = {
+        .kind = FAULTPROXY_STATUS, .match = "model.bin", .count = 1, .status = 500};
     REQUIRE(faultproxy_start(&fp, "127.0.0.1", h.port, &fault) == 0);
     struct result r;
     cJSON *cfg = config(fp.url);
@@ -365,8 +366,9 @@ static bool fetched(void *arg)
 static void test_storage(const char *script)
 {
     struct harness_https h;
-    const char *args[] = {"--cert", cert_path("server.pem"), "--key", cert_path("server.key"),
-                          "--header", "Authorization: " SECRET_HEADER, NULL};
+    const char *args[] = {
+        "--cert",   cert_path("server.pem"),         "--key", cert_path("server.key"),
+        "--header", "Authorization: " SECRET_HEADER, NULL};
     start(&h, script, "https-storage.log", args);
     cJSON *sec = config(h.url);
     add(sec, "certificate", ca_pem);
@@ -382,8 +384,8 @@ static void test_storage(const char *script)
     struct storage *st = NULL;
     struct mm_error err = {0};
     REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
-    struct storage_model m = {.model_id = "http-model", .storage_key = "http-secret",
-                              .storage_path = "models/model.bin"};
+    struct storage_model m = {
+        .model_id = "http-model", .storage_key = "http-secret", .storage_path = "models/model.bin"};
     struct fetched f = {0};
     REQUIRE(storage_fetch(st, &m, on_fetch, &f, NULL, &err) == 0);
     harness_run_until(loop, fetched, &f, 20000);
