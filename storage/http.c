@@ -236,14 +236,25 @@ static int make_url(struct http_pull *p, const char *base, const char *path, con
         append_path(u, size, &at, path); /* size allows every byte encoded */
     }
     u[at] = '\0';
-    p->what = strndup(u, at);
+    /* what names the URL without its query and without a user:password@ in it */
+    size_t host_off = (size_t)(host - base);
+    size_t authority = strcspn(u + host_off, "/");
+    const char *at_sign =
+        memrchr(u + host_off, '@', authority < at - host_off ? authority : at - host_off);
+    size_t skip = at_sign ? (size_t)(at_sign + 1 - (u + host_off)) : 0;
+    p->what = malloc(at - skip + 1);
+    if (p->what) {
+        memcpy(p->what, u, host_off);
+        memcpy(p->what + host_off, u + host_off + skip, at - host_off - skip);
+        p->what[at - skip] = '\0';
+    }
     memcpy(u + at, query, qlen);
     u[at + qlen] = '\0';
     p->url = u;
     if (!p->what)
         return mm_error_set(err, -ENOMEM, "out of memory");
     /* the file's name: the last component of the path, else of the URL's path */
-    const char *what_host = p->what + (host - base);
+    const char *what_host = p->what + host_off;
     const char *last = strrchr(what_host, '/');
     const char *tail = last ? last + 1 : "";
     if (!tail[0] || strcmp(tail, ".") == 0 || strcmp(tail, "..") == 0)

@@ -246,6 +246,12 @@ static void test_https(const char *script)
     CHECK(strstr(r.msg, "headers") && strstr(r.msg, "'http-test'"));
     add(noh, "headers", "{\"Authorization\":\"Bearer wrong\"}");
     CHECK_INT(pull(noh, "models/model.bin", &r), -EACCES);
+    /* a user:password in the url is not shown */
+    char with_user[96];
+    snprintf(with_user, sizeof with_user, "https://user:pw-s3cr3t@127.0.0.1:%d", h.port);
+    add(noh, "url", with_user);
+    CHECK_INT(pull(noh, "models/model.bin", &r), -EACCES);
+    CHECK(strstr(r.msg, "pw-s3cr3t") == NULL && strstr(r.msg, "https://127.0.0.1:") != NULL);
     cJSON_Delete(noh);
 
     /* TLS: a CA that signed nothing here, and none (the system's do not know ours) */
@@ -423,7 +429,8 @@ static void check_secrets(void)
     char line[80];
     snprintf(line, sizeof line, "%.64s", nl + 1);
     CHECK(strstr(msgs, line) == NULL);
-    CHECK(strstr(msgs, "sig=abc") == NULL); /* a url's query */
+    CHECK(strstr(msgs, "sig=abc") == NULL);   /* a url's query */
+    CHECK(strstr(msgs, "pw-s3cr3t") == NULL); /* a url's password */
     /* the servers log no header value either */
     free(msgs);
 }
