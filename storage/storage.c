@@ -654,6 +654,17 @@ static void fetch_free(struct storage_fetch *f)
     free(f);
 }
 
+static void rate_text(char *out, size_t size, double bytes_per_s)
+{
+    double r = bytes_per_s / 1e6;
+    snprintf(out, size, r < 10 ? "%.1f MB/s" : "%.0f MB/s", r);
+}
+
+static void mb(char *out, size_t size, uint64_t bytes)
+{
+    snprintf(out, size, "%.1f", (double)bytes / 1e6);
+}
+
 static void fetch_done(int status, void *arg)
 {
     struct storage_fetch *f = arg;
@@ -690,10 +701,29 @@ static void fetch_done(int status, void *arg)
     }
     double took = ev_now(st->loop) - f->started;
     if (f->remote && f->status == 0 && took >= LOG_EVERY_S) {
-        char qi[QUOTE_MAX];
-        mm_log(MM_LOG_INFO, "storage", "pulled %s from %s: %.1f MB in %.1f s, %.0f MB/s",
+        char qi[QUOTE_MAX], rate[32];
+        rate_text(rate, sizeof(rate), (double)f->disk_bytes / took);
+        mm_log(MM_LOG_INFO, "storage", "pulled %s from %s: %.1f MB in %.1f s, %s",
                quote(qi, sizeof(qi), f->model_id), f->location, (double)f->disk_bytes / 1e6, took,
-               (double)f->disk_bytes / 1e6 / took);
+               rate);
+    }
+    /* The last progress (the last bytes arrived after the tick's last look), from here: not
+     * inside the provider. Like the tick, it may cancel the fetch or free the storage. */
+    if (f->status == 0 && f->progress && f->changed) {
+        f->changed = false;
+        st->dispatching = true;
+        f->progress(f->done, f->total, f->progress_arg);
+        st->dispatching = false;
+        if (st->free_requested) { /* the model stays, as every fetched one, for the next run */
+            fetch_free(f);
+            storage_free(st);
+            return;
+        }
+        if (atomic_load(&f->cancelled)) {
+            storage_release(st, f->local_path);
+            fetch_free(f);
+            return;
+        }
     }
     if (f->status == 0)
         mm_error_clear(&f->err);
@@ -773,11 +803,6 @@ static void pull_stop(struct storage_fetch *f)
     pull_end(f);
 }
 
-static void mb(char *out, size_t size, uint64_t bytes)
-{
-    snprintf(out, size, "%.1f", (double)bytes / 1e6);
-}
-
 /* Every TICK_S while pulls run: progress to the callbacks, over-size pulls stopped, logs. */
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -801,8 +826,10 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
             char d[32], tot[32];
             mb(d, sizeof(d), f->done);
             mb(tot, sizeof(tot), f->total);
-            double rate = (double)(f->done - f->last_log_bytes) / 1e6 / (now - f->last_log);
-            mm_log(MM_LOG_INFO, "storage", "pulling %s from %s: %s/%s MB, %.0f MB/s",
+            char rate[32];
+            rate_text(rate, sizeof(rate),
+                      (double)(f->done - f->last_log_bytes) / (now - f->last_log));
+            mm_log(MM_LOG_INFO, "storage", "pulling %s from %s: %s/%s MB, %s",
                    quote(qi, sizeof(qi), f->model_id), f->location, d, f->total ? tot : "?",
                    rate);
             f->last_log = now;
@@ -966,7 +993,7 @@ int storage_fetch(struct storage *st, const struct storage_model *m, storage_fet
     f->remote = remote;
     f->dirfd = -1;
     f->provider = provider;
-    f->started = f->last_log = ev_now(st->loop);
+    f->started = f->last_log = ev_time(); /* the loop's time may be stale here */
     snprintf(f->key, sizeof(f->key), "%s", sc.key);
     snprintf(f->pvc, sizeof(f->pvc), "%s", pvc);
     atomic_init(&f->cancelled, false);

@@ -47,8 +47,9 @@ struct remote_provider {
     int (*open)(struct dl *dl, void **state, struct mm_error *err);
     void (*close)(void *state);
     /* Check src's config (-EINVAL naming a missing or bad field), then list and download.
-     * src and its strings are copied. 0 and *out (may be NULL), or -errno with err, and cb
-     * never runs. */
+     * src and its strings are copied. progress (may be NULL) is called as progress(done,
+     * total, arg) with the caller's arg, as cb is (not with the provider's own: wrap
+     * dl_files' progress). 0 and *out (may be NULL), or -errno with err, and cb never runs. */
     int (*pull)(void *state, struct dl *dl, const struct remote_source *src, int dirfd,
                 dl_progress_cb progress, remote_done_cb cb, void *arg, void **out,
                 struct mm_error *err);

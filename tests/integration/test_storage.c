@@ -14,8 +14,13 @@
  * the link when its models dirs are the cache dir and the models root, and refuses it with the
  * cache dir alone. Cancel while queued and right after the start (no callback, nothing left);
  * free with fetches in flight and from inside a callback; release of paths that are not
- * fetches (outside the cache dir, inside it, a ".." spelling of a fetched one) refused. Run
- * under ASan too. argv: MM_RUNTIME MAKE_BREAST_CANCER */
+ * fetches (outside the cache dir, inside it, a ".." spelling of a fetched one) refused. An
+ * object store through its provider (s3, against s3rver behind the fault proxy's slow link):
+ * the download a regular file in its fetch directory, a prefix a directory, progress delivered
+ * (rising to the total) and a long pull logged, a pull over max_model_bytes stopped early,
+ * cancel and free from inside a progress callback, the provider's not-found surfaced unchanged,
+ * the secret in no message or log; nothing left in the cache dir after any failure. Run under
+ * ASan too. argv: MM_RUNTIME MAKE_BREAST_CANCER tests/servers */
 #include <dirent.h>
 #include <errno.h>
 #include <ev.h>
@@ -32,7 +37,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "faultproxy.h"
 #include "harness.h"
+#include "s3rver.h"
+#include "mm/curlev.h"
 #include "mm/storage.h"
 #include "rtclient.h"
 
@@ -747,11 +755,251 @@ static void test_cache_dir_made(void)
     CHECK(strstr(err.msg, "/proc/version/cache") != NULL);
 }
 
+
+/* ---- an object store: the s3 provider against s3rver, through the fault proxy ---- */
+
+#define BUCKET "modelmesh-example-models"
+#define KEY_ID "AKIDSTORAGETEST1"
+#define SECRET "storageTestSecretValue/0123456789abcdef"
+
+static const char *servers_dir;
+static struct faultproxy fp;
+static struct curlev *curl;
+
+static int s3_lookup(const char *key, char **json, void *arg, struct mm_error *err)
+{
+    char buf[512];
+    if (strcmp(key, "s3") != 0)
+        return -ENOENT;
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"s3\",\"endpoint_url\":\"%s\",\"bucket\":\"" BUCKET "\","
+             "\"access_key\":\"" KEY_ID "\",\"secret_access_key\":\"" SECRET "\"}",
+             fp.url);
+    *json = strdup(buf);
+    return *json ? 0 : -ENOMEM;
+}
+
+struct progress {
+    int calls;
+    bool rising;
+    uint64_t done, total;
+    struct storage_fetch *cancel; /* cancel this at the first call */
+    struct storage **free_st;     /* free this at the first call */
+};
+
+static void on_progress(uint64_t done, uint64_t total, void *arg)
+{
+    struct progress *p = arg;
+    if (p->calls++ > 0 && done < p->done)
+        p->rising = false;
+    p->done = done;
+    p->total = total;
+    if (p->cancel) {
+        storage_fetch_cancel(p->cancel);
+        p->cancel = NULL;
+    }
+    if (p->free_st && *p->free_st) {
+        storage_free(*p->free_st);
+        *p->free_st = NULL;
+    }
+}
+
+static bool progressed(void *arg)
+{
+    return ((struct progress *)arg)->calls > 0;
+}
+
+static struct storage *s3_storage(uint64_t max_bytes)
+{
+    struct storage_config cfg = {.cache_dir = cache,
+                                 .models_root = root,
+                                 .curl = curl,
+                                 .lookup = s3_lookup,
+                                 .max_model_bytes = max_bytes};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    int rc = storage_new(loop, &cfg, &st, &err);
+    if (rc < 0)
+        fprintf(stderr, "storage_new: %s\n", err.msg);
+    REQUIRE(rc == 0);
+    return st;
+}
+
+static void put(const struct harness_s3rver *s3, const char *key, size_t size, char fill)
+{
+    char *buf = malloc(size ? size : 1);
+    REQUIRE(buf);
+    for (size_t i = 0; i < size; i++)
+        buf[i] = (char)(fill + (char)(i % 7));
+    REQUIRE(harness_s3rver_put(s3, BUCKET, key, buf, size) == 0);
+    free(buf);
+}
+
+static bool no_secret(const char *text)
+{
+    return !strstr(text, SECRET) && !strstr(text, "storageTestSecretValue");
+}
+
+static void test_object_store(void)
+{
+    struct harness_s3rver s3 = {0};
+    int rc = harness_s3rver_start(&s3, servers_dir, BUCKET, KEY_ID, SECRET, "--require-auth");
+    if (rc < 0)
+        fprintf(stderr, "s3rver did not start (%d): is tests/servers/node_modules installed? "
+                        "run scripts/setup.sh\n", rc);
+    REQUIRE(rc == 0);
+    REQUIRE(faultproxy_start(&fp, "127.0.0.1", s3.port, NULL) == 0);
+    struct mm_error err = {0};
+    REQUIRE(curlev_new(loop, &curl, &err) == 0);
+    const size_t big = 3 << 20;
+    put(&s3, "models/big.bin", big, 'w');
+    put(&s3, "models/tree/a.bin", 1000, 'a');
+    put(&s3, "models/tree/sub/b.bin", 2000, 'b');
+    put(&s3, "models/tree2/not-this.bin", 10, 'n');
+
+    /* a pull of ~6 s over a slow link: a regular file, progress rising to the total, logged
+     * while it runs (the log goes to our stderr: caught in a file meanwhile) */
+    struct storage *st = s3_storage(0);
+    struct faultproxy_fault slow = {
+        .kind = FAULTPROXY_SLOW, .match = "big.bin", .count = -1, .bytes = 512 << 10};
+    faultproxy_set(&fp, &slow);
+    char errlog[PATH_MAX * 2];
+    snprintf(errlog, sizeof errlog, "%s/stderr.log", top);
+    fflush(stderr);
+    int saved = dup(2), logfd = open(errlog, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(saved >= 0 && logfd >= 0 && dup2(logfd, 2) == 2);
+    close(logfd);
+    struct progress pr = {.rising = true};
+    struct result r = {0};
+    struct storage_model m = {.model_id = "big",
+                              .storage_key = "s3",
+                              .storage_path = "/models/big.bin",
+                              .progress = on_progress,
+                              .progress_arg = &pr};
+    long long t0 = harness_now_ms();
+    REQUIRE(storage_fetch(st, &m, on_fetch, &r, NULL, &err) == 0);
+    harness_run_until(loop, called, &r, 30000);
+    long long took = harness_now_ms() - t0;
+    fflush(stderr);
+    REQUIRE(dup2(saved, 2) == 2);
+    close(saved);
+    char logged[8192] = "";
+    FILE *lf = fopen(errlog, "r");
+    if (lf) {
+        size_t n = fread(logged, 1, sizeof logged - 1, lf);
+        logged[n] = '\0';
+        fclose(lf);
+    }
+    fprintf(stderr, "pulled %zu bytes in %lld ms, %d progress calls; logged:\n%s", big, took,
+            pr.calls, logged);
+    CHECK_INT(r.calls, 1);
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, big);
+    CHECK(inside_cache(r.path));
+    struct stat sb;
+    CHECK(lstat(r.path, &sb) == 0 && S_ISREG(sb.st_mode)); /* downloaded, not linked */
+    CHECK_INT(sb.st_size, big);
+    CHECK_STR(strrchr(r.path, '/'), "/big.bin");
+    CHECK(pr.calls >= 8); /* every 250 ms over ~6 s */
+    CHECK(pr.rising);
+    CHECK_INT(pr.done, big);
+    CHECK_INT(pr.total, big);
+    char want[160];
+    snprintf(want, sizeof want, "pulling big from s3://" BUCKET "/models/big.bin: ");
+    CHECK(strstr(logged, want) != NULL);
+    CHECK(strstr(logged, "/3.1 MB, 0.") != NULL); /* 0.5 MB/s, less the listing's time */
+    snprintf(want, sizeof want, "pulled big from s3://" BUCKET "/models/big.bin: 3.1 MB in ");
+    CHECK(strstr(logged, want) != NULL);
+    CHECK(no_secret(logged));
+    CHECK_INT(storage_release(st, r.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+
+    /* a prefix: a directory, the sibling "tree2/" not picked */
+    faultproxy_set(&fp, NULL);
+    r = fetch(st, "tree", "s3", "models/tree");
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 3000);
+    char p[PATH_MAX * 2];
+    snprintf(p, sizeof p, "%s/sub/b.bin", r.path);
+    CHECK(lstat(p, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size == 2000);
+    CHECK(lstat(r.path, &sb) == 0 && S_ISDIR(sb.st_mode));
+    snprintf(p, sizeof p, "%s/../tree2", r.path);
+    CHECK(!exists(p));
+    CHECK_INT(storage_release(st, r.path), 0);
+    harness_run_until(loop, cache_empty, NULL, 10000);
+
+    /* the provider's not-found, unchanged; nothing left */
+    r = fetch(st, "nf", "s3", "models/none.bin");
+    CHECK_INT(r.status, -ENOENT);
+    CHECK(strstr(r.msg, "s3://" BUCKET "/models/none.bin") != NULL);
+    CHECK(no_secret(r.msg));
+    fprintf(stderr, "not found: %s\n", r.msg);
+    CHECK_INT(cache_entries(), 0);
+
+    /* cancel from inside a progress callback: no callback, nothing left */
+    faultproxy_set(&fp, &slow);
+    struct progress pc = {.rising = true};
+    struct result rc2 = {0};
+    struct storage_fetch *f = NULL;
+    m = (struct storage_model){.model_id = "cancelled",
+                               .storage_key = "s3",
+                               .storage_path = "models/big.bin",
+                               .progress = on_progress,
+                               .progress_arg = &pc};
+    REQUIRE(storage_fetch(st, &m, on_fetch, &rc2, &f, &err) == 0);
+    pc.cancel = f;
+    CHECK(harness_run_until(loop, progressed, &pc, 10000));
+    harness_run_until(loop, cache_empty, NULL, 10000);
+    harness_run_until(loop, NULL, NULL, 300);
+    CHECK_INT(rc2.calls, 0);
+    CHECK_INT(cache_entries(), 0);
+    storage_free(st);
+
+    /* over max_model_bytes: stopped as soon as the listing's total is known */
+    st = s3_storage(1 << 20);
+    t0 = harness_now_ms();
+    r = fetch(st, "toobig", "s3", "models/big.bin");
+    CHECK_INT(r.status, -EFBIG);
+    CHECK(strstr(r.msg, "larger than 1048576 bytes") != NULL);
+    CHECK(harness_now_ms() - t0 < 3000); /* not the whole 6 s */
+    CHECK_INT(cache_entries(), 0);
+    storage_free(st);
+
+    /* free the storage from inside a progress callback */
+    struct storage *fst = s3_storage(0);
+    struct progress pf = {.rising = true, .free_st = &fst};
+    struct result rf = {0};
+    m = (struct storage_model){.model_id = "freed",
+                               .storage_key = "s3",
+                               .storage_path = "models/big.bin",
+                               .progress = on_progress,
+                               .progress_arg = &pf};
+    REQUIRE(storage_fetch(fst, &m, on_fetch, &rf, NULL, &err) == 0);
+    CHECK(harness_run_until(loop, progressed, &pf, 10000));
+    harness_run_until(loop, NULL, NULL, 300);
+    CHECK(fst == NULL);
+    CHECK_INT(rf.calls, 0);
+    CHECK_INT(cache_entries(), 0);
+    if (fst)
+        storage_free(fst);
+
+    /* the secret in no log of the servers */
+    char cmd[PATH_MAX * 2], out[256];
+    snprintf(cmd, sizeof cmd, "grep -c -r -F 'storageTestSecretValue' '%s' || true", s3.dir);
+    harness_capture(cmd, out, sizeof out);
+    CHECK(atoi(out) == 0);
+
+    faultproxy_stop(&fp);
+    curlev_free(curl);
+    harness_s3rver_stop(&s3);
+}
+
 int main(int argc, char **argv)
 {
-    REQUIRE(argc == 3);
+    REQUIRE(argc == 4);
     mm_runtime = argv[1];
     make_breast_cancer = argv[2];
+    servers_dir = argv[3];
     loop = ev_loop_new(EVFLAG_AUTO);
     snprintf(top, sizeof top, "/tmp/test-storage-XXXXXX");
     REQUIRE(mkdtemp(top));
@@ -770,6 +1018,7 @@ int main(int argc, char **argv)
     test_cache_dir_made();
     test_pvc();
     test_runtime_loads_link();
+    test_object_store();
 
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", top);
