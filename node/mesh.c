@@ -522,6 +522,10 @@ static int status_cb(const struct mirror_entry *e, void *arg)
         snprintf(cs->iid, sizeof(cs->iid), "%.*s", (int)kp.second_len, kp.second);
         cs->state = cr.state;
         cs->since_ms = cr.since_ms;
+        if (cr.state == COPY_LOADING) {
+            cs->bytes_pulled = cr.bytes_pulled;
+            cs->bytes_total = cr.bytes_total;
+        }
     }
     if (cr.state == COPY_FAILED &&
         !place_failure_expired(&m->place, cr.since_ms, c->rec->last_used_ms, c->now)) {

@@ -68,6 +68,7 @@ struct mesh_copy_status {
     char iid[KEYS_NAME_MAX + 1];
     enum copy_state state;
     int64_t since_ms;
+    uint64_t bytes_pulled, bytes_total; /* Loading: the pull's progress (records.h) */
 };
 /* Heap-sized (caller's), filled by mesh_status. */
 struct mesh_status {
