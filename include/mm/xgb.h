@@ -28,13 +28,14 @@ struct xgb_model;
 struct xgb_limits {
     uint64_t max_file_bytes; /* a larger model file is refused (-EFBIG); 0: no limit */
     size_t max_features;     /* a model with more features is refused; 0: no limit */
-    const char *models_dir;  /* a resolved directory model paths must be inside, or NULL */
+    const char *const *models_dirs; /* resolved directories (NULL-terminated) a model path must
+                                       be inside one of, or NULL: any path */
 };
 
 /* Load the model at path (a file, or a directory holding one model file: .json, .ubj, .bin,
  * .bst, .model), which must be a regular file or a FIFO (read like streaming storage: the open
  * and the read block until it delivers). 0, or: -ENOENT (missing, or a directory without a
- * model file), -EACCES (unreadable, or outside lim->models_dir once symlinks are resolved),
+ * model file), -EACCES (unreadable, or outside every one of lim->models_dirs once symlinks are resolved),
  * -EFBIG (larger than lim->max_file_bytes), -EINVAL (a device or socket, or not a model
  * XGBoost can read safely), -ENOMEM; err says what and where. */
 int xgb_model_load(const char *path, const struct xgb_limits *lim, struct xgb_model **out,
@@ -61,7 +62,8 @@ int xgb_model_predict(struct xgb_model *m, const float *rows, size_t n_rows, flo
                       size_t *out_per_row, struct mm_error *err);
 /* Size on disk of a model path: a regular file's, or the sum of a directory's regular files
  * (one level). -ENOENT when there is nothing to measure: missing, a device, FIFO or socket,
- * outside models_dir (may be NULL) once resolved; 0 bytes is a size (the caller decides). */
-int xgb_path_size(const char *path, const char *models_dir, uint64_t *out);
+ * outside every one of models_dirs (NULL-terminated; NULL: any) once resolved; 0 bytes is a
+ * size (the caller decides). */
+int xgb_path_size(const char *path, const char *const *models_dirs, uint64_t *out);
 
 #endif

@@ -44,7 +44,8 @@ struct xgb_server_config {
     uint64_t default_model_size;      /* reported; 0 = 1000000 */
     unsigned workers;                 /* prediction threads; 0 = 2 */
     size_t max_batch_elements;        /* N x features per request; 0 = 16M */
-    const char *models_dir;           /* resolved; model paths must be inside; NULL: any */
+    const char *const *models_dirs;   /* resolved, NULL-terminated; a model path must be inside
+                                         one of them; NULL: any */
 };
 
 int xgb_server_new(struct ev_loop *loop, const struct xgb_server_config *cfg,

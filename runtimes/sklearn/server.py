@@ -602,14 +602,16 @@ class Runtime:
         return r
 
     def allowed_path(self, model_id, path):
-        """path, if it is inside --models-dir once symlinks are resolved."""
-        root = self.args.models_dir
-        if not root:
+        """path, if it is inside one of the --models-dir once symlinks are resolved."""
+        roots = self.args.models_dir
+        if not roots:
             return path
         real = os.path.realpath(path)
-        if os.path.commonpath([real, root]) != root:
+        if not any(os.path.commonpath([real, root]) == root for root in roots):
             raise Failure("PERMISSION_DENIED", "loadModel %s: model path %s is outside the "
-                          "models directory %s" % (model_id, path, root))
+                          "models director%s %s" % (model_id, path,
+                                                    "ies" if len(roots) > 1 else "y",
+                                                    ", ".join(roots)))
         return path
 
     async def load_model(self, req, deadline):
@@ -1027,9 +1029,10 @@ def main(argv):
     p.add_argument("--grace-ms", type=bounded(0, 3600000), default=5000,
                    help="at SIGTERM: time for calls in flight, then as long again for running "
                    "loads (at most an hour)")
-    p.add_argument("--models-dir", default=os.environ.get("MM_MODELS_DIR") or None,
-                   help="serve only model paths inside this directory, symlinks resolved (env "
-                   "MM_MODELS_DIR; default: any path the process can read)")
+    p.add_argument("--models-dir", action="append", default=None,
+                   help="serve only model paths inside this directory, symlinks resolved; "
+                   "repeatable: paths inside any of them (env MM_MODELS_DIR, ':'-separated; "
+                   "default: any path the process can read)")
     p.add_argument("--proto-dir", default=os.path.join(here, "..", "..", "proto"),
                    help="where our .proto files are (default: the source tree's proto/)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
@@ -1040,10 +1043,15 @@ def main(argv):
             args.capacity_bytes = bounded(0, u64)(env) if env else 1 << 30
         except argparse.ArgumentTypeError as e:
             p.error("MM_RUNTIME_CAPACITY %s" % e)
-    if args.models_dir:
-        if not os.path.isdir(args.models_dir):
-            p.error("--models-dir %s is not a directory" % args.models_dir)
-        args.models_dir = os.path.realpath(args.models_dir)
+    if args.models_dir is None:
+        env = os.environ.get("MM_MODELS_DIR", "")
+        args.models_dir = [d for d in env.split(":") if d]
+    if len(args.models_dir) > 16:
+        p.error("--models-dir: at most 16 directories")
+    for i, d in enumerate(args.models_dir):
+        if not os.path.isdir(d):
+            p.error("--models-dir %s is not a directory" % d)
+        args.models_dir[i] = os.path.realpath(d)
     global native_stderr
     native_stderr = NativeStderr()
     sys.stderr = native_stderr.stream

@@ -10,6 +10,7 @@
 #include <ev.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #define MAX_GRACE_MS 3600000         /* --grace-ms, --message-timeout-ms: an hour */
 #define MAX_CONNECTIONS 10000000     /* --max-connections: above any open-file limit */
 #define MAX_STREAMS 100000           /* --max-streams */
+#define MAX_MODELS_DIRS 16          /* --models-dir given this many times at most */
 
 struct process {
     struct ev_loop *loop;
@@ -57,8 +59,10 @@ static void usage(FILE *to)
             "  --grace-ms N                  at SIGTERM: time for calls in flight, then as long "
             "again\n"
             "                                for running jobs, 0..3600000 (default 5000)\n"
-            "  --models-dir DIR              serve only model paths inside DIR, symlinks resolved\n"
-            "                                (env MM_MODELS_DIR; default: any readable path)\n"
+            "  --models-dir DIR              serve only model paths inside DIR, symlinks resolved;\n"
+            "                                repeatable (at most 16): inside any of them (env\n"
+            "                                MM_MODELS_DIR, ':'-separated; default: any readable "
+            "path)\n"
             "  --max-connections N           connections open at once (default 3/4 of the "
             "open-file limit)\n"
             "  --max-streams N               concurrent calls per connection, 1..100000 "
@@ -108,8 +112,11 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:8085";
-    const char *models_dir = getenv("MM_MODELS_DIR");
-    static char models_real[PATH_MAX];
+    /* --models-dir, repeatable; else MM_MODELS_DIR, ':'-separated */
+    static char models_given[MAX_MODELS_DIRS][PATH_MAX], models_real[MAX_MODELS_DIRS][PATH_MAX];
+    static const char *models_dirs[MAX_MODELS_DIRS + 1];
+    size_t n_dirs = 0;
+    bool dirs_from_flags = false;
     struct xgb_server_config cfg = {0};
     struct rpc_server_config rpc_cfg = {0};
     uint64_t v, grace_ms = 5000;
@@ -143,7 +150,15 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--grace-ms") == 0) {
             rc = opts_u64(a, val, 0, MAX_GRACE_MS, &grace_ms, &err);
         } else if (strcmp(a, "--models-dir") == 0 && val) {
-            models_dir = val;
+            if (!dirs_from_flags)
+                n_dirs = 0;
+            dirs_from_flags = true;
+            if (n_dirs == MAX_MODELS_DIRS || strlen(val) >= PATH_MAX) {
+                fprintf(stderr, "mm-runtime: --models-dir: at most %d directories of < %d bytes\n",
+                        MAX_MODELS_DIRS, PATH_MAX);
+                return 2;
+            }
+            snprintf(models_given[n_dirs++], PATH_MAX, "%s", val);
         } else if (strcmp(a, "--max-connections") == 0) {
             rc = opts_u64(a, val, 1, MAX_CONNECTIONS, &v, &err);
             rpc_cfg.max_connections = (size_t)v;
@@ -176,14 +191,35 @@ int main(int argc, char **argv)
         }
     }
 
-    if (models_dir && models_dir[0]) {
+    const char *env_dirs = getenv("MM_MODELS_DIR");
+    if (!dirs_from_flags && env_dirs) {
+        for (const char *p = env_dirs; *p;) {
+            size_t len = strcspn(p, ":");
+            if (len > 0 && (n_dirs == MAX_MODELS_DIRS || len >= PATH_MAX)) {
+                fprintf(stderr, "mm-runtime: MM_MODELS_DIR: at most %d directories of < %d "
+                                "bytes\n",
+                        MAX_MODELS_DIRS, PATH_MAX);
+                return 2;
+            }
+            if (len > 0)
+                snprintf(models_given[n_dirs++], PATH_MAX, "%.*s", (int)len, p);
+            p += len;
+            if (*p == ':')
+                p++;
+        }
+    }
+    for (size_t i = 0; i < n_dirs; i++) {
         struct stat st;
-        if (!realpath(models_dir, models_real) || stat(models_real, &st) < 0 ||
+        if (!realpath(models_given[i], models_real[i]) || stat(models_real[i], &st) < 0 ||
             !S_ISDIR(st.st_mode)) {
-            fprintf(stderr, "mm-runtime: --models-dir %s is not a directory\n", models_dir);
+            fprintf(stderr, "mm-runtime: --models-dir %s is not a directory\n", models_given[i]);
             return 2;
         }
-        cfg.models_dir = models_real;
+        models_dirs[i] = models_real[i];
+    }
+    if (n_dirs > 0) {
+        models_dirs[n_dirs] = NULL;
+        cfg.models_dirs = models_dirs;
     } else {
         mm_log(MM_LOG_WARN, "mm-runtime",
                "no --models-dir: loadModel reads any path this process can read");

@@ -542,7 +542,7 @@ static void predict_model_size(struct rpc_call *c, void *arg)
     Mmesh__PredictModelSizeResponse r = MMESH__PREDICT_MODEL_SIZE_RESPONSE__INIT;
     /* Nothing to measure (no path, a FIFO or device, an empty file or directory): the
      * configured default is the honest estimate, never 0. */
-    if (req->modelpath[0] && xgb_path_size(req->modelpath, rt->cfg.models_dir, &disk) == 0 &&
+    if (req->modelpath[0] && xgb_path_size(req->modelpath, rt->cfg.models_dirs, &disk) == 0 &&
         disk > 0)
         r.sizeinbytes = disk + disk / 4; /* disk size x 1.25, the adapters' estimate */
     else
@@ -970,7 +970,7 @@ int xgb_server_new(struct ev_loop *loop, const struct xgb_server_config *cfg,
         rt->cfg.max_batch_elements = DEFAULT_MAX_ELEMENTS;
     rt->limits.max_file_bytes = rt->cfg.capacity_bytes;
     rt->limits.max_features = rt->cfg.max_batch_elements;
-    rt->limits.models_dir = rt->cfg.models_dir;
+    rt->limits.models_dirs = rt->cfg.models_dirs;
     int rc = pool_new(loop, rt->cfg.max_loading_concurrency, &rt->loads, err);
     if (rc == 0)
         rc = pool_new(loop, rt->cfg.workers, &rt->predictions, err);

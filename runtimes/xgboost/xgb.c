@@ -591,22 +591,30 @@ static int errno_code(int e)
     return e == ENOENT || e == ENOTDIR ? -ENOENT : e == EACCES || e == EPERM ? -EACCES : -EINVAL;
 }
 
-/* path resolved (symlinks, "..") into out, which must lie inside root (when there is one). */
-static int inside(const char *path, const char *root, char *out, struct mm_error *err)
+static bool beneath(const char *real, const char *root)
+{
+    size_t n = strlen(root);
+    return strncmp(real, root, n) == 0 &&
+           (real[n] == '/' || real[n] == '\0' || (n == 1 && root[0] == '/'));
+}
+
+/* path resolved (symlinks, "..") into out, which must lie inside one of roots (when given). */
+static int inside(const char *path, const char *const *roots, char *out, struct mm_error *err)
 {
     if (!realpath(path, out))
         return mm_error_set(err, errno_code(errno), "model path %s: %s", path, strerror(errno));
-    size_t n = root ? strlen(root) : 0;
-    if (root && !(strncmp(out, root, n) == 0 &&
-                  (out[n] == '/' || out[n] == '\0' || (n == 1 && root[0] == '/'))))
-        return mm_error_set(err, -EACCES, "model path %s is outside the models directory %s", path,
-                            root);
-    return 0;
+    if (!roots || !roots[0])
+        return 0;
+    for (const char *const *r = roots; *r; r++)
+        if (beneath(out, *r))
+            return 0;
+    return mm_error_set(err, -EACCES, "model path %s is outside the models director%s %s%s", path,
+                        roots[1] ? "ies" : "y", roots[0], roots[1] ? ", ..." : "");
 }
 
 /* The model file of path: path itself, or the single model file inside a directory; resolved
  * into out. */
-static int resolve(const char *path, const char *root, char *out, struct mm_error *err)
+static int resolve(const char *path, const char *const *root, char *out, struct mm_error *err)
 {
     char real[PATH_MAX];
     int rc = inside(path, root, real, err);
@@ -729,7 +737,7 @@ int xgb_model_load(const char *path, const struct xgb_limits *lim, struct xgb_mo
     size_t len = 0;
     if (!lim)
         lim = &none;
-    int rc = resolve(path, lim->models_dir, file, err);
+    int rc = resolve(path, lim->models_dirs, file, err);
     if (rc < 0)
         return rc;
     if ((rc = read_file(file, lim->max_file_bytes, &bytes, &len, err)) < 0)
@@ -856,11 +864,11 @@ int xgb_model_predict(struct xgb_model *m, const float *rows, size_t n_rows, flo
     return 0;
 }
 
-int xgb_path_size(const char *path, const char *models_dir, uint64_t *out)
+int xgb_path_size(const char *path, const char *const *models_dirs, uint64_t *out)
 {
     char real[PATH_MAX];
     struct stat st;
-    if (inside(path, models_dir, real, NULL) < 0 || stat(real, &st) < 0)
+    if (inside(path, models_dirs, real, NULL) < 0 || stat(real, &st) < 0)
         return -ENOENT;
     if (S_ISREG(st.st_mode)) {
         *out = (uint64_t)st.st_size;

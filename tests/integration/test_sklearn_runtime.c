@@ -620,6 +620,64 @@ static void concurrency(void)
     CHECK_INT(ok, C);
 }
 
+/* Several models dirs (--models-dir repeated, or MM_MODELS_DIR ':'-separated): a model inside
+ * any of them loads, also through a symbolic link from one into another (how the node links a
+ * pvc's model from its cache dir); one outside all of them, or linked to from inside, is
+ * refused. */
+static void models_dirs(const char *python, const char *server, const char *dir,
+                        const char *model)
+{
+    char cmd[16384], a[600], b[600], c[600], env[1300], p[700];
+    snprintf(a, sizeof a, "%s/dirA", dir);
+    snprintf(b, sizeof b, "%s/dirB", dir);
+    snprintf(c, sizeof c, "%s/dirC", dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' '%s' '%s' && cp '%s' '%s/a.joblib' && cp '%s' '%s/b.joblib' && "
+             "cp '%s' '%s/c.joblib' && ln -s '%s/b.joblib' '%s/link.joblib' && "
+             "ln -s '%s/c.joblib' '%s/out.joblib'",
+             a, b, c, model, a, model, b, model, c, b, a, c, a);
+    REQUIRE(system(cmd) == 0);
+    for (int round = 0; round < 2; round++) {
+        char *const flags[] = {(char *)python, (char *)server, "--listen", "127.0.0.1:0",
+                               "--log-level", "warn", "--models-dir", a, "--models-dir", b, NULL};
+        char *const plain[] = {(char *)python, (char *)server, "--listen", "127.0.0.1:0",
+                               "--log-level", "warn", NULL};
+        snprintf(env, sizeof env, "%s::%s", a, b); /* an empty element is skipped */
+        if (round == 1)
+            REQUIRE(setenv("MM_MODELS_DIR", env, 1) == 0);
+        pid_t pid = 0;
+        int port = 0;
+        struct rt_client rc;
+        REQUIRE(harness_spawn_listening(round == 0 ? flags : plain, 60000, &pid, &port) == 0);
+        unsetenv("MM_MODELS_DIR");
+        REQUIRE(rt_open(&rc, port) == 0);
+        fprintf(stderr, "models dirs given by %s\n", round == 0 ? "flags" : "MM_MODELS_DIR");
+        snprintf(p, sizeof p, "%s/a.joblib", a);
+        CHECK_INT(rt_load(&rc, "in-a", "sklearn", p, NULL).code, 0);
+        snprintf(p, sizeof p, "%s/b.joblib", b);
+        CHECK_INT(rt_load(&rc, "in-b", "sklearn", p, NULL).code, 0);
+        snprintf(p, sizeof p, "%s/link.joblib", a);
+        CHECK_INT(rt_load(&rc, "linked", "sklearn", p, NULL).code, 0);
+        CHECK(rt_ready(&rc, "linked"));
+        snprintf(p, sizeof p, "%s/c.joblib", c);
+        CHECK(rt_spi_failed_with(rt_load(&rc, "in-c", "sklearn", p, NULL),
+                                 GRPC_STATUS_PERMISSION_DENIED, "outside the models directories"));
+        snprintf(p, sizeof p, "%s/out.joblib", a);
+        CHECK(rt_spi_failed_with(rt_load(&rc, "out", "sklearn", p, NULL),
+                                 GRPC_STATUS_PERMISSION_DENIED, "outside the models directories"));
+        rt_close(&rc, pid, 15000);
+    }
+    /* a models dir that is not one is refused at start */
+    snprintf(cmd, sizeof cmd, "'%s' '%s' --models-dir '%s' --models-dir '%s/a.joblib' 2>&1",
+             python, server, a, a);
+    FILE *f = popen(cmd, "r");
+    REQUIRE(f != NULL);
+    char out[2048] = "";
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = 0;
+    CHECK(WEXITSTATUS(pclose(f)) == 2 && strstr(out, "is not a directory"));
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 5);
@@ -665,6 +723,7 @@ int main(int argc, char **argv)
     concurrency();
     shared_load_predicts(mnist);
     rt_close(&sc, pid, 15000);
+    models_dirs(python, argv[2], dir, mnist);
 
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);

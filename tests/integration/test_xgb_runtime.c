@@ -214,6 +214,61 @@ static void make_model(const char *maker, const char *dir)
     REQUIRE(got_expected && got_row);
 }
 
+/* Several models dirs (--models-dir repeated, or MM_MODELS_DIR ':'-separated): a model inside
+ * any of them loads, also through a symbolic link from one into another (how the node links a
+ * pvc's model from its cache dir); one outside all of them, or linked to from inside, is
+ * refused. */
+static void models_dirs(const char *runtime, const char *dir, const char *model)
+{
+    char cmd[16384], a[600], b[600], c[600], env[1300], p[700];
+    snprintf(a, sizeof a, "%s/dirA", dir);
+    snprintf(b, sizeof b, "%s/dirB", dir);
+    snprintf(c, sizeof c, "%s/dirC", dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' '%s' '%s' && cp '%s' '%s/a.json' && cp '%s' '%s/b.json' && "
+             "cp '%s' '%s/c.json' && ln -s '%s/b.json' '%s/link.json' && "
+             "ln -s '%s/c.json' '%s/out.json'",
+             a, b, c, model, a, model, b, model, c, b, a, c, a);
+    REQUIRE(system(cmd) == 0);
+    for (int round = 0; round < 2; round++) {
+        char *const flags[] = {(char *)runtime, "--listen", "127.0.0.1:0", "--models-dir", a,
+                               "--models-dir", b, NULL};
+        char *const plain[] = {(char *)runtime, "--listen", "127.0.0.1:0", NULL};
+        snprintf(env, sizeof env, "%s::%s", a, b); /* an empty element is skipped */
+        if (round == 1)
+            REQUIRE(setenv("MM_MODELS_DIR", env, 1) == 0);
+        pid_t pid = 0;
+        int port = 0;
+        struct rt_client rc;
+        REQUIRE(harness_spawn_listening(round == 0 ? flags : plain, 10000, &pid, &port) == 0);
+        unsetenv("MM_MODELS_DIR");
+        REQUIRE(rt_open(&rc, port) == 0);
+        fprintf(stderr, "models dirs given by %s\n", round == 0 ? "flags" : "MM_MODELS_DIR");
+        snprintf(p, sizeof p, "%s/a.json", a);
+        CHECK_INT(rt_load(&rc, "in-a", "xgboost", p, NULL).code, 0);
+        snprintf(p, sizeof p, "%s/b.json", b);
+        CHECK_INT(rt_load(&rc, "in-b", "xgboost", p, NULL).code, 0);
+        snprintf(p, sizeof p, "%s/link.json", a);
+        CHECK_INT(rt_load(&rc, "linked", "xgboost", p, NULL).code, 0);
+        CHECK(rt_ready(&rc, "linked"));
+        snprintf(p, sizeof p, "%s/c.json", c);
+        CHECK(rt_spi_failed_with(rt_load(&rc, "in-c", "xgboost", p, NULL),
+                                 GRPC_STATUS_PERMISSION_DENIED, "outside the models directories"));
+        snprintf(p, sizeof p, "%s/out.json", a);
+        CHECK(rt_spi_failed_with(rt_load(&rc, "out", "xgboost", p, NULL),
+                                 GRPC_STATUS_PERMISSION_DENIED, "outside the models directories"));
+        rt_close(&rc, pid, 10000);
+    }
+    /* a models dir that is not one is refused at start */
+    snprintf(p, sizeof p, "%s/a.json", a);
+    char *const bad[] = {(char *)runtime, "--listen", "127.0.0.1:0", "--models-dir", a,
+                         "--models-dir", p, NULL};
+    pid_t pid = 0;
+    REQUIRE(harness_spawn(bad, "/dev/null", &pid) == 0);
+    int status = harness_wait_pid(pid, 10000);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+}
+
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 3);
@@ -359,6 +414,7 @@ int main(int argc, char **argv)
     grpc_byte_buffer_destroy(qb);
 
     rt_close(&sc, pid, 10000);
+    models_dirs(argv[1], dir, model);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK_INT(system(cmd), 0);
     return CHECK_DONE();
