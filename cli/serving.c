@@ -529,7 +529,7 @@ static int model_key(const struct serving_options *o, char **key, char **path)
         free(ptext);
     } else {
         params = cJSON_CreateObject();
-        *path = strdup("");
+        *path = strdup(o->path ? o->path : "");
     }
     if (!params || !*path)
         goto nomem_params;
