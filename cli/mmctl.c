@@ -52,8 +52,9 @@ static void usage(FILE *to)
             "       mmctl [--address A] metadata MODEL\n"
             "       mmctl [--address A] runtime status --purge | load ID PATH [--type T] |\n"
             "                                   unload ID | size ID\n"
-            "       mmctl [--node A] model register ID --type T [--path P] [--key K]\n"
-            "                                   [--load-now] [--sync] [--timeout D]\n"
+            "       mmctl [--node A] model register ID --type T [--path P | --uri URI] [--key K]\n"
+            "                                   [--param NAME=VALUE]... [--load-now] [--sync]\n"
+            "                                   [--timeout D]\n"
             "       mmctl [--node A] model unregister ID | status ID | ensure ID [--sync]\n"
             "       mmctl [--node A] vmodel set NAME TARGET [--type T [--path P] [--key K]]\n"
             "                                   [--auto-delete] [--load-now] [--force]\n"
@@ -77,7 +78,8 @@ static void usage(FILE *to)
             "model calls a node's model API (mmesh.ModelMesh; default 127.0.0.1:8033, env\n"
             "MM_NODE_ADDRESS): register a model (its type, its storage path relative to the\n"
             "models root, its storage key; --load-now: load it without waiting for a request),\n"
-            "unregister it (unloaded everywhere), show its status and copies, or ensure it is\n"
+            "unregister it (unloaded everywhere), show its status and copies (a copy being\n"
+            "loaded shows the bytes pulled from storage so far), or ensure it is\n"
             "loaded somewhere. --sync waits until the model is LOADED or failed (default\n"
             "timeout 120s, else 5s) and exits 1 unless it is LOADED. Exit codes: 0 done, 1 the\n"
             "call failed (the message names the gRPC status) or the model is not registered\n"
@@ -114,7 +116,14 @@ static void usage(FILE *to)
             "  --node HOST:PORT   model: the node's model API (env MM_NODE_ADDRESS;\n"
             "                     default 127.0.0.1:8033)\n"
             "  --path P           model register: storage path (relative to the models root)\n"
-            "  --key K, --storage-key K   model register: storage key (\"\" = pvc)\n"
+            "  --key K, --storage-key K   model register: storage key (its entry in the\n"
+            "                     storage-config secret; none = the default keys, docs/storage.md)\n"
+            "  --uri URI          model register, vmodel set: s3://B/P, gs://B/P, pvc://NAME/P,\n"
+            "                     https://A.blob.core.windows.net/C/P or http(s)://HOST/P:\n"
+            "                     the storage type and bucket as parameters, and the path\n"
+            "  --param NAME=VALUE model register, vmodel set: a storage parameter laid over the\n"
+            "                     key's entry (repeatable; over --uri's); sent in ModelMesh\n"
+            "                     Serving's JSON key form\n"
             "  --load-now         model register, vmodel set: load it now\n"
             "  --sync             model register, ensure: wait until LOADED or failed;\n"
             "                     vmodel set: until the transition ended\n"
@@ -177,6 +186,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--node", offsetof(struct options, serving.node)},
         {"--path", offsetof(struct options, serving.path)},
         {"--storage-key", offsetof(struct options, serving.storage_key)},
+        {"--uri", offsetof(struct options, serving.uri)},
         {"--output", offsetof(struct options, serving.output)},
         {"--expected", offsetof(struct options, serving.expected)},
         {"--owner", offsetof(struct options, serving.owner)},
@@ -205,7 +215,21 @@ static int parse(int argc, char **argv, struct options *o)
             o->args[o->n_args++] = a;
             continue;
         }
+        if (strcmp(a, "--param") == 0 || strncmp(a, "--param=", 8) == 0) {
+            const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                fprintf(stderr, "mmctl: --param needs NAME=VALUE\n");
+                return 2;
+            }
+            if (o->serving.n_params == SERVING_MAX_PARAMS) {
+                fprintf(stderr, "mmctl: more than %d --param\n", SERVING_MAX_PARAMS);
+                return 2;
+            }
+            o->serving.params[o->serving.n_params++] = v;
+            continue;
+        }
         if (strcmp(a, "--purge") == 0) {
+
             o->serving.purge = true;
             continue;
         }
@@ -565,9 +589,11 @@ static int run_registry(struct options *o)
     }
     const struct serving_options *s = &o->serving;
     if (s->node || s->path || s->storage_key || s->output || s->load_now || s->sync ||
-        s->auto_delete || s->force || s->update_only || s->expected || s->owner) {
-        fprintf(stderr, "mmctl: --node, --path, --storage-key, -o, --load-now, --sync and the "
-                        "vmodel flags go with model verbs only (model and vmodel)\n");
+        s->auto_delete || s->force || s->update_only || s->expected || s->owner || s->uri ||
+        s->n_params) {
+        fprintf(stderr, "mmctl: --node, --path, --storage-key, --uri, --param, -o, --load-now, "
+                        "--sync and the vmodel flags go with model verbs only (model and "
+                        "vmodel)\n");
         return 2;
     }
     int rc = resolve_password(o);

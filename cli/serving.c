@@ -21,6 +21,7 @@
 #include "mm/rpc.h"
 #include "mm/spi.h"
 #include "mm/spi_sync.h"
+#include "mm/stcfg.h"
 #include "mm/v2json.h"
 #include "term.h"
 
@@ -482,6 +483,12 @@ static void print_model_status(const char *id, const Mmesh__ModelStatusInfo *m)
         if (c->time > 0 && c->time < UINT64_C(253402300800000) && gmtime_r(&secs, &tm) &&
             strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm))
             printf(" since %s.%03uZ", when, (unsigned)(c->time % 1000));
+        if (c->bytespulled || c->bytestotal) {
+            printf(", pulled %.1f", (double)c->bytespulled / 1e6);
+            if (c->bytestotal)
+                printf("/%.1f", (double)c->bytestotal / 1e6);
+            printf(" MB");
+        }
         fputc('\n', stdout);
     }
     for (size_t i = 0; i < m->n_errors; i++) {
@@ -490,6 +497,81 @@ static void print_model_status(const char *id, const Mmesh__ModelStatusInfo *m)
                    m->errors[i] ? strlen(m->errors[i]) : 0, false);
         fputc('\n', stdout);
     }
+}
+
+/* The modelInfo key and path of model register / vmodel set: --key alone as it is; with --uri or
+ * --param, ModelMesh Serving's JSON form {"storage_key":K,"storage_params":{..}} (the URI's
+ * parameters first, each --param k=v over them). *key and *path: malloc'd, the caller frees.
+ * 0 or 2 (usage; message printed). */
+static int model_key(const struct serving_options *o, char **key, char **path)
+{
+    *key = *path = NULL;
+    if (!o->uri && o->n_params == 0) {
+        *key = strdup(o->storage_key ? o->storage_key : "");
+        *path = strdup(o->path ? o->path : "");
+        if (!*key || !*path)
+            goto nomem;
+        return 0;
+    }
+    if (o->uri && o->path) {
+        term_error("give --uri or --path, not both (the URI holds the path)");
+        return 2;
+    }
+    cJSON *params = NULL;
+    if (o->uri) {
+        char *ptext = NULL;
+        struct mm_error err = {0};
+        if (stcfg_parse_uri(o->uri, &ptext, path, &err) < 0) {
+            term_error("--uri: %s", err.msg);
+            return 2;
+        }
+        params = cJSON_Parse(ptext);
+        free(ptext);
+    } else {
+        params = cJSON_CreateObject();
+        *path = strdup(o->path ? o->path : "");
+    }
+    if (!params || !*path)
+        goto nomem_params;
+    for (int i = 0; i < o->n_params; i++) {
+        const char *eq = strchr(o->params[i], '=');
+        if (!eq || eq == o->params[i]) {
+            term_error("--param takes NAME=VALUE, not '%s'", o->params[i]);
+            cJSON_Delete(params);
+            free(*path);
+            *path = NULL;
+            return 2;
+        }
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - o->params[i]), o->params[i]);
+        cJSON *v = cJSON_CreateString(eq + 1);
+        if (!v)
+            goto nomem_params;
+        if (cJSON_GetObjectItemCaseSensitive(params, name))
+            cJSON_ReplaceItemInObjectCaseSensitive(params, name, v);
+        else
+            cJSON_AddItemToObject(params, name, v);
+    }
+    cJSON *k = cJSON_CreateObject();
+    if (!k || (o->storage_key && o->storage_key[0] &&
+               !cJSON_AddStringToObject(k, "storage_key", o->storage_key))) {
+        cJSON_Delete(k);
+        goto nomem_params;
+    }
+    cJSON_AddItemToObject(k, "storage_params", params);
+    *key = cJSON_PrintUnformatted(k);
+    cJSON_Delete(k);
+    if (!*key)
+        goto nomem;
+    return 0;
+nomem_params:
+    cJSON_Delete(params);
+nomem:
+    free(*key);
+    free(*path);
+    *key = *path = NULL;
+    term_error("out of memory");
+    return 1;
 }
 
 /* `mmctl model register|unregister|status|ensure ID`: one call to the node's model API. */
@@ -510,8 +592,9 @@ static int model(const struct serving_options *o)
         term_error("model register needs --type T (the model's format, e.g. sklearn)");
         return 2;
     }
-    if (!reg && (o->type || o->path || o->storage_key || o->load_now)) {
-        term_error("--type, --path, --key and --load-now go with model register only");
+    if (!reg && (o->type || o->path || o->storage_key || o->load_now || o->uri || o->n_params)) {
+        term_error("--type, --path, --key, --uri, --param and --load-now go with model register "
+                   "only");
         return 2;
     }
     if (o->auto_delete || o->force || o->update_only || o->expected || o->owner) {
@@ -553,10 +636,14 @@ static int model(const struct serving_options *o)
     Mmesh__EnsureLoadedRequest ensure_req = MMESH__ENSURE_LOADED_REQUEST__INIT;
     const ProtobufCMessage *req;
     const char *method;
+    char *key = NULL, *spath = NULL;
     if (reg) {
+        int krc = model_key(o, &key, &spath);
+        if (krc)
+            return krc;
         info.type = (char *)o->type;
-        info.path = (char *)(o->path ? o->path : "");
-        info.key = (char *)(o->storage_key ? o->storage_key : "");
+        info.path = spath;
+        info.key = key;
         reg_req.modelid = id;
         reg_req.modelinfo = &info;
         reg_req.loadnow = o->load_now;
@@ -585,6 +672,8 @@ static int model(const struct serving_options *o)
                   unreg ? &mmesh__unregister_model_response__descriptor
                         : &mmesh__model_status_info__descriptor,
                   &m);
+    free(key);
+    free(spath);
     if (rc)
         return rc;
     if (unreg) {
@@ -687,13 +776,16 @@ static int vmodel(const struct serving_options *o)
         return 2;
     }
     if (!set && (o->type || o->path || o->storage_key || o->load_now || o->sync ||
-                 o->auto_delete || o->force || o->update_only || o->expected)) {
-        term_error("--type, --path, --key, --load-now, --sync, --auto-delete, --force, "
-                   "--update-only and --expected go with vmodel set only");
+                 o->auto_delete || o->force || o->update_only || o->expected || o->uri ||
+                 o->n_params)) {
+        term_error("--type, --path, --key, --uri, --param, --load-now, --sync, --auto-delete, "
+                   "--force, --update-only and --expected go with vmodel set only");
         return 2;
     }
-    if (set && (o->path || o->storage_key) && (!o->type || !o->type[0])) {
-        term_error("vmodel set: --path and --key describe the target with --type T");
+    if (set && (o->path || o->storage_key || o->uri || o->n_params) &&
+        (!o->type || !o->type[0])) {
+        term_error("vmodel set: --path, --key, --uri and --param describe the target with "
+                   "--type T");
         return 2;
     }
     if (o->purge) {
@@ -726,13 +818,17 @@ static int vmodel(const struct serving_options *o)
     Mmesh__DeleteVModelRequest del_req = MMESH__DELETE_VMODEL_REQUEST__INIT;
     const ProtobufCMessage *req;
     const char *method;
+    char *key = NULL, *spath = NULL;
     if (set) {
         set_req.vmodelid = name;
         set_req.targetmodelid = (char *)o->args[3];
         if (o->type && o->type[0]) {
+            int krc = model_key(o, &key, &spath);
+            if (krc)
+                return krc;
             info.type = (char *)o->type;
-            info.path = (char *)(o->path ? o->path : "");
-            info.key = (char *)(o->storage_key ? o->storage_key : "");
+            info.path = spath;
+            info.key = key;
             set_req.modelinfo = &info;
         }
         set_req.autodeletetargetmodel = o->auto_delete;
@@ -763,6 +859,8 @@ static int vmodel(const struct serving_options *o)
                   del ? &mmesh__delete_vmodel_response__descriptor
                       : &mmesh__vmodel_status_info__descriptor,
                   &m);
+    free(key);
+    free(spath);
     if (rc)
         return rc;
     if (del) {

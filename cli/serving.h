@@ -8,6 +8,8 @@
 
 #include <stdbool.h>
 
+#define SERVING_MAX_PARAMS 64
+
 struct serving_options {
     const char *address; /* host:port, unix:PATH; NULL: the verb's default */
     const char *file;    /* infer: request JSON file, "-" or NULL for stdin */
@@ -16,6 +18,12 @@ struct serving_options {
                           * else address, else 127.0.0.1:8033 */
     const char *path;    /* model register: storage path */
     const char *storage_key; /* model register: storage key */
+    const char *uri;     /* model register, vmodel set: a storageUri (stcfg.h: s3://B/p, ...),
+                          * instead of --path: its parameters and path */
+    const char *params[SERVING_MAX_PARAMS]; /* model register, vmodel set: "k=v" storage
+                          * parameters (over the URI's); with any of these or uri, the key is
+                          * sent in ModelMesh Serving's JSON form */
+    int n_params;
     const char *output;  /* model verbs: "text" (NULL) or "json" */
     unsigned timeout_ms; /* 0: the verb's default */
     bool purge;          /* runtime status: the caller knows it unloads every model */

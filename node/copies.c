@@ -34,6 +34,7 @@
 #define SIZE_CALL_MS 5000       /* modelSize after a load that reported no size */
 #define LOAD_CALL_GRACE_MS 1000 /* the loadModel deadline, past our own timeout */
 #define DEFAULT_UNLOAD_WAIT_MS 10000
+#define PROGRESS_WRITE_MS 2000 /* the pull's progress in the Loading record, at most this often */
 
 enum phase {
     P_NONE,     /* nothing held: a record being deleted (refused, stale), or about to go */
@@ -88,6 +89,7 @@ struct copy {
     bool readmit;       /* a new Pending record came while it was unloading */
     unsigned unload_tries;
     int64_t started_ms, failed_ms;
+    int64_t progress_ms; /* when the pull's progress last went into the record */
     ev_timer timer; /* load timeout, failure expiry, or the wait for requests in flight */
 };
 
@@ -277,7 +279,8 @@ static bool record_matches(const struct copy *cp, int64_t lease)
     if (record_decode(RECORD_COPY, cp->rec_value, strlen(cp->rec_value), &now, NULL) < 0)
         return false;
     return now.state == cp->rec.state && now.since_ms == cp->rec.since_ms &&
-           now.size_bytes == cp->rec.size_bytes && strcmp(now.error, cp->rec.error) == 0;
+           now.size_bytes == cp->rec.size_bytes && strcmp(now.error, cp->rec.error) == 0 &&
+           now.bytes_pulled == cp->rec.bytes_pulled && now.bytes_total == cp->rec.bytes_total;
 }
 
 static void write_later(struct copy *cp)
@@ -781,6 +784,25 @@ static void on_fetched(int status, const struct mm_error *err, const char *local
     }
 }
 
+/* The pull's progress into the Loading record: at most every PROGRESS_WRITE_MS, only when it
+ * changed, and only while the record is wanted Loading (storage stops calling once the fetch
+ * has called back or is cancelled). */
+static void on_fetch_progress(uint64_t done, uint64_t total, void *arg)
+{
+    struct copy *cp = arg;
+    if (cp->phase != P_FETCHING || cp->want != WANT_PUT || cp->rec.state != COPY_LOADING)
+        return;
+    if (done == cp->rec.bytes_pulled && total == cp->rec.bytes_total)
+        return;
+    int64_t now = now_ms();
+    if (cp->progress_ms && now - cp->progress_ms < PROGRESS_WRITE_MS)
+        return;
+    cp->progress_ms = now;
+    cp->rec.bytes_pulled = done;
+    cp->rec.bytes_total = total;
+    sync_record(cp); /* one write at a time: a write in flight is followed by this one */
+}
+
 /* The record says Loading: fetch, then load; the timeout runs from here. */
 static void begin_fetch(struct copy *cp)
 {
@@ -809,8 +831,13 @@ static void begin_fetch(struct copy *cp)
         fail(cp, err.msg[0] ? err.msg : "its model record is gone");
         return;
     }
-    struct storage_model sm = {
-        .model_id = cp->id, .storage_key = mr.storage_key, .storage_path = mr.storage_path};
+    struct storage_model sm = {.model_id = cp->id,
+                               .storage_key = mr.storage_key,
+                               .storage_params = mr.storage_params,
+                               .storage_path = mr.storage_path,
+                               .progress = on_fetch_progress,
+                               .progress_arg = cp};
+    cp->progress_ms = 0;
     int rc = storage_fetch(c->storage, &sm, on_fetched, cp, &cp->fetch, &err);
     if (rc < 0) {
         cp->fetch = NULL;

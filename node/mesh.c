@@ -522,6 +522,10 @@ static int status_cb(const struct mirror_entry *e, void *arg)
         snprintf(cs->iid, sizeof(cs->iid), "%.*s", (int)kp.second_len, kp.second);
         cs->state = cr.state;
         cs->since_ms = cr.since_ms;
+        if (cr.state == COPY_LOADING) {
+            cs->bytes_pulled = cr.bytes_pulled;
+            cs->bytes_total = cr.bytes_total;
+        }
     }
     if (cr.state == COPY_FAILED &&
         !place_failure_expired(&m->place, cr.since_ms, c->rec->last_used_ms, c->now)) {
@@ -1444,6 +1448,9 @@ static void on_copies(const struct mirror_event *ev, void *arg)
 
 /* ------------------------------------------------------------------ register, unregister, ensure */
 
+/* modelInfo.key: a plain key is bounded by the record's field, its JSON form by this. */
+#define MESH_KEY_MAX 8192
+
 static int check_text(const char *field, const char *v, size_t max, bool required,
                       const char *model_id, struct mm_error *err)
 {
@@ -1465,10 +1472,11 @@ static int check_text(const char *field, const char *v, size_t max, bool require
     return 0;
 }
 
-static bool same_info(const struct model_record *a, const struct model_record *b)
+bool mesh_same_info(const struct model_record *a, const struct model_record *b)
 {
     return strcmp(a->type, b->type) == 0 && strcmp(a->storage_path, b->storage_path) == 0 &&
-           strcmp(a->storage_key, b->storage_key) == 0;
+           strcmp(a->storage_key, b->storage_key) == 0 &&
+           strcmp(a->storage_params, b->storage_params) == 0;
 }
 
 static void on_register_txn(int status, const struct mm_error *err, struct etcd_response *resp,
@@ -1495,11 +1503,14 @@ static void on_register_txn(int status, const struct mm_error *err, struct etcd_
             op_complete(op, -EEXIST, &e);
             return;
         }
-        if (!same_info(&have, &op->want)) {
+        if (!mesh_same_info(&have, &op->want)) {
             mm_error_set(&e, -EEXIST,
                          "model %s already exists with other info (type '%s', path '%s', "
-                         "key '%s')",
-                         s->id, have.type, have.storage_path, have.storage_key);
+                         "key '%s'%s)",
+                         s->id, have.type, have.storage_path, have.storage_key,
+                         strcmp(have.storage_params, op->want.storage_params)
+                             ? ", other storage parameters" /* values may be secrets */
+                             : "");
             op_complete(op, -EEXIST, &e);
             return;
         }
@@ -1514,6 +1525,13 @@ static void on_register_txn(int status, const struct mm_error *err, struct etcd_
 int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
                      struct mm_error *err)
 {
+    struct model_record rec;
+    return mesh_info_record(model_id, info, &rec, err);
+}
+
+int mesh_info_record(const char *model_id, const struct mesh_model_info *info,
+                     struct model_record *rec_out, struct mm_error *err)
+{
     int rc = keys_check_name("modelId", model_id, err);
     if (rc < 0)
         return rc;
@@ -1524,9 +1542,22 @@ int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
                          err)) < 0 ||
         (rc = check_text("modelInfo.path", info->path, sizeof(rec.storage_path) - 1, false,
                          model_id, err)) < 0 ||
-        (rc = check_text("modelInfo.key", info->key, sizeof(rec.storage_key) - 1, false,
-                         model_id, err)) < 0)
+        (rc = check_text("modelInfo.key", info->key, MESH_KEY_MAX, false, model_id, err)) <
+            0)
         return rc;
+    if (info->key && (rc = record_model_key(info->key, strlen(info->key), &rec, err)) < 0) {
+        mm_error_prefix(err, "model %s: ", model_id);
+        return rc;
+    }
+    snprintf(rec_out->type, sizeof(rec_out->type), "%s", info->type);
+    snprintf(rec_out->storage_path, sizeof(rec_out->storage_path), "%s",
+             info->path ? info->path : "");
+    if (info->key) {
+        memcpy(rec_out->storage_key, rec.storage_key, sizeof(rec.storage_key));
+        memcpy(rec_out->storage_params, rec.storage_params, sizeof(rec.storage_params));
+    } else {
+        rec_out->storage_key[0] = rec_out->storage_params[0] = '\0';
+    }
     return 0;
 }
 
@@ -1541,16 +1572,13 @@ int mesh_register(struct mesh *m, const char *model_id, const struct mesh_model_
 {
     if (out)
         *out = NULL;
-    int rc = mesh_check_model(model_id, info, err);
+    struct model_record rec = {0};
+    int rc = mesh_info_record(model_id, info, &rec, err);
     if (rc < 0)
         return rc;
-    struct model_record rec = {0};
     if (last_used_ms < 0)
         return mm_error_set(err, -EINVAL, "model %s: lastUsedTime is negative", model_id);
     int64_t now = now_ms();
-    snprintf(rec.type, sizeof(rec.type), "%s", info->type);
-    snprintf(rec.storage_path, sizeof(rec.storage_path), "%s", info->path ? info->path : "");
-    snprintf(rec.storage_key, sizeof(rec.storage_key), "%s", info->key ? info->key : "");
     rec.last_used_ms = last_used_ms ? last_used_ms
                                     : place_initial_last_used(&m->place, now, load_now);
     rec.load_now = load_now;

@@ -21,6 +21,7 @@
 
 #include "mm/cache.h"
 #include "mm/copies.h"
+#include "mm/curlev.h"
 #include "mm/etcd.h"
 #include "mm/instance.h"
 #include "mm/keys.h"
@@ -51,13 +52,14 @@ struct options {
     const char *cluster, *instance_id, *runtime, *runtime_name, *model_types, *zone,
         *internal_address, *password_file, *listen, *models_root, *cache_dir, *max_failures,
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
-        *connection_idle, *max_parked;
+        *connection_idle, *max_parked, *pull_concurrency;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
         load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms, rate_check_ms;
     uint64_t max_load_failures, scale_up_rpm;
     const char *scale_up;
     struct rpc_server_config rpc; /* both ports' bounds */
     unsigned max_parked_calls;
+    unsigned max_pulls; /* --pull-concurrency */
 };
 
 struct node {
@@ -75,6 +77,7 @@ struct node {
     int internal_port;
     struct table *table;
     struct route *route, *route_internal;
+    struct curlev *curl; /* the loop's curl multi: etcd and the object stores */
     struct storage *storage;
     struct mirror *mirror;
     struct copies *copies;
@@ -159,6 +162,12 @@ static void usage(FILE *to)
             "                               from it (its --models-dir; env MM_CACHE_DIR; "
             "default\n"
             "                               /tmp/modelmesh-cache-<instance id>)\n"
+            "                               The runtime must also serve from --models-root: pvc\n"
+            "                               models are linked there, not copied (storage.h)\n"
+            "  --pull-concurrency N         object-store downloads at once, 1..1024 (default "
+            "8);\n"
+            "                               credentials are read from the registry's\n"
+            "                               storage-config/<key> (docs/storage.md)\n"
             "  --load-timeout DURATION      a load past it fails (default the runtime's)\n"
             "  --min-churn-age DURATION     a full pod refuses loads while its oldest copy is\n"
             "                               younger (default 10 x max(3s, load timeout / 3))\n"
@@ -270,6 +279,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--message-timeout-ms", offsetof(struct options, message_timeout)},
         {"--connection-idle-ms", offsetof(struct options, connection_idle)},
         {"--max-parked", offsetof(struct options, max_parked)},
+        {"--pull-concurrency", offsetof(struct options, pull_concurrency)},
     };
     for (size_t k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {
         const char *v = durations[k].env ? getenv(durations[k].env) : NULL;
@@ -352,6 +362,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--message-timeout-ms", o->message_timeout, 1, MAX_RPC_MS},
         {"--connection-idle-ms", o->connection_idle, 1, MAX_RPC_MS},
         {"--max-parked", o->max_parked, 1, 1000000},
+        {"--pull-concurrency", o->pull_concurrency, 1, 1024},
     };
     uint64_t lv[sizeof(limits) / sizeof(limits[0])] = {0};
     for (size_t k = 0; k < sizeof(limits) / sizeof(limits[0]); k++) {
@@ -367,6 +378,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->rpc.message_timeout_ms = (unsigned)lv[2];
     o->rpc.connection_idle_ms = (unsigned)lv[3];
     o->max_parked_calls = (unsigned)lv[4];
+    o->max_pulls = (unsigned)lv[5];
     if (o->rpc_memory) {
         struct mm_error err = {0};
         if (opts_bytes("--rpc-memory", o->rpc_memory, 1ull << 20, 1ull << 40,
@@ -723,6 +735,27 @@ static void on_internal_down(void *arg)
         ev_break(n->loop, EVBREAK_ALL);
 }
 
+/* storage.h's lookup of a storage key's entry: storage-config/<key> in the registry mirror (what
+ * ModelMesh Serving's controller copies there from the storage-config Secret). */
+static int storage_lookup(const char *key, char **json, void *arg, struct mm_error *err)
+{
+    struct node *n = arg;
+    char k[KEYS_MAX];
+    int rc = keys_storage_config(k, sizeof(k), n->o->cluster, key, err);
+    if (rc < 0)
+        return rc;
+    if (!n->mirror)
+        return mm_error_set(err, -EAGAIN, "storage key '%s': the registry is not read yet", key);
+    const struct mirror_entry *e = mirror_get(n->mirror, k, strlen(k));
+    if (!e)
+        return -ENOENT;
+    if (!(*json = malloc((size_t)e->value_len + 1)))
+        return mm_error_set(err, -ENOMEM, "storage key '%s': out of memory", key);
+    memcpy(*json, e->value, e->value_len);
+    (*json)[e->value_len] = '\0';
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct options o;
@@ -758,8 +791,14 @@ int main(int argc, char **argv)
 
     n.loop = EV_DEFAULT;
     n.exit_code = 0;
-    struct storage_config sc = {.cache_dir = n.cache_dir, .models_root = o.models_root};
-    if (etcd_client_new(n.loop, &o.etcd, &n.etcd, &err) < 0 ||
+    struct storage_config sc = {.cache_dir = n.cache_dir,
+                                .models_root = o.models_root,
+                                .lookup = storage_lookup,
+                                .lookup_arg = &n,
+                                .max_transfers = o.max_pulls};
+    if (curlev_new(n.loop, &n.curl, &err) == 0)
+        o.etcd.curl = sc.curl = n.curl;
+    if (!n.curl || etcd_client_new(n.loop, &o.etcd, &n.etcd, &err) < 0 ||
         rpc_context_new(n.loop, &n.rpc, &err) < 0 ||
         rpc_server_new(n.rpc, &o.rpc, &n.server, &err) < 0 ||
         rpc_server_listen(n.server, o.listen, &n.port, &err) < 0 ||
@@ -819,12 +858,14 @@ int main(int argc, char **argv)
     mesh_free(n.mesh);
     copies_free(n.copies);
     mirror_free(n.mirror);
+    n.mirror = NULL; /* storage_lookup reads it */
     instance_wait_cancel(n.wait);
     instance_free(n.instance);
     storage_free(n.storage);
     spi_client_free(n.spi);
     rpc_context_free(n.rpc);
     etcd_client_free(n.etcd);
+    curlev_free(n.curl); /* after its clients */
     ev_loop_destroy(n.loop);
     return n.exit_code;
 }

@@ -210,6 +210,8 @@ static void fill_status(struct status_msg *m, const struct mesh_status *st,
         ci.location = (char *)st->copies[i].iid;
         ci.copystatus = copy_enum(st->copies[i].state);
         ci.time = st->copies[i].since_ms > 0 ? (uint64_t)st->copies[i].since_ms : 0;
+        ci.bytespulled = st->copies[i].bytes_pulled;
+        ci.bytestotal = st->copies[i].bytes_total;
         m->infos[i] = ci;
         m->ptrs[i] = &m->infos[i];
     }

@@ -1016,11 +1016,6 @@ static void check_waiters(struct vmodels *v)
     }
 }
 
-static bool same_info(const struct model_record *a, const struct model_record *b)
-{
-    return strcmp(a->type, b->type) == 0 && strcmp(a->storage_path, b->storage_path) == 0 &&
-           strcmp(a->storage_key, b->storage_key) == 0;
-}
 
 static void on_written(int status, const struct mm_error *err, struct etcd_response *resp,
                        void *arg);
@@ -1117,7 +1112,7 @@ static void decide(struct vmodels_op *op, const struct etcd_kv *vkv, const struc
         op_fail(op, -ENOENT, "Target model %s not found", T);
         return;
     }
-    if (op->has_info && have_m && !same_info(&mr, &op->info)) {
+    if (op->has_info && have_m && !mesh_same_info(&mr, &op->info)) {
         op_fail(op, -EEXIST, "Target model %s already exists with different attribute values",
                 T);
         return;
@@ -1174,6 +1169,7 @@ static void decide(struct vmodels_op *op, const struct etcd_kv *vkv, const struc
         snprintf(nm.type, sizeof(nm.type), "%s", op->info.type);
         snprintf(nm.storage_path, sizeof(nm.storage_path), "%s", op->info.storage_path);
         snprintf(nm.storage_key, sizeof(nm.storage_key), "%s", op->info.storage_key);
+        memcpy(nm.storage_params, op->info.storage_params, sizeof(nm.storage_params));
         nm.auto_delete = op->auto_delete;
         nm.registered_ms = now;
         nm.last_used_ms = mesh_initial_last_used(v->cfg.mesh, op->load_now);
@@ -1327,7 +1323,8 @@ int vmodels_set(struct vmodels *v, const struct vmodel_set_req *req, int64_t tim
                             req->vmodel_id);
     if ((rc = keys_check_name("targetModelId", req->target_id, err)) < 0)
         return rc;
-    if (req->info && (rc = mesh_check_model(req->target_id, req->info, err)) < 0)
+    struct model_record info = {0};
+    if (req->info && (rc = mesh_info_record(req->target_id, req->info, &info, err)) < 0)
         return rc;
     if (req->expected_target_id && req->expected_target_id[0] &&
         (rc = keys_check_name("expectedTargetModelId", req->expected_target_id, err)) < 0)
@@ -1343,11 +1340,7 @@ int vmodels_set(struct vmodels *v, const struct vmodel_set_req *req, int64_t tim
     snprintf(op->owner, sizeof(op->owner), "%s", req->owner ? req->owner : "");
     if (req->info) {
         op->has_info = true;
-        snprintf(op->info.type, sizeof(op->info.type), "%s", req->info->type);
-        snprintf(op->info.storage_path, sizeof(op->info.storage_path), "%s",
-                 req->info->path ? req->info->path : "");
-        snprintf(op->info.storage_key, sizeof(op->info.storage_key), "%s",
-                 req->info->key ? req->info->key : "");
+        op->info = info;
     }
     op->update_only = req->update_only;
     op->auto_delete = req->auto_delete;

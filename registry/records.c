@@ -15,7 +15,11 @@
 
 #define MAX_EXACT 9007199254740992.0 /* 2^53: integers above lose precision as JSON numbers */
 
-enum field_type { F_STR, F_U64, F_I64, F_U32, F_COPY_STATE, F_FAILURE, F_BOOL, F_LABELS, F_ID64 };
+enum field_type {
+    F_STR, F_U64, F_I64, F_U32, F_COPY_STATE, F_FAILURE, F_BOOL, F_LABELS, F_ID64,
+    F_U64_OPT, /* a uint64_t left out when 0 */
+    F_PARAMS,  /* a JSON object of strings, held as its compact text ("" = absent) */
+};
 
 struct field {
     const char *name;
@@ -66,6 +70,8 @@ static const struct field model_fields[] = {
     NUM(struct model_record, load_now, F_BOOL),
     NUM(struct model_record, registered_ms, F_I64),
     NUM(struct model_record, auto_delete, F_BOOL),
+    {"storage_params", F_PARAMS, offsetof(struct model_record, storage_params),
+     sizeof(((struct model_record *)0)->storage_params), false},
     {0},
 };
 
@@ -74,6 +80,8 @@ static const struct field copy_fields[] = {
     NUM(struct copy_record, since_ms, F_I64),
     NUM(struct copy_record, size_bytes, F_U64),
     STR(struct copy_record, error, false),
+    NUM(struct copy_record, bytes_pulled, F_U64_OPT),
+    NUM(struct copy_record, bytes_total, F_U64_OPT),
     {0},
 };
 
@@ -141,9 +149,24 @@ static bool add_fields(cJSON *o, const struct field *fields, const char *base)
             break;
         /* Integers are written as exact text: cJSON prints doubles with 15 significant
          * digits, which would round sizes and times above 10^15. */
+        case F_U64_OPT:
+            if (*(const uint64_t *)p == 0)
+                continue;
+            /* fallthrough */
         case F_U64:
             snprintf(num, sizeof(num), "%" PRIu64, *(const uint64_t *)p);
             v = cJSON_CreateRaw(num);
+            break;
+        case F_PARAMS:
+            if (!p[0])
+                continue;
+            /* Parsed, not copied raw: the text is ours (decoded or built through
+             * record_params_text), and a malformed one must not make the record invalid. */
+            v = cJSON_Parse(p);
+            if (!cJSON_IsObject(v)) {
+                cJSON_Delete(v);
+                return false;
+            }
             break;
         case F_I64:
             snprintf(num, sizeof(num), "%" PRId64, *(const int64_t *)p);
@@ -479,7 +502,16 @@ static int decode_fields(const char *what, const struct field *fields, const cJS
             memcpy(p, v->valuestring, n + 1);
             break;
         }
+        case F_PARAMS: {
+            int rc = record_params_text(v, p, f->size, err);
+            if (rc < 0) {
+                mm_error_prefix(err, "%s record: field '%s': ", what, f->name);
+                return rc;
+            }
+            break;
+        }
         case F_U64:
+        case F_U64_OPT:
             if (integer(v, 0, MAX_EXACT, &d) < 0)
                 return mm_error_set(err, -EINVAL,
                                     "%s record: field '%s' must be a non-negative integer "
@@ -543,12 +575,99 @@ static int decode_fields(const char *what, const struct field *fields, const cJS
             if (!cJSON_IsObject(v))
                 return mm_error_set(err, -EINVAL, "%s record: field '%s' must be an object",
                                     what, f->name);
-            if (decode_fields(what, failure_fields, v, p, err) < 0)
-                return mm_error_prefix(err, "in '%s': ", f->name);
+            int rc = decode_fields(what, failure_fields, v, p, err);
+            if (rc < 0) { /* mm_error_prefix gives 0 when err is NULL */
+                mm_error_prefix(err, "in '%s': ", f->name);
+                return rc;
+            }
             break;
         }
     }
     return 0;
+}
+
+int record_params_text(const cJSON *obj, char *out, size_t size, struct mm_error *err)
+{
+    if (size)
+        out[0] = '\0';
+    if (!cJSON_IsObject(obj))
+        return mm_error_set(err, -EINVAL, "storage parameters must be a JSON object of strings");
+    int n = 0;
+    for (const cJSON *f = obj->child; f; f = f->next, n++) {
+        if (n >= RECORD_PARAMS_MAX)
+            return mm_error_set(err, -EINVAL, "more than %d storage parameters",
+                                RECORD_PARAMS_MAX);
+        if (!f->string || !f->string[0])
+            return mm_error_set(err, -EINVAL, "a storage parameter has an empty name");
+        if (!cJSON_IsString(f)) {
+            char name[72];
+            mm_log_escape(name, sizeof(name), f->string, strlen(f->string));
+            return mm_error_set(err, -EINVAL, "storage parameter '%s' must be a string", name);
+        }
+    }
+    if (n == 0)
+        return 0; /* {} = none */
+    char *text = cJSON_PrintUnformatted(obj);
+    if (!text)
+        return mm_error_set(err, -ENOMEM, "storage parameters: out of memory");
+    size_t len = strlen(text);
+    int rc = 0;
+    if (len >= size)
+        rc = mm_error_set(err, -EINVAL, "storage parameters are %zu bytes as JSON, the limit is "
+                          "%zu", len, size ? size - 1 : 0);
+    else
+        memcpy(out, text, len + 1);
+    free(text);
+    return rc;
+}
+
+int record_model_key(const char *key, size_t len, struct model_record *rec,
+                     struct mm_error *err)
+{
+    rec->storage_key[0] = rec->storage_params[0] = '\0';
+    size_t i = 0;
+    while (i < len && strchr(" \t\r\n", key[i]) && key[i])
+        i++;
+    if (i == len || key[i] != '{') { /* a plain storage key */
+        if (len >= sizeof(rec->storage_key))
+            return mm_error_set(err, -EINVAL, "modelInfo.key is %zu bytes, the limit is %zu",
+                                len, sizeof(rec->storage_key) - 1);
+        if (memchr(key, '\0', len))
+            return mm_error_set(err, -EINVAL, "modelInfo.key holds a NUL byte");
+        memcpy(rec->storage_key, key, len);
+        rec->storage_key[len] = '\0';
+        return 0;
+    }
+    if (len > RECORD_MAX_BYTES)
+        return mm_error_set(err, -E2BIG, "modelInfo.key is %zu bytes, the limit is %d", len,
+                            RECORD_MAX_BYTES);
+    size_t at = 0;
+    cJSON *o = parse_whole(key, len, &at);
+    if (!o)
+        return mm_error_set(err, -EINVAL, "modelInfo.key: malformed JSON at byte %zu of %zu", at,
+                            len);
+    int rc = check_text("modelInfo.key", key, len, o, err);
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "storage_key");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "storage_params");
+    if (rc < 0) {
+    } else if (!cJSON_IsObject(o)) {
+        rc = mm_error_set(err, -EINVAL, "modelInfo.key: a JSON key must be an object");
+    } else if (k && !cJSON_IsNull(k) && !cJSON_IsString(k)) {
+        rc = mm_error_set(err, -EINVAL, "modelInfo.key: 'storage_key' must be a string");
+    } else if (k && cJSON_IsString(k) && strlen(k->valuestring) >= sizeof(rec->storage_key)) {
+        rc = mm_error_set(err, -EINVAL, "modelInfo.key: 'storage_key' is %zu bytes, the limit "
+                          "is %zu", strlen(k->valuestring), sizeof(rec->storage_key) - 1);
+    } else if (p && !cJSON_IsNull(p) &&
+               (rc = record_params_text(p, rec->storage_params, sizeof(rec->storage_params),
+                                        err)) < 0) {
+        mm_error_prefix(err, "modelInfo.key: 'storage_params': ");
+    } else if (k && cJSON_IsString(k)) {
+        snprintf(rec->storage_key, sizeof(rec->storage_key), "%s", k->valuestring);
+    }
+    cJSON_Delete(o);
+    if (rc < 0)
+        rec->storage_key[0] = rec->storage_params[0] = '\0';
+    return rc;
 }
 
 int record_decode(enum record_kind kind, const char *json, size_t len, void *rec,

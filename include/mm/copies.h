@@ -13,7 +13,10 @@
  *   the reason logged; the placer sees the copy vanish and chooses elsewhere.
  * - Loads run at most the runtime's max_loading_concurrency at once; the others wait as
  *   Pending, in order. Starting one: the record is put Loading (compare: the record is still
- *   the one seen), the model fetched (storage.h), then loadModel. Loaded: the measured size
+ *   the one seen), the model fetched (storage.h, with the model record's storage key, params
+ *   and path; the pull's progress goes into the Loading record as bytes_pulled / bytes_total,
+ *   at most every 2 s and only when it changed, never once the fetch is over), then
+ *   loadModel. Loaded: the measured size
  *   (loadModel's answer, else modelSize, else the estimate) goes into the cache and the record
  *   (state Loaded, size_bytes, since). Failed: the runtime's or the fetch's error (bounded),
  *   the cache entry dropped, the storage released; the Failed record stays, attached to the

@@ -68,6 +68,7 @@ struct mesh_copy_status {
     char iid[KEYS_NAME_MAX + 1];
     enum copy_state state;
     int64_t since_ms;
+    uint64_t bytes_pulled, bytes_total; /* Loading: the pull's progress (records.h) */
 };
 /* Heap-sized (caller's), filled by mesh_status. */
 struct mesh_status {
@@ -101,13 +102,22 @@ typedef void (*mesh_cb)(int status, const struct mm_error *err, const struct mes
 struct mesh_model_info {
     const char *type; /* required */
     const char *path; /* storage path */
-    const char *key;  /* storage key */
+    const char *key;  /* storage key: plain, or ModelMesh Serving's JSON form
+                         {"storage_key":K,"storage_params":{..},..} (records.h
+                         record_model_key) */
 };
 
 /* The checks registerModel makes of an id and its info: 0, or -EINVAL with err naming the
  * field (modelId, modelInfo.type, ...). */
 int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
                      struct mm_error *err);
+/* The same checks, then the model record's type, storage_path, storage_key and
+ * storage_params from info (rec's other fields untouched). 0 or -EINVAL with err. */
+int mesh_info_record(const char *model_id, const struct mesh_model_info *info,
+                     struct model_record *rec, struct mm_error *err);
+/* Whether two model records hold the same info (type, path, key, parameters): registering a
+ * model again with the same info is no change. */
+bool mesh_same_info(const struct model_record *a, const struct model_record *b);
 /* The last use a model registered now is given when none is asked for
  * (place_initial_last_used with this mesh's thresholds). */
 int64_t mesh_initial_last_used(const struct mesh *m, bool load_now);

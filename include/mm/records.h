@@ -60,6 +60,9 @@ struct model_failure {
     char instance[254];
 };
 
+#define RECORD_PARAMS_BYTES 4096
+#define RECORD_PARAMS_MAX 64
+
 struct model_record {
     char type[64];            /* model format, e.g. sklearn (required) */
     char runtime[128];
@@ -73,6 +76,11 @@ struct model_record {
     int64_t registered_ms;    /* when the model was registered (optional) */
     bool auto_delete;         /* created by setVModel with autoDeleteTargetModel: deleted once
                                  no vmodel refers to it (optional, absent = false) */
+    char storage_params[RECORD_PARAMS_BYTES]; /* the storage parameters laid over the storage
+                                 key's entry (stcfg.h): a JSON object of strings, held here as
+                                 its compact JSON text ("" = none; JSON: an object, absent when
+                                 there are none; at most RECORD_PARAMS_BYTES - 1 bytes as
+                                 compact text, at most RECORD_PARAMS_MAX fields) */
 };
 
 struct copy_record {
@@ -80,6 +88,10 @@ struct copy_record {
     int64_t since_ms;
     uint64_t size_bytes;
     char error[512];
+    uint64_t bytes_pulled;    /* while Loading: bytes of the model pulled from storage so far
+                                 (optional, absent = 0 = none yet) */
+    uint64_t bytes_total;     /* while Loading: the model's size in storage (optional, absent =
+                                 0 = not known) */
 };
 
 struct vmodel_record {
@@ -119,6 +131,22 @@ int record_kind_of_key(const char *key, size_t key_len, const char *cluster,
  * is not JSON (err says where the JSON breaks off). */
 int record_validate_at(const char *key, size_t key_len, const char *cluster, const char *json,
                        size_t len, struct mm_error *err);
+
+struct cJSON;
+/* Storage parameters (obj: a JSON object whose values are all strings, names not empty, at
+ * most RECORD_PARAMS_MAX) into their compact JSON text in out (size bytes; "" for an empty
+ * object). 0, or -EINVAL naming what is wrong (a parameter's name, never its value: values
+ * may be secrets), -ENOMEM. */
+int record_params_text(const struct cJSON *obj, char *out, size_t size, struct mm_error *err);
+
+/* A registerModel's modelInfo.key (len bytes) into rec's storage_key and storage_params. Either
+ * a plain storage key, or (its first byte but space is '{') the JSON ModelMesh Serving's
+ * controller passes: {"storage_key":K,"storage_params":{..},"model_type":..,"schema_path":..}
+ * where every field is optional and only the first two are read here. The JSON is checked as
+ * records are (names twice, NUL, control characters, UTF-8). 0, or -EINVAL / -E2BIG with err
+ * naming the field (both fields left ""). */
+int record_model_key(const char *key, size_t len, struct model_record *rec,
+                     struct mm_error *err);
 
 const char *copy_state_name(enum copy_state s);
 /* 0 or -EINVAL for a name other than Pending, Loading, Loaded, Failed. */

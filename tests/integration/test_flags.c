@@ -50,6 +50,8 @@ static const struct {
     {NODE, "--connection-idle-ms 5x", 2, "--connection-idle-ms: '5x' is not a whole number"},
     {NODE, "--max-connections 10000001", 2, "--max-connections: '10000001' is out of range"},
     {NODE, "--max-parked 0", 2, "--max-parked: '0' is out of range 1..1000000"},
+    {NODE, "--pull-concurrency 0", 2, "--pull-concurrency: '0' is out of range 1..1024"},
+    {NODE, "--pull-concurrency 1025", 2, "--pull-concurrency: '1025' is out of range"},
     {GATEWAY, "--max-parked 1000001", 2, "--max-parked: '1000001' is out of range"},
     {GATEWAY, "--rpc-memory 1023Ki", 2, "--rpc-memory: '1023Ki' is out of range"},
     {GATEWAY, "--max-streams", 2, "--max-streams needs a value"},

@@ -4,7 +4,8 @@
  * the field, LOADED or LOADING_FAILED for a sync call, a parked call for a deadline. Checked:
  * what mmctl sends (every field, the deadline), what it prints (readable lines, -o json, copies
  * with their time, server text escaped), its exit codes (0 done, 1 failed or not as asked, 2
- * usage) and that errors name the gRPC status; --node, MM_NODE_ADDRESS and --address.
+ * usage) and that errors name the gRPC status; --node, MM_NODE_ADDRESS and --address; --uri and
+ * --param sent as the JSON key; a Loading copy's bytes pulled.
  * argv: MMCTL */
 #include <ev.h>
 #include <fcntl.h>
@@ -32,7 +33,7 @@ static char address[64], out[65536], out_path[128], cmd_run[4096];
 
 struct model {
     char id[128];
-    char type[64], path[128], key[64];
+    char type[64], path[128], key[256];
     bool load_now;
     Mmesh__ModelStatusInfo__ModelStatus status;
     char error[128];
@@ -42,7 +43,7 @@ static int n_models;
 
 /* What the last call carried. */
 static struct {
-    char method[64], id[128], type[64], path[128], key[64];
+    char method[64], id[128], type[64], path[128], key[256];
     bool load_now, sync;
     int64_t remaining_ms;
 } last;
@@ -77,6 +78,14 @@ static void reply_status(struct rpc_call *c, const struct model *m)
         copy.location = "node-a";
         copy.copystatus = MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADED;
         copy.time = COPY_TIME_MS;
+        info.modelcopyinfos = copies;
+        info.n_modelcopyinfos = 1;
+    } else if (m->status == MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING) {
+        copy.location = "node-b"; /* being pulled */
+        copy.copystatus = MMESH__MODEL_STATUS_INFO__MODEL_STATUS__LOADING;
+        copy.time = COPY_TIME_MS;
+        copy.bytespulled = 120000000;
+        copy.bytestotal = 200000000;
         info.modelcopyinfos = copies;
         info.n_modelcopyinfos = 1;
     }
@@ -330,6 +339,20 @@ static void test_register(void)
            "--node %s model register m5 --type x --path ../escape", address);
     CHECK_INT(run("--node %s model register m5 --type x -o json", address), 0);
     CHECK(strstr(out, "\"status\": \"NOT_LOADED\"") != NULL);
+
+    /* --uri and --param: the key in ModelMesh Serving's JSON form, the path from the URI;
+     * --param over the URI's parameters */
+    EXPECT(0, "model m6: NOT_LOADED",
+           "--node %s model register m6 --type x --uri s3://bkt/dir/m6 --key k "
+           "--param region=eu-west-1 --param=bucket=b2",
+           address);
+    CHECK_STR(last.path, "dir/m6");
+    CHECK_STR(last.key, "{\"storage_key\":\"k\",\"storage_params\":{\"type\":\"s3\","
+                        "\"bucket\":\"b2\",\"region\":\"eu-west-1\"}}");
+    EXPECT(0, "model m7: NOT_LOADED", "--node %s model register m7 --type x --path p "
+           "--param type=pvc --param name=models", address);
+    CHECK_STR(last.path, "p");
+    CHECK_STR(last.key, "{\"storage_params\":{\"type\":\"pvc\",\"name\":\"models\"}}");
 }
 
 static void test_status_ensure_unregister(void)
@@ -340,6 +363,10 @@ static void test_status_ensure_unregister(void)
     EXPECT(0, "\"modelCopyInfos\": [", "--node %s model status m2 -o json", address);
     CHECK(strstr(out, "\"location\": \"node-a\"") && strstr(out, "\"time\": 1700000000123"));
     EXPECT(0, "model m2: LOADED", "--node %s -o text model status m2", address);
+    /* a copy being pulled shows its bytes */
+    EXPECT(0, "model m4: LOADING\n  copy node-b: LOADING since 2023-11-14T22:13:20.123Z, "
+              "pulled 120.0/200.0 MB\n", "--node %s model status m4", address);
+    EXPECT(0, "\"bytesPulled\": 120000000", "--node %s model status m4 -o json", address);
     EXPECT(1, "getModelStatus nosuch at ", "--node %s model status nosuch", address);
     CHECK(strstr(out, "NOT_FOUND: model nosuch not found") != NULL);
     EXPECT(1, "the model is not registered", "--node %s model status modelmesh-style", address);
@@ -408,6 +435,12 @@ static void test_usage(void)
     EXPECT(2, "go with model verbs only", "registry get models/m --node a:1");
     EXPECT(2, "needs a value", "model status m --node");
     EXPECT(0, "model register ID --type T", "--help");
+    EXPECT(2, "give --uri or --path, not both", "model register m --type t --uri s3://b/p "
+           "--path p");
+    EXPECT(2, "--uri: ", "model register m --type t --uri ftp://b/p");
+    EXPECT(2, "--param takes NAME=VALUE", "model register m --type t --param novalue");
+    EXPECT(2, "go with model register only", "model status m --param a=b");
+    EXPECT(2, "go with model register only", "model status m --uri s3://b/p");
 }
 
 static void on_down(void *arg)

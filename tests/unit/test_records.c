@@ -409,8 +409,119 @@ static void test_instance_fields(void)
                              "\"labels\":[]}", "field 'labels' is given twice");
 }
 
+/* storage_params (a JSON object of strings) and the copy's pull progress. */
+static void test_storage_fields(void)
+{
+    struct mm_error err = {0};
+    static struct model_record m = {.type = "sklearn", .storage_key = "k",
+                                    .storage_path = "p/q"};
+    strcpy(m.storage_params, "{\"type\":\"s3\",\"bucket\":\"b\"}");
+    char *json = record_encode(RECORD_MODEL, &m);
+    REQUIRE(json != NULL);
+    CHECK(strstr(json, "\"storage_params\":{\"type\":\"s3\",\"bucket\":\"b\"}") != NULL);
+    struct model_record m2;
+    CHECK_INT(decode(RECORD_MODEL, json, &m2, &err), 0);
+    CHECK(memcmp(&m, &m2, sizeof(m)) == 0);
+    free(json);
+    /* Compact text whatever the spacing; {} is none; absent is none. */
+    CHECK_INT(decode(RECORD_MODEL, "{\"v\":1,\"type\":\"t\",\"storage_params\": { \"a\" : \"1\" }}",
+                     &m2, &err), 0);
+    CHECK_STR(m2.storage_params, "{\"a\":\"1\"}");
+    CHECK_INT(decode(RECORD_MODEL, "{\"v\":1,\"type\":\"t\",\"storage_params\":{}}", &m2, &err),
+              0);
+    CHECK_STR(m2.storage_params, "");
+    m2.storage_params[0] = '\0';
+    json = record_encode(RECORD_MODEL, &m2);
+    REQUIRE(json != NULL);
+    CHECK(strstr(json, "storage_params") == NULL);
+    free(json);
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"t\",\"storage_params\":\"{}\"}",
+            "field 'storage_params': storage parameters must be a JSON object of strings");
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"t\",\"storage_params\":{\"port\":9000}}",
+            "storage parameter 'port' must be a string");
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"t\",\"storage_params\":{\"\":\"x\"}}",
+            "empty name");
+    rejects(RECORD_MODEL, "{\"v\":1,\"type\":\"t\",\"storage_params\":{\"a\":\"1\",\"a\":\"2\"}}",
+            "given twice");
+    /* Over the limit, as compact text. */
+    char big[RECORD_PARAMS_BYTES + 64];
+    int n = snprintf(big, sizeof(big), "{\"v\":1,\"type\":\"t\",\"storage_params\":{\"a\":\"");
+    memset(big + n, 'x', RECORD_PARAMS_BYTES);
+    strcpy(big + n + RECORD_PARAMS_BYTES, "\"}}");
+    rejects(RECORD_MODEL, big, "the limit is 4095");
+
+    /* Progress: absent when 0, round trips otherwise. */
+    static struct copy_record c = {.state = COPY_LOADING, .since_ms = 5};
+    json = record_encode(RECORD_COPY, &c);
+    REQUIRE(json != NULL);
+    CHECK(strstr(json, "bytes_") == NULL);
+    free(json);
+    c.bytes_pulled = 123456789012ULL;
+    c.bytes_total = 9007199254740992ULL;
+    json = record_encode(RECORD_COPY, &c);
+    REQUIRE(json != NULL);
+    CHECK(strstr(json, "\"bytes_pulled\":123456789012") != NULL);
+    struct copy_record c2;
+    CHECK_INT(decode(RECORD_COPY, json, &c2, &err), 0);
+    CHECK(memcmp(&c, &c2, sizeof(c)) == 0);
+    free(json);
+    rejects(RECORD_COPY, "{\"v\":1,\"state\":\"Loading\",\"bytes_total\":-1}",
+            "field 'bytes_total' must be a non-negative integer");
+}
+
+/* modelInfo.key: a plain key, or the JSON ModelMesh Serving's controller sends. */
+static void test_model_key(void)
+{
+    struct mm_error err = {0};
+    struct model_record r;
+    const char *k = "localMinIO";
+    CHECK_INT(record_model_key(k, strlen(k), &r, &err), 0);
+    CHECK_STR(r.storage_key, "localMinIO");
+    CHECK_STR(r.storage_params, "");
+    k = "{\"storage_key\":\"myStorage\",\"storage_params\":{\"bucket\":\"b2\"},"
+        "\"model_type\":{\"name\":\"sklearn\"},\"schema_path\":\"s.json\"}";
+    CHECK_INT(record_model_key(k, strlen(k), &r, &err), 0);
+    CHECK_STR(r.storage_key, "myStorage");
+    CHECK_STR(r.storage_params, "{\"bucket\":\"b2\"}");
+    k = " {\"model_type\":{\"name\":\"sklearn\"}}"; /* no key: the defaults */
+    CHECK_INT(record_model_key(k, strlen(k), &r, &err), 0);
+    CHECK_STR(r.storage_key, "");
+    CHECK_STR(r.storage_params, "");
+    k = "{\"storage_params\":{\"type\":\"s3\",\"bucket\":\"b\"}}";
+    CHECK_INT(record_model_key(k, strlen(k), &r, &err), 0);
+    CHECK_STR(r.storage_key, "");
+    CHECK_STR(r.storage_params, "{\"type\":\"s3\",\"bucket\":\"b\"}");
+    static const struct {
+        const char *key, *want;
+    } bad[] = {
+        {"{\"storage_key\":", "malformed JSON"},
+        {"{\"storage_key\":7}", "'storage_key' must be a string"},
+        {"{\"storage_params\":{\"x\":1}}", "storage parameter 'x' must be a string"},
+        {"{\"storage_params\":[]}", "must be a JSON object of strings"},
+        {"{\"storage_key\":\"a\",\"storage_key\":\"b\"}", "given twice"},
+        {"{\"storage_params\":{\"secret_access_key\":\"SEKRIT\",\"n\":2}}", "'n' must be"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&r, 'x', sizeof(r));
+        err = (struct mm_error){0};
+        CHECK_INT(record_model_key(bad[i].key, strlen(bad[i].key), &r, &err), -EINVAL);
+        CHECK(strstr(err.msg, bad[i].want) != NULL);
+        CHECK(strstr(err.msg, "SEKRIT") == NULL); /* values are never quoted */
+        CHECK_STR(r.storage_key, "");
+        CHECK_STR(r.storage_params, "");
+        if (!strstr(err.msg, bad[i].want))
+            fprintf(stderr, "  key %s: got '%s'\n", bad[i].key, err.msg);
+    }
+    char longkey[300];
+    memset(longkey, 'k', sizeof(longkey));
+    CHECK_INT(record_model_key(longkey, sizeof(longkey), &r, &err), -EINVAL);
+    CHECK(strstr(err.msg, "the limit is 253") != NULL);
+}
+
 int main(void)
 {
+    test_storage_fields();
+    test_model_key();
     test_round_trips();
     test_tolerance();
     test_rejects();
