@@ -1,10 +1,14 @@
 /* test_e2e_storage.c - models pulled from object stores through the real node, end to end: etcd,
  * a pod of mm-runtime (xgboost) + mm-node, and real storage servers on loopback: s3rver (npm),
- * our GCS server (tests/servers/gcs_server.js: the service account's JWT verified) and our
- * HTTPS server (tests/servers/https_server.js: a test CA, header auth). For each provider the
- * secret is put in etcd at storage-config/<key>, a model registered with key + path (one with
- * ModelMesh Serving's JSON key, its bucket given as a storage parameter), loaded by the runtime
- * from the node's cache dir, and an inference answered. Then:
+ * azurite (npm; an account of our own with a random key, AZURITE_ACCOUNTS), our GCS server
+ * (tests/servers/gcs_server.js: the service account's JWT verified) and our HTTPS server
+ * (tests/servers/https_server.js: a test CA, header auth), and a pvc (a directory mounted at
+ * <models root>/<name>). For each provider the secret is put in etcd at storage-config/<key>, a
+ * model registered with key + path (one with ModelMesh Serving's JSON key, its bucket given as
+ * a storage parameter; azure once with Shared Key from account_key and once from a connection
+ * string; one model by storageUri alone, as mmctl --uri sends it, through the `default` key),
+ * loaded by the runtime from the node's cache dir, and an inference answered. The pvc model is
+ * a link in the cache dir to its file beneath the pvc, and the runtime loads through it. Then:
  *   - bad credentials: the model fails to load; the copy record's error and the model status
  *     name the secret's fields to check and the storage key;
  *   - progress: a 24 MB object whose download stalls once half way (a fault proxy in front of
@@ -14,14 +18,17 @@
  *     grepped for every secret value used.
  * The npm servers must be installed (scripts/setup.sh): missing, the test fails saying so.
  * argv: MM_NODE MM_RUNTIME MAKE_BREAST_CANCER SERVERS_DIR */
+#include <curl/curl.h>
 #include <errno.h>
 #include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "azurite.h"
 #include "check.h"
 #include "cluster.h"
 #include "faultproxy.h"
@@ -29,10 +36,13 @@
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
 #include "httpsserver.h"
+#include "mm/azure.h"
+#include "mm/base64.h"
 #include "mm/etcd.h"
 #include "mm/etcd_sync.h"
 #include "mm/keys.h"
 #include "mm/rpc.h"
+#include "mm/stcfg.h"
 #include "mmclient.h"
 #include "s3rver.h"
 #include "testcall.h"
@@ -42,7 +52,10 @@
 #define BUCKET "modelmesh-example-models"
 #define GCS_BUCKET "gcs-models"
 #define BIG_BYTES (24u << 20)
-#define MAX_SECRETS 8
+#define AZ_ACCOUNT "mme2eaccount"
+#define AZ_CONTAINER "azure-models"
+#define PVC_NAME "models-pvc"
+#define MAX_SECRETS 12
 
 static const char *mm_node, *mm_runtime, *maker_xgb, *servers_dir;
 static char work[256];
@@ -51,6 +64,9 @@ static bool cluster_up;
 static struct harness_s3rver s3;
 static struct harness_gcs gcs;
 static struct harness_https https;
+static struct harness_azurite az;
+static char az_endpoint[128]; /* path-style, our account: http://127.0.0.1:PORT/AZ_ACCOUNT */
+static unsigned char az_key[64];
 static struct faultproxy proxy;
 static char *secrets[MAX_SECRETS];
 static size_t n_secrets;
@@ -65,6 +81,7 @@ static void stop_all(void)
     harness_s3rver_stop(&s3);
     harness_gcs_stop(&gcs);
     harness_https_stop(&https);
+    harness_azurite_stop(&az);
     if (work[0] && !getenv("MM_TEST_KEEP")) {
         char cmd[400], out[256];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work);
@@ -135,6 +152,20 @@ static const char *new_secret(const char *prefix)
     strcpy(s, prefix);
     for (size_t i = 0; i < sizeof(raw); i++)
         sprintf(s + strlen(prefix) + 2 * i, "%02x", raw[i]);
+    REQUIRE(n_secrets < MAX_SECRETS);
+    secrets[n_secrets++] = s;
+    return s;
+}
+
+/* The azure account key: 64 random bytes (az_key), its base64 text remembered for the grep. */
+static const char *new_azure_key(void)
+{
+    FILE *f = fopen("/dev/urandom", "rb");
+    REQUIRE(f && fread(az_key, 1, sizeof(az_key), f) == sizeof(az_key));
+    fclose(f);
+    char *s = malloc(base64_encoded_size(sizeof(az_key)));
+    REQUIRE(s != NULL);
+    base64_encode(az_key, sizeof(az_key), s);
     REQUIRE(n_secrets < MAX_SECRETS);
     secrets[n_secrets++] = s;
     return s;
@@ -252,8 +283,10 @@ static void start_servers(const char *model, size_t model_len, const char *s3_se
     /* s3rver: the model, and the big object for the progress check */
     int rc = harness_s3rver_start(&s3, servers_dir, BUCKET, "AKIAE2ESTORAGE", s3_secret, NULL);
     if (rc < 0)
-        fprintf(stderr, "s3rver did not start (%s): run scripts/setup.sh to install the test "
-                        "servers\n", strerror(-rc));
+        fprintf(stderr,
+                "s3rver did not start (%s): run scripts/setup.sh to install the test "
+                "servers\n",
+                strerror(-rc));
     REQUIRE(rc == 0);
     REQUIRE(harness_s3rver_put(&s3, BUCKET, "xgb/bc/model.json", model, model_len) == 0);
     char *big = malloc(BIG_BYTES);
@@ -304,7 +337,103 @@ static void start_servers(const char *model, size_t model_len, const char *s3_se
     REQUIRE(harness_https_start(&https, path, root, log, args) == 0);
 }
 
+/* A request to azurite signed with Shared Key (the provider's signer, azure.h) for the
+ * fixtures: its HTTP status, 0 when there was no answer. */
+static long az_request(const char *method, const char *path_query, const char *extra,
+                       const void *body, size_t len)
+{
+    char url[1024], date[64], h_date[96], h_len[64];
+    snprintf(url, sizeof(url), "%s/%s", az_endpoint, path_query);
+    azure_http_date((long long)time(NULL), date, sizeof(date));
+    snprintf(h_date, sizeof(h_date), "x-ms-date: %s", date);
+    snprintf(h_len, sizeof(h_len), "Content-Length: %zu", len);
+    const char *h[5] = {h_date, "x-ms-version: 2021-08-06", h_len,
+                        "Content-Type: application/octet-stream", extra};
+    size_t n = extra ? 5 : 4;
+    struct curl_slist *l = NULL;
+    for (size_t i = 0; i < n; i++)
+        l = curl_slist_append(l, h[i]);
+    char *sts = NULL, auth[300] = "Authorization: ";
+    struct mm_error err = {0};
+    REQUIRE(azure_string_to_sign(AZ_ACCOUNT, method, url, h, n, &sts, &err) == 0);
+    REQUIRE(azure_shared_key(AZ_ACCOUNT, az_key, sizeof(az_key), sts, auth + 15,
+                             sizeof(auth) - 15) == 0);
+    free(sts);
+    l = curl_slist_append(l, auth);
+    l = curl_slist_append(l, "Expect:");
+    CURL *e = curl_easy_init();
+    REQUIRE(e != NULL);
+    FILE *devnull = fopen("/dev/null", "w");
+    REQUIRE(devnull != NULL);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, l);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? (const char *)body : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 20L);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, devnull);
+    long code = 0;
+    if (curl_easy_perform(e) == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    fclose(devnull);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(l);
+    return code;
+}
+
+/* azurite with one account of ours (AZURITE_ACCOUNTS replaces its development account: the key
+ * is random, so the grep means something), a private container, the model as a blob. The
+ * variable is set only while azurite starts: the node and runtime never see it. */
+static void start_azurite(const char *model, size_t model_len, const char *key_b64)
+{
+    char bin[600], accounts[256];
+    snprintf(bin, sizeof(bin), "%s/node_modules/.bin/azurite-blob", servers_dir);
+    snprintf(accounts, sizeof(accounts), "%s:%s", AZ_ACCOUNT, key_b64);
+    REQUIRE(setenv("AZURITE_ACCOUNTS", accounts, 1) == 0);
+    int rc = harness_azurite_start(&az, bin);
+    unsetenv("AZURITE_ACCOUNTS");
+    REQUIRE(rc == 0);
+    snprintf(az_endpoint, sizeof(az_endpoint), "http://127.0.0.1:%d/" AZ_ACCOUNT, az.port);
+    long code = az_request("PUT", AZ_CONTAINER "?restype=container", NULL, NULL, 0);
+    if (code != 201)
+        fprintf(stderr, "azurite: create container: HTTP %ld\n", code);
+    REQUIRE(code == 201);
+    code = az_request("PUT", AZ_CONTAINER "/xgb/bc/model.json", "x-ms-blob-type: BlockBlob", model,
+                      model_len);
+    if (code != 201)
+        fprintf(stderr, "azurite: put blob: HTTP %ld\n", code);
+    REQUIRE(code == 201);
+}
+
 /* ---------------------------------------------------------------- the checks */
+
+/* The pvc model's copy (model id): in the pod's cache dir, its fetch directory (mm-<id>.<seq>)
+ * holds a symbolic link whose target resolves to the file beneath the pvc, and no regular
+ * file (linked, not copied). */
+static void check_pvc_link(const char *id, const char *rel_in_root)
+{
+    char cmd[1200], out[4096], want[700];
+    snprintf(want, sizeof(want), "%s/%s", cl.models_root, rel_in_root);
+    char *real_want = realpath(want, NULL);
+    REQUIRE(real_want != NULL);
+    /* every link in the model's fetch directory, resolved */
+    snprintf(cmd, sizeof(cmd), "find '%s' -path '*/mm-%s.*' -type l -exec readlink -f {} \\;",
+             cl.pods[0].cache_dir, id);
+    REQUIRE(harness_capture(cmd, out, sizeof(out)) == 0);
+    bool linked = false;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"))
+        linked = linked || strcmp(line, real_want) == 0;
+    if (!linked)
+        fprintf(stderr, "no link to %s for %s in %s: %s\n", real_want, id, cl.pods[0].cache_dir,
+                out);
+    CHECK(linked);
+    snprintf(cmd, sizeof(cmd), "find '%s' -path '*/mm-%s.*' -type f", cl.pods[0].cache_dir, id);
+    REQUIRE(harness_capture(cmd, out, sizeof(out)) == 0);
+    if (out[0])
+        fprintf(stderr, "%s was copied: %s\n", id, out);
+    CHECK(out[0] == '\0');
+    free(real_want);
+}
 
 /* Every version of the copy record of model on n0, from etcd's history: whether one was
  * Loading with 0 < bytes_pulled <= bytes_total == total, and whether one after Loading still
@@ -351,16 +480,18 @@ static void check_progress_history(const char *model, uint64_t total)
         }
         etcd_response_free(resp);
     }
-    fprintf(stderr, "%s: %d versions of its copy record, progress seen %s (up to %llu of %llu "
-                    "bytes)\n", model, versions, progress ? "yes" : "no",
-            (unsigned long long)max_pulled, (unsigned long long)total);
+    fprintf(stderr,
+            "%s: %d versions of its copy record, progress seen %s (up to %llu of %llu "
+            "bytes)\n",
+            model, versions, progress ? "yes" : "no", (unsigned long long)max_pulled,
+            (unsigned long long)total);
     CHECK(progress);
     CHECK(!progress_after);
 }
 
 static void grep_secrets(void)
 {
-    const char *files[4 + 2 * CLUSTER_MAX_PODS];
+    const char *files[5 + 2 * CLUSTER_MAX_PODS];
     size_t n = 0;
     for (size_t i = 0; i < cl.cfg.n_pods; i++) {
         files[n++] = cl.pods[i].node_log;
@@ -369,6 +500,7 @@ static void grep_secrets(void)
     files[n++] = s3.log_path;
     files[n++] = gcs.log_path;
     files[n++] = https.log_path;
+    files[n++] = az.log_path;
     size_t checked = 0;
     for (size_t f = 0; f < n; f++) {
         size_t len = 0;
@@ -411,8 +543,7 @@ int main(int argc, char **argv)
     char s3bin[600];
     snprintf(s3bin, sizeof(s3bin), "%s/node_modules/.bin/s3rver", servers_dir);
     if (access(s3bin, X_OK) != 0) {
-        fprintf(stderr, "%s is missing: run scripts/setup.sh to install the test servers\n",
-                s3bin);
+        fprintf(stderr, "%s is missing: run scripts/setup.sh to install the test servers\n", s3bin);
         return 1;
     }
     const char *tmp = getenv("TMPDIR");
@@ -434,6 +565,10 @@ int main(int argc, char **argv)
     const char *s3_wrong = new_secret("s3bad-");
     const char *token = new_secret("tok-");
     start_servers(model, model_len, s3_secret, token);
+    const char *az_key_b64 = new_azure_key();
+    long long t_az = harness_now_ms();
+    start_azurite(model, model_len, az_key_b64);
+    fprintf(stderr, "azurite up with the model in %lld ms\n", harness_now_ms() - t_az);
     free(model);
 
     /* the GCS private key is a secret too: a line of its body, and the whole PEM in JSON */
@@ -466,6 +601,9 @@ int main(int argc, char **argv)
         cluster_dump_logs(&cl, true);
     REQUIRE(rc == 0);
     fprintf(stderr, "cluster up in %lld ms\n", harness_now_ms() - t0);
+    /* the pvc: mounted at <models root>/<name> */
+    snprintf(path, sizeof(path), "%s/xgboost/breast-cancer.json", work);
+    REQUIRE(cluster_copy_file(&cl, path, PVC_NAME "/xgb/bc.json") == 0);
 
     /* the secrets, as ModelMesh Serving's controller puts them */
     static char json[16384], pem_json[8192], ca_json[8192];
@@ -498,6 +636,24 @@ int main(int argc, char **argv)
              "\"certificate\":%s}",
              https.url, token, ca_json);
     put_secret("httpse2e", json);
+    snprintf(json, sizeof(json),
+             "{\"type\":\"azure\",\"account_name\":\"" AZ_ACCOUNT "\",\"container\":\"" AZ_CONTAINER
+             "\",\"account_key\":\"%s\",\"endpoint_url\":\"%s\"}",
+             az_key_b64, az_endpoint);
+    put_secret("azuree2e", json);
+    snprintf(json, sizeof(json),
+             "{\"type\":\"azure\",\"container\":\"" AZ_CONTAINER "\",\"connection_string\":"
+             "\"DefaultEndpointsProtocol=http;AccountName=" AZ_ACCOUNT ";AccountKey=%s;"
+             "BlobEndpoint=%s;\"}",
+             az_key_b64, az_endpoint);
+    put_secret("azureconn", json);
+    put_secret("pvce2e", "{\"type\":\"pvc\",\"name\":\"" PVC_NAME "\"}");
+    /* the key a storageUri alone resolves to (no bucket: the URI gives it) */
+    snprintf(json, sizeof(json),
+             "{\"type\":\"s3\",\"access_key_id\":\"AKIAE2ESTORAGE\",\"secret_access_key\":\"%s\","
+             "\"endpoint_url\":\"%s\"}",
+             s3_secret, s3.endpoint);
+    put_secret("default", json);
     free(pem);
     free(ca);
 
@@ -508,11 +664,26 @@ int main(int argc, char **argv)
                    "\"},\"model_type\":{\"name\":\"xgboost\"}}",
                    "xgb/bc.json");
     load_and_infer("bc-https", "httpse2e", "models/bc.json");
+    load_and_infer("bc-azure", "azuree2e", "xgb/bc/model.json");
+    load_and_infer("bc-azure-conn", "azureconn", "xgb/bc/model.json");
+    load_and_infer("bc-pvc", "pvce2e", "xgb/bc.json");
+    check_pvc_link("bc-pvc", PVC_NAME "/xgb/bc.json");
+    /* by storageUri, as mmctl model register --uri sends it: the URI's parameters as the
+     * model's storage_params, no storage key (so the `default` entry) */
+    char *uri_params = NULL, *uri_path = NULL;
+    struct mm_error uerr = {0};
+    REQUIRE(stcfg_parse_uri("s3://" BUCKET "/xgb/bc/model.json", &uri_params, &uri_path, &uerr) ==
+            0);
+    char uri_key[512];
+    snprintf(uri_key, sizeof(uri_key), "{\"storage_params\":%s}", uri_params);
+    load_and_infer("bc-uri", uri_key, uri_path);
+    free(uri_params);
+    free(uri_path);
 
     /* bad credentials: the failure names the secret's fields and the key */
     struct mmc_reply r;
-    mmc_register(cl.pods[0].api, "bc-bad", "xgboost", "xgb/bc/model.json", "s3bad", true, true,
-                 0, CALL_MS, &r);
+    mmc_register(cl.pods[0].api, "bc-bad", "xgboost", "xgb/bc/model.json", "s3bad", true, true, 0,
+                 CALL_MS, &r);
     char buf[2048];
     fprintf(stderr, "bc-bad: %s\n", mmc_describe(&r, buf, sizeof(buf)));
     CHECK(r.code == GRPC_STATUS_OK && r.status == MMC_LOADING_FAILED);
@@ -544,8 +715,7 @@ int main(int argc, char **argv)
     while (!over && harness_now_ms() < deadline) {
         cluster_run(&cl, 200);
         n = cluster_copies(&cl, "big", copies, 4);
-        over = n == 1 && (copies[0].rec.state == COPY_LOADED ||
-                          copies[0].rec.state == COPY_FAILED);
+        over = n == 1 && (copies[0].rec.state == COPY_LOADED || copies[0].rec.state == COPY_FAILED);
     }
     CHECK(over);
     if (n == 1) {
