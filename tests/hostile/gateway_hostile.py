@@ -145,7 +145,8 @@ class Mesh:
             self.close()
             raise SystemExit("etcd not healthy: %s" % self.etcd.text()[-2000:])
         self.runtime = Proc("mm-runtime", [MM_RUNTIME, "--listen", "127.0.0.1:0",
-                                           "--models-dir", cache, "--log-level", "info"])
+                                           "--models-dir", cache, "--models-dir", root,
+                                           "--log-level", "info"])
         self.procs.append(self.runtime)
         self.node = Proc("mm-node", [
             MM_NODE, "--etcd-endpoints", self.etcd_url, "--cluster", "h", "--instance-id", "n0",
@@ -162,7 +163,8 @@ class Mesh:
             cache2 = os.path.join(self.dir, "cache2")
             os.makedirs(cache2)
             self.frozen = Proc("mm-runtime-2", [MM_RUNTIME, "--listen", "127.0.0.1:0",
-                                                "--models-dir", cache2, "--log-level", "info"])
+                                                "--models-dir", cache2, "--models-dir", root,
+                                                "--log-level", "info"])
             self.procs.append(self.frozen)
             self.procs.append(Proc("mm-node-2", [
                 MM_NODE, "--etcd-endpoints", self.etcd_url, "--cluster", "h", "--instance-id",
