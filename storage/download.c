@@ -34,7 +34,7 @@
 #include "mm/curlev.h"
 
 #define ERR_BODY_MAX (64 * 1024) /* of a non-2xx answer, for http_error */
-#define FILE_RECV_BUFFER (256 * 1024L)
+#define FILE_RECV_BUFFER (64 * 1024L)
 #define FILE_HELD_MAX (64u << 20) /* bytes curl may hand over at once, before they are written */
 #define TEXT_HELD_SLACK (4u << 20)
 #define PROGRESS_EVERY 0.25 /* seconds */
