@@ -64,16 +64,16 @@ struct gcs_pull;
 struct gcs_token {
     struct gcs_token *next;
     struct gcs_state *st;
-    unsigned char id[32];  /* SHA-256 of client_email, token_uri and private_key */
+    unsigned char id[32]; /* SHA-256 of client_email, token_uri and private_key */
     EVP_PKEY *pkey;
     char *client_email;
     char *token_uri;
-    char *certificate;     /* NULL = the system's CAs */
-    char *access;          /* NULL until fetched */
-    double refresh_at;     /* monotonic seconds after which a new token is fetched */
-    struct dl_op *op;      /* the token request in flight */
+    char *certificate; /* NULL = the system's CAs */
+    char *access;      /* NULL until fetched */
+    double refresh_at; /* monotonic seconds after which a new token is fetched */
+    struct dl_op *op;  /* the token request in flight */
     struct gcs_pull *waiters;
-    unsigned users;        /* pulls holding it: it stays while any does */
+    unsigned users; /* pulls holding it: it stays while any does */
 };
 
 struct gcs_state {
@@ -92,29 +92,29 @@ struct gcs_object {
 struct gcs_pull {
     struct gcs_state *st;
     struct dl *dl;
-    char *key;           /* storage key, "" = none */
+    char *key; /* storage key, "" = none */
     char *bucket;
-    char *path;          /* normalized: no leading or trailing '/' */
-    const char *base;    /* last component of path */
-    char *endpoint;      /* no trailing '/' */
-    char *certificate;   /* NULL = the system's CAs */
+    char *path;        /* normalized: no leading or trailing '/' */
+    const char *base;  /* last component of path */
+    char *endpoint;    /* no trailing '/' */
+    char *certificate; /* NULL = the system's CAs */
     unsigned page_size;
     bool anonymous;
-    struct gcs_token *tok;       /* the credentials' cache entry (NULL: anonymous) */
+    struct gcs_token *tok;        /* the credentials' cache entry (NULL: anonymous) */
     struct gcs_pull *next_waiter; /* in tok->waiters while waiting */
     bool waiting;
     bool token_retried; /* no second token after a refusal */
-    char *access;        /* the token this pull sends (a copy), NULL = anonymous */
+    char *access;       /* the token this pull sends (a copy), NULL = anonymous */
     int dirfd;
     dl_progress_cb progress;
     remote_done_cb cb;
     void *arg;
     struct dl_op *op;
     enum { PHASE_TOKEN, PHASE_PROBE, PHASE_LIST, PHASE_FILES } phase;
-    char *req_url;       /* the listing request's URL */
+    char *req_url; /* the listing request's URL */
     char *page_token;
     unsigned pages;
-    char what[300];      /* gs://bucket/path */
+    char what[300]; /* gs://bucket/path */
     /* the objects found */
     struct dl_file *files;
     struct gcs_object *objects;
@@ -326,8 +326,7 @@ static void token_unlink(struct gcs_state *st, struct gcs_token *t)
     }
 }
 
-static int token_prepare(CURL *easy, struct curl_slist **headers, void *arg,
-                         struct mm_error *err)
+static int token_prepare(CURL *easy, struct curl_slist **headers, void *arg, struct mm_error *err)
 {
     struct gcs_token *t = arg;
     char *jwt = make_jwt(t);
@@ -344,10 +343,10 @@ static int token_prepare(CURL *easy, struct curl_slist **headers, void *arg,
     }
     snprintf(body, len, "%s%s", grant, jwt); /* base64url needs no escaping in a form */
     free(jwt);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/x-www-form-urlencoded");
+    struct curl_slist *h =
+        curl_slist_append(NULL, "Content-Type: application/x-www-form-urlencoded");
     int rc = 0;
-    if (!h ||
-        curl_easy_setopt(easy, CURLOPT_URL, t->token_uri) != CURLE_OK ||
+    if (!h || curl_easy_setopt(easy, CURLOPT_URL, t->token_uri) != CURLE_OK ||
         curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body) != CURLE_OK ||
         set_ca(easy, t->certificate) < 0)
         rc = mm_error_set(err, -ENOMEM, "token from %s: the request could not be made",
@@ -388,8 +387,8 @@ static void token_done(int status, const struct mm_error *err, long http_code, c
         cJSON *j = cJSON_ParseWithLength(body, len);
         const cJSON *at = cJSON_GetObjectItemCaseSensitive(j, "access_token");
         const cJSON *ex = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
-        bool ok = cJSON_IsString(at) && at->valuestring[0] &&
-                  strlen(at->valuestring) <= MAX_TOKEN_LEN;
+        bool ok =
+            cJSON_IsString(at) && at->valuestring[0] && strlen(at->valuestring) <= MAX_TOKEN_LEN;
         for (const char *c = ok ? at->valuestring : ""; *c; c++)
             ok = ok && *c > 0x20 && *c < 0x7f; /* it goes into a header */
         if (!ok) {
@@ -458,15 +457,15 @@ static int token_fetch(struct gcs_token *t, struct mm_error *err)
 {
     if (t->op)
         return 0;
-    struct dl_request req = {.prepare = token_prepare, .http_error = token_http_error,
-                             .arg = t, .what = t->token_uri};
+    struct dl_request req = {
+        .prepare = token_prepare, .http_error = token_http_error, .arg = t, .what = t->token_uri};
     return dl_text(t->st->dl, &req, MAX_TOKEN_BODY, token_done, t, &t->op, err);
 }
 
 /* The cache entry for these credentials, made if new (the key parsed then). */
-static int token_entry(struct gcs_state *st, const char *email, const char *uri,
-                       const char *pem, const char *certificate, const char *keyname,
-                       struct gcs_token **out, struct mm_error *err)
+static int token_entry(struct gcs_state *st, const char *email, const char *uri, const char *pem,
+                       const char *certificate, const char *keyname, struct gcs_token **out,
+                       struct mm_error *err)
 {
     unsigned char id[32];
     unsigned int id_len = 0;
@@ -475,7 +474,8 @@ static int token_entry(struct gcs_state *st, const char *email, const char *uri,
         EVP_DigestUpdate(ctx, email, strlen(email) + 1) != 1 ||
         EVP_DigestUpdate(ctx, uri, strlen(uri) + 1) != 1 ||
         EVP_DigestUpdate(ctx, pem, strlen(pem) + 1) != 1 ||
-        EVP_DigestUpdate(ctx, certificate ? certificate : "", certificate ? strlen(certificate) : 0) != 1 ||
+        EVP_DigestUpdate(ctx, certificate ? certificate : "",
+                         certificate ? strlen(certificate) : 0) != 1 ||
         EVP_DigestFinal_ex(ctx, id, &id_len) != 1) {
         EVP_MD_CTX_free(ctx);
         return mm_error_set(err, -ENOMEM, "out of memory");
@@ -509,8 +509,7 @@ static int token_entry(struct gcs_state *st, const char *email, const char *uri,
     if (!t->pkey) {
         token_free(t);
         return mm_error_set(err, -EINVAL,
-                            "%s: private_key is not an unencrypted PEM RSA private key",
-                            keyname);
+                            "%s: private_key is not an unencrypted PEM RSA private key", keyname);
     }
     t->client_email = strdup(email);
     t->token_uri = strdup(uri);
@@ -627,8 +626,7 @@ static int list_prepare(CURL *easy, struct curl_slist **headers, void *arg, stru
     return pull_prepare(easy, headers, p, p->req_url, err);
 }
 
-static int object_prepare(CURL *easy, struct curl_slist **headers, void *arg,
-                          struct mm_error *err)
+static int object_prepare(CURL *easy, struct curl_slist **headers, void *arg, struct mm_error *err)
 {
     struct gcs_object *o = arg;
     return pull_prepare(easy, headers, o->pull, o->url, err);
@@ -645,10 +643,12 @@ static int store_error(struct gcs_pull *p, long code, const char *body, size_t l
         if (p->anonymous)
             return mm_error_set(err, -EACCES,
                                 "%s: anonymous access refused (HTTP %ld): set private_key and "
-                                "client_email of %s", where, code, name);
+                                "client_email of %s",
+                                where, code, name);
         return mm_error_set(err, -EACCES,
                             "%s: credentials refused (HTTP %ld%s%s): check private_key and "
-                            "client_email of %s", where, code, text[0] ? ": " : "", text, name);
+                            "client_email of %s",
+                            where, code, text[0] ? ": " : "", text, name);
     }
     if (code == 404 && !object)
         return mm_error_set(err, -ENOENT, "gs://%s: bucket not found", p->bucket);
@@ -657,8 +657,7 @@ static int store_error(struct gcs_pull *p, long code, const char *body, size_t l
     return mm_error_set(err, -EIO, "%s: HTTP %ld%s%s", where, code, text[0] ? ": " : "", text);
 }
 
-static int list_http_error(long code, const char *body, size_t len, void *arg,
-                           struct mm_error *err)
+static int list_http_error(long code, const char *body, size_t len, void *arg, struct mm_error *err)
 {
     struct gcs_pull *p = arg;
     return store_error(p, code, body, len, p->what, false, err);
@@ -687,6 +686,13 @@ static void files_done(int status, const struct mm_error *err, uint64_t bytes, v
     cb(0, NULL, bytes, cb_arg);
 }
 
+/* dl calls progress with the job's arg, the pull: hand it on with the caller's. */
+static void on_progress(uint64_t done, uint64_t total, void *arg)
+{
+    struct gcs_pull *p = arg;
+    p->progress(done, total, p->arg);
+}
+
 static void download(struct gcs_pull *p)
 {
     struct mm_error err = {0};
@@ -700,7 +706,8 @@ static void download(struct gcs_pull *p)
         r->what = o->what;
     }
     p->phase = PHASE_FILES;
-    int rc = dl_files(p->dl, p->dirfd, p->files, p->n, p->progress, files_done, p, &p->op, &err);
+    int rc = dl_files(p->dl, p->dirfd, p->files, p->n, p->progress ? on_progress : NULL, files_done,
+                      p, &p->op, &err);
     if (rc < 0)
         pull_fail(p, rc, &err);
 }
@@ -732,8 +739,10 @@ static int add_object(struct gcs_pull *p, const char *name, const char *rel, uin
         size_t b64_len = strlen(md5_b64);
         long n = b64_len <= 44 ? base64_decode(md5_b64, b64_len, raw) : -EINVAL;
         if (n != 16)
-            return mm_error_set(err, -EPROTO, "%s: listing: md5Hash of an object is not "
-                                "16 bytes of base64", p->what);
+            return mm_error_set(err, -EPROTO,
+                                "%s: listing: md5Hash of an object is not "
+                                "16 bytes of base64",
+                                p->what);
         md5_hex = malloc(33);
         if (!md5_hex)
             return mm_error_set(err, -ENOMEM, "out of memory");
@@ -744,7 +753,8 @@ static int add_object(struct gcs_pull *p, const char *name, const char *rel, uin
     char *relc = strdup(rel);
     size_t wlen = strlen(p->bucket) + strlen(name) + 8;
     char *what = malloc(wlen);
-    size_t ulen = strlen(p->endpoint) + (bucket ? strlen(bucket) : 0) + (obj ? strlen(obj) : 0) + 64;
+    size_t ulen =
+        strlen(p->endpoint) + (bucket ? strlen(bucket) : 0) + (obj ? strlen(obj) : 0) + 64;
     char *url = malloc(ulen);
     if (!bucket || !obj || !relc || !url || !what) {
         free(bucket), free(obj), free(relc), free(url), free(md5_hex), free(what);
@@ -756,8 +766,8 @@ static int add_object(struct gcs_pull *p, const char *name, const char *rel, uin
     size_t i = p->n++;
     p->rels[i] = relc;
     p->objects[i] = (struct gcs_object){.pull = p, .url = url, .what = what};
-    p->files[i] = (struct dl_file){.rel = relc, .size = size, .md5_hex = md5_hex,
-                                   .req = {.what = what}};
+    p->files[i] =
+        (struct dl_file){.rel = relc, .size = size, .md5_hex = md5_hex, .req = {.what = what}};
     return 0;
 }
 
@@ -780,7 +790,8 @@ static int take_page(struct gcs_pull *p, const char *body, size_t len, bool *mor
     }
     size_t plen = strlen(p->path);
     const cJSON *it;
-    cJSON_ArrayForEach(it, items) {
+    cJSON_ArrayForEach(it, items)
+    {
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name");
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(it, "size");
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(it, "md5Hash");
@@ -795,8 +806,10 @@ static int take_page(struct gcs_pull *p, const char *body, size_t len, bool *mor
         unsigned long long size = strtoull(s->valuestring, &end, 10);
         if (!isdigit((unsigned char)s->valuestring[0]) || *end || errno ||
             strlen(name) > MAX_NAME_LEN || !mm_utf8_valid(name, strlen(name))) {
-            rc = mm_error_set(err, -EPROTO, "%s: an object of the listing has a bad name or "
-                              "size", p->what);
+            rc = mm_error_set(err, -EPROTO,
+                              "%s: an object of the listing has a bad name or "
+                              "size",
+                              p->what);
             goto out;
         }
         const char *md5 = cJSON_IsString(m) && m->valuestring[0] ? m->valuestring : NULL;
@@ -881,8 +894,8 @@ static void list_done(int status, const struct mm_error *err, long http_code, co
         return;
     }
     if (p->n == 0) {
-        mm_error_set(&e, -ENOENT, "%s: no object gs://%s/%s and none under gs://%s/%s/",
-                     p->what, p->bucket, p->path, p->bucket, p->path);
+        mm_error_set(&e, -ENOENT, "%s: no object gs://%s/%s and none under gs://%s/%s/", p->what,
+                     p->bucket, p->path, p->bucket, p->path);
         pull_fail(p, -ENOENT, &e);
         return;
     }
@@ -915,8 +928,8 @@ static int list_request(struct gcs_pull *p, struct mm_error *err)
              !probe && p->page_token ? "&pageToken=" : "",
              !probe && p->page_token ? p->page_token : "");
     free(bucket), free(prefix);
-    struct dl_request req = {.prepare = list_prepare, .http_error = list_http_error, .arg = p,
-                             .what = p->what};
+    struct dl_request req = {
+        .prepare = list_prepare, .http_error = list_http_error, .arg = p, .what = p->what};
     return dl_text(p->dl, &req, MAX_LIST_BODY, list_done, p, &p->op, err);
 }
 
@@ -965,8 +978,10 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
         return mm_error_set(err, -EINVAL, "%s: %s", name,
                             bucket ? "bucket holds a '/'" : "no bucket");
     if (!pem != !email)
-        return mm_error_set(err, -EINVAL, "%s: private_key and client_email go together "
-                            "(%s is missing)", name, pem ? "client_email" : "private_key");
+        return mm_error_set(err, -EINVAL,
+                            "%s: private_key and client_email go together "
+                            "(%s is missing)",
+                            name, pem ? "client_email" : "private_key");
     unsigned page_size = 1000;
     if (page) {
         char *end = NULL;
@@ -1006,23 +1021,26 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
     }
     if (!p->endpoint) {
         pull_free(p);
-        return mm_error_set(err, -EINVAL, "%s: endpoint_url is not an http(s) URL without a "
-                            "query", name);
+        return mm_error_set(err, -EINVAL,
+                            "%s: endpoint_url is not an http(s) URL without a "
+                            "query",
+                            name);
     }
     const char *slash = strrchr(p->path, '/');
     p->base = slash ? slash + 1 : p->path;
     snprintf(p->what, sizeof p->what, "gs://%s/%s", p->bucket, p->path);
     if (strcmp(p->base, ".") == 0 || strcmp(p->base, "..") == 0) {
         pull_free(p);
-        return mm_error_set(err, -EINVAL, "%s: %s: the path ends in '%s'", name, p->what,
-                            p->base);
+        return mm_error_set(err, -EINVAL, "%s: %s: the path ends in '%s'", name, p->what, p->base);
     }
     if (!p->anonymous) {
         char *token_uri = base_url(uri ? uri : DEFAULT_TOKEN_URI);
         if (!token_uri) {
             pull_free(p);
-            return mm_error_set(err, -EINVAL, "%s: token_uri is not an http(s) URL without a "
-                                "query", name);
+            return mm_error_set(err, -EINVAL,
+                                "%s: token_uri is not an http(s) URL without a "
+                                "query",
+                                name);
         }
         int rc = token_entry(st, email, uri ? uri : DEFAULT_TOKEN_URI, pem, certificate, name,
                              &p->tok, err);

@@ -39,12 +39,13 @@
 
 struct http_pull {
     char *key;
-    char *url;        /* the request's URL, query included */
-    char *what;       /* the URL without its query */
-    char *rel;        /* the file's name */
-    char **headers;   /* "Name: value" lines */
+    char *url;      /* the request's URL, query included */
+    char *what;     /* the URL without its query */
+    char *rel;      /* the file's name */
+    char **headers; /* "Name: value" lines */
     size_t n_headers;
     char *certificate, *client_certificate, *client_key;
+    dl_progress_cb progress;
     remote_done_cb cb;
     void *arg;
     struct dl_op *op;
@@ -112,8 +113,7 @@ static int take_headers(struct http_pull *p, const cJSON *cfg, const char *name,
     }
     size_t n = (size_t)cJSON_GetArraySize(h);
     if (n > MAX_HEADERS) {
-        rc = mm_error_set(err, -EINVAL, "%s: headers has more than %d fields", name,
-                          MAX_HEADERS);
+        rc = mm_error_set(err, -EINVAL, "%s: headers has more than %d fields", name, MAX_HEADERS);
         goto out;
     }
     p->headers = calloc(n ? n : 1, sizeof *p->headers);
@@ -122,7 +122,8 @@ static int take_headers(struct http_pull *p, const cJSON *cfg, const char *name,
         goto out;
     }
     const cJSON *it;
-    cJSON_ArrayForEach(it, h) {
+    cJSON_ArrayForEach(it, h)
+    {
         const char *hn = it->string;
         char shown[80];
         mm_log_escape(shown, sizeof shown, hn, strlen(hn));
@@ -130,24 +131,27 @@ static int take_headers(struct http_pull *p, const cJSON *cfg, const char *name,
         for (const char *c = hn; ok && *c; c++)
             ok = token_char((unsigned char)*c);
         if (!ok) {
-            rc = mm_error_set(err, -EINVAL, "%s: headers: '%s' is not a header name with a "
-                              "string value", name, shown);
+            rc = mm_error_set(err, -EINVAL,
+                              "%s: headers: '%s' is not a header name with a "
+                              "string value",
+                              name, shown);
             goto out;
         }
         static const char *const refused[] = {"host", "content-length", "transfer-encoding",
                                               "connection"};
         for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
             if (strcasecmp(hn, refused[i]) == 0) {
-                rc = mm_error_set(err, -EINVAL, "%s: headers: '%s' may not be set", name,
-                                  shown);
+                rc = mm_error_set(err, -EINVAL, "%s: headers: '%s' may not be set", name, shown);
                 goto out;
             }
         }
         const char *v = it->valuestring;
         for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
             if ((*c < 0x20 && *c != '\t') || *c == 0x7f) {
-                rc = mm_error_set(err, -EINVAL, "%s: headers: the value of '%s' holds a "
-                                  "control character", name, shown);
+                rc = mm_error_set(err, -EINVAL,
+                                  "%s: headers: the value of '%s' holds a "
+                                  "control character",
+                                  name, shown);
                 goto out;
             }
         }
@@ -204,8 +208,7 @@ static int make_url(struct http_pull *p, const char *base, const char *path, con
         return mm_error_set(err, -EINVAL, "%s: url is not an http:// or https:// URL", name);
     for (const unsigned char *c = (const unsigned char *)base; *c; c++)
         if (*c <= 0x20 || *c == 0x7f)
-            return mm_error_set(err, -EINVAL, "%s: url holds a space or a control character",
-                                name);
+            return mm_error_set(err, -EINVAL, "%s: url holds a space or a control character", name);
     size_t blen = strcspn(base, "?#");
     const char *query = base[blen] == '?' ? base + blen : "";
     size_t qlen = strcspn(query, "#");
@@ -233,14 +236,25 @@ static int make_url(struct http_pull *p, const char *base, const char *path, con
         append_path(u, size, &at, path); /* size allows every byte encoded */
     }
     u[at] = '\0';
-    p->what = strndup(u, at);
+    /* what names the URL without its query and without a user:password@ in it */
+    size_t host_off = (size_t)(host - base);
+    size_t authority = strcspn(u + host_off, "/");
+    const char *at_sign =
+        memrchr(u + host_off, '@', authority < at - host_off ? authority : at - host_off);
+    size_t skip = at_sign ? (size_t)(at_sign + 1 - (u + host_off)) : 0;
+    p->what = malloc(at - skip + 1);
+    if (p->what) {
+        memcpy(p->what, u, host_off);
+        memcpy(p->what + host_off, u + host_off + skip, at - host_off - skip);
+        p->what[at - skip] = '\0';
+    }
     memcpy(u + at, query, qlen);
     u[at + qlen] = '\0';
     p->url = u;
     if (!p->what)
         return mm_error_set(err, -ENOMEM, "out of memory");
     /* the file's name: the last component of the path, else of the URL's path */
-    const char *what_host = p->what + (host - base);
+    const char *what_host = p->what + host_off;
     const char *last = strrchr(what_host, '/');
     const char *tail = last ? last + 1 : "";
     if (!tail[0] || strcmp(tail, ".") == 0 || strcmp(tail, "..") == 0)
@@ -266,8 +280,8 @@ static int make_url(struct http_pull *p, const char *base, const char *path, con
     for (const unsigned char *c = (const unsigned char *)p->rel; !bad && *c; c++)
         bad = *c < 0x20 || *c == 0x7f || *c == '/';
     if (bad)
-        return mm_error_set(err, -EINVAL, "%s: %s: its last component is not a file name",
-                            name, p->what);
+        return mm_error_set(err, -EINVAL, "%s: %s: its last component is not a file name", name,
+                            p->what);
     return 0;
 }
 
@@ -299,8 +313,10 @@ static int prepare(CURL *easy, struct curl_slist **headers, void *arg, struct mm
              blob(easy, CURLOPT_SSLKEY_BLOB, p->client_key) == 0 &&
              curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM") == CURLE_OK;
     if (!ok)
-        return mm_error_set(err, -ENOTSUP, "%s: libcurl refused the request's options (TLS "
-                            "blobs need libcurl 7.77 with OpenSSL)", p->what);
+        return mm_error_set(err, -ENOTSUP,
+                            "%s: libcurl refused the request's options (TLS "
+                            "blobs need libcurl 7.77 with OpenSSL)",
+                            p->what);
     return 0;
 }
 
@@ -311,12 +327,18 @@ static int http_error(long code, const char *body, size_t len, void *arg, struct
     char name[300];
     key_name(p->key, name, sizeof name);
     if (code == 401 || code == 403)
-        return mm_error_set(err, -EACCES, "%s: refused (HTTP %ld): check headers%s of %s",
-                            p->what, code, p->client_certificate ? " and client_certificate" : "",
-                            name);
+        return mm_error_set(err, -EACCES, "%s: refused (HTTP %ld): check headers%s of %s", p->what,
+                            code, p->client_certificate ? " and client_certificate" : "", name);
     if (code == 404 || code == 410)
         return mm_error_set(err, -ENOENT, "%s: not found (HTTP %ld)", p->what, code);
     return mm_error_set(err, -EIO, "%s: HTTP %ld", p->what, code);
+}
+
+/* dl calls progress with the job's arg, the pull: hand it on with the caller's. */
+static void on_progress(uint64_t done_bytes, uint64_t total, void *arg)
+{
+    struct http_pull *p = arg;
+    p->progress(done_bytes, total, p->arg);
 }
 
 static void done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
@@ -327,11 +349,15 @@ static void done(int status, const struct mm_error *err, uint64_t bytes, void *a
     struct mm_error e = {0};
     char name[300];
     key_name(p->key, name, sizeof name);
+    /* TLS 1.3 refuses a missing client certificate after the handshake: curl sees a failed
+     * read whose words are OpenSSL's alert, which download.h passes on as -EIO. */
+    if (status == -EIO && err && strstr(err->msg, "SSL routines") && strstr(err->msg, "alert"))
+        status = -EPROTO;
     bool tls = status == -EPROTO;
     bool client = p->client_certificate != NULL;
     pull_free(p);
     if (status < 0) {
-        const char *hint = !tls ? ""
+        const char *hint = !tls     ? ""
                            : client ? " (check certificate and client_certificate)"
                                     : " (check certificate, and client_certificate if the "
                                       "server requires one)";
@@ -358,15 +384,20 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
     if (!url)
         return mm_error_set(err, -EINVAL, "%s: no url", name);
     if (!cert != !key)
-        return mm_error_set(err, -EINVAL, "%s: client_certificate and client_key go together "
-                            "(%s is missing)", name, cert ? "client_key" : "client_certificate");
+        return mm_error_set(err, -EINVAL,
+                            "%s: client_certificate and client_key go together "
+                            "(%s is missing)",
+                            name, cert ? "client_key" : "client_certificate");
     size_t plen = strlen(src->path);
     if (plen > 0 && src->path[plen - 1] == '/')
-        return mm_error_set(err, -EINVAL, "%s: %s names a directory: a directory cannot be "
-                            "listed over plain HTTP (name one file)", name, src->path);
+        return mm_error_set(err, -EINVAL,
+                            "%s: %s names a directory: a directory cannot be "
+                            "listed over plain HTTP (name one file)",
+                            name, src->path);
     struct http_pull *p = calloc(1, sizeof *p);
     if (!p)
         return mm_error_set(err, -ENOMEM, "out of memory");
+    p->progress = progress;
     p->cb = cb;
     p->arg = arg;
     p->key = strdup(src->key ? src->key : "");
@@ -385,10 +416,12 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
         pull_free(p);
         return rc;
     }
-    struct dl_file file = {.rel = p->rel, .size = UINT64_MAX, .md5_hex = NULL,
-                           .req = {.prepare = prepare, .http_error = http_error, .arg = p,
-                                   .what = p->what}};
-    rc = dl_files(dl, dirfd, &file, 1, progress, done, p, &p->op, err);
+    struct dl_file file = {
+        .rel = p->rel,
+        .size = UINT64_MAX,
+        .md5_hex = NULL,
+        .req = {.prepare = prepare, .http_error = http_error, .arg = p, .what = p->what}};
+    rc = dl_files(dl, dirfd, &file, 1, progress ? on_progress : NULL, done, p, &p->op, err);
     if (rc < 0) {
         mm_error_prefix(err, "%s: ", name);
         pull_free(p);

@@ -14,8 +14,10 @@ int harness_node_check(const char *script)
 {
     char out[256];
     if (access(script, R_OK) != 0 || harness_capture("command -v node", out, sizeof out) != 0) {
-        fprintf(stderr, "%s or node is missing: run scripts/setup.sh (it installs Node.js and "
-                "the test servers)\n", script);
+        fprintf(stderr,
+                "%s or node is missing: run scripts/setup.sh (it installs Node.js and "
+                "the test servers)\n",
+                script);
         return -ENOENT;
     }
     return 0;
@@ -29,8 +31,8 @@ int harness_gcs_start(struct harness_gcs *g, const char *script, const char *roo
     int rc = harness_node_check(script);
     if (rc < 0)
         return rc;
-    const char *argv[40] = {"node", script, "--root", root, "--public-key", public_key,
-                            "--client-email", client_email};
+    const char *argv[40] = {"node",         script,     "--root",         root,
+                            "--public-key", public_key, "--client-email", client_email};
     size_t n = 8;
     for (size_t i = 0; extra && extra[i]; i++) {
         if (n + 1 >= sizeof argv / sizeof argv[0])

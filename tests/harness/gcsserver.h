@@ -8,10 +8,10 @@
 #include <sys/types.h>
 
 struct harness_gcs {
-    pid_t pid;              /* 0 when not running */
+    pid_t pid; /* 0 when not running */
     int port;
-    char endpoint[64];      /* "http://127.0.0.1:<port>": endpoint_url */
-    char token_uri[80];     /* endpoint + "/token": token_uri */
+    char endpoint[64];       /* "http://127.0.0.1:<port>": endpoint_url */
+    char token_uri[80];      /* endpoint + "/token": token_uri */
     char log_path[PATH_MAX]; /* its stdout and stderr (one line per request, tokens issued) */
 };
 

@@ -51,7 +51,8 @@ int harness_tls_make(const char *dir)
     char cmd[4096], out[8192];
     snprintf(cmd, sizeof cmd,
              "set -e; cd '%s'; "
-             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > server.ext; "
+             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' "
+             "> server.ext; "
              "printf 'extendedKeyUsage=clientAuth\\n' > client.ext; "
              "for ca in ca other-ca; do "
              "  openssl req -x509 -newkey rsa:2048 -nodes -keyout $ca.key -out $ca.pem -days 2 "

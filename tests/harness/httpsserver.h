@@ -8,7 +8,7 @@
 #include <sys/types.h>
 
 struct harness_https {
-    pid_t pid;               /* 0 when not running */
+    pid_t pid; /* 0 when not running */
     int port;
     char url[64];            /* "https://127.0.0.1:<port>" ("http://" with --plain) */
     char log_path[PATH_MAX]; /* its stdout and stderr: one line per request, no header value */

@@ -3,12 +3,13 @@
  * key (a key pair made here with openssl) and serves the JSON API subset the provider uses:
  * a single object; a prefix with several files, a zero-byte object and a folder marker
  * skipped, and a "m12/" sibling not picked; more objects than one listing page; the token
- * fetched once for several pulls and again once it nears its expiry; a token the store no
- * longer knows (server restarted) fetched again; a key written with "\n" escapes; anonymous
- * pulls of a public and of a private bucket; a wrong key, a wrong client_email; a missing
- * bucket and object; an md5Hash mismatch; config errors; cancel while the token is fetched;
- * a 500 on the first attempt through the fault proxy. Every message the provider gave is
- * grepped for the private keys and every token the server issued.
+ * fetched once for several pulls (three waiting for one request) and again once it nears its
+ * expiry; a token the store no longer knows (server restarted) fetched again; a key written
+ * with "\n" escapes; anonymous pulls of a public and of a private bucket; a wrong key, a wrong
+ * client_email; a missing bucket and object; an md5Hash mismatch; config errors; cancel while
+ * the token is fetched; a 500 on the first attempt through the fault proxy; through
+ * storage.h, the secret from a lookup and the bucket from the model's parameters. Every
+ * message the provider gave is grepped for the private keys and every token the server issued.
  *   test_gcs <gcs_server.js> */
 #include <dirent.h>
 #include <errno.h>
@@ -31,6 +32,7 @@
 #include "mm/curlev.h"
 #include "mm/download.h"
 #include "mm/remote.h"
+#include "mm/storage.h"
 
 #define BUCKET "modelmesh-example-models"
 #define EMAIL "puller@modelmesh-test.iam.gserviceaccount.com"
@@ -51,7 +53,18 @@ struct result {
     char msg[MM_ERROR_MSG_MAX];
     uint64_t bytes;
     char dest[PATH_MAX];
+    int progress_calls;
+    uint64_t progress_done, progress_total;
 };
+
+/* The provider hands on download.h's progress with the caller's arg. */
+static void on_progress(uint64_t done, uint64_t total, void *arg)
+{
+    struct result *r = arg;
+    r->progress_calls++;
+    r->progress_done = done;
+    r->progress_total = total;
+}
 
 static void on_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
 {
@@ -168,7 +181,7 @@ static int pull(const cJSON *cfg, const char *path, struct result *r)
     struct remote_source src = {.cfg = cfg, .key = "gcs-test", .model_id = "m", .path = path};
     struct mm_error err = {0};
     void *handle = NULL;
-    int rc = remote_gcs.pull(state, dl, &src, dirfd, NULL, on_done, r, &handle, &err);
+    int rc = remote_gcs.pull(state, dl, &src, dirfd, on_progress, on_done, r, &handle, &err);
     if (rc < 0) {
         r->status = rc;
         snprintf(r->msg, sizeof r->msg, "%s", err.msg);
@@ -219,6 +232,9 @@ static void test_objects(struct harness_gcs *g)
     /* a single object */
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(r.bytes, 150000);
+    CHECK(r.progress_calls >= 1);
+    CHECK_INT(r.progress_done, 150000);
+    CHECK_INT(r.progress_total, 150000);
     snprintf(src, sizeof src, "%s/" BUCKET "/models/single.bin", root);
     snprintf(dst, sizeof dst, "%s/single.bin", r.dest);
     CHECK(same_file(src, dst));
@@ -314,7 +330,8 @@ static void test_objects(struct harness_gcs *g)
     CHECK_INT(pull(c1, "models/single.bin", &r), -EINVAL);
     CHECK(strstr(r.msg, "client_email") != NULL);
     add(c1, "client_email", EMAIL);
-    add(c1, "private_key", "-----BEGIN PRIVATE KEY-----\nnot a key at all\n-----END PRIVATE KEY-----\n");
+    add(c1, "private_key",
+        "-----BEGIN PRIVATE KEY-----\nnot a key at all\n-----END PRIVATE KEY-----\n");
     CHECK_INT(pull(c1, "models/single.bin", &r), -EINVAL);
     CHECK(strstr(r.msg, "private_key") != NULL && !strstr(r.msg, "not a key at all"));
     add(c1, "private_key", private_key);
@@ -331,8 +348,8 @@ static void test_objects(struct harness_gcs *g)
     snprintf(rc.dest, sizeof rc.dest, "%s/dest-cancel", top);
     REQUIRE(mkdir(rc.dest, 0700) == 0);
     int dirfd = open(rc.dest, O_RDONLY | O_DIRECTORY);
-    struct remote_source s = {.cfg = fresh, .key = "gcs-test", .model_id = "m",
-                              .path = "models/single.bin"};
+    struct remote_source s = {
+        .cfg = fresh, .key = "gcs-test", .model_id = "m", .path = "models/single.bin"};
     void *handle = NULL;
     struct mm_error err = {0};
     CHECK_INT(remote_gcs.pull(state, dl, &s, dirfd, NULL, on_done, &rc, &handle, &err), 0);
@@ -350,7 +367,7 @@ static void test_objects(struct harness_gcs *g)
 static void test_token_life(const char *script)
 {
     struct harness_gcs g;
-    static const char *const ttl[] = {"--token-ttl", "2", NULL};
+    static const char *const ttl[] = {"--token-ttl", "4", NULL};
     start(&g, script, "gcs-ttl.log", ttl);
     cJSON *cfg = config(&g, "{\"type\":\"gcs\",\"bucket\":\"" BUCKET "\",\"endpoint_url\":\"@E\","
                             "\"token_uri\":\"@T\",\"client_email\":\"" EMAIL "\"}");
@@ -360,10 +377,33 @@ static void test_token_life(const char *script)
     struct mm_error err = {0};
     REQUIRE(remote_gcs.open(dl, &state, &err) == 0);
     struct result r;
-    CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
+    /* three pulls at once wait for one token request */
+    struct result many[3];
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&many[i], 0, sizeof many[i]);
+        snprintf(many[i].dest, sizeof many[i].dest, "%s/dest-many%d", top, i);
+        REQUIRE(mkdir(many[i].dest, 0700) == 0);
+        fds[i] = open(many[i].dest, O_RDONLY | O_DIRECTORY);
+        REQUIRE(fds[i] >= 0);
+        struct remote_source src = {.cfg = cfg,
+                                    .key = "gcs-test",
+                                    .model_id = "m",
+                                    .path = i == 1 ? "models/m1" : "models/single.bin"};
+        REQUIRE(remote_gcs.pull(state, dl, &src, fds[i], NULL, on_done, &many[i], NULL, &err) == 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        harness_run_until(loop, called, &many[i], 20000);
+        CHECK_INT(many[i].calls, 1);
+        CHECK_INT(many[i].status, 0);
+        fprintf(messages, "%s\n", many[i].msg);
+        close(fds[i]);
+    }
+    CHECK(exists(many[1].dest, "m1/a.bin"));
+    CHECK_INT(token_requests(&g), 1);
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(token_requests(&g), 1);
-    usleep(1200 * 1000); /* 2 s life: refreshed after 1 s */
+    usleep(2300 * 1000); /* 4 s life: refreshed after 2 s */
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(token_requests(&g), 2);
 
@@ -388,8 +428,8 @@ static void test_token_life(const char *script)
 static void test_fault(const struct harness_gcs *g)
 {
     struct faultproxy fp;
-    struct faultproxy_fault fault = {.kind = FAULTPROXY_STATUS, .match = "prefix=", .count = 1,
-                                     .status = 500};
+    struct faultproxy_fault fault = {
+        .kind = FAULTPROXY_STATUS, .match = "prefix=", .count = 1, .status = 500};
     REQUIRE(faultproxy_start(&fp, "127.0.0.1", g->port, &fault) == 0);
     cJSON *cfg = config(g, "{\"type\":\"gcs\",\"bucket\":\"" BUCKET "\",\"token_uri\":\"@T\","
                            "\"client_email\":\"" EMAIL "\"}");
@@ -415,6 +455,97 @@ static void test_fault(const struct harness_gcs *g)
     CHECK_INT(faultproxy_faults(&fp), 3); /* max_attempts */
     faultproxy_stop(&fp);
     cJSON_Delete(cfg);
+}
+
+/* ---- through storage.h: the secret from a lookup, the bucket from the model's parameters ---- */
+
+static char *secret_good, *secret_bad;
+
+static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
+{
+    (void)arg, (void)err;
+    const char *s = strcmp(key, "gcs-secret") == 0 ? secret_good
+                    : strcmp(key, "gcs-bad") == 0  ? secret_bad
+                                                   : NULL;
+    if (!s)
+        return -ENOENT;
+    *json = strdup(s);
+    return *json ? 0 : -ENOMEM;
+}
+
+struct fetched {
+    int calls, status;
+    char msg[MM_ERROR_MSG_MAX];
+    char path[PATH_MAX];
+    uint64_t bytes;
+};
+
+static void on_fetch(int status, const struct mm_error *err, const char *local_path,
+                     uint64_t disk_bytes, void *arg)
+{
+    struct fetched *f = arg;
+    f->calls++;
+    f->status = status;
+    snprintf(f->msg, sizeof f->msg, "%s", err ? err->msg : "");
+    snprintf(f->path, sizeof f->path, "%s", local_path ? local_path : "");
+    f->bytes = disk_bytes;
+}
+
+static bool fetched(void *arg)
+{
+    return ((struct fetched *)arg)->calls > 0;
+}
+
+static void test_storage(const struct harness_gcs *g)
+{
+    cJSON *sec = cJSON_CreateObject();
+    REQUIRE(sec && cJSON_AddStringToObject(sec, "type", "gcs") &&
+            cJSON_AddStringToObject(sec, "private_key", private_key) &&
+            cJSON_AddStringToObject(sec, "client_email", EMAIL) &&
+            cJSON_AddStringToObject(sec, "token_uri", g->token_uri) &&
+            cJSON_AddStringToObject(sec, "endpoint_url", g->endpoint));
+    secret_good = cJSON_PrintUnformatted(sec);
+    cJSON_DeleteItemFromObjectCaseSensitive(sec, "private_key");
+    REQUIRE(cJSON_AddStringToObject(sec, "private_key", wrong_key));
+    secret_bad = cJSON_PrintUnformatted(sec);
+    cJSON_Delete(sec);
+    REQUIRE(secret_good && secret_bad);
+
+    char cache[PATH_MAX];
+    snprintf(cache, sizeof cache, "%s/cache", top);
+    struct storage_config sc = {.cache_dir = cache, .curl = curl, .lookup = lookup};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
+
+    struct storage_model m = {.model_id = "gcs-model",
+                              .storage_key = "gcs-secret",
+                              .storage_params = "{\"bucket\":\"" BUCKET "\"}",
+                              .storage_path = "models/m1"};
+    struct fetched f = {0};
+    REQUIRE(storage_fetch(st, &m, on_fetch, &f, NULL, &err) == 0);
+    harness_run_until(loop, fetched, &f, 20000);
+    CHECK_INT(f.status, 0);
+    CHECK_INT(f.bytes, 3000 + 70000 + 5);
+    char want[PATH_MAX * 2], got[PATH_MAX * 2];
+    snprintf(want, sizeof want, "%s/" BUCKET "/models/m1/sub/b.bin", root);
+    snprintf(got, sizeof got, "%s/sub/b.bin", f.path);
+    CHECK(same_file(want, got));
+    CHECK(strstr(f.path, cache) == f.path);
+    CHECK_INT(storage_release(st, f.path), 0);
+
+    struct storage_model bad = m;
+    bad.storage_key = "gcs-bad";
+    memset(&f, 0, sizeof f);
+    REQUIRE(storage_fetch(st, &bad, on_fetch, &f, NULL, &err) == 0);
+    harness_run_until(loop, fetched, &f, 20000);
+    CHECK_INT(f.status, -EACCES);
+    CHECK(strstr(f.msg, "'gcs-bad'") && strstr(f.msg, "private_key") &&
+          strstr(f.msg, "client_email"));
+    fprintf(messages, "%s\n", f.msg);
+    fprintf(stderr, "  fetch through storage: %s\n", f.msg);
+    storage_free(st);
+    free(secret_good), free(secret_bad);
 }
 
 /* ---- secrets ---- */
@@ -516,11 +647,12 @@ int main(int argc, char **argv)
     REQUIRE(remote_gcs.open(dl, &state, &err) == 0);
 
     struct harness_gcs g;
-    static const char *const extra[] = {"--public", "public-models", "--bad-md5",
-                                        "models/bad.bin", NULL};
+    static const char *const extra[] = {"--public", "public-models", "--bad-md5", "models/bad.bin",
+                                        NULL};
     start(&g, script, "gcs.log", extra);
     test_objects(&g);
     test_fault(&g);
+    test_storage(&g);
     test_token_life(script);
     harness_gcs_stop(&g);
 

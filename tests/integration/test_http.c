@@ -4,7 +4,8 @@
  * JSON text), a url with a query kept after the path, a missing file, a missing or wrong
  * header, a wrong CA and no CA (TLS failures), a server requiring a client certificate (with
  * it, without it), a directory path refused, config errors, a 500 on the first attempt and on
- * every attempt through the fault proxy (plain HTTP behind it). Every message the provider
+ * every attempt through the fault proxy (plain HTTP behind it); through storage.h, the secret
+ * from a lookup. Every message the provider
  * gave is grepped for the header value and the client key.
  *   test_http <https_server.js> */
 #include <errno.h>
@@ -27,6 +28,7 @@
 #include "mm/curlev.h"
 #include "mm/download.h"
 #include "mm/remote.h"
+#include "mm/storage.h"
 
 #define SECRET_HEADER "Bearer s3cr3t-http-header-value-0123456789"
 
@@ -45,7 +47,18 @@ struct result {
     char msg[MM_ERROR_MSG_MAX];
     uint64_t bytes;
     char dest[PATH_MAX];
+    int progress_calls;
+    uint64_t progress_done, progress_total;
 };
+
+/* The provider hands on download.h's progress with the caller's arg. */
+static void on_progress(uint64_t done, uint64_t total, void *arg)
+{
+    struct result *r = arg;
+    r->progress_calls++;
+    r->progress_done = done;
+    r->progress_total = total;
+}
 
 static void on_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
 {
@@ -148,7 +161,7 @@ static int pull(const cJSON *cfg, const char *path, struct result *r)
     struct remote_source src = {.cfg = cfg, .key = "http-test", .model_id = "m", .path = path};
     struct mm_error err = {0};
     void *handle = NULL;
-    int rc = remote_http.pull(NULL, dl, &src, dirfd, NULL, on_done, r, &handle, &err);
+    int rc = remote_http.pull(NULL, dl, &src, dirfd, on_progress, on_done, r, &handle, &err);
     if (rc < 0) {
         r->status = rc;
         snprintf(r->msg, sizeof r->msg, "%s", err.msg);
@@ -188,8 +201,9 @@ static char *cert_path(const char *name)
 static void test_https(const char *script)
 {
     struct harness_https h;
-    const char *args[] = {"--cert", cert_path("server.pem"), "--key", cert_path("server.key"),
-                          "--header", "Authorization: " SECRET_HEADER, NULL};
+    const char *args[] = {
+        "--cert",   cert_path("server.pem"),         "--key", cert_path("server.key"),
+        "--header", "Authorization: " SECRET_HEADER, NULL};
     start(&h, script, "https.log", args);
     char src[PATH_MAX * 2], dst[PATH_MAX * 2];
     struct result r;
@@ -199,6 +213,8 @@ static void test_https(const char *script)
 
     CHECK_INT(pull(cfg, "models/model.bin", &r), 0);
     CHECK_INT(r.bytes, 200000);
+    CHECK(r.progress_calls >= 1);
+    CHECK_INT(r.progress_done, 200000);
     snprintf(src, sizeof src, "%s/models/model.bin", root);
     snprintf(dst, sizeof dst, "%s/model.bin", r.dest);
     CHECK(same_file(src, dst));
@@ -230,6 +246,12 @@ static void test_https(const char *script)
     CHECK(strstr(r.msg, "headers") && strstr(r.msg, "'http-test'"));
     add(noh, "headers", "{\"Authorization\":\"Bearer wrong\"}");
     CHECK_INT(pull(noh, "models/model.bin", &r), -EACCES);
+    /* a user:password in the url is not shown */
+    char with_user[96];
+    snprintf(with_user, sizeof with_user, "https://user:pw-s3cr3t@127.0.0.1:%d", h.port);
+    add(noh, "url", with_user);
+    CHECK_INT(pull(noh, "models/model.bin", &r), -EACCES);
+    CHECK(strstr(r.msg, "pw-s3cr3t") == NULL && strstr(r.msg, "https://127.0.0.1:") != NULL);
     cJSON_Delete(noh);
 
     /* TLS: a CA that signed nothing here, and none (the system's do not know ours) */
@@ -271,8 +293,8 @@ static void test_https(const char *script)
 static void test_client_cert(const char *script)
 {
     struct harness_https h;
-    const char *args[] = {"--cert", cert_path("server.pem"), "--key", cert_path("server.key"),
-                          "--client-ca", cert_path("ca.pem"), NULL};
+    const char *args[] = {"--cert",      cert_path("server.pem"), "--key", cert_path("server.key"),
+                          "--client-ca", cert_path("ca.pem"),     NULL};
     start(&h, script, "https-mtls.log", args);
     struct result r;
     cJSON *cfg = config(h.url);
@@ -294,8 +316,8 @@ static void test_fault(const char *script)
     const char *args[] = {"--plain", NULL};
     start(&h, script, "http-plain.log", args);
     struct faultproxy fp;
-    struct faultproxy_fault fault = {.kind = FAULTPROXY_STATUS, .match = "model.bin",
-                                     .count = 1, .status = 500};
+    struct faultproxy_fault fault = {
+        .kind = FAULTPROXY_STATUS, .match = "model.bin", .count = 1, .status = 500};
     REQUIRE(faultproxy_start(&fp, "127.0.0.1", h.port, &fault) == 0);
     struct result r;
     cJSON *cfg = config(fp.url);
@@ -313,6 +335,89 @@ static void test_fault(const char *script)
     harness_https_stop(&h);
 }
 
+/* Through storage.h: the secret (headers as an object, the CA) from a lookup. */
+static char *secret;
+
+static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
+{
+    (void)arg, (void)err;
+    if (strcmp(key, "http-secret") != 0)
+        return -ENOENT;
+    *json = strdup(secret);
+    return *json ? 0 : -ENOMEM;
+}
+
+struct fetched {
+    int calls, status;
+    char msg[MM_ERROR_MSG_MAX];
+    char path[PATH_MAX];
+};
+
+static void on_fetch(int status, const struct mm_error *err, const char *local_path,
+                     uint64_t disk_bytes, void *arg)
+{
+    (void)disk_bytes;
+    struct fetched *f = arg;
+    f->calls++;
+    f->status = status;
+    snprintf(f->msg, sizeof f->msg, "%s", err ? err->msg : "");
+    snprintf(f->path, sizeof f->path, "%s", local_path ? local_path : "");
+}
+
+static bool fetched(void *arg)
+{
+    return ((struct fetched *)arg)->calls > 0;
+}
+
+static void test_storage(const char *script)
+{
+    struct harness_https h;
+    const char *args[] = {
+        "--cert",   cert_path("server.pem"),         "--key", cert_path("server.key"),
+        "--header", "Authorization: " SECRET_HEADER, NULL};
+    start(&h, script, "https-storage.log", args);
+    cJSON *sec = config(h.url);
+    add(sec, "certificate", ca_pem);
+    cJSON *hdrs = cJSON_AddObjectToObject(sec, "headers");
+    REQUIRE(hdrs && cJSON_AddStringToObject(hdrs, "Authorization", SECRET_HEADER));
+    secret = cJSON_PrintUnformatted(sec);
+    cJSON_Delete(sec);
+    REQUIRE(secret);
+
+    char cache[PATH_MAX];
+    snprintf(cache, sizeof cache, "%s/cache", top);
+    struct storage_config sc = {.cache_dir = cache, .curl = curl, .lookup = lookup};
+    struct storage *st = NULL;
+    struct mm_error err = {0};
+    REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
+    struct storage_model m = {
+        .model_id = "http-model", .storage_key = "http-secret", .storage_path = "models/model.bin"};
+    struct fetched f = {0};
+    REQUIRE(storage_fetch(st, &m, on_fetch, &f, NULL, &err) == 0);
+    harness_run_until(loop, fetched, &f, 20000);
+    CHECK_INT(f.status, 0);
+    char want[PATH_MAX * 2];
+    snprintf(want, sizeof want, "%s/models/model.bin", root);
+    CHECK(same_file(want, f.path));
+    CHECK_INT(storage_release(st, f.path), 0);
+
+    /* the params replace the headers: refused, naming the key */
+    m.storage_params = "{\"headers\":\"{}\"}";
+    memset(&f, 0, sizeof f);
+    int rc = storage_fetch(st, &m, on_fetch, &f, NULL, &err);
+    if (rc == 0)
+        harness_run_until(loop, fetched, &f, 20000);
+    else
+        f.status = rc, snprintf(f.msg, sizeof f.msg, "%s", err.msg);
+    CHECK_INT(f.status, -EACCES);
+    CHECK(strstr(f.msg, "'http-secret'") && strstr(f.msg, "headers"));
+    fprintf(messages, "%s\n", f.msg);
+    fprintf(stderr, "  fetch through storage: %s\n", f.msg);
+    storage_free(st);
+    free(secret);
+    harness_https_stop(&h);
+}
+
 static void check_secrets(void)
 {
     fflush(messages);
@@ -324,7 +429,8 @@ static void check_secrets(void)
     char line[80];
     snprintf(line, sizeof line, "%.64s", nl + 1);
     CHECK(strstr(msgs, line) == NULL);
-    CHECK(strstr(msgs, "sig=abc") == NULL); /* a url's query */
+    CHECK(strstr(msgs, "sig=abc") == NULL);   /* a url's query */
+    CHECK(strstr(msgs, "pw-s3cr3t") == NULL); /* a url's password */
     /* the servers log no header value either */
     free(msgs);
 }
@@ -362,6 +468,7 @@ int main(int argc, char **argv)
     test_https(script);
     test_client_cert(script);
     test_fault(script);
+    test_storage(script);
     check_secrets();
 
     dl_free(dl);
