@@ -3,10 +3,23 @@
  *
  * Each request is an xfer: one attempt at a time, each on a fresh curl handle prepared by the
  * provider, retried after a backoff (doubling, +-25 % jitter) on a 5xx answer, a connection
- * error, a stall, a cut answer or (objects) a length or MD5 mismatch. Objects are written on
- * the loop thread from curlev's data callback, which consumes the bytes as they come: an
- * object never sits in memory. Object xfers wait in one FIFO queue for one of max_transfers
- * slots (a slot is held through the backoff of a retry); text requests do not queue.
+ * error, a stall, a cut answer or (objects) a length or MD5 mismatch. Object xfers wait in
+ * one FIFO queue for one of max_transfers slots (a slot is held through the backoff of a
+ * retry and until the object is written); text requests do not queue.
+ *
+ * Objects are written and hashed off the loop, pipelined with receiving: curlev's data
+ * callback takes the received bytes whole (it swaps the transfer's body buffer for a spare
+ * one, no copy) and queues them on the object's writer; the writer runs at most one job at a
+ * time on the dl's pool (pwritev + MD5 of everything queued when it starts, in order), and
+ * its done callback on the loop counts the bytes, starts the next job, and once the transfer
+ * has ended and the queue is empty checks, closes and renames the file. More than
+ * WRITE_QUEUE_MAX bytes waiting pauses the transfer (curl_easy_pause, from the data callback,
+ * which curlev runs outside curl); it resumes when the writer has caught up. While a job is
+ * in flight it alone touches the file, the MD5 state and the chunks it was given; a job whose
+ * xfer is stopped (cancel, dl_free, the op failing) is abandoned: the writer keeps the file,
+ * its directory and the temporary name, and its done callback, which pool_free runs at the
+ * latest, removes the partial file and frees everything without touching the xfer or the dl.
+ * A retry waits for the previous attempt's job, whose bytes are dropped.
  *
  * Every op starts from a zero timer (never inside dl_text / dl_files) and every loop entry
  * (timers, curlev callbacks) holds the dl and the op, so that a user callback may cancel any
@@ -27,17 +40,52 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mm/buf.h"
 #include "mm/curlev.h"
+#include "mm/pool.h"
 
 #define ERR_BODY_MAX (64 * 1024) /* of a non-2xx answer, for http_error */
 #define FILE_RECV_BUFFER (64 * 1024L)
 #define FILE_HELD_MAX (64u << 20) /* bytes curl may hand over at once, before they are written */
 #define TEXT_HELD_SLACK (4u << 20)
 #define PROGRESS_EVERY 0.25 /* seconds */
+#define WRITE_QUEUE_MAX (8u << 20)    /* bytes of an object received and not yet written: more
+                                         pauses its transfer */
+#define WRITE_QUEUE_RESUME (2u << 20) /* ... until no more than this wait */
+#define WRITER_THREADS 2
+#define SPARE_BYTES (4u << 20)        /* received buffers kept for reuse, per dl, at most */
+#define WRITE_IOV 64
+
+/* Bytes received, on their way to the file. buf is a body buffer taken from curlev. */
+struct chunk {
+    STAILQ_ENTRY(chunk) link;
+    struct mm_buf buf;
+};
+STAILQ_HEAD(chunk_list, chunk);
+
+/* The writing side of an object xfer (see the top). */
+struct writer {
+    struct xfer *x;           /* NULL once abandoned */
+    struct chunk_list queue;  /* received, not yet handed to a job (loop) */
+    uint64_t queued;          /* bytes in queue and batch */
+    bool busy;                /* a job runs with batch, fd, md5 */
+    bool stale;               /* the job writes for an attempt that failed: its outcome is dropped */
+    /* the job's, while busy */
+    struct chunk_list batch;
+    uint64_t batch_bytes;
+    int fd;
+    EVP_MD_CTX *md5;          /* NULL: not checked */
+    uint64_t off;             /* where the batch goes in the file */
+    uint64_t wrote;           /* bytes of the batch written */
+    int werr;                 /* 0 or -errno of the write that failed */
+    /* an abandoned writer's own, to remove the partial file */
+    int parent_fd;
+    char *tmp;
+};
 
 enum xfer_state { X_IDLE, X_QUEUED, X_RUNNING, X_BACKOFF, X_DONE };
 
@@ -62,8 +110,13 @@ struct xfer {
     char md5[33];     /* "" = not checked */
     int parent_fd;    /* the directory holding base, or -1 */
     int fd;           /* the temporary file, or -1 */
-    uint64_t written;
+    uint64_t written;  /* by the writer, this attempt */
+    uint64_t received; /* handed to the writer, this attempt */
     EVP_MD_CTX *md5ctx;
+    struct writer *w;
+    bool paused;       /* the transfer, by us, for the writer to catch up */
+    bool recv_done;    /* the transfer ended with a 2xx answer: complete once written */
+    long code;
 };
 
 struct dl_op {
@@ -100,6 +153,9 @@ struct dl {
     struct xfer_queue queue;
     unsigned active; /* object slots taken */
     ev_timer pump;
+    struct pool *pool; /* the writers', made with the first files job */
+    struct chunk_list spare;
+    size_t spare_bytes;
     uint64_t rng;
     int depth;
     bool free_requested;
@@ -107,9 +163,26 @@ struct dl {
 
 /* --- holding the dl and ops across user callbacks --------------------------------------- */
 
+static void chunk_free(struct chunk *c)
+{
+    mm_buf_free(&c->buf);
+    free(c);
+}
+
+static void chunks_free(struct chunk_list *l)
+{
+    struct chunk *c;
+    while ((c = STAILQ_FIRST(l))) {
+        STAILQ_REMOVE_HEAD(l, link);
+        chunk_free(c);
+    }
+}
+
 static void dl_destroy(struct dl *dl)
 {
     ev_timer_stop(dl->loop, &dl->pump);
+    pool_free(dl->pool); /* waits for writers in flight; their done callbacks clean up */
+    chunks_free(&dl->spare);
     free(dl);
 }
 
@@ -129,6 +202,10 @@ static void op_free(struct dl_op *op)
         free(x->tmp);
         mm_buf_free(&x->errbody);
         EVP_MD_CTX_free(x->md5ctx);
+        if (x->w) { /* never busy here: xfer_stop abandons a busy writer */
+            chunks_free(&x->w->queue);
+            free(x->w);
+        }
     }
     free(op->x);
     free(op);
@@ -150,10 +227,34 @@ static void schedule_pump(struct dl *dl)
     }
 }
 
+/* Leave a busy writer to its job: it takes the file, its directory, the temporary name and
+ * the MD5 state, and its done callback removes the file and frees it all. */
+static void writer_abandon(struct xfer *x)
+{
+    struct writer *w = x->w;
+    chunks_free(&w->queue);
+    w->x = NULL;
+    w->fd = x->fd;
+    w->parent_fd = x->parent_fd;
+    w->tmp = x->tmp;
+    w->md5 = x->md5ctx;
+    x->fd = x->parent_fd = -1;
+    x->tmp = NULL;
+    x->md5ctx = NULL;
+    x->w = NULL;
+}
+
 /* Stop whatever x has going; a partial file is removed, a complete one stays. */
 static void xfer_stop(struct xfer *x)
 {
     struct dl *dl = x->op->dl;
+    if (x->w && x->w->busy) {
+        writer_abandon(x);
+    } else if (x->w) {
+        chunks_free(&x->w->queue);
+        x->w->queued = 0;
+    }
+    x->paused = false;
     if (x->state == X_QUEUED)
         TAILQ_REMOVE(&dl->queue, x, qlink);
     ev_timer_stop(dl->loop, &x->backoff);
@@ -314,8 +415,17 @@ static int attempt(struct xfer *x, struct mm_error *err)
             return mm_error_set(err, -errno, "%s: truncating %s: %s", x->what, x->rel,
                                 strerror(errno));
         }
+        if (!x->w) {
+            if (!(x->w = calloc(1, sizeof(*x->w))))
+                return mm_error_set(err, -ENOMEM, "%s: out of memory", x->what);
+            x->w->x = x;
+            x->w->fd = x->w->parent_fd = -1;
+            STAILQ_INIT(&x->w->queue);
+            STAILQ_INIT(&x->w->batch);
+        }
         op->done -= x->written;
-        x->written = 0;
+        x->written = x->received = 0;
+        x->recv_done = x->paused = false;
         if (x->md5[0] && (!x->md5ctx && !(x->md5ctx = EVP_MD_CTX_new())))
             return mm_error_set(err, -ENOMEM, "%s: out of memory", x->what);
         if (x->md5[0] && !EVP_DigestInit_ex(x->md5ctx, EVP_md5(), NULL))
@@ -336,6 +446,12 @@ static void attempt_failed(struct xfer *x, int rc, const struct mm_error *err, b
     x->t = NULL;
     curl_slist_free_all(x->headers);
     x->headers = NULL;
+    x->paused = x->recv_done = false;
+    if (x->w) { /* the bytes of this attempt not yet written are dropped */
+        chunks_free(&x->w->queue);
+        x->w->queued = x->w->busy ? x->w->batch_bytes : 0;
+        x->w->stale = x->w->busy;
+    }
     if (retry && x->attempt < dl->cfg.max_attempts) {
         x->state = X_BACKOFF;
         ev_timer_set(&x->backoff, backoff_delay(x), 0.);
@@ -351,6 +467,11 @@ static void on_backoff(struct ev_loop *loop, ev_timer *w, int revents)
     struct dl_op *op = x->op;
     struct dl *dl = op->dl;
     struct mm_error err;
+    if (x->w && x->w->busy) { /* the previous attempt's job still writes: soon */
+        ev_timer_set(&x->backoff, 0.005, 0.);
+        ev_timer_start(loop, &x->backoff);
+        return;
+    }
     enter(dl, op);
     int rc = attempt(x, &err);
     if (rc < 0)
@@ -369,6 +490,172 @@ static void report_progress(struct dl_op *op, bool last)
         return;
     op->last_progress = now;
     op->progress(op->done, op->total, op->arg);
+}
+
+/* --- writers ----------------------------------------------------------------------------- */
+
+/* The received bytes of body as a chunk, without copying: body gets a spare buffer. */
+static struct chunk *chunk_take(struct dl *dl, struct mm_buf *body)
+{
+    struct chunk *c = STAILQ_FIRST(&dl->spare);
+    if (c) {
+        STAILQ_REMOVE_HEAD(&dl->spare, link);
+        dl->spare_bytes -= c->buf.cap;
+    } else if (!(c = calloc(1, sizeof(*c)))) {
+        return NULL;
+    }
+    struct mm_buf taken = *body;
+    *body = c->buf; /* empty: len 0, NUL-terminated if allocated */
+    c->buf = taken;
+    return c;
+}
+
+static void chunks_recycle(struct dl *dl, struct chunk_list *l)
+{
+    struct chunk *c;
+    while ((c = STAILQ_FIRST(l))) {
+        STAILQ_REMOVE_HEAD(l, link);
+        if (dl->spare_bytes + c->buf.cap <= SPARE_BYTES) {
+            mm_buf_reset(&c->buf);
+            STAILQ_INSERT_HEAD(&dl->spare, c, link);
+            dl->spare_bytes += c->buf.cap;
+        } else {
+            chunk_free(c);
+        }
+    }
+}
+
+/* On a pool thread: write the batch at off, in order, and hash it. */
+static void writer_work(void *arg)
+{
+    struct writer *w = arg;
+    struct iovec iov[WRITE_IOV];
+    struct chunk *c = STAILQ_FIRST(&w->batch);
+    size_t skip = 0; /* of c, already written */
+    w->wrote = 0;
+    w->werr = 0;
+    while (c) {
+        int n = 0;
+        struct chunk *k = c;
+        for (size_t sk = skip; k && n < WRITE_IOV; k = STAILQ_NEXT(k, link), sk = 0) {
+            iov[n].iov_base = k->buf.data + sk;
+            iov[n].iov_len = k->buf.len - sk;
+            n++;
+        }
+        ssize_t r = pwritev(w->fd, iov, n, (off_t)(w->off + w->wrote));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            w->werr = r < 0 ? -errno : -EIO;
+            break;
+        }
+        w->wrote += (uint64_t)r;
+        for (size_t left = (size_t)r; left;) {
+            size_t in_c = c->buf.len - skip;
+            if (left < in_c) {
+                skip += left;
+                break;
+            }
+            left -= in_c;
+            c = STAILQ_NEXT(c, link);
+            skip = 0;
+        }
+    }
+    if (w->md5) /* of what was written: a failed write ends the attempt anyway */
+        for (struct chunk *k = STAILQ_FIRST(&w->batch); k; k = STAILQ_NEXT(k, link))
+            EVP_DigestUpdate(w->md5, k->buf.data, k->buf.len);
+}
+
+static void writer_done(int status, void *arg);
+
+/* Hand everything queued to a job. 0, or -ENOMEM with err. */
+static int writer_kick(struct xfer *x, struct mm_error *err)
+{
+    struct writer *w = x->w;
+    struct dl *dl = x->op->dl;
+    STAILQ_CONCAT(&w->batch, &w->queue);
+    w->batch_bytes = w->queued;
+    w->fd = x->fd;
+    w->md5 = x->md5[0] ? x->md5ctx : NULL;
+    w->off = x->written;
+    w->busy = true;
+    if (pool_submit(dl->pool, writer_work, writer_done, w, NULL) < 0) {
+        w->busy = false;
+        STAILQ_CONCAT(&w->queue, &w->batch);
+        return mm_error_set(err, -ENOMEM, "%s: out of memory", x->what);
+    }
+    return 0;
+}
+
+static void writer_destroy(struct writer *w)
+{
+    if (w->fd >= 0) {
+        close(w->fd);
+        unlinkat(w->parent_fd, w->tmp, 0);
+    }
+    if (w->parent_fd >= 0)
+        close(w->parent_fd);
+    free(w->tmp);
+    EVP_MD_CTX_free(w->md5);
+    chunks_free(&w->batch);
+    chunks_free(&w->queue);
+    free(w);
+}
+
+static void file_complete(struct xfer *x);
+
+/* On the loop: a job ended (status -ECANCELED: it never ran, which only pool_free does, after
+ * every op has ended). */
+static void writer_done(int status, void *arg)
+{
+    struct writer *w = arg;
+    struct xfer *x = w->x;
+    if (!x) { /* abandoned: the dl may be going; touch nothing of it */
+        writer_destroy(w);
+        return;
+    }
+    struct dl_op *op = x->op;
+    struct dl *dl = op->dl;
+    struct mm_error err;
+    enter(dl, op);
+    w->busy = false;
+    w->queued -= w->batch_bytes;
+    chunks_recycle(dl, &w->batch);
+    if (w->stale) { /* the attempt failed meanwhile; the retry waits for this */
+        w->stale = false;
+        goto out;
+    }
+    if (status < 0 || w->werr) {
+        int rc = status < 0 ? -EIO : w->werr;
+        uint64_t at = x->written + w->wrote;
+        if (rc == -ENOSPC || rc == -EDQUOT)
+            mm_error_set(&err, -ENOSPC,
+                         "%s: the disk is full writing %s (%" PRIu64 " bytes written)", x->what,
+                         x->rel, at);
+        else
+            mm_error_set(&err, rc, "%s: writing %s: %s", x->what, x->rel,
+                         status < 0 ? "interrupted" : strerror(-rc));
+        op_fail(op, err.code, &err, 0, NULL);
+        goto out;
+    }
+    x->written += w->batch_bytes;
+    op->done += w->batch_bytes;
+    if (x->paused && w->queued <= WRITE_QUEUE_RESUME) {
+        x->paused = false;
+        curl_easy_pause(curlev_transfer_easy(x->t), CURLPAUSE_CONT);
+    }
+    if (!STAILQ_EMPTY(&w->queue)) {
+        if (writer_kick(x, &err) < 0) {
+            op_fail(op, err.code, &err, 0, NULL);
+            goto out;
+        }
+    } else if (x->recv_done) {
+        file_complete(x);
+        goto out;
+    }
+    report_progress(op, false);
+out:
+    leave(dl, op);
 }
 
 static void on_data(struct curlev_transfer *t, struct mm_buf *body, void *arg)
@@ -395,38 +682,32 @@ static void on_data(struct curlev_transfer *t, struct mm_buf *body, void *arg)
         }
         goto out;
     }
-    if (x->size != UINT64_MAX && x->written + body->len > x->size) {
+    if (x->size != UINT64_MAX && x->received + body->len > x->size) {
         mm_error_set(&err, -EBADMSG, "%s: more than the %" PRIu64 " bytes expected", x->what,
                      x->size);
         attempt_failed(x, -EBADMSG, &err, true, code);
         goto out;
     }
-    const char *p = body->data;
-    size_t left = body->len;
-    while (left) {
-        ssize_t w = pwrite(x->fd, p, left, (off_t)(x->written + (uint64_t)(p - body->data)));
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int rc = w < 0 ? -errno : -EIO;
-            if (rc == -ENOSPC || rc == -EDQUOT)
-                mm_error_set(&err, -ENOSPC,
-                             "%s: the disk is full writing %s (%" PRIu64 " bytes written)", x->what,
-                             x->rel, x->written + (uint64_t)(p - body->data));
-            else
-                mm_error_set(&err, rc, "%s: writing %s: %s", x->what, x->rel, strerror(-rc));
-            op_fail(op, err.code, &err, 0, NULL);
-            goto out;
-        }
-        p += w;
-        left -= (size_t)w;
+    if (!body->len)
+        goto out;
+    struct chunk *c = chunk_take(dl, body);
+    if (!c) {
+        op_fail(op, mm_error_set(&err, -ENOMEM, "%s: out of memory", x->what), &err, 0, NULL);
+        goto out;
     }
-    if (x->md5[0])
-        EVP_DigestUpdate(x->md5ctx, body->data, body->len);
-    x->written += body->len;
-    op->done += body->len;
-    mm_buf_consume(body, body->len);
-    report_progress(op, false);
+    struct writer *w = x->w;
+    x->received += c->buf.len;
+    w->queued += c->buf.len;
+    STAILQ_INSERT_TAIL(&w->queue, c, link);
+    if (!w->busy && writer_kick(x, &err) < 0) {
+        op_fail(op, err.code, &err, 0, NULL);
+        goto out;
+    }
+    /* Allowed here: curlev runs this callback outside curl. It fails harmlessly (the handle
+     * has no connection) when the transfer has just ended. */
+    if (w->queued > WRITE_QUEUE_MAX && !x->paused &&
+        curl_easy_pause(curlev_transfer_easy(t), CURLPAUSE_RECV) == CURLE_OK)
+        x->paused = true;
 out:
     leave(dl, op);
 }
@@ -475,8 +756,17 @@ static int transport_error(struct xfer *x, CURLcode result, struct mm_error *err
                                                      : "the TLS handshake failed";
         return mm_error_set(err, -EPROTO, "%s: TLS: %s: %s", x->what, what_tls, words);
     }
-    case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
+        /* A TLS alert after the handshake (TLS 1.3 refusing a missing or bad client
+         * certificate does so): a TLS failure, which another attempt will not mend. OpenSSL's
+         * other read errors ("unexpected eof") are a cut connection, retried. */
+        if (strstr(words, "SSL routines") && strstr(words, "alert")) {
+            *retry = false;
+            return mm_error_set(err, -EPROTO, "%s: TLS: the server refused the connection: %s",
+                                x->what, words);
+        }
+        /* fall through */
+    case CURLE_SEND_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
     case CURLE_HTTP2:
@@ -515,10 +805,12 @@ static void hex(const unsigned char *d, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-/* The object of x is whole: check it, rename it, and end the job if it was the last. */
-static void file_complete(struct xfer *x, long code)
+/* The object of x is whole and written: check it, rename it, and end the job if it was the
+ * last. */
+static void file_complete(struct xfer *x)
 {
     struct dl_op *op = x->op;
+    long code = x->code;
     struct mm_error err;
     CURL *easy = curlev_transfer_easy(x->t);
     curl_off_t announced = -1;
@@ -608,7 +900,10 @@ static void on_done(struct curlev_transfer *t, CURLcode result, void *arg)
         op_end(op); /* t is freed once this callback returns: body stays valid during cb */
         cb(0, NULL, code, body->data ? body->data : "", body->len, cb_arg);
     } else {
-        file_complete(x, code);
+        x->recv_done = true;
+        x->code = code;
+        if (!x->w->busy && STAILQ_EMPTY(&x->w->queue))
+            file_complete(x);
     }
     leave(dl, op);
 }
@@ -677,6 +972,8 @@ static void on_kick(struct ev_loop *loop, ev_timer *w, int revents)
         if (rc < 0)
             op_fail(op, rc, &err, 0, NULL);
     } else if (check_space(op, &err) < 0) {
+        op_fail(op, err.code, &err, 0, NULL);
+    } else if (!dl->pool && pool_new(dl->loop, WRITER_THREADS, &dl->pool, &err) < 0) {
         op_fail(op, err.code, &err, 0, NULL);
     } else {
         op->committed = true;
@@ -757,6 +1054,7 @@ int dl_new(const struct dl_config *cfg, struct dl **out, struct mm_error *err)
     dl->loop = curlev_loop(cfg->curl);
     TAILQ_INIT(&dl->ops);
     TAILQ_INIT(&dl->queue);
+    STAILQ_INIT(&dl->spare);
     ev_init(&dl->pump, on_pump);
     dl->pump.data = dl;
     struct timespec ts;

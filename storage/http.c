@@ -349,10 +349,6 @@ static void done(int status, const struct mm_error *err, uint64_t bytes, void *a
     struct mm_error e = {0};
     char name[300];
     key_name(p->key, name, sizeof name);
-    /* TLS 1.3 refuses a missing client certificate after the handshake: curl sees a failed
-     * read whose words are OpenSSL's alert, which download.h passes on as -EIO. */
-    if (status == -EIO && err && strstr(err->msg, "SSL routines") && strstr(err->msg, "alert"))
-        status = -EPROTO;
     bool tls = status == -EPROTO;
     bool client = p->client_certificate != NULL;
     pull_free(p);
