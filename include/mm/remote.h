@@ -19,12 +19,15 @@
 #ifndef MM_REMOTE_H
 #define MM_REMOTE_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mm/download.h"
 #include "mm/error.h"
 
 struct cJSON;
+struct mm_buf;
 
 struct remote_source {
     const struct cJSON *cfg; /* the resolved storage config (stcfg.h): an object whose fields
@@ -62,5 +65,25 @@ extern const struct remote_provider remote_s3;
 extern const struct remote_provider remote_gcs;
 extern const struct remote_provider remote_azure;
 extern const struct remote_provider remote_http;
+
+/* ---- pieces the providers share (storage/remote.c); pure, any thread ---- */
+
+/* cfg's field name if it is a non-empty string, else NULL (absent, "", not a string). */
+const char *remote_field(const struct cJSON *cfg, const char *name);
+
+/* How messages name where a config came from: "storage key 'K'", or with no key (NULL or "")
+ * "the storage parameters"; written into buf (truncated to size), which is returned. */
+const char *remote_key_name(const char *key, char *buf, size_t size);
+
+/* An MD5 given as base64 (Azure's Content-MD5, GCS's md5Hash) as 32 lowercase hex digits in
+ * out: 0, or -EINVAL (out = "") unless b64 is base64 of exactly 16 bytes. */
+int remote_md5_hex(const char *b64, char out[33]);
+
+/* Append s percent-encoded to b: RFC 3986's unreserved characters (A-Z a-z 0-9 - . _ ~) kept,
+ * '/' kept if keep_slash, every other byte as %XX (uppercase hex). 0 or -ENOMEM. */
+int remote_pct_encode(struct mm_buf *b, const char *s, bool keep_slash);
+
+/* Overwrite a secret string with zeros, then free it. NULL is ignored. */
+void remote_free_secret(char *s);
 
 #endif
