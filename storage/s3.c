@@ -157,12 +157,6 @@ static void fail(struct s3_pull *p, int code, const char *fmt, ...)
 
 /* ---- the config ---- */
 
-static const char *field(const struct cJSON *cfg, const char *name)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(cfg, name);
-    return cJSON_IsString(f) && f->valuestring[0] ? f->valuestring : NULL;
-}
-
 static bool region_ok(const char *r)
 {
     size_t n = strlen(r);
@@ -637,15 +631,13 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
     p->progress = progress;
     p->cb = cb;
     p->arg = arg;
-    if (src->key && src->key[0])
-        snprintf(p->who, sizeof(p->who), "storage key '%.200s'", src->key);
-    else
-        snprintf(p->who, sizeof(p->who), "the model's storage parameters");
+    remote_key_name(src->key, p->who, sizeof(p->who));
     const cJSON *cfg = src->cfg;
-    const char *bucket = field(cfg, "bucket"), *id = field(cfg, "access_key_id"),
-               *secret = field(cfg, "secret_access_key"), *region = field(cfg, "region"),
-               *endpoint = field(cfg, "endpoint_url"), *cert = field(cfg, "certificate"),
-               *page = field(cfg, "list_page_size");
+    const char *bucket = remote_field(cfg, "bucket"), *id = remote_field(cfg, "access_key_id"),
+               *secret = remote_field(cfg, "secret_access_key"),
+               *region = remote_field(cfg, "region"), *endpoint = remote_field(cfg, "endpoint_url"),
+               *cert = remote_field(cfg, "certificate"),
+               *page = remote_field(cfg, "list_page_size");
     int rc = -EINVAL;
     if (!bucket) {
         mm_error_set(err, rc, "%s: s3 needs bucket", p->who);
