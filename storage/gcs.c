@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "mm/base64.h"
+#include "mm/buf.h"
 #include "mm/log.h"
 
 #define DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
@@ -131,40 +132,16 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static const char *field(const cJSON *cfg, const char *name)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(cfg, name);
-    return cJSON_IsString(f) && f->valuestring[0] ? f->valuestring : NULL;
-}
-
-/* "storage key 'K'" or, with no key, the parameters the config came from. */
-static const char *key_name(const char *key, char *buf, size_t size)
-{
-    if (key && key[0])
-        snprintf(buf, size, "storage key '%s'", key);
-    else
-        snprintf(buf, size, "the storage parameters");
-    return buf;
-}
-
 /* Percent-encode everything but RFC 3986's unreserved characters (a name's '/' too: the JSON
- * API takes an object's name as one path segment). NULL on no memory. */
+ * API takes an object's name as one path segment), as a new string. NULL on no memory. */
 static char *url_encode(const char *s)
 {
-    size_t len = strlen(s);
-    char *out = malloc(len * 3 + 1), *o = out;
-    if (!out)
+    struct mm_buf b = {0};
+    if (mm_buf_append(&b, "", 0) || remote_pct_encode(&b, s, false)) {
+        mm_buf_free(&b);
         return NULL;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            *o++ = (char)*p;
-        } else {
-            sprintf(o, "%%%02X", *p);
-            o += 3;
-        }
     }
-    *o = '\0';
-    return out;
+    return b.data;
 }
 
 static char *base64url(const void *data, size_t len)
@@ -246,10 +223,7 @@ static EVP_PKEY *parse_key(const char *pem)
     if (bio)
         pkey = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
     BIO_free(bio);
-    if (copy) {
-        OPENSSL_cleanse(copy, strlen(copy));
-        free(copy);
-    }
+    remote_free_secret(copy);
     ERR_clear_error();
     if (pkey && EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) {
         EVP_PKEY_free(pkey);
@@ -309,10 +283,7 @@ static void token_free(struct gcs_token *t)
     dl_cancel(t->op);
     EVP_PKEY_free(t->pkey);
     free(t->client_email), free(t->token_uri), free(t->certificate);
-    if (t->access) {
-        OPENSSL_cleanse(t->access, strlen(t->access));
-        free(t->access);
-    }
+    remote_free_secret(t->access);
     free(t);
 }
 
@@ -351,8 +322,7 @@ static int token_prepare(CURL *easy, struct curl_slist **headers, void *arg, str
         set_ca(easy, t->certificate) < 0)
         rc = mm_error_set(err, -ENOMEM, "token from %s: the request could not be made",
                           t->token_uri);
-    OPENSSL_cleanse(body, strlen(body));
-    free(body);
+    remote_free_secret(body);
     *headers = h;
     return rc;
 }
@@ -434,7 +404,7 @@ static void token_done(int status, const struct mm_error *err, long http_code, c
             char name[300];
             struct mm_error refused = e;
             mm_error_set(&refused, status, "%s: check private_key and client_email of %s", e.msg,
-                         key_name(p->key, name, sizeof name));
+                         remote_key_name(p->key, name, sizeof name));
             pull_fail(p, status, &refused);
         } else {
             pull_fail(p, status, &e);
@@ -533,10 +503,7 @@ static void pull_free(struct gcs_pull *p)
     if (p->tok)
         p->tok->users--;
     free(p->key), free(p->bucket), free(p->path), free(p->endpoint), free(p->certificate);
-    if (p->access) {
-        OPENSSL_cleanse(p->access, strlen(p->access));
-        free(p->access);
-    }
+    remote_free_secret(p->access);
     free(p->req_url), free(p->page_token);
     for (size_t i = 0; i < p->n; i++) {
         free(p->rels[i]);
@@ -568,7 +535,7 @@ static void pull_fail(struct gcs_pull *p, int status, const struct mm_error *err
     void *arg = p->arg;
     char name[300];
     struct mm_error e = {0};
-    mm_error_set(&e, status, "%s: %s", key_name(p->key, name, sizeof name),
+    mm_error_set(&e, status, "%s: %s", remote_key_name(p->key, name, sizeof name),
                  err ? err->msg : mm_strerror(status));
     pull_free(p);
     cb(status, &e, 0, arg);
@@ -638,7 +605,7 @@ static int store_error(struct gcs_pull *p, long code, const char *body, size_t l
 {
     char text[100], name[300];
     error_text(body, len, text, sizeof text);
-    key_name(p->key, name, sizeof name);
+    remote_key_name(p->key, name, sizeof name);
     if (code == 401 || code == 403) {
         if (p->anonymous)
             return mm_error_set(err, -EACCES,
@@ -735,19 +702,15 @@ static int add_object(struct gcs_pull *p, const char *name, const char *rel, uin
     }
     char *md5_hex = NULL;
     if (md5_b64) {
-        unsigned char raw[64];
-        size_t b64_len = strlen(md5_b64);
-        long n = b64_len <= 44 ? base64_decode(md5_b64, b64_len, raw) : -EINVAL;
-        if (n != 16)
+        char hex[33];
+        if (remote_md5_hex(md5_b64, hex) < 0)
             return mm_error_set(err, -EPROTO,
                                 "%s: listing: md5Hash of an object is not "
                                 "16 bytes of base64",
                                 p->what);
-        md5_hex = malloc(33);
+        md5_hex = strdup(hex);
         if (!md5_hex)
             return mm_error_set(err, -ENOMEM, "out of memory");
-        for (int i = 0; i < 16; i++)
-            sprintf(md5_hex + 2 * i, "%02x", raw[i]);
     }
     char *bucket = url_encode(p->bucket), *obj = url_encode(name);
     char *relc = strdup(rel);
@@ -862,8 +825,7 @@ static void list_done(int status, const struct mm_error *err, long http_code, co
         if (t->access && p->access && strcmp(t->access, p->access) == 0)
             t->refresh_at = 0;
         p->token_retried = true;
-        OPENSSL_cleanse(p->access, strlen(p->access));
-        free(p->access);
+        remote_free_secret(p->access);
         p->access = NULL;
         int rc = pull_begin(p, &e);
         if (rc < 0)
@@ -964,14 +926,14 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
 {
     struct gcs_state *st = state;
     char name[300];
-    key_name(src->key, name, sizeof name);
-    const char *bucket = field(src->cfg, "bucket");
-    const char *pem = field(src->cfg, "private_key");
-    const char *email = field(src->cfg, "client_email");
-    const char *uri = field(src->cfg, "token_uri");
-    const char *endpoint = field(src->cfg, "endpoint_url");
-    const char *certificate = field(src->cfg, "certificate");
-    const char *page = field(src->cfg, "list_page_size");
+    remote_key_name(src->key, name, sizeof name);
+    const char *bucket = remote_field(src->cfg, "bucket");
+    const char *pem = remote_field(src->cfg, "private_key");
+    const char *email = remote_field(src->cfg, "client_email");
+    const char *uri = remote_field(src->cfg, "token_uri");
+    const char *endpoint = remote_field(src->cfg, "endpoint_url");
+    const char *certificate = remote_field(src->cfg, "certificate");
+    const char *page = remote_field(src->cfg, "list_page_size");
     if (!st || !cb || dirfd < 0 || !src->path)
         return mm_error_set(err, -EINVAL, "gcs: pull called without its state or arguments");
     if (!bucket || strchr(bucket, '/'))
