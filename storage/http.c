@@ -51,41 +51,16 @@ struct http_pull {
     struct dl_op *op;
 };
 
-static const char *field(const cJSON *cfg, const char *name)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(cfg, name);
-    return cJSON_IsString(f) && f->valuestring[0] ? f->valuestring : NULL;
-}
-
-static const char *key_name(const char *key, char *buf, size_t size)
-{
-    if (key && key[0])
-        snprintf(buf, size, "storage key '%s'", key);
-    else
-        snprintf(buf, size, "the storage parameters");
-    return buf;
-}
-
-static void wipe_free(char *s)
-{
-    if (!s)
-        return;
-    volatile char *v = s;
-    while (*v)
-        *v++ = 0;
-    free(s);
-}
-
 static void pull_free(struct http_pull *p)
 {
     if (!p)
         return;
     free(p->key), free(p->url), free(p->what), free(p->rel);
     for (size_t i = 0; i < p->n_headers; i++)
-        wipe_free(p->headers[i]);
+        remote_free_secret(p->headers[i]);
     free(p->headers);
     free(p->certificate), free(p->client_certificate);
-    wipe_free(p->client_key);
+    remote_free_secret(p->client_key);
     free(p);
 }
 
@@ -325,7 +300,7 @@ static int http_error(long code, const char *body, size_t len, void *arg, struct
     (void)body, (void)len; /* a body may echo what was sent */
     struct http_pull *p = arg;
     char name[300];
-    key_name(p->key, name, sizeof name);
+    remote_key_name(p->key, name, sizeof name);
     if (code == 401 || code == 403)
         return mm_error_set(err, -EACCES, "%s: refused (HTTP %ld): check headers%s of %s", p->what,
                             code, p->client_certificate ? " and client_certificate" : "", name);
@@ -348,7 +323,7 @@ static void done(int status, const struct mm_error *err, uint64_t bytes, void *a
     void *cb_arg = p->arg;
     struct mm_error e = {0};
     char name[300];
-    key_name(p->key, name, sizeof name);
+    remote_key_name(p->key, name, sizeof name);
     bool tls = status == -EPROTO;
     bool client = p->client_certificate != NULL;
     pull_free(p);
@@ -370,13 +345,13 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
 {
     (void)state;
     char name[300];
-    key_name(src->key, name, sizeof name);
+    remote_key_name(src->key, name, sizeof name);
     if (!cb || dirfd < 0 || !src->path)
         return mm_error_set(err, -EINVAL, "http: pull called without its arguments");
-    const char *url = field(src->cfg, "url");
-    const char *ca = field(src->cfg, "certificate");
-    const char *cert = field(src->cfg, "client_certificate");
-    const char *key = field(src->cfg, "client_key");
+    const char *url = remote_field(src->cfg, "url");
+    const char *ca = remote_field(src->cfg, "certificate");
+    const char *cert = remote_field(src->cfg, "client_certificate");
+    const char *key = remote_field(src->cfg, "client_key");
     if (!url)
         return mm_error_set(err, -EINVAL, "%s: no url", name);
     if (!cert != !key)
