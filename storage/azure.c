@@ -79,32 +79,16 @@ static char *dup_s(const char *s)
     return s ? dup_n(s, strlen(s)) : NULL;
 }
 
-static void free_secret(char *s)
-{
-    if (s) {
-        OPENSSL_cleanse(s, strlen(s));
-        free(s);
-    }
-}
-
-static const char *key_or_none(const char *storage_key)
-{
-    return storage_key && *storage_key ? storage_key : "(none)";
-}
-
-/* A string field: 0 and *out (NULL if absent or ""), or -EINVAL if not a string. */
-static int field(const cJSON *cfg, const char *name, const char *storage_key, const char **out,
+/* A string field: 0 and *out (NULL if absent or ""), or -EINVAL if not a string. who names
+ * the storage key (remote_key_name). */
+static int field(const cJSON *cfg, const char *name, const char *who, const char **out,
                  struct mm_error *err)
 {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(cfg, name);
     *out = NULL;
-    if (!f)
-        return 0;
-    if (!cJSON_IsString(f) || !f->valuestring)
-        return mm_error_set(err, -EINVAL, "storage key '%s': field %s is not a string",
-                            key_or_none(storage_key), name);
-    if (*f->valuestring)
-        *out = f->valuestring;
+    if (f && (!cJSON_IsString(f) || !f->valuestring))
+        return mm_error_set(err, -EINVAL, "%s: field %s is not a string", who, name);
+    *out = remote_field(cfg, name);
     return 0;
 }
 
@@ -118,16 +102,15 @@ struct conn_string {
 static void conn_clear(struct conn_string *c)
 {
     free(c->account);
-    free_secret(c->key);
+    remote_free_secret(c->key);
     free(c->endpoint);
     free(c->protocol);
     free(c->suffix);
-    free_secret(c->sas);
+    remote_free_secret(c->sas);
     memset(c, 0, sizeof(*c));
 }
 
-static int conn_parse(const char *s, const char *storage_key, struct conn_string *c,
-                      struct mm_error *err)
+static int conn_parse(const char *s, const char *who, struct conn_string *c, struct mm_error *err)
 {
     memset(c, 0, sizeof(*c));
     const char *p = s;
@@ -143,9 +126,9 @@ static int conn_parse(const char *s, const char *storage_key, struct conn_string
             if (!eq || eq == p) {
                 conn_clear(c);
                 return mm_error_set(err, -EINVAL,
-                                    "storage key '%s': connection_string has a part that is "
+                                    "%s: connection_string has a part that is "
                                     "not Key=Value",
-                                    key_or_none(storage_key));
+                                    who);
             }
             size_t kn = (size_t)(eq - p);
             const char *v = eq + 1;
@@ -169,7 +152,7 @@ static int conn_parse(const char *s, const char *storage_key, struct conn_string
 #undef IS
             if (slot) {
                 if (*slot)
-                    free_secret(*slot);
+                    remote_free_secret(*slot);
                 if (!(*slot = dup_n(v, vn))) {
                     conn_clear(c);
                     return mm_error_set(err, -ENOMEM, "out of memory");
@@ -196,7 +179,7 @@ void azure_account_clear(struct azure_account *a)
         OPENSSL_cleanse(a->key, a->key_len);
         free(a->key);
     }
-    free_secret(a->sas);
+    remote_free_secret(a->sas);
     free(a->ca_pem);
     memset(a, 0, sizeof(*a));
 }
@@ -206,8 +189,8 @@ static bool is_http_url(const char *u)
     return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
 }
 
-static int set_key(struct azure_account *a, const char *b64, const char *fld,
-                   const char *storage_key, struct mm_error *err)
+static int set_key(struct azure_account *a, const char *b64, const char *fld, const char *who,
+                   struct mm_error *err)
 {
     size_t n = strlen(b64);
     a->key = malloc(base64_decoded_max(n) + 1);
@@ -215,27 +198,24 @@ static int set_key(struct azure_account *a, const char *b64, const char *fld,
         return mm_error_set(err, -ENOMEM, "out of memory");
     long k = base64_decode(b64, n, a->key);
     if (k <= 0)
-        return mm_error_set(err, -EINVAL, "storage key '%s': the account key in %s is not base64",
-                            key_or_none(storage_key), fld);
+        return mm_error_set(err, -EINVAL, "%s: the account key in %s is not base64", who, fld);
     a->key_len = (size_t)k;
     a->auth = AZURE_SHARED_KEY;
     a->cred_field = fld;
     return 0;
 }
 
-static int set_sas(struct azure_account *a, const char *sas, const char *fld,
-                   const char *storage_key, struct mm_error *err)
+static int set_sas(struct azure_account *a, const char *sas, const char *fld, const char *who,
+                   struct mm_error *err)
 {
     while (*sas == '?')
         sas++;
     for (const char *q = sas; *q; q++)
         if ((unsigned char)*q <= ' ' || *q == '#' || (unsigned char)*q >= 0x7f)
-            return mm_error_set(err, -EINVAL,
-                                "storage key '%s': %s holds a character a SAS cannot hold",
-                                key_or_none(storage_key), fld);
+            return mm_error_set(err, -EINVAL, "%s: %s holds a character a SAS cannot hold", who,
+                                fld);
     if (!*sas)
-        return mm_error_set(err, -EINVAL, "storage key '%s': %s is empty", key_or_none(storage_key),
-                            fld);
+        return mm_error_set(err, -EINVAL, "%s: %s is empty", who, fld);
     if (!(a->sas = dup_s(sas)))
         return mm_error_set(err, -ENOMEM, "out of memory");
     a->auth = AZURE_SAS;
@@ -248,27 +228,28 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct 
 {
     memset(a, 0, sizeof(*a));
     a->cred_field = "";
-    const char *sk = key_or_none(storage_key);
+    char sk[300];
+    remote_key_name(storage_key, sk, sizeof(sk));
     const char *name, *container, *akey, *cs, *sas, *endpoint, *cert, *page;
     struct conn_string c = {0};
     int rc;
-    if ((rc = field(cfg, "account_name", storage_key, &name, err)) ||
-        (rc = field(cfg, "container", storage_key, &container, err)) ||
-        (rc = field(cfg, "account_key", storage_key, &akey, err)) ||
-        (rc = field(cfg, "connection_string", storage_key, &cs, err)) ||
-        (rc = field(cfg, "sas_token", storage_key, &sas, err)) ||
-        (rc = field(cfg, "endpoint_url", storage_key, &endpoint, err)) ||
-        (rc = field(cfg, "certificate", storage_key, &cert, err)) ||
-        (rc = field(cfg, "list_page_size", storage_key, &page, err)))
+    if ((rc = field(cfg, "account_name", sk, &name, err)) ||
+        (rc = field(cfg, "container", sk, &container, err)) ||
+        (rc = field(cfg, "account_key", sk, &akey, err)) ||
+        (rc = field(cfg, "connection_string", sk, &cs, err)) ||
+        (rc = field(cfg, "sas_token", sk, &sas, err)) ||
+        (rc = field(cfg, "endpoint_url", sk, &endpoint, err)) ||
+        (rc = field(cfg, "certificate", sk, &cert, err)) ||
+        (rc = field(cfg, "list_page_size", sk, &page, err)))
         return rc;
     if (!!akey + !!cs + !!sas > 1) {
         return mm_error_set(err, -EINVAL,
-                            "storage key '%s': give only one of account_key, connection_string "
+                            "%s: give only one of account_key, connection_string "
                             "and sas_token (found %s%s%s)",
                             sk, akey ? "account_key " : "", cs ? "connection_string " : "",
                             sas ? "sas_token " : "");
     }
-    if (cs && (rc = conn_parse(cs, storage_key, &c, err)))
+    if (cs && (rc = conn_parse(cs, sk, &c, err)))
         return rc;
     if (c.dev) {
         if (!c.account && !(c.account = dup_s(AZURE_DEV_ACCOUNT)))
@@ -280,7 +261,7 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct 
     }
     if (name && c.account && strcmp(name, c.account) != 0) {
         rc = mm_error_set(err, -EINVAL,
-                          "storage key '%s': account_name and the connection_string's "
+                          "%s: account_name and the connection_string's "
                           "AccountName differ",
                           sk);
         goto fail;
@@ -288,24 +269,24 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct 
     if (!name)
         name = c.account;
     if (!name) {
-        rc = mm_error_set(err, -EINVAL, "storage key '%s': no account_name", sk);
+        rc = mm_error_set(err, -EINVAL, "%s: no account_name", sk);
         goto fail;
     }
     if (!container) {
-        rc = mm_error_set(err, -EINVAL, "storage key '%s': no container", sk);
+        rc = mm_error_set(err, -EINVAL, "%s: no container", sk);
         goto fail;
     }
     for (const char *q = name; *q; q++)
         if (!isalnum((unsigned char)*q) && *q != '-') {
             rc = mm_error_set(err, -EINVAL,
-                              "storage key '%s': account_name may hold only letters, digits "
+                              "%s: account_name may hold only letters, digits "
                               "and '-'",
                               sk);
             goto fail;
         }
     for (const char *q = container; *q; q++)
         if ((unsigned char)*q <= ' ' || (unsigned char)*q >= 0x7f || strchr("/?#%", *q)) {
-            rc = mm_error_set(err, -EINVAL, "storage key '%s': container is not a valid name", sk);
+            rc = mm_error_set(err, -EINVAL, "%s: container is not a valid name", sk);
             goto fail;
         }
     if (!(a->account = dup_s(name)) || !(a->container = dup_s(container)))
@@ -318,8 +299,7 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct 
     }
     if (endpoint) {
         if (!is_http_url(endpoint) || strpbrk(endpoint, "?# \t\r\n")) {
-            rc = mm_error_set(err, -EINVAL, "storage key '%s': %s is not an http(s) URL", sk,
-                              ep_field);
+            rc = mm_error_set(err, -EINVAL, "%s: %s is not an http(s) URL", sk, ep_field);
             goto fail;
         }
         size_t n = strlen(endpoint);
@@ -330,7 +310,7 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct 
         const char *proto = c.protocol ? c.protocol : "https";
         if (strcasecmp(proto, "http") != 0 && strcasecmp(proto, "https") != 0) {
             rc = mm_error_set(err, -EINVAL,
-                              "storage key '%s': the connection_string's "
+                              "%s: the connection_string's "
                               "DefaultEndpointsProtocol is neither http nor https",
                               sk);
             goto fail;
@@ -344,13 +324,13 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct 
         goto nomem;
 
     if (akey)
-        rc = set_key(a, akey, "account_key", storage_key, err);
+        rc = set_key(a, akey, "account_key", sk, err);
     else if (sas)
-        rc = set_sas(a, sas, "sas_token", storage_key, err);
+        rc = set_sas(a, sas, "sas_token", sk, err);
     else if (c.key)
-        rc = set_key(a, c.key, "connection_string", storage_key, err);
+        rc = set_key(a, c.key, "connection_string", sk, err);
     else if (c.sas)
-        rc = set_sas(a, c.sas, "connection_string", storage_key, err);
+        rc = set_sas(a, c.sas, "connection_string", sk, err);
     if (rc)
         goto fail;
 
@@ -360,8 +340,7 @@ int azure_account_from_config(const cJSON *cfg, const char *storage_key, struct 
         char *end;
         unsigned long v = strtoul(page, &end, 10);
         if (*end || v < 1 || v > 5000 || !isdigit((unsigned char)*page)) {
-            rc = mm_error_set(err, -EINVAL,
-                              "storage key '%s': list_page_size is not a number in 1..5000", sk);
+            rc = mm_error_set(err, -EINVAL, "%s: list_page_size is not a number in 1..5000", sk);
             goto fail;
         }
         a->list_page_size = (unsigned)v;
@@ -625,27 +604,6 @@ void azure_http_date(long long t, char *out, size_t size)
              months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-/* ---- URLs ---- */
-
-/* Percent-encode s into b, keeping RFC 3986's unreserved characters (and '/' if keep_slash). */
-static int pct_encode(struct mm_buf *b, const char *s, bool keep_slash)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~' ||
-            (keep_slash && ch == '/')) {
-            if (mm_buf_append(b, s, 1))
-                return -ENOMEM;
-        } else {
-            char e[3] = {'%', hex[ch >> 4], hex[ch & 15]};
-            if (mm_buf_append(b, e, 3))
-                return -ENOMEM;
-        }
-    }
-    return 0;
-}
-
 /* ---- the pull ---- */
 
 struct azpull;
@@ -721,8 +679,9 @@ static void finish(struct azpull *p, int status, const struct mm_error *err, uin
             e = *err;
         else
             mm_error_set(&e, status, "azure: %s", mm_strerror(status));
+        char who[300];
         if (p->storage_key && *p->storage_key)
-            mm_error_prefix(&e, "storage key '%s': ", p->storage_key);
+            mm_error_prefix(&e, "%s: ", remote_key_name(p->storage_key, who, sizeof(who)));
         e.code = status;
     }
     pull_free(p);
@@ -767,7 +726,7 @@ static int prepare(CURL *easy, struct curl_slist **headers, void *arg, struct mm
             goto nomem;
         snprintf(u, n, "%s%c%s", r->url, strchr(r->url, '?') ? '&' : '?', a->sas);
         CURLcode c = curl_easy_setopt(easy, CURLOPT_URL, u);
-        free_secret(u);
+        remote_free_secret(u);
         if (c != CURLE_OK)
             goto nomem;
     } else if (curl_easy_setopt(easy, CURLOPT_URL, r->url) != CURLE_OK) {
@@ -885,8 +844,8 @@ static int add_file(struct azpull *p, const char *blob, const char *rel, uint64_
     f->req.blob = dup_s(blob);
     f->req.p = p;
     if (!f->rel || !f->req.blob || mm_buf_printf(&u, "%s/", p->acct.endpoint) ||
-        pct_encode(&u, p->acct.container, false) || mm_buf_append(&u, "/", 1) ||
-        pct_encode(&u, blob, true) ||
+        remote_pct_encode(&u, p->acct.container, false) || mm_buf_append(&u, "/", 1) ||
+        remote_pct_encode(&u, blob, true) ||
         mm_buf_printf(&w, "azure://%s/%s/%s", p->acct.account, p->acct.container, blob)) {
         free(f->rel);
         free(f->req.blob);
@@ -925,21 +884,6 @@ static int start_download(struct azpull *p, struct mm_error *err)
     return rc;
 }
 
-/* Content-MD5 (base64 of 16 bytes) as 32 hex digits; "" when absent or malformed. */
-static void md5_hex(const char *b64, char out[33])
-{
-    unsigned char raw[32];
-    size_t n = strlen(b64);
-    out[0] = '\0';
-    if (n == 0 || base64_decoded_max(n) > sizeof(raw))
-        return;
-    long k = base64_decode(b64, n, raw);
-    if (k != 16)
-        return;
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", raw[i]);
-}
-
 struct page_scan {
     struct azpull *p;
     struct mm_error *err;
@@ -969,7 +913,7 @@ static int scan_blob(const struct xml_span *content, void *arg)
                             p->acct.account, p->acct.container, s->name);
     char md5[33] = "";
     if (xml_text(content->p, content->len, "Content-MD5", md5_text, sizeof(md5_text), NULL) == 0)
-        md5_hex(md5_text, md5);
+        remote_md5_hex(md5_text, md5); /* "" when malformed: not checked */
 
     if (p->probing) {
         if (strcmp(s->name, p->path) == 0 && size > 0) {
@@ -1093,15 +1037,17 @@ static int start_listing(struct azpull *p, const char *marker, struct mm_error *
     struct mm_buf u = {0}, w = {0};
     azreq_clear(&p->list);
     p->list.p = p;
-    if (mm_buf_printf(&u, "%s/", p->acct.endpoint) || pct_encode(&u, p->acct.container, false) ||
+    if (mm_buf_printf(&u, "%s/", p->acct.endpoint) ||
+        remote_pct_encode(&u, p->acct.container, false) ||
         mm_buf_printf(&u, "?restype=container&comp=list&prefix=") ||
-        pct_encode(&u, p->probing ? p->path : p->prefix, false) ||
+        remote_pct_encode(&u, p->probing ? p->path : p->prefix, false) ||
         mm_buf_printf(&u, "&maxresults=%u",
                       p->probing               ? 1u
                       : p->acct.list_page_size ? p->acct.list_page_size
                                                : 5000u))
         goto nomem;
-    if (marker && *marker && (mm_buf_printf(&u, "&marker=") || pct_encode(&u, marker, false)))
+    if (marker && *marker &&
+        (mm_buf_printf(&u, "&marker=") || remote_pct_encode(&u, marker, false)))
         goto nomem;
     if (mm_buf_printf(&w, "azure://%s/%s/%s", p->acct.account, p->acct.container, p->path))
         goto nomem;
@@ -1162,8 +1108,9 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
         *out = p;
     return 0;
 fail:
+    char who[300];
     if (p->storage_key && *p->storage_key)
-        mm_error_prefix(err, "storage key '%s': ", p->storage_key);
+        mm_error_prefix(err, "%s: ", remote_key_name(p->storage_key, who, sizeof(who)));
     pull_free(p);
     return rc;
 }
