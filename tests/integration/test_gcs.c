@@ -29,6 +29,7 @@
 #include "faultproxy.h"
 #include "gcsserver.h"
 #include "harness.h"
+#include "pullcheck.h"
 #include "mm/curlev.h"
 #include "mm/download.h"
 #include "mm/remote.h"
@@ -46,66 +47,6 @@ static char *private_key, *wrong_key;
 static FILE *messages; /* every message the provider gave */
 static char messages_path[PATH_MAX];
 static int dest_seq;
-
-struct result {
-    int calls;
-    int status;
-    char msg[MM_ERROR_MSG_MAX];
-    uint64_t bytes;
-    char dest[PATH_MAX];
-    int progress_calls;
-    uint64_t progress_done, progress_total;
-};
-
-/* The provider hands on download.h's progress with the caller's arg. */
-static void on_progress(uint64_t done, uint64_t total, void *arg)
-{
-    struct result *r = arg;
-    r->progress_calls++;
-    r->progress_done = done;
-    r->progress_total = total;
-}
-
-static void on_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
-{
-    struct result *r = arg;
-    r->calls++;
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg, "%s", err ? err->msg : "");
-    r->bytes = bytes;
-}
-
-static bool called(void *arg)
-{
-    return ((struct result *)arg)->calls > 0;
-}
-
-static char *read_all(const char *path, size_t *len_out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) {
-        if (len + 2 > cap) {
-            cap = cap ? cap * 2 : 4096;
-            char *nb = realloc(buf, cap);
-            REQUIRE(nb);
-            buf = nb;
-        }
-        buf[len++] = (char)c;
-    }
-    fclose(f);
-    if (!buf)
-        buf = calloc(1, 1);
-    else
-        buf[len] = '\0';
-    if (len_out)
-        *len_out = len;
-    return buf;
-}
 
 static void write_file(const char *rel, size_t size, unsigned seed)
 {
@@ -128,7 +69,7 @@ static void write_file(const char *rel, size_t size, unsigned seed)
 static bool same_file(const char *a, const char *b)
 {
     size_t la, lb;
-    char *x = read_all(a, &la), *y = read_all(b, &lb);
+    char *x = pullcheck_read_all(a, &la), *y = pullcheck_read_all(b, &lb);
     bool same = x && y && la == lb && memcmp(x, y, la) == 0;
     free(x), free(y);
     return same;
@@ -171,7 +112,7 @@ static void add(cJSON *cfg, const char *name, const char *value)
 
 /* Pull path with cfg into a fresh directory; wait up to 20 s. The status, or the synchronous
  * error's. */
-static int pull(const cJSON *cfg, const char *path, struct result *r)
+static int pull(const cJSON *cfg, const char *path, struct pullcheck_pull *r)
 {
     memset(r, 0, sizeof *r);
     snprintf(r->dest, sizeof r->dest, "%s/dest%d", top, ++dest_seq);
@@ -181,12 +122,13 @@ static int pull(const cJSON *cfg, const char *path, struct result *r)
     struct remote_source src = {.cfg = cfg, .key = "gcs-test", .model_id = "m", .path = path};
     struct mm_error err = {0};
     void *handle = NULL;
-    int rc = remote_gcs.pull(state, dl, &src, dirfd, on_progress, on_done, r, &handle, &err);
+    int rc = remote_gcs.pull(state, dl, &src, dirfd, pullcheck_progress, pullcheck_pull_done, r,
+                             &handle, &err);
     if (rc < 0) {
         r->status = rc;
         snprintf(r->msg, sizeof r->msg, "%s", err.msg);
     } else {
-        harness_run_until(loop, called, r, 20000);
+        harness_run_until(loop, pullcheck_pull_called, r, 20000);
         CHECK_INT(r->calls, 1);
     }
     close(dirfd);
@@ -223,7 +165,7 @@ static void start(struct harness_gcs *g, const char *script, const char *log,
 static void test_objects(struct harness_gcs *g)
 {
     char src[PATH_MAX * 2], dst[PATH_MAX * 2];
-    struct result r;
+    struct pullcheck_pull r;
     const char *base = "{\"type\":\"gcs\",\"bucket\":\"" BUCKET "\",\"endpoint_url\":\"@E\","
                        "\"token_uri\":\"@T\",\"client_email\":\"" EMAIL "\"}";
     cJSON *cfg = config(g, base);
@@ -344,7 +286,7 @@ static void test_objects(struct harness_gcs *g)
     cJSON *fresh = cJSON_Duplicate(cfg, 1);
     add(fresh, "token_uri", g->token_uri);
     add(fresh, "client_email", "x@modelmesh-test.iam.gserviceaccount.com");
-    struct result rc = {0};
+    struct pullcheck_pull rc = {0};
     snprintf(rc.dest, sizeof rc.dest, "%s/dest-cancel", top);
     REQUIRE(mkdir(rc.dest, 0700) == 0);
     int dirfd = open(rc.dest, O_RDONLY | O_DIRECTORY);
@@ -352,7 +294,8 @@ static void test_objects(struct harness_gcs *g)
         .cfg = fresh, .key = "gcs-test", .model_id = "m", .path = "models/single.bin"};
     void *handle = NULL;
     struct mm_error err = {0};
-    CHECK_INT(remote_gcs.pull(state, dl, &s, dirfd, NULL, on_done, &rc, &handle, &err), 0);
+    CHECK_INT(remote_gcs.pull(state, dl, &s, dirfd, NULL, pullcheck_pull_done, &rc, &handle, &err),
+              0);
     remote_gcs.cancel(handle);
     harness_run_until(loop, NULL, NULL, 300);
     CHECK_INT(rc.calls, 0);
@@ -376,9 +319,9 @@ static void test_token_life(const char *script)
     void *saved = state;
     struct mm_error err = {0};
     REQUIRE(remote_gcs.open(dl, &state, &err) == 0);
-    struct result r;
+    struct pullcheck_pull r;
     /* three pulls at once wait for one token request */
-    struct result many[3];
+    struct pullcheck_pull many[3];
     int fds[3];
     for (int i = 0; i < 3; i++) {
         memset(&many[i], 0, sizeof many[i]);
@@ -390,10 +333,11 @@ static void test_token_life(const char *script)
                                     .key = "gcs-test",
                                     .model_id = "m",
                                     .path = i == 1 ? "models/m1" : "models/single.bin"};
-        REQUIRE(remote_gcs.pull(state, dl, &src, fds[i], NULL, on_done, &many[i], NULL, &err) == 0);
+        REQUIRE(remote_gcs.pull(state, dl, &src, fds[i], NULL, pullcheck_pull_done, &many[i], NULL,
+                                &err) == 0);
     }
     for (int i = 0; i < 3; i++) {
-        harness_run_until(loop, called, &many[i], 20000);
+        harness_run_until(loop, pullcheck_pull_called, &many[i], 20000);
         CHECK_INT(many[i].calls, 1);
         CHECK_INT(many[i].status, 0);
         fprintf(messages, "%s\n", many[i].msg);
@@ -435,7 +379,7 @@ static void test_fault(const struct harness_gcs *g)
                            "\"client_email\":\"" EMAIL "\"}");
     add(cfg, "private_key", private_key);
     add(cfg, "endpoint_url", fp.url);
-    struct result r;
+    struct pullcheck_pull r;
     CHECK_INT(pull(cfg, "models/m1", &r), 0);
     CHECK(exists(r.dest, "m1/a.bin"));
     CHECK_INT(faultproxy_faults(&fp), 1);
@@ -473,29 +417,6 @@ static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
     return *json ? 0 : -ENOMEM;
 }
 
-struct fetched {
-    int calls, status;
-    char msg[MM_ERROR_MSG_MAX];
-    char path[PATH_MAX];
-    uint64_t bytes;
-};
-
-static void on_fetch(int status, const struct mm_error *err, const char *local_path,
-                     uint64_t disk_bytes, void *arg)
-{
-    struct fetched *f = arg;
-    f->calls++;
-    f->status = status;
-    snprintf(f->msg, sizeof f->msg, "%s", err ? err->msg : "");
-    snprintf(f->path, sizeof f->path, "%s", local_path ? local_path : "");
-    f->bytes = disk_bytes;
-}
-
-static bool fetched(void *arg)
-{
-    return ((struct fetched *)arg)->calls > 0;
-}
-
 static void test_storage(const struct harness_gcs *g)
 {
     cJSON *sec = cJSON_CreateObject();
@@ -522,9 +443,9 @@ static void test_storage(const struct harness_gcs *g)
                               .storage_key = "gcs-secret",
                               .storage_params = "{\"bucket\":\"" BUCKET "\"}",
                               .storage_path = "models/m1"};
-    struct fetched f = {0};
-    REQUIRE(storage_fetch(st, &m, on_fetch, &f, NULL, &err) == 0);
-    harness_run_until(loop, fetched, &f, 20000);
+    struct pullcheck_fetch f = {0};
+    REQUIRE(storage_fetch(st, &m, pullcheck_fetch_done, &f, NULL, &err) == 0);
+    harness_run_until(loop, pullcheck_fetch_called, &f, 20000);
     CHECK_INT(f.status, 0);
     CHECK_INT(f.bytes, 3000 + 70000 + 5);
     char want[PATH_MAX * 2], got[PATH_MAX * 2];
@@ -537,8 +458,8 @@ static void test_storage(const struct harness_gcs *g)
     struct storage_model bad = m;
     bad.storage_key = "gcs-bad";
     memset(&f, 0, sizeof f);
-    REQUIRE(storage_fetch(st, &bad, on_fetch, &f, NULL, &err) == 0);
-    harness_run_until(loop, fetched, &f, 20000);
+    REQUIRE(storage_fetch(st, &bad, pullcheck_fetch_done, &f, NULL, &err) == 0);
+    harness_run_until(loop, pullcheck_fetch_called, &f, 20000);
     CHECK_INT(f.status, -EACCES);
     CHECK(strstr(f.msg, "'gcs-bad'") && strstr(f.msg, "private_key") &&
           strstr(f.msg, "client_email"));
@@ -550,36 +471,28 @@ static void test_storage(const struct harness_gcs *g)
 
 /* ---- secrets ---- */
 
-/* The base64 body of a PEM's first line after the BEGIN line: a piece of every key. */
-static void check_absent(const char *hay, const char *needle, const char *what)
-{
-    if (needle[0] && strstr(hay, needle)) {
-        fprintf(stderr, "secret found in the provider's messages: %s\n", what);
-        CHECK(!"a secret appears in a message");
-    }
-}
-
 static void check_secrets(const char *const *server_logs, size_t n_logs)
 {
     fflush(messages);
-    char *msgs = read_all(messages_path, NULL);
+    char *msgs = pullcheck_read_all(messages_path, NULL);
     REQUIRE(msgs);
     const char *keys[] = {private_key, wrong_key};
-    for (size_t k = 0; k < 2; k++) {
+    for (size_t k = 0; k < 2; k++) { /* the base64 of a PEM's first line: a piece of each key */
         const char *nl = strchr(keys[k], '\n');
         REQUIRE(nl);
         char line[80];
         snprintf(line, sizeof line, "%.64s", nl + 1);
-        check_absent(msgs, line, "a line of a private key");
+        CHECK(
+            pullcheck_no_secret(msgs, line, "the provider's messages", "a line of a private key"));
     }
     int tokens = 0;
     for (size_t i = 0; i < n_logs; i++) {
-        char *log = read_all(server_logs[i], NULL);
+        char *log = pullcheck_read_all(server_logs[i], NULL);
         for (char *p = log ? strstr(log, "token issued: ") : NULL; p;
              p = strstr(p + 1, "token issued: ")) {
             char tok[128];
             if (sscanf(p + 14, "%127s", tok) == 1) {
-                check_absent(msgs, tok, "an access token");
+                CHECK(pullcheck_no_secret(msgs, tok, "the provider's messages", "an access token"));
                 tokens++;
             }
         }
@@ -613,8 +526,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "openssl: %s\n", out);
         return 1;
     }
-    private_key = read_all(keyfile, NULL);
-    wrong_key = read_all(wrongfile, NULL);
+    private_key = pullcheck_read_all(keyfile, NULL);
+    wrong_key = pullcheck_read_all(wrongfile, NULL);
     REQUIRE(private_key && wrong_key);
 
     write_file(BUCKET "/models/single.bin", 150000, 1);

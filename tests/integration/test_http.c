@@ -24,6 +24,7 @@
 #include "check.h"
 #include "faultproxy.h"
 #include "harness.h"
+#include "pullcheck.h"
 #include "httpsserver.h"
 #include "mm/curlev.h"
 #include "mm/download.h"
@@ -40,66 +41,6 @@ static char *ca_pem, *other_ca_pem, *client_pem, *client_key;
 static FILE *messages;
 static char messages_path[PATH_MAX];
 static int dest_seq;
-
-struct result {
-    int calls;
-    int status;
-    char msg[MM_ERROR_MSG_MAX];
-    uint64_t bytes;
-    char dest[PATH_MAX];
-    int progress_calls;
-    uint64_t progress_done, progress_total;
-};
-
-/* The provider hands on download.h's progress with the caller's arg. */
-static void on_progress(uint64_t done, uint64_t total, void *arg)
-{
-    struct result *r = arg;
-    r->progress_calls++;
-    r->progress_done = done;
-    r->progress_total = total;
-}
-
-static void on_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
-{
-    struct result *r = arg;
-    r->calls++;
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg, "%s", err ? err->msg : "");
-    r->bytes = bytes;
-}
-
-static bool called(void *arg)
-{
-    return ((struct result *)arg)->calls > 0;
-}
-
-static char *read_all(const char *path, size_t *len_out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) {
-        if (len + 2 > cap) {
-            cap = cap ? cap * 2 : 4096;
-            char *nb = realloc(buf, cap);
-            REQUIRE(nb);
-            buf = nb;
-        }
-        buf[len++] = (char)c;
-    }
-    fclose(f);
-    if (!buf)
-        buf = calloc(1, 1);
-    else
-        buf[len] = '\0';
-    if (len_out)
-        *len_out = len;
-    return buf;
-}
 
 static void write_file(const char *rel, size_t size, unsigned seed)
 {
@@ -122,7 +63,7 @@ static void write_file(const char *rel, size_t size, unsigned seed)
 static bool same_file(const char *a, const char *b)
 {
     size_t la, lb;
-    char *x = read_all(a, &la), *y = read_all(b, &lb);
+    char *x = pullcheck_read_all(a, &la), *y = pullcheck_read_all(b, &lb);
     bool same = x && y && la == lb && memcmp(x, y, la) == 0;
     free(x), free(y);
     return same;
@@ -151,7 +92,7 @@ static void add(cJSON *cfg, const char *name, const char *value)
         REQUIRE(cJSON_AddStringToObject(cfg, name, value));
 }
 
-static int pull(const cJSON *cfg, const char *path, struct result *r)
+static int pull(const cJSON *cfg, const char *path, struct pullcheck_pull *r)
 {
     memset(r, 0, sizeof *r);
     snprintf(r->dest, sizeof r->dest, "%s/dest%d", top, ++dest_seq);
@@ -161,12 +102,13 @@ static int pull(const cJSON *cfg, const char *path, struct result *r)
     struct remote_source src = {.cfg = cfg, .key = "http-test", .model_id = "m", .path = path};
     struct mm_error err = {0};
     void *handle = NULL;
-    int rc = remote_http.pull(NULL, dl, &src, dirfd, on_progress, on_done, r, &handle, &err);
+    int rc = remote_http.pull(NULL, dl, &src, dirfd, pullcheck_progress, pullcheck_pull_done, r,
+                              &handle, &err);
     if (rc < 0) {
         r->status = rc;
         snprintf(r->msg, sizeof r->msg, "%s", err.msg);
     } else {
-        harness_run_until(loop, called, r, 20000);
+        harness_run_until(loop, pullcheck_pull_called, r, 20000);
         CHECK_INT(r->calls, 1);
     }
     close(dirfd);
@@ -206,7 +148,7 @@ static void test_https(const char *script)
         "--header", "Authorization: " SECRET_HEADER, NULL};
     start(&h, script, "https.log", args);
     char src[PATH_MAX * 2], dst[PATH_MAX * 2];
-    struct result r;
+    struct pullcheck_pull r;
     cJSON *cfg = config(h.url);
     add(cfg, "certificate", ca_pem);
     add(cfg, "headers", "{\"Authorization\":\"" SECRET_HEADER "\",\"X-Extra\":\"1\"}");
@@ -296,7 +238,7 @@ static void test_client_cert(const char *script)
     const char *args[] = {"--cert",      cert_path("server.pem"), "--key", cert_path("server.key"),
                           "--client-ca", cert_path("ca.pem"),     NULL};
     start(&h, script, "https-mtls.log", args);
-    struct result r;
+    struct pullcheck_pull r;
     cJSON *cfg = config(h.url);
     add(cfg, "certificate", ca_pem);
     CHECK_INT(pull(cfg, "models/model.bin", &r), -EPROTO);
@@ -319,7 +261,7 @@ static void test_fault(const char *script)
     struct faultproxy_fault fault = {
         .kind = FAULTPROXY_STATUS, .match = "model.bin", .count = 1, .status = 500};
     REQUIRE(faultproxy_start(&fp, "127.0.0.1", h.port, &fault) == 0);
-    struct result r;
+    struct pullcheck_pull r;
     cJSON *cfg = config(fp.url);
     CHECK_INT(pull(cfg, "models/model.bin", &r), 0);
     CHECK(exists(r.dest, "model.bin"));
@@ -347,28 +289,6 @@ static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
     return *json ? 0 : -ENOMEM;
 }
 
-struct fetched {
-    int calls, status;
-    char msg[MM_ERROR_MSG_MAX];
-    char path[PATH_MAX];
-};
-
-static void on_fetch(int status, const struct mm_error *err, const char *local_path,
-                     uint64_t disk_bytes, void *arg)
-{
-    (void)disk_bytes;
-    struct fetched *f = arg;
-    f->calls++;
-    f->status = status;
-    snprintf(f->msg, sizeof f->msg, "%s", err ? err->msg : "");
-    snprintf(f->path, sizeof f->path, "%s", local_path ? local_path : "");
-}
-
-static bool fetched(void *arg)
-{
-    return ((struct fetched *)arg)->calls > 0;
-}
-
 static void test_storage(const char *script)
 {
     struct harness_https h;
@@ -392,9 +312,9 @@ static void test_storage(const char *script)
     REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
     struct storage_model m = {
         .model_id = "http-model", .storage_key = "http-secret", .storage_path = "models/model.bin"};
-    struct fetched f = {0};
-    REQUIRE(storage_fetch(st, &m, on_fetch, &f, NULL, &err) == 0);
-    harness_run_until(loop, fetched, &f, 20000);
+    struct pullcheck_fetch f = {0};
+    REQUIRE(storage_fetch(st, &m, pullcheck_fetch_done, &f, NULL, &err) == 0);
+    harness_run_until(loop, pullcheck_fetch_called, &f, 20000);
     CHECK_INT(f.status, 0);
     char want[PATH_MAX * 2];
     snprintf(want, sizeof want, "%s/models/model.bin", root);
@@ -404,9 +324,9 @@ static void test_storage(const char *script)
     /* the params replace the headers: refused, naming the key */
     m.storage_params = "{\"headers\":\"{}\"}";
     memset(&f, 0, sizeof f);
-    int rc = storage_fetch(st, &m, on_fetch, &f, NULL, &err);
+    int rc = storage_fetch(st, &m, pullcheck_fetch_done, &f, NULL, &err);
     if (rc == 0)
-        harness_run_until(loop, fetched, &f, 20000);
+        harness_run_until(loop, pullcheck_fetch_called, &f, 20000);
     else
         f.status = rc, snprintf(f.msg, sizeof f.msg, "%s", err.msg);
     CHECK_INT(f.status, -EACCES);
@@ -421,16 +341,17 @@ static void test_storage(const char *script)
 static void check_secrets(void)
 {
     fflush(messages);
-    char *msgs = read_all(messages_path, NULL);
+    char *msgs = pullcheck_read_all(messages_path, NULL);
     REQUIRE(msgs);
-    CHECK(strstr(msgs, "s3cr3t-http-header-value") == NULL);
+    CHECK(pullcheck_no_secret(msgs, "s3cr3t-http-header-value", "the provider's messages",
+                              "a header value"));
     const char *nl = strchr(client_key, '\n');
     REQUIRE(nl);
     char line[80];
     snprintf(line, sizeof line, "%.64s", nl + 1);
-    CHECK(strstr(msgs, line) == NULL);
-    CHECK(strstr(msgs, "sig=abc") == NULL);   /* a url's query */
-    CHECK(strstr(msgs, "pw-s3cr3t") == NULL); /* a url's password */
+    CHECK(pullcheck_no_secret(msgs, line, "the provider's messages", "a line of the client key"));
+    CHECK(pullcheck_no_secret(msgs, "sig=abc", "the provider's messages", "a url's query"));
+    CHECK(pullcheck_no_secret(msgs, "pw-s3cr3t", "the provider's messages", "a url's password"));
     /* the servers log no header value either */
     free(msgs);
 }
@@ -448,10 +369,10 @@ int main(int argc, char **argv)
     snprintf(certs, sizeof certs, "%s/certs", top);
     REQUIRE(mkdir(root, 0700) == 0 && mkdir(certs, 0700) == 0);
     REQUIRE(harness_tls_make(certs) == 0);
-    ca_pem = read_all(cert_path("ca.pem"), NULL);
-    other_ca_pem = read_all(cert_path("other-ca.pem"), NULL);
-    client_pem = read_all(cert_path("client.pem"), NULL);
-    client_key = read_all(cert_path("client.key"), NULL);
+    ca_pem = pullcheck_read_all(cert_path("ca.pem"), NULL);
+    other_ca_pem = pullcheck_read_all(cert_path("other-ca.pem"), NULL);
+    client_pem = pullcheck_read_all(cert_path("client.pem"), NULL);
+    client_key = pullcheck_read_all(cert_path("client.key"), NULL);
     REQUIRE(ca_pem && other_ca_pem && client_pem && client_key);
     write_file("models/model.bin", 200000, 1);
     write_file("models/with space.bin", 100, 2);
