@@ -22,6 +22,7 @@
 #include "check.h"
 #include "faultproxy.h"
 #include "harness.h"
+#include "pullcheck.h"
 #include "mm/curlev.h"
 #include "mm/storage.h"
 #include "s3rver.h"
@@ -89,53 +90,24 @@ static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
 
 /* ---- fetching ---- */
 
-struct result {
-    int calls;
-    int status;
-    char msg[MM_ERROR_MSG_MAX];
-    char path[PATH_MAX];
-    uint64_t bytes;
-    uint64_t progress_done, progress_total;
-};
-
-static void on_fetch(int status, const struct mm_error *err, const char *local_path,
-                     uint64_t disk_bytes, void *arg)
+static struct pullcheck_fetch fetch(struct storage *st, const char *id, const char *key,
+                                    const char *params, const char *path)
 {
-    struct result *r = arg;
-    r->calls++;
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg, "%s", err ? err->msg : "");
-    snprintf(r->path, sizeof r->path, "%s", local_path ? local_path : "");
-    r->bytes = disk_bytes;
-}
-
-static void on_progress(uint64_t done, uint64_t total, void *arg)
-{
-    struct result *r = arg;
-    r->progress_done = done;
-    r->progress_total = total;
-}
-
-static bool called(void *arg)
-{
-    return ((struct result *)arg)->calls > 0;
-}
-
-static struct result fetch(struct storage *st, const char *id, const char *key,
-                           const char *params, const char *path)
-{
-    struct result r = {0};
-    struct storage_model m = {.model_id = id, .storage_key = key, .storage_params = params,
-                              .storage_path = path, .progress = on_progress,
+    struct pullcheck_fetch r = {0};
+    struct storage_model m = {.model_id = id,
+                              .storage_key = key,
+                              .storage_params = params,
+                              .storage_path = path,
+                              .progress = pullcheck_fetch_progress,
                               .progress_arg = &r};
     struct mm_error err = {0};
-    int rc = storage_fetch(st, &m, on_fetch, &r, NULL, &err);
+    int rc = storage_fetch(st, &m, pullcheck_fetch_done, &r, NULL, &err);
     if (rc < 0) {
         r.calls = -1;
         r.status = rc;
         snprintf(r.msg, sizeof r.msg, "%s", err.msg);
     } else {
-        harness_run_until(loop, called, &r, 30000);
+        harness_run_until(loop, pullcheck_fetch_called, &r, 30000);
         CHECK_INT(r.calls, 1);
     }
     size_t l = strlen(messages);
@@ -148,7 +120,7 @@ static struct result fetch(struct storage *st, const char *id, const char *key,
 static void expect_fail(struct storage *st, const char *key, const char *path, int code,
                         const char *part1, const char *part2)
 {
-    struct result r = fetch(st, "bad", key, NULL, path);
+    struct pullcheck_fetch r = fetch(st, "bad", key, NULL, path);
     CHECK_INT(r.status, code);
     if (!strstr(r.msg, part1) || (part2 && !strstr(r.msg, part2)))
         fprintf(stderr, "  message \"%s\" lacks \"%s\" or \"%s\"\n", r.msg, part1,
@@ -270,7 +242,7 @@ int main(int argc, char **argv)
     REQUIRE(rc == 0);
 
     /* A single object. */
-    struct result r = fetch(st, "m1", "s3good", NULL, "models/one.bin");
+    struct pullcheck_fetch r = fetch(st, "m1", "s3good", NULL, "models/one.bin");
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, 300000);
     CHECK(holds(r.path, 300000, 1));

@@ -39,6 +39,7 @@
 #include "check.h"
 #include "faultproxy.h"
 #include "harness.h"
+#include "pullcheck.h"
 #include "s3rver.h"
 #include "mm/curlev.h"
 #include "mm/storage.h"
@@ -47,30 +48,6 @@
 static struct ev_loop *loop;
 static const char *mm_runtime, *make_breast_cancer;
 static char top[64], root[PATH_MAX], cache[PATH_MAX], outside[PATH_MAX];
-
-struct result {
-    int calls;
-    int status;
-    char msg[MM_ERROR_MSG_MAX];
-    char path[PATH_MAX];
-    uint64_t bytes;
-};
-
-static void on_fetch(int status, const struct mm_error *err, const char *local_path,
-                     uint64_t disk_bytes, void *arg)
-{
-    struct result *r = arg;
-    r->calls++;
-    r->status = status;
-    snprintf(r->msg, sizeof r->msg, "%s", err ? err->msg : "");
-    snprintf(r->path, sizeof r->path, "%s", local_path ? local_path : "");
-    r->bytes = disk_bytes;
-}
-
-static bool called(void *arg)
-{
-    return ((struct result *)arg)->calls > 0;
-}
 
 /* ---- files ---- */
 
@@ -181,19 +158,20 @@ static struct storage *make_storage(uint64_t max_bytes, uint32_t max_files, uint
 }
 
 /* Fetch and wait for the callback (bounded); returns the result. */
-static struct result fetch(struct storage *st, const char *id, const char *key, const char *path)
+static struct pullcheck_fetch fetch(struct storage *st, const char *id, const char *key,
+                                    const char *path)
 {
-    struct result r = {0};
+    struct pullcheck_fetch r = {0};
     struct storage_model m = {.model_id = id, .storage_key = key, .storage_path = path};
     struct mm_error err = {0};
-    int rc = storage_fetch(st, &m, on_fetch, &r, NULL, &err);
+    int rc = storage_fetch(st, &m, pullcheck_fetch_done, &r, NULL, &err);
     if (rc < 0) {
         r.calls = -1; /* refused at once */
         r.status = rc;
         snprintf(r.msg, sizeof r.msg, "%s", err.msg);
         return r;
     }
-    harness_run_until(loop, called, &r, 20000);
+    harness_run_until(loop, pullcheck_fetch_called, &r, 20000);
     CHECK_INT(r.calls, 1);
     return r;
 }
@@ -201,7 +179,7 @@ static struct result fetch(struct storage *st, const char *id, const char *key, 
 static void expect_fail(struct storage *st, const char *id, const char *path, int code,
                         const char *msg_part)
 {
-    struct result r = fetch(st, id, NULL, path);
+    struct pullcheck_fetch r = fetch(st, id, NULL, path);
     CHECK_INT(r.status, code);
     if (!strstr(r.msg, msg_part))
         fprintf(stderr, "fetch %s: message \"%s\" lacks \"%s\"\n", path, r.msg, msg_part);
@@ -217,7 +195,7 @@ static void test_file_and_tree(void)
 {
     struct storage *st = make_storage(0, 0, 0, 0);
     write_file(root, "xgboost/model.json", 5000, 'a');
-    struct result r = fetch(st, "m1", NULL, "xgboost/model.json");
+    struct pullcheck_fetch r = fetch(st, "m1", NULL, "xgboost/model.json");
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, 5000);
     CHECK(inside_cache(r.path));
@@ -229,7 +207,7 @@ static void test_file_and_tree(void)
     CHECK(is_link_to(r.path, src)); /* linked, not copied */
 
     /* "./" and doubled slashes are only spelling */
-    struct result r2 = fetch(st, "m1", "", ".//xgboost/./model.json");
+    struct pullcheck_fetch r2 = fetch(st, "m1", "", ".//xgboost/./model.json");
     CHECK_INT(r2.status, 0);
     CHECK(strcmp(r.path, r2.path) != 0); /* the same id twice: two directories */
     CHECK(same_bytes(src, r2.path));
@@ -239,7 +217,7 @@ static void test_file_and_tree(void)
     write_file(root, "tree/sub/b.bin", 200, 'y');
     write_file(root, "tree/sub/deeper/c.bin", 300, 'z');
     write_file(root, "tree/empty.bin", 0, 'z');
-    struct result t = fetch(st, "tree-model", NULL, "tree");
+    struct pullcheck_fetch t = fetch(st, "tree-model", NULL, "tree");
     CHECK_INT(t.status, 0);
     CHECK_INT(t.bytes, 600);
     CHECK(inside_cache(t.path));
@@ -288,7 +266,7 @@ static void test_hostile_ids(void)
     const char *ids[] = {".", "..", "a b", "x\x01\x7f\xff", "../../etc", "mm-", long_id};
     char paths[7][PATH_MAX];
     for (size_t i = 0; i < 7; i++) {
-        struct result r = fetch(st, ids[i], NULL, "small.bin");
+        struct pullcheck_fetch r = fetch(st, ids[i], NULL, "small.bin");
         CHECK_INT(r.status, 0);
         CHECK(inside_cache(r.path));
         snprintf(paths[i], sizeof paths[i], "%s", r.path);
@@ -310,27 +288,27 @@ static void test_refused_before_io(void)
     const char *bad[] = {"../x", "a/../../x", "a/..", "..", "/etc/passwd",
                          "",     ".",         "./",   "//", "a/./../b"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        struct result r = fetch(st, "bad", NULL, bad[i]);
+        struct pullcheck_fetch r = fetch(st, "bad", NULL, bad[i]);
         CHECK_INT(r.calls, -1); /* refused by storage_fetch: no callback */
         CHECK_INT(r.status, -EINVAL);
         CHECK(strstr(r.msg, "model bad") != NULL);
     }
-    struct result r = fetch(st, "m", "s3-key", "x");
+    struct pullcheck_fetch r = fetch(st, "m", "s3-key", "x");
     CHECK_INT(r.calls, -1);
     CHECK_INT(r.status, -ENOENT);
     CHECK(strstr(r.msg, "model m: storage key 's3-key' not in storage-config") != NULL);
     struct storage_model none = {.model_id = "", .storage_path = "x"};
     struct mm_error err = {0};
-    CHECK_INT(storage_fetch(st, &none, on_fetch, &r, NULL, &err), -EINVAL);
+    CHECK_INT(storage_fetch(st, &none, pullcheck_fetch_done, &r, NULL, &err), -EINVAL);
     struct storage_model nopath = {.model_id = "m"};
-    CHECK_INT(storage_fetch(st, &nopath, on_fetch, &r, NULL, &err), -EINVAL);
+    CHECK_INT(storage_fetch(st, &nopath, pullcheck_fetch_done, &r, NULL, &err), -EINVAL);
     storage_free(st);
 
     /* without a models root, pvc paths are refused */
     struct storage_config cfg = {.cache_dir = cache};
     REQUIRE(storage_new(loop, &cfg, &st, &err) == 0);
     struct storage_model m = {.model_id = "m", .storage_path = "small.bin"};
-    CHECK_INT(storage_fetch(st, &m, on_fetch, &r, NULL, &err), -EINVAL);
+    CHECK_INT(storage_fetch(st, &m, pullcheck_fetch_done, &r, NULL, &err), -EINVAL);
     CHECK(strstr(err.msg, "no models root") != NULL);
     storage_free(st);
 }
@@ -363,7 +341,7 @@ static void test_links_and_kinds(void)
     write_file(root, "real/model.bin", 77, 'r');
     snprintf(p, sizeof p, "%s/alias.bin", root);
     REQUIRE(symlink("real/model.bin", p) == 0);
-    struct result r = fetch(st, "alias", NULL, "alias.bin");
+    struct pullcheck_fetch r = fetch(st, "alias", NULL, "alias.bin");
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, 77);
     char real[PATH_MAX * 2];
@@ -421,7 +399,7 @@ static void test_bounds(void)
     write_file(root, "big/one.bin", 1001, 'b');
     expect_fail(st, "b1", "big/one.bin", -EFBIG, "larger than 1000 bytes");
     write_file(root, "exact.bin", 1000, 'e');
-    struct result r = fetch(st, "b2", NULL, "exact.bin");
+    struct pullcheck_fetch r = fetch(st, "b2", NULL, "exact.bin");
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, 1000);
     CHECK_INT(storage_release(st, r.path), 0);
@@ -482,15 +460,15 @@ static void test_cancel_and_free(void)
 
     /* cancel while queued behind another walk (one thread) */
     struct storage *st = make_storage(0, 0, 0, 1);
-    struct result r1 = {0}, r2 = {0}, r3 = {0};
+    struct pullcheck_fetch r1 = {0}, r2 = {0}, r3 = {0};
     struct storage_model m1 = {.model_id = "c1", .storage_path = "bigtree"};
     struct storage_model m2 = {.model_id = "c2", .storage_path = "bigtree"};
     struct storage_fetch *f1 = NULL, *f2 = NULL, *f3 = NULL;
     struct mm_error err = {0};
-    REQUIRE(storage_fetch(st, &m1, on_fetch, &r1, &f1, &err) == 0);
-    REQUIRE(storage_fetch(st, &m2, on_fetch, &r2, &f2, &err) == 0);
+    REQUIRE(storage_fetch(st, &m1, pullcheck_fetch_done, &r1, &f1, &err) == 0);
+    REQUIRE(storage_fetch(st, &m2, pullcheck_fetch_done, &r2, &f2, &err) == 0);
     storage_fetch_cancel(f2); /* queued behind c1 */
-    CHECK(harness_run_until(loop, called, &r1, 10000));
+    CHECK(harness_run_until(loop, pullcheck_fetch_called, &r1, 10000));
     pool_idle_for(st, 100);
     CHECK_INT(r1.status, 0);
     CHECK_INT(r2.calls, 0);
@@ -500,7 +478,7 @@ static void test_cancel_and_free(void)
 
     /* cancel right after the start: queued or walking, no callback and nothing left */
     struct storage_model m3 = {.model_id = "c3", .storage_path = "bigtree"};
-    REQUIRE(storage_fetch(st, &m3, on_fetch, &r3, &f3, &err) == 0);
+    REQUIRE(storage_fetch(st, &m3, pullcheck_fetch_done, &r3, &f3, &err) == 0);
     storage_fetch_cancel(f3);
     pool_idle_for(st, 300);
     CHECK_INT(r3.calls, 0);
@@ -508,7 +486,7 @@ static void test_cancel_and_free(void)
     storage_fetch_cancel(NULL);
 
     /* a fetch still runs after another was cancelled */
-    struct result r4 = fetch(st, "c4", NULL, "small.bin");
+    struct pullcheck_fetch r4 = fetch(st, "c4", NULL, "small.bin");
     CHECK_INT(r4.status, 0);
     storage_free(st); /* a fetched model stays on disk for the next run to remove */
     CHECK(exists(r4.path));
@@ -526,10 +504,10 @@ static void test_cancel_and_free(void)
     CHECK(exists(target)); /* the link went, not what it led to */
 
     /* free with fetches in flight: no callback, nothing left */
-    struct result rs[4] = {{0}};
+    struct pullcheck_fetch rs[4] = {{0}};
     for (int i = 0; i < 4; i++) {
         struct storage_model m = {.model_id = "inflight", .storage_path = "bigtree"};
-        REQUIRE(storage_fetch(st, &m, on_fetch, &rs[i], NULL, &err) == 0);
+        REQUIRE(storage_fetch(st, &m, pullcheck_fetch_done, &rs[i], NULL, &err) == 0);
     }
     storage_free(st);
     pool_idle_for(NULL, 100);
@@ -560,12 +538,12 @@ static bool freed(void *arg)
 static void test_free_in_callback(void)
 {
     freeing_st = make_storage(0, 0, 0, 1);
-    struct result big = {0};
+    struct pullcheck_fetch big = {0};
     struct storage_model mb = {.model_id = "big", .storage_path = "bigtree"};
     struct storage_model ms = {.model_id = "small", .storage_path = "small.bin"};
     struct mm_error err = {0};
     REQUIRE(storage_fetch(freeing_st, &ms, free_in_cb, NULL, NULL, &err) == 0);
-    REQUIRE(storage_fetch(freeing_st, &mb, on_fetch, &big, NULL, &err) == 0);
+    REQUIRE(storage_fetch(freeing_st, &mb, pullcheck_fetch_done, &big, NULL, &err) == 0);
     CHECK(harness_run_until(loop, freed, NULL, 20000));
     harness_run_until(loop, NULL, NULL, 100);
     CHECK_INT(freeing_calls, 1);
@@ -594,21 +572,21 @@ static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
     return -ENOENT;
 }
 
-static struct result fetch_params(struct storage *st, const char *id, const char *key,
-                                  const char *params, const char *path)
+static struct pullcheck_fetch fetch_params(struct storage *st, const char *id, const char *key,
+                                           const char *params, const char *path)
 {
-    struct result r = {0};
+    struct pullcheck_fetch r = {0};
     struct storage_model m = {
         .model_id = id, .storage_key = key, .storage_params = params, .storage_path = path};
     struct mm_error err = {0};
-    int rc = storage_fetch(st, &m, on_fetch, &r, NULL, &err);
+    int rc = storage_fetch(st, &m, pullcheck_fetch_done, &r, NULL, &err);
     if (rc < 0) {
         r.calls = -1;
         r.status = rc;
         snprintf(r.msg, sizeof r.msg, "%s", err.msg);
         return r;
     }
-    harness_run_until(loop, called, &r, 20000);
+    harness_run_until(loop, pullcheck_fetch_called, &r, 20000);
     CHECK_INT(r.calls, 1);
     return r;
 }
@@ -616,7 +594,7 @@ static struct result fetch_params(struct storage *st, const char *id, const char
 static void expect_cfg_fail(struct storage *st, const char *key, const char *params,
                             const char *path, int code, const char *part)
 {
-    struct result r = fetch_params(st, "p", key, params, path);
+    struct pullcheck_fetch r = fetch_params(st, "p", key, params, path);
     if (r.status != code || !strstr(r.msg, part))
         fprintf(stderr, "fetch %s %s: %d \"%s\", wanted %d \"%s\"\n", key ? key : "-",
                 path, r.status, r.msg, code, part);
@@ -639,7 +617,7 @@ static void test_pvc(void)
     snprintf(want, sizeof want, "%s/claim/m/model.json", root);
 
     /* by key, and by parameters alone (no default key in storage-config) */
-    struct result r = fetch_params(st, "pk", "claim", NULL, "m/model.json");
+    struct pullcheck_fetch r = fetch_params(st, "pk", "claim", NULL, "m/model.json");
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, 321);
     CHECK(inside_cache(r.path));
@@ -695,7 +673,7 @@ static void test_runtime_loads_link(void)
     struct storage *st = NULL;
     struct mm_error err = {0};
     REQUIRE(storage_new(loop, &cfg, &st, &err) == 0);
-    struct result r = fetch_params(st, "bc", "claim", NULL, "xgboost/breast-cancer.json");
+    struct pullcheck_fetch r = fetch_params(st, "bc", "claim", NULL, "xgboost/breast-cancer.json");
     REQUIRE(r.status == 0);
     for (int round = 0; round < 2; round++) {
         char *const both[] = {(char *)mm_runtime, "--listen", "127.0.0.1:0", "--models-dir",
@@ -870,15 +848,15 @@ static void test_object_store(void)
     REQUIRE(saved >= 0 && logfd >= 0 && dup2(logfd, 2) == 2);
     close(logfd);
     struct progress pr = {.rising = true};
-    struct result r = {0};
+    struct pullcheck_fetch r = {0};
     struct storage_model m = {.model_id = "big",
                               .storage_key = "s3",
                               .storage_path = "/models/big.bin",
                               .progress = on_progress,
                               .progress_arg = &pr};
     long long t0 = harness_now_ms();
-    REQUIRE(storage_fetch(st, &m, on_fetch, &r, NULL, &err) == 0);
-    harness_run_until(loop, called, &r, 30000);
+    REQUIRE(storage_fetch(st, &m, pullcheck_fetch_done, &r, NULL, &err) == 0);
+    harness_run_until(loop, pullcheck_fetch_called, &r, 30000);
     long long took = harness_now_ms() - t0;
     fflush(stderr);
     REQUIRE(dup2(saved, 2) == 2);
@@ -939,14 +917,14 @@ static void test_object_store(void)
     /* cancel from inside a progress callback: no callback, nothing left */
     faultproxy_set(&fp, &slow);
     struct progress pc = {.rising = true};
-    struct result rc2 = {0};
+    struct pullcheck_fetch rc2 = {0};
     struct storage_fetch *f = NULL;
     m = (struct storage_model){.model_id = "cancelled",
                                .storage_key = "s3",
                                .storage_path = "models/big.bin",
                                .progress = on_progress,
                                .progress_arg = &pc};
-    REQUIRE(storage_fetch(st, &m, on_fetch, &rc2, &f, &err) == 0);
+    REQUIRE(storage_fetch(st, &m, pullcheck_fetch_done, &rc2, &f, &err) == 0);
     pc.cancel = f;
     CHECK(harness_run_until(loop, progressed, &pc, 10000));
     harness_run_until(loop, cache_empty, NULL, 10000);
@@ -968,13 +946,13 @@ static void test_object_store(void)
     /* free the storage from inside a progress callback */
     struct storage *fst = s3_storage(0);
     struct progress pf = {.rising = true, .free_st = &fst};
-    struct result rf = {0};
+    struct pullcheck_fetch rf = {0};
     m = (struct storage_model){.model_id = "freed",
                                .storage_key = "s3",
                                .storage_path = "models/big.bin",
                                .progress = on_progress,
                                .progress_arg = &pf};
-    REQUIRE(storage_fetch(fst, &m, on_fetch, &rf, NULL, &err) == 0);
+    REQUIRE(storage_fetch(fst, &m, pullcheck_fetch_done, &rf, NULL, &err) == 0);
     CHECK(harness_run_until(loop, progressed, &pf, 10000));
     harness_run_until(loop, NULL, NULL, 300);
     CHECK(fst == NULL);
