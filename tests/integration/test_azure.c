@@ -32,6 +32,7 @@
 #include "check.h"
 #include "faultproxy.h"
 #include "harness.h"
+#include "pullcheck.h"
 #include "mm/azure.h"
 #include "mm/base64.h"
 #include "mm/curlev.h"
@@ -168,50 +169,32 @@ static void make_sas(void)
 
 /* ---- pulls ---- */
 
-struct result {
-    bool done;
-    int status;
-    char msg[MM_ERROR_MSG_MAX];
-    uint64_t bytes;
-    uint64_t progress_done, progress_total;
-    int progress_calls;
-};
+static void note_message(const char *msg)
+{
+    strncat(messages, msg, sizeof(messages) - strlen(messages) - 2);
+    strcat(messages, "\n");
+}
 
+/* Called back once; a failure's message (err->code the status) is kept for the grep. */
 static void on_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
 {
-    struct result *r = arg;
-    CHECK(!r->done);
-    r->done = true;
-    r->status = status;
-    r->bytes = bytes;
-    snprintf(r->msg, sizeof(r->msg), "%s", status && err ? err->msg : "");
+    struct pullcheck_pull *r = arg;
+    CHECK(r->calls == 0);
+    pullcheck_pull_done(status, status ? err : NULL, bytes, arg);
     if (status) {
         CHECK_INT(err->code, status);
-        strncat(messages, r->msg, sizeof(messages) - strlen(messages) - 2);
-        strcat(messages, "\n");
+        note_message(r->msg);
     }
-}
-
-static void on_progress(uint64_t done, uint64_t total, void *arg)
-{
-    struct result *r = arg;
-    r->progress_calls++;
-    r->progress_done = done;
-    r->progress_total = total;
-}
-
-static bool is_done(void *arg)
-{
-    return ((struct result *)arg)->done;
 }
 
 static int pull_n;
 
 /* Pull path with the config cfg_json (storage key "azkey") into a fresh directory, whose
  * path is left in dir. */
-static struct result pull(const char *cfg_json, const char *path, char *dir, size_t dir_size)
+static struct pullcheck_pull pull(const char *cfg_json, const char *path, char *dir,
+                                  size_t dir_size)
 {
-    struct result r = {0};
+    struct pullcheck_pull r = {0};
     snprintf(dir, dir_size, "%s/pull%d", tmp_root, pull_n++);
     REQUIRE(mkdir(dir, 0700) == 0);
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -221,16 +204,16 @@ static struct result pull(const char *cfg_json, const char *path, char *dir, siz
     struct remote_source src = {.cfg = cfg, .key = "azkey", .model_id = "m", .path = path};
     struct mm_error err = {0};
     void *handle = NULL;
-    int rc = remote_azure.pull(NULL, dl, &src, dirfd, on_progress, on_done, &r, &handle, &err);
+    int rc =
+        remote_azure.pull(NULL, dl, &src, dirfd, pullcheck_progress, on_done, &r, &handle, &err);
     cJSON_Delete(cfg);
     if (rc) {
-        r.done = true;
+        r.calls = 1;
         r.status = rc;
         snprintf(r.msg, sizeof(r.msg), "%s", err.msg);
-        strncat(messages, r.msg, sizeof(messages) - strlen(messages) - 2);
-        strcat(messages, "\n");
+        note_message(r.msg);
     } else {
-        CHECK(harness_run_until(loop, is_done, &r, 30000));
+        CHECK(harness_run_until(loop, pullcheck_pull_called, &r, 30000));
     }
     close(dirfd);
     if (r.status)
@@ -378,7 +361,7 @@ static void fixtures(void)
 static void test_single(void)
 {
     char dir[600];
-    struct result r = pull(cfg_key, "single/model.bin", dir, sizeof(dir));
+    struct pullcheck_pull r = pull(cfg_key, "single/model.bin", dir, sizeof(dir));
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, SINGLE_LEN);
     CHECK(file_is(dir, "model.bin", "single/model.bin", SINGLE_LEN));
@@ -395,7 +378,7 @@ static void test_single(void)
 static void test_prefix(void)
 {
     char dir[600];
-    struct result r = pull(cfg_key, "multi/m1", dir, sizeof(dir));
+    struct pullcheck_pull r = pull(cfg_key, "multi/m1", dir, sizeof(dir));
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, A_LEN + B_LEN);
     CHECK(file_is(dir, "m1/a.json", "multi/m1/a.json", A_LEN));
@@ -426,7 +409,7 @@ static void test_prefix(void)
 static void test_credentials(void)
 {
     char dir[600];
-    struct result r = pull(cfg_conn, "single/model.bin", dir, sizeof(dir));
+    struct pullcheck_pull r = pull(cfg_conn, "single/model.bin", dir, sizeof(dir));
     CHECK_INT(r.status, 0);
     CHECK(file_is(dir, "model.bin", "single/model.bin", SINGLE_LEN));
 
@@ -479,7 +462,7 @@ static void test_credentials(void)
 static void test_missing(void)
 {
     char dir[600];
-    struct result r = pull(cfg_no_container, "single/model.bin", dir, sizeof(dir));
+    struct pullcheck_pull r = pull(cfg_no_container, "single/model.bin", dir, sizeof(dir));
     CHECK_INT(r.status, -ENOENT);
     CHECK(strstr(r.msg, "azure://" AZURITE_ACCOUNT "/no-such-container"));
     CHECK(strstr(r.msg, "container not found"));
@@ -505,7 +488,7 @@ static void test_missing(void)
 static void test_integrity(void)
 {
     char dir[600];
-    struct result r = pull(cfg_key, "badmd5/model.bin", dir, sizeof(dir));
+    struct pullcheck_pull r = pull(cfg_key, "badmd5/model.bin", dir, sizeof(dir));
     CHECK_INT(r.status, -EBADMSG);
     CHECK(!exists(dir, "model.bin"));
 }
@@ -518,7 +501,7 @@ static void test_faults(void)
     REQUIRE(faultproxy_start(&fp, "127.0.0.1", az.port, &f) == 0);
     make_configs(fp.url);
     char dir[600];
-    struct result r = pull(cfg_proxy, "multi/m1", dir, sizeof(dir));
+    struct pullcheck_pull r = pull(cfg_proxy, "multi/m1", dir, sizeof(dir));
     CHECK_INT(r.status, 0);
     CHECK_INT(faultproxy_faults(&fp), 1);
     CHECK(file_is(dir, "m1/a.json", "multi/m1/a.json", A_LEN));
@@ -556,16 +539,17 @@ static void test_cancel(void)
     cJSON *cfg = cJSON_Parse(cfg_key);
     struct remote_source src = {
         .cfg = cfg, .key = "azkey", .model_id = "m", .path = "single/model.bin"};
-    struct result r = {0};
+    struct pullcheck_pull r = {0};
     struct mm_error err;
     void *handle = NULL;
-    REQUIRE(remote_azure.pull(NULL, dl, &src, dirfd, on_progress, on_done, &r, &handle, &err) == 0);
+    REQUIRE(remote_azure.pull(NULL, dl, &src, dirfd, pullcheck_progress, on_done, &r, &handle,
+                              &err) == 0);
     cJSON_Delete(cfg);
     REQUIRE(handle);
     /* once at once, once after the listing has started */
     remote_azure.cancel(handle);
     harness_run_until(loop, NULL, NULL, 300);
-    CHECK(!r.done);
+    CHECK(r.calls == 0);
     remote_azure.cancel(NULL);
     close(dirfd);
 }
@@ -584,38 +568,20 @@ static int lookup(const char *key, char **json, void *arg, struct mm_error *err)
     return *json ? 0 : -ENOMEM;
 }
 
-struct fetch_result {
-    bool done;
-    int status;
-    char msg[MM_ERROR_MSG_MAX];
-    char path[600];
-    uint64_t bytes;
-};
-
+/* A failure's message is kept for the grep. */
 static void fetched(int status, const struct mm_error *err, const char *local_path,
                     uint64_t disk_bytes, void *arg)
 {
-    struct fetch_result *r = arg;
-    r->done = true;
-    r->status = status;
-    r->bytes = disk_bytes;
-    snprintf(r->path, sizeof(r->path), "%s", status ? "" : local_path);
-    snprintf(r->msg, sizeof(r->msg), "%s", status ? err->msg : "");
-    if (status) {
-        strncat(messages, r->msg, sizeof(messages) - strlen(messages) - 2);
-        strcat(messages, "\n");
-    }
+    struct pullcheck_fetch *r = arg;
+    pullcheck_fetch_done(status, status ? err : NULL, status ? NULL : local_path, disk_bytes, arg);
+    if (status)
+        note_message(r->msg);
 }
 
-static bool fetch_done(void *arg)
+static struct pullcheck_fetch fetch(struct storage *st, const char *key, const char *params,
+                                    const char *path)
 {
-    return ((struct fetch_result *)arg)->done;
-}
-
-static struct fetch_result fetch(struct storage *st, const char *key, const char *params,
-                                 const char *path)
-{
-    struct fetch_result r = {0};
+    struct pullcheck_fetch r = {0};
     struct storage_model m = {.model_id = "azure-model",
                               .storage_key = key,
                               .storage_params = params,
@@ -623,11 +589,11 @@ static struct fetch_result fetch(struct storage *st, const char *key, const char
     struct mm_error err = {0};
     int rc = storage_fetch(st, &m, fetched, &r, NULL, &err);
     if (rc) {
-        r.done = true;
+        r.calls = 1;
         r.status = rc;
         snprintf(r.msg, sizeof(r.msg), "%s", err.msg);
     } else {
-        CHECK(harness_run_until(loop, fetch_done, &r, 30000));
+        CHECK(harness_run_until(loop, pullcheck_fetch_called, &r, 30000));
     }
     return r;
 }
@@ -641,7 +607,7 @@ static void test_storage(void)
     struct mm_error err;
     REQUIRE(storage_new(loop, &sc, &st, &err) == 0);
 
-    struct fetch_result r = fetch(st, "azkey", NULL, "multi/m1");
+    struct pullcheck_fetch r = fetch(st, "azkey", NULL, "multi/m1");
     CHECK_INT(r.status, 0);
     CHECK_INT(r.bytes, A_LEN + B_LEN);
     size_t pl = strlen(r.path);
@@ -720,25 +686,20 @@ static void test_secrets(void)
     char *captured = release_stderr();
     REQUIRE(captured);
     const char *secrets[] = {AZURITE_KEY, WRONG_KEY, sas, sas_sig, "sig="};
-    char az_log[64 * 1024] = "";
-    FILE *f = fopen(az.log_path, "r");
-    if (f) {
-        size_t n = fread(az_log, 1, sizeof(az_log) - 1, f);
-        az_log[n] = '\0';
-        fclose(f);
-    }
+    const char *what[] = {"the account key", "the wrong key", "the SAS", "the SAS signature",
+                          "a SAS signature's name"};
+    char *az_log = pullcheck_read_all(az.log_path, NULL);
     CHECK(strlen(messages) > 200); /* the failures above did leave messages */
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
-        if (strstr(messages, secrets[i]))
-            fprintf(stderr, "a secret in the messages: %.12s...\n", secrets[i]);
-        CHECK(!strstr(messages, secrets[i]));
-        CHECK(!strstr(az_log, secrets[i]));
-        CHECK(!strstr(captured, secrets[i]));
+        CHECK(pullcheck_no_secret(messages, secrets[i], "the messages", what[i]));
+        CHECK(pullcheck_no_secret(az_log ? az_log : "", secrets[i], "azurite's log", what[i]));
+        CHECK(pullcheck_no_secret(captured, secrets[i], "the captured stderr", what[i]));
     }
     /* the key's first 12 characters alone neither */
-    CHECK(!strstr(messages, "Eby8vdM02xNO"));
-    CHECK(!strstr(captured, "Eby8vdM02xNO"));
+    CHECK(pullcheck_no_secret(messages, "Eby8vdM02xNO", "the messages", "the key's start"));
+    CHECK(pullcheck_no_secret(captured, "Eby8vdM02xNO", "the captured stderr", "the key's start"));
     CHECK(strstr(captured, "pull ")); /* the capture did capture */
+    free(az_log);
     free(captured);
 }
 
