@@ -44,6 +44,7 @@
 #include "mm/rpc.h"
 #include "mm/stcfg.h"
 #include "mmclient.h"
+#include "pullcheck.h"
 #include "s3rver.h"
 #include "testcall.h"
 
@@ -97,36 +98,6 @@ static void sh(const char *cmd)
     if (rc != 0)
         fprintf(stderr, "%s: exit %d: %s\n", cmd, rc, out);
     REQUIRE(rc == 0);
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        if (len)
-            *len = n;
-    }
-    return buf;
 }
 
 static void write_file(const char *path, const void *data, size_t len)
@@ -504,7 +475,7 @@ static void grep_secrets(void)
     size_t checked = 0;
     for (size_t f = 0; f < n; f++) {
         size_t len = 0;
-        char *text = read_file(files[f], &len);
+        char *text = pullcheck_read_all(files[f], &len);
         if (!text) {
             fprintf(stderr, "cannot read %s\n", files[f]);
             CHECK(false);
@@ -512,15 +483,14 @@ static void grep_secrets(void)
         }
         checked += len;
         for (size_t s = 0; s < n_secrets; s++) {
-            if (strstr(text, secrets[s])) {
-                fprintf(stderr, "a secret (%.6s...) is in %s\n", secrets[s], files[f]);
-                CHECK(false);
-            }
+            char what[32];
+            snprintf(what, sizeof(what), "secret %zu", s);
+            CHECK(pullcheck_no_secret(text, secrets[s], files[f], what));
         }
         free(text);
     }
     for (size_t s = 0; s < n_secrets; s++)
-        CHECK(strstr(seen_errors, secrets[s]) == NULL);
+        CHECK(pullcheck_no_secret(seen_errors, secrets[s], "the errors seen", "a secret"));
     fprintf(stderr, "%zu secrets grepped for in %zu logs (%zu bytes) and the errors seen\n",
             n_secrets, n, checked);
     CHECK(checked > 0);
@@ -558,7 +528,7 @@ int main(int argc, char **argv)
     char path[400];
     snprintf(path, sizeof(path), "%s/xgboost/breast-cancer.json", work);
     size_t model_len = 0;
-    char *model = read_file(path, &model_len);
+    char *model = pullcheck_read_all(path, &model_len);
     REQUIRE(model && model_len > 0);
 
     const char *s3_secret = new_secret("s3sk-");
@@ -573,7 +543,7 @@ int main(int argc, char **argv)
 
     /* the GCS private key is a secret too: a line of its body, and the whole PEM in JSON */
     snprintf(path, sizeof(path), "%s/sa.key", work);
-    char *pem = read_file(path, NULL);
+    char *pem = pullcheck_read_all(path, NULL);
     REQUIRE(pem != NULL);
     char *line = strchr(pem, '\n');
     REQUIRE(line && strlen(line + 1) > 64);
@@ -582,7 +552,7 @@ int main(int argc, char **argv)
     REQUIRE(secrets[n_secrets] != NULL);
     n_secrets++;
     snprintf(path, sizeof(path), "%s/tls/ca.pem", work);
-    char *ca = read_file(path, NULL);
+    char *ca = pullcheck_read_all(path, NULL);
     REQUIRE(ca != NULL);
 
     struct cluster_config cfg = {
