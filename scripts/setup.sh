@@ -46,7 +46,22 @@ servers=tests/servers
 if [ ! -f "$servers/node_modules/.package-lock.json" ] ||
    [ "$servers/package-lock.json" -nt "$servers/node_modules/.package-lock.json" ]; then
   echo "setup: installing the test object stores (npm ci in $servers)"
-  npm ci --prefix "$servers" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null
+  npm_log=$(mktemp)
+  ok=0
+  for attempt in 1 2 3; do  # a registry hiccup or a busy npm cache is worth another try
+    if npm ci --prefix "$servers" --no-audit --no-fund --ignore-scripts --loglevel=error \
+         >"$npm_log" 2>&1; then
+      ok=1; break
+    fi
+    echo "setup: npm ci failed (attempt $attempt of 3)" >&2
+    sleep $((attempt * 2))
+  done
+  if [ $ok -eq 0 ]; then
+    cat "$npm_log" >&2; rm -f "$npm_log"
+    echo "setup: cannot install the test object stores (npm ci in $servers): see above" >&2
+    exit 1
+  fi
+  rm -f "$npm_log"
 fi
 if [ ! -f "$build/build.ninja" ]; then
   meson setup "$build" "$@" >/dev/null
