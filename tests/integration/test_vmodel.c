@@ -221,6 +221,23 @@ static bool model_gone_within(const char *id, long long ms)
     return false;
 }
 
+/* Poll getVModelStatus on node i until it says NOT_FOUND, bounded: a node answers from its
+ * mirror, which sees a delete made through another node a watch event later. */
+static bool vmodel_gone_within(size_t i, const char *name, long long ms)
+{
+    long long end = harness_now_ms() + ms;
+    struct mmc_vreply r;
+    do {
+        mmc_vmodel_status(api(i), name, NULL, CALL_MS, &r);
+        if (r.code == GRPC_STATUS_OK && r.status == MMC_V_NOT_FOUND)
+            return true;
+        cluster_run(&cl, 20);
+    } while (harness_now_ms() < end);
+    fprintf(stderr, "  vmodel %s still there on node %zu after %lld ms (code %d, state %d)\n",
+            name, i, ms, (int)r.code, (int)r.status);
+    return false;
+}
+
 /* Poll getVModelStatus on node i until it is DEFINED with active, bounded. */
 static bool defined_within(size_t i, const char *name, const char *active, long long ms)
 {
@@ -524,8 +541,7 @@ static void delete_vmodel(void)
     CHECK(r.has_active && r.active_status.status == MMC_NOT_LOADED);
     mmc_delete_vmodel(api(2), "v3", NULL, CALL_MS, &m);
     CHECK_INT(m.code, GRPC_STATUS_OK);
-    mmc_vmodel_status(api(0), "v3", NULL, CALL_MS, &r);
-    CHECK(r.code == GRPC_STATUS_OK && r.status == MMC_V_NOT_FOUND);
+    CHECK(vmodel_gone_within(0, "v3", 5000));
     CHECK(model_gone_within("g", 10000));
     /* v1's models: e stays referenced until v1 goes; then e (registered by hand) stays */
     mmc_delete_vmodel(api(0), "v1", "o1", CALL_MS, &m);
