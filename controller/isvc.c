@@ -591,6 +591,9 @@ static int lit(struct mm_buf *b, const char *s)
     return mm_buf_append(b, s, strlen(s));
 }
 
+/* ModelMesh Serving's PredictorSpec marshalled by Go, fields in its declaration order. The
+ * deprecated top-level schemaPath is never set from an InferenceService (its schema path goes
+ * into storage), and the storage's parameters are always there, {} when empty. */
 char *isvc_canonical_json(const struct isvc *s)
 {
     struct mm_buf b = {0};
