@@ -763,3 +763,139 @@ unsigned yamljson_path_line(const struct yamljson *y, size_t i, const char *path
     }
     return line;
 }
+
+/* ---- Printing ---- */
+
+struct sink {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static int sink_write(void *data, unsigned char *bytes, size_t size)
+{
+    struct sink *s = data;
+    if (size > SIZE_MAX / 2 - s->len - 1) {
+        s->failed = true;
+        return 0;
+    }
+    if (s->len + size + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 256;
+        while (cap < s->len + size + 1)
+            cap *= 2;
+        char *b = realloc(s->buf, cap);
+        if (!b) {
+            s->failed = true;
+            return 0;
+        }
+        s->buf = b;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, bytes, size);
+    s->len += size;
+    s->buf[s->len] = '\0';
+    return 1;
+}
+
+/* Whether a plain scalar with this text would read back as something other than this string. */
+static bool reads_as_other(const char *s)
+{
+    double v;
+    return one_of(s, nulls) || one_of(s, trues) || one_of(s, falses) || one_of(s, specials) ||
+           parse_int(s, &v) != 0 || parse_float(s, &v) > 0 || strcmp(s, "<<") == 0;
+}
+
+static int emit_scalar(yaml_emitter_t *e, const char *text, yaml_scalar_style_t style)
+{
+    yaml_event_t ev;
+    size_t len = strlen(text);
+    if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text, (int)len, 1, 1, style))
+        return -ENOMEM;
+    return yaml_emitter_emit(e, &ev) ? 0 : -EIO;
+}
+
+static int emit_string(yaml_emitter_t *e, const char *s)
+{
+    return emit_scalar(e, s,
+                       reads_as_other(s) ? YAML_DOUBLE_QUOTED_SCALAR_STYLE : YAML_ANY_SCALAR_STYLE);
+}
+
+static int emit_node(yaml_emitter_t *e, const cJSON *n, unsigned depth)
+{
+    yaml_event_t ev;
+    if (depth > YAMLJSON_MAX_DEPTH)
+        return -E2BIG;
+    if (cJSON_IsObject(n) || cJSON_IsArray(n)) {
+        bool map = cJSON_IsObject(n), empty = !n->child; /* {} and [] read better in flow */
+        int ok = map ? yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                           empty ? YAML_FLOW_MAPPING_STYLE
+                                                                 : YAML_BLOCK_MAPPING_STYLE)
+                     : yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+                                                            empty ? YAML_FLOW_SEQUENCE_STYLE
+                                                                  : YAML_BLOCK_SEQUENCE_STYLE);
+        if (!ok)
+            return -ENOMEM;
+        if (!yaml_emitter_emit(e, &ev))
+            return -EIO;
+        for (const cJSON *c = n->child; c; c = c->next) {
+            int rc = map ? emit_string(e, c->string ? c->string : "") : 0;
+            if (rc == 0)
+                rc = emit_node(e, c, depth + 1);
+            if (rc < 0)
+                return rc;
+        }
+        ok = map ? yaml_mapping_end_event_initialize(&ev) : yaml_sequence_end_event_initialize(&ev);
+        if (!ok)
+            return -ENOMEM;
+        return yaml_emitter_emit(e, &ev) ? 0 : -EIO;
+    }
+    if (cJSON_IsString(n))
+        return emit_string(e, n->valuestring);
+    if (cJSON_IsNumber(n)) {
+        char num[64];
+        double d = n->valuedouble;
+        if (d == (double)(int64_t)d && d > -9007199254740992.0 && d < 9007199254740992.0)
+            snprintf(num, sizeof(num), "%lld", (long long)d);
+        else
+            snprintf(num, sizeof(num), "%.17g", d);
+        return emit_scalar(e, num, YAML_PLAIN_SCALAR_STYLE);
+    }
+    if (cJSON_IsBool(n))
+        return emit_scalar(e, cJSON_IsTrue(n) ? "true" : "false", YAML_PLAIN_SCALAR_STYLE);
+    return emit_scalar(e, "null", YAML_PLAIN_SCALAR_STYLE);
+}
+
+char *yamljson_print(const cJSON *doc)
+{
+    yaml_emitter_t e;
+    yaml_event_t ev;
+    struct sink s = {0};
+    if (!yaml_emitter_initialize(&e))
+        return NULL;
+    yaml_emitter_set_output(&e, sink_write, &s);
+    yaml_emitter_set_unicode(&e, 1);
+    yaml_emitter_set_width(&e, -1);
+    yaml_emitter_set_indent(&e, 2);
+    int rc = -EIO;
+    if (!yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING) || !yaml_emitter_emit(&e, &ev))
+        goto out;
+    if (!yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 1) ||
+        !yaml_emitter_emit(&e, &ev))
+        goto out;
+    if ((rc = emit_node(&e, doc, 0)) < 0)
+        goto out;
+    rc = -EIO;
+    if (!yaml_document_end_event_initialize(&ev, 1) || !yaml_emitter_emit(&e, &ev))
+        goto out;
+    if (!yaml_stream_end_event_initialize(&ev) || !yaml_emitter_emit(&e, &ev) ||
+        !yaml_emitter_flush(&e))
+        goto out;
+    rc = 0;
+out:
+    yaml_emitter_delete(&e);
+    if (rc < 0 || s.failed) {
+        free(s.buf);
+        return NULL;
+    }
+    return s.buf;
+}

@@ -71,4 +71,10 @@ unsigned yamljson_line(const struct yamljson *y, const cJSON *node);
  * document (a field that is missing), the line of the deepest node it reached; "" = the root. */
 unsigned yamljson_path_line(const struct yamljson *y, size_t i, const char *path);
 
+/* doc as a YAML document in block style (as kubectl -o yaml prints: keys in the object's order,
+ * strings quoted where plain text would read back as another type or not at all), malloc'd
+ * and NUL-terminated (the caller frees), or NULL without memory or for a doc nested deeper than
+ * YAMLJSON_MAX_DEPTH. yamljson_parse reads it back to an equal document. */
+char *yamljson_print(const cJSON *doc);
+
 #endif

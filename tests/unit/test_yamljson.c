@@ -297,6 +297,34 @@ static void test_bounds(void)
     CHECK(y == NULL);
 }
 
+/* Printing reads back to an equal document, strings that look like other types included. */
+static void test_print(void)
+{
+    const char *j =
+        "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[{\"a\":\"true\",\"b\":\"123\","
+        "\"c\":\"\",\"d\":\"a: b\",\"e\":\"- x\",\"f\":\"multi\\nline\",\"g\":\"null\","
+        "\"h\":\"~\",\"i\":\"0x1F\",\"k\":\".inf\",\"l\":\"<<\",\"m\":\"caf\u00e9\","
+        "\"n\":\"\\u0001\\t\",\"o\":\"#x\",\"p\":\" pad \"},[],{},1.5,-3,true,null,"
+        "[[1,2],{\"x\":{\"y\":[]}}]],\"metadata\":{\"resourceVersion\":\"\"}}";
+    cJSON *doc = cJSON_Parse(j);
+    REQUIRE(doc != NULL);
+    char *text = yamljson_print(doc);
+    REQUIRE(text != NULL);
+    struct mm_error err = {0};
+    struct yamljson *y = parse(text, &err);
+    CHECK(y != NULL);
+    if (y) {
+        CHECK_INT(yamljson_count(y), 1);
+        CHECK(cJSON_Compare(doc, yamljson_root(y, 0), true));
+        yamljson_free(y);
+    } else {
+        fprintf(stderr, "  %s\n%s\n", err.msg, text);
+    }
+    CHECK(strncmp(text, "apiVersion: v1\nkind: List\nitems:\n- a: \"true\"\n", 44) == 0);
+    free(text);
+    cJSON_Delete(doc);
+}
+
 int main(void)
 {
     test_walkthrough();
@@ -306,5 +334,6 @@ int main(void)
     test_aliases();
     test_refusals();
     test_bounds();
+    test_print();
     return CHECK_DONE();
 }
