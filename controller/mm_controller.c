@@ -246,10 +246,10 @@ static void log_stats(struct controller *c, const char *when)
     mm_log(MM_LOG_INFO, WHO,
            "%s: %" PRIu64 " events, %" PRIu64 " evaluations, %" PRIu64 " status writes (%" PRIu64
            " lost, %" PRIu64 " failed), %" PRIu64 " sets, %" PRIu64 " deletes (%" PRIu64
-           " failed); status latency n=%" PRIu64 " p50<=%" PRIu64 " ms p99<=%" PRIu64
+           " failed), %" PRIu64 " loads asked; status latency n=%" PRIu64 " p50<=%" PRIu64 " ms p99<=%" PRIu64
            " ms max %" PRIu64 " ms",
            when, s.events, s.evaluations, s.status_writes, s.writes_lost, s.write_errors, s.sets,
-           s.deletes, s.op_errors, n, reconcile_latency_percentile(&s, 500),
+           s.deletes, s.op_errors, s.ensures, n, reconcile_latency_percentile(&s, 500),
            reconcile_latency_percentile(&s, 990), s.latency_max_ms);
     c->stats_logged = s.status_writes;
 }
@@ -315,6 +315,7 @@ static void start_leading(struct controller *c)
     if (vmodels_new(&vc, &c->vmodels, &err) < 0)
         goto fail;
     rc.vmodels = c->vmodels;
+    rc.mesh = c->mesh;
     if (reconcile_new(&rc, &c->rec, &err) < 0)
         goto fail;
     ev_timer_again(c->loop, &c->stats);

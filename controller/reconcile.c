@@ -48,6 +48,9 @@ struct istate {
     bool queued;
     double dirty_since;           /* monotonic s of the first event not yet written; 0 = none */
     struct vmodels_op *op;        /* set / delete in flight */
+    struct mesh_op *ensure;       /* a model without copies being placed */
+    uint64_t ensure_epoch;        /* instances_epoch when an ensure last ended unplaced */
+    bool ensure_failed;
     struct etcd_request *write;   /* status txn in flight */
     double write_since;           /* the dirty_since the write in flight answers */
     int64_t written_rev;          /* our last status write: wait for the mirror to reach it */
@@ -77,6 +80,7 @@ struct reconcile {
     struct istate *dirty_head, *dirty_tail;
     ev_timer kick;
     bool instances_stale, runtimes_stale;
+    uint64_t instances_epoch;     /* changes of instances that matter (came, went, labels) */
     struct instance_slot *instances;
     size_t n_instances, cap_instances;
     struct isvc_runtime *runtimes;
@@ -155,6 +159,7 @@ static void state_free(struct istate *s)
     struct reconcile *r = s->r;
     ev_timer_stop(r->loop, &s->retry);
     vmodels_op_cancel(s->op);
+    mesh_op_cancel(s->ensure);
     etcd_request_cancel(s->write);
     free(s);
 }
@@ -447,6 +452,45 @@ static void on_op(int status, const struct mm_error *err, const struct vmodel_st
     mark_state(s);
 }
 
+static void on_ensure(int status, const struct mm_error *err, const struct mesh_status *st,
+                      void *arg)
+{
+    struct istate *s = arg;
+    struct reconcile *r = s->r;
+    s->ensure = NULL;
+    if (status < 0) {
+        /* tried again once the instances change (a pod of its runtime comes) */
+        s->ensure_failed = true;
+        s->ensure_epoch = r->instances_epoch;
+        complain(s, MM_LOG_INFO, "loading its model: %s", err ? err->msg : mm_strerror(status));
+        if (status == -EAGAIN)
+            retry_later(s);
+        return;
+    }
+    s->ensure_failed = false;
+    mark_state(s);
+}
+
+/* The vmodel's active model (not in transition: vmodels drives those) has no copy at all, not
+ * even a failed one: place it, unless that failed and the instances have not changed since. */
+static void maybe_ensure(struct istate *s, const struct isvc_model_view *av)
+{
+    struct reconcile *r = s->r;
+    if (!r->cfg.mesh || s->ensure || !av->rec || av->n_copies > 0 ||
+        (s->ensure_failed && s->ensure_epoch == r->instances_epoch))
+        return;
+    struct mm_error err = {0};
+    r->stats.ensures++;
+    unsigned t = r->cfg.op_timeout_ms ? r->cfg.op_timeout_ms : 30000;
+    if (mesh_ensure(r->cfg.mesh, av->id, av->rec->last_used_ms, false, t, on_ensure, s,
+                    &s->ensure, &err) < 0) {
+        s->ensure = NULL;
+        s->ensure_failed = true;
+        s->ensure_epoch = r->instances_epoch;
+        complain(s, MM_LOG_WARN, "loading its model: %s", err.msg);
+    }
+}
+
 /* The InferenceService is gone: its vmodel (if ours) and its status go too. */
 static void evaluate_gone(struct istate *s, const char *skey, const char *ikey)
 {
@@ -475,7 +519,7 @@ static void evaluate_gone(struct istate *s, const char *skey, const char *ikey)
     const struct mirror_entry *se = mirror_get(r->cfg.mirror, skey, strlen(skey));
     if (se && !s->write)
         write_status(s, skey, ikey, 0, NULL);
-    if (!ours && !se && !s->op && !s->write && !ev_is_active(&s->retry))
+    if (!ours && !se && !s->op && !s->write && !s->ensure && !ev_is_active(&s->retry))
         state_drop(s);
     else if (!se && !ours)
         s->dirty_since = 0;
@@ -615,6 +659,8 @@ static void evaluate(struct istate *s)
         model_view(r, 0, r->vmodel.active_model_id, &av);
     if (have_target)
         model_view(r, 1, r->vmodel.target_model_id, &tv);
+    else if (have_active && mine && !s->op && fence(r))
+        maybe_ensure(s, &av);
     struct isvc_instance_view *iv = NULL;
     if (r->n_instances && !(iv = calloc(r->n_instances, sizeof(*iv)))) {
         retry_later(s);
@@ -724,8 +770,10 @@ static void on_event(const struct mirror_event *ev, void *arg)
         break;
     case KEY_INSTANCE:
         r->instances_stale = true;
-        if (instance_matters(ev))
+        if (instance_matters(ev)) {
+            r->instances_epoch++;
             mark_all(r);
+        }
         break;
     case KEY_ELECTION:
         mark_all(r);

@@ -10,6 +10,8 @@
  *   - the spec is parsed (isvc.h); a valid one whose vmodel does not target its revision id gets
  *     vmodels_set (owner "isvc:<ns>", autoDeleteTargetModel, loadNow, the model info with the
  *     runtime chosen); one InferenceService deleted gets vmodels_delete and its status deleted;
+ *   - a vmodel not in transition whose model has no copy at all gets mesh_ensure (once per
+ *     change of the instances: a pod of its runtime may have come);
  *   - the status is computed by isvc.h's pure function from the mirror's records and written
  *     when it differs from the one stored, in a txn conditional on the InferenceService's
  *     revision as evaluated and on the election key as this controller holds it (create
@@ -46,6 +48,10 @@ struct reconcile_config {
     struct etcd_client *etcd;
     struct mirror *mirror;    /* of /modelmesh/<cluster>/, synced, owned by the caller */
     struct vmodels *vmodels;  /* owned by the caller */
+    struct mesh *mesh;        /* owned by the caller: a vmodel's active model without any copy
+                                 (no instance could take it when it was set: its runtime's pods
+                                 came later, or all died) is placed again (mesh_ensure) when an
+                                 instance comes or changes; NULL = never */
     unsigned op_timeout_ms;   /* one vmodels_set / vmodels_delete; 0 = 30,000 */
     unsigned retry_ms;        /* an InferenceService whose write or operation failed is evaluated
                                  again after this (doubling to 30 s); 0 = 500 */
@@ -71,6 +77,7 @@ struct reconcile_stats {
     uint64_t writes_lost;     /* txns whose compare failed (changed meanwhile, or not leader) */
     uint64_t write_errors;    /* txns etcd did not answer or refused */
     uint64_t sets, deletes;   /* vmodels_set / vmodels_delete calls */
+    uint64_t ensures;         /* mesh_ensure calls for a model without copies */
     uint64_t op_errors;       /* of those, failed */
     uint64_t latency[RECONCILE_LATENCY_BUCKETS];
     uint64_t latency_max_ms;

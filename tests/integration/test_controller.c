@@ -1,13 +1,14 @@
 /* test_controller.c - mm-controller on a cluster of real processes: etcd, 2 pods of mm-runtime +
- * mm-node (xgboost, runtime mm-runtime), the ServingRuntimes of deploy/runtimes applied, and two
- * controllers. InferenceServices are written to etcd as mmctl apply writes them; the status is
+ * mm-node (xgboost, runtime mm-runtime) and one of the sklearn runtime whose node starts later
+ * (runtime mm-sklearn), the ServingRuntimes of deploy/runtimes applied, and two controllers. InferenceServices are written to etcd as mmctl apply writes them; the status is
  * read back from isvc-status/ and followed through a mirror of the test's own:
  *   - one controller leads, the other follows;
  *   - create: Pending/Loading -> Loaded, UpToDate, Ready (the active state never moves back),
  *     the vmodel owned by isvc:<ns> targets the revision id, the model record has the type and
  *     the runtime chosen, grpcUrl/restUrl;
  *   - a runtime with no running pod (sklearn): Loading + RuntimeUnhealthy "Waiting for runtime
- *     Pod to become available";
+ *     Pod to become available"; once its pod's node starts, the model loads there and the
+ *     InferenceService is Ready (the walkthrough's order: apply first, pods later);
  *   - an unknown format: InvalidSpec + NoSupportingRuntime; an unknown runtime:
  *     RuntimeNotRecognized; no storage: "Predictor Storage field missing"; the same name in a
  *     second namespace: InvalidSpec naming the owning namespace; none of them gets a vmodel;
@@ -20,7 +21,8 @@
  *     status keeps updating (a new InferenceService gets Ready);
  *   - the latency from each copy event to the status write it caused, as the test's mirror
  *     sees both: printed as a distribution, its median checked against 100 ms.
- * argv: MM_NODE MM_RUNTIME MAKE_BREAST_CANCER MM_CONTROLLER RUNTIMES_DIR */
+ * argv: MM_NODE MM_RUNTIME MAKE_BREAST_CANCER MM_CONTROLLER RUNTIMES_DIR PYTHON SKLEARN_SERVER
+ *       MAKE_MNIST_SVM */
 #include <errno.h>
 #include <ev.h>
 #include <signal.h>
@@ -42,7 +44,8 @@
 #define STATUS_MS 10000
 #define MAX_SAMPLES 4096
 
-static const char *mm_node, *mm_runtime, *maker, *mm_controller, *runtimes_dir;
+static const char *mm_node, *mm_runtime, *maker, *mm_controller, *runtimes_dir, *python,
+    *sklearn_server, *maker_mnist;
 static char work[256];
 static char model_file[512];
 static struct cluster cl;
@@ -147,6 +150,11 @@ static void make_model(void)
         fprintf(stderr, "%s: %s\n", cmd, out);
     REQUIRE(rc == 0);
     snprintf(model_file, sizeof(model_file), "%s/xgboost/breast-cancer.json", work);
+    snprintf(cmd, sizeof(cmd), "'%s' '%s' '%s'", python, maker_mnist, work);
+    rc = harness_capture(cmd, out, sizeof(out));
+    if (rc != 0)
+        fprintf(stderr, "%s: %s\n", cmd, out);
+    REQUIRE(rc == 0);
 }
 
 static void cleanup(void)
@@ -170,7 +178,8 @@ static void start(void)
     struct cluster_config cfg = {
         .mm_node = mm_node,
         .mm_runtime = mm_runtime,
-        .n_pods = 2,
+        .n_pods = 3,
+        .start_nodes_later = true,
         .runtime_load_timeout_ms = 20000,
         .lease_ttl = "2s",
         .node_args = "--replace-delay 500ms --failure-expiry 60s",
@@ -178,11 +187,20 @@ static void start(void)
         .mm_controller = mm_controller,
         .controller_lease_ttl = "2s",
     };
+    cfg.pod_runtimes[2] = (struct cluster_pod_runtime){.program = sklearn_server,
+                                                       .interpreter = python,
+                                                       .runtime_name = "mm-sklearn",
+                                                       .model_types = "sklearn"};
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
     if (rc < 0)
         cluster_dump_logs(&cl, true);
     REQUIRE(rc == 0);
+    REQUIRE(cluster_node_start(&cl, 0) == 0);
+    REQUIRE(cluster_node_start(&cl, 1) == 0);
+    char src[512];
+    snprintf(src, sizeof(src), "%s/sklearn/mnist-svm.joblib", work);
+    REQUIRE(cluster_copy_file(&cl, src, "sklearn/mnist-svm.joblib") == 0);
     static const char *const files[] = {"xgb/a.json", "xgb/b.json", "xgb/c.json", "xgb/d.json"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         REQUIRE(cluster_copy_file(&cl, model_file, files[i]) == 0);
@@ -419,6 +437,19 @@ static void refusals(void)
     struct model_record mr;
     CHECK_INT(cluster_model(&cl, rev, &mr), 1);
     CHECK_STR(mr.runtime, "mm-sklearn");
+    CHECK_INT(cluster_copies(&cl, rev, NULL, 0), 0);
+    /* its runtime's pod comes: the model loads there */
+    long long t0 = harness_now_ms();
+    REQUIRE(cluster_node_start(&cl, 2) == 0);
+    CHECK(wait_status(NS, "isvc-sk", is_ready, rev, READY_MS, &st));
+    fprintf(stderr, "runtime pod: isvc-sk Ready %lld ms after its node started\n",
+            harness_now_ms() - t0);
+    CHECK_INT(st.failure.reason, ISVC_REASON_NONE);
+    struct cluster_copy cc[4];
+    int ncc = cluster_copies(&cl, rev, cc, 4);
+    CHECK_INT(ncc, 1);
+    if (ncc == 1)
+        CHECK_STR(cc[0].iid, "n2");
 
     put_isvc(NS, "isvc-tf", 1,
              "{\"modelFormat\":{\"name\":\"tensorflow\"},\"storage\":{\"path\":\"tf/m\"}}");
@@ -599,9 +630,9 @@ static void latency(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
+    if (argc != 9) {
         fprintf(stderr, "usage: test_controller MM_NODE MM_RUNTIME MAKE_BREAST_CANCER "
-                        "MM_CONTROLLER RUNTIMES_DIR\n");
+                        "MM_CONTROLLER RUNTIMES_DIR PYTHON SKLEARN_SERVER MAKE_MNIST_SVM\n");
         return 2;
     }
     mm_node = argv[1];
@@ -609,6 +640,9 @@ int main(int argc, char **argv)
     maker = argv[3];
     mm_controller = argv[4];
     runtimes_dir = argv[5];
+    python = argv[6];
+    sklearn_server = argv[7];
+    maker_mnist = argv[8];
     signal(SIGPIPE, SIG_IGN);
     make_model();
     atexit(cleanup);
