@@ -434,7 +434,12 @@ static void refusals(void)
     CHECK_INT(st.active_state, ISVC_STATE_LOADING);
     CHECK_INT(st.transition, ISVC_UP_TO_DATE);
     CHECK(!st.ready.status && !st.predictor_ready.status);
+    /* the status may be written before the vmodel's txn: wait for the model record */
     struct model_record mr;
+    long long until = harness_now_ms() + STATUS_MS;
+    while (cluster_model(&cl, rev, &mr) != 1 && harness_now_ms() < until)
+        cluster_run(&cl, 20);
+    memset(&mr, 0, sizeof(mr));
     CHECK_INT(cluster_model(&cl, rev, &mr), 1);
     CHECK_STR(mr.runtime, "mm-sklearn");
     CHECK_INT(cluster_copies(&cl, rev, NULL, 0), 0);
