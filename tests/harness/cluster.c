@@ -119,9 +119,11 @@ int cluster_runtime_start(struct cluster *c, size_t i)
     char cap[32], dflt[32], timeout[32], conc[32];
     char *argv[32];
     int n = 0;
-    if (c->cfg.runtime_interpreter)
-        argv[n++] = (char *)c->cfg.runtime_interpreter;
-    argv[n++] = (char *)c->cfg.mm_runtime;
+    const struct cluster_pod_kind *k = c->cfg.pod_kinds ? &c->cfg.pod_kinds[i] : NULL;
+    const char *interpreter = k ? k->runtime_interpreter : c->cfg.runtime_interpreter;
+    if (interpreter)
+        argv[n++] = (char *)interpreter;
+    argv[n++] = (char *)(k ? k->mm_runtime : c->cfg.mm_runtime);
     argv[n++] = "--listen";
     argv[n++] = "127.0.0.1:0";
     argv[n++] = "--models-dir"; /* what the node downloads or links */
@@ -183,6 +185,8 @@ int cluster_node_start(struct cluster *c, size_t i)
     if (iport < 0)
         return iport;
     p->internal_port = iport;
+    const struct cluster_pod_kind *k = c->cfg.pod_kinds ? &c->cfg.pod_kinds[i] : NULL;
+    const char *types = k && k->model_types ? k->model_types : c->cfg.model_types;
     char runtime[64], listen[64], internal[64], extra[sizeof(c->node_args)];
     snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", p->runtime_port);
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
@@ -193,7 +197,7 @@ int cluster_node_start(struct cluster *c, size_t i)
                       "--cluster", c->name,
                       "--instance-id", p->iid,
                       "--runtime", runtime,
-                      "--model-types", (char *)(c->cfg.model_types ? c->cfg.model_types : "xgboost"),
+                      "--model-types", (char *)(types ? types : "xgboost"),
                       "--internal-listen", internal,
                       "--listen", listen,
                       "--models-root", c->models_root,
@@ -204,6 +208,10 @@ int cluster_node_start(struct cluster *c, size_t i)
     int n = 0;
     while (argv[n])
         n++;
+    if (k && k->runtime_name) {
+        argv[n++] = "--runtime-name";
+        argv[n++] = (char *)k->runtime_name;
+    }
     add_args(argv, &n, 96, extra);
     argv[n] = NULL;
     long long t0 = harness_now_ms();

@@ -32,6 +32,16 @@ struct rpc_context;
 struct rpc_channel;
 struct spi_client;
 
+/* What one pod runs when a cluster mixes runtimes (cluster_config.pod_kinds): its runtime
+ * program (and interpreter), the node's --model-types and --runtime-name. */
+struct cluster_pod_kind {
+    const char *mm_runtime;         /* required */
+    const char *runtime_interpreter; /* NULL = run mm_runtime itself */
+    const char *model_types;        /* NULL = the cluster's model_types */
+    const char *runtime_name;       /* mm-node --runtime-name; NULL = the node's default
+                                       (mm-runtime) */
+};
+
 struct cluster_config {
     const char *mm_node;            /* paths of the programs (required) */
     const char *mm_runtime;
@@ -56,6 +66,9 @@ struct cluster_config {
                                        ("--log-level debug" for one run) */
     const char *model_types;        /* --model-types; NULL = "xgboost" */
     bool start_nodes_later;         /* cluster_start starts etcd and the runtimes only */
+    const struct cluster_pod_kind *pod_kinds; /* NULL: every pod runs mm_runtime as above;
+                                       else n_pods entries, pod i runs pod_kinds[i] (mm_runtime
+                                       above must still be set) */
 };
 
 struct cluster_pod {
