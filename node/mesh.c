@@ -1474,7 +1474,8 @@ static int check_text(const char *field, const char *v, size_t max, bool require
 
 bool mesh_same_info(const struct model_record *a, const struct model_record *b)
 {
-    return strcmp(a->type, b->type) == 0 && strcmp(a->storage_path, b->storage_path) == 0 &&
+    return strcmp(a->type, b->type) == 0 && strcmp(a->runtime, b->runtime) == 0 &&
+           strcmp(a->storage_path, b->storage_path) == 0 &&
            strcmp(a->storage_key, b->storage_key) == 0 &&
            strcmp(a->storage_params, b->storage_params) == 0;
 }
@@ -1543,13 +1544,17 @@ int mesh_info_record(const char *model_id, const struct mesh_model_info *info,
         (rc = check_text("modelInfo.path", info->path, sizeof(rec.storage_path) - 1, false,
                          model_id, err)) < 0 ||
         (rc = check_text("modelInfo.key", info->key, MESH_KEY_MAX, false, model_id, err)) <
-            0)
+            0 ||
+        (rc = check_text("modelInfo.runtime", info->runtime, 120, false,
+                         model_id, err)) < 0)
         return rc;
     if (info->key && (rc = record_model_key(info->key, strlen(info->key), &rec, err)) < 0) {
         mm_error_prefix(err, "model %s: ", model_id);
         return rc;
     }
     snprintf(rec_out->type, sizeof(rec_out->type), "%s", info->type);
+    snprintf(rec_out->runtime, sizeof(rec_out->runtime), "%s",
+             info->runtime ? info->runtime : "");
     snprintf(rec_out->storage_path, sizeof(rec_out->storage_path), "%s",
              info->path ? info->path : "");
     if (info->key) {

@@ -1167,6 +1167,7 @@ static void decide(struct vmodels_op *op, const struct etcd_kv *vkv, const struc
     if (!have_m) {
         memset(&nm, 0, sizeof(nm));
         snprintf(nm.type, sizeof(nm.type), "%s", op->info.type);
+        snprintf(nm.runtime, sizeof(nm.runtime), "%s", op->info.runtime);
         snprintf(nm.storage_path, sizeof(nm.storage_path), "%s", op->info.storage_path);
         snprintf(nm.storage_key, sizeof(nm.storage_key), "%s", op->info.storage_key);
         memcpy(nm.storage_params, op->info.storage_params, sizeof(nm.storage_params));

@@ -105,18 +105,21 @@ struct mesh_model_info {
     const char *key;  /* storage key: plain, or ModelMesh Serving's JSON form
                          {"storage_key":K,"storage_params":{..},..} (records.h
                          record_model_key) */
+    const char *runtime; /* NULL or "": any instance serving the type; else only those
+                            labelled rt:<runtime> (the controller's runtime choice; the model
+                            API's registerModel has no such field) */
 };
 
 /* The checks registerModel makes of an id and its info: 0, or -EINVAL with err naming the
  * field (modelId, modelInfo.type, ...). */
 int mesh_check_model(const char *model_id, const struct mesh_model_info *info,
                      struct mm_error *err);
-/* The same checks, then the model record's type, storage_path, storage_key and
+/* The same checks, then the model record's type, runtime, storage_path, storage_key and
  * storage_params from info (rec's other fields untouched). 0 or -EINVAL with err. */
 int mesh_info_record(const char *model_id, const struct mesh_model_info *info,
                      struct model_record *rec, struct mm_error *err);
-/* Whether two model records hold the same info (type, path, key, parameters): registering a
- * model again with the same info is no change. */
+/* Whether two model records hold the same info (type, runtime, path, key, parameters):
+ * registering a model again with the same info is no change. */
 bool mesh_same_info(const struct model_record *a, const struct model_record *b);
 /* The last use a model registered now is given when none is asked for
  * (place_initial_last_used with this mesh's thresholds). */

@@ -1,6 +1,7 @@
 /* cluster.c - a local mesh of real processes for tests and benchmarks (see cluster.h). */
 #include "cluster.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 
 #include "mm/etcd.h"
 #include "mm/etcd_sync.h"
+#include "mm/yamljson.h"
 #include "mm/rpc.h"
 #include "mm/spi.h"
 
@@ -119,11 +121,16 @@ int cluster_runtime_start(struct cluster *c, size_t i)
     char cap[32], dflt[32], timeout[32], conc[32];
     char *argv[32];
     int n = 0;
-    const struct cluster_pod_kind *k = c->cfg.pod_kinds ? &c->cfg.pod_kinds[i] : NULL;
-    const char *interpreter = k ? k->runtime_interpreter : c->cfg.runtime_interpreter;
-    if (interpreter)
-        argv[n++] = (char *)interpreter;
-    argv[n++] = (char *)(k ? k->mm_runtime : c->cfg.mm_runtime);
+    const struct cluster_pod_runtime *pr = &c->cfg.pod_runtimes[i];
+    if (pr->program) {
+        if (pr->interpreter)
+            argv[n++] = (char *)pr->interpreter;
+        argv[n++] = (char *)pr->program;
+    } else {
+        if (c->cfg.runtime_interpreter)
+            argv[n++] = (char *)c->cfg.runtime_interpreter;
+        argv[n++] = (char *)c->cfg.mm_runtime;
+    }
     argv[n++] = "--listen";
     argv[n++] = "127.0.0.1:0";
     argv[n++] = "--models-dir"; /* what the node downloads or links */
@@ -185,8 +192,6 @@ int cluster_node_start(struct cluster *c, size_t i)
     if (iport < 0)
         return iport;
     p->internal_port = iport;
-    const struct cluster_pod_kind *k = c->cfg.pod_kinds ? &c->cfg.pod_kinds[i] : NULL;
-    const char *types = k && k->model_types ? k->model_types : c->cfg.model_types;
     char runtime[64], listen[64], internal[64], extra[sizeof(c->node_args)];
     snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", p->runtime_port);
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
@@ -197,7 +202,10 @@ int cluster_node_start(struct cluster *c, size_t i)
                       "--cluster", c->name,
                       "--instance-id", p->iid,
                       "--runtime", runtime,
-                      "--model-types", (char *)(types ? types : "xgboost"),
+                      "--model-types", (char *)(c->cfg.pod_runtimes[i].model_types
+                                                    ? c->cfg.pod_runtimes[i].model_types
+                                                : c->cfg.model_types ? c->cfg.model_types
+                                                                     : "xgboost"),
                       "--internal-listen", internal,
                       "--listen", listen,
                       "--models-root", c->models_root,
@@ -208,9 +216,9 @@ int cluster_node_start(struct cluster *c, size_t i)
     int n = 0;
     while (argv[n])
         n++;
-    if (k && k->runtime_name) {
+    if (c->cfg.pod_runtimes[i].runtime_name) {
         argv[n++] = "--runtime-name";
-        argv[n++] = (char *)k->runtime_name;
+        argv[n++] = (char *)c->cfg.pod_runtimes[i].runtime_name;
     }
     add_args(argv, &n, 96, extra);
     argv[n] = NULL;
@@ -332,6 +340,11 @@ int cluster_start(struct cluster *c, const struct cluster_config *cfg)
         fprintf(stderr, "cluster: temp dirs under %s: %s\n", c->dir, strerror(-rc));
         return rc;
     }
+    for (size_t k = 0; k < CLUSTER_MAX_CONTROLLERS; k++) {
+        snprintf(c->controllers[k].identity, sizeof(c->controllers[k].identity), "ctl%zu", k);
+        snprintf(c->controllers[k].log, sizeof(c->controllers[k].log), "%s/controller-%zu.log",
+                 c->dir, k);
+    }
     rc = harness_etcd_start(&c->etcd, NULL);
     if (rc < 0)
         return rc;
@@ -347,6 +360,8 @@ int cluster_start(struct cluster *c, const struct cluster_config *cfg)
         fprintf(stderr, "cluster: clients: %s\n", err.msg);
         return rc;
     }
+    if (cfg->runtimes_dir && (rc = cluster_apply_runtimes(c, cfg->runtimes_dir)) > 0)
+        rc = 0;
     for (size_t i = 0; rc == 0 && i < cfg->n_pods; i++)
         rc = cluster_runtime_start(c, i);
     for (size_t i = 0; rc == 0 && !cfg->start_nodes_later && i < cfg->n_pods; i++)
@@ -386,8 +401,188 @@ int cluster_gateway_start(struct cluster *c)
     return rc;
 }
 
+/* ---------------------------------------------------------------- runtimes and controllers */
+
+static int get_record(struct cluster *c, const char *key, enum record_kind kind, void *rec,
+                      int64_t *lease);
+
+static int apply_runtime_file(struct cluster *c, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cluster: %s: %s\n", path, strerror(errno));
+        return -errno;
+    }
+    char *text = malloc(YAMLJSON_MAX_BYTES);
+    size_t len = text ? fread(text, 1, YAMLJSON_MAX_BYTES, f) : 0;
+    fclose(f);
+    if (!text)
+        return -ENOMEM;
+    struct yamljson *y = NULL;
+    struct mm_error err = {0};
+    int rc = yamljson_parse(text, len, NULL, &y, &err);
+    free(text);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: %s: %s\n", path, err.msg);
+        return rc;
+    }
+    int applied = 0;
+    for (size_t i = 0; rc >= 0 && i < yamljson_count(y); i++) {
+        const cJSON *doc = yamljson_root(y, i);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(doc, "metadata"), "name");
+        char key[KEYS_MAX];
+        char *json = cJSON_PrintUnformatted(doc);
+        if (!cJSON_IsString(name) || !json ||
+            keys_runtime(key, sizeof(key), c->name, name->valuestring, &err) < 0) {
+            fprintf(stderr, "cluster: %s: document %zu: no usable metadata.name %s\n", path,
+                    i + 1, err.msg);
+            rc = -EINVAL;
+        } else if ((rc = etcd_sync_put(c->etcd_client, key, json, 0, NULL, &err)) < 0) {
+            fprintf(stderr, "cluster: put %s: %s\n", key, err.msg);
+        } else {
+            applied++;
+        }
+        free(json);
+    }
+    yamljson_free(y);
+    return rc < 0 ? rc : applied;
+}
+
+int cluster_apply_runtimes(struct cluster *c, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "cluster: runtimes dir %s: %s\n", dir, strerror(errno));
+        return -errno;
+    }
+    int total = 0, rc = 0;
+    struct dirent *de;
+    while (rc >= 0 && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 6 || strcmp(de->d_name + l - 5, ".yaml") != 0)
+            continue;
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        rc = apply_runtime_file(c, path);
+        if (rc > 0)
+            total += rc;
+    }
+    closedir(d);
+    return rc < 0 ? rc : total;
+}
+
+/* Wait until the log has a line "LEADING" or "FOLLOWING ..." past offset. */
+static int wait_role(const char *log, long offset, pid_t pid, long ms)
+{
+    long long until = harness_now_ms() + ms;
+    while (harness_now_ms() < until) {
+        FILE *f = fopen(log, "r");
+        if (f) {
+            fseek(f, offset, SEEK_SET);
+            char line[512];
+            while (fgets(line, sizeof(line), f)) {
+                if (strncmp(line, "LEADING", 7) == 0 || strncmp(line, "FOLLOWING", 9) == 0) {
+                    fclose(f);
+                    return 0;
+                }
+            }
+            fclose(f);
+        }
+        if (harness_wait_pid(pid, 20) != -1)
+            return -ECHILD;
+    }
+    return -ETIMEDOUT;
+}
+
+int cluster_controller_start(struct cluster *c, size_t k)
+{
+    if (!c->cfg.mm_controller || k >= CLUSTER_MAX_CONTROLLERS)
+        return -EINVAL;
+    struct cluster_controller *ct = &c->controllers[k];
+    if (ct->pid > 0)
+        return -EALREADY;
+    char extra[1024];
+    const char *more = getenv("MM_TEST_CONTROLLER_ARGS");
+    snprintf(extra, sizeof(extra), "%s %s", c->cfg.controller_args ? c->cfg.controller_args : "",
+             more ? more : "");
+    char *argv[64] = {(char *)c->cfg.mm_controller, "--etcd-endpoints", c->etcd.endpoint,
+                      "--cluster", c->name, "--identity", ct->identity, "--lease-ttl",
+                      (char *)(c->cfg.controller_lease_ttl ? c->cfg.controller_lease_ttl : "2s"),
+                      "--replace-delay", "500ms", "--log-level", "info"};
+    int n = 0;
+    while (argv[n])
+        n++;
+    add_args(argv, &n, 64, extra);
+    argv[n] = NULL;
+    struct stat st;
+    long offset = stat(ct->log, &st) == 0 ? (long)st.st_size : 0;
+    int rc = harness_spawn(argv, ct->log, &ct->pid);
+    if (rc < 0) {
+        ct->pid = 0;
+        return rc;
+    }
+    rc = wait_role(ct->log, offset, ct->pid, CLUSTER_START_MS);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: controller %s did not announce its role: %s\n", ct->identity,
+                strerror(-rc));
+        harness_print_tail(ct->log, 4096);
+        if (rc == -ECHILD)
+            ct->pid = 0;
+        else
+            cluster_controller_kill(c, k);
+        return rc;
+    }
+    ct->started_ms = harness_now_ms();
+    return 0;
+}
+
+void cluster_controller_kill(struct cluster *c, size_t k)
+{
+    struct cluster_controller *ct = &c->controllers[k];
+    if (ct->pid <= 0)
+        return;
+    kill(ct->pid, SIGKILL);
+    harness_wait_pid(ct->pid, 5000);
+    ct->pid = 0;
+}
+
+int cluster_controller_stop(struct cluster *c, size_t k, long ms)
+{
+    struct cluster_controller *ct = &c->controllers[k];
+    if (ct->pid <= 0)
+        return -1;
+    kill(ct->pid, SIGTERM);
+    int status = harness_wait_pid(ct->pid, ms);
+    if (status != -1)
+        ct->pid = 0;
+    return status;
+}
+
+int cluster_controller_leader(struct cluster *c)
+{
+    char key[KEYS_MAX];
+    struct mm_error err = {0};
+    int rc = keys_election(key, sizeof(key), c->name, &err);
+    if (rc < 0)
+        return rc;
+    struct election_record er;
+    rc = get_record(c, key, RECORD_ELECTION, &er, NULL);
+    if (rc <= 0)
+        return rc < 0 ? rc : -1;
+    for (size_t k = 0; k < CLUSTER_MAX_CONTROLLERS; k++)
+        if (strcmp(c->controllers[k].identity, er.leader) == 0)
+            return (int)k;
+    return -1;
+}
+
 void cluster_free(struct cluster *c)
 {
+    for (size_t k = 0; k < CLUSTER_MAX_CONTROLLERS; k++) {
+        if (c->controllers[k].pid > 0)
+            harness_stop_pid(c->controllers[k].pid, 3000);
+        c->controllers[k].pid = 0;
+    }
     if (c->gateway_pid > 0) {
         harness_stop_pid(c->gateway_pid, 3000);
         c->gateway_pid = 0;
@@ -675,6 +870,11 @@ void cluster_dump_logs(const struct cluster *c, bool with_runtimes)
 {
     if (c->gateway_log[0])
         harness_print_tail(c->gateway_log, 4000);
+    for (size_t k = 0; c->cfg.mm_controller && k < CLUSTER_MAX_CONTROLLERS; k++) {
+        struct stat st;
+        if (stat(c->controllers[k].log, &st) == 0)
+            harness_print_tail(c->controllers[k].log, 6000);
+    }
     for (size_t i = 0; i < c->cfg.n_pods; i++) {
         harness_print_tail(c->pods[i].node_log, 6000);
         if (with_runtimes)

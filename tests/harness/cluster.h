@@ -24,6 +24,7 @@
 #include "mm/records.h"
 
 #define CLUSTER_MAX_PODS 8
+#define CLUSTER_MAX_CONTROLLERS 4
 #define CLUSTER_START_MS 20000 /* each process's bound to announce LISTENING */
 
 struct ev_loop;
@@ -32,14 +33,14 @@ struct rpc_context;
 struct rpc_channel;
 struct spi_client;
 
-/* What one pod runs when a cluster mixes runtimes (cluster_config.pod_kinds): its runtime
- * program (and interpreter), the node's --model-types and --runtime-name. */
-struct cluster_pod_kind {
-    const char *mm_runtime;         /* required */
-    const char *runtime_interpreter; /* NULL = run mm_runtime itself */
-    const char *model_types;        /* NULL = the cluster's model_types */
-    const char *runtime_name;       /* mm-node --runtime-name; NULL = the node's default
-                                       (mm-runtime) */
+/* A pod whose runtime is not the cluster's default (mixed clusters: xgboost and sklearn pods). */
+struct cluster_pod_runtime {
+    const char *program;      /* NULL = cfg.mm_runtime, run by cfg.runtime_interpreter */
+    const char *interpreter;  /* runs program ("/usr/bin/python3" for runtimes/sklearn/
+                                 server.py); NULL = program runs itself */
+    const char *runtime_name; /* mm-node --runtime-name (instance label rt:NAME); NULL = the
+                                 node's default, mm-runtime */
+    const char *model_types;  /* mm-node --model-types; NULL = cfg.model_types */
 };
 
 struct cluster_config {
@@ -66,9 +67,24 @@ struct cluster_config {
                                        ("--log-level debug" for one run) */
     const char *model_types;        /* --model-types; NULL = "xgboost" */
     bool start_nodes_later;         /* cluster_start starts etcd and the runtimes only */
-    const struct cluster_pod_kind *pod_kinds; /* NULL: every pod runs mm_runtime as above;
-                                       else n_pods entries, pod i runs pod_kinds[i] (mm_runtime
-                                       above must still be set) */
+    struct cluster_pod_runtime pod_runtimes[CLUSTER_MAX_PODS]; /* zeroed = the default */
+    const char *runtimes_dir;       /* cluster_start applies every *.yaml here as
+                                       runtimes/<metadata.name> (ServingRuntime JSON) before
+                                       starting anything (deploy/runtimes); NULL = none */
+    const char *mm_controller;      /* for cluster_controller_start (may be NULL) */
+    const char *controller_args;    /* more mm-controller flags, space-separated (NULL = none);
+                                       the cluster passes --etcd-endpoints, --cluster,
+                                       --identity ctl<k>, --lease-ttl (controller_lease_ttl),
+                                       --replace-delay 500ms, --log-level; the environment's
+                                       MM_TEST_CONTROLLER_ARGS are added last */
+    const char *controller_lease_ttl; /* NULL = "2s" */
+};
+
+struct cluster_controller {
+    pid_t pid;                      /* 0 when not running */
+    char identity[16];              /* "ctl0", "ctl1", ... */
+    char log[320];
+    long long started_ms;           /* harness_now_ms() when it announced its role */
 };
 
 struct cluster_pod {
@@ -100,6 +116,7 @@ struct cluster {
     int gateway_port;
     struct rpc_channel *gateway;    /* to the gateway's --listen */
     char gateway_log[320];
+    struct cluster_controller controllers[CLUSTER_MAX_CONTROLLERS];
 };
 
 /* Whether this mm-node serves the model API: its --help names --listen. A test of the mesh
@@ -113,6 +130,23 @@ int cluster_start(struct cluster *c, const struct cluster_config *cfg);
 /* Start an mm-gateway (cfg.mm_gateway) on the cluster's etcd, on a free port; waits for
  * LISTENING and opens c->gateway. 0 or -errno. */
 int cluster_gateway_start(struct cluster *c);
+/* Apply every *.yaml of dir (ServingRuntime / ClusterServingRuntime manifests, one or more
+ * documents each) as runtimes/<metadata.name>, the JSON of the document. The number applied,
+ * or -errno (printed). */
+int cluster_apply_runtimes(struct cluster *c, const char *dir);
+
+/* Start mm-controller k (< CLUSTER_MAX_CONTROLLERS, identity "ctl<k>") on the cluster's etcd and
+ * wait until it prints LEADING or FOLLOWING. 0 or -errno (its log printed). */
+int cluster_controller_start(struct cluster *c, size_t k);
+/* SIGKILL controller k (a crash: its lease expires after the TTL), reaped. */
+void cluster_controller_kill(struct cluster *c, size_t k);
+/* SIGTERM controller k (it resigns: a follower takes over at once) and wait up to ms; its wait
+ * status, or -1. */
+int cluster_controller_stop(struct cluster *c, size_t k, long ms);
+/* The index of the controller election/controller names now (read from etcd), or -1 (none,
+ * or one the harness did not start), or -errno. */
+int cluster_controller_leader(struct cluster *c);
+
 /* Stop every process (SIGTERM, then SIGKILL after a short grace), free the clients, remove the
  * temp dir (kept, and named, when the environment has MM_TEST_KEEP=1) and etcd's. */
 void cluster_free(struct cluster *c);
