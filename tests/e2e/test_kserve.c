@@ -74,24 +74,10 @@ static struct mirror *mir;
 static char prefix[128];
 
 #define N_CTL 2
-static pid_t ctl_pid[N_CTL];
-static char ctl_log[N_CTL][400];
 
 static void stop_all(void);
 
 /* ---------------------------------------------------------------- small helpers */
-
-static bool file_has(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
-}
 
 static void read_file(const char *path, char *out, size_t size)
 {
@@ -530,50 +516,18 @@ static void status_latency(void)
 
 /* ---------------------------------------------------------------- the cluster */
 
-static bool controller_announced(void *arg)
-{
-    size_t i = (size_t)(uintptr_t)arg;
-    return file_has(ctl_log[i], "LEADING") || file_has(ctl_log[i], "FOLLOWING");
-}
-
-static void controller_start(size_t i)
-{
-    char ident[16];
-    snprintf(ident, sizeof(ident), "ctl%zu", i);
-    snprintf(ctl_log[i], sizeof(ctl_log[i]), "%s/%s.log", cl.dir, ident);
-    char *argv[] = {(char *)mm_controller, "--etcd-endpoints", cl.etcd.endpoint, "--cluster",
-                    cl.name, "--identity", ident, "--lease-ttl", "2s", "--log-level", "info",
-                    NULL};
-    REQUIRE(harness_spawn(argv, ctl_log[i], &ctl_pid[i]) == 0);
-    bool up = harness_run_until(cl.loop, controller_announced, (void *)(uintptr_t)i, 15000);
-    if (!up)
-        harness_print_tail(ctl_log[i], 4000);
-    REQUIRE(up);
-}
-
 static int leader(void)
 {
-    for (size_t i = 0; i < N_CTL; i++)
-        if (ctl_pid[i] > 0 && file_has(ctl_log[i], "LEADING"))
-            return (int)i;
-    return -1;
+    return cluster_controller_leader(&cl);
 }
 
 static void dump_logs(void)
 {
-    cluster_dump_logs(&cl, true);
-    for (size_t i = 0; i < N_CTL; i++)
-        if (ctl_log[i][0])
-            harness_print_tail(ctl_log[i], 6000);
+    cluster_dump_logs(&cl, true); /* the controllers' logs too */
 }
 
 static void stop_all(void)
 {
-    for (size_t i = 0; i < N_CTL; i++)
-        if (ctl_pid[i] > 0) {
-            harness_stop_pid(ctl_pid[i], 3000);
-            ctl_pid[i] = 0;
-        }
     if (mir)
         mirror_free(mir);
     mir = NULL;
@@ -610,26 +564,21 @@ static void setup(void)
              maker_xgb, work);
     run_maker(cmd);
 
-    static const struct cluster_pod_kind kinds[N_PODS] = {
-        {.mm_runtime = NULL, .model_types = "sklearn", .runtime_name = "mm-sklearn"},
-        {.mm_runtime = NULL, .model_types = "sklearn", .runtime_name = "mm-sklearn"},
-        {.mm_runtime = NULL, .model_types = "xgboost", .runtime_name = "mm-runtime"},
-        {.mm_runtime = NULL, .model_types = "xgboost", .runtime_name = "mm-runtime"},
-    };
-    static struct cluster_pod_kind k[N_PODS];
-    memcpy(k, kinds, sizeof(k));
-    for (size_t i = 0; i < N_PODS; i++) {
-        k[i].mm_runtime = i < N_SKL ? sklearn_server : mm_runtime;
-        k[i].runtime_interpreter = i < N_SKL ? python : NULL;
-    }
     struct cluster_config cfg = {
         .mm_node = mm_node,
         .mm_runtime = mm_runtime,
         .n_pods = N_PODS,
         .runtime_load_timeout_ms = 20000,
         .lease_ttl = "2s",
-        .pod_kinds = k,
+        .mm_controller = mm_controller,
     };
+    for (size_t i = 0; i < N_PODS; i++) {
+        struct cluster_pod_runtime *pr = &cfg.pod_runtimes[i];
+        pr->program = i < N_SKL ? sklearn_server : mm_runtime;
+        pr->interpreter = i < N_SKL ? python : NULL;
+        pr->runtime_name = i < N_SKL ? "mm-sklearn" : "mm-runtime";
+        pr->model_types = i < N_SKL ? "sklearn" : "xgboost";
+    }
     long long t0 = harness_now_ms();
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
@@ -661,8 +610,12 @@ static void setup(void)
         REQUIRE(mmctl_run(args, out, sizeof(out)) == 0);
     }
     apply("secret.yaml", secret, "", false);
-    for (size_t i = 0; i < N_CTL; i++)
-        controller_start(i);
+    for (size_t i = 0; i < N_CTL; i++) {
+        rc = cluster_controller_start(&cl, i);
+        if (rc < 0)
+            dump_logs();
+        REQUIRE(rc == 0);
+    }
     int lead = leader();
     fprintf(stderr, "controllers up, ctl%d leads\n", lead);
     REQUIRE(lead >= 0);
