@@ -18,6 +18,7 @@
 #include "mm/keys.h"
 #include "mm/opts.h"
 #include "mm/records.h"
+#include "kube.h"
 #include "serving.h"
 #include "term.h"
 
@@ -38,6 +39,9 @@ struct options {
     size_t page_keys, page_bytes;
     char *password;            /* read from --password-file, or a copy of the argument */
     struct serving_options serving;
+    const char *ns;            /* -n, --namespace */
+    const char *manifest;      /* -f, --filename */
+    bool watch;                /* -w, --watch */
     const char *args[4];
     int n_args;
 };
@@ -61,6 +65,11 @@ static void usage(FILE *to)
             "                                   [--update-only] [--expected ID] [--owner O]\n"
             "                                   [--sync] [--timeout D]\n"
             "       mmctl [--node A] vmodel status NAME | delete NAME [--owner O]\n"
+            "       mmctl [options] apply -f FILE|-\n"
+            "       mmctl [options] get isvc [NAME] [-o FORMAT] [-w]\n"
+            "       mmctl [options] get servingruntimes|clusterservingruntimes [NAME] [-o FORMAT]\n"
+            "       mmctl [options] describe isvc NAME\n"
+            "       mmctl [options] delete isvc|servingruntime|clusterservingruntime NAME\n"
             "\n"
             "KEY and P are relative to /modelmesh/<cluster>/ (e.g. models/m1, copies/) or start\n"
             "with '/'. put validates instance, model, copy and vmodel records before writing.\n"
@@ -93,6 +102,16 @@ static void usage(FILE *to)
             "once. --expected ID: only if the current target is ID. --owner O: only O's vmodel.\n"
             "--sync waits until the transition ended (creating: until TARGET is loaded, with\n"
             "--load-now) and exits 1 if it failed. status exits 1 for an unknown vmodel.\n"
+            "\n"
+            "apply, get, describe and delete work as kubectl's do, on the registry: apply reads\n"
+            "YAML or JSON manifests (several documents per file; every one is checked before\n"
+            "anything is written; errors name the document, field and line) of\n"
+            "InferenceServices (ModelMesh mode), ServingRuntimes, ClusterServingRuntimes and\n"
+            "the Secret storage-config (stringData, or base64 data: one JSON document per key)\n"
+            "and prints NAME created|configured|unchanged. get prints kubectl's table, or\n"
+            "-o json|yaml|wide|name|jsonpath=TEMPLATE (fields {.a.b}, [N], [*], ['key'],\n"
+            "{range ...}{end}, {\"text\"}); -w prints the table, then a line per change.\n"
+            "describe lays the object and its status out as kubectl describe does.\n"
             "\n"
             "options:\n"
             "  --endpoints URLS   etcd endpoints, comma-separated (env MM_ETCD_ENDPOINTS;\n"
@@ -130,6 +149,11 @@ static void usage(FILE *to)
             "  --auto-delete, --force, --update-only, --expected ID, --owner O\n"
             "                     vmodel set (--owner: status and delete too), as above\n"
             "  -o text|json       model: readable lines (default) or the answer as JSON\n"
+            "  -o FORMAT          get: json, yaml, wide, name, jsonpath=TEMPLATE\n"
+            "  -n, --namespace NS apply, get, describe, delete: the namespace (env\n"
+            "                     MM_NAMESPACE; default modelmesh-serving)\n"
+            "  -f, --filename FILE   apply: the manifests ('-': standard input)\n"
+            "  -w, --watch        get isvc: print again on each change (until interrupted)\n"
             "  -h, --help\n");
 }
 
@@ -190,6 +214,8 @@ static int parse(int argc, char **argv, struct options *o)
         {"--output", offsetof(struct options, serving.output)},
         {"--expected", offsetof(struct options, serving.expected)},
         {"--owner", offsetof(struct options, serving.owner)},
+        {"--namespace", offsetof(struct options, ns)},
+        {"--filename", offsetof(struct options, manifest)},
     };
     static const char *const numeric_flags[] = {"--timeout", "--page-keys", "--page-bytes",
                                                 "--max-reply-bytes"};
@@ -198,6 +224,25 @@ static int parse(int argc, char **argv, struct options *o)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);
+        }
+        if (strncmp(a, "-o=", 3) == 0) {
+            o->serving.output = a + 3;
+            continue;
+        }
+        if (strcmp(a, "-n") == 0 || strcmp(a, "-f") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "mmctl: %s needs a value\n", a);
+                return 2;
+            }
+            if (a[1] == 'n')
+                o->ns = argv[++i];
+            else
+                o->manifest = argv[++i];
+            continue;
+        }
+        if (strcmp(a, "-w") == 0 || strcmp(a, "--watch") == 0) {
+            o->watch = true;
+            continue;
         }
         if (strcmp(a, "-o") == 0) {
             if (i + 1 >= argc) {
@@ -617,6 +662,49 @@ static int run_registry(struct options *o)
     return rc;
 }
 
+/* apply, get, describe, delete: on an etcd client, as the registry verbs. */
+static int run_kube(struct options *o)
+{
+    const struct serving_options *s = &o->serving;
+    if (s->node || s->path || s->storage_key || s->load_now || s->sync || s->auto_delete ||
+        s->force || s->update_only || s->expected || s->owner || s->uri || s->n_params ||
+        s->purge || s->address || s->file || s->type) {
+        fprintf(stderr, "mmctl: apply, get, describe and delete take the etcd options, -n, -f, "
+                        "-o and -w only\n");
+        return 2;
+    }
+    if (o->prefix) {
+        fprintf(stderr, "mmctl: --prefix goes with registry dump only\n");
+        return 2;
+    }
+    int rc = resolve_password(o);
+    if (rc)
+        return rc;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct etcd_client *c = NULL;
+    struct mm_error err = {0};
+    if (!loop) {
+        fprintf(stderr, "mmctl: cannot create an event loop\n");
+        return 1;
+    }
+    if (etcd_client_new(loop, &o->etcd, &c, &err) < 0) {
+        term_error("%s", err.msg);
+        ev_loop_destroy(loop);
+        return 1;
+    }
+    struct kube_options k = {.cluster = o->cluster,
+                             .ns = o->ns,
+                             .file = o->manifest,
+                             .output = s->output,
+                             .watch = o->watch,
+                             .args = o->args,
+                             .n_args = o->n_args};
+    rc = kube_run(c, &k);
+    etcd_client_free(c);
+    ev_loop_destroy(loop);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {0};
@@ -631,7 +719,12 @@ int main(int argc, char **argv)
         }
         o.serving.storage_key = o.etcd.key_file;
     }
-    if (rc == 0 && o.n_args >= 1 && strcmp(o.args[0], "registry") != 0) {
+    if (rc == 0 && o.n_args >= 1 && kube_is_verb(o.args[0])) {
+        rc = run_kube(&o);
+    } else if (rc == 0 && (o.ns || o.manifest || o.watch)) {
+        fprintf(stderr, "mmctl: -n, -f and -w go with apply, get, describe and delete\n");
+        rc = 2;
+    } else if (rc == 0 && o.n_args >= 1 && strcmp(o.args[0], "registry") != 0) {
         memcpy(o.serving.args, o.args, sizeof(o.args));
         o.serving.n_args = o.n_args;
         rc = serving_run(&o.serving);
