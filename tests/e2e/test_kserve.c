@@ -347,6 +347,8 @@ static void on_copy(const struct mirror_event *ev, void *arg)
     int old = ev->old_value ? copy_state_of(ev->old_value, ev->old_len) : -2;
     if (state == old)
         return; /* republished, same state */
+    if (old == COPY_PENDING && state == COPY_LOADING)
+        return; /* the status shows both as Loading: nothing for it to follow */
     struct copy_seen *c = &copy_ev[n_copy_ev++];
     memset(c, 0, sizeof(*c));
     c->t = harness_now_ms();
@@ -1558,6 +1560,84 @@ static int delete_isvc(void)
     return 0;
 }
 
+/* The leader controller killed (SIGKILL: its lease must expire) while a client keeps sending;
+ * the InferenceService's path is changed at once: the other controller takes over and the
+ * status follows to UpToDate at generation 2; no request fails meanwhile. */
+static int takeover(void)
+{
+    setup();
+    char old_rev[256];
+    create_ready("bc", "xgboost", "xgboost/bc-a.json", old_rev, sizeof(old_rev));
+    load_start(xgb_request("bc"));
+    cluster_run(&cl, 500);
+    int lead = leader();
+    REQUIRE(lead >= 0);
+    long long t_kill = harness_now_ms();
+    cluster_controller_kill(&cl, (size_t)lead);
+    fprintf(stderr, "ctl%d (the leader) killed\n", lead);
+    size_t n_before = isvc_of("bc", false)->n;
+    char manifest[2048];
+    isvc_manifest(manifest, sizeof(manifest), "bc", "xgboost", "xgboost/bc-b.json");
+    apply("bc.yaml", manifest, "inferenceservice.serving.kserve.io/bc configured", true);
+    bool done = wait_status("bc", true, "Loaded", "", "UpToDate", 2, 20000);
+    CHECK(done);
+    struct isvc_seen *is = isvc_of("bc", false);
+    long long first_write = is->n > n_before ? is->s[n_before].t - t_kill : -1;
+    int now_lead = leader();
+    fprintf(stderr, "takeover: ctl%d leads; first status write %lld ms after the kill, UpToDate "
+            "after %lld ms (lease TTL 2 s)\n", now_lead, first_write, harness_now_ms() - t_kill);
+    CHECK(now_lead >= 0 && now_lead != lead);
+    CHECK(first_write > 0 && first_write < 10000);
+    cluster_run(&cl, 1000);
+    long long to = harness_now_ms();
+    load_stop();
+    print_history("bc");
+    check_always_ready("bc", n_before);
+    check_load(t_kill, to);
+    struct vmodel_record vr;
+    REQUIRE(vmodel_of("bc", &vr));
+    CHECK(strcmp(vr.active_model_id, old_rev) != 0);
+    status_latency();
+    if (check_failures)
+        dump_logs();
+    return 0;
+}
+
+/* Many events for the latency distribution: 8 xgboost InferenceServices created in one file,
+ * then every path changed twice (one file each time); each round waited for. */
+#define N_LAT_ISVCS 8
+static int latency(void)
+{
+    setup();
+    static char manifest[N_LAT_ISVCS * 512];
+    char names[N_LAT_ISVCS][16];
+    for (int round = 0; round < 3; round++) {
+        size_t len = 0;
+        for (int i = 0; i < N_LAT_ISVCS; i++) {
+            snprintf(names[i], sizeof(names[i]), "lat-%d", i);
+            char one[512];
+            isvc_manifest(one, sizeof(one), names[i], "xgboost",
+                          (round + i) % 2 ? "xgboost/bc-b.json" : "xgboost/bc-a.json");
+            len += (size_t)snprintf(manifest + len, sizeof(manifest) - len, "%s%s",
+                                    i ? "---\n" : "", one);
+        }
+        REQUIRE(len < sizeof(manifest));
+        char file[32];
+        snprintf(file, sizeof(file), "lat-%d.yaml", round);
+        apply(file, manifest, round ? "configured" : "created", false);
+        for (int i = 0; i < N_LAT_ISVCS; i++) {
+            bool ok = wait_status(names[i], true, "Loaded", "", "UpToDate", round + 1, READY_MS);
+            if (!ok)
+                print_history(names[i]);
+            CHECK(ok);
+        }
+    }
+    status_latency();
+    if (check_failures)
+        dump_logs();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 13) {
@@ -1601,6 +1681,10 @@ int main(int argc, char **argv)
         format_switch();
     else if (strcmp(s, "delete") == 0)
         delete_isvc();
+    else if (strcmp(s, "takeover") == 0)
+        takeover();
+    else if (strcmp(s, "latency") == 0)
+        latency();
     else {
         fprintf(stderr, "unknown scenario %s\n", s);
         return 2;
