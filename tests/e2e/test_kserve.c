@@ -726,6 +726,7 @@ struct answer {
 static void decode_answer(grpc_status_code status, const char *details,
                           grpc_byte_buffer *response, struct answer *a)
 {
+    memset(a, 0, sizeof(*a));
     a->status = status;
     snprintf(a->details, sizeof(a->details), "%s", details ? details : "");
     a->value = -1;
