@@ -466,7 +466,8 @@ static int load_objects(struct etcd_client *c, const struct kube_options *o, con
             goto out;
         }
     }
-    qsort(set->v, set->n, sizeof(*set->v), by_name);
+    if (set->n)
+        qsort(set->v, set->n, sizeof(*set->v), by_name);
     rc = 0;
 out:
     if (rc && !prefix)

@@ -648,7 +648,7 @@ int yamljson_parse(const char *text, size_t len, const struct yamljson_limits *l
     parser = true;
     yaml_parser_set_input_string(&p, (const unsigned char *)(len ? text : ""), len);
     rc = run(&b, &p);
-    if (rc == 0)
+    if (rc == 0 && b.y->n_lines)
         qsort(b.y->lines, b.y->n_lines, sizeof(*b.y->lines), by_node);
 out:
     if (parser)

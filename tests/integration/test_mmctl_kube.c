@@ -145,6 +145,7 @@ static void test_apply(void)
     char changed[2048];
     snprintf(changed, sizeof(changed), "%s", walkthrough);
     char *p = strstr(changed, "sklearn/mnist-svm.joblib");
+    REQUIRE(p != NULL);
     memcpy(p, "sklearn/mnist-svm.joblin", 24);
     write_file("isvc2.yaml", changed);
     snprintf(args, sizeof(args), "apply -f %s/isvc2.yaml", dir);
@@ -159,6 +160,7 @@ static void test_apply(void)
     CHECK(strstr(out, want) != NULL);
     /* Labels only: configured, the generation stays (it counts spec changes). */
     p = strstr(changed, "  annotations:");
+    REQUIRE(p != NULL);
     memmove(p + 20, p, strlen(p) + 1);
     memcpy(p, "  labels: {team: a}\n", 20);
     write_file("isvc3.yaml", changed);
@@ -336,6 +338,7 @@ static void test_namespaces(void)
     char ns[4096];
     snprintf(ns, sizeof(ns), "%s", walkthrough);
     char *p = strstr(ns, "  annotations:");
+    REQUIRE(p != NULL);
     memmove(p + 17, p, strlen(p) + 1);
     memcpy(p, "  namespace: t-b\n", 17);
     write_file("ns.yaml", ns);
