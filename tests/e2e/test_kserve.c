@@ -76,6 +76,7 @@ static char prefix[128];
 #define N_CTL 2
 
 static void stop_all(void);
+static bool vmodel_of(const char *name, struct vmodel_record *vr);
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -193,6 +194,7 @@ static void apply(const char *file, const char *manifest, const char *expect, bo
 
 struct status_seen {
     long long t;          /* harness_now_ms() when the mirror delivered it */
+    int64_t revision;     /* etcd's revision of the write */
     int64_t generation;
     bool ready, predictor_ready, has_ready;
     char active[24], target[24], transition[32];
@@ -216,6 +218,7 @@ static size_t n_seen;
 
 struct copy_seen {
     long long t;
+    int64_t revision;     /* etcd's revision of the change */
     char model[256];
     char iid[32];          /* "" for a vmodel event */
     int state;            /* enum copy_state, -1 deleted; for a vmodel event: 1 the active id
@@ -320,6 +323,7 @@ static void on_status(const struct mirror_event *ev, void *arg)
     struct status_seen *s = &is->s[is->n];
     memset(s, 0, sizeof(*s));
     s->t = harness_now_ms();
+    s->revision = ev->revision;
     parse_status(ev->new_value, ev->new_len, s);
     is->n++;
 }
@@ -352,6 +356,7 @@ static void on_copy(const struct mirror_event *ev, void *arg)
     struct copy_seen *c = &copy_ev[n_copy_ev++];
     memset(c, 0, sizeof(*c));
     c->t = harness_now_ms();
+    c->revision = ev->revision;
     snprintf(c->model, sizeof(c->model), "%.*s", (int)(slash - rel), rel);
     snprintf(c->iid, sizeof(c->iid), "%s", slash + 1);
     c->state = state;
@@ -385,6 +390,7 @@ static void on_vmodel(const struct mirror_event *ev, void *arg)
     struct copy_seen *c = &copy_ev[n_copy_ev++];
     memset(c, 0, sizeof(*c));
     c->t = harness_now_ms();
+    c->revision = ev->revision;
     snprintf(c->model, sizeof(c->model), "%s", now.active_model_id);
     c->state = active;
     snprintf(c->isvc, sizeof(c->isvc), "%.*s",
@@ -426,8 +432,8 @@ static void print_status(const char *what, const struct status_seen *s)
         fprintf(stderr, "%s: no status\n", what);
         return;
     }
-    fprintf(stderr, "%s: gen %lld S(%s, %s, \"%s\", %s) copies %d/%d failure %s %s %s\n", what,
-            (long long)s->generation, s->ready ? "true" : "false", s->active, s->target,
+    fprintf(stderr, "%s: rev %lld gen %lld S(%s, %s, \"%s\", %s) copies %d/%d failure %s %s %s\n",
+            what, (long long)s->revision, (long long)s->generation, s->ready ? "true" : "false", s->active, s->target,
             s->transition, s->total, s->failed, s->has_failure ? s->fail_reason : "-",
             s->fail_location, s->fail_message);
 }
@@ -484,6 +490,8 @@ static int state_rank(const char *s)
     return 4; /* FailedToLoad */
 }
 
+/* name's statuses, and the events of its revisions seen meanwhile, times from its first
+ * status; then what the registry holds of its vmodel's revisions now. */
 static void print_history(const char *name)
 {
     struct isvc_seen *is = isvc_of(name, false);
@@ -495,6 +503,35 @@ static void print_history(const char *name)
         snprintf(what, sizeof(what), "  %s status %zu at +%lld ms", name, i, is->s[i].t - t0);
         print_status(what, &is->s[i]);
     }
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < n_copy_ev; i++) {
+        const struct copy_seen *c = &copy_ev[i];
+        if (strncmp(c->model, name, nl) != 0 || strncmp(c->model + nl, "__isvc-", 7) != 0)
+            continue;
+        fprintf(stderr, "  %s event at +%lld ms, rev %lld: %s %s%s%s (%s)\n", name, c->t - t0,
+                (long long)c->revision,
+                c->iid[0] ? "copy" : "vmodel", c->model, c->iid[0] ? " on " : "", c->iid,
+                c->iid[0] ? (c->state < 0 ? "deleted" : copy_state_name(c->state))
+                          : (c->state ? "active changed" : "target changed"));
+    }
+    struct vmodel_record vr;
+    if (!vmodel_of(name, &vr)) {
+        fprintf(stderr, "  %s: no vmodel record\n", name);
+        return;
+    }
+    const char *ids[2] = {vr.active_model_id, vr.target_model_id};
+    for (size_t k = 0; k < 2; k++) {
+        if (!ids[k][0] || (k == 1 && strcmp(ids[0], ids[1]) == 0))
+            continue;
+        struct cluster_copy copies[8];
+        int n = cluster_copies(&cl, ids[k], copies, 8);
+        fprintf(stderr, "  %s %s %s: %d copy record(s) now:", name, k ? "target" : "active",
+                ids[k], n);
+        for (int j = 0; j < n && j < 8; j++)
+            fprintf(stderr, " %s %s (mod revision %lld)", copies[j].iid,
+                    copy_state_name(copies[j].rec.state), (long long)copies[j].mod_revision);
+        fprintf(stderr, "\n");
+    }
 }
 
 /* ---------------------------------------------------------------- status latency */
@@ -504,8 +541,11 @@ static size_t n_lat;
 
 /* Each copy event of an InferenceService's active or target revision that changed its state,
  * and each change of its vmodel's active or target id, paired with the first status write of
- * that InferenceService seen after it (within 2 s: an event after which nothing is written
- * changed nothing the status shows). Events slower than the bound are printed. */
+ * that InferenceService at a later etcd revision (a write in the same millisecond but before
+ * the event cannot answer it); the delay between the two as the test's watch saw them. An
+ * event with no write after it within 2 s is counted apart and named: either it changed
+ * nothing the status shows, or the controller missed it. Events slower than the bound are
+ * printed. */
 static void status_latency(void)
 {
     n_lat = 0;
@@ -518,13 +558,18 @@ static void status_latency(void)
         long long best = -1;
         size_t which = 0;
         for (size_t j = 0; is && j < is->n; j++)
-            if (is->s[j].t >= c->t) {
+            if (is->s[j].revision > c->revision) {
                 best = is->s[j].t - c->t;
                 which = j;
                 break;
             }
         if (best < 0 || best > 2000) {
             unmatched++;
+            fprintf(stderr, "no status write within 2 s after: %s %s%s%s (%s) at revision %lld\n",
+                    c->iid[0] ? "copy" : "vmodel", c->model, c->iid[0] ? " on " : "", c->iid,
+                    c->iid[0] ? (c->state < 0 ? "deleted" : copy_state_name(c->state))
+                              : (c->state ? "active changed" : "target changed"),
+                    (long long)c->revision);
             continue;
         }
         lat[n_lat++] = best;
