@@ -60,7 +60,9 @@
 #define GRPC_URL "grpc://modelmesh-serving.modelmesh-serving:8033"
 #define REST_URL "http://modelmesh-serving.modelmesh-serving:8008"
 #define READY_MS 40000      /* bound for an InferenceService to become Ready */
-#define LATENCY_BOUND_MS 100 /* the contract: status written within 100 ms of the copy event */
+#define LATENCY_BOUND_MS 100 /* the contract: status written within 100 ms of the copy event
+                                (checked at the 90th percentile: a loaded 2-core machine) */
+#define LATENCY_MAX_MS 500   /* no event may wait longer */
 #define N_SKL 2             /* pods n0, n1: sklearn runtime (mm-sklearn) */
 #define N_XGB 2             /* pods n2, n3: mm-runtime (xgboost) */
 #define N_PODS (N_SKL + N_XGB)
@@ -212,6 +214,7 @@ static struct isvc_seen {
     char name[64];
     size_t n;
     bool deleted;
+    bool printed;         /* its history printed for a slow status */
     struct status_seen s[MAX_SEEN];
 } seen[MAX_ISVCS];
 static size_t n_seen;
@@ -579,6 +582,10 @@ static void status_latency(void)
                     c->iid[0] ? (c->state < 0 ? "deleted" : copy_state_name(c->state))
                               : (c->state ? "active changed" : "target changed"),
                     which, c->isvc, best);
+        if (best > LATENCY_BOUND_MS && is && !is->printed) {
+            is->printed = true;
+            print_history(c->isvc);
+        }
     }
     for (size_t i = 1; i < n_lat; i++) /* insertion sort: a few hundred at most */
         for (size_t j = i; j > 0 && lat[j - 1] > lat[j]; j--) {
@@ -597,6 +604,9 @@ static void status_latency(void)
             "p50 %lld p90 %lld p99 %lld max %lld; %zu events without a status write within 2 s\n",
             n_lat, PCT(50), PCT(90), PCT(99), lat[n_lat - 1], unmatched);
     CHECK(PCT(90) <= LATENCY_BOUND_MS);
+    /* An event the controller skipped waits for the next one (hundreds of ms, or for ever):
+     * beyond any scheduling noise of a loaded machine. */
+    CHECK(lat[n_lat - 1] <= LATENCY_MAX_MS);
 #undef PCT
 }
 
