@@ -403,7 +403,12 @@ static void on_write(int status, const struct mm_error *err, struct etcd_respons
     mm_log(MM_LOG_DEBUG, WHO, "InferenceService %s/%s: status written at revision %" PRId64
            " %.1f ms after the event", s->ns, s->name, resp->revision,
            since > 0 ? (mono_s() - since) * 1000. : 0.);
-    /* the mirror's event of this write marks it again: what changed meanwhile is seen then */
+    /* The mirror's event of this write marks it again, and what changed meanwhile is seen
+     * then; but an event that came while the write was in flight (our own write's among them:
+     * the watch may beat the txn's answer) found evaluate() waiting on this answer and did
+     * nothing: it left dirty_since set, so evaluate again now. */
+    if (s->dirty_since != 0)
+        mark_state(s);
 }
 
 /* A status put (value) or delete (NULL), conditional on the isvc key's mod revision (0: absent)
