@@ -224,8 +224,14 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct curlev_transfer *t = userdata;
     size_t n = size * nmemb;
-    if (t->sink)
-        return t->sink(ptr, n, t->sink_arg);
+    if (t->sink) {
+        size_t r = t->sink(ptr, n, t->sink_arg);
+        if (r == n && n && t->on_data && !t->on_dirty) {
+            TAILQ_INSERT_TAIL(&t->cl->dirty, t, dirty);
+            t->on_dirty = true;
+        }
+        return r;
+    }
     if (t->max_body && t->body.len + n > t->max_body) {
         t->over_limit = true;
         return 0; /* aborts the transfer: CURLE_WRITE_ERROR */

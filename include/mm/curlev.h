@@ -64,7 +64,9 @@ struct mm_buf *curlev_transfer_body(struct curlev_transfer *t);
  * curl_easy_pause(CURLPAUSE_CONT) from outside curl, which hands the kept bytes to the sink
  * again, inside that call), or anything else to abort the transfer (its done callback then
  * gets CURLE_WRITE_ERROR: the owner records why before returning). ptr is valid during the
- * call only. Set before curlev_transfer_start; max_body then bounds nothing. */
+ * call only. Set before curlev_transfer_start; max_body then bounds nothing, and on_data (if
+ * given) runs after curl has returned whenever the sink took bytes, with an empty body: the
+ * place to act on them outside curl. */
 typedef size_t (*curlev_sink_fn)(const char *ptr, size_t len, void *arg);
 void curlev_transfer_set_sink(struct curlev_transfer *t, curlev_sink_fn sink, void *arg);
 /* Hand the transfer to curl; callbacks follow on the loop. 0 or -ENOMEM. */
