@@ -87,6 +87,7 @@ struct writer {
     uint64_t off;             /* where the batch goes in the file */
     uint64_t wrote;           /* bytes of the batch written */
     int werr;                 /* 0 or -errno of the write that failed */
+    unsigned delay_us;        /* dl_test_slow_writer */
 };
 
 enum xfer_state { X_IDLE, X_QUEUED, X_RUNNING, X_BACKOFF, X_DONE };
@@ -164,7 +165,14 @@ struct dl {
     uint64_t rng;
     int depth;
     bool free_requested;
+    unsigned test_delay_us; /* dl_test_slow_writer */
+    unsigned long pauses;   /* transfers paused by their sink, ever */
 };
+
+/* For tests only (no header: a test declares them): every writer job sleeps us first, so that
+ * receiving outruns writing and the sink must pause; and how many times a sink paused. */
+void dl_test_slow_writer(struct dl *dl, unsigned us);
+unsigned long dl_test_pauses(const struct dl *dl);
 
 /* --- holding the dl and ops across user callbacks --------------------------------------- */
 
@@ -546,6 +554,8 @@ static void report_progress(struct dl_op *op, bool last)
 static void writer_work(void *arg)
 {
     struct writer *w = arg;
+    if (w->delay_us)
+        usleep(w->delay_us);
     w->wrote = 0;
     w->werr = 0;
     for (struct chunk *c = STAILQ_FIRST(&w->batch); c; c = STAILQ_NEXT(c, link)) {
@@ -580,6 +590,7 @@ static int writer_kick(struct xfer *x)
     w->fd = x->fd;
     w->md5 = x->md5[0] ? x->md5ctx : NULL;
     w->off = x->written;
+    w->delay_us = dl->test_delay_us;
     w->busy = true;
     if (pool_submit(dl->pool, writer_work, writer_done, w, NULL) < 0) {
         w->busy = false;
@@ -698,6 +709,7 @@ static size_t on_sink(const char *ptr, size_t len, void *arg)
          * is queued, so the bytes fit unless curl hands over more than XFER_CHUNKS at once.) */
         if (w->chunks + need > XFER_CHUNKS && w->busy) {
             x->paused = true;
+            dl->pauses++;
             return CURL_WRITEFUNC_PAUSE;
         }
     }
@@ -1249,4 +1261,14 @@ void dl_cancel(struct dl_op *op)
 {
     if (op)
         op_end(op);
+}
+
+void dl_test_slow_writer(struct dl *dl, unsigned us)
+{
+    dl->test_delay_us = us;
+}
+
+unsigned long dl_test_pauses(const struct dl *dl)
+{
+    return dl->pauses;
 }
