@@ -283,18 +283,17 @@ static void schedule_pump(struct dl *dl)
     }
 }
 
-/* Leave a busy writer to its job: it takes the file, its directory, the temporary name and
- * the MD5 state, and its done callback removes the file and frees it all. */
+/* Leave a busy writer to its job, which already holds the file's descriptor and the MD5
+ * state (writer_kick gave them: written here, they would race with it): the partial file's
+ * name goes at once, and the job's done callback closes and frees the rest. */
 static void writer_abandon(struct xfer *x)
 {
     struct writer *w = x->w;
     writer_drop_pending(x->op->dl, w);
     w->x = NULL;
-    w->fd = x->fd; /* written on, unnamed: the partial file goes at once */
     unlinkat(x->parent_fd, x->tmp, 0);
-    w->md5 = x->md5ctx;
-    x->fd = -1;
-    x->md5ctx = NULL;
+    x->fd = -1;             /* w->fd */
+    x->md5ctx = NULL;       /* w->md5, or NULL when not checked */
     x->w = NULL;
 }
 
