@@ -63,10 +63,24 @@ if [ ! -f "$servers/node_modules/.package-lock.json" ] ||
   fi
   rm -f "$npm_log"
 fi
+setup_log=$(mktemp)
 if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" "$@" >/dev/null
+  meson setup "$build" "$@" >"$setup_log" 2>&1 || {
+    cat "$setup_log" >&2; echo "setup: meson setup $build failed (above)" >&2; exit 1; }
+  rm -f "$setup_log"
 elif [ $# -gt 0 ]; then
-  meson configure "$build" "$@" >/dev/null  # options given again win over an older setup
+  # options given again win over an older setup
+  meson configure "$build" "$@" >"$setup_log" 2>&1 || {
+    cat "$setup_log" >&2; echo "setup: meson configure $build failed (above)" >&2; exit 1; }
+  rm -f "$setup_log"
 fi
-ninja -C "$build" >/dev/null
+rm -f "$setup_log"
+build_log=$(mktemp)
+if ! ninja -C "$build" >"$build_log" 2>&1; then
+  grep -v '^\[' "$build_log" >&2 || true   # the compiler's words, without ninja's progress
+  rm -f "$build_log"
+  echo "setup: the build in $top/$build failed (above)" >&2
+  exit 1
+fi
+rm -f "$build_log"
 echo "setup: built in $top/$build"

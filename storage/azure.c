@@ -1108,9 +1108,10 @@ static int pull(void *state, struct dl *dl, const struct remote_source *src, int
         *out = p;
     return 0;
 fail:
-    char who[300];
-    if (p->storage_key && *p->storage_key)
+    if (p->storage_key && *p->storage_key) {
+        char who[300];
         mm_error_prefix(err, "%s: ", remote_key_name(p->storage_key, who, sizeof(who)));
+    }
     pull_free(p);
     return rc;
 }

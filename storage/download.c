@@ -7,19 +7,25 @@
  * one FIFO queue for one of max_transfers slots (a slot is held through the backoff of a
  * retry and until the object is written); text requests do not queue.
  *
- * Objects are written and hashed off the loop, pipelined with receiving: curlev's data
- * callback takes the received bytes whole (it swaps the transfer's body buffer for a spare
- * one, no copy) and queues them on the object's writer; the writer runs at most one job at a
- * time on the dl's pool (pwritev + MD5 of everything queued when it starts, in order), and
- * its done callback on the loop counts the bytes, starts the next job, and once the transfer
- * has ended and the queue is empty checks, closes and renames the file. More than
- * WRITE_QUEUE_MAX bytes waiting pauses the transfer (curl_easy_pause, from the data callback,
- * which curlev runs outside curl); it resumes when the writer has caught up. While a job is
- * in flight it alone touches the file, the MD5 state and the chunks it was given; a job whose
- * xfer is stopped (cancel, dl_free, the op failing) is abandoned: the writer keeps the file,
- * its directory and the temporary name, and its done callback, which pool_free runs at the
- * latest, removes the partial file and frees everything without touching the xfer or the dl.
- * A retry waits for the previous attempt's job, whose bytes are dropped.
+ * Objects are written and hashed off the loop, pipelined with receiving: the transfer's
+ * curlev sink (on_sink, inside curl's write callback: it calls nothing of curl but
+ * curl_easy_getinfo, nothing of curlev and no user callback) copies curl's bytes into
+ * fixed-size chunks (CHUNK_BYTES) and queues each full one on the object's writer; the writer
+ * runs at most one job at a time on the dl's pool (pwrite + MD5 of every chunk queued when it
+ * starts, in order), and its done callback on the loop recycles the chunks, counts the bytes,
+ * starts the next job, and once the transfer has ended and the queue is empty checks, closes
+ * and renames the file. An object holds at most XFER_CHUNKS chunks (filling, queued,
+ * written): when the sink would need more it returns CURL_WRITEFUNC_PAUSE (curl keeps the
+ * bytes) and the writer's done callback resumes the transfer (curl_easy_pause, outside curl,
+ * which hands the kept bytes to the sink again). Chunks come from the dl's spare list (at
+ * most SPARE_CHUNKS kept), so a pull allocates nothing per chunk after its first few. The sink
+ * cannot fail the attempt itself: it records why in x->sink_err and aborts the transfer, and
+ * on_done acts on it. While a job is in flight it alone touches the file, the MD5 state and
+ * the chunks it was given; a job whose xfer is stopped (cancel, dl_free, the op failing) is
+ * abandoned: the partial file's name is removed at once, the writer keeps its descriptor and
+ * the MD5 state, and its done callback, which pool_free runs at the latest, closes and frees
+ * them without touching the xfer or the dl. A retry waits for the previous attempt's job, whose
+ * bytes are dropped.
  *
  * Every op starts from a zero timer (never inside dl_text / dl_files) and every loop entry
  * (timers, curlev callbacks) holds the dl and the op, so that a user callback may cancel any
@@ -49,29 +55,28 @@
 #include "mm/pool.h"
 
 #define ERR_BODY_MAX (64 * 1024) /* of a non-2xx answer, for http_error */
-#define FILE_RECV_BUFFER (64 * 1024L)
-#define FILE_HELD_MAX (64u << 20) /* bytes curl may hand over at once, before they are written */
+#define FILE_RECV_BUFFER (256 * 1024L) /* curl's receive buffer for objects */
 #define TEXT_HELD_SLACK (4u << 20)
 #define PROGRESS_EVERY 0.25 /* seconds */
-#define WRITE_QUEUE_MAX (8u << 20)    /* bytes of an object received and not yet written: more
-                                         pauses its transfer */
-#define WRITE_QUEUE_RESUME (2u << 20) /* ... until no more than this wait */
+#define CHUNK_BYTES (512u << 10) /* received bytes go to the writer in chunks this size */
+#define XFER_CHUNKS 8            /* an object's chunks at most (4 MiB): more pauses it */
+#define SPARE_CHUNKS 8           /* chunks kept for reuse, per dl */
 #define WRITER_THREADS 2
-#define SPARE_BYTES (4u << 20)        /* received buffers kept for reuse, per dl, at most */
-#define WRITE_IOV 64
 
-/* Bytes received, on their way to the file. buf is a body buffer taken from curlev. */
+/* Bytes received, on their way to the file: CHUNK_BYTES of room. */
 struct chunk {
     STAILQ_ENTRY(chunk) link;
-    struct mm_buf buf;
+    size_t len;
+    char data[];
 };
 STAILQ_HEAD(chunk_list, chunk);
 
 /* The writing side of an object xfer (see the top). */
 struct writer {
     struct xfer *x;           /* NULL once abandoned */
-    struct chunk_list queue;  /* received, not yet handed to a job (loop) */
-    uint64_t queued;          /* bytes in queue and batch */
+    struct chunk *fill;       /* being filled by the sink, or NULL */
+    struct chunk_list queue;  /* full (or the last), not yet handed to a job (loop) */
+    unsigned chunks;          /* held: fill, queue and batch */
     bool busy;                /* a job runs with batch, fd, md5 */
     bool stale;               /* the job writes for an attempt that failed: its outcome is dropped */
     /* the job's, while busy */
@@ -82,9 +87,7 @@ struct writer {
     uint64_t off;             /* where the batch goes in the file */
     uint64_t wrote;           /* bytes of the batch written */
     int werr;                 /* 0 or -errno of the write that failed */
-    /* an abandoned writer's own, to remove the partial file */
-    int parent_fd;
-    char *tmp;
+    unsigned delay_us;        /* dl_test_slow_writer */
 };
 
 enum xfer_state { X_IDLE, X_QUEUED, X_RUNNING, X_BACKOFF, X_DONE };
@@ -114,9 +117,12 @@ struct xfer {
     uint64_t received; /* handed to the writer, this attempt */
     EVP_MD_CTX *md5ctx;
     struct writer *w;
-    bool paused;       /* the transfer, by us, for the writer to catch up */
+    bool paused;       /* the transfer, by the sink, for the writer to catch up */
     bool recv_done;    /* the transfer ended with a 2xx answer: complete once written */
     long code;
+    long sink_code;    /* the answer's status as the sink saw it, 0 = not yet */
+    struct mm_error sink_err; /* code != 0: why the sink aborted the transfer */
+    bool sink_retry;   /* ... and whether another attempt may help */
 };
 
 struct dl_op {
@@ -155,27 +161,76 @@ struct dl {
     ev_timer pump;
     struct pool *pool; /* the writers', made with the first files job */
     struct chunk_list spare;
-    size_t spare_bytes;
+    unsigned spare_chunks;
     uint64_t rng;
     int depth;
     bool free_requested;
+    unsigned test_delay_us; /* dl_test_slow_writer */
+    unsigned long pauses;   /* transfers paused by their sink, ever */
 };
 
-/* --- holding the dl and ops across user callbacks --------------------------------------- */
+/* For tests only (no header: a test declares them): every writer job sleeps us first, so that
+ * receiving outruns writing and the sink must pause; and how many times a sink paused. */
+void dl_test_slow_writer(struct dl *dl, unsigned us);
+unsigned long dl_test_pauses(const struct dl *dl);
 
-static void chunk_free(struct chunk *c)
-{
-    mm_buf_free(&c->buf);
-    free(c);
-}
+/* --- holding the dl and ops across user callbacks --------------------------------------- */
 
 static void chunks_free(struct chunk_list *l)
 {
     struct chunk *c;
     while ((c = STAILQ_FIRST(l))) {
         STAILQ_REMOVE_HEAD(l, link);
-        chunk_free(c);
+        free(c);
     }
+}
+
+/* A chunk from the spare list, or a new one; NULL if out of memory. */
+static struct chunk *chunk_get(struct dl *dl)
+{
+    struct chunk *c = STAILQ_FIRST(&dl->spare);
+    if (c) {
+        STAILQ_REMOVE_HEAD(&dl->spare, link);
+        dl->spare_chunks--;
+    } else if (!(c = malloc(sizeof(*c) + CHUNK_BYTES))) {
+        return NULL;
+    }
+    c->len = 0;
+    return c;
+}
+
+static void chunk_put(struct dl *dl, struct chunk *c)
+{
+    if (dl->spare_chunks < SPARE_CHUNKS) {
+        STAILQ_INSERT_HEAD(&dl->spare, c, link);
+        dl->spare_chunks++;
+    } else {
+        free(c);
+    }
+}
+
+/* Give back the chunks of l; how many. */
+static unsigned chunks_recycle(struct dl *dl, struct chunk_list *l)
+{
+    unsigned n = 0;
+    struct chunk *c;
+    while ((c = STAILQ_FIRST(l))) {
+        STAILQ_REMOVE_HEAD(l, link);
+        chunk_put(dl, c);
+        n++;
+    }
+    return n;
+}
+
+/* Drop what the writer holds that no job has: the chunk being filled and the queue. */
+static void writer_drop_pending(struct dl *dl, struct writer *w)
+{
+    if (w->fill) {
+        chunk_put(dl, w->fill);
+        w->fill = NULL;
+        w->chunks--;
+    }
+    w->chunks -= chunks_recycle(dl, &w->queue);
 }
 
 static void dl_destroy(struct dl *dl)
@@ -202,7 +257,8 @@ static void op_free(struct dl_op *op)
         free(x->tmp);
         mm_buf_free(&x->errbody);
         EVP_MD_CTX_free(x->md5ctx);
-        if (x->w) { /* never busy here: xfer_stop abandons a busy writer */
+        if (x->w) { /* never busy here, holding nothing: see xfer_stop */
+            free(x->w->fill);
             chunks_free(&x->w->queue);
             free(x->w);
         }
@@ -227,20 +283,17 @@ static void schedule_pump(struct dl *dl)
     }
 }
 
-/* Leave a busy writer to its job: it takes the file, its directory, the temporary name and
- * the MD5 state, and its done callback removes the file and frees it all. */
+/* Leave a busy writer to its job, which already holds the file's descriptor and the MD5
+ * state (writer_kick gave them: written here, they would race with it): the partial file's
+ * name goes at once, and the job's done callback closes and frees the rest. */
 static void writer_abandon(struct xfer *x)
 {
     struct writer *w = x->w;
-    chunks_free(&w->queue);
+    writer_drop_pending(x->op->dl, w);
     w->x = NULL;
-    w->fd = x->fd;
-    w->parent_fd = x->parent_fd;
-    w->tmp = x->tmp;
-    w->md5 = x->md5ctx;
-    x->fd = x->parent_fd = -1;
-    x->tmp = NULL;
-    x->md5ctx = NULL;
+    unlinkat(x->parent_fd, x->tmp, 0);
+    x->fd = -1;             /* w->fd */
+    x->md5ctx = NULL;       /* w->md5, or NULL when not checked */
     x->w = NULL;
 }
 
@@ -248,12 +301,10 @@ static void writer_abandon(struct xfer *x)
 static void xfer_stop(struct xfer *x)
 {
     struct dl *dl = x->op->dl;
-    if (x->w && x->w->busy) {
+    if (x->w && x->w->busy)
         writer_abandon(x);
-    } else if (x->w) {
-        chunks_free(&x->w->queue);
-        x->w->queued = 0;
-    }
+    else if (x->w)
+        writer_drop_pending(dl, x->w);
     x->paused = false;
     if (x->state == X_QUEUED)
         TAILQ_REMOVE(&dl->queue, x, qlink);
@@ -314,6 +365,7 @@ static void op_fail(struct dl_op *op, int rc, const struct mm_error *err, long c
 /* --- attempts --------------------------------------------------------------------------- */
 
 static void on_data(struct curlev_transfer *t, struct mm_buf *body, void *arg);
+static size_t on_sink(const char *ptr, size_t len, void *arg);
 static void on_done(struct curlev_transfer *t, CURLcode result, void *arg);
 
 static uint64_t next_random(struct dl *dl)
@@ -386,7 +438,7 @@ static int attempt(struct xfer *x, struct mm_error *err)
     x->attempt++;
     mm_buf_reset(&x->errbody);
     x->errbuf[0] = '\0';
-    size_t held = op->files_job ? FILE_HELD_MAX : op->max_body + TEXT_HELD_SLACK;
+    size_t held = op->files_job ? 0 : op->max_body + TEXT_HELD_SLACK;
     if (curlev_transfer_new(dl->cfg.curl, held, on_data, on_done, x, &x->t) < 0)
         return mm_error_set(err, -ENOMEM, "%s: out of memory", x->what);
     CURL *easy = curlev_transfer_easy(x->t);
@@ -408,6 +460,7 @@ static int attempt(struct xfer *x, struct mm_error *err)
     curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, (long)((dl->cfg.stall_timeout_ms + 999) / 1000));
     if (op->files_job) {
         curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, FILE_RECV_BUFFER);
+        curlev_transfer_set_sink(x->t, on_sink, x);
         if (x->fd < 0) {
             if ((rc = open_file(x, err)) < 0)
                 return rc;
@@ -419,13 +472,15 @@ static int attempt(struct xfer *x, struct mm_error *err)
             if (!(x->w = calloc(1, sizeof(*x->w))))
                 return mm_error_set(err, -ENOMEM, "%s: out of memory", x->what);
             x->w->x = x;
-            x->w->fd = x->w->parent_fd = -1;
+            x->w->fd = -1;
             STAILQ_INIT(&x->w->queue);
             STAILQ_INIT(&x->w->batch);
         }
         op->done -= x->written;
         x->written = x->received = 0;
         x->recv_done = x->paused = false;
+        x->sink_code = 0;
+        mm_error_clear(&x->sink_err);
         if (x->md5[0] && (!x->md5ctx && !(x->md5ctx = EVP_MD_CTX_new())))
             return mm_error_set(err, -ENOMEM, "%s: out of memory", x->what);
         if (x->md5[0] && !EVP_DigestInit_ex(x->md5ctx, EVP_md5(), NULL))
@@ -448,8 +503,7 @@ static void attempt_failed(struct xfer *x, int rc, const struct mm_error *err, b
     x->headers = NULL;
     x->paused = x->recv_done = false;
     if (x->w) { /* the bytes of this attempt not yet written are dropped */
-        chunks_free(&x->w->queue);
-        x->w->queued = x->w->busy ? x->w->batch_bytes : 0;
+        writer_drop_pending(dl, x->w);
         x->w->stale = x->w->busy;
     }
     if (retry && x->attempt < dl->cfg.max_attempts) {
@@ -494,109 +548,63 @@ static void report_progress(struct dl_op *op, bool last)
 
 /* --- writers ----------------------------------------------------------------------------- */
 
-/* The received bytes of body as a chunk, without copying: body gets a spare buffer. */
-static struct chunk *chunk_take(struct dl *dl, struct mm_buf *body)
-{
-    struct chunk *c = STAILQ_FIRST(&dl->spare);
-    if (c) {
-        STAILQ_REMOVE_HEAD(&dl->spare, link);
-        dl->spare_bytes -= c->buf.cap;
-    } else if (!(c = calloc(1, sizeof(*c)))) {
-        return NULL;
-    }
-    struct mm_buf taken = *body;
-    *body = c->buf; /* empty: len 0, NUL-terminated if allocated */
-    c->buf = taken;
-    return c;
-}
-
-static void chunks_recycle(struct dl *dl, struct chunk_list *l)
-{
-    struct chunk *c;
-    while ((c = STAILQ_FIRST(l))) {
-        STAILQ_REMOVE_HEAD(l, link);
-        if (dl->spare_bytes + c->buf.cap <= SPARE_BYTES) {
-            mm_buf_reset(&c->buf);
-            STAILQ_INSERT_HEAD(&dl->spare, c, link);
-            dl->spare_bytes += c->buf.cap;
-        } else {
-            chunk_free(c);
-        }
-    }
-}
-
-/* On a pool thread: write the batch at off, in order, and hash it. */
+/* On a pool thread: write the batch at off, in order, and hash it, a chunk at a time (hashed
+ * while it is still in the cache). */
 static void writer_work(void *arg)
 {
     struct writer *w = arg;
-    struct iovec iov[WRITE_IOV];
-    struct chunk *c = STAILQ_FIRST(&w->batch);
-    size_t skip = 0; /* of c, already written */
+    if (w->delay_us)
+        usleep(w->delay_us);
     w->wrote = 0;
     w->werr = 0;
-    while (c) {
-        int n = 0;
-        struct chunk *k = c;
-        for (size_t sk = skip; k && n < WRITE_IOV; k = STAILQ_NEXT(k, link), sk = 0) {
-            iov[n].iov_base = k->buf.data + sk;
-            iov[n].iov_len = k->buf.len - sk;
-            n++;
-        }
-        ssize_t r = pwritev(w->fd, iov, n, (off_t)(w->off + w->wrote));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            w->werr = r < 0 ? -errno : -EIO;
-            break;
-        }
-        w->wrote += (uint64_t)r;
-        for (size_t left = (size_t)r; left;) {
-            size_t in_c = c->buf.len - skip;
-            if (left < in_c) {
-                skip += left;
-                break;
+    for (struct chunk *c = STAILQ_FIRST(&w->batch); c; c = STAILQ_NEXT(c, link)) {
+        for (size_t done = 0; done < c->len;) {
+            ssize_t r = pwrite(w->fd, c->data + done, c->len - done, (off_t)(w->off + w->wrote));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                w->werr = r < 0 ? -errno : -EIO;
+                return; /* the attempt ends: the hash no longer matters */
             }
-            left -= in_c;
-            c = STAILQ_NEXT(c, link);
-            skip = 0;
+            done += (size_t)r;
+            w->wrote += (uint64_t)r;
         }
+        if (w->md5)
+            EVP_DigestUpdate(w->md5, c->data, c->len);
     }
-    if (w->md5) /* of what was written: a failed write ends the attempt anyway */
-        for (struct chunk *k = STAILQ_FIRST(&w->batch); k; k = STAILQ_NEXT(k, link))
-            EVP_DigestUpdate(w->md5, k->buf.data, k->buf.len);
 }
 
 static void writer_done(int status, void *arg);
 
-/* Hand everything queued to a job. 0, or -ENOMEM with err. */
-static int writer_kick(struct xfer *x, struct mm_error *err)
+/* Hand everything queued to a job. 0 or -ENOMEM. Called from the sink too: it touches
+ * nothing of curl or curlev. */
+static int writer_kick(struct xfer *x)
 {
     struct writer *w = x->w;
     struct dl *dl = x->op->dl;
+    w->batch_bytes = 0;
+    for (struct chunk *c = STAILQ_FIRST(&w->queue); c; c = STAILQ_NEXT(c, link))
+        w->batch_bytes += c->len;
     STAILQ_CONCAT(&w->batch, &w->queue);
-    w->batch_bytes = w->queued;
     w->fd = x->fd;
     w->md5 = x->md5[0] ? x->md5ctx : NULL;
     w->off = x->written;
+    w->delay_us = dl->test_delay_us;
     w->busy = true;
     if (pool_submit(dl->pool, writer_work, writer_done, w, NULL) < 0) {
         w->busy = false;
         STAILQ_CONCAT(&w->queue, &w->batch);
-        return mm_error_set(err, -ENOMEM, "%s: out of memory", x->what);
+        return -ENOMEM;
     }
     return 0;
 }
 
 static void writer_destroy(struct writer *w)
 {
-    if (w->fd >= 0) {
+    if (w->fd >= 0)
         close(w->fd);
-        unlinkat(w->parent_fd, w->tmp, 0);
-    }
-    if (w->parent_fd >= 0)
-        close(w->parent_fd);
-    free(w->tmp);
     EVP_MD_CTX_free(w->md5);
+    free(w->fill);
     chunks_free(&w->batch);
     chunks_free(&w->queue);
     free(w);
@@ -619,8 +627,7 @@ static void writer_done(int status, void *arg)
     struct mm_error err;
     enter(dl, op);
     w->busy = false;
-    w->queued -= w->batch_bytes;
-    chunks_recycle(dl, &w->batch);
+    w->chunks -= chunks_recycle(dl, &w->batch);
     if (w->stale) { /* the attempt failed meanwhile; the retry waits for this */
         w->stale = false;
         goto out;
@@ -640,16 +647,23 @@ static void writer_done(int status, void *arg)
     }
     x->written += w->batch_bytes;
     op->done += w->batch_bytes;
-    if (x->paused && w->queued <= WRITE_QUEUE_RESUME) {
+    if (!STAILQ_EMPTY(&w->queue) && writer_kick(x) < 0) {
+        op_fail(op, mm_error_set(&err, -ENOMEM, "%s: out of memory", x->what), &err, 0, NULL);
+        goto out;
+    }
+    if (x->paused) {
+        /* Room again: curl hands the bytes it kept to the sink inside this call (which may
+         * pause again, or abort: then the attempt fails here, outside curl). It fails
+         * harmlessly when the transfer has just ended. */
         x->paused = false;
         curl_easy_pause(curlev_transfer_easy(x->t), CURLPAUSE_CONT);
-    }
-    if (!STAILQ_EMPTY(&w->queue)) {
-        if (writer_kick(x, &err) < 0) {
-            op_fail(op, err.code, &err, 0, NULL);
+        if (x->sink_err.code) {
+            struct mm_error e = x->sink_err;
+            attempt_failed(x, e.code, &e, x->sink_retry, x->sink_code);
             goto out;
         }
-    } else if (x->recv_done) {
+    }
+    if (!w->busy && x->recv_done) {
         file_complete(x);
         goto out;
     }
@@ -658,6 +672,74 @@ out:
     leave(dl, op);
 }
 
+/* The sink aborts the transfer (x->sink_err set): on_done fails the attempt with it. */
+static size_t sink_fail(struct xfer *x, int rc, bool retry)
+{
+    (void)rc;
+    x->sink_retry = retry;
+    return 0;
+}
+
+/* curlev's sink of an object xfer: INSIDE curl's write callback (see curlev.h and the top). */
+static size_t on_sink(const char *ptr, size_t len, void *arg)
+{
+    struct xfer *x = arg;
+    struct writer *w = x->w;
+    struct dl *dl = x->op->dl;
+    if (!x->sink_code)
+        curl_easy_getinfo(curlev_transfer_easy(x->t), CURLINFO_RESPONSE_CODE, &x->sink_code);
+    if (x->sink_code < 200 || x->sink_code > 299) { /* kept for http_error, up to a bound */
+        size_t room = ERR_BODY_MAX - x->errbody.len;
+        if (mm_buf_append(&x->errbody, ptr, len < room ? len : room) < 0)
+            return sink_fail(
+                x, mm_error_set(&x->sink_err, -ENOMEM, "%s: out of memory", x->what), false);
+        return len;
+    }
+    if (x->size != UINT64_MAX && x->received + len > x->size)
+        return sink_fail(x,
+                         mm_error_set(&x->sink_err, -EBADMSG,
+                                      "%s: more than the %" PRIu64 " bytes expected", x->what,
+                                      x->size),
+                         true);
+    size_t room = w->fill ? CHUNK_BYTES - w->fill->len : 0;
+    if (len > room) {
+        size_t need = (len - room + CHUNK_BYTES - 1) / CHUNK_BYTES;
+        /* Over the bound, wait for the job in flight to give chunks back. (Not busy: nothing
+         * is queued, so the bytes fit unless curl hands over more than XFER_CHUNKS at once.) */
+        if (w->chunks + need > XFER_CHUNKS && w->busy) {
+            x->paused = true;
+            dl->pauses++;
+            return CURL_WRITEFUNC_PAUSE;
+        }
+    }
+    for (size_t off = 0; off < len;) {
+        if (!w->fill) {
+            if (!(w->fill = chunk_get(dl)))
+                return sink_fail(
+                x, mm_error_set(&x->sink_err, -ENOMEM, "%s: out of memory", x->what), false);
+            w->chunks++;
+        }
+        size_t n = CHUNK_BYTES - w->fill->len;
+        if (n > len - off)
+            n = len - off;
+        memcpy(w->fill->data + w->fill->len, ptr + off, n);
+        w->fill->len += n;
+        off += n;
+        if (w->fill->len == CHUNK_BYTES) {
+            STAILQ_INSERT_TAIL(&w->queue, w->fill, link);
+            w->fill = NULL;
+        }
+    }
+    x->received += len;
+    if (!w->busy && !STAILQ_EMPTY(&w->queue) && writer_kick(x) < 0)
+        return sink_fail(
+                x, mm_error_set(&x->sink_err, -ENOMEM, "%s: out of memory", x->what), false);
+    return len;
+}
+
+/* Text answers arrived; or an object's sink took bytes (body empty): if they wait in a
+ * chunk not yet full while the writer idles, a slow answer, hand them over for progress'
+ * sake (at most every PROGRESS_EVERY). */
 static void on_data(struct curlev_transfer *t, struct mm_buf *body, void *arg)
 {
     struct xfer *x = arg;
@@ -667,48 +749,26 @@ static void on_data(struct curlev_transfer *t, struct mm_buf *body, void *arg)
     long code = 0;
     curl_easy_getinfo(curlev_transfer_easy(t), CURLINFO_RESPONSE_CODE, &code);
     enter(dl, op);
-    if (code < 200 || code > 299) { /* kept for http_error, up to a bound */
+    if (op->files_job) {
+        struct writer *w = x->w;
+        if (!w->busy && w->fill && w->fill->len && !x->sink_err.code &&
+            ev_now(dl->loop) - op->last_progress >= PROGRESS_EVERY) {
+            STAILQ_INSERT_TAIL(&w->queue, w->fill, link);
+            w->fill = NULL;
+            if (writer_kick(x) < 0)
+                op_fail(op, mm_error_set(&err, -ENOMEM, "%s: out of memory", x->what), &err, 0,
+                        NULL);
+        }
+    } else if (code < 200 || code > 299) { /* kept for http_error, up to a bound */
         size_t room = ERR_BODY_MAX - x->errbody.len;
         if (mm_buf_append(&x->errbody, body->data, body->len < room ? body->len : room) < 0)
             op_fail(op, mm_error_set(&err, -ENOMEM, "%s: out of memory", x->what), &err, 0, NULL);
         else
             mm_buf_consume(body, body->len);
-        goto out;
+    } else if (body->len > op->max_body) { /* held until done, within max_body */
+        mm_error_set(&err, -EFBIG, "%s: the answer is over %zu bytes", x->what, op->max_body);
+        attempt_failed(x, -EFBIG, &err, false, code);
     }
-    if (!op->files_job) { /* held until done, within max_body */
-        if (body->len > op->max_body) {
-            mm_error_set(&err, -EFBIG, "%s: the answer is over %zu bytes", x->what, op->max_body);
-            attempt_failed(x, -EFBIG, &err, false, code);
-        }
-        goto out;
-    }
-    if (x->size != UINT64_MAX && x->received + body->len > x->size) {
-        mm_error_set(&err, -EBADMSG, "%s: more than the %" PRIu64 " bytes expected", x->what,
-                     x->size);
-        attempt_failed(x, -EBADMSG, &err, true, code);
-        goto out;
-    }
-    if (!body->len)
-        goto out;
-    struct chunk *c = chunk_take(dl, body);
-    if (!c) {
-        op_fail(op, mm_error_set(&err, -ENOMEM, "%s: out of memory", x->what), &err, 0, NULL);
-        goto out;
-    }
-    struct writer *w = x->w;
-    x->received += c->buf.len;
-    w->queued += c->buf.len;
-    STAILQ_INSERT_TAIL(&w->queue, c, link);
-    if (!w->busy && writer_kick(x, &err) < 0) {
-        op_fail(op, err.code, &err, 0, NULL);
-        goto out;
-    }
-    /* Allowed here: curlev runs this callback outside curl. It fails harmlessly (the handle
-     * has no connection) when the transfer has just ended. */
-    if (w->queued > WRITE_QUEUE_MAX && !x->paused &&
-        curl_easy_pause(curlev_transfer_easy(t), CURLPAUSE_RECV) == CURLE_OK)
-        x->paused = true;
-out:
     leave(dl, op);
 }
 
@@ -879,9 +939,12 @@ static void on_done(struct curlev_transfer *t, CURLcode result, void *arg)
     enter(dl, op);
     if (result != CURLE_OK) {
         bool retry;
-        if (result == CURLE_WRITE_ERROR && curlev_transfer_over_limit(t)) {
-            mm_error_set(&err, op->files_job ? -EIO : -EFBIG, "%s: the answer is over %zu bytes",
-                         x->what, op->files_job ? (size_t)FILE_HELD_MAX : op->max_body);
+        if (x->sink_err.code) {
+            err = x->sink_err;
+            retry = x->sink_retry;
+        } else if (result == CURLE_WRITE_ERROR && curlev_transfer_over_limit(t)) {
+            mm_error_set(&err, -EFBIG, "%s: the answer is over %zu bytes", x->what,
+                         op->max_body);
             retry = false;
         } else {
             transport_error(x, result, &err, &retry);
@@ -900,9 +963,17 @@ static void on_done(struct curlev_transfer *t, CURLcode result, void *arg)
         op_end(op); /* t is freed once this callback returns: body stays valid during cb */
         cb(0, NULL, code, body->data ? body->data : "", body->len, cb_arg);
     } else {
+        struct writer *w = x->w;
         x->recv_done = true;
         x->code = code;
-        if (!x->w->busy && STAILQ_EMPTY(&x->w->queue))
+        if (w->fill && w->fill->len) { /* the last bytes */
+            STAILQ_INSERT_TAIL(&w->queue, w->fill, link);
+            w->fill = NULL;
+        }
+        if (!w->busy && !STAILQ_EMPTY(&w->queue) && writer_kick(x) < 0)
+            op_fail(op, mm_error_set(&err, -ENOMEM, "%s: out of memory", x->what), &err, 0,
+                    NULL);
+        else if (!w->busy)
             file_complete(x);
     }
     leave(dl, op);
@@ -1189,4 +1260,14 @@ void dl_cancel(struct dl_op *op)
 {
     if (op)
         op_end(op);
+}
+
+void dl_test_slow_writer(struct dl *dl, unsigned us)
+{
+    dl->test_delay_us = us;
+}
+
+unsigned long dl_test_pauses(const struct dl *dl)
+{
+    return dl->pauses;
 }

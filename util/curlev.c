@@ -19,6 +19,8 @@ struct curlev_transfer {
     curlev_data_cb on_data;
     curlev_done_cb on_done;
     void *arg;
+    curlev_sink_fn sink;                /* takes the bytes instead of body, inside curl */
+    void *sink_arg;
     TAILQ_ENTRY(curlev_transfer) dirty; /* has bytes its owner has not been told of */
     bool on_dirty;
     bool running;                       /* added to the multi handle */
@@ -222,6 +224,14 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct curlev_transfer *t = userdata;
     size_t n = size * nmemb;
+    if (t->sink) {
+        size_t r = t->sink(ptr, n, t->sink_arg);
+        if (r == n && n && t->on_data && !t->on_dirty) {
+            TAILQ_INSERT_TAIL(&t->cl->dirty, t, dirty);
+            t->on_dirty = true;
+        }
+        return r;
+    }
     if (t->max_body && t->body.len + n > t->max_body) {
         t->over_limit = true;
         return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
@@ -257,6 +267,12 @@ int curlev_transfer_new(struct curlev *cl, size_t max_body, curlev_data_cb on_da
     curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
     *out = t;
     return 0;
+}
+
+void curlev_transfer_set_sink(struct curlev_transfer *t, curlev_sink_fn sink, void *arg)
+{
+    t->sink = sink;
+    t->sink_arg = arg;
 }
 
 bool curlev_transfer_over_limit(const struct curlev_transfer *t)

@@ -790,6 +790,65 @@ static void test_cancel(void)
     close(dirfd);
 }
 
+/* download.c's test hooks */
+void dl_test_slow_writer(struct dl *dl, unsigned us);
+unsigned long dl_test_pauses(const struct dl *dl);
+
+/* Backpressure: a writer slower than the answer pauses the transfer (the sink returns
+ * CURL_WRITEFUNC_PAUSE) and resumes it; the object arrives whole, MD5 checked. Then a cancel
+ * and a failure while paused. */
+static void test_backpressure(void)
+{
+    char md5[33], out[PATH_MAX], p[PATH_MAX * 2];
+    write_random("models/bp.bin", 12 << 20, md5);
+    struct dl *dl = new_dl(0, 3, 50, 0);
+    dl_test_slow_writer(dl, 20000);
+    struct req rq = {0};
+    set_url(&rq, fp.url, "models/bp.bin");
+    struct dl_file f = {.rel = "bp.bin",
+                        .size = 12 << 20,
+                        .md5_hex = md5,
+                        .req = {.prepare = prepare, .arg = &rq, .what = "test://bp"}};
+    struct result r = {0};
+    int dirfd = new_out(out, sizeof out);
+    REQUIRE(files(dl, dirfd, &f, 1, &r, 20000) == 0);
+    CHECK_INT(r.status, 0);
+    CHECK_INT(r.bytes, 12 << 20);
+    CHECK(dl_test_pauses(dl) > 0);
+    snprintf(p, sizeof p, "%s/bp.bin", out);
+    CHECK(same_file("models/bp.bin", p));
+    close(dirfd);
+
+    /* cancelled while paused: no callback, no file */
+    unsigned long pauses = dl_test_pauses(dl);
+    dl_test_slow_writer(dl, 200000);
+    dirfd = new_out(out, sizeof out);
+    memset(&r, 0, sizeof r);
+    REQUIRE(files(dl, dirfd, &f, 1, &r, 0) == 0);
+    for (int i = 0; i < 100 && dl_test_pauses(dl) == pauses; i++)
+        harness_run_until(loop, NULL, NULL, 20);
+    CHECK(dl_test_pauses(dl) > pauses);
+    dl_cancel(r.op);
+    harness_run_until(loop, NULL, NULL, 100);
+    CHECK_INT(r.calls, 0);
+    bool part = false;
+    CHECK_INT(count_files(out, &part), 0);
+    close(dirfd);
+
+    /* an MD5 mismatch found after pauses: -EBADMSG after the retries, nothing left */
+    dl_test_slow_writer(dl, 5000);
+    dirfd = new_out(out, sizeof out);
+    struct dl_file fm = f;
+    fm.md5_hex = "0123456789abcdef0123456789abcdef";
+    memset(&r, 0, sizeof r);
+    REQUIRE(files(dl, dirfd, &fm, 1, &r, 30000) == 0);
+    CHECK_INT(r.status, -EBADMSG);
+    part = false;
+    CHECK_INT(count_files(out, &part), 0);
+    close(dirfd);
+    dl_free(dl);
+}
+
 static bool http_up(void *arg)
 {
     char cmd[128], outb[64];
@@ -836,6 +895,7 @@ int main(void)
     test_files();
     test_progress();
     test_cancel();
+    test_backpressure();
 
     curlev_free(curl);
     ev_loop_destroy(loop);
