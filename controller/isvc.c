@@ -513,6 +513,10 @@ int isvc_parse(const cJSON *doc, struct isvc *out, const cJSON **where, struct m
         (rc = parse_predictor_impl(&w, pred, out, &impl, path, sizeof(path))) < 0 ||
         (rc = parse_storage(&w, impl, path, ann, out)) < 0)
         goto fail;
+    for (size_t i = 0; out->format[i] && i + 1 < sizeof(out->type); i++) {
+        char c = out->format[i];
+        out->type[i] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
     if (isvc_revision(out, out->revision, sizeof(out->revision)) < 0) {
         rc = mm_error_set(err, -ENOMEM, "%s: out of memory", out->name);
         goto fail;
@@ -708,7 +712,7 @@ int isvc_model_info(const struct isvc *s, struct mesh_model_info *info, char *ke
     if (n < 0 || (size_t)n >= keysize)
         return mm_error_set(err, -ENOSPC, "InferenceService %s: the model key needs %d bytes",
                             s->name, n + 1);
-    info->type = s->format;
+    info->type = s->type;
     info->path = s->storage_path;
     info->key = keybuf;
     return 0;

@@ -52,6 +52,9 @@ struct isvc {
     int64_t generation;             /* metadata.generation, 0 if absent */
     bool modelmesh;                 /* the annotation deploymentMode is ModelMesh */
     char format[64];                /* modelFormat.name, or the old framework's name */
+    char type[64];                  /* format in lower case: the model record's type (node
+                                       labels mt:<type> are lower case; format names match
+                                       case-insensitively, the revision id uses format) */
     char format_version[64];        /* modelFormat.version */
     char runtime[KEYS_NAME_MAX + 1];/* spec.predictor.model.runtime: explicit, "" = match */
     char protocol[32];              /* protocolVersion, e.g. grpc-v2, v2 */
@@ -102,7 +105,7 @@ int isvc_parse_text(const char *json, size_t len, struct isvc *out, struct mm_er
 char *isvc_canonical_json(const struct isvc *s);
 int isvc_revision(const struct isvc *s, char *out, size_t size); /* 0 or -ENOSPC */
 
-/* What the model record of its revision is registered with: type = format, path =
+/* What the model record of its revision is registered with: type = format in lower case, path =
  * storage_path, key = ModelMesh Serving's JSON form {"storage_key":K,"storage_params":{..},
  * "schema_path":..} (fields present when given), written into keybuf (keysize bytes).
  * info's strings point into s and keybuf. 0, -EINVAL for an invalid spec (err says why),

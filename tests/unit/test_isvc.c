@@ -342,6 +342,19 @@ static void test_old_forms_and_uris(void)
     CHECK_STR(info.path, "sklearn/mnist-svm.joblib");
     CHECK_STR(info.key, "localMinIO");
     CHECK_INT(mesh_check_model(s.revision, &info, &err), 0);
+    /* A format name in capitals: the type registered is lower case (nodes label their types
+     * so), the revision id is over the name as written. */
+    REQUIRE(parse(isvc_doc("caps", NULL,
+                           "{\"model\":{\"modelFormat\":{\"name\":\"SKLearn\"},"
+                           "\"storage\":{\"key\":\"k\",\"path\":\"m.joblib\"}}}"),
+                  &s, &err) == 0);
+    CHECK_STR(s.format, "SKLearn");
+    CHECK_INT(isvc_model_info(&s, &info, key, sizeof(key), &err), 0);
+    CHECK_STR(info.type, "sklearn");
+    char *canon = isvc_canonical_json(&s);
+    REQUIRE(canon);
+    CHECK(strstr(canon, "\"name\":\"SKLearn\"") != NULL);
+    free(canon);
     CHECK_INT(parse(doc, &s, &err), 0);
     CHECK_INT(isvc_model_info(&s, &info, key, sizeof(key), &err), 0);
     CHECK_STR(info.key, "{\"storage_key\":\"sk\",\"storage_params\":{\"bucket\":\"b\",\"type\":"
