@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "mm/etcd.h"
+#include "mm/etcd_opts.h"
 #include "mm/instance.h"
 #include "mm/keys.h"
 #include "mm/log.h"
@@ -37,8 +38,8 @@
 #define MAX_RPC_MS 3600000ULL
 
 struct options {
-    struct etcd_config etcd;
-    const char *cluster, *gateway_id, *password_file, *listen;
+    struct etcd_opts etcd;
+    const char *gateway_id, *listen;
     struct rpc_server_config rpc;
     unsigned max_parked;
 };
@@ -70,13 +71,7 @@ static void usage(FILE *to)
             "Routes KServe V2 inference to the mesh's nodes, without a runtime of its own,\n"
             "and serves the model API (mmesh.ModelMesh).\n"
             "\n"
-            "  --etcd-endpoints URLS        etcd, comma-separated (env MM_ETCD_ENDPOINTS;\n"
-            "                               default http://127.0.0.1:2379)\n"
-            "  --cluster NAME               key prefix /modelmesh/NAME/ (env MM_CLUSTER; "
-            "default local)\n"
-            "  --cacert FILE, --cert FILE, --key FILE   TLS to etcd\n"
-            "  --user NAME                  etcd user (env MM_ETCD_USER); password from\n"
-            "                               --password-file FILE or env MM_ETCD_PASSWORD\n"
+            ETCD_OPTS_USAGE
             "  --gateway-id ID              its name in logs and placements (env "
             "MM_GATEWAY_ID;\n"
             "                               default POD_NAME, else HOSTNAME, else the host "
@@ -108,23 +103,13 @@ static const char *env_or(const char *name, const char *dflt)
 
 static int parse(int argc, char **argv, struct options *o)
 {
-    o->etcd.endpoints = env_or("MM_ETCD_ENDPOINTS", "http://127.0.0.1:2379");
-    o->etcd.user = env_or("MM_ETCD_USER", NULL);
-    o->cluster = env_or("MM_CLUSTER", "local");
+    etcd_opts_init(&o->etcd);
     o->gateway_id = env_or("MM_GATEWAY_ID", NULL);
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     static const struct {
         const char *flag;
         size_t offset;
     } strings[] = {
-        {"--etcd-endpoints", offsetof(struct options, etcd.endpoints)},
-        {"--endpoints", offsetof(struct options, etcd.endpoints)},
-        {"--cluster", offsetof(struct options, cluster)},
-        {"--cacert", offsetof(struct options, etcd.ca_file)},
-        {"--cert", offsetof(struct options, etcd.cert_file)},
-        {"--key", offsetof(struct options, etcd.key_file)},
-        {"--user", offsetof(struct options, etcd.user)},
-        {"--password-file", offsetof(struct options, password_file)},
         {"--gateway-id", offsetof(struct options, gateway_id)},
         {"--listen", offsetof(struct options, listen)},
     };
@@ -175,6 +160,9 @@ static int parse(int argc, char **argv, struct options *o)
             rc = opts_u64(flag, val, 1, 1000000, &v, &err);
             o->max_parked = (unsigned)v;
             known = true;
+        } else {
+            rc = etcd_opts_flag(&o->etcd, a, nl, val, &err);
+            known = rc > 0;
         }
         if (rc < 0) {
             fprintf(stderr, WHO ": %s\n", err.msg);
@@ -206,7 +194,7 @@ static void serve(struct gateway *g)
     struct mm_error err = {0};
     place_config_init(&g->place);
     struct mesh_config mc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .iid = g->id,
         .etcd = g->etcd,
         .mirror = g->mirror,
@@ -217,7 +205,7 @@ static void serve(struct gateway *g)
         goto fail;
     ac.mesh = g->mesh;
     struct table_config tc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .mirror = g->mirror,
         .mesh = g->mesh,
         .rpc = g->rpc,
@@ -283,18 +271,11 @@ int main(int argc, char **argv)
 {
     static struct options o;
     static struct gateway g;
-    static char password[OPTS_PASSWORD_MAX + 1];
     int rc = parse(argc, argv, &o);
     struct mm_error err = {0};
-    if (rc == 0 && o.password_file) {
-        if (opts_password_file("--password-file", o.password_file, password, sizeof(password),
-                               &err) < 0) {
-            fprintf(stderr, WHO ": %s\n", err.msg);
-            rc = 2;
-        }
-        o.etcd.password = password;
-    } else if (rc == 0) {
-        o.etcd.password = env_or("MM_ETCD_PASSWORD", NULL);
+    if (rc == 0 && etcd_opts_password(&o.etcd, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        rc = 2;
     }
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
@@ -311,18 +292,18 @@ int main(int argc, char **argv)
     g.loop = EV_DEFAULT;
     char prefix[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &g};
-    if (etcd_client_new(g.loop, &o.etcd, &g.etcd, &err) < 0 ||
+    if (etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
         rpc_context_new(g.loop, &g.rpc, &err) < 0 ||
         rpc_server_new(g.rpc, &o.rpc, &g.server, &err) < 0 ||
         rpc_server_listen(g.server, o.listen, &g.port, &err) < 0 ||
-        keys_prefix(prefix, sizeof(prefix), o.cluster, &err) < 0 ||
+        keys_prefix(prefix, sizeof(prefix), o.etcd.cluster, &err) < 0 ||
         mirror_new(g.etcd, prefix, &mcfg, &g.mirror, &err) < 0) {
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         g.exit_code = 1;
     } else {
         mm_log(MM_LOG_INFO, WHO, "gateway %s (id from %s), cluster %s, etcd %s", g.id,
-               strcmp(source, "--instance-id") == 0 ? "--gateway-id" : source, o.cluster,
-               o.etcd.endpoints);
+               strcmp(source, "--instance-id") == 0 ? "--gateway-id" : source, o.etcd.cluster,
+               o.etcd.config.endpoints);
         ev_signal_init(&g.sigterm, on_signal_w, SIGTERM);
         ev_signal_init(&g.sigint, on_signal_w, SIGINT);
         g.sigterm.data = g.sigint.data = &g;
