@@ -17,6 +17,7 @@
 
 #include "mm/election.h"
 #include "mm/etcd.h"
+#include "mm/etcd_opts.h"
 #include "mm/instance.h"
 #include "mm/keys.h"
 #include "mm/log.h"
@@ -37,8 +38,8 @@
 #define STATS_EVERY_S 60.
 
 struct options {
-    struct etcd_config etcd;
-    const char *cluster, *identity, *password_file, *service_name, *ns;
+    struct etcd_opts etcd;
+    const char *identity, *service_name, *ns;
     uint64_t lease_ttl_ms, failure_expiry_ms, replace_delay_ms, max_failures;
 };
 
@@ -73,13 +74,7 @@ static void usage(FILE *to)
             "Reconciles InferenceServices (isvcs/ in etcd) into vmodels and models, and writes\n"
             "their status (isvc-status/). Run several: one leads, the others take over.\n"
             "\n"
-            "  --etcd-endpoints URLS        etcd, comma-separated (env MM_ETCD_ENDPOINTS;\n"
-            "                               default http://127.0.0.1:2379)\n"
-            "  --cluster NAME               key prefix /modelmesh/NAME/ (env MM_CLUSTER; "
-            "default local)\n"
-            "  --cacert FILE, --cert FILE, --key FILE   TLS to etcd\n"
-            "  --user NAME                  etcd user (env MM_ETCD_USER); password from\n"
-            "                               --password-file FILE or env MM_ETCD_PASSWORD\n"
+            ETCD_OPTS_USAGE
             "  --identity ID                its name in the election and as the mesh's caller\n"
             "                               (env MM_CONTROLLER_ID; default POD_NAME, else\n"
             "                               HOSTNAME, else the host name)\n"
@@ -109,9 +104,7 @@ static const char *env_or(const char *name, const char *dflt)
 
 static int parse(int argc, char **argv, struct options *o)
 {
-    o->etcd.endpoints = env_or("MM_ETCD_ENDPOINTS", "http://127.0.0.1:2379");
-    o->etcd.user = env_or("MM_ETCD_USER", NULL);
-    o->cluster = env_or("MM_CLUSTER", "local");
+    etcd_opts_init(&o->etcd);
     o->identity = env_or("MM_CONTROLLER_ID", NULL);
     o->service_name = "modelmesh-serving";
     o->lease_ttl_ms = 10000;
@@ -138,14 +131,6 @@ static int parse(int argc, char **argv, struct options *o)
         const char *flag;
         size_t offset;
     } strings[] = {
-        {"--etcd-endpoints", offsetof(struct options, etcd.endpoints)},
-        {"--endpoints", offsetof(struct options, etcd.endpoints)},
-        {"--cluster", offsetof(struct options, cluster)},
-        {"--cacert", offsetof(struct options, etcd.ca_file)},
-        {"--cert", offsetof(struct options, etcd.cert_file)},
-        {"--key", offsetof(struct options, etcd.key_file)},
-        {"--user", offsetof(struct options, etcd.user)},
-        {"--password-file", offsetof(struct options, password_file)},
         {"--identity", offsetof(struct options, identity)},
         {"--service-name", offsetof(struct options, service_name)},
         {"--namespace", offsetof(struct options, ns)},
@@ -182,6 +167,10 @@ static int parse(int argc, char **argv, struct options *o)
             rc = opts_ms(flag, val, durations[k].min, durations[k].max,
                          (uint64_t *)((char *)o + durations[k].offset), &err);
             known = true;
+        }
+        if (!known) {
+            rc = etcd_opts_flag(&o->etcd, a, nl, val, &err);
+            known = rc > 0;
         }
         if (rc < 0) {
             fprintf(stderr, WHO ": %s\n", err.msg);
@@ -286,7 +275,7 @@ static void start_leading(struct controller *c)
     place_config_init(&c->place);
     c->place.failure_expiry_ms = (int64_t)o->failure_expiry_ms;
     struct mesh_config mc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .iid = c->id,
         .etcd = c->etcd,
         .mirror = c->mirror,
@@ -295,14 +284,14 @@ static void start_leading(struct controller *c)
         .replace_delay_ms = (unsigned)o->replace_delay_ms,
     };
     struct vmodels_config vc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .iid = c->id,
         .etcd = c->etcd,
         .mirror = c->mirror,
         .drive_delay_ms = (unsigned)o->replace_delay_ms,
     };
     struct reconcile_config rc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .ns = o->ns,
         .service_name = o->service_name,
         .identity = c->id,
@@ -385,18 +374,11 @@ int main(int argc, char **argv)
 {
     static struct options o;
     static struct controller c;
-    static char password[OPTS_PASSWORD_MAX + 1];
     int rc = parse(argc, argv, &o);
     struct mm_error err = {0};
-    if (rc == 0 && o.password_file) {
-        if (opts_password_file("--password-file", o.password_file, password, sizeof(password),
-                               &err) < 0) {
-            fprintf(stderr, WHO ": %s\n", err.msg);
-            rc = 2;
-        }
-        o.etcd.password = password;
-    } else if (rc == 0) {
-        o.etcd.password = env_or("MM_ETCD_PASSWORD", NULL);
+    if (rc == 0 && etcd_opts_password(&o.etcd, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        rc = 2;
     }
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
@@ -415,16 +397,16 @@ int main(int argc, char **argv)
     c.stats.data = &c;
     char prefix[KEYS_MAX], ekey[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &c};
-    if (etcd_client_new(c.loop, &o.etcd, &c.etcd, &err) < 0 ||
-        keys_prefix(prefix, sizeof(prefix), o.cluster, &err) < 0 ||
-        keys_election(ekey, sizeof(ekey), o.cluster, &err) < 0 ||
+    if (etcd_client_new(c.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
+        keys_prefix(prefix, sizeof(prefix), o.etcd.cluster, &err) < 0 ||
+        keys_election(ekey, sizeof(ekey), o.etcd.cluster, &err) < 0 ||
         mirror_new(c.etcd, prefix, &mcfg, &c.mirror, &err) < 0) {
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         c.exit_code = 1;
     } else {
         mm_log(MM_LOG_INFO, WHO, "controller %s %s (id from %s), cluster %s, etcd %s", c.id,
                MM_VERSION, strcmp(source, "--instance-id") == 0 ? "--identity" : source,
-               o.cluster, o.etcd.endpoints);
+               o.etcd.cluster, o.etcd.config.endpoints);
         ev_signal_init(&c.sigterm, on_signal_w, SIGTERM);
         ev_signal_init(&c.sigint, on_signal_w, SIGINT);
         c.sigterm.data = c.sigint.data = &c;
