@@ -23,6 +23,7 @@
 #include "mm/copies.h"
 #include "mm/curlev.h"
 #include "mm/etcd.h"
+#include "mm/etcd_opts.h"
 #include "mm/instance.h"
 #include "mm/keys.h"
 #include "mm/log.h"
@@ -48,9 +49,9 @@
 #define MAX_RPC_MS 3600000ULL   /* --message-timeout-ms, --connection-idle-ms: an hour */
 
 struct options {
-    struct etcd_config etcd;
-    const char *cluster, *instance_id, *runtime, *runtime_name, *model_types, *zone,
-        *internal_address, *password_file, *listen, *models_root, *cache_dir, *max_failures,
+    struct etcd_opts etcd;
+    const char *instance_id, *runtime, *runtime_name, *model_types, *zone,
+        *internal_address, *listen, *models_root, *cache_dir, *max_failures,
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
         *connection_idle, *max_parked, *pull_concurrency;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
@@ -105,13 +106,7 @@ static void usage(FILE *to)
             "Serves one model runtime's pod in the mesh: registers its instance, holds copies,\n"
             "places models and serves the model API (mmesh.ModelMesh).\n"
             "\n"
-            "  --etcd-endpoints URLS        etcd, comma-separated (env MM_ETCD_ENDPOINTS;\n"
-            "                               default http://127.0.0.1:2379)\n"
-            "  --cluster NAME               key prefix /modelmesh/NAME/ (env MM_CLUSTER; "
-            "default local)\n"
-            "  --cacert FILE, --cert FILE, --key FILE   TLS to etcd\n"
-            "  --user NAME                  etcd user (env MM_ETCD_USER); password from\n"
-            "                               --password-file FILE or env MM_ETCD_PASSWORD\n"
+            ETCD_OPTS_USAGE
             "  --instance-id ID             (env MM_INSTANCE_ID; default POD_NAME, else "
             "HOSTNAME,\n"
             "                               else the host name)\n"
@@ -208,9 +203,7 @@ static int duration(const char *flag, const char *value, uint64_t min, uint64_t 
 
 static int parse(int argc, char **argv, struct options *o)
 {
-    o->etcd.endpoints = env_or("MM_ETCD_ENDPOINTS", "http://127.0.0.1:2379");
-    o->etcd.user = env_or("MM_ETCD_USER", NULL);
-    o->cluster = env_or("MM_CLUSTER", "local");
+    etcd_opts_init(&o->etcd);
     o->instance_id = env_or("MM_INSTANCE_ID", NULL);
     o->runtime = env_or("MM_RUNTIME_ADDRESS", "127.0.0.1:8085");
     o->runtime_name = env_or("MM_RUNTIME_NAME", "mm-runtime");
@@ -252,14 +245,6 @@ static int parse(int argc, char **argv, struct options *o)
         const char *flag;
         size_t offset;
     } strings[] = {
-        {"--etcd-endpoints", offsetof(struct options, etcd.endpoints)},
-        {"--endpoints", offsetof(struct options, etcd.endpoints)}, /* as mmctl spells it */
-        {"--cluster", offsetof(struct options, cluster)},
-        {"--cacert", offsetof(struct options, etcd.ca_file)},
-        {"--cert", offsetof(struct options, etcd.cert_file)},
-        {"--key", offsetof(struct options, etcd.key_file)},
-        {"--user", offsetof(struct options, etcd.user)},
-        {"--password-file", offsetof(struct options, password_file)},
         {"--instance-id", offsetof(struct options, instance_id)},
         {"--runtime", offsetof(struct options, runtime)},
         {"--runtime-name", offsetof(struct options, runtime_name)},
@@ -314,6 +299,15 @@ static int parse(int argc, char **argv, struct options *o)
                          (uint64_t *)((char *)o + durations[k].offset)) != 0)
                 return 2;
             known = true;
+        }
+        if (!known) {
+            struct mm_error err = {0};
+            int rc = etcd_opts_flag(&o->etcd, a, nl, val, &err);
+            if (rc < 0) {
+                fprintf(stderr, WHO ": %s\n", err.msg);
+                return 2;
+            }
+            known = rc > 0;
         }
         for (size_t k = 0; !known && k < sizeof(strings) / sizeof(strings[0]); k++) {
             if (strlen(strings[k].flag) != nl || strncmp(a, strings[k].flag, nl) != 0)
@@ -393,22 +387,6 @@ static int parse(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* The password: the first line of --password-file, else MM_ETCD_PASSWORD. 0 or 2. */
-static int read_password(struct options *o, char *buf, size_t size)
-{
-    if (!o->password_file) {
-        o->etcd.password = env_or("MM_ETCD_PASSWORD", NULL);
-        return 0;
-    }
-    struct mm_error err = {0};
-    if (opts_password_file("--password-file", o->password_file, buf, size, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
-        return 2;
-    }
-    o->etcd.password = buf;
-    return 0;
-}
-
 /* --model-types "a,b": split in place into n->types. 0 or 2. */
 static int split_types(struct node *n, const char *list)
 {
@@ -440,7 +418,7 @@ static void maybe_serve(struct node *n)
     struct options *o = n->o;
     struct mm_error err = {0};
     struct copies_config cc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .iid = n->id,
         .etcd = n->etcd,
         .mirror = n->mirror,
@@ -453,7 +431,7 @@ static void maybe_serve(struct node *n)
         .min_churn_age_ms = (int64_t)o->min_churn_age_ms,
     };
     struct mesh_config mc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .iid = n->id,
         .etcd = n->etcd,
         .mirror = n->mirror,
@@ -470,7 +448,7 @@ static void maybe_serve(struct node *n)
     if (mesh_new(&mc, &n->mesh, &err) < 0)
         goto fail;
     struct vmodels_config vc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .iid = n->id,
         .etcd = n->etcd,
         .mirror = n->mirror,
@@ -481,7 +459,7 @@ static void maybe_serve(struct node *n)
         goto fail;
     ac.mesh = n->mesh;
     struct table_config tc = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .iid = n->id,
         .mirror = n->mirror,
         .mesh = n->mesh,
@@ -610,7 +588,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
         address = bound_address;
     }
     struct instance_config cfg = {
-        .cluster = o->cluster,
+        .cluster = o->etcd.cluster,
         .id = n->id,
         .address = address,
         .runtime_name = o->runtime_name,
@@ -628,7 +606,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
     char prefix[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = n};
     if (instance_new(n->etcd, &cfg, on_instance, n, &n->instance, &e) < 0 ||
-        keys_prefix(prefix, sizeof(prefix), o->cluster, &e) < 0 ||
+        keys_prefix(prefix, sizeof(prefix), o->etcd.cluster, &e) < 0 ||
         mirror_new(n->etcd, prefix, &mcfg, &n->mirror, &e) < 0 ||
         mirror_start(n->mirror) < 0) {
         mm_log(MM_LOG_ERROR, WHO, "cannot register: %s", e.msg[0] ? e.msg : "mirror");
@@ -740,7 +718,7 @@ static int storage_lookup(const char *key, char **json, void *arg, struct mm_err
 {
     struct node *n = arg;
     char k[KEYS_MAX];
-    int rc = keys_storage_config(k, sizeof(k), n->o->cluster, key, err);
+    int rc = keys_storage_config(k, sizeof(k), n->o->etcd.cluster, key, err);
     if (rc < 0)
         return rc;
     if (!n->mirror)
@@ -759,16 +737,17 @@ int main(int argc, char **argv)
 {
     static struct options o;
     static struct node n;
-    static char password[OPTS_PASSWORD_MAX + 1];
+    struct mm_error err = {0};
     int rc = parse(argc, argv, &o);
-    if (rc == 0)
-        rc = read_password(&o, password, sizeof(password));
+    if (rc == 0 && etcd_opts_password(&o.etcd, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        rc = 2;
+    }
     n.o = &o;
     if (rc == 0)
         rc = split_types(&n, o.model_types);
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
-    struct mm_error err = {0};
     const char *source = NULL;
     if (rc == 0 && instance_id_choose(o.instance_id, getenv("POD_NAME"), getenv("HOSTNAME"), host,
                                       n.id, sizeof(n.id), &source, &err) < 0) {
@@ -796,8 +775,8 @@ int main(int argc, char **argv)
                                 .lookup_arg = &n,
                                 .max_transfers = o.max_pulls};
     if (curlev_new(n.loop, &n.curl, &err) == 0)
-        o.etcd.curl = sc.curl = n.curl;
-    if (!n.curl || etcd_client_new(n.loop, &o.etcd, &n.etcd, &err) < 0 ||
+        o.etcd.config.curl = sc.curl = n.curl;
+    if (!n.curl || etcd_client_new(n.loop, &o.etcd.config, &n.etcd, &err) < 0 ||
         rpc_context_new(n.loop, &n.rpc, &err) < 0 ||
         rpc_server_new(n.rpc, &o.rpc, &n.server, &err) < 0 ||
         rpc_server_listen(n.server, o.listen, &n.port, &err) < 0 ||
@@ -813,7 +792,7 @@ int main(int argc, char **argv)
         mm_log(MM_LOG_INFO, WHO,
                "instance %s (id from %s), cluster %s, etcd %s; waiting up to %" PRIu64
                " ms for the runtime at %s",
-               n.id, source, o.cluster, o.etcd.endpoints, o.start_timeout_ms, o.runtime);
+               n.id, source, o.etcd.cluster, o.etcd.config.endpoints, o.start_timeout_ms, o.runtime);
         ev_signal_init(&n.sigterm, on_signal_w, SIGTERM);
         ev_signal_init(&n.sigint, on_signal_w, SIGINT);
         n.sigterm.data = n.sigint.data = &n;
