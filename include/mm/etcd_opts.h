@@ -19,13 +19,13 @@
 #define ETCD_OPTS_DEFAULT_CLUSTER "local"
 
 /* The lines of a server's --help for these options, to paste into its usage text. */
-#define ETCD_OPTS_USAGE                                                                        \
-    "  --etcd-endpoints URLS        etcd, comma-separated (env MM_ETCD_ENDPOINTS;\n"           \
-    "                               default " ETCD_OPTS_DEFAULT_ENDPOINTS ")\n"                \
-    "  --cluster NAME               key prefix /modelmesh/NAME/ (env MM_CLUSTER; "             \
-    "default " ETCD_OPTS_DEFAULT_CLUSTER ")\n"                                                 \
-    "  --cacert FILE, --cert FILE, --key FILE   TLS to etcd\n"                                 \
-    "  --user NAME                  etcd user (env MM_ETCD_USER); password from\n"             \
+#define ETCD_OPTS_USAGE                                                                            \
+    "  --etcd-endpoints URLS        etcd, comma-separated (env MM_ETCD_ENDPOINTS;\n"               \
+    "                               default " ETCD_OPTS_DEFAULT_ENDPOINTS ")\n"                    \
+    "  --cluster NAME               key prefix /modelmesh/NAME/ (env MM_CLUSTER; "                 \
+    "default " ETCD_OPTS_DEFAULT_CLUSTER ")\n"                                                     \
+    "  --cacert FILE, --cert FILE, --key FILE   TLS to etcd\n"                                     \
+    "  --user NAME                  etcd user (env MM_ETCD_USER); password from\n"                 \
     "                               --password-file FILE or env MM_ETCD_PASSWORD\n"
 
 struct etcd_opts {
