@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "mm/etcd.h"
+#include "mm/etcd_opts.h"
 #include "mm/etcd_sync.h"
 #include "mm/json.h"
 #include "mm/keys.h"
@@ -31,13 +32,11 @@
 #define MAX_REPLY_BYTES ((uint64_t)4 << 30)
 
 struct options {
-    struct etcd_config etcd;
-    const char *cluster;
+    struct etcd_opts etcd;
     const char *prefix;        /* dump --prefix */
-    const char *password_file; /* --password-file */
     bool password_given;       /* --password on the command line */
     size_t page_keys, page_bytes;
-    char *password;            /* read from --password-file, or a copy of the argument */
+    char *password; /* a copy of --password's argument */
     struct serving_options serving;
     const char *ns;            /* -n, --namespace */
     const char *manifest;      /* -f, --filename */
@@ -165,7 +164,7 @@ static int numeric(const char *flag, const char *val, struct options *o)
     if (strcmp(flag, "--timeout") == 0) {
         rc = opts_ms(flag, val, 1, MAX_TIMEOUT_MS, &v, &err);
         if (rc == 0)
-            o->etcd.request_timeout_ms = o->serving.timeout_ms = (unsigned)v;
+            o->etcd.config.request_timeout_ms = o->serving.timeout_ms = (unsigned)v;
     } else if (strcmp(flag, "--page-keys") == 0) {
         rc = opts_u64(flag, val, 1, MAX_PAGE_KEYS, &v, &err);
         o->page_keys = (size_t)v;
@@ -174,7 +173,7 @@ static int numeric(const char *flag, const char *val, struct options *o)
         o->page_bytes = (size_t)v;
     } else {
         rc = opts_bytes(flag, val, MIN_REPLY_BYTES, MAX_REPLY_BYTES, &v, &err);
-        o->etcd.max_reply_bytes = (size_t)v;
+        o->etcd.config.max_reply_bytes = (size_t)v;
     }
     if (rc < 0)
         term_error("%s", err.msg);
@@ -184,25 +183,13 @@ static int numeric(const char *flag, const char *val, struct options *o)
 /* Returns 0, or 2 for a usage error (message printed). */
 static int parse(int argc, char **argv, struct options *o)
 {
-    const char *env = getenv("MM_ETCD_ENDPOINTS");
-    o->etcd.endpoints = env && env[0] ? env : "http://127.0.0.1:2379";
-    env = getenv("MM_CLUSTER");
-    o->cluster = env && env[0] ? env : "local";
-    env = getenv("MM_ETCD_USER");
-    o->etcd.user = env && env[0] ? env : NULL;
+    etcd_opts_init(&o->etcd);
     o->page_keys = DEFAULT_PAGE_KEYS;
     o->page_bytes = DEFAULT_PAGE_BYTES;
     static const struct {
         const char *name;
         size_t offset;
     } opts[] = {
-        {"--endpoints", offsetof(struct options, etcd.endpoints)},
-        {"--cluster", offsetof(struct options, cluster)},
-        {"--cacert", offsetof(struct options, etcd.ca_file)},
-        {"--cert", offsetof(struct options, etcd.cert_file)},
-        {"--key", offsetof(struct options, etcd.key_file)},
-        {"--user", offsetof(struct options, etcd.user)},
-        {"--password-file", offsetof(struct options, password_file)},
         {"--prefix", offsetof(struct options, prefix)},
         {"--address", offsetof(struct options, serving.address)},
         {"--file", offsetof(struct options, serving.file)},
@@ -325,6 +312,16 @@ static int parse(int argc, char **argv, struct options *o)
                 return 2;
             known = true;
         }
+        /* The servers' --etcd-endpoints is not mmctl's: it spells it --endpoints only. */
+        if (!known && !(nl == 16 && strncmp(a, "--etcd-endpoints", nl) == 0)) {
+            struct mm_error err = {0};
+            int rc = etcd_opts_flag(&o->etcd, a, nl, val, &err);
+            if (rc < 0) {
+                fprintf(stderr, "mmctl: %s\n", err.msg);
+                return 2;
+            }
+            known = rc > 0;
+        }
         for (size_t k = 0; !known && k < sizeof(opts) / sizeof(opts[0]); k++) {
             if (strlen(opts[k].name) != nl || strncmp(a, opts[k].name, nl) != 0)
                 continue;
@@ -347,56 +344,38 @@ static int parse(int argc, char **argv, struct options *o)
     return 0;
 }
 
-/* The first line of --password-file as the password. 0, or 2 (message printed). */
-static int read_password_file(struct options *o)
-{
-    struct mm_error err = {0};
-    char *buf = malloc(OPTS_PASSWORD_MAX + 1);
-    if (!buf || opts_password_file("--password-file", o->password_file, buf, OPTS_PASSWORD_MAX + 1,
-                                 &err) < 0) {
-        fprintf(stderr, "mmctl: %s\n", buf ? err.msg : "out of memory");
-        free(buf);
-        return 2;
-    }
-    free(o->password);
-    o->password = buf;
-    return 0;
-}
-
 /* Where the password comes from: --password-file, then --password, then MM_ETCD_PASSWORD.
  * 0, or 2 (message printed). */
 static int resolve_password(struct options *o)
 {
-    if (o->password_file && o->password_given) {
+    struct etcd_config *cfg = &o->etcd.config;
+    if (o->etcd.password_file && o->password_given) {
         fprintf(stderr, "mmctl: give the password with --password-file or --password, not both\n");
         return 2;
     }
-    if (o->password_file && read_password_file(o) != 0)
+    struct mm_error err = {0};
+    if (o->password_given) {
+        cfg->password = o->password;
+    } else if (etcd_opts_password(&o->etcd, &err) < 0) {
+        fprintf(stderr, "mmctl: %s\n", err.msg);
         return 2;
-    if (!o->password) {
-        const char *env = getenv("MM_ETCD_PASSWORD");
-        if (env && env[0] && !(o->password = strdup(env))) {
-            fprintf(stderr, "mmctl: out of memory\n");
-            return 2;
-        }
     }
-    if (o->password && !o->etcd.user) {
+    if (cfg->password && !cfg->user) {
         fprintf(stderr,
                 "mmctl: a password was given (%s) but no user: add --user NAME or "
                 "MM_ETCD_USER\n",
-                o->password_file    ? "--password-file"
-                : o->password_given ? "--password"
-                                    : "MM_ETCD_PASSWORD");
+                o->etcd.password_file ? "--password-file"
+                : o->password_given   ? "--password"
+                                      : "MM_ETCD_PASSWORD");
         return 2;
     }
-    if (o->etcd.user && !o->password) {
+    if (cfg->user && !cfg->password) {
         fprintf(stderr,
                 "mmctl: --user %s needs a password: --password-file FILE, "
                 "MM_ETCD_PASSWORD or --password\n",
-                o->etcd.user);
+                cfg->user);
         return 2;
     }
-    o->etcd.password = o->password;
     return 0;
 }
 
@@ -404,7 +383,7 @@ static int resolve_password(struct options *o)
 static void etcd_fail(const struct options *o, const struct mm_error *err)
 {
     term_error("%s", err->msg);
-    if (err->code == -EACCES && !o->etcd.user)
+    if (err->code == -EACCES && !o->etcd.config.user)
         fprintf(stderr, "mmctl: give credentials: --user NAME (or MM_ETCD_USER) and the password "
                         "in a file (--password-file FILE) or in MM_ETCD_PASSWORD\n");
     else if (err->code == -EMSGSIZE)
@@ -418,7 +397,7 @@ static char *full_key(const struct options *o, const char *k, size_t *len)
 {
     struct mm_error err = {0};
     char prefix[KEYS_MAX];
-    if (keys_prefix(prefix, sizeof(prefix), o->cluster, &err) < 0) {
+    if (keys_prefix(prefix, sizeof(prefix), o->etcd.cluster, &err) < 0) {
         term_error("%s", err.msg);
         return NULL;
     }
@@ -446,7 +425,8 @@ static void print_key(FILE *f, const char *key, size_t len)
 static void print_value(const struct options *o, const struct etcd_kv *kv)
 {
     struct mm_error err = {0};
-    if (record_validate_at(kv->key, kv->key_len, o->cluster, kv->value, kv->value_len, &err) < 0) {
+    if (record_validate_at(kv->key, kv->key_len, o->etcd.cluster, kv->value, kv->value_len,
+                           &err) < 0) {
         fflush(stdout);
         fprintf(stderr, "mmctl: warning: ");
         print_key(stderr, kv->key, kv->key_len);
@@ -586,7 +566,7 @@ static int cmd_put(struct etcd_client *c, const struct options *o)
     const char *value = o->args[3];
     struct mm_error err = {0};
     int rc = 1;
-    if (record_validate_at(key, len, o->cluster, value, strlen(value), &err) < 0) {
+    if (record_validate_at(key, len, o->etcd.cluster, value, strlen(value), &err) < 0) {
         fprintf(stderr, "mmctl: refusing to write ");
         print_key(stderr, key, len);
         fputs(": ", stderr);
@@ -651,7 +631,7 @@ static int run_registry(struct options *o)
         fprintf(stderr, "mmctl: cannot create an event loop\n");
         return 1;
     }
-    if (etcd_client_new(loop, &o->etcd, &c, &err) < 0) {
+    if (etcd_client_new(loop, &o->etcd.config, &c, &err) < 0) {
         term_error("%s", err.msg);
         ev_loop_destroy(loop);
         return 1;
@@ -687,12 +667,12 @@ static int run_kube(struct options *o)
         fprintf(stderr, "mmctl: cannot create an event loop\n");
         return 1;
     }
-    if (etcd_client_new(loop, &o->etcd, &c, &err) < 0) {
+    if (etcd_client_new(loop, &o->etcd.config, &c, &err) < 0) {
         term_error("%s", err.msg);
         ev_loop_destroy(loop);
         return 1;
     }
-    struct kube_options k = {.cluster = o->cluster,
+    struct kube_options k = {.cluster = o->etcd.cluster,
                              .ns = o->ns,
                              .file = o->manifest,
                              .output = s->output,
@@ -711,13 +691,13 @@ int main(int argc, char **argv)
     int rc = parse(argc, argv, &o);
     if (rc == 0 && o.n_args >= 1 &&
         (strcmp(o.args[0], "model") == 0 || strcmp(o.args[0], "vmodel") == 0) &&
-        o.etcd.key_file) {
+        o.etcd.config.key_file) {
         /* Model verbs talk to a node, not etcd: --key is the model's storage key there. */
         if (o.serving.storage_key) {
             fprintf(stderr, "mmctl: give the storage key with --key or --storage-key, not both\n");
             rc = 2;
         }
-        o.serving.storage_key = o.etcd.key_file;
+        o.serving.storage_key = o.etcd.config.key_file;
     }
     if (rc == 0 && o.n_args >= 1 && kube_is_verb(o.args[0])) {
         rc = run_kube(&o);
@@ -737,5 +717,6 @@ int main(int argc, char **argv)
         memset(o.password, 0, strlen(o.password));
         free(o.password);
     }
+    explicit_bzero(o.etcd.password_buf, sizeof(o.etcd.password_buf));
     return rc;
 }
