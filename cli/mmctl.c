@@ -379,6 +379,26 @@ static int resolve_password(struct options *o)
     return 0;
 }
 
+/* The password, then a loop and an etcd client on it, for the verbs that use etcd. 0, or
+ * the exit code (message printed). */
+static int open_etcd(struct options *o, struct ev_loop **loop, struct etcd_client **c)
+{
+    int rc = resolve_password(o);
+    if (rc)
+        return rc;
+    struct mm_error err = {0};
+    if (!(*loop = ev_loop_new(EVFLAG_AUTO))) {
+        fprintf(stderr, "mmctl: cannot create an event loop\n");
+        return 1;
+    }
+    if (etcd_client_new(*loop, &o->etcd.config, c, &err) < 0) {
+        term_error("%s", err.msg);
+        ev_loop_destroy(*loop);
+        return 1;
+    }
+    return 0;
+}
+
 /* An etcd error, and what to do about the ones a user can fix. */
 static void etcd_fail(const struct options *o, const struct mm_error *err)
 {
@@ -621,21 +641,11 @@ static int run_registry(struct options *o)
                         "vmodel)\n");
         return 2;
     }
-    int rc = resolve_password(o);
+    struct ev_loop *loop = NULL;
+    struct etcd_client *c = NULL;
+    int rc = open_etcd(o, &loop, &c);
     if (rc)
         return rc;
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    struct etcd_client *c = NULL;
-    struct mm_error err = {0};
-    if (!loop) {
-        fprintf(stderr, "mmctl: cannot create an event loop\n");
-        return 1;
-    }
-    if (etcd_client_new(loop, &o->etcd.config, &c, &err) < 0) {
-        term_error("%s", err.msg);
-        ev_loop_destroy(loop);
-        return 1;
-    }
     rc = cmd(c, o);
     etcd_client_free(c);
     ev_loop_destroy(loop);
@@ -657,21 +667,11 @@ static int run_kube(struct options *o)
         fprintf(stderr, "mmctl: --prefix goes with registry dump only\n");
         return 2;
     }
-    int rc = resolve_password(o);
+    struct ev_loop *loop = NULL;
+    struct etcd_client *c = NULL;
+    int rc = open_etcd(o, &loop, &c);
     if (rc)
         return rc;
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    struct etcd_client *c = NULL;
-    struct mm_error err = {0};
-    if (!loop) {
-        fprintf(stderr, "mmctl: cannot create an event loop\n");
-        return 1;
-    }
-    if (etcd_client_new(loop, &o->etcd.config, &c, &err) < 0) {
-        term_error("%s", err.msg);
-        ev_loop_destroy(loop);
-        return 1;
-    }
     struct kube_options k = {.cluster = o->etcd.cluster,
                              .ns = o->ns,
                              .file = o->manifest,
