@@ -48,6 +48,8 @@ struct frame {
 
 struct builder {
     struct yamljson *y;
+    unsigned last_line; /* the text's last line: libyaml marks an empty node at the end of the
+                           text (a document with no content) on the line after it */
     struct yamljson_limits lim;
     struct frame *stack; /* lim.max_depth entries */
     unsigned depth;
@@ -538,6 +540,8 @@ static int by_node(const void *a, const void *b)
 static int parser_error(struct builder *b, const yaml_parser_t *p)
 {
     unsigned line = (unsigned)p->problem_mark.line + 1, col = (unsigned)p->problem_mark.column + 1;
+    if (line > b->last_line)
+        line = b->last_line;
     const char *what = p->problem ? p->problem : "not YAML";
     if (p->error == YAML_MEMORY_ERROR)
         return mm_error_set(b->err, -ENOMEM, "out of memory");
@@ -555,6 +559,8 @@ static int run(struct builder *b, yaml_parser_t *p)
         if (!yaml_parser_parse(p, &ev))
             return parser_error(b, p);
         unsigned line = (unsigned)ev.start_mark.line + 1;
+        if (line > b->last_line)
+            line = b->last_line;
         int rc = 0;
         bool done = false;
         switch (ev.type) {
@@ -631,6 +637,11 @@ int yamljson_parse(const char *text, size_t len, const struct yamljson_limits *l
     if (len > b.lim.max_bytes)
         return mm_error_set(err, -E2BIG, "%zu bytes: more than the %zu a manifest may have", len,
                             b.lim.max_bytes);
+    /* Lines as an editor counts them: LF, CRLF or a lone CR ends one. */
+    b.last_line = 1;
+    for (size_t i = 0; i < len; i++)
+        b.last_line +=
+            text[i] == '\n' || (text[i] == '\r' && (i + 1 == len || text[i + 1] != '\n'));
     b.y = calloc(1, sizeof(*b.y));
     b.stack = calloc(b.lim.max_depth, sizeof(*b.stack));
     b.anchors = calloc(b.lim.max_anchors, sizeof(*b.anchors));

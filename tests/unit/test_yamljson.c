@@ -136,6 +136,16 @@ static void test_documents(void)
     CHECK(yamljson_root(y, 5) == NULL);
     yamljson_free(y);
 
+    /* An empty last document: libyaml marks its null on the line after the text's last; the
+     * line given is never past the text (found by fuzz_yaml). */
+    y = parse("b: ---\n---\n\n    ", &err);
+    REQUIRE(y != NULL);
+    REQUIRE(yamljson_count(y) == 2);
+    CHECK_JSON(y, 1, "null");
+    CHECK(yamljson_doc_line(y, 1) <= 4);
+    CHECK(yamljson_line(y, yamljson_root(y, 1)) <= 4);
+    yamljson_free(y);
+
     y = parse("", &err);
     REQUIRE(y != NULL);
     CHECK_INT(yamljson_count(y), 0);
