@@ -45,8 +45,7 @@ int probe_is_off(const char *listen)
     return listen && strcmp(listen, "off") == 0;
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *body,
-                             int allow)
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *body, int allow)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -64,8 +63,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 /* Answered on the first call (headers complete); a body sent with it is not read: MHD closes
  * the connection after the answer. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size, void **ctx)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **ctx)
 {
     struct probe *p = cls;
     bool live = strcmp(url, "/live") == 0, ready = strcmp(url, "/ready") == 0;

@@ -23,7 +23,7 @@
 #include "mm/error.h"
 
 #define PROBE_DEFAULT_LISTEN "0.0.0.0:8089"
-#define PROBE_STALL_MS 10000u       /* /live fails when the loop has not turned this long */
+#define PROBE_STALL_MS 10000u /* /live fails when the loop has not turned this long */
 #define PROBE_MAX_CONNECTIONS 64u
 #define PROBE_MAX_PER_IP 32u
 #define PROBE_IDLE_TIMEOUT_S 5u
@@ -32,14 +32,14 @@
 /* The --help lines of --probe-listen, as the programs print them. */
 #define PROBE_USAGE                                                                                \
     "  --probe-listen ADDR          HTTP probes GET /live and /ready; port 0 picks one, off\n"     \
-    "                               disables them (env MM_PROBE_LISTEN; default "                 \
-    PROBE_DEFAULT_LISTEN ")\n"
+    "                               disables them (env MM_PROBE_LISTEN; "                          \
+    "default " PROBE_DEFAULT_LISTEN ")\n"
 
 struct probe;
 
 struct probe_config {
-    const char *listen;  /* "HOST:PORT", "[V6]:PORT" or ":PORT" (every address); port 0 picks */
-    unsigned stall_ms;   /* 0 = PROBE_STALL_MS */
+    const char *listen;    /* "HOST:PORT", "[V6]:PORT" or ":PORT" (every address); port 0 picks */
+    unsigned stall_ms;     /* 0 = PROBE_STALL_MS */
     const char *not_ready; /* the reason until probe_set_not_ready says otherwise; NULL =
                             * "starting". A string that outlives the probe (a literal) */
 };
