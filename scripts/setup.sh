@@ -15,7 +15,7 @@ packages=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   clang libclang-rt-14-dev
   python3 python3-grpcio python3-grpc-tools python3-protobuf
-  libxgboost-dev python3-sklearn python3-joblib python3-numpy
+  libxgboost-dev python3-sklearn python3-joblib python3-numpy zlib1g-dev
   etcd-server etcd-client
   nghttp2-client
 )
