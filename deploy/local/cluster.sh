@@ -533,8 +533,8 @@ cmd_up() {
     exit 1
   fi
   if [ "${MM_LOCAL_SETUP:-1}" != 0 ]; then
-    say "[setup] scripts/setup.sh $build (installs what is missing, builds)"
-    "$top/scripts/setup.sh" "$build"
+    say "[setup] scripts/setup.sh ${build#"$top/"} (installs what is missing, builds)"
+    "$top/scripts/setup.sh" "${build#"$top/"}"
   fi
   local prog
   for prog in node/mm-node gateway/mm-gateway controller/mm-controller \
