@@ -29,12 +29,12 @@
 #include "mm/json.h"
 #include "mm/keys.h"
 #include "mm/yamljson.h"
+#include "kube_secret.h"
 #include "term.h"
 
 #define ISVC_RESOURCE "inferenceservice.serving.kserve.io"
 #define ISVC_RESOURCES "inferenceservices.serving.kserve.io"
-#define SECRET_NAME "storage-config"
-#define MAX_SECRET_KEYS 100
+#define SECRET_NAME KUBE_SECRET_NAME
 #define MAX_OBJECTS 10000 /* listed by one get */
 #define MAX_ANNOTATION_LEN 140
 #define MAX_RANGE_DEPTH 8 /* jsonpath {range} nesting */
@@ -1618,23 +1618,15 @@ struct apply_item {
     char resource[64]; /* "inferenceservice.serving.kserve.io" */
     char name[KEYS_NAME_MAX + 1];
     char key[KEYS_MAX];
-    cJSON *obj;       /* isvc, runtime: the object to store */
-    size_t n_entries; /* secret */
-    char **entry_keys;
-    char **entry_values;
+    bool cluster;              /* a ClusterServingRuntime */
+    cJSON *obj;                /* isvc, runtime: the object to store */
+    struct kube_secret secret; /* the Secret's entries */
 };
 
 static void item_free(struct apply_item *it)
 {
     cJSON_Delete(it->obj);
-    for (size_t i = 0; i < it->n_entries; i++) {
-        free(it->entry_keys[i]);
-        if (it->entry_values[i])
-            memset(it->entry_values[i], 0, strlen(it->entry_values[i]));
-        free(it->entry_values[i]);
-    }
-    free(it->entry_keys);
-    free(it->entry_values);
+    kube_secret_clear(&it->secret);
 }
 
 /* A refusal naming the file, document, line and object. */
@@ -1775,31 +1767,6 @@ out:
     return rc;
 }
 
-static int add_entry(struct apply_item *it, const char *key, char *value)
-{
-    for (size_t i = 0; i < it->n_entries; i++)
-        if (strcmp(it->entry_keys[i], key) == 0) { /* stringData over data, as Kubernetes */
-            free(it->entry_values[i]);
-            it->entry_values[i] = value;
-            return 0;
-        }
-    char **k = realloc(it->entry_keys, (it->n_entries + 1) * sizeof(*k));
-    if (k)
-        it->entry_keys = k;
-    char **v = realloc(it->entry_values, (it->n_entries + 1) * sizeof(*v));
-    if (v)
-        it->entry_values = v;
-    char *kc = strdup(key);
-    if (!k || !v || !kc) {
-        free(kc);
-        free(value);
-        return -ENOMEM;
-    }
-    it->entry_keys[it->n_entries] = kc;
-    it->entry_values[it->n_entries++] = value;
-    return 0;
-}
-
 static int validate_secret(const char *file, const struct yamljson *y, size_t d, const cJSON *doc,
                            const struct kube_options *o, struct apply_item *it)
 {
@@ -1883,12 +1850,13 @@ static int validate_secret(const char *file, const struct yamljson *y, size_t d,
                 doc_error(file, y, d, e, path, "Secret", name, msg);
                 return -EINVAL;
             }
-            if (add_entry(it, e->string, value) < 0) {
+            int r = kube_secret_add(&it->secret, e->string, value);
+            if (r == -ENOMEM) {
                 oom();
                 return -ENOMEM;
             }
-            if (it->n_entries > MAX_SECRET_KEYS) {
-                snprintf(msg, sizeof(msg), "more than %d keys", MAX_SECRET_KEYS);
+            if (r < 0) {
+                snprintf(msg, sizeof(msg), "more than %d keys", KUBE_SECRET_MAX_KEYS);
                 doc_error(file, y, d, e, path, "Secret", name, msg);
                 return -EINVAL;
             }
@@ -2025,110 +1993,22 @@ static int write_object(struct etcd_client *c, const struct apply_item *it)
     return 1;
 }
 
-struct secret_old {
-    char **keys, **values;
-    size_t n;
-    int rc;
-};
-
-static int secret_page(const struct etcd_kv *kvs, size_t n, int64_t revision, void *arg)
-{
-    struct secret_old *s = arg;
-    for (size_t i = 0; i < n; i++) {
-        char **k = realloc(s->keys, (s->n + 1) * sizeof(*k));
-        if (k)
-            s->keys = k;
-        char **v = realloc(s->values, (s->n + 1) * sizeof(*v));
-        if (v)
-            s->values = v;
-        if (!k || !v)
-            return -ENOMEM;
-        s->keys[s->n] = strndup(kvs[i].key, kvs[i].key_len);
-        s->values[s->n] = strndup(kvs[i].value, kvs[i].value_len);
-        s->n++;
-        if (!s->keys[s->n - 1] || !s->values[s->n - 1])
-            return -ENOMEM;
-    }
-    return 0;
-}
-
 /* The storage-config keys: new and changed ones put, ones the Secret no longer has deleted,
  * in one transaction. */
 static int write_secret(struct etcd_client *c, const struct kube_options *o,
                         const struct apply_item *it)
 {
-    int rc = 1;
     struct mm_error err = {0};
-    struct secret_old old = {0};
-    char *prefix = prefix_key(o, "storage-config/", NULL);
-    char *end = prefix ? malloc(strlen(prefix) + 2) : NULL;
-    char(*keys)[KEYS_MAX] = calloc(it->n_entries + 1, KEYS_MAX);
-    struct etcd_op *ops = NULL;
-    if (!prefix || !end || !keys) {
-        oom();
-        goto out;
-    }
-    struct etcd_paged_req req = {.key = prefix};
-    req.range_end = end;
-    req.range_end_len = etcd_prefix_end(prefix, strlen(prefix), end);
-    if (etcd_sync_range_paged(c, &req, secret_page, &old, NULL, &err) < 0) {
-        term_error("%s", err.msg[0] ? err.msg : "out of memory");
-        goto out;
-    }
-    ops = calloc(it->n_entries + old.n + 1, sizeof(*ops));
-    if (!ops) {
-        oom();
-        goto out;
-    }
-    size_t n_ops = 0;
-    for (size_t i = 0; i < it->n_entries; i++) {
-        if (keys_storage_config(keys[i], KEYS_MAX, o->cluster, it->entry_keys[i], &err) < 0) {
-            term_error("%s", err.msg);
-            goto out;
-        }
-        bool same = false;
-        for (size_t k = 0; k < old.n; k++)
-            if (strcmp(old.keys[k], keys[i]) == 0)
-                same = strcmp(old.values[k], it->entry_values[i]) == 0;
-        if (!same)
-            ops[n_ops++] =
-                (struct etcd_op){.kind = ETCD_OP_PUT, .key = keys[i], .value = it->entry_values[i]};
-    }
-    for (size_t k = 0; k < old.n; k++) {
-        bool kept = false;
-        for (size_t i = 0; i < it->n_entries && !kept; i++)
-            kept = strcmp(old.keys[k], keys[i]) == 0;
-        if (!kept)
-            ops[n_ops++] = (struct etcd_op){.kind = ETCD_OP_DELETE, .key = old.keys[k]};
-    }
-    if (n_ops == 0) {
-        print_applied(it->resource, it->name, "unchanged");
-        rc = 0;
-        goto out;
-    }
-    struct etcd_txn txn = {.success = ops, .n_success = n_ops};
-    struct etcd_response *r = NULL;
-    if (etcd_sync_txn(c, &txn, &r, &err) < 0) {
+    enum kube_secret_change change;
+    if (kube_secret_write(c, o->cluster, &it->secret, &change, &err) < 0) {
         term_error("%s", err.msg);
-        goto out;
+        return 1;
     }
-    etcd_response_free(r);
-    print_applied(it->resource, it->name, old.n ? "configured" : "created");
-    rc = 0;
-out:
-    for (size_t k = 0; k < old.n; k++) {
-        free(old.keys[k]);
-        if (old.values[k])
-            memset(old.values[k], 0, strlen(old.values[k]));
-        free(old.values[k]);
-    }
-    free(old.keys);
-    free(old.values);
-    free(ops);
-    free(keys);
-    free(prefix);
-    free(end);
-    return rc;
+    print_applied(it->resource, it->name,
+                  change == KUBE_SECRET_UNCHANGED  ? "unchanged"
+                  : change == KUBE_SECRET_CREATED ? "created"
+                                                  : "configured");
+    return 0;
 }
 
 static int cmd_apply(struct etcd_client *c, const struct kube_options *o)
