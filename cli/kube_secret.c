@@ -12,7 +12,7 @@
 #include "mm/etcd_sync.h"
 #include "mm/keys.h"
 
-#define DIR "storage-config/"
+#define STORAGE_DIR "storage-config/"
 
 static void wipe_free(char *s, size_t len)
 {
@@ -70,13 +70,13 @@ static char *dir_key(const char *cluster, struct mm_error *err)
     char prefix[KEYS_MAX];
     if (keys_prefix(prefix, sizeof(prefix), cluster, err) < 0)
         return NULL;
-    size_t n = strlen(prefix) + sizeof(DIR);
+    size_t n = strlen(prefix) + sizeof(STORAGE_DIR);
     char *k = malloc(n);
     if (!k) {
         mm_error_set(err, -ENOMEM, "out of memory");
         return NULL;
     }
-    snprintf(k, n, "%s%s", prefix, DIR);
+    snprintf(k, n, "%s%s", prefix, STORAGE_DIR);
     return k;
 }
 
