@@ -101,7 +101,7 @@ declare -A node_api
 for spec in "node-xgb $xgb mm-runtime xgboost" "node-skl $skl mm-sklearn sklearn"; do
   set -- $spec
   build/node/mm-node --instance-id "$1" --runtime "$2" --runtime-name "$3" --model-types "$4" \
-    --zone local --internal-listen 127.0.0.1:0 --listen 127.0.0.1:0 \
+    --zone local --internal-listen 127.0.0.1:0 --listen 127.0.0.1:0 --probe-listen 127.0.0.1:0 \
     --models-root "$work/models" --cache-dir "$work/cache/$1" \
     >"$work/$1.out" 2>"$work/$1.log" </dev/null &
   node_pids+=($!)

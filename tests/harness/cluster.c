@@ -212,6 +212,7 @@ int cluster_node_start(struct cluster *c, size_t i)
                       "--cache-dir", p->cache_dir,
                       "--lease-ttl", (char *)(c->cfg.lease_ttl ? c->cfg.lease_ttl : "2s"),
                       "--publish-min-interval", "100ms",
+                      "--probe-listen", "127.0.0.1:0",
                       "--log-level", "info"};
     int n = 0;
     while (argv[n])
@@ -224,11 +225,14 @@ int cluster_node_start(struct cluster *c, size_t i)
     argv[n] = NULL;
     long long t0 = harness_now_ms();
     int got = 0;
+    struct stat st;
+    long offset = stat(p->node_log, &st) == 0 ? (long)st.st_size : 0;
     int rc = harness_spawn_logged(argv, p->node_log, CLUSTER_START_MS, &p->node_pid, &got);
     if (rc < 0) {
         p->node_pid = 0;
         return rc;
     }
+    p->node_probe_port = harness_probe_port(p->node_log, offset);
     p->node_started_ms = harness_now_ms();
     p->node_start_took_ms = p->node_started_ms - t0;
     if (got != port)
@@ -382,16 +386,19 @@ int cluster_gateway_start(struct cluster *c)
     snprintf(extra, sizeof(extra), "%s", c->cfg.gateway_args ? c->cfg.gateway_args : "");
     char *argv[32] = {(char *)c->cfg.mm_gateway, "--etcd-endpoints", c->etcd.endpoint,
                       "--cluster", c->name, "--gateway-id", "gw0", "--listen", "127.0.0.1:0",
-                      "--log-level", "info"};
-    int n = 11;
+                      "--probe-listen", "127.0.0.1:0", "--log-level", "info"};
+    int n = 13;
     add_args(argv, &n, 32, extra);
     argv[n] = NULL;
+    struct stat st;
+    long offset = stat(c->gateway_log, &st) == 0 ? (long)st.st_size : 0;
     int rc = harness_spawn_logged(argv, c->gateway_log, CLUSTER_START_MS, &c->gateway_pid,
                                   &c->gateway_port);
     if (rc < 0) {
         c->gateway_pid = 0;
         return rc;
     }
+    c->gateway_probe_port = harness_probe_port(c->gateway_log, offset);
     struct mm_error err = {0};
     char target[64];
     snprintf(target, sizeof(target), "127.0.0.1:%d", c->gateway_port);
@@ -509,7 +516,8 @@ int cluster_controller_start(struct cluster *c, size_t k)
     char *argv[64] = {(char *)c->cfg.mm_controller, "--etcd-endpoints", c->etcd.endpoint,
                       "--cluster", c->name, "--identity", ct->identity, "--lease-ttl",
                       (char *)(c->cfg.controller_lease_ttl ? c->cfg.controller_lease_ttl : "2s"),
-                      "--replace-delay", "500ms", "--log-level", "info"};
+                      "--replace-delay", "500ms", "--probe-listen", "127.0.0.1:0",
+                      "--log-level", "info"};
     int n = 0;
     while (argv[n])
         n++;
@@ -534,6 +542,7 @@ int cluster_controller_start(struct cluster *c, size_t k)
         return rc;
     }
     ct->started_ms = harness_now_ms();
+    ct->probe_port = harness_probe_port(ct->log, offset);
     return 0;
 }
 

@@ -83,6 +83,7 @@ struct cluster_config {
 struct cluster_controller {
     pid_t pid;                      /* 0 when not running */
     char identity[16];              /* "ctl0", "ctl1", ... */
+    int probe_port;                 /* its --probe-listen port (PROBES), 0 before it runs */
     char log[320];
     long long started_ms;           /* harness_now_ms() when it announced its role */
 };
@@ -93,6 +94,7 @@ struct cluster_pod {
     int runtime_port, node_port;    /* node_port: its model API and inference (--listen) */
     int internal_port;              /* --internal-listen: inference for peers (kept over
                                        restarts) */
+    int node_probe_port;            /* the node's --probe-listen port (its PROBES line) */
     char cache_dir[320];
     char runtime_log[320], node_log[320];
     struct rpc_channel *api;        /* the node's model API; NULL while the node is down */
@@ -114,6 +116,7 @@ struct cluster {
     struct cluster_pod pods[CLUSTER_MAX_PODS];
     pid_t gateway_pid;              /* cluster_gateway_start: 0 when not running */
     int gateway_port;
+    int gateway_probe_port;         /* the gateway's --probe-listen port (PROBES) */
     struct rpc_channel *gateway;    /* to the gateway's --listen */
     char gateway_log[320];
     struct cluster_controller controllers[CLUSTER_MAX_CONTROLLERS];

@@ -15,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -776,4 +777,74 @@ bool harness_run_until(struct ev_loop *loop, bool (*cond)(void *), void *arg, lo
         ev_run(loop, EVRUN_ONCE);
     ev_timer_stop(loop, &t);
     return cond ? cond(arg) : true;
+}
+
+int harness_probe_port(const char *log_path, long offset)
+{
+    FILE *f = fopen(log_path, "r");
+    if (!f)
+        return 0;
+    int port = 0, p;
+    char line[512];
+    if (fseek(f, offset, SEEK_SET) == 0)
+        while (fgets(line, sizeof(line), f))
+            if (strncmp(line, "PROBES ", 7) == 0 && strchr(line, '\n') &&
+                sscanf(line + 7, "%d", &p) == 1 && p > 0 && p <= 65535)
+                port = p;
+    fclose(f);
+    return port;
+}
+
+int harness_http(int port, const char *method, const char *path, long timeout_ms, char *body,
+                 size_t body_size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char buf[8192];
+    int rc;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    int n = snprintf(buf, sizeof(buf), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close"
+                     "\r\n\r\n", method, path);
+    if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n) {
+        rc = -EIO;
+        goto out;
+    }
+    size_t got = 0;
+    long long deadline = harness_now_ms() + timeout_ms;
+    for (;;) {
+        ssize_t r = recv(fd, buf + got, sizeof(buf) - 1 - got, 0);
+        if (r > 0)
+            got += (size_t)r;
+        if (r == 0 || got == sizeof(buf) - 1)
+            break;
+        if (r < 0 || harness_now_ms() > deadline) {
+            rc = got ? 0 : -ETIMEDOUT;
+            if (!got)
+                goto out;
+            break;
+        }
+    }
+    buf[got] = '\0';
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || status < 100) {
+        rc = -EPROTO;
+        goto out;
+    }
+    if (body) {
+        char *b = strstr(buf, "\r\n\r\n");
+        snprintf(body, body_size, "%s", b ? b + 4 : "");
+    }
+    rc = status;
+out:
+    close(fd);
+    return rc;
 }

@@ -58,6 +58,14 @@ int harness_spawn(char *const argv[], const char *log_path, pid_t *pid);
  * tail of the log is printed. */
 int harness_spawn_logged(char *const argv[], const char *log_path, long timeout_ms, pid_t *pid,
                          int *port);
+/* The port of the last "PROBES <port>" line of log_path after offset (the probes' port of
+ * mm-node, mm-gateway and mm-controller), or 0 when there is none. */
+int harness_probe_port(const char *log_path, long offset);
+/* One HTTP/1.1 request (method, path) to 127.0.0.1:port, bounded by timeout_ms: the status
+ * code, with the body (NUL-terminated, truncated to body_size > 0) when body is not NULL;
+ * -errno when there is no answer (refused, timed out, malformed). */
+int harness_http(int port, const char *method, const char *path, long timeout_ms, char *body,
+                 size_t body_size);
 /* Print the last max_bytes of a log file to stderr, under a line naming it. */
 void harness_print_tail(const char *path, size_t max_bytes);
 /* Wait up to timeout_ms for pid (started by the harness) to exit; its wait status, or -1 if it

@@ -94,8 +94,10 @@ static pid_t start_node(const char *runtime, const char *extra)
                       "--listen",
                       "127.0.0.1:0",
                       "--internal-listen",
+                      "127.0.0.1:0",
+                      "--probe-listen",
                       "127.0.0.1:0"};
-    int n = 23;
+    int n = 25;
     char extra_buf[256] = "";
     if (extra) {
         snprintf(extra_buf, sizeof(extra_buf), "%s", extra);
