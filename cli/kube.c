@@ -1,9 +1,11 @@
 /* kube.c - mmctl's kubectl-shaped verbs (kube.h). Objects live in the registry in Kubernetes
  * shape: isvcs/<ns>/<name> (the InferenceService as applied, with namespace, generation, uid
  * and creationTimestamp set here), isvc-status/<ns>/<name> (written by the leader controller;
- * only read here, deleted with its isvc), runtimes/<name>, storage-config/<key>.
+ * only read here, deleted with its isvc), runtimes/<name>, storage-config/<key> (the Secret,
+ * kube_secret.h).
  *
- * apply validates every document of the file before it writes anything. Tables are laid out as
+ * apply and delete -f check every object of the file (a kind: List's items too) before they
+ * write or delete anything. Tables are laid out as
  * kubectl's tabwriter does (get: minimum width 6, padding 3; describe: padding 2), describe
  * prints the object as kubectl's generic describer does (keys sorted, camelCase split into
  * words). Everything printed that came from the file or the registry goes through term.h. */
@@ -29,13 +31,14 @@
 #include "mm/json.h"
 #include "mm/keys.h"
 #include "mm/yamljson.h"
+#include "kube_secret.h"
 #include "term.h"
 
 #define ISVC_RESOURCE "inferenceservice.serving.kserve.io"
 #define ISVC_RESOURCES "inferenceservices.serving.kserve.io"
-#define SECRET_NAME "storage-config"
-#define MAX_SECRET_KEYS 100
+#define SECRET_NAME KUBE_SECRET_NAME
 #define MAX_OBJECTS 10000 /* listed by one get */
+#define MAX_MANIFEST_OBJECTS 1000 /* in one file given to apply or delete */
 #define MAX_ANNOTATION_LEN 140
 #define MAX_RANGE_DEPTH 8 /* jsonpath {range} nesting */
 
@@ -159,12 +162,18 @@ static void tw_add(struct tabwriter *t, const char *line)
     }
 }
 
-/* Add text holding several lines. */
+/* Add text holding several lines, empty ones kept (they end a column block, as in Go). */
 static void tw_add_text(struct tabwriter *t, char *text)
 {
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
         tw_add(t, line);
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
 }
 
 static void tw_write_lines(const struct tabwriter *t, size_t line0, size_t line1,
@@ -1549,12 +1558,11 @@ out:
 
 /* ---- delete ---- */
 
-static int cmd_delete(struct etcd_client *c, const struct kube_options *o, bool isvc, bool cluster,
-                      const char *name)
+static int cmd_delete(struct etcd_client *c, const struct kube_options *o, const char *ns,
+                      bool isvc, bool cluster, const char *name)
 {
     char key[KEYS_MAX], skey[KEYS_MAX];
     struct mm_error err = {0};
-    const char *ns = namespace_of(o);
     if ((isvc && (keys_isvc(key, sizeof(key), o->cluster, ns, name, &err) < 0 ||
                   keys_isvc_status(skey, sizeof(skey), o->cluster, ns, name, &err) < 0)) ||
         (!isvc && keys_runtime(key, sizeof(key), o->cluster, name, &err) < 0)) {
@@ -1608,6 +1616,133 @@ static int cmd_delete(struct etcd_client *c, const struct kube_options *o, bool 
     return 0;
 }
 
+/* ---- The Secret storage-config: get, describe, delete ---- */
+
+#define SECRETS "secrets"
+
+static bool is_secret_word(const char *w)
+{
+    return strcmp(w, "secret") == 0 || strcmp(w, "secrets") == 0;
+}
+
+/* The Secret, when name is NULL or storage-config and it has a key, as a one-object set (the
+ * object in kubectl's shape). 0 (set->n 0: none), or 1 (message printed). */
+static int load_secret(struct etcd_client *c, const struct kube_options *o, const char *name,
+                       struct kset *set, size_t *n_keys)
+{
+    *n_keys = 0;
+    if (name && strcmp(name, SECRET_NAME) != 0)
+        return 0; /* the only Secret kept here */
+    struct kube_secret s = {0};
+    struct mm_error err = {0};
+    if (kube_secret_load(c, o->cluster, &s, &err) < 0) {
+        kube_secret_clear(&s);
+        term_error("%s", err.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (s.n) {
+        struct kobj *k = kset_add(set, SECRET_NAME);
+        if (!k || !(k->obj = kube_secret_object(&s, namespace_of(o)))) {
+            oom();
+            rc = 1;
+        }
+        *n_keys = s.n;
+    }
+    kube_secret_clear(&s);
+    return rc;
+}
+
+/* NAME TYPE DATA AGE. etcd keeps revisions, not times: the age is unknown, as kubectl prints an
+ * object without a creationTimestamp. */
+static void secret_row(FILE *f, const struct kobj *k)
+{
+    put_cell(f, k->name);
+    fprintf(f, "\t%s\t%d\t<unknown>", str_at(k->obj, "type", NULL, NULL),
+            cJSON_GetArraySize(field(k->obj, "data")));
+}
+
+static int cmd_get_secret(struct etcd_client *c, const struct kube_options *o, const char *name,
+                          enum out_form form, const char *tmpl)
+{
+    struct kset set = {0};
+    size_t n_keys = 0;
+    int rc = load_secret(c, o, name, &set, &n_keys);
+    if (rc == 0 && name && set.n == 0) {
+        not_found(SECRETS, name);
+        rc = 1;
+    } else if (rc == 0 && set.n == 0 && form != OUT_JSON && form != OUT_YAML &&
+               form != OUT_JSONPATH) {
+        const char *ns = namespace_of(o);
+        fprintf(stderr, "No resources found in ");
+        term_write(stderr, ns, strlen(ns), false);
+        fprintf(stderr, " namespace.\n");
+    } else if (rc == 0) {
+        rc = print_set(&set, form, tmpl, name, "secret", secret_row, "NAME\tTYPE\tDATA\tAGE", false,
+                       NULL);
+    }
+    kset_free(&set);
+    return rc;
+}
+
+/* kubectl's Secret describer: the metadata, the type, and each key's size (never its value). */
+static int cmd_describe_secret(struct etcd_client *c, const struct kube_options *o,
+                               const char *name)
+{
+    struct kube_secret s = {0};
+    struct mm_error err = {0};
+    if (strcmp(name, SECRET_NAME) == 0 && kube_secret_load(c, o->cluster, &s, &err) < 0) {
+        kube_secret_clear(&s);
+        term_error("%s", err.msg);
+        return 1;
+    }
+    if (s.n == 0) {
+        not_found(SECRETS, name);
+        return 1;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    if (!m) {
+        kube_secret_clear(&s);
+        oom();
+        return 1;
+    }
+    const char *ns = namespace_of(o);
+    fputs("Name:\t" SECRET_NAME "\nNamespace:\t", m);
+    put_cell(m, ns);
+    fputs("\nLabels:\t<none>\nAnnotations:\t<none>\n\nType:\tOpaque\n\nData\n====\n", m);
+    for (size_t i = 0; i < s.n; i++) {
+        put_cell(m, s.v[i].key);
+        fprintf(m, ":\t%zu bytes\n", s.v[i].len);
+    }
+    fclose(m);
+    kube_secret_clear(&s);
+    struct tabwriter t = {.minwidth = 0, .padding = 2};
+    tw_add_text(&t, text);
+    free(text);
+    return tw_flush(&t, stdout) < 0 ? 1 : 0;
+}
+
+static int cmd_delete_secret(struct etcd_client *c, const struct kube_options *o,
+                             const char *name)
+{
+    int64_t deleted = 0;
+    struct mm_error err = {0};
+    if (strcmp(name, SECRET_NAME) == 0 && kube_secret_delete(c, o->cluster, &deleted, &err) < 0) {
+        term_error("%s", err.msg);
+        return 1;
+    }
+    if (deleted == 0) {
+        not_found(SECRETS, name);
+        return 1;
+    }
+    printf("secret \"");
+    term_write(stdout, name, strlen(name), false);
+    printf("\" deleted\n");
+    return 0;
+}
+
 /* ---- apply ---- */
 
 enum item_kind { ITEM_ISVC, ITEM_RUNTIME, ITEM_SECRET };
@@ -1618,41 +1753,49 @@ struct apply_item {
     char resource[64]; /* "inferenceservice.serving.kserve.io" */
     char name[KEYS_NAME_MAX + 1];
     char key[KEYS_MAX];
-    cJSON *obj;       /* isvc, runtime: the object to store */
-    size_t n_entries; /* secret */
-    char **entry_keys;
-    char **entry_values;
+    bool cluster;              /* a ClusterServingRuntime */
+    char ns[KEYS_NAME_MAX + 1]; /* delete -f: an InferenceService's namespace */
+    cJSON *obj;                /* isvc, runtime: the object to store */
+    struct kube_secret secret; /* the Secret's entries */
 };
 
 static void item_free(struct apply_item *it)
 {
     cJSON_Delete(it->obj);
-    for (size_t i = 0; i < it->n_entries; i++) {
-        free(it->entry_keys[i]);
-        if (it->entry_values[i])
-            memset(it->entry_values[i], 0, strlen(it->entry_values[i]));
-        free(it->entry_values[i]);
-    }
-    free(it->entry_keys);
-    free(it->entry_values);
+    kube_secret_clear(&it->secret);
 }
 
-/* A refusal naming the file, document, line and object. */
-static void doc_error(const char *file, const struct yamljson *y, size_t d, const cJSON *where,
-                      const char *path, const char *kind, const char *name, const char *msg)
+/* Where a manifest object is: the file, its document, and within a List, its item. */
+struct src {
+    const char *file;
+    const struct yamljson *y;
+    size_t d;
+    long item; /* -1: the document itself */
+};
+
+/* A refusal naming the file, document (and List item), line and object. */
+static void doc_error(const struct src *src, const cJSON *where, const char *path,
+                      const char *kind, const char *name, const char *msg)
 {
-    unsigned line = where ? yamljson_line(y, where) : 0;
+    unsigned line = where ? yamljson_line(src->y, where) : 0;
+    char full[512] = "", item[48] = "";
+    if (src->item >= 0) {
+        snprintf(item, sizeof(item), ", items[%ld]", src->item);
+        if (path)
+            snprintf(full, sizeof(full), "items[%ld]%s%s", src->item, path[0] ? "." : "", path);
+        path = full;
+    }
     if (!line && path)
-        line = yamljson_path_line(y, d, path);
+        line = yamljson_path_line(src->y, src->d, path);
     if (!line)
-        line = yamljson_doc_line(y, d);
+        line = yamljson_doc_line(src->y, src->d);
     char what[400] = "";
     if (kind && name && name[0])
         snprintf(what, sizeof(what), " (%s %s)", kind, name);
     else if (kind)
         snprintf(what, sizeof(what), " (%s)", kind);
-    term_error("error: %s: document %zu%s, line %u: %s", strcmp(file, "-") ? file : "<stdin>",
-               d + 1, what, line, msg);
+    term_error("error: %s: document %zu%s%s, line %u: %s",
+               strcmp(src->file, "-") ? src->file : "<stdin>", src->d + 1, item, what, line, msg);
 }
 
 /* The field path an error message starts with ("spec.x.y: ..."), for its line. */
@@ -1666,7 +1809,7 @@ static void path_of(const char *msg, char *out, size_t size)
     out[n] = '\0';
 }
 
-static int validate_isvc(const char *file, const struct yamljson *y, size_t d, const cJSON *doc,
+static int validate_isvc(const struct src *src, const cJSON *doc,
                          const struct kube_options *o, struct apply_item *it)
 {
     struct isvc *s = calloc(1, sizeof(*s));
@@ -1681,12 +1824,12 @@ static int validate_isvc(const char *file, const struct yamljson *y, size_t d, c
     int rc = isvc_parse(doc, s, &where, &err);
     if (rc < 0) {
         path_of(err.msg, path, sizeof(path));
-        doc_error(file, y, d, where, path, "InferenceService", name, err.msg);
+        doc_error(src, where, path, "InferenceService", name, err.msg);
         goto out;
     }
     rc = -EINVAL;
     if (!s->modelmesh) {
-        doc_error(file, y, d, NULL, "metadata.annotations", "InferenceService", s->name,
+        doc_error(src, NULL, "metadata.annotations", "InferenceService", s->name,
                   "metadata.annotations: " ISVC_ANNOTATION_MODE
                   " must be ModelMesh (this mesh serves InferenceServices in ModelMesh mode)");
         goto out;
@@ -1698,13 +1841,13 @@ static int validate_isvc(const char *file, const struct yamljson *y, size_t d, c
                  "the namespace from the provided object \"%s\" does not match the namespace "
                  "\"%s\". You must pass '--namespace=%s' to perform this operation.",
                  s->ns, o->ns, s->ns);
-        doc_error(file, y, d, NULL, "metadata.namespace", "InferenceService", s->name, msg);
+        doc_error(src, NULL, "metadata.namespace", "InferenceService", s->name, msg);
         goto out;
     }
     if (s->ns[0])
         ns = s->ns;
     if (keys_isvc(it->key, sizeof(it->key), o->cluster, ns, s->name, &err) < 0) {
-        doc_error(file, y, d, NULL, "metadata", "InferenceService", s->name, err.msg);
+        doc_error(src, NULL, "metadata", "InferenceService", s->name, err.msg);
         goto out;
     }
     if (s->invalid != ISVC_REASON_NONE) {
@@ -1732,7 +1875,7 @@ out:
     return rc;
 }
 
-static int validate_runtime(const char *file, const struct yamljson *y, size_t d, const cJSON *doc,
+static int validate_runtime(const struct src *src, const cJSON *doc,
                             const struct kube_options *o, bool cluster, struct apply_item *it)
 {
     struct isvc_runtime *rt = calloc(1, sizeof(*rt));
@@ -1747,14 +1890,15 @@ static int validate_runtime(const char *file, const struct yamljson *y, size_t d
     int rc = isvc_runtime_parse(doc, rt, &where, &err);
     if (rc < 0) {
         path_of(err.msg, path, sizeof(path));
-        doc_error(file, y, d, where, path, kind, str_at(doc, "metadata", "name", NULL), err.msg);
+        doc_error(src, where, path, kind, str_at(doc, "metadata", "name", NULL), err.msg);
         goto out;
     }
     if ((rc = keys_runtime(it->key, sizeof(it->key), o->cluster, rt->name, &err)) < 0) {
-        doc_error(file, y, d, NULL, "metadata.name", kind, rt->name, err.msg);
+        doc_error(src, NULL, "metadata.name", kind, rt->name, err.msg);
         goto out;
     }
     it->kind = ITEM_RUNTIME;
+    it->cluster = cluster;
     snprintf(it->resource, sizeof(it->resource), "%sservingruntime.serving.kserve.io",
              cluster ? "cluster" : "");
     snprintf(it->name, sizeof(it->name), "%s", rt->name);
@@ -1775,43 +1919,18 @@ out:
     return rc;
 }
 
-static int add_entry(struct apply_item *it, const char *key, char *value)
-{
-    for (size_t i = 0; i < it->n_entries; i++)
-        if (strcmp(it->entry_keys[i], key) == 0) { /* stringData over data, as Kubernetes */
-            free(it->entry_values[i]);
-            it->entry_values[i] = value;
-            return 0;
-        }
-    char **k = realloc(it->entry_keys, (it->n_entries + 1) * sizeof(*k));
-    if (k)
-        it->entry_keys = k;
-    char **v = realloc(it->entry_values, (it->n_entries + 1) * sizeof(*v));
-    if (v)
-        it->entry_values = v;
-    char *kc = strdup(key);
-    if (!k || !v || !kc) {
-        free(kc);
-        free(value);
-        return -ENOMEM;
-    }
-    it->entry_keys[it->n_entries] = kc;
-    it->entry_values[it->n_entries++] = value;
-    return 0;
-}
-
-static int validate_secret(const char *file, const struct yamljson *y, size_t d, const cJSON *doc,
+static int validate_secret(const struct src *src, const cJSON *doc,
                            const struct kube_options *o, struct apply_item *it)
 {
     const char *name = str_at(doc, "metadata", "name", NULL);
     char msg[800];
     if (strcmp(str_at(doc, "apiVersion", NULL, NULL), "v1") != 0) {
-        doc_error(file, y, d, field(doc, "apiVersion"), "apiVersion", "Secret", name,
+        doc_error(src, field(doc, "apiVersion"), "apiVersion", "Secret", name,
                   "apiVersion: a Secret is v1");
         return -EINVAL;
     }
     if (strcmp(name, SECRET_NAME) != 0) {
-        doc_error(file, y, d, field(field(doc, "metadata"), "name"), "metadata.name", "Secret",
+        doc_error(src, field(field(doc, "metadata"), "name"), "metadata.name", "Secret",
                   name,
                   "metadata.name: the only Secret kept here is storage-config (the storage "
                   "keys)");
@@ -1827,7 +1946,7 @@ static int validate_secret(const char *file, const struct yamljson *y, size_t d,
             continue;
         if (!cJSON_IsObject(map)) {
             snprintf(msg, sizeof(msg), "%s: not a map of strings", fname);
-            doc_error(file, y, d, map, fname, "Secret", name, msg);
+            doc_error(src, map, fname, "Secret", name, msg);
             return -EINVAL;
         }
         cJSON_ArrayForEach(e, map)
@@ -1837,12 +1956,12 @@ static int validate_secret(const char *file, const struct yamljson *y, size_t d,
             snprintf(path, sizeof(path), "%s[\"%s\"]", fname, e->string);
             if (keys_check_name("storage key", e->string, &err) < 0) {
                 snprintf(msg, sizeof(msg), "%s: %s", path, err.msg);
-                doc_error(file, y, d, e, path, "Secret", name, msg);
+                doc_error(src, e, path, "Secret", name, msg);
                 return -EINVAL;
             }
             if (!cJSON_IsString(e)) {
                 snprintf(msg, sizeof(msg), "%s: not a string", path);
-                doc_error(file, y, d, e, path, "Secret", name, msg);
+                doc_error(src, e, path, "Secret", name, msg);
                 return -EINVAL;
             }
             size_t len = strlen(e->valuestring);
@@ -1859,7 +1978,7 @@ static int validate_secret(const char *file, const struct yamljson *y, size_t d,
                     free(value);
                     snprintf(msg, sizeof(msg), "%s: not base64 (stringData takes plain text)",
                              path);
-                    doc_error(file, y, d, e, path, "Secret", name, msg);
+                    doc_error(src, e, path, "Secret", name, msg);
                     return -EINVAL;
                 }
                 value[n] = '\0';
@@ -1867,7 +1986,7 @@ static int validate_secret(const char *file, const struct yamljson *y, size_t d,
                 if (strlen(value) != len) {
                     free(value);
                     snprintf(msg, sizeof(msg), "%s: holds a NUL byte", path);
-                    doc_error(file, y, d, e, path, "Secret", name, msg);
+                    doc_error(src, e, path, "Secret", name, msg);
                     return -EINVAL;
                 }
             }
@@ -1880,16 +1999,17 @@ static int validate_secret(const char *file, const struct yamljson *y, size_t d,
                          "%s: not a JSON object (each key of storage-config holds one JSON "
                          "document, at most %d bytes)",
                          path, ISVC_MAX_BYTES);
-                doc_error(file, y, d, e, path, "Secret", name, msg);
+                doc_error(src, e, path, "Secret", name, msg);
                 return -EINVAL;
             }
-            if (add_entry(it, e->string, value) < 0) {
+            int r = kube_secret_add(&it->secret, e->string, value);
+            if (r == -ENOMEM) {
                 oom();
                 return -ENOMEM;
             }
-            if (it->n_entries > MAX_SECRET_KEYS) {
-                snprintf(msg, sizeof(msg), "more than %d keys", MAX_SECRET_KEYS);
-                doc_error(file, y, d, e, path, "Secret", name, msg);
+            if (r < 0) {
+                snprintf(msg, sizeof(msg), "more than %d keys", KUBE_SECRET_MAX_KEYS);
+                doc_error(src, e, path, "Secret", name, msg);
                 return -EINVAL;
             }
         }
@@ -2025,110 +2145,207 @@ static int write_object(struct etcd_client *c, const struct apply_item *it)
     return 1;
 }
 
-struct secret_old {
-    char **keys, **values;
-    size_t n;
-    int rc;
-};
-
-static int secret_page(const struct etcd_kv *kvs, size_t n, int64_t revision, void *arg)
-{
-    struct secret_old *s = arg;
-    for (size_t i = 0; i < n; i++) {
-        char **k = realloc(s->keys, (s->n + 1) * sizeof(*k));
-        if (k)
-            s->keys = k;
-        char **v = realloc(s->values, (s->n + 1) * sizeof(*v));
-        if (v)
-            s->values = v;
-        if (!k || !v)
-            return -ENOMEM;
-        s->keys[s->n] = strndup(kvs[i].key, kvs[i].key_len);
-        s->values[s->n] = strndup(kvs[i].value, kvs[i].value_len);
-        s->n++;
-        if (!s->keys[s->n - 1] || !s->values[s->n - 1])
-            return -ENOMEM;
-    }
-    return 0;
-}
-
 /* The storage-config keys: new and changed ones put, ones the Secret no longer has deleted,
  * in one transaction. */
 static int write_secret(struct etcd_client *c, const struct kube_options *o,
                         const struct apply_item *it)
 {
-    int rc = 1;
     struct mm_error err = {0};
-    struct secret_old old = {0};
-    char *prefix = prefix_key(o, "storage-config/", NULL);
-    char *end = prefix ? malloc(strlen(prefix) + 2) : NULL;
-    char(*keys)[KEYS_MAX] = calloc(it->n_entries + 1, KEYS_MAX);
-    struct etcd_op *ops = NULL;
-    if (!prefix || !end || !keys) {
-        oom();
-        goto out;
-    }
-    struct etcd_paged_req req = {.key = prefix};
-    req.range_end = end;
-    req.range_end_len = etcd_prefix_end(prefix, strlen(prefix), end);
-    if (etcd_sync_range_paged(c, &req, secret_page, &old, NULL, &err) < 0) {
-        term_error("%s", err.msg[0] ? err.msg : "out of memory");
-        goto out;
-    }
-    ops = calloc(it->n_entries + old.n + 1, sizeof(*ops));
-    if (!ops) {
-        oom();
-        goto out;
-    }
-    size_t n_ops = 0;
-    for (size_t i = 0; i < it->n_entries; i++) {
-        if (keys_storage_config(keys[i], KEYS_MAX, o->cluster, it->entry_keys[i], &err) < 0) {
-            term_error("%s", err.msg);
-            goto out;
-        }
-        bool same = false;
-        for (size_t k = 0; k < old.n; k++)
-            if (strcmp(old.keys[k], keys[i]) == 0)
-                same = strcmp(old.values[k], it->entry_values[i]) == 0;
-        if (!same)
-            ops[n_ops++] =
-                (struct etcd_op){.kind = ETCD_OP_PUT, .key = keys[i], .value = it->entry_values[i]};
-    }
-    for (size_t k = 0; k < old.n; k++) {
-        bool kept = false;
-        for (size_t i = 0; i < it->n_entries && !kept; i++)
-            kept = strcmp(old.keys[k], keys[i]) == 0;
-        if (!kept)
-            ops[n_ops++] = (struct etcd_op){.kind = ETCD_OP_DELETE, .key = old.keys[k]};
-    }
-    if (n_ops == 0) {
-        print_applied(it->resource, it->name, "unchanged");
-        rc = 0;
-        goto out;
-    }
-    struct etcd_txn txn = {.success = ops, .n_success = n_ops};
-    struct etcd_response *r = NULL;
-    if (etcd_sync_txn(c, &txn, &r, &err) < 0) {
+    enum kube_secret_change change;
+    if (kube_secret_write(c, o->cluster, &it->secret, &change, &err) < 0) {
         term_error("%s", err.msg);
-        goto out;
+        return 1;
     }
-    etcd_response_free(r);
-    print_applied(it->resource, it->name, old.n ? "configured" : "created");
-    rc = 0;
-out:
-    for (size_t k = 0; k < old.n; k++) {
-        free(old.keys[k]);
-        if (old.values[k])
-            memset(old.values[k], 0, strlen(old.values[k]));
-        free(old.values[k]);
+    print_applied(it->resource, it->name,
+                  change == KUBE_SECRET_UNCHANGED  ? "unchanged"
+                  : change == KUBE_SECRET_CREATED ? "created"
+                                                  : "configured");
+    return 0;
+}
+
+/* What delete -f needs of an object: a kind kept here, its name, its namespace. The rest of the
+ * object is not looked at (kubectl deletes what a file names, whatever its spec). */
+static int validate_ref(const struct src *src, const cJSON *doc, const struct kube_options *o,
+                        struct apply_item *it)
+{
+    const char *kind = str_at(doc, "kind", NULL, NULL);
+    const cJSON *mn = field(field(doc, "metadata"), "name");
+    const char *name = cJSON_IsString(mn) ? mn->valuestring : "";
+    struct mm_error err = {0};
+    char msg[512];
+    bool isvc = strcmp(kind, "InferenceService") == 0;
+    it->cluster = strcmp(kind, "ClusterServingRuntime") == 0;
+    if (strcmp(kind, "Secret") == 0) {
+        if (strcmp(name, SECRET_NAME) != 0) {
+            doc_error(src, mn, "metadata.name", "Secret", name,
+                      "metadata.name: the only Secret kept here is storage-config (the storage "
+                      "keys)");
+            return -EINVAL;
+        }
+        it->kind = ITEM_SECRET;
+        snprintf(it->resource, sizeof(it->resource), "secret");
+        snprintf(it->name, sizeof(it->name), SECRET_NAME);
+        return 0;
     }
-    free(old.keys);
-    free(old.values);
-    free(ops);
-    free(keys);
-    free(prefix);
-    free(end);
-    return rc;
+    if (keys_check_name("metadata.name", name, &err) < 0) {
+        doc_error(src, mn, "metadata.name", kind, name, err.msg);
+        return -EINVAL;
+    }
+    snprintf(it->name, sizeof(it->name), "%s", name);
+    if (!isvc) {
+        it->kind = ITEM_RUNTIME;
+        snprintf(it->resource, sizeof(it->resource), "%sservingruntime.serving.kserve.io",
+                 it->cluster ? "cluster" : "");
+        return 0;
+    }
+    it->kind = ITEM_ISVC;
+    snprintf(it->resource, sizeof(it->resource), ISVC_RESOURCE);
+    const cJSON *nsn = field(field(doc, "metadata"), "namespace");
+    const char *ns = cJSON_IsString(nsn) ? nsn->valuestring : "";
+    if (ns[0] && o->ns && o->ns[0] && strcmp(ns, o->ns) != 0) {
+        snprintf(msg, sizeof(msg),
+                 "the namespace from the provided object \"%s\" does not match the namespace "
+                 "\"%s\". You must pass '--namespace=%s' to perform this operation.",
+                 ns, o->ns, ns);
+        doc_error(src, nsn, "metadata.namespace", kind, name, msg);
+        return -EINVAL;
+    }
+    if (ns[0] && keys_check_name("metadata.namespace", ns, &err) < 0) {
+        doc_error(src, nsn, "metadata.namespace", kind, name, err.msg);
+        return -EINVAL;
+    }
+    snprintf(it->ns, sizeof(it->ns), "%s", ns[0] ? ns : namespace_of(o));
+    return 0;
+}
+
+/* The objects of a manifest file, every one checked. */
+struct manifest {
+    struct yamljson *y;
+    struct apply_item *items;
+    size_t n, cap;
+};
+
+static void manifest_free(struct manifest *m)
+{
+    for (size_t i = 0; i < m->n; i++)
+        item_free(&m->items[i]);
+    free(m->items);
+    yamljson_free(m->y);
+    *m = (struct manifest){0};
+}
+
+/* Check one object (for apply: all of it; for delete: what names it) into a new item.
+ * 0, -EINVAL (message printed), -ENOMEM. */
+static int add_object(struct manifest *m, const struct src *src, const cJSON *doc,
+                      const struct kube_options *o, bool for_delete)
+{
+    if (!cJSON_IsObject(doc)) {
+        doc_error(src, doc, "", NULL, NULL, "not an object (a manifest is a map)");
+        return -EINVAL;
+    }
+    if (m->n == MAX_MANIFEST_OBJECTS) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "more than %d objects in one file", MAX_MANIFEST_OBJECTS);
+        doc_error(src, doc, "", NULL, NULL, msg);
+        return -EINVAL;
+    }
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 8;
+        struct apply_item *v = realloc(m->items, cap * sizeof(*v));
+        if (!v) {
+            oom();
+            return -ENOMEM;
+        }
+        m->items = v;
+        m->cap = cap;
+    }
+    const char *kind = str_at(doc, "kind", NULL, NULL);
+    struct apply_item *it = &m->items[m->n++];
+    *it = (struct apply_item){.doc = src->d + 1};
+    bool known = strcmp(kind, "InferenceService") == 0 || strcmp(kind, "ServingRuntime") == 0 ||
+                 strcmp(kind, "ClusterServingRuntime") == 0 || strcmp(kind, "Secret") == 0;
+    if (!known) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "kind: %s%s%s is not kept here (InferenceService, ServingRuntime, "
+                 "ClusterServingRuntime and the Secret storage-config are)",
+                 kind[0] ? "\"" : "", kind[0] ? kind : "missing", kind[0] ? "\"" : "");
+        doc_error(src, field(doc, "kind"), "kind", NULL, NULL, msg);
+        return -EINVAL;
+    }
+    if (for_delete)
+        return validate_ref(src, doc, o, it);
+    if (strcmp(kind, "InferenceService") == 0)
+        return validate_isvc(src, doc, o, it);
+    if (strcmp(kind, "Secret") == 0)
+        return validate_secret(src, doc, o, it);
+    return validate_runtime(src, doc, o, strcmp(kind, "ClusterServingRuntime") == 0, it);
+}
+
+/* Read o->file and check every object in it (kind: List's items too) before anything is done.
+ * 0, or 1 (messages printed). */
+static int read_manifest(const struct kube_options *o, bool for_delete, struct manifest *m)
+{
+    const char *verb = for_delete ? "delete" : "apply";
+    size_t len = 0;
+    char *text = read_input(o->file, &len);
+    if (!text)
+        return 1;
+    struct mm_error err = {0};
+    int rc = yamljson_parse(text, len, NULL, &m->y, &err);
+    memset(text, 0, len); /* it may hold a Secret */
+    free(text);
+    if (rc < 0) {
+        term_error("error: %s: %s", strcmp(o->file, "-") ? o->file : "<stdin>", err.msg);
+        return 1;
+    }
+    size_t n = yamljson_count(m->y);
+    bool bad = false;
+    for (size_t d = 0; d < n; d++) {
+        const cJSON *doc = yamljson_root(m->y, d);
+        struct src src = {.file = o->file, .y = m->y, .d = d, .item = -1};
+        if (cJSON_IsNull(doc))
+            continue; /* an empty document */
+        if (strcmp(str_at(doc, "kind", NULL, NULL), "List") != 0) {
+            int r = add_object(m, &src, doc, o, for_delete);
+            if (r == -ENOMEM)
+                return 1;
+            bad |= r < 0;
+            continue;
+        }
+        /* kind: List (what get -o json|yaml prints): its items, each an object. */
+        const cJSON *items = field(doc, "items"), *e;
+        if (!cJSON_IsArray(items) && !cJSON_IsNull(items) && items) {
+            doc_error(&src, items, "items", "List", NULL, "items: not a sequence of objects");
+            bad = true;
+            continue;
+        }
+        long i = 0;
+        cJSON_ArrayForEach(e, items)
+        {
+            src.item = i++;
+            int r;
+            if (strcmp(str_at(e, "kind", NULL, NULL), "List") == 0) {
+                doc_error(&src, field(e, "kind"), "kind", "List", NULL,
+                          "kind: a List inside a List (its items go in the outer one)");
+                r = -EINVAL;
+            } else {
+                r = add_object(m, &src, e, o, for_delete);
+            }
+            if (r == -ENOMEM)
+                return 1;
+            bad |= r < 0;
+        }
+    }
+    if (bad) {
+        fprintf(stderr, "mmctl: nothing %s\n", for_delete ? "deleted" : "applied");
+        return 1;
+    }
+    if (m->n == 0) {
+        fprintf(stderr, "error: no objects passed to %s\n", verb);
+        return 1;
+    }
+    return 0;
 }
 
 static int cmd_apply(struct etcd_client *c, const struct kube_options *o)
@@ -2137,84 +2354,31 @@ static int cmd_apply(struct etcd_client *c, const struct kube_options *o)
         fprintf(stderr, "mmctl: apply needs -f FILE (or -f - for standard input)\n");
         return 2;
     }
-    size_t len = 0;
-    char *text = read_input(o->file, &len);
-    if (!text)
-        return 1;
-    struct yamljson *y = NULL;
-    struct mm_error err = {0};
-    int rc = yamljson_parse(text, len, NULL, &y, &err);
-    if (text)
-        memset(text, 0, len); /* it may hold a Secret */
-    free(text);
-    if (rc < 0) {
-        term_error("error: %s: %s", strcmp(o->file, "-") ? o->file : "<stdin>", err.msg);
-        return 1;
-    }
-    size_t n = yamljson_count(y);
-    struct apply_item *items = calloc(n ? n : 1, sizeof(*items));
-    size_t n_items = 0;
-    rc = 1;
-    if (!items) {
-        oom();
-        goto out;
-    }
-    /* Every document first: nothing is written unless all are good. */
-    bool bad = false;
-    for (size_t d = 0; d < n; d++) {
-        const cJSON *doc = yamljson_root(y, d);
-        if (cJSON_IsNull(doc))
-            continue; /* an empty document */
-        if (!cJSON_IsObject(doc)) {
-            doc_error(o->file, y, d, doc, NULL, NULL, NULL, "not an object (a manifest is a map)");
-            bad = true;
-            continue;
-        }
-        const char *kind = str_at(doc, "kind", NULL, NULL);
-        struct apply_item *it = &items[n_items];
-        *it = (struct apply_item){.doc = d + 1};
-        int r;
-        if (strcmp(kind, "InferenceService") == 0)
-            r = validate_isvc(o->file, y, d, doc, o, it);
-        else if (strcmp(kind, "ServingRuntime") == 0)
-            r = validate_runtime(o->file, y, d, doc, o, false, it);
-        else if (strcmp(kind, "ClusterServingRuntime") == 0)
-            r = validate_runtime(o->file, y, d, doc, o, true, it);
-        else if (strcmp(kind, "Secret") == 0)
-            r = validate_secret(o->file, y, d, doc, o, it);
-        else {
-            char msg[300];
-            snprintf(msg, sizeof(msg),
-                     "kind: %s%s%s is not kept here (InferenceService, ServingRuntime, "
-                     "ClusterServingRuntime and the Secret storage-config are)",
-                     kind[0] ? "\"" : "", kind[0] ? kind : "missing", kind[0] ? "\"" : "");
-            doc_error(o->file, y, d, field(doc, "kind"), "kind", NULL, NULL, msg);
-            r = -EINVAL;
-        }
-        n_items++;
-        if (r < 0)
-            bad = true;
-        if (r == -ENOMEM)
-            goto out;
-    }
-    if (bad) {
-        fprintf(stderr, "mmctl: nothing applied\n");
-        goto out;
-    }
-    if (n_items == 0) {
-        fprintf(stderr, "error: no objects passed to apply\n");
-        goto out;
-    }
-    rc = 0;
-    for (size_t i = 0; i < n_items && rc == 0; i++)
-        rc = items[i].kind == ITEM_SECRET ? write_secret(c, o, &items[i])
-                                          : write_object(c, &items[i]);
-out:
-    for (size_t i = 0; i < n_items; i++)
-        item_free(&items[i]);
-    free(items);
-    yamljson_free(y);
+    struct manifest m = {0};
+    int rc = read_manifest(o, false, &m);
+    for (size_t i = 0; i < m.n && rc == 0; i++)
+        rc = m.items[i].kind == ITEM_SECRET ? write_secret(c, o, &m.items[i])
+                                            : write_object(c, &m.items[i]);
+    manifest_free(&m);
     return rc;
+}
+
+/* delete -f: every object the file names, in its order; one not found is said and the rest are
+ * deleted (kubectl's way), the exit code 1. */
+static int cmd_delete_file(struct etcd_client *c, const struct kube_options *o)
+{
+    struct manifest m = {0};
+    int rc = read_manifest(o, true, &m);
+    for (size_t i = 0; i < m.n && rc != 1; i++) {
+        const struct apply_item *it = &m.items[i];
+        int r = it->kind == ITEM_SECRET
+                    ? cmd_delete_secret(c, o, it->name)
+                    : cmd_delete(c, o, it->ns, it->kind == ITEM_ISVC, it->cluster, it->name);
+        if (r)
+            rc = 3; /* go on with the others */
+    }
+    manifest_free(&m);
+    return rc ? 1 : 0;
 }
 
 /* ---- Dispatch ---- */
@@ -2236,29 +2400,37 @@ int kube_run(struct etcd_client *c, const struct kube_options *o)
         fprintf(stderr, "mmctl: --watch goes with get\n");
         return 2;
     }
-    if (o->file && strcmp(verb, "apply") != 0) {
-        fprintf(stderr, "mmctl: -f goes with apply\n");
+    bool deleting = strcmp(verb, "delete") == 0;
+    if (o->file && strcmp(verb, "apply") != 0 && !deleting) {
+        fprintf(stderr, "mmctl: -f goes with apply and delete\n");
         return 2;
     }
-    if (strcmp(verb, "apply") == 0) {
+    if (strcmp(verb, "apply") == 0 || (deleting && o->file)) {
         if (o->n_args != 1 || o->output) {
-            fprintf(stderr, "mmctl: usage: mmctl apply -f FILE|-\n");
+            fprintf(stderr, "mmctl: usage: mmctl %s -f FILE|-%s\n", verb,
+                    deleting ? " (or delete TYPE NAME, not both)" : "");
             return 2;
         }
-        return cmd_apply(c, o);
+        return deleting ? cmd_delete_file(c, o) : cmd_apply(c, o);
     }
     bool cluster = false;
     if (o->n_args < 2 || o->n_args > 3) {
-        fprintf(stderr, "mmctl: usage: mmctl %s isvc%s\n", verb,
-                strcmp(verb, "get") == 0 ? " [NAME] | servingruntimes [NAME]" : " NAME");
+        fprintf(stderr, "mmctl: usage: mmctl %s %s\n", verb,
+                strcmp(verb, "get") == 0
+                    ? "isvc [NAME] | servingruntimes [NAME] | secrets [storage-config]"
+                : deleting ? "isvc|servingruntime|clusterservingruntime|secret NAME, or delete -f "
+                             "FILE|-"
+                           : "isvc|secret NAME");
         return 2;
     }
     const char *what = o->args[1], *name = o->n_args == 3 ? o->args[2] : NULL;
-    bool isvc = is_isvc_word(what), runtime = !isvc && is_runtime_word(what, &cluster);
-    if (!isvc && !runtime) {
+    bool isvc = is_isvc_word(what), secret = !isvc && is_secret_word(what);
+    bool runtime = !isvc && !secret && is_runtime_word(what, &cluster);
+    if (!isvc && !runtime && !secret) {
         fprintf(stderr, "mmctl: error: the server doesn't have a resource type \"");
         term_write(stderr, what, strlen(what), false);
-        fprintf(stderr, "\" (isvc / inferenceservice, servingruntime, clusterservingruntime)\n");
+        fprintf(stderr, "\" (isvc / inferenceservice, servingruntime, clusterservingruntime, "
+                        "secret)\n");
         return 2;
     }
     if (name) {
@@ -2269,12 +2441,13 @@ int kube_run(struct etcd_client *c, const struct kube_options *o)
         }
     }
     if (strcmp(verb, "get") == 0) {
-        if (runtime && o->watch) {
+        if (!isvc && o->watch) {
             fprintf(stderr, "mmctl: --watch goes with get isvc\n");
             return 2;
         }
-        return isvc ? cmd_get_isvc(c, o, name, form, tmpl)
-                    : cmd_get_runtimes(c, o, cluster, name, form, tmpl);
+        return isvc     ? cmd_get_isvc(c, o, name, form, tmpl)
+               : secret ? cmd_get_secret(c, o, name, form, tmpl)
+                        : cmd_get_runtimes(c, o, cluster, name, form, tmpl);
     }
     if (!name) {
         fprintf(stderr, "mmctl: usage: mmctl %s %s NAME\n", verb, what);
@@ -2285,11 +2458,15 @@ int kube_run(struct etcd_client *c, const struct kube_options *o)
         return 2;
     }
     if (strcmp(verb, "describe") == 0) {
-        if (!isvc) {
-            fprintf(stderr, "mmctl: describe shows InferenceServices (describe isvc NAME)\n");
+        if (runtime) {
+            fprintf(stderr, "mmctl: describe shows InferenceServices and the Secret "
+                            "storage-config (describe isvc NAME, describe secret "
+                            "storage-config)\n");
             return 2;
         }
-        return cmd_describe(c, o, name);
+        return secret ? cmd_describe_secret(c, o, name) : cmd_describe(c, o, name);
     }
-    return cmd_delete(c, o, isvc, cluster, name);
+    if (secret)
+        return cmd_delete_secret(c, o, name);
+    return cmd_delete(c, o, namespace_of(o), isvc, cluster, name);
 }

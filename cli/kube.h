@@ -1,7 +1,8 @@
-/* kube.h - mmctl's kubectl-shaped verbs over the registry: apply -f FILE|- (InferenceService,
- * ServingRuntime, ClusterServingRuntime, the Secret storage-config), get isvc [NAME] and get
- * servingruntimes (table, -o json|yaml|wide|name|jsonpath=..., --watch), describe isvc NAME,
- * delete isvc NAME. Output shapes are kubectl's (WALKTHROUGH.md). Runs on the caller's etcd
+/* kube.h - mmctl's kubectl-shaped verbs over the registry: apply -f FILE|- and delete -f
+ * FILE|- (InferenceService, ServingRuntime, ClusterServingRuntime, the Secret storage-config,
+ * kind: List of those), get isvc [NAME], get servingruntimes and get secrets (table,
+ * -o json|yaml|wide|name|jsonpath=..., isvc --watch), describe isvc NAME and describe secret
+ * storage-config, delete isvc|servingruntime|clusterservingruntime|secret NAME. Output shapes are kubectl's (WALKTHROUGH.md). Runs on the caller's etcd
  * client and loop (etcd_sync.h: a CLI only). */
 #ifndef MM_CLI_KUBE_H
 #define MM_CLI_KUBE_H
@@ -13,7 +14,7 @@ struct etcd_client;
 struct kube_options {
     const char *cluster;
     const char *ns;          /* -n / --namespace; NULL = env MM_NAMESPACE, else modelmesh-serving */
-    const char *file;        /* apply: -f FILE, "-" = standard input */
+    const char *file;        /* apply, delete: -f FILE, "-" = standard input */
     const char *output;      /* -o: json, yaml, wide, name, jsonpath=TEMPLATE; NULL = the table */
     bool watch;              /* get: -w / --watch */
     const char *const *args; /* args[0] is the verb */

@@ -2,7 +2,8 @@
  * by the test itself (no controller): apply's created / configured / unchanged and what it
  * stores (namespace, generation, uid, creationTimestamp), the walkthrough's get table, describe
  * layout and jsonpath query, -o json / yaml / name, namespaces, the Secret storage-config,
- * ServingRuntimes, delete, --watch, and bad manifests refused with document, field and line
+ * ServingRuntimes, delete, --watch, get/describe/delete secret, delete -f, kind: List, and bad
+ * manifests refused with document, field and line
  * and nothing written. argv[1] = mmctl path. */
 #include <signal.h>
 #include <stdio.h>
@@ -554,6 +555,199 @@ static void test_watch(void)
     harness_wait_pid(pid, 2000);
 }
 
+/* The Secret storage-config as kubectl shows a Secret: the table, -o json|yaml|name|jsonpath
+ * (data base64 of each entry's JSON, which decodes to what was applied), describe (sizes, never
+ * values), delete; what get prints applies back unchanged. */
+static void test_secret_verbs(void)
+{
+    char args[1024];
+    const char *minio = "{\"type\": \"s3\", \"access_key\": \"AKIAIOSFODNN7EXAMPLE\", "
+                        "\"secret_access_key\": \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\", "
+                        "\"endpoint_url\": \"http://127.0.0.1:9000\", \"bucket\": "
+                        "\"modelmesh-example-models\"}";
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: storage-config\n"
+             "stringData:\n  localMinIO: '%s'\n"
+             "data:\n  other: eyJ0eXBlIjogInB2YyIsICJuYW1lIjogInYifQ==\n",
+             minio);
+    write_file("sv.yaml", yaml);
+    snprintf(args, sizeof(args), "apply -f %s/sv.yaml", dir);
+    EXPECT(args, 0, "secret/storage-config configured\n"); /* "other" was there already */
+
+    CHECK_INT(run_stdout("get secrets"), 0);
+    CHECK_STR(out, "NAME             TYPE     DATA   AGE\n"
+                   "storage-config   Opaque   2      <unknown>\n");
+    CHECK_INT(run_stdout("get secret storage-config -o name"), 0);
+    CHECK_STR(out, "secret/storage-config\n");
+    CHECK_INT(run_stdout("get secrets -o name"), 0);
+    CHECK_STR(out, "secret/storage-config\n");
+    /* kubectl's shape, keys sorted; data is base64 of the stored entry, byte for byte. */
+    CHECK_INT(run_stdout("-n team-a get secret storage-config -o json"), 0);
+    CHECK_STR(out, "{\n  \"apiVersion\": \"v1\",\n  \"data\": {\n"
+                   "    \"localMinIO\": \"eyJ0eXBlIjogInMzIiwgImFjY2Vzc19rZXkiOiAiQUtJQUlPU0ZPRE5O"
+                   "N0VYQU1QTEUiLCAic2VjcmV0X2FjY2Vzc19rZXkiOiAid0phbHJYVXRuRkVNSS9LN01ERU5HL2JQeFJm"
+                   "aUNZRVhBTVBMRUtFWSIsICJlbmRwb2ludF91cmwiOiAiaHR0cDovLzEyNy4wLjAuMTo5MDAwIiwgImJ1"
+                   "Y2tldCI6ICJtb2RlbG1lc2gtZXhhbXBsZS1tb2RlbHMifQ==\",\n"
+                   "    \"other\": \"eyJ0eXBlIjogInB2YyIsICJuYW1lIjogInYifQ==\"\n  },\n"
+                   "  \"kind\": \"Secret\",\n  \"metadata\": {\n    \"name\": \"storage-config\",\n"
+                   "    \"namespace\": \"team-a\"\n  },\n  \"type\": \"Opaque\"\n}\n");
+    /* The walkthrough's decode: jsonpath of .data.KEY through base64 -d gives the entry. */
+    CHECK_INT(run_stdout("get secret storage-config -o jsonpath='{.data.localMinIO}' | base64 -d"),
+              0);
+    CHECK_STR(out, minio);
+    CHECK_INT(run_stdout("get secret storage-config -o=jsonpath='{.data.other}'"), 0);
+    CHECK_STR(out, "eyJ0eXBlIjogInB2YyIsICJuYW1lIjogInYifQ==");
+    CHECK_INT(run_stdout("get secret storage-config -o jsonpath='{.data.nokey}'"), 0);
+    CHECK_STR(out, "");
+    /* What get prints is a manifest: -o yaml (the object) and -o json (a List) apply back. */
+    snprintf(args, sizeof(args), "get secret storage-config -o yaml > %s/back.yaml", dir);
+    CHECK_INT(run_stdout(args), 0);
+    snprintf(args, sizeof(args), "apply -f %s/back.yaml", dir);
+    EXPECT(args, 0, "secret/storage-config unchanged\n");
+    snprintf(args, sizeof(args), "get secrets -o json > %s/back.json", dir);
+    CHECK_INT(run_stdout(args), 0);
+    snprintf(args, sizeof(args), "apply -f %s/back.json", dir);
+    EXPECT(args, 0, "secret/storage-config unchanged\n");
+    /* describe: kubectl's layout, the sizes and never a value. */
+    CHECK_INT(run_stdout("describe secret storage-config"), 0);
+    char want[1024];
+    snprintf(want, sizeof(want),
+             "Name:         storage-config\nNamespace:    modelmesh-serving\n"
+             "Labels:       <none>\nAnnotations:  <none>\n\nType:  Opaque\n\nData\n====\n"
+             "localMinIO:  %zu bytes\nother:       28 bytes\n",
+             strlen(minio));
+    CHECK_STR(out, want);
+    CHECK(strstr(out, "EXAMPLEKEY") == NULL);
+    /* Other names: not found, as kubectl says it. */
+    EXPECT("get secret mine", 1, "Error from server (NotFound): secrets \"mine\" not found");
+    EXPECT("describe secret mine", 1, "secrets \"mine\" not found");
+    EXPECT("delete secret mine", 1, "secrets \"mine\" not found");
+    EXPECT("registry get storage-config/other", 0, "pvc");
+    EXPECT("get secret -w", 2, "--watch goes with get isvc");
+    EXPECT("describe secret", 2, "usage: mmctl describe secret NAME");
+    EXPECT("get secret storage-config -o wide", 0, "storage-config   Opaque   2      <unknown>");
+    /* delete: every key, in one request; then there is no Secret. */
+    EXPECT("delete secret storage-config", 0, "secret \"storage-config\" deleted\n");
+    EXPECT("registry dump --prefix storage-config/", 0, "0 records");
+    EXPECT("get secrets", 0, "No resources found in modelmesh-serving namespace.");
+    CHECK_INT(run_stdout("get secrets -o json"), 0);
+    CHECK(strstr(out, "\"items\": []") != NULL);
+    EXPECT("get secret storage-config", 1, "secrets \"storage-config\" not found");
+    EXPECT("describe secret storage-config", 1, "secrets \"storage-config\" not found");
+    EXPECT("delete secret storage-config", 1, "secrets \"storage-config\" not found");
+}
+
+/* kind: List in apply and delete -f: every object of a file, each checked before anything is
+ * written or deleted; errors name the document, the item, the line. */
+static void test_delete_file_and_list(void)
+{
+    char args[1024];
+    const char *objects =
+        "apiVersion: v1\n"                                                      /* 1 */
+        "kind: List\n"                                                          /* 2 */
+        "items:\n"                                                              /* 3 */
+        "- apiVersion: serving.kserve.io/v1beta1\n"                             /* 4 */
+        "  kind: InferenceService\n"                                            /* 5 */
+        "  metadata:\n"                                                         /* 6 */
+        "    name: list-a\n"                                                    /* 7 */
+        "    annotations: {serving.kserve.io/deploymentMode: ModelMesh}\n"      /* 8 */
+        "  spec:\n"                                                             /* 9 */
+        "    predictor:\n"                                                      /* 10 */
+        "      model:\n"                                                        /* 11 */
+        "        modelFormat: {name: sklearn}\n"                                /* 12 */
+        "        storage: {key: k, path: p}\n"                                  /* 13 */
+        "- apiVersion: serving.kserve.io/v1alpha1\n"                            /* 14 */
+        "  kind: ServingRuntime\n"                                              /* 15 */
+        "  metadata: {name: list-rt}\n"                                         /* 16 */
+        "  spec: {supportedModelFormats: [{name: sklearn}], multiModel: true}\n" /* 17 */
+        "- apiVersion: v1\n"                                                    /* 18 */
+        "  kind: Secret\n"                                                      /* 19 */
+        "  metadata: {name: storage-config}\n"                                  /* 20 */
+        "  stringData: {k: '{\"type\": \"pvc\", \"name\": \"v\"}'}\n"           /* 21 */
+        "---\n"                                                                 /* 22 */
+        "apiVersion: serving.kserve.io/v1beta1\n"
+        "kind: InferenceService\n"
+        "metadata:\n  name: list-b\n  namespace: team-b\n"
+        "  annotations: {serving.kserve.io/deploymentMode: ModelMesh}\n"
+        "spec: {predictor: {model: {modelFormat: {name: sklearn}, storage: {key: k, path: p}}}}\n";
+    write_file("objs.yaml", objects);
+    snprintf(args, sizeof(args), "apply -f %s/objs.yaml", dir);
+    EXPECT(args, 0,
+           "inferenceservice.serving.kserve.io/list-a created\n"
+           "servingruntime.serving.kserve.io/list-rt created\n"
+           "secret/storage-config created\n"
+           "inferenceservice.serving.kserve.io/list-b created\n");
+    EXPECT(args, 0, "list-a unchanged\n");
+    put_status("modelmesh-serving", "list-a", ready_status);
+
+    /* One bad object in the file: nothing is deleted. */
+    char bad[4096];
+    snprintf(bad, sizeof(bad), "%s---\nkind: List\nitems:\n- kind: Pod\n  metadata: {name: p}\n",
+             objects);
+    write_file("objs-bad.yaml", bad);
+    snprintf(args, sizeof(args), "delete -f %s/objs-bad.yaml", dir);
+    EXPECT(args, 1, "objs-bad.yaml: document 3, items[0], line 33: kind: \"Pod\" is not kept");
+    CHECK(strstr(out, "nothing deleted") != NULL);
+    CHECK(strstr(out, "\" deleted") == NULL);
+    EXPECT("registry get isvcs/modelmesh-serving/list-a", 0, "list-a");
+    EXPECT("registry get storage-config/k", 0, "pvc");
+    /* A List item's error: its line inside the item. */
+    char item_bad[2048];
+    snprintf(item_bad, sizeof(item_bad), "%.*s        modelFormat: {name: [sklearn]}\n%s",
+             (int)(strstr(objects, "        modelFormat") - objects), objects,
+             strstr(objects, "        storage:"));
+    write_file("item-bad.yaml", item_bad);
+    snprintf(args, sizeof(args), "apply -f %s/item-bad.yaml", dir);
+    EXPECT(args, 1,
+           "document 1, items[0] (InferenceService list-a), line 12: "
+           "spec.predictor.model.modelFormat.name");
+    CHECK(strstr(out, "nothing applied") != NULL);
+    /* Lists that are not. */
+    write_file("list-bad.yaml", "kind: List\nitems: {a: 1}\n---\nkind: List\nitems:\n- 5\n"
+                                "- kind: List\n  items: []\n");
+    snprintf(args, sizeof(args), "delete -f %s/list-bad.yaml", dir);
+    EXPECT(args, 1, "document 1 (List), line 2: items: not a sequence of objects");
+    CHECK(strstr(out, "document 2, items[0], line 6: not an object") != NULL);
+    CHECK(strstr(out, "document 2, items[1] (List), line 7: kind: a List inside a List") != NULL);
+    write_file("list-empty.yaml", "apiVersion: v1\nkind: List\nitems: []\n");
+    snprintf(args, sizeof(args), "delete -f %s/list-empty.yaml", dir);
+    EXPECT(args, 1, "no objects passed to delete");
+    /* delete -f checks the namespace as apply does, and names objects only by kind and name. */
+    write_file("ns.yaml", "kind: InferenceService\nmetadata: {name: list-b, namespace: team-b}\n");
+    snprintf(args, sizeof(args), "delete -n team-c -f - < %s/ns.yaml", dir);
+    EXPECT(args, 1,
+           "<stdin>: document 1 (InferenceService list-b), line 2: the namespace from the "
+           "provided object \"team-b\" does not match the namespace \"team-c\"");
+    write_file("mine.yaml", "kind: Secret\nmetadata: {name: mine}\n");
+    snprintf(args, sizeof(args), "delete -f %s/mine.yaml", dir);
+    EXPECT(args, 1, "line 2: metadata.name: the only Secret kept here is storage-config");
+    EXPECT("registry get isvcs/team-b/list-b", 0, "list-b");
+
+    /* Every object, in the file's order; the status goes with its isvc. */
+    snprintf(args, sizeof(args), "delete -f - < %s/objs.yaml", dir);
+    EXPECT(args, 0,
+           "inferenceservice.serving.kserve.io \"list-a\" deleted\n"
+           "servingruntime.serving.kserve.io \"list-rt\" deleted\n"
+           "secret \"storage-config\" deleted\n"
+           "inferenceservice.serving.kserve.io \"list-b\" deleted\n");
+    EXPECT("registry dump --prefix isvcs/modelmesh-serving/list-", 0, "0 records");
+    EXPECT("registry dump --prefix isvcs/team-b/", 0, "0 records");
+    EXPECT("registry dump --prefix isvc-status/modelmesh-serving/list-", 0, "0 records");
+    EXPECT("registry dump --prefix storage-config/", 0, "0 records");
+    EXPECT("registry get runtimes/list-rt", 1, "no record");
+    /* Again: each one not found, the others still tried, exit 1. */
+    snprintf(args, sizeof(args), "delete -f %s/objs.yaml", dir);
+    EXPECT(args, 1, "inferenceservices.serving.kserve.io \"list-a\" not found");
+    CHECK(strstr(out, "servingruntimes.serving.kserve.io \"list-rt\" not found") != NULL);
+    CHECK(strstr(out, "secrets \"storage-config\" not found") != NULL);
+    CHECK(strstr(out, "inferenceservices.serving.kserve.io \"list-b\" not found") != NULL);
+    /* Usage. */
+    snprintf(args, sizeof(args), "delete -f %s/objs.yaml isvc list-a", dir);
+    EXPECT(args, 2, "usage: mmctl delete -f FILE|- (or delete TYPE NAME, not both)");
+    EXPECT("get isvc -f x", 2, "-f goes with apply and delete");
+}
+
 static void test_delete(void)
 {
     EXPECT("delete isvc example-mnist-isvc", 1,
@@ -581,6 +775,8 @@ int main(int argc, char **argv)
     test_bad_manifests();
     test_secret_and_runtimes();
     test_watch();
+    test_secret_verbs();
+    test_delete_file_and_list();
     test_delete();
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
