@@ -248,6 +248,9 @@ for port in $ports; do
 done
 check "no process names the state dir" test -z "$(procs_naming "$dir")"
 check "the env file is gone" test ! -e "$dir/env"
+# A sanitizer build's report lands in the part's log (the parts are not the test's children).
+reports=$(grep -lE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$dir"/logs/*.log || true)
+check "no sanitizer report in the logs (${reports:-none})" test -z "$reports"
 out=$("$cluster" down 2>&1) && rc=0 || rc=$?
 check "down again exits 0 (got $rc)" test "$rc" = 0
 check "down again: nothing to stop" grep -q "nothing to stop" <<<"$out"
