@@ -25,6 +25,7 @@
 #include "mm/mirror.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/probe.h"
 #include "mm/reconcile.h"
 #include "mm/records.h"
 #include "mm/vmodels.h"
@@ -39,7 +40,7 @@
 
 struct options {
     struct etcd_opts etcd;
-    const char *identity, *service_name, *ns;
+    const char *identity, *service_name, *ns, *probe_listen;
     uint64_t lease_ttl_ms, failure_expiry_ms, replace_delay_ms, max_failures;
 };
 
@@ -52,6 +53,7 @@ struct controller {
     struct mesh *mesh;
     struct vmodels *vmodels;
     struct reconcile *rec;
+    struct probe *probe;
     struct place_config place;
     char id[KEYS_NAME_MAX + 1];
     bool synced, leading, stopping;
@@ -92,6 +94,7 @@ static void usage(FILE *to)
             "                               nodes')\n"
             "  --replace-delay DURATION     transitions and re-placements the controller drives\n"
             "                               when no node has (default 2s)\n"
+            PROBE_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n");
 }
@@ -107,6 +110,7 @@ static int parse(int argc, char **argv, struct options *o)
     etcd_opts_init(&o->etcd);
     o->identity = env_or("MM_CONTROLLER_ID", NULL);
     o->service_name = "modelmesh-serving";
+    o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
     o->lease_ttl_ms = 10000;
     o->failure_expiry_ms = 15 * 60000;
     o->replace_delay_ms = 2000;
@@ -134,6 +138,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--identity", offsetof(struct options, identity)},
         {"--service-name", offsetof(struct options, service_name)},
         {"--namespace", offsetof(struct options, ns)},
+        {"--probe-listen", offsetof(struct options, probe_listen)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -343,6 +348,8 @@ static void on_mirror(struct mirror *mr, enum mirror_state state, const struct m
         mm_log(MM_LOG_WARN, WHO, "registry mirror: %s", why->msg);
     if (state == MIRROR_SYNCED && !c->synced) {
         c->synced = true;
+        if (!c->stopping)
+            probe_set_not_ready(c->probe, NULL);
         if (c->leading && !c->rec && !c->stopping)
             start_leading(c);
     }
@@ -366,6 +373,7 @@ static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
     if (c->stopping)
         return;
     c->stopping = true;
+    probe_set_not_ready(c->probe, "shutting down");
     mm_log(MM_LOG_INFO, WHO, "signal %d: resigning and shutting down", w->signum);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -397,13 +405,21 @@ int main(int argc, char **argv)
     c.stats.data = &c;
     char prefix[KEYS_MAX], ekey[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &c};
-    if (etcd_client_new(c.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
+    struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
+    int probe_port = 0;
+    if ((!probe_is_off(o.probe_listen) &&
+         probe_new(c.loop, &pc, &c.probe, &probe_port, &err) < 0) ||
+        etcd_client_new(c.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
         keys_prefix(prefix, sizeof(prefix), o.etcd.cluster, &err) < 0 ||
         keys_election(ekey, sizeof(ekey), o.etcd.cluster, &err) < 0 ||
         mirror_new(c.etcd, prefix, &mcfg, &c.mirror, &err) < 0) {
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         c.exit_code = 1;
     } else {
+        if (c.probe) {
+            printf("PROBES %d\n", probe_port);
+            fflush(stdout);
+        }
         mm_log(MM_LOG_INFO, WHO, "controller %s %s (id from %s), cluster %s, etcd %s", c.id,
                MM_VERSION, strcmp(source, "--instance-id") == 0 ? "--identity" : source,
                o.etcd.cluster, o.etcd.config.endpoints);
@@ -435,6 +451,7 @@ int main(int argc, char **argv)
         ev_run(c.loop, 0);
         ev_timer_stop(c.loop, &c.resign);
     }
+    probe_free(c.probe);
     mirror_free(c.mirror);
     etcd_client_free(c.etcd);
     ev_loop_destroy(c.loop);

@@ -26,6 +26,7 @@
 #include "mm/model_api.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/probe.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/table.h"
@@ -39,7 +40,7 @@
 
 struct options {
     struct etcd_opts etcd;
-    const char *gateway_id, *listen;
+    const char *gateway_id, *listen, *probe_listen;
     struct rpc_server_config rpc;
     unsigned max_parked;
 };
@@ -56,6 +57,7 @@ struct gateway {
     struct table *table;
     struct route *route;
     struct model_api *api;
+    struct probe *probe;
     struct place_config place;
     char id[KEYS_NAME_MAX + 1];
     bool serving, server_down, stopping;
@@ -91,6 +93,7 @@ static void usage(FILE *to)
             "  --max-parked N               requests waiting for models to load, at most "
             "(default\n"
             "                               10000); more are refused UNAVAILABLE\n"
+            PROBE_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n");
 }
@@ -106,12 +109,14 @@ static int parse(int argc, char **argv, struct options *o)
     etcd_opts_init(&o->etcd);
     o->gateway_id = env_or("MM_GATEWAY_ID", NULL);
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
+    o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
     static const struct {
         const char *flag;
         size_t offset;
     } strings[] = {
         {"--gateway-id", offsetof(struct options, gateway_id)},
         {"--listen", offsetof(struct options, listen)},
+        {"--probe-listen", offsetof(struct options, probe_listen)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -224,6 +229,7 @@ static void serve(struct gateway *g)
         model_api_new(g->server, &ac, &g->api, &err) < 0 || rpc_server_start(g->server, &err) < 0)
         goto fail;
     g->serving = true;
+    probe_set_not_ready(g->probe, NULL);
     mm_log(MM_LOG_INFO, WHO, "%s: routing inference and serving the model API on %s (port %d)",
            g->id, o->listen, g->port);
     printf("LISTENING %d\n", g->port);
@@ -263,6 +269,7 @@ static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
     if (g->stopping)
         return;
     g->stopping = true;
+    probe_set_not_ready(g->probe, "shutting down");
     mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", w->signum);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -292,7 +299,11 @@ int main(int argc, char **argv)
     g.loop = EV_DEFAULT;
     char prefix[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &g};
-    if (etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
+    struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
+    int probe_port = 0;
+    if ((!probe_is_off(o.probe_listen) &&
+         probe_new(g.loop, &pc, &g.probe, &probe_port, &err) < 0) ||
+        etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
         rpc_context_new(g.loop, &g.rpc, &err) < 0 ||
         rpc_server_new(g.rpc, &o.rpc, &g.server, &err) < 0 ||
         rpc_server_listen(g.server, o.listen, &g.port, &err) < 0 ||
@@ -301,6 +312,10 @@ int main(int argc, char **argv)
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         g.exit_code = 1;
     } else {
+        if (g.probe) {
+            printf("PROBES %d\n", probe_port);
+            fflush(stdout);
+        }
         mm_log(MM_LOG_INFO, WHO, "gateway %s (id from %s), cluster %s, etcd %s", g.id,
                strcmp(source, "--instance-id") == 0 ? "--gateway-id" : source, o.etcd.cluster,
                o.etcd.config.endpoints);
@@ -322,6 +337,7 @@ int main(int argc, char **argv)
             ev_run(g.loop, 0);
         ev_timer_stop(g.loop, &g.hard_stop);
     }
+    probe_free(g.probe);
     route_free(g.route);
     model_api_free(g.api);
     if (g.table) {

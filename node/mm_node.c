@@ -33,6 +33,7 @@
 #include "mm/vmodels.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/probe.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/spi.h"
@@ -54,7 +55,7 @@ struct options {
     const char *instance_id, *runtime, *runtime_name, *model_types, *zone,
         *internal_address, *listen, *models_root, *cache_dir, *max_failures,
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
-        *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir;
+        *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir, *probe_listen;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
         load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms, rate_check_ms;
     uint64_t max_load_failures, scale_up_rpm;
@@ -86,6 +87,7 @@ struct node {
     struct mesh *mesh;
     struct vmodels *vmodels;
     struct model_api *api;
+    struct probe *probe;
     struct place_config place;
     bool registered, synced, serving, server_down, internal_down;
     ev_tstamp stop_started;
@@ -184,6 +186,7 @@ static void usage(FILE *to)
             "  --shutdown-timeout DURATION  at SIGTERM, bound on moving models away, unloading "
             "and\n"
             "                               deregistering (default 30s)\n"
+            PROBE_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n"
             "Durations: N (ms) or N with ms, s, m, h.\n");
@@ -222,6 +225,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->shutdown_ms = 30000;
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     o->internal_listen = env_or("MM_INTERNAL_LISTEN", "0.0.0.0:8080");
+    o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
     o->models_root = env_or("MM_MODELS_ROOT", NULL);
     o->cache_dir = env_or("MM_CACHE_DIR", NULL);
     o->storage_config_dir = env_or("MM_STORAGE_CONFIG_DIR", NULL);
@@ -258,6 +262,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--zone", offsetof(struct options, zone)},
         {"--internal-address", offsetof(struct options, internal_address)},
         {"--listen", offsetof(struct options, listen)},
+        {"--probe-listen", offsetof(struct options, probe_listen)},
         {"--models-root", offsetof(struct options, models_root)},
         {"--cache-dir", offsetof(struct options, cache_dir)},
         {"--storage-config-dir", offsetof(struct options, storage_config_dir)},
@@ -494,6 +499,7 @@ static void maybe_serve(struct node *n)
         rpc_server_start(n->internal, &err) < 0 || rpc_server_start(n->server, &err) < 0)
         goto fail;
     n->serving = true;
+    probe_set_not_ready(n->probe, NULL);
     mm_log(MM_LOG_INFO, WHO, "serving inference and the model API on %s (port %d), inference "
            "for peers on %s (port %d); cache %s", o->listen, n->port, o->internal_listen,
            n->internal_port, n->cache_dir);
@@ -574,6 +580,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
            n->o->runtime, st->version[0] ? st->version : "(no version)", st->capacity_bytes,
            st->max_loading_concurrency, st->load_timeout_ms, st->default_model_size_bytes);
     n->runtime = *st;
+    probe_set_not_ready(n->probe, "registering the instance and reading the registry");
     struct options *o = n->o;
     /* the placement thresholds every part of the node shares */
     place_config_init(&n->place);
@@ -682,6 +689,7 @@ static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     n->stopping = true;
     n->stop_started = ev_now(loop);
+    probe_set_not_ready(n->probe, "shutting down");
     mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", w->signum);
     ev_timer_init(&n->hard_stop, on_hard_stop, (double)n->o->shutdown_ms / 1000. + 1., 0.);
     n->hard_stop.data = n;
@@ -791,6 +799,18 @@ int main(int argc, char **argv)
                                 .lookup = storage_lookup,
                                 .lookup_arg = &n,
                                 .max_transfers = o.max_pulls};
+    struct probe_config pc = {.listen = o.probe_listen,
+                              .not_ready = "waiting for the runtime to be READY"};
+    int probe_port = 0;
+    if (!probe_is_off(o.probe_listen) && probe_new(n.loop, &pc, &n.probe, &probe_port, &err) < 0) {
+        mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
+        ev_loop_destroy(n.loop);
+        return 1;
+    }
+    if (n.probe) {
+        printf("PROBES %d\n", probe_port);
+        fflush(stdout);
+    }
     if (curlev_new(n.loop, &n.curl, &err) == 0)
         o.etcd.config.curl = sc.curl = n.curl;
     if (!n.curl || etcd_client_new(n.loop, &o.etcd.config, &n.etcd, &err) < 0 ||
@@ -832,6 +852,7 @@ int main(int argc, char **argv)
             ev_run(n.loop, 0);
         ev_timer_stop(n.loop, &n.hard_stop);
     }
+    probe_free(n.probe);
     route_free(n.route);
     route_free(n.route_internal);
     model_api_free(n.api);

@@ -11,7 +11,7 @@ shift || true
 # (nghttp2-client), the load generator of bench_hop.
 packages=(
   gcc libc6-dev pkg-config meson ninja-build git curl ca-certificates openssl procps
-  libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev
+  libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev libmicrohttpd-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
   clang libclang-rt-14-dev
   python3 python3-grpcio python3-grpc-tools python3-protobuf
