@@ -21,7 +21,8 @@
  * The checks are then shown to fail: each of several broken copies of the manifests (a wrong
  * targetPort, 5 etcd replicas, a short grace, a flag the node lacks, a probe path, a models
  * mount elsewhere, an unknown environment name) must be reported.
- * argv: MM_NODE MM_CONTROLLER MM_RUNTIME PYTHON3 SKLEARN_SERVER SOURCE_ROOT */
+ * argv: MM_NODE MM_CONTROLLER MM_RUNTIME PYTHON3 SKLEARN_SERVER SOURCE_ROOT; env KUBECTL: the
+ * kubectl to render with (default the one on PATH; Debian's 1.20 and 1.32 render these alike). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -866,7 +867,9 @@ int main(int argc, char **argv)
     root = argv[6];
     char cmd[2048];
     static char out[OUT_MAX];
-    if (harness_capture("command -v kubectl", out, sizeof(out)) != 0) {
+    const char *kubectl = getenv("KUBECTL") && getenv("KUBECTL")[0] ? getenv("KUBECTL") : "kubectl";
+    snprintf(cmd, sizeof(cmd), "command -v '%s'", kubectl);
+    if (harness_capture(cmd, out, sizeof(out)) != 0) {
         fprintf(stderr, "kubectl is missing: run scripts/setup.sh (it installs Debian's "
                         "kubernetes-client)\n");
         return 1;
@@ -901,7 +904,7 @@ int main(int argc, char **argv)
     yamljson_free(y);
     free(kz);
 
-    snprintf(cmd, sizeof(cmd), "kubectl kustomize '%s/deploy/k8s'", root);
+    snprintf(cmd, sizeof(cmd), "'%s' kustomize '%s/deploy/k8s'", kubectl, root);
     long long t0 = harness_now_ms();
     int rc = harness_capture(cmd, out, sizeof(out));
     if (rc != 0)
@@ -913,7 +916,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "the rendered manifests: %s\n", err.msg);
     REQUIRE(rc == 0);
     size_t n = yamljson_count(y);
-    fprintf(stderr, "kubectl kustomize: %zu documents in %lld ms\n", n, harness_now_ms() - t0);
+    fprintf(stderr, "%s kustomize: %zu documents in %lld ms\n", kubectl, n, harness_now_ms() - t0);
     REQUIRE(n > 0 && n < 64);
     cJSON *docs[64];
     for (size_t i = 0; i < n; i++) {
