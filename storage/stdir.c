@@ -102,8 +102,8 @@ int stdir_read(const char *dir, const char *key, char **json, struct mm_error *e
         goto out;
     }
     if (memchr(buf, '\0', got)) {
-        rc = mm_error_set(err, -EINVAL, "storage-config dir %s: key '%s': the file holds a NUL byte",
-                          dir, qk);
+        rc = mm_error_set(err, -EINVAL,
+                          "storage-config dir %s: key '%s': the file holds a NUL byte", dir, qk);
         goto out;
     }
     buf[got] = '\0';

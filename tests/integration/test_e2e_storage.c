@@ -690,8 +690,8 @@ int main(int argc, char **argv)
     mmc_register(cl.pods[0].api, "bc-dir-changed", "xgboost", "xgb/bc/model.json", "s3dir", true,
                  true, 0, CALL_MS, &r);
     char buf[2048];
-    fprintf(stderr, "bc-dir-changed (the file now wrong): %s\n", mmc_describe(&r, buf,
-                                                                              sizeof(buf)));
+    fprintf(stderr, "bc-dir-changed (the file now wrong): %s\n",
+            mmc_describe(&r, buf, sizeof(buf)));
     for (size_t i = 0; i < r.n_errors; i++)
         note_error(r.errors[i]);
     CHECK(r.code == GRPC_STATUS_OK && r.status == MMC_LOADING_FAILED);

@@ -119,9 +119,8 @@ static bool selects(const cJSON *sel, const cJSON *labels)
     if (!cJSON_IsObject(sel) || !sel->child)
         return false;
     for (const cJSON *l = sel->child; l; l = l->next) {
-        const cJSON *v = cJSON_IsObject(labels) ? cJSON_GetObjectItemCaseSensitive(labels,
-                                                                                   l->string)
-                                                : NULL;
+        const cJSON *v =
+            cJSON_IsObject(labels) ? cJSON_GetObjectItemCaseSensitive(labels, l->string) : NULL;
         if (!cJSON_IsString(v) || !cJSON_IsString(l) || strcmp(v->valuestring, l->valuestring))
             return false;
     }
@@ -349,8 +348,8 @@ static void check_container(const cJSON *spec, const struct container *k, const 
     check_image(k->c, where, pr);
     for (size_t i = 0; i < k->n; i++)
         if (!help_has(help, k->flag[i]))
-            problem(pr, "%s container %s: %s --help has no %s", where, k->name,
-                    prog_names[k->prog], k->flag[i]);
+            problem(pr, "%s container %s: %s --help has no %s", where, k->name, prog_names[k->prog],
+                    k->flag[i]);
     const cJSON *env = cJSON_GetObjectItemCaseSensitive(k->c, "env");
     for (const cJSON *e = env ? env->child : NULL; e; e = e->next) {
         const char *n = str_at(e, "name");
@@ -394,8 +393,8 @@ static void check_container(const cJSON *spec, const struct container *k, const 
         for (size_t i = 0; i < n_listened; i++)
             found = found || listened[i] == cp;
         if (!found)
-            problem(pr, "%s container %s: containerPort %ld: nothing listens there", where,
-                    k->name, cp);
+            problem(pr, "%s container %s: containerPort %ld: nothing listens there", where, k->name,
+                    cp);
     }
     /* probes: each port a containerPort; ours on --probe-listen */
     static const char *const probes[] = {"readinessProbe", "livenessProbe"};
@@ -421,8 +420,8 @@ static void check_container(const cJSON *spec, const struct container *k, const 
             const char *path = str_at(pb, "httpGet.path");
             if (!path || strcmp(path, paths[i]) != 0 ||
                 resolve_port(k->c, at(pb, "httpGet.port")) != probe_port)
-                problem(pr, "%s container %s: %s is not GET %s on --probe-listen's port %d",
-                        where, k->name, probes[i], paths[i], probe_port);
+                problem(pr, "%s container %s: %s is not GET %s on --probe-listen's port %d", where,
+                        k->name, probes[i], paths[i], probe_port);
         }
     }
     /* mounts name the pod's volumes (or the StatefulSet's claims, checked by the caller) */
@@ -473,8 +472,8 @@ static void check_serving_runtime(const struct container *node, const struct con
     char types[256] = "";
     const cJSON *fmts = at(sr, "spec.supportedModelFormats");
     for (const cJSON *f = fmts ? fmts->child : NULL; f; f = f->next)
-        snprintf(types + strlen(types), sizeof(types) - strlen(types), "%s%s",
-                 types[0] ? "," : "", str_at(f, "name") ? str_at(f, "name") : "?");
+        snprintf(types + strlen(types), sizeof(types) - strlen(types), "%s%s", types[0] ? "," : "",
+                 str_at(f, "name") ? str_at(f, "name") : "?");
     const char *mt = flag_value(node, "--model-types");
     if (!mt || strcmp(mt, types) != 0)
         problem(pr, "%s: mm-node --model-types %s, ServingRuntime %s supports %s", where, mt,
@@ -511,8 +510,9 @@ static void check_runtime_pod(const cJSON *doc, const cJSON *spec, const struct 
     if (!is_kind(doc, "StatefulSet"))
         problem(pr, "%s: runtime pods must be a StatefulSet (stable instance ids)", where);
     if (!env_is_field(node->c, "POD_NAME", "metadata.name") || flag_value(node, "--instance-id"))
-        problem(pr, "%s: mm-node's instance id is not the pod name (POD_NAME from metadata.name, "
-                    "no --instance-id)",
+        problem(pr,
+                "%s: mm-node's instance id is not the pod name (POD_NAME from metadata.name, "
+                "no --instance-id)",
                 where);
     if (!rt) {
         problem(pr, "%s: no runtime container beside mm-node", where);
@@ -526,16 +526,18 @@ static void check_runtime_pod(const cJSON *doc, const cJSON *spec, const struct 
     const char *nv = str_at(nm, "name"), *rv = str_at(rm, "name");
     if (!cache || !models || strcmp(cache, models) != 0 || !nv || !rv || strcmp(nv, rv) != 0 ||
         !cJSON_IsObject(at(pod_volume(spec, nv), "emptyDir")))
-        problem(pr, "%s: mm-node --cache-dir %s and the runtime's --models-dir %s are not one "
-                    "emptyDir mounted at the same path in both",
+        problem(pr,
+                "%s: mm-node --cache-dir %s and the runtime's --models-dir %s are not one "
+                "emptyDir mounted at the same path in both",
                 where, cache, models);
     const char *sc = flag_value(node, "--storage-config-dir");
     const cJSON *sm = sc ? mount_of_path(node->c, sc) : NULL;
     const char *secret = str_at(pod_volume(spec, str_at(sm, "name")), "secret.secretName");
     if (!sc || !secret || strcmp(secret, "storage-config") != 0 ||
         !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sm, "readOnly")))
-        problem(pr, "%s: mm-node --storage-config-dir %s is not the storage-config Secret mounted "
-                    "read-only",
+        problem(pr,
+                "%s: mm-node --storage-config-dir %s is not the storage-config Secret mounted "
+                "read-only",
                 where, sc);
     /* grace above the node's shutdown bound */
     const char *st = flag_value(node, "--shutdown-timeout");
@@ -559,8 +561,8 @@ static void check_etcd(const cJSON *doc, const struct container *k, const char *
     if (replicas < 3 || replicas % 2 == 0)
         problem(pr, "%s: %ld replicas (an odd number, 3 or more)", where, replicas);
     const char *name = flag_value(k, "--name");
-    if (!name || strcmp(name, "$(POD_NAME)") != 0 || !env_is_field(k->c, "POD_NAME",
-                                                                     "metadata.name"))
+    if (!name || strcmp(name, "$(POD_NAME)") != 0 ||
+        !env_is_field(k->c, "POD_NAME", "metadata.name"))
         problem(pr, "%s: --name is not the pod name", where);
     char want[256];
     snprintf(want, sizeof(want), "http://$(POD_NAME).%s:%d", svc ? svc : "?", peer);
@@ -594,8 +596,8 @@ static void check_etcd(const cJSON *doc, const struct container *k, const char *
         for (const cJSON *c = claims ? claims->child : NULL; c; c = c->next)
             claim = claim || (str_at(c, "metadata.name") && str_at(m, "name") &&
                               strcmp(str_at(c, "metadata.name"), str_at(m, "name")) == 0);
-        mounted = mounted || (claim && l && strncmp(data, mp, l) == 0 &&
-                              (data[l] == '/' || data[l] == '\0'));
+        mounted = mounted ||
+                  (claim && l && strncmp(data, mp, l) == 0 && (data[l] == '/' || data[l] == '\0'));
     }
     if (!mounted)
         problem(pr, "%s: --data-dir %s is not on a volumeClaimTemplate's mount", where, data);
@@ -634,8 +636,8 @@ static void check_all(cJSON *const *docs, size_t n, struct problems *pr)
             const char *svc = str_at(d, "spec.serviceName");
             const cJSON *s = svc ? find_doc(docs, n, "Service", svc) : NULL;
             const char *cip = str_at(s, "spec.clusterIP");
-            if (!s || !cip || strcmp(cip, "None") != 0 || !selects(at(s, "spec.selector"),
-                                                                   tmpl_labels))
+            if (!s || !cip || strcmp(cip, "None") != 0 ||
+                !selects(at(s, "spec.selector"), tmpl_labels))
                 problem(pr, "%s: serviceName %s is no headless Service selecting its pods", where,
                         svc);
         }
@@ -656,8 +658,7 @@ static void check_all(cJSON *const *docs, size_t n, struct problems *pr)
                     claim = claim || (str_at(t, "metadata.name") &&
                                       strcmp(str_at(t, "metadata.name"), vn) == 0);
                 if (!vn || (!pod_volume(spec, vn) && !claim))
-                    problem(pr, "%s container %s: mount of %s: no such volume", where, k->name,
-                            vn);
+                    problem(pr, "%s container %s: mount of %s: no such volume", where, k->name, vn);
             }
             if (k->prog == P_NODE)
                 node = k;
@@ -691,8 +692,9 @@ static void check_all(cJSON *const *docs, size_t n, struct problems *pr)
                     const cJSON *etcd_sts = find_doc(docs, n, "StatefulSet", "etcd");
                     if (!ok || !selects(at(s, "spec.selector"),
                                         at(etcd_sts, "spec.template.metadata.labels")))
-                        problem(pr, "%s container %s: etcd endpoint %s is no Service port of "
-                                    "etcd's pods",
+                        problem(pr,
+                                "%s container %s: etcd endpoint %s is no Service port of "
+                                "etcd's pods",
                                 where, k->name, u);
                 }
                 if (eps == 0)
@@ -730,8 +732,8 @@ static void check_all(cJSON *const *docs, size_t n, struct problems *pr)
     size_t selected = 0;
     for (size_t i = 0; i < n; i++) {
         const cJSON *d = docs[i];
-        if (!is_workload(d) || !selects(at(svc, "spec.selector"),
-                                        at(d, "spec.template.metadata.labels")))
+        if (!is_workload(d) ||
+            !selects(at(svc, "spec.selector"), at(d, "spec.template.metadata.labels")))
             continue;
         selected++;
         const cJSON *cs = at(d, "spec.template.spec.containers");
@@ -748,8 +750,9 @@ static void check_all(cJSON *const *docs, size_t n, struct problems *pr)
         read_container(nodec, &k, name_of(d), pr);
         int tp = resolve_port(nodec, at(sp, "targetPort"));
         if (tp < 0 || tp != addr_port(flag_value(&k, "--listen"), NULL))
-            problem(pr, "Service modelmesh-serving: targetPort in %s is %d, not mm-node's --listen "
-                        "port",
+            problem(pr,
+                    "Service modelmesh-serving: targetPort in %s is %d, not mm-node's --listen "
+                    "port",
                     name_of(d), tp);
     }
     if (selected != runtime_pods)
@@ -859,8 +862,9 @@ static void get_help(enum prog p, const char *cmd)
 int main(int argc, char **argv)
 {
     if (argc != 7) {
-        fprintf(stderr, "usage: %s MM_NODE MM_CONTROLLER MM_RUNTIME PYTHON3 SKLEARN_SERVER "
-                        "SOURCE_ROOT\n",
+        fprintf(stderr,
+                "usage: %s MM_NODE MM_CONTROLLER MM_RUNTIME PYTHON3 SKLEARN_SERVER "
+                "SOURCE_ROOT\n",
                 argv[0]);
         return 2;
     }
@@ -897,8 +901,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < 4; i++)
             ok = ok || strcmp(f->string, allowed[i]) == 0;
         if (!ok)
-            fprintf(stderr, "kustomization.yaml: %s is more than old kustomize knows\n",
-                    f->string);
+            fprintf(stderr, "kustomization.yaml: %s is more than old kustomize knows\n", f->string);
         CHECK(ok);
     }
     yamljson_free(y);

@@ -109,8 +109,18 @@ int main(void)
     /* keys that are no Secret data keys, each refused naming the key */
     static char long_key[300];
     memset(long_key, 'k', 254);
-    const char *bad[] = {"", ".", "..", "..data", "..2026_01_01_00_01_00.2", "../etc/passwd",
-                         "a/b", "/etc/passwd", "sp ace", "nl\nx", "\xc3\xa9", long_key};
+    const char *bad[] = {"",
+                         ".",
+                         "..",
+                         "..data",
+                         "..2026_01_01_00_01_00.2",
+                         "../etc/passwd",
+                         "a/b",
+                         "/etc/passwd",
+                         "sp ace",
+                         "nl\nx",
+                         "\xc3\xa9",
+                         long_key};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK_INT(read_key(bad[i], &json, &err), -EINVAL);
         CHECK(json == NULL);
