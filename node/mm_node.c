@@ -37,6 +37,7 @@
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/spi.h"
+#include "mm/stdir.h"
 #include "mm/storage.h"
 #include "mm/table.h"
 
@@ -54,7 +55,7 @@ struct options {
     const char *instance_id, *runtime, *runtime_name, *model_types, *zone,
         *internal_address, *listen, *models_root, *cache_dir, *max_failures,
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
-        *connection_idle, *max_parked, *pull_concurrency, *probe_listen;
+        *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir, *probe_listen;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
         load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms, rate_check_ms;
     uint64_t max_load_failures, scale_up_rpm;
@@ -164,6 +165,10 @@ static void usage(FILE *to)
             "8);\n"
             "                               credentials are read from the registry's\n"
             "                               storage-config/<key> (docs/storage.md)\n"
+            "  --storage-config-dir DIR     the storage-config Secret mounted: a file per key\n"
+            "                               (its entry's JSON, at most 64 KiB) wins over the\n"
+            "                               registry's entry; read at each resolve (env\n"
+            "                               MM_STORAGE_CONFIG_DIR; default none)\n"
             "  --load-timeout DURATION      a load past it fails (default the runtime's)\n"
             "  --min-churn-age DURATION     a full pod refuses loads while its oldest copy is\n"
             "                               younger (default 10 x max(3s, load timeout / 3))\n"
@@ -223,6 +228,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
     o->models_root = env_or("MM_MODELS_ROOT", NULL);
     o->cache_dir = env_or("MM_CACHE_DIR", NULL);
+    o->storage_config_dir = env_or("MM_STORAGE_CONFIG_DIR", NULL);
     o->failure_expiry_ms = 15 * 60000;
     o->replace_delay_ms = 2000;
     o->rate_check_ms = 10000;
@@ -259,6 +265,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--probe-listen", offsetof(struct options, probe_listen)},
         {"--models-root", offsetof(struct options, models_root)},
         {"--cache-dir", offsetof(struct options, cache_dir)},
+        {"--storage-config-dir", offsetof(struct options, storage_config_dir)},
         {"--max-load-failures", offsetof(struct options, max_failures)},
         {"--scale-up-rpm", offsetof(struct options, scale_up)},
         {"--internal-listen", offsetof(struct options, internal_listen)},
@@ -720,13 +727,19 @@ static void on_internal_down(void *arg)
         ev_break(n->loop, EVBREAK_ALL);
 }
 
-/* storage.h's lookup of a storage key's entry: storage-config/<key> in the registry mirror (what
- * ModelMesh Serving's controller copies there from the storage-config Secret). */
+/* storage.h's lookup of a storage key's entry: the file of --storage-config-dir, else
+ * storage-config/<key> in the registry mirror (what ModelMesh Serving's controller copies there
+ * from the storage-config Secret). */
 static int storage_lookup(const char *key, char **json, void *arg, struct mm_error *err)
 {
     struct node *n = arg;
     char k[KEYS_MAX];
-    int rc = keys_storage_config(k, sizeof(k), n->o->etcd.cluster, key, err);
+    int rc;
+    /* the mounted Secret first: it is what the operator deployed, read again each time */
+    if (n->o->storage_config_dir &&
+        (rc = stdir_read(n->o->storage_config_dir, key, json, err)) != -ENOENT)
+        return rc;
+    rc = keys_storage_config(k, sizeof(k), n->o->etcd.cluster, key, err);
     if (rc < 0)
         return rc;
     if (!n->mirror)
@@ -770,6 +783,10 @@ int main(int argc, char **argv)
             fprintf(stderr, WHO ": --cache-dir: longer than %zu bytes\n", sizeof(n.cache_dir) - 1);
             rc = 2;
         }
+    }
+    if (rc == 0 && o.storage_config_dir && stdir_check(o.storage_config_dir, &err) < 0) {
+        fprintf(stderr, WHO ": --storage-config-dir: %s\n", err.msg);
+        rc = 2;
     }
     if (rc != 0)
         return rc;

@@ -30,6 +30,9 @@ done
 # Node.js and npm run the object stores of the storage tests (tests/servers): Debian's, unless
 # this machine has a node and npm already.
 command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# kubectl renders deploy/k8s in test_k8s (kubectl kustomize): Debian's kubernetes-client, unless
+# this machine has a kubectl already.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   sudo=""

@@ -9,6 +9,9 @@
  * string; one model by storageUri alone, as mmctl --uri sends it, through the `default` key),
  * loaded by the runtime from the node's cache dir, and an inference answered. The pvc model is
  * a link in the cache dir to its file beneath the pvc, and the runtime loads through it. Then:
+ *   - the mounted Secret (--storage-config-dir): a key's file wins over the registry's entry
+ *     (right in the file, wrong in etcd: loaded), a key only in the directory is found, and a
+ *     file replaced in place is read at the next resolve (now wrong: the load fails);
  *   - bad credentials: the model fails to load; the copy record's error and the model status
  *     name the secret's fields to check and the storage key;
  *   - progress: a 24 MB object whose download stalls once half way (a fault proxy in front of
@@ -171,6 +174,21 @@ static void put_secret(const char *key, const char *json)
     if (etcd_sync_put(cl.etcd_client, k, json, 0, NULL, &err) < 0)
         fprintf(stderr, "put %s: %s\n", k, err.msg);
     REQUIRE(err.code == 0);
+}
+
+/* An s3 entry as a file of the mounted Secret, replaced whole (a rename, as the kubelet swaps
+ * its ..data link), so the node never reads half of it. */
+static void put_secret_file(const char *dir, const char *key, const char *secret_key)
+{
+    char json[1024], tmp[400], path[400];
+    snprintf(json, sizeof(json),
+             "{\"type\":\"s3\",\"access_key_id\":\"AKIAE2ESTORAGE\",\"secret_access_key\":\"%s\","
+             "\"endpoint_url\":\"%s\",\"bucket\":\"%s\"}\n",
+             secret_key, s3.endpoint, BUCKET);
+    snprintf(tmp, sizeof(tmp), "%s/.tmp-%s", dir, key);
+    snprintf(path, sizeof(path), "%s/%s", dir, key);
+    write_file(tmp, json, strlen(json));
+    REQUIRE(rename(tmp, path) == 0);
 }
 
 static void note_error(const char *what)
@@ -555,6 +573,12 @@ int main(int argc, char **argv)
     char *ca = pullcheck_read_all(path, NULL);
     REQUIRE(ca != NULL);
 
+    /* the storage-config Secret as a pod mounts it (--storage-config-dir) */
+    char secret_dir[300], node_args[512];
+    snprintf(secret_dir, sizeof(secret_dir), "%s/storage-config", work);
+    REQUIRE(mkdir(secret_dir, 0700) == 0);
+    snprintf(node_args, sizeof(node_args),
+             "--pull-concurrency 4 --max-load-failures 1 --storage-config-dir %s", secret_dir);
     struct cluster_config cfg = {
         .mm_node = mm_node,
         .mm_runtime = mm_runtime,
@@ -562,7 +586,7 @@ int main(int argc, char **argv)
         .runtime_load_timeout_ms = 30000,
         .lease_ttl = "2s",
         .model_types = "xgboost",
-        .node_args = "--pull-concurrency 4 --max-load-failures 1",
+        .node_args = node_args,
     };
     long long t0 = harness_now_ms();
     int rc = cluster_start(&cl, &cfg);
@@ -650,11 +674,31 @@ int main(int argc, char **argv)
     free(uri_params);
     free(uri_path);
 
-    /* bad credentials: the failure names the secret's fields and the key */
+    /* the mounted Secret's file wins over the registry's entry, and is read again at each
+     * resolve: s3dir is wrong in etcd and right in the file, then the file turns wrong */
+    snprintf(json, sizeof(json),
+             "{\"type\":\"s3\",\"access_key_id\":\"AKIAE2ESTORAGE\",\"secret_access_key\":\"%s\","
+             "\"endpoint_url\":\"%s\",\"bucket\":\"%s\"}",
+             s3_wrong, s3.endpoint, BUCKET);
+    put_secret("s3dir", json);
+    put_secret_file(secret_dir, "s3dir", s3_secret);
+    load_and_infer("bc-dir", "s3dir", "xgb/bc/model.json");
+    put_secret_file(secret_dir, "s3fileonly", s3_secret); /* in no etcd entry */
+    load_and_infer("bc-dir-only", "s3fileonly", "xgb/bc/model.json");
+    put_secret_file(secret_dir, "s3dir", s3_wrong);
     struct mmc_reply r;
+    mmc_register(cl.pods[0].api, "bc-dir-changed", "xgboost", "xgb/bc/model.json", "s3dir", true,
+                 true, 0, CALL_MS, &r);
+    char buf[2048];
+    fprintf(stderr, "bc-dir-changed (the file now wrong): %s\n",
+            mmc_describe(&r, buf, sizeof(buf)));
+    for (size_t i = 0; i < r.n_errors; i++)
+        note_error(r.errors[i]);
+    CHECK(r.code == GRPC_STATUS_OK && r.status == MMC_LOADING_FAILED);
+
+    /* bad credentials: the failure names the secret's fields and the key */
     mmc_register(cl.pods[0].api, "bc-bad", "xgboost", "xgb/bc/model.json", "s3bad", true, true, 0,
                  CALL_MS, &r);
-    char buf[2048];
     fprintf(stderr, "bc-bad: %s\n", mmc_describe(&r, buf, sizeof(buf)));
     CHECK(r.code == GRPC_STATUS_OK && r.status == MMC_LOADING_FAILED);
     bool named = false;
