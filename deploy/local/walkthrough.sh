@@ -169,7 +169,6 @@ grep -q '"localMinIO"' <<<"$out" || fail "a key localMinIO in its data"
 show "mmctl get secret storage-config -o jsonpath='{.data.localMinIO}' | base64 -d" \
   bash -c "'$mmctl_bin' get secret storage-config -o jsonpath='{.data.localMinIO}' | base64 -d"
 [ "$rc" -eq 0 ] || fail "the localMinIO entry, base64"
-echo
 for field in '"type": *"s3"' '"bucket": *"modelmesh-example-models"' \
              "\"endpoint_url\": *\"${MM_S3_ENDPOINT:-http}" '"secret_access_key"' '"access_key(_id)?"'; do
   grep -Eq "$field" <<<"$out" || fail "$field in the localMinIO entry"
@@ -226,7 +225,6 @@ expect "Total Copies:" "[0-9]+"
 show "mmctl get isvc $name -o=jsonpath='{.status.components.predictor.grpcUrl}'" \
   mmctl get isvc "$name" "-o=jsonpath={.status.components.predictor.grpcUrl}"
 [ "$out" = "$grpc_url" ] || fail "$grpc_url"
-echo
 
 section "3. Infer (sent at once: it waited for the load)"
 echo "\$ $infer_display"
