@@ -277,7 +277,12 @@ if [ "$rc" -ne 0 ] || [ "$out" != "inferenceservice.serving.kserve.io/$name conf
 fi
 # describe, polled without a pause until it shows InProgress or the change is over.
 saw_progress=0
-changed() { grep -q '^2 .* UpToDate' "$work/watch.out"; }
+# The change is over when, at generation 2, an UpToDate status follows an InProgress one (the
+# watch's first row at generation 2 is the spec's, with the status from before).
+changed() {
+  awk '$1 == 2 && / InProgress / { p = 1 } $1 == 2 && p && / UpToDate / { done = 1 }
+       END { exit !done }' "$work/watch.out"
+}
 t0=$(now_ms)
 while [ $(( $(now_ms) - t0 )) -lt $((wait_s * 1000)) ]; do
   quiet mmctl describe isvc "$name"
