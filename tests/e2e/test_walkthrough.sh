@@ -91,7 +91,9 @@ check "every step is there, in order" in_order \
   '^=== 3\. ' '"model_name": *"example-mnist-isvc__isvc-[0-9a-f]+"' '^\(answered [0-9]+ ms after' \
   'Active Model State: +Loaded' \
   '^=== 4\. ' '^inferenceservice.serving.kserve.io/example-mnist-isvc configured$' \
-  'Transition Status: +InProgress' 'Transition Status: +UpToDate' \
+  '^(    Transition Status: +InProgress|\(the new revision loaded before describe could look)' \
+  '^2 Ready=True active=Loaded target=Loading InProgress copies=[0-9]+$' \
+  'Transition Status: +UpToDate' \
   '^while it changed: [0-9]+ requests, .* 0 not 8 or failed$' \
   '^=== 5\. ' '^inferenceservice.serving.kserve.io/example-mnist-isvc configured$' \
   'Transition Status: +BlockedByFailedLoad' '^\$ mmctl get isvc$' \
