@@ -438,7 +438,8 @@ start_pods() {
 }
 
 registered() {
-  ETCDCTL_API=3 etcdctl --endpoints "$etcd_url" --command-timeout=2s get --keys-only \
+  env -u ETCDCTL_ENDPOINTS ETCDCTL_API=3 etcdctl --endpoints "$etcd_url" --command-timeout=2s \
+    get --keys-only \
     "/modelmesh/$cluster_name/instances/$1" 2>/dev/null | grep -q .
 }
 
@@ -481,6 +482,18 @@ start_gateway() {
   say "    gateway on 127.0.0.1:$grpc_port (pid $(cat "$(pid_file gateway)"))"
 }
 
+# Every part with probes answers /ready 200 (nodes: runtime READY, registered, registry read;
+# controllers and gateway: registry read).
+probe_ready() { curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$(part_probe "$1")/ready" 2>/dev/null; }
+wait_ready() {
+  local part
+  for part in $(all_parts); do
+    [ -n "$(part_probe "$part")" ] || continue
+    wait_for "$part" "getting ready (waiting for 200 on its /ready probe)" 60 probe_ready "$part"
+  done
+  say "[ready] every part with probes answers /ready"
+}
+
 write_env() {
   local tmp=$state/env.tmp
   {
@@ -489,8 +502,7 @@ write_env() {
       "$etcd_url" "$cluster_name" "$namespace"
     printf '  MM_GRPC_ADDRESS=%q MM_NODE_ADDRESS=%q MM_S3_ENDPOINT=%q \\\n' \
       "127.0.0.1:$grpc_port" "127.0.0.1:$grpc_port" "$s3_url"
-    printf '  MM_LOCAL_DIR=%q MM_BUILD_DIR=%q \\\n' "$state" "$build"
-    printf '  ETCDCTL_API=3 ETCDCTL_ENDPOINTS=%q\n' "$etcd_url"
+    printf '  MM_LOCAL_DIR=%q MM_BUILD_DIR=%q\n' "$state" "$build"
   } >"$tmp"
   mv "$tmp" "$state/env"
 }
@@ -521,8 +533,8 @@ cmd_up() {
     exit 1
   fi
   if [ "${MM_LOCAL_SETUP:-1}" != 0 ]; then
-    say "[setup] scripts/setup.sh $build (installs what is missing, builds)"
-    "$top/scripts/setup.sh" "$build"
+    say "[setup] scripts/setup.sh ${build#"$top/"} (installs what is missing, builds)"
+    "$top/scripts/setup.sh" "${build#"$top/"}"
   fi
   local prog
   for prog in node/mm-node gateway/mm-gateway controller/mm-controller \
@@ -555,6 +567,7 @@ cmd_up() {
   start_pods
   start_controllers
   start_gateway
+  wait_ready
   write_env
   up_done=1
   trap - INT TERM
@@ -566,7 +579,7 @@ Use it:
   . $state/env                     # MM_ETCD_ENDPOINTS, MM_CLUSTER, MM_GRPC_ADDRESS, ... for mmctl
   $build/cli/mmctl get isvc            # apply, get, describe, delete: kubectl's verbs
   $build/cli/mmctl get secret storage-config -o json
-  etcdctl get --prefix /modelmesh/        # the registry (ETCDCTL_ENDPOINTS is in the env file)
+  etcdctl --endpoints "\$MM_ETCD_ENDPOINTS" get --prefix /modelmesh/   # the registry
   gRPC (KServe V2 inference, the model API) on 127.0.0.1:$grpc_port, e.g.
     $build/cli/mmctl --address 127.0.0.1:$grpc_port infer MODEL --file request.json
   models in s3://$bucket on $s3_url (storage key localMinIO), made into $state/models
