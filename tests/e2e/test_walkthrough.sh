@@ -42,6 +42,12 @@ finish() {
     ps -o pid,args -p "$(tr '\n' ',' <<<"$left" | sed 's/,$//')" >&2 || true
     rc=1
   fi
+  # A sanitizer build: no part may have reported anything (read after down: leaks are
+  # reported at exit).
+  if grep -lE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$dir"/cluster/logs/*.log 2>/dev/null; then
+    echo "FAILED: a sanitizer report in the logs above" >&2
+    rc=1
+  fi
   if [ "$rc" -ne 0 ]; then
     echo "--- logs (kept in $dir/cluster/logs), their last lines:" >&2
     for f in "$dir"/cluster/logs/*.log; do
