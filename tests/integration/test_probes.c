@@ -191,8 +191,6 @@ int main(int argc, char **argv)
                      "127.0.0.1:0",
                      "--log-level",
                      "info",
-                     "--rest-listen",
-                     "127.0.0.1:0",
                      NULL};
     REQUIRE(harness_freeze(etcd.pid) == 0);
     pid_t ctl = 0;
