@@ -491,6 +491,33 @@ int metrics_server_new(struct metrics *m, const char *listen, struct metrics_ser
     return 0;
 }
 
+void metrics_opts_init(struct metrics_opts *o)
+{
+    const char *l = getenv("MM_METRICS_LISTEN"), *p = getenv("MM_METRICS_PER_MODEL");
+    o->listen = l && l[0] ? l : METRICS_DEFAULT_LISTEN;
+    o->per_model = p && p[0] ? p : NULL;
+}
+
+int metrics_start(const struct metrics_opts *o, struct metrics **reg, struct metrics_server **srv,
+                  int *port, struct mm_error *err)
+{
+    *reg = NULL;
+    *srv = NULL;
+    struct metrics_config cfg = {.per_model = METRICS_DEFAULT_PER_MODEL};
+    int rc = o->per_model ? metrics_parse_per_model(o->per_model, &cfg.per_model, err) : 0;
+    if (rc < 0 || httpd_is_off(o->listen))
+        return rc;
+    rc = metrics_new(&cfg, reg, err);
+    if (rc < 0)
+        return rc;
+    rc = metrics_server_new(*reg, o->listen, srv, port, err);
+    if (rc < 0) {
+        metrics_free(*reg);
+        *reg = NULL;
+    }
+    return rc;
+}
+
 void metrics_server_free(struct metrics_server *s)
 {
     if (!s)

@@ -150,4 +150,17 @@ void metrics_server_free(struct metrics_server *s);
 /* Parses --metrics-per-model's value (0..METRICS_MAX_PER_MODEL). */
 int metrics_parse_per_model(const char *s, unsigned *out, struct mm_error *err);
 
+/* The programs' two flags, as given (strings). */
+struct metrics_opts {
+    const char *listen;    /* --metrics-listen */
+    const char *per_model; /* --metrics-per-model */
+};
+/* From env MM_METRICS_LISTEN and MM_METRICS_PER_MODEL, else the defaults. */
+void metrics_opts_init(struct metrics_opts *o);
+/* The registry and its server as o says: with listen "off", *reg and *srv are NULL (nothing is
+ * recorded) and 0 is returned; else *port is the bound port. 0 or -errno with err naming the
+ * flag. */
+int metrics_start(const struct metrics_opts *o, struct metrics **reg, struct metrics_server **srv,
+                  int *port, struct mm_error *err);
+
 #endif
