@@ -12,8 +12,6 @@
 
 #include <errno.h>
 #include <ev.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -21,17 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <grpc/slice.h>
 #include <microhttpd.h>
 
 #include "grpc_predict_v2.pb-c.h"
+#include "mm/httpd.h"
 #include "mm/keys.h"
 #include "mm/mailbox.h"
-#include "mm/opts.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/v2json.h"
@@ -85,7 +81,7 @@ struct rest {
 
 int rest_is_off(const char *listen)
 {
-    return listen && strcmp(listen, "off") == 0;
+    return httpd_is_off(listen);
 }
 
 /* ------------------------------------------------------------------ answers (HTTP thread) */
@@ -555,81 +551,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
 
 /* ------------------------------------------------------------------ the server */
 
-/* A bound, listening socket for "HOST:PORT", "[V6]:PORT" or ":PORT"; -errno with err set. */
-static int listen_on(const char *addr, int *family, struct mm_error *err)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon)
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': not HOST:PORT (or off)", addr);
-    char host[256];
-    size_t hn = (size_t)(colon - addr);
-    const char *h = addr;
-    if (hn >= 2 && addr[0] == '[' && addr[hn - 1] == ']') {
-        h++;
-        hn -= 2;
-    }
-    if (hn >= sizeof(host))
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': host too long", addr);
-    memcpy(host, h, hn);
-    host[hn] = '\0';
-    uint64_t port;
-    struct mm_error perr = {0};
-    if (opts_u64("--rest-listen port", colon + 1, 0, 65535, &port, &perr) < 0)
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': %s", addr, perr.msg);
-    char service[8];
-    snprintf(service, sizeof(service), "%u", (unsigned)port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG};
-    struct addrinfo *res = NULL;
-    int gai = getaddrinfo(host[0] ? host : NULL, service, &hints, &res);
-    if (gai != 0)
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': %s", addr, gai_strerror(gai));
-    int fd = -1, last = EADDRNOTAVAIL;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
-            last = errno;
-            close(fd);
-            fd = -1;
-            continue;
-        }
-        *family = ai->ai_family;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return mm_error_set(err, -last, "--rest-listen '%s': %s", addr, strerror(last));
-    return fd;
-}
-
 int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **out, int *port,
              struct mm_error *err)
 {
     *out = NULL;
-    const char *listen = cfg->listen ? cfg->listen : REST_DEFAULT_LISTEN;
-    int family = AF_INET;
-    int fd = listen_on(listen, &family, err);
-    if (fd < 0)
-        return fd;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
-        int e = errno;
-        close(fd);
-        return mm_error_set(err, -e, "--rest-listen '%s': getsockname: %s", listen, strerror(e));
-    }
-    *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                           : ((struct sockaddr_in *)&ss)->sin_port);
     struct rest *x = calloc(1, sizeof(*x));
-    if (!x) {
-        close(fd);
+    if (!x)
         return mm_error_set(err, -ENOMEM, "REST: out of memory");
-    }
     x->loop = loop;
     x->max_body = cfg->max_body_bytes ? cfg->max_body_bytes : REST_MAX_BODY_BYTES;
     x->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : REST_TIMEOUT_MS;
@@ -639,28 +567,30 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
     atomic_init(&x->bodies, 0);
     int e = mailbox_new(loop, on_posted, x, &x->mb, err);
     if (e < 0) {
-        close(fd);
         pthread_mutex_destroy(&x->lock);
         free(x);
         return e;
     }
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
-    if (family == AF_INET6)
-        flags |= MHD_USE_IPv6;
     unsigned conns = cfg->max_connections ? cfg->max_connections : REST_MAX_CONNECTIONS;
-    x->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, x, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        conns < REST_MAX_PER_IP ? conns : REST_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
-        cfg->idle_timeout_s ? cfg->idle_timeout_s : REST_IDLE_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)REST_HEADER_BYTES, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, x, MHD_OPTION_END);
-    if (!x->daemon) {
-        close(fd);
+    struct httpd_config hc = {
+        .flag = "--rest-listen",
+        .listen = cfg->listen ? cfg->listen : REST_DEFAULT_LISTEN,
+        .max_connections = conns,
+        .max_per_ip = conns < REST_MAX_PER_IP ? conns : REST_MAX_PER_IP,
+        .idle_timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : REST_IDLE_TIMEOUT_S,
+        .memory_bytes = REST_HEADER_BYTES,
+        .extra_flags = MHD_ALLOW_SUSPEND_RESUME,
+        .handler = on_request,
+        .handler_cls = x,
+        .completed = on_completed,
+        .completed_cls = x,
+    };
+    e = httpd_start(&hc, &x->daemon, port, err);
+    if (e < 0) {
         mailbox_free(x->mb);
         pthread_mutex_destroy(&x->lock);
         free(x);
-        return mm_error_set(err, -EIO, "--rest-listen '%s': the HTTP server did not start", listen);
+        return e;
     }
     ev_unref(loop); /* the server alone keeps no loop running (its mailbox's watcher) */
     *out = x;
@@ -697,7 +627,7 @@ void rest_free(struct rest *x)
         unhold(q);
         resume(q, GRPC_STATUS_UNAVAILABLE, "the server is stopping", NULL);
     }
-    MHD_stop_daemon(x->daemon); /* every connection resumed: answered or cut, then freed */
+    httpd_stop(x->daemon); /* every connection resumed: answered or cut, then freed */
     pthread_mutex_destroy(&x->lock);
     free(x);
 }
