@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <grpc/slice.h>
@@ -33,7 +35,8 @@
 #include "mm/v2json.h"
 
 #define MAX_VERSION 64   /* bytes of a version in a path */
-#define MAX_MESSAGE 1024 /* bytes of a status message kept */
+#define MAX_MESSAGE 1024       /* bytes of a status message kept */
+#define REST_STOP_WAIT_MS 2000 /* rest_free waits this long for resumed requests' answers */
 
 enum req_state {
     ST_READING, /* headers and body arriving (HTTP thread) */
@@ -77,6 +80,7 @@ struct rest {
     bool stopping;
     _Atomic bool ready;
     _Atomic size_t bodies; /* bytes of bodies held */
+    _Atomic int resumed;   /* requests resumed and not yet completed (rest_free waits) */
 };
 
 int rest_is_off(const char *listen)
@@ -256,6 +260,7 @@ static void resume(struct rest_req *q, grpc_status_code status, const char *mess
     snprintf(q->message, sizeof(q->message), "%s", message ? message : "");
     q->response = response;
     q->state = ST_ANSWERED;
+    atomic_fetch_add_explicit(&q->x->resumed, 1, memory_order_relaxed);
     MHD_resume_connection(q->conn); /* the HTTP thread's from here */
 }
 
@@ -540,6 +545,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
     if (!q)
         return;
     *ctx = NULL;
+    if (q->state == ST_ANSWERED)
+        atomic_fetch_sub_explicit(&x->resumed, 1, memory_order_release);
     atomic_fetch_sub_explicit(&x->bodies, q->cap, memory_order_relaxed);
     free(q->body);
     if (q->request)
@@ -565,6 +572,7 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
     pthread_mutex_init(&x->lock, NULL);
     atomic_init(&x->ready, false);
     atomic_init(&x->bodies, 0);
+    atomic_init(&x->resumed, 0);
     int e = mailbox_new(loop, on_posted, x, &x->mb, err);
     if (e < 0) {
         pthread_mutex_destroy(&x->lock);
@@ -627,7 +635,16 @@ void rest_free(struct rest *x)
         unhold(q);
         resume(q, GRPC_STATUS_UNAVAILABLE, "the server is stopping", NULL);
     }
-    httpd_stop(x->daemon); /* every connection resumed: answered or cut, then freed */
+    /* no new connection; the resumed requests answered (stopping the daemon would cut them, and
+     * stopping it with connections not yet resumed is undefined), bounded */
+    MHD_socket lfd = MHD_quiesce_daemon(x->daemon);
+    for (int i = 0; i < REST_STOP_WAIT_MS / 2 &&
+                    atomic_load_explicit(&x->resumed, memory_order_acquire) > 0;
+         i++)
+        nanosleep(&(struct timespec){0, 2000000}, NULL);
+    httpd_stop(x->daemon);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd); /* quiesced: ours to close */
     pthread_mutex_destroy(&x->lock);
     free(x);
 }
