@@ -34,7 +34,7 @@
 #include "mm/rpc.h"
 #include "mm/v2json.h"
 
-#define MAX_VERSION 64   /* bytes of a version in a path */
+#define MAX_VERSION 64         /* bytes of a version in a path */
 #define MAX_MESSAGE 1024       /* bytes of a status message kept */
 #define REST_STOP_WAIT_MS 2000 /* rest_free waits this long for resumed requests' answers */
 
@@ -638,8 +638,8 @@ void rest_free(struct rest *x)
     /* no new connection; the resumed requests answered (stopping the daemon would cut them, and
      * stopping it with connections not yet resumed is undefined), bounded */
     MHD_socket lfd = MHD_quiesce_daemon(x->daemon);
-    for (int i = 0; i < REST_STOP_WAIT_MS / 2 &&
-                    atomic_load_explicit(&x->resumed, memory_order_acquire) > 0;
+    for (int i = 0;
+         i < REST_STOP_WAIT_MS / 2 && atomic_load_explicit(&x->resumed, memory_order_acquire) > 0;
          i++)
         nanosleep(&(struct timespec){0, 2000000}, NULL);
     httpd_stop(x->daemon);
