@@ -101,6 +101,16 @@ static metric_model_t model_of(struct rpc_call *c)
     return rpc_call_tag(c) & ~TAG_COUNTED;
 }
 
+/* The call's model label, once the model is known to exist (a copy picked, or parked on it):
+ * names that are not found never take one of the bounded labels. */
+static metric_model_t label(struct route *r, struct rpc_call *c, const char *id, size_t len)
+{
+    metric_model_t mo = metrics_model(r->reg, id, len);
+    if (r->reg)
+        rpc_call_set_tag(c, TAG_COUNTED | mo);
+    return mo;
+}
+
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -199,8 +209,10 @@ static void forward(struct rcall *rc)
 {
     struct route *r = rc->r;
     const struct rpc_header headers[] = {{"mm-model-id", rc->id}, {"mm-hop", "1"}};
-    if (r->reg)
+    if (r->reg) {
         rc->forwarded_ns = mono_ns();
+        rc->model = label(r, rc->call, rc->id, rc->len);
+    }
     /* the served call is the parent: its deadline and its cancellation propagate */
     int e = rpc_unary(rc->tg.ch, methods[rc->m].path, rpc_call_request(rc->call), headers, 2, 0,
                       rc->call, on_forwarded, rc, &rc->req);
@@ -232,6 +244,8 @@ static void on_wake(struct table_waiter *w, int status, const char *why)
 {
     struct rcall *rc = (struct rcall *)((char *)w - offsetof(struct rcall, w));
     ev_timer_stop(rc->r->loop, &rc->wait_timer);
+    if (rc->r->reg && (status == 0 || status == -EIO)) /* the model exists */
+        rc->model = label(rc->r, rc->call, rc->id, rc->len);
     unparked(rc);
     switch (status) {
     case 0:
@@ -455,10 +469,6 @@ static void on_model_call(struct rpc_call *c, void *arg)
     rc->hop = r->cfg.internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
     /* a forwarded request names the concrete id already; a client's name may be a vmodel's */
     rc->len = table_resolve(r->cfg.table, name, len, !concrete && !rc->hop, rc->id, NULL);
-    if (r->reg) {
-        rc->model = metrics_model(r->reg, rc->id, rc->len);
-        rpc_call_set_tag(c, TAG_COUNTED | rc->model);
-    }
     if (!rc->hop && rc->m != M_READY)
         mesh_note_use(r->cfg.mesh, rc->id, rc->len, 1, now_ms());
     if (rpc_call_on_cancel(c, on_cancelled, rc) == -ECANCELED) {
@@ -537,8 +547,6 @@ static int fast_identity(struct route *r, struct rpc_call *c, enum method m, boo
     size_t hop_len = 0;
     *hop = internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
     *len = table_snap_resolve(s, name, n, !concrete && !*hop, id);
-    if (r->reg)
-        rpc_call_set_tag(c, TAG_COUNTED | metrics_model(r->reg, id, *len));
     return 0;
 }
 
@@ -614,6 +622,7 @@ static enum rpc_next fast_call(struct rpc_call *c, void *arg)
     struct table_fast_target tg;
     if (e < 0 || table_snap_pick(s, id, len, NULL, hop, table_fast_rng(r->cfg.table), &tg) < 0)
         return RPC_NEXT_LOOP;
+    label(r, c, id, len);
     return fast_forward(r, c, id, &tg, r->cfg.internal || hop, false);
 }
 
