@@ -95,20 +95,21 @@ static const char *const port_values[] = {"external", "internal"};
 /* A model call's tag (rpc_call_tag): its model's label handle, and TAG_COUNTED once it counts
  * in mm_route_in_flight (so that a call rpc answers before the route saw it is not uncounted). */
 #define TAG_COUNTED 0x80000000u
+#define TAG_LABELLED 0x40000000u /* the label below is set */
 
 static metric_model_t model_of(struct rpc_call *c)
 {
-    return rpc_call_tag(c) & ~TAG_COUNTED;
+    return rpc_call_tag(c) & ~(TAG_COUNTED | TAG_LABELLED);
 }
 
-/* The call's model label, once the model is known to exist (a copy picked, or parked on it):
- * names that are not found never take one of the bounded labels. */
-static metric_model_t label(struct route *r, struct rpc_call *c, const char *id, size_t len)
+/* The call's model label, once the model is known to exist (a copy picked, loaded while it
+ * was parked, or a vmodel name resolved): names that are not found never take one of the
+ * bounded labels. The label is the name the client gave (a vmodel's, as ModelMesh labels it),
+ * or the concrete id; the first label given stays. */
+static void label(struct route *r, struct rpc_call *c, const char *name, size_t len)
 {
-    metric_model_t mo = metrics_model(r->reg, id, len);
-    if (r->reg)
-        rpc_call_set_tag(c, TAG_COUNTED | mo);
-    return mo;
+    if (r->reg && !(rpc_call_tag(c) & TAG_LABELLED))
+        rpc_call_set_tag(c, TAG_COUNTED | TAG_LABELLED | metrics_model(r->reg, name, len));
 }
 
 static int64_t mono_ns(void)
@@ -211,7 +212,8 @@ static void forward(struct rcall *rc)
     const struct rpc_header headers[] = {{"mm-model-id", rc->id}, {"mm-hop", "1"}};
     if (r->reg) {
         rc->forwarded_ns = mono_ns();
-        rc->model = label(r, rc->call, rc->id, rc->len);
+        label(r, rc->call, rc->name, strlen(rc->name));
+        rc->model = model_of(rc->call);
     }
     /* the served call is the parent: its deadline and its cancellation propagate */
     int e = rpc_unary(rc->tg.ch, methods[rc->m].path, rpc_call_request(rc->call), headers, 2, 0,
@@ -244,8 +246,10 @@ static void on_wake(struct table_waiter *w, int status, const char *why)
 {
     struct rcall *rc = (struct rcall *)((char *)w - offsetof(struct rcall, w));
     ev_timer_stop(rc->r->loop, &rc->wait_timer);
-    if (rc->r->reg && (status == 0 || status == -EIO)) /* the model exists */
-        rc->model = label(rc->r, rc->call, rc->id, rc->len);
+    if (rc->r->reg && (status == 0 || status == -EIO)) { /* the model exists */
+        label(rc->r, rc->call, rc->name, strlen(rc->name));
+        rc->model = model_of(rc->call);
+    }
     unparked(rc);
     switch (status) {
     case 0:
@@ -455,6 +459,7 @@ static void on_model_call(struct rpc_call *c, void *arg)
     rc->r = r;
     rc->call = c;
     rc->m = rm->m;
+    rc->model = model_of(c); /* the fast path may have labelled it (a vmodel name) */
     rc->w.wake = on_wake;
     ev_init(&rc->wait_timer, on_wait_over);
     rc->wait_timer.data = rc;
@@ -547,6 +552,9 @@ static int fast_identity(struct route *r, struct rpc_call *c, enum method m, boo
     size_t hop_len = 0;
     *hop = internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
     *len = table_snap_resolve(s, name, n, !concrete && !*hop, id);
+    /* a vmodel name resolved: it exists, and labels the call (as ModelMesh labels it) */
+    if (r->reg && (*len != n || memcmp(id, name, n) != 0))
+        label(r, c, name, n);
     return 0;
 }
 
@@ -622,7 +630,7 @@ static enum rpc_next fast_call(struct rpc_call *c, void *arg)
     struct table_fast_target tg;
     if (e < 0 || table_snap_pick(s, id, len, NULL, hop, table_fast_rng(r->cfg.table), &tg) < 0)
         return RPC_NEXT_LOOP;
-    label(r, c, id, len);
+    label(r, c, id, len); /* unless a vmodel name labelled it */
     return fast_forward(r, c, id, &tg, r->cfg.internal || hop, false);
 }
 

@@ -34,7 +34,8 @@
  *   - the first request parked on the gateway while m1 loaded: a queue delay for m1;
  *   - the gateway forwarded 10 to peers (plus its retries), none locally; nothing in flight;
  *   - the nodes' modelmesh_invoke_model_milliseconds for m1 add up to 10 (each request reached
- *     exactly one runtime).
+ *     exactly one runtime);
+ *   - 4 calls naming vmodel v1 (-> m1) count under modelId="v1", not m1.
  * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER [scaling|metrics] */
 #include <errno.h>
 #include <ev.h>
@@ -291,6 +292,29 @@ static void metrics(void)
                   0);
     }
     CHECK_INT(invoked, 10);
+
+    /* a vmodel's name labels the calls made with it (as ModelMesh labels them) */
+    char key[256];
+    snprintf(key, sizeof(key), "/modelmesh/%s/vmodels/v1", cl.name);
+    struct mm_error err = {0};
+    REQUIRE(etcd_sync_put(cl.etcd_client, key, "{\"v\":1,\"active_model_id\":\"m1\"}", 0, NULL,
+                          &err) == 0);
+    int via = 0;
+    long long until = harness_now_ms() + 5000;
+    while (via == 0 && harness_now_ms() < until) { /* until the gateway's mirror has it */
+        struct testcall t = infer_on(cl.gateway, "v1", NULL, 0, FEATURES, CALL_MS);
+        via += t.status == GRPC_STATUS_OK && answered(&t, "m1");
+        testcall_clear(&t);
+        if (!via)
+            cluster_run(&cl, 100);
+    }
+    for (int i = 0; i < 3; i++)
+        via += infer_ok(cl.gateway, "v1", "m1");
+    CHECK_INT(via, 4);
+    snprintf(s, sizeof(s), "%s_count{method=\"ModelInfer\",code=\"OK\",modelId=\"v1\"}", api);
+    CHECK_INT(metric_value(gw, s), 4);
+    snprintf(s, sizeof(s), "%s_count{method=\"ModelInfer\",code=\"OK\",modelId=\"m1\"}", api);
+    CHECK_INT(metric_value(gw, s), 10);
     fprintf(stderr, "metrics: gateway api_request m1 OK 10 (sum %.1f ms), NOT_FOUND 3, forwarded "
             "%.0f (retried %.0f); nodes invoke_model m1 %.0f\n", sum, 10 + retried, retried,
             invoked);
