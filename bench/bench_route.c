@@ -20,7 +20,9 @@
  * expected message (gRPC errors carry none), else the cell is marked ERR.
  * usage: bench_route MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER BARE_PROXY
  *                    [S seconds (2)] [concurrencies (1,16,64)] [rows (1,64,546)]
- * Environment: H2LOAD (default h2load on PATH). (b) and (c) are n/a while mm-node does not route
+ * Environment: H2LOAD (default h2load on PATH); MM_BENCH_METRICS=off starts the nodes and the
+ * gateway with --metrics-listen off (no metric recorded, no call timed), else metrics are on (as
+ * the harness starts them): run it both ways to see what recording costs. (b) and (c) are n/a while mm-node does not route
  * inference (the check call says why). */
 #include <errno.h>
 #include <ev.h>
@@ -377,9 +379,13 @@ int main(int argc, char **argv)
 
     /* Pod 1 serves another model type: the mesh can never put a copy of the model there (copy
      * scaling adds one under this load), so (c) stays one forward. */
+    const char *menv = getenv("MM_BENCH_METRICS");
+    bool metrics_off = menv && strcmp(menv, "off") == 0;
     struct cluster_config cfg = {
         .mm_node = mm_node, .mm_runtime = mm_runtime, .mm_gateway = mm_gateway, .n_pods = 2,
         .lease_ttl = "5s", .model_types = "xgboost", .start_nodes_later = true,
+        .node_args = metrics_off ? "--metrics-listen off" : NULL,
+        .gateway_args = metrics_off ? "--metrics-listen off" : NULL,
     };
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
@@ -439,7 +445,8 @@ int main(int argc, char **argv)
 
     static struct cell cells[MAX_LIST][MAX_LIST][N_TARGETS];
     printf("# bench_route: h2load, 1 connection; %.1f s per cell after a 0.5 s warm-up, "
-           "medians of %d rounds; mm-runtime, model on %s\n\n", seconds, ROUNDS, H->iid);
+           "medians of %d rounds; mm-runtime, model on %s; metrics %s\n\n", seconds, ROUNDS,
+           H->iid, metrics_off ? "off" : "on");
     for (size_t r = 0; r < n_rows; r++) {
         size_t req_len = 0, resp_len = 0;
         grpc_byte_buffer *req = infer_request("bc", rows[r], &req_len);

@@ -300,6 +300,10 @@ int main(int argc, char **argv)
         fprintf(stderr, WHO ": %s\n", err.msg);
         rc = 2;
     }
+    if (rc == 0 && metrics_opts_check(&o.metrics, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        rc = 2;
+    }
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
     const char *source = NULL;

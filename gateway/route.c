@@ -100,19 +100,27 @@ static const char *const port_values[] = {"external", "internal"};
 /* A model call's tag (rpc_call_tag): its model's label handle, and TAG_COUNTED once it counts
  * in mm_route_in_flight (so that a call rpc answers before the route saw it is not uncounted). */
 #define TAG_COUNTED 0x80000000u
+#define TAG_LABELLED 0x40000000u /* the label below is set */
 
 static metric_model_t model_of(struct rpc_call *c)
 {
-    return rpc_call_tag(c) & ~TAG_COUNTED;
+    return rpc_call_tag(c) & ~(TAG_COUNTED | TAG_LABELLED);
 }
 
-/* The call's model label, once the model is known to exist (a copy picked, or parked on it):
- * names that are not found never take one of the bounded labels. */
-static metric_model_t label(struct route *r, struct rpc_call *c, const char *id, size_t len)
+/* The call's model label, once the model is known to exist (a copy picked, loaded while it
+ * was parked, or a vmodel name resolved): names that are not found never take one of the
+ * bounded labels. The label is the name the client gave (a vmodel's, as ModelMesh labels it),
+ * or the concrete id; the first label given stays. A served call keeps it in its tag; an
+ * in-process call (c NULL, route_submit) in its route_call only, where the caller stores it. */
+static metric_model_t label(struct route *r, struct rpc_call *c, const char *name, size_t len)
 {
-    metric_model_t mo = metrics_model(r->reg, id, len);
-    if (r->reg && c) /* an in-process call keeps it in its route_call only */
-        rpc_call_set_tag(c, TAG_COUNTED | mo);
+    if (!r->reg)
+        return 0;
+    if (c && (rpc_call_tag(c) & TAG_LABELLED))
+        return model_of(c);
+    metric_model_t mo = metrics_model(r->reg, name, len);
+    if (c)
+        rpc_call_set_tag(c, TAG_COUNTED | TAG_LABELLED | mo);
     return mo;
 }
 
@@ -255,7 +263,7 @@ static void forward(struct route_call *rc)
     const struct rpc_header headers[] = {{"mm-model-id", rc->id}, {"mm-hop", "1"}};
     if (r->reg) {
         rc->forwarded_ns = mono_ns();
-        rc->model = label(r, rc->call, rc->id, rc->len);
+        rc->model = label(r, rc->call, rc->name, strlen(rc->name));
     }
     /* a served call is the parent: its deadline and its cancellation propagate; an
      * in-process call's deadline is the forward's */
@@ -299,7 +307,7 @@ static void on_wake(struct table_waiter *w, int status, const char *why)
     struct route_call *rc = (struct route_call *)((char *)w - offsetof(struct route_call, w));
     ev_timer_stop(rc->r->loop, &rc->wait_timer);
     if (rc->r->reg && (status == 0 || status == -EIO)) /* the model exists */
-        rc->model = label(rc->r, rc->call, rc->id, rc->len);
+        rc->model = label(rc->r, rc->call, rc->name, strlen(rc->name));
     unparked(rc);
     switch (status) {
     case 0:
@@ -542,6 +550,7 @@ static void on_model_call(struct rpc_call *c, void *arg)
         return;
     }
     rc->call = c;
+    rc->model = model_of(c); /* the fast path may have labelled it (a vmodel name) */
     size_t hop_len = 0;
     rc->hop = r->cfg.internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
     rcall_resolve(rc, name, len, concrete);
@@ -683,6 +692,9 @@ static int fast_identity(struct route *r, struct rpc_call *c, enum method m, boo
     size_t hop_len = 0;
     *hop = internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
     *len = table_snap_resolve(s, name, n, !concrete && !*hop, id);
+    /* a vmodel name resolved: it exists, and labels the call (as ModelMesh labels it) */
+    if (r->reg && (*len != n || memcmp(id, name, n) != 0))
+        label(r, c, name, n);
     return 0;
 }
 
@@ -758,7 +770,7 @@ static enum rpc_next fast_call(struct rpc_call *c, void *arg)
     struct table_fast_target tg;
     if (e < 0 || table_snap_pick(s, id, len, NULL, hop, table_fast_rng(r->cfg.table), &tg) < 0)
         return RPC_NEXT_LOOP;
-    label(r, c, id, len);
+    label(r, c, id, len); /* unless a vmodel name labelled it */
     return fast_forward(r, c, id, &tg, r->cfg.internal || hop, false);
 }
 

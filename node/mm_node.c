@@ -781,6 +781,10 @@ int main(int argc, char **argv)
         fprintf(stderr, WHO ": %s\n", err.msg);
         rc = 2;
     }
+    if (rc == 0 && metrics_opts_check(&o.metrics, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        rc = 2;
+    }
     n.o = &o;
     if (rc == 0)
         rc = split_types(&n, o.model_types);

@@ -498,6 +498,17 @@ void metrics_opts_init(struct metrics_opts *o)
     o->per_model = p && p[0] ? p : NULL;
 }
 
+int metrics_opts_check(const struct metrics_opts *o, struct mm_error *err)
+{
+    unsigned pm;
+    if (o->per_model && metrics_parse_per_model(o->per_model, &pm, err) < 0)
+        return -EINVAL;
+    if (!o->listen || (!httpd_is_off(o->listen) && !strrchr(o->listen, ':')))
+        return mm_error_set(err, -EINVAL, "--metrics-listen '%s': not HOST:PORT (or off)",
+                            o->listen ? o->listen : "");
+    return 0;
+}
+
 int metrics_start(const struct metrics_opts *o, struct metrics **reg, struct metrics_server **srv,
                   int *port, struct mm_error *err)
 {

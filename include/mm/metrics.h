@@ -157,6 +157,9 @@ struct metrics_opts {
 };
 /* From env MM_METRICS_LISTEN and MM_METRICS_PER_MODEL, else the defaults. */
 void metrics_opts_init(struct metrics_opts *o);
+/* Whether the values can be used (per-model a number 0..METRICS_MAX_PER_MODEL, listen "off"
+ * or HOST:PORT), before anything starts: 0 or -EINVAL with err naming the flag. */
+int metrics_opts_check(const struct metrics_opts *o, struct mm_error *err);
 /* The registry and its server as o says: with listen "off", *reg and *srv are NULL (nothing is
  * recorded) and 0 is returned; else *port is the bound port. 0 or -errno with err naming the
  * flag. */

@@ -25,7 +25,11 @@
  * ServerLive, ServerReady and ServerMetadata are answered by the node itself.
  *
  * Metrics (cfg->metrics; labels method = ModelInfer|ModelMetadata|ModelReady, code = the gRPC
- * status, modelId = the concrete id, bounded, metrics.h):
+ * status, modelId = the name the client gave: a vmodel's, as ModelMesh labels it, or the model
+ * id; bounded, metrics.h. It is taken only by a model found in the mesh (a vmodel resolved, a
+ * copy picked, or loaded or failed while a call was parked on it): a name not found, a
+ * malformed request, a call that timed out parked and a ModelReady answered without a copy
+ * count under __other__):
  *   modelmesh_api_request_milliseconds{method,code,modelId}   external ports: arrival to reply
  *   modelmesh_invoke_model_milliseconds{method,code,modelId}  a forward to the local runtime
  *   modelmesh_req_queue_delay_milliseconds{modelId}           time parked waiting for a copy

@@ -55,6 +55,11 @@ static const struct {
     {GATEWAY, "--max-parked 1000001", 2, "--max-parked: '1000001' is out of range"},
     {GATEWAY, "--rpc-memory 1023Ki", 2, "--rpc-memory: '1023Ki' is out of range"},
     {GATEWAY, "--max-streams", 2, "--max-streams needs a value"},
+    /* metrics: the label bound and the address, before anything starts */
+    {NODE, "--metrics-per-model 10001", 2, "--metrics-per-model: '10001' is out of range"},
+    {NODE, "--metrics-listen nowhere", 2, "--metrics-listen 'nowhere': not HOST:PORT"},
+    {GATEWAY, "--metrics-per-model -1", 2, "--metrics-per-model: '-1'"},
+    {GATEWAY, "--metrics-per-model", 2, "--metrics-per-model needs a value"},
 };
 
 int main(int argc, char **argv)

@@ -363,10 +363,11 @@ static void check_container(const cJSON *spec, const struct container *k, const 
                     where, k->name, n, prog_names[k->prog]);
     }
     /* listen ports */
-    static const char *const listens[] = {"--listen", "--internal-listen", "--probe-listen",
-                                          "--rest-listen", "--listen-client-urls",
+    static const char *const listens[] = {"--listen",           "--internal-listen",
+                                          "--probe-listen",     "--rest-listen",
+                                          "--metrics-listen",   "--listen-client-urls",
                                           "--listen-peer-urls"};
-    int listened[8];
+    int listened[12];
     size_t n_listened = 0;
     for (size_t l = 0; l < sizeof(listens) / sizeof(listens[0]); l++) {
         const char *v = flag_value(k, listens[l]);
