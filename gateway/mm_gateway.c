@@ -26,6 +26,7 @@
 #include "mm/model_api.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/metrics.h"
 #include "mm/probe.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
@@ -41,6 +42,7 @@
 struct options {
     struct etcd_opts etcd;
     const char *gateway_id, *listen, *probe_listen;
+    struct metrics_opts metrics;
     struct rpc_server_config rpc;
     unsigned max_parked;
 };
@@ -58,6 +60,8 @@ struct gateway {
     struct route *route;
     struct model_api *api;
     struct probe *probe;
+    struct metrics *metrics; /* NULL: --metrics-listen off */
+    struct metrics_server *metrics_server;
     struct place_config place;
     char id[KEYS_NAME_MAX + 1];
     bool serving, server_down, stopping;
@@ -94,6 +98,7 @@ static void usage(FILE *to)
             "(default\n"
             "                               10000); more are refused UNAVAILABLE\n"
             PROBE_USAGE
+            METRICS_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n");
 }
@@ -110,6 +115,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->gateway_id = env_or("MM_GATEWAY_ID", NULL);
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
+    metrics_opts_init(&o->metrics);
     static const struct {
         const char *flag;
         size_t offset;
@@ -117,6 +123,8 @@ static int parse(int argc, char **argv, struct options *o)
         {"--gateway-id", offsetof(struct options, gateway_id)},
         {"--listen", offsetof(struct options, listen)},
         {"--probe-listen", offsetof(struct options, probe_listen)},
+        {"--metrics-listen", offsetof(struct options, metrics.listen)},
+        {"--metrics-per-model", offsetof(struct options, metrics.per_model)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -224,6 +232,7 @@ static void serve(struct gateway *g)
         .mesh = g->mesh,
         .name = g->id,
         .version = MM_VERSION,
+        .metrics = g->metrics,
     };
     if (route_new(g->server, &rc, &g->route, &err) < 0 ||
         model_api_new(g->server, &ac, &g->api, &err) < 0 || rpc_server_start(g->server, &err) < 0)
@@ -300,9 +309,10 @@ int main(int argc, char **argv)
     char prefix[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &g};
     struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
-    int probe_port = 0;
+    int probe_port = 0, metrics_port = 0;
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(g.loop, &pc, &g.probe, &probe_port, &err) < 0) ||
+        metrics_start(&o.metrics, &g.metrics, &g.metrics_server, &metrics_port, &err) < 0 ||
         etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
         rpc_context_new(g.loop, &g.rpc, &err) < 0 ||
         rpc_server_new(g.rpc, &o.rpc, &g.server, &err) < 0 ||
@@ -314,6 +324,10 @@ int main(int argc, char **argv)
     } else {
         if (g.probe) {
             printf("PROBES %d\n", probe_port);
+            fflush(stdout);
+        }
+        if (g.metrics_server) {
+            printf("METRICS %d\n", metrics_port);
             fflush(stdout);
         }
         mm_log(MM_LOG_INFO, WHO, "gateway %s (id from %s), cluster %s, etcd %s", g.id,
@@ -337,6 +351,7 @@ int main(int argc, char **argv)
             ev_run(g.loop, 0);
         ev_timer_stop(g.loop, &g.hard_stop);
     }
+    metrics_server_free(g.metrics_server);
     probe_free(g.probe);
     route_free(g.route);
     model_api_free(g.api);
@@ -354,6 +369,7 @@ int main(int argc, char **argv)
     mirror_free(g.mirror);
     rpc_context_free(g.rpc);
     etcd_client_free(g.etcd);
+    metrics_free(g.metrics); /* after every thread that records */
     ev_loop_destroy(g.loop);
     return g.exit_code;
 }

@@ -33,6 +33,7 @@
 #include "mm/vmodels.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/metrics.h"
 #include "mm/probe.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
@@ -56,6 +57,7 @@ struct options {
         *internal_address, *listen, *models_root, *cache_dir, *max_failures,
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
         *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir, *probe_listen;
+    struct metrics_opts metrics;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
         load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms, rate_check_ms;
     uint64_t max_load_failures, scale_up_rpm;
@@ -88,6 +90,8 @@ struct node {
     struct vmodels *vmodels;
     struct model_api *api;
     struct probe *probe;
+    struct metrics *metrics; /* NULL: --metrics-listen off */
+    struct metrics_server *metrics_server;
     struct place_config place;
     bool registered, synced, serving, server_down, internal_down;
     ev_tstamp stop_started;
@@ -187,6 +191,7 @@ static void usage(FILE *to)
             "and\n"
             "                               deregistering (default 30s)\n"
             PROBE_USAGE
+            METRICS_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n"
             "Durations: N (ms) or N with ms, s, m, h.\n");
@@ -226,6 +231,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     o->internal_listen = env_or("MM_INTERNAL_LISTEN", "0.0.0.0:8080");
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
+    metrics_opts_init(&o->metrics);
     o->models_root = env_or("MM_MODELS_ROOT", NULL);
     o->cache_dir = env_or("MM_CACHE_DIR", NULL);
     o->storage_config_dir = env_or("MM_STORAGE_CONFIG_DIR", NULL);
@@ -263,6 +269,8 @@ static int parse(int argc, char **argv, struct options *o)
         {"--internal-address", offsetof(struct options, internal_address)},
         {"--listen", offsetof(struct options, listen)},
         {"--probe-listen", offsetof(struct options, probe_listen)},
+        {"--metrics-listen", offsetof(struct options, metrics.listen)},
+        {"--metrics-per-model", offsetof(struct options, metrics.per_model)},
         {"--models-root", offsetof(struct options, models_root)},
         {"--cache-dir", offsetof(struct options, cache_dir)},
         {"--storage-config-dir", offsetof(struct options, storage_config_dir)},
@@ -485,6 +493,7 @@ static void maybe_serve(struct node *n)
         .mesh = n->mesh,
         .name = n->id,
         .version = MM_VERSION,
+        .metrics = n->metrics,
     };
     if (table_new(&tc, &n->table, &err) < 0)
         goto fail;
@@ -811,6 +820,17 @@ int main(int argc, char **argv)
         printf("PROBES %d\n", probe_port);
         fflush(stdout);
     }
+    int metrics_port = 0;
+    if (metrics_start(&o.metrics, &n.metrics, &n.metrics_server, &metrics_port, &err) < 0) {
+        mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
+        probe_free(n.probe);
+        ev_loop_destroy(n.loop);
+        return 1;
+    }
+    if (n.metrics_server) {
+        printf("METRICS %d\n", metrics_port);
+        fflush(stdout);
+    }
     if (curlev_new(n.loop, &n.curl, &err) == 0)
         o.etcd.config.curl = sc.curl = n.curl;
     if (!n.curl || etcd_client_new(n.loop, &o.etcd.config, &n.etcd, &err) < 0 ||
@@ -852,6 +872,7 @@ int main(int argc, char **argv)
             ev_run(n.loop, 0);
         ev_timer_stop(n.loop, &n.hard_stop);
     }
+    metrics_server_free(n.metrics_server);
     probe_free(n.probe);
     route_free(n.route);
     route_free(n.route_internal);
@@ -882,6 +903,7 @@ int main(int argc, char **argv)
     rpc_context_free(n.rpc);
     etcd_client_free(n.etcd);
     curlev_free(n.curl); /* after its clients */
+    metrics_free(n.metrics); /* after every thread that records */
     ev_loop_destroy(n.loop);
     return n.exit_code;
 }

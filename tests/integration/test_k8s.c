@@ -363,7 +363,8 @@ static void check_container(const cJSON *spec, const struct container *k, const 
                     where, k->name, n, prog_names[k->prog]);
     }
     /* listen ports */
-    static const char *const listens[] = {"--listen", "--internal-listen", "--probe-listen",
+    static const char *const listens[] = {"--listen",           "--internal-listen",
+                                          "--probe-listen",     "--metrics-listen",
                                           "--listen-client-urls", "--listen-peer-urls"};
     int listened[8];
     size_t n_listened = 0;

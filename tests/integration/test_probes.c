@@ -91,6 +91,8 @@ int main(int argc, char **argv)
                      "3s",
                      "--probe-listen",
                      "127.0.0.1:0",
+                     "--metrics-listen",
+                     "127.0.0.1:0",
                      "--log-level",
                      "info",
                      NULL};
@@ -155,6 +157,8 @@ int main(int argc, char **argv)
                      "127.0.0.1:0",
                      "--probe-listen",
                      "127.0.0.1:0",
+                     "--metrics-listen",
+                     "127.0.0.1:0",
                      "--log-level",
                      "info",
                      NULL};
@@ -184,6 +188,8 @@ int main(int argc, char **argv)
                      "--lease-ttl",
                      "2s",
                      "--probe-listen",
+                     "127.0.0.1:0",
+                     "--metrics-listen",
                      "127.0.0.1:0",
                      "--log-level",
                      "info",

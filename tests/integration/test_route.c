@@ -27,7 +27,15 @@
  *     step waits until the second copy has taken its share (two checks after it is Loaded),
  *     and then a holder sees at most two thirds, 480 a minute, and estimates 960 for the
  *     model, under 2 x 600; each check counts exactly the requests of its window.
- * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER [scaling] */
+ * With "metrics" instead, the routing metrics are checked against what was sent: 10 requests
+ * for m1 and 3 for an unknown name through the gateway, then every /metrics (gateway, nodes):
+ *   - the gateway's modelmesh_api_request_milliseconds counts 10 ModelInfer OK for m1 and 3
+ *     NOT_FOUND under __other__ (a name not found takes no label), +Inf bucket = count, a sum;
+ *   - the first request parked on the gateway while m1 loaded: a queue delay for m1;
+ *   - the gateway forwarded 10 to peers (plus its retries), none locally; nothing in flight;
+ *   - the nodes' modelmesh_invoke_model_milliseconds for m1 add up to 10 (each request reached
+ *     exactly one runtime).
+ * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER [scaling|metrics] */
 #include <errno.h>
 #include <ev.h>
 #include <math.h>
@@ -37,10 +45,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "check.h"
 #include "cluster.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "mm/buf.h"
 #include "mm/etcd_sync.h"
 #include "mm/rpc.h"
 #include "mmclient.h"
@@ -187,6 +198,43 @@ static int holder(const char *model, int *held)
     return who;
 }
 
+/* The value of the series "name{labels}" in body, or -1. */
+static double value_in(const char *body, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = body; (p = strstr(p, series)); p++)
+        if ((p == body || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+static size_t collect(char *data, size_t size, size_t n, void *arg)
+{
+    return mm_buf_append(arg, data, size * n) == 0 ? size * n : 0;
+}
+
+/* The value of the series "name{labels}" in the /metrics of port (-1: no such line, or no
+ * answer). */
+static double metric_value(int port, const char *series)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+    struct mm_buf b = {0};
+    CURL *e = curl_easy_init();
+    REQUIRE(e);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 5000L);
+    long status = 0;
+    if (curl_easy_perform(e) == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(e);
+    double v = status == 200 && b.data ? value_in(b.data, series) : -1;
+    mm_buf_free(&b);
+    return v;
+}
+
 static void runtimes_signal(int sig)
 {
     for (size_t i = 0; i < cl.cfg.n_pods; i++)
@@ -194,6 +242,59 @@ static void runtimes_signal(int sig)
 }
 
 /* ---------------------------------------------------------------- scenarios */
+
+static void metrics(void)
+{
+    int gw = cl.gateway_metrics_port;
+    REQUIRE(gw > 0);
+    for (size_t i = 0; i < cl.cfg.n_pods; i++)
+        REQUIRE(cl.pods[i].node_metrics_port > 0);
+    register_model("m1", "xgboost");
+    int ok = 0;
+    for (int i = 0; i < 10; i++)
+        ok += infer_ok(cl.gateway, "m1", "m1");
+    CHECK_INT(ok, 10);
+    for (int i = 0; i < 3; i++) {
+        struct testcall t = infer_on(cl.gateway, "nope", NULL, 0, FEATURES, CALL_MS);
+        CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model nope not found"));
+        testcall_clear(&t);
+    }
+    const char *api = "modelmesh_api_request_milliseconds";
+    char s[256];
+    snprintf(s, sizeof(s), "%s_count{method=\"ModelInfer\",code=\"OK\",modelId=\"m1\"}", api);
+    CHECK_INT(metric_value(gw, s), 10);
+    snprintf(s, sizeof(s),
+             "%s_bucket{method=\"ModelInfer\",code=\"OK\",modelId=\"m1\",le=\"+Inf\"}", api);
+    CHECK_INT(metric_value(gw, s), 10);
+    snprintf(s, sizeof(s), "%s_sum{method=\"ModelInfer\",code=\"OK\",modelId=\"m1\"}", api);
+    double sum = metric_value(gw, s);
+    CHECK(sum > 0);
+    snprintf(s, sizeof(s),
+             "%s_count{method=\"ModelInfer\",code=\"NOT_FOUND\",modelId=\"__other__\"}", api);
+    CHECK_INT(metric_value(gw, s), 3);
+    CHECK(metric_value(gw, "modelmesh_req_queue_delay_milliseconds_count{modelId=\"m1\"}") >= 1);
+    CHECK_INT(metric_value(gw, "modelmesh_req_queue_delay_milliseconds_count{modelId=\"nope\"}"),
+              -1);
+    double retried = metric_value(gw, "mm_route_retried_total");
+    CHECK(retried >= 0);
+    CHECK_INT(metric_value(gw, "mm_route_forwarded_total{to=\"remote\"}"), 10 + retried);
+    CHECK_INT(metric_value(gw, "mm_route_forwarded_total{to=\"local\"}"), 0);
+    CHECK_INT(metric_value(gw, "mm_route_in_flight{port=\"external\"}"), 0);
+    double invoked = 0;
+    snprintf(s, sizeof(s), "modelmesh_invoke_model_milliseconds_count{method=\"ModelInfer\","
+             "code=\"OK\",modelId=\"m1\"}");
+    for (size_t i = 0; i < cl.cfg.n_pods; i++) {
+        double v = metric_value(cl.pods[i].node_metrics_port, s);
+        if (v > 0)
+            invoked += v;
+        CHECK_INT(metric_value(cl.pods[i].node_metrics_port, "mm_route_in_flight{port=\"internal\"}"),
+                  0);
+    }
+    CHECK_INT(invoked, 10);
+    fprintf(stderr, "metrics: gateway api_request m1 OK 10 (sum %.1f ms), NOT_FOUND 3, forwarded "
+            "%.0f (retried %.0f); nodes invoke_model m1 %.0f\n", sum, 10 + retried, retried,
+            invoked);
+}
 
 static void not_found(void)
 {
@@ -487,8 +588,10 @@ static void scaling(void)
 
 int main(int argc, char **argv)
 {
-    REQUIRE(argc == 5 || (argc == 6 && strcmp(argv[5], "scaling") == 0));
-    bool scale = argc == 6;
+    REQUIRE(argc == 5 ||
+            (argc == 6 && (strcmp(argv[5], "scaling") == 0 || strcmp(argv[5], "metrics") == 0)));
+    bool scale = argc == 6 && strcmp(argv[5], "scaling") == 0;
+    bool metered = argc == 6 && !scale;
     if (!cluster_node_has_listen(argv[1])) {
         fprintf(stderr, "mm-node has no --listen: skipped\n");
         return 77;
@@ -514,6 +617,8 @@ int main(int argc, char **argv)
 
     if (scale) {
         scaling();
+    } else if (metered) {
+        metrics();
     } else {
         not_found();
         one_load_for_many();
