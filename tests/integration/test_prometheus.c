@@ -363,13 +363,13 @@ int main(int argc, char **argv)
 
     /* round trips grow with a registration */
     double rt0 = 0;
-    CHECK(agree("sum(modelmesh_etcd_round_trips_total{role=\"node\"})", 1, INFINITY));
-    prom_query("sum(modelmesh_etcd_round_trips_total{role=\"node\"})", &rt0);
+    CHECK(agree("sum(mm_etcd_round_trips_total{role=\"node\"})", 1, INFINITY));
+    prom_query("sum(mm_etcd_round_trips_total{role=\"node\"})", &rt0);
     register_model("m1", "bc.json");
     register_model("m2", "bc.json");
-    CHECK(agree("sum(modelmesh_etcd_round_trips_total{role=\"node\",kind=\"txn\"})", 2,
+    CHECK(agree("sum(mm_etcd_round_trips_total{role=\"node\",kind=\"txn\"})", 2,
                 INFINITY));
-    CHECK(agree("sum(modelmesh_etcd_round_trips_total{role=\"node\"})", rt0 + 2, INFINITY));
+    CHECK(agree("sum(mm_etcd_round_trips_total{role=\"node\"})", rt0 + 2, INFINITY));
 
     /* m1: 7 calls on pod 0's port; m2: 5 through the gateway; the first of each loads it */
     long long t0 = harness_now_ms();
@@ -440,15 +440,15 @@ int main(int argc, char **argv)
                 now_rev = strtoll(p + 11, NULL, 10);
         }
         char q[200];
-        snprintf(q, sizeof(q), "min(modelmesh_mirror_revision)");
+        snprintf(q, sizeof(q), "min(mm_mirror_revision)");
         double v = 0;
         if (now_rev > 0 && prom_query(q, &v) == 1 && v == (double)now_rev)
             break;
         cluster_run(&cl, 1000);
     }
     CHECK(now_rev > 0);
-    CHECK(equal("min(modelmesh_mirror_revision)", (double)now_rev));
-    CHECK(equal("max(modelmesh_mirror_revision_lag)", 0));
+    CHECK(equal("min(mm_mirror_revision)", (double)now_rev));
+    CHECK(equal("max(mm_mirror_revision_lag)", 0));
 
     int failures = check_failures;
     if (failures) {
