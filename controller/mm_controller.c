@@ -38,6 +38,7 @@
 #define WHO "mm-controller"
 #define MAX_WAIT_MS 86400000ULL
 #define STATS_EVERY_S 60.
+#define COUNT_DELAY_S 0.2 /* the model gauges are counted again at most this often */
 
 struct options {
     struct etcd_opts etcd;
@@ -58,6 +59,11 @@ struct controller {
     struct probe *probe;
     struct metrics *metrics; /* NULL: --metrics-listen off */
     struct metrics_server *metrics_server;
+    struct metric *m_loaded, *m_failed; /* NULL: metrics off */
+    struct mirror_sub *copies_sub;      /* marks the model gauges stale */
+    ev_timer count;                     /* counts them again, while leading */
+    char copies_prefix[KEYS_MAX];
+    size_t copies_prefix_len;
     struct place_config place;
     char id[KEYS_NAME_MAX + 1];
     bool synced, leading, stopping;
@@ -267,8 +273,106 @@ static void on_stats(struct ev_loop *loop, ev_timer *w, int revents)
         log_stats(c, "the last minute");
 }
 
+/* ---------------------------------------------------------------- the model gauges
+ * ModelMesh's modelmesh_models_loaded_total (models with a Loaded copy) and
+ * modelmesh_models_with_failure_total (models with a Failed copy: a failure recorded and not
+ * yet expired), set by the leader from its mirror's copies/ (0 on a follower, so that a sum
+ * over the controllers is the leader's figure). */
+
+struct model_count {
+    size_t prefix_len;
+    const char *model; /* the model of the copies seen last (a mirror key's bytes) */
+    size_t len;
+    bool loaded, failed;
+    int64_t n_loaded, n_failed;
+};
+
+static void count_flush(struct model_count *k)
+{
+    k->n_loaded += k->loaded;
+    k->n_failed += k->failed;
+    k->loaded = k->failed = false;
+}
+
+/* One copy record; a model's copies come one after the other (key order). */
+static int count_copy(const struct mirror_entry *e, void *arg)
+{
+    struct model_count *k = arg;
+    struct key_parts kp;
+    if (keys_parse_relative(e->key + k->prefix_len, e->key_len - k->prefix_len, &kp) < 0 ||
+        kp.kind != KEY_COPY)
+        return 0;
+    if (!k->model || kp.first_len != k->len || memcmp(kp.first, k->model, k->len) != 0) {
+        count_flush(k);
+        k->model = kp.first;
+        k->len = kp.first_len;
+    }
+    struct copy_record rec;
+    if (record_decode(RECORD_COPY, e->value, e->value_len, &rec, NULL) < 0)
+        return 0;
+    k->loaded |= rec.state == COPY_LOADED;
+    k->failed |= rec.state == COPY_FAILED;
+    return 0;
+}
+
+static void count_models(struct controller *c)
+{
+    struct model_count k = {.prefix_len = c->copies_prefix_len - strlen("copies/")};
+    mirror_foreach_prefix(c->mirror, c->copies_prefix, c->copies_prefix_len, count_copy, &k);
+    count_flush(&k);
+    metric_set0(c->m_loaded, k.n_loaded);
+    metric_set0(c->m_failed, k.n_failed);
+}
+
+static void on_count(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct controller *c = w->data;
+    if (c->rec)
+        count_models(c);
+}
+
+static void on_copy_event(const struct mirror_event *ev, void *arg)
+{
+    struct controller *c = arg;
+    if (c->rec && !ev_is_active(&c->count)) {
+        ev_timer_set(&c->count, COUNT_DELAY_S, 0.);
+        ev_timer_start(c->loop, &c->count);
+    }
+}
+
+/* The gauges' families and the subscription to copies/ (nothing with metrics off). */
+static int count_init(struct controller *c, const char *prefix, struct mm_error *err)
+{
+    ev_init(&c->count, on_count);
+    c->count.data = c;
+    if (!c->metrics)
+        return 0;
+    struct metric_desc loaded = {.name = "modelmesh_models_loaded_total",
+                                 .help = "Total number of models with at least one loaded copy",
+                                 .type = METRIC_GAUGE},
+                       failed = {.name = "modelmesh_models_with_failure_total",
+                                 .help = "Total number of models with one or more recorded "
+                                         "load failures",
+                                 .type = METRIC_GAUGE};
+    int rc;
+    if ((rc = metrics_register(c->metrics, &loaded, &c->m_loaded, err)) < 0 ||
+        (rc = metrics_register(c->metrics, &failed, &c->m_failed, err)) < 0)
+        return rc;
+    int n = snprintf(c->copies_prefix, sizeof(c->copies_prefix), "%scopies/", prefix);
+    if (n < 0 || (size_t)n >= sizeof(c->copies_prefix))
+        return mm_error_set(err, -ENAMETOOLONG, "the copies prefix is too long");
+    c->copies_prefix_len = (size_t)n;
+    if (mirror_subscribe(c->mirror, c->copies_prefix, c->copies_prefix_len, on_copy_event, c,
+                         &c->copies_sub) < 0)
+        return mm_error_set(err, -ENOMEM, "out of memory");
+    return 0;
+}
+
 static void stop_leading(struct controller *c)
 {
+    ev_timer_stop(c->loop, &c->count);
+    metric_set0(c->m_loaded, 0);
+    metric_set0(c->m_failed, 0);
     if (c->rec)
         log_stats(c, "leadership ends");
     reconcile_free(c->rec);
@@ -321,6 +425,7 @@ static void start_leading(struct controller *c)
     if (reconcile_new(&rc, &c->rec, &err) < 0)
         goto fail;
     ev_timer_again(c->loop, &c->stats);
+    count_models(c);
     mm_log(MM_LOG_INFO, WHO, "%s leads: reconciling %s%s", c->id,
            o->ns ? "namespace " : "every namespace", o->ns ? o->ns : "");
     return;
@@ -386,6 +491,13 @@ static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* The registry metrics_start made (NULL: off) goes to the etcd client and the mirror. */
+static int use_metrics(struct controller *c, struct mirror_config *mc)
+{
+    c->o->etcd.config.metrics = mc->metrics = c->metrics;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct options o;
@@ -422,10 +534,11 @@ int main(int argc, char **argv)
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(c.loop, &pc, &c.probe, &probe_port, &err) < 0) ||
         metrics_start(&o.metrics, &c.metrics, &c.metrics_server, &metrics_port, &err) < 0 ||
-        etcd_client_new(c.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
+        use_metrics(&c, &mcfg) < 0 || etcd_client_new(c.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
         keys_prefix(prefix, sizeof(prefix), o.etcd.cluster, &err) < 0 ||
         keys_election(ekey, sizeof(ekey), o.etcd.cluster, &err) < 0 ||
-        mirror_new(c.etcd, prefix, &mcfg, &c.mirror, &err) < 0) {
+        mirror_new(c.etcd, prefix, &mcfg, &c.mirror, &err) < 0 ||
+        count_init(&c, prefix, &err) < 0) {
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         c.exit_code = 1;
     } else {
@@ -470,6 +583,8 @@ int main(int argc, char **argv)
     }
     metrics_server_free(c.metrics_server);
     probe_free(c.probe);
+    ev_timer_stop(c.loop, &c.count);
+    mirror_unsubscribe(c.copies_sub);
     mirror_free(c.mirror);
     etcd_client_free(c.etcd);
     metrics_free(c.metrics); /* after every thread that records */

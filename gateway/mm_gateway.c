@@ -228,6 +228,7 @@ static void serve(struct gateway *g)
         .mesh = g->mesh,
         .rpc = g->rpc,
         .max_parked = o->max_parked,
+        .metrics = g->metrics,
     };
     if (table_new(&tc, &g->table, &err) < 0)
         goto fail;
@@ -290,6 +291,13 @@ static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* The registry metrics_start made (NULL: off) goes to the etcd client and the mirror. */
+static int use_metrics(struct gateway *g, struct mirror_config *mc)
+{
+    g->o->etcd.config.metrics = mc->metrics = g->metrics;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct options o;
@@ -326,7 +334,7 @@ int main(int argc, char **argv)
          probe_new(g.loop, &pc, &g.probe, &probe_port, &err) < 0) ||
         (!rest_is_off(o.rest_listen) && rest_new(g.loop, &xc, &g.rest, &rest_port, &err) < 0) ||
         metrics_start(&o.metrics, &g.metrics, &g.metrics_server, &metrics_port, &err) < 0 ||
-        etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
+        use_metrics(&g, &mcfg) < 0 || etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
         rpc_context_new(g.loop, &g.rpc, &err) < 0 ||
         rpc_server_new(g.rpc, &o.rpc, &g.server, &err) < 0 ||
         rpc_server_listen(g.server, o.listen, &g.port, &err) < 0 ||

@@ -11,6 +11,7 @@
 
 #include "mm/copies.h"
 #include "mm/hash.h"
+#include "mm/metrics.h"
 #include "mm/log.h"
 #include "mm/mesh.h"
 #include "mm/mirror.h"
@@ -187,9 +188,17 @@ struct table {
     bool dirty;
     uint64_t fast_rng; /* the CQ thread's */
     atomic_uint_fast64_t fast_picks;
+    struct metric *cache_miss; /* NULL: metrics off */
 };
 
 static int64_t now_ms(void);
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static void changed(struct table *t)
 {
@@ -264,6 +273,15 @@ static void wake_all(struct table *t, struct table_model *m, int status, const c
         w->model = NULL;
     t->parked -= m->n_waiters;
     m->n_waiters = 0;
+    if (!status && t->cache_miss) { /* Loaded: the calls' first wait ends here */
+        metric_model_t mo = metrics_model(t->cfg.metrics, m->id, m->id_len);
+        int64_t now = mono_ns();
+        for (struct table_waiter *w = list; w; w = w->next)
+            if (w->parked_ns > 0) {
+                metric_observe(t->cache_miss, mo, 0, 0, (double)(now - w->parked_ns) / 1e6);
+                w->parked_ns = -1;
+            }
+    }
     if (m->op && !status) { /* nobody waits for it any more */
         mesh_op_cancel(m->op);
         m->op = NULL;
@@ -863,6 +881,16 @@ int table_new(const struct table_config *cfg, struct table **out, struct mm_erro
     t->use_timer.data = t;
     if (!t->cfg.max_parked)
         t->cfg.max_parked = TABLE_DEFAULT_MAX_PARKED;
+    struct metric_desc md = {.name = "modelmesh_cache_miss_milliseconds",
+                             .help = "Cache miss delay: a request's wait for its model to load",
+                             .type = METRIC_HISTOGRAM,
+                             .by_model = true,
+                             .buckets = metrics_ms_buckets,
+                             .nbuckets = METRICS_MS_BUCKETS_N};
+    if (metrics_register(cfg->metrics, &md, &t->cache_miss, err) < 0) {
+        free(t);
+        return err ? err->code : -ENOMEM;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     t->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)t;
@@ -1083,6 +1111,8 @@ int table_park(struct table *t, const char *id, size_t len, bool place, struct t
         }
         t->stats.placements++;
     }
+    if (t->cache_miss && w->parked_ns == 0)
+        w->parked_ns = mono_ns();
     w->model = m;
     w->prev = NULL;
     w->next = m->waiters;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "mm/etcd.h"
 #include "mm/log.h"
 #include "mm/lru.h"
+#include "mm/metrics.h"
 #include "mm/mirror.h"
 #include "mm/storage.h"
 
@@ -89,6 +91,8 @@ struct copy {
     bool readmit;       /* a new Pending record came while it was unloading */
     unsigned unload_tries;
     int64_t started_ms, failed_ms;
+    double queued_at, unload_at; /* monotonic seconds: admitted; unloadModel sent */
+    metric_model_t label;        /* its modelId label */
     int64_t progress_ms; /* when the pull's progress last went into the record */
     ev_timer timer; /* load timeout, failure expiry, or the wait for requests in flight */
 };
@@ -122,6 +126,12 @@ struct copies {
     ev_timer close_timer, check_timer;
 
     struct copies_stats stats;
+    /* metrics (NULL: off) */
+    struct metrics *metrics;
+    struct metric *m_load, *m_unload, *m_queue, *m_load_fail, *m_unload_fail;
+    struct metric *m_capacity, *m_used, *m_lru_age, *m_models;
+    int64_t lru_oldest_ms;
+    ev_timer age_timer; /* the LRU age moves with time: set every second */
     int dispatching;
     bool free_requested;
 };
@@ -159,6 +169,27 @@ static struct copy *find(const struct copies *c, const char *id, size_t len)
 
 /* ---------------------------------------------------------------- figures */
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ModelMesh's: seconds since the least recently used copy was used, 0 when there is none. */
+static void set_lru_age(struct copies *c)
+{
+    if (!c->m_lru_age)
+        return;
+    int64_t age = c->lru_oldest_ms > 0 ? (now_ms() - c->lru_oldest_ms) / 1000 : 0;
+    metric_set0(c->m_lru_age, age < 0 ? 0 : age);
+}
+
+static void on_age_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    set_lru_age(t->data);
+}
+
 static void figures(struct copies *c)
 {
     struct cache_stats st;
@@ -171,6 +202,11 @@ static void figures(struct copies *c)
         .lru_oldest_ms = st.oldest_used_ms,
     };
     instance_update(c->instance, &f);
+    metric_set0(c->m_capacity, (int64_t)st.capacity_bytes);
+    metric_set0(c->m_used, (int64_t)st.used_bytes);
+    metric_set0(c->m_models, (int64_t)(st.count - st.loading));
+    c->lru_oldest_ms = st.oldest_used_ms;
+    set_lru_age(c);
 }
 
 /* ---------------------------------------------------------------- one copy's memory */
@@ -185,6 +221,7 @@ static struct copy *copy_new(struct copies *c, const char *id, size_t len)
     memcpy(cp->id, id, len);
     cp->id_len = len;
     cp->owner = c;
+    cp->label = metrics_model(c->metrics, id, len);
     char key[KEYS_MAX];
     if (keys_copy(key, sizeof(key), c->cluster, cp->id, c->iid, NULL) < 0 ||
         !(cp->key = strdup(key)) || keys_model(key, sizeof(key), c->cluster, cp->id, NULL) < 0 ||
@@ -514,8 +551,10 @@ static void on_unloaded(const struct spi_result *res, void *arg)
         }
         mm_log(MM_LOG_ERROR, WHO, "giving up unloading %s after %d tries: %s", cp->id, UNLOAD_TRIES,
                res->err.msg);
+        metric_inc0(c->m_unload_fail);
     } else {
         c->stats.unloads++;
+        metric_observe(c->m_unload, cp->label, 0, 0, (mono_s() - cp->unload_at) * 1000.);
         mm_log(MM_LOG_INFO, WHO, "unloaded %s", cp->id);
     }
     released(cp);
@@ -525,6 +564,8 @@ static void unload_send(struct copy *cp)
 {
     struct copies *c = cp->owner;
     ev_timer_stop(c->loop, &cp->timer);
+    if (cp->unload_tries == 0)
+        cp->unload_at = mono_s();
     int rc = spi_unload_model(c->spi, cp->id, UNLOAD_CALL_MS, on_unloaded, cp, &cp->unload_req);
     if (rc < 0) {
         cp->unload_req = NULL;
@@ -651,6 +692,7 @@ static void fail(struct copy *cp, const char *msg)
         cp->entry = NULL;
     }
     c->stats.loads_failed++;
+    metric_inc0(c->m_load_fail);
     mm_log(MM_LOG_WARN, WHO, "loading %s failed: %s", cp->id, msg);
     cp->phase = P_FAILED;
     cp->failed_ms = now_ms();
@@ -708,6 +750,7 @@ static void loaded(struct copy *cp, uint64_t size, enum cache_size_source source
     cp->entry->loading = false;
     c->active--;
     c->stats.loads_ok++;
+    metric_observe(c->m_load, cp->label, 0, 0, (double)(now - cp->started_ms));
     cp->phase = P_LOADED;
     mm_log(MM_LOG_INFO, WHO, "loaded %s: %" PRIu64 " bytes in %" PRId64 " ms", cp->id,
            cp->entry->size_bytes, now - cp->started_ms);
@@ -852,6 +895,7 @@ static void pump(struct copies *c)
         struct copy *cp = c->queue_head;
         unqueue(c, cp);
         c->active++;
+        metric_observe(c->m_queue, cp->label, 0, 0, (mono_s() - cp->queued_at) * 1000.);
         cp->phase = P_STARTING;
         want_record(cp, COPY_LOADING, now_ms(), cp->entry->size_bytes, NULL);
         /* on_written goes on to begin_fetch */
@@ -957,6 +1001,7 @@ static void admit(struct copy *cp)
         c->queue_head = cp;
     c->queue_tail = cp;
     cp->queued = true;
+    cp->queued_at = mono_s();
     mm_log(MM_LOG_INFO, WHO, "admitted %s: %" PRIu64 " bytes (%s)%s", cp->id, size,
            source == CACHE_SIZE_PREDICTED ? "the model record's estimate" : "the default size",
            plan.n_victims ? ", after evictions" : "");
@@ -1148,6 +1193,62 @@ void copies_on_instance(struct copies *c, enum instance_event ev, int64_t lease_
 
 /* ---------------------------------------------------------------- the owner's calls */
 
+static void stop_age_timer(struct copies *c)
+{
+    if (ev_is_active(&c->age_timer)) {
+        ev_ref(c->loop);
+        ev_timer_stop(c->loop, &c->age_timer);
+    }
+}
+
+/* ModelMesh's families (modelId as ModelMesh's per-model metrics label its histograms). */
+static int register_metrics(struct copies *c, struct metrics *m, struct mm_error *err)
+{
+    static const struct {
+        size_t at;
+        struct metric_desc d;
+    } families[] = {
+        {offsetof(struct copies, m_load),
+         {.name = "modelmesh_loadmodel_milliseconds", .help = "Time taken to load model (fetch and loadModel)",
+          .type = METRIC_HISTOGRAM, .by_model = true}},
+        {offsetof(struct copies, m_unload),
+         {.name = "modelmesh_unloadmodel_milliseconds", .help = "Time taken to unload model", .type = METRIC_HISTOGRAM,
+          .by_model = true}},
+        {offsetof(struct copies, m_queue),
+         {.name = "modelmesh_loading_queue_delay_milliseconds", .help = "Time spent in model loading queue",
+          .type = METRIC_HISTOGRAM, .by_model = true}},
+        {offsetof(struct copies, m_load_fail),
+         {.name = "modelmesh_loadmodel_failure_total", .help = "Model load failures", .type = METRIC_COUNTER}},
+        {offsetof(struct copies, m_unload_fail),
+         {.name = "modelmesh_unloadmodel_failure_total",
+          .help = "Unload model failures (not counting multiple attempts for same copy)",
+          .type = METRIC_COUNTER}},
+        {offsetof(struct copies, m_capacity),
+         {.name = "modelmesh_instance_capacity_bytes", .help = "Effective model capacity of pod", .type = METRIC_GAUGE}},
+        {offsetof(struct copies, m_used),
+         {.name = "modelmesh_instance_used_bytes", .help = "Amount of capacity currently in use by loaded models",
+          .type = METRIC_GAUGE}},
+        {offsetof(struct copies, m_lru_age),
+         {.name = "modelmesh_instance_lru_age_seconds",
+          .help = "Last used age of least recently used model in pod (secs ago)", .type = METRIC_GAUGE}},
+        {offsetof(struct copies, m_models),
+         {.name = "modelmesh_instance_models_total", .help = "Number of model copies loaded in pod",
+          .type = METRIC_GAUGE}},
+    };
+    c->metrics = m;
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        struct metric_desc d = families[i].d;
+        if (d.type == METRIC_HISTOGRAM) {
+            d.buckets = metrics_ms_buckets;
+            d.nbuckets = METRICS_MS_BUCKETS_N;
+        }
+        int rc = metrics_register(m, &d, (struct metric **)((char *)c + families[i].at), err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 int copies_new(const struct copies_config *cfg, struct copies **out, struct mm_error *err)
 {
     if (!cfg || !out || !cfg->cluster || !cfg->iid || !cfg->etcd || !cfg->mirror || !cfg->spi ||
@@ -1203,6 +1304,18 @@ int copies_new(const struct copies_config *cfg, struct copies **out, struct mm_e
     }
     ev_init(&c->close_timer, NULL);
     ev_init(&c->check_timer, NULL);
+    if ((rc = register_metrics(c, cfg->metrics, err)) < 0) {
+        cache_free(c->cache);
+        lru_free(c->index);
+        free(c);
+        return rc;
+    }
+    ev_timer_init(&c->age_timer, on_age_timer, 1., 1.);
+    c->age_timer.data = c;
+    if (c->m_lru_age) {
+        ev_timer_start(c->loop, &c->age_timer);
+        ev_unref(c->loop); /* it does not keep the loop running */
+    }
     c->inst_present = mirror_get(c->mirror, c->inst_key, c->inst_key_len) != NULL;
     char prefix[KEYS_MAX];
     int n = snprintf(prefix, sizeof(prefix), "/modelmesh/%s/copies/", c->cluster);
@@ -1210,6 +1323,7 @@ int copies_new(const struct copies_config *cfg, struct copies **out, struct mm_e
         (rc = mirror_subscribe(c->mirror, c->inst_key, c->inst_key_len, on_instance_event, c,
                                &c->inst_sub)) < 0) {
         mirror_unsubscribe(c->copy_sub);
+        stop_age_timer(c);
         cache_free(c->cache);
         lru_free(c->index);
         free(c);
@@ -1241,6 +1355,7 @@ void copies_free(struct copies *c)
     c->copy_sub = c->inst_sub = NULL;
     ev_timer_stop(c->loop, &c->close_timer);
     ev_timer_stop(c->loop, &c->check_timer);
+    stop_age_timer(c);
     struct lru_node *n;
     while ((n = lru_oldest(c->index)))
         copy_destroy(c, lru_entry(n, struct copy, node));

@@ -455,6 +455,7 @@ static void maybe_serve(struct node *n)
         .place = &n->place,
         .load_timeout_ms = (unsigned)o->load_timeout_ms,
         .min_churn_age_ms = (int64_t)o->min_churn_age_ms,
+        .metrics = n->metrics,
     };
     struct mesh_config mc = {
         .cluster = o->etcd.cluster,
@@ -493,6 +494,7 @@ static void maybe_serve(struct node *n)
         .runtime = o->runtime,
         .copies = n->copies,
         .max_parked = o->max_parked_calls,
+        .metrics = n->metrics,
     };
     struct route_config rc = {
         .loop = n->loop,
@@ -634,7 +636,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
     };
     struct mm_error e = {0};
     char prefix[KEYS_MAX];
-    struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = n};
+    struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = n, .metrics = n->metrics};
     if (instance_new(n->etcd, &cfg, on_instance, n, &n->instance, &e) < 0 ||
         keys_prefix(prefix, sizeof(prefix), o->etcd.cluster, &e) < 0 ||
         mirror_new(n->etcd, prefix, &mcfg, &n->mirror, &e) < 0 ||
@@ -852,6 +854,7 @@ int main(int argc, char **argv)
         printf("METRICS %d\n", metrics_port);
         fflush(stdout);
     }
+    o.etcd.config.metrics = sc.metrics = n.metrics;
     if (curlev_new(n.loop, &n.curl, &err) == 0)
         o.etcd.config.curl = sc.curl = n.curl;
     if (!n.curl || etcd_client_new(n.loop, &o.etcd.config, &n.etcd, &err) < 0 ||

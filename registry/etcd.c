@@ -24,6 +24,7 @@
 
 #include "etcd_impl.h"
 #include "mm/base64.h"
+#include "mm/metrics.h"
 
 #define DEFAULT_REQUEST_TIMEOUT_MS 5000
 #define DEFAULT_CONNECT_TIMEOUT_MS 1000
@@ -110,6 +111,21 @@ static const char *const req_paths[] = {
     [REQ_COMPACT] = "/v3/kv/compaction",
     [REQ_AUTH] = "/v3/auth/authenticate",
     [REQ_WATCH] = "/v3/watch",
+};
+
+/* The kind label of mm_etcd_round_trips_total, by req_kind. */
+static const char *const req_kind_names[] = {
+    [REQ_RANGE] = "range",
+    [REQ_PUT] = "put",
+    [REQ_DELETE] = "delete",
+    [REQ_TXN] = "txn",
+    [REQ_LEASE_GRANT] = "lease_grant",
+    [REQ_LEASE_KEEPALIVE] = "lease_keepalive",
+    [REQ_LEASE_REVOKE] = "lease_revoke",
+    [REQ_LEASE_TTL] = "lease_ttl",
+    [REQ_COMPACT] = "compact",
+    [REQ_AUTH] = "auth",
+    [REQ_WATCH] = "watch",
 };
 
 /* A paged range between its pages (see etcd_range_paged). */
@@ -241,6 +257,7 @@ int request_launch(struct request *r)
     }
     r->endpoint = c->current;
     r->attempts++;
+    metric_add(c->round_trips, METRIC_MODEL_OTHER, r->kind, 0, 1);
     r->scan_pos = r->obj_start = 0;
     r->depth = 0;
     r->in_string = r->escaped = false;
@@ -1179,6 +1196,17 @@ int etcd_client_new(struct ev_loop *loop, const struct etcd_config *cfg,
             goto fail;
         c->own_curl = true;
     }
+    struct metric_desc md = {
+        .name = "mm_etcd_round_trips_total",
+        .help = "HTTP requests sent to etcd (attempts: retries and pages count), by request kind",
+        .type = METRIC_COUNTER,
+        .label = "kind",
+        .values = req_kind_names,
+        .nvalues = sizeof(req_kind_names) / sizeof(req_kind_names[0]),
+    };
+    rc = metrics_register(cfg->metrics, &md, &c->round_trips, err);
+    if (rc < 0)
+        goto fail;
     free(list);
     *out = c;
     return 0;

@@ -86,6 +86,7 @@ struct etcd_client {
     struct request_list auth_wait;  /* waiting for a token */
     int dispatching;                /* depth of callbacks running on behalf of the client */
     bool closing;                   /* etcd_client_free called: destroyed when dispatching ends */
+    struct metric *round_trips;     /* mm_etcd_round_trips_total{kind}, NULL = metrics off */
 };
 
 /* A callback into user code may free the client: bracket it. leave() destroys a client whose

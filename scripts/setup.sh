@@ -7,8 +7,9 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 shift || true
 
-# The build toolchain and libraries, the packages of the servers the tests run, and h2load
-# (nghttp2-client), the load generator of bench_hop.
+# The build toolchain and libraries, the packages of the servers the tests run, h2load
+# (nghttp2-client), the load generator of bench_hop, and prometheus, which test_prometheus runs
+# (from the test, on its own port and data dir; its system service is never started).
 packages=(
   gcc libc6-dev pkg-config meson ninja-build git curl ca-certificates openssl procps
   libcurl4-openssl-dev libcjson-dev libev-dev libbsd-dev libyaml-dev libssl-dev libmicrohttpd-dev
@@ -18,6 +19,7 @@ packages=(
   libxgboost-dev python3-sklearn python3-joblib python3-numpy zlib1g-dev
   etcd-server etcd-client
   nghttp2-client
+  prometheus
 )
 
 # One dpkg query; a package it has never heard of is simply absent from the installed list.

@@ -34,6 +34,7 @@
 
 #include "mm/download.h"
 #include "mm/log.h"
+#include "mm/metrics.h"
 #include "mm/pool.h"
 #include "mm/remote.h"
 
@@ -131,6 +132,7 @@ struct storage {
     struct storage_fetch *fetches;
     struct removal *removals;
     struct fetched *fetched;
+    struct metric *pulled; /* mm_storage_pulled_bytes_total; NULL: metrics off */
 };
 
 /* ---- names and messages ---- */
@@ -727,6 +729,8 @@ static void fetch_done(int status, void *arg)
     }
     if (f->status == 0)
         mm_error_clear(&f->err);
+    if (f->status == 0 && f->remote)
+        metric_add(st->pulled, METRIC_MODEL_OTHER, 0, 0, f->disk_bytes);
     /* Nothing of st is touched after the callback: it may free the storage. */
     f->cb(f->status, &f->err, f->status == 0 ? f->local_path : NULL,
           f->status == 0 ? f->disk_bytes : 0, f->arg);
@@ -1171,7 +1175,13 @@ int storage_new(struct ev_loop *loop, const struct storage_config *cfg, struct s
     st->max_depth = cfg->max_depth ? cfg->max_depth : DEFAULT_MAX_DEPTH;
     atomic_init(&st->seq, 0);
     char q[QUOTE_MAX * 2];
-    int rc = make_dirs(cfg->cache_dir);
+    struct metric_desc md = {.name = "mm_storage_pulled_bytes_total",
+                             .help = "Bytes of models fetched from object stores",
+                             .type = METRIC_COUNTER};
+    int rc = metrics_register(cfg->metrics, &md, &st->pulled, err);
+    if (rc < 0)
+        goto fail;
+    rc = make_dirs(cfg->cache_dir);
     if (rc < 0) {
         mm_error_set(err, rc, "storage: cache dir %s: cannot create: %s",
                      quote(q, sizeof(q), cfg->cache_dir), mm_strerror(rc));

@@ -12,6 +12,7 @@
 
 #include "mm/etcd.h"
 #include "mm/log.h"
+#include "mm/metrics.h"
 
 #define DEFAULT_PAGE 1000
 #define DEFAULT_BACKOFF_MS 50
@@ -87,6 +88,8 @@ struct mirror {
     struct etcd_client *c;
     struct ev_loop *loop;
     struct mirror_config cfg;
+    struct metric *m_revision, *m_lag; /* NULL: metrics off */
+    int64_t store_rev;                 /* the store's revision as the watch last said */
     char *prefix;
     char *prefix_end;
     size_t prefix_end_len;
@@ -441,6 +444,17 @@ static void stop_watch(struct mirror *m)
     m->probe_req = NULL;
 }
 
+/* The gauges, after the applied revision or the store's moved. */
+static void report(struct mirror *m, int64_t store_rev)
+{
+    if (store_rev > m->store_rev)
+        m->store_rev = store_rev;
+    if (m->store_rev < m->applied_rev)
+        m->store_rev = m->applied_rev;
+    metric_set0(m->m_revision, m->applied_rev);
+    metric_set0(m->m_lag, m->store_rev - m->applied_rev);
+}
+
 static void on_watch(struct etcd_watch *w, int status, const struct mm_error *err,
                      const struct etcd_watch_batch *batch, int64_t compact_revision, void *arg)
 {
@@ -486,9 +500,11 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
         m->stats.progress_notifies++;
         if (batch->revision > m->applied_rev)
             m->applied_rev = batch->revision;
+        report(m, batch->revision);
         return;
     }
-    apply_events(m, batch->events, batch->n_events);
+    if (apply_events(m, batch->events, batch->n_events))
+        report(m, batch->revision);
 }
 
 static void start_watch(struct mirror *m)
@@ -600,6 +616,7 @@ static void finish_list(struct mirror *m, int64_t rev)
     }
     if (!unhold(m))
         return;
+    report(m, rev);
     tree_free(&m->replaced);
     start_watch(m);
 }
@@ -698,6 +715,22 @@ int mirror_new(struct etcd_client *c, const char *prefix, const struct mirror_co
     m->prefix_end = malloc(len + 1); /* etcd_prefix_end: len + 1 for a prefix of len >= 1 */
     m->changes = malloc(MIN_CHANGES * sizeof(*m->changes));
     m->cap_changes = MIN_CHANGES;
+    struct metric_desc rev_desc = {.name = "mm_mirror_revision",
+                                   .help = "The etcd revision the registry mirror has applied",
+                                   .type = METRIC_GAUGE},
+                       lag_desc = {.name = "mm_mirror_revision_lag",
+                                   .help = "The store's revision as the watch last reported it "
+                                           "minus the revision the mirror has applied",
+                                   .type = METRIC_GAUGE};
+    struct mm_error merr = {0};
+    if (metrics_register(m->cfg.metrics, &rev_desc, &m->m_revision, &merr) < 0 ||
+        metrics_register(m->cfg.metrics, &lag_desc, &m->m_lag, &merr) < 0) {
+        free(m->prefix);
+        free(m->prefix_end);
+        free(m->changes);
+        free(m);
+        return mm_error_set(err, merr.code, "mirror: %s", merr.msg);
+    }
     if (!m->prefix || !m->prefix_end || !m->changes) {
         free(m->prefix);
         free(m->prefix_end);

@@ -57,6 +57,7 @@
 
 struct copies;
 struct etcd_client;
+struct metrics;
 struct mirror;
 struct storage;
 
@@ -74,6 +75,11 @@ struct copies_config {
     int64_t min_churn_age_ms;                 /* 0 = cache_min_churn_age_ms(load timeout) */
     unsigned unload_wait_ms;                  /* wait for requests in flight before unloading
                                                  anyway; 0 = 10,000 */
+    struct metrics *metrics;                  /* NULL = none; else ModelMesh's load, unload,
+                                                 loading queue delay histograms, load failures
+                                                 and the pod's capacity, used bytes, LRU age
+                                                 and models (README "Metrics"); it must
+                                                 outlive the copies */
 };
 
 int copies_new(const struct copies_config *cfg, struct copies **out, struct mm_error *err);

@@ -28,6 +28,7 @@
 struct ev_loop;
 struct curlev;
 struct etcd_client;
+struct metrics;
 struct etcd_request;
 struct etcd_watch;
 
@@ -44,6 +45,9 @@ struct etcd_config {
                                      this is refused with -EMSGSIZE; 0 = 512 MiB */
     struct curlev *curl;          /* the loop's transport, shared (it must outlive the client);
                                      NULL = the client makes its own */
+    struct metrics *metrics;      /* counts mm_etcd_round_trips_total{kind} (every HTTP request
+                                     sent, retries and pages included); NULL = none. It must
+                                     outlive the client */
 };
 
 struct etcd_kv {

@@ -47,6 +47,8 @@ struct etcd_client;
 struct etcd_event;
 struct mirror;
 struct mirror_sub;
+struct metrics;
+struct metric;
 
 struct mirror_entry {
     const char *key;             /* key_len bytes, then a NUL (the key may hold NULs too) */
@@ -100,6 +102,11 @@ struct mirror_config {
                                    * resumes there; 0 = 5000 */
     mirror_state_cb state_cb;     /* optional */
     void *state_arg;
+    struct metrics *metrics;      /* sets mm_mirror_revision (the revision applied) and
+                                   * mm_mirror_revision_lag (the store's revision as the watch
+                                   * last reported it, minus the one applied: an upper bound, as
+                                   * the store's revision counts writes outside the prefix too);
+                                   * NULL = none. One mirror per registry (the process's) */
 };
 
 struct mirror_stats {

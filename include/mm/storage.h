@@ -46,6 +46,7 @@
 
 struct curlev;
 struct ev_loop;
+struct metrics;
 struct storage;
 struct storage_fetch;
 
@@ -63,6 +64,10 @@ struct storage_config {
     uint32_t max_files;       /* files and directories in one model; 0 = 10,000 */
     uint32_t max_depth;       /* directories nested, the model's own included; 0 = 16 */
     unsigned threads;         /* threads walking models and removing them; 0 = 2 */
+    struct metrics *metrics;  /* NULL = none; else mm_storage_pulled_bytes_total: the bytes of
+                                 the models fetched from object stores, counted when a fetch
+                                 succeeds (a pvc's link pulls nothing). It must outlive the
+                                 storage */
 };
 
 /* Bytes of the model fetched so far and its total (0 = not known yet), at most every 250 ms

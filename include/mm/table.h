@@ -30,6 +30,7 @@
 
 struct copies;
 struct mesh;
+struct metrics;
 struct mirror;
 struct rpc_channel;
 struct rpc_context;
@@ -47,6 +48,10 @@ struct table_config {
     const char *runtime;      /* the local runtime's inference address (iid set) */
     struct copies *copies;    /* the local copies (iid set) */
     unsigned max_parked;      /* calls parked at once; 0 = TABLE_DEFAULT_MAX_PARKED */
+    struct metrics *metrics;  /* NULL = none; else modelmesh_cache_miss_milliseconds{modelId}:
+                                 per call, from its first park to the wake that says its model
+                                 has a Loaded copy (once per call, however often it parks). It
+                                 must outlive the table */
 };
 
 int table_new(const struct table_config *cfg, struct table **out, struct mm_error *err);
@@ -88,6 +93,9 @@ struct table_waiter {
     void (*wake)(struct table_waiter *w, int status, const char *why);
     struct table_waiter *prev, *next;
     struct table_model *model; /* NULL when not parked */
+    int64_t parked_ns;         /* the table's: zero it once per call, before its first park
+                                  (monotonic ns of the first park; -1 once its cache miss is
+                                  recorded) */
 };
 
 /* Park w on model id[0, len) (see the top). place: start the model's mesh_ensure if none runs;

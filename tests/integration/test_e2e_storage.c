@@ -75,6 +75,7 @@ static struct faultproxy proxy;
 static char *secrets[MAX_SECRETS];
 static size_t n_secrets;
 static char seen_errors[16384]; /* every error message the test saw, for the secrets grep */
+static size_t model_bytes;      /* the example model's size */
 
 static void stop_all(void)
 {
@@ -261,6 +262,20 @@ static void load_and_infer(const char *id, const char *key, const char *path)
         return;
     }
     CHECK(infer(id));
+}
+
+/* The node's mm_storage_pulled_bytes_total from its /metrics, or -1. */
+static double pulled_bytes(void)
+{
+    static char body[262144];
+    int st = harness_http(cl.pods[0].node_metrics_port, "GET", "/metrics", 5000, body,
+                          sizeof(body));
+    const char *p = st == 200 ? strstr(body, "\nmm_storage_pulled_bytes_total ") : NULL;
+    if (!p) {
+        fprintf(stderr, "  /metrics: HTTP %d, no mm_storage_pulled_bytes_total\n", st);
+        return -1;
+    }
+    return strtod(p + strlen("\nmm_storage_pulled_bytes_total "), NULL);
 }
 
 /* ---------------------------------------------------------------- the servers */
@@ -548,6 +563,7 @@ int main(int argc, char **argv)
     size_t model_len = 0;
     char *model = pullcheck_read_all(path, &model_len);
     REQUIRE(model && model_len > 0);
+    model_bytes = model_len;
 
     const char *s3_secret = new_secret("s3sk-");
     const char *s3_wrong = new_secret("s3bad-");
@@ -651,8 +667,11 @@ int main(int argc, char **argv)
     free(pem);
     free(ca);
 
-    /* every provider: pulled, loaded, answering */
+    /* every provider: pulled, loaded, answering; the node counts the bytes pulled */
+    double pulled0 = pulled_bytes();
+    CHECK(pulled0 >= 0);
     load_and_infer("bc-s3", "s3e2e", "xgb/bc/model.json");
+    CHECK(pulled_bytes() == pulled0 + (double)model_bytes);
     load_and_infer("bc-gcs",
                    "{\"storage_key\":\"gcse2e\",\"storage_params\":{\"bucket\":\"" GCS_BUCKET
                    "\"},\"model_type\":{\"name\":\"xgboost\"}}",
@@ -660,7 +679,9 @@ int main(int argc, char **argv)
     load_and_infer("bc-https", "httpse2e", "models/bc.json");
     load_and_infer("bc-azure", "azuree2e", "xgb/bc/model.json");
     load_and_infer("bc-azure-conn", "azureconn", "xgb/bc/model.json");
+    double pulled1 = pulled_bytes();
     load_and_infer("bc-pvc", "pvce2e", "xgb/bc.json");
+    CHECK(pulled_bytes() == pulled1); /* a pvc is linked: nothing pulled */
     check_pvc_link("bc-pvc", PVC_NAME "/xgb/bc.json");
     /* by storageUri, as mmctl model register --uri sends it: the URI's parameters as the
      * model's storage_params, no storage key (so the `default` entry) */
