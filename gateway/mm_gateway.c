@@ -27,6 +27,7 @@
 #include "mm/opts.h"
 #include "mm/place.h"
 #include "mm/probe.h"
+#include "mm/rest.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/table.h"
@@ -41,7 +42,7 @@
 
 struct options {
     struct etcd_opts etcd;
-    const char *gateway_id, *listen, *probe_listen;
+    const char *gateway_id, *listen, *probe_listen, *rest_listen;
     struct rpc_server_config rpc;
     unsigned max_parked;
     struct tls_opts tls;
@@ -62,6 +63,7 @@ struct gateway {
     struct probe *probe;
     struct tls_watch *tls;      /* --tls-cert/--tls-key (+ --tls-client-ca); NULL: plaintext */
     struct tls_watch *peer_tls; /* --internal-tls: forwards to nodes verified with --tls-ca */
+    struct rest *rest;
     struct place_config place;
     char id[KEYS_NAME_MAX + 1];
     bool serving, server_down, stopping;
@@ -99,6 +101,7 @@ static void usage(FILE *to)
             "                               10000); more are refused UNAVAILABLE\n"
             PROBE_USAGE
             TLS_OPTS_USAGE
+            REST_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n");
 }
@@ -116,6 +119,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->gateway_id = env_or("MM_GATEWAY_ID", NULL);
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
+    o->rest_listen = env_or("MM_REST_LISTEN", REST_DEFAULT_LISTEN);
     static const struct {
         const char *flag;
         size_t offset;
@@ -123,6 +127,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--gateway-id", offsetof(struct options, gateway_id)},
         {"--listen", offsetof(struct options, listen)},
         {"--probe-listen", offsetof(struct options, probe_listen)},
+        {"--rest-listen", offsetof(struct options, rest_listen)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -247,6 +252,7 @@ static void serve(struct gateway *g)
         goto fail;
     g->serving = true;
     probe_set_not_ready(g->probe, NULL);
+    rest_set_route(g->rest, g->route);
     mm_log(MM_LOG_INFO, WHO, "%s: routing inference and serving the model API on %s (port %d)",
            g->id, o->listen, g->port);
     printf("LISTENING %d\n", g->port);
@@ -287,6 +293,7 @@ static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     g->stopping = true;
     probe_set_not_ready(g->probe, "shutting down");
+    rest_set_ready(g->rest, false);
     mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", w->signum);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -328,9 +335,11 @@ int main(int argc, char **argv)
     char prefix[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &g};
     struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
-    int probe_port = 0;
+    int probe_port = 0, rest_port = 0;
+    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION};
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(g.loop, &pc, &g.probe, &probe_port, &err) < 0) ||
+        (!rest_is_off(o.rest_listen) && rest_new(g.loop, &xc, &g.rest, &rest_port, &err) < 0) ||
         etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
         rpc_context_new(g.loop, &g.rpc, &err) < 0 ||
         rpc_server_new(g.rpc, &o.rpc, &g.server, &err) < 0 ||
@@ -344,6 +353,10 @@ int main(int argc, char **argv)
     } else {
         if (g.probe) {
             printf("PROBES %d\n", probe_port);
+            fflush(stdout);
+        }
+        if (g.rest) {
+            printf("REST %d\n", rest_port);
             fflush(stdout);
         }
         mm_log(MM_LOG_INFO, WHO, "gateway %s (id from %s), cluster %s, etcd %s", g.id,
@@ -368,6 +381,7 @@ int main(int argc, char **argv)
         ev_timer_stop(g.loop, &g.hard_stop);
     }
     probe_free(g.probe);
+    rest_free(g.rest); /* before the route: its calls are cancelled */
     route_free(g.route);
     model_api_free(g.api);
     if (g.table) {

@@ -51,23 +51,28 @@ struct route_method {
 };
 
 /* One call being routed: parked on its model, or forwarded. */
-struct rcall {
+struct route_call {
     struct route *r;
-    struct rpc_call *call;
+    struct rpc_call *call; /* a served call; NULL for an in-process one (route_submit) */
+    route_done_cb done;    /* in-process: the callback, its arg, the request (owned), the */
+    void *done_arg;        /* deadline (monotonic ms) */
+    grpc_byte_buffer *request;
+    int64_t deadline_ms;
+    struct route_call **handle; /* in-process: the caller's handle, cleared when it ends */
     enum method m;
-    bool hop;                 /* arrived on an internal port or with mm-hop: local only */
+    bool hop;                   /* arrived on an internal port or with mm-hop: local only */
     char id[KEYS_NAME_MAX + 1]; /* the concrete model id */
     size_t len;
     char name[KEYS_NAME_MAX + 1]; /* the name as the client gave it (messages) */
     struct table_waiter w;
-    ev_timer wait_timer;      /* parked: max_wait_ms or the deadline */
+    ev_timer wait_timer; /* parked: max_wait_ms or the deadline */
     unsigned wakes;
-    struct table_target tg;   /* forwarded: the copy */
-    struct rpc_request *req;  /* forwarded: the call to it */
+    struct table_target tg;  /* forwarded: the copy */
+    struct rpc_request *req; /* forwarded: the call to it */
     unsigned tries;
     char excluded[KEYS_NAME_MAX + 1]; /* the copy that failed once */
     size_t excluded_len;
-    struct rcall *prev, *next; /* in r->held */
+    struct route_call *prev, *next; /* in r->held */
 };
 
 struct route {
@@ -76,7 +81,7 @@ struct route {
     char name[KEYS_NAME_MAX + 1];
     char version[64];
     struct route_method rm[N_METHODS];
-    struct rcall *held;
+    struct route_call *held;
     struct route_stats stats;
 };
 
@@ -87,9 +92,32 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A served call and an in-process one, seen alike. */
+static grpc_byte_buffer *rcall_request(const struct route_call *rc)
+{
+    return rc->call ? rpc_call_request(rc->call) : rc->request;
+}
+
+static int64_t rcall_remaining_ms(const struct route_call *rc)
+{
+    return rc->call ? rpc_call_remaining_ms(rc->call) : rc->deadline_ms - mono_ms();
+}
+
+static bool rcall_cancelled(const struct route_call *rc)
+{
+    return rc->call ? rpc_call_cancelled(rc->call) : false; /* route_cancel frees it at once */
+}
+
 /* ------------------------------------------------------------------ ending a call */
 
-static void rcall_free(struct rcall *rc)
+static void rcall_free(struct route_call *rc)
 {
     struct route *r = rc->r;
     ev_timer_stop(r->loop, &rc->wait_timer);
@@ -100,21 +128,36 @@ static void rcall_free(struct rcall *rc)
     if (rc->next)
         rc->next->prev = rc->prev;
     r->stats.held--;
+    if (rc->request)
+        grpc_byte_buffer_destroy(rc->request);
     free(rc);
 }
 
 /* Answer and forget: the call is released by the reply. */
-static void finish(struct rcall *rc, grpc_byte_buffer *response, grpc_status_code status,
+static void finish(struct route_call *rc, grpc_byte_buffer *response, grpc_status_code status,
                    const char *message)
 {
+    if (!rc->call) { /* in-process: forgotten first, so that the callback may free its owner */
+        route_done_cb done = rc->done;
+        void *arg = rc->done_arg;
+        if (rc->handle)
+            *rc->handle = NULL;
+        rcall_free(rc);
+        if (status != GRPC_STATUS_OK && response) {
+            grpc_byte_buffer_destroy(response);
+            response = NULL;
+        }
+        done(status, message ? message : "", response, arg);
+        return;
+    }
     rpc_call_on_cancel(rc->call, NULL, NULL);
     rpc_call_reply(rc->call, response, status, message);
     rcall_free(rc);
 }
 
-static void finishf(struct rcall *rc, grpc_status_code status, const char *fmt, ...)
+static void finishf(struct route_call *rc, grpc_status_code status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void finishf(struct rcall *rc, grpc_status_code status, const char *fmt, ...)
+static void finishf(struct route_call *rc, grpc_status_code status, const char *fmt, ...)
 {
     char msg[4 * RPC_MAX_STATUS_MESSAGE];
     va_list ap;
@@ -126,19 +169,18 @@ static void finishf(struct rcall *rc, grpc_status_code status, const char *fmt, 
 
 /* ------------------------------------------------------------------ forwarding */
 
-static void dispatch(struct rcall *rc);
+static void dispatch(struct route_call *rc);
 
 static void on_forwarded(grpc_status_code status, const char *details, grpc_byte_buffer *response,
                          void *arg)
 {
-    struct rcall *rc = arg;
+    struct route_call *rc = arg;
     struct route *r = rc->r;
     rc->req = NULL;
     table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
     /* UNAVAILABLE: not served (the peer was unreachable, does not hold the model any more, or
      * its runtime could not take the call): once more, on another copy */
-    if (status == GRPC_STATUS_UNAVAILABLE && !rc->hop && rc->tries == 0 &&
-        !rpc_call_cancelled(rc->call)) {
+    if (status == GRPC_STATUS_UNAVAILABLE && !rc->hop && rc->tries == 0 && !rcall_cancelled(rc)) {
         rc->tries++;
         memcpy(rc->excluded, rc->tg.iid, rc->tg.iid_len + 1);
         rc->excluded_len = rc->tg.iid_len;
@@ -151,12 +193,22 @@ static void on_forwarded(grpc_status_code status, const char *details, grpc_byte
     finish(rc, response, status, details);
 }
 
-static void forward(struct rcall *rc)
+static void forward(struct route_call *rc)
 {
     struct route *r = rc->r;
     const struct rpc_header headers[] = {{"mm-model-id", rc->id}, {"mm-hop", "1"}};
-    /* the served call is the parent: its deadline and its cancellation propagate */
-    int e = rpc_unary(rc->tg.ch, methods[rc->m].path, rpc_call_request(rc->call), headers, 2, 0,
+    /* a served call is the parent: its deadline and its cancellation propagate; an
+     * in-process call's deadline is the forward's */
+    int64_t timeout = 0;
+    if (!rc->call) {
+        timeout = rcall_remaining_ms(rc);
+        if (timeout <= 0) {
+            table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
+            finishf(rc, GRPC_STATUS_DEADLINE_EXCEEDED, "model %s: deadline exceeded", rc->name);
+            return;
+        }
+    }
+    int e = rpc_unary(rc->tg.ch, methods[rc->m].path, rcall_request(rc), headers, 2, timeout,
                       rc->call, on_forwarded, rc, &rc->req);
     if (e < 0) {
         table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
@@ -174,7 +226,7 @@ static void forward(struct rcall *rc)
 
 static void on_wait_over(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct rcall *rc = w->data;
+    struct route_call *rc = w->data;
     table_unpark(rc->r->cfg.table, &rc->w);
     finishf(rc, GRPC_STATUS_DEADLINE_EXCEEDED, "model %s: not loaded within %.0f ms", rc->name,
             w->repeat * 1000.);
@@ -182,13 +234,15 @@ static void on_wait_over(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void on_wake(struct table_waiter *w, int status, const char *why)
 {
-    struct rcall *rc = (struct rcall *)((char *)w - offsetof(struct rcall, w));
+    struct route_call *rc = (struct route_call *)((char *)w - offsetof(struct route_call, w));
     ev_timer_stop(rc->r->loop, &rc->wait_timer);
     switch (status) {
     case 0:
         if (++rc->wakes > MAX_WAKES) {
-            finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s: loaded, but no copy could be "
-                    "reached", rc->name);
+            finishf(rc, GRPC_STATUS_UNAVAILABLE,
+                    "model %s: loaded, but no copy could be "
+                    "reached",
+                    rc->name);
             return;
         }
         dispatch(rc);
@@ -206,7 +260,7 @@ static void on_wake(struct table_waiter *w, int status, const char *why)
     }
 }
 
-static void park(struct rcall *rc)
+static void park(struct route_call *rc)
 {
     struct route *r = rc->r;
     struct mm_error err = {0};
@@ -223,11 +277,15 @@ static void park(struct rcall *rc)
         return;
     }
     r->stats.parked++;
-    /* the client's deadline ends it through the cancel notice; without one, ours */
-    int64_t left = rpc_call_remaining_ms(rc->call);
-    if (left == INT64_MAX || left > (int64_t)r->cfg.max_wait_ms) {
-        ev_timer_set(&rc->wait_timer, (double)r->cfg.max_wait_ms / 1000., 0.);
-        rc->wait_timer.repeat = (double)r->cfg.max_wait_ms / 1000.;
+    /* a served client's deadline ends it through the cancel notice; without one, ours; an
+     * in-process call's deadline is kept here */
+    int64_t left = rcall_remaining_ms(rc);
+    int64_t wait = (int64_t)r->cfg.max_wait_ms;
+    if (!rc->call && left < wait)
+        wait = left > 0 ? left : 0;
+    if (!rc->call || left == INT64_MAX || left > (int64_t)r->cfg.max_wait_ms) {
+        ev_timer_set(&rc->wait_timer, (double)wait / 1000., 0.);
+        rc->wait_timer.repeat = (double)wait / 1000.;
         ev_timer_start(r->loop, &rc->wait_timer);
     }
 }
@@ -235,7 +293,7 @@ static void park(struct rcall *rc)
 /* ------------------------------------------------------------------ the route */
 
 /* The model's copy now, or the call parks, or (ModelReady, internal ports) an answer. */
-static void dispatch(struct rcall *rc)
+static void dispatch(struct route_call *rc)
 {
     struct route *r = rc->r;
     if (table_pick(r->cfg.table, rc->id, rc->len, rc->excluded_len ? rc->excluded : NULL,
@@ -271,7 +329,7 @@ static void dispatch(struct rcall *rc)
 
 static void on_cancelled(struct rpc_call *c, void *arg)
 {
-    struct rcall *rc = arg;
+    struct route_call *rc = arg;
     struct route *r = rc->r;
     table_unpark(r->cfg.table, &rc->w);
     if (rc->req) {
@@ -314,8 +372,7 @@ static int identity(struct rpc_call *c, enum method m, char *scratch, const char
     if (n == -E2BIG) { /* many slices: one copy (the cold path) */
         size_t flen = 0;
         if (!(flat = rpc_flatten(bb, &flen))) {
-            rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory",
-                          methods[m].what);
+            rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory", methods[m].what);
             return -1;
         }
         segs[0].data = flat;
@@ -344,8 +401,8 @@ static int identity(struct rpc_call *c, enum method m, char *scratch, const char
         return -1;
     }
     if (e < 0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s request: %s",
-                      methods[m].what, wire_strerror(e));
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s request: %s", methods[m].what,
+                      wire_strerror(e));
         return -1;
     }
     return 0;
@@ -361,6 +418,37 @@ static bool valid_name(const char *name, size_t len)
         if (name[i] <= ' ' || name[i] > '~' || name[i] == '/')
             return false;
     return true;
+}
+
+/* A new call to route, held until it ends; NULL without memory. */
+static struct route_call *rcall_new(struct route *r, enum method m, const char *name, size_t len)
+{
+    struct route_call *rc = calloc(1, sizeof(*rc));
+    if (!rc)
+        return NULL;
+    rc->r = r;
+    rc->m = m;
+    rc->w.wake = on_wake;
+    ev_init(&rc->wait_timer, on_wait_over);
+    rc->wait_timer.data = rc;
+    rc->next = r->held;
+    if (rc->next)
+        rc->next->prev = rc;
+    r->held = rc;
+    r->stats.held++;
+    memcpy(rc->name, name, len);
+    rc->name[len] = '\0';
+    return rc;
+}
+
+/* The model's id resolved, its use noted. */
+static void rcall_resolve(struct route_call *rc, const char *name, size_t len, bool concrete)
+{
+    struct route *r = rc->r;
+    /* a forwarded request names the concrete id already; a client's name may be a vmodel's */
+    rc->len = table_resolve(r->cfg.table, name, len, !concrete && !rc->hop, rc->id, NULL);
+    if (!rc->hop && rc->m != M_READY)
+        mesh_note_use(r->cfg.mesh, rc->id, rc->len, 1, now_ms());
 }
 
 static void on_model_call(struct rpc_call *c, void *arg)
@@ -381,35 +469,80 @@ static void on_model_call(struct rpc_call *c, void *arg)
                       len > SHOWN_NAME ? "..." : "");
         return;
     }
-    struct rcall *rc = calloc(1, sizeof(*rc));
+    struct route_call *rc = rcall_new(r, rm->m, name, len);
     if (!rc) {
         rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory", methods[rm->m].what);
         return;
     }
-    rc->r = r;
     rc->call = c;
-    rc->m = rm->m;
-    rc->w.wake = on_wake;
-    ev_init(&rc->wait_timer, on_wait_over);
-    rc->wait_timer.data = rc;
-    rc->next = r->held;
-    if (rc->next)
-        rc->next->prev = rc;
-    r->held = rc;
-    r->stats.held++;
-    memcpy(rc->name, name, len);
-    rc->name[len] = '\0';
     size_t hop_len = 0;
     rc->hop = r->cfg.internal || rpc_call_header(c, "mm-hop", &hop_len) != NULL;
-    /* a forwarded request names the concrete id already; a client's name may be a vmodel's */
-    rc->len = table_resolve(r->cfg.table, name, len, !concrete && !rc->hop, rc->id, NULL);
-    if (!rc->hop && rc->m != M_READY)
-        mesh_note_use(r->cfg.mesh, rc->id, rc->len, 1, now_ms());
+    rcall_resolve(rc, name, len, concrete);
     if (rpc_call_on_cancel(c, on_cancelled, rc) == -ECANCELED) {
         finishf(rc, GRPC_STATUS_CANCELLED, "model %s: cancelled by the client", rc->name);
         return;
     }
     dispatch(rc);
+}
+
+/* ------------------------------------------------------------------ in-process calls */
+
+int route_submit(struct route *r, enum route_kind kind, const char *name, size_t len, bool concrete,
+                 grpc_byte_buffer *request, int64_t timeout_ms, route_done_cb done, void *arg,
+                 struct route_call **out)
+{
+    static const enum method of_kind[] = {
+        [ROUTE_INFER] = M_INFER, [ROUTE_METADATA] = M_METADATA, [ROUTE_READY] = M_READY};
+    if (out)
+        *out = NULL;
+    if (!r || !request || !done || (unsigned)kind > ROUTE_READY || (!name && len)) {
+        if (request)
+            grpc_byte_buffer_destroy(request);
+        return -EINVAL;
+    }
+    r->stats.calls++;
+    if (!valid_name(name, len)) {
+        grpc_byte_buffer_destroy(request);
+        r->stats.not_found++;
+        char msg[SHOWN_NAME + 32];
+        snprintf(msg, sizeof(msg), "model %.*s%s not found",
+                 (int)(len < SHOWN_NAME ? len : SHOWN_NAME), name ? name : "",
+                 len > SHOWN_NAME ? "..." : "");
+        done(GRPC_STATUS_NOT_FOUND, msg, NULL, arg);
+        return 0;
+    }
+    struct route_call *rc = rcall_new(r, of_kind[kind], name, len);
+    if (!rc) {
+        grpc_byte_buffer_destroy(request);
+        return -ENOMEM;
+    }
+    rc->done = done;
+    rc->done_arg = arg;
+    rc->request = request;
+    rc->deadline_ms = mono_ms() + (timeout_ms > 0 ? timeout_ms : (int64_t)r->cfg.max_wait_ms);
+    rc->hop = r->cfg.internal;
+    rc->handle = out;
+    if (out)
+        *out = rc;
+    rcall_resolve(rc, name, len, concrete);
+    dispatch(rc);
+    return 0;
+}
+
+void route_cancel(struct route_call *rc)
+{
+    if (!rc)
+        return;
+    struct route *r = rc->r;
+    table_unpark(r->cfg.table, &rc->w);
+    if (rc->req) {
+        rpc_request_cancel(rc->req); /* its callback never runs */
+        rc->req = NULL;
+        table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
+    }
+    if (rc->handle)
+        *rc->handle = NULL;
+    rcall_free(rc);
 }
 
 /* ------------------------------------------------------------------ the node itself */
@@ -445,8 +578,7 @@ static void on_server_call(struct rpc_call *c, void *arg)
 
 static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o,
                                        void *arg);
-static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o,
-                                      void *arg);
+static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg);
 
 static enum rpc_next fast_forward(struct rpc_call *c, const char *id,
                                   const struct table_fast_target *tg, bool internal, bool retry)
@@ -484,8 +616,7 @@ static int fast_identity(struct rpc_call *c, enum method m, bool internal,
 /* A forward from the external port ended: a request that was not served (the peer unreachable
  * or gone, UNAVAILABLE, or the local runtime no longer holding the model: NOT_FOUND for the id
  * the table had Loaded) is tried once more on another copy; with none, the loop parks it. */
-static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o,
-                                       void *arg)
+static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg)
 {
     uintptr_t a = (uintptr_t)arg;
     struct table_count *count = (struct table_count *)(a & ~(uintptr_t)3);
@@ -499,7 +630,7 @@ static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_ou
     char id[KEYS_NAME_MAX + 1];
     size_t len = 0;
     bool hop = false;
-    enum method m = strcmp(rpc_call_method(c), methods[M_INFER].path) == 0 ? M_INFER
+    enum method m = strcmp(rpc_call_method(c), methods[M_INFER].path) == 0      ? M_INFER
                     : strcmp(rpc_call_method(c), methods[M_METADATA].path) == 0 ? M_METADATA
                                                                                 : M_READY;
     int e = s ? fast_identity(c, m, false, s, id, &len, &hop) : -ENOENT;
@@ -514,8 +645,7 @@ static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_ou
 /* A forward from the internal port to the local runtime ended: NOT_FOUND there means the copy
  * went away under the request, which the forwarding node retries elsewhere if told
  * UNAVAILABLE. */
-static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o,
-                                      void *arg)
+static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg)
 {
     uintptr_t a = (uintptr_t)arg;
     struct table_count *count = (struct table_count *)(a & ~(uintptr_t)3);
@@ -592,7 +722,7 @@ void route_free(struct route *r)
     if (!r)
         return;
     while (r->held) {
-        struct rcall *rc = r->held;
+        struct route_call *rc = r->held;
         table_unpark(r->cfg.table, &rc->w);
         if (rc->req) {
             rpc_request_cancel(rc->req);

@@ -34,6 +34,7 @@
 #include "mm/opts.h"
 #include "mm/place.h"
 #include "mm/probe.h"
+#include "mm/rest.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/spi.h"
@@ -56,7 +57,7 @@ struct options {
     const char *instance_id, *runtime, *runtime_name, *model_types, *zone,
         *internal_address, *listen, *models_root, *cache_dir, *max_failures,
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
-        *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir, *probe_listen;
+        *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir, *probe_listen, *rest_listen;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
         load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms, rate_check_ms;
     uint64_t max_load_failures, scale_up_rpm;
@@ -92,6 +93,7 @@ struct node {
     struct probe *probe;
     struct tls_watch *tls;      /* --tls-cert/--tls-key (+ --tls-client-ca); NULL: plaintext */
     struct tls_watch *peer_tls; /* --internal-tls: --tls-ca, and our chain as client cert */
+    struct rest *rest;
     struct place_config place;
     bool registered, synced, serving, server_down, internal_down;
     ev_tstamp stop_started;
@@ -192,6 +194,7 @@ static void usage(FILE *to)
             "                               deregistering (default 30s)\n"
             PROBE_USAGE
             TLS_OPTS_USAGE
+            REST_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n"
             "Durations: N (ms) or N with ms, s, m, h.\n");
@@ -232,6 +235,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     o->internal_listen = env_or("MM_INTERNAL_LISTEN", "0.0.0.0:8080");
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
+    o->rest_listen = env_or("MM_REST_LISTEN", REST_DEFAULT_LISTEN);
     o->models_root = env_or("MM_MODELS_ROOT", NULL);
     o->cache_dir = env_or("MM_CACHE_DIR", NULL);
     o->storage_config_dir = env_or("MM_STORAGE_CONFIG_DIR", NULL);
@@ -269,6 +273,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--internal-address", offsetof(struct options, internal_address)},
         {"--listen", offsetof(struct options, listen)},
         {"--probe-listen", offsetof(struct options, probe_listen)},
+        {"--rest-listen", offsetof(struct options, rest_listen)},
         {"--models-root", offsetof(struct options, models_root)},
         {"--cache-dir", offsetof(struct options, cache_dir)},
         {"--storage-config-dir", offsetof(struct options, storage_config_dir)},
@@ -522,6 +527,7 @@ static void maybe_serve(struct node *n)
         goto fail;
     n->serving = true;
     probe_set_not_ready(n->probe, NULL);
+    rest_set_route(n->rest, n->route);
     mm_log(MM_LOG_INFO, WHO, "serving inference and the model API on %s (port %d), inference "
            "for peers on %s (port %d); cache %s", o->listen, n->port, o->internal_listen,
            n->internal_port, n->cache_dir);
@@ -712,6 +718,7 @@ static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
     n->stopping = true;
     n->stop_started = ev_now(loop);
     probe_set_not_ready(n->probe, "shutting down");
+    rest_set_ready(n->rest, false); /* requests are still routed while the models move */
     mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", w->signum);
     ev_timer_init(&n->hard_stop, on_hard_stop, (double)n->o->shutdown_ms / 1000. + 1., 0.);
     n->hard_stop.data = n;
@@ -834,9 +841,13 @@ int main(int argc, char **argv)
                                 .max_transfers = o.max_pulls};
     struct probe_config pc = {.listen = o.probe_listen,
                               .not_ready = "waiting for the runtime to be READY"};
-    int probe_port = 0;
-    if (!probe_is_off(o.probe_listen) && probe_new(n.loop, &pc, &n.probe, &probe_port, &err) < 0) {
+    int probe_port = 0, rest_port = 0;
+    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION};
+    if ((!probe_is_off(o.probe_listen) &&
+         probe_new(n.loop, &pc, &n.probe, &probe_port, &err) < 0) ||
+        (!rest_is_off(o.rest_listen) && rest_new(n.loop, &xc, &n.rest, &rest_port, &err) < 0)) {
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
+        probe_free(n.probe);
         ev_loop_destroy(n.loop);
         tls_watch_free(n.peer_tls);
         tls_watch_free(n.tls);
@@ -844,6 +855,10 @@ int main(int argc, char **argv)
     }
     if (n.probe) {
         printf("PROBES %d\n", probe_port);
+        fflush(stdout);
+    }
+    if (n.rest) {
+        printf("REST %d\n", rest_port);
         fflush(stdout);
     }
     if (curlev_new(n.loop, &n.curl, &err) == 0)
@@ -892,6 +907,7 @@ int main(int argc, char **argv)
         ev_timer_stop(n.loop, &n.hard_stop);
     }
     probe_free(n.probe);
+    rest_free(n.rest); /* before the route: its calls are cancelled */
     route_free(n.route);
     route_free(n.route_internal);
     model_api_free(n.api);

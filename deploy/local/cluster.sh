@@ -133,6 +133,16 @@ has_probes() {
   [ "${probe_cache[$1]}" = yes ]
 }
 
+# Whether PROGRAM's --help lists --rest-listen (KServe V2 REST, REST <port> on stdout).
+declare -A rest_cache=()
+has_rest() {
+  if [ -z "${rest_cache[$1]:-}" ]; then
+    rest_cache[$1]=no
+    "$1" --help 2>&1 | grep -q -- '--rest-listen' && rest_cache[$1]=yes
+  fi
+  [ "${rest_cache[$1]}" = yes ]
+}
+
 # ---------------------------------------------------------------- up
 
 started=() # parts this up started, in order
@@ -230,14 +240,18 @@ has_announced() { [ -n "$(announced "$1" "$2")" ]; }
 # A line starting with WORD in the part's log.
 has_line() { grep -q "^$2" "$(log_file "$1")"; }
 
-# Record the part's ports (announced LISTENING, PROBES when it has them) and seal it.
+# Record the part's ports (announced LISTENING, PROBES and REST when it has them) and seal it.
 listened() {
-  local part=$1 probes=${2:-no}
+  local part=$1 probes=${2:-no} rest=${3:-no}
   wait_for "$part" "starting (waiting for LISTENING in its log)" 60 has_announced "$part" LISTENING
   announced "$part" LISTENING >"$state/pids/$part.port"
   if [ "$probes" = yes ]; then
     wait_for "$part" "starting its probes (waiting for PROBES)" 20 has_announced "$part" PROBES
     announced "$part" PROBES >"$state/pids/$part.probe"
+  fi
+  if [ "$rest" = yes ]; then
+    wait_for "$part" "starting its REST server (waiting for REST)" 20 has_announced "$part" REST
+    announced "$part" REST >"$state/pids/$part.rest"
   fi
   seal_part "$part"
 }
@@ -411,6 +425,8 @@ start_pods() {
   done
   local probe_args=()
   has_probes "$build/node/mm-node" && probe_args=(--probe-listen 127.0.0.1:0)
+  local rest_args=() rest=no
+  has_rest "$build/node/mm-node" && rest_args=(--rest-listen 127.0.0.1:0) && rest=yes
   for rt in "${runtimes[@]}"; do
     types=$(model_types "$rt")
     for ((k = 0; k < pods_per_runtime; k++)); do
@@ -422,7 +438,7 @@ start_pods() {
         --model-types "$types" --zone local --listen 127.0.0.1:0 \
         --internal-listen 127.0.0.1:0 --models-root "$state/models" \
         --cache-dir "$state/data/$rt-$k/models" --shutdown-timeout "$node_shutdown" \
-        "${probe_args[@]}" --log-level info
+        "${probe_args[@]}" "${rest_args[@]}" --log-level info
     done
   done
   local probes=no
@@ -430,7 +446,7 @@ start_pods() {
   for rt in "${runtimes[@]}"; do
     for ((k = 0; k < pods_per_runtime; k++)); do
       part=node-$rt-$k
-      listened "$part" "$probes"
+      listened "$part" "$probes" "$rest"
       wait_for "$part" "registering its instance in etcd" 60 registered "$rt-$k"
       say "    $part on 127.0.0.1:$(part_port "$part"), registered (pid $(cat "$(pid_file "$part")"))"
     done
@@ -473,13 +489,18 @@ start_gateway() {
     probe_args=(--probe-listen 127.0.0.1:0)
     probes=yes
   fi
+  local rest_args=() rest=no
+  has_rest "$build/gateway/mm-gateway" && rest_args=(--rest-listen 127.0.0.1:0) && rest=yes
   say "[gateway] mm-gateway on 127.0.0.1:$grpc_port (the modelmesh-serving Service)"
   start_part gateway "$build/gateway/mm-gateway" --etcd-endpoints "$etcd_url" \
     --cluster "$cluster_name" --gateway-id gateway --listen "127.0.0.1:$grpc_port" \
-    "${probe_args[@]}" --log-level info
-  listened gateway "$probes"
+    "${probe_args[@]}" "${rest_args[@]}" --log-level info
+  listened gateway "$probes" "$rest"
   grpc_port=$(part_port gateway)
   say "    gateway on 127.0.0.1:$grpc_port (pid $(cat "$(pid_file gateway)"))"
+  if [ "$rest" = yes ]; then
+    say "    gateway's KServe V2 REST on http://127.0.0.1:$(cat "$state/pids/gateway.rest")"
+  fi
 }
 
 # Every part with probes answers /ready 200 (nodes: runtime READY, registered, registry read;

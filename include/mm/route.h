@@ -33,6 +33,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <grpc/byte_buffer.h>
+#include <grpc/status.h>
+
 #include "mm/error.h"
 
 struct ev_loop;
@@ -44,14 +47,14 @@ struct table;
 #define ROUTE_DEFAULT_MAX_WAIT_MS 300000u
 
 struct route_config {
-    struct ev_loop *loop;     /* required: the rpc context's */
-    struct table *table;      /* required */
-    struct mesh *mesh;        /* required: use counts (mesh_note_use) */
-    const char *name;         /* this node's instance id, or the gateway's name (messages) */
-    const char *version;      /* ServerMetadata's version */
-    bool internal;            /* the peers' port: local copies only, never forwarded */
-    unsigned max_wait_ms;     /* a parked call without a deadline waits this long at most;
-                                 0 = ROUTE_DEFAULT_MAX_WAIT_MS */
+    struct ev_loop *loop; /* required: the rpc context's */
+    struct table *table;  /* required */
+    struct mesh *mesh;    /* required: use counts (mesh_note_use) */
+    const char *name;     /* this node's instance id, or the gateway's name (messages) */
+    const char *version;  /* ServerMetadata's version */
+    bool internal;        /* the peers' port: local copies only, never forwarded */
+    unsigned max_wait_ms; /* a parked call without a deadline waits this long at most;
+                             0 = ROUTE_DEFAULT_MAX_WAIT_MS */
 };
 
 /* Register the six methods on s (before rpc_server_start). */
@@ -59,6 +62,29 @@ int route_new(struct rpc_server *s, const struct route_config *cfg, struct route
               struct mm_error *err);
 /* NULL is ignored. See the lifetime rule above. */
 void route_free(struct route *r);
+
+/* --- in-process calls: the same route for a request that did not come over gRPC (the REST
+ * gateway, rest.h), without a loopback call. Loop thread only. */
+enum route_kind { ROUTE_INFER, ROUTE_METADATA, ROUTE_READY };
+struct route_call;
+/* status and message as a gRPC client would see them (message "" when none); response (OK
+ * only, else NULL) is taken by the callee. The call is gone when this runs. */
+typedef void (*route_done_cb)(grpc_status_code status, const char *message,
+                              grpc_byte_buffer *response, void *arg);
+/* Route request (taken, always: the serialized ModelInferRequest, ModelMetadataRequest or
+ * ModelReadyRequest) for the model name[0, len) as the method's gRPC call would be routed with
+ * that name in a header: concrete as mm-model-id, else as mm-vmodel-id (a vmodel or a model
+ * id). timeout_ms (<= 0: max_wait_ms) bounds the whole call, parked time included
+ * (DEADLINE_EXCEEDED). 0, and done runs exactly once on the loop, possibly before route_submit
+ * returns (a name that cannot be a model: NOT_FOUND), unless route_cancel stops it; *out (may
+ * be NULL) is the handle for route_cancel, set to NULL when done runs. -EINVAL (arguments) or
+ * -ENOMEM: done never runs. route_free answers the calls still held UNAVAILABLE. */
+int route_submit(struct route *r, enum route_kind kind, const char *name, size_t len, bool concrete,
+                 grpc_byte_buffer *request, int64_t timeout_ms, route_done_cb done, void *arg,
+                 struct route_call **out);
+/* Stop a call whose done has not run: it never will (forwards cancelled, parking left). NULL
+ * is fine. */
+void route_cancel(struct route_call *c);
 
 struct route_stats {
     uint64_t calls, forwarded_local, forwarded_remote, parked, retried, not_found;

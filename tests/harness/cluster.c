@@ -213,6 +213,7 @@ int cluster_node_start(struct cluster *c, size_t i)
                       "--lease-ttl", (char *)(c->cfg.lease_ttl ? c->cfg.lease_ttl : "2s"),
                       "--publish-min-interval", "100ms",
                       "--probe-listen", "127.0.0.1:0",
+                      "--rest-listen", "127.0.0.1:0",
                       "--log-level", "info"};
     int n = 0;
     while (argv[n])
@@ -233,6 +234,7 @@ int cluster_node_start(struct cluster *c, size_t i)
         return rc;
     }
     p->node_probe_port = harness_probe_port(p->node_log, offset);
+    p->node_rest_port = harness_announced_port(p->node_log, offset, "REST");
     p->node_started_ms = harness_now_ms();
     p->node_start_took_ms = p->node_started_ms - t0;
     if (got != port)
@@ -386,8 +388,9 @@ int cluster_gateway_start(struct cluster *c)
     snprintf(extra, sizeof(extra), "%s", c->cfg.gateway_args ? c->cfg.gateway_args : "");
     char *argv[32] = {(char *)c->cfg.mm_gateway, "--etcd-endpoints", c->etcd.endpoint,
                       "--cluster", c->name, "--gateway-id", "gw0", "--listen", "127.0.0.1:0",
-                      "--probe-listen", "127.0.0.1:0", "--log-level", "info"};
-    int n = 13;
+                      "--probe-listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0",
+                      "--log-level", "info"};
+    int n = 15;
     add_args(argv, &n, 32, extra);
     argv[n] = NULL;
     struct stat st;
@@ -399,6 +402,7 @@ int cluster_gateway_start(struct cluster *c)
         return rc;
     }
     c->gateway_probe_port = harness_probe_port(c->gateway_log, offset);
+    c->gateway_rest_port = harness_announced_port(c->gateway_log, offset, "REST");
     struct mm_error err = {0};
     char target[64];
     snprintf(target, sizeof(target), "127.0.0.1:%d", c->gateway_port);

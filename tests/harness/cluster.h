@@ -95,6 +95,7 @@ struct cluster_pod {
     int internal_port;              /* --internal-listen: inference for peers (kept over
                                        restarts) */
     int node_probe_port;            /* the node's --probe-listen port (its PROBES line) */
+    int node_rest_port;             /* the node's --rest-listen port (its REST line) */
     char cache_dir[320];
     char runtime_log[320], node_log[320];
     struct rpc_channel *api;        /* the node's model API; NULL while the node is down */
@@ -117,6 +118,7 @@ struct cluster {
     pid_t gateway_pid;              /* cluster_gateway_start: 0 when not running */
     int gateway_port;
     int gateway_probe_port;         /* the gateway's --probe-listen port (PROBES) */
+    int gateway_rest_port;          /* the gateway's --rest-listen port (REST) */
     struct rpc_channel *gateway;    /* to the gateway's --listen */
     char gateway_log[320];
     struct cluster_controller controllers[CLUSTER_MAX_CONTROLLERS];

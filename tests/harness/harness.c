@@ -779,20 +779,26 @@ bool harness_run_until(struct ev_loop *loop, bool (*cond)(void *), void *arg, lo
     return cond ? cond(arg) : true;
 }
 
-int harness_probe_port(const char *log_path, long offset)
+int harness_announced_port(const char *log_path, long offset, const char *word)
 {
     FILE *f = fopen(log_path, "r");
     if (!f)
         return 0;
     int port = 0, p;
+    size_t wn = strlen(word);
     char line[512];
     if (fseek(f, offset, SEEK_SET) == 0)
         while (fgets(line, sizeof(line), f))
-            if (strncmp(line, "PROBES ", 7) == 0 && strchr(line, '\n') &&
-                sscanf(line + 7, "%d", &p) == 1 && p > 0 && p <= 65535)
+            if (strncmp(line, word, wn) == 0 && line[wn] == ' ' && strchr(line, '\n') &&
+                sscanf(line + wn + 1, "%d", &p) == 1 && p > 0 && p <= 65535)
                 port = p;
     fclose(f);
     return port;
+}
+
+int harness_probe_port(const char *log_path, long offset)
+{
+    return harness_announced_port(log_path, offset, "PROBES");
 }
 
 int harness_http(int port, const char *method, const char *path, long timeout_ms, char *body,

@@ -154,7 +154,8 @@ class Mesh:
             "--internal-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0",
             "--models-root", root, "--cache-dir", cache, "--lease-ttl", "5s",
             "--publish-min-interval", "100ms", "--shutdown-timeout", "5s",
-            "--probe-listen", "127.0.0.1:0", "--log-level", "info"] + list(node_flags))
+            "--probe-listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0", "--log-level",
+            "info"] + list(node_flags))
         self.procs.append(self.node)
         self.frozen = None
         if stuck:
@@ -173,12 +174,12 @@ class Mesh:
                 "--models-root", root, "--cache-dir", cache2, "--lease-ttl", "5s",
                 "--publish-min-interval", "100ms", "--shutdown-timeout", "5s",
                 "--load-timeout", "60s", "--probe-listen", "127.0.0.1:0",
-                "--log-level", "info"]))
+                "--rest-listen", "127.0.0.1:0", "--log-level", "info"]))
             self.frozen.proc.send_signal(signal.SIGSTOP)
         self.gateway = Proc("mm-gateway", [
             MM_GATEWAY, "--etcd-endpoints", self.etcd_url, "--cluster", "h", "--gateway-id",
             "gw0", "--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0",
-            "--log-level", "info"] + list(gateway_flags))
+            "--rest-listen", "127.0.0.1:0", "--log-level", "info"] + list(gateway_flags))
         self.procs.append(self.gateway)
         self.ports = {"node": self.node.port, "gateway": self.gateway.port}
         self.channels = []

@@ -364,7 +364,8 @@ static void check_container(const cJSON *spec, const struct container *k, const 
     }
     /* listen ports */
     static const char *const listens[] = {"--listen", "--internal-listen", "--probe-listen",
-                                          "--listen-client-urls", "--listen-peer-urls"};
+                                          "--rest-listen", "--listen-client-urls",
+                                          "--listen-peer-urls"};
     int listened[8];
     size_t n_listened = 0;
     for (size_t l = 0; l < sizeof(listens) / sizeof(listens[0]); l++) {

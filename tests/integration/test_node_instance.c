@@ -96,8 +96,10 @@ static pid_t start_node(const char *runtime, const char *extra)
                       "--internal-listen",
                       "127.0.0.1:0",
                       "--probe-listen",
+                      "127.0.0.1:0",
+                      "--rest-listen",
                       "127.0.0.1:0"};
-    int n = 25;
+    int n = 27;
     char extra_buf[256] = "";
     if (extra) {
         snprintf(extra_buf, sizeof(extra_buf), "%s", extra);

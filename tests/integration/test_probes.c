@@ -93,6 +93,8 @@ int main(int argc, char **argv)
                      "127.0.0.1:0",
                      "--log-level",
                      "info",
+                     "--rest-listen",
+                     "127.0.0.1:0",
                      NULL};
     pid_t node = 0;
     REQUIRE(harness_spawn(nargv, log, &node) == 0);
@@ -157,6 +159,8 @@ int main(int argc, char **argv)
                      "127.0.0.1:0",
                      "--log-level",
                      "info",
+                     "--rest-listen",
+                     "127.0.0.1:0",
                      NULL};
     REQUIRE(harness_freeze(etcd.pid) == 0);
     pid_t gw = 0;
@@ -220,7 +224,7 @@ int main(int argc, char **argv)
     char taken[64];
     snprintf(taken, sizeof(taken), "127.0.0.1:%d", rport);
     snprintf(cmd, sizeof(cmd),
-             "MM_PROBE_LISTEN=%s timeout 10 '%s' --etcd-endpoints %s "
+             "MM_PROBE_LISTEN=%s MM_REST_LISTEN=off timeout 10 '%s' --etcd-endpoints %s "
              "--cluster p --listen 127.0.0.1:0 2>&1",
              taken, mm_gateway, etcd.endpoint);
     char out[4096];
