@@ -29,6 +29,7 @@
 #include <microhttpd.h>
 
 #include "grpc_predict_v2.pb-c.h"
+#include "mm/https.h"
 #include "mm/keys.h"
 #include "mm/mailbox.h"
 #include "mm/opts.h"
@@ -71,6 +72,7 @@ struct rest_req {
 struct rest {
     struct ev_loop *loop;
     struct MHD_Daemon *daemon;
+    struct https *https; /* NULL: plain HTTP */
     struct mailbox *mb;
     struct route *route; /* the loop's */
     struct rest_req *held;
@@ -513,6 +515,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (cl && strtoull(cl, NULL, 10) > x->max_body)
             return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                               "the request body is larger than %zu bytes", x->max_body);
+        if (x->https && !https_client_verified(x->https, c))
+            return send_error(c, MHD_HTTP_FORBIDDEN, NULL, "a client certificate signed by the "
+                              "client CA is required");
         if (!(q = calloc(1, sizeof(*q))))
             return MHD_NO;
         q->x = x;
@@ -647,6 +652,19 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
     if (family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem tls_items[HTTPS_MHD_OPTIONS] = {{MHD_OPTION_END, 0, NULL}};
+    if (cfg->tls) {
+        e = https_new(cfg->tls, cfg->tls_require_client, fd, &x->https, err);
+        if (e < 0) {
+            close(fd);
+            mailbox_free(x->mb);
+            pthread_mutex_destroy(&x->lock);
+            free(x);
+            return e;
+        }
+        https_mhd_options(x->https, tls_items);
+        flags |= MHD_USE_TLS;
+    }
     unsigned conns = cfg->max_connections ? cfg->max_connections : REST_MAX_CONNECTIONS;
     x->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, x, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
@@ -654,8 +672,9 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
         conns < REST_MAX_PER_IP ? conns : REST_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
         cfg->idle_timeout_s ? cfg->idle_timeout_s : REST_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)REST_HEADER_BYTES, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, x, MHD_OPTION_END);
+        on_completed, x, MHD_OPTION_ARRAY, tls_items, MHD_OPTION_END);
     if (!x->daemon) {
+        https_free(x->https);
         close(fd);
         mailbox_free(x->mb);
         pthread_mutex_destroy(&x->lock);
@@ -698,6 +717,7 @@ void rest_free(struct rest *x)
         resume(q, GRPC_STATUS_UNAVAILABLE, "the server is stopping", NULL);
     }
     MHD_stop_daemon(x->daemon); /* every connection resumed: answered or cut, then freed */
+    https_free(x->https);       /* no handshake asks it now */
     pthread_mutex_destroy(&x->lock);
     free(x);
 }
