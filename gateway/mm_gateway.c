@@ -336,7 +336,8 @@ int main(int argc, char **argv)
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &g};
     struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
     int probe_port = 0, rest_port = 0;
-    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION};
+    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION, .tls = g.tls,
+                             .tls_require_client = o.tls.client_ca != NULL};
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(g.loop, &pc, &g.probe, &probe_port, &err) < 0) ||
         (!rest_is_off(o.rest_listen) && rest_new(g.loop, &xc, &g.rest, &rest_port, &err) < 0) ||

@@ -842,7 +842,8 @@ int main(int argc, char **argv)
     struct probe_config pc = {.listen = o.probe_listen,
                               .not_ready = "waiting for the runtime to be READY"};
     int probe_port = 0, rest_port = 0;
-    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION};
+    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION, .tls = n.tls,
+                             .tls_require_client = o.tls.client_ca != NULL};
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(n.loop, &pc, &n.probe, &probe_port, &err) < 0) ||
         (!rest_is_off(o.rest_listen) && rest_new(n.loop, &xc, &n.rest, &rest_port, &err) < 0)) {

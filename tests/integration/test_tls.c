@@ -197,6 +197,30 @@ static bool garbage_closed(int port)
     return closed;
 }
 
+/* curl's HTTP status for one request (a new connection) to the REST port, or -(curl's exit
+ * code) when there was no answer (TLS refused, connection cut). */
+static int curl_status(const char *scheme, int port, const char *path, const char *opts,
+                       const char *body_file)
+{
+    char cmd[2048], out[64] = "";
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && curl -s -o rest.out -w '%%{http_code}' --max-time 10 %s%s%s "
+             "'%s://127.0.0.1:%d%s'; echo \" $?\"", certs, opts,
+             body_file ? " -H 'Content-Type: application/json' --data-binary @" : "",
+             body_file ? body_file : "", scheme, port, path);
+    if (harness_capture(cmd, out, sizeof(out)) < 0)
+        return -1000;
+    int code = 0, rc = 0;
+    if (sscanf(out, "%d %d", &code, &rc) != 2 && sscanf(out, " %d", &rc) != 1)
+        return -1001;
+    return rc ? -rc : code;
+}
+
+static bool rest_answer_has(const char *needle)
+{
+    return sh("grep -q '%s' '%s/rest.out'", needle, certs) == 0;
+}
+
 /* ---------------------------------------------------------------- scenarios */
 
 static struct tls_watch *w_api[2], *w_gw;
@@ -251,6 +275,49 @@ static void forwarding(void)
             other);
 }
 
+/* HTTPS on the REST ports (curl): the right CA answered, a wrong one and plain HTTP refused;
+ * inference over HTTPS (forwarded to the holder over internal TLS when it is the other pod);
+ * the gateway's mutual TLS: 403 without a client certificate or with one of another CA. */
+static void rest_https(void)
+{
+    if (cl.pods[0].node_rest_port <= 0) {
+        fprintf(stderr, "  no REST port announced\n");
+        CHECK(false);
+        return;
+    }
+    char path[512];
+    snprintf(path, sizeof(path), "%s/infer.json", certs);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fprintf(f, "{\"inputs\":[{\"name\":\"input-0\",\"shape\":[1,%d],\"datatype\":\"FP32\","
+            "\"data\":[", FEATURES);
+    for (int j = 0; j < FEATURES; j++)
+        fprintf(f, "%s%.9g", j ? "," : "", (double)row[j]);
+    fprintf(f, "]}]}");
+    fclose(f);
+    for (int i = 0; i < 2; i++) {
+        int p = cl.pods[i].node_rest_port;
+        CHECK_INT(curl_status("https", p, "/v2/health/live", "--cacert a-ca.pem", NULL), 200);
+        CHECK_INT(curl_status("https", p, "/v2/models/m1/infer", "--cacert a-ca.pem",
+                              "infer.json"), 200);
+        CHECK(rest_answer_has("\"model_name\":\"m1\""));
+    }
+    int p = cl.pods[0].node_rest_port;
+    CHECK(curl_status("https", p, "/v2/health/live", "--cacert wrong-ca.pem", NULL) < 0);
+    CHECK(curl_status("http", p, "/v2/health/live", "", NULL) < 0); /* plain HTTP to HTTPS */
+    CHECK(garbage_closed(p));
+    CHECK_INT(curl_status("https", p, "/v2/health/live", "--cacert a-ca.pem", NULL), 200);
+    int g = cl.gateway_rest_port;
+    CHECK_INT(curl_status("https", g, "/v2/models/m1/infer",
+                          "--cacert a-ca.pem --cert client.pem --key client.key", "infer.json"),
+              200);
+    CHECK(rest_answer_has("\"model_name\":\"m1\""));
+    CHECK_INT(curl_status("https", g, "/v2/health/live", "--cacert a-ca.pem", NULL), 403);
+    CHECK(rest_answer_has("client certificate"));
+    CHECK_INT(curl_status("https", g, "/v2/health/live",
+                          "--cacert a-ca.pem --cert wrong.pem --key wrong.key", NULL), 403);
+}
+
 /* Replace dst by src atomically (a rename in the same directory). */
 static void replace(const char *src, const char *dst)
 {
@@ -283,6 +350,10 @@ static void rotation(void)
     CHECK(fresh && infer_ok(fresh, "m1"));
     rpc_channel_free(fresh);
     tls_watch_free(w);
+    /* the REST port: the same files, re-read at its next handshake */
+    int rp = cl.pods[1].node_rest_port;
+    CHECK_INT(curl_status("https", rp, "/v2/health/live", "--cacert b-ca.pem", NULL), 200);
+    CHECK(curl_status("https", rp, "/v2/health/live", "--cacert a-ca.pem", NULL) < 0);
     CHECK(sh("grep -q 'does not match certificate' '%s'", cl.pods[1].node_log) == 0);
     CHECK(sh("grep -q 're-read: new connections get it' '%s'", cl.pods[1].node_log) == 0);
     fprintf(stderr, "rotation: new connections had the new certificate after %lld ms\n",
@@ -373,6 +444,7 @@ int main(int argc, char **argv)
 
     clients_and_refusals();
     forwarding();
+    rest_https();
     rotation();
 
     int failures = check_failures;
