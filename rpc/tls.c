@@ -239,24 +239,22 @@ void tls_watch_free(struct tls_watch *w)
 int tls_watch_refresh(struct tls_watch *w, struct mm_error *err)
 {
     pthread_mutex_lock(&w->mu);
+    struct stamp now[N_FILES] = {{0}};
     bool changed = false;
-    for (int k = 0; k < N_FILES && !changed; k++) {
-        if (!w->paths[k])
-            continue;
+    for (int k = 0; k < N_FILES; k++) {
         struct stat st;
-        struct stamp now = {0};
-        if (stat(w->paths[k], &st) == 0)
-            stamp_of(&st, &now);
-        changed = !stamp_same(&now, &w->seen[k]);
+        if (w->paths[k] && stat(w->paths[k], &st) == 0)
+            stamp_of(&st, &now[k]);
+        changed |= !stamp_same(&now[k], &w->seen[k]);
     }
     int rc = 0;
     if (changed) {
         char *pem[N_FILES];
-        struct stamp seen[N_FILES] = {{0}};
-        rc = load(w, pem, seen, err);
-        /* what was read is not read again until it changes, taken or not; an unreadable file
-         * stays "changed" (its stamp is absent) and is tried at each look */
-        memcpy(w->seen, seen, sizeof(seen));
+        struct stamp read_stamps[N_FILES] = {{0}};
+        rc = load(w, pem, read_stamps, err);
+        /* not read again until a file changes, taken or not (a missing one included): a bad
+         * rotation is logged once, not at every handshake */
+        memcpy(w->seen, now, sizeof(now));
         if (rc == 0) {
             for (int k = 0; k < N_FILES; k++) {
                 free(w->pem[k]);
