@@ -43,6 +43,7 @@
 #define DEFAULT_CALLS_PER_METHOD 32
 #define MAX_LISTENERS 8       /* addresses a name may resolve to, over every rpc_server_listen */
 #define ACCEPT_BATCH 64       /* connections accepted per wake-up, for fairness with the loop */
+#define RPC_TLS_HANDSHAKE_MS 10000 /* a TLS handshake on gRPC's listener, at most */
 #define ACCEPT_RETRY_S 0.1    /* paused accepting (at the cap, out of descriptors): look again */
 #define MAX_METHODS 64
 #define MAX_HEADERS 16
@@ -1008,8 +1009,11 @@ int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONNECTION_IDLE_MS,
          .value.integer = (int)(c.connection_idle_ms ? c.connection_idle_ms
                                                      : RPC_DEFAULT_CONNECTION_IDLE_MS)},
-        /* we listen ourselves (rpc_server_listen); this is for gRPC's own, if ever used */
+        /* we listen ourselves (rpc_server_listen); this is for gRPC's own (TLS addresses) */
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        /* gRPC's listener (TLS): a handshake not done by then is dropped (gRPC's is 120 s) */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+         .value.integer = RPC_TLS_HANDSHAKE_MS},
     };
     grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     s->server = grpc_server_create(&ca, NULL);

@@ -13,7 +13,9 @@
  *     so that for a moment they do not match and are refused): new connections verified
  *     with only the new CA are answered, ones with only the old CA refused, forwarding goes
  *     on (peers trust both CAs);
- *   - bad files at start are refused, naming the file (a key that does not match, no file).
+ *   - bad files at start are refused, naming the file (a key that does not match, no file);
+ *   - a connection that never starts its handshake is closed after 10 s;
+ *   - the REST ports over HTTPS (curl): the same, and inference through them.
  * Everything bounded; every process stopped by pid (cluster.h). */
 #include <errno.h>
 #include <math.h>
@@ -221,6 +223,30 @@ static bool rest_answer_has(const char *needle)
     return sh("grep -q '%s' '%s/rest.out'", needle, certs) == 0;
 }
 
+/* A connection that never starts its handshake is dropped by the server: ms until it was
+ * closed, or -1 if it stayed open past limit_ms. */
+static long long silent_closed_after(int port, long long limit_ms)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    long long t0 = harness_now_ms(), took = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        char c;
+        while (harness_now_ms() - t0 < limit_ms) {
+            ssize_t n = read(fd, &c, 1);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                took = harness_now_ms() - t0;
+                break;
+            }
+        }
+    }
+    close(fd);
+    return took;
+}
+
 /* ---------------------------------------------------------------- scenarios */
 
 static struct tls_watch *w_api[2], *w_gw;
@@ -236,6 +262,9 @@ static void clients_and_refusals(void)
     CHECK(grpcio(p, "refused", "--plaintext"));
     CHECK(garbage_closed(p));
     CHECK(grpcio(cl.pods[0].runtime_port, "refused", "--ca a-ca.pem")); /* plaintext port */
+    long long silent = silent_closed_after(p, 15000); /* the handshake bound: 10 s */
+    CHECK(silent >= 9000 && silent < 15000);
+    fprintf(stderr, "a connection silent on the TLS port was closed after %lld ms\n", silent);
     CHECK(grpcio(p, "ok", "--ca a-ca.pem")); /* still serving after all that */
     /* mutual TLS on the gateway */
     int g = cl.gateway_port;
