@@ -182,11 +182,11 @@ static int load(struct tls_watch *w, char *pem[N_FILES], struct stamp seen[N_FIL
                 struct mm_error *err)
 {
     int rc = 0;
-    for (int k = 0; k < N_FILES; k++) {
+    for (int k = 0; k < N_FILES; k++)
         pem[k] = NULL;
-        if (w->paths[k] && (rc = read_file(kinds[k], w->paths[k], &pem[k], &seen[k], err)) < 0)
-            break;
-    }
+    for (int k = 0; k < N_FILES && rc == 0; k++)
+        if (w->paths[k])
+            rc = read_file(kinds[k], w->paths[k], &pem[k], &seen[k], err);
     if (rc == 0)
         rc = check_pem(pem, w->paths, err);
     if (rc < 0)

@@ -476,6 +476,16 @@ int main(int argc, char **argv)
     rest_https();
     rotation();
 
+    /* a clean exit (status 0: under ASan no leak, no report) and no sanitizer report */
+    int st = harness_stop_pid(cl.gateway_pid, 5000);
+    cl.gateway_pid = 0;
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (size_t i = 0; i < 2; i++) {
+        CHECK_INT(cluster_node_signal(&cl, i, SIGTERM), 0);
+        st = cluster_node_wait(&cl, i, 20000);
+        CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK(sh("cat '%s'/*.log | grep -q 'Sanitizer\\|runtime error'", cl.dir) != 0);
     int failures = check_failures;
     if (failures)
         cluster_dump_logs(&cl, true);
