@@ -25,6 +25,7 @@
 #include "mm/mirror.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/metrics.h"
 #include "mm/probe.h"
 #include "mm/reconcile.h"
 #include "mm/records.h"
@@ -41,6 +42,7 @@
 struct options {
     struct etcd_opts etcd;
     const char *identity, *service_name, *ns, *probe_listen;
+    struct metrics_opts metrics;
     uint64_t lease_ttl_ms, failure_expiry_ms, replace_delay_ms, max_failures;
 };
 
@@ -54,6 +56,8 @@ struct controller {
     struct vmodels *vmodels;
     struct reconcile *rec;
     struct probe *probe;
+    struct metrics *metrics; /* NULL: --metrics-listen off */
+    struct metrics_server *metrics_server;
     struct place_config place;
     char id[KEYS_NAME_MAX + 1];
     bool synced, leading, stopping;
@@ -95,6 +99,7 @@ static void usage(FILE *to)
             "  --replace-delay DURATION     transitions and re-placements the controller drives\n"
             "                               when no node has (default 2s)\n"
             PROBE_USAGE
+            METRICS_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n");
 }
@@ -111,6 +116,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->identity = env_or("MM_CONTROLLER_ID", NULL);
     o->service_name = "modelmesh-serving";
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
+    metrics_opts_init(&o->metrics);
     o->lease_ttl_ms = 10000;
     o->failure_expiry_ms = 15 * 60000;
     o->replace_delay_ms = 2000;
@@ -139,6 +145,8 @@ static int parse(int argc, char **argv, struct options *o)
         {"--service-name", offsetof(struct options, service_name)},
         {"--namespace", offsetof(struct options, ns)},
         {"--probe-listen", offsetof(struct options, probe_listen)},
+        {"--metrics-listen", offsetof(struct options, metrics.listen)},
+        {"--metrics-per-model", offsetof(struct options, metrics.per_model)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -406,9 +414,10 @@ int main(int argc, char **argv)
     char prefix[KEYS_MAX], ekey[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &c};
     struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
-    int probe_port = 0;
+    int probe_port = 0, metrics_port = 0;
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(c.loop, &pc, &c.probe, &probe_port, &err) < 0) ||
+        metrics_start(&o.metrics, &c.metrics, &c.metrics_server, &metrics_port, &err) < 0 ||
         etcd_client_new(c.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
         keys_prefix(prefix, sizeof(prefix), o.etcd.cluster, &err) < 0 ||
         keys_election(ekey, sizeof(ekey), o.etcd.cluster, &err) < 0 ||
@@ -418,6 +427,10 @@ int main(int argc, char **argv)
     } else {
         if (c.probe) {
             printf("PROBES %d\n", probe_port);
+            fflush(stdout);
+        }
+        if (c.metrics_server) {
+            printf("METRICS %d\n", metrics_port);
             fflush(stdout);
         }
         mm_log(MM_LOG_INFO, WHO, "controller %s %s (id from %s), cluster %s, etcd %s", c.id,
@@ -451,9 +464,11 @@ int main(int argc, char **argv)
         ev_run(c.loop, 0);
         ev_timer_stop(c.loop, &c.resign);
     }
+    metrics_server_free(c.metrics_server);
     probe_free(c.probe);
     mirror_free(c.mirror);
     etcd_client_free(c.etcd);
+    metrics_free(c.metrics); /* after every thread that records */
     ev_loop_destroy(c.loop);
     return c.exit_code;
 }

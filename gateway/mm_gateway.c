@@ -26,6 +26,7 @@
 #include "mm/model_api.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/metrics.h"
 #include "mm/probe.h"
 #include "mm/rest.h"
 #include "mm/route.h"
@@ -43,6 +44,7 @@
 struct options {
     struct etcd_opts etcd;
     const char *gateway_id, *listen, *probe_listen, *rest_listen;
+    struct metrics_opts metrics;
     struct rpc_server_config rpc;
     unsigned max_parked;
     struct tls_opts tls;
@@ -64,6 +66,8 @@ struct gateway {
     struct tls_watch *tls;      /* --tls-cert/--tls-key (+ --tls-client-ca); NULL: plaintext */
     struct tls_watch *peer_tls; /* --internal-tls: forwards to nodes verified with --tls-ca */
     struct rest *rest;
+    struct metrics *metrics; /* NULL: --metrics-listen off */
+    struct metrics_server *metrics_server;
     struct place_config place;
     char id[KEYS_NAME_MAX + 1];
     bool serving, server_down, stopping;
@@ -102,6 +106,7 @@ static void usage(FILE *to)
             PROBE_USAGE
             TLS_OPTS_USAGE
             REST_USAGE
+            METRICS_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n");
 }
@@ -120,6 +125,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
     o->rest_listen = env_or("MM_REST_LISTEN", REST_DEFAULT_LISTEN);
+    metrics_opts_init(&o->metrics);
     static const struct {
         const char *flag;
         size_t offset;
@@ -128,6 +134,8 @@ static int parse(int argc, char **argv, struct options *o)
         {"--listen", offsetof(struct options, listen)},
         {"--probe-listen", offsetof(struct options, probe_listen)},
         {"--rest-listen", offsetof(struct options, rest_listen)},
+        {"--metrics-listen", offsetof(struct options, metrics.listen)},
+        {"--metrics-per-model", offsetof(struct options, metrics.per_model)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -246,6 +254,7 @@ static void serve(struct gateway *g)
         .mesh = g->mesh,
         .name = g->id,
         .version = MM_VERSION,
+        .metrics = g->metrics,
     };
     if (route_new(g->server, &rc, &g->route, &err) < 0 ||
         model_api_new(g->server, &ac, &g->api, &err) < 0 || rpc_server_start(g->server, &err) < 0)
@@ -335,12 +344,13 @@ int main(int argc, char **argv)
     char prefix[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &g};
     struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
-    int probe_port = 0, rest_port = 0;
+    int probe_port = 0, rest_port = 0, metrics_port = 0;
     struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION, .tls = g.tls,
                              .tls_require_client = o.tls.client_ca != NULL};
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(g.loop, &pc, &g.probe, &probe_port, &err) < 0) ||
         (!rest_is_off(o.rest_listen) && rest_new(g.loop, &xc, &g.rest, &rest_port, &err) < 0) ||
+        metrics_start(&o.metrics, &g.metrics, &g.metrics_server, &metrics_port, &err) < 0 ||
         etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
         rpc_context_new(g.loop, &g.rpc, &err) < 0 ||
         rpc_server_new(g.rpc, &o.rpc, &g.server, &err) < 0 ||
@@ -358,6 +368,10 @@ int main(int argc, char **argv)
         }
         if (g.rest) {
             printf("REST %d\n", rest_port);
+            fflush(stdout);
+        }
+        if (g.metrics_server) {
+            printf("METRICS %d\n", metrics_port);
             fflush(stdout);
         }
         mm_log(MM_LOG_INFO, WHO, "gateway %s (id from %s), cluster %s, etcd %s", g.id,
@@ -381,6 +395,7 @@ int main(int argc, char **argv)
             ev_run(g.loop, 0);
         ev_timer_stop(g.loop, &g.hard_stop);
     }
+    metrics_server_free(g.metrics_server);
     probe_free(g.probe);
     rest_free(g.rest); /* before the route: its calls are cancelled */
     route_free(g.route);
@@ -401,6 +416,7 @@ int main(int argc, char **argv)
     tls_watch_free(g.peer_tls); /* after the context: gRPC's handshakes read them */
     tls_watch_free(g.tls);
     etcd_client_free(g.etcd);
+    metrics_free(g.metrics); /* after every thread that records */
     ev_loop_destroy(g.loop);
     return g.exit_code;
 }

@@ -12,8 +12,6 @@
 
 #include <errno.h>
 #include <ev.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -21,7 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -29,16 +27,17 @@
 #include <microhttpd.h>
 
 #include "grpc_predict_v2.pb-c.h"
+#include "mm/httpd.h"
 #include "mm/https.h"
 #include "mm/keys.h"
 #include "mm/mailbox.h"
-#include "mm/opts.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/v2json.h"
 
-#define MAX_VERSION 64   /* bytes of a version in a path */
-#define MAX_MESSAGE 1024 /* bytes of a status message kept */
+#define MAX_VERSION 64         /* bytes of a version in a path */
+#define MAX_MESSAGE 1024       /* bytes of a status message kept */
+#define REST_STOP_WAIT_MS 2000 /* rest_free waits this long for resumed requests' answers */
 
 enum req_state {
     ST_READING, /* headers and body arriving (HTTP thread) */
@@ -83,11 +82,12 @@ struct rest {
     bool stopping;
     _Atomic bool ready;
     _Atomic size_t bodies; /* bytes of bodies held */
+    _Atomic int resumed;   /* requests resumed and not yet completed (rest_free waits) */
 };
 
 int rest_is_off(const char *listen)
 {
-    return listen && strcmp(listen, "off") == 0;
+    return httpd_is_off(listen);
 }
 
 /* ------------------------------------------------------------------ answers (HTTP thread) */
@@ -262,6 +262,7 @@ static void resume(struct rest_req *q, grpc_status_code status, const char *mess
     snprintf(q->message, sizeof(q->message), "%s", message ? message : "");
     q->response = response;
     q->state = ST_ANSWERED;
+    atomic_fetch_add_explicit(&q->x->resumed, 1, memory_order_relaxed);
     MHD_resume_connection(q->conn); /* the HTTP thread's from here */
 }
 
@@ -549,6 +550,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
     if (!q)
         return;
     *ctx = NULL;
+    if (q->state == ST_ANSWERED)
+        atomic_fetch_sub_explicit(&x->resumed, 1, memory_order_release);
     atomic_fetch_sub_explicit(&x->bodies, q->cap, memory_order_relaxed);
     free(q->body);
     if (q->request)
@@ -560,81 +563,13 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
 
 /* ------------------------------------------------------------------ the server */
 
-/* A bound, listening socket for "HOST:PORT", "[V6]:PORT" or ":PORT"; -errno with err set. */
-static int listen_on(const char *addr, int *family, struct mm_error *err)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon)
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': not HOST:PORT (or off)", addr);
-    char host[256];
-    size_t hn = (size_t)(colon - addr);
-    const char *h = addr;
-    if (hn >= 2 && addr[0] == '[' && addr[hn - 1] == ']') {
-        h++;
-        hn -= 2;
-    }
-    if (hn >= sizeof(host))
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': host too long", addr);
-    memcpy(host, h, hn);
-    host[hn] = '\0';
-    uint64_t port;
-    struct mm_error perr = {0};
-    if (opts_u64("--rest-listen port", colon + 1, 0, 65535, &port, &perr) < 0)
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': %s", addr, perr.msg);
-    char service[8];
-    snprintf(service, sizeof(service), "%u", (unsigned)port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG};
-    struct addrinfo *res = NULL;
-    int gai = getaddrinfo(host[0] ? host : NULL, service, &hints, &res);
-    if (gai != 0)
-        return mm_error_set(err, -EINVAL, "--rest-listen '%s': %s", addr, gai_strerror(gai));
-    int fd = -1, last = EADDRNOTAVAIL;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
-            last = errno;
-            close(fd);
-            fd = -1;
-            continue;
-        }
-        *family = ai->ai_family;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return mm_error_set(err, -last, "--rest-listen '%s': %s", addr, strerror(last));
-    return fd;
-}
-
 int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **out, int *port,
              struct mm_error *err)
 {
     *out = NULL;
-    const char *listen = cfg->listen ? cfg->listen : REST_DEFAULT_LISTEN;
-    int family = AF_INET;
-    int fd = listen_on(listen, &family, err);
-    if (fd < 0)
-        return fd;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
-        int e = errno;
-        close(fd);
-        return mm_error_set(err, -e, "--rest-listen '%s': getsockname: %s", listen, strerror(e));
-    }
-    *port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                           : ((struct sockaddr_in *)&ss)->sin_port);
     struct rest *x = calloc(1, sizeof(*x));
-    if (!x) {
-        close(fd);
+    if (!x)
         return mm_error_set(err, -ENOMEM, "REST: out of memory");
-    }
     x->loop = loop;
     x->max_body = cfg->max_body_bytes ? cfg->max_body_bytes : REST_MAX_BODY_BYTES;
     x->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : REST_TIMEOUT_MS;
@@ -642,44 +577,46 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
     pthread_mutex_init(&x->lock, NULL);
     atomic_init(&x->ready, false);
     atomic_init(&x->bodies, 0);
+    atomic_init(&x->resumed, 0);
     int e = mailbox_new(loop, on_posted, x, &x->mb, err);
     if (e < 0) {
-        close(fd);
         pthread_mutex_destroy(&x->lock);
         free(x);
         return e;
     }
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
-    if (family == AF_INET6)
-        flags |= MHD_USE_IPv6;
     struct MHD_OptionItem tls_items[HTTPS_MHD_OPTIONS] = {{MHD_OPTION_END, 0, NULL}};
     if (cfg->tls) {
-        e = https_new(cfg->tls, cfg->tls_require_client, fd, &x->https, err);
+        e = https_new(cfg->tls, cfg->tls_require_client, &x->https, err);
         if (e < 0) {
-            close(fd);
             mailbox_free(x->mb);
             pthread_mutex_destroy(&x->lock);
             free(x);
             return e;
         }
         https_mhd_options(x->https, tls_items);
-        flags |= MHD_USE_TLS;
     }
     unsigned conns = cfg->max_connections ? cfg->max_connections : REST_MAX_CONNECTIONS;
-    x->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, x, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        conns < REST_MAX_PER_IP ? conns : REST_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
-        cfg->idle_timeout_s ? cfg->idle_timeout_s : REST_IDLE_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)REST_HEADER_BYTES, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, x, MHD_OPTION_ARRAY, tls_items, MHD_OPTION_END);
-    if (!x->daemon) {
+    struct httpd_config hc = {
+        .flag = "--rest-listen",
+        .listen = cfg->listen ? cfg->listen : REST_DEFAULT_LISTEN,
+        .max_connections = conns,
+        .max_per_ip = conns < REST_MAX_PER_IP ? conns : REST_MAX_PER_IP,
+        .idle_timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : REST_IDLE_TIMEOUT_S,
+        .memory_bytes = REST_HEADER_BYTES,
+        .extra_flags = MHD_ALLOW_SUSPEND_RESUME | (x->https ? MHD_USE_TLS : 0),
+        .extra_options = tls_items,
+        .handler = on_request,
+        .handler_cls = x,
+        .completed = on_completed,
+        .completed_cls = x,
+    };
+    e = httpd_start(&hc, &x->daemon, port, err);
+    if (e < 0) {
         https_free(x->https);
-        close(fd);
         mailbox_free(x->mb);
         pthread_mutex_destroy(&x->lock);
         free(x);
-        return mm_error_set(err, -EIO, "--rest-listen '%s': the HTTP server did not start", listen);
+        return e;
     }
     ev_unref(loop); /* the server alone keeps no loop running (its mailbox's watcher) */
     *out = x;
@@ -716,8 +653,17 @@ void rest_free(struct rest *x)
         unhold(q);
         resume(q, GRPC_STATUS_UNAVAILABLE, "the server is stopping", NULL);
     }
-    MHD_stop_daemon(x->daemon); /* every connection resumed: answered or cut, then freed */
-    https_free(x->https);       /* no handshake asks it now */
+    /* no new connection; the resumed requests answered (stopping the daemon would cut them, and
+     * stopping it with connections not yet resumed is undefined), bounded */
+    MHD_socket lfd = MHD_quiesce_daemon(x->daemon);
+    for (int i = 0;
+         i < REST_STOP_WAIT_MS / 2 && atomic_load_explicit(&x->resumed, memory_order_acquire) > 0;
+         i++)
+        nanosleep(&(struct timespec){0, 2000000}, NULL);
+    httpd_stop(x->daemon);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd); /* quiesced: ours to close */
+    https_free(x->https); /* no handshake asks it now */
     pthread_mutex_destroy(&x->lock);
     free(x);
 }

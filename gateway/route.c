@@ -21,6 +21,7 @@
 #include "mm/keys.h"
 #include "mm/log.h"
 #include "mm/mesh.h"
+#include "mm/metrics.h"
 #include "mm/rpc.h"
 #include "mm/table.h"
 #include "mm/wire.h"
@@ -53,25 +54,27 @@ struct route_method {
 /* One call being routed: parked on its model, or forwarded. */
 struct route_call {
     struct route *r;
-    struct rpc_call *call; /* a served call; NULL for an in-process one (route_submit) */
-    route_done_cb done;    /* in-process: the callback, its arg, the request (owned), the */
-    void *done_arg;        /* deadline (monotonic ms) */
+    struct rpc_call *call;    /* a served call; NULL for an in-process one (route_submit) */
+    route_done_cb done;       /* in-process: the callback, its arg, the request (owned), the */
+    void *done_arg;           /* deadline (monotonic ms), when it was submitted (metrics on) */
     grpc_byte_buffer *request;
-    int64_t deadline_ms;
+    int64_t deadline_ms, submitted_ns;
     struct route_call **handle; /* in-process: the caller's handle, cleared when it ends */
     enum method m;
-    bool hop;                   /* arrived on an internal port or with mm-hop: local only */
+    bool hop;                 /* arrived on an internal port or with mm-hop: local only */
     char id[KEYS_NAME_MAX + 1]; /* the concrete model id */
     size_t len;
     char name[KEYS_NAME_MAX + 1]; /* the name as the client gave it (messages) */
     struct table_waiter w;
-    ev_timer wait_timer; /* parked: max_wait_ms or the deadline */
+    ev_timer wait_timer;      /* parked: max_wait_ms or the deadline */
     unsigned wakes;
-    struct table_target tg;  /* forwarded: the copy */
-    struct rpc_request *req; /* forwarded: the call to it */
+    struct table_target tg;   /* forwarded: the copy */
+    struct rpc_request *req;  /* forwarded: the call to it */
     unsigned tries;
     char excluded[KEYS_NAME_MAX + 1]; /* the copy that failed once */
     size_t excluded_len;
+    int64_t parked_ns, forwarded_ns; /* monotonic, metrics on only: when parked, forwarded */
+    metric_model_t model;            /* its label (metrics on) */
     struct route_call *prev, *next; /* in r->held */
 };
 
@@ -83,7 +86,43 @@ struct route {
     struct route_method rm[N_METHODS];
     struct route_call *held;
     struct route_stats stats;
+    /* metrics (all NULL when off) */
+    struct metrics *reg;
+    struct metric *api, *invoke, *queue_delay, *forwarded, *retried, *in_flight;
 };
+
+/* The fixed label values: the model methods (enum method's first three), forward targets,
+ * ports. */
+static const char *const method_values[] = {"ModelInfer", "ModelMetadata", "ModelReady"};
+static const char *const to_values[] = {"local", "remote"};
+static const char *const port_values[] = {"external", "internal"};
+
+/* A model call's tag (rpc_call_tag): its model's label handle, and TAG_COUNTED once it counts
+ * in mm_route_in_flight (so that a call rpc answers before the route saw it is not uncounted). */
+#define TAG_COUNTED 0x80000000u
+
+static metric_model_t model_of(struct rpc_call *c)
+{
+    return rpc_call_tag(c) & ~TAG_COUNTED;
+}
+
+/* The call's model label, once the model is known to exist (a copy picked, or parked on it):
+ * names that are not found never take one of the bounded labels. */
+static metric_model_t label(struct route *r, struct rpc_call *c, const char *id, size_t len)
+{
+    metric_model_t mo = metrics_model(r->reg, id, len);
+    if (r->reg && c) /* an in-process call keeps it in its route_call only */
+        rpc_call_set_tag(c, TAG_COUNTED | mo);
+    return mo;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 
 static int64_t now_ms(void)
 {
@@ -94,9 +133,7 @@ static int64_t now_ms(void)
 
 static int64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return mono_ns() / 1000000;
 }
 
 /* A served call and an in-process one, seen alike. */
@@ -117,9 +154,20 @@ static bool rcall_cancelled(const struct route_call *rc)
 
 /* ------------------------------------------------------------------ ending a call */
 
+/* The time a parked call waited, once it stops waiting. */
+static void unparked(struct route_call *rc)
+{
+    if (rc->parked_ns) {
+        metric_observe(rc->r->queue_delay, rc->model, 0, 0,
+                       (double)(mono_ns() - rc->parked_ns) / 1e6);
+        rc->parked_ns = 0;
+    }
+}
+
 static void rcall_free(struct route_call *rc)
 {
     struct route *r = rc->r;
+    unparked(rc);
     ev_timer_stop(r->loop, &rc->wait_timer);
     if (rc->prev)
         rc->prev->next = rc->next;
@@ -140,6 +188,9 @@ static void finish(struct route_call *rc, grpc_byte_buffer *response, grpc_statu
     if (!rc->call) { /* in-process: forgotten first, so that the callback may free its owner */
         route_done_cb done = rc->done;
         void *arg = rc->done_arg;
+        if (rc->r->reg && !rc->r->cfg.internal) /* what on_replied records for a served call */
+            metric_observe(rc->r->api, rc->model, rc->m, (unsigned)status,
+                           (double)(mono_ns() - rc->submitted_ns) / 1e6);
         if (rc->handle)
             *rc->handle = NULL;
         rcall_free(rc);
@@ -177,14 +228,19 @@ static void on_forwarded(grpc_status_code status, const char *details, grpc_byte
     struct route_call *rc = arg;
     struct route *r = rc->r;
     rc->req = NULL;
+    if (rc->tg.local && rc->forwarded_ns)
+        metric_observe(r->invoke, rc->model, rc->m, status,
+                       (double)(mono_ns() - rc->forwarded_ns) / 1e6);
     table_release(r->cfg.table, rc->id, rc->len, &rc->tg);
     /* UNAVAILABLE: not served (the peer was unreachable, does not hold the model any more, or
      * its runtime could not take the call): once more, on another copy */
-    if (status == GRPC_STATUS_UNAVAILABLE && !rc->hop && rc->tries == 0 && !rcall_cancelled(rc)) {
+    if (status == GRPC_STATUS_UNAVAILABLE && !rc->hop && rc->tries == 0 &&
+        !rcall_cancelled(rc)) {
         rc->tries++;
         memcpy(rc->excluded, rc->tg.iid, rc->tg.iid_len + 1);
         rc->excluded_len = rc->tg.iid_len;
         r->stats.retried++;
+        metric_add(r->retried, 0, 0, 0, 1);
         mm_log(MM_LOG_DEBUG, WHO, "model %s: %s on %s: %s; trying another copy", rc->id,
                methods[rc->m].what, rc->tg.iid, details);
         dispatch(rc);
@@ -197,6 +253,10 @@ static void forward(struct route_call *rc)
 {
     struct route *r = rc->r;
     const struct rpc_header headers[] = {{"mm-model-id", rc->id}, {"mm-hop", "1"}};
+    if (r->reg) {
+        rc->forwarded_ns = mono_ns();
+        rc->model = label(r, rc->call, rc->id, rc->len);
+    }
     /* a served call is the parent: its deadline and its cancellation propagate; an
      * in-process call's deadline is the forward's */
     int64_t timeout = 0;
@@ -220,6 +280,7 @@ static void forward(struct route_call *rc)
         r->stats.forwarded_local++;
     else
         r->stats.forwarded_remote++;
+    metric_add(r->forwarded, 0, rc->tg.local ? 0 : 1, 0, 1);
 }
 
 /* ------------------------------------------------------------------ parking */
@@ -228,6 +289,7 @@ static void on_wait_over(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct route_call *rc = w->data;
     table_unpark(rc->r->cfg.table, &rc->w);
+    unparked(rc);
     finishf(rc, GRPC_STATUS_DEADLINE_EXCEEDED, "model %s: not loaded within %.0f ms", rc->name,
             w->repeat * 1000.);
 }
@@ -236,13 +298,14 @@ static void on_wake(struct table_waiter *w, int status, const char *why)
 {
     struct route_call *rc = (struct route_call *)((char *)w - offsetof(struct route_call, w));
     ev_timer_stop(rc->r->loop, &rc->wait_timer);
+    if (rc->r->reg && (status == 0 || status == -EIO)) /* the model exists */
+        rc->model = label(rc->r, rc->call, rc->id, rc->len);
+    unparked(rc);
     switch (status) {
     case 0:
         if (++rc->wakes > MAX_WAKES) {
-            finishf(rc, GRPC_STATUS_UNAVAILABLE,
-                    "model %s: loaded, but no copy could be "
-                    "reached",
-                    rc->name);
+            finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s: loaded, but no copy could be "
+                    "reached", rc->name);
             return;
         }
         dispatch(rc);
@@ -277,6 +340,8 @@ static void park(struct route_call *rc)
         return;
     }
     r->stats.parked++;
+    if (r->reg)
+        rc->parked_ns = mono_ns();
     /* a served client's deadline ends it through the cancel notice; without one, ours; an
      * in-process call's deadline is kept here */
     int64_t left = rcall_remaining_ms(rc);
@@ -332,6 +397,7 @@ static void on_cancelled(struct rpc_call *c, void *arg)
     struct route_call *rc = arg;
     struct route *r = rc->r;
     table_unpark(r->cfg.table, &rc->w);
+    unparked(rc);
     if (rc->req) {
         rpc_request_cancel(rc->req); /* its callback never runs */
         rc->req = NULL;
@@ -372,7 +438,8 @@ static int identity(struct rpc_call *c, enum method m, char *scratch, const char
     if (n == -E2BIG) { /* many slices: one copy (the cold path) */
         size_t flen = 0;
         if (!(flat = rpc_flatten(bb, &flen))) {
-            rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory", methods[m].what);
+            rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory",
+                          methods[m].what);
             return -1;
         }
         segs[0].data = flat;
@@ -401,8 +468,8 @@ static int identity(struct rpc_call *c, enum method m, char *scratch, const char
         return -1;
     }
     if (e < 0) {
-        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s request: %s", methods[m].what,
-                      wire_strerror(e));
+        rpc_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s request: %s",
+                      methods[m].what, wire_strerror(e));
         return -1;
     }
     return 0;
@@ -524,6 +591,8 @@ int route_submit(struct route *r, enum route_kind kind, const char *name, size_t
     rc->handle = out;
     if (out)
         *out = rc;
+    if (r->reg)
+        rc->submitted_ns = mono_ns();
     rcall_resolve(rc, name, len, concrete);
     dispatch(rc);
     return 0;
@@ -578,9 +647,10 @@ static void on_server_call(struct rpc_call *c, void *arg)
 
 static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o,
                                        void *arg);
-static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg);
+static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                      void *arg);
 
-static enum rpc_next fast_forward(struct rpc_call *c, const char *id,
+static enum rpc_next fast_forward(struct route *r, struct rpc_call *c, const char *id,
                                   const struct table_fast_target *tg, bool internal, bool retry)
 {
     const struct rpc_header headers[] = {{"mm-model-id", id}, {"mm-hop", "1"}};
@@ -590,13 +660,16 @@ static enum rpc_next fast_forward(struct rpc_call *c, const char *id,
         table_count_done(tg->count);
         return RPC_NEXT_LOOP; /* the loop tries again, or says why not */
     }
+    metric_add(r->forwarded, 0, tg->local ? 0 : 1, 0, 1);
+    if (retry)
+        metric_add(r->retried, 0, 0, 0, 1);
     return RPC_NEXT_DONE;
 }
 
 /* The concrete model id of a call on the fast path, into id (KEYS_NAME_MAX + 1 bytes); *hop
  * for a call that must be served here. 0; -ENOENT when the loop must decide; -1 when the call
  * was answered. */
-static int fast_identity(struct rpc_call *c, enum method m, bool internal,
+static int fast_identity(struct route *r, struct rpc_call *c, enum method m, bool internal,
                          const struct table_snap *s, char *id, size_t *len, bool *hop)
 {
     char scratch[KEYS_NAME_MAX + 1];
@@ -616,12 +689,18 @@ static int fast_identity(struct rpc_call *c, enum method m, bool internal,
 /* A forward from the external port ended: a request that was not served (the peer unreachable
  * or gone, UNAVAILABLE, or the local runtime no longer holding the model: NOT_FOUND for the id
  * the table had Loaded) is tried once more on another copy; with none, the loop parks it. */
-static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg)
+static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                       void *arg)
 {
     uintptr_t a = (uintptr_t)arg;
     struct table_count *count = (struct table_count *)(a & ~(uintptr_t)3);
     struct table *t = table_count_table(count);
     table_count_done(count);
+    struct route_method *rm = rpc_call_arg(c);
+    struct route *r = rm->r;
+    if (a & ARG_LOCAL)
+        metric_observe(r->invoke, model_of(c), rm->m, o->status,
+                       (double)o->elapsed_ns / 1e6);
     bool unserved = !o->answered || o->status == GRPC_STATUS_UNAVAILABLE ||
                     ((a & ARG_LOCAL) && o->status == GRPC_STATUS_NOT_FOUND);
     if (!unserved || (a & ARG_RETRY) || rpc_call_cancelled(c))
@@ -630,26 +709,26 @@ static enum rpc_next on_fast_forwarded(struct rpc_call *c, struct rpc_forward_ou
     char id[KEYS_NAME_MAX + 1];
     size_t len = 0;
     bool hop = false;
-    enum method m = strcmp(rpc_call_method(c), methods[M_INFER].path) == 0      ? M_INFER
-                    : strcmp(rpc_call_method(c), methods[M_METADATA].path) == 0 ? M_METADATA
-                                                                                : M_READY;
-    int e = s ? fast_identity(c, m, false, s, id, &len, &hop) : -ENOENT;
+    int e = s ? fast_identity(r, c, rm->m, false, s, id, &len, &hop) : -ENOENT;
     if (e == -1)
         return RPC_NEXT_DONE;
     struct table_fast_target tg;
     if (e < 0 || table_snap_pick(s, id, len, count, hop, table_fast_rng(t), &tg) < 0)
         return RPC_NEXT_LOOP;
-    return fast_forward(c, id, &tg, false, true);
+    return fast_forward(r, c, id, &tg, false, true);
 }
 
 /* A forward from the internal port to the local runtime ended: NOT_FOUND there means the copy
  * went away under the request, which the forwarding node retries elsewhere if told
  * UNAVAILABLE. */
-static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o, void *arg)
+static enum rpc_next on_fast_internal(struct rpc_call *c, struct rpc_forward_outcome *o,
+                                      void *arg)
 {
     uintptr_t a = (uintptr_t)arg;
     struct table_count *count = (struct table_count *)(a & ~(uintptr_t)3);
     table_count_done(count);
+    struct route_method *rm = rpc_call_arg(c);
+    metric_observe(rm->r->invoke, model_of(c), rm->m, o->status, (double)o->elapsed_ns / 1e6);
     if (o->status != GRPC_STATUS_NOT_FOUND)
         return RPC_NEXT_PASS;
     size_t len = 0;
@@ -663,25 +742,88 @@ static enum rpc_next fast_call(struct rpc_call *c, void *arg)
 {
     struct route_method *rm = arg;
     struct route *r = rm->r;
+    if (r->reg) { /* until on_replied */
+        metric_gauge_add(r->in_flight, 0, r->cfg.internal, 0, 1);
+        rpc_call_set_tag(c, TAG_COUNTED);
+    }
     const struct table_snap *s = table_snap(r->cfg.table);
     if (!s)
         return RPC_NEXT_LOOP;
     char id[KEYS_NAME_MAX + 1];
     size_t len = 0;
     bool hop = false;
-    int e = fast_identity(c, rm->m, r->cfg.internal, s, id, &len, &hop);
+    int e = fast_identity(r, c, rm->m, r->cfg.internal, s, id, &len, &hop);
     if (e == -1)
         return RPC_NEXT_DONE;
     struct table_fast_target tg;
     if (e < 0 || table_snap_pick(s, id, len, NULL, hop, table_fast_rng(r->cfg.table), &tg) < 0)
         return RPC_NEXT_LOOP;
-    return fast_forward(c, id, &tg, r->cfg.internal || hop, false);
+    label(r, c, id, len);
+    return fast_forward(r, c, id, &tg, r->cfg.internal || hop, false);
 }
 
 static enum rpc_next fast_server_call(struct rpc_call *c, void *arg)
 {
     on_server_call(c, arg);
     return RPC_NEXT_DONE;
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+/* A model call is replied (either thread). */
+static void on_replied(struct rpc_call *c, grpc_status_code status, int64_t elapsed_ns, void *arg)
+{
+    struct route_method *rm = arg;
+    struct route *r = rm->r;
+    if (rpc_call_tag(c) & TAG_COUNTED)
+        metric_gauge_add(r->in_flight, 0, r->cfg.internal, 0, -1);
+    if (!r->cfg.internal)
+        metric_observe(r->api, model_of(c), rm->m, (unsigned)status,
+                       (double)elapsed_ns / 1e6);
+}
+
+static int metrics_init(struct route *r, struct rpc_server *s, struct mm_error *err)
+{
+    const struct {
+        struct metric **out;
+        struct metric_desc d;
+    } fams[] = {
+        {&r->api,
+         {.name = "modelmesh_api_request_milliseconds", .help = "External inference request time",
+          .type = METRIC_HISTOGRAM, .label = "method", .values = method_values, .nvalues = 3,
+          .by_code = true, .by_model = true}},
+        {&r->invoke,
+         {.name = "modelmesh_invoke_model_milliseconds",
+          .help = "Internal model server inference request time", .type = METRIC_HISTOGRAM,
+          .label = "method", .values = method_values, .nvalues = 3, .by_code = true,
+          .by_model = true}},
+        {&r->queue_delay,
+         {.name = "modelmesh_req_queue_delay_milliseconds",
+          .help = "Time spent in inference request queue", .type = METRIC_HISTOGRAM,
+          .by_model = true}},
+        {&r->forwarded,
+         {.name = "mm_route_forwarded_total",
+          .help = "Inference requests forwarded, to the local runtime or to a peer",
+          .type = METRIC_COUNTER, .label = "to", .values = to_values, .nvalues = 2}},
+        {&r->retried,
+         {.name = "mm_route_retried_total",
+          .help = "Forwards that were not served and were tried once more on another copy",
+          .type = METRIC_COUNTER}},
+        {&r->in_flight,
+         {.name = "mm_route_in_flight", .help = "Model calls received and not yet replied",
+          .type = METRIC_GAUGE, .label = "port", .values = port_values, .nvalues = 2}},
+    };
+    for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+        int e = metrics_register(r->reg, &fams[i].d, fams[i].out, err);
+        if (e < 0)
+            return e;
+    }
+    for (int m = 0; m <= M_READY; m++) {
+        int e = rpc_server_observe(s, methods[m].path, on_replied, &r->rm[m], err);
+        if (e < 0)
+            return e;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ the API */
@@ -708,6 +850,14 @@ int route_new(struct rpc_server *s, const struct route_config *cfg, struct route
                                                         on_model_call, &r->rm[m], err)
                              : rpc_server_register_fast(s, methods[m].path, fast_server_call,
                                                         on_server_call, &r->rm[m], err);
+        if (e < 0) {
+            free(r);
+            return e;
+        }
+    }
+    r->reg = cfg->metrics;
+    if (r->reg) {
+        int e = metrics_init(r, s, err);
         if (e < 0) {
             free(r);
             return e;

@@ -1264,10 +1264,14 @@ static void evaluate(struct mstate *s)
             next = s->ops;
             continue;
         }
-        if (sum.n_live > 0)
+        if (sum.n_live > 0) {
             op->phase = PH_WAITING;
-        else
+        } else {
+            /* a copy it waited for is gone: it wants a placement again, and fails with it
+             * (left WAITING, a placement failing at once re-evaluated it without end) */
+            op->phase = PH_PLACING;
             want_copy = true;
+        }
     }
     if (want_copy && s->job != JOB_RUNNING && mrev >= s->placed_rev)
         job_for_ops(s);

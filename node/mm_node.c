@@ -33,6 +33,7 @@
 #include "mm/vmodels.h"
 #include "mm/opts.h"
 #include "mm/place.h"
+#include "mm/metrics.h"
 #include "mm/probe.h"
 #include "mm/rest.h"
 #include "mm/route.h"
@@ -57,7 +58,9 @@ struct options {
     const char *instance_id, *runtime, *runtime_name, *model_types, *zone,
         *internal_address, *listen, *models_root, *cache_dir, *max_failures,
         *internal_listen, *max_connections, *max_streams, *rpc_memory, *message_timeout,
-        *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir, *probe_listen, *rest_listen;
+        *connection_idle, *max_parked, *pull_concurrency, *storage_config_dir, *probe_listen,
+        *rest_listen;
+    struct metrics_opts metrics;
     uint64_t lease_ttl_ms, start_timeout_ms, min_interval_ms, max_interval_ms, shutdown_ms,
         load_timeout_ms, min_churn_age_ms, failure_expiry_ms, replace_delay_ms, rate_check_ms;
     uint64_t max_load_failures, scale_up_rpm;
@@ -94,6 +97,8 @@ struct node {
     struct tls_watch *tls;      /* --tls-cert/--tls-key (+ --tls-client-ca); NULL: plaintext */
     struct tls_watch *peer_tls; /* --internal-tls: --tls-ca, and our chain as client cert */
     struct rest *rest;
+    struct metrics *metrics; /* NULL: --metrics-listen off */
+    struct metrics_server *metrics_server;
     struct place_config place;
     bool registered, synced, serving, server_down, internal_down;
     ev_tstamp stop_started;
@@ -195,6 +200,7 @@ static void usage(FILE *to)
             PROBE_USAGE
             TLS_OPTS_USAGE
             REST_USAGE
+            METRICS_USAGE
             "  --log-level debug|info|warn|error\n"
             "  -h, --help\n"
             "Durations: N (ms) or N with ms, s, m, h.\n");
@@ -236,6 +242,7 @@ static int parse(int argc, char **argv, struct options *o)
     o->internal_listen = env_or("MM_INTERNAL_LISTEN", "0.0.0.0:8080");
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
     o->rest_listen = env_or("MM_REST_LISTEN", REST_DEFAULT_LISTEN);
+    metrics_opts_init(&o->metrics);
     o->models_root = env_or("MM_MODELS_ROOT", NULL);
     o->cache_dir = env_or("MM_CACHE_DIR", NULL);
     o->storage_config_dir = env_or("MM_STORAGE_CONFIG_DIR", NULL);
@@ -274,6 +281,8 @@ static int parse(int argc, char **argv, struct options *o)
         {"--listen", offsetof(struct options, listen)},
         {"--probe-listen", offsetof(struct options, probe_listen)},
         {"--rest-listen", offsetof(struct options, rest_listen)},
+        {"--metrics-listen", offsetof(struct options, metrics.listen)},
+        {"--metrics-per-model", offsetof(struct options, metrics.per_model)},
         {"--models-root", offsetof(struct options, models_root)},
         {"--cache-dir", offsetof(struct options, cache_dir)},
         {"--storage-config-dir", offsetof(struct options, storage_config_dir)},
@@ -512,6 +521,7 @@ static void maybe_serve(struct node *n)
         .mesh = n->mesh,
         .name = n->id,
         .version = MM_VERSION,
+        .metrics = n->metrics,
     };
     if (table_new(&tc, &n->table, &err) < 0)
         goto fail;
@@ -862,6 +872,18 @@ int main(int argc, char **argv)
         printf("REST %d\n", rest_port);
         fflush(stdout);
     }
+    int metrics_port = 0;
+    if (metrics_start(&o.metrics, &n.metrics, &n.metrics_server, &metrics_port, &err) < 0) {
+        mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
+        probe_free(n.probe);
+        rest_free(n.rest);
+        ev_loop_destroy(n.loop);
+        return 1;
+    }
+    if (n.metrics_server) {
+        printf("METRICS %d\n", metrics_port);
+        fflush(stdout);
+    }
     if (curlev_new(n.loop, &n.curl, &err) == 0)
         o.etcd.config.curl = sc.curl = n.curl;
     if (!n.curl || etcd_client_new(n.loop, &o.etcd.config, &n.etcd, &err) < 0 ||
@@ -907,6 +929,7 @@ int main(int argc, char **argv)
             ev_run(n.loop, 0);
         ev_timer_stop(n.loop, &n.hard_stop);
     }
+    metrics_server_free(n.metrics_server);
     probe_free(n.probe);
     rest_free(n.rest); /* before the route: its calls are cancelled */
     route_free(n.route);
@@ -940,6 +963,7 @@ int main(int argc, char **argv)
     tls_watch_free(n.tls);
     etcd_client_free(n.etcd);
     curlev_free(n.curl); /* after its clients */
+    metrics_free(n.metrics); /* after every thread that records */
     ev_loop_destroy(n.loop);
     return n.exit_code;
 }

@@ -382,6 +382,8 @@ struct rpc_method {
     rpc_handler handler;     /* on the loop (a fast method's slow handler) */
     rpc_fast_handler fast;   /* on the CQ thread; NULL for a method served on the loop */
     void *arg;
+    rpc_observe_fn observe;  /* NULL: the method's calls are not timed */
+    void *observe_arg;
 };
 
 /* A socket we listen on: gRPC's own listener shares ports (SO_REUSEPORT), replaces live unix
@@ -481,6 +483,10 @@ struct rpc_call {
     const char *fwd_error;
     grpc_metadata fwd_headers[RPC_FORWARD_MAX_HEADERS];
     char fwd_header_bytes[RPC_FORWARD_HEADER_BYTES]; /* what fwd_headers' slices point at */
+    /* Observed methods only (rpc_server_observe): monotonic ns of the call's arrival and of
+     * its forward's start; the handler's tag. */
+    int64_t arrived_ns, fwd_started_ns;
+    uint32_t tag;
     rpc_forward_cb fwd_done;
     void *fwd_arg;
 };
@@ -581,6 +587,8 @@ static void on_new_call(struct rpc_tag *t, bool ok)
         call_release(c);
         return;
     }
+    if (m->observe)
+        c->arrived_ns = mono_ns();
     if (!atomic_load(&m->s->shutting_down))
         request_call(m); /* keep the same number of calls requested ahead */
     grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
@@ -713,6 +721,8 @@ static void on_fast_new_call(struct rpc_tag *t, bool ok)
         call_release(c);
         return;
     }
+    if (m->observe)
+        c->arrived_ns = mono_ns();
     if (!atomic_load(&m->s->shutting_down))
         request_call(m);
     grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
@@ -819,6 +829,7 @@ static void on_forward_done(struct rpc_tag *t, bool ok)
     struct rpc_forward_outcome o = {
         .status = ok ? c->fwd_status : GRPC_STATUS_UNAVAILABLE,
         .details = details,
+        .elapsed_ns = c->m->observe ? mono_ns() - c->fwd_started_ns : 0,
     };
     o.answered = ok && peer_answered(c, o.status);
     if (o.status == GRPC_STATUS_OK)
@@ -904,6 +915,8 @@ int rpc_forward(struct rpc_call *c, struct rpc_channel *ch, const struct rpc_hea
     c->fwd_done = done;
     c->fwd_arg = arg;
     c->forwarding = true;
+    if (c->m->observe)
+        c->fwd_started_ns = mono_ns();
     c->pending++;
     return 0;
 }
@@ -1513,6 +1526,36 @@ int rpc_server_register(struct rpc_server *s, const char *path, rpc_handler hand
     return 0;
 }
 
+int rpc_server_observe(struct rpc_server *s, const char *path, rpc_observe_fn fn, void *arg,
+                       struct mm_error *err)
+{
+    if (s->started)
+        return mm_error_set(err, -EBUSY, "rpc: observe %s after start", path);
+    for (size_t i = 0; i < s->n_methods; i++) {
+        if (strcmp(s->methods[i].path, path) == 0) {
+            s->methods[i].observe = fn;
+            s->methods[i].observe_arg = arg;
+            return 0;
+        }
+    }
+    return mm_error_set(err, -ENOENT, "rpc: observe %s: no such method registered", path);
+}
+
+void rpc_call_set_tag(struct rpc_call *c, uint32_t tag)
+{
+    c->tag = tag;
+}
+
+uint32_t rpc_call_tag(const struct rpc_call *c)
+{
+    return c->tag;
+}
+
+void *rpc_call_arg(const struct rpc_call *c)
+{
+    return c->m->arg;
+}
+
 int rpc_server_start(struct rpc_server *s, struct mm_error *err)
 {
     if (s->started)
@@ -1663,6 +1706,8 @@ int rpc_call_reply(struct rpc_call *c, grpc_byte_buffer *response, grpc_status_c
         return -EALREADY;
     }
     c->replied = true;
+    if (c->m && c->m->observe)
+        c->m->observe(c, status, mono_ns() - c->arrived_ns, c->m->observe_arg);
     if (status != GRPC_STATUS_OK && response) {
         grpc_byte_buffer_destroy(response);
         response = NULL;

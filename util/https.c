@@ -33,7 +33,6 @@ struct cred {
 struct https {
     struct tls_watch *w;
     bool require_client;
-    int listen_fd;
     pthread_mutex_t mu; /* cur, gen, store, store_gen */
     struct cred *cur;
     uint64_t gen;      /* of cur */
@@ -41,9 +40,6 @@ struct https {
     char *trust_pem;   /* the first bundle, for MHD (it then asks for certificates) */
     uint64_t store_gen;
 };
-
-static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct https *table[HTTPS_MAX_SERVERS]; /* the servers by listening socket */
 
 static void cred_free(struct cred *c)
 {
@@ -129,20 +125,20 @@ static void refresh(struct https *h)
     }
 }
 
+/* MHD starts a connection: its socket context is ours (before its TLS handshake). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        *socket_context = cls;
+}
+
 static struct https *find(gnutls_session_t session)
 {
     struct MHD_Connection *c = gnutls_session_get_ptr(session);
     const union MHD_ConnectionInfo *ci =
-        c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON) : NULL;
-    const union MHD_DaemonInfo *di =
-        ci ? MHD_get_daemon_info(ci->daemon, MHD_DAEMON_INFO_LISTEN_FD) : NULL;
-    struct https *h = NULL;
-    pthread_mutex_lock(&table_mu);
-    for (size_t i = 0; di && i < HTTPS_MAX_SERVERS && !h; i++)
-        if (table[i] && table[i]->listen_fd == (int)di->listen_fd)
-            h = table[i];
-    pthread_mutex_unlock(&table_mu);
-    return h;
+        c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    return ci ? ci->socket_context : NULL;
 }
 
 /* GnuTLS asks for the server's certificate at each handshake. */
@@ -167,7 +163,7 @@ static int copy_ca(const struct tls_pem *pem, void *arg)
     return (*(char **)arg = strdup(pem->ca)) ? 0 : -ENOMEM;
 }
 
-int https_new(struct tls_watch *w, bool require_client_cert, int listen_fd, struct https **out,
+int https_new(struct tls_watch *w, bool require_client_cert, struct https **out,
               struct mm_error *err)
 {
     const struct tls_files *f = w ? tls_watch_files(w) : NULL;
@@ -180,7 +176,6 @@ int https_new(struct tls_watch *w, bool require_client_cert, int listen_fd, stru
         return mm_error_set(err, -ENOMEM, "https: out of memory");
     h->w = w;
     h->require_client = require_client_cert;
-    h->listen_fd = listen_fd;
     pthread_mutex_init(&h->mu, NULL);
     struct build b = {0};
     if (tls_watch_use(w, &h->gen, build_cred, &b) < 0) {
@@ -194,17 +189,6 @@ int https_new(struct tls_watch *w, bool require_client_cert, int listen_fd, stru
         https_free(h);
         return mm_error_set(err, -ENOMEM, "https: out of memory");
     }
-    pthread_mutex_lock(&table_mu);
-    size_t i = 0;
-    while (i < HTTPS_MAX_SERVERS && table[i])
-        i++;
-    if (i < HTTPS_MAX_SERVERS)
-        table[i] = h;
-    pthread_mutex_unlock(&table_mu);
-    if (i == HTTPS_MAX_SERVERS) {
-        https_free(h);
-        return mm_error_set(err, -ENOSPC, "https: more than %d servers", HTTPS_MAX_SERVERS);
-    }
     *out = h;
     return 0;
 }
@@ -213,11 +197,6 @@ void https_free(struct https *h)
 {
     if (!h)
         return;
-    pthread_mutex_lock(&table_mu);
-    for (size_t i = 0; i < HTTPS_MAX_SERVERS; i++)
-        if (table[i] == h)
-            table[i] = NULL;
-    pthread_mutex_unlock(&table_mu);
     cred_free(h->cur);
     X509_STORE_free(h->store);
     free(h->trust_pem);
@@ -229,6 +208,7 @@ void https_mhd_options(struct https *h, struct MHD_OptionItem items[HTTPS_MHD_OP
 {
     size_t n = 0;
     items[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)retrieve};
+    items[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
     /* a trust list makes MHD ask clients for a certificate; it is verified per request
      * (https_client_verified) against the bundle in force then, not this first one */
     if (h->trust_pem)

@@ -143,6 +143,18 @@ has_rest() {
   [ "${rest_cache[$1]}" = yes ]
 }
 
+# "--metrics-listen 127.0.0.1:0" when PROGRAM's --help lists it (Prometheus /metrics, METRICS
+# <port> on stdout): its default port would be shared by every part on this host.
+metrics_args() {
+  "$1" --help 2>&1 | grep -q -- '--metrics-listen' && echo "--metrics-listen 127.0.0.1:0"
+  return 0
+}
+
+# The part's metrics port, when it announced one (METRICS, printed before LISTENING).
+record_metrics() {
+  if has_announced "$1" METRICS; then announced "$1" METRICS >"$state/pids/$1.metrics"; fi
+}
+
 # ---------------------------------------------------------------- up
 
 started=() # parts this up started, in order
@@ -253,6 +265,7 @@ listened() {
     wait_for "$part" "starting its REST server (waiting for REST)" 20 has_announced "$part" REST
     announced "$part" REST >"$state/pids/$part.rest"
   fi
+  record_metrics "$part"
   seal_part "$part"
 }
 
@@ -438,7 +451,8 @@ start_pods() {
         --model-types "$types" --zone local --listen 127.0.0.1:0 \
         --internal-listen 127.0.0.1:0 --models-root "$state/models" \
         --cache-dir "$state/data/$rt-$k/models" --shutdown-timeout "$node_shutdown" \
-        "${probe_args[@]}" "${rest_args[@]}" --log-level info
+        "${probe_args[@]}" "${rest_args[@]}" $(metrics_args "$build/node/mm-node") \
+        --log-level info
     done
   done
   local probes=no
@@ -469,13 +483,15 @@ start_controllers() {
     part=controller-$k
     say "[$part] mm-controller, identity $part"
     start_part "$part" "$build/controller/mm-controller" --etcd-endpoints "$etcd_url" \
-      --cluster "$cluster_name" --identity "$part" "${probe_args[@]}" --log-level info
+      --cluster "$cluster_name" --identity "$part" "${probe_args[@]}" \
+      $(metrics_args "$build/controller/mm-controller") --log-level info
     wait_for "$part" "starting (waiting for LEADING or FOLLOWING in its log)" 60 \
       has_role "$part"
     if [ "$probes" = yes ]; then
       wait_for "$part" "starting its probes (waiting for PROBES)" 20 has_announced "$part" PROBES
       announced "$part" PROBES >"$state/pids/$part.probe"
     fi
+    record_metrics "$part"
     seal_part "$part"
     say "    $part: $(grep -m1 -E '^(LEADING|FOLLOWING)' "$(log_file "$part")") (pid $(cat "$(pid_file "$part")"))"
   done
@@ -494,7 +510,8 @@ start_gateway() {
   say "[gateway] mm-gateway on 127.0.0.1:$grpc_port (the modelmesh-serving Service)"
   start_part gateway "$build/gateway/mm-gateway" --etcd-endpoints "$etcd_url" \
     --cluster "$cluster_name" --gateway-id gateway --listen "127.0.0.1:$grpc_port" \
-    "${probe_args[@]}" "${rest_args[@]}" --log-level info
+    "${probe_args[@]}" "${rest_args[@]}" $(metrics_args "$build/gateway/mm-gateway") \
+    --log-level info
   listened gateway "$probes" "$rest"
   grpc_port=$(part_port gateway)
   say "    gateway on 127.0.0.1:$grpc_port (pid $(cat "$(pid_file gateway)"))"

@@ -24,6 +24,16 @@
  * ModelReady does not load a model: ready is whether a Loaded copy answers it ready.
  * ServerLive, ServerReady and ServerMetadata are answered by the node itself.
  *
+ * Metrics (cfg->metrics; labels method = ModelInfer|ModelMetadata|ModelReady, code = the gRPC
+ * status, modelId = the concrete id, bounded, metrics.h):
+ *   modelmesh_api_request_milliseconds{method,code,modelId}   external ports: arrival to reply
+ *   modelmesh_invoke_model_milliseconds{method,code,modelId}  a forward to the local runtime
+ *   modelmesh_req_queue_delay_milliseconds{modelId}           time parked waiting for a copy
+ *   mm_route_forwarded_total{to=local|remote}                 forwards started
+ *   mm_route_retried_total                                    forwards retried on another copy
+ *   mm_route_in_flight{port=external|internal}                model calls not yet replied
+ * Recorded on whichever thread handles the call (CQ thread or loop): relaxed atomics only.
+ *
  * Owns: the calls being routed (parked or forwarded). Threading: the loop thread only.
  * Lifetime: route_free answers every call it holds UNAVAILABLE and cancels its forwards; free
  * it before the table; shut the rpc server down first (its handlers point here). */
@@ -47,14 +57,15 @@ struct table;
 #define ROUTE_DEFAULT_MAX_WAIT_MS 300000u
 
 struct route_config {
-    struct ev_loop *loop; /* required: the rpc context's */
-    struct table *table;  /* required */
-    struct mesh *mesh;    /* required: use counts (mesh_note_use) */
-    const char *name;     /* this node's instance id, or the gateway's name (messages) */
-    const char *version;  /* ServerMetadata's version */
-    bool internal;        /* the peers' port: local copies only, never forwarded */
-    unsigned max_wait_ms; /* a parked call without a deadline waits this long at most;
-                             0 = ROUTE_DEFAULT_MAX_WAIT_MS */
+    struct ev_loop *loop;     /* required: the rpc context's */
+    struct table *table;      /* required */
+    struct mesh *mesh;        /* required: use counts (mesh_note_use) */
+    const char *name;         /* this node's instance id, or the gateway's name (messages) */
+    const char *version;      /* ServerMetadata's version */
+    bool internal;            /* the peers' port: local copies only, never forwarded */
+    unsigned max_wait_ms;     /* a parked call without a deadline waits this long at most;
+                                 0 = ROUTE_DEFAULT_MAX_WAIT_MS */
+    struct metrics *metrics;  /* NULL: none recorded (and no call is timed). Outlives the route */
 };
 
 /* Register the six methods on s (before rpc_server_start). */

@@ -148,6 +148,24 @@ typedef enum rpc_next (*rpc_fast_handler)(struct rpc_call *c, void *arg);
 int rpc_server_register_fast(struct rpc_server *s, const char *path, rpc_fast_handler fast,
                              rpc_handler slow, void *arg, struct mm_error *err);
 
+/* Timing a method's calls (metrics): fn(call, status, elapsed_ns, arg) runs as each call of
+ * method path on s is replied (rpc_call_reply, rpc_call_fail, a forward's outcome passed on),
+ * on the thread that replies (the CQ thread for a fast call not handed to the loop), before
+ * the reply is sent; elapsed_ns is since the call arrived. fn must not block nor touch the
+ * call but through rpc_call_tag and rpc_call_method. Calls released without a reply (the
+ * server's shutdown) are not seen. Unobserved methods take no timestamps. Before
+ * rpc_server_start; path must be registered already. */
+typedef void (*rpc_observe_fn)(struct rpc_call *c, grpc_status_code status, int64_t elapsed_ns,
+                               void *arg);
+int rpc_server_observe(struct rpc_server *s, const char *path, rpc_observe_fn fn, void *arg,
+                       struct mm_error *err);
+/* A word the call's handler may keep on the call (0 until set), e.g. what its observer labels
+ * it with. The thread that handles the call. */
+void rpc_call_set_tag(struct rpc_call *c, uint32_t tag);
+uint32_t rpc_call_tag(const struct rpc_call *c);
+/* The arg its method was registered with. Either thread. */
+void *rpc_call_arg(const struct rpc_call *c);
+
 /* The outcome of a forward, for its callback. */
 struct rpc_forward_outcome {
     grpc_status_code status;
@@ -161,6 +179,8 @@ struct rpc_forward_outcome {
                                  * reached it, so a retry elsewhere is for idempotent methods
                                  * (inference is). false with CANCELLED or DEADLINE_EXCEEDED:
                                  * the client went away or its deadline passed: no retry */
+    int64_t elapsed_ns;         /* from rpc_forward to now, for an observed method (below);
+                                 * else 0 */
 };
 /* Runs on the CQ thread once the forward is over (always exactly once for a forward started):
  * the forward's state is released first, so the callback may rpc_forward again (a retry on

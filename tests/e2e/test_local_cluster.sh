@@ -52,9 +52,10 @@ procs_naming() {
   echo "${found[*]:-}"
 }
 
-# Every port a part of the cluster in DIR announced (LISTENING, PROBES, REST) or etcd's.
+# Every port a part of the cluster in DIR announced (LISTENING, PROBES, METRICS, REST) or etcd's.
 ports_of() {
-  cat "$1"/pids/*.port "$1"/pids/*.probe "$1"/pids/*.rest 2>/dev/null | sort -un | tr '\n' ' '
+  cat "$1"/pids/*.port "$1"/pids/*.probe "$1"/pids/*.metrics "$1"/pids/*.rest 2>/dev/null |
+    sort -un | tr '\n' ' '
 }
 
 # A pid that runs nothing any more: no such process, or a zombie its new parent has not reaped

@@ -214,6 +214,7 @@ int cluster_node_start(struct cluster *c, size_t i)
                       "--publish-min-interval", "100ms",
                       "--probe-listen", "127.0.0.1:0",
                       "--rest-listen", "127.0.0.1:0",
+                      "--metrics-listen", "127.0.0.1:0",
                       "--log-level", "info"};
     int n = 0;
     while (argv[n])
@@ -234,7 +235,8 @@ int cluster_node_start(struct cluster *c, size_t i)
         return rc;
     }
     p->node_probe_port = harness_probe_port(p->node_log, offset);
-    p->node_rest_port = harness_announced_port(p->node_log, offset, "REST");
+    p->node_rest_port = harness_rest_port(p->node_log, offset);
+    p->node_metrics_port = harness_metrics_port(p->node_log, offset);
     p->node_started_ms = harness_now_ms();
     p->node_start_took_ms = p->node_started_ms - t0;
     if (got != port)
@@ -389,8 +391,9 @@ int cluster_gateway_start(struct cluster *c)
     char *argv[32] = {(char *)c->cfg.mm_gateway, "--etcd-endpoints", c->etcd.endpoint,
                       "--cluster", c->name, "--gateway-id", "gw0", "--listen", "127.0.0.1:0",
                       "--probe-listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0",
+                      "--metrics-listen", "127.0.0.1:0",
                       "--log-level", "info"};
-    int n = 15;
+    int n = 17;
     add_args(argv, &n, 32, extra);
     argv[n] = NULL;
     struct stat st;
@@ -402,7 +405,8 @@ int cluster_gateway_start(struct cluster *c)
         return rc;
     }
     c->gateway_probe_port = harness_probe_port(c->gateway_log, offset);
-    c->gateway_rest_port = harness_announced_port(c->gateway_log, offset, "REST");
+    c->gateway_rest_port = harness_rest_port(c->gateway_log, offset);
+    c->gateway_metrics_port = harness_metrics_port(c->gateway_log, offset);
     struct mm_error err = {0};
     char target[64];
     snprintf(target, sizeof(target), "127.0.0.1:%d", c->gateway_port);
@@ -521,7 +525,7 @@ int cluster_controller_start(struct cluster *c, size_t k)
                       "--cluster", c->name, "--identity", ct->identity, "--lease-ttl",
                       (char *)(c->cfg.controller_lease_ttl ? c->cfg.controller_lease_ttl : "2s"),
                       "--replace-delay", "500ms", "--probe-listen", "127.0.0.1:0",
-                      "--log-level", "info"};
+                      "--metrics-listen", "127.0.0.1:0", "--log-level", "info"};
     int n = 0;
     while (argv[n])
         n++;
@@ -547,6 +551,7 @@ int cluster_controller_start(struct cluster *c, size_t k)
     }
     ct->started_ms = harness_now_ms();
     ct->probe_port = harness_probe_port(ct->log, offset);
+    ct->metrics_port = harness_metrics_port(ct->log, offset);
     return 0;
 }
 

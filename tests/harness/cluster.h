@@ -84,6 +84,7 @@ struct cluster_controller {
     pid_t pid;                      /* 0 when not running */
     char identity[16];              /* "ctl0", "ctl1", ... */
     int probe_port;                 /* its --probe-listen port (PROBES), 0 before it runs */
+    int metrics_port;               /* its --metrics-listen port (METRICS), 0 before it runs */
     char log[320];
     long long started_ms;           /* harness_now_ms() when it announced its role */
 };
@@ -96,6 +97,7 @@ struct cluster_pod {
                                        restarts) */
     int node_probe_port;            /* the node's --probe-listen port (its PROBES line) */
     int node_rest_port;             /* the node's --rest-listen port (its REST line) */
+    int node_metrics_port;          /* the node's --metrics-listen port (its METRICS line) */
     char cache_dir[320];
     char runtime_log[320], node_log[320];
     struct rpc_channel *api;        /* the node's model API; NULL while the node is down */
@@ -119,6 +121,7 @@ struct cluster {
     int gateway_port;
     int gateway_probe_port;         /* the gateway's --probe-listen port (PROBES) */
     int gateway_rest_port;          /* the gateway's --rest-listen port (REST) */
+    int gateway_metrics_port;       /* the gateway's --metrics-listen port (METRICS) */
     struct rpc_channel *gateway;    /* to the gateway's --listen */
     char gateway_log[320];
     struct cluster_controller controllers[CLUSTER_MAX_CONTROLLERS];

@@ -779,18 +779,19 @@ bool harness_run_until(struct ev_loop *loop, bool (*cond)(void *), void *arg, lo
     return cond ? cond(arg) : true;
 }
 
-int harness_announced_port(const char *log_path, long offset, const char *word)
+/* The port of the last "<word> <port>" line of log_path after offset, or 0. */
+static int announced_port(const char *log_path, long offset, const char *word)
 {
     FILE *f = fopen(log_path, "r");
     if (!f)
         return 0;
     int port = 0, p;
-    size_t wn = strlen(word);
     char line[512];
+    size_t wl = strlen(word);
     if (fseek(f, offset, SEEK_SET) == 0)
         while (fgets(line, sizeof(line), f))
-            if (strncmp(line, word, wn) == 0 && line[wn] == ' ' && strchr(line, '\n') &&
-                sscanf(line + wn + 1, "%d", &p) == 1 && p > 0 && p <= 65535)
+            if (strncmp(line, word, wl) == 0 && line[wl] == ' ' && strchr(line, '\n') &&
+                sscanf(line + wl + 1, "%d", &p) == 1 && p > 0 && p <= 65535)
                 port = p;
     fclose(f);
     return port;
@@ -798,7 +799,17 @@ int harness_announced_port(const char *log_path, long offset, const char *word)
 
 int harness_probe_port(const char *log_path, long offset)
 {
-    return harness_announced_port(log_path, offset, "PROBES");
+    return announced_port(log_path, offset, "PROBES");
+}
+
+int harness_metrics_port(const char *log_path, long offset)
+{
+    return announced_port(log_path, offset, "METRICS");
+}
+
+int harness_rest_port(const char *log_path, long offset)
+{
+    return announced_port(log_path, offset, "REST");
 }
 
 int harness_http(int port, const char *method, const char *path, long timeout_ms, char *body,

@@ -61,8 +61,10 @@ int harness_spawn_logged(char *const argv[], const char *log_path, long timeout_
 /* The port of the last "PROBES <port>" line of log_path after offset (the probes' port of
  * mm-node, mm-gateway and mm-controller), or 0 when there is none. */
 int harness_probe_port(const char *log_path, long offset);
-/* The port in the last "WORD <port>" line of log_path from offset on (REST...), or 0. */
-int harness_announced_port(const char *log_path, long offset, const char *word);
+/* The same for "METRICS <port>" (their --metrics-listen port). */
+int harness_metrics_port(const char *log_path, long offset);
+/* The same for "REST <port>" (their --rest-listen port). */
+int harness_rest_port(const char *log_path, long offset);
 /* One HTTP/1.1 request (method, path) to 127.0.0.1:port, bounded by timeout_ms: the status
  * code, with the body (NUL-terminated, truncated to body_size > 0) when body is not NULL;
  * -errno when there is no answer (refused, timed out, malformed). */

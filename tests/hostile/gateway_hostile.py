@@ -6,6 +6,7 @@ that both still serve a good request, and stops everything by pid (no sanitizer 
 log). Clients are Debian's python3-grpcio and a few lines of raw HTTP/2. Exit 1 on any failure.
 usage: gateway_hostile.py MM_NODE MM_GATEWAY MM_RUNTIME MAKE_BREAST_CANCER PROTO_DIR CASE"""
 import importlib
+import json
 import os
 import select
 import shutil
@@ -60,6 +61,7 @@ class Proc:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE if announce else self.log,
                                      stderr=self.log, stdin=subprocess.DEVNULL, env=child_env())
         self.port = 0
+        self.rest_port = 0  # its "REST <port>" line, printed before LISTENING
         if not announce:
             return
         deadline = time.monotonic() + 40
@@ -68,6 +70,8 @@ class Proc:
             ready, _, _ = select.select([self.proc.stdout], [], [], 1)
             if ready:
                 line = self.proc.stdout.readline()
+                if line.startswith(b"REST "):
+                    self.rest_port = int(line.split()[1])
                 if not line or line.startswith(b"LISTENING "):
                     break
             elif self.proc.poll() is not None:
@@ -154,8 +158,9 @@ class Mesh:
             "--internal-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0",
             "--models-root", root, "--cache-dir", cache, "--lease-ttl", "5s",
             "--publish-min-interval", "100ms", "--shutdown-timeout", "5s",
-            "--probe-listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0", "--log-level",
-            "info"] + list(node_flags))
+            "--probe-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+            "--rest-listen", "127.0.0.1:0",
+            "--log-level", "info"] + list(node_flags))
         self.procs.append(self.node)
         self.frozen = None
         if stuck:
@@ -174,12 +179,14 @@ class Mesh:
                 "--models-root", root, "--cache-dir", cache2, "--lease-ttl", "5s",
                 "--publish-min-interval", "100ms", "--shutdown-timeout", "5s",
                 "--load-timeout", "60s", "--probe-listen", "127.0.0.1:0",
-                "--rest-listen", "127.0.0.1:0", "--log-level", "info"]))
+                "--metrics-listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0",
+                "--log-level", "info"]))
             self.frozen.proc.send_signal(signal.SIGSTOP)
         self.gateway = Proc("mm-gateway", [
             MM_GATEWAY, "--etcd-endpoints", self.etcd_url, "--cluster", "h", "--gateway-id",
             "gw0", "--listen", "127.0.0.1:0", "--probe-listen", "127.0.0.1:0",
-            "--rest-listen", "127.0.0.1:0", "--log-level", "info"] + list(gateway_flags))
+            "--metrics-listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0",
+            "--log-level", "info"] + list(gateway_flags))
         self.procs.append(self.gateway)
         self.ports = {"node": self.node.port, "gateway": self.gateway.port}
         self.channels = []
@@ -948,7 +955,130 @@ def modelapi():
     log_clean(m)
 
 
-CASES = {"malformed": malformed, "headers": headers, "parked": parked, "halfsent": halfsent,
+def http(port, data, read_s=10):
+    """Send raw bytes to 127.0.0.1:port; (status or 0, the whole answer) once the server has
+    answered and closed, or after read_s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_s) as c:
+        try:
+            c.sendall(data)
+        except OSError:
+            pass
+        out = b""
+        try:
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+                if b"\r\n\r\n" in out and b"Content-Length: " in out:
+                    head, _, body = out.partition(b"\r\n\r\n")
+                    n = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+                    if len(body) >= n:
+                        break
+        except OSError:
+            pass
+    status = int(out.split(b" ")[1]) if out.startswith(b"HTTP/1.1 ") else 0
+    return status, out
+
+
+def post(path, body, extra=b""):
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: %d\r\n\r\n"
+            % (path, extra, len(body)) + body)
+
+
+def rest():
+    """KServe V2 REST (--rest-listen) of mm-node and mm-gateway: garbage, huge headers, long and
+    odd model names, deeply nested and huge JSON, 200 stalled connections, parked REST requests
+    up to --max-parked (then 503 naming the bound); the gateway stopped while 8 REST requests
+    are parked answers each 503 and exits 0. A good REST request is served throughout."""
+    m = Mesh(node_flags=("--max-parked", "8"), gateway_flags=("--max-parked", "8"), stuck=True)
+    good = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP32", "shape": [1, 30],
+                                   "data": [1.0] * 30}]}).encode()
+
+    def good_ok(port):
+        st, out = http(port, post(b"/v2/models/bc/infer", good))
+        return st == 200 and b'"model_name":"bc"' in out
+
+    procs = {"node": m.node, "gateway": m.gateway}
+    for where, proc in procs.items():
+        port = proc.rest_port
+        expect("%s: REST port announced and serving" % where, port > 0 and good_ok(port))
+        st, out = http(port, b"\x16\x03\x01garbage\r\n\r\n")
+        expect("%s: garbage: 400 or closed" % where, st in (0, 400), out[:200])
+        st, out = http(port, b"GET /v2 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 +
+                       b"\r\n\r\n")
+        expect("%s: 64 KiB of headers: 431 or closed" % where, st in (0, 431), out[:200])
+        st, out = http(port, post(b"/v2/models/" + b"n" * 300 + b"/infer", good))
+        expect("%s: a 300-byte model name: 404" % where, st == 404 and b'"error"' in out,
+               out[:300])
+        for name in (b"%00", b"a%0Ab", b"%FF%FE", b"..", b"a%2Fb"):
+            st, out = http(port, post(b"/v2/models/" + name + b"/infer", good))
+            expect("%s: model name %r: 404 (or 400), JSON error" % (where, name),
+                   st in (400, 404) and b'{"error":' in out, out[:300])
+        st, out = http(port, post(b"/v2/models/bc/infer", b"[" * 200000))
+        expect("%s: JSON nested 200,000 deep: 400" % where, st == 400, out[:300])
+        huge = b'{"inputs":[{"name":"input-0","datatype":"FP32","shape":[1,4000000],"data":[' + \
+            b",".join([b"1"] * 4000000) + b"]}]}"
+        rss0 = proc.status("VmRSS")
+        st, out = http(port, post(b"/v2/models/bc/infer", huge), read_s=60)
+        expect("%s: 4,000,000 values (8 MiB of JSON) refused by the model or the runtime: 4xx"
+               % where, 400 <= st < 500 and b'{"error":' in out, out[:300])
+        rss1 = proc.status("VmRSS")
+        bound = 512 << 10 if proc.sanitized() else 192 << 10
+        expect("%s: memory after it bounded (< %d MiB more)" % (where, bound >> 10),
+               rss1 - rss0 < bound, "VmRSS %d -> %d kB" % (rss0, rss1))
+        stalled = []
+        for _ in range(200):
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            c.sendall(b"POST /v2/models/bc/infer HTTP/1.1\r\nHost: x\r\nContent-Le")
+            stalled.append(c)
+        expect("%s: 200 stalled connections: a good request is served" % where, good_ok(port))
+        for c in stalled:
+            c.close()
+        # parked: 8 REST requests for the model whose load never ends, then the 9th refused
+        parked = []
+        for _ in range(8):
+            c = socket.create_connection(("127.0.0.1", port), timeout=30)
+            c.sendall(post(b"/v2/models/stuck/infer", good))
+            parked.append(c)
+        time.sleep(1.0)
+        st, out = http(port, post(b"/v2/models/stuck/infer", good))
+        expect("%s: the 9th parked REST request: 503 naming the bound" % where,
+               st == 503 and b"8 requests wait" in out, out[:300])
+        expect("%s: a good request is served while 8 wait" % where, good_ok(port))
+        if where == "gateway":  # stopped with 8 parked: each answered 503, exit 0
+            proc.proc.send_signal(signal.SIGTERM)
+            answers = []
+            for c in parked:
+                data = b""
+                try:
+                    while True:
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                answers.append(data)
+            good_stops = sum(1 for a in answers if a.startswith(b"HTTP/1.1 503") or
+                             a.startswith(b"HTTP/1.1 504"))
+            expect("gateway stopped with 8 parked REST requests: each answered 503",
+                   good_stops == 8, repr([a[:80] for a in answers]))
+            try:
+                proc.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+            m.procs.remove(proc)
+            proc.stop()  # exit 0, no sanitizer report
+            del m.ports["gateway"]
+        for c in parked:
+            c.close()
+    m.serves("REST abuse")
+    m.close()
+    log_clean(m)
+
+
+CASES = {"rest": rest, "malformed": malformed, "headers": headers, "parked": parked, "halfsent": halfsent,
          "gzip": gzip, "streams": streams, "connections": connections, "hop": hop,
          "modelapi": modelapi}
 

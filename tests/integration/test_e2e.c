@@ -9,6 +9,11 @@
  *                concrete id as model_name; also NOT_FOUND, the runtime's INVALID_ARGUMENT,
  *                ModelReady/Metadata, ServerLive/Ready. The request to the other node was
  *                forwarded: the model still has exactly one copy afterwards.
+ *   rest         the walkthrough over KServe V2 REST: curl and a Python urllib client
+ *                (tests/e2e/rest_client.py) at both nodes' and the gateway's REST ports (the
+ *                model Loaded on one): predict [8] by the InferenceService name and by model
+ *                id, metadata, readiness, health, the errors as {"error"} with their HTTP
+ *                status, 32 requests at once, a stalled client meanwhile; one copy after.
  *   swap         a vmodel moved from one auto-delete model to another (setVModel, sync) while
  *                a client sends 100 requests/s by the vmodel's name round robin to 3 nodes for
  *                the whole swap; every runtime is first kept busy with a load held on a FIFO
@@ -23,12 +28,15 @@
  * Skipped (exit 77) only while mm-node has no --internal-listen (before inference routing).
  * argv: SCENARIO MM_NODE MM_RUNTIME MAKE_BREAST_CANCER PYTHON SKLEARN_SERVER MAKE_MNIST
  *       PROTO_DIR E2E_DIR MM_GATEWAY */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -265,12 +273,143 @@ static int walkthrough(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------- REST */
+
+/* A connection that sends part of a request and stalls (closed by the caller). */
+static int stalled_client(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    static const char part[] = "POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Length: 1000\r\n\r\n{\"inputs\":";
+    if (write(fd, part, sizeof(part) - 1) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The walkthrough over KServe V2 REST: curl and a Python urllib client at both nodes' and the
+ * gateway's REST ports. */
+static int rest(void)
+{
+    static const char model_id[] = "mnist-svm__isvc-6b2eb0b8bf";
+    static const char isvc[] = "example-sklearn-isvc";
+    char cmd[4096];
+    make_work_dir();
+    snprintf(cmd, sizeof(cmd), "'%s' '%s' '%s'", python, maker_mnist, work);
+    run_maker(cmd);
+    start_cluster(python, sklearn_server, "sklearn", 2);
+    char src[512];
+    snprintf(src, sizeof(src), "%s/sklearn/mnist-svm.joblib", work);
+    REQUIRE(cluster_copy_file(&cl, src, "sklearn/mnist-svm.joblib") == 0);
+    REQUIRE(cluster_gateway_start(&cl) == 0);
+    REQUIRE(cl.pods[0].node_rest_port > 0 && cl.pods[1].node_rest_port > 0 &&
+            cl.gateway_rest_port > 0);
+
+    struct mmc_reply a;
+    mmc_register(cl.pods[0].api, model_id, "sklearn", "sklearn/mnist-svm.joblib", "", true, true, 0,
+                 CALL_MS, &a);
+    if (!mmc_is(&a, MMC_LOADED)) {
+        dump_logs();
+        REQUIRE(false);
+    }
+    struct cluster_copy copies[4];
+    int n = cluster_copies(&cl, model_id, copies, 4);
+    REQUIRE(n == 1 && copies[0].rec.state == COPY_LOADED);
+    int holder = cluster_pod_of(&cl, copies[0].iid, strlen(copies[0].iid));
+    REQUIRE(holder >= 0);
+    struct vm_reply v;
+    vm_set(cl.pods[0].api, isvc, model_id, NULL, false, NULL, true, &v);
+    vm_print("setVModel", &v);
+    REQUIRE(v.code == GRPC_STATUS_OK);
+    const int ports[3] = {cl.pods[holder].node_rest_port, cl.pods[1 - holder].node_rest_port,
+                          cl.gateway_rest_port};
+
+    /* a stalled client holds a connection throughout: the others are served meanwhile */
+    int stalled = stalled_client(cl.gateway_rest_port);
+    CHECK(stalled >= 0);
+
+    /* curl: the walkthrough's request, as V2 REST JSON */
+    char body_path[400];
+    snprintf(body_path, sizeof(body_path), "%s/rest-request.json", work);
+    snprintf(cmd, sizeof(cmd),
+             "'%s' '%s/rest_client.py' --request "
+             "'%s/sklearn/mnist-svm-request.json' --emit '%s'",
+             python, e2e_dir, work, body_path);
+    run_maker(cmd);
+    static char out[65536];
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof(cmd),
+                 "curl -sS -m 20 -w ' HTTP %%{http_code}' -H 'Content-Type: application/json' "
+                 "--data-binary @'%s' http://127.0.0.1:%d/v2/models/%s/infer",
+                 body_path, ports[i], isvc);
+        int rc = harness_capture(cmd, out, sizeof(out));
+        fprintf(stderr, "curl %d: %s\n", ports[i], out);
+        CHECK_INT(rc, 0);
+        CHECK(strstr(out, "\"model_name\":\"mnist-svm__isvc-6b2eb0b8bf\"") != NULL);
+        CHECK(strstr(out, "\"name\":\"predict\"") != NULL);
+        CHECK(strstr(out, "\"data\":[8]") != NULL);
+        CHECK(strstr(out, " HTTP 200") != NULL);
+        snprintf(cmd, sizeof(cmd),
+                 "curl -sS -m 20 -w ' HTTP %%{http_code}' -d '{\"inputs\":[{\"name\":\"predict\","
+                 "\"datatype\":\"FP32\",\"shape\":[1,64],\"data\":[1]}]}' "
+                 "http://127.0.0.1:%d/v2/models/%s/infer",
+                 ports[i], isvc);
+        harness_capture(cmd, out, sizeof(out));
+        fprintf(stderr, "curl %d, 1 value for 64: %s\n", ports[i], out);
+        CHECK(strstr(out, "{\"error\":") == out && strstr(out, " HTTP 400") != NULL);
+        snprintf(cmd, sizeof(cmd),
+                 "curl -sS -m 20 -w ' HTTP %%{http_code}' http://127.0.0.1:%d/v2/models/nope/ready",
+                 ports[i]);
+        harness_capture(cmd, out, sizeof(out));
+        CHECK(strstr(out, "{\"error\":\"model nope not found\"} HTTP 404") == out);
+    }
+
+    /* a body over the bound, announced: 413 before it is sent (curl waits for 100-continue) */
+    snprintf(cmd, sizeof(cmd),
+             "head -c 17825792 /dev/zero | curl -sS -m 20 -w ' HTTP %%{http_code}' "
+             "--data-binary @- http://127.0.0.1:%d/v2/models/%s/infer",
+             cl.gateway_rest_port, isvc);
+    harness_capture(cmd, out, sizeof(out));
+    fprintf(stderr, "curl, 17 MiB: %s\n", out);
+    CHECK(strstr(out, "{\"error\":\"the request body is larger than 16777216 bytes\"} HTTP 413") ==
+          out);
+
+    /* the Python client: every endpoint and error, at every REST port */
+    int len = snprintf(cmd, sizeof(cmd),
+                       "'%s' '%s/rest_client.py' --request '%s/sklearn/mnist-svm-request.json' "
+                       "--model-id %s --vmodel %s --rest http://127.0.0.1:%d "
+                       "--rest http://127.0.0.1:%d --rest http://127.0.0.1:%d",
+                       python, e2e_dir, work, model_id, isvc, ports[0], ports[1], ports[2]);
+    REQUIRE(len > 0 && (size_t)len < sizeof(cmd));
+    long long t0 = harness_now_ms();
+    int rc = harness_capture(cmd, out, sizeof(out));
+    fprintf(stderr, "%s\n(REST client: exit %d after %lld ms)\n", out, rc, harness_now_ms() - t0);
+    CHECK_INT(rc, 0);
+    if (stalled >= 0)
+        close(stalled);
+
+    /* served where it is: the other node and the gateway forwarded */
+    n = cluster_copies(&cl, model_id, copies, 4);
+    CHECK_INT(n, 1);
+    if (check_failures)
+        dump_logs();
+    return 0;
+}
+
 /* ---------------------------------------------------------------- load during a swap */
 
-#define LOAD_RATE 100      /* requests per second, round robin over the nodes */
-#define LOAD_MAX 8192      /* requests in one run, at most */
+#define LOAD_RATE 100 /* requests per second, round robin over the nodes */
+#define LOAD_MAX 8192 /* requests in one run, at most */
 #define LOAD_DEADLINE_MS 10000
-#define MIN_RATE 50        /* per whole second of the swap */
+#define MIN_RATE 50 /* per whole second of the swap */
 
 struct sample {
     long long sent_ms, done_ms;
@@ -667,6 +806,8 @@ int main(int argc, char **argv)
     atexit(stop_all); /* the work dir, if a step fails before the cluster is up */
     if (strcmp(argv[1], "walkthrough") == 0)
         walkthrough();
+    else if (strcmp(argv[1], "rest") == 0)
+        rest();
     else if (strcmp(argv[1], "swap") == 0)
         swap();
     else if (strcmp(argv[1], "swap_failed") == 0)

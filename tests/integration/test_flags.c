@@ -65,9 +65,11 @@ int main(int argc, char **argv)
     const char *const first[] = {"", "--listen 127.0.0.1:0 ",
                                  "--listen 127.0.0.1:0 --internal-listen 127.0.0.1:0 "
                                  "--runtime 127.0.0.1:1 --etcd-endpoints http://127.0.0.1:1 "
-                                 "--probe-listen 127.0.0.1:0 --rest-listen 127.0.0.1:0 ",
+                                 "--probe-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "
+                                 "--rest-listen 127.0.0.1:0 ",
                                  "--listen 127.0.0.1:0 --etcd-endpoints http://127.0.0.1:1 "
-                                 "--probe-listen 127.0.0.1:0 --rest-listen 127.0.0.1:0 "};
+                                 "--probe-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "
+                                 "--rest-listen 127.0.0.1:0 "};
 
     /* Under a time limit: a program that took a bad value would serve on, and exit 124 here.
      * The runtime listens on a port of its own choosing, should it start. */

@@ -207,6 +207,7 @@ static void start_node(int i)
                     "--shutdown-timeout", "15s",
                     "--probe-listen", "127.0.0.1:0",
                     "--rest-listen", "127.0.0.1:0",
+                    "--metrics-listen", "127.0.0.1:0",
                     "--log-level", "info",
                     NULL};
     REQUIRE(harness_spawn_listening(argv, 20000, &n->pid, &n->port) == 0);

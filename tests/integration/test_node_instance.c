@@ -98,8 +98,10 @@ static pid_t start_node(const char *runtime, const char *extra)
                       "--probe-listen",
                       "127.0.0.1:0",
                       "--rest-listen",
+                      "127.0.0.1:0",
+                      "--metrics-listen",
                       "127.0.0.1:0"};
-    int n = 27;
+    int n = 29;
     char extra_buf[256] = "";
     if (extra) {
         snprintf(extra_buf, sizeof(extra_buf), "%s", extra);
