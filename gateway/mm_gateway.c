@@ -32,6 +32,7 @@
 #include "mm/route.h"
 #include "mm/rpc.h"
 #include "mm/table.h"
+#include "mm/tls.h"
 
 #ifndef MM_VERSION
 #define MM_VERSION "unknown"
@@ -46,6 +47,7 @@ struct options {
     struct metrics_opts metrics;
     struct rpc_server_config rpc;
     unsigned max_parked;
+    struct tls_opts tls;
 };
 
 struct gateway {
@@ -61,6 +63,8 @@ struct gateway {
     struct route *route;
     struct model_api *api;
     struct probe *probe;
+    struct tls_watch *tls;      /* --tls-cert/--tls-key (+ --tls-client-ca); NULL: plaintext */
+    struct tls_watch *peer_tls; /* --internal-tls: forwards to nodes verified with --tls-ca */
     struct rest *rest;
     struct metrics *metrics; /* NULL: --metrics-listen off */
     struct metrics_server *metrics_server;
@@ -100,6 +104,7 @@ static void usage(FILE *to)
             "(default\n"
             "                               10000); more are refused UNAVAILABLE\n"
             PROBE_USAGE
+            TLS_OPTS_USAGE
             REST_USAGE
             METRICS_USAGE
             "  --log-level debug|info|warn|error\n"
@@ -115,6 +120,7 @@ static const char *env_or(const char *name, const char *dflt)
 static int parse(int argc, char **argv, struct options *o)
 {
     etcd_opts_init(&o->etcd);
+    tls_opts_init(&o->tls);
     o->gateway_id = env_or("MM_GATEWAY_ID", NULL);
     o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
     o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
@@ -181,6 +187,12 @@ static int parse(int argc, char **argv, struct options *o)
         } else {
             rc = etcd_opts_flag(&o->etcd, a, nl, val, &err);
             known = rc > 0;
+            if (rc == 0) {
+                rc = tls_opts_flag(&o->tls, a, nl, val, &err);
+                if (rc == 2) /* a flag: the next argument is not its value */
+                    continue;
+                known = rc > 0;
+            }
         }
         if (rc < 0) {
             fprintf(stderr, WHO ": %s\n", err.msg);
@@ -202,6 +214,11 @@ static int parse(int argc, char **argv, struct options *o)
         }
         if (!eq)
             i++;
+    }
+    struct mm_error err = {0};
+    if (tls_opts_check(&o->tls, &err) < 0) {
+        fprintf(stderr, WHO ": %s\n", err.msg);
+        return 2;
     }
     return 0;
 }
@@ -320,8 +337,19 @@ int main(int argc, char **argv)
         fprintf(stderr, WHO ": --gateway-id: %s\n", err.msg);
         rc = 2;
     }
-    if (rc != 0)
+    if (rc == 0 && tls_opts_enabled(&o.tls)) {
+        struct tls_files server = {o.tls.cert, o.tls.key, o.tls.client_ca};
+        struct tls_files peer = {o.tls.cert, o.tls.key, o.tls.ca};
+        if (tls_watch_new(&server, &g.tls, &err) < 0 ||
+            (o.tls.internal && tls_watch_new(&peer, &g.peer_tls, &err) < 0)) {
+            fprintf(stderr, WHO ": %s\n", err.msg);
+            rc = 2;
+        }
+    }
+    if (rc != 0) {
+        tls_watch_free(g.tls);
         return rc;
+    }
     signal(SIGPIPE, SIG_IGN);
     g.o = &o;
     g.loop = EV_DEFAULT;
@@ -329,7 +357,8 @@ int main(int argc, char **argv)
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &g};
     struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
     int probe_port = 0, rest_port = 0, metrics_port = 0;
-    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION};
+    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION, .tls = g.tls,
+                             .tls_require_client = o.tls.client_ca != NULL};
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(g.loop, &pc, &g.probe, &probe_port, &err) < 0) ||
         (!rest_is_off(o.rest_listen) && rest_new(g.loop, &xc, &g.rest, &rest_port, &err) < 0) ||
@@ -337,6 +366,8 @@ int main(int argc, char **argv)
         use_metrics(&g, &mcfg) < 0 || etcd_client_new(g.loop, &o.etcd.config, &g.etcd, &err) < 0 ||
         rpc_context_new(g.loop, &g.rpc, &err) < 0 ||
         rpc_server_new(g.rpc, &o.rpc, &g.server, &err) < 0 ||
+        (g.tls && rpc_server_set_tls(g.server, g.tls, o.tls.client_ca != NULL, &err) < 0) ||
+        (g.peer_tls && rpc_context_set_peer_tls(g.rpc, g.peer_tls, o.tls.server_name, &err) < 0) ||
         rpc_server_listen(g.server, o.listen, &g.port, &err) < 0 ||
         keys_prefix(prefix, sizeof(prefix), o.etcd.cluster, &err) < 0 ||
         mirror_new(g.etcd, prefix, &mcfg, &g.mirror, &err) < 0) {
@@ -394,6 +425,8 @@ int main(int argc, char **argv)
     mesh_free(g.mesh);
     mirror_free(g.mirror);
     rpc_context_free(g.rpc);
+    tls_watch_free(g.peer_tls); /* after the context: gRPC's handshakes read them */
+    tls_watch_free(g.tls);
     etcd_client_free(g.etcd);
     metrics_free(g.metrics); /* after every thread that records */
     ev_loop_destroy(g.loop);

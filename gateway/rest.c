@@ -28,6 +28,7 @@
 
 #include "grpc_predict_v2.pb-c.h"
 #include "mm/httpd.h"
+#include "mm/https.h"
 #include "mm/keys.h"
 #include "mm/mailbox.h"
 #include "mm/route.h"
@@ -70,6 +71,7 @@ struct rest_req {
 struct rest {
     struct ev_loop *loop;
     struct MHD_Daemon *daemon;
+    struct https *https; /* NULL: plain HTTP */
     struct mailbox *mb;
     struct route *route; /* the loop's */
     struct rest_req *held;
@@ -514,6 +516,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (cl && strtoull(cl, NULL, 10) > x->max_body)
             return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                               "the request body is larger than %zu bytes", x->max_body);
+        if (x->https && !https_client_verified(x->https, c))
+            return send_error(c, MHD_HTTP_FORBIDDEN, NULL, "a client certificate signed by the "
+                              "client CA is required");
         if (!(q = calloc(1, sizeof(*q))))
             return MHD_NO;
         q->x = x;
@@ -579,6 +584,17 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
         free(x);
         return e;
     }
+    struct MHD_OptionItem tls_items[HTTPS_MHD_OPTIONS] = {{MHD_OPTION_END, 0, NULL}};
+    if (cfg->tls) {
+        e = https_new(cfg->tls, cfg->tls_require_client, &x->https, err);
+        if (e < 0) {
+            mailbox_free(x->mb);
+            pthread_mutex_destroy(&x->lock);
+            free(x);
+            return e;
+        }
+        https_mhd_options(x->https, tls_items);
+    }
     unsigned conns = cfg->max_connections ? cfg->max_connections : REST_MAX_CONNECTIONS;
     struct httpd_config hc = {
         .flag = "--rest-listen",
@@ -587,7 +603,8 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
         .max_per_ip = conns < REST_MAX_PER_IP ? conns : REST_MAX_PER_IP,
         .idle_timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : REST_IDLE_TIMEOUT_S,
         .memory_bytes = REST_HEADER_BYTES,
-        .extra_flags = MHD_ALLOW_SUSPEND_RESUME,
+        .extra_flags = MHD_ALLOW_SUSPEND_RESUME | (x->https ? MHD_USE_TLS : 0),
+        .extra_options = tls_items,
         .handler = on_request,
         .handler_cls = x,
         .completed = on_completed,
@@ -595,6 +612,7 @@ int rest_new(struct ev_loop *loop, const struct rest_config *cfg, struct rest **
     };
     e = httpd_start(&hc, &x->daemon, port, err);
     if (e < 0) {
+        https_free(x->https);
         mailbox_free(x->mb);
         pthread_mutex_destroy(&x->lock);
         free(x);
@@ -645,6 +663,7 @@ void rest_free(struct rest *x)
     httpd_stop(x->daemon);
     if (lfd != MHD_INVALID_SOCKET)
         close(lfd); /* quiesced: ours to close */
+    https_free(x->https); /* no handshake asks it now */
     pthread_mutex_destroy(&x->lock);
     free(x);
 }

@@ -596,7 +596,7 @@ static struct tinst *routable(struct table *t, const struct tcopy *c)
         return NULL;
     if (!in->ch) {
         struct mm_error err = {0};
-        in->ch = rpc_channel_for(t->cfg.rpc, in->address, &err);
+        in->ch = rpc_peer_channel_for(t->cfg.rpc, in->address, &err);
         if (!in->ch)
             mm_log(MM_LOG_WARN, WHO, "instance %.*s: %s", (int)in->id_len, in->id, err.msg);
     }
@@ -1062,7 +1062,7 @@ int table_pick(struct table *t, const char *id, size_t len, const char *exclude,
     struct tinst *in = cand[k].in;
     if (!in->ch) {
         struct mm_error err = {0};
-        in->ch = rpc_channel_for(t->cfg.rpc, in->address, &err);
+        in->ch = rpc_peer_channel_for(t->cfg.rpc, in->address, &err);
         if (!in->ch) {
             mm_log(MM_LOG_WARN, WHO, "instance %.*s: %s", (int)in->id_len, in->id, err.msg);
             return -ENOENT;

@@ -42,6 +42,7 @@
 #include "mm/stdir.h"
 #include "mm/storage.h"
 #include "mm/table.h"
+#include "mm/tls.h"
 
 #ifndef MM_VERSION
 #define MM_VERSION "unknown"
@@ -65,6 +66,7 @@ struct options {
     uint64_t max_load_failures, scale_up_rpm;
     const char *scale_up;
     struct rpc_server_config rpc; /* both ports' bounds */
+    struct tls_opts tls;
     unsigned max_parked_calls;
     unsigned max_pulls; /* --pull-concurrency */
 };
@@ -92,6 +94,8 @@ struct node {
     struct vmodels *vmodels;
     struct model_api *api;
     struct probe *probe;
+    struct tls_watch *tls;      /* --tls-cert/--tls-key (+ --tls-client-ca); NULL: plaintext */
+    struct tls_watch *peer_tls; /* --internal-tls: --tls-ca, and our chain as client cert */
     struct rest *rest;
     struct metrics *metrics; /* NULL: --metrics-listen off */
     struct metrics_server *metrics_server;
@@ -194,6 +198,7 @@ static void usage(FILE *to)
             "and\n"
             "                               deregistering (default 30s)\n"
             PROBE_USAGE
+            TLS_OPTS_USAGE
             REST_USAGE
             METRICS_USAGE
             "  --log-level debug|info|warn|error\n"
@@ -221,6 +226,7 @@ static int duration(const char *flag, const char *value, uint64_t min, uint64_t 
 static int parse(int argc, char **argv, struct options *o)
 {
     etcd_opts_init(&o->etcd);
+    tls_opts_init(&o->tls);
     o->instance_id = env_or("MM_INSTANCE_ID", NULL);
     o->runtime = env_or("MM_RUNTIME_ADDRESS", "127.0.0.1:8085");
     o->runtime_name = env_or("MM_RUNTIME_NAME", "mm-runtime");
@@ -335,6 +341,17 @@ static int parse(int argc, char **argv, struct options *o)
             }
             known = rc > 0;
         }
+        if (!known) {
+            struct mm_error err = {0};
+            int rc = tls_opts_flag(&o->tls, a, nl, val, &err);
+            if (rc < 0) {
+                fprintf(stderr, WHO ": %s\n", err.msg);
+                return 2;
+            }
+            if (rc == 2) /* a flag: the next argument is not its value */
+                continue;
+            known = rc > 0;
+        }
         for (size_t k = 0; !known && k < sizeof(strings) / sizeof(strings[0]); k++) {
             if (strlen(strings[k].flag) != nl || strncmp(a, strings[k].flag, nl) != 0)
                 continue;
@@ -351,6 +368,11 @@ static int parse(int argc, char **argv, struct options *o)
         }
         if (!eq)
             i++;
+    }
+    struct mm_error terr = {0};
+    if (tls_opts_check(&o->tls, &terr) < 0) {
+        fprintf(stderr, WHO ": %s\n", terr.msg);
+        return 2;
     }
     if (o->lease_ttl_ms % 1000 != 0) {
         fprintf(stderr, WHO ": --lease-ttl: '%" PRIu64 " ms' is not a whole number of seconds\n",
@@ -811,8 +833,19 @@ int main(int argc, char **argv)
         fprintf(stderr, WHO ": --storage-config-dir: %s\n", err.msg);
         rc = 2;
     }
-    if (rc != 0)
+    if (rc == 0 && tls_opts_enabled(&o.tls)) {
+        struct tls_files server = {o.tls.cert, o.tls.key, o.tls.client_ca};
+        struct tls_files peer = {o.tls.cert, o.tls.key, o.tls.ca};
+        if (tls_watch_new(&server, &n.tls, &err) < 0 ||
+            (o.tls.internal && tls_watch_new(&peer, &n.peer_tls, &err) < 0)) {
+            fprintf(stderr, WHO ": %s\n", err.msg);
+            rc = 2;
+        }
+    }
+    if (rc != 0) {
+        tls_watch_free(n.tls);
         return rc;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     n.loop = EV_DEFAULT;
@@ -825,13 +858,16 @@ int main(int argc, char **argv)
     struct probe_config pc = {.listen = o.probe_listen,
                               .not_ready = "waiting for the runtime to be READY"};
     int probe_port = 0, rest_port = 0;
-    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION};
+    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION, .tls = n.tls,
+                             .tls_require_client = o.tls.client_ca != NULL};
     if ((!probe_is_off(o.probe_listen) &&
          probe_new(n.loop, &pc, &n.probe, &probe_port, &err) < 0) ||
         (!rest_is_off(o.rest_listen) && rest_new(n.loop, &xc, &n.rest, &rest_port, &err) < 0)) {
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         probe_free(n.probe);
         ev_loop_destroy(n.loop);
+        tls_watch_free(n.peer_tls);
+        tls_watch_free(n.tls);
         return 1;
     }
     if (n.probe) {
@@ -860,8 +896,12 @@ int main(int argc, char **argv)
     if (!n.curl || etcd_client_new(n.loop, &o.etcd.config, &n.etcd, &err) < 0 ||
         rpc_context_new(n.loop, &n.rpc, &err) < 0 ||
         rpc_server_new(n.rpc, &o.rpc, &n.server, &err) < 0 ||
+        (n.tls && rpc_server_set_tls(n.server, n.tls, o.tls.client_ca != NULL, &err) < 0) ||
         rpc_server_listen(n.server, o.listen, &n.port, &err) < 0 ||
         rpc_server_new(n.rpc, &o.rpc, &n.internal, &err) < 0 ||
+        (n.peer_tls &&
+         (rpc_server_set_tls(n.internal, n.tls, o.tls.client_ca != NULL, &err) < 0 ||
+          rpc_context_set_peer_tls(n.rpc, n.peer_tls, o.tls.server_name, &err) < 0)) ||
         rpc_server_listen(n.internal, o.internal_listen, &n.internal_port, &err) < 0 ||
         storage_new(n.loop, &sc, &n.storage, &err) < 0 ||
         spi_client_new(n.rpc, o.runtime, &n.spi, &err) < 0 ||
@@ -926,6 +966,8 @@ int main(int argc, char **argv)
     storage_free(n.storage);
     spi_client_free(n.spi);
     rpc_context_free(n.rpc);
+    tls_watch_free(n.peer_tls); /* after the context: gRPC's handshakes read them */
+    tls_watch_free(n.tls);
     etcd_client_free(n.etcd);
     curlev_free(n.curl); /* after its clients */
     metrics_free(n.metrics); /* after every thread that records */

@@ -38,10 +38,12 @@
 #include "mm/fdlimit.h"
 #include "mm/log.h"
 #include "mm/mailbox.h"
+#include "mm/tls.h"
 
 #define DEFAULT_CALLS_PER_METHOD 32
 #define MAX_LISTENERS 8       /* addresses a name may resolve to, over every rpc_server_listen */
 #define ACCEPT_BATCH 64       /* connections accepted per wake-up, for fairness with the loop */
+#define RPC_TLS_HANDSHAKE_MS 10000 /* a TLS handshake on gRPC's listener, at most */
 #define ACCEPT_RETRY_S 0.1    /* paused accepting (at the cap, out of descriptors): look again */
 #define MAX_METHODS 64
 #define MAX_HEADERS 16
@@ -82,13 +84,26 @@ struct rpc_channel {
     struct rpc_context *ctx;
     grpc_channel *channel;
     char *target;
+    bool peer_tls;                /* made by rpc_peer_channel_for over the context's TLS */
     struct rpc_request *requests; /* client calls in flight, for rpc_channel_free */
     struct rpc_channel *next;     /* in the context's cache */
+};
+
+/* A TLS listener's certificate-config fetcher: gRPC calls it at each handshake, on its own
+ * threads, until the server is gone; kept until the context is freed. */
+struct rpc_tls_fetcher {
+    struct tls_watch *w;
+    uint64_t gen;                 /* what this listener's credentials hold (under w's lock) */
+    bool require_client_cert;
+    struct rpc_tls_fetcher *next;
 };
 
 struct rpc_context {
     struct ev_loop *loop;
     struct rpc_channel *channels; /* cache of rpc_channel_for(), owned by the context */
+    struct rpc_tls_fetcher *fetchers;
+    struct tls_watch *peer_tls;   /* rpc_context_set_peer_tls; not owned */
+    char *peer_server_name;
     grpc_completion_queue *cq;
     pthread_t thread;
     bool thread_started;
@@ -348,6 +363,12 @@ void rpc_context_free(struct rpc_context *ctx)
         r->fn(r->ptr);
         free(r);
     }
+    while (ctx->fetchers) { /* the servers were freed first: no handshake asks them now */
+        struct rpc_tls_fetcher *f = ctx->fetchers;
+        ctx->fetchers = f->next;
+        free(f);
+    }
+    free(ctx->peer_server_name);
     free(ctx);
     grpc_shutdown();
 }
@@ -403,6 +424,9 @@ struct rpc_server {
     size_t n_conns, conns_size;
     size_t max_connections;   /* 0 until start: then the cap in force */
     size_t max_connections_cfg;
+    struct tls_watch *tls;    /* rpc_server_set_tls: listeners are gRPC's, with TLS */
+    bool tls_require_client;
+    size_t n_tls_ports;       /* addresses gRPC listens on (TLS) */
     unsigned message_timeout_ms;
     bool accepting;           /* the listeners' watchers run */
     bool pause_logged;        /* the reason accepting paused was logged (once per pause) */
@@ -998,8 +1022,11 @@ int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONNECTION_IDLE_MS,
          .value.integer = (int)(c.connection_idle_ms ? c.connection_idle_ms
                                                      : RPC_DEFAULT_CONNECTION_IDLE_MS)},
-        /* we listen ourselves (rpc_server_listen); this is for gRPC's own, if ever used */
+        /* we listen ourselves (rpc_server_listen); this is for gRPC's own (TLS addresses) */
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        /* gRPC's listener (TLS): a handshake not done by then is dropped (gRPC's is 120 s) */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+         .value.integer = RPC_TLS_HANDSHAKE_MS},
     };
     grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     s->server = grpc_server_create(&ca, NULL);
@@ -1254,10 +1281,100 @@ undo:
     return rc;
 }
 
+/* ---------------------------------------------------------------- TLS listeners */
+
+static int make_server_config(const struct tls_pem *pem, void *arg)
+{
+    struct rpc_tls_fetcher *f = ((void **)arg)[0];
+    grpc_ssl_server_certificate_config **config = ((void **)arg)[1];
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = pem->key, .cert_chain = pem->cert};
+    /* gRPC (1.51) asserts that a fetched config has roots even when no client certificate is
+     * asked for: then our own chain stands in, and is never used to verify anything */
+    *config = grpc_ssl_server_certificate_config_create(
+        f->require_client_cert ? pem->ca : pem->cert, &pair, 1);
+    return *config ? 0 : -ENOMEM;
+}
+
+/* gRPC's handshake threads: the files looked at, a new config when they changed. */
+static grpc_ssl_certificate_config_reload_status fetch_server_config(
+    void *arg, grpc_ssl_server_certificate_config **config)
+{
+    struct rpc_tls_fetcher *f = arg;
+    struct mm_error err = {0};
+    int rc = tls_watch_refresh(f->w, &err);
+    if (rc < 0)
+        mm_log(MM_LOG_WARN, "rpc", "%s: the TLS files in force stay", err.msg);
+    else if (rc > 0)
+        mm_log(MM_LOG_INFO, "rpc", "tls: %s re-read: new connections get it",
+               tls_watch_files(f->w)->cert);
+    *config = NULL;
+    void *a[2] = {f, config};
+    if (tls_watch_use(f->w, &f->gen, make_server_config, a) < 0)
+        return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
+    return *config ? GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW
+                   : GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+}
+
+int rpc_server_set_tls(struct rpc_server *s, struct tls_watch *w, bool require_client_cert,
+                       struct mm_error *err)
+{
+    if (s->started)
+        return mm_error_set(err, -EBUSY, "rpc: TLS set after start");
+    const struct tls_files *f = w ? tls_watch_files(w) : NULL;
+    if (!f || !f->cert || (require_client_cert && !f->ca) || s->n_listeners || s->n_tls_ports)
+        return mm_error_set(err, -EINVAL, "rpc: TLS needs a certificate and key (and a CA "
+                            "bundle to verify clients), before any address is listened on");
+    s->tls = w;
+    s->tls_require_client = require_client_cert;
+    return 0;
+}
+
+/* One gRPC listener with its own fetcher: gRPC's security connector asks its fetcher for a
+ * first config when it is made and fails unless that is new, so fetchers are not shared. */
+static int listen_tls(struct rpc_server *s, const char *addr, int *port, struct mm_error *err)
+{
+    if (strncmp(addr, "unix:", 5) != 0) {
+        char host[256];
+        unsigned want = 0;
+        int rc = split_host_port(addr, host, sizeof(host), &want, err);
+        if (rc < 0)
+            return rc;
+    }
+    struct rpc_tls_fetcher *f = calloc(1, sizeof(*f));
+    if (!f)
+        return mm_error_set(err, -ENOMEM, "rpc: out of memory");
+    f->w = s->tls;
+    f->require_client_cert = s->tls_require_client;
+    f->next = s->ctx->fetchers; /* kept to the context's end: gRPC may still hold it */
+    s->ctx->fetchers = f;
+    grpc_ssl_server_credentials_options *opts =
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            f->require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                   : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            fetch_server_config, f);
+    grpc_server_credentials *creds =
+        opts ? grpc_ssl_server_credentials_create_with_options(opts) : NULL;
+    if (!creds)
+        return mm_error_set(err, -ENOMEM, "rpc: cannot listen on %s: gRPC made no TLS "
+                            "credentials", addr);
+    int bound = grpc_server_add_http2_port(s->server, addr, creds);
+    grpc_server_credentials_release(creds);
+    if (bound <= 0)
+        return mm_error_set(err, -EADDRNOTAVAIL, "rpc: cannot listen on %s (TLS): gRPC could "
+                            "not bind it (in use, or not an address here; its log says why)",
+                            addr);
+    s->n_tls_ports++;
+    if (port)
+        *port = strncmp(addr, "unix:", 5) == 0 ? 0 : bound;
+    return 0;
+}
+
 int rpc_server_listen(struct rpc_server *s, const char *addr, int *port, struct mm_error *err)
 {
     if (s->started)
         return mm_error_set(err, -EBUSY, "rpc: listen on %s after start", addr);
+    if (s->tls)
+        return listen_tls(s, addr, port, err);
     if (strncmp(addr, "unix:", 5) == 0) {
         int rc = listen_unix(s, addr, err);
         if (rc == 0 && port)
@@ -1443,7 +1560,7 @@ int rpc_server_start(struct rpc_server *s, struct mm_error *err)
 {
     if (s->started)
         return mm_error_set(err, -EALREADY, "rpc: server already started");
-    if (s->n_listeners == 0)
+    if (s->n_listeners == 0 && s->n_tls_ports == 0)
         return mm_error_set(err, -EDESTADDRREQ, "rpc: start without an address to listen on");
     grpc_server_start(s->server);
     s->started = true;
@@ -1658,12 +1775,51 @@ struct rpc_request {
     void *arg;
 };
 
+static int make_channel_creds(const struct tls_pem *pem, void *arg)
+{
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = pem->key, .cert_chain = pem->cert};
+    grpc_channel_credentials **creds = arg;
+    *creds = grpc_ssl_credentials_create(pem->ca, pem->cert ? &pair : NULL, NULL, NULL);
+    return *creds ? 0 : -ENOMEM;
+}
+
+/* A channel to target with creds (taken); server_name overrides the name TLS checks. */
+static int channel_create(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
+                          grpc_channel_credentials *creds, const char *server_name,
+                          struct rpc_channel **out, struct mm_error *err);
+
 int rpc_channel_new(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
                     struct rpc_channel **out, struct mm_error *err)
 {
+    return channel_create(ctx, target, max_message_bytes, grpc_insecure_credentials_create(),
+                          NULL, out, err);
+}
+
+int rpc_channel_new_tls(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
+                        struct tls_watch *w, const char *server_name, struct rpc_channel **out,
+                        struct mm_error *err)
+{
+    if (!w || !tls_watch_files(w)->ca)
+        return mm_error_set(err, -EINVAL, "rpc: a TLS channel to %s needs a CA bundle", target);
+    struct mm_error rerr = {0};
+    if (tls_watch_refresh(w, &rerr) < 0)
+        mm_log(MM_LOG_WARN, "rpc", "%s: the TLS files in force stay", rerr.msg);
+    grpc_channel_credentials *creds = NULL;
+    uint64_t gen = 0; /* always differs: the current files */
+    if (tls_watch_use(w, &gen, make_channel_creds, &creds) < 0 || !creds)
+        return mm_error_set(err, -ENOMEM, "rpc: gRPC made no TLS credentials for %s", target);
+    return channel_create(ctx, target, max_message_bytes, creds, server_name, out, err);
+}
+
+static int channel_create(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
+                          grpc_channel_credentials *creds, const char *server_name,
+                          struct rpc_channel **out, struct mm_error *err)
+{
     struct rpc_channel *ch = calloc(1, sizeof(*ch));
-    if (!ch || !(ch->target = strdup(target))) {
+    if (!ch || !creds || !(ch->target = strdup(target))) {
         free(ch);
+        if (creds)
+            grpc_channel_credentials_release(creds);
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
     }
     size_t max = max_message_bytes ? max_message_bytes : RPC_DEFAULT_MAX_MESSAGE;
@@ -1675,9 +1831,11 @@ int rpc_channel_new(struct rpc_context *ctx, const char *target, size_t max_mess
         /* a compressed answer is refused, not inflated (as the server does) */
         {.type = GRPC_ARG_INTEGER, .key = GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
          .value.integer = 1u << GRPC_COMPRESS_NONE},
+        /* the name the peer's certificate must carry, when not the target's host */
+        {.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+         .value.string = (char *)server_name},
     };
-    grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_args ca = {sizeof(args) / sizeof(args[0]) - (server_name ? 0 : 1), args};
     ch->channel = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     if (!ch->channel) {
@@ -1720,18 +1878,45 @@ const char *rpc_channel_target(const struct rpc_channel *ch)
     return ch->target;
 }
 
-struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
-                                    struct mm_error *err)
+static struct rpc_channel *shared_channel(struct rpc_context *ctx, const char *target,
+                                          bool peer_tls, struct mm_error *err)
 {
     for (struct rpc_channel *ch = ctx->channels; ch; ch = ch->next)
-        if (strcmp(ch->target, target) == 0)
+        if (ch->peer_tls == peer_tls && strcmp(ch->target, target) == 0)
             return ch;
     struct rpc_channel *ch = NULL;
-    if (rpc_channel_new(ctx, target, 0, &ch, err) < 0)
+    int rc = peer_tls ? rpc_channel_new_tls(ctx, target, 0, ctx->peer_tls,
+                                            ctx->peer_server_name, &ch, err)
+                      : rpc_channel_new(ctx, target, 0, &ch, err);
+    if (rc < 0)
         return NULL;
+    ch->peer_tls = peer_tls;
     ch->next = ctx->channels;
     ctx->channels = ch;
     return ch;
+}
+
+struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
+                                    struct mm_error *err)
+{
+    return shared_channel(ctx, target, false, err);
+}
+
+struct rpc_channel *rpc_peer_channel_for(struct rpc_context *ctx, const char *target,
+                                         struct mm_error *err)
+{
+    return shared_channel(ctx, target, ctx->peer_tls != NULL, err);
+}
+
+int rpc_context_set_peer_tls(struct rpc_context *ctx, struct tls_watch *w,
+                             const char *server_name, struct mm_error *err)
+{
+    if (!w || !tls_watch_files(w)->ca || ctx->peer_tls)
+        return mm_error_set(err, -EINVAL, "rpc: peer TLS needs a CA bundle, and is set once");
+    if (server_name && !(ctx->peer_server_name = strdup(server_name)))
+        return mm_error_set(err, -ENOMEM, "rpc: out of memory");
+    ctx->peer_tls = w;
+    return 0;
 }
 
 static void request_unlink(struct rpc_request *r)

@@ -36,6 +36,7 @@
 
 struct ev_loop;
 struct route;
+struct tls_watch;
 struct rest;
 
 #define REST_DEFAULT_LISTEN "0.0.0.0:8008"
@@ -60,6 +61,10 @@ struct rest_config {
     unsigned max_connections; /* 0 = REST_MAX_CONNECTIONS */
     unsigned idle_timeout_s;  /* 0 = REST_IDLE_TIMEOUT_S */
     unsigned timeout_ms;      /* 0 = REST_TIMEOUT_MS */
+    struct tls_watch *tls;    /* HTTPS with its chain and key (https.h: re-read when they
+                               * change); NULL = plain HTTP. Outlives the server */
+    bool tls_require_client;  /* requests need a client certificate tls's CA bundle verifies
+                               * (else 403) */
 };
 
 /* Binds cfg->listen and serves from a thread of its own; *port is the bound port. Until

@@ -110,6 +110,23 @@ void rpc_server_shutdown(struct rpc_server *s, unsigned grace_ms, void (*done)(v
  * server's memory goes with the last of them. */
 void rpc_server_free(struct rpc_server *s);
 
+/* --- TLS (docs/tls.md) ---
+ * Serve TLS on the listeners added after this call (rpc_server_listen): w's certificate chain
+ * and key, and with require_client_cert, client certificates required and verified against w's
+ * CA bundle (mutual TLS). Before rpc_server_listen; w outlives the context. gRPC's SSL server
+ * credentials ask a certificate-config fetcher at each new connection's handshake, which looks
+ * at the files (tls_watch_refresh): once they changed, the connections after get the new
+ * certificate (open ones keep theirs); files refused are logged and the old ones stay.
+ * A TLS address is bound by gRPC's own listener (gRPC takes a connected descriptor only
+ * without TLS): the same addresses and port 0, a taken address an error (no SO_REUSEPORT), the
+ * memory, stream, message and idle bounds hold; max_connections is not counted there (gRPC's
+ * listener accepts what comes, and the resource quota bounds their memory). 0 or -EINVAL
+ * (listeners already added, w without a chain and key, or require_client_cert without a CA),
+ * -EBUSY after start. Loop. */
+struct tls_watch;
+int rpc_server_set_tls(struct rpc_server *s, struct tls_watch *w, bool require_client_cert,
+                       struct mm_error *err);
+
 /* --- the fast path: handlers on the completion-queue thread ---
  * A fast method's call is received, handled and forwarded on the CQ thread, with no hop to the
  * loop: its fast handler runs there once the request message has come and must, before it
@@ -271,6 +288,23 @@ const char *rpc_channel_target(const struct rpc_channel *ch);
  * freed: one HTTP/2 connection per peer, however many callers. NULL on error (err filled). */
 struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
                                     struct mm_error *err);
+
+/* Channels to peers over TLS: rpc_peer_channel_for then verifies the peer's certificate with
+ * w's CA bundle (and its name: the target's host, or server_name when given, as gRPC's
+ * ssl_target_name_override), and presents w's chain and key as its client certificate when w
+ * has them. w outlives ctx; its files are looked at again when a channel is made (a channel is
+ * kept for the context's life: connections it makes later use what it was made with). 0 or
+ * -EINVAL (w without a CA bundle; already set). Loop, before the first rpc_peer_channel_for. */
+int rpc_context_set_peer_tls(struct rpc_context *ctx, struct tls_watch *w,
+                             const char *server_name, struct mm_error *err);
+/* The context's shared channel to a peer: rpc_channel_for's, over TLS when the context has peer
+ * TLS (rpc_context_set_peer_tls). NULL on error (err filled). */
+struct rpc_channel *rpc_peer_channel_for(struct rpc_context *ctx, const char *target,
+                                         struct mm_error *err);
+/* As rpc_channel_new, over TLS as rpc_context_set_peer_tls describes (tests, tools). */
+int rpc_channel_new_tls(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
+                        struct tls_watch *w, const char *server_name, struct rpc_channel **out,
+                        struct mm_error *err);
 
 /* Start a unary call. request is not taken (a reference is). timeout_ms 0 = none. parent (may
  * be NULL): a call being served whose deadline and cancellation propagate to this one. 0, and
