@@ -29,6 +29,7 @@
 #define MAX_RETRY_MS 30000u  /* a target that could not be placed: the longest wait */
 #define OWNER_MAX 127
 #define SWITCH_RECHECK_S 0.05 /* after a switch txn that lost */
+#define FAILED_RECHECK_S 1.0  /* a failed target: whether its failures expired */
 
 enum op_kind { OP_SET, OP_DELETE, OP_READ };
 enum op_phase {
@@ -691,8 +692,17 @@ static void vs_act(struct vstate *s, const struct vmodel_record *rec, int64_t re
     if (tc.n_live > 0 || s->ensure || ev_is_active(&s->retry))
         return; /* loading, or being placed */
     struct model_record trec;
-    if (model_of(v, s->target, &trec, NULL) != 1 || target_failed(v, s->target))
-        return; /* TRANSITION_FAILED: a failure that expires brings an event */
+    if (model_of(v, s->target, &trec, NULL) != 1)
+        return; /* gone */
+    if (target_failed(v, s->target)) {
+        /* TRANSITION_FAILED until its failures expire: an expiring copy record brings an
+         * event, but a failure the mesh judges by time alone brings none: look again later */
+        if (!ev_is_active(&s->retry)) {
+            ev_timer_set(&s->retry, FAILED_RECHECK_S, 0.);
+            ev_timer_start(v->loop, &s->retry);
+        }
+        return;
+    }
     struct model_record arec;
     int64_t used = model_of(v, s->active, &arec, NULL) == 1 && arec.last_used_ms > 0
                        ? arec.last_used_ms
