@@ -6,6 +6,7 @@
  * throughout; "off" prints no PROBES line.
  * argv: MM_NODE MM_RUNTIME MM_GATEWAY MM_CONTROLLER */
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,24 @@
 #include "harness.h"
 
 static char dir[] = "/tmp/mm-probes-test-XXXXXX";
+
+/* Wait up to ms for log to hold the line "LEADING" (the controller won its election); 0 or -1. */
+static int wait_leading(const char *log, long ms)
+{
+    for (long waited = 0; waited <= ms; waited += 50) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        bool found = false;
+        while (f && !found && fgets(line, sizeof(line), f))
+            found = strncmp(line, "LEADING", 7) == 0;
+        if (f)
+            fclose(f);
+        if (found)
+            return 0;
+        usleep(50 * 1000);
+    }
+    return -1;
+}
 
 /* Wait up to ms for the process logging to log to print "PROBES <port>"; the port or 0. */
 static int wait_probes(const char *log, pid_t pid, long ms)
@@ -209,6 +228,9 @@ int main(int argc, char **argv)
     kill(etcd.pid, SIGCONT);
     CHECK_INT(wait_status(cport, "/ready", 200, 15000, body, sizeof(body)), 200);
     CHECK_INT(harness_http(cport, "GET", "/live", 2000, NULL, 0), 200);
+    /* a leader resigns through etcd at SIGTERM (a follower exits at once): only then does a
+     * frozen etcd hold it in its shutdown long enough to be asked */
+    REQUIRE(wait_leading(log, 15000) == 0);
     REQUIRE(harness_freeze(etcd.pid) == 0);
     REQUIRE(kill(ctl, SIGTERM) == 0);
     CHECK_INT(wait_status(cport, "/ready", 503, 2000, body, sizeof(body)), 503);
