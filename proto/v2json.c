@@ -682,10 +682,36 @@ static long escaped_nul(const char *json, size_t len)
     return -1;
 }
 
+/* How many JSON values the text holds at most, counted up to limit + 1: every value but the
+ * first follows a ',', a ':' or an opening bracket outside strings (a bound, exact for valid
+ * JSON, cheap: one pass, no allocation). */
+static size_t json_values(const char *json, size_t len, size_t limit)
+{
+    size_t n = 1;
+    bool in_string = false;
+    for (size_t i = 0; i < len && n <= limit; i++) {
+        char ch = json[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_string = false;
+        } else if (ch == '"') {
+            in_string = true;
+        } else if (ch == ',' || ch == ':' || ch == '[') {
+            n++;
+        }
+    }
+    return n;
+}
+
 int v2json_request_parse(const char *json, size_t len, const char *model,
                          Inference__ModelInferRequest **out, struct mm_error *err)
 {
     *out = NULL;
+    if (json_values(json, len, V2JSON_MAX_PARSED) > V2JSON_MAX_PARSED)
+        return mm_error_set(err, -E2BIG, "request: more than %u JSON values (send tensors this "
+                            "large over gRPC, or as fewer, larger requests)", V2JSON_MAX_PARSED);
     long nul = escaped_nul(json, len);
     if (nul >= 0)
         return mm_error_set(err, -EINVAL, "request: a string holds \\u0000 (byte %ld), which "

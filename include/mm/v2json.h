@@ -33,11 +33,16 @@
 
 #define V2JSON_MAX_VALUES (64u << 20)  /* in a request parsed */
 #define V2JSON_MAX_RENDERED (1u << 20) /* in a response rendered (memory: ~100 bytes each) */
+#define V2JSON_MAX_PARSED (1u << 20)   /* JSON values in a request text (memory while it is
+                                          parsed: ~80 bytes each, whatever the body's size) */
 
 /* Parse a KServe V2 inference request written as JSON into *out (caller frees with
  * v2json_request_free). model, if not NULL, sets model_name (overriding any "model_name" in
- * the document). Returns 0, -EINVAL (not JSON, or not a valid request: err says what and
- * where), -ENOTSUP (FP16/BF16), -E2BIG (over the limits) or -ENOMEM. */
+ * the document). The text is counted before it is parsed: more than V2JSON_MAX_PARSED JSON
+ * values (numbers, strings, arrays, objects...) is -E2BIG at once, so that a large body of
+ * small values ("1,1,1,...") cannot make the parse take ~40 times its size. Returns 0, -EINVAL
+ * (not JSON, or not a valid request: err says what and where), -ENOTSUP (FP16/BF16), -E2BIG
+ * (over the limits) or -ENOMEM. */
 int v2json_request_parse(const char *json, size_t len, const char *model,
                          Inference__ModelInferRequest **out, struct mm_error *err);
 void v2json_request_free(Inference__ModelInferRequest *r);

@@ -600,8 +600,52 @@ static void test_render(void)
     free(text);
 }
 
+/* A body of small values is counted before it is parsed: V2JSON_MAX_PARSED values pass (the
+ * shape then decides), one more is refused at once; commas inside strings are not values. */
+static void test_parse_bound(void)
+{
+    const char *head = "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1,%u],"
+                       "\"data\":[";
+    for (unsigned extra = 0; extra < 2; extra++) {
+        /* the rest of the document counts 12: the count is a bound, not a census (a member
+         * after a ',' counts at the ',' and at its ':') */
+        unsigned n = V2JSON_MAX_PARSED - 12 + extra;
+        size_t cap = 128 + 2 * (size_t)n;
+        char *json = malloc(cap);
+        REQUIRE(json != NULL);
+        size_t len = (size_t)snprintf(json, cap, head, n);
+        for (unsigned i = 0; i < n; i++) {
+            json[len++] = '1';
+            json[len++] = i + 1 < n ? ',' : ']';
+        }
+        len += (size_t)snprintf(json + len, cap - len, "}]}");
+        Inference__ModelInferRequest *r = NULL;
+        struct mm_error err = {0};
+        int rc = v2json_request_parse(json, len, NULL, &r, &err);
+        if (extra == 0) {
+            CHECK_INT(rc, 0);
+            CHECK(r && r->n_inputs == 1 && r->inputs[0]->contents &&
+                  r->inputs[0]->contents->n_fp32_contents == n);
+        } else {
+            CHECK_INT(rc, -E2BIG);
+            CHECK_STR(err.msg, "request: more than 1048576 JSON values (send tensors this large "
+                               "over gRPC, or as fewer, larger requests)");
+        }
+        v2json_request_free(r);
+        free(json);
+    }
+    /* commas and colons inside strings (escaped quotes too) are text, not values */
+    Inference__ModelInferRequest *r =
+        parse("{\"id\":\"a,b:c[\\\",,,\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\","
+              "\"shape\":[1],\"data\":[1]}]}",
+              NULL);
+    CHECK(r && strcmp(r->id, "a,b:c[\",,,") == 0);
+    v2json_request_free(r);
+}
+
 int main(void)
 {
+    test_parse_bound();
     test_rest_form();
     test_grpc_form();
     test_datatypes();
