@@ -84,6 +84,7 @@ struct rpc_channel {
     struct rpc_context *ctx;
     grpc_channel *channel;
     char *target;
+    bool peer;                    /* made by rpc_peer_channel_for: keepalive, short connects */
     bool peer_tls;                /* made by rpc_peer_channel_for over the context's TLS */
     struct rpc_request *requests; /* client calls in flight, for rpc_channel_free */
     struct rpc_channel *next;     /* in the context's cache */
@@ -1022,6 +1023,11 @@ int rpc_server_new(struct rpc_context *ctx, const struct rpc_server_config *cfg,
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_CONNECTION_IDLE_MS,
          .value.integer = (int)(c.connection_idle_ms ? c.connection_idle_ms
                                                      : RPC_DEFAULT_CONNECTION_IDLE_MS)},
+        /* our peers' keepalive pings (RPC_PEER_KEEPALIVE_MS, while calls wait) are welcome;
+         * more often than this, even without data, is a strike (gRPC's default: 5 minutes,
+         * which would make a peer's pings during a long call end its connection) */
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+         .value.integer = RPC_PEER_KEEPALIVE_MS / 2},
         /* we listen ourselves (rpc_server_listen); this is for gRPC's own (TLS addresses) */
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
         /* gRPC's listener (TLS): a handshake not done by then is dropped (gRPC's is 120 s) */
@@ -1783,21 +1789,32 @@ static int make_channel_creds(const struct tls_pem *pem, void *arg)
     return *creds ? 0 : -ENOMEM;
 }
 
-/* A channel to target with creds (taken); server_name overrides the name TLS checks. */
+/* A channel to target with creds (taken); server_name overrides the name TLS checks; peer:
+ * keepalive and short connection attempts (RPC_PEER_KEEPALIVE_MS). */
 static int channel_create(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
-                          grpc_channel_credentials *creds, const char *server_name,
+                          grpc_channel_credentials *creds, const char *server_name, bool peer,
                           struct rpc_channel **out, struct mm_error *err);
+static int channel_new_tls(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
+                           struct tls_watch *w, const char *server_name, bool peer,
+                           struct rpc_channel **out, struct mm_error *err);
 
 int rpc_channel_new(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
                     struct rpc_channel **out, struct mm_error *err)
 {
     return channel_create(ctx, target, max_message_bytes, grpc_insecure_credentials_create(),
-                          NULL, out, err);
+                          NULL, false, out, err);
 }
 
 int rpc_channel_new_tls(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
                         struct tls_watch *w, const char *server_name, struct rpc_channel **out,
                         struct mm_error *err)
+{
+    return channel_new_tls(ctx, target, max_message_bytes, w, server_name, false, out, err);
+}
+
+static int channel_new_tls(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
+                           struct tls_watch *w, const char *server_name, bool peer,
+                           struct rpc_channel **out, struct mm_error *err)
 {
     if (!w || !tls_watch_files(w)->ca)
         return mm_error_set(err, -EINVAL, "rpc: a TLS channel to %s needs a CA bundle", target);
@@ -1808,11 +1825,11 @@ int rpc_channel_new_tls(struct rpc_context *ctx, const char *target, size_t max_
     uint64_t gen = 0; /* always differs: the current files */
     if (tls_watch_use(w, &gen, make_channel_creds, &creds) < 0 || !creds)
         return mm_error_set(err, -ENOMEM, "rpc: gRPC made no TLS credentials for %s", target);
-    return channel_create(ctx, target, max_message_bytes, creds, server_name, out, err);
+    return channel_create(ctx, target, max_message_bytes, creds, server_name, peer, out, err);
 }
 
 static int channel_create(struct rpc_context *ctx, const char *target, size_t max_message_bytes,
-                          grpc_channel_credentials *creds, const char *server_name,
+                          grpc_channel_credentials *creds, const char *server_name, bool peer,
                           struct rpc_channel **out, struct mm_error *err)
 {
     struct rpc_channel *ch = calloc(1, sizeof(*ch));
@@ -1823,19 +1840,36 @@ static int channel_create(struct rpc_context *ctx, const char *target, size_t ma
         return mm_error_set(err, -ENOMEM, "rpc: out of memory");
     }
     size_t max = max_message_bytes ? max_message_bytes : RPC_DEFAULT_MAX_MESSAGE;
-    grpc_arg args[] = {
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-         .value.integer = (int)max},
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-         .value.integer = (int)max},
-        /* a compressed answer is refused, not inflated (as the server does) */
-        {.type = GRPC_ARG_INTEGER, .key = GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
-         .value.integer = 1u << GRPC_COMPRESS_NONE},
-        /* the name the peer's certificate must carry, when not the target's host */
-        {.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
-         .value.string = (char *)server_name},
-    };
-    grpc_channel_args ca = {sizeof(args) / sizeof(args[0]) - (server_name ? 0 : 1), args};
+    grpc_arg args[8];
+    size_t n = 0;
+    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                           .value.integer = (int)max};
+    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+                           .value.integer = (int)max};
+    /* a compressed answer is refused, not inflated (as the server does) */
+    args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                           .key = GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET,
+                           .value.integer = 1u << GRPC_COMPRESS_NONE};
+    if (peer) {
+        /* a peer that hangs (stopped, partitioned, its host gone) fails the calls in flight
+         * to it UNAVAILABLE once a ping goes unanswered, rather than at their deadlines: the
+         * router then tries another copy. Pings only while calls are in flight. */
+        args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS,
+                               .value.integer = RPC_PEER_KEEPALIVE_MS};
+        args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                               .value.integer = RPC_PEER_KEEPALIVE_TIMEOUT_MS};
+        args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                               .key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, .value.integer = 0};
+        /* and a connection attempt to it gives up after this (gRPC's is 20 s, during which
+         * calls sent to it would wait) */
+        args[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+                               .value.integer = RPC_PEER_CONNECT_TIMEOUT_MS};
+    }
+    /* the name the peer's certificate must carry, when not the target's host */
+    if (server_name)
+        args[n++] = (grpc_arg){.type = GRPC_ARG_STRING, .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                               .value.string = (char *)server_name};
+    grpc_channel_args ca = {n, args};
     ch->channel = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     if (!ch->channel) {
@@ -1878,18 +1912,20 @@ const char *rpc_channel_target(const struct rpc_channel *ch)
     return ch->target;
 }
 
-static struct rpc_channel *shared_channel(struct rpc_context *ctx, const char *target,
+static struct rpc_channel *shared_channel(struct rpc_context *ctx, const char *target, bool peer,
                                           bool peer_tls, struct mm_error *err)
 {
     for (struct rpc_channel *ch = ctx->channels; ch; ch = ch->next)
-        if (ch->peer_tls == peer_tls && strcmp(ch->target, target) == 0)
+        if (ch->peer == peer && ch->peer_tls == peer_tls && strcmp(ch->target, target) == 0)
             return ch;
     struct rpc_channel *ch = NULL;
-    int rc = peer_tls ? rpc_channel_new_tls(ctx, target, 0, ctx->peer_tls,
-                                            ctx->peer_server_name, &ch, err)
-                      : rpc_channel_new(ctx, target, 0, &ch, err);
+    int rc = peer_tls ? channel_new_tls(ctx, target, 0, ctx->peer_tls, ctx->peer_server_name,
+                                        peer, &ch, err)
+                      : channel_create(ctx, target, 0, grpc_insecure_credentials_create(), NULL,
+                                       peer, &ch, err);
     if (rc < 0)
         return NULL;
+    ch->peer = peer;
     ch->peer_tls = peer_tls;
     ch->next = ctx->channels;
     ctx->channels = ch;
@@ -1899,13 +1935,13 @@ static struct rpc_channel *shared_channel(struct rpc_context *ctx, const char *t
 struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
                                     struct mm_error *err)
 {
-    return shared_channel(ctx, target, false, err);
+    return shared_channel(ctx, target, false, false, err);
 }
 
 struct rpc_channel *rpc_peer_channel_for(struct rpc_context *ctx, const char *target,
                                          struct mm_error *err)
 {
-    return shared_channel(ctx, target, ctx->peer_tls != NULL, err);
+    return shared_channel(ctx, target, true, ctx->peer_tls != NULL, err);
 }
 
 int rpc_context_set_peer_tls(struct rpc_context *ctx, struct tls_watch *w,

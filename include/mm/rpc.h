@@ -297,6 +297,14 @@ struct rpc_channel *rpc_channel_for(struct rpc_context *ctx, const char *target,
  * -EINVAL (w without a CA bundle; already set). Loop, before the first rpc_peer_channel_for. */
 int rpc_context_set_peer_tls(struct rpc_context *ctx, struct tls_watch *w,
                              const char *server_name, struct mm_error *err);
+/* Peer channels (rpc_peer_channel_for) ping a peer every RPC_PEER_KEEPALIVE_MS while calls are
+ * in flight on them, and fail those calls UNAVAILABLE when a ping is not answered within
+ * RPC_PEER_KEEPALIVE_TIMEOUT_MS (a hung or cut-off peer is noticed in about 3 s, not at the
+ * calls' deadlines); a connection attempt gives up after RPC_PEER_CONNECT_TIMEOUT_MS. Every
+ * server accepts pings as often as every RPC_PEER_KEEPALIVE_MS / 2. */
+#define RPC_PEER_KEEPALIVE_MS 1000
+#define RPC_PEER_KEEPALIVE_TIMEOUT_MS 2000
+#define RPC_PEER_CONNECT_TIMEOUT_MS 2000
 /* The context's shared channel to a peer: rpc_channel_for's, over TLS when the context has peer
  * TLS (rpc_context_set_peer_tls). NULL on error (err filled). */
 struct rpc_channel *rpc_peer_channel_for(struct rpc_context *ctx, const char *target,

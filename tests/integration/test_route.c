@@ -18,7 +18,10 @@
  *   - the holder's node killed (-9): a request sent to another node at once, while the
  *     registry still has the copy Loaded there, is not an error: the forward fails, the call
  *     waits for the copy to go with the lease and for the model to be Loaded elsewhere, and is
- *     answered.
+ *     answered;
+ *   - the holder's node stopped (SIGSTOP, a hung peer) just before a request reaches it
+ *     through the gateway: the forward fails once the gateway's keepalive ping goes unanswered
+ *     (not at the client's deadline), and the call is answered from the new copy elsewhere.
  * With a fifth argument "scaling", the nodes check copy counts every second with a threshold of
  * 600 requests per minute per copy, and one scenario runs instead:
  *   - 12 requests/s (720 a minute) for one model, spread over the three nodes' external ports:
@@ -176,8 +179,12 @@ static struct rpc_channel *internal_channel(size_t i)
 
 static void register_model(const char *id, const char *type)
 {
+    size_t i = 0; /* the first pod whose node runs (one may have been killed) */
+    while (i + 1 < cl.cfg.n_pods && !cl.pods[i].api)
+        i++;
+    REQUIRE(cl.pods[i].api != NULL);
     struct mmc_reply r;
-    mmc_register(cl.pods[0].api, id, type, "bc.json", "", false, false, 0, CALL_MS, &r);
+    mmc_register(cl.pods[i].api, id, type, "bc.json", "", false, false, 0, CALL_MS, &r);
     CHECK_INT(r.code, GRPC_STATUS_OK);
     if (r.code != GRPC_STATUS_OK)
         fprintf(stderr, "  registerModel %s: %s\n", id, r.details);
@@ -564,6 +571,29 @@ static void holder_killed(void)
             "(lease TTL 2 s, then placed and loaded elsewhere)\n", took);
 }
 
+/* A peer that hangs: the holder's node is stopped (SIGSTOP) just before a request reaches it
+ * through the gateway. The forward is not left to the client's deadline (20 s): the gateway's
+ * keepalive to the peer goes unanswered, the forward fails UNAVAILABLE after about 3 s, and the
+ * call waits for the model to be placed elsewhere (the lease of the stopped node expires) and
+ * is answered. */
+static void holder_frozen(void)
+{
+    register_model("m3", "xgboost");
+    CHECK(infer_ok(cl.gateway, "m3", "m3")); /* loaded; the gateway's route to it is warm */
+    int held = 0, h = holder("m3", &held);
+    REQUIRE(h >= 0 && cl.pods[h].node_pid > 0);
+    REQUIRE(harness_freeze(cl.pods[h].node_pid) == 0);
+    long long t0 = harness_now_ms();
+    struct testcall t = infer_on(cl.gateway, "m3", NULL, 0, FEATURES, 20000);
+    long long took = harness_now_ms() - t0;
+    CHECK(answered(&t, "m3"));
+    testcall_clear(&t);
+    CHECK(took < 12000);
+    REQUIRE(kill(cl.pods[h].node_pid, SIGCONT) == 0);
+    fprintf(stderr, "the holder's node stopped: a request through the gateway answered after "
+            "%lld ms (keepalive, lease TTL 2 s, then placed and loaded elsewhere)\n", took);
+}
+
 /* Live (Pending, Loading, Loaded) and Loaded copies of model. */
 static int live_copies(const char *model, int *loaded)
 {
@@ -652,6 +682,7 @@ int main(int argc, char **argv)
         parked_on_gateway();
         no_instance_serves();
         holder_killed();
+        holder_frozen();
     }
 
     int failures = check_failures;
