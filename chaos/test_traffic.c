@@ -71,9 +71,14 @@ static void run_ms(long long ms)
 static struct traffic *start(const char *target, const struct traffic_model *models, size_t n,
                              long deadline_ms, size_t max_in_flight)
 {
-    struct traffic_config cfg = {.target = target, .models = models, .n_models = n, .row = row,
-                                 .n_features = FEATURES, .deadline_ms = deadline_ms,
-                                 .max_in_flight = max_in_flight, .seed = 7};
+    struct traffic_config cfg = {.target = target,
+                                 .models = models,
+                                 .n_models = n,
+                                 .row = row,
+                                 .n_features = FEATURES,
+                                 .deadline_ms = deadline_ms,
+                                 .max_in_flight = max_in_flight,
+                                 .seed = 7};
     struct traffic *t = NULL;
     REQUIRE(traffic_new(rc.ctx, &cfg, &t) == 0);
     REQUIRE(traffic_start(t) == 0);
@@ -102,13 +107,12 @@ static void print_phase(const char *what, const struct traffic_phase_report *p)
                 (unsigned long long)s->by_code[GRPC_STATUS_OK], (unsigned long long)s->wrong,
                 (unsigned long long)s->hung, (unsigned long long)s->skipped,
                 (unsigned long long)s->by_code[GRPC_STATUS_NOT_FOUND],
-                (unsigned long long)s->by_code[GRPC_STATUS_DEADLINE_EXCEEDED], s->p50_ms,
-                s->p99_ms, s->max_ms);
+                (unsigned long long)s->by_code[GRPC_STATUS_DEADLINE_EXCEEDED], s->p50_ms, s->p99_ms,
+                s->max_ms);
     }
     for (size_t i = 0; i < p->n_failures && i < 2; i++)
         fprintf(stderr, "  failure: %s code %d at %lld ms: %s\n", p->failures[i].model,
-                (int)p->failures[i].code, (long long)p->failures[i].at_ms,
-                p->failures[i].details);
+                (int)p->failures[i].code, (long long)p->failures[i].at_ms, p->failures[i].details);
 }
 
 static bool near(uint64_t got, double want)
@@ -439,8 +443,8 @@ static void refused(void)
 {
     const struct traffic_model ok[] = {{"m", 1, TRAFFIC_MULTI, 1}};
     const struct traffic_model no_rate[] = {{"m", 1, TRAFFIC_MULTI, 0}};
-    struct traffic_config cfg = {.target = rc.target, .models = ok, .n_models = 1, .row = row,
-                                 .n_features = FEATURES};
+    struct traffic_config cfg = {
+        .target = rc.target, .models = ok, .n_models = 1, .row = row, .n_features = FEATURES};
     struct traffic *t = NULL;
     cfg.n_models = 0;
     CHECK_INT(traffic_new(rc.ctx, &cfg, &t), -EINVAL);

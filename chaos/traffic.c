@@ -28,8 +28,8 @@
 
 #define HIST_UNITS_PER_MS 10000.0 /* units of 100 ns */
 #define HIST_CLAMP_MS 120000.0
-#define HIST_LINEAR 128           /* exact below this many units */
-#define HIST_SUB 64               /* sub-buckets per power of two above */
+#define HIST_LINEAR 128 /* exact below this many units */
+#define HIST_SUB 64     /* sub-buckets per power of two above */
 
 static size_t hist_index(uint64_t x)
 {
@@ -94,8 +94,8 @@ double traffic_histogram_percentile(const struct traffic_histogram *h, double q)
 
 /* ---------------------------------------------------------------- state */
 
-struct served {        /* an OK, right answer */
-    int32_t sent_ms;   /* since traffic_start */
+struct served {      /* an OK, right answer */
+    int32_t sent_ms; /* since traffic_start */
     int32_t at_ms;
 };
 
@@ -105,8 +105,8 @@ struct model {
     float expected;
     enum traffic_class cls;
     double rate;
-    double offset;     /* of the period, in [0, 1): the seed's spread */
-    double next_ms;    /* when the next call is due, since start */
+    double offset;  /* of the period, in [0, 1): the seed's spread */
+    double next_ms; /* when the next call is due, since start */
     grpc_byte_buffer *request;
     struct served *served; /* TRAFFIC_SERVED_KEEP, a ring */
     size_t n_served;       /* ever: the next goes at n_served % TRAFFIC_SERVED_KEEP */
@@ -116,7 +116,7 @@ struct call { /* a slot of the in-flight bound */
     struct traffic *t;
     struct rpc_request *req;
     size_t model;
-    uint64_t phase;    /* the sequence number of the phase it was sent in */
+    uint64_t phase; /* the sequence number of the phase it was sent in */
     int64_t sent_ns;
     bool busy, hung;
 };
@@ -227,8 +227,7 @@ static bool names_model(const struct model *m, const char *answered)
 }
 
 /* Whether an OK response is m's right answer; why says what was wrong if not. */
-static bool right_answer(const struct model *m, grpc_byte_buffer *response, char *why,
-                         size_t size)
+static bool right_answer(const struct model *m, grpc_byte_buffer *response, char *why, size_t size)
 {
     if (!response) {
         snprintf(why, size, "OK without a response message");
@@ -320,8 +319,8 @@ static void on_reply(grpc_status_code status, const char *details, grpc_byte_buf
     if (p) {
         struct traffic_stats *s = &p->rep.cls[m->cls];
         if (!c->hung) {
-            int code = (int)status >= 0 && (int)status < TRAFFIC_CODES ? (int)status
-                                                                       : GRPC_STATUS_UNKNOWN;
+            int code =
+                (int)status >= 0 && (int)status < TRAFFIC_CODES ? (int)status : GRPC_STATUS_UNKNOWN;
             s->by_code[code]++;
             traffic_histogram_add(&p->hist[m->cls], lat_ms);
             if (status != GRPC_STATUS_OK)
@@ -354,8 +353,8 @@ static void send_call(struct traffic *t, size_t k, int64_t now)
     struct call *c = &t->calls[t->free_calls[--t->n_free]];
     *c = (struct call){.t = t, .model = k, .phase = t->phase_seq, .sent_ns = now, .busy = true};
     s->sent++;
-    int rc = rpc_unary(t->ch, INFER, m->request, NULL, 0, t->deadline_ms, NULL, on_reply, c,
-                       &c->req);
+    int rc =
+        rpc_unary(t->ch, INFER, m->request, NULL, 0, t->deadline_ms, NULL, on_reply, c, &c->req);
     if (rc < 0) { /* not started: no callback; counted as failed here */
         char why[160];
         snprintf(why, sizeof(why), "rpc_unary to %s: %s", t->target, mm_strerror(rc));
@@ -424,7 +423,8 @@ int traffic_new(struct rpc_context *rpc, const struct traffic_config *cfg, struc
     *out = NULL;
     if (!rpc || !cfg)
         return invalid("no rpc context or no config");
-    if (!cfg->target || !cfg->target[0] || strlen(cfg->target) >= sizeof(((struct traffic *)0)->target))
+    if (!cfg->target || !cfg->target[0] ||
+        strlen(cfg->target) >= sizeof(((struct traffic *)0)->target))
         return invalid("target missing or longer than 127 bytes");
     if (!cfg->models || cfg->n_models < 1 || cfg->n_models > TRAFFIC_MAX_MODELS) {
         snprintf(what, sizeof(what), "n_models %zu not in 1..%d", cfg->n_models,
@@ -432,8 +432,8 @@ int traffic_new(struct rpc_context *rpc, const struct traffic_config *cfg, struc
         return invalid(what);
     }
     if (!cfg->row || cfg->n_features < 1 || cfg->n_features > MAX_FEATURES) {
-        snprintf(what, sizeof(what), "row missing or n_features %zu not in 1..%d",
-                 cfg->n_features, MAX_FEATURES);
+        snprintf(what, sizeof(what), "row missing or n_features %zu not in 1..%d", cfg->n_features,
+                 MAX_FEATURES);
         return invalid(what);
     }
     if (cfg->deadline_ms < 0 || cfg->max_in_flight > MAX_IN_FLIGHT) {
@@ -554,8 +554,7 @@ void traffic_stop(struct traffic *t)
 
 size_t traffic_phases(const struct traffic *t, struct traffic_phase_report *out, size_t max)
 {
-    uint64_t first = t->phase_seq >= TRAFFIC_MAX_PHASES ? t->phase_seq - TRAFFIC_MAX_PHASES + 1
-                                                         : 0;
+    uint64_t first = t->phase_seq >= TRAFFIC_MAX_PHASES ? t->phase_seq - TRAFFIC_MAX_PHASES + 1 : 0;
     size_t n = 0;
     int64_t now = traffic_now_ms(t);
     for (uint64_t seq = first; seq <= t->phase_seq && n < max; seq++) {
