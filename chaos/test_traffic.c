@@ -8,8 +8,8 @@
  *   - the runtime SIGSTOPped: DEADLINE_EXCEEDED for the calls of the phase (but those still
  *     within their deadline at SIGCONT), none hung, the max_in_flight bound reached and the
  *     calls due then counted skipped; served again after SIGCONT;
- *   - the loop held past deadline + 2 s: the calls out then are counted hung, not by code, and
- *     no burst of calls follows;
+ *   - the loop held past deadline + 2 s: the calls out then are counted hung, not by code, no
+ *     burst of calls follows, and the phase says how long the loop was held;
  *   - p50 / p99 / max against the exact percentiles of the delays the test server applied; an
  *     answer naming the InferenceService's concrete id is right, one naming another model is
  *     wrong; raw_output_contents read.
@@ -161,6 +161,7 @@ static void right_answers(void)
             CHECK(s->max_ms < 1000);
         }
         CHECK_INT(ph[i].n_failures, 0);
+        CHECK(ph[i].held_ms < 1000);
     }
     /* every model served after `since`: within a period of the slowest model plus latency */
     fprintf(stderr, "all served since %lld ms: at %lld ms\n", (long long)since, (long long)served);
@@ -288,6 +289,7 @@ static void held_loop(void)
     print_phase("held", &ph[0]);
     const struct traffic_stats *s = &ph[0].cls[TRAFFIC_MULTI];
     CHECK(s->hung >= 2);
+    CHECK(ph[0].held_ms >= deadline + 2500 && ph[0].held_ms < deadline + 2500 + 1000);
     CHECK_INT(answered(s) + s->hung, s->sent);
     CHECK(s->sent <= 4 + 6 + 3); /* 200 ms + 300 ms at 20/s, not the 2.8 s held */
     CHECK_INT(s->skipped, 0);

@@ -141,6 +141,7 @@ struct traffic {
     struct phase *phases; /* TRAFFIC_MAX_PHASES, a ring indexed by sequence number */
     uint64_t phase_seq;   /* the current phase's; phases before seq - MAX + 1 are gone */
     int64_t t0_ns;
+    int64_t last_tick_ns; /* for held_ms */
     bool started, stopped;
     ev_timer tick, watch;
 };
@@ -364,6 +365,16 @@ static void send_call(struct traffic *t, size_t k, int64_t now)
     }
 }
 
+/* The time since the last tick, if it is the phase's longest. */
+static void note_held(struct traffic *t, int64_t now)
+{
+    struct phase *p = phase_of(t, t->phase_seq);
+    int64_t gap_ms = (now - t->last_tick_ns) / 1000000;
+    if (gap_ms > p->rep.held_ms)
+        p->rep.held_ms = gap_ms;
+    t->last_tick_ns = now;
+}
+
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -371,6 +382,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     struct traffic *t = w->data;
     int64_t now = mono_ns();
     double now_ms = since_start_ms(t, now);
+    note_held(t, now);
     for (size_t k = 0; k < t->n_models; k++) {
         struct model *m = &t->models[k];
         if (m->rate <= 0)
@@ -509,6 +521,7 @@ int traffic_start(struct traffic *t)
         return -EALREADY;
     t->started = true;
     t->t0_ns = mono_ns();
+    t->last_tick_ns = t->t0_ns;
     for (size_t k = 0; k < t->n_models; k++) {
         struct model *m = &t->models[k];
         m->next_ms = m->offset * 1000.0 / m->rate;
@@ -521,6 +534,8 @@ int traffic_start(struct traffic *t)
 
 void traffic_phase(struct traffic *t, const char *label)
 {
+    if (t->started && !t->stopped)
+        note_held(t, mono_ns()); /* a stall before the call is the ending phase's */
     int64_t now = traffic_now_ms(t);
     struct phase *p = phase_of(t, t->phase_seq);
     p->rep.end_ms = now;
@@ -533,6 +548,7 @@ void traffic_stop(struct traffic *t)
     if (!t->started || t->stopped)
         return;
     ev_timer_stop(t->loop, &t->tick);
+    note_held(t, mono_ns());
     int64_t until = mono_ns() + (int64_t)(t->deadline_ms + HUNG_SLACK_MS) * 1000000;
     /* the watchdog wakes the loop at least every WATCH_S */
     while (t->n_free < t->max_in_flight && mono_ns() < until)
