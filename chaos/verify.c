@@ -95,19 +95,18 @@ __attribute__((format(printf, 2, 3))) static void breach(struct verify *v, const
     fprintf(stderr, "verify: BREACH %s\n", line);
 }
 
-/* bytes[0, len) as printable text, cut to fit out (size > 4). */
+/* bytes[0, len) as printable text (others as \xNN), cut with "..." to fit out (size >= 8). */
 static const char *shown(const char *bytes, size_t len, char *out, size_t size)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 5 < size; i++) {
+    size_t o = 0, i = 0;
+    for (; i < len && o + 4 + 3 < size; i++) { /* room for an escape and "..." */
         unsigned char ch = (unsigned char)bytes[i];
         if (ch >= 0x20 && ch < 0x7f && ch != '\\')
             out[o++] = (char)ch;
         else
             o += (size_t)snprintf(out + o, size - o, "\\x%02x", ch);
     }
-    if (o + 5 >= size && len > 0) {
-        o = o < size - 4 ? o : size - 4;
+    if (i < len) {
         memcpy(out + o, "...", 3);
         o += 3;
     }
@@ -193,12 +192,20 @@ int verify_registrations(struct verify *v)
             breach(v, "registration %s: acknowledged but absent (lost); last acknowledged \"%s\"",
                    a->key, shown(a->value, a->len, want, sizeof(want)));
         else if (a->value && (r->op.kvs[0].value_len != a->len ||
-                              memcmp(r->op.kvs[0].value, a->value, a->len) != 0))
+                              memcmp(r->op.kvs[0].value, a->value, a->len) != 0)) {
+            /* shown from a little before the first byte that differs */
+            const struct etcd_kv *kv = &r->op.kvs[0];
+            size_t d = 0;
+            while (d < kv->value_len && d < a->len && kv->value[d] == a->value[d])
+                d++;
+            size_t from = d > 24 ? d - 24 : 0;
             breach(v,
-                   "registration %s: value is not the last acknowledged one: \"%s\" (%zu bytes), "
-                   "acknowledged \"%s\" (%zu bytes)",
-                   a->key, shown(r->op.kvs[0].value, r->op.kvs[0].value_len, got, sizeof(got)),
-                   r->op.kvs[0].value_len, shown(a->value, a->len, want, sizeof(want)), a->len);
+                   "registration %s: value is not the last acknowledged one (%zu bytes, "
+                   "acknowledged %zu; from byte %zu): \"%s\", acknowledged \"%s\"",
+                   a->key, kv->value_len, a->len, from,
+                   shown(kv->value + from, kv->value_len - from, got, sizeof(got)),
+                   shown(a->value + from, a->len - from, want, sizeof(want)));
+        }
         etcd_response_free(r);
     }
     return (int)(v->breaches - before);
