@@ -12,7 +12,9 @@
  *     its status), and once it is deleted the namespace converges;
  *   - processes: a controller killed -9 behind the cluster's back (reported once), an
  *     AddressSanitizer report appended to a node's log and a UBSan one to a log of the caller's
- *     (each reported once; a log given twice is read once).
+ *     (each reported once; a log given twice is read once);
+ *   - a 3-member etcd: a member killed -9 behind the cluster's back is named; the registry
+ *     checks read through the other two.
  * argv: MM_NODE MM_RUNTIME MAKE_BREAST_CANCER MM_CONTROLLER RUNTIMES_DIR */
 #include <errno.h>
 #include <signal.h>
@@ -418,6 +420,42 @@ static void processes(void)
     CHECK_INT(verify_processes(v, paths, 3), 0);
 }
 
+/* A 3-member etcd: every member is a process of the cluster (one killed behind its back is a
+ * breach naming it), and the registry checks read through a quorum of the others. */
+static void etcd_members(const char *mm_node, const char *mm_runtime)
+{
+    fprintf(stderr, "-- a 3-member etcd\n");
+    verify_free(v);
+    v = NULL;
+    cluster_free(&cl);
+    cluster_up = false;
+    struct cluster_config cfg = {.mm_node = mm_node, .mm_runtime = mm_runtime, .n_pods = 1,
+                                 .lease_ttl = "2s", .etcd_members = 3};
+    int rc = cluster_start(&cl, &cfg);
+    cluster_up = true;
+    if (rc < 0)
+        cluster_dump_logs(&cl, true);
+    REQUIRE(rc == 0);
+    REQUIRE(verify_new(&cl, &v) == 0);
+    REQUIRE(cluster_etcd_members(&cl) == 3);
+    CHECK_INT(verify_processes(v, NULL, 0), 0);
+    struct verify_counts n;
+    verify_counts(v, &n);
+    CHECK(n.logs >= 5); /* 3 members, the runtime, the node */
+    struct harness_etcd *m1 = cluster_etcd_member(&cl, 1);
+    pid_t pid = m1->pid;
+    REQUIRE(kill(pid, SIGKILL) == 0);
+    REQUIRE(wait_exited(pid));
+    CHECK_INT(verify_processes(v, NULL, 0), 1);
+    CHECK(said(m1->name, "killed by signal 9"));
+    harness_etcd_kill(m1); /* reaped: now a fault the scenario knows of */
+    CHECK_INT(verify_processes(v, NULL, 0), 0);
+    CHECK_INT(verify_leases(v), 0);
+    CHECK_INT(verify_capacity(v), 0);
+    verify_counts(v, &n);
+    CHECK_INT(n.instances, 1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 6) {
@@ -460,6 +498,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "%zu breaches found on purpose, %zu kept\n", breaches, kept);
     CHECK_INT(breaches, 14); /* exactly those made: none spurious */
     CHECK_INT(kept, breaches < VERIFY_KEEP ? breaches : VERIFY_KEEP);
+    if (check_failures)
+        cluster_dump_logs(&cl, false);
+    etcd_members(argv[1], argv[2]);
     if (check_failures)
         cluster_dump_logs(&cl, false);
     return CHECK_DONE();

@@ -748,7 +748,12 @@ int verify_processes(struct verify *v, const char *const *paths, size_t n)
     size_t before = v->breaches;
     struct cluster *c = v->cl;
     char what[64];
-    check_pid(v, "etcd", c->etcd.pid);
+    size_t members = cluster_etcd_members(c);
+    for (size_t k = 0; k < members; k++) {
+        const struct harness_etcd *e = cluster_etcd_member(c, k);
+        snprintf(what, sizeof(what), "etcd member %s", e->name[0] ? e->name : "0");
+        check_pid(v, what, e->pid);
+    }
     for (size_t i = 0; i < c->cfg.n_pods; i++) {
         snprintf(what, sizeof(what), "%s's runtime", c->pods[i].iid);
         check_pid(v, what, c->pods[i].runtime_pid);
@@ -762,9 +767,10 @@ int verify_processes(struct verify *v, const char *const *paths, size_t n)
     check_pid(v, "gateway", c->gateway_pid);
 
     /* The logs: the caller's, then the cluster's own, each once. */
-    const char *own[4 + 2 * CLUSTER_MAX_PODS + CLUSTER_MAX_CONTROLLERS];
+    const char *own[CLUSTER_MAX_ETCD + 1 + 2 * CLUSTER_MAX_PODS + CLUSTER_MAX_CONTROLLERS];
     size_t n_own = 0;
-    own[n_own++] = c->etcd.log_path;
+    for (size_t k = 0; k < members; k++)
+        own[n_own++] = cluster_etcd_member(c, k)->log_path;
     own[n_own++] = c->gateway_log;
     for (size_t i = 0; i < c->cfg.n_pods; i++) {
         own[n_own++] = c->pods[i].runtime_log;
