@@ -211,8 +211,10 @@ static void lease_revoke(int64_t id)
 /* An instance record of an instance that is no node ("nx"), on its own live lease. */
 static void fake_instance(const char *iid, uint64_t capacity, uint64_t used, int64_t lease)
 {
-    struct instance_record rec = {.capacity_bytes = capacity, .used_bytes = used,
-                                  .lease = lease, .start_ms = cluster_epoch_ms()};
+    struct instance_record rec = {.capacity_bytes = capacity,
+                                  .used_bytes = used,
+                                  .lease = lease,
+                                  .start_ms = cluster_epoch_ms()};
     snprintf(rec.address, sizeof(rec.address), "127.0.0.1:1");
     snprintf(rec.runtime, sizeof(rec.runtime), "verify-none"); /* no model is placed here */
     char key[KEYS_MAX];
@@ -290,8 +292,8 @@ static void copy_key(const char *model, const char *iid, char *key)
 static void leases(void)
 {
     fprintf(stderr, "-- leases\n");
-    struct copy_record cr = {.state = COPY_LOADED, .since_ms = cluster_epoch_ms(),
-                             .size_bytes = 1000};
+    struct copy_record cr = {
+        .state = COPY_LOADED, .since_ms = cluster_epoch_ms(), .size_bytes = 1000};
     char *json = record_encode(RECORD_COPY, &cr);
     REQUIRE(json);
     char key[KEYS_MAX];
@@ -429,8 +431,11 @@ static void etcd_members(const char *mm_node, const char *mm_runtime)
     v = NULL;
     cluster_free(&cl);
     cluster_up = false;
-    struct cluster_config cfg = {.mm_node = mm_node, .mm_runtime = mm_runtime, .n_pods = 1,
-                                 .lease_ttl = "2s", .etcd_members = 3};
+    struct cluster_config cfg = {.mm_node = mm_node,
+                                 .mm_runtime = mm_runtime,
+                                 .n_pods = 1,
+                                 .lease_ttl = "2s",
+                                 .etcd_members = 3};
     int rc = cluster_start(&cl, &cfg);
     cluster_up = true;
     if (rc < 0)
@@ -459,8 +464,10 @@ static void etcd_members(const char *mm_node, const char *mm_runtime)
 int main(int argc, char **argv)
 {
     if (argc < 6) {
-        fprintf(stderr, "usage: %s MM_NODE MM_RUNTIME MAKE_BREAST_CANCER MM_CONTROLLER "
-                        "RUNTIMES_DIR\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s MM_NODE MM_RUNTIME MAKE_BREAST_CANCER MM_CONTROLLER "
+                "RUNTIMES_DIR\n",
+                argv[0]);
         return 2;
     }
     if (!cluster_node_has_listen(argv[1])) {

@@ -23,11 +23,11 @@
 #include "mm/records.h"
 
 #define LINE_BYTES 512
-#define MAX_ACKS 65536           /* acknowledged keys kept (one per key) */
-#define MAX_LOGS 128             /* logs whose scanned offset is remembered */
-#define MAX_REPORTED 256         /* exited processes already reported (each reported once) */
-#define MAX_MODELS 4096          /* model ids asked of each runtime */
-#define MAX_LEASES 1024          /* distinct leases looked up in one leases check */
+#define MAX_ACKS 65536   /* acknowledged keys kept (one per key) */
+#define MAX_LOGS 128     /* logs whose scanned offset is remembered */
+#define MAX_REPORTED 256 /* exited processes already reported (each reported once) */
+#define MAX_MODELS 4096  /* model ids asked of each runtime */
+#define MAX_LEASES 1024  /* distinct leases looked up in one leases check */
 #define CONVERGE_POLL_MS 200
 
 struct ack {
@@ -115,8 +115,7 @@ static const char *shown(const char *bytes, size_t len, char *out, size_t size)
 }
 
 /* snprintf for texts that may be cut (a reason, a name): cutting is wanted there. */
-__attribute__((format(printf, 3, 4))) static void say(char *out, size_t size, const char *fmt,
-                                                      ...)
+__attribute__((format(printf, 3, 4))) static void say(char *out, size_t size, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -366,7 +365,8 @@ int verify_capacity(struct verify *v)
             sum += sizes[j];
         if (sum > cap)
             breach(v,
-                   "capacity: %s's runtime holds %" PRIu64 " bytes in %d models > capacity %" PRIu64,
+                   "capacity: %s's runtime holds %" PRIu64
+                   " bytes in %d models > capacity %" PRIu64,
                    pod->iid, sum, held, cap);
     }
     for (size_t j = 0; j < n_ids; j++)
@@ -444,14 +444,13 @@ int verify_leases(struct verify *v)
     for (size_t k = 0; rc == 0 && k < r->op.n_kvs; k++) {
         const struct etcd_kv *kv = &r->op.kvs[k];
         struct key_parts parts;
-        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 ||
-            parts.kind != KEY_COPY) {
+        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 || parts.kind != KEY_COPY) {
             breach(v, "leases: %s is not a copy key", kv->key);
             continue;
         }
         copies++;
-        const struct instance_seen *is = instance_of(in, (size_t)n_in, parts.second,
-                                                     parts.second_len);
+        const struct instance_seen *is =
+            instance_of(in, (size_t)n_in, parts.second, parts.second_len);
         int iid_len = (int)parts.second_len, model_len = (int)parts.first_len;
         if (kv->lease == 0) {
             breach(v, "leases: copy of %.*s on %.*s has no lease (it outlives its instance)",
@@ -462,12 +461,11 @@ int verify_leases(struct verify *v)
             breach(v,
                    "leases: copy of %.*s on %.*s (lease %" PRId64 "): no instance %.*s in "
                    "the registry",
-                   model_len, parts.first, iid_len, parts.second, kv->lease, iid_len,
-                   parts.second);
+                   model_len, parts.first, iid_len, parts.second, kv->lease, iid_len, parts.second);
         } else if (is->kv_lease != kv->lease) {
             breach(v,
-                   "leases: copy of %.*s on %.*s has lease %" PRId64 ", not its instance's (%"
-                   PRId64 "): it can outlive the instance",
+                   "leases: copy of %.*s on %.*s has lease %" PRId64
+                   ", not its instance's (%" PRId64 "): it can outlive the instance",
                    model_len, parts.first, iid_len, parts.second, kv->lease, is->kv_lease);
         }
         int alive = lease_alive(v, seen, &n_seen, kv->lease, &err);
@@ -507,9 +505,8 @@ static bool has_loaded_copy(struct verify *v, const struct etcd_response *r, con
         struct key_parts parts;
         struct copy_record cr;
         struct mm_error err = {0};
-        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 ||
-            parts.kind != KEY_COPY || parts.first_len != len ||
-            memcmp(parts.first, id, len) != 0)
+        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 || parts.kind != KEY_COPY ||
+            parts.first_len != len || memcmp(parts.first, id, len) != 0)
             continue;
         if (record_decode(RECORD_COPY, kv->value, kv->value_len, &cr, &err) == 0 &&
             cr.state == COPY_LOADED)
@@ -570,21 +567,18 @@ static void judge(struct verify *v, const struct etcd_kv *kv, const char *ns,
         (!st.target_model_id[0] || strcmp(st.target_model_id, s.revision) == 0) && loaded)
         return;
     say(out->why, sizeof(out->why),
-             "generation %" PRId64 " observed %" PRId64 ", ready %s, %s, active %s (%s), "
-             "target %s (%s), want %s with a Loaded copy (%s); failure %s \"%.120s\" at %s",
-             s.generation, st.generation, st.ready.status ? "True" : "False",
-             isvc_transition_name(st.transition),
-             st.active_model_id[0] ? st.active_model_id : "-",
-             isvc_model_state_name(st.active_state),
-             st.target_model_id[0] ? st.target_model_id : "-",
-             isvc_model_state_name(st.target_state), s.revision, loaded ? "has one" : "none",
-             isvc_reason_name(st.failure.reason), st.failure.message,
-             st.failure.location[0] ? st.failure.location : "-");
+        "generation %" PRId64 " observed %" PRId64 ", ready %s, %s, active %s (%s), "
+        "target %s (%s), want %s with a Loaded copy (%s); failure %s \"%.120s\" at %s",
+        s.generation, st.generation, st.ready.status ? "True" : "False",
+        isvc_transition_name(st.transition), st.active_model_id[0] ? st.active_model_id : "-",
+        isvc_model_state_name(st.active_state), st.target_model_id[0] ? st.target_model_id : "-",
+        isvc_model_state_name(st.target_state), s.revision, loaded ? "has one" : "none",
+        isvc_reason_name(st.failure.reason), st.failure.message,
+        st.failure.location[0] ? st.failure.location : "-");
 }
 
 /* One look: the isvcs of ns judged into *out (malloc'd), their number; -errno (err says). */
-static int look(struct verify *v, const char *ns, struct isvc_seen **out, char *err,
-                size_t size)
+static int look(struct verify *v, const char *ns, struct isvc_seen **out, char *err, size_t size)
 {
     char rel[KEYS_MAX];
     struct etcd_response *isvcs = NULL, *statuses = NULL, *copies = NULL;
@@ -645,8 +639,9 @@ int verify_converged(struct verify *v, const char *ns, long timeout_ms, int64_t 
             if (last) {
                 for (int i = 0; i < n; i++)
                     if (seen[i].why[0])
-                        breach(v, "converged: InferenceService %s/%s not converged within %ld "
-                                  "ms: %s",
+                        breach(v,
+                               "converged: InferenceService %s/%s not converged within %ld "
+                               "ms: %s",
                                ns, seen[i].name, timeout_ms, seen[i].why);
                 free(seen);
                 return not_yet;
@@ -688,13 +683,16 @@ static void check_pid(struct verify *v, const char *what, pid_t pid)
         breach(v, "processes: %s (pid %d) exited with status %d", what, (int)pid, si.si_status);
     else if (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED)
         breach(v, "processes: %s (pid %d) was killed by signal %d (%s)%s", what, (int)pid,
-               si.si_status, strsignal(si.si_status), si.si_code == CLD_DUMPED ? ", core dumped" : "");
+               si.si_status, strsignal(si.si_status),
+               si.si_code == CLD_DUMPED ? ", core dumped" : "");
     else
         breach(v, "processes: %s (pid %d) is gone", what, (int)pid);
 }
 
 static const char *const sanitizer_marks[] = {
-    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
     "SUMMARY: UndefinedBehaviorSanitizer",
 };
 
@@ -730,8 +728,8 @@ static int scan_log(struct verify *v, const char *path)
             if (memmem(line, (size_t)len, sanitizer_marks[m], strlen(sanitizer_marks[m]))) {
                 line[len - 1] = '\0';
                 char text[300];
-                breach(v, "processes: %s: %s", path, shown(line, (size_t)len - 1, text,
-                                                             sizeof(text)));
+                breach(v, "processes: %s: %s", path,
+                       shown(line, (size_t)len - 1, text, sizeof(text)));
                 break;
             }
         }
