@@ -360,6 +360,27 @@ static void on_written(int status, const struct mm_error *err, struct etcd_respo
         write_later(cp);
         return;
     }
+    if (resp->succeeded && cp->rec_rev > resp->revision) {
+        /* Done, but the watch has already told of a later change to the record (its events
+         * and this answer come on different connections): that change stands, and what was
+         * learned from it is kept. Clearing it would leave a copy admitted meanwhile waiting
+         * for a write that is never sent. */
+        free(json);
+        cp->write_backoff_ms = WRITE_FIRST_RETRY_MS;
+        if (cp->write_kind == WANT_DELETE && cp->stale)
+            c->stats.stale_deleted++;
+        if (cp->write_kind == WANT_DELETE)
+            cp->stale = false;
+        int64_t lease = instance_lease_id(c->instance);
+        if (cp->phase == P_STARTING && cp->rec.state == COPY_LOADING &&
+            record_matches(cp, lease)) {
+            begin_fetch(cp);
+            return;
+        }
+        sync_record(cp);
+        maybe_free(cp);
+        return;
+    }
     if (resp->succeeded) {
         cp->write_backoff_ms = WRITE_FIRST_RETRY_MS;
         if (cp->write_kind == WANT_PUT) {
