@@ -9,7 +9,9 @@
  * unload_all unloads and deletes everything; a second incarnation deletes the records left by
  * the first (and one under a foreign lease), refuses by its churn guard (the Pending record
  * deleted), and refuses a Pending record whose model does not exist; a third loads at most the
- * runtime's loading concurrency at once (the rest wait Pending) and is freed with a load in flight.
+ * runtime's loading concurrency at once (the rest wait Pending) and is freed with a load in flight;
+ * a fourth, writing through a proxy that answers txns late, deletes a stale record and gets a
+ * Pending record for the same key (seen on the watch) before the delete's answer: it loads it.
  * Run under ASan too.
  * argv[1] = mm-runtime, argv[2] = make-breast-cancer. */
 #include <errno.h>
@@ -23,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "faultproxy.h"
 #include "harness.h"
 #include "mm/copies.h"
 #include "mm/etcd.h"
@@ -263,12 +266,14 @@ static struct copies_stats stats(void)
     return st;
 }
 
+static struct etcd_client *copies_etcd; /* the client copies write with; NULL = etcd */
+
 static void new_copies(int64_t churn_age_ms)
 {
     struct copies_config cfg = {
         .cluster = CLUSTER,
         .iid = IID,
-        .etcd = etcd,
+        .etcd = copies_etcd ? copies_etcd : etcd,
         .mirror = mirror,
         .spi = spi,
         .storage = storage,
@@ -648,6 +653,54 @@ static void test_free_while_loading(void)
     harness_run_until(loop, NULL, NULL, 500);
 }
 
+/* A write's answer that comes after the watch has told of a later change. This incarnation
+ * writes through a proxy that sends txn answers at 100 bytes/s (a second or more late), while
+ * its mirror watches etcd directly. A stale record of an earlier run is deleted (applied at
+ * once, answered late); a placer puts a Pending record for the same key right after; its
+ * event admits the copy while the delete's answer is still coming. That answer must not make
+ * the copy forget the Pending record it has seen: the copy goes Loading, then Loaded. */
+static bool key_absent(void *arg)
+{
+    return !key_present(arg);
+}
+
+static void test_late_answer(void)
+{
+    struct faultproxy fp = {0};
+    REQUIRE(faultproxy_start(&fp, "127.0.0.1", server.client_port, NULL) == 0);
+    struct etcd_config ecfg = {.endpoints = fp.url, .request_timeout_ms = 20000};
+    struct mm_error err = {0};
+    REQUIRE(etcd_client_new(loop, &ecfg, &copies_etcd, &err) == 0);
+    const struct faultproxy_fault slow = {
+        .kind = FAULTPROXY_SLOW, .match = "/v3/kv/txn", .count = -1, .bytes = 100};
+    faultproxy_set(&fp, &slow);
+
+    /* the earlier incarnations' records go first: q is the only one this one deletes */
+    REQUIRE(etcd_sync_delete(etcd, "/modelmesh/" CLUSTER "/copies/", true, NULL, NULL) >= 0);
+    int64_t foreign = 0;
+    REQUIRE(etcd_sync_lease_grant(etcd, 60, &foreign, NULL) == 0);
+    put_model("q", "models/a.json");
+    put_copy_record("q", COPY_LOADED, foreign);
+    REQUIRE(harness_run_until(loop, NULL, NULL, 200)); /* into the mirror */
+    new_copies(1);
+    char key[KEYS_MAX];
+    key_of_copy(key, "q");
+    REQUIRE(harness_run_until(loop, key_absent, key, 5000)); /* applied; its answer trickles */
+    long long t0 = harness_now_ms();
+    place_copy("q");
+    bool loaded = wait_for("q", COPY_LOADED, 20000);
+    CHECK(loaded);
+    fprintf(stderr, "a late delete answer: q %s %lld ms after it was placed\n",
+            loaded ? "Loaded" : "still not Loaded", harness_now_ms() - t0);
+    CHECK_INT(runtime_size("q"), model_size);
+    CHECK(faultproxy_faults(&fp) >= 2); /* the delete and the Loading put came slowly */
+    copies_free(copies);
+    copies = NULL;
+    etcd_client_free(copies_etcd);
+    copies_etcd = NULL;
+    faultproxy_stop(&fp);
+}
+
 /* ---------------------------------------------------------------- setup */
 
 static void start_runtime(uint64_t cap, const char *models_dir, int *port)
@@ -777,6 +830,7 @@ int main(int argc, char **argv)
     test_unload_all();
     test_stale_and_churn();
     test_free_while_loading();
+    test_late_answer();
 
     copies_free(copies);
     instance_free(inst);
