@@ -36,8 +36,6 @@
 struct verify;
 struct ev_loop;
 struct rpc_context;
-struct rpc_channel;
-struct spi_client;
 
 struct world_config {
     /* programs (required, but mm_gateway / mm_controller) */
@@ -79,15 +77,13 @@ struct world {
     size_t n_models;                /* n_multi first, then n_single */
     float row[WORLD_FEATURES];      /* the sample row every request sends */
     char dir[256];                  /* the world's temp dir (model files, the reference) */
-    /* the reference runtime (outside the mesh; a loop and rpc context of its own, run only
-     * inside world_model_expected) */
+    /* the reference runtime (outside the mesh): asked on a loop and rpc context of its own
+     * before the cluster starts (ref_loop), on the cluster's afterwards (ref_loop NULL) */
     pid_t ref_pid;
     int ref_port;
     char ref_log[320];
     struct ev_loop *ref_loop;
     struct rpc_context *ref_rpc;
-    struct spi_client *ref_spi;
-    struct rpc_channel *ref_ch;
     unsigned ref_loads;
     uint64_t model_size;            /* the largest size the reference runtime reported */
     uint64_t capacity;              /* each runtime's capacity_bytes, as started */
