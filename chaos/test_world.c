@@ -403,6 +403,14 @@ int main(int argc, char **argv)
     fprintf(stderr, "registrations: %zu keys acknowledged, %zu checked\n", counts.acked_keys,
             counts.checked_keys);
     CHECK(counts.acked_keys >= w.n_models + 1);
+    /* every process the world runs is up, every log of theirs free of sanitizer reports */
+    const char *logs[64];
+    size_t n_logs = world_logs(&w, logs, 64);
+    CHECK(n_logs >= 2 * w.cfg.n_pods + 2 + 3 + 1);
+    CHECK(verify_processes(v, logs, n_logs) == 0);
+    /* the mesh's own invariants, for the record (the scenarios judge them) */
+    fprintf(stderr, "capacity breaches %d, lease breaches %d\n", verify_capacity(v),
+            verify_leases(v));
     const char *const *lines;
     size_t n = verify_lines(v, &lines);
     for (size_t i = 0; i < n; i++)

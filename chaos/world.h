@@ -13,7 +13,14 @@
  * at one copy.
  *
  * Every registration the world makes (isvcs/, storage-config/, runtimes/) is recorded with
- * verify_ack once etcd has acknowledged it.
+ * verify_ack once etcd has acknowledged it. The verify may be made before world_start with
+ * verify_new(&w->cl, ...): it keeps the cluster's address, which world_start fills in.
+ *
+ * The nodes also get --replace-delay 1s --failure-expiry 10s --max-load-failures 3 (a load
+ * that failed while storage was down is placed again within seconds of its return). Each
+ * runtime's capacity by default: room for every copy (multi models counted at 3, the most
+ * their rate gives them) on n_pods - 1 pods with a quarter to spare, and at least 3 MB (the
+ * mesh places a model of unknown size at 1 MB until a copy has loaded).
  *
  * Single-threaded: everything runs on the cluster's loop (w->cl.loop). */
 #ifndef MM_CHAOS_WORLD_H
@@ -116,7 +123,9 @@ int world_infer(struct world *w, size_t k, long timeout_ms, char *why, size_t wh
  * 0 or -errno. */
 int world_model_expected(struct world *w, const char *path, float *out);
 
-/* Every process of the world, and its log: for verify_processes. */
+/* Every log of the world's processes, for verify_processes: the cluster's (runtimes, nodes,
+ * controllers, gateway, every etcd member), the reference runtime's and s3rver's; up to max,
+ * how many were written. */
 size_t world_logs(const struct world *w, const char **paths, size_t max);
 
 /* Stop every process (gracefully; what must exit 0 is checked by verify_processes before),
