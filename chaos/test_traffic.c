@@ -39,28 +39,7 @@ static float expected;
 
 static void make_model(const char *maker, const char *dir)
 {
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "'%s' '%s'", maker, dir);
-    FILE *p = popen(cmd, "r");
-    REQUIRE(p != NULL);
-    char line[4096];
-    bool got_expected = false, got_row = false;
-    while (fgets(line, sizeof(line), p)) {
-        if (sscanf(line, "expected predict[0] = %f", &expected) == 1)
-            got_expected = true;
-        if (strncmp(line, "row[0] =", 8) == 0) {
-            char *s = line + 8;
-            int j = 0;
-            for (char *end; j < FEATURES; j++, s = end) {
-                row[j] = strtof(s, &end);
-                if (end == s)
-                    break;
-            }
-            got_row = j == FEATURES;
-        }
-    }
-    REQUIRE(pclose(p) == 0);
-    REQUIRE(got_expected && got_row);
+    REQUIRE(harness_example_model(maker, dir, row, FEATURES, &expected) == 0);
 }
 
 static void run_ms(long long ms)

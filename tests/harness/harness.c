@@ -918,3 +918,49 @@ out:
     close(fd);
     return rc;
 }
+
+int harness_example_model(const char *maker, const char *dir, float *row, size_t n_features,
+                          float *expected)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "'%s' '%s' 2>&1", maker, dir);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -errno;
+    char line[4096], out[8192] = "";
+    bool got_expected = false, got_row = false;
+    while (fgets(line, sizeof(line), p)) {
+        if (strlen(out) + strlen(line) < sizeof(out))
+            strcat(out, line);
+        if (sscanf(line, "expected predict[0] = %f", expected) == 1)
+            got_expected = true;
+        if (strncmp(line, "row[0] =", 8) == 0) {
+            char *s = line + 8;
+            size_t j = 0;
+            for (char *end; j < n_features; j++, s = end) {
+                row[j] = strtof(s, &end);
+                if (end == s)
+                    break;
+            }
+            got_row = j == n_features;
+        }
+    }
+    int status = pclose(p);
+    if (status != 0 || !got_expected || !got_row) {
+        fprintf(stderr, "harness: %s %s (exit %d) printed no expected prediction and row of %zu "
+                "features:\n%s", maker, dir, status, n_features, out);
+        return -EIO;
+    }
+    return 0;
+}
+
+int harness_example_model_tmp(const char *maker, const char *what, char *dir, size_t size,
+                              float *row, size_t n_features, float *expected)
+{
+    const char *tmp = getenv("TMPDIR");
+    if ((size_t)snprintf(dir, size, "%s/mm-%s-XXXXXX", tmp && tmp[0] ? tmp : "/tmp", what) >= size)
+        return -ENAMETOOLONG;
+    if (!mkdtemp(dir))
+        return -errno;
+    return harness_example_model(maker, dir, row, n_features, expected);
+}
