@@ -17,7 +17,13 @@
  * per class (models with 2+ copies, single-copy models): calls by gRPC code, wrong, hung,
  * skipped, and latencies (every OK or failed call's, in a log-linear histogram from 10 µs to
  * 120 s, 2% resolution) for p50 / p99 / max. The first TRAFFIC_KEEP failures of each phase are
- * kept whole (model, code, details, when).
+ * kept whole (model, code, details, when). A call counts in the phase it was sent in; a hung
+ * call (its callback later than deadline_ms + 2 s, or never) counts in `hung`, not in by_code
+ * nor the latencies, so that once stopped, sent = sum of by_code + hung. Past
+ * TRAFFIC_MAX_PHASES phases, the oldest are dropped (traffic_phases gives the last ones).
+ *
+ * The loop held (a caller blocking it) does not make a burst: a model more than 1 s behind
+ * its schedule starts again from now.
  *
  * Single-threaded: on the rpc context's loop. */
 #ifndef MM_CHAOS_TRAFFIC_H
@@ -33,6 +39,7 @@
 #define TRAFFIC_MAX_PHASES 16
 #define TRAFFIC_KEEP 20
 #define TRAFFIC_CODES 17 /* gRPC status codes 0..16 */
+#define TRAFFIC_SERVED_KEEP 4096
 
 struct rpc_context;
 struct traffic;
@@ -96,11 +103,28 @@ size_t traffic_phases(const struct traffic *t, struct traffic_phase_report *out,
 int64_t traffic_now_ms(const struct traffic *t);
 /* Since when every model has had an OK, right answer sent after since_ms: the latest of the
  * models' first such answers (ms since traffic_start), or -1 when some model has had none yet.
- * "Time to recovery" is this minus the fault's end. */
+ * "Time to recovery" is this minus the fault's end. Models paused (rate 0) are left out. Each
+ * model's last TRAFFIC_SERVED_KEEP right answers are remembered: for a since_ms older than
+ * those, the answer is an upper bound. */
 int64_t traffic_all_served_since(const struct traffic *t, int64_t since_ms);
 /* Change model k's rate (0 pauses it). */
 void traffic_set_rate(struct traffic *t, size_t k, double rate);
 /* Cancels what is in flight (no callback after it). */
 void traffic_free(struct traffic *t);
+
+/* --- the latency histogram (its own unit test uses it) ---
+ * Log-linear: values in units of 100 ns, exact below 128 units (12.8 µs), then 64 linear
+ * sub-buckets per power of two (a bucket is at most 1/64 of its values wide: a percentile
+ * read at a bucket's middle is within 0.8% of the value, 2% from 10 µs on). Values past
+ * 120 s count as 120 s (max_ms keeps the exact largest). */
+#define TRAFFIC_HIST_BUCKETS 1664
+struct traffic_histogram {
+    uint64_t count;
+    double max_ms;
+    uint64_t buckets[TRAFFIC_HIST_BUCKETS];
+};
+void traffic_histogram_add(struct traffic_histogram *h, double ms);
+/* The nearest-rank percentile q (0 < q <= 1) in ms, at most max_ms; 0 when empty. */
+double traffic_histogram_percentile(const struct traffic_histogram *h, double q);
 
 #endif
