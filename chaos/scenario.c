@@ -21,6 +21,7 @@
 #define PRECONDITION_MS 60000L  /* for a multi model's 2 Loaded copies, before a fault */
 #define BACK_MS 30000L          /* for an instance to register again */
 #define ROLL_EXIT_MS 30000L     /* a node's SIGTERM exit, in a rolling restart */
+#define S4_STRICT_PHASE "fault: etcd down"
 
 static const char *const titles[SCENARIO_COUNT + 1] = {
     "",
@@ -58,8 +59,7 @@ struct run {
     uint32_t rng;
     struct traffic_model models[WORLD_MAX_MODELS];
     struct cluster_copy *copies; /* MAX_COPIES, for counting Loaded copies */
-    bool strict_multi;           /* any failure of a multi model is a breach (1, 2, 7) */
-    const char *strict_phase;    /* a phase where any failure is a breach (4), or NULL */
+    bool strict_multi;           /* 1, 2, 7: the multi models' 2 copies are waited for */
     int controller_killed;       /* scenario 8: started again after the checks' wait, or -1 */
 };
 
@@ -405,8 +405,7 @@ static void s4_etcd_down(struct run *u)
     size_t members = w->cfg.etcd_members ? w->cfg.etcd_members : 1;
     long down = fault_s(u, 30, 16) * 1000;
     /* Every model is Loaded: while nothing else happens, none may fail. */
-    traffic_phase(u->t, "fault: etcd down");
-    u->strict_phase = "fault: etcd down";
+    traffic_phase(u->t, S4_STRICT_PHASE);
     for (size_t k = 0; k < members; k++) {
         int rc = fault_etcd_kill(w, k);
         if (rc < 0)
@@ -611,18 +610,16 @@ static const char *code_name(int code)
     return code >= 0 && code < TRAFFIC_CODES ? names[code] : "?";
 }
 
-/* Whether a failure (code, or -1 wrong, -2 hung) of a model of class multi in a phase is a
- * breach under the scenario's rules. */
-static bool failure_breaches(const struct run *u, const char *phase, bool multi, int code)
+bool scenario_failure_breaches(int id, const char *phase, bool multi, int code)
 {
     if (code == -1 || code == -2)
-        return true;
+        return true; /* a wrong answer, a hung call: always */
     if (code == GRPC_STATUS_OK)
         return false;
-    if (u->strict_phase && strcmp(phase, u->strict_phase) == 0)
-        return true;
-    if (u->strict_multi && multi && strcmp(phase, "settle") != 0)
-        return true;
+    if (id == 4 && strcmp(phase, S4_STRICT_PHASE) == 0)
+        return true; /* etcd alone down: every model was Loaded and must keep serving */
+    if ((id == 1 || id == 2 || id == 7) && multi && strcmp(phase, "settle") != 0)
+        return true; /* a model with 2+ Loaded copies fails nothing */
     return code != GRPC_STATUS_UNAVAILABLE && code != GRPC_STATUS_DEADLINE_EXCEEDED;
 }
 
@@ -641,14 +638,14 @@ static void traffic_breaches(struct run *u)
                 breach(u, true, "phase %s, models of %s: %llu hung call(s)", p->label, cls,
                        (unsigned long long)s->hung);
             for (int code = 1; code < TRAFFIC_CODES; code++)
-                if (s->by_code[code] && failure_breaches(u, p->label, c == TRAFFIC_MULTI, code))
+                if (s->by_code[code] && scenario_failure_breaches(r->id, p->label, c == TRAFFIC_MULTI, code))
                     breach(u, true, "phase %s, models of %s: %llu call(s) failed %s", p->label,
                            cls, (unsigned long long)s->by_code[code], code_name(code));
         }
         size_t shown = 0;
         for (size_t f = 0; f < p->n_failures && shown < 5; f++) {
             const struct traffic_failure *x = &p->failures[f];
-            if (!failure_breaches(u, p->label, is_multi(u, x->model), (int)x->code))
+            if (!scenario_failure_breaches(r->id, p->label, is_multi(u, x->model), (int)x->code))
                 continue;
             shown++;
             if (r->n_lines < SCENARIO_MAX_LINES)

@@ -84,6 +84,11 @@ bool scenario_needs_netns(int id);
 int scenario_run(int id, struct world *w, struct verify *v, const struct scenario_options *opt,
                  struct scenario_result *out);
 
+/* Whether a call of scenario id that ended with code (a grpc_status_code, or -1 for a wrong
+ * answer, -2 for a hung call) in the phase labelled phase, for a model kept at 2+ copies
+ * (multi) or not, is a breach: the rules above. Pure. */
+bool scenario_failure_breaches(int id, const char *phase, bool multi, int code);
+
 /* All breaches of a result (traffic + registry). */
 size_t scenario_breaches(const struct scenario_result *r);
 
