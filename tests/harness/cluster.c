@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "netns.h"
 #include "mm/etcd.h"
 #include "mm/etcd_sync.h"
 #include "mm/yamljson.h"
@@ -113,15 +114,33 @@ static void add_args(char **argv, int *n, int max, char *buf)
         argv[(*n)++] = t;
 }
 
-int cluster_runtime_start(struct cluster *c, size_t i)
+/* Where pod i's processes listen and are reached: its namespace's pod_addr, or loopback. */
+static const char *pod_host(const struct cluster *c, size_t i)
+{
+    const struct harness_netns *ns = c->cfg.pod_runtimes[i].netns;
+    return ns ? ns->pod_addr : "127.0.0.1";
+}
+
+/* argv's prefix that runs a program in pod i's namespace (none on the host): its length. */
+static int pod_prefix(const struct cluster *c, size_t i, char **argv)
+{
+    const struct harness_netns *ns = c->cfg.pod_runtimes[i].netns;
+    if (!ns)
+        return 0;
+    harness_netns_argv(ns, argv);
+    return 4;
+}
+
+static int runtime_start(struct cluster *c, size_t i, int port)
 {
     struct cluster_pod *p = &c->pods[i];
     if (p->runtime_pid > 0)
         return -EALREADY;
-    char cap[32], dflt[32], timeout[32], conc[32];
-    char *argv[32];
-    int n = 0;
+    char cap[32], dflt[32], timeout[32], conc[32], listen[64];
+    char *argv[40];
+    int n = pod_prefix(c, i, argv);
     const struct cluster_pod_runtime *pr = &c->cfg.pod_runtimes[i];
+    snprintf(listen, sizeof(listen), "%s:%d", pod_host(c, i), port);
     if (pr->program) {
         if (pr->interpreter)
             argv[n++] = (char *)pr->interpreter;
@@ -132,7 +151,7 @@ int cluster_runtime_start(struct cluster *c, size_t i)
         argv[n++] = (char *)c->cfg.mm_runtime;
     }
     argv[n++] = "--listen";
-    argv[n++] = "127.0.0.1:0";
+    argv[n++] = listen;
     argv[n++] = "--models-dir"; /* what the node downloads or links */
     argv[n++] = p->cache_dir;
     argv[n++] = "--models-dir"; /* what a link from the cache dir leads to (pvc, local) */
@@ -168,14 +187,37 @@ int cluster_runtime_start(struct cluster *c, size_t i)
     }
     char target[64];
     struct mm_error err = {0};
-    snprintf(target, sizeof(target), "127.0.0.1:%d", p->runtime_port);
+    snprintf(target, sizeof(target), "%s:%d", pod_host(c, i), p->runtime_port);
     rc = spi_client_new(c->rpc, target, &p->spi, &err);
     if (rc < 0)
         fprintf(stderr, "cluster: SPI client of %s's runtime: %s\n", p->iid, err.msg);
     return rc;
 }
 
-int cluster_node_start(struct cluster *c, size_t i)
+int cluster_runtime_start(struct cluster *c, size_t i)
+{
+    return runtime_start(c, i, 0);
+}
+
+/* The etcd endpoints pod i's node is given: every member's, at the namespace's etcd_addr for
+ * a pod in one. */
+static void pod_endpoints(struct cluster *c, size_t i, char *out, size_t size)
+{
+    const struct harness_netns *ns = c->cfg.pod_runtimes[i].netns;
+    if (!ns) {
+        snprintf(out, size, "%s", c->etcd_endpoints);
+        return;
+    }
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t k = 0; k < cluster_etcd_members(c) && used < size; k++) {
+        const struct harness_etcd *e = cluster_etcd_member(c, k);
+        used += (size_t)snprintf(out + used, size - used, "%shttp://%s:%d", k ? "," : "",
+                                 ns->etcd_addr, e->client_port);
+    }
+}
+
+static int node_start(struct cluster *c, size_t i, int port)
 {
     struct cluster_pod *p = &c->pods[i];
     if (p->node_pid > 0)
@@ -185,45 +227,56 @@ int cluster_node_start(struct cluster *c, size_t i)
     /* Fixed ports, so that a node started again is where it was (and --listen's port 0 is not
      * relied on); LISTENING must still name it. The internal port is where peers forward to
      * (the instance record's address). */
-    int port = harness_free_port();
+    if (port <= 0)
+        port = harness_free_port();
     if (port < 0)
         return port;
     int iport = p->internal_port ? p->internal_port : harness_free_port();
     if (iport < 0)
         return iport;
     p->internal_port = iport;
-    char runtime[64], listen[64], internal[64], extra[sizeof(c->node_args)];
-    snprintf(runtime, sizeof(runtime), "127.0.0.1:%d", p->runtime_port);
-    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    snprintf(internal, sizeof(internal), "127.0.0.1:%d", iport);
+    const char *host = pod_host(c, i);
+    bool in_ns = c->cfg.pod_runtimes[i].netns != NULL;
+    char runtime[64], listen[64], internal[64], side[64], endpoints[sizeof(c->etcd_endpoints)];
+    char extra[sizeof(c->node_args)];
+    snprintf(runtime, sizeof(runtime), "%s:%d", host, p->runtime_port);
+    snprintf(listen, sizeof(listen), "%s:%d", host, port);
+    snprintf(internal, sizeof(internal), "%s:%d", in_ns ? host : c->internal_host, iport);
+    snprintf(side, sizeof(side), "%s:0", host);
+    pod_endpoints(c, i, endpoints, sizeof(endpoints));
     memcpy(extra, c->node_args, sizeof(extra));
-    char *argv[96] = {(char *)c->cfg.mm_node,
-                      "--etcd-endpoints", c->etcd.endpoint,
-                      "--cluster", c->name,
-                      "--instance-id", p->iid,
-                      "--runtime", runtime,
-                      "--model-types", (char *)(c->cfg.pod_runtimes[i].model_types
-                                                    ? c->cfg.pod_runtimes[i].model_types
-                                                : c->cfg.model_types ? c->cfg.model_types
-                                                                     : "xgboost"),
-                      "--internal-listen", internal,
-                      "--listen", listen,
-                      "--models-root", c->models_root,
-                      "--cache-dir", p->cache_dir,
-                      "--lease-ttl", (char *)(c->cfg.lease_ttl ? c->cfg.lease_ttl : "2s"),
-                      "--publish-min-interval", "100ms",
-                      "--probe-listen", "127.0.0.1:0",
-                      "--rest-listen", "127.0.0.1:0",
-                      "--metrics-listen", "127.0.0.1:0",
-                      "--log-level", "info"};
-    int n = 0;
-    while (argv[n])
-        n++;
+    char *argv[104];
+    int n = pod_prefix(c, i, argv);
+    char *fixed[] = {(char *)c->cfg.mm_node,
+                     "--etcd-endpoints", endpoints,
+                     "--cluster", c->name,
+                     "--instance-id", p->iid,
+                     "--runtime", runtime,
+                     "--model-types", (char *)(c->cfg.pod_runtimes[i].model_types
+                                                   ? c->cfg.pod_runtimes[i].model_types
+                                               : c->cfg.model_types ? c->cfg.model_types
+                                                                    : "xgboost"),
+                     "--internal-listen", internal,
+                     "--listen", listen,
+                     "--models-root", c->models_root,
+                     "--cache-dir", p->cache_dir,
+                     "--lease-ttl", (char *)(c->cfg.lease_ttl ? c->cfg.lease_ttl : "2s"),
+                     "--publish-min-interval", "100ms",
+                     "--probe-listen", side,
+                     "--rest-listen", side,
+                     "--metrics-listen", side,
+                     "--log-level", "info"};
+    for (size_t k = 0; k < sizeof(fixed) / sizeof(fixed[0]); k++)
+        argv[n++] = fixed[k];
+    if (in_ns) { /* said, though it is what the node would derive from --internal-listen */
+        argv[n++] = "--internal-address";
+        argv[n++] = internal;
+    }
     if (c->cfg.pod_runtimes[i].runtime_name) {
         argv[n++] = "--runtime-name";
         argv[n++] = (char *)c->cfg.pod_runtimes[i].runtime_name;
     }
-    add_args(argv, &n, 96, extra);
+    add_args(argv, &n, 104, extra);
     argv[n] = NULL;
     long long t0 = harness_now_ms();
     int got = 0;
@@ -245,10 +298,42 @@ int cluster_node_start(struct cluster *c, size_t i)
     p->node_port = got;
     struct mm_error err = {0};
     char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", got);
+    snprintf(target, sizeof(target), "%s:%d", host, got);
     rc = rpc_channel_new(c->rpc, target, 0, &p->api, &err);
     if (rc < 0)
         fprintf(stderr, "cluster: channel to %s: %s\n", p->iid, err.msg);
+    return rc;
+}
+
+int cluster_node_start(struct cluster *c, size_t i)
+{
+    return node_start(c, i, 0);
+}
+
+int cluster_pod_start(struct cluster *c, size_t i)
+{
+    if (i >= c->cfg.n_pods)
+        return -EINVAL;
+    struct cluster_pod *p = &c->pods[i];
+    int rc = 0;
+    if (p->runtime_pid <= 0) {
+        int was = p->runtime_port;
+        rc = runtime_start(c, i, was);
+        if (rc == -ECHILD && was > 0) {
+            fprintf(stderr, "cluster: %s's runtime could not have port %d again; another\n",
+                    p->iid, was);
+            rc = runtime_start(c, i, 0);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    int was = p->node_port;
+    rc = node_start(c, i, was);
+    if (rc == -ECHILD && was > 0) {
+        fprintf(stderr, "cluster: %s's node could not have port %d again; another\n", p->iid,
+                was);
+        rc = node_start(c, i, 0);
+    }
     return rc;
 }
 
@@ -315,6 +400,88 @@ int cluster_pod_of(const struct cluster *c, const char *iid, size_t len)
 
 /* ---------------------------------------------------------------- start and stop */
 
+/* etcd: one member or a cluster of them, each also on cfg.etcd_listen_host when given; the
+ * endpoints everyone on the host is given. Where the host's pods serve peers. */
+static int start_etcd(struct cluster *c)
+{
+    const char *host = c->cfg.etcd_listen_host;
+    snprintf(c->internal_host, sizeof(c->internal_host), "127.0.0.1");
+    for (size_t i = c->cfg.n_pods; i-- > 0;) {
+        const struct harness_netns *ns = c->cfg.pod_runtimes[i].netns;
+        if (!ns)
+            continue;
+        if (!host || strcmp(host, ns->etcd_addr) != 0) {
+            fprintf(stderr, "cluster: pod %zu is in namespace %s, whose etcd_addr %s is not "
+                            "etcd_listen_host (%s)\n", i, ns->name, ns->etcd_addr,
+                    host ? host : "none");
+            return -EINVAL;
+        }
+        snprintf(c->internal_host, sizeof(c->internal_host), "%s", ns->host_addr);
+    }
+    size_t n = c->cfg.etcd_members ? c->cfg.etcd_members : 1;
+    if (n > CLUSTER_MAX_ETCD)
+        return -EINVAL;
+    int rc = n == 1 ? harness_etcd_start_on(&c->etcd, NULL, host)
+                    : harness_etcd_cluster_start_on(c->etcd_cluster, n, NULL, host);
+    if (rc < 0) {
+        fprintf(stderr, "cluster: etcd (%zu member%s): %s\n", n, n == 1 ? "" : "s",
+                strerror(-rc));
+        return rc;
+    }
+    size_t used = 0;
+    for (size_t k = 0; k < n; k++)
+        used += (size_t)snprintf(c->etcd_endpoints + used, sizeof(c->etcd_endpoints) - used,
+                                 "%s%s", k ? "," : "", cluster_etcd_member(c, k)->endpoint);
+    return 0;
+}
+
+size_t cluster_etcd_members(const struct cluster *c)
+{
+    return c->cfg.etcd_members > 1 ? c->cfg.etcd_members : 1;
+}
+
+struct harness_etcd *cluster_etcd_member(struct cluster *c, size_t k)
+{
+    if (k >= cluster_etcd_members(c))
+        return NULL;
+    return c->cfg.etcd_members > 1 ? &c->etcd_cluster[k] : &c->etcd;
+}
+
+/* The value of `"Name" : <number>` in etcdctl's -w fields output, or 0. */
+static unsigned long long field_number(const char *out, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "\"%s\" : ", name);
+    const char *at = strstr(out, key);
+    return at ? strtoull(at + strlen(key), NULL, 10) : 0;
+}
+
+int cluster_etcd_leader(struct cluster *c)
+{
+    size_t n = cluster_etcd_members(c);
+    unsigned long long ids[CLUSTER_MAX_ETCD] = {0}, leader = 0;
+    for (size_t k = 0; k < n; k++) {
+        struct harness_etcd *e = cluster_etcd_member(c, k);
+        if (e->pid <= 0)
+            continue;
+        char cmd[512], out[4096];
+        snprintf(cmd, sizeof(cmd),
+                 "ETCDCTL_API=3 etcdctl --endpoints %s --command-timeout 2s endpoint status "
+                 "-w fields",
+                 e->endpoint);
+        if (harness_capture(cmd, out, sizeof(out)) != 0)
+            continue;
+        ids[k] = field_number(out, "MemberID");
+        unsigned long long l = field_number(out, "Leader");
+        if (l)
+            leader = l;
+    }
+    for (size_t k = 0; leader && k < n; k++)
+        if (ids[k] == leader)
+            return (int)k;
+    return -1;
+}
+
 int cluster_start(struct cluster *c, const struct cluster_config *cfg)
 {
     memset(c, 0, sizeof(*c));
@@ -353,14 +520,14 @@ int cluster_start(struct cluster *c, const struct cluster_config *cfg)
         snprintf(c->controllers[k].log, sizeof(c->controllers[k].log), "%s/controller-%zu.log",
                  c->dir, k);
     }
-    rc = harness_etcd_start(&c->etcd, NULL);
+    rc = start_etcd(c);
     if (rc < 0)
         return rc;
     struct mm_error err = {0};
     c->loop = ev_loop_new(EVFLAG_AUTO);
     if (!c->loop)
         return -ENOMEM;
-    struct etcd_config ecfg = {.endpoints = c->etcd.endpoint};
+    struct etcd_config ecfg = {.endpoints = c->etcd_endpoints};
     rc = etcd_client_new(c->loop, &ecfg, &c->etcd_client, &err);
     if (rc == 0)
         rc = rpc_context_new(c->loop, &c->rpc, &err);
@@ -388,7 +555,7 @@ int cluster_gateway_start(struct cluster *c)
     snprintf(c->gateway_log, sizeof(c->gateway_log), "%s/gateway.log", c->dir);
     char extra[256];
     snprintf(extra, sizeof(extra), "%s", c->cfg.gateway_args ? c->cfg.gateway_args : "");
-    char *argv[32] = {(char *)c->cfg.mm_gateway, "--etcd-endpoints", c->etcd.endpoint,
+    char *argv[32] = {(char *)c->cfg.mm_gateway, "--etcd-endpoints", c->etcd_endpoints,
                       "--cluster", c->name, "--gateway-id", "gw0", "--listen", "127.0.0.1:0",
                       "--probe-listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0",
                       "--metrics-listen", "127.0.0.1:0",
@@ -521,7 +688,7 @@ int cluster_controller_start(struct cluster *c, size_t k)
     const char *more = getenv("MM_TEST_CONTROLLER_ARGS");
     snprintf(extra, sizeof(extra), "%s %s", c->cfg.controller_args ? c->cfg.controller_args : "",
              more ? more : "");
-    char *argv[64] = {(char *)c->cfg.mm_controller, "--etcd-endpoints", c->etcd.endpoint,
+    char *argv[64] = {(char *)c->cfg.mm_controller, "--etcd-endpoints", c->etcd_endpoints,
                       "--cluster", c->name, "--identity", ct->identity, "--lease-ttl",
                       (char *)(c->cfg.controller_lease_ttl ? c->cfg.controller_lease_ttl : "2s"),
                       "--replace-delay", "500ms", "--probe-listen", "127.0.0.1:0",
@@ -628,6 +795,8 @@ void cluster_free(struct cluster *c)
         ev_loop_destroy(c->loop);
     c->loop = NULL;
     harness_etcd_cleanup(&c->etcd);
+    for (size_t k = 0; c->cfg.etcd_members > 1 && k < c->cfg.etcd_members; k++)
+        harness_etcd_cleanup(&c->etcd_cluster[k]);
     if (c->dir[0] && getenv("MM_TEST_KEEP") && getenv("MM_TEST_KEEP")[0]) {
         fprintf(stderr, "cluster: logs and caches kept in %s (MM_TEST_KEEP)\n", c->dir);
         keep_temp_dir(c->dir, false);
@@ -875,7 +1044,7 @@ int cluster_runtime_sizes(struct cluster *c, size_t i, const char *const *models
 int cluster_etcdctl(struct cluster *c, const char *args, char *out, size_t size)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 etcdctl --endpoints %s %s", c->etcd.endpoint, args);
+    snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 etcdctl --endpoints %s %s", c->etcd_endpoints, args);
     return harness_capture(cmd, out, size);
 }
 

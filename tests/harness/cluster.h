@@ -26,12 +26,14 @@
 #define CLUSTER_MAX_PODS 8
 #define CLUSTER_MAX_CONTROLLERS 4
 #define CLUSTER_START_MS 20000 /* each process's bound to announce LISTENING */
+#define CLUSTER_MAX_ETCD 5      /* members of the cluster's etcd (etcd_members) */
 
 struct ev_loop;
 struct etcd_client;
 struct rpc_context;
 struct rpc_channel;
 struct spi_client;
+struct harness_netns;
 
 /* A pod whose runtime is not the cluster's default (mixed clusters: xgboost and sklearn pods). */
 struct cluster_pod_runtime {
@@ -41,6 +43,17 @@ struct cluster_pod_runtime {
     const char *runtime_name; /* mm-node --runtime-name (instance label rt:NAME); NULL = the
                                  node's default, mm-runtime */
     const char *model_types;  /* mm-node --model-types; NULL = cfg.model_types */
+    struct harness_netns *netns; /* NULL = on the host's loopback, as every pod by default.
+                                  * Else (made by the caller, alive until cluster_free) the
+                                  * pod's runtime and node run inside it (harness_netns_argv),
+                                  * every port of theirs on its pod_addr (the node's
+                                  * --internal-address is pod_addr:internal_port, its probes,
+                                  * REST and metrics too); the node's etcd endpoints are the
+                                  * members' ports at etcd_addr, which must then be
+                                  * cfg.etcd_listen_host; the test's api and spi channels reach
+                                  * pod_addr. The pods on the host then serve peers on the
+                                  * (first such) namespace's host_addr instead of 127.0.0.1, so
+                                  * that the pod in it can forward to them. */
 };
 
 struct cluster_config {
@@ -78,6 +91,14 @@ struct cluster_config {
                                        --replace-delay 500ms, --log-level; the environment's
                                        MM_TEST_CONTROLLER_ARGS are added last */
     const char *controller_lease_ttl; /* NULL = "2s" */
+    size_t etcd_members;            /* 0 or 1: one etcd (c->etcd), as always; 2..CLUSTER_MAX_ETCD:
+                                       a cluster of that many (harness_etcd_cluster_start, in
+                                       c->etcd_cluster; c->etcd unused). The nodes, gateway,
+                                       controllers, the test's etcd client and cluster_etcdctl
+                                       get every member's URL (c->etcd_endpoints) */
+    const char *etcd_listen_host;   /* an extra IPv4 address of this host every member also
+                                       serves clients on, same port (a network namespace's
+                                       etcd_addr, for a pod in it); NULL = loopback only */
 };
 
 struct cluster_controller {
@@ -110,7 +131,11 @@ struct cluster {
     struct cluster_config cfg;
     char name[64];
     char node_args[1024];
-    struct harness_etcd etcd;
+    struct harness_etcd etcd;       /* the one member (cfg.etcd_members 0 or 1) */
+    struct harness_etcd etcd_cluster[CLUSTER_MAX_ETCD]; /* the members (etcd_members > 1) */
+    char etcd_endpoints[CLUSTER_MAX_ETCD * 48]; /* every member's client URL, comma-separated */
+    char internal_host[16];         /* where the host's pods serve peers: "127.0.0.1", or a
+                                       namespace's host_addr (see cluster_pod_runtime.netns) */
     char dir[256];                  /* the temp dir: models root, caches, logs */
     char models_root[320];
     struct ev_loop *loop;
@@ -169,6 +194,19 @@ int cluster_node_signal(struct cluster *c, size_t i, int sig);
 int cluster_node_wait(struct cluster *c, size_t i, long ms);
 /* A pod dies: SIGKILL to its node and its runtime, both reaped. */
 void cluster_pod_kill(struct cluster *c, size_t i);
+/* The pod comes back after cluster_pod_kill (or a node stopped), as its StatefulSet would
+ * bring it: its runtime (unless running), then its node, same instance id and ports (the
+ * runtime's, the node's --listen and internal ones; a port taken meanwhile is replaced by a
+ * free one, saying so); waits for each one's LISTENING. 0 or -errno. */
+int cluster_pod_start(struct cluster *c, size_t i);
+
+/* The etcd members: how many (1 for the single etcd), and member k (< that; NULL beyond):
+ * stop, kill and restart it with harness_etcd_*. */
+size_t cluster_etcd_members(const struct cluster *c);
+struct harness_etcd *cluster_etcd_member(struct cluster *c, size_t k);
+/* The index of the member that leads now (asked of each running member with etcdctl endpoint
+ * status), or -1 when none answers naming a leader that is a running member. */
+int cluster_etcd_leader(struct cluster *c);
 /* The index of the pod whose instance id is iid[0, len), or -1. */
 int cluster_pod_of(const struct cluster *c, const char *iid, size_t len);
 
@@ -202,7 +240,7 @@ int cluster_count(struct cluster *c, const char *rel);
 int cluster_runtime_sizes(struct cluster *c, size_t i, const char *const *models, size_t n,
                           uint64_t *sizes);
 
-/* Run etcdctl against the cluster's etcd with args; its exit code (output in out). */
+/* Run etcdctl against the cluster's etcd (every member) with args; its exit code (output in out). */
 int cluster_etcdctl(struct cluster *c, const char *args, char *out, size_t size);
 
 /* Run the loop for ms (mirrors and timers on it advance). */

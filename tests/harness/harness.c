@@ -166,6 +166,8 @@ static struct {
     int fd;
 } spawned[MAX_TRACKED];
 
+static void (*cleanups[8])(void);
+
 static void stop_all_at_exit(void)
 {
     if (getpid() != owner)
@@ -190,6 +192,12 @@ static void stop_all_at_exit(void)
         }
         remove_temp_dir(e);
         tracked[i] = NULL;
+    }
+    for (size_t i = 0; i < sizeof(cleanups) / sizeof(cleanups[0]); i++) {
+        void (*fn)(void) = cleanups[i];
+        cleanups[i] = NULL; /* once, also when a signal comes during the exit's cleanup */
+        if (fn)
+            fn();
     }
 }
 
@@ -218,6 +226,20 @@ static void register_cleanup(void)
             sigaction(sigs[i], &sa, NULL);
         }
     }
+}
+
+void harness_at_cleanup(void (*fn)(void))
+{
+    register_cleanup();
+    for (size_t i = 0; i < sizeof(cleanups) / sizeof(cleanups[0]); i++) {
+        if (cleanups[i] == fn)
+            return;
+        if (!cleanups[i]) {
+            cleanups[i] = fn;
+            return;
+        }
+    }
+    fprintf(stderr, "harness: too many cleanups; one is not registered\n");
 }
 
 static void print_log_tail(const struct harness_etcd *e)
@@ -281,6 +303,12 @@ static int launch(struct harness_etcd *e)
     char client_url[64], peer_url[64], metrics_url[64], cluster[sizeof(e->cluster)];
     snprintf(client_url, sizeof(client_url), "%s://127.0.0.1:%d", e->tls ? "https" : "http",
              e->client_port);
+    char listen_urls[sizeof(client_url) * 2 + 8];
+    if (e->listen_host[0])
+        snprintf(listen_urls, sizeof(listen_urls), "%s,%s://%s:%d", client_url,
+                 e->tls ? "https" : "http", e->listen_host, e->client_port);
+    else
+        snprintf(listen_urls, sizeof(listen_urls), "%s", client_url);
     snprintf(metrics_url, sizeof(metrics_url), "http://127.0.0.1:%d", e->metrics_port);
     snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d", e->peer_port);
     snprintf(cluster, sizeof(cluster), "%s", e->cluster);
@@ -291,7 +319,7 @@ static int launch(struct harness_etcd *e)
     char *argv[MAX_ARGS];
     int argc = 0;
     const char *fixed[] = {"etcd", "--name", e->name, "--data-dir", e->data_dir,
-                           "--listen-client-urls", client_url, "--advertise-client-urls",
+                           "--listen-client-urls", listen_urls, "--advertise-client-urls",
                            client_url, "--listen-peer-urls", peer_url,
                            "--initial-advertise-peer-urls", peer_url, "--initial-cluster",
                            cluster, "--listen-metrics-urls", metrics_url, "--logger", "zap",
@@ -356,10 +384,15 @@ static int spawn(struct harness_etcd *e)
 }
 
 /* A member's ports, name, endpoint and temp dirs; 0 or -errno. */
-static int prepare(struct harness_etcd *e, const char *extra_args, bool tls)
+static int prepare(struct harness_etcd *e, const char *extra_args, bool tls,
+                   const char *listen_host)
 {
     memset(e, 0, sizeof(*e));
     e->tls = tls;
+    if (listen_host &&
+        snprintf(e->listen_host, sizeof(e->listen_host), "%s", listen_host) >=
+            (int)sizeof(e->listen_host))
+        return -EINVAL;
     const char *tmp = getenv("TMPDIR");
     snprintf(e->data_dir, sizeof(e->data_dir), "%s/mm-etcd-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     if (!mkdtemp(e->data_dir))
@@ -384,14 +417,15 @@ static int pick_ports(struct harness_etcd *e)
     return 0;
 }
 
-static int cluster_try(struct harness_etcd *m, size_t n, const char *extra_args)
+static int cluster_try(struct harness_etcd *m, size_t n, const char *extra_args,
+                       const char *listen_host)
 {
     char cluster[sizeof(m->cluster)] = "";
     size_t used = 0;
     int rc = 0;
     memset(m, 0, n * sizeof(*m)); /* members never prepared are cleaned up as empty ones */
     for (size_t i = 0; i < n && rc == 0; i++) {
-        rc = prepare(&m[i], extra_args, false);
+        rc = prepare(&m[i], extra_args, false, listen_host);
         if (rc == 0)
             rc = pick_ports(&m[i]);
         snprintf(m[i].name, sizeof(m[i].name), "m%zu", i);
@@ -413,11 +447,17 @@ static int cluster_try(struct harness_etcd *m, size_t n, const char *extra_args)
 
 int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *extra_args)
 {
+    return harness_etcd_cluster_start_on(m, n, extra_args, NULL);
+}
+
+int harness_etcd_cluster_start_on(struct harness_etcd *m, size_t n, const char *extra_args,
+                                  const char *listen_host)
+{
     register_cleanup();
     int rc = -EADDRINUSE;
     /* A port can be taken between harness_free_port() and etcd's bind: pick new ones. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        rc = cluster_try(m, n, extra_args);
+        rc = cluster_try(m, n, extra_args, listen_host);
         bool port_taken = false;
         for (size_t i = 0; rc < 0 && i < n; i++)
             port_taken |= m[i].log_path[0] && log_mentions(&m[i], "address already in use");
@@ -431,14 +471,15 @@ int harness_etcd_cluster_start(struct harness_etcd *m, size_t n, const char *ext
     return rc;
 }
 
-static int start(struct harness_etcd *e, const char *extra_args, bool tls)
+static int start(struct harness_etcd *e, const char *extra_args, bool tls,
+                 const char *listen_host)
 {
     static bool registered;
     if (!registered) {
         register_cleanup();
         registered = true;
     }
-    int rc = prepare(e, extra_args, tls);
+    int rc = prepare(e, extra_args, tls, listen_host);
     if (rc < 0)
         return rc;
     /* A port can be taken between harness_free_port() and etcd's bind: pick new ones. */
@@ -457,12 +498,17 @@ static int start(struct harness_etcd *e, const char *extra_args, bool tls)
 
 int harness_etcd_start(struct harness_etcd *e, const char *extra_args)
 {
-    return start(e, extra_args, false);
+    return start(e, extra_args, false, NULL);
+}
+
+int harness_etcd_start_on(struct harness_etcd *e, const char *extra_args, const char *listen_host)
+{
+    return start(e, extra_args, false, listen_host);
 }
 
 int harness_etcd_start_tls(struct harness_etcd *e, const char *extra_args)
 {
-    return start(e, extra_args, true);
+    return start(e, extra_args, true, NULL);
 }
 
 static int reap(struct harness_etcd *e, int sig, long grace_ms)

@@ -6,6 +6,7 @@
 #define MM_TEST_HARNESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 struct harness_etcd {
@@ -20,6 +21,8 @@ struct harness_etcd {
     char log_path[300];         /* etcd's stdout+stderr, inside data_dir's parent temp dir */
     char extra_args[512];       /* extra etcd flags, space-separated, kept for restarts */
     char cluster[512];          /* --initial-cluster of a member of several; "" alone */
+    char listen_host[16];       /* an extra IPv4 address it also serves clients on (same
+                                   port), "" none; kept for restarts (harness_etcd_*_on) */
 };
 
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
@@ -36,6 +39,12 @@ int harness_etcd_start_tls(struct harness_etcd *e, const char *extra_args);
  * together and healthy (a leader elected) on return; stop, kill, restart and clean up each
  * member with the functions for one. 0 or -errno (what was started is cleaned up). */
 int harness_etcd_cluster_start(struct harness_etcd *members, size_t n, const char *extra_args);
+/* The same two, each member also listening for clients on listen_host (an IPv4 address of
+ * this host, e.g. a network namespace's etcd_addr), same port; NULL or "" = loopback only. */
+int harness_etcd_start_on(struct harness_etcd *e, const char *extra_args,
+                          const char *listen_host);
+int harness_etcd_cluster_start_on(struct harness_etcd *members, size_t n, const char *extra_args,
+                                  const char *listen_host);
 int harness_etcd_stop(struct harness_etcd *e);
 /* SIGKILL at once (a crash). Data dir kept. */
 int harness_etcd_kill(struct harness_etcd *e);
@@ -86,6 +95,11 @@ int harness_stop_pid(pid_t pid, long grace_ms);
  * does next happens while the process is frozen. 0, -ESRCH (gone) or -ETIMEDOUT. Resume it
  * with kill(pid, SIGCONT). */
 int harness_freeze(pid_t pid);
+
+/* Call fn (once each, in the test process only) when the harness cleans up at exit or on
+ * SIGTERM/SIGINT/SIGHUP, after the processes it started are killed: for what is not a
+ * process (network namespaces). At most 8. */
+void harness_at_cleanup(void (*fn)(void));
 
 /* Milliseconds on the monotonic clock, for bounded polling loops in tests. */
 long long harness_now_ms(void);
