@@ -731,6 +731,8 @@ int scenario_run(int id, struct world *w, struct verify *v, const struct scenari
     }
     struct run u = {.w = w, .v = v, .opt = opt, .r = out, .rng = opt->seed * 2654435761u + 1,
                     .controller_killed = -1};
+    if (u.rng == 0)
+        u.rng = 1; /* xorshift stays at 0 */
     for (int i = 0; i < id; i++)
         next_random(&u);
     u.strict_multi = id == 1 || id == 2 || id == 7;
