@@ -8,8 +8,8 @@
  *   - the runtime SIGSTOPped: DEADLINE_EXCEEDED for the calls of the phase (but those still
  *     within their deadline at SIGCONT), none hung, the max_in_flight bound reached and the
  *     calls due then counted skipped; served again after SIGCONT;
- *   - the loop held past deadline + 2 s: the calls out then are counted hung, not by code, and
- *     no burst of calls follows;
+ *   - the loop held past deadline + 2 s: the calls out then are counted hung, not by code, no
+ *     burst of calls follows, and the phase says how long the loop was held;
  *   - p50 / p99 / max against the exact percentiles of the delays the test server applied; an
  *     answer naming the InferenceService's concrete id is right, one naming another model is
  *     wrong; raw_output_contents read.
@@ -71,9 +71,14 @@ static void run_ms(long long ms)
 static struct traffic *start(const char *target, const struct traffic_model *models, size_t n,
                              long deadline_ms, size_t max_in_flight)
 {
-    struct traffic_config cfg = {.target = target, .models = models, .n_models = n, .row = row,
-                                 .n_features = FEATURES, .deadline_ms = deadline_ms,
-                                 .max_in_flight = max_in_flight, .seed = 7};
+    struct traffic_config cfg = {.target = target,
+                                 .models = models,
+                                 .n_models = n,
+                                 .row = row,
+                                 .n_features = FEATURES,
+                                 .deadline_ms = deadline_ms,
+                                 .max_in_flight = max_in_flight,
+                                 .seed = 7};
     struct traffic *t = NULL;
     REQUIRE(traffic_new(rc.ctx, &cfg, &t) == 0);
     REQUIRE(traffic_start(t) == 0);
@@ -102,13 +107,12 @@ static void print_phase(const char *what, const struct traffic_phase_report *p)
                 (unsigned long long)s->by_code[GRPC_STATUS_OK], (unsigned long long)s->wrong,
                 (unsigned long long)s->hung, (unsigned long long)s->skipped,
                 (unsigned long long)s->by_code[GRPC_STATUS_NOT_FOUND],
-                (unsigned long long)s->by_code[GRPC_STATUS_DEADLINE_EXCEEDED], s->p50_ms,
-                s->p99_ms, s->max_ms);
+                (unsigned long long)s->by_code[GRPC_STATUS_DEADLINE_EXCEEDED], s->p50_ms, s->p99_ms,
+                s->max_ms);
     }
     for (size_t i = 0; i < p->n_failures && i < 2; i++)
         fprintf(stderr, "  failure: %s code %d at %lld ms: %s\n", p->failures[i].model,
-                (int)p->failures[i].code, (long long)p->failures[i].at_ms,
-                p->failures[i].details);
+                (int)p->failures[i].code, (long long)p->failures[i].at_ms, p->failures[i].details);
 }
 
 static bool near(uint64_t got, double want)
@@ -157,6 +161,7 @@ static void right_answers(void)
             CHECK(s->max_ms < 1000);
         }
         CHECK_INT(ph[i].n_failures, 0);
+        CHECK(ph[i].held_ms < 1000);
     }
     /* every model served after `since`: within a period of the slowest model plus latency */
     fprintf(stderr, "all served since %lld ms: at %lld ms\n", (long long)since, (long long)served);
@@ -284,6 +289,7 @@ static void held_loop(void)
     print_phase("held", &ph[0]);
     const struct traffic_stats *s = &ph[0].cls[TRAFFIC_MULTI];
     CHECK(s->hung >= 2);
+    CHECK(ph[0].held_ms >= deadline + 2500 && ph[0].held_ms < deadline + 2500 + 1000);
     CHECK_INT(answered(s) + s->hung, s->sent);
     CHECK(s->sent <= 4 + 6 + 3); /* 200 ms + 300 ms at 20/s, not the 2.8 s held */
     CHECK_INT(s->skipped, 0);
@@ -439,8 +445,8 @@ static void refused(void)
 {
     const struct traffic_model ok[] = {{"m", 1, TRAFFIC_MULTI, 1}};
     const struct traffic_model no_rate[] = {{"m", 1, TRAFFIC_MULTI, 0}};
-    struct traffic_config cfg = {.target = rc.target, .models = ok, .n_models = 1, .row = row,
-                                 .n_features = FEATURES};
+    struct traffic_config cfg = {
+        .target = rc.target, .models = ok, .n_models = 1, .row = row, .n_features = FEATURES};
     struct traffic *t = NULL;
     cfg.n_models = 0;
     CHECK_INT(traffic_new(rc.ctx, &cfg, &t), -EINVAL);

@@ -52,8 +52,8 @@ static void compare(const char *what, size_t n)
         double got = traffic_histogram_percentile(&h, qs[i]);
         double rel = fabs(got - want) / want;
         if (!(rel <= 0.02))
-            fprintf(stderr, "%s: p%g = %.6f ms, exact %.6f ms (%.2f%% off)\n", what,
-                    qs[i] * 100, got, want, rel * 100);
+            fprintf(stderr, "%s: p%g = %.6f ms, exact %.6f ms (%.2f%% off)\n", what, qs[i] * 100,
+                    got, want, rel * 100);
         CHECK(rel <= 0.02);
         CHECK(got <= h.max_ms);
     }
@@ -66,8 +66,8 @@ static void compare(const char *what, size_t n)
         prev = v;
     }
     fprintf(stderr, "%s: p50 %.4f p99 %.4f max %.4f ms (exact p50 %.4f p99 %.4f)\n", what,
-            traffic_histogram_percentile(&h, 0.5), traffic_histogram_percentile(&h, 0.99),
-            h.max_ms, exact(samples, n, 0.5), exact(samples, n, 0.99));
+            traffic_histogram_percentile(&h, 0.5), traffic_histogram_percentile(&h, 0.99), h.max_ms,
+            exact(samples, n, 0.5), exact(samples, n, 0.99));
 }
 
 int main(void)

@@ -28,8 +28,8 @@
 
 #define HIST_UNITS_PER_MS 10000.0 /* units of 100 ns */
 #define HIST_CLAMP_MS 120000.0
-#define HIST_LINEAR 128           /* exact below this many units */
-#define HIST_SUB 64               /* sub-buckets per power of two above */
+#define HIST_LINEAR 128 /* exact below this many units */
+#define HIST_SUB 64     /* sub-buckets per power of two above */
 
 static size_t hist_index(uint64_t x)
 {
@@ -94,8 +94,8 @@ double traffic_histogram_percentile(const struct traffic_histogram *h, double q)
 
 /* ---------------------------------------------------------------- state */
 
-struct served {        /* an OK, right answer */
-    int32_t sent_ms;   /* since traffic_start */
+struct served {      /* an OK, right answer */
+    int32_t sent_ms; /* since traffic_start */
     int32_t at_ms;
 };
 
@@ -105,8 +105,8 @@ struct model {
     float expected;
     enum traffic_class cls;
     double rate;
-    double offset;     /* of the period, in [0, 1): the seed's spread */
-    double next_ms;    /* when the next call is due, since start */
+    double offset;  /* of the period, in [0, 1): the seed's spread */
+    double next_ms; /* when the next call is due, since start */
     grpc_byte_buffer *request;
     struct served *served; /* TRAFFIC_SERVED_KEEP, a ring */
     size_t n_served;       /* ever: the next goes at n_served % TRAFFIC_SERVED_KEEP */
@@ -116,7 +116,7 @@ struct call { /* a slot of the in-flight bound */
     struct traffic *t;
     struct rpc_request *req;
     size_t model;
-    uint64_t phase;    /* the sequence number of the phase it was sent in */
+    uint64_t phase; /* the sequence number of the phase it was sent in */
     int64_t sent_ns;
     bool busy, hung;
 };
@@ -141,6 +141,7 @@ struct traffic {
     struct phase *phases; /* TRAFFIC_MAX_PHASES, a ring indexed by sequence number */
     uint64_t phase_seq;   /* the current phase's; phases before seq - MAX + 1 are gone */
     int64_t t0_ns;
+    int64_t last_tick_ns; /* for held_ms */
     bool started, stopped;
     ev_timer tick, watch;
 };
@@ -227,8 +228,7 @@ static bool names_model(const struct model *m, const char *answered)
 }
 
 /* Whether an OK response is m's right answer; why says what was wrong if not. */
-static bool right_answer(const struct model *m, grpc_byte_buffer *response, char *why,
-                         size_t size)
+static bool right_answer(const struct model *m, grpc_byte_buffer *response, char *why, size_t size)
 {
     if (!response) {
         snprintf(why, size, "OK without a response message");
@@ -320,8 +320,8 @@ static void on_reply(grpc_status_code status, const char *details, grpc_byte_buf
     if (p) {
         struct traffic_stats *s = &p->rep.cls[m->cls];
         if (!c->hung) {
-            int code = (int)status >= 0 && (int)status < TRAFFIC_CODES ? (int)status
-                                                                       : GRPC_STATUS_UNKNOWN;
+            int code =
+                (int)status >= 0 && (int)status < TRAFFIC_CODES ? (int)status : GRPC_STATUS_UNKNOWN;
             s->by_code[code]++;
             traffic_histogram_add(&p->hist[m->cls], lat_ms);
             if (status != GRPC_STATUS_OK)
@@ -354,8 +354,8 @@ static void send_call(struct traffic *t, size_t k, int64_t now)
     struct call *c = &t->calls[t->free_calls[--t->n_free]];
     *c = (struct call){.t = t, .model = k, .phase = t->phase_seq, .sent_ns = now, .busy = true};
     s->sent++;
-    int rc = rpc_unary(t->ch, INFER, m->request, NULL, 0, t->deadline_ms, NULL, on_reply, c,
-                       &c->req);
+    int rc =
+        rpc_unary(t->ch, INFER, m->request, NULL, 0, t->deadline_ms, NULL, on_reply, c, &c->req);
     if (rc < 0) { /* not started: no callback; counted as failed here */
         char why[160];
         snprintf(why, sizeof(why), "rpc_unary to %s: %s", t->target, mm_strerror(rc));
@@ -365,6 +365,16 @@ static void send_call(struct traffic *t, size_t k, int64_t now)
     }
 }
 
+/* The time since the last tick, if it is the phase's longest. */
+static void note_held(struct traffic *t, int64_t now)
+{
+    struct phase *p = phase_of(t, t->phase_seq);
+    int64_t gap_ms = (now - t->last_tick_ns) / 1000000;
+    if (gap_ms > p->rep.held_ms)
+        p->rep.held_ms = gap_ms;
+    t->last_tick_ns = now;
+}
+
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -372,6 +382,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     struct traffic *t = w->data;
     int64_t now = mono_ns();
     double now_ms = since_start_ms(t, now);
+    note_held(t, now);
     for (size_t k = 0; k < t->n_models; k++) {
         struct model *m = &t->models[k];
         if (m->rate <= 0)
@@ -424,7 +435,8 @@ int traffic_new(struct rpc_context *rpc, const struct traffic_config *cfg, struc
     *out = NULL;
     if (!rpc || !cfg)
         return invalid("no rpc context or no config");
-    if (!cfg->target || !cfg->target[0] || strlen(cfg->target) >= sizeof(((struct traffic *)0)->target))
+    if (!cfg->target || !cfg->target[0] ||
+        strlen(cfg->target) >= sizeof(((struct traffic *)0)->target))
         return invalid("target missing or longer than 127 bytes");
     if (!cfg->models || cfg->n_models < 1 || cfg->n_models > TRAFFIC_MAX_MODELS) {
         snprintf(what, sizeof(what), "n_models %zu not in 1..%d", cfg->n_models,
@@ -432,8 +444,8 @@ int traffic_new(struct rpc_context *rpc, const struct traffic_config *cfg, struc
         return invalid(what);
     }
     if (!cfg->row || cfg->n_features < 1 || cfg->n_features > MAX_FEATURES) {
-        snprintf(what, sizeof(what), "row missing or n_features %zu not in 1..%d",
-                 cfg->n_features, MAX_FEATURES);
+        snprintf(what, sizeof(what), "row missing or n_features %zu not in 1..%d", cfg->n_features,
+                 MAX_FEATURES);
         return invalid(what);
     }
     if (cfg->deadline_ms < 0 || cfg->max_in_flight > MAX_IN_FLIGHT) {
@@ -509,6 +521,7 @@ int traffic_start(struct traffic *t)
         return -EALREADY;
     t->started = true;
     t->t0_ns = mono_ns();
+    t->last_tick_ns = t->t0_ns;
     for (size_t k = 0; k < t->n_models; k++) {
         struct model *m = &t->models[k];
         m->next_ms = m->offset * 1000.0 / m->rate;
@@ -521,6 +534,8 @@ int traffic_start(struct traffic *t)
 
 void traffic_phase(struct traffic *t, const char *label)
 {
+    if (t->started && !t->stopped)
+        note_held(t, mono_ns()); /* a stall before the call is the ending phase's */
     int64_t now = traffic_now_ms(t);
     struct phase *p = phase_of(t, t->phase_seq);
     p->rep.end_ms = now;
@@ -533,6 +548,7 @@ void traffic_stop(struct traffic *t)
     if (!t->started || t->stopped)
         return;
     ev_timer_stop(t->loop, &t->tick);
+    note_held(t, mono_ns());
     int64_t until = mono_ns() + (int64_t)(t->deadline_ms + HUNG_SLACK_MS) * 1000000;
     /* the watchdog wakes the loop at least every WATCH_S */
     while (t->n_free < t->max_in_flight && mono_ns() < until)
@@ -554,8 +570,7 @@ void traffic_stop(struct traffic *t)
 
 size_t traffic_phases(const struct traffic *t, struct traffic_phase_report *out, size_t max)
 {
-    uint64_t first = t->phase_seq >= TRAFFIC_MAX_PHASES ? t->phase_seq - TRAFFIC_MAX_PHASES + 1
-                                                         : 0;
+    uint64_t first = t->phase_seq >= TRAFFIC_MAX_PHASES ? t->phase_seq - TRAFFIC_MAX_PHASES + 1 : 0;
     size_t n = 0;
     int64_t now = traffic_now_ms(t);
     for (uint64_t seq = first; seq <= t->phase_seq && n < max; seq++) {

@@ -86,6 +86,10 @@ struct traffic_phase_report {
     struct traffic_stats cls[TRAFFIC_CLASSES];
     struct traffic_failure failures[TRAFFIC_KEEP];
     size_t n_failures;         /* kept; more may have happened (by_code says how many) */
+    int64_t held_ms;           /* the longest the loop went without running the load's timer
+                                * (5 ms) in this phase: a caller blocking it. Calls out then
+                                * are late through no fault of the endpoint (counted hung past
+                                * deadline + 2 s); a phase with held_ms near that is suspect */
 };
 
 /* The config is copied. 0 or -errno (-EINVAL naming what was wrong, printed). */

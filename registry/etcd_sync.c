@@ -143,6 +143,19 @@ int etcd_sync_lease_revoke(struct etcd_client *c, int64_t id, struct mm_error *e
     return rc;
 }
 
+int etcd_sync_lease_ttl(struct etcd_client *c, int64_t id, int64_t *ttl, int64_t *granted_ttl,
+                        struct mm_error *err)
+{
+    struct sync_ctx s = {0};
+    int rc = sync_finish(c, etcd_lease_ttl(c, id, sync_cb, &s, &s.req), &s, err);
+    if (rc == 0 && ttl)
+        *ttl = s.resp->ttl;
+    if (rc == 0 && granted_ttl)
+        *granted_ttl = s.resp->granted_ttl;
+    etcd_response_free(s.resp);
+    return rc;
+}
+
 int etcd_sync_compact(struct etcd_client *c, int64_t revision, struct mm_error *err)
 {
     struct sync_ctx s = {0};

@@ -26,6 +26,10 @@ int etcd_sync_txn(struct etcd_client *c, const struct etcd_txn *txn, struct etcd
 int etcd_sync_lease_grant(struct etcd_client *c, int64_t ttl_s, int64_t *id,
                           struct mm_error *err);
 int etcd_sync_lease_revoke(struct etcd_client *c, int64_t id, struct mm_error *err);
+/* LeaseTimeToLive: *ttl (may be NULL) = the seconds it has left, *granted_ttl (may be NULL) =
+ * the TTL it was granted with. -ENOENT when the lease is gone (expired or revoked). */
+int etcd_sync_lease_ttl(struct etcd_client *c, int64_t id, int64_t *ttl, int64_t *granted_ttl,
+                        struct mm_error *err);
 int etcd_sync_compact(struct etcd_client *c, int64_t revision, struct mm_error *err);
 /* etcd_range_paged to its end: on_page as there; *revision (may be NULL) = the revision every
  * page was read at. Each page is bounded as one request is. */

@@ -194,6 +194,7 @@ int harness_netns_partition(struct harness_netns *ns, bool on)
                 tc, ends[i][1], tc, ends[i][1], tc, ends[i][1], tc, ends[i][1], ends[i][2],
                 ns->etcd_addr);
         }
+        cmd[used > 2 && used < sizeof(cmd) ? used - 2 : 0] = '\0'; /* no trailing "; " */
         rc = run("partition", cmd, false);
         if (rc < 0) { /* leave nothing half made */
             snprintf(cmd, sizeof(cmd), "tc qdisc del dev %s root; tc -n %s qdisc del dev %s root",

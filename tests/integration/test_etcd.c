@@ -400,6 +400,11 @@ static void test_leases_and_watch(struct etcd_client *c)
     struct cas after = lease_call(c, etcd_lease_ttl, lease);
     CHECK_INT(after.status, 0);
     CHECK(after.ttl > before.ttl);
+    /* The same through the synchronous call. */
+    int64_t left = -1, granted = -1;
+    CHECK_INT(etcd_sync_lease_ttl(c, lease, &left, &granted, &err), 0);
+    CHECK(left > 0 && left <= 3);
+    CHECK_INT(granted, 3);
     /* Kept alive every second, the 3 s lease outlives 4 s and its key stays. */
     for (int i = 0; i < 4; i++) {
         CHECK_INT(etcd_sync_wait(c, &never, 1000), -ETIMEDOUT);
@@ -410,6 +415,9 @@ static void test_leases_and_watch(struct etcd_client *c)
     CHECK_STR(get(c, "/lease/c", 0, buf, sizeof(buf)), "(none)");
     CHECK_INT(etcd_sync_lease_revoke(c, lease, &err), -ENOENT);
     CHECK(strstr(err.msg, "lease revoke") && strstr(err.msg, "not found"));
+    CHECK_INT(etcd_sync_lease_ttl(c, lease, &left, NULL, &err), -ENOENT); /* revoked */
+    CHECK(strstr(err.msg, "not found") != NULL);
+    CHECK_INT(etcd_sync_lease_ttl(c, 12345, NULL, NULL, &err), -ENOENT);
     struct cas ttl = {0};
     REQUIRE(etcd_lease_ttl(c, 12345, cas_cb, &ttl, NULL) == 0);
     etcd_sync_wait(c, &ttl.done, 5000);
