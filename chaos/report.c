@@ -37,9 +37,10 @@ static void failed_by_code(FILE *f, const struct traffic_stats *s)
 static void traffic_table(FILE *f, const struct scenario_result *r)
 {
     fputs("| phase | models | length | sent | OK | failed (by code) | wrong | hung | skipped | "
-          "p50 ms | p99 ms | max ms |\n",
+          "p50 ms | p99 ms | max ms | loop held ms |\n",
           f);
-    fputs("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n", f);
+    fputs("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+          f);
     for (size_t i = 0; i < r->n_phases; i++) {
         const struct traffic_phase_report *p = &r->phases[i];
         uint64_t sent = p->cls[0].sent + p->cls[1].sent;
@@ -52,9 +53,10 @@ static void traffic_table(FILE *f, const struct scenario_result *r)
                     (double)(p->end_ms - p->start_ms) / 1000.0, (unsigned long long)s->sent,
                     (unsigned long long)(s->by_code[0] - s->wrong));
             failed_by_code(f, s);
-            fprintf(f, " | %llu | %llu | %llu | %.1f | %.1f | %.1f |\n",
+            fprintf(f, " | %llu | %llu | %llu | %.1f | %.1f | %.1f | %lld |\n",
                     (unsigned long long)s->wrong, (unsigned long long)s->hung,
-                    (unsigned long long)s->skipped, s->p50_ms, s->p99_ms, s->max_ms);
+                    (unsigned long long)s->skipped, s->p50_ms, s->p99_ms, s->max_ms,
+                    (long long)p->held_ms);
         }
     }
 }
@@ -86,6 +88,9 @@ static void section(FILE *f, const struct scenario_result *r)
           "output (\"2+ copies\": the models kept at 2 or more copies by their rate):\n\n",
           f);
     traffic_table(f, r);
+    fputs("\n(\"loop held\": the longest the driver's loop went without sending, while a fault "
+          "step blocked it; a call out then is answered late through no fault of the mesh.)\n",
+          f);
     fputs("\nRecovery: converged (every InferenceService Ready, up to date, its model Loaded) ", f);
     seconds(f, r->converged_ms);
     fputs(" after the fault; every model answered right again ", f);

@@ -635,8 +635,10 @@ static void traffic_breaches(struct run *u)
                 breach(u, true, "phase %s, models of %s: %llu wrong answer(s)", p->label, cls,
                        (unsigned long long)s->wrong);
             if (s->hung)
-                breach(u, true, "phase %s, models of %s: %llu hung call(s)", p->label, cls,
-                       (unsigned long long)s->hung);
+                breach(u, true,
+                       "phase %s, models of %s: %llu hung call(s) (the loop was held up to %lld "
+                       "ms in this phase)",
+                       p->label, cls, (unsigned long long)s->hung, (long long)p->held_ms);
             for (int code = 1; code < TRAFFIC_CODES; code++)
                 if (s->by_code[code] && scenario_failure_breaches(r->id, p->label, c == TRAFFIC_MULTI, code))
                     breach(u, true, "phase %s, models of %s: %llu call(s) failed %s", p->label,
