@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cluster.h"
 #include "faultproxy.h"
@@ -33,6 +34,10 @@
 #define WORLD_NAMESPACE "chaos"
 
 struct verify;
+struct ev_loop;
+struct rpc_context;
+struct rpc_channel;
+struct spi_client;
 
 struct world_config {
     /* programs (required, but mm_gateway / mm_controller) */
@@ -74,6 +79,20 @@ struct world {
     size_t n_models;                /* n_multi first, then n_single */
     float row[WORLD_FEATURES];      /* the sample row every request sends */
     char dir[256];                  /* the world's temp dir (model files, the reference) */
+    /* the reference runtime (outside the mesh; a loop and rpc context of its own, run only
+     * inside world_model_expected) */
+    pid_t ref_pid;
+    int ref_port;
+    char ref_log[320];
+    struct ev_loop *ref_loop;
+    struct rpc_context *ref_rpc;
+    struct spi_client *ref_spi;
+    struct rpc_channel *ref_ch;
+    unsigned ref_loads;
+    uint64_t model_size;            /* the largest size the reference runtime reported */
+    uint64_t capacity;              /* each runtime's capacity_bytes, as started */
+    bool cluster_up;
+    char node_args[256];
 };
 
 /* Bring everything up and apply every model's InferenceService; returns once every one is
@@ -86,6 +105,16 @@ int world_start(struct world *w, const struct world_config *cfg, long timeout_ms
  * bytes (a model is immutable at its path; an update names a new one), so the answers stay the
  * same; generation + 1. The put is recorded with verify_ack. 0 or -errno. */
 int world_update_model(struct world *w, size_t k);
+
+/* Wait up to timeout_ms until every model's InferenceService is Ready at its latest generation,
+ * UpToDate, with a Loaded copy of its active model. 0, -ETIMEDOUT (those not ready named), or
+ * -errno. */
+int world_wait_ready(struct world *w, long timeout_ms);
+
+/* One ModelInfer for model k through the gateway (w->cl.gateway), waited for: 0 when OK with
+ * its expected answer; -ECOMM (another status), -EBADMSG (a wrong answer), -ETIMEDOUT (no
+ * answer), each with why (why_size bytes) saying what came. */
+int world_infer(struct world *w, size_t k, long timeout_ms, char *why, size_t why_size);
 
 /* What the reference runtime answers for the sample row with the model at path in the bucket.
  * 0 or -errno. */

@@ -278,7 +278,17 @@ static void put_fault(struct faultproxy_shared *sh, const struct faultproxy_faul
 int faultproxy_start(struct faultproxy *fp, const char *upstream_host, int upstream_port,
                      const struct faultproxy_fault *fault)
 {
+    return faultproxy_start_on(fp, "127.0.0.1", upstream_host, upstream_port, fault, 0);
+}
+
+int faultproxy_start_on(struct faultproxy *fp, const char *listen_host, const char *upstream_host,
+                        int upstream_port, const struct faultproxy_fault *fault,
+                        unsigned lifetime_s)
+{
     memset(fp, 0, sizeof(*fp));
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, listen_host, &a.sin_addr) != 1)
+        return -EINVAL;
     struct faultproxy_shared *sh =
         mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
@@ -286,7 +296,6 @@ int faultproxy_start(struct faultproxy *fp, const char *upstream_host, int upstr
     memset(sh, 0, sizeof(*sh));
     put_fault(sh, fault);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
     int rc = 0;
     if (fd < 0) {
@@ -307,7 +316,7 @@ int faultproxy_start(struct faultproxy *fp, const char *upstream_host, int upstr
     }
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        alarm(120);               /* bounded even if the test forgets it */
+        alarm(lifetime_s ? lifetime_s : 120); /* bounded even if the test forgets it */
         signal(SIGCHLD, SIG_IGN); /* connections' children reap themselves */
         signal(SIGPIPE, SIG_IGN);
         for (;;) {
@@ -329,7 +338,7 @@ int faultproxy_start(struct faultproxy *fp, const char *upstream_host, int upstr
     fp->pid = child;
     fp->port = ntohs(a.sin_port);
     fp->shared = sh;
-    snprintf(fp->url, sizeof(fp->url), "http://127.0.0.1:%d", fp->port);
+    snprintf(fp->url, sizeof(fp->url), "http://%s:%d", listen_host, fp->port);
     return 0;
 fail:
     if (fd >= 0)

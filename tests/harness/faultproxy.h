@@ -12,7 +12,7 @@
  *
  * Use it as a provider's endpoint_url (http://127.0.0.1:<port>) in place of the real server's.
  * It runs in a forked child (one more per connection), which dies with the test
- * (PR_SET_PDEATHSIG) and after 120 s in any case. */
+ * (PR_SET_PDEATHSIG) and after 120 s in any case (or the lifetime it was started with). */
 #ifndef MM_TEST_FAULTPROXY_H
 #define MM_TEST_FAULTPROXY_H
 
@@ -44,7 +44,7 @@ struct faultproxy_shared;
 struct faultproxy {
     pid_t pid;    /* 0 when stopped */
     int port;     /* where it listens, on 127.0.0.1 */
-    char url[64]; /* "http://127.0.0.1:<port>" */
+    char url[64]; /* "http://127.0.0.1:<port>" (its listen_host when started on one) */
     struct faultproxy_shared *shared;
 };
 
@@ -52,6 +52,11 @@ struct faultproxy {
  * address) with fault (may be NULL = none). 0, or -errno. */
 int faultproxy_start(struct faultproxy *fp, const char *upstream_host, int upstream_port,
                      const struct faultproxy_fault *fault);
+/* The same, listening on listen_host (an IPv4 address of this host: one a network namespace
+ * reaches, for instance) and living lifetime_s seconds (0 = 120 s) instead. */
+int faultproxy_start_on(struct faultproxy *fp, const char *listen_host, const char *upstream_host,
+                        int upstream_port, const struct faultproxy_fault *fault,
+                        unsigned lifetime_s);
 /* Replace the fault and reset the count of faults given (not the request count). For requests
  * arriving after the call. */
 void faultproxy_set(struct faultproxy *fp, const struct faultproxy_fault *fault);

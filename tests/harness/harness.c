@@ -548,6 +548,13 @@ int harness_etcd_restart(struct harness_etcd *e)
     return spawn(e);
 }
 
+int harness_etcd_launch(struct harness_etcd *e)
+{
+    if (e->pid > 0)
+        harness_etcd_stop(e);
+    return launch(e);
+}
+
 void harness_etcd_cleanup(struct harness_etcd *e)
 {
     harness_etcd_stop(e);

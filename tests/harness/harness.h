@@ -50,6 +50,9 @@ int harness_etcd_stop(struct harness_etcd *e);
 int harness_etcd_kill(struct harness_etcd *e);
 /* Start again on the same ports and data dir; waits for readiness. */
 int harness_etcd_restart(struct harness_etcd *e);
+/* The same without waiting: a member of several whose peers are down cannot be healthy
+ * (no quorum) until they come back. 0 or -errno. */
+int harness_etcd_launch(struct harness_etcd *e);
 /* Stop if running and remove the data dir. */
 void harness_etcd_cleanup(struct harness_etcd *e);
 
