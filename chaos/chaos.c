@@ -71,8 +71,7 @@ static long number(const char *flag, const char *text, long min, long max)
     errno = 0;
     long v = strtol(text, &end, 10);
     if (errno || end == text || *end || v < min || v > max) {
-        fprintf(stderr, "mm-chaos: %s %s: want a whole number in %ld..%ld\n", flag, text, min,
-                max);
+        fprintf(stderr, "mm-chaos: %s %s: want a whole number in %ld..%ld\n", flag, text, min, max);
         return -1;
     }
     return v;
@@ -92,8 +91,9 @@ static int parse_scenarios(const char *text, int *ids)
         char *end = NULL;
         long id = strtol(p, &end, 10);
         if (end == p || id < 1 || id > SCENARIO_COUNT || (*end && *end != ',')) {
-            fprintf(stderr, "mm-chaos: --scenarios %s: want ids 1..%d separated by commas, or "
-                            "all\n",
+            fprintf(stderr,
+                    "mm-chaos: --scenarios %s: want ids 1..%d separated by commas, or "
+                    "all\n",
                     text, SCENARIO_COUNT);
             return -1;
         }
@@ -111,7 +111,7 @@ static int parse_scenarios(const char *text, int *ids)
 
 int main(int argc, char **argv)
 {
-    static struct world w;            /* large: not on the stack */
+    static struct world w; /* large: not on the stack */
     static struct scenario_result res[SCENARIO_COUNT];
     int ids[SCENARIO_COUNT];
     int n_ids = parse_scenarios("all", ids);

@@ -8,10 +8,10 @@
 #include <unistd.h>
 
 static const char *const code_names[TRAFFIC_CODES] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED"};
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
 
 static void seconds(FILE *f, int64_t ms)
 {
@@ -39,7 +39,8 @@ static void traffic_table(FILE *f, const struct scenario_result *r)
     fputs("| phase | models | length | sent | OK | failed (by code) | wrong | hung | skipped | "
           "p50 ms | p99 ms | max ms | loop held ms |\n",
           f);
-    fputs("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    fputs("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "|\n",
           f);
     for (size_t i = 0; i < r->n_phases; i++) {
         const struct traffic_phase_report *p = &r->phases[i];
@@ -73,7 +74,9 @@ static void section(FILE *f, const struct scenario_result *r)
 {
     size_t b = scenario_breaches(r);
     fprintf(f, "## Scenario %d: %s: %s", r->id, r->title,
-            r->skipped ? "SKIPPED" : b ? "FAIL" : "PASS");
+            r->skipped ? "SKIPPED"
+            : b        ? "FAIL"
+                       : "PASS");
     if (!r->skipped && b)
         fprintf(f, " (%zu breach%s)", b, b == 1 ? "" : "es");
     fputs("\n\n", f);
@@ -95,8 +98,9 @@ static void section(FILE *f, const struct scenario_result *r)
     seconds(f, r->converged_ms);
     fputs(" after the fault; every model answered right again ", f);
     seconds(f, r->served_ms);
-    fprintf(f, " after it (resolution: a single-copy model is called every %.1f s); time to "
-               "recovery ",
+    fprintf(f,
+            " after it (resolution: a single-copy model is called every %.1f s); time to "
+            "recovery ",
             (double)r->served_floor_ms / 1000.0);
     seconds(f, r->recovery_ms);
     fputs(".\n\nRegistry and processes: ", f);
@@ -156,12 +160,13 @@ void report_write(FILE *f, const struct report_run *run, const struct scenario_r
     }
     fputs("# Chaos: failover under load\n\n", f);
     fprintf(f, "Written by `%s` (mm-chaos; see README, Chaos testing).\n\n", run->command);
-    fprintf(f, "- date: %s\n- machine: %ld cores (nproc), %s\n- build: %s\n- seed: %u%s\n",
-            date, sysconf(_SC_NPROCESSORS_ONLN), machine, run->build_type, run->seed,
+    fprintf(f, "- date: %s\n- machine: %ld cores (nproc), %s\n- build: %s\n- seed: %u%s\n", date,
+            sysconf(_SC_NPROCESSORS_ONLN), machine, run->build_type, run->seed,
             run->short_run ? " (short run)" : "");
-    fprintf(f, "- world: %zu pods (mm-runtime + mm-node), %zu etcd member(s), 2 controllers, a "
-               "gateway, storage (s3rver) behind a fault proxy; %zu models kept at 2+ copies by "
-               "rate and %zu at one copy; lease TTL %s; up in %.1f s\n",
+    fprintf(f,
+            "- world: %zu pods (mm-runtime + mm-node), %zu etcd member(s), 2 controllers, a "
+            "gateway, storage (s3rver) behind a fault proxy; %zu models kept at 2+ copies by "
+            "rate and %zu at one copy; lease TTL %s; up in %.1f s\n",
             run->n_pods, run->etcd_members, run->n_multi, run->n_single,
             run->lease_ttl ? run->lease_ttl : "3s", (double)run->world_start_ms / 1000.0);
     fprintf(f, "- result: %zu scenario(s), %zu failed, %zu skipped\n\n", n, failed, skipped);

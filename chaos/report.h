@@ -12,14 +12,14 @@
 #include "scenario.h"
 
 struct report_run {
-    const char *command;     /* the command line, as run */
-    const char *build_type;  /* "debugoptimized", "debugoptimized, sanitize=address,undefined" */
+    const char *command;    /* the command line, as run */
+    const char *build_type; /* "debugoptimized", "debugoptimized, sanitize=address,undefined" */
     uint32_t seed;
     bool short_run;
     size_t n_pods, n_multi, n_single, etcd_members;
     const char *lease_ttl;
-    long world_start_ms;     /* how long the world took to come up */
-    const char *note;        /* a line under the header (e.g. why a scenario was skipped), or NULL */
+    long world_start_ms; /* how long the world took to come up */
+    const char *note;    /* a line under the header (e.g. why a scenario was skipped), or NULL */
 };
 
 /* Write the report to f. */

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "fault.h"
 #include "mm/error.h"
@@ -18,9 +20,9 @@
 #include "world.h"
 
 #define MAX_COPIES 1024
-#define PRECONDITION_MS 60000L  /* for a multi model's 2 Loaded copies, before a fault */
-#define BACK_MS 30000L          /* for an instance to register again */
-#define ROLL_EXIT_MS 30000L     /* a node's SIGTERM exit, in a rolling restart */
+#define PRECONDITION_MS 60000L /* for a multi model's 2 Loaded copies, before a fault */
+#define BACK_MS 30000L         /* for an instance to register again */
+#define ROLL_EXIT_MS 30000L    /* a node's SIGTERM exit, in a rolling restart */
 #define S4_STRICT_PHASE "fault: etcd down"
 
 static const char *const titles[SCENARIO_COUNT + 1] = {
@@ -80,8 +82,8 @@ static void step(struct run *u, const char *fmt, ...)
     printf("chaos: [%d] %7.1f s  %s\n", r->id, (double)now_ms(u) / 1000.0, text);
     fflush(stdout);
     if (r->n_steps < SCENARIO_MAX_STEPS)
-        snprintf(r->steps[r->n_steps++], SCENARIO_LINE, "%.1f s: %s",
-                 (double)now_ms(u) / 1000.0, text);
+        snprintf(r->steps[r->n_steps++], SCENARIO_LINE, "%.1f s: %s", (double)now_ms(u) / 1000.0,
+                 text);
 }
 
 /* A breach found by the scenario itself (traffic, or a registry fact verify does not see). */
@@ -190,8 +192,8 @@ static int isvc_status_of(struct run *u, size_t k, struct isvc_status *st)
     struct world *w = u->w;
     struct mm_error err = {0};
     char key[KEYS_MAX];
-    int rc = keys_isvc_status(key, sizeof(key), w->cl.name, WORLD_NAMESPACE, w->models[k].name,
-                              &err);
+    int rc =
+        keys_isvc_status(key, sizeof(key), w->cl.name, WORLD_NAMESPACE, w->models[k].name, &err);
     if (rc < 0)
         return rc;
     struct etcd_range_req req = {.key = key};
@@ -334,7 +336,9 @@ static void s2_freeze(struct run *u)
     struct instance_record rec;
     int present = cluster_instance(&u->w->cl, u->w->cl.pods[p].iid, &rec, NULL);
     step(u, "its instance record after %ld s frozen: %s", hold / 1000,
-         present == 1 ? "still there" : present == 0 ? "gone (lease expired)" : strerror(-present));
+         present == 1   ? "still there"
+         : present == 0 ? "gone (lease expired)"
+                        : strerror(-present));
     if (present == 1)
         breach(u, false, "pod %zu frozen %ld s: its instance record outlived its lease TTL", p,
                hold / 1000);
@@ -442,8 +446,8 @@ static void s5_partition(struct run *u)
     size_t p = (size_t)w->cfg.netns_pod;
     long hold = fault_s(u, 20, 10) * 1000;
     int rc = fault_partition(w, true);
-    step(u, "partition pod %zu (%s, in namespace %s) from etcd for %ld s: %s", p,
-         w->cl.pods[p].iid, w->ns.name, hold / 1000, rc ? strerror(-rc) : "done");
+    step(u, "partition pod %zu (%s, in namespace %s) from etcd for %ld s: %s", p, w->cl.pods[p].iid,
+         w->ns.name, hold / 1000, rc ? strerror(-rc) : "done");
     if (rc < 0) {
         fault_failed(u, "fault_partition on", rc);
         return;
@@ -452,10 +456,12 @@ static void s5_partition(struct run *u)
     struct instance_record rec;
     int present = cluster_instance(&w->cl, w->cl.pods[p].iid, &rec, NULL);
     step(u, "its instance record after %ld s: %s", hold / 1000,
-         present == 1 ? "still there" : present == 0 ? "gone (lease expired)" : strerror(-present));
+         present == 1   ? "still there"
+         : present == 0 ? "gone (lease expired)"
+                        : strerror(-present));
     if (present == 1)
-        breach(u, false, "pod %zu partitioned %ld s: its instance record outlived its lease TTL",
-               p, hold / 1000);
+        breach(u, false, "pod %zu partitioned %ld s: its instance record outlived its lease TTL", p,
+               hold / 1000);
     rc = fault_partition(w, false);
     step(u, "partition off: %s", rc ? strerror(-rc) : "done");
     if (rc < 0)
@@ -463,8 +469,8 @@ static void s5_partition(struct run *u)
     rc = wait_instance(u, p, true, BACK_MS);
     step(u, "its instance registered again: %s", rc == 1 ? "yes" : "no");
     if (rc != 1)
-        breach(u, false, "pod %zu did not register again within %ld s of the partition's end",
-               p, BACK_MS / 1000);
+        breach(u, false, "pod %zu did not register again within %ld s of the partition's end", p,
+               BACK_MS / 1000);
 }
 
 /* Models to update: n of the given class, picked at random, distinct. */
@@ -532,18 +538,52 @@ static void s6_storage(struct run *u)
         fault_failed(u, "fault_storage up", rc);
 }
 
-static void s7_roll(struct run *u)
+/* One step of a rolling restart: fault_pod_roll's, with the loop running while the node drains
+ * (its models moved away, unloaded, deregistered: seconds the load must keep flowing through). */
+static void roll_one(struct run *u, size_t p)
 {
     struct world *w = u->w;
-    for (size_t p = 0; p < w->cfg.n_pods; p++) {
+    int64_t s0 = now_ms(u);
+    int rc = cluster_node_signal(&w->cl, p, SIGTERM);
+    if (rc < 0) {
+        fault_failed(u, "SIGTERM to the node", rc);
+        return;
+    }
+    int status = -1;
+    while ((status = cluster_node_wait(&w->cl, p, 0)) == -1 && now_ms(u) - s0 < ROLL_EXIT_MS)
+        run_for(u, 50);
+    int64_t exited = now_ms(u);
+    if (status == -1)
+        breach(u, false, "pod %zu's node did not exit within %ld s of SIGTERM (%s)", p,
+               ROLL_EXIT_MS / 1000, w->cl.pods[p].node_log);
+    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        breach(u, false, "pod %zu's node ended with %s %d at SIGTERM (%s)", p,
+               WIFEXITED(status) ? "exit code" : "signal",
+               WIFEXITED(status)     ? WEXITSTATUS(status)
+               : WIFSIGNALED(status) ? WTERMSIG(status)
+                                     : -1,
+               w->cl.pods[p].node_log);
+    cluster_pod_kill(&w->cl, p); /* the runtime goes with its pod (and the node, if still up) */
+    rc = fault_pod_start(w, p);
+    step(u,
+         "pod %zu (%s): SIGTERM, the node exited %s after %.1f s, the pod restarted (%.1f s): "
+         "%s",
+         p, w->cl.pods[p].iid,
+         status == -1                                ? "(no: killed)"
+         : WIFEXITED(status) && !WEXITSTATUS(status) ? "0"
+                                                     : "uncleanly",
+         (double)(exited - s0) / 1000.0, (double)(now_ms(u) - exited) / 1000.0,
+         rc ? strerror(-rc) : "LISTENING");
+    if (rc < 0)
+        fault_failed(u, "fault_pod_start", rc);
+}
+
+static void s7_roll(struct run *u)
+{
+    for (size_t p = 0; p < u->w->cfg.n_pods; p++) {
         if (p > 0)
             wait_multi_copies(u, PRECONDITION_MS, "the next pod's restart");
-        int64_t s0 = now_ms(u);
-        int rc = fault_pod_roll(w, p, ROLL_EXIT_MS);
-        step(u, "pod %zu (%s) SIGTERM, exit, restart (%.1f s): %s", p, w->cl.pods[p].iid,
-             (double)(now_ms(u) - s0) / 1000.0, rc ? strerror(-rc) : "done");
-        if (rc < 0)
-            fault_failed(u, "fault_pod_roll", rc);
+        roll_one(u, p);
         run_for(u, 2000);
     }
 }
@@ -598,11 +638,23 @@ static bool is_multi(const struct run *u, const char *name)
 
 static const char *code_name(int code)
 {
-    static const char *const names[TRAFFIC_CODES] = {
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-        "UNAUTHENTICATED"};
+    static const char *const names[TRAFFIC_CODES] = {"OK",
+                                                     "CANCELLED",
+                                                     "UNKNOWN",
+                                                     "INVALID_ARGUMENT",
+                                                     "DEADLINE_EXCEEDED",
+                                                     "NOT_FOUND",
+                                                     "ALREADY_EXISTS",
+                                                     "PERMISSION_DENIED",
+                                                     "RESOURCE_EXHAUSTED",
+                                                     "FAILED_PRECONDITION",
+                                                     "ABORTED",
+                                                     "OUT_OF_RANGE",
+                                                     "UNIMPLEMENTED",
+                                                     "INTERNAL",
+                                                     "UNAVAILABLE",
+                                                     "DATA_LOSS",
+                                                     "UNAUTHENTICATED"};
     if (code == -1)
         return "wrong answer";
     if (code == -2)
@@ -640,9 +692,10 @@ static void traffic_breaches(struct run *u)
                        "ms in this phase)",
                        p->label, cls, (unsigned long long)s->hung, (long long)p->held_ms);
             for (int code = 1; code < TRAFFIC_CODES; code++)
-                if (s->by_code[code] && scenario_failure_breaches(r->id, p->label, c == TRAFFIC_MULTI, code))
-                    breach(u, true, "phase %s, models of %s: %llu call(s) failed %s", p->label,
-                           cls, (unsigned long long)s->by_code[code], code_name(code));
+                if (s->by_code[code] &&
+                    scenario_failure_breaches(r->id, p->label, c == TRAFFIC_MULTI, code))
+                    breach(u, true, "phase %s, models of %s: %llu call(s) failed %s", p->label, cls,
+                           (unsigned long long)s->by_code[code], code_name(code));
         }
         size_t shown = 0;
         for (size_t f = 0; f < p->n_failures && shown < 5; f++) {
@@ -652,8 +705,7 @@ static void traffic_breaches(struct run *u)
             shown++;
             if (r->n_lines < SCENARIO_MAX_LINES)
                 snprintf(r->lines[r->n_lines++], SCENARIO_LINE, "  e.g. %.1f s %s: %s: %.150s",
-                         (double)x->at_ms / 1000.0, x->model, code_name((int)x->code),
-                         x->details);
+                         (double)x->at_ms / 1000.0, x->model, code_name((int)x->code), x->details);
         }
     }
 }
@@ -731,7 +783,11 @@ int scenario_run(int id, struct world *w, struct verify *v, const struct scenari
         snprintf(out->why, sizeof(out->why), "the world has no pod in a network namespace");
         return 0;
     }
-    struct run u = {.w = w, .v = v, .opt = opt, .r = out, .rng = opt->seed * 2654435761u + 1,
+    struct run u = {.w = w,
+                    .v = v,
+                    .opt = opt,
+                    .r = out,
+                    .rng = opt->seed * 2654435761u + 1,
                     .controller_killed = -1};
     if (u.rng == 0)
         u.rng = 1; /* xorshift stays at 0 */
@@ -767,14 +823,30 @@ int scenario_run(int id, struct world *w, struct verify *v, const struct scenari
         traffic_phase(u.t, "fault");
         out->fault_start_ms = now_ms(&u);
         switch (id) {
-        case 1: s1_kills(&u); break;
-        case 2: s2_freeze(&u); break;
-        case 3: s3_etcd(&u); break;
-        case 4: s4_etcd_down(&u); break;
-        case 5: s5_partition(&u); break;
-        case 6: s6_storage(&u); break;
-        case 7: s7_roll(&u); break;
-        case 8: s8_controller(&u); break;
+        case 1:
+            s1_kills(&u);
+            break;
+        case 2:
+            s2_freeze(&u);
+            break;
+        case 3:
+            s3_etcd(&u);
+            break;
+        case 4:
+            s4_etcd_down(&u);
+            break;
+        case 5:
+            s5_partition(&u);
+            break;
+        case 6:
+            s6_storage(&u);
+            break;
+        case 7:
+            s7_roll(&u);
+            break;
+        case 8:
+            s8_controller(&u);
+            break;
         }
         out->fault_end_ms = now_ms(&u);
         traffic_phase(u.t, "after");

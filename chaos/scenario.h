@@ -39,39 +39,44 @@
 struct world;
 
 struct scenario_options {
-    bool short_run;       /* the CI version: shorter phases and faults */
-    uint32_t seed;        /* pods picked, the traffic's phase offsets */
-    long kill_every_s;    /* scenario 1's interval; 0 = 20 (short: 12) */
-    long duration_s;      /* the fault's length where it has one (1: all kills; 2, 3's no
-                             quorum, 4, 5, 6); 0 = the scenario's default */
-    long converge_ms;     /* the convergence bound after a fault; 0 = 60000 */
+    bool short_run;                 /* the CI version: shorter phases and faults */
+    uint32_t seed;                  /* pods picked, the traffic's phase offsets */
+    long kill_every_s;              /* scenario 1's interval; 0 = 20 (short: 12) */
+    long duration_s;                /* the fault's length where it has one (1: all kills; 2, 3's no
+                                       quorum, 4, 5, 6); 0 = the scenario's default */
+    long converge_ms;               /* the convergence bound after a fault; 0 = 60000 */
     double multi_rate, single_rate; /* calls per second per model; 0 = 3 and 0.5 */
 };
 
 struct scenario_result {
     int id;
     const char *title;
-    bool skipped;                 /* not run, and why (not a failure) */
+    bool skipped; /* not run, and why (not a failure) */
     char why[SCENARIO_LINE];
     char steps[SCENARIO_MAX_STEPS][SCENARIO_LINE]; /* what was done, with the time */
     size_t n_steps;
     struct traffic_phase_report phases[TRAFFIC_MAX_PHASES];
     size_t n_phases;
     int64_t fault_start_ms, fault_end_ms; /* on the traffic's clock */
-    int64_t converged_ms;         /* verify_converged after the fault; -1 not within bound */
-    int64_t served_ms;            /* fault end -> every model served right again; -1 never */
-    int64_t recovery_ms;          /* the larger of the two; -1 when either did not happen */
-    long served_floor_ms;         /* the resolution of served_ms: the slowest model's interval */
-    int checks[5];                /* breaches found by registrations, capacity, leases,
-                                     processes, convergence (or -errno: could not check) */
+    int64_t converged_ms; /* verify_converged after the fault; -1 not within bound */
+    int64_t served_ms;    /* fault end -> every model served right again; -1 never */
+    int64_t recovery_ms;  /* the larger of the two; -1 when either did not happen */
+    long served_floor_ms; /* the resolution of served_ms: the slowest model's interval */
+    int checks[5];        /* breaches found by registrations, capacity, leases,
+                             processes, convergence (or -errno: could not check) */
     struct verify_counts counts;
     size_t traffic_breaches, registry_breaches;
     char lines[SCENARIO_MAX_LINES][SCENARIO_LINE]; /* the breaches, one line each */
     size_t n_lines, lines_dropped;
 };
 
-enum { SCENARIO_CHECK_REGISTRATIONS, SCENARIO_CHECK_CAPACITY, SCENARIO_CHECK_LEASES,
-       SCENARIO_CHECK_PROCESSES, SCENARIO_CHECK_CONVERGED };
+enum {
+    SCENARIO_CHECK_REGISTRATIONS,
+    SCENARIO_CHECK_CAPACITY,
+    SCENARIO_CHECK_LEASES,
+    SCENARIO_CHECK_PROCESSES,
+    SCENARIO_CHECK_CONVERGED
+};
 
 /* Scenario id's title ("" for an id out of 1..SCENARIO_COUNT). */
 const char *scenario_title(int id);

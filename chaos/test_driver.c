@@ -11,8 +11,15 @@
 #include "report.h"
 #include "scenario.h"
 
-enum { OK = 0, DEADLINE = 4, NOT_FOUND = 5, INTERNAL = 13, UNAVAILABLE = 14, WRONG = -1,
-       HUNG = -2 };
+enum {
+    OK = 0,
+    DEADLINE = 4,
+    NOT_FOUND = 5,
+    INTERNAL = 13,
+    UNAVAILABLE = 14,
+    WRONG = -1,
+    HUNG = -2
+};
 
 static void rules(void)
 {
@@ -47,9 +54,15 @@ static char *render(const struct scenario_result *res, size_t n)
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     REQUIRE(f);
-    struct report_run run = {.command = "mm-chaos --short", .build_type = "debugoptimized",
-                             .seed = 42, .short_run = true, .n_pods = 4, .n_multi = 10,
-                             .n_single = 10, .etcd_members = 3, .world_start_ms = 12345};
+    struct report_run run = {.command = "mm-chaos --short",
+                             .build_type = "debugoptimized",
+                             .seed = 42,
+                             .short_run = true,
+                             .n_pods = 4,
+                             .n_multi = 10,
+                             .n_single = 10,
+                             .etcd_members = 3,
+                             .world_start_ms = 12345};
     report_write(f, &run, res, n);
     fclose(f);
     return text;
@@ -84,8 +97,9 @@ static void report(void)
     fail->traffic_breaches = 1;
     fail->registry_breaches = 1;
     fail->n_lines = 2;
-    snprintf(fail->lines[0], SCENARIO_LINE, "phase fault, models of 2+ copies: 3 call(s) failed "
-                                            "UNAVAILABLE");
+    snprintf(fail->lines[0], SCENARIO_LINE,
+             "phase fault, models of 2+ copies: 3 call(s) failed "
+             "UNAVAILABLE");
     snprintf(fail->lines[1], SCENARIO_LINE, "copies/m-1/n1: lease 77 is not alive");
     fail->checks[SCENARIO_CHECK_LEASES] = 1;
     fail->recovery_ms = -1;
