@@ -2,7 +2,8 @@
  * invariants checked (scenario.h) and the figures written to CHAOS.md (report.h).
  *
  *   mm-chaos [--scenarios 1,3,4|all] [--short] [--report FILE] [--seed N] [--kill-every S]
- *            [--duration S] [--models N] [--pods N] [--mm-node PATH] [--mm-runtime PATH]
+ *            [--duration S] [--models N] [--pods N] [--capacity BYTES] [--mm-node PATH]
+ *            [--mm-runtime PATH]
  *            [--mm-gateway PATH] [--mm-controller PATH] [--make-breast-cancer PATH]
  *            [--servers-dir DIR] [--runtimes-dir DIR]
  *
@@ -51,6 +52,7 @@ static void usage(FILE *f)
 {
     fputs("usage: mm-chaos [--scenarios 1,3,4|all] [--short] [--report FILE] [--seed N]\n"
           "                [--kill-every S] [--duration S] [--models N] [--pods N]\n"
+          "                [--capacity BYTES]\n"
           "                [--mm-node PATH] [--mm-runtime PATH] [--mm-gateway PATH]\n"
           "                [--mm-controller PATH] [--make-breast-cancer PATH]\n"
           "                [--servers-dir DIR] [--runtimes-dir DIR]\n"
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
     const char *report = "CHAOS.md";
     struct scenario_options opt = {.seed = (uint32_t)time(NULL) ^ (uint32_t)getpid()};
     long models = 0, pods = 4;
+    long long capacity = -1;
     struct world_config cfg = {
         .mm_node = MM_CHAOS_NODE,
         .mm_runtime = MM_CHAOS_RUNTIME,
@@ -193,6 +196,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--models") == 0) {
             if ((models = number(a, val, 1, WORLD_MAX_MODELS / 2)) < 0)
                 return 2;
+        } else if (strcmp(a, "--capacity") == 0) {
+            if ((capacity = number(a, val, 0, 1L << 40)) < 0)
+                return 2;
         } else if (strcmp(a, "--pods") == 0) {
             if ((pods = number(a, val, 2, CLUSTER_MAX_PODS)) < 0)
                 return 2;
@@ -204,6 +210,15 @@ int main(int argc, char **argv)
     }
     cfg.n_pods = (size_t)pods;
     cfg.n_multi = cfg.n_single = models ? (size_t)models : opt.short_run ? 10 : 30;
+    /* mm-controller and mm-gateway judge a model of unknown size by 1,000,000 bytes (the nodes
+     * by their runtime's default model size): a pod smaller than that never gets a model placed
+     * by them. Room for the world's copies (40 KB each, 3 per multi model) on n_pods - 1 pods,
+     * above that 1 MB; --capacity 0 leaves it to the world (room for the copies alone). */
+    if (capacity < 0) {
+        uint64_t copies = 3 * cfg.n_multi + cfg.n_single;
+        capacity = (long long)(1500000 + copies * 40000 * 5 / 4 / (cfg.n_pods - 1));
+    }
+    cfg.capacity_bytes = (uint64_t)capacity;
 
     /* The network-namespace pod, when a scenario wants it and we may make one. */
     char note[512] = "";
@@ -258,6 +273,7 @@ int main(int argc, char **argv)
         .n_single = cfg.n_single,
         .etcd_members = cfg.etcd_members,
         .lease_ttl = cfg.lease_ttl,
+        .capacity_bytes = w.capacity,
         .world_start_ms = world_ms,
         .note = note[0] ? note : NULL,
     };
