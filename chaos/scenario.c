@@ -294,7 +294,8 @@ static void s1_kills(struct run *u)
     long total = fault_s(u, 180, 36) * 1000;
     int64_t end = now_ms(u) + total;
     int kills = 0;
-    while (now_ms(u) < end) {
+    int64_t worst = -1;
+    for (;;) {
         if (kills > 0)
             wait_multi_copies(u, PRECONDITION_MS, "the next kill");
         int64_t at = now_ms(u);
@@ -315,9 +316,24 @@ static void s1_kills(struct run *u)
             fault_failed(u, "fault_pod_start", rc);
             return;
         }
-        run_for(u, at + every - now_ms(u));
+        if (at + every >= end)
+            break; /* the last: the fault ends with the pod back */
+        /* every model answered right again since the kill: this kill's recovery */
+        int64_t served = -1;
+        while (now_ms(u) < at + every) {
+            if (served < 0 && (served = traffic_all_served_since(u->t, at)) >= 0) {
+                step(u, "every model answered right again %.1f s after the kill",
+                     (double)(served - at) / 1000.0);
+                if (served - at > worst)
+                    worst = served - at;
+            }
+            run_for(u, served < 0 ? 100 : at + every - now_ms(u));
+        }
+        if (served < 0)
+            step(u, "some model had no right answer in the %ld s since the kill", every / 1000);
     }
-    step(u, "%d kills in %.0f s", kills, (double)total / 1000.0);
+    step(u, "%d kills in %.0f s; the slowest recovery between them %.1f s", kills,
+         (double)total / 1000.0, (double)worst / 1000.0);
 }
 
 static void s2_freeze(struct run *u)
