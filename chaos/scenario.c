@@ -617,8 +617,18 @@ static void s8_controller(struct run *u)
         if (rc < 0)
             fault_failed(u, "world_update_model", rc);
     }
+    size_t open = 0; /* updates the leader had not seen through yet at the kill */
+    for (size_t i = 0; i < n; i++) {
+        struct isvc_status st;
+        if (isvc_status_of(u, ks[i], &st) != 1 || st.generation < w->models[ks[i]].generation ||
+            st.transition != ISVC_UP_TO_DATE || !st.ready.status)
+            open++;
+    }
     size_t which = 0;
     int rc = fault_controller_leader_kill(w, &which);
+    step(u, "at the kill, %zu of the %zu updated InferenceServices were not yet Ready at their "
+            "new generation",
+         open, n);
     step(u, "kill -9 the controller leader (ctl%zu): %s", which, rc ? strerror(-rc) : "done");
     if (rc < 0) {
         fault_failed(u, "fault_controller_leader_kill", rc);

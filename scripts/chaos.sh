@@ -10,4 +10,4 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 scripts/setup.sh build -Dwerror=true
-exec build/chaos/mm-chaos --report "$top/CHAOS.md" "$@"
+exec build/chaos/mm-chaos --report CHAOS.md "$@"
