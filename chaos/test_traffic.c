@@ -12,7 +12,7 @@
  *     burst of calls follows, and the phase says how long the loop was held;
  *   - p50 / p99 / max against the exact percentiles of the delays the test server applied; an
  *     answer naming the InferenceService's concrete id is right, one naming another model is
- *     wrong; raw_output_contents read.
+ *     wrong; raw_output_contents read; the calls of many models spread over time, not bursts.
  * argv: MM_RUNTIME MAKE_BREAST_CANCER */
 #include <errno.h>
 #include <ev.h>
@@ -314,6 +314,8 @@ struct pending {
 static double applied[LAT_MAX]; /* delays applied to "lat", ms */
 static size_t n_applied;
 static size_t n_lat_calls;
+static long long arrivals[LAT_MAX]; /* of the "spread-" models' calls, ms */
+static size_t n_arrivals;
 
 static void reply_now(struct rpc_call *call, const char *model_name)
 {
@@ -365,6 +367,8 @@ static void on_infer(struct rpc_call *call, void *arg)
         p->timer.data = p;
         ev_timer_start(rc.loop, &p->timer);
     } else {
+        if (strncmp(req->model_name, "spread-", 7) == 0 && n_arrivals < LAT_MAX)
+            arrivals[n_arrivals++] = harness_now_ms();
         reply_now(call, "someone-else");
     }
     protobuf_c_message_free_unpacked(m, NULL);
@@ -427,6 +431,30 @@ static void latencies(void)
     CHECK(m->p50_ms >= p50 * 0.98 && m->p50_ms <= p50 + 15);
     CHECK(m->p99_ms >= p99 * 0.98 && m->p99_ms <= p99 + 15);
     CHECK(m->max_ms >= max && m->max_ms <= max + 30);
+    traffic_free(t);
+
+    /* 40 models at 1/s: the seed's offsets spread their calls over the second (all due at
+     * once they would come 40 together) */
+    struct traffic_model spread[40];
+    char names[40][16];
+    for (int k = 0; k < 40; k++) {
+        snprintf(names[k], sizeof(names[k]), "spread-%d", k);
+        spread[k] = (struct traffic_model){names[k], LAT_VALUE, TRAFFIC_SINGLE, 1};
+    }
+    t = start(target, spread, 40, 5000, 0);
+    run_ms(2000);
+    traffic_stop(t);
+    size_t most = 0;
+    for (size_t i = 0, j = 0; i < n_arrivals; i++) { /* arrivals come in order: one loop */
+        while (arrivals[i] - arrivals[j] >= 100)
+            j++;
+        if (i - j + 1 > most)
+            most = i - j + 1;
+    }
+    fprintf(stderr, "spread: %zu calls, at most %zu in 100 ms (40 models at 1/s)\n", n_arrivals,
+            most);
+    CHECK(near(n_arrivals, 80));
+    CHECK(most <= 8); /* even: about 4 */
     const struct traffic_stats *o = &ph[0].cls[TRAFFIC_SINGLE];
     CHECK(o->sent > 0);
     CHECK_INT(o->wrong, o->sent); /* answered as another model */

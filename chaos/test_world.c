@@ -7,9 +7,11 @@
  *     again under a new lease, and every model answers;
  *   - freeze: every thread of the node stopped, its record leaves etcd; thaw: it runs and
  *     registers again;
+ *   - pod roll: the node exits 0 at SIGTERM, both processes start again, it registers again;
  *   - etcd leader kill: another member leads and the mesh serves and takes writes; the member
- *     started again is healthy;
- *   - storage down: a new revision's load fails, its error naming the storage endpoint, while
+ *     started again is healthy; every member killed: one started without waiting returns at
+ *     once with no leader, the others waited for bring a leader back, the mesh serves;
+ *   - storage down: a new revision's load fails, its error naming the storage key, while
  *     the old one serves; up: it loads and the InferenceService reaches its generation;
  *   - controller leader kill: the other controller leads; the killed one comes back following;
  *     world_update_model under the new leader: the new generation, the same answers;
@@ -129,6 +131,26 @@ static void pod_kill_start(size_t pod)
     CHECK(all_answer("after the pod's restart", ANSWER_MS));
 }
 
+static void pod_roll(size_t pod)
+{
+    const char *iid = w.cl.pods[pod].iid;
+    long long lease = instance_lease(iid);
+    REQUIRE(lease > 0);
+    pid_t node = w.cl.pods[pod].node_pid, runtime = w.cl.pods[pod].runtime_pid;
+    long long t0 = harness_now_ms();
+    CHECK(fault_pod_roll(&w, pod, 30000) == 0);
+    long long rolled = harness_now_ms() - t0;
+    CHECK(w.cl.pods[pod].node_pid > 0 && w.cl.pods[pod].node_pid != node);
+    CHECK(w.cl.pods[pod].runtime_pid > 0 && w.cl.pods[pod].runtime_pid != runtime);
+    long long back = wait_instance(iid, true, lease, 10000);
+    CHECK(back >= 0);
+    fprintf(stderr,
+            "pod roll: %s stopped (exit 0) and started again in %lld ms, registered "
+            "%lld ms later\n",
+            iid, rolled, back);
+    CHECK(all_answer("after the roll", ANSWER_MS));
+}
+
 static void freeze_thaw(size_t pod)
 {
     const char *iid = w.cl.pods[pod].iid;
@@ -176,6 +198,31 @@ static void etcd_leader(void)
     CHECK(etcd_sync_delete(w.cl.etcd_client, key, false, NULL, &err) == 0);
 }
 
+/* Every member killed (etcd gone); one started without waiting (alone it has no quorum: the
+ * call returns at once, and no member leads), the others waited for: a leader again, and the
+ * mesh serves. */
+static void etcd_quorum(void)
+{
+    for (size_t k = 0; k < 3; k++)
+        REQUIRE(fault_etcd_kill(&w, k) == 0);
+    long long t0 = harness_now_ms();
+    REQUIRE(fault_etcd_start(&w, 0, false) == 0);
+    long long took = harness_now_ms() - t0;
+    CHECK(took < 2000);
+    CHECK(cluster_etcd_member(&w.cl, 0)->pid > 0);
+    CHECK(fault_etcd_leader(&w) < 0);
+    REQUIRE(fault_etcd_start(&w, 1, true) == 0);
+    REQUIRE(fault_etcd_start(&w, 2, true) == 0);
+    int now = fault_etcd_leader(&w);
+    fprintf(stderr,
+            "etcd gone: every member killed; m0 started in %lld ms (no leader), m1 and m2 "
+            "started healthy: member %d leads %lld ms after the first start\n",
+            took, now, harness_now_ms() - t0);
+    CHECK(now >= 0);
+    CHECK(all_answer("etcd back", ANSWER_MS));
+    CHECK(world_wait_ready(&w, 30000) == 0);
+}
+
 /* Copy records of model id: whether one is Failed with an error holding want (printed). */
 static bool failed_naming(const char *model, const char *want)
 {
@@ -216,14 +263,15 @@ static void storage_down_up(size_t k)
     REQUIRE(fault_storage(&w, true) == 0);
     long before = faultproxy_faults(&w.storage);
     REQUIRE(world_update_model(&w, k) == 0);
-    /* the storage endpoint as the node names it: host:port of the proxy */
-    const char *hostport = strstr(w.storage.url, "://") + 3;
+    /* the failure names the storage: the storage-config key the model's load used */
+    char storage[96];
+    snprintf(storage, sizeof(storage), "storage key '%s'", w.storage_key);
     char target[KEYS_NAME_MAX + 1] = "";
     long long t0 = harness_now_ms();
     bool named = false;
     while (!named && harness_now_ms() - t0 < 30000) {
         if (target[0] || target_of(k, target, sizeof(target)))
-            named = failed_naming(target, hostport);
+            named = failed_naming(target, storage);
         if (!named)
             cluster_run(&w.cl, 200);
     }
@@ -338,8 +386,10 @@ int main(int argc, char **argv)
     REQUIRE(all_answer("world up", ANSWER_MS));
 
     pod_kill_start(0);
+    pod_roll(1);
     freeze_thaw(1);
     etcd_leader();
+    etcd_quorum();
     storage_down_up(w.cfg.n_multi); /* a single-copy model */
     controller_leader(0);
     if (root)
@@ -353,6 +403,14 @@ int main(int argc, char **argv)
     fprintf(stderr, "registrations: %zu keys acknowledged, %zu checked\n", counts.acked_keys,
             counts.checked_keys);
     CHECK(counts.acked_keys >= w.n_models + 1);
+    /* every process the world runs is up, every log of theirs free of sanitizer reports */
+    const char *logs[64];
+    size_t n_logs = world_logs(&w, logs, 64);
+    CHECK(n_logs >= 2 * w.cfg.n_pods + 2 + 3 + 1);
+    CHECK(verify_processes(v, logs, n_logs) == 0);
+    /* the mesh's own invariants, for the record (the scenarios judge them) */
+    fprintf(stderr, "capacity breaches %d, lease breaches %d\n", verify_capacity(v),
+            verify_leases(v));
     const char *const *lines;
     size_t n = verify_lines(v, &lines);
     for (size_t i = 0; i < n; i++)

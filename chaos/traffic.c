@@ -491,7 +491,9 @@ int traffic_new(struct rpc_context *rpc, const struct traffic_config *cfg, struc
         m->expected = tm->expected;
         m->cls = tm->cls;
         m->rate = tm->rate;
-        m->offset = mix(cfg->seed * 0x9e3779b9U + (uint32_t)k) / 4294967296.0;
+        /* a low-discrepancy sequence from the seed's start: even, not clustered */
+        double u = mix(cfg->seed) / 4294967296.0 + (double)k * 0.6180339887498949;
+        m->offset = u - floor(u);
         m->served = calloc(TRAFFIC_SERVED_KEEP, sizeof(*m->served));
         m->request = encode_request(m->name, cfg->row, cfg->n_features);
         if (!m->served || !m->request)

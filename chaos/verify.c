@@ -23,11 +23,11 @@
 #include "mm/records.h"
 
 #define LINE_BYTES 512
-#define MAX_ACKS 65536           /* acknowledged keys kept (one per key) */
-#define MAX_LOGS 128             /* logs whose scanned offset is remembered */
-#define MAX_REPORTED 256         /* exited processes already reported (each reported once) */
-#define MAX_MODELS 4096          /* model ids asked of each runtime */
-#define MAX_LEASES 1024          /* distinct leases looked up in one leases check */
+#define MAX_ACKS 65536   /* acknowledged keys kept (one per key) */
+#define MAX_LOGS 128     /* logs whose scanned offset is remembered */
+#define MAX_REPORTED 256 /* exited processes already reported (each reported once) */
+#define MAX_MODELS 4096  /* model ids asked of each runtime */
+#define MAX_LEASES 1024  /* distinct leases looked up in one leases check */
 #define CONVERGE_POLL_MS 200
 
 struct ack {
@@ -95,19 +95,18 @@ __attribute__((format(printf, 2, 3))) static void breach(struct verify *v, const
     fprintf(stderr, "verify: BREACH %s\n", line);
 }
 
-/* bytes[0, len) as printable text, cut to fit out (size > 4). */
+/* bytes[0, len) as printable text (others as \xNN), cut with "..." to fit out (size >= 8). */
 static const char *shown(const char *bytes, size_t len, char *out, size_t size)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < len && o + 5 < size; i++) {
+    size_t o = 0, i = 0;
+    for (; i < len && o + 4 + 3 < size; i++) { /* room for an escape and "..." */
         unsigned char ch = (unsigned char)bytes[i];
         if (ch >= 0x20 && ch < 0x7f && ch != '\\')
             out[o++] = (char)ch;
         else
             o += (size_t)snprintf(out + o, size - o, "\\x%02x", ch);
     }
-    if (o + 5 >= size && len > 0) {
-        o = o < size - 4 ? o : size - 4;
+    if (i < len) {
         memcpy(out + o, "...", 3);
         o += 3;
     }
@@ -116,8 +115,7 @@ static const char *shown(const char *bytes, size_t len, char *out, size_t size)
 }
 
 /* snprintf for texts that may be cut (a reason, a name): cutting is wanted there. */
-__attribute__((format(printf, 3, 4))) static void say(char *out, size_t size, const char *fmt,
-                                                      ...)
+__attribute__((format(printf, 3, 4))) static void say(char *out, size_t size, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -193,12 +191,20 @@ int verify_registrations(struct verify *v)
             breach(v, "registration %s: acknowledged but absent (lost); last acknowledged \"%s\"",
                    a->key, shown(a->value, a->len, want, sizeof(want)));
         else if (a->value && (r->op.kvs[0].value_len != a->len ||
-                              memcmp(r->op.kvs[0].value, a->value, a->len) != 0))
+                              memcmp(r->op.kvs[0].value, a->value, a->len) != 0)) {
+            /* shown from a little before the first byte that differs */
+            const struct etcd_kv *kv = &r->op.kvs[0];
+            size_t d = 0;
+            while (d < kv->value_len && d < a->len && kv->value[d] == a->value[d])
+                d++;
+            size_t from = d > 24 ? d - 24 : 0;
             breach(v,
-                   "registration %s: value is not the last acknowledged one: \"%s\" (%zu bytes), "
-                   "acknowledged \"%s\" (%zu bytes)",
-                   a->key, shown(r->op.kvs[0].value, r->op.kvs[0].value_len, got, sizeof(got)),
-                   r->op.kvs[0].value_len, shown(a->value, a->len, want, sizeof(want)), a->len);
+                   "registration %s: value is not the last acknowledged one (%zu bytes, "
+                   "acknowledged %zu; from byte %zu): \"%s\", acknowledged \"%s\"",
+                   a->key, kv->value_len, a->len, from,
+                   shown(kv->value + from, kv->value_len - from, got, sizeof(got)),
+                   shown(a->value + from, a->len - from, want, sizeof(want)));
+        }
         etcd_response_free(r);
     }
     return (int)(v->breaches - before);
@@ -359,7 +365,8 @@ int verify_capacity(struct verify *v)
             sum += sizes[j];
         if (sum > cap)
             breach(v,
-                   "capacity: %s's runtime holds %" PRIu64 " bytes in %d models > capacity %" PRIu64,
+                   "capacity: %s's runtime holds %" PRIu64
+                   " bytes in %d models > capacity %" PRIu64,
                    pod->iid, sum, held, cap);
     }
     for (size_t j = 0; j < n_ids; j++)
@@ -437,14 +444,13 @@ int verify_leases(struct verify *v)
     for (size_t k = 0; rc == 0 && k < r->op.n_kvs; k++) {
         const struct etcd_kv *kv = &r->op.kvs[k];
         struct key_parts parts;
-        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 ||
-            parts.kind != KEY_COPY) {
+        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 || parts.kind != KEY_COPY) {
             breach(v, "leases: %s is not a copy key", kv->key);
             continue;
         }
         copies++;
-        const struct instance_seen *is = instance_of(in, (size_t)n_in, parts.second,
-                                                     parts.second_len);
+        const struct instance_seen *is =
+            instance_of(in, (size_t)n_in, parts.second, parts.second_len);
         int iid_len = (int)parts.second_len, model_len = (int)parts.first_len;
         if (kv->lease == 0) {
             breach(v, "leases: copy of %.*s on %.*s has no lease (it outlives its instance)",
@@ -455,12 +461,11 @@ int verify_leases(struct verify *v)
             breach(v,
                    "leases: copy of %.*s on %.*s (lease %" PRId64 "): no instance %.*s in "
                    "the registry",
-                   model_len, parts.first, iid_len, parts.second, kv->lease, iid_len,
-                   parts.second);
+                   model_len, parts.first, iid_len, parts.second, kv->lease, iid_len, parts.second);
         } else if (is->kv_lease != kv->lease) {
             breach(v,
-                   "leases: copy of %.*s on %.*s has lease %" PRId64 ", not its instance's (%"
-                   PRId64 "): it can outlive the instance",
+                   "leases: copy of %.*s on %.*s has lease %" PRId64
+                   ", not its instance's (%" PRId64 "): it can outlive the instance",
                    model_len, parts.first, iid_len, parts.second, kv->lease, is->kv_lease);
         }
         int alive = lease_alive(v, seen, &n_seen, kv->lease, &err);
@@ -500,9 +505,8 @@ static bool has_loaded_copy(struct verify *v, const struct etcd_response *r, con
         struct key_parts parts;
         struct copy_record cr;
         struct mm_error err = {0};
-        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 ||
-            parts.kind != KEY_COPY || parts.first_len != len ||
-            memcmp(parts.first, id, len) != 0)
+        if (keys_parse(kv->key, kv->key_len, v->cl->name, &parts) < 0 || parts.kind != KEY_COPY ||
+            parts.first_len != len || memcmp(parts.first, id, len) != 0)
             continue;
         if (record_decode(RECORD_COPY, kv->value, kv->value_len, &cr, &err) == 0 &&
             cr.state == COPY_LOADED)
@@ -563,21 +567,18 @@ static void judge(struct verify *v, const struct etcd_kv *kv, const char *ns,
         (!st.target_model_id[0] || strcmp(st.target_model_id, s.revision) == 0) && loaded)
         return;
     say(out->why, sizeof(out->why),
-             "generation %" PRId64 " observed %" PRId64 ", ready %s, %s, active %s (%s), "
-             "target %s (%s), want %s with a Loaded copy (%s); failure %s \"%.120s\" at %s",
-             s.generation, st.generation, st.ready.status ? "True" : "False",
-             isvc_transition_name(st.transition),
-             st.active_model_id[0] ? st.active_model_id : "-",
-             isvc_model_state_name(st.active_state),
-             st.target_model_id[0] ? st.target_model_id : "-",
-             isvc_model_state_name(st.target_state), s.revision, loaded ? "has one" : "none",
-             isvc_reason_name(st.failure.reason), st.failure.message,
-             st.failure.location[0] ? st.failure.location : "-");
+        "generation %" PRId64 " observed %" PRId64 ", ready %s, %s, active %s (%s), "
+        "target %s (%s), want %s with a Loaded copy (%s); failure %s \"%.120s\" at %s",
+        s.generation, st.generation, st.ready.status ? "True" : "False",
+        isvc_transition_name(st.transition), st.active_model_id[0] ? st.active_model_id : "-",
+        isvc_model_state_name(st.active_state), st.target_model_id[0] ? st.target_model_id : "-",
+        isvc_model_state_name(st.target_state), s.revision, loaded ? "has one" : "none",
+        isvc_reason_name(st.failure.reason), st.failure.message,
+        st.failure.location[0] ? st.failure.location : "-");
 }
 
 /* One look: the isvcs of ns judged into *out (malloc'd), their number; -errno (err says). */
-static int look(struct verify *v, const char *ns, struct isvc_seen **out, char *err,
-                size_t size)
+static int look(struct verify *v, const char *ns, struct isvc_seen **out, char *err, size_t size)
 {
     char rel[KEYS_MAX];
     struct etcd_response *isvcs = NULL, *statuses = NULL, *copies = NULL;
@@ -638,8 +639,9 @@ int verify_converged(struct verify *v, const char *ns, long timeout_ms, int64_t 
             if (last) {
                 for (int i = 0; i < n; i++)
                     if (seen[i].why[0])
-                        breach(v, "converged: InferenceService %s/%s not converged within %ld "
-                                  "ms: %s",
+                        breach(v,
+                               "converged: InferenceService %s/%s not converged within %ld "
+                               "ms: %s",
                                ns, seen[i].name, timeout_ms, seen[i].why);
                 free(seen);
                 return not_yet;
@@ -681,13 +683,16 @@ static void check_pid(struct verify *v, const char *what, pid_t pid)
         breach(v, "processes: %s (pid %d) exited with status %d", what, (int)pid, si.si_status);
     else if (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED)
         breach(v, "processes: %s (pid %d) was killed by signal %d (%s)%s", what, (int)pid,
-               si.si_status, strsignal(si.si_status), si.si_code == CLD_DUMPED ? ", core dumped" : "");
+               si.si_status, strsignal(si.si_status),
+               si.si_code == CLD_DUMPED ? ", core dumped" : "");
     else
         breach(v, "processes: %s (pid %d) is gone", what, (int)pid);
 }
 
 static const char *const sanitizer_marks[] = {
-    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
     "SUMMARY: UndefinedBehaviorSanitizer",
 };
 
@@ -723,8 +728,8 @@ static int scan_log(struct verify *v, const char *path)
             if (memmem(line, (size_t)len, sanitizer_marks[m], strlen(sanitizer_marks[m]))) {
                 line[len - 1] = '\0';
                 char text[300];
-                breach(v, "processes: %s: %s", path, shown(line, (size_t)len - 1, text,
-                                                             sizeof(text)));
+                breach(v, "processes: %s: %s", path,
+                       shown(line, (size_t)len - 1, text, sizeof(text)));
                 break;
             }
         }
@@ -741,7 +746,12 @@ int verify_processes(struct verify *v, const char *const *paths, size_t n)
     size_t before = v->breaches;
     struct cluster *c = v->cl;
     char what[64];
-    check_pid(v, "etcd", c->etcd.pid);
+    size_t members = cluster_etcd_members(c);
+    for (size_t k = 0; k < members; k++) {
+        const struct harness_etcd *e = cluster_etcd_member(c, k);
+        snprintf(what, sizeof(what), "etcd member %s", e->name[0] ? e->name : "0");
+        check_pid(v, what, e->pid);
+    }
     for (size_t i = 0; i < c->cfg.n_pods; i++) {
         snprintf(what, sizeof(what), "%s's runtime", c->pods[i].iid);
         check_pid(v, what, c->pods[i].runtime_pid);
@@ -755,9 +765,10 @@ int verify_processes(struct verify *v, const char *const *paths, size_t n)
     check_pid(v, "gateway", c->gateway_pid);
 
     /* The logs: the caller's, then the cluster's own, each once. */
-    const char *own[4 + 2 * CLUSTER_MAX_PODS + CLUSTER_MAX_CONTROLLERS];
+    const char *own[CLUSTER_MAX_ETCD + 1 + 2 * CLUSTER_MAX_PODS + CLUSTER_MAX_CONTROLLERS];
     size_t n_own = 0;
-    own[n_own++] = c->etcd.log_path;
+    for (size_t k = 0; k < members; k++)
+        own[n_own++] = cluster_etcd_member(c, k)->log_path;
     own[n_own++] = c->gateway_log;
     for (size_t i = 0; i < c->cfg.n_pods; i++) {
         own[n_own++] = c->pods[i].runtime_log;

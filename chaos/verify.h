@@ -14,6 +14,14 @@
  *
  * Each check adds one line per breach to the verify (at most VERIFY_KEEP kept, all counted),
  * naming the key, the instance, the process or the log line. A scenario fails when breaches > 0.
+ * A check that cannot read what it needs (etcd down, a runtime that does not answer modelSize)
+ * counts that as a breach too, its line saying what could not be read: nothing unchecked
+ * passes. An exited process and a log line are each reported once per verify (a log is read on
+ * from where the last call stopped), so calls after every scenario count each fault once.
+ * Leases: a dead lease cannot be attached to a key (etcd refuses the put, and an expiring lease
+ * takes its keys), so a copy outlives its instance only by a lease not the instance's, or none:
+ * both are breaches; a lease found gone while its key stays would be one as well. Instance
+ * records are checked too: attached to a lease (none: it outlives its node), the one they name.
  *
  * Single-threaded: the cluster's loop and etcd client (reads with etcd_sync_*). */
 #ifndef MM_CHAOS_VERIFY_H
@@ -53,7 +61,10 @@ int verify_processes(struct verify *v, const char *const *paths, size_t n);
 /* Breaches so far, and the lines kept (valid until verify_free). */
 size_t verify_breaches(const struct verify *v);
 size_t verify_lines(const struct verify *v, const char *const **lines);
-/* How many keys were acknowledged, and how many checks each kind made (for the report). */
+/* How many keys were acknowledged, and how many checks each kind made (for the report): each
+ * count is what the last call of its check looked at (checked_keys: verify_registrations,
+ * instances: verify_capacity, copies: verify_leases, isvcs: verify_converged, logs:
+ * verify_processes). */
 struct verify_counts {
     size_t acked_keys, checked_keys, instances, copies, isvcs, logs;
 };

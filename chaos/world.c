@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "grpc_predict_v2.pb-c.h"
+#include "mm/cache.h"
 #include "mm/etcd.h"
 #include "mm/etcd_sync.h"
 #include "mm/isvc.h"
@@ -242,32 +243,27 @@ static int reference_start(struct world *w)
     w->ref_loop = ev_loop_new(EVFLAG_AUTO);
     if (!w->ref_loop)
         return -ENOMEM;
-    char target[64];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", w->ref_port);
     rc = rpc_context_new(w->ref_loop, &w->ref_rpc, &err);
-    if (rc == 0)
-        rc = spi_client_new(w->ref_rpc, target, &w->ref_spi, &err);
-    if (rc == 0)
-        rc = rpc_channel_new(w->ref_rpc, target, 0, &w->ref_ch, &err);
     if (rc < 0)
-        fprintf(stderr, "world: clients of the reference runtime: %s\n", err.msg);
+        fprintf(stderr, "world: rpc context of the reference runtime: %s\n", err.msg);
     return rc;
 }
 
-static void reference_stop(struct world *w)
+/* The reference's own context and loop go; from now on it is asked on the cluster's (a context
+ * whose loop sat idle for some 20 s once left the next call unanswered until its deadline). */
+static void reference_context_drop(struct world *w)
 {
-    if (w->ref_spi)
-        spi_client_free(w->ref_spi);
-    w->ref_spi = NULL;
-    if (w->ref_ch)
-        rpc_channel_free(w->ref_ch);
-    w->ref_ch = NULL;
-    if (w->ref_rpc)
+    if (w->ref_rpc && w->ref_loop)
         rpc_context_free(w->ref_rpc);
     w->ref_rpc = NULL;
     if (w->ref_loop)
         ev_loop_destroy(w->ref_loop);
     w->ref_loop = NULL;
+}
+
+static void reference_stop(struct world *w)
+{
+    reference_context_drop(w);
     if (w->ref_pid > 0)
         harness_stop_pid(w->ref_pid, 3000);
     w->ref_pid = 0;
@@ -322,34 +318,53 @@ static int answer_value(grpc_byte_buffer *bb, const char *model, float *out)
 
 int world_model_expected(struct world *w, const char *path, float *out)
 {
-    if (!w->ref_spi)
+    if (!w->ref_rpc)
         return -ENOTCONN;
-    char id[64], local[700];
+    /* clients made for the call: the reference is asked rarely */
+    char id[64], local[700], target[64];
     snprintf(id, sizeof(id), "ref-%u", ++w->ref_loads);
     snprintf(local, sizeof(local), "%s/objects/%s", w->dir, path);
+    snprintf(target, sizeof(target), "127.0.0.1:%d", w->ref_port);
+    struct spi_client *spi = NULL;
+    struct rpc_channel *ch = NULL;
+    struct mm_error err = {0};
+    int rc = spi_client_new(w->ref_rpc, target, &spi, &err);
+    if (rc == 0)
+        rc = rpc_channel_new(w->ref_rpc, target, 0, &ch, &err);
+    if (rc < 0) {
+        fprintf(stderr, "world: clients of the reference runtime: %s\n", err.msg);
+        goto out;
+    }
     struct spi_model m = {.id = id, .type = "xgboost", .path = local};
     struct spi_result res;
-    int rc = spi_sync_load_model(w->ref_spi, &m, REF_CALL_MS, &res);
+    rc = spi_sync_load_model(spi, &m, REF_CALL_MS, &res);
     if (rc < 0) {
         fprintf(stderr, "world: the reference runtime: %s\n", res.err.msg);
-        return rc;
+        harness_print_tail(w->ref_log, 2000);
+        goto out;
     }
     if (res.size_bytes > w->model_size)
         w->model_size = res.size_bytes;
     grpc_byte_buffer *req = infer_request(w, id);
     struct rpc_reply reply = {0};
-    rc = req ? rpc_unary_wait(w->ref_ch, INFER, req, NULL, 0, REF_CALL_MS, &reply) : -ENOMEM;
+    rc = req ? rpc_unary_wait(ch, INFER, req, NULL, 0, REF_CALL_MS, &reply) : -ENOMEM;
     if (req)
         grpc_byte_buffer_destroy(req);
     if (rc == 0 && reply.status != GRPC_STATUS_OK) {
         fprintf(stderr, "world: the reference runtime's answer for %s: %s %s\n", path,
                 rpc_status_name(reply.status), reply.details);
+        harness_print_tail(w->ref_log, 2000);
         rc = -EIO;
     }
     if (rc == 0)
         rc = answer_value(reply.response, path, out);
     rpc_reply_clear(&reply);
-    spi_sync_unload_model(w->ref_spi, id, REF_CALL_MS, &res);
+    spi_sync_unload_model(spi, id, REF_CALL_MS, &res);
+out:
+    if (spi)
+        spi_client_free(spi);
+    if (ch)
+        rpc_channel_free(ch);
     return rc;
 }
 
@@ -639,6 +654,10 @@ static int start_cluster(struct world *w)
          * quarter to spare */
         uint64_t copies = 3 * c->n_multi + c->n_single;
         capacity = (copies * size * 5 / 4 + c->n_pods - 2) / (c->n_pods - 1) + size;
+        /* a model not loaded yet is placed at the mesh's default size (1 MB), far more than
+         * these: a few such placements at once must fit too */
+        if (capacity < 3 * CACHE_DEFAULT_SIZE_BYTES)
+            capacity = 3 * CACHE_DEFAULT_SIZE_BYTES;
     }
     snprintf(w->node_args, sizeof(w->node_args),
              "--rate-check-interval 1s --scale-up-rpm %u --replace-delay 1s --failure-expiry 10s "
@@ -781,8 +800,10 @@ int world_start(struct world *w, const struct world_config *cfg, long timeout_ms
             "up in %lld ms so far\n",
             w->n_models, w->models[0].expected, w->models[w->n_models - 1].expected,
             (unsigned long long)w->model_size, harness_now_ms() - t0);
+    reference_context_drop(w);
     if ((rc = start_cluster(w)) < 0)
         goto fail;
+    w->ref_rpc = w->cl.rpc; /* borrowed: ref_loop NULL says so */
     if ((rc = ack_runtimes(w)) < 0 || (rc = put_storage_config(w, secret)) < 0)
         goto fail;
     for (size_t k = 0; k < w->n_models; k++)

@@ -13,7 +13,14 @@
  * at one copy.
  *
  * Every registration the world makes (isvcs/, storage-config/, runtimes/) is recorded with
- * verify_ack once etcd has acknowledged it.
+ * verify_ack once etcd has acknowledged it. The verify may be made before world_start with
+ * verify_new(&w->cl, ...): it keeps the cluster's address, which world_start fills in.
+ *
+ * The nodes also get --replace-delay 1s --failure-expiry 10s --max-load-failures 3 (a load
+ * that failed while storage was down is placed again within seconds of its return). Each
+ * runtime's capacity by default: room for every copy (multi models counted at 3, the most
+ * their rate gives them) on n_pods - 1 pods with a quarter to spare, and at least 3 MB (the
+ * mesh places a model of unknown size at 1 MB until a copy has loaded).
  *
  * Single-threaded: everything runs on the cluster's loop (w->cl.loop). */
 #ifndef MM_CHAOS_WORLD_H
@@ -36,8 +43,6 @@
 struct verify;
 struct ev_loop;
 struct rpc_context;
-struct rpc_channel;
-struct spi_client;
 
 struct world_config {
     /* programs (required, but mm_gateway / mm_controller) */
@@ -79,15 +84,13 @@ struct world {
     size_t n_models;                /* n_multi first, then n_single */
     float row[WORLD_FEATURES];      /* the sample row every request sends */
     char dir[256];                  /* the world's temp dir (model files, the reference) */
-    /* the reference runtime (outside the mesh; a loop and rpc context of its own, run only
-     * inside world_model_expected) */
+    /* the reference runtime (outside the mesh): asked on a loop and rpc context of its own
+     * before the cluster starts (ref_loop), on the cluster's afterwards (ref_loop NULL) */
     pid_t ref_pid;
     int ref_port;
     char ref_log[320];
     struct ev_loop *ref_loop;
     struct rpc_context *ref_rpc;
-    struct spi_client *ref_spi;
-    struct rpc_channel *ref_ch;
     unsigned ref_loads;
     uint64_t model_size;            /* the largest size the reference runtime reported */
     uint64_t capacity;              /* each runtime's capacity_bytes, as started */
@@ -120,7 +123,9 @@ int world_infer(struct world *w, size_t k, long timeout_ms, char *why, size_t wh
  * 0 or -errno. */
 int world_model_expected(struct world *w, const char *path, float *out);
 
-/* Every process of the world, and its log: for verify_processes. */
+/* Every log of the world's processes, for verify_processes: the cluster's (runtimes, nodes,
+ * controllers, gateway, every etcd member), the reference runtime's and s3rver's; up to max,
+ * how many were written. */
 size_t world_logs(const struct world *w, const char **paths, size_t max);
 
 /* Stop every process (gracefully; what must exit 0 is checked by verify_processes before),

@@ -57,16 +57,16 @@ static void cleanup(void)
 }
 
 #undef REQUIRE
-#define REQUIRE(cond)                                                                      \
-    do {                                                                                   \
-        check_count++;                                                                     \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);     \
-            if (cluster_up)                                                                \
-                cluster_dump_logs(&cl, true);                                              \
-            cleanup();                                                                     \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond);             \
+            if (cluster_up)                                                                        \
+                cluster_dump_logs(&cl, true);                                                      \
+            cleanup();                                                                             \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static void make_model(void)
@@ -213,8 +213,8 @@ static void scenario_netns(void)
         exit(77);
     }
     REQUIRE(rc == 0);
-    fprintf(stderr, "namespace %s: pod %s, etcd %s, host %s\n", ns.name, ns.pod_addr,
-            ns.etcd_addr, ns.host_addr);
+    fprintf(stderr, "namespace %s: pod %s, etcd %s, host %s\n", ns.name, ns.pod_addr, ns.etcd_addr,
+            ns.host_addr);
     make_model();
 
     struct cluster_config cfg = {
@@ -248,7 +248,7 @@ static void scenario_netns(void)
     struct cluster_copy mine[16];
     CHECK(copies_on(1, "m0", &loaded, mine, 16) == 1 && loaded);
     CHECK(copies_on(0, "m0", &loaded, mine, 16) == 0);
-    CHECK(infer_ok(cl.gateway, "m0"));      /* through the gateway, from the namespace's pod */
+    CHECK(infer_ok(cl.gateway, "m0"));     /* through the gateway, from the namespace's pod */
     CHECK(infer_ok(cl.pods[0].api, "m0")); /* pod 0 forwards to it */
     CHECK(infer_ok(cl.pods[1].api, "m0"));
     const char *models[] = {"m0"};
@@ -266,8 +266,10 @@ static void scenario_netns(void)
             copies_gone = harness_now_ms() - t0;
         cluster_run(&cl, 50);
     }
-    fprintf(stderr, "partitioned: n1's instance record gone after %lld ms, its copies after "
-                    "%lld ms (TTL %d ms)\n", inst_gone, copies_gone, TTL_MS);
+    fprintf(stderr,
+            "partitioned: n1's instance record gone after %lld ms, its copies after "
+            "%lld ms (TTL %d ms)\n",
+            inst_gone, copies_gone, TTL_MS);
     CHECK(inst_gone >= 0 && copies_gone >= 0);
     /* the test (and the gateway, the peers) still reach the pod: only etcd is cut */
     CHECK(cluster_runtime_sizes(&cl, 1, models, 1, &size) == 1);
@@ -288,8 +290,7 @@ static void scenario_netns(void)
     int64_t lease2 = 0;
     while (harness_now_ms() - t2 < 30000 && cluster_instance(&cl, "n1", &inst, &lease2) != 1)
         cluster_run(&cl, 100);
-    fprintf(stderr, "partition lifted: n1 registered again after %lld ms\n",
-            harness_now_ms() - t2);
+    fprintf(stderr, "partition lifted: n1 registered again after %lld ms\n", harness_now_ms() - t2);
     REQUIRE(cluster_instance(&cl, "n1", &inst, &lease2) == 1);
     CHECK(lease2 != 0 && lease2 != lease1);
     CHECK(inst.lease == lease2);
