@@ -210,14 +210,10 @@ int main(int argc, char **argv)
     }
     cfg.n_pods = (size_t)pods;
     cfg.n_multi = cfg.n_single = models ? (size_t)models : opt.short_run ? 10 : 30;
-    /* mm-controller and mm-gateway judge a model of unknown size by 1,000,000 bytes (the nodes
-     * by their runtime's default model size): a pod smaller than that never gets a model placed
-     * by them. Room for the world's copies (40 KB each, 3 per multi model) on n_pods - 1 pods,
-     * above that 1 MB; --capacity 0 leaves it to the world (room for the copies alone). */
-    if (capacity < 0) {
-        uint64_t copies = 3 * cfg.n_multi + cfg.n_single;
-        capacity = (long long)(1500000 + copies * 40000 * 5 / 4 / (cfg.n_pods - 1));
-    }
+    /* 0: the world's (room for every copy on n_pods - 1 pods, and at least 3 MB: the
+     * controller and the gateway judge a model of unknown size by 1 MB) */
+    if (capacity < 0)
+        capacity = 0;
     cfg.capacity_bytes = (uint64_t)capacity;
 
     /* The network-namespace pod, when a scenario wants it and we may make one. */
