@@ -163,13 +163,14 @@ void report_write(FILE *f, const struct report_run *run, const struct scenario_r
     fprintf(f, "- date: %s\n- machine: %ld cores (nproc), %s\n- build: %s\n- seed: %u%s\n", date,
             sysconf(_SC_NPROCESSORS_ONLN), machine, run->build_type, run->seed,
             run->short_run ? " (short run)" : "");
-    fprintf(f,
-            "- world: %zu pods (mm-runtime + mm-node), %zu etcd member(s), 2 controllers, a "
-            "gateway, storage (s3rver) behind a fault proxy; %zu models kept at 2+ copies by "
-            "rate and %zu at one copy; lease TTL %s; %llu bytes of capacity per pod; up in %.1f s\n",
-            run->n_pods, run->etcd_members, run->n_multi, run->n_single,
-            run->lease_ttl ? run->lease_ttl : "3s", (unsigned long long)run->capacity_bytes,
-            (double)run->world_start_ms / 1000.0);
+    fprintf(
+        f,
+        "- world: %zu pods (mm-runtime + mm-node), %zu etcd member(s), 2 controllers, a "
+        "gateway, storage (s3rver) behind a fault proxy; %zu models kept at 2+ copies by "
+        "rate and %zu at one copy; lease TTL %s; %llu bytes of capacity per pod; up in %.1f s\n",
+        run->n_pods, run->etcd_members, run->n_multi, run->n_single,
+        run->lease_ttl ? run->lease_ttl : "3s", (unsigned long long)run->capacity_bytes,
+        (double)run->world_start_ms / 1000.0);
     fprintf(f, "- result: %zu scenario(s), %zu failed, %zu skipped\n\n", n, failed, skipped);
     if (run->note)
         fprintf(f, "%s\n\n", run->note);

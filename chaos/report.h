@@ -19,8 +19,8 @@ struct report_run {
     size_t n_pods, n_multi, n_single, etcd_members;
     const char *lease_ttl;
     uint64_t capacity_bytes; /* each runtime's */
-    long world_start_ms; /* how long the world took to come up */
-    const char *note;    /* a line under the header (e.g. why a scenario was skipped), or NULL */
+    long world_start_ms;     /* how long the world took to come up */
+    const char *note; /* a line under the header (e.g. why a scenario was skipped), or NULL */
 };
 
 /* Write the report to f. */

@@ -626,8 +626,9 @@ static void s8_controller(struct run *u)
     }
     size_t which = 0;
     int rc = fault_controller_leader_kill(w, &which);
-    step(u, "at the kill, %zu of the %zu updated InferenceServices were not yet Ready at their "
-            "new generation",
+    step(u,
+         "at the kill, %zu of the %zu updated InferenceServices were not yet Ready at their "
+         "new generation",
          open, n);
     step(u, "kill -9 the controller leader (ctl%zu): %s", which, rc ? strerror(-rc) : "done");
     if (rc < 0) {
