@@ -345,7 +345,9 @@ static void retry_later(struct istate *s)
 
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    mark_state(w->data);
+    struct istate *s = w->data;
+    s->ensure_failed = false; /* an ensure that ended unplaced is tried again too */
+    mark_state(s);
 }
 
 /* The election key's create revision when the mirror shows this controller holding it; 0
@@ -464,11 +466,14 @@ static void on_ensure(int status, const struct mm_error *err, const struct mesh_
     struct reconcile *r = s->r;
     s->ensure = NULL;
     if (status < 0) {
-        /* tried again once the instances change (a pod of its runtime comes) */
+        /* tried again once the instances change (a pod of its runtime comes), and after a
+         * while in any case: no room now (pods full of young copies, or of copies still
+         * loading) is not no room later, and the instances' figures changing is not an event
+         * that marks it */
         s->ensure_failed = true;
         s->ensure_epoch = r->instances_epoch;
         complain(s, MM_LOG_INFO, "loading its model: %s", err ? err->msg : mm_strerror(status));
-        if (status == -EAGAIN)
+        if (status == -EAGAIN || status == -ENOSPC)
             retry_later(s);
         return;
     }
