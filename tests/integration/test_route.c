@@ -557,7 +557,18 @@ static void holder_frozen(void)
 {
     register_model("m3", "xgboost");
     CHECK(infer_ok(cl.gateway, "m3", "m3")); /* loaded; the gateway's route to it is warm */
-    int held = 0, h = holder("m3", &held);
+    /* its holder, as the registry says (a Loaded copy record) */
+    struct cluster_copy copies[4];
+    int n = cluster_copies(&cl, "m3", copies, 4), h = -1;
+    for (int i = 0; i < n && i < 4; i++)
+        if (copies[i].rec.state == COPY_LOADED)
+            h = cluster_pod_of(&cl, copies[i].iid, strlen(copies[i].iid));
+    if (h < 0 || cl.pods[h].node_pid <= 0) {
+        fprintf(stderr, "m3: %d copy record(s), the Loaded one on pod %d\n", n, h);
+        for (int i = 0; i < n && i < 4; i++)
+            fprintf(stderr, "  copy on %s: %s\n", copies[i].iid,
+                    copy_state_name(copies[i].rec.state));
+    }
     REQUIRE(h >= 0 && cl.pods[h].node_pid > 0);
     REQUIRE(harness_freeze(cl.pods[h].node_pid) == 0);
     long long t0 = harness_now_ms();
