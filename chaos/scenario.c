@@ -610,6 +610,15 @@ static void s8_controller(struct run *u)
     size_t ks[4];
     size_t n = pick_models(u, false, ks, 2);
     n += pick_models(u, true, ks + n, 1);
+    /* The leader is stopped first, so that the updates land while it cannot act on them (a
+     * leader that runs sets them within ~100 ms, before any kill could come): the transitions
+     * are then left to the next leader, once the stopped one's lease expires. */
+    int frozen = cluster_controller_leader(&w->cl);
+    if (frozen >= 0 && w->cl.controllers[frozen].pid > 0 &&
+        harness_freeze(w->cl.controllers[frozen].pid) == 0)
+        step(u, "the controller leader ctl%d stopped (SIGSTOP) before the updates", frozen);
+    else
+        step(u, "the controller leader could not be stopped first (%d): updating anyway", frozen);
     for (size_t i = 0; i < n; i++) {
         int rc = world_update_model(w, ks[i]);
         step(u, "%s updated to a new storage path (generation %d): %s", w->models[ks[i]].name,
@@ -631,6 +640,11 @@ static void s8_controller(struct run *u)
          "new generation",
          open, n);
     step(u, "kill -9 the controller leader (ctl%zu): %s", which, rc ? strerror(-rc) : "done");
+    if (frozen >= 0 && (rc < 0 || (size_t)frozen != which) && w->cl.controllers[frozen].pid > 0) {
+        /* it lost the lead while stopped: it goes on as a follower */
+        kill(w->cl.controllers[frozen].pid, SIGCONT);
+        step(u, "ctl%d, stopped but no longer leading, resumed (SIGCONT)", frozen);
+    }
     if (rc < 0) {
         fault_failed(u, "fault_controller_leader_kill", rc);
         return;

@@ -29,6 +29,9 @@
 #define WHO "route"
 #define MAX_SEGMENTS 128 /* slices of a request read in place; more: one copy */
 #define MAX_WAKES 16     /* parks of one call (a woken call that finds no copy parks again) */
+#define AGAIN_MS 500     /* a call parked after its copy failed it tries that copy again after
+                            this, doubling: a peer restarted on its address, or a connection
+                            that broke for a moment, changes nothing in the registry to wake it */
 #define SHOWN_NAME 128   /* bytes of a bad name quoted in a message */
 
 enum method { M_INFER, M_METADATA, M_READY, M_LIVE, M_SERVER_READY, M_SERVER_METADATA, N_METHODS };
@@ -67,6 +70,7 @@ struct route_call {
     char name[KEYS_NAME_MAX + 1]; /* the name as the client gave it (messages) */
     struct table_waiter w;
     ev_timer wait_timer;      /* parked: max_wait_ms or the deadline */
+    ev_timer again_timer;     /* parked after a failed copy: try it again (AGAIN_MS) */
     unsigned wakes;
     struct table_target tg;   /* forwarded: the copy */
     struct rpc_request *req;  /* forwarded: the call to it */
@@ -177,6 +181,7 @@ static void rcall_free(struct route_call *rc)
     struct route *r = rc->r;
     unparked(rc);
     ev_timer_stop(r->loop, &rc->wait_timer);
+    ev_timer_stop(r->loop, &rc->again_timer);
     if (rc->prev)
         rc->prev->next = rc->next;
     else
@@ -296,16 +301,36 @@ static void forward(struct route_call *rc)
 static void on_wait_over(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct route_call *rc = w->data;
+    ev_timer_stop(loop, &rc->again_timer);
     table_unpark(rc->r->cfg.table, &rc->w);
     unparked(rc);
     finishf(rc, GRPC_STATUS_DEADLINE_EXCEEDED, "model %s: not loaded within %.0f ms", rc->name,
             w->repeat * 1000.);
 }
 
+/* Parked after its copy failed it, and nothing in the registry changed meanwhile: that copy (or
+ * another) is tried again, once more, as if new. */
+static void on_again(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct route_call *rc = w->data;
+    table_unpark(rc->r->cfg.table, &rc->w);
+    ev_timer_stop(loop, &rc->wait_timer);
+    unparked(rc);
+    if (++rc->wakes > MAX_WAKES) {
+        finishf(rc, GRPC_STATUS_UNAVAILABLE, "model %s: loaded, but no copy could be reached",
+                rc->name);
+        return;
+    }
+    rc->excluded_len = 0;
+    rc->tries = 0;
+    dispatch(rc);
+}
+
 static void on_wake(struct table_waiter *w, int status, const char *why)
 {
     struct route_call *rc = (struct route_call *)((char *)w - offsetof(struct route_call, w));
     ev_timer_stop(rc->r->loop, &rc->wait_timer);
+    ev_timer_stop(rc->r->loop, &rc->again_timer);
     if (rc->r->reg && (status == 0 || status == -EIO)) /* the model exists */
         rc->model = label(rc->r, rc->call, rc->name, strlen(rc->name));
     unparked(rc);
@@ -350,6 +375,11 @@ static void park(struct route_call *rc)
     r->stats.parked++;
     if (r->reg)
         rc->parked_ns = mono_ns();
+    if (rc->excluded_len) { /* its copy failed it: looked at again even if nothing changes */
+        unsigned shift = rc->wakes < 6 ? rc->wakes : 6;
+        ev_timer_set(&rc->again_timer, (double)(AGAIN_MS << shift) / 1000., 0.);
+        ev_timer_start(r->loop, &rc->again_timer);
+    }
     /* a served client's deadline ends it through the cancel notice; without one, ours; an
      * in-process call's deadline is kept here */
     int64_t left = rcall_remaining_ms(rc);
@@ -506,6 +536,8 @@ static struct route_call *rcall_new(struct route *r, enum method m, const char *
     rc->w.wake = on_wake;
     ev_init(&rc->wait_timer, on_wait_over);
     rc->wait_timer.data = rc;
+    ev_init(&rc->again_timer, on_again);
+    rc->again_timer.data = rc;
     rc->next = r->held;
     if (rc->next)
         rc->next->prev = rc;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,4 +260,60 @@ void rt_release_load(const char *fifo)
     unlink(fifo);
     if (fd >= 0)
         close(fd);
+}
+
+grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n)
+{
+    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
+    Inference__ModelInferRequest__InferInputTensor in =
+        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
+    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
+    Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
+    int64_t shape[2] = {1, (int64_t)n};
+    contents.fp32_contents = (float *)row;
+    contents.n_fp32_contents = n;
+    in.name = "input-0";
+    in.datatype = "FP32";
+    in.shape = shape;
+    in.n_shape = 2;
+    in.contents = &contents;
+    req.model_name = (char *)model;
+    req.id = "r1";
+    req.inputs = ins;
+    req.n_inputs = 1;
+    return rpc_encode(&req.base);
+}
+
+bool rt_infer_expect(struct rpc_channel *ch, const char *model, const float *row, size_t n,
+                     float expected, int64_t timeout_ms)
+{
+    grpc_byte_buffer *b = rt_infer_request(model, row, n);
+    if (!b)
+        return false;
+    struct testcall t = testcall_run(ch, "/inference.GRPCInferenceService/ModelInfer", b, NULL, 0,
+                                     timeout_ms);
+    grpc_byte_buffer_destroy(b);
+    bool ok = false;
+    if (t.status != GRPC_STATUS_OK) {
+        fprintf(stderr, "  ModelInfer %s on %s: %s: %s\n", model, rpc_channel_target(ch),
+                rpc_status_name(t.status), t.details);
+    } else {
+        ProtobufCMessage *m = NULL;
+        struct mm_error err = {0};
+        if (rpc_decode(t.response, &inference__model_infer_response__descriptor, &m, &err) < 0) {
+            fprintf(stderr, "  ModelInfer %s on %s: %s\n", model, rpc_channel_target(ch),
+                    err.msg);
+        } else {
+            Inference__ModelInferResponse *r = (Inference__ModelInferResponse *)m;
+            ok = r->n_outputs == 1 && r->outputs[0]->contents &&
+                 r->outputs[0]->contents->n_fp32_contents == 1 &&
+                 fabsf(r->outputs[0]->contents->fp32_contents[0] - expected) < 1e-6f;
+            if (!ok)
+                fprintf(stderr, "  ModelInfer %s on %s: not the model's prediction\n", model,
+                        rpc_channel_target(ch));
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+    }
+    testcall_clear(&t);
+    return ok;
 }

@@ -5,6 +5,7 @@
 #define MM_TEST_RTCLIENT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -22,6 +23,14 @@ struct rt_client {
     struct spi_client *spi; /* the runtime SPI */
     char target[64];        /* "127.0.0.1:<port>" */
 };
+
+/* A ModelInfer request for model: one FP32 input "input-0" of shape [1, n] holding row[0, n),
+ * request id "r1". NULL without memory. */
+grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n);
+/* ModelInfer of model on ch (deadline timeout_ms), waited for: whether it answered OK with
+ * predict[0] within 1e-6 of expected (what came instead is printed, naming ch's target). */
+bool rt_infer_expect(struct rpc_channel *ch, const char *model, const float *row, size_t n,
+                     float expected, int64_t timeout_ms);
 
 /* A loop, an rpc context, a channel and an SPI client to 127.0.0.1:port. 0 or -errno. */
 int rt_open(struct rt_client *c, int port);

@@ -31,6 +31,7 @@
 #include "cluster.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "rtclient.h"
 #include "mm/rpc.h"
 #include "mmclient.h"
 
@@ -79,23 +80,7 @@ static void make_model(const char *maker)
 /* One ModelInfer call for model on ch, waited for; whether it answered OK. */
 static bool infer(struct rpc_channel *ch, const char *model)
 {
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-    int64_t shape[2] = {1, FEATURES};
-    contents.fp32_contents = row;
-    contents.n_fp32_contents = FEATURES;
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    in.contents = &contents;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    grpc_byte_buffer *b = rpc_encode(&req.base);
+    grpc_byte_buffer *b = rt_infer_request(model, row, FEATURES);
     struct testcall t = testcall_run(ch, INFER, b, NULL, 0, CALL_MS);
     grpc_byte_buffer_destroy(b);
     bool ok = t.status == GRPC_STATUS_OK;

@@ -82,24 +82,7 @@ static void make_model(const char *maker)
 /* A ModelInfer request for model (one row; features values per row). */
 static grpc_byte_buffer *infer_request(const char *model, int features)
 {
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-    int64_t shape[2] = {1, features};
-    contents.fp32_contents = row;
-    contents.n_fp32_contents = (size_t)features;
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    in.contents = &contents;
-    req.model_name = (char *)model;
-    req.id = "r1";
-    req.inputs = ins;
-    req.n_inputs = 1;
-    return rpc_encode(&req.base);
+    return rt_infer_request(model, row, (size_t)features);
 }
 
 /* Whether t is OK with the model's prediction and model_name want (printing what it was if

@@ -34,6 +34,7 @@
 #include "cluster.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "rtclient.h"
 #include "mm/rpc.h"
 #include "mm/tls.h"
 #include "mmclient.h"
@@ -57,53 +58,11 @@ static void make_model(const char *maker)
                                       &expected) == 0);
 }
 
-static grpc_byte_buffer *infer_request(const char *model)
-{
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-    int64_t shape[2] = {1, FEATURES};
-    contents.fp32_contents = row;
-    contents.n_fp32_contents = FEATURES;
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    in.contents = &contents;
-    req.model_name = (char *)model;
-    req.id = "r1";
-    req.inputs = ins;
-    req.n_inputs = 1;
-    return rpc_encode(&req.base);
-}
 
 /* ModelInfer on ch answered with the model's prediction. */
 static bool infer_ok(struct rpc_channel *ch, const char *model)
 {
-    grpc_byte_buffer *b = infer_request(model);
-    struct testcall t = testcall_run(ch, INFER, b, NULL, 0, CALL_MS);
-    grpc_byte_buffer_destroy(b);
-    bool ok = false;
-    if (t.status != GRPC_STATUS_OK) {
-        fprintf(stderr, "  ModelInfer on %s: %s: %s\n", rpc_channel_target(ch),
-                rpc_status_name(t.status), t.details);
-    } else {
-        ProtobufCMessage *m = NULL;
-        struct mm_error err = {0};
-        if (rpc_decode(t.response, &inference__model_infer_response__descriptor, &m, &err) == 0) {
-            Inference__ModelInferResponse *r = (Inference__ModelInferResponse *)m;
-            ok = r->n_outputs == 1 && r->outputs[0]->contents &&
-                 r->outputs[0]->contents->n_fp32_contents == 1 &&
-                 fabsf(r->outputs[0]->contents->fp32_contents[0] - expected) < 1e-6f;
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
-        if (!ok)
-            fprintf(stderr, "  ModelInfer on %s: not the prediction\n", rpc_channel_target(ch));
-    }
-    testcall_clear(&t);
-    return ok;
+    return rt_infer_expect(ch, model, row, FEATURES, expected, CALL_MS);
 }
 
 /* ---------------------------------------------------------------- certificates and clients */
