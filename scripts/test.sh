@@ -12,6 +12,7 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 passed=0 failed=0 skipped=0
+failed_logs=() # testlog.json files with a failure, shown again at the end
 run_suite() { # build-dir, label, meson test flags...
   local dir=$1 label=$2 rc=0
   shift 2
@@ -22,6 +23,7 @@ run_suite() { # build-dir, label, meson test flags...
     passed=$((passed + $(grep -c '"result": "OK"' "$log" || true)))
     failed=$((failed + $(grep -c -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log" || true)))
     skipped=$((skipped + $(grep -c '"result": "SKIP"' "$log" || true)))
+    grep -q -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log" && failed_logs+=("$log")
   fi
   return $rc
 }
@@ -53,5 +55,18 @@ if [ $quick -eq 0 ]; then
     rm -rf "$corpus" "$corpus.log"
   done
 fi
+# The failures again, last: each failed test's name and the end of its output (a CI page may
+# show only the end of this run).
+for log in "${failed_logs[@]}"; do
+  python3 - "$log" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    if t.get("result") in ("FAIL", "TIMEOUT", "ERROR", "UNEXPECTEDPASS"):
+        out = ((t.get("stdout") or "") + (t.get("stderr") or "")).splitlines()
+        print(f"== {t['result']}: {t['name']} ({sys.argv[1]}), its last {min(len(out), 80)} lines:")
+        print("\n".join(out[-80:]))
+PY
+done
 echo "$passed passed, $failed failed, $skipped skipped"
 exit $status

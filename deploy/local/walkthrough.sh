@@ -270,13 +270,16 @@ load_pid=$!
 answering() { [ -s "$work/during.log" ]; }
 wait_for "the requests to be answering" answering
 # describe, from before the apply, by three pollers in turn (one describe takes tens of
-# milliseconds, about as long as this model's load): the first output showing InProgress is kept.
+# milliseconds, about as long as this model's load): the first output showing the new revision
+# loading is kept. (For the few milliseconds between the new revision's copy Loaded and the
+# switch to it, describe shows Target Model State Loaded, still InProgress: not this step's.)
 poll_describe() {
   local k=$1 i=0 d
   sleep "0.0$((k * 3))"
   while [ ! -e "$work/stop-describe" ] && [ "$i" -lt 3000 ]; do
     d=$("$mmctl_bin" describe isvc "$name" 2>&1) || true
-    if grep -Eq '^[[:space:]]*Transition Status:[[:space:]]+InProgress' <<<"$d"; then
+    if grep -Eq '^[[:space:]]*Transition Status:[[:space:]]+InProgress' <<<"$d" &&
+      grep -Eq '^[[:space:]]*Target Model State:[[:space:]]+Loading' <<<"$d"; then
       printf '%s\n' "$d" >"$work/describe.$k.tmp" && mv "$work/describe.$k.tmp" "$work/describe.$k"
       touch "$work/stop-describe"
     fi
