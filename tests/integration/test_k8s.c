@@ -14,8 +14,9 @@
  *     same emptyDir at the same path; --storage-config-dir the storage-config Secret's mount;
  *     terminationGracePeriodSeconds above --shutdown-timeout;
  *   - --etcd-endpoints name a Service on etcd's client port; one --cluster everywhere;
- *   - Service modelmesh-serving: 8033, selects exactly the runtime pods, targetPort the node's
- *     --listen; StatefulSets' serviceName a headless Service selecting their pods; etcd's
+ *   - Service modelmesh-serving: 8033, 8008 and 2112, selects exactly the runtime pods, each
+ *     targetPort the node's --listen, --rest-listen, --metrics-listen; StatefulSets'
+ *     serviceName a headless Service selecting their pods; etcd's
  *     --initial-cluster one member per replica, named and addressed as the StatefulSet's pods;
  *     the controller: 2 replicas, --service-name the Service.
  * The checks are then shown to fail: each of several broken copies of the manifests (a wrong
@@ -726,10 +727,26 @@ static void check_all(cJSON *const *docs, size_t n, struct problems *pr)
 
     /* the Service clients call */
     const cJSON *svc = find_doc(docs, n, "Service", "modelmesh-serving");
-    const cJSON *sp = cJSON_GetArrayItem(at(svc, "spec.ports"), 0);
-    if (!svc || num_at(sp, "port", -1) != 8033 || cJSON_GetArraySize(at(svc, "spec.ports")) != 1) {
-        problem(pr, "Service modelmesh-serving: not one port 8033");
+    /* the ports the controller's URLs name (grpcUrl 8033, restUrl 8008) and the metrics',
+     * each reaching its mm-node flag */
+    static const struct {
+        int port;
+        const char *flag;
+    } want[] = {{8033, "--listen"}, {8008, "--rest-listen"}, {2112, "--metrics-listen"}};
+    const cJSON *sp[3] = {NULL, NULL, NULL};
+    const cJSON *ports = at(svc, "spec.ports");
+    if (!svc || cJSON_GetArraySize(ports) != 3) {
+        problem(pr, "Service modelmesh-serving: not 3 ports (8033, 8008, 2112)");
         return;
+    }
+    for (size_t k = 0; k < 3; k++) {
+        for (const cJSON *p = ports->child; p; p = p->next)
+            if (num_at(p, "port", -1) == want[k].port)
+                sp[k] = p;
+        if (!sp[k]) {
+            problem(pr, "Service modelmesh-serving: no port %d", want[k].port);
+            return;
+        }
     }
     size_t selected = 0;
     for (size_t i = 0; i < n; i++) {
@@ -750,12 +767,14 @@ static void check_all(cJSON *const *docs, size_t n, struct problems *pr)
         }
         struct container k;
         read_container(nodec, &k, name_of(d), pr);
-        int tp = resolve_port(nodec, at(sp, "targetPort"));
-        if (tp < 0 || tp != addr_port(flag_value(&k, "--listen"), NULL))
-            problem(pr,
-                    "Service modelmesh-serving: targetPort in %s is %d, not mm-node's --listen "
-                    "port",
-                    name_of(d), tp);
+        for (size_t j = 0; j < 3; j++) {
+            int tp = resolve_port(nodec, at(sp[j], "targetPort"));
+            if (tp < 0 || tp != addr_port(flag_value(&k, want[j].flag), NULL))
+                problem(pr,
+                        "Service modelmesh-serving: port %d's targetPort in %s is %d, not "
+                        "mm-node's %s port",
+                        want[j].port, name_of(d), tp, want[j].flag);
+        }
     }
     if (selected != runtime_pods)
         problem(pr, "Service modelmesh-serving selects %zu workloads, there are %zu runtime ones",
@@ -815,6 +834,15 @@ static const char *break_docs(int b, cJSON **docs, size_t n)
             if (is_kind(d, "StatefulSet") && strcmp(name_of(d), rt) == 0)
                 set_num(d, "spec.template.spec.terminationGracePeriodSeconds", 30);
             break;
+        case 7:
+            if (is_kind(d, "Service") && strcmp(name_of(d), "modelmesh-serving") == 0) {
+                cJSON *ps = (cJSON *)at(d, "spec.ports");
+                for (cJSON *p = ps ? ps->child : NULL; p; p = p->next)
+                    if (num_at(p, "port", -1) == 8008)
+                        cJSON_ReplaceItemInObjectCaseSensitive(p, "targetPort",
+                                                               cJSON_CreateString("probes"));
+            }
+            break;
         default:
             break;
         }
@@ -846,6 +874,8 @@ static const char *break_docs(int b, cJSON **docs, size_t n)
         cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(node, "env"), e);
         return "an environment name mm-node does not know";
     }
+    case 7:
+        return "the REST port 8008 sent to the probes port";
     default:
         return NULL;
     }
