@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,6 +62,8 @@ struct rest_req {
     bool concrete;
     grpc_byte_buffer *request;    /* to the loop: taken by route_submit */
     struct route_call *rcall;     /* the loop's */
+    int fd;                       /* the connection's socket (-1: unknown), read by the loop */
+    ev_io gone;                   /* the loop's: the client closing while the call waits */
     struct rest_req *prev, *next; /* the loop's list of requests it holds */
     /* the outcome */
     grpc_status_code status;
@@ -269,6 +272,7 @@ static void resume(struct rest_req *q, grpc_status_code status, const char *mess
 static void unhold(struct rest_req *q)
 {
     struct rest *x = q->x;
+    ev_io_stop(x->loop, &q->gone); /* before the HTTP thread may close the socket */
     if (q->prev)
         q->prev->next = q->next;
     else
@@ -284,6 +288,28 @@ static void on_routed(grpc_status_code status, const char *message, grpc_byte_bu
     struct rest_req *q = arg;
     unhold(q);
     resume(q, status, message, response);
+}
+
+/* The socket of a held request is readable: the client closed it (EOF, or reset) while its
+ * call waits, so the call is cancelled and its slot (--max-parked, the body's bytes) freed at
+ * once rather than at the answer or the timeout. Bytes waiting (a pipelined request, a TLS
+ * alert) are left to the HTTP thread, and the watch ends: nothing is consumed here. */
+static void on_gone(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct rest_req *q = w->data;
+    char b;
+    ssize_t n = recv(w->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n > 0) {
+        ev_io_stop(loop, w);
+        return;
+    }
+    route_cancel(q->rcall);
+    q->rcall = NULL;
+    unhold(q);
+    resume(q, GRPC_STATUS_CANCELLED, "the client closed the connection", NULL);
 }
 
 static void on_posted(struct mailbox_item *item, void *arg)
@@ -302,6 +328,10 @@ static void on_posted(struct mailbox_item *item, void *arg)
     if (q->next)
         q->next->prev = q;
     x->held = q;
+    if (q->fd >= 0) { /* stopped by unhold, so before route_submit (done may run inside it) */
+        ev_io_set(&q->gone, q->fd, EV_READ);
+        ev_io_start(x->loop, &q->gone);
+    }
     int e = route_submit(x->route, q->kind, q->name, q->name_len, q->concrete, request,
                          x->timeout_ms, on_routed, q, &q->rcall);
     if (e < 0) { /* on_routed never runs */
@@ -368,6 +398,9 @@ static enum MHD_Result post(struct rest *x, struct rest_req *q)
         return send_error(q->conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "the server is stopping");
     }
     q->state = ST_AT_LOOP;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(q->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    q->fd = ci ? (int)ci->connect_fd : -1;
     MHD_suspend_connection(q->conn);
     mailbox_post(x->mb, &q->item);
     pthread_mutex_unlock(&x->lock);
@@ -522,6 +555,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!(q = calloc(1, sizeof(*q))))
             return MHD_NO;
         q->x = x;
+        q->fd = -1;
+        ev_io_init(&q->gone, on_gone, -1, EV_READ);
+        q->gone.data = q;
         q->conn = c;
         *ctx = q;
         return MHD_YES;

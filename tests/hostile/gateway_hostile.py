@@ -1047,6 +1047,23 @@ def rest():
         expect("%s: the 9th parked REST request: 503 naming the bound" % where,
                st == 503 and b"8 requests wait" in out, out[:300])
         expect("%s: a good request is served while 8 wait" % where, good_ok(port))
+        # the 8 clients go away: their slots are free again at once (not at the answer or the
+        # 120 s timeout): 8 new requests wait (no answer within 1.5 s), the 9th is refused
+        for c in parked:
+            c.close()
+        time.sleep(0.5)
+        parked = []
+        for _ in range(8):
+            c = socket.create_connection(("127.0.0.1", port), timeout=30)
+            c.sendall(post(b"/v2/models/stuck/infer", good))
+            parked.append(c)
+        answered, _, _ = select.select(parked, [], [], 1.5)
+        early = [c.recv(200) for c in answered]
+        expect("%s: 8 clients gone while parked: 8 new requests take their slots" % where,
+               not answered, repr(early))
+        st, out = http(port, post(b"/v2/models/stuck/infer", good))
+        expect("%s: ... and the 9th is refused again: 503 naming the bound" % where,
+               st == 503 and b"8 requests wait" in out, out[:300])
         if where == "gateway":  # stopped with 8 parked: each answered 503, exit 0
             proc.proc.send_signal(signal.SIGTERM)
             answers = []
