@@ -1089,7 +1089,7 @@ struct watcher {
     const char *tmpl;
     int rc;
     bool done;
-    struct etcd_watch *w[2];
+    struct etcd_watch *w;
     size_t *widths; /* the table's, as first printed */
 };
 
@@ -1126,6 +1126,8 @@ static void on_watch(struct etcd_watch *w, int status, const struct mm_error *er
     for (size_t i = 0; i < batch->n_events; i++) {
         const struct etcd_event *ev = &batch->events[i];
         bool is_status = strncmp(ev->kv.key, wt->status_prefix, strlen(wt->status_prefix)) == 0;
+        if (!is_status && strncmp(ev->kv.key, wt->isvc_prefix, strlen(wt->isvc_prefix)) != 0)
+            continue; /* another namespace's, inside the watched range */
         const char *name = ev->kv.key + strlen(is_status ? wt->status_prefix : wt->isvc_prefix);
         if (strchr(name, '/') || (wt->only && strcmp(name, wt->only) != 0))
             continue;
@@ -1175,24 +1177,34 @@ static int watch_isvcs(struct etcd_client *c, const struct kube_options *o, cons
     int rc = 1;
     if (!ip || !sp)
         goto out;
-    struct mm_error err = {0};
-    for (int i = 0; i < 2; i++) {
-        struct etcd_watch_req req = {
-            .key = i ? sp : ip, .prefix = true, .start_revision = revision + 1};
-        if (etcd_watch_start(c, &req, on_watch, &wt, &wt.w[i]) < 0) {
-            term_error("watch: cannot start");
-            goto out;
-        }
+    /* One watch from isvc-status/<ns>/ to the end of isvcs/<ns>/ ("isvc-status/" sorts before
+     * "isvcs/"), so that spec and status changes come in the order they were made: two watches
+     * could show a new status beside the old generation, or skip the status between (the
+     * other namespaces' keys in that range are passed over). */
+    size_t ilen = strlen(ip);
+    char *end = malloc(ilen + 2);
+    if (!end) {
+        oom();
+        goto out;
     }
-    (void)err;
+    size_t elen = etcd_prefix_end(ip, ilen, end);
+    struct etcd_watch_req req = {
+        .key = sp, .range_end = end, .range_end_len = elen, .start_revision = revision + 1};
+    rc = etcd_watch_start(c, &req, on_watch, &wt, &wt.w);
+    free(end);
+    if (rc < 0) {
+        term_error("watch: cannot start");
+        rc = 1;
+        goto out;
+    }
+    rc = 1;
     fflush(stdout);
     struct ev_loop *loop = etcd_client_loop(c);
     while (!wt.done)
         ev_run(loop, EVRUN_ONCE);
     rc = wt.rc;
 out:
-    etcd_watch_free(wt.w[0]);
-    etcd_watch_free(wt.w[1]);
+    etcd_watch_free(wt.w);
     free(ip);
     free(sp);
     return rc;

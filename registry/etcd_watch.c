@@ -241,7 +241,9 @@ int etcd_watch_start(struct etcd_client *c, const struct etcd_watch_req *req, et
     struct mm_buf b = {0};
     int rc = mm_buf_append(&b, "{\"create_request\":{", 19);
     if (rc == 0)
-        rc = add_key_range(&b, req->key, klen, req->prefix, NULL, 0);
+        rc = add_key_range(&b, req->key, klen, req->prefix, req->range_end,
+                           req->range_end && !req->range_end_len ? strlen(req->range_end)
+                                                                 : req->range_end_len);
     if (rc == 0 && req->start_revision)
         rc = mm_buf_printf(&b, ",\"start_revision\":\"%" PRId64 "\"", req->start_revision);
     if (rc == 0 && req->progress_notify)
@@ -254,7 +256,8 @@ int etcd_watch_start(struct etcd_client *c, const struct etcd_watch_req *req, et
     }
     struct request *r = NULL;
     rc = request_submit(c, REQ_WATCH, b.data, b.len, true, NULL, arg,
-                        req->prefix ? "watch prefix" : "watch", req->key, klen, &r);
+                        req->prefix ? "watch prefix" : req->range_end ? "watch range" : "watch",
+                        req->key, klen, &r);
     if (rc < 0)
         return rc;
     r->watch_cb = cb;

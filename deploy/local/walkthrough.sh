@@ -112,6 +112,7 @@ wait_for() {
     fi
     t=$(( ($(now_ms) - t0) / 1000 ))
     if [ "$t" -ge "$wait_s" ]; then
+      [ -n "${wait_got:-}" ] && out=$("$wait_got" 2>&1)
       fail "$what within $wait_s s"
     fi
     if [ $((t / 2)) -gt "$last" ]; then
@@ -307,6 +308,14 @@ changed() {
 stuck() { grep -Eq '^2 .* (InvalidSpec|BlockedByFailedLoad) ' "$work/watch.out"; }
 caught() { compgen -G "$work/describe.[0-9]" >/dev/null; }
 over() { caught || changed || stuck; }
+# what a step that waits too long shows: the watch, and describe now
+watch_now() {
+  echo "\$ mmctl get isvc $name -w -o jsonpath='$watch_tmpl'    # started before the apply"
+  cat "$work/watch.out"
+  echo "\$ mmctl describe isvc $name"
+  "$mmctl_bin" describe isvc "$name"
+}
+wait_got=watch_now
 wait_for "describe to show InProgress, or the change to be over" over
 if stuck; then
   out=$(cat "$work/watch.out")
@@ -327,6 +336,7 @@ else
 fi
 settled() { changed || stuck; }
 wait_for "the new revision to be active (UpToDate at generation 2)" settled
+wait_got=
 echo "\$ mmctl get isvc $name -w -o jsonpath='$watch_tmpl'    # started before the apply"
 out=$(cat "$work/watch.out")
 printf '%s\n' "$out"

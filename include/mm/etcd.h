@@ -267,6 +267,9 @@ struct etcd_watch_batch {
 struct etcd_watch_req {
     const char *key;
     bool prefix;
+    const char *range_end; /* explicit end (exclusive) when !prefix; NULL = the key alone (one
+                              watch over a range sees its events in one revision order) */
+    size_t range_end_len;  /* 0 = strlen(range_end) */
     int64_t start_revision;       /* 0 = from now */
     bool progress_notify;         /* ask etcd for periodic progress notifications */
 };

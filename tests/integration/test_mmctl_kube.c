@@ -531,6 +531,8 @@ static void test_watch(void)
         out[n] = '\0';
         listed = strstr(out, "NAME") && strstr(out, "example-mnist-isvc");
         if (listed && step == 0) {
+            /* another namespace's status, inside the key range the watch reads: no row */
+            put_status("other-ns", "example-mnist-isvc", loading_status);
             put_status("modelmesh-serving", "example-mnist-isvc", loading_status);
             step = 1;
         }
@@ -546,10 +548,21 @@ static void test_watch(void)
             rows++;
         gone = step == 2 && rows >= 3;
     }
+    /* nothing more comes: exactly the list, the change and the delete */
+    usleep(300 * 1000);
+    FILE *f = fopen(log, "r");
+    size_t n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    out[n] = '\0';
+    int rows = 0;
+    for (char *p = out; (p = strstr(p, "\nexample-mnist-isvc")); p++)
+        rows++;
     CHECK(listed);
     CHECK(changed);
     CHECK(gone);
-    if (!gone)
+    CHECK_INT(rows, 3);
+    if (!gone || rows != 3)
         fprintf(stderr, "  watch printed:\n%s\n", out);
     kill(pid, SIGTERM);
     harness_wait_pid(pid, 2000);
