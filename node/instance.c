@@ -707,6 +707,7 @@ int instance_new(struct etcd_client *c, const struct instance_config *cfg, insta
     r->start_ms = now_ms();
     r->loading_threads = cfg->runtime->max_loading_concurrency;
     r->load_timeout_ms = cfg->runtime->load_timeout_ms;
+    r->default_model_size_bytes = cfg->runtime->default_model_size_bytes;
     strlcpy(r->version, cfg->version ? cfg->version : "", sizeof(r->version));
     strlcpy(r->runtime_version, cfg->runtime->version, sizeof(r->runtime_version));
 

@@ -108,7 +108,7 @@ struct inst {
     char zone[64];
     char label_buf[RECORD_LABELS_MAX][RECORD_LABEL_BYTES];
     struct instance_record_view {
-        uint64_t capacity, used;
+        uint64_t capacity, used, default_size;
         uint32_t loaded, loading;
         int64_t oldest;
         bool shutting_down;
@@ -225,6 +225,7 @@ static void view_of(const struct inst *in, struct place_instance *v)
         .loaded = in->rec.loaded,
         .loading = in->rec.loading + in->pending_n,
         .oldest_used_ms = in->rec.oldest,
+        .default_size_bytes = in->rec.default_size,
         .shutting_down = in->rec.shutting_down,
     };
 }
@@ -298,6 +299,7 @@ static void inst_put(struct mesh *m, const char *id, size_t id_len, const struct
     in->rec.loading = rec.loading_count;
     in->rec.oldest = rec.lru_oldest_ms;
     in->rec.shutting_down = rec.shutting_down;
+    in->rec.default_size = rec.default_model_size_bytes;
     view_of(in, &m->views[i]);
 }
 
@@ -1019,7 +1021,7 @@ static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
         return;
     }
     /* counted against the target until its record speaks for it */
-    target->pending_bytes += rec.size_bytes ? rec.size_bytes : m->place.default_size_bytes;
+    target->pending_bytes += place_size_on(&m->place, &m->views[ch.index], rec.size_bytes);
     target->pending_n++;
     view_of(target, &m->views[ch.index]);
     snprintf(s->last_target, sizeof(s->last_target), "%s", target_id);

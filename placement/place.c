@@ -112,6 +112,16 @@ static enum place_reason none_reason(const struct place_choice *c, size_t n)
     return PLACE_ALL_HOLD_COPY;
 }
 
+uint64_t place_size_on(const struct place_config *cfg, const struct place_instance *in,
+                       uint64_t size_bytes)
+{
+    if (size_bytes)
+        return size_bytes;
+    if (in && in->default_size_bytes)
+        return in->default_size_bytes;
+    return cfg->default_size_bytes;
+}
+
 int place_choose(const struct place_config *cfg, const struct place_model *m,
                  const struct place_instance *instances, size_t n, int64_t now_ms, uint64_t random,
                  struct place_choice *out)
@@ -119,7 +129,6 @@ int place_choose(const struct place_config *cfg, const struct place_model *m,
     memset(out, 0, sizeof(*out));
     if (n > 0 && !instances)
         return -EINVAL;
-    uint64_t size = m->size_bytes ? m->size_bytes : cfg->default_size_bytes;
     size_t want = cfg->shortlist ? cfg->shortlist : 1;
     if (want > SHORTLIST_MAX)
         want = SHORTLIST_MAX;
@@ -131,6 +140,7 @@ int place_choose(const struct place_config *cfg, const struct place_model *m,
     for (size_t i = 0; i < n; i++) {
         const struct place_instance *in = &instances[i];
         uint64_t cap = in->capacity_bytes;
+        uint64_t size = place_size_on(cfg, in, m->size_bytes);
         uint64_t free = cache_load_free(cap, in->used_bytes, cfg->reserve_permille);
         bool must_evict = free < size;
         bool zone_has_copy =

@@ -49,6 +49,7 @@ static const struct field instance_fields[] = {
     NUM(struct instance_record, lease, F_ID64),
     STR(struct instance_record, version, false),
     STR(struct instance_record, runtime_version, false),
+    NUM(struct instance_record, default_model_size_bytes, F_U64_OPT),
     {0},
 };
 

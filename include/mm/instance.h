@@ -92,8 +92,9 @@ struct instance_config {
     size_t n_model_types;                     /* at most INSTANCE_MODEL_TYPES_MAX */
     const char *zone;                         /* NULL or "" = unknown */
     const char *version;                      /* the node's version; NULL = none */
-    const struct spi_runtime_status *runtime; /* required: loading threads, load timeout and
-                                            version are published; capacity is the figures' */
+    const struct spi_runtime_status *runtime; /* required: loading threads, load timeout,
+                                            default model size and version are published;
+                                            capacity is the figures' */
     struct instance_figures figures;          /* the first record's */
     int64_t lease_ttl_s;                      /* 0 = INSTANCE_TTL_S; else >= 2 */
     unsigned min_interval_ms;                 /* 0 = INSTANCE_MIN_INTERVAL_MS */

@@ -27,7 +27,8 @@ struct place_str {
 /* Thresholds, with ModelMesh's defaults (PROTOCOLS.md's last section) unless said otherwise. */
 struct place_config {
     /* where to load */
-    uint64_t default_size_bytes;     /* a model of unknown size: 1,000,000 (cache.h) */
+    uint64_t default_size_bytes;     /* a model of unknown size, on an instance that does not
+                                        say its own: 1,000,000 (cache.h) */
     uint32_t reserve_permille;       /* unload reserve of every instance: 30 (cache.h) */
     int64_t min_churn_age_ms;        /* churn guard: 300,000 (10 x max(3 s, 90 s / 3)) */
     uint32_t shortlist;              /* choose at random among this many best: 3 (ours) */
@@ -60,11 +61,14 @@ struct place_instance {
     struct place_str id;
     const struct place_str *labels; /* what it serves: "mt:sklearn", "rt:mm-runtime", ... */
     size_t n_labels;
-    struct place_str zone;    /* empty = unknown */
-    uint64_t capacity_bytes;  /* 0 = can hold nothing */
-    uint64_t used_bytes;      /* may exceed capacity in a stale view: treated as full */
-    uint32_t loaded, loading; /* copies held / being loaded */
-    int64_t oldest_used_ms;   /* last use of its least recently used copy; 0 = none */
+    struct place_str zone;       /* empty = unknown */
+    uint64_t capacity_bytes;     /* 0 = can hold nothing */
+    uint64_t used_bytes;         /* may exceed capacity in a stale view: treated as full */
+    uint32_t loaded, loading;    /* copies held / being loaded */
+    int64_t oldest_used_ms;      /* last use of its least recently used copy; 0 = none */
+    uint64_t default_size_bytes; /* what a model of unknown size counts for here: its
+                                    runtime's default model size; 0 = not known
+                                    (cfg->default_size_bytes) */
     bool shutting_down;
 };
 
@@ -72,7 +76,8 @@ struct place_instance {
 struct place_model {
     const struct place_str *labels; /* every one must be among the instance's: "mt:sklearn" */
     size_t n_labels;
-    uint64_t size_bytes;               /* estimate; 0 = unknown (cfg->default_size_bytes) */
+    uint64_t size_bytes;               /* estimate; 0 = unknown: on each instance, that
+                                          instance's default_size_bytes */
     const struct place_str *failed_on; /* instances where its load failed, unexpired
                                           (place_failure_expired): never chosen */
     size_t n_failed_on;
@@ -106,7 +111,13 @@ struct place_choice {
     size_t n_wrong_type, n_holding, n_failed, n_shutting_down, n_too_small, n_churn_guarded;
 };
 
-/* Where to load a copy of m. The rules, in order:
+/* The size a model of estimate size_bytes (0 = unknown) counts for on instance in (NULL = no
+ * instance known): size_bytes, else the instance's default, else cfg's. */
+uint64_t place_size_on(const struct place_config *cfg, const struct place_instance *in,
+                       uint64_t size_bytes);
+
+/* Where to load a copy of m (of unknown size: each instance judges it at its own default,
+ * place_size_on). The rules, in order:
  *   1. only instances with all of m's labels, that hold no copy of m, where m has not failed
  *      recently, that are not shutting down (they are moving their copies away), and whose
  *      capacity - reserve could hold m at all;

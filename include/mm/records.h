@@ -52,6 +52,9 @@ struct instance_record {
                                  (they exceed 2^53); a JSON integer is read too */
     char version[64];         /* the node's version */
     char runtime_version[128];/* the runtime's runtimeVersion */
+    uint64_t default_model_size_bytes; /* the runtime's defaultModelSizeInBytes: what a model
+                                 of unknown size counts for on this instance (absent = 0 = not
+                                 said: placers count the place_config default) */
 };
 
 struct model_failure {

@@ -117,7 +117,7 @@ static struct spi_runtime_status runtime = {.state = SPI_READY,
                                             .capacity_bytes = 5000000,
                                             .max_loading_concurrency = 2,
                                             .load_timeout_ms = 90000,
-                                            .default_model_size_bytes = 1000000,
+                                            .default_model_size_bytes = 33000,
                                             .version = "rt 1.2"};
 static const char *const types[] = {"xgboost", "sklearn"};
 
@@ -224,6 +224,7 @@ static void test_registration(void)
     CHECK_INT(rec.capacity_bytes, 5000000);
     CHECK_INT(rec.loading_threads, 2);
     CHECK_INT(rec.load_timeout_ms, 90000);
+    CHECK_INT(rec.default_model_size_bytes, 33000);
     CHECK_STR(rec.runtime_version, "rt 1.2");
     CHECK_STR(rec.version, "0.1.0");
     CHECK(!rec.shutting_down);

@@ -323,6 +323,62 @@ static void test_edges(void)
     CHECK_INT(c.index, 1);
 }
 
+/* A model of unknown size counts, on each instance, for that instance's own default (its
+ * runtime's default model size, from its record); an instance that does not say counts the
+ * config's. */
+static void test_instance_default(void)
+{
+    struct place_config cfg;
+    place_config_init(&cfg);
+    cfg.shortlist = 1;
+    struct place_model unknown = model(0);
+    struct place_choice c;
+    struct place_instance in[2];
+    /* a pod of 900 KB (under the 1 MB default, even empty) whose runtime says 33 KB */
+    make(in, 1);
+    in[0].capacity_bytes = 900000;
+    CHECK_INT(choose(&cfg, &unknown, in, 1, 0, &c), -ENOSPC);
+    CHECK_INT(c.reason, PLACE_TOO_BIG);
+    in[0].default_size_bytes = 33000;
+    CHECK_INT(choose(&cfg, &unknown, in, 1, 0, &c), 0);
+    CHECK_INT(c.index, 0);
+    CHECK(!c.must_evict);
+    /* a pod of 2 MB with 100 KB free for loads: room at 33 KB, not at 1 MB (it would have to
+     * evict, and it has nothing loaded to evict) */
+    in[0].capacity_bytes = 2 * MB;
+    in[0].used_bytes = 2 * MB - 60000 - 100000; /* capacity - 3 % reserve - 100 KB */
+    CHECK_INT(choose(&cfg, &unknown, in, 1, 0, &c), 0);
+    CHECK(!c.must_evict);
+    in[0].default_size_bytes = 0;
+    CHECK_INT(choose(&cfg, &unknown, in, 1, 0, &c), -ENOSPC);
+    CHECK_INT(c.reason, PLACE_CHURN_GUARDED);
+    /* a known size is the model's, whatever the instance's default */
+    in[0].default_size_bytes = 33000;
+    struct place_model known = model(200000);
+    CHECK_INT(choose(&cfg, &known, in, 1, 0, &c), -ENOSPC);
+    /* the reverse: a runtime whose default is larger than the config's. An instance with 2 MB
+     * free takes it at 1 MB but not at its own 3 MB default; the other one, saying nothing,
+     * is judged at the config's 1 MB and takes it */
+    make(in, 2);
+    in[0].used_bytes = 95 * MB; /* 2 MB free for loads: the most free, first at equal default */
+    in[1].used_bytes = 96 * MB; /* 1 MB free */
+    CHECK_INT(choose(&cfg, &unknown, in, 2, 0, &c), 0);
+    CHECK_INT(c.index, 0);
+    in[0].default_size_bytes = 3 * MB;
+    CHECK_INT(choose(&cfg, &unknown, in, 2, 0, &c), 0);
+    CHECK_INT(c.index, 1);
+    CHECK(!c.must_evict);
+    in[1].default_size_bytes = 3 * MB;
+    CHECK_INT(choose(&cfg, &unknown, in, 2, 0, &c), -ENOSPC);
+    CHECK_INT(c.reason, PLACE_CHURN_GUARDED);
+    /* place_size_on: the model's estimate, else the instance's default, else the config's */
+    CHECK_INT(place_size_on(&cfg, &in[0], 5), 5);
+    CHECK_INT(place_size_on(&cfg, &in[0], 0), 3 * MB);
+    in[0].default_size_bytes = 0;
+    CHECK_INT(place_size_on(&cfg, &in[0], 0), MB);
+    CHECK_INT(place_size_on(&cfg, NULL, 0), MB);
+}
+
 static void test_copies(void)
 {
     struct place_config cfg;
@@ -484,6 +540,7 @@ int main(void)
     test_churn_guard();
     test_zones();
     test_edges();
+    test_instance_default();
     test_copies();
     test_times();
     return CHECK_DONE();

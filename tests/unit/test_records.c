@@ -336,7 +336,7 @@ static void test_instance_fields(void)
         .labels = {.n = 3, .label = {"rt:mm-runtime", "mt:xgboost", "mt:sklearn"}},
         .loading_count = 2, .loading_threads = 4, .load_timeout_ms = 90000,
         .shutting_down = true, .lease = 7587868163562146052LL, .version = "0.1.0",
-        .runtime_version = "mm-runtime 0.1.0",
+        .runtime_version = "mm-runtime 0.1.0", .default_model_size_bytes = 33000,
     };
     static struct instance_record out;
     char *json = record_encode(RECORD_INSTANCE, &in);
@@ -344,6 +344,7 @@ static void test_instance_fields(void)
     CHECK(strstr(json, "\"labels\":[\"rt:mm-runtime\",\"mt:xgboost\",\"mt:sklearn\"]") != NULL);
     CHECK(strstr(json, "\"lease\":\"7587868163562146052\"") != NULL);
     CHECK(strstr(json, "\"shutting_down\":true") != NULL);
+    CHECK(strstr(json, "\"default_model_size_bytes\":33000") != NULL);
     CHECK_INT(decode(RECORD_INSTANCE, json, &out, &err), 0);
     CHECK(memcmp(&in, &out, sizeof(in)) == 0);
     free(json);
@@ -363,7 +364,7 @@ static void test_instance_fields(void)
     json = record_encode(RECORD_INSTANCE, &bare);
     REQUIRE(json != NULL);
     CHECK(!strstr(json, "labels") && !strstr(json, "lease") &&
-          strstr(json, "\"shutting_down\":false"));
+          !strstr(json, "default_model_size_bytes") && strstr(json, "\"shutting_down\":false"));
     free(json);
 
     /* A record from before these fields: they come back zero. A lease written as a JSON
@@ -371,7 +372,8 @@ static void test_instance_fields(void)
     CHECK_INT(decode(RECORD_INSTANCE, "{\"v\":1,\"address\":\"h:1\",\"capacity_bytes\":5,"
                                       "\"loaded_count\":1,\"start_ms\":9}", &out, &err), 0);
     CHECK(out.labels.n == 0 && !out.shutting_down && out.lease == 0 && out.loading_count == 0 &&
-          out.version[0] == '\0' && out.capacity_bytes == 5);
+          out.version[0] == '\0' && out.default_model_size_bytes == 0 &&
+          out.capacity_bytes == 5);
     CHECK_INT(decode(RECORD_INSTANCE, "{\"v\":1,\"address\":\"h:1\",\"lease\":12345,"
                                       "\"labels\":[]}", &out, &err), 0);
     CHECK(out.lease == 12345 && out.labels.n == 0);
@@ -403,6 +405,8 @@ static void test_instance_fields(void)
             "field 'lease' must be a 64-bit integer");
     rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"lease\":1.5}",
             "field 'lease' must be a 64-bit integer");
+    rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"default_model_size_bytes\":-1}",
+            "field 'default_model_size_bytes' must be a non-negative integer");
     rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"loading_count\":-1}",
             "field 'loading_count' must be an integer in 0..4294967295");
     rejects(RECORD_INSTANCE, "{\"v\":1,\"address\":\"a\",\"labels\":[\"a\",\"b\"],"
