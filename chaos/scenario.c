@@ -306,7 +306,7 @@ static void expect_registered_again(struct run *u, size_t p, const char *since)
 static void s1_kills(struct run *u)
 {
     long every = pick(u->opt->kill_every_s, 20, 12, u->opt->short_run) * 1000;
-    long total = fault_s(u, 180, 36) * 1000;
+    long total = fault_s(u, 180, 24) * 1000; /* short: 2 kills */
     int64_t end = now_ms(u) + total;
     int kills = 0;
     int64_t worst = -1;
@@ -387,7 +387,7 @@ static void s3_etcd(struct run *u)
     if (a < 0)
         a = 0;
     int b = (a + 1) % 3;
-    long down = fault_s(u, 30, 15) * 1000;
+    long down = fault_s(u, 30, 10) * 1000; /* short: still 3 lease TTLs */
     int rc = fault_etcd_kill(w, (size_t)a);
     int rc2 = fault_etcd_kill(w, (size_t)b);
     did(u, rc ? rc : rc2, "fault_etcd_kill", "done",
@@ -402,7 +402,7 @@ static void s4_etcd_down(struct run *u)
 {
     struct world *w = u->w;
     size_t members = w->cfg.etcd_members ? w->cfg.etcd_members : 1;
-    long down = fault_s(u, 30, 16) * 1000;
+    long down = fault_s(u, 30, 12) * 1000;
     /* Every model is Loaded: while nothing else happens, none may fail (the strict phase). */
     traffic_phase(u->t, S4_STRICT_PHASE);
     for (size_t k = 0; k < members; k++) {
@@ -793,10 +793,11 @@ static int converge(struct run *u, const char *when, int64_t *took)
     return rc;
 }
 
-/* The before and after phases' length. */
+/* The before and after phases' length: short, one and a half of the slowest model's interval
+ * (every model called at least once in each phase, a model kept at 2+ copies ~10 times). */
 static long phase_ms(const struct run *u)
 {
-    return u->opt->short_run ? 5000 : 15000;
+    return u->opt->short_run ? u->r->served_floor_ms * 3 / 2 : 15000;
 }
 
 /* Settle: the world converged and (strict_multi) the multi models at 2 Loaded copies; then the
