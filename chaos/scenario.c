@@ -25,32 +25,12 @@
 #define ROLL_EXIT_MS 30000L    /* a node's SIGTERM exit, in a rolling restart */
 #define S4_STRICT_PHASE "fault: etcd down"
 
-static const char *const titles[SCENARIO_COUNT + 1] = {
-    "",
-    "kill -9 a random pod every N seconds",
-    "a node hung (SIGSTOP) past its lease TTL, then resumed",
-    "the etcd leader killed; then 2 of 3 members down (no quorum)",
-    "etcd fully down; a pod killed meanwhile",
-    "a pod partitioned from etcd (network namespace)",
-    "storage down while models are updated",
-    "a rolling restart (SIGTERM) of every pod",
-    "the controller leader killed during InferenceService updates",
-};
-
-const char *scenario_title(int id)
-{
-    return id >= 1 && id <= SCENARIO_COUNT ? titles[id] : "";
-}
-
-bool scenario_needs_netns(int id)
-{
-    return id == 5;
-}
-
 size_t scenario_breaches(const struct scenario_result *r)
 {
     return r->traffic_breaches + r->registry_breaches;
 }
+
+struct scenario_desc;
 
 struct run {
     struct world *w;
@@ -61,8 +41,8 @@ struct run {
     uint32_t rng;
     struct traffic_model models[WORLD_MAX_MODELS];
     struct cluster_copy *copies; /* MAX_COPIES, for counting Loaded copies */
-    bool strict_multi;           /* 1, 2, 7: the multi models' 2 copies are waited for */
-    int controller_killed;       /* scenario 8: started again after the checks' wait, or -1 */
+    const struct scenario_desc *d;
+    int controller_killed; /* scenario 8: started again after the after phase, or -1 */
 };
 
 static int64_t now_ms(const struct run *u)
@@ -265,33 +245,68 @@ static void wait_multi_copies(struct run *u, long timeout_ms, const char *before
                before, missing, timeout_ms / 1000, first);
 }
 
-/* Wait (bounded) for pod p's instance record: 1 present, 0 not within ms, -errno. */
-static int wait_instance(struct run *u, size_t p, bool present, long ms)
-{
-    int64_t t0 = now_ms(u);
-    int rc = -ETIMEDOUT;
-    for (;;) {
-        struct instance_record rec;
-        rc = cluster_instance(&u->w->cl, u->w->cl.pods[p].iid, &rec, NULL);
-        if (rc >= 0 && (rc == 1) == present)
-            return 1;
-        if (now_ms(u) - t0 >= ms)
-            return rc < 0 ? rc : 0;
-        run_for(u, 250);
-    }
-}
-
-/* ---- the faults ---- */
+/* ---- the faults: each scenario's own steps ---- */
 
 static void fault_failed(struct run *u, const char *what, int rc)
 {
     breach(u, false, "%s failed: %s", what, strerror(rc < 0 ? -rc : rc));
 }
 
+/* One fault step done: a step "<what>: <ok, or why not>", and a breach naming fn when rc < 0.
+ * Returns rc. */
+static int did(struct run *u, int rc, const char *fn, const char *ok, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int did(struct run *u, int rc, const char *fn, const char *ok, const char *fmt, ...)
+{
+    char what[SCENARIO_LINE - 48];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    step(u, "%s: %s", what, rc ? strerror(-rc) : ok);
+    if (rc < 0)
+        fault_failed(u, fn, rc);
+    return rc;
+}
+
+/* Pod p cut off from etcd (its node frozen, or partitioned) for hold_ms: its instance record
+ * must be gone by then, its lease expired. held: " frozen" or "". */
+static void expect_record_gone(struct run *u, size_t p, long hold_ms, const char *held,
+                               const char *as)
+{
+    struct instance_record rec;
+    int present = cluster_instance(&u->w->cl, u->w->cl.pods[p].iid, &rec, NULL);
+    step(u, "its instance record after %ld s%s: %s", hold_ms / 1000, held,
+         present == 1   ? "still there"
+         : present == 0 ? "gone (lease expired)"
+                        : strerror(-present));
+    if (present == 1)
+        breach(u, false, "pod %zu %s %ld s: its instance record outlived its lease TTL", p, as,
+               hold_ms / 1000);
+}
+
+/* Pod p's instance record back within BACK_MS of since ("SIGCONT", ...). */
+static void expect_registered_again(struct run *u, size_t p, const char *since)
+{
+    int64_t t0 = now_ms(u);
+    int rc;
+    for (;;) {
+        struct instance_record rec;
+        rc = cluster_instance(&u->w->cl, u->w->cl.pods[p].iid, &rec, NULL);
+        if (rc == 1 || now_ms(u) - t0 >= BACK_MS)
+            break;
+        run_for(u, 250);
+    }
+    step(u, "its instance registered again: %s", rc == 1 ? "yes" : "no");
+    if (rc != 1)
+        breach(u, false, "pod %zu did not register again within %ld s of %s", p, BACK_MS / 1000,
+               since);
+}
+
 static void s1_kills(struct run *u)
 {
     long every = pick(u->opt->kill_every_s, 20, 12, u->opt->short_run) * 1000;
-    long total = fault_s(u, 180, 36) * 1000;
+    long total = fault_s(u, 180, 24) * 1000; /* short: 2 kills */
     int64_t end = now_ms(u) + total;
     int kills = 0;
     int64_t worst = -1;
@@ -300,22 +315,16 @@ static void s1_kills(struct run *u)
             wait_multi_copies(u, PRECONDITION_MS, "the next kill");
         int64_t at = now_ms(u);
         size_t p = pick_pod(u, true);
-        int rc = fault_pod_kill(u->w, p);
-        step(u, "kill -9 pod %zu (%s): %s", p, u->w->cl.pods[p].iid, rc ? strerror(-rc) : "done");
-        if (rc < 0) {
-            fault_failed(u, "fault_pod_kill", rc);
+        if (did(u, fault_pod_kill(u->w, p), "fault_pod_kill", "done", "kill -9 pod %zu (%s)", p,
+                u->w->cl.pods[p].iid) < 0)
             return;
-        }
         kills++;
         run_for(u, 2000); /* down as a crashed pod is until its restart */
         int64_t s0 = now_ms(u);
-        rc = fault_pod_start(u->w, p);
-        step(u, "pod %zu started again (%.1f s): %s", p, (double)(now_ms(u) - s0) / 1000.0,
-             rc ? strerror(-rc) : "LISTENING");
-        if (rc < 0) {
-            fault_failed(u, "fault_pod_start", rc);
+        int rc = fault_pod_start(u->w, p);
+        if (did(u, rc, "fault_pod_start", "LISTENING", "pod %zu started again (%.1f s)", p,
+                (double)(now_ms(u) - s0) / 1000.0) < 0)
             return;
-        }
         if (at + every >= end)
             break; /* the last: the fault ends with the pod back */
         /* every model answered right again since the kill: this kill's recovery */
@@ -340,33 +349,14 @@ static void s2_freeze(struct run *u)
 {
     size_t p = pick_pod(u, false);
     long hold = fault_s(u, 12, 8) * 1000;
-    int rc = fault_node_freeze(u->w, p);
-    step(u, "SIGSTOP the node of pod %zu (%s) for %ld s (lease TTL %s): %s", p,
-         u->w->cl.pods[p].iid, hold / 1000, u->w->cfg.lease_ttl ? u->w->cfg.lease_ttl : "3s",
-         rc ? strerror(-rc) : "frozen");
-    if (rc < 0) {
-        fault_failed(u, "fault_node_freeze", rc);
+    if (did(u, fault_node_freeze(u->w, p), "fault_node_freeze", "frozen",
+            "SIGSTOP the node of pod %zu (%s) for %ld s (lease TTL %s)", p, u->w->cl.pods[p].iid,
+            hold / 1000, u->w->cfg.lease_ttl ? u->w->cfg.lease_ttl : "3s") < 0)
         return;
-    }
     run_for(u, hold);
-    struct instance_record rec;
-    int present = cluster_instance(&u->w->cl, u->w->cl.pods[p].iid, &rec, NULL);
-    step(u, "its instance record after %ld s frozen: %s", hold / 1000,
-         present == 1   ? "still there"
-         : present == 0 ? "gone (lease expired)"
-                        : strerror(-present));
-    if (present == 1)
-        breach(u, false, "pod %zu frozen %ld s: its instance record outlived its lease TTL", p,
-               hold / 1000);
-    rc = fault_node_thaw(u->w, p);
-    step(u, "SIGCONT the node: %s", rc ? strerror(-rc) : "resumed");
-    if (rc < 0)
-        fault_failed(u, "fault_node_thaw", rc);
-    rc = wait_instance(u, p, true, BACK_MS);
-    step(u, "its instance registered again: %s", rc == 1 ? "yes" : "no");
-    if (rc != 1)
-        breach(u, false, "pod %zu did not register again within %ld s of SIGCONT", p,
-               BACK_MS / 1000);
+    expect_record_gone(u, p, hold, " frozen", "frozen");
+    did(u, fault_node_thaw(u->w, p), "fault_node_thaw", "resumed", "SIGCONT the node");
+    expect_registered_again(u, p, "SIGCONT");
 }
 
 static void s3_etcd(struct run *u)
@@ -383,48 +373,37 @@ static void s3_etcd(struct run *u)
         breach(u, false, "no etcd member answers with a leader");
         return;
     }
-    int rc = fault_etcd_kill(w, (size_t)leader);
-    step(u, "kill -9 the etcd leader (member %d): %s", leader, rc ? strerror(-rc) : "done");
-    if (rc < 0) {
-        fault_failed(u, "fault_etcd_kill", rc);
+    if (did(u, fault_etcd_kill(w, (size_t)leader), "fault_etcd_kill", "done",
+            "kill -9 the etcd leader (member %d)", leader) < 0)
         return;
-    }
     run_for(u, fault_s(u, 10, 5) * 1000);
     step(u, "etcd leader now: member %d", fault_etcd_leader(w));
-    rc = fault_etcd_start(w, (size_t)leader, true);
-    step(u, "member %d started again: %s", leader, rc ? strerror(-rc) : "healthy");
-    if (rc < 0) {
-        fault_failed(u, "fault_etcd_start", rc);
+    if (did(u, fault_etcd_start(w, (size_t)leader, true), "fault_etcd_start", "healthy",
+            "member %d started again", leader) < 0)
         return;
-    }
     run_for(u, 3000);
     /* No quorum: the member that leads now and one other. */
     int a = fault_etcd_leader(w);
     if (a < 0)
         a = 0;
     int b = (a + 1) % 3;
-    long down = pick(u->opt->duration_s, 30, 15, u->opt->short_run) * 1000;
-    rc = fault_etcd_kill(w, (size_t)a);
+    long down = fault_s(u, 30, 10) * 1000; /* short: still 3 lease TTLs */
+    int rc = fault_etcd_kill(w, (size_t)a);
     int rc2 = fault_etcd_kill(w, (size_t)b);
-    step(u, "kill -9 members %d (the leader) and %d: no quorum for %ld s: %s", a, b, down / 1000,
-         rc || rc2 ? strerror(-(rc ? rc : rc2)) : "done");
-    if (rc < 0 || rc2 < 0)
-        fault_failed(u, "fault_etcd_kill", rc ? rc : rc2);
+    did(u, rc ? rc : rc2, "fault_etcd_kill", "done",
+        "kill -9 members %d (the leader) and %d: no quorum for %ld s", a, b, down / 1000);
     run_for(u, down);
     rc = fault_etcd_start(w, (size_t)a, false);
     rc2 = fault_etcd_start(w, (size_t)b, true);
-    step(u, "members %d and %d started again: %s", a, b,
-         rc || rc2 ? strerror(-(rc ? rc : rc2)) : "healthy");
-    if (rc < 0 || rc2 < 0)
-        fault_failed(u, "fault_etcd_start", rc ? rc : rc2);
+    did(u, rc ? rc : rc2, "fault_etcd_start", "healthy", "members %d and %d started again", a, b);
 }
 
 static void s4_etcd_down(struct run *u)
 {
     struct world *w = u->w;
     size_t members = w->cfg.etcd_members ? w->cfg.etcd_members : 1;
-    long down = fault_s(u, 30, 16) * 1000;
-    /* Every model is Loaded: while nothing else happens, none may fail. */
+    long down = fault_s(u, 30, 12) * 1000;
+    /* Every model is Loaded: while nothing else happens, none may fail (the strict phase). */
     traffic_phase(u->t, S4_STRICT_PHASE);
     for (size_t k = 0; k < members; k++) {
         int rc = fault_etcd_kill(w, k);
@@ -436,24 +415,19 @@ static void s4_etcd_down(struct run *u)
     /* New loads: the models of a pod killed now must be placed again once etcd is back. */
     traffic_phase(u->t, "fault: etcd down, pod killed");
     size_t p = pick_pod(u, false);
-    int rc = fault_pod_kill(w, p);
-    step(u, "kill -9 pod %zu (%s) while etcd is down: %s", p, w->cl.pods[p].iid,
-         rc ? strerror(-rc) : "done");
-    if (rc < 0)
-        fault_failed(u, "fault_pod_kill", rc);
+    did(u, fault_pod_kill(w, p), "fault_pod_kill", "done",
+        "kill -9 pod %zu (%s) while etcd is down", p, w->cl.pods[p].iid);
     run_for(u, down - down / 2);
     for (size_t k = 0; k < members; k++) {
-        rc = fault_etcd_start(w, k, k + 1 == members);
+        int rc = fault_etcd_start(w, k, k + 1 == members);
         if (rc < 0)
             fault_failed(u, "fault_etcd_start", rc);
     }
     step(u, "every etcd member started again");
     int64_t s0 = now_ms(u);
-    rc = fault_pod_start(w, p);
-    step(u, "pod %zu started again (%.1f s): %s", p, (double)(now_ms(u) - s0) / 1000.0,
-         rc ? strerror(-rc) : "LISTENING");
-    if (rc < 0)
-        fault_failed(u, "fault_pod_start", rc);
+    int rc = fault_pod_start(w, p);
+    did(u, rc, "fault_pod_start", "LISTENING", "pod %zu started again (%.1f s)", p,
+        (double)(now_ms(u) - s0) / 1000.0);
 }
 
 static void s5_partition(struct run *u)
@@ -461,32 +435,14 @@ static void s5_partition(struct run *u)
     struct world *w = u->w;
     size_t p = (size_t)w->cfg.netns_pod;
     long hold = fault_s(u, 20, 10) * 1000;
-    int rc = fault_partition(w, true);
-    step(u, "partition pod %zu (%s, in namespace %s) from etcd for %ld s: %s", p, w->cl.pods[p].iid,
-         w->ns.name, hold / 1000, rc ? strerror(-rc) : "done");
-    if (rc < 0) {
-        fault_failed(u, "fault_partition on", rc);
+    if (did(u, fault_partition(w, true), "fault_partition on", "done",
+            "partition pod %zu (%s, in namespace %s) from etcd for %ld s", p, w->cl.pods[p].iid,
+            w->ns.name, hold / 1000) < 0)
         return;
-    }
     run_for(u, hold);
-    struct instance_record rec;
-    int present = cluster_instance(&w->cl, w->cl.pods[p].iid, &rec, NULL);
-    step(u, "its instance record after %ld s: %s", hold / 1000,
-         present == 1   ? "still there"
-         : present == 0 ? "gone (lease expired)"
-                        : strerror(-present));
-    if (present == 1)
-        breach(u, false, "pod %zu partitioned %ld s: its instance record outlived its lease TTL", p,
-               hold / 1000);
-    rc = fault_partition(w, false);
-    step(u, "partition off: %s", rc ? strerror(-rc) : "done");
-    if (rc < 0)
-        fault_failed(u, "fault_partition off", rc);
-    rc = wait_instance(u, p, true, BACK_MS);
-    step(u, "its instance registered again: %s", rc == 1 ? "yes" : "no");
-    if (rc != 1)
-        breach(u, false, "pod %zu did not register again within %ld s of the partition's end", p,
-               BACK_MS / 1000);
+    expect_record_gone(u, p, hold, "", "partitioned");
+    did(u, fault_partition(w, false), "fault_partition off", "done", "partition off");
+    expect_registered_again(u, p, "the partition's end");
 }
 
 /* Models to update: n of the given class, picked at random, distinct. */
@@ -506,6 +462,17 @@ static size_t pick_models(struct run *u, bool multi, size_t *out, size_t n)
     return got;
 }
 
+/* Models ks[0, n) applied again at a new storage path, each a step. */
+static void update_models(struct run *u, const size_t *ks, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = world_update_model(u->w, ks[i]);
+        did(u, rc, "world_update_model", "applied",
+            "%s updated to a new storage path (generation %d)", u->w->models[ks[i]].name,
+            u->w->models[ks[i]].generation);
+    }
+}
+
 static void s6_storage(struct run *u)
 {
     struct world *w = u->w;
@@ -513,23 +480,12 @@ static void s6_storage(struct run *u)
     size_t ks[4];
     size_t n = pick_models(u, false, ks, u->opt->short_run ? 2 : 3);
     n += pick_models(u, true, ks + n, 1);
-    int rc = fault_storage(w, true);
-    step(u, "storage down (every request to it reset) for %ld s: %s", hold / 1000,
-         rc ? strerror(-rc) : "done");
-    if (rc < 0) {
-        fault_failed(u, "fault_storage down", rc);
+    if (did(u, fault_storage(w, true), "fault_storage down", "done",
+            "storage down (every request to it reset) for %ld s", hold / 1000) < 0)
         return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        rc = world_update_model(w, ks[i]);
-        step(u, "%s updated to a new storage path (generation %d): %s", w->models[ks[i]].name,
-             w->models[ks[i]].generation, rc ? strerror(-rc) : "applied");
-        if (rc < 0)
-            fault_failed(u, "world_update_model", rc);
-    }
+    update_models(u, ks, n);
     /* Their loads must fail, saying why, while storage is down. */
     bool seen[4] = {false};
-    size_t n_seen = 0;
     int64_t t0 = now_ms(u);
     while (now_ms(u) - t0 < hold) {
         for (size_t i = 0; i < n; i++) {
@@ -537,7 +493,6 @@ static void s6_storage(struct run *u)
             if (seen[i] || isvc_status_of(u, ks[i], &st) != 1 || !st.failure.message[0])
                 continue;
             seen[i] = true;
-            n_seen++;
             step(u, "%s: load failed: %.150s", w->models[ks[i]].name, st.failure.message);
         }
         run_for(u, 500);
@@ -548,10 +503,7 @@ static void s6_storage(struct run *u)
                    "%s: no load failure reported (isvc-status lastFailureInfo) in %ld s of "
                    "storage down",
                    w->models[ks[i]].name, hold / 1000);
-    rc = fault_storage(w, false);
-    step(u, "storage back: %s", rc ? strerror(-rc) : "done");
-    if (rc < 0)
-        fault_failed(u, "fault_storage up", rc);
+    did(u, fault_storage(w, false), "fault_storage up", "done", "storage back");
 }
 
 /* One step of a rolling restart: fault_pod_roll's, with the loop running while the node drains
@@ -581,17 +533,13 @@ static void roll_one(struct run *u, size_t p)
                w->cl.pods[p].node_log);
     cluster_pod_kill(&w->cl, p); /* the runtime goes with its pod (and the node, if still up) */
     rc = fault_pod_start(w, p);
-    step(u,
-         "pod %zu (%s): SIGTERM, the node exited %s after %.1f s, the pod restarted (%.1f s): "
-         "%s",
-         p, w->cl.pods[p].iid,
-         status == -1                                ? "(no: killed)"
-         : WIFEXITED(status) && !WEXITSTATUS(status) ? "0"
-                                                     : "uncleanly",
-         (double)(exited - s0) / 1000.0, (double)(now_ms(u) - exited) / 1000.0,
-         rc ? strerror(-rc) : "LISTENING");
-    if (rc < 0)
-        fault_failed(u, "fault_pod_start", rc);
+    did(u, rc, "fault_pod_start", "LISTENING",
+        "pod %zu (%s): SIGTERM, the node exited %s after %.1f s, the pod restarted (%.1f s)", p,
+        w->cl.pods[p].iid,
+        status == -1                                ? "(no: killed)"
+        : WIFEXITED(status) && !WEXITSTATUS(status) ? "0"
+                                                    : "uncleanly",
+        (double)(exited - s0) / 1000.0, (double)(now_ms(u) - exited) / 1000.0);
 }
 
 static void s7_roll(struct run *u)
@@ -619,13 +567,7 @@ static void s8_controller(struct run *u)
         step(u, "the controller leader ctl%d stopped (SIGSTOP) before the updates", frozen);
     else
         step(u, "the controller leader could not be stopped first (%d): updating anyway", frozen);
-    for (size_t i = 0; i < n; i++) {
-        int rc = world_update_model(w, ks[i]);
-        step(u, "%s updated to a new storage path (generation %d): %s", w->models[ks[i]].name,
-             w->models[ks[i]].generation, rc ? strerror(-rc) : "applied");
-        if (rc < 0)
-            fault_failed(u, "world_update_model", rc);
-    }
+    update_models(u, ks, n);
     size_t open = 0; /* updates the leader had not seen through yet at the kill */
     for (size_t i = 0; i < n; i++) {
         struct isvc_status st;
@@ -662,9 +604,58 @@ static void s8_controller(struct run *u)
     else
         breach(u, false, "no other controller led within %ld s of ctl%zu's kill", BACK_MS / 1000,
                which);
-    /* Brought back once the world has converged (scenario_run), so that the transition
-     * completes under the new leader alone. */
+    /* Brought back once the world has converged (s8_after), so that the transition completes
+     * under the new leader alone. */
     u->controller_killed = (int)which;
+}
+
+static void s8_after(struct run *u)
+{
+    if (u->controller_killed >= 0)
+        did(u, fault_controller_start(u->w, (size_t)u->controller_killed), "fault_controller_start",
+            "done", "ctl%d started again", u->controller_killed);
+}
+
+/* ---- the scenarios: each its fault and its rules; scenario_run is the rest ---- */
+
+struct scenario_desc {
+    const char *title;
+    void (*fault)(struct run *u); /* the fault phase: done, bounded, the world left to recover */
+    void (*after)(struct run *u); /* once the after phase is over, before the checks (or NULL) */
+    bool needs_netns;             /* the world's network-namespace pod */
+    /* The multi models' 2 Loaded copies are waited for before the fault (and between its
+     * steps): then none of their calls may fail, outside the settle phase. */
+    bool strict_multi;
+    const char *strict_phase; /* a phase in which no call may fail at all, or NULL */
+};
+
+static const struct scenario_desc scenarios[SCENARIO_COUNT + 1] = {
+    [1] = {"kill -9 a random pod every N seconds", s1_kills, .strict_multi = true},
+    [2] = {"a node hung (SIGSTOP) past its lease TTL, then resumed", s2_freeze,
+           .strict_multi = true},
+    [3] = {"the etcd leader killed; then 2 of 3 members down (no quorum)", s3_etcd},
+    [4] = {"etcd fully down; a pod killed meanwhile", s4_etcd_down,
+           .strict_phase = S4_STRICT_PHASE},
+    [5] = {"a pod partitioned from etcd (network namespace)", s5_partition, .needs_netns = true},
+    [6] = {"storage down while models are updated", s6_storage},
+    [7] = {"a rolling restart (SIGTERM) of every pod", s7_roll, .strict_multi = true},
+    [8] = {"the controller leader killed during InferenceService updates", s8_controller, s8_after},
+};
+
+/* Scenario id's description; an empty one for an id out of range. */
+static const struct scenario_desc *desc(int id)
+{
+    return &scenarios[id >= 1 && id <= SCENARIO_COUNT ? id : 0];
+}
+
+const char *scenario_title(int id)
+{
+    return desc(id)->title ? desc(id)->title : "";
+}
+
+bool scenario_needs_netns(int id)
+{
+    return desc(id)->needs_netns;
 }
 
 /* ---- the traffic's breaches ---- */
@@ -709,9 +700,10 @@ bool scenario_failure_breaches(int id, const char *phase, bool multi, int code)
         return true; /* a wrong answer, a hung call: always */
     if (code == GRPC_STATUS_OK)
         return false;
-    if (id == 4 && strcmp(phase, S4_STRICT_PHASE) == 0)
-        return true; /* etcd alone down: every model was Loaded and must keep serving */
-    if ((id == 1 || id == 2 || id == 7) && multi && strcmp(phase, "settle") != 0)
+    const struct scenario_desc *d = desc(id);
+    if (d->strict_phase && strcmp(phase, d->strict_phase) == 0)
+        return true; /* e.g. etcd alone down: every model was Loaded and must keep serving */
+    if (d->strict_multi && multi && strcmp(phase, "settle") != 0)
         return true; /* a model with 2+ Loaded copies fails nothing */
     return code != GRPC_STATUS_UNAVAILABLE && code != GRPC_STATUS_DEADLINE_EXCEEDED;
 }
@@ -784,6 +776,77 @@ static int start_traffic(struct run *u)
     return traffic_start(u->t);
 }
 
+static long converge_bound_ms(const struct run *u)
+{
+    return u->opt->converge_ms > 0 ? u->opt->converge_ms : 60000;
+}
+
+/* verify_converged, with a line of our own should it not count what it found. */
+static int converge(struct run *u, const char *when, int64_t *took)
+{
+    long bound = converge_bound_ms(u);
+    size_t before = verify_breaches(u->v);
+    int rc = verify_converged(u->v, WORLD_NAMESPACE, bound, took);
+    if (rc != 0 && verify_breaches(u->v) == before)
+        breach(u, false, "%s: %d InferenceService(s) of %s not converged within %ld s (%s)", when,
+               rc, WORLD_NAMESPACE, bound / 1000, rc < 0 ? strerror(-rc) : "not Ready");
+    return rc;
+}
+
+/* The before and after phases' length: short, one and a half of the slowest model's interval
+ * (every model called at least once in each phase, a model kept at 2+ copies ~10 times). */
+static long phase_ms(const struct run *u)
+{
+    return u->opt->short_run ? u->r->served_floor_ms * 3 / 2 : 15000;
+}
+
+/* Settle: the world converged and (strict_multi) the multi models at 2 Loaded copies; then the
+ * before phase. Whether the world is ready for the fault. */
+static bool before_fault(struct run *u)
+{
+    traffic_phase(u->t, "settle");
+    int64_t took = -1;
+    bool ready = converge(u, "before the fault", &took) == 0;
+    if (ready && u->d->strict_multi)
+        wait_multi_copies(u, PRECONDITION_MS, "the fault");
+    traffic_phase(u->t, "before");
+    run_for(u, phase_ms(u));
+    return ready;
+}
+
+/* The after phase: converged, and every model served right again, within the bound; then the
+ * rest of the phase. */
+static void after_fault(struct run *u)
+{
+    struct scenario_result *r = u->r;
+    traffic_phase(u->t, "after");
+    step(u, "fault over");
+    int64_t t0 = now_ms(u), took = -1;
+    r->checks[SCENARIO_CHECK_CONVERGED] = converge(u, "after the fault", &took);
+    if (r->checks[SCENARIO_CHECK_CONVERGED] == 0) {
+        r->converged_ms = t0 - r->fault_end_ms + took;
+        step(u, "converged %.1f s after the fault", (double)r->converged_ms / 1000.0);
+    }
+    long bound = converge_bound_ms(u);
+    while (now_ms(u) - r->fault_end_ms < bound) {
+        int64_t s = traffic_all_served_since(u->t, r->fault_end_ms);
+        if (s >= 0) {
+            r->served_ms = s - r->fault_end_ms;
+            break;
+        }
+        run_for(u, 200);
+    }
+    if (r->served_ms >= 0)
+        step(u, "every model served right again %.1f s after the fault",
+             (double)r->served_ms / 1000.0);
+    else
+        breach(u, false, "some model had no right answer within %ld s of the fault's end",
+               bound / 1000);
+    if (r->served_ms >= 0 && r->converged_ms >= 0)
+        r->recovery_ms = r->served_ms > r->converged_ms ? r->served_ms : r->converged_ms;
+    run_for(u, phase_ms(u) - (now_ms(u) - r->fault_end_ms));
+}
+
 static void run_checks(struct run *u)
 {
     struct scenario_result *r = u->r;
@@ -798,16 +861,25 @@ static void run_checks(struct run *u)
          r->checks[0], r->checks[1], r->checks[2], r->checks[3]);
 }
 
-/* verify_converged, with a line of our own should it not count what it found. */
-static int converge(struct run *u, const char *when, int64_t *took)
+/* The traffic's figures and breaches, and what verify found since it had v_breaches breaches
+ * and v_lines lines. */
+static void collect(struct run *u, size_t v_breaches, size_t v_lines)
 {
-    long bound = u->opt->converge_ms > 0 ? u->opt->converge_ms : 60000;
-    size_t before = verify_breaches(u->v);
-    int rc = verify_converged(u->v, WORLD_NAMESPACE, bound, took);
-    if (rc != 0 && verify_breaches(u->v) == before)
-        breach(u, false, "%s: %d InferenceService(s) of %s not converged within %ld s (%s)", when,
-               rc, WORLD_NAMESPACE, bound / 1000, rc < 0 ? strerror(-rc) : "not Ready");
-    return rc;
+    struct scenario_result *r = u->r;
+    traffic_stop(u->t);
+    r->n_phases = traffic_phases(u->t, r->phases, TRAFFIC_MAX_PHASES);
+    traffic_breaches(u);
+    traffic_free(u->t);
+    u->t = NULL;
+    r->registry_breaches += verify_breaches(u->v) - v_breaches;
+    const char *const *vl = NULL;
+    size_t n_lines = verify_lines(u->v, &vl);
+    for (size_t i = v_lines; i < n_lines; i++) {
+        if (r->n_lines < SCENARIO_MAX_LINES)
+            snprintf(r->lines[r->n_lines++], SCENARIO_LINE, "%s", vl[i]);
+        else
+            r->lines_dropped++;
+    }
 }
 
 int scenario_run(int id, struct world *w, struct verify *v, const struct scenario_options *opt,
@@ -815,11 +887,12 @@ int scenario_run(int id, struct world *w, struct verify *v, const struct scenari
 {
     if (id < 1 || id > SCENARIO_COUNT)
         return -EINVAL;
+    const struct scenario_desc *d = desc(id);
     memset(out, 0, sizeof(*out));
     out->id = id;
-    out->title = titles[id];
+    out->title = d->title;
     out->converged_ms = out->served_ms = out->recovery_ms = -1;
-    if (scenario_needs_netns(id) && w->cfg.netns_pod < 0) {
+    if (d->needs_netns && w->cfg.netns_pod < 0) {
         out->skipped = true;
         snprintf(out->why, sizeof(out->why), "the world has no pod in a network namespace");
         return 0;
@@ -828,13 +901,13 @@ int scenario_run(int id, struct world *w, struct verify *v, const struct scenari
                     .v = v,
                     .opt = opt,
                     .r = out,
+                    .d = d,
                     .rng = opt->seed * 2654435761u + 1,
                     .controller_killed = -1};
     if (u.rng == 0)
         u.rng = 1; /* xorshift stays at 0 */
     for (int i = 0; i < id; i++)
         next_random(&u);
-    u.strict_multi = id == 1 || id == 2 || id == 7;
     u.copies = calloc(MAX_COPIES, sizeof(*u.copies));
     if (!u.copies)
         return -ENOMEM;
@@ -849,99 +922,20 @@ int scenario_run(int id, struct world *w, struct verify *v, const struct scenari
         free(u.copies);
         return 1;
     }
-    step(&u, "%s", out->title);
-    /* The world converged, and the multi models at 2 copies, before anything is done. */
-    traffic_phase(u.t, "settle");
-    int64_t took = -1;
-    bool ready = converge(&u, "before the fault", &took) == 0;
-    if (ready && u.strict_multi)
-        wait_multi_copies(&u, PRECONDITION_MS, "the fault");
-    long before_ms = opt->short_run ? 5000 : 15000;
-    long after_ms = opt->short_run ? 5000 : 15000;
-    traffic_phase(u.t, "before");
-    run_for(&u, before_ms);
-    if (ready) {
+    step(&u, "%s", d->title);
+    if (before_fault(&u)) {
         traffic_phase(u.t, "fault");
         out->fault_start_ms = now_ms(&u);
-        switch (id) {
-        case 1:
-            s1_kills(&u);
-            break;
-        case 2:
-            s2_freeze(&u);
-            break;
-        case 3:
-            s3_etcd(&u);
-            break;
-        case 4:
-            s4_etcd_down(&u);
-            break;
-        case 5:
-            s5_partition(&u);
-            break;
-        case 6:
-            s6_storage(&u);
-            break;
-        case 7:
-            s7_roll(&u);
-            break;
-        case 8:
-            s8_controller(&u);
-            break;
-        }
+        d->fault(&u);
         out->fault_end_ms = now_ms(&u);
-        traffic_phase(u.t, "after");
-        step(&u, "fault over");
-        int64_t t0 = now_ms(&u);
-        out->checks[SCENARIO_CHECK_CONVERGED] = converge(&u, "after the fault", &took);
-        if (out->checks[SCENARIO_CHECK_CONVERGED] == 0) {
-            out->converged_ms = t0 - out->fault_end_ms + took;
-            step(&u, "converged %.1f s after the fault", (double)out->converged_ms / 1000.0);
-        }
-        long bound = opt->converge_ms > 0 ? opt->converge_ms : 60000;
-        while (now_ms(&u) - out->fault_end_ms < bound) {
-            int64_t s = traffic_all_served_since(u.t, out->fault_end_ms);
-            if (s >= 0) {
-                out->served_ms = s - out->fault_end_ms;
-                break;
-            }
-            run_for(&u, 200);
-        }
-        if (out->served_ms >= 0)
-            step(&u, "every model served right again %.1f s after the fault",
-                 (double)out->served_ms / 1000.0);
-        else
-            breach(&u, false, "some model had no right answer within %ld s of the fault's end",
-                   bound / 1000);
-        if (out->served_ms >= 0 && out->converged_ms >= 0)
-            out->recovery_ms =
-                out->served_ms > out->converged_ms ? out->served_ms : out->converged_ms;
-        run_for(&u, after_ms - (now_ms(&u) - out->fault_end_ms));
-        if (u.controller_killed >= 0) {
-            rc = fault_controller_start(w, (size_t)u.controller_killed);
-            step(&u, "ctl%d started again: %s", u.controller_killed, rc ? strerror(-rc) : "done");
-            if (rc < 0)
-                fault_failed(&u, "fault_controller_start", rc);
-        }
+        after_fault(&u);
+        if (d->after)
+            d->after(&u);
     } else {
         step(&u, "fault not done: the world had not converged");
     }
     run_checks(&u);
-    traffic_stop(u.t);
-    out->n_phases = traffic_phases(u.t, out->phases, TRAFFIC_MAX_PHASES);
-    traffic_breaches(&u);
-    traffic_free(u.t);
-    u.t = NULL;
+    collect(&u, v_breaches, v_lines);
     free(u.copies);
-
-    /* What verify found during this scenario. */
-    out->registry_breaches += verify_breaches(v) - v_breaches;
-    size_t n_lines = verify_lines(v, &vl);
-    for (size_t i = v_lines; i < n_lines; i++) {
-        if (out->n_lines < SCENARIO_MAX_LINES)
-            snprintf(out->lines[out->n_lines++], SCENARIO_LINE, "%s", vl[i]);
-        else
-            out->lines_dropped++;
-    }
     return scenario_breaches(out) ? 1 : 0;
 }

@@ -110,67 +110,137 @@ static char proc_state(pid_t pid)
     return p && p[1] == ' ' ? p[2] : '?';
 }
 
-static void pod_kill_start(size_t pod)
+/* ---- the faults on one pod: its instance taken away, and back ---- */
+
+enum moment { AWAY, GONE, BACK };
+
+struct pod_fault {
+    const char *name;
+    size_t pod;
+    int (*away)(struct world *w, size_t pod); /* the fault (must succeed) */
+    long gone_ms; /* its record gone within; 0: not waited for (the fault did it) */
+    int (*back)(struct world *w, size_t pod);  /* the fault undone (must succeed), or NULL */
+    long back_ms;                              /* registered again under a new lease within */
+    void (*check)(size_t pod, enum moment at); /* what must hold at each moment, or NULL */
+    const char *away_answer; /* every model answers while it is away (this label), or NULL */
+};
+
+static pid_t node_before, runtime_before; /* the pod's processes before the fault */
+
+static int pod_roll(struct world *world, size_t pod)
 {
-    const char *iid = w.cl.pods[pod].iid;
-    long long lease = instance_lease(iid);
-    REQUIRE(lease > 0);
-    REQUIRE(fault_pod_kill(&w, pod) == 0);
-    CHECK(w.cl.pods[pod].node_pid == 0 && w.cl.pods[pod].runtime_pid == 0);
-    long long gone = wait_instance(iid, false, 0, GONE_MS);
-    CHECK(gone >= 0);
-    long long t0 = harness_now_ms();
-    REQUIRE(fault_pod_start(&w, pod) == 0);
-    CHECK(w.cl.pods[pod].node_pid > 0 && w.cl.pods[pod].runtime_pid > 0);
-    long long back = wait_instance(iid, true, lease, 10000);
-    CHECK(back >= 0);
-    fprintf(stderr,
-            "pod kill: %s's record gone %lld ms after the kill; started again, "
-            "registered in %lld ms (lease %llx -> %llx)\n",
-            iid, gone, harness_now_ms() - t0, lease, instance_lease(iid));
-    CHECK(all_answer("after the pod's restart", ANSWER_MS));
+    return fault_pod_roll(world, pod, 30000);
 }
 
-static void pod_roll(size_t pod)
+static int partition_on(struct world *world, size_t pod)
 {
-    const char *iid = w.cl.pods[pod].iid;
-    long long lease = instance_lease(iid);
-    REQUIRE(lease > 0);
-    pid_t node = w.cl.pods[pod].node_pid, runtime = w.cl.pods[pod].runtime_pid;
-    long long t0 = harness_now_ms();
-    CHECK(fault_pod_roll(&w, pod, 30000) == 0);
-    long long rolled = harness_now_ms() - t0;
-    CHECK(w.cl.pods[pod].node_pid > 0 && w.cl.pods[pod].node_pid != node);
-    CHECK(w.cl.pods[pod].runtime_pid > 0 && w.cl.pods[pod].runtime_pid != runtime);
-    long long back = wait_instance(iid, true, lease, 10000);
-    CHECK(back >= 0);
-    fprintf(stderr,
-            "pod roll: %s stopped (exit 0) and started again in %lld ms, registered "
-            "%lld ms later\n",
-            iid, rolled, back);
-    CHECK(all_answer("after the roll", ANSWER_MS));
+    return fault_partition(world, true);
 }
 
-static void freeze_thaw(size_t pod)
+static int partition_off(struct world *world, size_t pod)
 {
-    const char *iid = w.cl.pods[pod].iid;
+    return fault_partition(world, false);
+}
+
+static void killed_check(size_t pod, enum moment at)
+{
+    if (at == AWAY)
+        CHECK(w.cl.pods[pod].node_pid == 0 && w.cl.pods[pod].runtime_pid == 0);
+    else if (at == BACK)
+        CHECK(w.cl.pods[pod].node_pid > 0 && w.cl.pods[pod].runtime_pid > 0);
+}
+
+static void rolled_check(size_t pod, enum moment at)
+{
+    if (at != AWAY)
+        return;
+    CHECK(w.cl.pods[pod].node_pid > 0 && w.cl.pods[pod].node_pid != node_before);
+    CHECK(w.cl.pods[pod].runtime_pid > 0 && w.cl.pods[pod].runtime_pid != runtime_before);
+}
+
+static void frozen_check(size_t pod, enum moment at)
+{
+    char state = proc_state(w.cl.pods[pod].node_pid);
+    CHECK(at == BACK ? state != 'T' : state == 'T');
+}
+
+/* f on its pod: the fault, its record gone, every model answering, the fault undone, the pod
+ * registered again under a new lease, every model answering; each wait bounded and timed. */
+static void pod_fault_run(const struct pod_fault *f)
+{
+    const char *iid = w.cl.pods[f->pod].iid;
     long long lease = instance_lease(iid);
     REQUIRE(lease > 0);
-    REQUIRE(fault_node_freeze(&w, pod) == 0);
-    CHECK(proc_state(w.cl.pods[pod].node_pid) == 'T');
-    long long gone = wait_instance(iid, false, 0, GONE_MS);
-    CHECK(gone >= 0);
-    CHECK(proc_state(w.cl.pods[pod].node_pid) == 'T');
-    REQUIRE(fault_node_thaw(&w, pod) == 0);
-    cluster_run(&w.cl, 100);
-    CHECK(proc_state(w.cl.pods[pod].node_pid) != 'T');
-    long long back = wait_instance(iid, true, lease, 15000);
+    node_before = w.cl.pods[f->pod].node_pid;
+    runtime_before = w.cl.pods[f->pod].runtime_pid;
+    long long t0 = harness_now_ms();
+    REQUIRE(f->away(&w, f->pod) == 0);
+    long long away = harness_now_ms() - t0;
+    if (f->check)
+        f->check(f->pod, AWAY);
+    long long gone = -1;
+    if (f->gone_ms) {
+        gone = wait_instance(iid, false, 0, f->gone_ms);
+        CHECK(gone >= 0);
+        if (f->check)
+            f->check(f->pod, GONE);
+    }
+    if (f->away_answer)
+        CHECK(all_answer(f->away_answer, ANSWER_MS));
+    t0 = harness_now_ms();
+    if (f->back)
+        REQUIRE(f->back(&w, f->pod) == 0);
+    long long undone = harness_now_ms() - t0;
+    cluster_run(&w.cl, 100); /* a thawed process is scheduled */
+    if (f->check)
+        f->check(f->pod, BACK);
+    long long back = wait_instance(iid, true, lease, f->back_ms);
     CHECK(back >= 0);
     fprintf(stderr,
-            "freeze: %s's record gone %lld ms into the freeze; thawed, registered again "
-            "in %lld ms\n",
-            iid, gone, back);
-    CHECK(all_answer("after the thaw", ANSWER_MS));
+            "%s: %s's fault took %lld ms, its record gone %lld ms after (-1: not waited for); "
+            "undone in %lld ms, registered again %lld ms later (lease %llx -> %llx)\n",
+            f->name, iid, away, gone, undone, back, lease, instance_lease(iid));
+    char when[96];
+    snprintf(when, sizeof(when), "after the %s", f->name);
+    CHECK(all_answer(when, ANSWER_MS));
+}
+
+static const struct pod_fault pod_faults[] = {
+    {"pod kill", 0, fault_pod_kill, GONE_MS, fault_pod_start, 10000, killed_check, NULL},
+    {"pod roll", 1, pod_roll, 0, NULL, 10000, rolled_check, NULL},
+    {"freeze", 1, fault_node_freeze, GONE_MS, fault_node_thaw, 15000, frozen_check, NULL},
+};
+/* as root only: the network-namespace pod */
+static const struct pod_fault partition = {.name = "partition",
+                                           .pod = 2,
+                                           .away = partition_on,
+                                           .gone_ms = GONE_MS + 4000,
+                                           .back = partition_off,
+                                           .back_ms = 20000,
+                                           .away_answer = "partitioned"};
+
+/* ---- leaders ---- */
+
+/* Wait up to ms until leader() names one other than old; it, or -1; the time printed. */
+static int wait_new_leader(const char *what, int (*leader)(void), int old, long ms)
+{
+    long long t0 = harness_now_ms();
+    int now = -1;
+    while (((now = leader()) < 0 || now == old) && harness_now_ms() - t0 < ms)
+        cluster_run(&w.cl, 100);
+    fprintf(stderr, "%s: %d led, killed; %d leads %lld ms later\n", what, old, now,
+            harness_now_ms() - t0);
+    return now == old ? -1 : now;
+}
+
+static int etcd_leader_now(void)
+{
+    return fault_etcd_leader(&w);
+}
+
+static int controller_leader_now(void)
+{
+    return cluster_controller_leader(&w.cl);
 }
 
 static void etcd_leader(void)
@@ -179,12 +249,7 @@ static void etcd_leader(void)
     REQUIRE(old >= 0);
     REQUIRE(fault_etcd_kill(&w, (size_t)old) == 0);
     CHECK(cluster_etcd_member(&w.cl, (size_t)old)->pid == 0);
-    long long t0 = harness_now_ms();
-    int now = -1;
-    while ((now = fault_etcd_leader(&w)) < 0 && harness_now_ms() - t0 < 15000)
-        cluster_run(&w.cl, 100);
-    fprintf(stderr, "etcd: member %d led, killed; member %d leads %lld ms later\n", old, now,
-            harness_now_ms() - t0);
+    int now = wait_new_leader("etcd member", etcd_leader_now, old, 15000);
     CHECK(now >= 0 && now != old);
     CHECK(all_answer("with the etcd leader killed", ANSWER_MS));
     /* writes still go through (two members of three) */
@@ -292,13 +357,7 @@ static void controller_leader(size_t k)
     REQUIRE(fault_controller_leader_kill(&w, &which) == 0);
     REQUIRE(which < 2);
     CHECK(w.cl.controllers[which].pid == 0);
-    long long t0 = harness_now_ms();
-    int now = -1;
-    while ((now = cluster_controller_leader(&w.cl)) != (int)(1 - which) &&
-           harness_now_ms() - t0 < 15000)
-        cluster_run(&w.cl, 100);
-    fprintf(stderr, "controller: ctl%zu led, killed; ctl%d leads %lld ms later\n", which, now,
-            harness_now_ms() - t0);
+    int now = wait_new_leader("controller ctl", controller_leader_now, (int)which, 15000);
     CHECK(now == (int)(1 - which));
     REQUIRE(fault_controller_start(&w, which) == 0);
     CHECK(w.cl.controllers[which].pid > 0);
@@ -308,32 +367,13 @@ static void controller_leader(size_t k)
     float expected = w.models[k].expected;
     REQUIRE(world_update_model(&w, k) == 0);
     CHECK(w.models[k].generation == gen + 1);
-    t0 = harness_now_ms();
+    long long t0 = harness_now_ms();
     CHECK(world_wait_ready(&w, 30000) == 0);
     fprintf(stderr, "update: %s generation %d Ready in %lld ms\n", w.models[k].name,
             w.models[k].generation, harness_now_ms() - t0);
     float again = 0;
     CHECK(world_model_expected(&w, w.models[k].path, &again) == 0 && again == expected);
     CHECK(all_answer("after the update", ANSWER_MS));
-}
-
-static void partition(int pod)
-{
-    const char *iid = w.cl.pods[pod].iid;
-    long long lease = instance_lease(iid);
-    REQUIRE(lease > 0);
-    REQUIRE(fault_partition(&w, true) == 0);
-    long long gone = wait_instance(iid, false, 0, GONE_MS + 4000);
-    CHECK(gone >= 0);
-    CHECK(all_answer("partitioned", ANSWER_MS));
-    REQUIRE(fault_partition(&w, false) == 0);
-    long long back = wait_instance(iid, true, lease, 20000);
-    CHECK(back >= 0);
-    fprintf(stderr,
-            "partition: %s's record gone %lld ms in; healed, registered again in "
-            "%lld ms\n",
-            iid, gone, back);
-    CHECK(all_answer("healed", ANSWER_MS));
 }
 
 int main(int argc, char **argv)
@@ -385,15 +425,14 @@ int main(int argc, char **argv)
                 w.models[k].multi ? "multi " : "single", w.models[k].expected, w.models[k].path);
     REQUIRE(all_answer("world up", ANSWER_MS));
 
-    pod_kill_start(0);
-    pod_roll(1);
-    freeze_thaw(1);
+    for (size_t i = 0; i < sizeof(pod_faults) / sizeof(pod_faults[0]); i++)
+        pod_fault_run(&pod_faults[i]);
     etcd_leader();
     etcd_quorum();
     storage_down_up(w.cfg.n_multi); /* a single-copy model */
     controller_leader(0);
     if (root)
-        partition(2);
+        pod_fault_run(&partition);
     else
         fprintf(stderr, "partition: skipped (not root)\n");
 

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "grpc_predict_v2.pb-c.h"
@@ -19,6 +18,7 @@
 #include "mm/rpc.h"
 #include "mm/spi.h"
 #include "mm/spi_sync.h"
+#include "rtclient.h"
 #include "verify.h"
 
 #define STORAGE_KEY "chaos-s3"
@@ -31,24 +31,6 @@
 #define NETNS_TRIES 8
 
 /* ---------------------------------------------------------------- small helpers */
-
-static int make_dirs(const char *path)
-{
-    char buf[1024];
-    if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-        return -ENAMETOOLONG;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
 
 static char *read_all(const char *path, size_t *len)
 {
@@ -80,7 +62,7 @@ static int write_all_file(const char *path, const char *data, size_t len)
     char *slash = strrchr(dir, '/');
     if (slash) {
         *slash = '\0';
-        int rc = make_dirs(dir);
+        int rc = cluster_make_dirs(dir);
         if (rc < 0)
             return rc;
     }
@@ -222,7 +204,7 @@ static int reference_start(struct world *w)
     char models[320], listen[] = "127.0.0.1:0";
     snprintf(models, sizeof(models), "%s/objects", w->dir);
     snprintf(w->ref_log, sizeof(w->ref_log), "%s/reference-runtime.log", w->dir);
-    int rc = make_dirs(models);
+    int rc = cluster_make_dirs(models);
     if (rc < 0)
         return rc;
     char *argv[] = {(char *)w->cfg.mm_runtime,
@@ -267,28 +249,6 @@ static void reference_stop(struct world *w)
     if (w->ref_pid > 0)
         harness_stop_pid(w->ref_pid, 3000);
     w->ref_pid = 0;
-}
-
-/* The sample row as a ModelInfer request for model (FP32 contents, shape [1, 30]). */
-static grpc_byte_buffer *infer_request(const struct world *w, const char *model)
-{
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-    int64_t shape[2] = {1, WORLD_FEATURES};
-    contents.fp32_contents = (float *)w->row;
-    contents.n_fp32_contents = WORLD_FEATURES;
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    in.contents = &contents;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    return rpc_encode(&req.base);
 }
 
 /* predict[0] of an answer: from contents, or from raw_output_contents. 0 or -EBADMSG. */
@@ -345,7 +305,7 @@ int world_model_expected(struct world *w, const char *path, float *out)
     }
     if (res.size_bytes > w->model_size)
         w->model_size = res.size_bytes;
-    grpc_byte_buffer *req = infer_request(w, id);
+    grpc_byte_buffer *req = rt_infer_request(id, w->row, WORLD_FEATURES);
     struct rpc_reply reply = {0};
     rc = req ? rpc_unary_wait(ch, INFER, req, NULL, 0, REF_CALL_MS, &reply) : -ENOMEM;
     if (req)
@@ -373,7 +333,7 @@ int world_infer(struct world *w, size_t k, long timeout_ms, char *why, size_t wh
     if (k >= w->n_models || !w->cl.gateway)
         return -EINVAL;
     const struct world_model *m = &w->models[k];
-    grpc_byte_buffer *req = infer_request(w, m->name);
+    grpc_byte_buffer *req = rt_infer_request(m->name, w->row, WORLD_FEATURES);
     if (!req)
         return -ENOMEM;
     struct rpc_reply reply = {0};

@@ -86,7 +86,7 @@ static void keep_temp_dir(const char *dir, bool on)
     }
 }
 
-static int make_dirs(const char *path)
+int cluster_make_dirs(const char *path)
 {
     char buf[1024];
     if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
@@ -502,14 +502,14 @@ int cluster_start(struct cluster *c, const struct cluster_config *cfg)
     }
     keep_temp_dir(c->dir, true);
     snprintf(c->models_root, sizeof(c->models_root), "%s/models", c->dir);
-    int rc = make_dirs(c->models_root);
+    int rc = cluster_make_dirs(c->models_root);
     for (size_t i = 0; rc == 0 && i < cfg->n_pods; i++) {
         struct cluster_pod *p = &c->pods[i];
         snprintf(p->iid, sizeof(p->iid), "n%zu", i);
         snprintf(p->cache_dir, sizeof(p->cache_dir), "%s/cache-%s", c->dir, p->iid);
         snprintf(p->runtime_log, sizeof(p->runtime_log), "%s/%s-runtime.log", c->dir, p->iid);
         snprintf(p->node_log, sizeof(p->node_log), "%s/%s-node.log", c->dir, p->iid);
-        rc = make_dirs(p->cache_dir);
+        rc = cluster_make_dirs(p->cache_dir);
     }
     if (rc < 0) {
         fprintf(stderr, "cluster: temp dirs under %s: %s\n", c->dir, strerror(-rc));
@@ -818,7 +818,7 @@ int cluster_put_file(struct cluster *c, const char *rel, const void *data, size_
         return -ENAMETOOLONG;
     char *slash = strrchr(path, '/');
     *slash = '\0';
-    int rc = make_dirs(path);
+    int rc = cluster_make_dirs(path);
     *slash = '/';
     if (rc < 0)
         return rc;

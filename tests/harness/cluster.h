@@ -210,6 +210,8 @@ int cluster_etcd_leader(struct cluster *c);
 /* The index of the pod whose instance id is iid[0, len), or -1. */
 int cluster_pod_of(const struct cluster *c, const char *iid, size_t len);
 
+/* mkdir -p path (mode 0755; existing directories are fine). 0 or -errno. */
+int cluster_make_dirs(const char *path);
 /* Write a file under the models root (directories made as needed). 0 or -errno. */
 int cluster_put_file(struct cluster *c, const char *rel, const void *data, size_t len);
 /* Copy a file into the models root at rel. 0 or -errno. */
