@@ -69,6 +69,20 @@ gone() {
 
 port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
+# No part of this cluster listens on PORT: it is free, or a process outside the cluster took it
+# since (tests run side by side: an ephemeral port freed by down may be handed out again).
+port_not_ours() {
+  port_free "$1" && return 0
+  local pid holders
+  holders=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -oE 'pid=[0-9]+' | cut -d= -f2)
+  [ -n "$holders" ] || return 1 # taken, by whom unknown (ss shows pids to root only)
+  for pid in $holders; do
+    grep -qF -- "$dir" "/proc/$pid/cmdline" 2>/dev/null && return 1
+    [[ " $pids " == *" $pid "* ]] && return 1
+  done
+  return 0
+}
+
 cleanup() {
   local rc=$?
   "$cluster" down >/dev/null 2>&1 || true
@@ -245,7 +259,7 @@ for pid in $pids; do
   check "pid $pid is gone" gone "$pid"
 done
 for port in $ports; do
-  check "port $port is free" port_free "$port"
+  check "port $port is free (of this cluster)" port_not_ours "$port"
 done
 check "no process names the state dir" test -z "$(procs_naming "$dir")"
 check "the env file is gone" test ! -e "$dir/env"
