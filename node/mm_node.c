@@ -280,9 +280,7 @@ static int parse(int argc, char **argv, struct options *o)
                 program_refuse(WHO, &err);
         }
         if (rc == 0)
-            rc = program_args_string(&a, strings, PROGRAM_COUNT(strings), o);
-        if (rc == 0)
-            rc = program_args_unknown(&a);
+            rc = program_args_last(&a, strings, PROGRAM_COUNT(strings), o);
         if (rc < 0)
             return 2;
     }

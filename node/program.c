@@ -83,6 +83,13 @@ int program_args_string(struct program_args *a, const struct program_string *t, 
     return 0;
 }
 
+int program_args_last(struct program_args *a, const struct program_string *t, size_t n,
+                      void *opts)
+{
+    int rc = program_args_string(a, t, n, opts);
+    return rc != 0 ? rc : program_args_unknown(a);
+}
+
 int program_refuse(const char *who, const struct mm_error *err)
 {
     fprintf(stderr, "%s: %s\n", who, err->msg);

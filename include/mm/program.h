@@ -103,6 +103,10 @@ int program_args_string(struct program_args *a, const struct program_string *t, 
 /* One of the table's: 1 (stored), 0 (not one of them), -EINVAL (printed). */
 int program_args_duration(struct program_args *a, const struct program_duration *t, size_t n,
                           void *opts);
+/* The last flags tried: one of the string table's (program_args_string), else an unknown
+ * option (program_args_unknown). 1 or -EINVAL (printed). */
+int program_args_last(struct program_args *a, const struct program_string *t, size_t n,
+                      void *opts);
 /* Prints "<who>: unknown option '<arg>' (see --help)": -EINVAL. */
 int program_args_unknown(const struct program_args *a);
 /* Prints "<who>: <err>": -EINVAL. */
