@@ -8,17 +8,14 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "mm/election.h"
 #include "mm/etcd.h"
 #include "mm/etcd_opts.h"
-#include "mm/instance.h"
 #include "mm/keys.h"
 #include "mm/log.h"
 #include "mm/mesh.h"
@@ -27,6 +24,7 @@
 #include "mm/place.h"
 #include "mm/metrics.h"
 #include "mm/probe.h"
+#include "mm/program.h"
 #include "mm/reconcile.h"
 #include "mm/records.h"
 #include "mm/vmodels.h"
@@ -48,28 +46,23 @@ struct options {
 };
 
 struct controller {
+    struct program p; /* the loop, the id, the probes, the metrics */
     struct options *o;
-    struct ev_loop *loop;
     struct etcd_client *etcd;
     struct election *election;
     struct mirror *mirror;
     struct mesh *mesh;
     struct vmodels *vmodels;
     struct reconcile *rec;
-    struct probe *probe;
-    struct metrics *metrics; /* NULL: --metrics-listen off */
-    struct metrics_server *metrics_server;
     struct metric *m_loaded, *m_failed; /* NULL: metrics off */
     struct mirror_sub *copies_sub;      /* marks the model gauges stale */
     ev_timer count;                     /* counts them again, while leading */
     char copies_prefix[KEYS_MAX];
     size_t copies_prefix_len;
     struct place_config place;
-    char id[KEYS_NAME_MAX + 1];
-    bool synced, leading, stopping;
+    bool synced, leading;
     int said; /* 0 nothing yet, 1 LEADING, 2 FOLLOWING */
     char said_leader[256];
-    ev_signal sigterm, sigint;
     ev_timer stats;
     ev_timer resign;       /* at exit: waiting for the lease's revoke to delete the key */
     ev_tstamp resign_deadline;
@@ -110,43 +103,24 @@ static void usage(FILE *to)
             "  -h, --help\n");
 }
 
-static const char *env_or(const char *name, const char *dflt)
-{
-    const char *v = getenv(name);
-    return v && v[0] ? v : dflt;
-}
-
 static int parse(int argc, char **argv, struct options *o)
 {
     etcd_opts_init(&o->etcd);
-    o->identity = env_or("MM_CONTROLLER_ID", NULL);
+    o->identity = program_env("MM_CONTROLLER_ID", NULL);
     o->service_name = "modelmesh-serving";
-    o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
+    o->probe_listen = program_env("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
     metrics_opts_init(&o->metrics);
     o->lease_ttl_ms = 10000;
     o->failure_expiry_ms = 15 * 60000;
     o->replace_delay_ms = 2000;
     o->max_failures = 3;
     struct mm_error err = {0};
-    const char *ttl_env = getenv("MM_LEASE_TTL");
-    if (ttl_env && ttl_env[0] &&
-        opts_ms("MM_LEASE_TTL", ttl_env, 2000, 3600000, &o->lease_ttl_ms, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
-        return 2;
-    }
-    static const struct {
-        const char *flag;
-        uint64_t min, max;
-        size_t offset;
-    } durations[] = {
-        {"--lease-ttl", 2000, 3600000, offsetof(struct options, lease_ttl_ms)},
-        {"--failure-expiry", 1, MAX_WAIT_MS, offsetof(struct options, failure_expiry_ms)},
-        {"--replace-delay", 1, MAX_WAIT_MS, offsetof(struct options, replace_delay_ms)},
+    static const struct program_duration durations[] = {
+        {"--lease-ttl", "MM_LEASE_TTL", 2000, 3600000, offsetof(struct options, lease_ttl_ms)},
+        {"--failure-expiry", NULL, 1, MAX_WAIT_MS, offsetof(struct options, failure_expiry_ms)},
+        {"--replace-delay", NULL, 1, MAX_WAIT_MS, offsetof(struct options, replace_delay_ms)},
     };
-    static const struct {
-        const char *flag;
-        size_t offset;
-    } strings[] = {
+    static const struct program_string strings[] = {
         {"--identity", offsetof(struct options, identity)},
         {"--service-name", offsetof(struct options, service_name)},
         {"--namespace", offsetof(struct options, ns)},
@@ -154,75 +128,37 @@ static int parse(int argc, char **argv, struct options *o)
         {"--metrics-listen", offsetof(struct options, metrics.listen)},
         {"--metrics-per-model", offsetof(struct options, metrics.per_model)},
     };
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
-        char flag[64];
-        snprintf(flag, sizeof(flag), "%.*s", (int)nl, a);
-        bool known = false;
-        int rc = 0;
-        if (strcmp(flag, "--log-level") == 0) {
-            enum mm_log_level level;
-            if (!val || mm_log_parse_level(val, &level) < 0) {
-                fprintf(stderr, WHO ": --log-level: '%s' is not debug, info, warn or error\n",
-                        val ? val : "");
+    if (program_durations_env(WHO, durations, PROGRAM_COUNT(durations), o) < 0)
+        return 2;
+    struct program_args a;
+    program_args_init(&a, WHO, argc, argv, usage);
+    int rc;
+    while ((rc = program_args_next(&a)) > 0) {
+        if (program_args_is(&a, "--max-load-failures")) {
+            if (opts_u64("--max-load-failures", a.value, 1, 100, &o->max_failures, &err) < 0) {
+                program_refuse(WHO, &err);
                 return 2;
             }
-            mm_log_set_level(level);
-            known = true;
-        } else if (strcmp(flag, "--max-load-failures") == 0) {
-            rc = opts_u64(flag, val, 1, 100, &o->max_failures, &err);
-            known = true;
+            continue;
         }
-        for (size_t k = 0; !known && k < sizeof(durations) / sizeof(durations[0]); k++) {
-            if (strcmp(durations[k].flag, flag) != 0)
-                continue;
-            rc = opts_ms(flag, val, durations[k].min, durations[k].max,
-                         (uint64_t *)((char *)o + durations[k].offset), &err);
-            known = true;
-        }
-        if (!known) {
-            rc = etcd_opts_flag(&o->etcd, a, nl, val, &err);
-            known = rc > 0;
-        }
-        if (rc < 0) {
-            fprintf(stderr, WHO ": %s\n", err.msg);
+        if ((rc = program_args_duration(&a, durations, PROGRAM_COUNT(durations), o)) == 0 &&
+            (rc = etcd_opts_flag(&o->etcd, a.arg, a.flag_len, a.value, &err)) < 0)
+            program_refuse(WHO, &err);
+        if (rc == 0)
+            rc = program_args_last(&a, strings, PROGRAM_COUNT(strings), o);
+        if (rc < 0)
             return 2;
-        }
-        for (size_t k = 0; !known && k < sizeof(strings) / sizeof(strings[0]); k++) {
-            if (strcmp(strings[k].flag, flag) != 0)
-                continue;
-            if (!val) {
-                fprintf(stderr, WHO ": %s needs a value\n", flag);
-                return 2;
-            }
-            *(const char **)((char *)o + strings[k].offset) = val;
-            known = true;
-        }
-        if (!known) {
-            fprintf(stderr, WHO ": unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (!eq)
-            i++;
     }
+    if (rc < 0)
+        return 2;
     if (o->lease_ttl_ms % 1000 != 0) {
         fprintf(stderr, WHO ": --lease-ttl: '%" PRIu64 " ms' is not a whole number of seconds\n",
                 o->lease_ttl_ms);
         return 2;
     }
-    if (o->ns && keys_check_name("--namespace", o->ns, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
-        return 2;
-    }
-    if (keys_check_name("--service-name", o->service_name, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
+    if ((o->ns && keys_check_name("--namespace", o->ns, &err) < 0) ||
+        keys_check_name("--service-name", o->service_name, &err) < 0) {
+        program_refuse(WHO, &err);
         return 2;
     }
     return 0;
@@ -336,7 +272,7 @@ static void on_copy_event(const struct mirror_event *ev, void *arg)
     struct controller *c = arg;
     if (c->rec && !ev_is_active(&c->count)) {
         ev_timer_set(&c->count, COUNT_DELAY_S, 0.);
-        ev_timer_start(c->loop, &c->count);
+        ev_timer_start(c->p.loop, &c->count);
     }
 }
 
@@ -345,7 +281,7 @@ static int count_init(struct controller *c, const char *prefix, struct mm_error 
 {
     ev_init(&c->count, on_count);
     c->count.data = c;
-    if (!c->metrics)
+    if (!c->p.metrics)
         return 0;
     struct metric_desc loaded = {.name = "modelmesh_models_loaded_total",
                                  .help = "Total number of models with at least one loaded copy",
@@ -355,8 +291,8 @@ static int count_init(struct controller *c, const char *prefix, struct mm_error 
                                          "load failures",
                                  .type = METRIC_GAUGE};
     int rc;
-    if ((rc = metrics_register(c->metrics, &loaded, &c->m_loaded, err)) < 0 ||
-        (rc = metrics_register(c->metrics, &failed, &c->m_failed, err)) < 0)
+    if ((rc = metrics_register(c->p.metrics, &loaded, &c->m_loaded, err)) < 0 ||
+        (rc = metrics_register(c->p.metrics, &failed, &c->m_failed, err)) < 0)
         return rc;
     int n = snprintf(c->copies_prefix, sizeof(c->copies_prefix), "%scopies/", prefix);
     if (n < 0 || (size_t)n >= sizeof(c->copies_prefix))
@@ -370,7 +306,7 @@ static int count_init(struct controller *c, const char *prefix, struct mm_error 
 
 static void stop_leading(struct controller *c)
 {
-    ev_timer_stop(c->loop, &c->count);
+    ev_timer_stop(c->p.loop, &c->count);
     metric_set0(c->m_loaded, 0);
     metric_set0(c->m_failed, 0);
     if (c->rec)
@@ -381,7 +317,7 @@ static void stop_leading(struct controller *c)
     c->vmodels = NULL;
     mesh_free(c->mesh);
     c->mesh = NULL;
-    ev_timer_stop(c->loop, &c->stats);
+    ev_timer_stop(c->p.loop, &c->stats);
 }
 
 /* Leading with a synced mirror: the mesh, vmodels and reconcile over them. */
@@ -393,7 +329,7 @@ static void start_leading(struct controller *c)
     c->place.failure_expiry_ms = (int64_t)o->failure_expiry_ms;
     struct mesh_config mc = {
         .cluster = o->etcd.cluster,
-        .iid = c->id,
+        .iid = c->p.id,
         .etcd = c->etcd,
         .mirror = c->mirror,
         .place = &c->place,
@@ -402,7 +338,7 @@ static void start_leading(struct controller *c)
     };
     struct vmodels_config vc = {
         .cluster = o->etcd.cluster,
-        .iid = c->id,
+        .iid = c->p.id,
         .etcd = c->etcd,
         .mirror = c->mirror,
         .drive_delay_ms = (unsigned)o->replace_delay_ms,
@@ -411,7 +347,7 @@ static void start_leading(struct controller *c)
         .cluster = o->etcd.cluster,
         .ns = o->ns,
         .service_name = o->service_name,
-        .identity = c->id,
+        .identity = c->p.id,
         .etcd = c->etcd,
         .mirror = c->mirror,
     };
@@ -424,9 +360,9 @@ static void start_leading(struct controller *c)
     rc.mesh = c->mesh;
     if (reconcile_new(&rc, &c->rec, &err) < 0)
         goto fail;
-    ev_timer_again(c->loop, &c->stats);
+    ev_timer_again(c->p.loop, &c->stats);
     count_models(c);
-    mm_log(MM_LOG_INFO, WHO, "%s leads: reconciling %s%s", c->id,
+    mm_log(MM_LOG_INFO, WHO, "%s leads: reconciling %s%s", c->p.id,
            o->ns ? "namespace " : "every namespace", o->ns ? o->ns : "");
     return;
 fail:
@@ -434,7 +370,7 @@ fail:
     mm_log(MM_LOG_ERROR, WHO, "cannot lead: %s", err.msg);
     stop_leading(c);
     c->exit_code = 1;
-    ev_break(c->loop, EVBREAK_ALL);
+    ev_break(c->p.loop, EVBREAK_ALL);
 }
 
 static void on_election(struct election *e, enum election_state state, void *arg)
@@ -442,14 +378,14 @@ static void on_election(struct election *e, enum election_state state, void *arg
     struct controller *c = arg;
     bool leading = state == ELECTION_LEADER;
     if (leading != c->leading)
-        mm_log(MM_LOG_INFO, WHO, "%s: %s", c->id,
+        mm_log(MM_LOG_INFO, WHO, "%s: %s", c->p.id,
                leading ? "now the leader" : "not the leader any more");
     if (!leading && c->leading)
         stop_leading(c);
     c->leading = leading;
     c->was_leader |= leading;
     say(c, leading, election_leader(e));
-    if (leading && c->synced && !c->rec && !c->stopping)
+    if (leading && c->synced && !c->rec && !c->p.stopping)
         start_leading(c);
 }
 
@@ -461,9 +397,9 @@ static void on_mirror(struct mirror *mr, enum mirror_state state, const struct m
         mm_log(MM_LOG_WARN, WHO, "registry mirror: %s", why->msg);
     if (state == MIRROR_SYNCED && !c->synced) {
         c->synced = true;
-        if (!c->stopping)
-            probe_set_not_ready(c->probe, NULL);
-        if (c->leading && !c->rec && !c->stopping)
+        if (!c->p.stopping)
+            probe_set_not_ready(c->p.probe, NULL);
+        if (c->leading && !c->rec && !c->p.stopping)
             start_leading(c);
     }
 }
@@ -475,66 +411,38 @@ static void on_resign_check(struct ev_loop *loop, ev_timer *w, int revents)
     struct election_record rec;
     struct mm_error err;
     bool ours = e && record_decode(RECORD_ELECTION, e->value, e->value_len, &rec, &err) == 0 &&
-                strcmp(rec.leader, c->id) == 0;
+                strcmp(rec.leader, c->p.id) == 0;
     if (!ours || ev_now(loop) >= c->resign_deadline)
         ev_break(loop, EVBREAK_ALL);
 }
 
-static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
+static void on_stop(struct program *p, int signum, void *arg)
 {
-    struct controller *c = w->data;
-    if (c->stopping)
-        return;
-    c->stopping = true;
-    probe_set_not_ready(c->probe, "shutting down");
-    mm_log(MM_LOG_INFO, WHO, "signal %d: resigning and shutting down", w->signum);
-    ev_break(loop, EVBREAK_ALL);
-}
-
-/* The registry metrics_start made (NULL: off) goes to the etcd client and the mirror. */
-static int use_metrics(struct controller *c, struct mirror_config *mc)
-{
-    c->o->etcd.config.metrics = mc->metrics = c->metrics;
-    return 0;
+    mm_log(MM_LOG_INFO, WHO, "signal %d: resigning and shutting down", signum);
+    ev_break(p->loop, EVBREAK_ALL);
 }
 
 int main(int argc, char **argv)
 {
     static struct options o;
-    static struct controller c;
+    static struct controller c = {.p.who = WHO};
     int rc = parse(argc, argv, &o);
-    struct mm_error err = {0};
-    if (rc == 0 && etcd_opts_password(&o.etcd, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
+    if (rc == 0 && (program_check(&c.p, &o.etcd, &o.metrics) < 0 ||
+                    program_choose_id(&c.p, o.identity, "--identity") < 0))
         rc = 2;
-    }
-    if (rc == 0 && metrics_opts_check(&o.metrics, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
-        rc = 2;
-    }
-    char host[256] = "";
-    gethostname(host, sizeof(host) - 1);
-    const char *source = NULL;
-    if (rc == 0 && instance_id_choose(o.identity, getenv("POD_NAME"), getenv("HOSTNAME"), host,
-                                      c.id, sizeof(c.id), &source, &err) < 0) {
-        fprintf(stderr, WHO ": --identity: %s\n", err.msg);
-        rc = 2;
-    }
     if (rc != 0)
         return rc;
-    signal(SIGPIPE, SIG_IGN);
+    program_start(&c.p);
     c.o = &o;
-    c.loop = EV_DEFAULT;
     ev_timer_init(&c.stats, on_stats, 0., STATS_EVERY_S);
     c.stats.data = &c;
     char prefix[KEYS_MAX], ekey[KEYS_MAX];
     struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = &c};
-    struct probe_config pc = {.listen = o.probe_listen, .not_ready = "reading the registry"};
-    int probe_port = 0, metrics_port = 0;
-    if ((!probe_is_off(o.probe_listen) &&
-         probe_new(c.loop, &pc, &c.probe, &probe_port, &err) < 0) ||
-        metrics_start(&o.metrics, &c.metrics, &c.metrics_server, &metrics_port, &err) < 0 ||
-        use_metrics(&c, &mcfg) < 0 || etcd_client_new(c.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
+    struct mm_error err = {0};
+    bool failed = program_open_probes(&c.p, o.probe_listen, "reading the registry", &err) < 0 ||
+                  program_open_metrics(&c.p, &o.metrics, &o.etcd, &err) < 0;
+    mcfg.metrics = c.p.metrics;
+    if (failed || etcd_client_new(c.p.loop, &o.etcd.config, &c.etcd, &err) < 0 ||
         keys_prefix(prefix, sizeof(prefix), o.etcd.cluster, &err) < 0 ||
         keys_election(ekey, sizeof(ekey), o.etcd.cluster, &err) < 0 ||
         mirror_new(c.etcd, prefix, &mcfg, &c.mirror, &err) < 0 ||
@@ -542,32 +450,17 @@ int main(int argc, char **argv)
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
         c.exit_code = 1;
     } else {
-        if (c.probe) {
-            printf("PROBES %d\n", probe_port);
-            fflush(stdout);
-        }
-        if (c.metrics_server) {
-            printf("METRICS %d\n", metrics_port);
-            fflush(stdout);
-        }
-        mm_log(MM_LOG_INFO, WHO, "controller %s %s (id from %s), cluster %s, etcd %s", c.id,
-               MM_VERSION, strcmp(source, "--instance-id") == 0 ? "--identity" : source,
-               o.etcd.cluster, o.etcd.config.endpoints);
-        ev_signal_init(&c.sigterm, on_signal_w, SIGTERM);
-        ev_signal_init(&c.sigint, on_signal_w, SIGINT);
-        c.sigterm.data = c.sigint.data = &c;
-        ev_signal_start(c.loop, &c.sigterm);
-        ev_signal_start(c.loop, &c.sigint);
+        program_announce(&c.p);
+        mm_log(MM_LOG_INFO, WHO, "controller %s %s (id from %s), cluster %s, etcd %s", c.p.id,
+               MM_VERSION, c.p.id_source, o.etcd.cluster, o.etcd.config.endpoints);
         mirror_start(c.mirror);
-        if (election_new(c.etcd, ekey, c.id, (int64_t)(o.lease_ttl_ms / 1000), on_election, &c,
+        if (election_new(c.etcd, ekey, c.p.id, (int64_t)(o.lease_ttl_ms / 1000), on_election, &c,
                          &c.election, &err) < 0) {
             mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
             c.exit_code = 1;
         } else {
-            ev_run(c.loop, 0);
+            program_run(&c.p, on_stop, &c);
         }
-        ev_signal_stop(c.loop, &c.sigterm);
-        ev_signal_stop(c.loop, &c.sigint);
     }
     stop_leading(&c);
     election_free(c.election); /* revokes the lease: a follower takes over at once */
@@ -575,19 +468,17 @@ int main(int argc, char **argv)
     if (c.was_leader && c.synced) { /* until the mirror shows the key gone, at most 1 s */
         ev_timer_init(&c.resign, on_resign_check, 0.01, 0.01);
         c.resign.data = &c;
-        c.resign_deadline = ev_now(c.loop) + 1.;
+        c.resign_deadline = ev_now(c.p.loop) + 1.;
         snprintf(c.ekey, sizeof(c.ekey), "%s", ekey);
-        ev_timer_start(c.loop, &c.resign);
-        ev_run(c.loop, 0);
-        ev_timer_stop(c.loop, &c.resign);
+        ev_timer_start(c.p.loop, &c.resign);
+        ev_run(c.p.loop, 0);
+        ev_timer_stop(c.p.loop, &c.resign);
     }
-    metrics_server_free(c.metrics_server);
-    probe_free(c.probe);
-    ev_timer_stop(c.loop, &c.count);
+    program_close(&c.p);
+    ev_timer_stop(c.p.loop, &c.count);
     mirror_unsubscribe(c.copies_sub);
     mirror_free(c.mirror);
     etcd_client_free(c.etcd);
-    metrics_free(c.metrics); /* after every thread that records */
-    ev_loop_destroy(c.loop);
+    program_free(&c.p);
     return c.exit_code;
 }

@@ -13,11 +13,9 @@
 #include <errno.h>
 #include <ev.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "mm/cache.h"
 #include "mm/copies.h"
@@ -35,6 +33,7 @@
 #include "mm/place.h"
 #include "mm/metrics.h"
 #include "mm/probe.h"
+#include "mm/program.h"
 #include "mm/rest.h"
 #include "mm/route.h"
 #include "mm/rpc.h"
@@ -72,8 +71,8 @@ struct options {
 };
 
 struct node {
+    struct program p; /* the loop, the id, the probes, the metrics, the TLS files */
     struct options *o;
-    struct ev_loop *loop;
     struct rpc_context *rpc;
     struct spi_client *spi;
     struct etcd_client *etcd;
@@ -93,23 +92,15 @@ struct node {
     struct mesh *mesh;
     struct vmodels *vmodels;
     struct model_api *api;
-    struct probe *probe;
-    struct tls_watch *tls;      /* --tls-cert/--tls-key (+ --tls-client-ca); NULL: plaintext */
-    struct tls_watch *peer_tls; /* --internal-tls: --tls-ca, and our chain as client cert */
     struct rest *rest;
-    struct metrics *metrics; /* NULL: --metrics-listen off */
-    struct metrics_server *metrics_server;
     struct place_config place;
     bool registered, synced, serving, server_down, internal_down;
     ev_tstamp stop_started;
     ev_timer hard_stop;
-    ev_signal sigterm, sigint;
     const char *types[INSTANCE_MODEL_TYPES_MAX + 1];
     size_t n_types;
     char types_buf[4096];
-    char id[KEYS_NAME_MAX + 1];
     char cache_dir[4096];
-    bool stopping;
     int exit_code;
 };
 
@@ -206,56 +197,35 @@ static void usage(FILE *to)
             "Durations: N (ms) or N with ms, s, m, h.\n");
 }
 
-static const char *env_or(const char *name, const char *dflt)
-{
-    const char *v = getenv(name);
-    return v && v[0] ? v : dflt;
-}
-
-/* A duration flag (or its environment variable): 0, or 2 with the message printed. */
-static int duration(const char *flag, const char *value, uint64_t min, uint64_t max, uint64_t *out)
-{
-    struct mm_error err = {0};
-    if (opts_ms(flag, value, min, max, out, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
-        return 2;
-    }
-    return 0;
-}
-
 static int parse(int argc, char **argv, struct options *o)
 {
     etcd_opts_init(&o->etcd);
     tls_opts_init(&o->tls);
-    o->instance_id = env_or("MM_INSTANCE_ID", NULL);
-    o->runtime = env_or("MM_RUNTIME_ADDRESS", "127.0.0.1:8085");
-    o->runtime_name = env_or("MM_RUNTIME_NAME", "mm-runtime");
-    o->model_types = env_or("MM_MODEL_TYPES", "");
-    o->zone = env_or("MM_ZONE", "");
-    o->internal_address = env_or("MM_INTERNAL_ADDRESS", NULL);
+    o->instance_id = program_env("MM_INSTANCE_ID", NULL);
+    o->runtime = program_env("MM_RUNTIME_ADDRESS", "127.0.0.1:8085");
+    o->runtime_name = program_env("MM_RUNTIME_NAME", "mm-runtime");
+    o->model_types = program_env("MM_MODEL_TYPES", "");
+    o->zone = program_env("MM_ZONE", "");
+    o->internal_address = program_env("MM_INTERNAL_ADDRESS", NULL);
     o->lease_ttl_ms = INSTANCE_TTL_S * 1000ULL;
     o->start_timeout_ms = 120000;
     o->min_interval_ms = INSTANCE_MIN_INTERVAL_MS;
     o->max_interval_ms = INSTANCE_MAX_INTERVAL_MS;
     o->shutdown_ms = 30000;
-    o->listen = env_or("MM_LISTEN", "0.0.0.0:8033");
-    o->internal_listen = env_or("MM_INTERNAL_LISTEN", "0.0.0.0:8080");
-    o->probe_listen = env_or("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
-    o->rest_listen = env_or("MM_REST_LISTEN", REST_DEFAULT_LISTEN);
+    o->listen = program_env("MM_LISTEN", "0.0.0.0:8033");
+    o->internal_listen = program_env("MM_INTERNAL_LISTEN", "0.0.0.0:8080");
+    o->probe_listen = program_env("MM_PROBE_LISTEN", PROBE_DEFAULT_LISTEN);
+    o->rest_listen = program_env("MM_REST_LISTEN", REST_DEFAULT_LISTEN);
     metrics_opts_init(&o->metrics);
-    o->models_root = env_or("MM_MODELS_ROOT", NULL);
-    o->cache_dir = env_or("MM_CACHE_DIR", NULL);
-    o->storage_config_dir = env_or("MM_STORAGE_CONFIG_DIR", NULL);
+    o->models_root = program_env("MM_MODELS_ROOT", NULL);
+    o->cache_dir = program_env("MM_CACHE_DIR", NULL);
+    o->storage_config_dir = program_env("MM_STORAGE_CONFIG_DIR", NULL);
     o->failure_expiry_ms = 15 * 60000;
     o->replace_delay_ms = 2000;
     o->rate_check_ms = 10000;
     o->scale_up_rpm = 2000;
     o->max_load_failures = 3;
-    static const struct {
-        const char *flag, *env;
-        uint64_t min, max;
-        size_t offset;
-    } durations[] = {
+    static const struct program_duration durations[] = {
         {"--lease-ttl", "MM_LEASE_TTL", 2000, MAX_TTL_MS, offsetof(struct options, lease_ttl_ms)},
         {"--runtime-start-timeout", "MM_RUNTIME_START_TIMEOUT", 1, MAX_WAIT_MS,
          offsetof(struct options, start_timeout_ms)},
@@ -268,10 +238,7 @@ static int parse(int argc, char **argv, struct options *o)
         {"--replace-delay", NULL, 1, MAX_WAIT_MS, offsetof(struct options, replace_delay_ms)},
         {"--rate-check-interval", NULL, 100, MAX_WAIT_MS, offsetof(struct options, rate_check_ms)},
     };
-    static const struct {
-        const char *flag;
-        size_t offset;
-    } strings[] = {
+    static const struct program_string strings[] = {
         {"--instance-id", offsetof(struct options, instance_id)},
         {"--runtime", offsetof(struct options, runtime)},
         {"--runtime-name", offsetof(struct options, runtime_name)},
@@ -297,78 +264,28 @@ static int parse(int argc, char **argv, struct options *o)
         {"--max-parked", offsetof(struct options, max_parked)},
         {"--pull-concurrency", offsetof(struct options, pull_concurrency)},
     };
-    for (size_t k = 0; k < sizeof(durations) / sizeof(durations[0]); k++) {
-        const char *v = durations[k].env ? getenv(durations[k].env) : NULL;
-        if (v && v[0] &&
-            duration(durations[k].env, v, durations[k].min, durations[k].max,
-                     (uint64_t *)((char *)o + durations[k].offset)) != 0)
+    if (program_durations_env(WHO, durations, PROGRAM_COUNT(durations), o) < 0)
+        return 2;
+    struct program_args a;
+    program_args_init(&a, WHO, argc, argv, usage);
+    int next;
+    while ((next = program_args_next(&a)) > 0) {
+        struct mm_error err = {0};
+        int rc = program_args_duration(&a, durations, PROGRAM_COUNT(durations), o);
+        if (rc == 0) {
+            if ((rc = etcd_opts_flag(&o->etcd, a.arg, a.flag_len, a.value, &err)) == 0 &&
+                (rc = tls_opts_flag(&o->tls, a.arg, a.flag_len, a.value, &err)) == 2)
+                program_args_no_value(&a); /* a flag: the next argument is not its value */
+            if (rc < 0)
+                program_refuse(WHO, &err);
+        }
+        if (rc == 0)
+            rc = program_args_last(&a, strings, PROGRAM_COUNT(strings), o);
+        if (rc < 0)
             return 2;
     }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
-        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
-        bool known = false;
-        if (nl == 11 && strncmp(a, "--log-level", nl) == 0) {
-            enum mm_log_level level;
-            if (!val || mm_log_parse_level(val, &level) < 0) {
-                fprintf(stderr, WHO ": --log-level: '%s' is not debug, info, warn or error\n",
-                        val ? val : "");
-                return 2;
-            }
-            mm_log_set_level(level);
-            known = true;
-        }
-        for (size_t k = 0; !known && k < sizeof(durations) / sizeof(durations[0]); k++) {
-            if (strlen(durations[k].flag) != nl || strncmp(a, durations[k].flag, nl) != 0)
-                continue;
-            if (duration(durations[k].flag, val, durations[k].min, durations[k].max,
-                         (uint64_t *)((char *)o + durations[k].offset)) != 0)
-                return 2;
-            known = true;
-        }
-        if (!known) {
-            struct mm_error err = {0};
-            int rc = etcd_opts_flag(&o->etcd, a, nl, val, &err);
-            if (rc < 0) {
-                fprintf(stderr, WHO ": %s\n", err.msg);
-                return 2;
-            }
-            known = rc > 0;
-        }
-        if (!known) {
-            struct mm_error err = {0};
-            int rc = tls_opts_flag(&o->tls, a, nl, val, &err);
-            if (rc < 0) {
-                fprintf(stderr, WHO ": %s\n", err.msg);
-                return 2;
-            }
-            if (rc == 2) /* a flag: the next argument is not its value */
-                continue;
-            known = rc > 0;
-        }
-        for (size_t k = 0; !known && k < sizeof(strings) / sizeof(strings[0]); k++) {
-            if (strlen(strings[k].flag) != nl || strncmp(a, strings[k].flag, nl) != 0)
-                continue;
-            if (!val) {
-                fprintf(stderr, WHO ": %s needs a value\n", strings[k].flag);
-                return 2;
-            }
-            *(const char **)((char *)o + strings[k].offset) = val;
-            known = true;
-        }
-        if (!known) {
-            fprintf(stderr, WHO ": unknown option '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (!eq)
-            i++;
-    }
+    if (next < 0)
+        return 2;
     struct mm_error terr = {0};
     if (tls_opts_check(&o->tls, &terr) < 0) {
         fprintf(stderr, WHO ": %s\n", terr.msg);
@@ -455,19 +372,19 @@ static int split_types(struct node *n, const char *list)
 
 static void stop_loop(struct node *n)
 {
-    ev_break(n->loop, EVBREAK_ALL);
+    ev_break(n->p.loop, EVBREAK_ALL);
 }
 
 /* Everything runs: the copies, the mesh, the model API; then "LISTENING <port>". */
 static void maybe_serve(struct node *n)
 {
-    if (n->serving || n->stopping || !n->registered || !n->synced)
+    if (n->serving || n->p.stopping || !n->registered || !n->synced)
         return;
     struct options *o = n->o;
     struct mm_error err = {0};
     struct copies_config cc = {
         .cluster = o->etcd.cluster,
-        .iid = n->id,
+        .iid = n->p.id,
         .etcd = n->etcd,
         .mirror = n->mirror,
         .spi = n->spi,
@@ -477,11 +394,11 @@ static void maybe_serve(struct node *n)
         .place = &n->place,
         .load_timeout_ms = (unsigned)o->load_timeout_ms,
         .min_churn_age_ms = (int64_t)o->min_churn_age_ms,
-        .metrics = n->metrics,
+        .metrics = n->p.metrics,
     };
     struct mesh_config mc = {
         .cluster = o->etcd.cluster,
-        .iid = n->id,
+        .iid = n->p.id,
         .etcd = n->etcd,
         .mirror = n->mirror,
         .instance = n->instance,
@@ -498,7 +415,7 @@ static void maybe_serve(struct node *n)
         goto fail;
     struct vmodels_config vc = {
         .cluster = o->etcd.cluster,
-        .iid = n->id,
+        .iid = n->p.id,
         .etcd = n->etcd,
         .mirror = n->mirror,
         .mesh = n->mesh,
@@ -509,21 +426,21 @@ static void maybe_serve(struct node *n)
     ac.mesh = n->mesh;
     struct table_config tc = {
         .cluster = o->etcd.cluster,
-        .iid = n->id,
+        .iid = n->p.id,
         .mirror = n->mirror,
         .mesh = n->mesh,
         .rpc = n->rpc,
         .runtime = o->runtime,
         .copies = n->copies,
         .max_parked = o->max_parked_calls,
-        .metrics = n->metrics,
+        .metrics = n->p.metrics,
     };
     struct route_config rc = {
-        .loop = n->loop,
+        .loop = n->p.loop,
         .mesh = n->mesh,
-        .name = n->id,
+        .name = n->p.id,
         .version = MM_VERSION,
-        .metrics = n->metrics,
+        .metrics = n->p.metrics,
     };
     if (table_new(&tc, &n->table, &err) < 0)
         goto fail;
@@ -538,7 +455,7 @@ static void maybe_serve(struct node *n)
         rpc_server_start(n->internal, &err) < 0 || rpc_server_start(n->server, &err) < 0)
         goto fail;
     n->serving = true;
-    probe_set_not_ready(n->probe, NULL);
+    probe_set_not_ready(n->p.probe, NULL);
     rest_set_route(n->rest, n->route);
     mm_log(MM_LOG_INFO, WHO, "serving inference and the model API on %s (port %d), inference "
            "for peers on %s (port %d); cache %s", o->listen, n->port, o->internal_listen,
@@ -599,7 +516,7 @@ static void internal_address(const struct node *n, char *out, size_t size)
             *close = '\0';
     }
     if (!host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
-        snprintf(host, sizeof(host), "%s", env_or("POD_IP", "127.0.0.1"));
+        snprintf(host, sizeof(host), "%s", program_env("POD_IP", "127.0.0.1"));
     snprintf(out, size, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, n->internal_port);
 }
 
@@ -611,7 +528,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
     if (status < 0) {
         mm_log(MM_LOG_ERROR, WHO, "refusing to register: %s", err->msg);
         n->exit_code = 1;
-        ev_break(n->loop, EVBREAK_ALL);
+        ev_break(n->p.loop, EVBREAK_ALL);
         return;
     }
     mm_log(MM_LOG_INFO, WHO,
@@ -620,7 +537,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
            n->o->runtime, st->version[0] ? st->version : "(no version)", st->capacity_bytes,
            st->max_loading_concurrency, st->load_timeout_ms, st->default_model_size_bytes);
     n->runtime = *st;
-    probe_set_not_ready(n->probe, "registering the instance and reading the registry");
+    probe_set_not_ready(n->p.probe, "registering the instance and reading the registry");
     struct options *o = n->o;
     /* the placement thresholds every part of the node shares */
     place_config_init(&n->place);
@@ -643,7 +560,7 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
     }
     struct instance_config cfg = {
         .cluster = o->etcd.cluster,
-        .id = n->id,
+        .id = n->p.id,
         .address = address,
         .runtime_name = o->runtime_name,
         .model_types = n->types,
@@ -658,21 +575,21 @@ static void on_runtime(int status, const struct mm_error *err, const struct spi_
     };
     struct mm_error e = {0};
     char prefix[KEYS_MAX];
-    struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = n, .metrics = n->metrics};
+    struct mirror_config mcfg = {.state_cb = on_mirror, .state_arg = n, .metrics = n->p.metrics};
     if (instance_new(n->etcd, &cfg, on_instance, n, &n->instance, &e) < 0 ||
         keys_prefix(prefix, sizeof(prefix), o->etcd.cluster, &e) < 0 ||
         mirror_new(n->etcd, prefix, &mcfg, &n->mirror, &e) < 0 ||
         mirror_start(n->mirror) < 0) {
         mm_log(MM_LOG_ERROR, WHO, "cannot register: %s", e.msg[0] ? e.msg : "mirror");
         n->exit_code = 1;
-        ev_break(n->loop, EVBREAK_ALL);
+        ev_break(n->p.loop, EVBREAK_ALL);
     }
 }
 
 /* What is left of --shutdown-timeout, in ms, keeping `reserve` for the steps after. */
 static unsigned budget(const struct node *n, unsigned reserve)
 {
-    double spent = (ev_now(n->loop) - n->stop_started) * 1000.;
+    double spent = (ev_now(n->p.loop) - n->stop_started) * 1000.;
     double left = (double)n->o->shutdown_ms - spent - reserve;
     return left < 1. ? 1u : (unsigned)left;
 }
@@ -722,16 +639,13 @@ static void on_hard_stop(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
-static void on_signal_w(struct ev_loop *loop, ev_signal *w, int revents)
+static void on_stop(struct program *p, int signum, void *arg)
 {
-    struct node *n = w->data;
-    if (n->stopping)
-        return;
-    n->stopping = true;
+    struct node *n = arg;
+    struct ev_loop *loop = p->loop;
     n->stop_started = ev_now(loop);
-    probe_set_not_ready(n->probe, "shutting down");
     rest_set_ready(n->rest, false); /* requests are still routed while the models move */
-    mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", w->signum);
+    mm_log(MM_LOG_INFO, WHO, "signal %d: shutting down", signum);
     ev_timer_init(&n->hard_stop, on_hard_stop, (double)n->o->shutdown_ms / 1000. + 1., 0.);
     n->hard_stop.data = n;
     ev_timer_start(loop, &n->hard_stop);
@@ -757,7 +671,7 @@ static void on_server_down(void *arg)
     struct node *n = arg;
     n->server_down = true;
     if (n->internal_down)
-        ev_break(n->loop, EVBREAK_ALL);
+        ev_break(n->p.loop, EVBREAK_ALL);
 }
 
 static void on_internal_down(void *arg)
@@ -765,7 +679,7 @@ static void on_internal_down(void *arg)
     struct node *n = arg;
     n->internal_down = true;
     if (n->server_down)
-        ev_break(n->loop, EVBREAK_ALL);
+        ev_break(n->p.loop, EVBREAK_ALL);
 }
 
 /* storage.h's lookup of a storage key's entry: the file of --storage-config-dir, else
@@ -798,32 +712,20 @@ static int storage_lookup(const char *key, char **json, void *arg, struct mm_err
 int main(int argc, char **argv)
 {
     static struct options o;
-    static struct node n;
+    static struct node n = {.p.who = WHO};
     struct mm_error err = {0};
     int rc = parse(argc, argv, &o);
-    if (rc == 0 && etcd_opts_password(&o.etcd, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
+    if (rc == 0 && program_check(&n.p, &o.etcd, &o.metrics) < 0)
         rc = 2;
-    }
-    if (rc == 0 && metrics_opts_check(&o.metrics, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
-        rc = 2;
-    }
     n.o = &o;
     if (rc == 0)
         rc = split_types(&n, o.model_types);
-    char host[256] = "";
-    gethostname(host, sizeof(host) - 1);
-    const char *source = NULL;
-    if (rc == 0 && instance_id_choose(o.instance_id, getenv("POD_NAME"), getenv("HOSTNAME"), host,
-                                      n.id, sizeof(n.id), &source, &err) < 0) {
-        fprintf(stderr, WHO ": %s\n", err.msg);
+    if (rc == 0 && program_choose_id(&n.p, o.instance_id, "--instance-id") < 0)
         rc = 2;
-    }
     if (rc == 0) {
         int len = o.cache_dir ? snprintf(n.cache_dir, sizeof(n.cache_dir), "%s", o.cache_dir)
                               : snprintf(n.cache_dir, sizeof(n.cache_dir),
-                                         "/tmp/modelmesh-cache-%s", n.id);
+                                         "/tmp/modelmesh-cache-%s", n.p.id);
         if (len <= 0 || (size_t)len >= sizeof(n.cache_dir)) {
             fprintf(stderr, WHO ": --cache-dir: longer than %zu bytes\n", sizeof(n.cache_dir) - 1);
             rc = 2;
@@ -833,77 +735,47 @@ int main(int argc, char **argv)
         fprintf(stderr, WHO ": --storage-config-dir: %s\n", err.msg);
         rc = 2;
     }
-    if (rc == 0 && tls_opts_enabled(&o.tls)) {
-        struct tls_files server = {o.tls.cert, o.tls.key, o.tls.client_ca};
-        struct tls_files peer = {o.tls.cert, o.tls.key, o.tls.ca};
-        if (tls_watch_new(&server, &n.tls, &err) < 0 ||
-            (o.tls.internal && tls_watch_new(&peer, &n.peer_tls, &err) < 0)) {
-            fprintf(stderr, WHO ": %s\n", err.msg);
-            rc = 2;
-        }
-    }
-    if (rc != 0) {
-        tls_watch_free(n.tls);
+    if (rc == 0 && program_tls(&n.p, &o.tls) < 0)
+        rc = 2;
+    if (rc != 0)
         return rc;
-    }
-    signal(SIGPIPE, SIG_IGN);
-
-    n.loop = EV_DEFAULT;
+    program_start(&n.p);
     n.exit_code = 0;
     struct storage_config sc = {.cache_dir = n.cache_dir,
                                 .models_root = o.models_root,
                                 .lookup = storage_lookup,
                                 .lookup_arg = &n,
                                 .max_transfers = o.max_pulls};
-    struct probe_config pc = {.listen = o.probe_listen,
-                              .not_ready = "waiting for the runtime to be READY"};
-    int probe_port = 0, rest_port = 0;
-    struct rest_config xc = {.listen = o.rest_listen, .version = MM_VERSION, .tls = n.tls,
+    struct rest_config xc = {.listen = o.rest_listen,
+                             .version = MM_VERSION,
+                             .tls = n.p.tls,
                              .tls_require_client = o.tls.client_ca != NULL};
-    if ((!probe_is_off(o.probe_listen) &&
-         probe_new(n.loop, &pc, &n.probe, &probe_port, &err) < 0) ||
-        (!rest_is_off(o.rest_listen) && rest_new(n.loop, &xc, &n.rest, &rest_port, &err) < 0)) {
+    if (program_open_probes(&n.p, o.probe_listen, "waiting for the runtime to be READY", &err) <
+            0 ||
+        (!rest_is_off(o.rest_listen) &&
+         rest_new(n.p.loop, &xc, &n.rest, &n.p.rest_port, &err) < 0) ||
+        program_open_metrics(&n.p, &o.metrics, &o.etcd, &err) < 0) {
         mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
-        probe_free(n.probe);
-        ev_loop_destroy(n.loop);
-        tls_watch_free(n.peer_tls);
-        tls_watch_free(n.tls);
-        return 1;
-    }
-    if (n.probe) {
-        printf("PROBES %d\n", probe_port);
-        fflush(stdout);
-    }
-    if (n.rest) {
-        printf("REST %d\n", rest_port);
-        fflush(stdout);
-    }
-    int metrics_port = 0;
-    if (metrics_start(&o.metrics, &n.metrics, &n.metrics_server, &metrics_port, &err) < 0) {
-        mm_log(MM_LOG_ERROR, WHO, "%s", err.msg);
-        probe_free(n.probe);
+        program_close(&n.p);
         rest_free(n.rest);
-        ev_loop_destroy(n.loop);
+        program_free(&n.p);
         return 1;
     }
-    if (n.metrics_server) {
-        printf("METRICS %d\n", metrics_port);
-        fflush(stdout);
-    }
-    o.etcd.config.metrics = sc.metrics = n.metrics;
-    if (curlev_new(n.loop, &n.curl, &err) == 0)
+    program_announce(&n.p);
+    sc.metrics = n.p.metrics;
+    if (curlev_new(n.p.loop, &n.curl, &err) == 0)
         o.etcd.config.curl = sc.curl = n.curl;
-    if (!n.curl || etcd_client_new(n.loop, &o.etcd.config, &n.etcd, &err) < 0 ||
-        rpc_context_new(n.loop, &n.rpc, &err) < 0 ||
+    if (!n.curl || etcd_client_new(n.p.loop, &o.etcd.config, &n.etcd, &err) < 0 ||
+        rpc_context_new(n.p.loop, &n.rpc, &err) < 0 ||
         rpc_server_new(n.rpc, &o.rpc, &n.server, &err) < 0 ||
-        (n.tls && rpc_server_set_tls(n.server, n.tls, o.tls.client_ca != NULL, &err) < 0) ||
+        (n.p.tls && rpc_server_set_tls(n.server, n.p.tls, o.tls.client_ca != NULL, &err) < 0) ||
         rpc_server_listen(n.server, o.listen, &n.port, &err) < 0 ||
         rpc_server_new(n.rpc, &o.rpc, &n.internal, &err) < 0 ||
-        (n.peer_tls &&
-         (rpc_server_set_tls(n.internal, n.tls, o.tls.client_ca != NULL, &err) < 0 ||
-          rpc_context_set_peer_tls(n.rpc, n.peer_tls, o.tls.server_name, &err) < 0)) ||
+        (n.p.peer_tls &&
+         (rpc_server_set_tls(n.internal, n.p.tls, o.tls.client_ca != NULL, &err) < 0 ||
+          rpc_context_set_peer_tls(n.rpc, n.p.peer_tls, o.tls.server_name, &err) < 0)) ||
         rpc_server_listen(n.internal, o.internal_listen, &n.internal_port, &err) < 0 ||
-        storage_new(n.loop, &sc, &n.storage, &err) < 0 ||
+        storage_new(n.p.loop, &sc, &n.storage, &err) < 0 ||
         spi_client_new(n.rpc, o.runtime, &n.spi, &err) < 0 ||
         instance_wait_runtime(n.spi, (unsigned)o.start_timeout_ms, on_runtime, &n, &n.wait, &err) <
             0) {
@@ -913,17 +785,11 @@ int main(int argc, char **argv)
         mm_log(MM_LOG_INFO, WHO,
                "instance %s (id from %s), cluster %s, etcd %s; waiting up to %" PRIu64
                " ms for the runtime at %s",
-               n.id, source, o.etcd.cluster, o.etcd.config.endpoints, o.start_timeout_ms, o.runtime);
-        ev_signal_init(&n.sigterm, on_signal_w, SIGTERM);
-        ev_signal_init(&n.sigint, on_signal_w, SIGINT);
-        n.sigterm.data = n.sigint.data = &n;
-        ev_signal_start(n.loop, &n.sigterm);
-        ev_signal_start(n.loop, &n.sigint);
-        ev_run(n.loop, 0);
-        ev_signal_stop(n.loop, &n.sigterm);
-        ev_signal_stop(n.loop, &n.sigint);
+               n.p.id, n.p.id_source, o.etcd.cluster, o.etcd.config.endpoints, o.start_timeout_ms,
+               o.runtime);
+        program_run(&n.p, on_stop, &n);
     }
-    ev_timer_stop(n.loop, &n.hard_stop);
+    ev_timer_stop(n.p.loop, &n.hard_stop);
     /* the servers first (their handlers point at the model API and the routes), then down
      * the stack */
     if (n.server && n.serving) {
@@ -931,13 +797,12 @@ int main(int argc, char **argv)
         rpc_server_shutdown(n.internal, 0, on_internal_down, &n);
         ev_timer_init(&n.hard_stop, on_hard_stop, 2., 0.); /* bounded, as the rest */
         n.hard_stop.data = &n;
-        ev_timer_start(n.loop, &n.hard_stop);
+        ev_timer_start(n.p.loop, &n.hard_stop);
         if (!n.server_down || !n.internal_down)
-            ev_run(n.loop, 0);
-        ev_timer_stop(n.loop, &n.hard_stop);
+            ev_run(n.p.loop, 0);
+        ev_timer_stop(n.p.loop, &n.hard_stop);
     }
-    metrics_server_free(n.metrics_server);
-    probe_free(n.probe);
+    program_close(&n.p);
     rest_free(n.rest); /* before the route: its calls are cancelled */
     route_free(n.route);
     route_free(n.route_internal);
@@ -966,11 +831,8 @@ int main(int argc, char **argv)
     storage_free(n.storage);
     spi_client_free(n.spi);
     rpc_context_free(n.rpc);
-    tls_watch_free(n.peer_tls); /* after the context: gRPC's handshakes read them */
-    tls_watch_free(n.tls);
     etcd_client_free(n.etcd);
     curlev_free(n.curl); /* after its clients */
-    metrics_free(n.metrics); /* after every thread that records */
-    ev_loop_destroy(n.loop);
+    program_free(&n.p);  /* the TLS files after the context: gRPC's handshakes read them */
     return n.exit_code;
 }

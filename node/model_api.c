@@ -368,20 +368,29 @@ static void on_cancelled(struct rpc_call *c, void *arg)
     free(p);
 }
 
+/* NULL: out of memory, and the call is answered so. */
 static struct parked *park_new(struct model_api *a, struct rpc_call *c, const char *method)
 {
     struct parked *p = calloc(1, sizeof(*p));
-    if (!p)
+    if (!p) {
+        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s: out of memory", method);
         return NULL;
+    }
     p->api = a;
     p->call = c;
     p->method = method;
     return p;
 }
 
-/* The operation started: watch the call. */
-static void park(struct model_api *a, struct parked *p)
+/* The operation p waits for was started with `started` (0, or -errno with err): watch the
+ * call, or answer the error and free p. */
+static void park(struct model_api *a, struct parked *p, int started, const struct mm_error *err)
 {
+    if (started < 0) {
+        reply_error(p->call, started, err);
+        free(p);
+        return;
+    }
     p->next = a->parked;
     if (a->parked)
         a->parked->prev = p;
@@ -431,18 +440,11 @@ static void register_model(struct rpc_call *c, void *arg)
     struct mesh_model_info info = {.type = req->modelinfo->type,
                                    .path = req->modelinfo->path,
                                    .key = req->modelinfo->key};
-    if (!(p = park_new(a, c, "registerModel"))) {
-        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "registerModel: out of memory");
+    if (!(p = park_new(a, c, "registerModel")))
         goto out;
-    }
     int rc = mesh_register(a->cfg.mesh, req->modelid, &info, req->loadnow, req->sync,
                            (int64_t)req->lastusedtime, wait, on_mesh, p, &p->op, &err);
-    if (rc < 0) {
-        free(p);
-        reply_error(c, rc, &err);
-        goto out;
-    }
-    park(a, p);
+    park(a, p, rc, &err);
 out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
@@ -458,18 +460,11 @@ static void unregister_model(struct rpc_call *c, void *arg)
     Mmesh__UnregisterModelRequest *req = (Mmesh__UnregisterModelRequest *)msg;
     struct mm_error err = {0};
     struct parked *p = park_new(a, c, "unregisterModel");
-    if (!p) {
-        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "unregisterModel: out of memory");
+    if (!p)
         goto out;
-    }
     p->unregister = true;
     int rc = mesh_unregister(a->cfg.mesh, req->modelid, on_mesh, p, &p->op, &err);
-    if (rc < 0) {
-        free(p);
-        reply_error(c, rc, &err);
-        goto out;
-    }
-    park(a, p);
+    park(a, p, rc, &err);
 out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
@@ -494,18 +489,11 @@ static void ensure_loaded(struct rpc_call *c, void *arg)
                                                        "range");
         goto out;
     }
-    if (!(p = park_new(a, c, "ensureLoaded"))) {
-        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "ensureLoaded: out of memory");
+    if (!(p = park_new(a, c, "ensureLoaded")))
         goto out;
-    }
     int rc = mesh_ensure(a->cfg.mesh, req->modelid, (int64_t)req->lastusedtime, req->sync, wait,
                          on_mesh, p, &p->op, &err);
-    if (rc < 0) {
-        free(p);
-        reply_error(c, rc, &err);
-        goto out;
-    }
-    park(a, p);
+    park(a, p, rc, &err);
 out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
@@ -584,17 +572,10 @@ static void set_vmodel(struct rpc_call *c, void *arg)
         .expected_target_id = req->expectedtargetmodelid,
         .owner = req->owner,
     };
-    if (!(p = park_new(a, c, "setVModel"))) {
-        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "setVModel: out of memory");
+    if (!(p = park_new(a, c, "setVModel")))
         goto out;
-    }
     int rc = vmodels_set(a->cfg.vmodels, &sr, wait, on_vmodels, p, &p->vop, &err);
-    if (rc < 0) {
-        free(p);
-        reply_error(c, rc, &err);
-        goto out;
-    }
-    park(a, p);
+    park(a, p, rc, &err);
 out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
@@ -614,19 +595,12 @@ static void delete_vmodel(struct rpc_call *c, void *arg)
         rpc_call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED, "deleteVModel: deadline passed");
         goto out;
     }
-    if (!(p = park_new(a, c, "deleteVModel"))) {
-        rpc_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "deleteVModel: out of memory");
+    if (!(p = park_new(a, c, "deleteVModel")))
         goto out;
-    }
     p->unregister = true;
-    int rc = vmodels_delete(a->cfg.vmodels, req->vmodelid, req->owner, wait, on_vmodels, p,
-                            &p->vop, &err);
-    if (rc < 0) {
-        free(p);
-        reply_error(c, rc, &err);
-        goto out;
-    }
-    park(a, p);
+    int rc = vmodels_delete(a->cfg.vmodels, req->vmodelid, req->owner, wait, on_vmodels, p, &p->vop,
+                            &err);
+    park(a, p, rc, &err);
 out:
     protobuf_c_message_free_unpacked(msg, NULL);
 }
@@ -653,23 +627,17 @@ static void get_vmodel_status(struct rpc_call *c, void *arg)
     if (st->state == VMODEL_NOT_FOUND) {
         /* perhaps set a moment ago elsewhere: etcd says (as ModelMesh reads it strongly) */
         free(st);
-        struct parked *p = park_new(a, c, "getVModelStatus");
         int64_t wait = wait_ms(a, c);
-        if (!p || wait < 0) {
-            free(p);
-            rpc_call_fail(c, wait < 0 ? GRPC_STATUS_DEADLINE_EXCEEDED
-                                      : GRPC_STATUS_RESOURCE_EXHAUSTED,
-                          "getVModelStatus: %s", wait < 0 ? "deadline passed" : "out of memory");
+        if (wait < 0) {
+            rpc_call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED, "getVModelStatus: deadline passed");
             goto out;
         }
-        int rc = vmodels_status_read(a->cfg.vmodels, req->vmodelid, req->owner, wait,
-                                     on_vmodels, p, &p->vop, &err);
-        if (rc < 0) {
-            free(p);
-            reply_error(c, rc, &err);
+        struct parked *p = park_new(a, c, "getVModelStatus");
+        if (!p)
             goto out;
-        }
-        park(a, p);
+        int rc = vmodels_status_read(a->cfg.vmodels, req->vmodelid, req->owner, wait, on_vmodels, p,
+                                     &p->vop, &err);
+        park(a, p, rc, &err);
         goto out;
     }
     reply_vstatus(c, st);
