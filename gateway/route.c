@@ -77,6 +77,7 @@ struct route_call {
     unsigned tries;
     char excluded[KEYS_NAME_MAX + 1]; /* the copy that failed once */
     size_t excluded_len;
+    bool unreached;                  /* ... because its peer could not be reached */
     int64_t parked_ns, forwarded_ns; /* monotonic, metrics on only: when parked, forwarded */
     metric_model_t model;            /* its label (metrics on) */
     struct route_call *prev, *next; /* in r->held */
@@ -235,6 +236,14 @@ static void finishf(struct route_call *rc, grpc_status_code status, const char *
 
 static void dispatch(struct route_call *rc);
 
+/* Whether a peer's UNAVAILABLE says it was not reached (connection refused or reset, a ping
+ * not answered: gRPC's own messages) rather than answered by a live node that does not serve
+ * the copy (route's refusals all name the model: "model ... is not loaded ..."). */
+static bool not_reached(const char *details)
+{
+    return !details || strncmp(details, "model ", 6) != 0;
+}
+
 static void on_forwarded(grpc_status_code status, const char *details, grpc_byte_buffer *response,
                          void *arg)
 {
@@ -252,6 +261,7 @@ static void on_forwarded(grpc_status_code status, const char *details, grpc_byte
         rc->tries++;
         memcpy(rc->excluded, rc->tg.iid, rc->tg.iid_len + 1);
         rc->excluded_len = rc->tg.iid_len;
+        rc->unreached = !rc->tg.local && not_reached(details);
         r->stats.retried++;
         metric_add(r->retried, 0, 0, 0, 1);
         mm_log(MM_LOG_DEBUG, WHO, "model %s: %s on %s: %s; trying another copy", rc->id,
@@ -322,6 +332,7 @@ static void on_again(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     rc->excluded_len = 0;
+    rc->unreached = false;
     rc->tries = 0;
     dispatch(rc);
 }
@@ -361,8 +372,11 @@ static void park(struct route_call *rc)
     struct route *r = rc->r;
     struct mm_error err = {0};
     /* a call whose copy failed it waits for the registry to change (the copy deleted, another
-     * Loaded): asking the mesh again would only hear "Loaded" from the same record */
-    int e = table_park(r->cfg.table, rc->id, rc->len, rc->excluded_len == 0, &rc->w, &err);
+     * Loaded): asking the mesh again would only hear "Loaded" from the same record. Unless
+     * the copy's peer could not be reached: then a copy is placed elsewhere at once (at most
+     * one per model for a burst of such calls), rather than after the peer's lease expires */
+    int e = table_park(r->cfg.table, rc->id, rc->len, rc->excluded_len == 0 || rc->unreached,
+                       rc->excluded_len ? rc->excluded : NULL, rc->excluded_len, &rc->w, &err);
     if (e == -EINVAL) {
         r->stats.not_found++;
         finishf(rc, GRPC_STATUS_NOT_FOUND, "model %s not found", rc->name);

@@ -22,6 +22,10 @@
 #define MAX_CANDIDATES 64 /* Loaded copies a pick looks at */
 #define USE_FLUSH_S 1.0   /* the fast path's uses handed to the mesh and the LRU */
 #define REPUBLISH_S 0.1   /* a snapshot that could not be built (memory): tried again */
+/* a model's placements elsewhere start this far apart at least (a burst of calls failing at
+ * once asks for one), and each is waited for this long at most */
+#define FAILOVER_WINDOW_MS 2000
+#define FAILOVER_TIMEOUT_MS 60000
 
 /* ------------------------------------------------------------------ a map of byte keys */
 
@@ -146,6 +150,8 @@ struct table_model {
     struct table_waiter *waiters;
     size_t n_waiters;
     struct mesh_op *op; /* the placement and wait for the waiters */
+    struct mesh_op *failover; /* a copy placed off instances that could not be reached */
+    int64_t failover_ms;      /* monotonic, when the last one started; 0 = never */
     struct table *t;
 };
 
@@ -247,7 +253,7 @@ static struct table_model *model_get(struct table *t, const char *id, size_t len
 /* Forget an entry that holds nothing: no copy, no waiter, no operation. */
 static void model_maybe_free(struct table *t, struct table_model *m)
 {
-    if (m->copies || m->waiters || m->op)
+    if (m->copies || m->waiters || m->op || m->failover)
         return;
     hmap_del(&t->models, &m->link);
     free(m);
@@ -341,6 +347,25 @@ static void on_ensured(int status, const struct mm_error *err, const struct mesh
     }
     /* Loaded: its copy's event wakes the waiters, if the table has not seen it yet */
     wake_later_check(t, m);
+}
+
+/* A placement elsewhere ended: Loaded, its copy wakes the waiters (if the table has not seen it
+ * yet). Failed (no room elsewhere, ...): the waiters keep waiting for the registry to change,
+ * as they would have without it, until their deadlines. */
+static void on_failed_over(int status, const struct mm_error *err, const struct mesh_status *st,
+                           void *arg)
+{
+    (void)st;
+    struct table_model *m = arg;
+    struct table *t = m->t;
+    m->failover = NULL;
+    if (status < 0) { /* the copy not reached still looks Loaded: a wake would find nothing */
+        mm_log(MM_LOG_INFO, WHO, "model %.*s: no copy placed off the instances not reached: %s",
+               (int)m->id_len, m->id, err && err->msg[0] ? err->msg : mm_strerror(status));
+        model_maybe_free(t, m);
+        return;
+    }
+    wake_later_check(t, m); /* m may be gone */
 }
 
 /* ------------------------------------------------------------------ mirror events */
@@ -952,6 +977,7 @@ static void free_model(struct hlink *l)
     for (struct table_waiter *w = m->waiters; w; w = w->next)
         w->model = NULL;
     mesh_op_cancel(m->op);
+    mesh_op_cancel(m->failover);
     free(m);
 }
 
@@ -1090,8 +1116,35 @@ void table_release(struct table *t, const char *id, size_t len, const struct tab
         count_leave(c->count);
 }
 
-int table_park(struct table *t, const char *id, size_t len, bool place, struct table_waiter *w,
-               struct mm_error *err)
+/* A copy of m placed off instance exclude, unless one was asked for a moment ago. */
+static void fail_over(struct table *t, struct table_model *m, const char *exclude,
+                      size_t exclude_len)
+{
+    int64_t now = mono_ns() / 1000000;
+    if (m->failover || (m->failover_ms && now - m->failover_ms < FAILOVER_WINDOW_MS) ||
+        exclude_len > KEYS_NAME_MAX)
+        return;
+    char model_id[KEYS_NAME_MAX + 1], iid[KEYS_NAME_MAX + 1];
+    memcpy(model_id, m->id, m->id_len);
+    model_id[m->id_len] = '\0';
+    memcpy(iid, exclude, exclude_len);
+    iid[exclude_len] = '\0';
+    const char *ex[1] = {iid};
+    struct mm_error err = {0};
+    m->failover_ms = now;
+    if (mesh_ensure_elsewhere(t->cfg.mesh, model_id, ex, 1, FAILOVER_TIMEOUT_MS, on_failed_over, m,
+                              &m->failover, &err) < 0) {
+        m->failover = NULL;
+        mm_log(MM_LOG_INFO, WHO, "model %s: no copy placed off %s: %s", model_id, iid, err.msg);
+        return;
+    }
+    t->stats.failovers++;
+    mm_log(MM_LOG_INFO, WHO, "model %s: its copy on %s could not be reached: a copy is placed "
+           "elsewhere", model_id, iid);
+}
+
+int table_park(struct table *t, const char *id, size_t len, bool place, const char *exclude,
+               size_t exclude_len, struct table_waiter *w, struct mm_error *err)
 {
     if (t->parked >= t->cfg.max_parked)
         return mm_error_set(err, -EBUSY, "%u requests wait for models to load already",
@@ -1099,7 +1152,9 @@ int table_park(struct table *t, const char *id, size_t len, bool place, struct t
     struct table_model *m = model_get(t, id, len);
     if (!m)
         return mm_error_set(err, -ENOMEM, "model %.*s: out of memory", (int)len, id);
-    if (!m->op && place) {
+    if (place && exclude && exclude_len)
+        fail_over(t, m, exclude, exclude_len);
+    else if (!m->op && place) {
         char model_id[KEYS_NAME_MAX + 1];
         memcpy(model_id, id, len);
         model_id[len] = '\0';

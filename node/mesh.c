@@ -61,7 +61,17 @@ struct mesh_op {
     struct model_record want; /* register: what was asked for */
     bool again;               /* unregister: the record changed under the txn; check again
                                  once the mirror has the change */
+    bool elsewhere;           /* ensure: copies on the model's excluded instances do not count
+                                 (mesh_ensure_elsewhere) */
     unsigned attempts;
+};
+
+/* The instances a model's mesh_ensure_elsewhere operations exclude, together: copies there do
+ * not count as copies and none is placed there. Kept while such an operation waits. */
+struct excl {
+    char id[MESH_EXCLUDE_MAX][KEYS_NAME_MAX + 1];
+    size_t len[MESH_EXCLUDE_MAX];
+    size_t n;
 };
 
 struct mstate {
@@ -77,6 +87,8 @@ struct mstate {
     bool job_allow_evict; /* may choose a pod that must evict */
     bool job_move;        /* a copy on another instance than this one is wanted */
     bool job_extra;       /* one copy more than there are (scaling up) */
+    bool job_elsewhere;   /* copies on the excluded instances (excl) do not count */
+    struct excl *excl;    /* while mesh_ensure_elsewhere operations wait; else NULL */
     uint32_t job_target;  /* ... up to this many live copies: a decider that loses the race to
                              another's extra copy stops there instead of adding one more */
     unsigned attempts;
@@ -354,6 +366,8 @@ struct summary {
     size_t n_all, n_live, n_loaded, n_failed; /* failed: unexpired */
     size_t n_held, n_failed_on, n_zones;      /* in m->held, m->failed, m->zones */
     size_t live_elsewhere, loaded_elsewhere;  /* on an instance other than this one */
+    size_t live_away, loaded_away;            /* not on an excluded instance (excl) */
+    const struct excl *excl;                  /* in: the model's, or NULL */
     bool self_holds;
     char last_error[512];
     int64_t last_error_ms;
@@ -366,6 +380,16 @@ struct kvref {
     const char *value;
     size_t value_len;
 };
+
+static bool excluded(const struct excl *x, const char *id, size_t len)
+{
+    for (size_t i = 0; x && i < x->n; i++)
+        if (x->len[i] == len && memcmp(x->id[i], id, len) == 0)
+            return true;
+    return false;
+}
+
+static struct mstate *ms_find(const struct mesh *m, const char *id, size_t len);
 
 static void summarize_one(struct mesh *m, const struct model_record *rec, const struct kvref *kv,
                           int64_t now, struct summary *s)
@@ -400,6 +424,11 @@ static void summarize_one(struct mesh *m, const struct model_record *rec, const 
         s->n_loaded++;
         if (cr.since_ms > s->newest_loaded_ms)
             s->newest_loaded_ms = cr.since_ms;
+    }
+    if (!excluded(s->excl, kp.second, kp.second_len)) {
+        s->live_away++;
+        if (cr.state == COPY_LOADED)
+            s->loaded_away++;
     }
     if (self) {
         s->self_holds = true;
@@ -442,6 +471,8 @@ static void summarize_mirror(struct mesh *m, const char *id, size_t len,
                              const struct model_record *rec, struct summary *s)
 {
     memset(s, 0, sizeof(*s));
+    const struct mstate *ms = ms_find(m, id, len);
+    s->excl = ms ? ms->excl : NULL;
     char p[KEYS_MAX];
     size_t plen;
     copies_prefix_of(m, id, len, p, &plen);
@@ -669,6 +700,7 @@ static void ms_maybe_free(struct mstate *s)
         *p = s->hnext;
     ev_timer_stop(m->loop, &s->job_timer);
     m->n_states--;
+    free(s->excl);
     free(s);
 }
 
@@ -701,6 +733,13 @@ static void op_unlink(struct mesh_op *op)
     if (op->phase == PH_CATCHUP)
         op->m->n_catchup--;
     op->ms = NULL;
+    bool others = false; /* the exclusions go with the last operation that made them */
+    for (struct mesh_op *o = s->ops; o && !others; o = o->next)
+        others = o->elsewhere;
+    if (op->elsewhere && !others) {
+        free(s->excl);
+        s->excl = NULL;
+    }
 }
 
 static void op_free(struct mesh_op *op)
@@ -820,7 +859,7 @@ static void job_end(struct mstate *s, int status, const struct mm_error *err)
     s->placer = NULL;
     bool for_ops = s->job_for_ops;
     s->job = JOB_NONE;
-    s->job_for_ops = s->job_allow_evict = s->job_move = s->job_extra = false;
+    s->job_for_ops = s->job_allow_evict = s->job_move = s->job_extra = s->job_elsewhere = false;
     s->job_target = 0;
     s->attempts = 0;
     s->gone_iid[0] = '\0';
@@ -930,6 +969,7 @@ static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
     int64_t now = now_ms();
     if (model_kv) {
         memset(&sum, 0, sizeof(sum));
+        sum.excl = s->excl;
         for (size_t i = 0; i < n_copies; i++) {
             struct kvref kv = {copies[i].key, copies[i].key_len, copies[i].value,
                                copies[i].value_len};
@@ -938,9 +978,10 @@ static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
     } else {
         summarize_mirror(m, s->id, s->id_len, &rec, &sum);
     }
-    /* enough copies already? */
-    if (s->job_move ? sum.live_elsewhere > 0
-                    : s->job_extra ? sum.n_live >= s->job_target : sum.n_live > 0) {
+    /* enough copies already? (with the exclusions, as the operations that wanted it count) */
+    if (s->job_move    ? sum.live_elsewhere > 0
+        : s->job_extra ? sum.n_live >= s->job_target
+                       : (s->job_elsewhere ? sum.live_away : sum.n_live) > 0) {
         job_end(s, 0, NULL);
         return;
     }
@@ -951,17 +992,20 @@ static void job_decide(struct mstate *s, const struct etcd_kv *model_kv,
     }
     struct model_labels ml;
     labels_of(&rec, &ml);
-    struct place_str held[MAX_SEEN_COPIES + 2 + 16];
+    struct place_str held[MAX_SEEN_COPIES + 2 + 16 + MESH_EXCLUDE_MAX];
     size_t n_held = sum.n_held;
     memcpy(held, m->held, n_held * sizeof(held[0]));
     /* instances gone in this revision whose events have not reached our cache yet */
-    for (size_t i = 0; i < m->n_insts && n_held < sizeof(held) / sizeof(held[0]) - 2; i++)
+    for (size_t i = 0;
+         i < m->n_insts && n_held < sizeof(held) / sizeof(held[0]) - 2 - MESH_EXCLUDE_MAX; i++)
         if (!inst_live(m, m->insts[i]))
             held[n_held++] = (struct place_str){m->insts[i]->id, m->insts[i]->id_len};
     if (s->job_move)
         held[n_held++] = (struct place_str){m->iid, m->iid_len};
     if (s->gone_iid[0])
         held[n_held++] = (struct place_str){s->gone_iid, strlen(s->gone_iid)};
+    for (size_t i = 0; s->excl && i < s->excl->n; i++) /* not reached there: not chosen */
+        held[n_held++] = (struct place_str){s->excl->id[i], s->excl->len[i]};
     struct place_model pm = {
         .labels = ml.l,
         .n_labels = ml.n,
@@ -1216,7 +1260,7 @@ static void evaluate(struct mstate *s)
     else
         memset(&sum, 0, sizeof(sum));
     bool out = have == 1 && failed_out(m, &rec, &sum);
-    bool want_copy = false;
+    bool want_copy = false, want_elsewhere = false;
     for (struct mesh_op *op = s->ops, *next; op; op = next) {
         next = op->next;
         if (op->phase == PH_CATCHUP && mrev >= op->catchup_rev && op->again) {
@@ -1253,12 +1297,15 @@ static void evaluate(struct mstate *s)
             next = s->ops;
             continue;
         }
-        if (sum.n_loaded > 0 || (!op->sync && sum.n_live > 0)) {
+        /* an ensure elsewhere counts only the copies off the excluded instances */
+        size_t live = op->elsewhere ? sum.live_away : sum.n_live;
+        size_t loaded = op->elsewhere ? sum.loaded_away : sum.n_loaded;
+        if (loaded > 0 || (!op->sync && live > 0)) {
             op_complete(op, 0, NULL);
             next = s->ops;
             continue;
         }
-        if (sum.n_live == 0 && out) {
+        if (live == 0 && out) {
             mm_error_set(&err, -EIO, "model %s: failed to load: %s", s->id,
                          sum.last_error[0] ? sum.last_error
                                            : "on every instance that serves its type");
@@ -1266,15 +1313,20 @@ static void evaluate(struct mstate *s)
             next = s->ops;
             continue;
         }
-        if (sum.n_live > 0) {
+        if (live > 0) {
             op->phase = PH_WAITING;
         } else {
             /* a copy it waited for is gone: it wants a placement again, and fails with it
              * (left WAITING, a placement failing at once re-evaluated it without end) */
             op->phase = PH_PLACING;
             want_copy = true;
+            want_elsewhere |= op->elsewhere;
         }
     }
+    /* the job counts as the operations that want it do (a job that found "enough" where they
+     * found none would end and be started again without end) */
+    if (want_elsewhere)
+        s->job_elsewhere = true;
     if (want_copy && s->job != JOB_RUNNING && mrev >= s->placed_rev)
         job_for_ops(s);
     if (m->moving)
@@ -1775,9 +1827,25 @@ static void on_ensure_read(int status, const struct mm_error *err, struct etcd_r
     evaluate(s);
 }
 
-int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool sync,
-                int64_t timeout_ms, mesh_cb cb, void *arg, struct mesh_op **out,
-                struct mm_error *err)
+/* The instances exclude[0, n) joined to s's exclusions (those past MESH_EXCLUDE_MAX in all are
+ * left out: their copies count). 0 or -ENOMEM. */
+static int excl_add(struct mstate *s, const char *const *exclude, size_t n)
+{
+    if (!s->excl && !(s->excl = calloc(1, sizeof(*s->excl))))
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(exclude[i]);
+        if (excluded(s->excl, exclude[i], len) || s->excl->n == MESH_EXCLUDE_MAX)
+            continue;
+        memcpy(s->excl->id[s->excl->n], exclude[i], len + 1);
+        s->excl->len[s->excl->n++] = len;
+    }
+    return 0;
+}
+
+static int ensure_start(struct mesh *m, const char *model_id, int64_t last_used_ms, bool sync,
+                        const char *const *exclude, size_t n_exclude, int64_t timeout_ms,
+                        mesh_cb cb, void *arg, struct mesh_op **out, struct mm_error *err)
 {
     if (out)
         *out = NULL;
@@ -1786,9 +1854,20 @@ int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool
         return rc;
     if (last_used_ms < 0)
         return mm_error_set(err, -EINVAL, "model %s: lastUsedTime is negative", model_id);
+    for (size_t i = 0; i < n_exclude; i++)
+        if ((rc = keys_check_name("instance id", exclude[i], err)) < 0)
+            return rc;
     size_t len = strlen(model_id);
     struct mstate *s = ms_get(m, model_id, len);
     struct mesh_op *op = s ? op_new(m, s, OP_ENSURE, sync, timeout_ms, cb, arg) : NULL;
+    if (op && n_exclude) {
+        op->elsewhere = true;
+        if (excl_add(s, exclude, n_exclude) < 0) {
+            mesh_op_cancel(op);
+            op = NULL;
+            s = NULL; /* freed with it if nothing else held it */
+        }
+    }
     if (!op) {
         if (s)
             ms_maybe_free(s);
@@ -1826,6 +1905,25 @@ int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool
     if (out)
         *out = op;
     return 0;
+}
+
+int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool sync,
+                int64_t timeout_ms, mesh_cb cb, void *arg, struct mesh_op **out,
+                struct mm_error *err)
+{
+    return ensure_start(m, model_id, last_used_ms, sync, NULL, 0, timeout_ms, cb, arg, out, err);
+}
+
+int mesh_ensure_elsewhere(struct mesh *m, const char *model_id, const char *const *exclude,
+                          size_t n_exclude, int64_t timeout_ms, mesh_cb cb, void *arg,
+                          struct mesh_op **out, struct mm_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!exclude || n_exclude == 0 || n_exclude > MESH_EXCLUDE_MAX)
+        return mm_error_set(err, -EINVAL, "model %s: 1 to %d instances to exclude, not %zu",
+                            model_id ? model_id : "?", MESH_EXCLUDE_MAX, exclude ? n_exclude : 0);
+    return ensure_start(m, model_id, 0, true, exclude, n_exclude, timeout_ms, cb, arg, out, err);
 }
 
 void mesh_set_use_source(struct mesh *m, void (*flush)(void *arg), void *arg)
@@ -2260,6 +2358,7 @@ void mesh_free(struct mesh *m)
             placer_cancel(s->placer);
             etcd_request_cancel(s->touch_req);
             ev_timer_stop(m->loop, &s->job_timer);
+            free(s->excl);
             free(s);
         }
     for (size_t i = 0; i < m->n_insts; i++)

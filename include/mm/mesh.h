@@ -146,6 +146,18 @@ int mesh_unregister(struct mesh *m, const char *model_id, mesh_cb cb, void *arg,
 int mesh_ensure(struct mesh *m, const char *model_id, int64_t last_used_ms, bool sync,
                 int64_t timeout_ms, mesh_cb cb, void *arg, struct mesh_op **out,
                 struct mm_error *err);
+/* ensureLoaded for a call that could not reach the copies on the instances exclude[0, n)
+ * (their peers unreachable): as mesh_ensure (sync), except that copies on those instances do
+ * not count (a Loaded one there is no copy) and none is placed there, so a copy is placed on
+ * another instance unless one is live there already; calls back when a copy off them is
+ * Loaded, or failed as mesh_ensure does. The copy placed is an ordinary one (the copy-count
+ * checks scale it down). The exclusions of one model's waiting operations are joined (at most
+ * MESH_EXCLUDE_MAX in all; more are counted as copies) and go with the last of them.
+ * -EINVAL with n 0 or over MESH_EXCLUDE_MAX, or a bad id. */
+#define MESH_EXCLUDE_MAX 4
+int mesh_ensure_elsewhere(struct mesh *m, const char *model_id, const char *const *exclude,
+                          size_t n_exclude, int64_t timeout_ms, mesh_cb cb, void *arg,
+                          struct mesh_op **out, struct mm_error *err);
 /* Its callback never runs. NULL is ignored. */
 void mesh_op_cancel(struct mesh_op *op);
 

@@ -13,7 +13,9 @@
  *   turns out impossible to load, the client's deadline (without one: max_wait_ms), or the
  *   client cancels (released at once);
  * - a forward that fails UNAVAILABLE (not served: the peer was unreachable, or no longer holds
- *   the model, or its runtime could not take it) is tried once more on another copy;
+ *   the model, or its runtime could not take it) is tried once more on another copy; with
+ *   none, and the peer unreachable, the model is placed elsewhere at once (table_park's
+ *   exclude) and the call parks on that copy;
  * - internal ports (internal, and any request carrying mm-hop) serve only from the local copy:
  *   never forwarded again, so a request makes at most one hop. No local Loaded copy:
  *   UNAVAILABLE, which the forwarding node retries elsewhere.

@@ -100,11 +100,15 @@ struct table_waiter {
 
 /* Park w on model id[0, len) (see the top). place: start the model's mesh_ensure if none runs;
  * without, only the copies' events wake it (a call whose copy failed it waits for the registry
- * to change: the mesh, which saw the copy Loaded, has nothing to do yet). 0; -EBUSY when
+ * to change: the mesh, which saw the copy Loaded, has nothing to do yet). place with exclude
+ * (exclude_len > 0): the copy on instance exclude could not be reached (its peer unreachable):
+ * a copy is placed on another instance (mesh_ensure_elsewhere) unless one is live there, at
+ * most one such placement per model every 2 s, kept until it ends (not cancelled with the
+ * waiters; a failed one wakes nobody: the waiters wait on, as without it). 0; -EBUSY when
  * max_parked calls wait already; -ENOMEM; mesh_ensure's refusal (-EINVAL for a name that is no
  * model id). err says why. */
-int table_park(struct table *t, const char *id, size_t len, bool place, struct table_waiter *w,
-               struct mm_error *err);
+int table_park(struct table *t, const char *id, size_t len, bool place, const char *exclude,
+               size_t exclude_len, struct table_waiter *w, struct mm_error *err);
 /* Leave without being woken (the call ended). Parked or not: no-op when not parked. */
 void table_unpark(struct table *t, struct table_waiter *w);
 
@@ -148,6 +152,7 @@ void table_count_done(struct table_count *c);
 struct table_stats {
     size_t models, instances, vmodels, parked;
     uint64_t picks_local, picks_remote, parks, wakes, placements; /* on the loop */
+    uint64_t failovers; /* placements elsewhere asked for (table_park with exclude) */
     uint64_t picks_fast;                                          /* on the CQ thread */
 };
 void table_get_stats(const struct table *t, struct table_stats *out);

@@ -17,8 +17,8 @@
  *   - a model no instance serves is UNAVAILABLE with the placement's reason;
  *   - the holder's node killed (-9): a request sent to another node at once, while the
  *     registry still has the copy Loaded there, is not an error: the forward fails, the call
- *     waits for the copy to go with the lease and for the model to be Loaded elsewhere, and is
- *     answered;
+ *     has the model placed elsewhere (its copy could not be reached) and is answered; once the
+ *     lease expires, the one copy left is elsewhere;
  *   - the holder's node stopped (SIGSTOP, a hung peer) just before a request reaches it
  *     through the gateway: the forward fails once the gateway's keepalive ping goes unanswered
  *     (not at the client's deadline), and the call is answered from the new copy elsewhere.
@@ -30,6 +30,12 @@
  *     step waits until the second copy has taken its share (two checks after it is Loaded),
  *     and then a holder sees at most two thirds, 480 a minute, and estimates 960 for the
  *     model, under 2 x 600; each check counts exactly the requests of its window.
+ * With "failover" instead (3 pods, lease TTL 10 s), a model's only copy's pod is killed (-9):
+ *   - a burst of 24 concurrent requests with a 5 s deadline, through the gateway and the two
+ *     other nodes, sent at once while the registry still has the copy Loaded on the dead pod,
+ *     is answered OK well inside the TTL (the copy could not be reached: one is placed
+ *     elsewhere at once); exactly one copy was placed for them all, and none more a moment
+ *     later.
  * With "metrics" instead, the routing metrics are checked against what was sent: 10 requests
  * for m1 and 3 for an unknown name through the gateway, then every /metrics (gateway, nodes):
  *   - the gateway's modelmesh_api_request_milliseconds counts 10 ModelInfer OK for m1 and 3
@@ -39,7 +45,7 @@
  *   - the nodes' modelmesh_invoke_model_milliseconds for m1 add up to 10 (each request reached
  *     exactly one runtime);
  *   - 4 calls naming vmodel v1 (-> m1) count under modelId="v1", not m1.
- * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER [scaling|metrics] */
+ * argv: MM_NODE MM_RUNTIME MM_GATEWAY MAKE_BREAST_CANCER [scaling|metrics|failover] */
 #include <errno.h>
 #include <ev.h>
 #include <math.h>
@@ -523,12 +529,17 @@ static void holder_killed(void)
     CHECK(answered(&t, "m1"));
     testcall_clear(&t);
     long long took = harness_now_ms() - t0;
+    /* the dead node's copy goes with its lease (2 s): then one copy, elsewhere */
     struct cluster_copy copies[4];
     int n = cluster_copies(&cl, "m1", copies, 4);
+    for (long long until = harness_now_ms() + 5000; n != 1 && harness_now_ms() < until;) {
+        cluster_run(&cl, 100);
+        n = cluster_copies(&cl, "m1", copies, 4);
+    }
     CHECK_INT(n, 1);
     CHECK(n != 1 || strcmp(copies[0].iid, cl.pods[h].iid) != 0);
     fprintf(stderr, "the holder's node killed: a request to another node answered after %lld ms "
-            "(lease TTL 2 s, then placed and loaded elsewhere)\n", took);
+            "(its copy not reached: placed and loaded elsewhere at once)\n", took);
 }
 
 /* A peer that hangs: the holder's node is stopped (SIGSTOP) just before a request reaches it
@@ -562,7 +573,7 @@ static void holder_frozen(void)
     CHECK(took < 12000);
     REQUIRE(kill(cl.pods[h].node_pid, SIGCONT) == 0);
     fprintf(stderr, "the holder's node stopped: a request through the gateway answered after "
-            "%lld ms (keepalive, lease TTL 2 s, then placed and loaded elsewhere)\n", took);
+            "%lld ms (keepalive, then placed and loaded elsewhere)\n", took);
 }
 
 /* Live (Pending, Loading, Loaded) and Loaded copies of model. */
@@ -576,6 +587,62 @@ static int live_copies(const char *model, int *loaded)
         *loaded += copies[i].rec.state == COPY_LOADED;
     }
     return live;
+}
+
+/* The holder's pod killed while the lease TTL is 10 s: its copy stays Loaded in the registry
+ * for up to 10 s, but the calls that cannot reach it have a copy placed elsewhere at once. */
+static void failover(void)
+{
+    enum { N = 24, DEADLINE_MS = 5000 };
+    register_model("m1", "xgboost");
+    CHECK(infer_ok(cl.gateway, "m1", "m1"));
+    struct cluster_copy copies[8];
+    int n = cluster_copies(&cl, "m1", copies, 8), h = -1;
+    for (int i = 0; i < n && i < 8; i++)
+        if (copies[i].rec.state == COPY_LOADED)
+            h = cluster_pod_of(&cl, copies[i].iid, strlen(copies[i].iid));
+    REQUIRE(n == 1 && h >= 0);
+    size_t a = (size_t)(h + 1) % 3, b = (size_t)(h + 2) % 3;
+    /* every entry point's route to the holder is warm */
+    CHECK(infer_ok(cl.pods[a].api, "m1", "m1"));
+    CHECK(infer_ok(cl.pods[b].api, "m1", "m1"));
+    cluster_pod_kill(&cl, (size_t)h);
+    long long t0 = harness_now_ms();
+    static struct testcall calls[N];
+    memset(calls, 0, sizeof(calls));
+    grpc_byte_buffer *req = infer_request("m1", FEATURES);
+    struct rpc_channel *to[3] = {cl.gateway, cl.pods[a].api, cl.pods[b].api};
+    for (int i = 0; i < N; i++)
+        REQUIRE(rpc_unary(to[i % 3], INFER, req, NULL, 0, DEADLINE_MS, NULL, testcall_cb,
+                          &calls[i], NULL) == 0);
+    grpc_byte_buffer_destroy(req);
+    CHECK(testcall_wait(cl.loop, calls, N, DEADLINE_MS + 5000));
+    long long last = harness_now_ms() - t0; /* when the last was answered */
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        ok += answered(&calls[i], "m1");
+        testcall_clear(&calls[i]);
+    }
+    CHECK_INT(ok, N);
+    /* the dead pod's copy is still in the registry (its lease lives): the burst placed one */
+    n = cluster_copies(&cl, "m1", copies, 8);
+    int dead = 0, others = 0;
+    for (int i = 0; i < n && i < 8; i++) {
+        if (cluster_pod_of(&cl, copies[i].iid, strlen(copies[i].iid)) == h)
+            dead++;
+        else
+            others++;
+    }
+    CHECK_INT(dead, 1);
+    CHECK_INT(others, 1);
+    cluster_run(&cl, 1500); /* and nothing more comes of it */
+    n = cluster_copies(&cl, "m1", copies, 8);
+    CHECK_INT(n, 2);
+    long long after = harness_now_ms() - t0;
+    CHECK(after < 9000); /* all of it well inside the TTL */
+    fprintf(stderr, "the only copy's pod killed (lease TTL 10 s): %d/%d requests (5 s deadline) "
+            "answered, the last after %lld ms; %d copy placed elsewhere for them all, the "
+            "dead pod's still registered %lld ms after the kill\n", ok, N, last, others, after);
 }
 
 static void scaling(void)
@@ -614,9 +681,11 @@ static void scaling(void)
 int main(int argc, char **argv)
 {
     REQUIRE(argc == 5 ||
-            (argc == 6 && (strcmp(argv[5], "scaling") == 0 || strcmp(argv[5], "metrics") == 0)));
+            (argc == 6 && (strcmp(argv[5], "scaling") == 0 || strcmp(argv[5], "metrics") == 0 ||
+                           strcmp(argv[5], "failover") == 0)));
     bool scale = argc == 6 && strcmp(argv[5], "scaling") == 0;
-    bool metered = argc == 6 && !scale;
+    bool metered = argc == 6 && strcmp(argv[5], "metrics") == 0;
+    bool fail_over = argc == 6 && strcmp(argv[5], "failover") == 0;
     if (!cluster_node_has_listen(argv[1])) {
         fprintf(stderr, "mm-node has no --listen: skipped\n");
         return 77;
@@ -627,8 +696,9 @@ int main(int argc, char **argv)
         .mm_node = argv[1],
         .mm_runtime = argv[2],
         .mm_gateway = argv[3],
-        .gateway_args = "--max-parked 2",
+        .gateway_args = fail_over ? NULL : "--max-parked 2",
         .node_args = scale ? "--rate-check-interval 1s --scale-up-rpm 600" : NULL,
+        .lease_ttl = fail_over ? "10s" : NULL,
         .n_pods = 3,
     };
     if (cluster_start(&cl, &cfg) < 0 || cluster_gateway_start(&cl) < 0) {
@@ -644,6 +714,8 @@ int main(int argc, char **argv)
         scaling();
     } else if (metered) {
         metrics();
+    } else if (fail_over) {
+        failover();
     } else {
         not_found();
         one_load_for_many();
