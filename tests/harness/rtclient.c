@@ -262,26 +262,53 @@ void rt_release_load(const char *fifo)
         close(fd);
 }
 
-grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n)
+static grpc_byte_buffer *fp32_request(const char *model, const char *id, const char *input,
+                                      const float *values, int64_t rows, int64_t cols, bool raw)
 {
     Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
     Inference__ModelInferRequest__InferInputTensor in =
         INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
     Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
     Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-    int64_t shape[2] = {1, (int64_t)n};
-    contents.fp32_contents = (float *)row;
-    contents.n_fp32_contents = n;
-    in.name = "input-0";
+    ProtobufCBinaryData bytes = {(size_t)(rows * cols) * sizeof(float), (uint8_t *)values};
+    int64_t shape[2] = {rows, cols};
+    in.name = (char *)input;
     in.datatype = "FP32";
     in.shape = shape;
     in.n_shape = 2;
-    in.contents = &contents;
+    if (raw) {
+        req.raw_input_contents = &bytes;
+        req.n_raw_input_contents = 1;
+    } else {
+        contents.fp32_contents = (float *)values;
+        contents.n_fp32_contents = (size_t)(rows * cols);
+        in.contents = &contents;
+    }
     req.model_name = (char *)model;
-    req.id = "r1";
+    req.id = (char *)id;
     req.inputs = ins;
     req.n_inputs = 1;
     return rpc_encode(&req.base);
+}
+
+grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n)
+{
+    return fp32_request(model, "r1", "input-0", row, 1, (int64_t)n, false);
+}
+
+grpc_byte_buffer *rt_infer_request_fp32(const char *model, const char *input, const float *values,
+                                        int64_t rows, int64_t cols, bool raw)
+{
+    /* protobuf-c's string default is "" (not NULL): an unset id packs to nothing either way */
+    return fp32_request(model, (char *)protobuf_c_empty_string, input, values, rows, cols, raw);
+}
+
+grpc_byte_buffer *rt_xgb_request(const char *model)
+{
+    float values[RT_XGB_FEATURES];
+    for (size_t i = 0; i < RT_XGB_FEATURES; i++)
+        values[i] = (float)i * 0.5f + 1.0f;
+    return rt_infer_request_fp32(model, "input-0", values, 1, RT_XGB_FEATURES, true);
 }
 
 bool rt_infer_expect(struct rpc_channel *ch, const char *model, const float *row, size_t n,

@@ -27,6 +27,15 @@ struct rt_client {
 /* A ModelInfer request for model: one FP32 input "input-0" of shape [1, n] holding row[0, n),
  * request id "r1". NULL without memory. */
 grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n);
+/* A ModelInfer request for model: one FP32 input named input of shape [rows, cols] holding
+ * values[0, rows * cols), as raw_input_contents if raw, else as the tensor's fp32 contents; no
+ * request id. NULL without memory. */
+grpc_byte_buffer *rt_infer_request_fp32(const char *model, const char *input, const float *values,
+                                        int64_t rows, int64_t cols, bool raw);
+/* The example XGBoost model's request (raw): one row of RT_XGB_FEATURES values 1.0, 1.5, 2.0,
+ * ... (rt_infer_request_fp32 with input "input-0"). NULL without memory. */
+#define RT_XGB_FEATURES 30
+grpc_byte_buffer *rt_xgb_request(const char *model);
 /* ModelInfer of model on ch (deadline timeout_ms), waited for: whether it answered OK with
  * predict[0] within 1e-6 of expected (what came instead is printed, naming ch's target). */
 bool rt_infer_expect(struct rpc_channel *ch, const char *model, const float *row, size_t n,
