@@ -98,6 +98,65 @@ bool rt_ready(const struct rt_client *c, const char *id)
     return yes;
 }
 
+/* method with msg and the header mm-model-id: id; the reply decoded as out_desc (NULL: none). */
+static ProtobufCMessage *call_with_id(const struct rt_client *c, const char *method,
+                                      const ProtobufCMessage *msg, const char *id,
+                                      const ProtobufCMessageDescriptor *out_desc)
+{
+    const struct rpc_header h[] = {{"mm-model-id", id}};
+    grpc_byte_buffer *b = rpc_encode(msg);
+    struct testcall t = testcall_run(c->ch, method, b, h, 1, RT_CALL_MS);
+    grpc_byte_buffer_destroy(b);
+    ProtobufCMessage *m = NULL;
+    struct mm_error err = {0};
+    if (t.status != GRPC_STATUS_OK)
+        fprintf(stderr, "  %s with mm-model-id %s: %s: %s\n", method, id, rpc_status_name(t.status),
+                t.details);
+    else if (rpc_decode(t.response, out_desc, &m, &err) < 0)
+        fprintf(stderr, "  %s with mm-model-id %s: %s\n", method, id, err.msg);
+    testcall_clear(&t);
+    return m;
+}
+
+bool rt_header_names_model(const struct rt_client *c, grpc_byte_buffer *infer, const char *name,
+                           const char *id)
+{
+    char want[300];
+    snprintf(want, sizeof(want), "model %s is not loaded", name);
+    struct testcall t = testcall_run(c->ch, "/inference.GRPCInferenceService/ModelInfer", infer,
+                                     NULL, 0, RT_CALL_MS);
+    bool ok = rt_failed_with(t, GRPC_STATUS_NOT_FOUND, want);
+    testcall_clear(&t);
+    const struct rpc_header other[] = {{"mm-model-id", "not-here"}};
+    t = testcall_run(c->ch, "/inference.GRPCInferenceService/ModelInfer", infer, other, 1,
+                     RT_CALL_MS);
+    ok = rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model not-here is not loaded") && ok;
+    testcall_clear(&t);
+
+    Inference__ModelMetadataRequest mdq = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    mdq.name = (char *)name;
+    ProtobufCMessage *m =
+        call_with_id(c, "/inference.GRPCInferenceService/ModelMetadata", &mdq.base, id,
+                     &inference__model_metadata_response__descriptor);
+    if (!m || strcmp(((Inference__ModelMetadataResponse *)m)->name, id) != 0) {
+        fprintf(stderr, "  ModelMetadata of %s with mm-model-id %s: not %s's\n", name, id, id);
+        ok = false;
+    }
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    Inference__ModelReadyRequest mrq = INFERENCE__MODEL_READY_REQUEST__INIT;
+    mrq.name = (char *)name;
+    m = call_with_id(c, "/inference.GRPCInferenceService/ModelReady", &mrq.base, id,
+                     &inference__model_ready_response__descriptor);
+    if (!m || !((Inference__ModelReadyResponse *)m)->ready) {
+        fprintf(stderr, "  ModelReady of %s with mm-model-id %s: not ready\n", name, id);
+        ok = false;
+    }
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return ok;
+}
+
 bool rt_failed_with(struct testcall r, grpc_status_code code, const char *fragment)
 {
     bool match = r.status == code && strstr(r.details, fragment) != NULL;

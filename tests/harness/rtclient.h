@@ -54,6 +54,14 @@ struct testcall rt_call(const struct rt_client *c, const char *method, const Pro
 /* Send bytes as they are (for malformed-request tests). */
 struct testcall rt_call_raw(const struct rt_client *c, const char *method, const void *data,
                             size_t len);
+/* The mm-model-id header names the model of a KServe V2 call (a mesh node forwards a vmodel's
+ * name untouched). With name not loaded and id loaded: infer (a ModelInfer request naming name)
+ * fails NOT_FOUND naming name without the header and naming "not-here" with a header naming
+ * that; ModelMetadata and ModelReady of name with the header id answer for id (named id,
+ * ready). Whether all of that held (what did not is printed). The answer to infer with the
+ * header is the caller's to check: it depends on the model. */
+bool rt_header_names_model(const struct rt_client *c, grpc_byte_buffer *infer, const char *name,
+                           const char *id);
 /* ModelReady: true only if the runtime answers ready. */
 bool rt_ready(const struct rt_client *c, const char *id);
 /* Whether r failed with code and a message containing fragment (printing both if not): use as
