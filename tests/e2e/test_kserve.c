@@ -990,21 +990,7 @@ static void check_create_history(const char *name)
 static int create(void)
 {
     setup();
-    static const char manifest[] =
-        "apiVersion: serving.kserve.io/v1beta1\n"
-        "kind: InferenceService\n"
-        "metadata:\n"
-        "  name: example-mnist-isvc\n"
-        "  annotations:\n"
-        "    serving.kserve.io/deploymentMode: ModelMesh\n"
-        "spec:\n"
-        "  predictor:\n"
-        "    model:\n"
-        "      modelFormat:\n"
-        "        name: sklearn\n"
-        "      storage:\n"
-        "        key: localMinIO\n"
-        "        path: sklearn/mnist-svm.joblib\n";
+    static const char manifest[] = HARNESS_WALKTHROUGH_ISVC;
     static const char rev[] = "example-mnist-isvc__isvc-6b2eb0b8bf";
     char path[512], args[700], out[16384];
     snprintf(path, sizeof(path), "%s/mnist.yaml", work);

@@ -116,6 +116,24 @@ int harness_example_model(const char *maker, const char *dir, float *row, size_t
 int harness_example_model_tmp(const char *maker, const char *what, char *dir, size_t size,
                               float *row, size_t n_features, float *expected);
 
+/* The InferenceService of KServe's ModelMesh walkthrough (example-mnist-isvc: sklearn, storage
+ * key localMinIO, path sklearn/mnist-svm.joblib), as its page shows it. */
+#define HARNESS_WALKTHROUGH_ISVC                                                                   \
+    "apiVersion: serving.kserve.io/v1beta1\n"                                                      \
+    "kind: InferenceService\n"                                                                     \
+    "metadata:\n"                                                                                  \
+    "  name: example-mnist-isvc\n"                                                                 \
+    "  annotations:\n"                                                                             \
+    "    serving.kserve.io/deploymentMode: ModelMesh\n"                                            \
+    "spec:\n"                                                                                      \
+    "  predictor:\n"                                                                               \
+    "    model:\n"                                                                                 \
+    "      modelFormat:\n"                                                                         \
+    "        name: sklearn\n"                                                                      \
+    "      storage:\n"                                                                             \
+    "        key: localMinIO\n"                                                                    \
+    "        path: sklearn/mnist-svm.joblib\n"
+
 /* rm -rf dir, if dir is not "", waited for; then dir becomes "" (so that a second call, from an
  * exit handler after the test's own, does nothing). */
 void harness_remove_dir(char *dir);
