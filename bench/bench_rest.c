@@ -21,6 +21,7 @@
 
 #include "cluster.h"
 #include "harness.h"
+#include "loadgen.h"
 #include "mmclient.h"
 
 #define INFER_PATH "/inference.GRPCInferenceService/ModelInfer"
@@ -48,42 +49,6 @@ static void cleanup(void)
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work);
         harness_capture(cmd, out, sizeof(out));
     }
-}
-
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* p50 and p99 of the third column (microseconds) of h2load's log. */
-static void percentiles(const char *log, double *p50, double *p99)
-{
-    *p50 = *p99 = 0;
-    FILE *f = fopen(log, "r");
-    if (!f)
-        return;
-    size_t n = 0, cap = 1 << 16;
-    long long *v = malloc(cap * sizeof(*v));
-    long long start, us;
-    int code;
-    while (v && fscanf(f, "%lld %d %lld", &start, &code, &us) == 3) {
-        if (n == cap) {
-            long long *nv = realloc(v, 2 * cap * sizeof(*v));
-            if (!nv)
-                break;
-            v = nv;
-            cap *= 2;
-        }
-        v[n++] = us;
-    }
-    fclose(f);
-    if (v && n) {
-        qsort(v, n, sizeof(*v), cmp_ll);
-        *p50 = (double)v[n / 2];
-        *p99 = (double)v[(size_t)((double)(n - 1) * 0.99)];
-    }
-    free(v);
 }
 
 struct cell {
@@ -136,7 +101,7 @@ static void run_cell(bool rest, int conns, double seconds, const char *data, int
     if (c->err)
         fprintf(stderr, "cell with errors (%lld done, %lld succeeded):\n%s\n", done, succeeded,
                 out);
-    percentiles(log, &c->p50_us, &c->p99_us);
+    loadgen_h2load_percentiles(log, &c->p50_us, &c->p99_us);
 }
 
 static int parse_list(const char *s, int *out)

@@ -35,8 +35,10 @@
 #include "cluster.h"
 #include "grpc_predict_v2.pb-c.h"
 #include "harness.h"
+#include "loadgen.h"
 #include "mm/rpc.h"
 #include "mmclient.h"
+#include "rtclient.h"
 
 #define FEATURES 30
 #define MAX_ROWS 546 /* 546 * 30 * 4 = 65,520 B: a 64 KiB tensor */
@@ -132,29 +134,16 @@ static long long path_cpu_us(const struct target *t)
     return sum;
 }
 
-/* ModelInfer for model with rows rows of FEATURES FP32 values in raw_input_contents. */
+/* ModelInfer for model with rows rows of FEATURES FP32 values in raw_input_contents; *len its
+ * size. */
 static grpc_byte_buffer *infer_request(const char *model, int rows, size_t *len)
 {
     static float values[MAX_ROWS * FEATURES];
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
         values[i] = (float)(i % FEATURES) * 0.75f + (float)(i % 7);
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    int64_t shape[2] = {rows, FEATURES};
-    ProtobufCBinaryData raw = {(size_t)rows * FEATURES * 4, (uint8_t *)values};
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    req.raw_input_contents = &raw;
-    req.n_raw_input_contents = 1;
-    *len = protobuf_c_message_get_packed_size(&req.base);
-    return rpc_encode(&req.base);
+    grpc_byte_buffer *bb = rt_infer_request_fp32(model, "input-0", values, rows, FEATURES, true);
+    *len = bb ? grpc_byte_buffer_length(bb) : 0;
+    return bb;
 }
 
 /* h2load's data file: the gRPC frame (uncompressed flag, 4-byte big-endian length, message). */
@@ -208,42 +197,6 @@ static bool check_target(struct target *t, grpc_byte_buffer *req, int rows, size
     return ok;
 }
 
-static int cmp_ll(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* p50 and p99 of the third column (microseconds) of h2load's log. */
-static void percentiles(const char *log, double *p50, double *p99)
-{
-    *p50 = *p99 = 0;
-    FILE *f = fopen(log, "r");
-    if (!f)
-        return;
-    size_t n = 0, cap = 1 << 16;
-    long long *v = malloc(cap * sizeof(*v));
-    long long start, us;
-    int code;
-    while (v && fscanf(f, "%lld %d %lld", &start, &code, &us) == 3) {
-        if (n == cap) {
-            long long *nv = realloc(v, 2 * cap * sizeof(*v));
-            if (!nv)
-                break;
-            v = nv;
-            cap *= 2;
-        }
-        v[n++] = us;
-    }
-    fclose(f);
-    if (v && n) {
-        qsort(v, n, sizeof(*v), cmp_ll);
-        *p50 = (double)v[n / 2];
-        *p99 = (double)v[(size_t)((double)(n - 1) * 0.99)];
-    }
-    free(v);
-}
-
 static void h2load_cmd(char *cmd, size_t size, int conc, double seconds, const char *data,
                        const char *log, int port)
 {
@@ -293,7 +246,7 @@ static void run_cell(const struct target *t, int conc, double seconds, const cha
     if (c->err)
         fprintf(stderr, "cell with errors: %lld done, %lld succeeded, %lld data bytes for "
                 "%zu-byte responses:\n%s\n", done, succeeded, data_bytes, resp_len, out);
-    percentiles(log, &c->p50_us, &c->p99_us);
+    loadgen_h2load_percentiles(log, &c->p50_us, &c->p99_us);
     c->cpu_us = done ? (double)(cpu1 - cpu0) / (double)done : 0;
 }
 

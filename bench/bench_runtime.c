@@ -17,30 +17,10 @@
 #include "model-runtime.pb-c.h"
 #include "mm/rpc.h"
 #include "mm/xgb.h"
+#include "rtclient.h"
 
 #define MAX_FEATURES 64
 #define MAX_SAMPLES 1000000
-
-static grpc_byte_buffer *infer_request(const char *model, const float *rows, int n_rows,
-                                       int features)
-{
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    int64_t shape[2] = {n_rows, features};
-    ProtobufCBinaryData raw = {(size_t)n_rows * features * 4, (uint8_t *)rows};
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    req.raw_input_contents = &raw;
-    req.n_raw_input_contents = 1;
-    return rpc_encode(&req.base);
-}
 
 struct bench {
     const char *name;     /* column title: "mm-runtime", "sklearn runtime" */
@@ -92,7 +72,7 @@ static int serve_and_measure(const struct bench *b, double *lat)
     for (int k = 0; k < 2 && rc == 0; k++) {
         for (int c = 0; c < 2 && rc == 0; c++) {
             grpc_byte_buffer *request =
-                infer_request(b->model_id, b->rows, batch[k], b->features);
+                rt_infer_request_fp32(b->model_id, "input-0", b->rows, batch[k], b->features, true);
             struct loadgen_stats l =
                 loadgen_run(loop, ch, "/inference.GRPCInferenceService/ModelInfer", request,
                             concs[c], b->seconds, lat, MAX_SAMPLES);

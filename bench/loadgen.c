@@ -34,6 +34,41 @@ struct loadgen_stats loadgen_summarize(double *lat, size_t n, double seconds)
     return s;
 }
 
+static int cmp_ll(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+void loadgen_h2load_percentiles(const char *log, double *p50, double *p99)
+{
+    *p50 = *p99 = 0;
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return;
+    size_t n = 0, cap = 1 << 16;
+    long long *v = malloc(cap * sizeof(*v));
+    long long start, us;
+    int code;
+    while (v && fscanf(f, "%lld %d %lld", &start, &code, &us) == 3) {
+        if (n == cap) {
+            long long *nv = realloc(v, 2 * cap * sizeof(*v));
+            if (!nv)
+                break;
+            v = nv;
+            cap *= 2;
+        }
+        v[n++] = us;
+    }
+    fclose(f);
+    if (v && n) {
+        qsort(v, n, sizeof(*v), cmp_ll);
+        *p50 = (double)v[n / 2];
+        *p99 = (double)v[(size_t)((double)(n - 1) * 0.99)];
+    }
+    free(v);
+}
+
 struct load {
     struct rpc_channel *ch;
     const char *method;

@@ -726,48 +726,10 @@ static const float mnist_digit[64] = {
     0.0, 0.0, 2.0, 12.0, 16.0, 13.0, 0.0, 0.0, 0.0, 0.0, 0.0, 13.0, 16.0, 16.0, 6.0, 0.0,
     0.0, 0.0, 0.0, 16.0, 16.0, 16.0, 7.0, 0.0, 0.0, 0.0, 0.0, 11.0, 13.0, 12.0, 1.0, 0.0};
 
+/* The digit as the walkthrough sends it: input "predict", shape [1, 64], FP32 contents. */
 static grpc_byte_buffer *mnist_request(const char *model)
 {
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    int64_t shape[2] = {1, 64};
-    in.name = "predict";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    contents.fp32_contents = (float *)mnist_digit;
-    contents.n_fp32_contents = 64;
-    in.contents = &contents;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    return rpc_encode(&req.base);
-}
-
-static grpc_byte_buffer *xgb_request(const char *model)
-{
-    static float values[30];
-    for (size_t i = 0; i < 30; i++)
-        values[i] = (float)i * 0.5f + 1.0f;
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    int64_t shape[2] = {1, 30};
-    ProtobufCBinaryData raw = {sizeof(values), (uint8_t *)values};
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    req.raw_input_contents = &raw;
-    req.n_raw_input_contents = 1;
-    return rpc_encode(&req.base);
+    return rt_infer_request_fp32(model, "predict", mnist_digit, 1, 64, false);
 }
 
 struct answer {
@@ -1028,21 +990,7 @@ static void check_create_history(const char *name)
 static int create(void)
 {
     setup();
-    static const char manifest[] =
-        "apiVersion: serving.kserve.io/v1beta1\n"
-        "kind: InferenceService\n"
-        "metadata:\n"
-        "  name: example-mnist-isvc\n"
-        "  annotations:\n"
-        "    serving.kserve.io/deploymentMode: ModelMesh\n"
-        "spec:\n"
-        "  predictor:\n"
-        "    model:\n"
-        "      modelFormat:\n"
-        "        name: sklearn\n"
-        "      storage:\n"
-        "        key: localMinIO\n"
-        "        path: sklearn/mnist-svm.joblib\n";
+    static const char manifest[] = HARNESS_WALKTHROUGH_ISVC;
     static const char rev[] = "example-mnist-isvc__isvc-6b2eb0b8bf";
     char path[512], args[700], out[16384];
     snprintf(path, sizeof(path), "%s/mnist.yaml", work);
@@ -1233,7 +1181,7 @@ static int concurrent(void)
         CHECK_STR(mr.type, skl ? "sklearn" : "xgboost");
         CHECK_STR(mr.runtime, skl ? "mm-sklearn" : "mm-runtime");
         for (size_t pod = 0; pod < N_PODS; pod++) {
-            grpc_byte_buffer *req = skl ? mnist_request(names[i]) : xgb_request(names[i]);
+            grpc_byte_buffer *req = skl ? mnist_request(names[i]) : rt_xgb_request(names[i]);
             struct answer a;
             infer(pod, req, &a);
             grpc_byte_buffer_destroy(req);
@@ -1325,7 +1273,7 @@ static int path_change(void)
     char old_rev[256];
     create_ready("bc", "xgboost", "xgboost/bc-a.json", old_rev, sizeof(old_rev));
     size_t hist_from = isvc_of("bc", false)->n;
-    load_start(xgb_request("bc"));
+    load_start(rt_xgb_request("bc"));
     cluster_run(&cl, 1000);
 
     long long change_from = harness_now_ms();
@@ -1436,7 +1384,7 @@ static int failed_path(void)
     char old_rev[256];
     create_ready("bc", "xgboost", "xgboost/bc-a.json", old_rev, sizeof(old_rev));
     size_t hist_from = isvc_of("bc", false)->n;
-    load_start(xgb_request("bc"));
+    load_start(rt_xgb_request("bc"));
     cluster_run(&cl, 1000);
 
     long long change_from = harness_now_ms();
@@ -1535,7 +1483,7 @@ static int format_switch(void)
     CHECK_STR(mr.runtime, "mm-runtime");
     unsigned pods = copy_pods(vr.active_model_id);
     CHECK(pods != 0 && (pods & ~XGB_PODS) == 0);
-    req = xgb_request("sw");
+    req = rt_xgb_request("sw");
     for (size_t pod = 0; pod < N_PODS; pod++) {
         infer(pod, req, &a);
         CHECK(a.status == GRPC_STATUS_OK && a.has_output);
@@ -1606,7 +1554,7 @@ static int delete_isvc(void)
 
     /* The other one untouched. */
     CHECK(status_is(latest("del-b"), true, "Loaded", "", "UpToDate"));
-    req = xgb_request("del-b");
+    req = rt_xgb_request("del-b");
     infer(0, req, &a);
     grpc_byte_buffer_destroy(req);
     CHECK(a.status == GRPC_STATUS_OK && strcmp(a.model, rev_b) == 0);
@@ -1624,7 +1572,7 @@ static int takeover(void)
     setup();
     char old_rev[256];
     create_ready("bc", "xgboost", "xgboost/bc-a.json", old_rev, sizeof(old_rev));
-    load_start(xgb_request("bc"));
+    load_start(rt_xgb_request("bc"));
     cluster_run(&cl, 500);
     int lead = leader();
     REQUIRE(lead >= 0);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fragments.h"
 #include "mm/json.h"
 #include "mm/yamljson.h"
 
@@ -73,32 +74,6 @@ static void run(const char *text, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    /* The raw bytes, in an exact-size heap copy so that a read past the end is caught. */
-    char *raw = calloc(size ? size : 1, 1);
-    if (!raw)
-        return 0;
-    if (size)
-        memcpy(raw, data, size);
-    run(raw, size);
-    free(raw);
-    /* The bytes as a choice of fragments. */
-    size_t cap = size * 20 + 1, n = 0;
-    char *doc = malloc(cap);
-    if (!doc)
-        return 0;
-    for (size_t i = 0; i < size; i++) {
-        const char *f = fragments[data[i] % (sizeof(fragments) / sizeof(fragments[0]))];
-        size_t fl = strlen(f);
-        memcpy(doc + n, f, fl);
-        n += fl;
-    }
-    char *exact = calloc(n ? n : 1, 1);
-    if (exact) {
-        if (n)
-            memcpy(exact, doc, n);
-        run(exact, n);
-        free(exact);
-    }
-    free(doc);
+    fragments_run(data, size, fragments, sizeof(fragments) / sizeof(fragments[0]), run);
     return 0;
 }

@@ -12,19 +12,6 @@
 
 #include "harness.h"
 
-static void remove_dir(const char *dir)
-{
-    if (!dir[0])
-        return;
-    pid_t pid = fork();
-    if (pid == 0) {
-        execlp("rm", "rm", "-rf", dir, (char *)NULL);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-}
-
 static bool log_says_listening(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -93,8 +80,7 @@ int harness_azurite_start(struct harness_azurite *az, const char *bin)
             break;
     }
     if (rc) {
-        remove_dir(az->dir);
-        az->dir[0] = '\0';
+        harness_remove_dir(az->dir);
         return rc;
     }
     snprintf(az->endpoint, sizeof(az->endpoint), "http://127.0.0.1:%d/" AZURITE_ACCOUNT, az->port);
@@ -106,6 +92,5 @@ void harness_azurite_stop(struct harness_azurite *az)
     if (az->pid)
         harness_stop_pid(az->pid, 5000);
     az->pid = 0;
-    remove_dir(az->dir);
-    az->dir[0] = '\0';
+    harness_remove_dir(az->dir);
 }

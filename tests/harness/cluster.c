@@ -761,6 +761,21 @@ int cluster_controller_leader(struct cluster *c)
     return -1;
 }
 
+int cluster_start_with(struct cluster *c, const struct cluster_config *cfg, bool with_gateway,
+                       bool with_controller)
+{
+    int rc = cluster_start(c, cfg);
+    if (rc == 0 && with_gateway)
+        rc = cluster_gateway_start(c);
+    if (rc == 0 && with_controller)
+        rc = cluster_controller_start(c, 0);
+    if (rc < 0) {
+        cluster_dump_logs(c, true);
+        cluster_free(c);
+    }
+    return rc;
+}
+
 void cluster_free(struct cluster *c)
 {
     for (size_t k = 0; k < CLUSTER_MAX_CONTROLLERS; k++) {

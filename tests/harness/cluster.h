@@ -180,6 +180,11 @@ int cluster_controller_stop(struct cluster *c, size_t k, long ms);
  * or one the harness did not start), or -errno. */
 int cluster_controller_leader(struct cluster *c);
 
+/* cluster_start, then the gateway (with_gateway) and controller 0 (with_controller). 0, or
+ * the failing step's -errno after the logs are printed and the cluster freed. */
+int cluster_start_with(struct cluster *c, const struct cluster_config *cfg, bool with_gateway,
+                       bool with_controller);
+
 /* Stop every process (SIGTERM, then SIGKILL after a short grace), free the clients, remove the
  * temp dir (kept, and named, when the environment has MM_TEST_KEEP=1) and etcd's. */
 void cluster_free(struct cluster *c);

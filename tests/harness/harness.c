@@ -148,6 +148,12 @@ static void remove_tree(const char *dir)
         waitpid(pid, NULL, 0);
 }
 
+void harness_remove_dir(char *dir)
+{
+    remove_tree(dir);
+    dir[0] = '\0';
+}
+
 /* data_dir is "<temp dir>/data"; the temp dir also holds the log. */
 static void remove_temp_dir(struct harness_etcd *e)
 {

@@ -107,13 +107,36 @@ void harness_at_cleanup(void (*fn)(void));
 /* Run the example model's maker (examples/xgboost/make-breast-cancer) into dir, which exists:
  * it writes <dir>/xgboost/breast-cancer.json and prints the sample row the model is asked
  * about and its expected predict[0]. row gets the row's first n_features values, *expected the
- * prediction. 0; -EIO (the maker failed or printed no such lines: its output is printed). */
+ * prediction (row may be NULL when n_features is 0: the model only). 0; -EIO (the maker failed
+ * or printed no such lines: its output is printed). */
 int harness_example_model(const char *maker, const char *dir, float *row, size_t n_features,
                           float *expected);
 /* The same into a new temp dir "<TMPDIR or /tmp>/mm-<what>-XXXXXX", whose path goes to
  * dir[0, size) (the caller removes it). 0 or -errno. */
 int harness_example_model_tmp(const char *maker, const char *what, char *dir, size_t size,
                               float *row, size_t n_features, float *expected);
+
+/* The InferenceService of KServe's ModelMesh walkthrough (example-mnist-isvc: sklearn, storage
+ * key localMinIO, path sklearn/mnist-svm.joblib), as its page shows it. */
+#define HARNESS_WALKTHROUGH_ISVC                                                                   \
+    "apiVersion: serving.kserve.io/v1beta1\n"                                                      \
+    "kind: InferenceService\n"                                                                     \
+    "metadata:\n"                                                                                  \
+    "  name: example-mnist-isvc\n"                                                                 \
+    "  annotations:\n"                                                                             \
+    "    serving.kserve.io/deploymentMode: ModelMesh\n"                                            \
+    "spec:\n"                                                                                      \
+    "  predictor:\n"                                                                               \
+    "    model:\n"                                                                                 \
+    "      modelFormat:\n"                                                                         \
+    "        name: sklearn\n"                                                                      \
+    "      storage:\n"                                                                             \
+    "        key: localMinIO\n"                                                                    \
+    "        path: sklearn/mnist-svm.joblib\n"
+
+/* rm -rf dir, if dir is not "", waited for; then dir becomes "" (so that a second call, from an
+ * exit handler after the test's own, does nothing). */
+void harness_remove_dir(char *dir);
 
 /* Milliseconds on the monotonic clock, for bounded polling loops in tests. */
 long long harness_now_ms(void);

@@ -1,9 +1,11 @@
 /* pullcheck.c - see pullcheck.h. */
 #include "pullcheck.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void pullcheck_pull_done(int status, const struct mm_error *err, uint64_t bytes, void *arg)
 {
@@ -93,4 +95,42 @@ bool pullcheck_no_secret(const char *text, const char *secret, const char *where
         return true;
     fprintf(stderr, "a secret (%s) is in %s\n", what, where);
     return false;
+}
+
+int pullcheck_write_pattern(const char *root, const char *rel, size_t size, unsigned seed)
+{
+    char path[PATH_MAX * 2];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", root, rel) >= sizeof path)
+        return -ENAMETOOLONG;
+    for (char *p = path + strlen(root) + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                return -errno;
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -errno;
+    for (size_t i = 0; i < size; i++)
+        fputc((int)((i * 31 + seed * 7 + i / 251) & 0xff), f);
+    return fclose(f) == 0 ? 0 : -EIO;
+}
+
+bool pullcheck_same_file(const char *a, const char *b)
+{
+    size_t la, lb;
+    char *x = pullcheck_read_all(a, &la), *y = pullcheck_read_all(b, &lb);
+    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x), free(y);
+    return same;
+}
+
+bool pullcheck_exists(const char *dir, const char *rel)
+{
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    struct stat st;
+    return lstat(path, &st) == 0;
 }

@@ -1,5 +1,6 @@
 /* pullcheck.h - what the provider tests share: recording a pull's outcome (remote.h's
- * callbacks) or a fetch's (storage.h's), reading a file whole, and the secrets grep.
+ * callbacks) or a fetch's (storage.h's), the files served and compared, reading a file whole,
+ * and the secrets grep.
  * Nothing here asserts (check.h's counters are per test file): the callers CHECK what these
  * record or return. Threading: the test's loop thread. */
 #ifndef MM_TEST_PULLCHECK_H
@@ -44,6 +45,14 @@ void pullcheck_fetch_done(int status, const struct mm_error *err, const char *lo
                           uint64_t disk_bytes, void *arg);
 void pullcheck_fetch_progress(uint64_t done, uint64_t total, void *arg);
 bool pullcheck_fetch_called(void *arg);
+
+/* root/rel, its missing parent directories made, holding size bytes of a pattern that depends
+ * on seed (files with other seeds differ). 0 or -errno. */
+int pullcheck_write_pattern(const char *root, const char *rel, size_t size, unsigned seed);
+/* Whether files a and b hold the same bytes (false if either cannot be read). */
+bool pullcheck_same_file(const char *a, const char *b);
+/* Whether dir/rel exists (lstat: a link counts, dangling or not). */
+bool pullcheck_exists(const char *dir, const char *rel);
 
 /* The whole file, NUL-terminated (malloc'd; *len its length, may be NULL); NULL if it
  * cannot be read or memory runs out. */

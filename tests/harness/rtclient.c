@@ -98,6 +98,65 @@ bool rt_ready(const struct rt_client *c, const char *id)
     return yes;
 }
 
+/* method with msg and the header mm-model-id: id; the reply decoded as out_desc (NULL: none). */
+static ProtobufCMessage *call_with_id(const struct rt_client *c, const char *method,
+                                      const ProtobufCMessage *msg, const char *id,
+                                      const ProtobufCMessageDescriptor *out_desc)
+{
+    const struct rpc_header h[] = {{"mm-model-id", id}};
+    grpc_byte_buffer *b = rpc_encode(msg);
+    struct testcall t = testcall_run(c->ch, method, b, h, 1, RT_CALL_MS);
+    grpc_byte_buffer_destroy(b);
+    ProtobufCMessage *m = NULL;
+    struct mm_error err = {0};
+    if (t.status != GRPC_STATUS_OK)
+        fprintf(stderr, "  %s with mm-model-id %s: %s: %s\n", method, id, rpc_status_name(t.status),
+                t.details);
+    else if (rpc_decode(t.response, out_desc, &m, &err) < 0)
+        fprintf(stderr, "  %s with mm-model-id %s: %s\n", method, id, err.msg);
+    testcall_clear(&t);
+    return m;
+}
+
+bool rt_header_names_model(const struct rt_client *c, grpc_byte_buffer *infer, const char *name,
+                           const char *id)
+{
+    char want[300];
+    snprintf(want, sizeof(want), "model %s is not loaded", name);
+    struct testcall t = testcall_run(c->ch, "/inference.GRPCInferenceService/ModelInfer", infer,
+                                     NULL, 0, RT_CALL_MS);
+    bool ok = rt_failed_with(t, GRPC_STATUS_NOT_FOUND, want);
+    testcall_clear(&t);
+    const struct rpc_header other[] = {{"mm-model-id", "not-here"}};
+    t = testcall_run(c->ch, "/inference.GRPCInferenceService/ModelInfer", infer, other, 1,
+                     RT_CALL_MS);
+    ok = rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model not-here is not loaded") && ok;
+    testcall_clear(&t);
+
+    Inference__ModelMetadataRequest mdq = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+    mdq.name = (char *)name;
+    ProtobufCMessage *m =
+        call_with_id(c, "/inference.GRPCInferenceService/ModelMetadata", &mdq.base, id,
+                     &inference__model_metadata_response__descriptor);
+    if (!m || strcmp(((Inference__ModelMetadataResponse *)m)->name, id) != 0) {
+        fprintf(stderr, "  ModelMetadata of %s with mm-model-id %s: not %s's\n", name, id, id);
+        ok = false;
+    }
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    Inference__ModelReadyRequest mrq = INFERENCE__MODEL_READY_REQUEST__INIT;
+    mrq.name = (char *)name;
+    m = call_with_id(c, "/inference.GRPCInferenceService/ModelReady", &mrq.base, id,
+                     &inference__model_ready_response__descriptor);
+    if (!m || !((Inference__ModelReadyResponse *)m)->ready) {
+        fprintf(stderr, "  ModelReady of %s with mm-model-id %s: not ready\n", name, id);
+        ok = false;
+    }
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return ok;
+}
+
 bool rt_failed_with(struct testcall r, grpc_status_code code, const char *fragment)
 {
     bool match = r.status == code && strstr(r.details, fragment) != NULL;
@@ -262,26 +321,53 @@ void rt_release_load(const char *fifo)
         close(fd);
 }
 
-grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n)
+static grpc_byte_buffer *fp32_request(const char *model, const char *id, const char *input,
+                                      const float *values, int64_t rows, int64_t cols, bool raw)
 {
     Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
     Inference__ModelInferRequest__InferInputTensor in =
         INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
     Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
     Inference__InferTensorContents contents = INFERENCE__INFER_TENSOR_CONTENTS__INIT;
-    int64_t shape[2] = {1, (int64_t)n};
-    contents.fp32_contents = (float *)row;
-    contents.n_fp32_contents = n;
-    in.name = "input-0";
+    ProtobufCBinaryData bytes = {(size_t)(rows * cols) * sizeof(float), (uint8_t *)values};
+    int64_t shape[2] = {rows, cols};
+    in.name = (char *)input;
     in.datatype = "FP32";
     in.shape = shape;
     in.n_shape = 2;
-    in.contents = &contents;
+    if (raw) {
+        req.raw_input_contents = &bytes;
+        req.n_raw_input_contents = 1;
+    } else {
+        contents.fp32_contents = (float *)values;
+        contents.n_fp32_contents = (size_t)(rows * cols);
+        in.contents = &contents;
+    }
     req.model_name = (char *)model;
-    req.id = "r1";
+    req.id = (char *)id;
     req.inputs = ins;
     req.n_inputs = 1;
     return rpc_encode(&req.base);
+}
+
+grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n)
+{
+    return fp32_request(model, "r1", "input-0", row, 1, (int64_t)n, false);
+}
+
+grpc_byte_buffer *rt_infer_request_fp32(const char *model, const char *input, const float *values,
+                                        int64_t rows, int64_t cols, bool raw)
+{
+    /* protobuf-c's string default is "" (not NULL): an unset id packs to nothing either way */
+    return fp32_request(model, (char *)protobuf_c_empty_string, input, values, rows, cols, raw);
+}
+
+grpc_byte_buffer *rt_xgb_request(const char *model)
+{
+    float values[RT_XGB_FEATURES];
+    for (size_t i = 0; i < RT_XGB_FEATURES; i++)
+        values[i] = (float)i * 0.5f + 1.0f;
+    return rt_infer_request_fp32(model, "input-0", values, 1, RT_XGB_FEATURES, true);
 }
 
 bool rt_infer_expect(struct rpc_channel *ch, const char *model, const float *row, size_t n,

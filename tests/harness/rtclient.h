@@ -27,6 +27,15 @@ struct rt_client {
 /* A ModelInfer request for model: one FP32 input "input-0" of shape [1, n] holding row[0, n),
  * request id "r1". NULL without memory. */
 grpc_byte_buffer *rt_infer_request(const char *model, const float *row, size_t n);
+/* A ModelInfer request for model: one FP32 input named input of shape [rows, cols] holding
+ * values[0, rows * cols), as raw_input_contents if raw, else as the tensor's fp32 contents; no
+ * request id. NULL without memory. */
+grpc_byte_buffer *rt_infer_request_fp32(const char *model, const char *input, const float *values,
+                                        int64_t rows, int64_t cols, bool raw);
+/* The example XGBoost model's request (raw): one row of RT_XGB_FEATURES values 1.0, 1.5, 2.0,
+ * ... (rt_infer_request_fp32 with input "input-0"). NULL without memory. */
+#define RT_XGB_FEATURES 30
+grpc_byte_buffer *rt_xgb_request(const char *model);
 /* ModelInfer of model on ch (deadline timeout_ms), waited for: whether it answered OK with
  * predict[0] within 1e-6 of expected (what came instead is printed, naming ch's target). */
 bool rt_infer_expect(struct rpc_channel *ch, const char *model, const float *row, size_t n,
@@ -45,6 +54,14 @@ struct testcall rt_call(const struct rt_client *c, const char *method, const Pro
 /* Send bytes as they are (for malformed-request tests). */
 struct testcall rt_call_raw(const struct rt_client *c, const char *method, const void *data,
                             size_t len);
+/* The mm-model-id header names the model of a KServe V2 call (a mesh node forwards a vmodel's
+ * name untouched). With name not loaded and id loaded: infer (a ModelInfer request naming name)
+ * fails NOT_FOUND naming name without the header and naming "not-here" with a header naming
+ * that; ModelMetadata and ModelReady of name with the header id answer for id (named id,
+ * ready). Whether all of that held (what did not is printed). The answer to infer with the
+ * header is the caller's to check: it depends on the model. */
+bool rt_header_names_model(const struct rt_client *c, grpc_byte_buffer *infer, const char *name,
+                           const char *id);
 /* ModelReady: true only if the runtime answers ready. */
 bool rt_ready(const struct rt_client *c, const char *id);
 /* Whether r failed with code and a message containing fragment (printing both if not): use as

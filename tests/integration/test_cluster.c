@@ -60,15 +60,9 @@ static bool cluster_up;
 /* Make the example model and measure it in a runtime of its own. */
 static void make_model(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(work, sizeof(work), "%s/mm-cluster-model-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    REQUIRE(mkdtemp(work) != NULL);
-    char cmd[1024], out[4096];
-    snprintf(cmd, sizeof(cmd), "'%s' '%s'", maker, work);
-    int rc = harness_capture(cmd, out, sizeof(out));
-    if (rc != 0)
-        fprintf(stderr, "%s: %s\n", cmd, out);
-    REQUIRE(rc == 0);
+    float expected;
+    REQUIRE(harness_example_model_tmp(maker, "cluster-model", work, sizeof(work), NULL, 0,
+                                      &expected) == 0);
     snprintf(model_file, sizeof(model_file), "%s/xgboost/breast-cancer.json", work);
 
     char *argv[] = {(char *)mm_runtime, "--listen", "127.0.0.1:0", "--log-level", "warn", NULL};
@@ -207,12 +201,7 @@ static void cleanup(void)
     if (cluster_up)
         cluster_free(&cl);
     cluster_up = false;
-    if (work[0]) {
-        char cmd[400], out[256];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work);
-        harness_capture(cmd, out, sizeof(out));
-        work[0] = '\0';
-    }
+    harness_remove_dir(work);
 }
 
 static void on_instance(const struct mirror_event *ev, void *arg)

@@ -479,33 +479,10 @@ static void load_tick(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-static grpc_byte_buffer *xgb_request(const char *model, int rows)
-{
-    static float values[546 * 30];
-    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
-        values[i] = (float)(i % 30) * 0.5f + 1.0f;
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    int64_t shape[2] = {rows, 30};
-    ProtobufCBinaryData raw = {(size_t)rows * 30 * 4, (uint8_t *)values};
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    req.raw_input_contents = &raw;
-    req.n_raw_input_contents = 1;
-    return rpc_encode(&req.base);
-}
-
 static void load_start(const char *vmodel, size_t n_nodes)
 {
     memset(&load, 0, sizeof(load));
-    load.request = xgb_request(vmodel, 1);
+    load.request = rt_xgb_request(vmodel);
     load.n_nodes = n_nodes;
     load.started_ms = harness_now_ms();
     load.running = true;
@@ -574,7 +551,7 @@ static void check_load(long long from, long long to)
  * the write by a moment). */
 static void wait_served_by(const char *vmodel, const char *model)
 {
-    grpc_byte_buffer *req = xgb_request(vmodel, 1);
+    grpc_byte_buffer *req = rt_xgb_request(vmodel);
     for (size_t i = 0; i < cl.cfg.n_pods; i++) {
         long long until = harness_now_ms() + 5000;
         struct sample s;

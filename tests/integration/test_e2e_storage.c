@@ -48,6 +48,7 @@
 #include "mm/stcfg.h"
 #include "mmclient.h"
 #include "pullcheck.h"
+#include "rtclient.h"
 #include "s3rver.h"
 #include "testcall.h"
 
@@ -200,33 +201,10 @@ static void note_error(const char *what)
 
 /* ---------------------------------------------------------------- inference */
 
-static grpc_byte_buffer *xgb_request(const char *model)
-{
-    static float values[30];
-    for (size_t i = 0; i < 30; i++)
-        values[i] = (float)i * 0.5f + 1.0f;
-    Inference__ModelInferRequest req = INFERENCE__MODEL_INFER_REQUEST__INIT;
-    Inference__ModelInferRequest__InferInputTensor in =
-        INFERENCE__MODEL_INFER_REQUEST__INFER_INPUT_TENSOR__INIT;
-    Inference__ModelInferRequest__InferInputTensor *ins[1] = {&in};
-    int64_t shape[2] = {1, 30};
-    ProtobufCBinaryData raw = {sizeof(values), (uint8_t *)values};
-    in.name = "input-0";
-    in.datatype = "FP32";
-    in.shape = shape;
-    in.n_shape = 2;
-    req.model_name = (char *)model;
-    req.inputs = ins;
-    req.n_inputs = 1;
-    req.raw_input_contents = &raw;
-    req.n_raw_input_contents = 1;
-    return rpc_encode(&req.base);
-}
-
 /* One inference through the node: OK, answered by model, one output. */
 static bool infer(const char *model)
 {
-    grpc_byte_buffer *req = xgb_request(model);
+    grpc_byte_buffer *req = rt_xgb_request(model);
     struct testcall t = testcall_run(cl.pods[0].api, INFER_PATH, req, NULL, 0, CALL_MS);
     grpc_byte_buffer_destroy(req);
     bool ok = false;

@@ -50,37 +50,7 @@ static int dest_seq;
 
 static void write_file(const char *rel, size_t size, unsigned seed)
 {
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof path, "%s/%s", root, rel);
-    for (char *p = path + strlen(root) + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0755);
-            *p = '/';
-        }
-    }
-    FILE *f = fopen(path, "wb");
-    REQUIRE(f);
-    for (size_t i = 0; i < size; i++)
-        fputc((int)((i * 31 + seed * 7 + i / 251) & 0xff), f);
-    REQUIRE(fclose(f) == 0);
-}
-
-static bool same_file(const char *a, const char *b)
-{
-    size_t la, lb;
-    char *x = pullcheck_read_all(a, &la), *y = pullcheck_read_all(b, &lb);
-    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
-    free(x), free(y);
-    return same;
-}
-
-static bool exists(const char *dir, const char *rel)
-{
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    struct stat st;
-    return lstat(path, &st) == 0;
+    REQUIRE(pullcheck_write_pattern(root, rel, size, seed) == 0);
 }
 
 /* The config: a JSON object text with the server's endpoint filled in where "@E" stands and
@@ -179,7 +149,7 @@ static void test_objects(struct harness_gcs *g)
     CHECK_INT(r.progress_total, 150000);
     snprintf(src, sizeof src, "%s/" BUCKET "/models/single.bin", root);
     snprintf(dst, sizeof dst, "%s/single.bin", r.dest);
-    CHECK(same_file(src, dst));
+    CHECK(pullcheck_same_file(src, dst));
 
     /* a prefix: files, nested, a zero-byte object and a folder marker skipped, m12 not */
     CHECK_INT(pull(cfg, "/models/m1/", &r), 0);
@@ -188,12 +158,12 @@ static void test_objects(struct harness_gcs *g)
     for (size_t i = 0; i < 3; i++) {
         snprintf(src, sizeof src, "%s/" BUCKET "/models/m1/%s", root, in_m1[i]);
         snprintf(dst, sizeof dst, "%s/m1/%s", r.dest, in_m1[i]);
-        CHECK(same_file(src, dst));
+        CHECK(pullcheck_same_file(src, dst));
     }
-    CHECK(!exists(r.dest, "m1/zero.bin"));
-    CHECK(!exists(r.dest, "m1/folder"));
-    CHECK(!exists(r.dest, "m12"));
-    CHECK(!exists(r.dest, "m1/x"));
+    CHECK(!pullcheck_exists(r.dest, "m1/zero.bin"));
+    CHECK(!pullcheck_exists(r.dest, "m1/folder"));
+    CHECK(!pullcheck_exists(r.dest, "m12"));
+    CHECK(!pullcheck_exists(r.dest, "m1/x"));
 
     /* more objects than one page */
     cJSON *paged = cJSON_Duplicate(cfg, 1);
@@ -202,7 +172,7 @@ static void test_objects(struct harness_gcs *g)
     for (int i = 0; i < 7; i++) {
         char rel[64];
         snprintf(rel, sizeof rel, "many/f%d", i);
-        CHECK(exists(r.dest, rel));
+        CHECK(pullcheck_exists(r.dest, rel));
     }
     CHECK_INT(r.bytes, 7 * 1000);
     cJSON_Delete(paged);
@@ -240,7 +210,7 @@ static void test_objects(struct harness_gcs *g)
 
     /* the listing's md5Hash does not match the bytes */
     CHECK_INT(pull(cfg, "models/bad.bin", &r), -EBADMSG);
-    CHECK(!exists(r.dest, "bad.bin"));
+    CHECK(!pullcheck_exists(r.dest, "bad.bin"));
 
     /* refused credentials: another key, another account */
     cJSON *bad = cJSON_Duplicate(cfg, 1);
@@ -260,7 +230,7 @@ static void test_objects(struct harness_gcs *g)
     CHECK(strstr(r.msg, "anonymous") && strstr(r.msg, "private_key"));
     add(anon, "bucket", "public-models");
     CHECK_INT(pull(anon, "open/model.bin", &r), 0);
-    CHECK(exists(r.dest, "model.bin"));
+    CHECK(pullcheck_exists(r.dest, "model.bin"));
     cJSON_Delete(anon);
 
     /* config errors, before any request */
@@ -299,7 +269,7 @@ static void test_objects(struct harness_gcs *g)
     remote_gcs.cancel(handle);
     harness_run_until(loop, NULL, NULL, 300);
     CHECK_INT(rc.calls, 0);
-    CHECK(!exists(rc.dest, "single.bin"));
+    CHECK(!pullcheck_exists(rc.dest, "single.bin"));
     close(dirfd);
     cJSON_Delete(fresh);
     cJSON_Delete(cfg);
@@ -343,7 +313,7 @@ static void test_token_life(const char *script)
         fprintf(messages, "%s\n", many[i].msg);
         close(fds[i]);
     }
-    CHECK(exists(many[1].dest, "m1/a.bin"));
+    CHECK(pullcheck_exists(many[1].dest, "m1/a.bin"));
     CHECK_INT(token_requests(&g), 1);
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
     CHECK_INT(token_requests(&g), 1);
@@ -381,13 +351,13 @@ static void test_fault(const struct harness_gcs *g)
     add(cfg, "endpoint_url", fp.url);
     struct pullcheck_pull r;
     CHECK_INT(pull(cfg, "models/m1", &r), 0);
-    CHECK(exists(r.dest, "m1/a.bin"));
+    CHECK(pullcheck_exists(r.dest, "m1/a.bin"));
     CHECK_INT(faultproxy_faults(&fp), 1);
 
     fault.match = "alt=media";
     faultproxy_set(&fp, &fault);
     CHECK_INT(pull(cfg, "models/single.bin", &r), 0);
-    CHECK(exists(r.dest, "single.bin"));
+    CHECK(pullcheck_exists(r.dest, "single.bin"));
     CHECK_INT(faultproxy_faults(&fp), 1);
 
     /* always 500: the pull fails after its attempts, saying so */
@@ -451,7 +421,7 @@ static void test_storage(const struct harness_gcs *g)
     char want[PATH_MAX * 2], got[PATH_MAX * 2];
     snprintf(want, sizeof want, "%s/" BUCKET "/models/m1/sub/b.bin", root);
     snprintf(got, sizeof got, "%s/sub/b.bin", f.path);
-    CHECK(same_file(want, got));
+    CHECK(pullcheck_same_file(want, got));
     CHECK(strstr(f.path, cache) == f.path);
     CHECK_INT(storage_release(st, f.path), 0);
 

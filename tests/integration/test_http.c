@@ -44,37 +44,7 @@ static int dest_seq;
 
 static void write_file(const char *rel, size_t size, unsigned seed)
 {
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof path, "%s/%s", root, rel);
-    for (char *p = path + strlen(root) + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0755);
-            *p = '/';
-        }
-    }
-    FILE *f = fopen(path, "wb");
-    REQUIRE(f);
-    for (size_t i = 0; i < size; i++)
-        fputc((int)((i * 13 + seed * 5 + i / 509) & 0xff), f);
-    REQUIRE(fclose(f) == 0);
-}
-
-static bool same_file(const char *a, const char *b)
-{
-    size_t la, lb;
-    char *x = pullcheck_read_all(a, &la), *y = pullcheck_read_all(b, &lb);
-    bool same = x && y && la == lb && memcmp(x, y, la) == 0;
-    free(x), free(y);
-    return same;
-}
-
-static bool exists(const char *dir, const char *rel)
-{
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
-    struct stat st;
-    return lstat(path, &st) == 0;
+    REQUIRE(pullcheck_write_pattern(root, rel, size, seed) == 0);
 }
 
 static cJSON *config(const char *url)
@@ -159,7 +129,7 @@ static void test_https(const char *script)
     CHECK_INT(r.progress_done, 200000);
     snprintf(src, sizeof src, "%s/models/model.bin", root);
     snprintf(dst, sizeof dst, "%s/model.bin", r.dest);
-    CHECK(same_file(src, dst));
+    CHECK(pullcheck_same_file(src, dst));
 
     /* headers as an object; the url with a trailing '/' and a query; a leading '/' */
     cJSON *obj = cJSON_Duplicate(cfg, 1);
@@ -170,12 +140,12 @@ static void test_https(const char *script)
     snprintf(url, sizeof url, "%s/models/?sig=abc", h.url);
     add(obj, "url", url);
     CHECK_INT(pull(obj, "/model.bin", &r), 0);
-    CHECK(exists(r.dest, "model.bin"));
+    CHECK(pullcheck_exists(r.dest, "model.bin"));
     cJSON_Delete(obj);
 
     /* a name that needs encoding on the way */
     CHECK_INT(pull(cfg, "models/with space.bin", &r), 0);
-    CHECK(exists(r.dest, "with space.bin"));
+    CHECK(pullcheck_exists(r.dest, "with space.bin"));
 
     /* not there */
     CHECK_INT(pull(cfg, "models/none.bin", &r), -ENOENT);
@@ -201,7 +171,7 @@ static void test_https(const char *script)
     add(tls, "certificate", other_ca_pem);
     CHECK_INT(pull(tls, "models/model.bin", &r), -EPROTO);
     CHECK(strstr(r.msg, "certificate") != NULL);
-    CHECK(!exists(r.dest, "model.bin"));
+    CHECK(!pullcheck_exists(r.dest, "model.bin"));
     add(tls, "certificate", NULL);
     CHECK_INT(pull(tls, "models/model.bin", &r), -EPROTO);
     cJSON_Delete(tls);
@@ -242,11 +212,11 @@ static void test_client_cert(const char *script)
     cJSON *cfg = config(h.url);
     add(cfg, "certificate", ca_pem);
     CHECK_INT(pull(cfg, "models/model.bin", &r), -EPROTO);
-    CHECK(!exists(r.dest, "model.bin"));
+    CHECK(!pullcheck_exists(r.dest, "model.bin"));
     add(cfg, "client_certificate", client_pem);
     add(cfg, "client_key", client_key);
     CHECK_INT(pull(cfg, "models/model.bin", &r), 0);
-    CHECK(exists(r.dest, "model.bin"));
+    CHECK(pullcheck_exists(r.dest, "model.bin"));
     cJSON_Delete(cfg);
     harness_https_stop(&h);
 }
@@ -264,7 +234,7 @@ static void test_fault(const char *script)
     struct pullcheck_pull r;
     cJSON *cfg = config(fp.url);
     CHECK_INT(pull(cfg, "models/model.bin", &r), 0);
-    CHECK(exists(r.dest, "model.bin"));
+    CHECK(pullcheck_exists(r.dest, "model.bin"));
     CHECK_INT(r.bytes, 200000);
     CHECK_INT(faultproxy_faults(&fp), 1);
     fault.count = -1;
@@ -318,7 +288,7 @@ static void test_storage(const char *script)
     CHECK_INT(f.status, 0);
     char want[PATH_MAX * 2];
     snprintf(want, sizeof want, "%s/models/model.bin", root);
-    CHECK(same_file(want, f.path));
+    CHECK(pullcheck_same_file(want, f.path));
     CHECK_INT(storage_release(st, f.path), 0);
 
     /* the params replace the headers: refused, naming the key */

@@ -71,20 +71,7 @@ static void trim_lines(char *s)
     }
 }
 
-static const char *walkthrough = "apiVersion: serving.kserve.io/v1beta1\n"
-                                 "kind: InferenceService\n"
-                                 "metadata:\n"
-                                 "  name: example-mnist-isvc\n"
-                                 "  annotations:\n"
-                                 "    serving.kserve.io/deploymentMode: ModelMesh\n"
-                                 "spec:\n"
-                                 "  predictor:\n"
-                                 "    model:\n"
-                                 "      modelFormat:\n"
-                                 "        name: sklearn\n"
-                                 "      storage:\n"
-                                 "        key: localMinIO\n"
-                                 "        path: sklearn/mnist-svm.joblib\n";
+static const char *walkthrough = HARNESS_WALKTHROUGH_ISVC;
 
 /* The status of the walkthrough's first describe, as the controller writes it. */
 static const char *loading_status =

@@ -52,29 +52,9 @@ static char prom_log[400];
 
 static void make_model(const char *maker)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(work, sizeof(work), "%s/mm-prom-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    REQUIRE(mkdtemp(work) != NULL);
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "'%s' '%s'", maker, work);
-    FILE *p = popen(cmd, "r");
-    REQUIRE(p != NULL);
-    char line[4096];
-    bool got_row = false;
-    while (fgets(line, sizeof(line), p)) {
-        if (strncmp(line, "row[0] =", 8) == 0) {
-            char *s = line + 8;
-            int j = 0;
-            for (char *end; j < FEATURES; j++, s = end) {
-                row[j] = strtof(s, &end);
-                if (end == s)
-                    break;
-            }
-            got_row = j == FEATURES;
-        }
-    }
-    REQUIRE(pclose(p) == 0);
-    REQUIRE(got_row);
+    float expected;
+    REQUIRE(harness_example_model_tmp(maker, "prom", work, sizeof(work), row, FEATURES,
+                                      &expected) == 0);
 }
 
 /* One ModelInfer call for model on ch, waited for; whether it answered OK. */
@@ -331,12 +311,7 @@ int main(int argc, char **argv)
         .gateway_args = METRICS_ARGS,
         .controller_args = METRICS_ARGS,
     };
-    if (cluster_start(&cl, &cfg) < 0 || cluster_gateway_start(&cl) < 0 ||
-        cluster_controller_start(&cl, 0) < 0) {
-        cluster_dump_logs(&cl, true);
-        cluster_free(&cl);
-        REQUIRE(false);
-    }
+    REQUIRE(cluster_start_with(&cl, &cfg, true, true) == 0);
     char model[512];
     snprintf(model, sizeof(model), "%s/xgboost/breast-cancer.json", work);
     REQUIRE(cluster_copy_file(&cl, model, "bc.json") == 0);

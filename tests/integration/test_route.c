@@ -701,11 +701,7 @@ int main(int argc, char **argv)
         .lease_ttl = fail_over ? "10s" : NULL,
         .n_pods = 3,
     };
-    if (cluster_start(&cl, &cfg) < 0 || cluster_gateway_start(&cl) < 0) {
-        cluster_dump_logs(&cl, true);
-        cluster_free(&cl);
-        REQUIRE(false);
-    }
+    REQUIRE(cluster_start_with(&cl, &cfg, true, false) == 0);
     char model[512];
     snprintf(model, sizeof(model), "%s/xgboost/breast-cancer.json", work);
     REQUIRE(cluster_copy_file(&cl, model, "bc.json") == 0);

@@ -357,37 +357,7 @@ static void infer_mnist(void)
         CHECK(false);
     }
     testcall_clear(&t);
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelInfer", b, NULL, 0, RT_CALL_MS);
-    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model some-vmodel is not loaded"));
-    testcall_clear(&t);
-    const struct rpc_header other[] = {{"mm-model-id", "not-here"}};
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelInfer", b, other, 1, RT_CALL_MS);
-    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model not-here is not loaded"));
-    testcall_clear(&t);
-    grpc_byte_buffer_destroy(b);
-    Inference__ModelMetadataRequest mdq = INFERENCE__MODEL_METADATA_REQUEST__INIT;
-    mdq.name = "some-vmodel";
-    b = rpc_encode(&mdq.base);
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelMetadata", b, h, 1, RT_CALL_MS);
-    CHECK_INT(t.status, GRPC_STATUS_OK);
-    if (t.status == GRPC_STATUS_OK &&
-        rpc_decode(t.response, &inference__model_metadata_response__descriptor, &pm, &err) == 0) {
-        CHECK_STR(((Inference__ModelMetadataResponse *)pm)->name, "mnist");
-        protobuf_c_message_free_unpacked(pm, NULL);
-    }
-    testcall_clear(&t);
-    grpc_byte_buffer_destroy(b);
-    Inference__ModelReadyRequest mrq = INFERENCE__MODEL_READY_REQUEST__INIT;
-    mrq.name = "some-vmodel";
-    b = rpc_encode(&mrq.base);
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelReady", b, h, 1, RT_CALL_MS);
-    CHECK_INT(t.status, GRPC_STATUS_OK);
-    if (t.status == GRPC_STATUS_OK &&
-        rpc_decode(t.response, &inference__model_ready_response__descriptor, &pm, &err) == 0) {
-        CHECK(((Inference__ModelReadyResponse *)pm)->ready);
-        protobuf_c_message_free_unpacked(pm, NULL);
-    }
-    testcall_clear(&t);
+    CHECK(rt_header_names_model(&sc, b, "some-vmodel", "mnist"));
     grpc_byte_buffer_destroy(b);
 
     /* Bad input: clear errors naming what was wrong; the runtime keeps serving. */

@@ -389,11 +389,7 @@ int main(int argc, char **argv)
         .gateway_args = gateway_args,
         .n_pods = 2,
     };
-    if (cluster_start(&cl, &cfg) < 0 || cluster_gateway_start(&cl) < 0) {
-        cluster_dump_logs(&cl, true);
-        cluster_free(&cl);
-        REQUIRE(false);
-    }
+    REQUIRE(cluster_start_with(&cl, &cfg, true, false) == 0);
     /* the harness's plaintext channels replaced by TLS ones */
     for (int i = 0; i < 2; i++) {
         rpc_channel_free(cl.pods[i].api);

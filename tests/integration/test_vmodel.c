@@ -129,15 +129,9 @@ static void watch_start(const char *name)
 
 static void make_model(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(work, sizeof(work), "%s/mm-vmodel-model-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
-    REQUIRE(mkdtemp(work) != NULL);
-    char cmd[1024], out[4096];
-    snprintf(cmd, sizeof(cmd), "'%s' '%s'", maker, work);
-    int rc = harness_capture(cmd, out, sizeof(out));
-    if (rc != 0)
-        fprintf(stderr, "%s: %s\n", cmd, out);
-    REQUIRE(rc == 0);
+    float expected;
+    REQUIRE(harness_example_model_tmp(maker, "vmodel-model", work, sizeof(work), NULL, 0,
+                                      &expected) == 0);
     snprintf(model_file, sizeof(model_file), "%s/xgboost/breast-cancer.json", work);
 }
 
@@ -149,12 +143,7 @@ static void cleanup(void)
     if (cluster_up)
         cluster_free(&cl);
     cluster_up = false;
-    if (work[0]) {
-        char cmd[400], out[256];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", work);
-        harness_capture(cmd, out, sizeof(out));
-        work[0] = '\0';
-    }
+    harness_remove_dir(work);
 }
 
 static void start(void)

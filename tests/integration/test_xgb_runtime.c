@@ -147,71 +147,10 @@ static void header_names_model(struct infer_req *q)
         CHECK(false);
     }
     testcall_clear(&t);
-    /* without the header, the name alone: NOT_FOUND naming it */
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelInfer", b, NULL, 0, RT_CALL_MS);
-    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model some-vmodel is not loaded"));
-    testcall_clear(&t);
-    /* a header naming a model that is not loaded: NOT_FOUND naming the header's id */
-    const struct rpc_header other[] = {{"mm-model-id", "not-here"}};
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelInfer", b, other, 1, RT_CALL_MS);
-    CHECK(rt_failed_with(t, GRPC_STATUS_NOT_FOUND, "model not-here is not loaded"));
-    testcall_clear(&t);
+    /* without the header, or with one naming a model not loaded: NOT_FOUND; metadata and
+     * readiness by the header too */
+    CHECK(rt_header_names_model(&sc, b, "some-vmodel", "bc"));
     grpc_byte_buffer_destroy(b);
-
-    Inference__ModelMetadataRequest mm = INFERENCE__MODEL_METADATA_REQUEST__INIT;
-    mm.name = "some-vmodel";
-    b = rpc_encode(&mm.base);
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelMetadata", b, h, 1, RT_CALL_MS);
-    CHECK_INT(t.status, GRPC_STATUS_OK);
-    if (t.status == GRPC_STATUS_OK &&
-        rpc_decode(t.response, &inference__model_metadata_response__descriptor, &m, &err) == 0) {
-        CHECK_STR(((Inference__ModelMetadataResponse *)m)->name, "bc");
-        protobuf_c_message_free_unpacked(m, NULL);
-    }
-    testcall_clear(&t);
-    grpc_byte_buffer_destroy(b);
-
-    Inference__ModelReadyRequest mr = INFERENCE__MODEL_READY_REQUEST__INIT;
-    mr.name = "some-vmodel";
-    b = rpc_encode(&mr.base);
-    t = testcall_run(sc.ch, "/inference.GRPCInferenceService/ModelReady", b, h, 1, RT_CALL_MS);
-    CHECK_INT(t.status, GRPC_STATUS_OK);
-    if (t.status == GRPC_STATUS_OK &&
-        rpc_decode(t.response, &inference__model_ready_response__descriptor, &m, &err) == 0) {
-        CHECK(((Inference__ModelReadyResponse *)m)->ready);
-        protobuf_c_message_free_unpacked(m, NULL);
-    }
-    testcall_clear(&t);
-    grpc_byte_buffer_destroy(b);
-}
-
-/* Build the example model; read the expected prediction and the row it is for. */
-static void make_model(const char *maker, const char *dir)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "'%s' '%s'", maker, dir);
-    FILE *p = popen(cmd, "r");
-    REQUIRE(p != NULL);
-    char line[4096];
-    bool got_expected = false, got_row = false;
-    while (fgets(line, sizeof(line), p)) {
-        if (sscanf(line, "expected predict[0] = %f", &expected) == 1)
-            got_expected = true;
-        if (strncmp(line, "row[0] =", 8) == 0) {
-            char *s = line + 8;
-            int j = 0;
-            for (char *end; j < FEATURES; j++, s = end) {
-                row[j] = strtof(s, &end);
-                if (end == s)
-                    break;
-            }
-            got_row = j == FEATURES;
-        }
-        if (strstr(line, "held-out accuracy"))
-            fprintf(stderr, "%s", line);
-    }
-    REQUIRE(pclose(p) == 0);
-    REQUIRE(got_expected && got_row);
 }
 
 /* Several models dirs (--models-dir repeated, or MM_MODELS_DIR ':'-separated): a model inside
@@ -274,7 +213,7 @@ int main(int argc, char **argv)
     REQUIRE(argc == 3);
     char dir[] = "/tmp/mm-xgb-XXXXXX";
     REQUIRE(mkdtemp(dir) != NULL);
-    make_model(argv[2], dir);
+    REQUIRE(harness_example_model(argv[2], dir, row, FEATURES, &expected) == 0);
     char model[512], only[512], only_model[600], junk[512], cmd[4096];
     snprintf(model, sizeof(model), "%s/xgboost/breast-cancer.json", dir);
     snprintf(only, sizeof(only), "%s/only", dir);
