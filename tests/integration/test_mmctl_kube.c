@@ -495,6 +495,20 @@ static void test_secret_and_runtimes(void)
            "clusterservingruntime.serving.kserve.io \"mm-runtime\" deleted");
 }
 
+/* The watch's output so far into out: its rows naming example-mnist-isvc. */
+static int read_watch(const char *log)
+{
+    FILE *f = fopen(log, "r");
+    size_t n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    out[n] = '\0';
+    int rows = 0;
+    for (char *p = out; (p = strstr(p, "\nexample-mnist-isvc")); p++)
+        rows++;
+    return rows;
+}
+
 static void test_watch(void)
 {
     char cmd[2048], log[128];
@@ -511,11 +525,7 @@ static void test_watch(void)
     int step = 0;
     while (harness_now_ms() < deadline && !gone) {
         usleep(100 * 1000);
-        FILE *f = fopen(log, "r");
-        size_t n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
-        if (f)
-            fclose(f);
-        out[n] = '\0';
+        int rows = read_watch(log);
         listed = strstr(out, "NAME") && strstr(out, "example-mnist-isvc");
         if (listed && step == 0) {
             /* another namespace's status, inside the key range the watch reads: no row */
@@ -530,21 +540,11 @@ static void test_watch(void)
             step = 2;
         }
         /* A row for the delete (its last state) after the change. */
-        int rows = 0;
-        for (char *p = out; (p = strstr(p, "\nexample-mnist-isvc")); p++)
-            rows++;
         gone = step == 2 && rows >= 3;
     }
     /* nothing more comes: exactly the list, the change and the delete */
     usleep(300 * 1000);
-    FILE *f = fopen(log, "r");
-    size_t n = f ? fread(out, 1, sizeof(out) - 1, f) : 0;
-    if (f)
-        fclose(f);
-    out[n] = '\0';
-    int rows = 0;
-    for (char *p = out; (p = strstr(p, "\nexample-mnist-isvc")); p++)
-        rows++;
+    int rows = read_watch(log);
     CHECK(listed);
     CHECK(changed);
     CHECK(gone);
