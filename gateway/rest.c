@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -39,6 +40,8 @@
 #define MAX_VERSION 64         /* bytes of a version in a path */
 #define MAX_MESSAGE 1024       /* bytes of a status message kept */
 #define REST_STOP_WAIT_MS 2000 /* rest_free waits this long for resumed requests' answers */
+#define GONE_RECHECK_S 1.0     /* a held request whose client sent more: its socket looked at
+                                  again this often for the client's end */
 
 enum req_state {
     ST_READING, /* headers and body arriving (HTTP thread) */
@@ -64,6 +67,7 @@ struct rest_req {
     struct route_call *rcall;     /* the loop's */
     int fd;                       /* the connection's socket (-1: unknown), read by the loop */
     ev_io gone;                   /* the loop's: the client closing while the call waits */
+    ev_timer gone_again;          /* ... looked for again while bytes wait unread */
     struct rest_req *prev, *next; /* the loop's list of requests it holds */
     /* the outcome */
     grpc_status_code status;
@@ -273,6 +277,7 @@ static void unhold(struct rest_req *q)
 {
     struct rest *x = q->x;
     ev_io_stop(x->loop, &q->gone); /* before the HTTP thread may close the socket */
+    ev_timer_stop(x->loop, &q->gone_again);
     if (q->prev)
         q->prev->next = q->next;
     else
@@ -290,26 +295,54 @@ static void on_routed(grpc_status_code status, const char *message, grpc_byte_bu
     resume(q, status, message, response);
 }
 
-/* The socket of a held request is readable: the client closed it (EOF, or reset) while its
- * call waits, so the call is cancelled and its slot (--max-parked, the body's bytes) freed at
- * once rather than at the answer or the timeout. Bytes waiting (a pipelined request, a TLS
- * alert) are left to the HTTP thread, and the watch ends: nothing is consumed here. */
-static void on_gone(struct ev_loop *loop, ev_io *w, int revents)
+/* Whether the client of a held request has closed its end (or reset it): a hang-up seen by
+ * poll, which says so even when bytes it sent wait unread (a pipelined request, a TLS alert),
+ * where a read would only see those bytes. Nothing is read. */
+static bool client_gone(int fd, bool *pending)
 {
-    (void)revents;
-    struct rest_req *q = w->data;
-    char b;
-    ssize_t n = recv(w->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    if (n > 0) {
-        ev_io_stop(loop, w);
-        return;
-    }
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    *pending = false;
+    if (poll(&p, 1, 0) != 1)
+        return false;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR))
+        return true;
+    *pending = (p.revents & POLLIN) != 0;
+    return false;
+}
+
+static void cancel_gone(struct rest_req *q)
+{
     route_cancel(q->rcall);
     q->rcall = NULL;
     unhold(q);
     resume(q, GRPC_STATUS_CANCELLED, "the client closed the connection", NULL);
+}
+
+/* The socket of a held request is readable: the client closed it while its call waits, so the
+ * call is cancelled and its slot (--max-parked, the body's bytes) freed at once rather than at
+ * the answer or the timeout. Bytes that came instead stay for the HTTP thread: the socket stays
+ * readable, so it is looked at every GONE_RECHECK_S from then on. */
+static void on_gone(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct rest_req *q = w->data;
+    bool pending;
+    if (client_gone(w->fd, &pending)) {
+        cancel_gone(q);
+    } else if (pending) {
+        ev_io_stop(loop, w);
+        ev_timer_again(loop, &q->gone_again);
+    }
+}
+
+static void on_gone_again(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct rest_req *q = w->data;
+    bool pending;
+    if (client_gone(q->fd, &pending))
+        cancel_gone(q);
 }
 
 static void on_posted(struct mailbox_item *item, void *arg)
@@ -558,6 +591,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         q->fd = -1;
         ev_io_init(&q->gone, on_gone, -1, EV_READ);
         q->gone.data = q;
+        ev_timer_init(&q->gone_again, on_gone_again, 0., GONE_RECHECK_S);
+        q->gone_again.data = q;
         q->conn = c;
         *ctx = q;
         return MHD_YES;

@@ -1036,6 +1036,20 @@ def rest():
         expect("%s: 200 stalled connections: a good request is served" % where, good_ok(port))
         for c in stalled:
             c.close()
+        # a client that sends a request and more behind it (a pipelined one), then closes: its
+        # slot is freed too (the 8 below would find one taken for 120 s)
+        c = socket.create_connection(("127.0.0.1", port), timeout=30)
+        piped = post(b"/v2/models/stuck/infer", good).replace(b"Connection: close",
+                                                              b"Connection: keep-alive")
+        c.sendall(piped)
+        time.sleep(0.3)  # parked: the server reads no more of this connection meanwhile
+        c.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        early, _, _ = select.select([c], [], [], 0)
+        expect("%s: a request with another pipelined behind it waits (not cancelled)" % where,
+               not early, repr(c.recv(200) if early else b""))
+        c.close()
+        time.sleep(1.5)
         # parked: 8 REST requests for the model whose load never ends, then the 9th refused
         parked = []
         for _ in range(8):
