@@ -1049,32 +1049,45 @@ def rest():
         expect("%s: a request with another pipelined behind it waits (not cancelled)" % where,
                not early, repr(c.recv(200) if early else b""))
         c.close()
-        time.sleep(1.5)
-        # parked: 8 REST requests for the model whose load never ends, then the 9th refused
-        parked = []
-        for _ in range(8):
-            c = socket.create_connection(("127.0.0.1", port), timeout=30)
-            c.sendall(post(b"/v2/models/stuck/infer", good))
-            parked.append(c)
-        time.sleep(1.0)
+
+        def park(n):
+            socks = []
+            for _ in range(n):
+                c = socket.create_connection(("127.0.0.1", port), timeout=30)
+                c.sendall(post(b"/v2/models/stuck/infer", good))
+                socks.append(c)
+            return socks
+
+        def park_within(n, seconds):
+            """n requests that all wait (a refusal comes at once), tried again for up to
+            seconds while slots are still being freed; then none answered in 1.5 s more."""
+            deadline = time.time() + seconds
+            while True:
+                socks = park(n)
+                refused, _, _ = select.select(socks, [], [], 0.3)
+                if not refused or time.time() >= deadline:
+                    break
+                for c in socks:
+                    c.close()
+            answered, _, _ = select.select(socks, [], [], 1.5)
+            return socks, [c.recv(200) for c in answered]
+
+        # parked: 8 REST requests for the model whose load never ends (the pipelined client's
+        # slot free within 5 s), then the 9th refused
+        parked, early = park_within(8, 5.0)
+        expect("%s: the pipelined client's slot freed: 8 requests wait" % where, not early,
+               repr(early))
         st, out = http(port, post(b"/v2/models/stuck/infer", good))
         expect("%s: the 9th parked REST request: 503 naming the bound" % where,
                st == 503 and b"8 requests wait" in out, out[:300])
         expect("%s: a good request is served while 8 wait" % where, good_ok(port))
         # the 8 clients go away: their slots are free again at once (not at the answer or the
-        # 120 s timeout): 8 new requests wait (no answer within 1.5 s), the 9th is refused
+        # 120 s timeout): 8 new requests wait, the 9th is refused
         for c in parked:
             c.close()
-        time.sleep(0.5)
-        parked = []
-        for _ in range(8):
-            c = socket.create_connection(("127.0.0.1", port), timeout=30)
-            c.sendall(post(b"/v2/models/stuck/infer", good))
-            parked.append(c)
-        answered, _, _ = select.select(parked, [], [], 1.5)
-        early = [c.recv(200) for c in answered]
+        parked, early = park_within(8, 0.5)
         expect("%s: 8 clients gone while parked: 8 new requests take their slots" % where,
-               not answered, repr(early))
+               not early, repr(early))
         st, out = http(port, post(b"/v2/models/stuck/infer", good))
         expect("%s: ... and the 9th is refused again: 503 naming the bound" % where,
                st == 503 and b"8 requests wait" in out, out[:300])
